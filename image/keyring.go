@@ -13,7 +13,10 @@ import (
 // Keyring holds the public keys a device or a build host trusts, and the key ids it has
 // revoked. A revoked id stays refused even when its key is also listed as trusted.
 //
-// On disk a keyring is a TOML file:
+// On disk a keyring is a TOML file. `revoked` comes before the first [[key]] table (TOML would
+// put it inside that table otherwise):
+//
+//	revoked = ["0f3c9a1e5b7d2c4a6e8f0a1b2c3d4e5f"]   # key ids, as `aduimport inspect` prints them
 //
 //	# keys that may sign images for this product
 //	[[key]]
@@ -27,8 +30,6 @@ import (
 //	...
 //	-----END PUBLIC KEY-----
 //	"""
-//
-//	revoked = ["0f3c9a1e5b7d2c4a6e8f0a1b2c3d4e5f"]   # key ids, as `aduimport inspect` prints them
 type Keyring struct {
 	keys    map[KeyID]keyringEntry
 	revoked map[KeyID]bool
@@ -109,6 +110,9 @@ func ParseKeyring(data []byte, baseDir string) (*Keyring, error) {
 		return nil, fmt.Errorf("%w: keyring: %w", ErrBadKey, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
+		if k := und[0]; len(k) == 2 && k[0] == "key" && k[1] == "revoked" {
+			return nil, fmt.Errorf("%w: keyring: revoked is inside a [[key]] table: put it before the first [[key]]", ErrBadKey)
+		}
 		return nil, fmt.Errorf("%w: keyring: unknown setting %q", ErrBadKey, und[0].String())
 	}
 	kr, _ := NewKeyring()

@@ -1,16 +1,510 @@
 package app
 
-import "github.com/urfave/cli/v2"
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 
-// sign, verify and inspect of aduimg images (placeholders until package image's format lands).
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/progress"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot"
+)
+
 func (e *env) signCommand() *cli.Command {
-	return &cli.Command{Name: "sign", Usage: "sign a payload into an aduimg image", Description: "EXAMPLE:\n   aduimport sign --key release.pem --version 1.2.0 -o rootfs.aduimg rootfs.ext4"}
+	return &cli.Command{
+		Name:      "sign",
+		Usage:     "sign a payload into an aduimg image (streaming, chunked, optionally zstd-compressed)",
+		ArgsUsage: "PAYLOAD",
+		Description: `Reads PAYLOAD (a file or a block device) once and writes a signed aduimg image:
+a signed header with the metadata and the SHA-256 of every chunk, then the chunks,
+each compressed on its own. The image is written to a temporary file beside -o and
+renamed into place only when complete. Memory stays bounded whatever the payload size;
+compression uses every core.
+
+EXAMPLE:
+   aduimport sign --key release.pem --version 1.2.0 --slot-class rootfs \
+       --compat manufacturer=contoso,model=toaster -o rootfs-1.2.0.aduimg rootfs.ext4`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Usage: "private key `PEM` file (aduimport keygen or imgtool keygen)", TakesFile: true},
+			&cli.StringFlag{Name: "version", Usage: "update `VERSION` the image carries, e.g. 1.2.0"},
+			&cli.StringFlag{Name: "slot-class", Usage: "slot `CLASS` the payload is written to, e.g. rootfs, kernel, firmware"},
+			&cli.StringFlag{Name: "compress", Value: "zstd", Usage: "chunk compression: zstd or none"},
+			&cli.StringFlag{Name: "chunk-size", Value: "1MiB", Usage: "raw bytes per chunk (bytes, or with KiB/MiB)"},
+			&cli.StringSliceFlag{Name: "compat", Usage: "compatibility `k=v[,k=v...]` the device must match (repeatable)"},
+			&cli.StringSliceFlag{Name: "meta", Usage: "free-form metadata `k=v[,k=v...]` (repeatable)"},
+			&cli.Uint64Flag{Name: "security-counter", Usage: "anti-rollback `COUNTER`: devices refuse images below their own"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write", TakesFile: true},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		},
+		Action: e.sign,
+	}
+}
+
+func (e *env) sign(c *cli.Context) error {
+	if err := args(c, 1, 1, "PAYLOAD"); err != nil {
+		return err
+	}
+	if err := need(c, "key", "version", "output"); err != nil {
+		return err
+	}
+	comp, err := image.ParseCompression(c.String("compress"))
+	if err != nil {
+		return exitcode.WithCode(exitcode.Usage, err)
+	}
+	chunk, err := parseByteSize(c.String("chunk-size"))
+	if err != nil || chunk <= 0 || chunk > 1<<31 {
+		return exitcode.Usagef("--chunk-size %q: want a positive size like 1048576 or 1MiB", c.String("chunk-size"))
+	}
+	compat, err := parseKVFlag("--compat", c.StringSlice("compat"))
+	if err != nil {
+		return err
+	}
+	meta, err := parseKVFlag("--meta", c.StringSlice("meta"))
+	if err != nil {
+		return err
+	}
+	created, err := buildTime(c)
+	if err != nil {
+		return err
+	}
+	key, err := image.LoadPrivateKey(c.String("key"))
+	if err != nil {
+		return keyError(err)
+	}
+	in, size, err := openSized(c.Args().First())
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+
+	outPath := c.String("output")
+	tmp, err := os.CreateTemp(filepath.Dir(outPath), "."+filepath.Base(outPath)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	bar := progress.New(e.progressOut(c), size, "sign")
+	h, total, err := image.Sign(tmp, bar.Reader(bufio.NewReaderSize(in, 1<<20)), size, key, image.SignOptions{
+		Version:         c.String("version"),
+		SlotClass:       c.String("slot-class"),
+		Compatibility:   compat,
+		Meta:            meta,
+		SecurityCounter: c.Uint64("security-counter"),
+		ChunkSize:       int(chunk),
+		Compression:     comp,
+		Created:         created,
+	})
+	bar.Finish()
+	if err != nil {
+		if errors.Is(err, image.ErrInvalidOption) || errors.Is(err, image.ErrPayloadSize) {
+			return exitcode.InvalidInput(err)
+		}
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), outPath); err != nil {
+		return err
+	}
+	done = true
+	if c.Bool("json") {
+		return writeJSON(e.stdout, struct {
+			Image string        `json:"image"`
+			Size  int64         `json:"size"`
+			Head  *image.Header `json:"header"`
+		}{outPath, total, h})
+	}
+	fmt.Fprintf(e.stdout, "%s: %s payload %s → %s image, %d chunk(s), %s, key %s (%s)\n",
+		outPath, h.Version, progress.Size(h.RawSize), progress.Size(total), len(h.Chunks), h.Compression, h.KeyID, h.KeyType)
+	fmt.Fprintf(e.stdout, "payload sha256 %s\n", h.PayloadSHA256)
+	return nil
 }
 
 func (e *env) verifyCommand() *cli.Command {
-	return &cli.Command{Name: "verify", Usage: "verify an aduimg image", Description: "EXAMPLE:\n   aduimport verify --pub release.pub.pem rootfs.aduimg"}
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "verify an aduimg image: signature, every chunk, the whole payload",
+		ArgsUsage: "IMAGE",
+		Description: `Checks the header signature against the trusted keys, then streams the image and
+checks every chunk's SHA-256, the whole payload's SHA-256, its size and that nothing
+follows the last chunk. Exit 0 only when the image is valid, 1 when it is not.
+Trust comes from --pub (repeatable) or a --keyring file, which can also revoke key ids.
+
+EXAMPLE:
+   aduimport verify --pub release.pub.pem rootfs-1.2.0.aduimg
+   aduimport verify --keyring /etc/aduflash/keyring.toml --max-size 512MiB rootfs-1.2.0.aduimg`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
+			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+			&cli.StringFlag{Name: "max-size", Usage: "refuse payloads larger than `SIZE` (the target slot's size)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
+		},
+		Action: e.verify,
+	}
+}
+
+func (e *env) verify(c *cli.Context) error {
+	if err := args(c, 1, 1, "IMAGE"); err != nil {
+		return err
+	}
+	pubs := c.StringSlice("pub")
+	if len(pubs) == 0 && c.String("keyring") == "" {
+		return exitcode.Usagef("%s: give --pub KEY.pub.pem or --keyring FILE", c.Command.HelpName)
+	}
+	var maxSize int64
+	if s := c.String("max-size"); s != "" {
+		n, err := parseByteSize(s)
+		if err != nil || n <= 0 {
+			return exitcode.Usagef("--max-size %q: want a positive size like 536870912 or 512MiB", s)
+		}
+		maxSize = n
+	}
+	kr, err := loadKeyring(c.String("keyring"), pubs)
+	if err != nil {
+		return err
+	}
+	path := c.Args().First()
+	f, size, err := openSized(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bar := progress.New(e.progressOut(c), size, "verify")
+	h, err := image.Verify(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr, MaxRawSize: maxSize})
+	bar.Finish()
+	if err != nil && !isImageError(err) {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if c.Bool("json") {
+		v := struct {
+			Image string        `json:"image"`
+			Valid bool          `json:"valid"`
+			Error string        `json:"error,omitempty"`
+			Head  *image.Header `json:"header,omitempty"`
+		}{Image: path, Valid: err == nil, Head: h}
+		if err != nil {
+			v.Error = err.Error()
+		}
+		if jerr := writeJSON(e.stdout, v); jerr != nil {
+			return jerr
+		}
+		if err != nil {
+			return &silentError{exitcode.InvalidInput(err)}
+		}
+		return nil
+	}
+	if err != nil {
+		return exitcode.InvalidInput(fmt.Errorf("%s: INVALID: %w", path, err))
+	}
+	name := kr.Name(h.KeyID)
+	if name != "" {
+		name = " " + strconv.Quote(name)
+	}
+	fmt.Fprintf(e.stdout, "%s: valid: version %s, %s payload, %d chunk(s), signed by %s key%s %s\n",
+		path, h.Version, progress.Size(h.RawSize), len(h.Chunks), h.KeyType, name, h.KeyID)
+	return nil
 }
 
 func (e *env) inspectCommand() *cli.Command {
-	return &cli.Command{Name: "inspect", Usage: "show an image's header", Description: "EXAMPLE:\n   aduimport inspect rootfs.aduimg"}
+	return &cli.Command{
+		Name:      "inspect",
+		Usage:     "show an image's header (aduimg or MCUboot, detected by magic) without verifying it",
+		ArgsUsage: "IMAGE",
+		Description: `Prints what an image says about itself. It checks the format but NOT the
+signature: use verify (aduimg) or mcuboot verify for that.
+
+EXAMPLE:
+   aduimport inspect rootfs-1.2.0.aduimg
+   aduimport inspect --json zephyr.signed.bin | jq .version`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the header as JSON"},
+			&cli.BoolFlag{Name: "chunks", Usage: "list every chunk (aduimg, text output)"},
+		},
+		Action: e.inspect,
+	}
+}
+
+// maxMCUbootImage bounds what inspect reads into memory for an MCUboot image.
+const maxMCUbootImage = 64 << 20
+
+func (e *env) inspect(c *cli.Context) error {
+	if err := args(c, 1, 1, "IMAGE"); err != nil {
+		return err
+	}
+	path := c.Args().First()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+	prefix, err := br.Peek(16)
+	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+		return err
+	}
+	switch {
+	case image.IsImage(prefix):
+		h, err := image.ParseHeader(br)
+		if err != nil {
+			return exitcode.InvalidInput(fmt.Errorf("%s: %w", path, err))
+		}
+		if c.Bool("json") {
+			return writeJSON(e.stdout, struct {
+				Format string `json:"format"`
+				*image.Header
+			}{"aduimg", h})
+		}
+		return writeHeaderText(e.stdout, path, h, c.Bool("chunks"))
+	case mcuboot.IsImage(prefix):
+		data, err := io.ReadAll(io.LimitReader(br, maxMCUbootImage+1))
+		if err != nil {
+			return err
+		}
+		if len(data) > maxMCUbootImage {
+			return exitcode.InvalidInput(fmt.Errorf("%s: larger than %s: not an MCU image", path, progress.Size(maxMCUbootImage)))
+		}
+		img, err := mcuboot.Parse(data)
+		if err != nil {
+			return exitcode.InvalidInput(fmt.Errorf("%s: %w", path, err))
+		}
+		if c.Bool("json") {
+			return writeJSON(e.stdout, struct {
+				Format string `json:"format"`
+				*mcuboot.Image
+			}{"mcuboot", img})
+		}
+		fmt.Fprintf(e.stdout, "%s: MCUboot image (signature not checked; use aduimport mcuboot verify)\n", path)
+		return img.WriteText(e.stdout)
+	}
+	return exitcode.InvalidInput(fmt.Errorf("%s: %w: neither an aduimg nor an MCUboot image (first bytes % x)", path, image.ErrBadMagic, prefix[:min(len(prefix), 8)]))
+}
+
+func writeHeaderText(w io.Writer, path string, h *image.Header, chunks bool) error {
+	bw := bufio.NewWriter(w)
+	p := func(k, format string, a ...any) {
+		fmt.Fprintf(bw, "%-17s "+format+"\n", append([]any{k + ":"}, a...)...)
+	}
+	p("image", "%s (aduimg format %d, %s)", path, h.FormatVersion, progress.Size(h.ImageSize))
+	p("signature", "not checked (use aduimport verify)")
+	p("key", "%s, id %s", h.KeyType, h.KeyID)
+	p("version", "%s", h.Version)
+	if h.SlotClass != "" {
+		p("slot class", "%s", h.SlotClass)
+	}
+	p("security counter", "%d", h.SecurityCounter)
+	if len(h.Compatibility) > 0 {
+		p("compatibility", "%s", joinKV(h.Compatibility))
+	}
+	if len(h.Meta) > 0 {
+		p("meta", "%s", joinKV(h.Meta))
+	}
+	p("created", "%s", h.Created.UTC().Format("2006-01-02T15:04:05Z"))
+	p("payload", "%d bytes (%s), sha256 %s", h.RawSize, progress.Size(h.RawSize), h.PayloadSHA256)
+	var framed int64
+	for _, ch := range h.Chunks {
+		framed += int64(ch.Length)
+	}
+	ratio := ""
+	if h.RawSize > 0 {
+		ratio = fmt.Sprintf(" (%.1f%% of raw)", 100*float64(framed)/float64(h.RawSize))
+	}
+	p("chunks", "%d × %s, %s, %s of frames%s", len(h.Chunks), progress.Size(int64(h.ChunkSize)), h.Compression, progress.Size(framed), ratio)
+	p("header", "%d bytes", h.Size)
+	if chunks {
+		fmt.Fprintf(bw, "\n%6s %12s %10s %12s %10s  %s\n", "chunk", "raw offset", "raw size", "offset", "length", "sha256")
+		for _, ch := range h.Chunks {
+			fmt.Fprintf(bw, "%6d %12d %10d %12d %10d  %s\n", ch.Index, ch.RawOffset, ch.RawSize, ch.Offset, ch.Length, ch.SHA256)
+		}
+	}
+	return bw.Flush()
+}
+
+func joinKV(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// isImageError reports whether err says the image (or the trust in it) is bad, rather than
+// that it could not be read.
+func isImageError(err error) bool {
+	for _, s := range []error{
+		image.ErrBadMagic, image.ErrUnsupportedVersion, image.ErrHeaderTooLarge, image.ErrMalformedHeader,
+		image.ErrChunkHash, image.ErrPayloadHash, image.ErrTruncated, image.ErrTrailingData, image.ErrTooLarge,
+		image.ErrPayloadSize, image.ErrUnknownKey, image.ErrRevokedKey, image.ErrBadSignature, image.ErrBadKey,
+	} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyError classifies a key loading error: an unreadable file is an I/O error (exit 3), a key
+// that does not parse is invalid input (exit 1).
+func keyError(err error) error {
+	if errors.Is(err, image.ErrBadKey) {
+		return exitcode.InvalidInput(err)
+	}
+	return err
+}
+
+func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
+	var kr *image.Keyring
+	var err error
+	if path != "" {
+		if kr, err = image.LoadKeyring(path); err != nil {
+			return nil, keyError(err)
+		}
+	} else if kr, err = image.NewKeyring(); err != nil {
+		return nil, err
+	}
+	for _, p := range pubs {
+		pub, err := image.LoadPublicKey(p)
+		if err != nil {
+			return nil, keyError(err)
+		}
+		if _, err := kr.Add(filepath.Base(p), pub); err != nil {
+			return nil, keyError(fmt.Errorf("%s: %w", p, err))
+		}
+	}
+	return kr, nil
+}
+
+// openSized opens a regular file or a block device and returns its size.
+func openSized(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if st.Mode().IsRegular() {
+		return f, st.Size(), nil
+	}
+	if st.IsDir() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: is a directory", path)
+	}
+	// A block device: its size is where a seek to the end lands.
+	n, err := f.Seek(0, io.SeekEnd)
+	if err == nil && n > 0 {
+		if _, err = f.Seek(0, io.SeekStart); err == nil {
+			return f, n, nil
+		}
+	}
+	f.Close()
+	return nil, 0, fmt.Errorf("%s: cannot tell its size (a pipe?): give a regular file or a block device", path)
+}
+
+// parseKVFlag turns repeatable "k=v,k=v" flag values into one map; urfave has already split
+// the values at commas.
+func parseKVFlag(flag string, vals []string) (map[string]string, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range vals {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, exitcode.Usagef("%s %q: want key=value", flag, kv)
+		}
+		if _, dup := m[k]; dup {
+			return nil, exitcode.Usagef("%s: key %q given twice", flag, k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// parseByteSize parses "1048576", "1MiB", "512KiB", "2GiB" (also K, M, G as binary units).
+func parseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = num, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 0, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %s too large", s)
+	}
+	return n * mult, nil
+}
+
+// buildTime is the creation time to stamp into an artifact: the hidden --created flag
+// (RFC 3339) if the command has it, else $SOURCE_DATE_EPOCH (seconds since 1970, the
+// reproducible-builds convention), else the zero time, which means "now".
+func buildTime(c *cli.Context) (time.Time, error) {
+	if c.IsSet("created") {
+		t, err := time.Parse(time.RFC3339, c.String("created"))
+		if err != nil {
+			return time.Time{}, exitcode.Usagef("%s: --created: %v", c.Command.HelpName, err)
+		}
+		return t.UTC(), nil
+	}
+	if s, ok := os.LookupEnv("SOURCE_DATE_EPOCH"); ok && s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return time.Time{}, exitcode.Usagef("SOURCE_DATE_EPOCH=%q: want seconds since 1970", s)
+		}
+		return time.Unix(n, 0).UTC(), nil
+	}
+	return time.Time{}, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// progressOut is where a command's progress goes: stderr, unless --json asks for clean output
+// (then only a terminal still gets a bar).
+func (e *env) progressOut(c *cli.Context) io.Writer {
+	if c.Bool("json") && !progress.IsTerminal(e.stderr) {
+		return nil
+	}
+	return e.stderr
 }

@@ -44,6 +44,14 @@ EXAMPLE:
 			}
 			priv := c.String("output")
 			pub := PublicKeyPath(priv)
+			if !c.Bool("force") {
+				// Check both before writing either, so that a refusal leaves no half pair.
+				for _, p := range []string{priv, pub} {
+					if _, err := os.Lstat(p); err == nil {
+						return fmt.Errorf("%s: %w (use --force to replace it)", p, os.ErrExist)
+					}
+				}
+			}
 			k, err := image.GenerateKey(t, nil)
 			if err != nil {
 				return err

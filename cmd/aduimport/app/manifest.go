@@ -1,13 +1,384 @@
 package app
 
-import "github.com/urfave/cli/v2"
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 
-// manifestCommand: owned by the manifestgen work (placeholder until it lands).
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/progress"
+	"github.com/aduflash/aduflash/manifestgen"
+)
+
+// progressThreshold is the total payload size from which manifest create shows hashing
+// progress on stderr; below it hashing takes well under a second.
+const progressThreshold = 64 << 20
+
+// maxManifestSize caps what manifest check reads: import manifests are a few KiB.
+const maxManifestSize = 8 << 20
+
 func (e *env) manifestCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "manifest",
-		Usage:       "create and check ADU import manifests (v5)",
-		Description: "EXAMPLE:\n   aduimport manifest check contoso.toaster.1.0.importmanifest.json",
-		Subcommands: []*cli.Command{},
+		Name:  "manifest",
+		Usage: "create and check ADU import manifests (v5)",
+		Description: `Import manifests describe an update to Azure Device Update: its identity, the devices
+it is compatible with, how to install it and its payload files with sizes and SHA-256
+hashes. "create" writes one the way "az iot du update init v5" does; "check" validates
+manifests with the service's limits, which are stricter than the public JSON schema.
+
+EXAMPLE:
+   aduimport manifest create --provider Contoso --name Toaster --version 1.0 \
+       --compat manufacturer=Contoso,model=Toaster \
+       --step handler=microsoft/swupdate:1 --file firmware.swu
+   aduimport manifest check Contoso.Toaster.1.0.importmanifest.json`,
+		HideHelpCommand: true,
+		Subcommands: []*cli.Command{
+			e.manifestCreateCommand(),
+			e.manifestCheckCommand(),
+		},
 	}
+}
+
+// orderedArgs records the values of the repeatable k=v flags of manifest create in
+// command-line order, across flags: a --related-file belongs to the --file before it.
+type orderedArgs struct {
+	list []orderedArg
+}
+
+type orderedArg struct {
+	flag, value string
+}
+
+// orderedFlag is one repeatable flag feeding an orderedArgs. Set never fails; the values are
+// parsed in the action so that errors can name the flag and exit with a usage error.
+type orderedFlag struct {
+	name string
+	to   *orderedArgs
+}
+
+func (f *orderedFlag) Set(v string) error {
+	f.to.list = append(f.to.list, orderedArg{f.name, v})
+	return nil
+}
+
+func (f *orderedFlag) String() string { return "" }
+
+func (e *env) manifestCreateCommand() *cli.Command {
+	rec := &orderedArgs{}
+	ordered := func(name, usage string) cli.Flag {
+		return &cli.GenericFlag{Name: name, Usage: usage, Value: &orderedFlag{name: name, to: rec}}
+	}
+	return &cli.Command{
+		Name:      "create",
+		Usage:     "write an import manifest (v5) for payload files",
+		UsageText: "aduimport manifest create --provider P --name N --version V --compat k=v[,k=v...] --step ... [--file PATH[,...] [--related-file PATH[,...]]...]... [options]",
+		Description: `Hashes the --file and --related-file payloads (SHA-256, one pass each, several files
+at once) and writes the manifest to PROVIDER.NAME.VERSION.importmanifest.json in the
+current directory, or to -o FILE (-o - writes to stdout). The manifest is validated
+with the service's limits first; if it is invalid, every violation is listed, nothing
+is written and the exit code is 1.
+
+--compat, --step, --file and --related-file repeat. Their values are k=v lists split
+at commas outside {…}, […] and "…", so JSON values may contain commas; put a plain
+value in double quotes to keep a comma (description="a, b"). A --related-file
+belongs to the --file before it; that file needs downloadHandler=ID. A step without
+files= runs on every --file. Steps for microsoft/swupdate:1, microsoft/swupdate:2 and
+microsoft/apt:1 get handlerProperties.installedCriteria "1.0" if they have none (as
+az does; a warning says so).
+
+EXAMPLE:
+   aduimport manifest create --provider Contoso --name Toaster --version 1.2 \
+       --compat manufacturer=Contoso,model=Toaster \
+       --step 'handler=microsoft/script:1,files=install.sh,properties={"scriptFileName":"install.sh","arguments":"--a,--b"}' \
+       --step provider=Contoso,name=Toaster.Bootloader,version=1.0 \
+       --file install.sh \
+       --file 'rootfs.swu,downloadHandler=microsoft/delta:1' \
+       --related-file 'delta-1.1-1.2.bin,properties={"microsoft.sourceFileHashAlgorithm":"sha256","microsoft.sourceFileHash":"..."}' \
+       --description "Toaster 1.2" -o toaster-1.2.importmanifest.json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "provider", Usage: "update provider (updateId.provider; [a-zA-Z0-9.-], 1-64 characters)"},
+			&cli.StringFlag{Name: "name", Usage: "update name (updateId.name; [a-zA-Z0-9.-], 1-64 characters)"},
+			&cli.StringFlag{Name: "version", Usage: "update version (updateId.version; 2 to 4 numeric parts, e.g. 1.2.0)"},
+			ordered("compat", "a compatibility object, `k=v[,k=v...]`; repeat for more objects"),
+			ordered("step", "a step, `k=v[,k=v...]`: handler=H[,files=a;b][,properties=JSON][,description=D] (inline) or provider=P,name=N,version=V[,description=D] (reference); repeat for more"),
+			ordered("file", "a payload file, `PATH[,k=v...]`: PATH[,properties=JSON][,downloadHandler=ID]; repeat for more"),
+			ordered("related-file", "a related file of the preceding --file (e.g. a delta), `PATH[,k=v...]`: PATH[,properties=JSON]"),
+			&cli.StringFlag{Name: "description", Usage: "update description (1-512 characters)"},
+			&cli.BoolFlag{Name: "is-deployable", Value: true, Usage: "--is-deployable=false for an update that is only installed through another update's reference step"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the manifest to `FILE` (- for stdout) instead of PROVIDER.NAME.VERSION.importmanifest.json", TakesFile: true},
+			// Reproducible manifests and golden tests: createdDateTime instead of now.
+			&cli.StringFlag{Name: "created", Hidden: true, Usage: "createdDateTime (RFC 3339) instead of the current time"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if err := need(c, "provider", "name", "version"); err != nil {
+				return err
+			}
+			spec := manifestgen.Spec{
+				UpdateID: manifestgen.UpdateID{
+					Provider: c.String("provider"),
+					Name:     c.String("name"),
+					Version:  c.String("version"),
+				},
+				Description: c.String("description"),
+			}
+			if c.IsSet("description") && spec.Description == "" {
+				return exitcode.Usagef("%s: --description must not be empty", c.Command.HelpName)
+			}
+			if c.IsSet("is-deployable") && !c.Bool("is-deployable") {
+				f := false
+				spec.IsDeployable = &f
+			}
+			for _, a := range rec.list {
+				var err error
+				switch a.flag {
+				case "compat":
+					var cp manifestgen.Compatibility
+					if cp, err = manifestgen.ParseCompat(a.value); err == nil {
+						spec.Compatibility = append(spec.Compatibility, cp)
+					}
+				case "step":
+					var st manifestgen.StepSpec
+					if st, err = manifestgen.ParseStep(a.value); err == nil {
+						spec.Steps = append(spec.Steps, st)
+					}
+				case "file":
+					var f manifestgen.FileSpec
+					if f, err = manifestgen.ParseFile(a.value); err == nil {
+						spec.Files = append(spec.Files, f)
+					}
+				case "related-file":
+					var r manifestgen.RelatedFileSpec
+					if r, err = manifestgen.ParseRelatedFile(a.value); err == nil {
+						if len(spec.Files) == 0 {
+							return exitcode.Usagef("%s: --related-file %s comes before any --file; it belongs to the --file before it", c.Command.HelpName, a.value)
+						}
+						last := &spec.Files[len(spec.Files)-1]
+						last.Related = append(last.Related, r)
+					}
+				}
+				if err != nil {
+					return exitcode.WithCode(exitcode.Usage, fmt.Errorf("%s: %w", c.Command.HelpName, err))
+				}
+			}
+			if len(spec.Compatibility) == 0 {
+				return exitcode.Usagef("%s: missing --compat", c.Command.HelpName)
+			}
+			if len(spec.Steps) == 0 {
+				return exitcode.Usagef("%s: missing --step", c.Command.HelpName)
+			}
+			opts := []manifestgen.Option{
+				manifestgen.WithProgress(func(total int64) manifestgen.Meter {
+					if total < progressThreshold {
+						return nil
+					}
+					return progress.New(e.stderr, total, "hashing")
+				}),
+			}
+			created, err := buildTime(c)
+			if err != nil {
+				return err
+			}
+			if !created.IsZero() {
+				opts = append(opts, manifestgen.WithCreated(created))
+			}
+
+			m, warnings, err := manifestgen.Build(c.Context, spec, opts...)
+			for _, w := range warnings {
+				fmt.Fprintf(e.stderr, "aduimport: warning: %s\n", w)
+			}
+			if err != nil {
+				if errors.Is(err, manifestgen.ErrInvalid) {
+					return exitcode.InvalidInput(err)
+				}
+				return err
+			}
+			data, err := manifestgen.Marshal(m)
+			if err != nil {
+				return err
+			}
+			out := c.String("output")
+			if out == "-" {
+				_, err := e.stdout.Write(data)
+				return err
+			}
+			if out == "" {
+				out = m.FileName()
+			}
+			if err := writeFileAtomic(out, data, 0o644); err != nil {
+				return err
+			}
+			var size int64
+			for _, f := range m.Files {
+				size += f.SizeInBytes
+				for _, r := range f.RelatedFiles {
+					size += r.SizeInBytes
+				}
+			}
+			fmt.Fprintf(e.stdout, "import manifest for %s written to %s (%d file(s), %s)\n", m.UpdateID, out, countFiles(m), progress.Size(size))
+			return nil
+		},
+	}
+}
+
+func countFiles(m *manifestgen.Manifest) int {
+	n := len(m.Files)
+	for _, f := range m.Files {
+		n += len(f.RelatedFiles)
+	}
+	return n
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames it into place, so
+// that path holds either its old content or all of data. Only a regular file (or a new one)
+// is replaced that way: a device (-o /dev/stdout), a FIFO or a symbolic link is written
+// through, as a shell redirection would.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, mode)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	done = true
+	return nil
+}
+
+// checkResult is one file's entry in manifest check --json.
+type checkResult struct {
+	File       string                  `json:"file"`
+	Valid      bool                    `json:"valid"`
+	Violations []manifestgen.Violation `json:"violations"`
+	Error      string                  `json:"error,omitempty"`
+}
+
+func (e *env) manifestCheckCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "check",
+		Usage:     "validate import manifests (v5) with the service's limits",
+		ArgsUsage: "FILE...",
+		Description: `Checks each FILE and prints "FILE: ok", or one line per violation:
+"FILE: $.json.path: message" (all of them, in document order). Exit code 0 if every
+manifest is valid, 1 if any is invalid, 3 if any cannot be read. --json prints an
+array of {"file", "valid", "violations": [{"path", "message"}], "error"} instead.
+
+EXAMPLE:
+   aduimport manifest check Contoso.Toaster.1.0.importmanifest.json
+   aduimport manifest check --json *.importmanifest.json`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, -1, "one or more manifest files"); err != nil {
+				return err
+			}
+			var results []checkResult
+			invalid, unreadable := 0, 0
+			for _, name := range c.Args().Slice() {
+				r := checkResult{File: name, Violations: []manifestgen.Violation{}}
+				data, err := readManifest(name)
+				if err != nil {
+					unreadable++
+					r.Error = err.Error()
+					if !c.Bool("json") {
+						fmt.Fprintf(e.stderr, "aduimport: %v\n", err)
+					}
+					results = append(results, r)
+					continue
+				}
+				if vs := manifestgen.Validate(data); len(vs) > 0 {
+					invalid++
+					r.Violations = vs
+				} else {
+					r.Valid = true
+				}
+				results = append(results, r)
+				if c.Bool("json") {
+					continue
+				}
+				if r.Valid {
+					fmt.Fprintf(e.stdout, "%s: ok\n", name)
+				}
+				for _, v := range r.Violations {
+					fmt.Fprintf(e.stdout, "%s: %s\n", name, v)
+				}
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetEscapeHTML(false)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(results); err != nil {
+					return err
+				}
+			}
+			var err error
+			switch {
+			case unreadable > 0:
+				err = exitcode.WithCode(exitcode.IO, fmt.Errorf("%d of %d manifest(s) could not be read", unreadable, len(results)))
+			case invalid > 0:
+				err = exitcode.InvalidInput(fmt.Errorf("%d of %d manifest(s) invalid", invalid, len(results)))
+			default:
+				return nil
+			}
+			if c.Bool("json") {
+				return &silentError{err}
+			}
+			return err
+		},
+	}
+}
+
+// readManifest reads a manifest file, refusing anything far larger than a manifest.
+func readManifest(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > maxManifestSize {
+		return nil, fmt.Errorf("%s: larger than %s, not an import manifest", name, progress.Size(maxManifestSize))
+	}
+	return data, nil
 }

@@ -1,0 +1,42 @@
+# aduflash build. `make` builds the host tools for this machine into bin/;
+# `make cross` builds static binaries for the device architectures into dist/.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/aduflash/aduflash/cmd/aduimport/app.Version=$(VERSION)
+CMDS     := $(notdir $(wildcard cmd/adu*))
+PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
+
+export CGO_ENABLED = 0
+
+.PHONY: all build cross test bench demo clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(CMDS))
+
+# dist/<cmd>-<os>-<arch>[v7]: static (CGO_ENABLED=0), stripped.
+cross:
+	@mkdir -p dist
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=""; suffix=""; \
+		if [ "$$arch" = arm ]; then arm=$${rest#*/}; suffix=v$$arm; fi; \
+		for c in $(CMDS); do \
+			echo "  $$c $$os/$$arch$$suffix"; \
+			GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+				-o dist/$$c-$$os-$$arch$$suffix ./cmd/$$c; \
+		done; \
+	done
+
+test:
+	./scripts/test
+
+bench:
+	./scripts/bench
+
+demo:
+	./examples/quickstart.sh
+
+clean:
+	rm -rf bin dist

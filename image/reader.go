@@ -1,0 +1,462 @@
+package image
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// VerifyOptions say which keys a reader trusts and how large an image the target takes.
+type VerifyOptions struct {
+	// Keyring holds the trusted and revoked keys. Required.
+	Keyring *Keyring
+	// MaxRawSize, when > 0, refuses images whose raw payload is larger (ErrTooLarge): the size of
+	// the slot the payload goes to.
+	MaxRawSize int64
+	// MaxChunkSize, when > 0, refuses images whose chunk size is larger (ErrTooLarge), bounding the
+	// reader's memory (about two chunks) on small devices.
+	MaxChunkSize int
+}
+
+// ParseHeader reads and parses an image header from r WITHOUT checking its signature (for
+// inspecting images). r is left at the first frame. Errors wrap ErrBadMagic,
+// ErrUnsupportedVersion, ErrHeaderTooLarge, ErrMalformedHeader or ErrTruncated.
+func ParseHeader(r io.Reader) (*Header, error) {
+	b, err := readHeaderBytes(r, MaxHeaderSize)
+	if err != nil {
+		return nil, err
+	}
+	return parseHeaderBytes(b)
+}
+
+// readHeaderBytes reads the header: the 16-byte prefix, checked before anything is allocated,
+// then the rest, in steps so that a short stream announcing a large header costs little memory.
+// A header larger than limit (≤ MaxHeaderSize) is refused with ErrTooLarge.
+func readHeaderBytes(r io.Reader, limit int) ([]byte, error) {
+	var pre [prefixSize]byte
+	n, err := io.ReadFull(r, pre[:])
+	if n > 0 && !bytes.HasPrefix([]byte(Magic), pre[:min(n, len(Magic))]) {
+		return nil, fmt.Errorf("%w: header offset 0: got % x, want % x", ErrBadMagic, pre[:min(n, len(Magic))], Magic)
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: the stream ends at byte %d, inside the %d-byte header prefix", ErrTruncated, n, prefixSize)
+		}
+		return nil, fmt.Errorf("aduimg: reading the header at offset %d: %w", n, err)
+	}
+	hs, err := checkPrefix(pre[:])
+	if err != nil {
+		return nil, err
+	}
+	if hs > limit {
+		return nil, fmt.Errorf("%w: header offset 12: a %d-byte header belongs to an image larger than the target allows (its header is at most %d bytes)", ErrTooLarge, hs, limit)
+	}
+	b := make([]byte, prefixSize, min(hs, 64<<10))
+	copy(b, pre[:])
+	for len(b) < hs {
+		next := min(hs, max(2*len(b), 64<<10))
+		if cap(b) < next {
+			b = append(b[:cap(b)], make([]byte, next-cap(b))...)[:len(b)]
+		}
+		m, err := io.ReadFull(r, b[len(b):next])
+		if err != nil {
+			at := len(b) + m
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%w: the stream ends at byte %d, inside the %d-byte header", ErrTruncated, at, hs)
+			}
+			return nil, fmt.Errorf("aduimg: reading the header at offset %d: %w", at, err)
+		}
+		b = b[:next]
+	}
+	return b, nil
+}
+
+// ReadHeader reads the header from r and verifies it: known, unrevoked key of the type the
+// header names, valid signature, and the size limits of opts. r is left at the first frame.
+// The returned header is Verified, so NewChunkReader accepts it.
+func ReadHeader(r io.Reader, opts VerifyOptions) (*Header, error) {
+	// With a size limit, the header cannot be larger than the largest image the target takes
+	// needs (metadata at its maximum, chunks at their smallest): refuse more before reading it.
+	limit := MaxHeaderSize
+	if opts.MaxRawSize > 0 {
+		limit = int(min(uint64(limit), headerSize(MaxMetadataSize, chunkCountFor(uint64(opts.MaxRawSize), MinChunkSize))))
+	}
+	b, err := readHeaderBytes(r, limit)
+	if err != nil {
+		return nil, err
+	}
+	h, err := parseHeaderBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyHeader(h, opts); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func verifyHeader(h *Header, opts VerifyOptions) error {
+	if opts.Keyring == nil {
+		return fmt.Errorf("%w: no keyring to verify key id %s with", ErrUnknownKey, h.KeyID)
+	}
+	pub, err := opts.Keyring.Lookup(h.KeyID)
+	if err != nil {
+		return fmt.Errorf("aduimg: header offset 16 (key id): %w", err)
+	}
+	t, err := TypeOf(pub)
+	if err != nil {
+		return err
+	}
+	if t != h.KeyType {
+		return fmt.Errorf("%w: header offset 32: the header names key type %s, but key id %s is a %s key", ErrBadSignature, h.KeyType, h.KeyID, t)
+	}
+	signed := h.raw[:len(h.raw)-sigBlockSize]
+	if err := VerifyMessage(pub, signed, h.Signature); err != nil {
+		return fmt.Errorf("aduimg: signature at header offset %d by key %s: %w", len(h.raw)-SignatureSlotSize, h.KeyID, err)
+	}
+	if opts.MaxRawSize > 0 && h.RawSize > opts.MaxRawSize {
+		return fmt.Errorf("%w: header offset 40: raw size %d exceeds the target's %d bytes", ErrTooLarge, h.RawSize, opts.MaxRawSize)
+	}
+	if opts.MaxChunkSize > 0 && h.ChunkSize > opts.MaxChunkSize {
+		return fmt.Errorf("%w: header offset 36: chunk size %d exceeds this reader's limit of %d bytes", ErrTooLarge, h.ChunkSize, opts.MaxChunkSize)
+	}
+	h.sealed = h.clone()
+	return nil
+}
+
+// Reader streams the verified raw payload of an image. It hands out a chunk's bytes only after
+// they matched the signed header; the last chunk only after the whole-payload SHA-256 (when
+// reading from chunk 0) and the end of the stream (no trailing bytes) were checked too. Errors
+// are sticky. A Reader is not safe for concurrent use.
+type Reader struct {
+	h     *Header // what Header returns
+	v     *Header // private verified copy used for checks
+	src   io.Reader
+	next  int   // index of the next chunk to load
+	off   int64 // image offset src is at
+	buf   []byte
+	cur   []byte // verified bytes of the current chunk not yet handed out
+	frame []byte
+	dec   *zstd.Decoder
+	whole hash.Hash // nil when the reader started after chunk 0
+	end   int64     // payload offset just past r.cur
+	err   error
+}
+
+// NewReader reads and verifies the header from r (see ReadHeader) and returns a Reader of the
+// whole raw payload that follows in r.
+func NewReader(r io.Reader, opts VerifyOptions) (*Reader, error) {
+	h, err := ReadHeader(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return NewChunkReader(h, r, 0)
+}
+
+// NewReaderAt verifies the header at offset 0 of ra and returns a Reader positioned at chunk
+// first (0 ≤ first ≤ len(Chunks)), reading frames from ra at Chunks[first].Offset. It is how a
+// resumed download or install skips chunks it already has.
+func NewReaderAt(ra io.ReaderAt, first int, opts VerifyOptions) (*Reader, error) {
+	h, err := ReadHeader(io.NewSectionReader(ra, 0, math.MaxInt64), opts)
+	if err != nil {
+		return nil, err
+	}
+	off, err := h.frameOffset(first)
+	if err != nil {
+		return nil, err
+	}
+	return NewChunkReader(h, io.NewSectionReader(ra, off, math.MaxInt64-off), first)
+}
+
+// frameOffset returns where chunk i's frame starts (the image size for i == len(Chunks)).
+func (h *Header) frameOffset(i int) (int64, error) {
+	v := h.verified()
+	if i < 0 || i > len(v.Chunks) {
+		return 0, fmt.Errorf("aduimg: chunk index %d is not in [0, %d]", i, len(v.Chunks))
+	}
+	if i == len(v.Chunks) {
+		return v.ImageSize, nil
+	}
+	return v.Chunks[i].Offset, nil
+}
+
+// NewChunkReader returns a Reader of the raw payload from chunk first on (0 ≤ first ≤
+// len(h.Chunks)); r must be positioned at h.Chunks[first].Offset of the image (or at its end when
+// first == len(h.Chunks)), e.g. an HTTP body fetched with a Range from that offset. h must be
+// Verified. When first > 0 the whole-payload hash cannot be checked; the chunk hashes still cover
+// every byte the Reader returns.
+func NewChunkReader(h *Header, r io.Reader, first int) (*Reader, error) {
+	if h == nil || h.sealed == nil {
+		return nil, errors.New("aduimg: NewChunkReader needs a verified header (from ReadHeader, NewReader or NewReaderAt)")
+	}
+	off, err := h.frameOffset(first)
+	if err != nil {
+		return nil, err
+	}
+	rd := &Reader{h: h, v: h.sealed, src: r, next: first, off: off, end: h.sealed.RawSize}
+	if first < len(h.sealed.Chunks) {
+		rd.end = h.sealed.Chunks[first].RawOffset
+	}
+	if first == 0 {
+		rd.whole = sha256.New()
+	}
+	return rd, nil
+}
+
+// Header returns the verified header.
+func (r *Reader) Header() *Header { return r.h }
+
+// RawOffset returns the payload offset of the next byte Read returns.
+func (r *Reader) RawOffset() int64 { return r.end - int64(len(r.cur)) }
+
+// Read reads verified raw payload bytes. It returns io.EOF after the last byte, once the stream
+// ended exactly after the last frame.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.load()
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// WriteTo writes the rest of the verified payload to w, one chunk per Write.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		for len(r.cur) == 0 {
+			if r.err == io.EOF {
+				return total, nil
+			}
+			if r.err != nil {
+				return total, r.err
+			}
+			r.load()
+		}
+		n, err := w.Write(r.cur)
+		total += int64(n)
+		r.cur = r.cur[n:]
+		if err != nil {
+			return total, err
+		}
+		if len(r.cur) != 0 {
+			return total, io.ErrShortWrite
+		}
+	}
+}
+
+// load verifies the next chunk into r.cur, or sets r.err (io.EOF at the end).
+func (r *Reader) load() {
+	if r.next == len(r.v.Chunks) {
+		r.err = r.finish()
+		r.release()
+		return
+	}
+	raw, err := r.loadChunk(r.next)
+	if err == nil && r.next == len(r.v.Chunks)-1 {
+		err = r.finish() // check the end before handing out the last chunk
+		if err == io.EOF {
+			err = nil
+		}
+	}
+	if err != nil {
+		r.err = err
+		r.release()
+		return
+	}
+	r.next++
+	r.cur = raw
+	r.end += int64(len(raw))
+	if r.next == len(r.v.Chunks) {
+		r.err = io.EOF
+		r.release()
+	}
+}
+
+func (r *Reader) release() {
+	if r.dec != nil {
+		r.dec.Close()
+		r.dec = nil
+	}
+	r.frame = nil
+}
+
+func (r *Reader) loadChunk(i int) ([]byte, error) {
+	c := r.v.Chunks[i]
+	if r.buf == nil {
+		r.buf = make([]byte, min(int64(r.v.ChunkSize), r.v.RawSize))
+	}
+	var in []byte
+	if c.Compression == CompressNone {
+		in = r.buf[:c.RawSize]
+	} else {
+		if r.frame == nil {
+			r.frame = make([]byte, len(r.buf))
+		}
+		in = r.frame[:c.Length]
+	}
+	if n, err := io.ReadFull(r.src, in); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: the stream ends at image offset %d, %d bytes into the %d-byte frame of chunk %d (frame at offset %d)",
+				ErrTruncated, r.off+int64(n), n, c.Length, i, c.Offset)
+		}
+		return nil, fmt.Errorf("aduimg: reading chunk %d at image offset %d: %w", i, r.off+int64(n), err)
+	}
+	r.off += int64(c.Length)
+	raw := in
+	if c.Compression == CompressZstd {
+		if r.dec == nil {
+			d, err := newDecoder(r.v.ChunkSize)
+			if err != nil {
+				return nil, fmt.Errorf("aduimg: zstd decoder: %w", err)
+			}
+			r.dec = d
+		}
+		out, err := r.dec.DecodeAll(in, r.buf[:0])
+		if err != nil {
+			return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset, Err: err, reason: "zstd frame does not decode"}
+		}
+		if len(out) != c.RawSize || &out[0] != &r.buf[0] {
+			return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset,
+				reason: fmt.Sprintf("zstd frame decodes to %d bytes, want %d", len(out), c.RawSize)}
+		}
+		raw = out
+	}
+	// The whole-payload hash runs alongside the chunk hash (joined before returning, so no
+	// goroutine outlives the call); if the chunk is bad the reader stops anyway.
+	var wg sync.WaitGroup
+	if r.whole != nil {
+		if len(raw) >= 64<<10 {
+			wg.Go(func() { r.whole.Write(raw) })
+		} else {
+			r.whole.Write(raw)
+		}
+	}
+	sum := Digest(sha256.Sum256(raw))
+	wg.Wait()
+	if sum != c.SHA256 {
+		return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset, reason: "SHA-256 does not match the header"}
+	}
+	return raw, nil
+}
+
+// finish checks the whole-payload hash and that the stream ends after the last frame.
+// It returns io.EOF when all is well.
+func (r *Reader) finish() error {
+	if r.whole != nil {
+		if Digest(r.whole.Sum(nil)) != r.v.PayloadSHA256 {
+			return fmt.Errorf("%w: the chunks match, but the payload's SHA-256 is not the header's %s", ErrPayloadHash, r.v.PayloadSHA256)
+		}
+	}
+	var one [1]byte
+	n, err := io.ReadFull(r.src, one[:])
+	if n > 0 {
+		return fmt.Errorf("%w: at image offset %d (the image ends at %d)", ErrTrailingData, r.off, r.v.ImageSize)
+	}
+	if err != io.EOF {
+		return fmt.Errorf("aduimg: checking for the end of the image at offset %d: %w", r.off, err)
+	}
+	return io.EOF
+}
+
+// Verify reads a whole image from r, checking the header signature, every chunk, the payload
+// hash and the end of the stream; it returns the verified header.
+func Verify(r io.Reader, opts VerifyOptions) (*Header, error) {
+	rd, err := NewReader(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return nil, err
+	}
+	return rd.Header(), nil
+}
+
+// ChunkError reports a chunk whose bytes are not the ones the header signs. errors.Is(err,
+// ErrChunkHash) is true for it; Err, when not nil, is the decoder's error.
+type ChunkError struct {
+	Index       int   // chunk index
+	Offset      int64 // offset of the chunk in the raw payload
+	FrameOffset int64 // offset of its frame in the image (-1 when not from an image stream)
+	Err         error
+	reason      string
+}
+
+func (e *ChunkError) Error() string {
+	s := fmt.Sprintf("aduimg: chunk %d (payload offset %d", e.Index, e.Offset)
+	if e.FrameOffset >= 0 {
+		s += fmt.Sprintf(", frame at image offset %d", e.FrameOffset)
+	}
+	s += "): " + e.reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is reports whether target is ErrChunkHash.
+func (e *ChunkError) Is(target error) bool { return target == ErrChunkHash }
+
+// Unwrap returns the decoder error, if any.
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+func (h *Header) verified() *Header {
+	if h.sealed != nil {
+		return h.sealed
+	}
+	return h
+}
+
+// VerifyChunk checks that raw is chunk i of the payload (its size and SHA-256), e.g. to find out
+// after a power cut which chunks already in the slot are good. For a Verified header it checks
+// against the values the signature covered. A mismatch is a *ChunkError (ErrChunkHash).
+func (h *Header) VerifyChunk(i int, raw []byte) error {
+	v := h.verified()
+	if i < 0 || i >= len(v.Chunks) {
+		return fmt.Errorf("aduimg: chunk index %d is not in [0, %d)", i, len(v.Chunks))
+	}
+	c := v.Chunks[i]
+	if len(raw) != c.RawSize {
+		return &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: fmt.Sprintf("%d bytes given, the chunk has %d", len(raw), c.RawSize)}
+	}
+	if Digest(sha256.Sum256(raw)) != c.SHA256 {
+		return &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: "SHA-256 does not match the header"}
+	}
+	return nil
+}
+
+// zstd settings shared by the writer and the reader.
+
+// zstdWindow is the window the writer uses: the largest power of two ≤ min(chunk size, 8 MiB).
+func zstdWindow(chunkSize int) int {
+	w := 1
+	for w*2 <= min(chunkSize, MaxZstdWindow) {
+		w *= 2
+	}
+	return w
+}
+
+// newDecoder returns a decoder for one chunk at a time: one goroutine-free decoder, low memory,
+// window ≤ min(chunk size, 8 MiB), output capped at the chunk size.
+func newDecoder(chunkSize int) (*zstd.Decoder, error) {
+	return zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(uint64(min(chunkSize, MaxZstdWindow))),
+		zstd.WithDecoderMaxMemory(uint64(chunkSize)),
+		zstd.WithDecodeAllCapLimit(true),
+	)
+}

@@ -1,0 +1,80 @@
+// Package peers finds the real tools that interop tests run against (imgtool, and later
+// fw_printenv, QEMU, mosquitto, ...) and decides what a test does when one is missing: it
+// skips with a message naming what to install, except when ADUFLASH_REQUIRE_PEERS=1 (set by
+// scripts/test in CI), where a missing peer fails the test so that CI cannot pass by skipping.
+package peers
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// Missing skips t, or fails it when peers are required, with a message naming the peer.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("ADUFLASH_REQUIRE_PEERS") == "1" {
+		t.Fatalf("required peer missing (ADUFLASH_REQUIRE_PEERS=1): "+format, args...)
+	}
+	t.Skipf("peer missing, skipping: "+format, args...)
+}
+
+// SharedDir returns ../shared beside the repository (the folder with spec/ and peers/), or
+// "" when it cannot be found.
+func SharedDir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	// file is <repo>/internal/peers/peers.go
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared")
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return filepath.Clean(dir)
+	}
+	return ""
+}
+
+// Imgtool returns the command line that runs the unmodified imgtool 2.4.0 of
+// ../shared/peers with Debian's python3 (which has the modules it needs), or calls Missing.
+func Imgtool(t testing.TB) []string {
+	t.Helper()
+	imgtool.once.Do(func() { imgtool.cmd, imgtool.err = findImgtool() })
+	if imgtool.err != nil {
+		Missing(t, "%v", imgtool.err)
+		return nil
+	}
+	return imgtool.cmd
+}
+
+// imgtool caches the look-up: checking Python's modules takes a tenth of a second.
+var imgtool struct {
+	once sync.Once
+	cmd  []string
+	err  error
+}
+
+func findImgtool() ([]string, error) {
+	shared := SharedDir()
+	if shared == "" {
+		return nil, errors.New("../shared (with peers/imgtool-2.4.0) is not beside the repository")
+	}
+	script := filepath.Join(shared, "peers", "imgtool-2.4.0", "imgtool.py")
+	if _, err := os.Stat(script); err != nil {
+		return nil, fmt.Errorf("imgtool: %w", err)
+	}
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		return nil, fmt.Errorf("imgtool needs Debian's %s (apt-get install python3)", py)
+	}
+	check := exec.Command(py, "-c", "import cryptography, click, intelhex, cbor2, yaml")
+	if out, err := check.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("imgtool's Python modules are missing (apt-get install python3-cryptography python3-click python3-intelhex python3-cbor2 python3-yaml): %v: %s", err, bytes.TrimSpace(out))
+	}
+	return []string{py, script}, nil
+}

@@ -1,0 +1,38 @@
+package testpayload
+
+import (
+	"bytes"
+	"io"
+	"testing"
+)
+
+func TestDeterministicAndSized(t *testing.T) {
+	for _, size := range []int64{0, 1, blockSize - 1, blockSize, 3*blockSize + 17} {
+		a, err := io.ReadAll(New(7, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(a)) != size {
+			t.Fatalf("size %d: got %d bytes", size, len(a))
+		}
+		// Reading with odd buffer sizes yields the same bytes.
+		var b bytes.Buffer
+		r := New(7, size)
+		buf := make([]byte, 333)
+		for {
+			n, err := r.Read(buf)
+			b.Write(buf[:n])
+			if err == io.EOF {
+				break
+			}
+		}
+		if !bytes.Equal(a, b.Bytes()) {
+			t.Fatalf("size %d: not deterministic across buffer sizes", size)
+		}
+	}
+	x, _ := io.ReadAll(New(1, 1<<20))
+	y, _ := io.ReadAll(New(2, 1<<20))
+	if bytes.Equal(x, y) {
+		t.Fatal("different seeds gave the same payload")
+	}
+}
