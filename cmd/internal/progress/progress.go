@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cheggaaa/pb/v3"
+	"github.com/cheggaaa/pb/v3/termutil"
 	"github.com/mattn/go-isatty"
 )
 
@@ -44,6 +45,11 @@ func New(out io.Writer, total int64, label string) *Bar {
 		b.bar = pb.New64(total).SetTemplate(pb.Full).SetWriter(out).
 			Set(pb.Bytes, true).Set(pb.SIBytesPrefix, false).Set("prefix", label+" ").
 			SetRefreshRate(200 * time.Millisecond)
+		// A terminal that reports no size (a serial console, `script` without a window)
+		// would get a zero-width, invisible bar.
+		if w, err := termutil.TerminalWidth(); err != nil || w <= 0 {
+			b.bar.SetWidth(80)
+		}
 		b.bar.Start()
 	}
 	return b
