@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
@@ -29,7 +30,7 @@ func (e *env) signCommand() *cli.Command {
 		Description: `Reads PAYLOAD (a file or a block device) once and writes a signed aduimg image:
 a signed header with the metadata and the SHA-256 of every chunk, then the chunks,
 each compressed on its own. The image is written to a temporary file beside -o and
-renamed into place only when complete. Memory stays bounded whatever the payload size;
+renamed into place only when complete (a device or FIFO is written through). Memory stays bounded whatever the payload size;
 compression uses every core.
 
 EXAMPLE:
@@ -89,19 +90,13 @@ func (e *env) sign(c *cli.Context) error {
 	defer in.Close()
 
 	outPath := c.String("output")
-	tmp, err := os.CreateTemp(filepath.Dir(outPath), "."+filepath.Base(outPath)+".*.tmp")
+	out, err := outfile.Create(outPath, 0o644)
 	if err != nil {
 		return err
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer out.Abort()
 	bar := progress.New(e.progressOut(c), size, "sign")
-	h, total, err := image.Sign(tmp, bar.Reader(bufio.NewReaderSize(in, 1<<20)), size, key, image.SignOptions{
+	h, total, err := image.Sign(out, bar.Reader(bufio.NewReaderSize(in, 1<<20)), size, key, image.SignOptions{
 		Version:         c.String("version"),
 		SlotClass:       c.String("slot-class"),
 		Compatibility:   compat,
@@ -118,16 +113,9 @@ func (e *env) sign(c *cli.Context) error {
 		}
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := out.Commit(); err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), outPath); err != nil {
-		return err
-	}
-	done = true
 	if c.Bool("json") {
 		return writeJSON(e.stdout, struct {
 			Image string        `json:"image"`

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/image"
 )
 
@@ -64,14 +65,10 @@ EXAMPLE:
 			if err != nil {
 				return err
 			}
-			flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-			if c.Bool("force") {
-				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-			}
-			if err := writeFileFlags(priv, privPEM, flags, 0o600); err != nil {
+			if err := outfile.WriteFile(priv, privPEM, 0o600); err != nil {
 				return err
 			}
-			if err := writeFileFlags(pub, pubPEM, flags, 0o644); err != nil {
+			if err := outfile.WriteFile(pub, pubPEM, 0o644); err != nil {
 				return err
 			}
 			id, err := image.KeyIDOf(k.Public())
@@ -88,20 +85,4 @@ EXAMPLE:
 // KEY.pem → KEY.pub.pem, anything else → NAME.pub.pem.
 func PublicKeyPath(priv string) string {
 	return strings.TrimSuffix(priv, ".pem") + ".pub.pem"
-}
-
-func writeFileFlags(path string, data []byte, flags int, mode os.FileMode) error {
-	f, err := os.OpenFile(path, flags, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

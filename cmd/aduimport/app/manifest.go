@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/manifestgen"
 )
@@ -212,7 +212,7 @@ EXAMPLE:
 			if out == "" {
 				out = m.FileName()
 			}
-			if err := writeFileAtomic(out, data, 0o644); err != nil {
+			if err := outfile.WriteFile(out, data, 0o644); err != nil {
 				return err
 			}
 			var size int64
@@ -234,52 +234,6 @@ func countFiles(m *manifestgen.Manifest) int {
 		n += len(f.RelatedFiles)
 	}
 	return n
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it into place, so
-// that path holds either its old content or all of data. Only a regular file (or a new one)
-// is replaced that way: a device (-o /dev/stdout), a FIFO or a symbolic link is written
-// through, as a shell redirection would.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, mode)
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(data); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	done = true
-	return nil
 }
 
 // checkResult is one file's entry in manifest check --json.

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
 )
@@ -135,7 +136,7 @@ EXAMPLE:
 				}
 				return err
 			}
-			if err := writeFileFlags(out, signed, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			if err := outfile.WriteFile(out, signed, 0o644); err != nil {
 				return err
 			}
 			img, err := mcuboot.Parse(signed)
