@@ -1,0 +1,534 @@
+package bootloader
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Preset names a set of U-Boot variables and the boot-script semantics behind them.
+type Preset string
+
+// The U-Boot variable presets.
+const (
+	// PresetAduflash: adu_slot (the bank bootcmd boots), adu_prev_slot (where altbootcmd
+	// returns), adu_bad (banks marked bad), and U-Boot's own bootcount, bootlimit and
+	// upgrade_available (CONFIG_BOOTCOUNT_ENV counts only while upgrade_available=1).
+	// examples/u-boot/boot.cmd is the boot side.
+	PresetAduflash Preset = "aduflash"
+	// PresetMender: mender_boot_part, mender_boot_part_hex, upgrade_available, bootcount,
+	// bootlimit, with Mender's altbootcmd toggling mender_boot_part. Banks map to partition
+	// numbers (UBootConfig.MenderParts); adu_bad records banks marked bad.
+	PresetMender Preset = "mender"
+	// PresetRAUC: BOOT_ORDER and BOOT_<bank>_LEFT as RAUC's U-Boot scripts use them
+	// (the scripts decrement LEFT with setexpr, which writes hex); adu_pending marks the bank
+	// on trial, since RAUC's variables cannot tell a trial from a confirmed bank.
+	PresetRAUC Preset = "rauc"
+)
+
+// ParsePreset parses a preset name.
+func ParsePreset(s string) (Preset, error) {
+	switch p := Preset(s); p {
+	case PresetAduflash, PresetMender, PresetRAUC:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown U-Boot variable preset %q (want aduflash, mender or rauc)", s)
+}
+
+// UBootConfig configures a U-Boot backend.
+type UBootConfig struct {
+	Preset Preset // default PresetAduflash
+	Slots  []Slot // the banks, in order; default A, B
+	// Attempts is how many boots a pending bank gets (bootlimit, BOOT_x_LEFT). Default 3;
+	// Mender's default env has bootlimit=1 and this preset keeps an existing bootlimit.
+	Attempts int
+	// MenderParts maps banks to mender_boot_part numbers; default A=2, B=3.
+	MenderParts map[Slot]int
+}
+
+// UBoot is the state model over a U-Boot environment.
+type UBoot struct {
+	store    EnvStore
+	slots    slotList
+	attempts int
+	p        preset
+}
+
+// NewUBoot returns a U-Boot backend that reads and writes through store.
+func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
+	u := &UBoot{store: store, slots: slotList(cfg.Slots), attempts: cfg.Attempts}
+	if len(u.slots) == 0 {
+		u.slots = slotList{"A", "B"}
+	}
+	seen := map[Slot]bool{}
+	for _, s := range u.slots {
+		if s == "" || strings.ContainsAny(string(s), " \t\n=") || seen[s] {
+			return nil, fmt.Errorf("%w: bank name %q is empty, repeated or contains a space or '='", ErrUnknownSlot, s)
+		}
+		seen[s] = true
+	}
+	if len(u.slots) < 2 {
+		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownSlot, u.slots)
+	}
+	if u.attempts == 0 {
+		u.attempts = 3
+	}
+	if u.attempts < 1 || u.attempts > 255 {
+		return nil, fmt.Errorf("boot attempts %d: want 1..255", u.attempts)
+	}
+	switch cfg.Preset {
+	case PresetAduflash, "":
+		u.p = &aduflashPreset{u: u}
+	case PresetMender:
+		if len(u.slots) != 2 {
+			return nil, fmt.Errorf("the mender preset has exactly two banks, not %d", len(u.slots))
+		}
+		parts := cfg.MenderParts
+		if parts == nil {
+			parts = map[Slot]int{u.slots[0]: 2, u.slots[1]: 3}
+		}
+		for _, s := range u.slots {
+			if parts[s] <= 0 {
+				return nil, fmt.Errorf("mender preset: no partition number for bank %q", s)
+			}
+		}
+		if parts[u.slots[0]] == parts[u.slots[1]] {
+			return nil, fmt.Errorf("mender preset: banks %s share partition %d", u.slots, parts[u.slots[0]])
+		}
+		u.p = &menderPreset{u: u, parts: parts}
+	case PresetRAUC:
+		u.p = &raucPreset{u: u}
+	default:
+		_, err := ParsePreset(string(cfg.Preset))
+		return nil, err
+	}
+	return u, nil
+}
+
+// changes is one transaction on the environment.
+type changes struct {
+	set   map[string]string
+	unset []string
+}
+
+func (c *changes) Set(k, v string) { c.set[k] = v }
+func (c *changes) Unset(k string)  { c.unset = append(c.unset, k) }
+
+// preset maps the state model onto one set of variables.
+type preset interface {
+	state(vars map[string]string) (State, error)
+	pending(c *changes, st State, s, fallback Slot)
+	confirm(c *changes, st State, s Slot)
+	cancel(c *changes, st State, s, fallback Slot) // MarkBad of the pending bank
+	setBad(c *changes, st State, s Slot, bad bool)
+	// healthy is Confirm of the primary bank outside a trial: the booted bank is fine.
+	healthy(c *changes, vars map[string]string, st State, s Slot)
+}
+
+// State reads the bootloader state.
+func (u *UBoot) State() (State, error) {
+	vars, err := u.store.Vars()
+	if err != nil {
+		return State{}, err
+	}
+	return u.p.state(vars)
+}
+
+func (u *UBoot) begin(s Slot) (map[string]string, State, *changes, error) {
+	if err := u.slots.check(s); err != nil {
+		return nil, State{}, nil, err
+	}
+	vars, err := u.store.Vars()
+	if err != nil {
+		return nil, State{}, nil, err
+	}
+	st, err := u.p.state(vars)
+	if err != nil {
+		return nil, State{}, nil, err
+	}
+	return vars, st, &changes{set: map[string]string{}}, nil
+}
+
+func (u *UBoot) commit(c *changes) error {
+	if len(c.set) == 0 && len(c.unset) == 0 {
+		return nil
+	}
+	return u.store.Update(c.set, c.unset)
+}
+
+// MarkPending makes s the bank booted next, on trial.
+func (u *UBoot) MarkPending(s Slot) error {
+	_, st, c, err := u.begin(s)
+	if err != nil {
+		return err
+	}
+	fallback := st.Primary
+	if st.Pending != "" {
+		fallback = st.Fallback
+	}
+	if fallback == s {
+		return fmt.Errorf("%w: %s is the bank the bootloader returns to; it cannot be put on trial", ErrPrimarySlot, s)
+	}
+	if fallback == "" {
+		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, st.Primary)
+	}
+	u.p.pending(c, st, s, fallback)
+	return u.commit(c)
+}
+
+// Confirm makes the booted bank s permanent. Called again on every healthy boot it writes
+// nothing, except with RAUC's variables, whose boot script spends an attempt at every boot.
+func (u *UBoot) Confirm(s Slot) error {
+	vars, st, c, err := u.begin(s)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Pending == s:
+		u.p.confirm(c, st, s)
+	case st.Pending == "" && st.Primary == s:
+		u.p.healthy(c, vars, st, s)
+	default:
+		return fmt.Errorf("%w: cannot confirm %s: the bootloader boots %s", ErrNotPrimary, s, st.Primary)
+	}
+	return u.commit(c)
+}
+
+// MarkBad records that s must not be booted.
+func (u *UBoot) MarkBad(s Slot) error {
+	_, st, c, err := u.begin(s)
+	if err != nil {
+		return err
+	}
+	switch {
+	case st.Pending == s:
+		u.p.cancel(c, st, s, st.Fallback)
+	case st.Primary == s:
+		return fmt.Errorf("%w: %s is the confirmed bank the bootloader boots; put another bank on trial instead", ErrPrimarySlot, s)
+	default:
+		if st.IsBad(s) {
+			return nil
+		}
+		u.p.setBad(c, st, s, true)
+	}
+	return u.commit(c)
+}
+
+// --- shared helpers -----------------------------------------------------------------------
+
+// intVar reads a decimal variable (U-Boot's bootcount is decimal); def when unset.
+func intVar(vars map[string]string, name string, def int) (int, error) {
+	v, ok := vars[name]
+	if !ok || v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: %s=%q is not a count", ErrBadState, name, v)
+	}
+	return n, nil
+}
+
+// hexVar reads a hex count as setexpr writes it ("a", "0x0a" and "3" all parse).
+func hexVar(vars map[string]string, name string, def int) (int, error) {
+	v, ok := vars[name]
+	if !ok || v == "" {
+		return def, nil
+	}
+	s := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(v), "0x"), "0X")
+	n, err := strconv.ParseUint(s, 16, 16)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s=%q is not a hex count", ErrBadState, name, v)
+	}
+	return int(n), nil
+}
+
+// badList keeps the adu_bad variable of the aduflash and mender presets.
+type badList struct{ slots slotList }
+
+const varBad = "adu_bad"
+
+func (b badList) read(vars map[string]string) []Slot {
+	set := map[Slot]bool{}
+	for _, s := range b.slots.parse(vars[varBad]) {
+		set[s] = true
+	}
+	return sortedSlots(set)
+}
+
+func (b badList) write(c *changes, st State, s Slot, bad bool) {
+	set := map[Slot]bool{}
+	for _, x := range st.Bad {
+		set[x] = true
+	}
+	if set[s] == bad {
+		return
+	}
+	set[s] = bad
+	if l := sortedSlots(set); len(l) > 0 {
+		c.Set(varBad, joinSlots(l))
+	} else {
+		c.Unset(varBad)
+	}
+}
+
+// --- aduflash ----------------------------------------------------------------------------
+
+type aduflashPreset struct{ u *UBoot }
+
+const (
+	varSlot      = "adu_slot"
+	varPrevSlot  = "adu_prev_slot"
+	varUpgrade   = "upgrade_available"
+	varBootcount = "bootcount"
+	varBootlimit = "bootlimit"
+)
+
+func (p *aduflashPreset) state(vars map[string]string) (State, error) {
+	st := State{Primary: p.u.slots[0], Bad: badList{p.u.slots}.read(vars)}
+	if v, ok := vars[varSlot]; ok {
+		st.Primary = Slot(v)
+		if err := p.u.slots.check(st.Primary); err != nil {
+			return State{}, fmt.Errorf("%w: %s=%q: %w", ErrBadState, varSlot, v, err)
+		}
+	}
+	if vars[varUpgrade] != "1" {
+		return st, nil
+	}
+	st.Pending = st.Primary
+	st.Fallback = Slot(vars[varPrevSlot])
+	if err := p.u.slots.check(st.Fallback); err != nil || st.Fallback == st.Primary {
+		return State{}, fmt.Errorf("%w: %s=1 but %s=%q is not another bank", ErrBadState, varUpgrade, varPrevSlot, vars[varPrevSlot])
+	}
+	return withAttempts(st, vars, p.u.attempts)
+}
+
+// withAttempts fills AttemptsLeft from U-Boot's bootlimit and bootcount: bootcmd runs while
+// bootcount ≤ bootlimit, and U-Boot increments bootcount before each boot.
+func withAttempts(st State, vars map[string]string, defLimit int) (State, error) {
+	limit, err := intVar(vars, varBootlimit, defLimit)
+	if err != nil {
+		return State{}, err
+	}
+	count, err := intVar(vars, varBootcount, 0)
+	if err != nil {
+		return State{}, err
+	}
+	st.AttemptsLeft = max(0, limit-count)
+	return st, nil
+}
+
+func (p *aduflashPreset) pending(c *changes, st State, s, fallback Slot) {
+	c.Set(varSlot, string(s))
+	c.Set(varPrevSlot, string(fallback))
+	c.Set(varUpgrade, "1")
+	c.Set(varBootcount, "0")
+	c.Set(varBootlimit, strconv.Itoa(p.u.attempts))
+	p.setBad(c, st, s, false)
+}
+
+func (p *aduflashPreset) confirm(c *changes, st State, s Slot) {
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
+	c.Unset(varPrevSlot)
+	p.setBad(c, st, s, false)
+}
+
+func (p *aduflashPreset) cancel(c *changes, st State, s, fallback Slot) {
+	c.Set(varSlot, string(fallback))
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
+	c.Unset(varPrevSlot)
+	p.setBad(c, st, s, true)
+}
+
+func (p *aduflashPreset) setBad(c *changes, st State, s Slot, bad bool) {
+	badList{p.u.slots}.write(c, st, s, bad)
+}
+
+func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Slot) {
+	p.setBad(c, st, s, false)
+}
+
+// --- Mender ------------------------------------------------------------------------------
+
+type menderPreset struct {
+	u     *UBoot
+	parts map[Slot]int
+}
+
+const (
+	varMenderPart    = "mender_boot_part"
+	varMenderPartHex = "mender_boot_part_hex"
+)
+
+func (p *menderPreset) other(s Slot) Slot {
+	if p.u.slots[0] == s {
+		return p.u.slots[1]
+	}
+	return p.u.slots[0]
+}
+
+func (p *menderPreset) state(vars map[string]string) (State, error) {
+	st := State{Primary: p.u.slots[0], Bad: badList{p.u.slots}.read(vars)}
+	if v, ok := vars[varMenderPart]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		found := false
+		for s, part := range p.parts {
+			if err == nil && part == n {
+				st.Primary, found = s, true
+			}
+		}
+		if !found {
+			return State{}, fmt.Errorf("%w: %s=%q is not one of the configured partitions", ErrBadState, varMenderPart, v)
+		}
+	}
+	if vars[varUpgrade] != "1" {
+		return st, nil
+	}
+	st.Pending = st.Primary
+	st.Fallback = p.other(st.Primary)
+	return withAttempts(st, vars, 1)
+}
+
+func (p *menderPreset) boot(c *changes, s Slot) {
+	c.Set(varMenderPart, strconv.Itoa(p.parts[s]))
+	c.Set(varMenderPartHex, strconv.FormatInt(int64(p.parts[s]), 16))
+}
+
+func (p *menderPreset) pending(c *changes, st State, s, _ Slot) {
+	p.boot(c, s)
+	c.Set(varUpgrade, "1")
+	c.Set(varBootcount, "0")
+	p.setBad(c, st, s, false)
+}
+
+func (p *menderPreset) confirm(c *changes, st State, s Slot) {
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
+	p.setBad(c, st, s, false)
+}
+
+func (p *menderPreset) cancel(c *changes, st State, s, fallback Slot) {
+	p.boot(c, fallback)
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
+	p.setBad(c, st, s, true)
+}
+
+func (p *menderPreset) setBad(c *changes, st State, s Slot, bad bool) {
+	badList{p.u.slots}.write(c, st, s, bad)
+}
+
+func (p *menderPreset) healthy(c *changes, _ map[string]string, st State, s Slot) {
+	p.setBad(c, st, s, false)
+}
+
+// --- RAUC --------------------------------------------------------------------------------
+
+type raucPreset struct{ u *UBoot }
+
+const (
+	varBootOrder = "BOOT_ORDER"
+	varPending   = "adu_pending"
+)
+
+func leftVar(s Slot) string { return "BOOT_" + string(s) + "_LEFT" }
+
+// order is BOOT_ORDER with every configured bank present: listed ones first, the rest after.
+func (p *raucPreset) order(vars map[string]string) []Slot {
+	order := p.u.slots.parse(vars[varBootOrder])
+	if _, ok := vars[varBootOrder]; !ok {
+		order = nil
+	}
+	seen := map[Slot]bool{}
+	for _, s := range order {
+		seen[s] = true
+	}
+	for _, s := range p.u.slots {
+		if !seen[s] {
+			order = append(order, s)
+		}
+	}
+	return order
+}
+
+func (p *raucPreset) state(vars map[string]string) (State, error) {
+	order := p.order(vars)
+	left := map[Slot]int{}
+	bad := map[Slot]bool{}
+	for _, s := range order {
+		// The boot scripts set a missing BOOT_x_LEFT to the default attempts.
+		n, err := hexVar(vars, leftVar(s), p.u.attempts)
+		if err != nil {
+			return State{}, err
+		}
+		left[s] = n
+		bad[s] = n == 0
+	}
+	st := State{Primary: order[0]}
+	if pend := Slot(vars[varPending]); pend != "" && pend == order[0] {
+		// A trial: BOOT_ORDER starts with the bank on trial, whatever attempts it has left.
+		// With none left the script boots the next bank at the next reset; the slots layer,
+		// which knows the booted bank, tells a trial on its last boot from a rollback.
+		st.Pending = pend
+		st.AttemptsLeft = left[pend]
+		bad[pend] = false
+	} else {
+		for _, s := range order {
+			if left[s] > 0 {
+				st.Primary = s
+				break
+			}
+		}
+	}
+	for _, s := range order {
+		if s != st.Primary && left[s] > 0 {
+			if st.Pending != "" {
+				st.Fallback = s
+			}
+			break
+		}
+	}
+	st.Bad = sortedSlots(bad)
+	return st, nil
+}
+
+func (p *raucPreset) attempts() string { return strconv.FormatInt(int64(p.u.attempts), 16) }
+
+func (p *raucPreset) pending(c *changes, st State, s, fallback Slot) {
+	order := []Slot{s, fallback}
+	for _, x := range p.u.slots {
+		if x != s && x != fallback {
+			order = append(order, x)
+		}
+	}
+	c.Set(varBootOrder, joinSlots(order))
+	c.Set(leftVar(s), p.attempts())
+	c.Set(varPending, string(s))
+}
+
+func (p *raucPreset) confirm(c *changes, st State, s Slot) {
+	c.Set(leftVar(s), p.attempts())
+	c.Unset(varPending)
+}
+
+func (p *raucPreset) cancel(c *changes, st State, s, fallback Slot) {
+	c.Set(leftVar(s), "0")
+	c.Unset(varPending)
+}
+
+// healthy is RAUC's mark-good at every boot: the script spent an attempt, give it back.
+func (p *raucPreset) healthy(c *changes, vars map[string]string, st State, s Slot) {
+	if n, err := hexVar(vars, leftVar(s), -1); err != nil || n != p.u.attempts {
+		c.Set(leftVar(s), p.attempts())
+	}
+}
+
+func (p *raucPreset) setBad(c *changes, st State, s Slot, bad bool) {
+	if bad {
+		c.Set(leftVar(s), "0")
+	} else {
+		c.Set(leftVar(s), p.attempts())
+	}
+}
