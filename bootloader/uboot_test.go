@@ -266,8 +266,8 @@ func TestBadVariables(t *testing.T) {
 		vars map[string]string
 	}{
 		{bootloader.PresetAduflash, map[string]string{"adu_slot": "C"}},
-		{bootloader.PresetAduflash, map[string]string{"adu_slot": "B", "upgrade_available": "1"}},                          // no fallback
-		{bootloader.PresetAduflash, map[string]string{"adu_slot": "B", "upgrade_available": "1", "adu_prev_slot": "B"}},    // fallback = itself
+		{bootloader.PresetAduflash, map[string]string{"adu_slot": "B", "upgrade_available": "1"}},                       // no fallback
+		{bootloader.PresetAduflash, map[string]string{"adu_slot": "B", "upgrade_available": "1", "adu_prev_slot": "B"}}, // fallback = itself
 		{bootloader.PresetAduflash, map[string]string{"adu_slot": "B", "upgrade_available": "1", "adu_prev_slot": "A", "bootcount": "x"}},
 		{bootloader.PresetMender, map[string]string{"mender_boot_part": "7"}},
 		{bootloader.PresetMender, map[string]string{"mender_boot_part": "3", "upgrade_available": "1", "bootlimit": "-1"}},
