@@ -5,14 +5,11 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 )
 
 // Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduimport/app.Version=…".
@@ -47,90 +44,18 @@ EXAMPLE:
 			e.mcubootCommand(),
 			e.manifestCommand(),
 		},
-		HideHelpCommand:      true,
-		EnableBashCompletion: true,
-		Suggest:              true,
-		// main decides the exit code; urfave must not exit on its own.
-		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	a.CommandNotFound = func(c *cli.Context, name string) {
-		fmt.Fprintf(stderr, "aduimport: unknown command %q (see aduimport --help)\n", name)
-	}
-	a.Action = func(c *cli.Context) error {
-		if c.NArg() > 0 {
-			return exitcode.Usagef("unknown command %q (see aduimport --help)", c.Args().First())
-		}
-		cli.ShowAppHelp(c)
-		return exitcode.Usagef("no command given")
-	}
-	prepare(a.Commands)
-	a.OnUsageError = usageError
+	cliapp.Prepare(a)
 	return a
 }
 
 // Run runs aduimport with args (args[0] is the program name) and returns the exit code.
-// Errors are printed to stderr, one line prefixed with the program name.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := New(stdout, stderr).RunContext(ctx, args)
-	code := exitcode.Of(err)
-	if err != nil {
-		var silent *silentError
-		if !errors.As(err, &silent) {
-			fmt.Fprintf(stderr, "aduimport: %v\n", err)
-		}
-	}
-	return code
+	return cliapp.Run(ctx, New(stdout, stderr), args, stderr)
 }
 
-// silentError marks an error whose message the command already printed (e.g. as JSON).
-type silentError struct{ error }
-
-func (s *silentError) Unwrap() error { return s.error }
-
-func usageError(c *cli.Context, err error, _ bool) error {
-	return exitcode.WithCode(exitcode.Usage, err)
-}
-
-// prepare applies the toolkit's conventions to a command tree: flag errors are usage errors
-// (exit 2), and a command that only groups subcommands rejects unknown names with exit 2.
-func prepare(cmds []*cli.Command) {
-	for _, c := range cmds {
-		c.OnUsageError = usageError
-		if len(c.Subcommands) > 0 && c.Action == nil {
-			c.Action = func(ctx *cli.Context) error {
-				if ctx.NArg() > 0 {
-					return exitcode.Usagef("unknown command %q for %q (see %s --help)", ctx.Args().First(), ctx.Command.FullName(), ctx.Command.HelpName)
-				}
-				cli.ShowSubcommandHelp(ctx)
-				return exitcode.Usagef("%s needs a subcommand", ctx.Command.HelpName)
-			}
-		}
-		prepare(c.Subcommands)
-	}
-}
-
-// args checks the number of positional arguments.
-func args(c *cli.Context, min, max int, what string) error {
-	n := c.NArg()
-	if n < min || (max >= 0 && n > max) {
-		return exitcode.Usagef("%s: expected %s, got %d argument(s)%s", c.Command.HelpName, what, n, extra(c))
-	}
-	return nil
-}
-
-func extra(c *cli.Context) string {
-	if c.NArg() == 0 {
-		return ""
-	}
-	return ": " + strings.Join(c.Args().Slice(), " ")
-}
-
-// need checks that a string flag was given.
-func need(c *cli.Context, names ...string) error {
-	for _, n := range names {
-		if !c.IsSet(n) || c.String(n) == "" {
-			return exitcode.Usagef("%s: missing --%s", c.Command.HelpName, n)
-		}
-	}
-	return nil
-}
+// Shorthands for the shared conventions.
+var (
+	args = cliapp.Args
+	need = cliapp.Need
+)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
@@ -198,7 +199,7 @@ func (e *env) verify(c *cli.Context) error {
 			return jerr
 		}
 		if err != nil {
-			return &silentError{exitcode.InvalidInput(err)}
+			return cliapp.Silent(exitcode.InvalidInput(err))
 		}
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
@@ -313,7 +314,7 @@ EXAMPLE:
 				return nil
 			}
 			if c.Bool("json") {
-				return &silentError{err}
+				return cliapp.Silent(err)
 			}
 			return err
 		},

@@ -1,0 +1,110 @@
+// Package cliapp gives every binary of the toolkit the same command-line behaviour on top of
+// urfave/cli/v2: flag errors, unknown commands and missing arguments are usage errors (exit
+// 2), a command that only groups subcommands rejects unknown names, errors print as one line
+// prefixed with the program name, and main gets the exit code from package exitcode.
+package cliapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+)
+
+// Prepare applies the conventions to a built command tree. Call it last, after Commands are set.
+func Prepare(a *cli.App) {
+	a.HideHelpCommand = true
+	a.EnableBashCompletion = true
+	a.Suggest = true
+	// main decides the exit code; urfave must not exit on its own.
+	a.ExitErrHandler = func(*cli.Context, error) {}
+	a.OnUsageError = usageError
+	a.CommandNotFound = func(c *cli.Context, name string) {
+		fmt.Fprintf(a.ErrWriter, "%s: unknown command %q (see %s --help)\n", a.Name, name, a.Name)
+	}
+	if a.Action == nil {
+		a.Action = func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return exitcode.Usagef("unknown command %q (see %s --help)", c.Args().First(), a.Name)
+			}
+			cli.ShowAppHelp(c)
+			return exitcode.Usagef("no command given")
+		}
+	}
+	prepare(a.Commands)
+}
+
+func usageError(c *cli.Context, err error, _ bool) error {
+	return exitcode.WithCode(exitcode.Usage, err)
+}
+
+func prepare(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		if len(c.Subcommands) > 0 && c.Action == nil {
+			c.Action = func(ctx *cli.Context) error {
+				if ctx.NArg() > 0 {
+					return exitcode.Usagef("unknown command %q for %q (see %s --help)", ctx.Args().First(), ctx.Command.FullName(), ctx.Command.HelpName)
+				}
+				cli.ShowSubcommandHelp(ctx)
+				return exitcode.Usagef("%s needs a subcommand", ctx.Command.HelpName)
+			}
+		}
+		prepare(c.Subcommands)
+	}
+}
+
+// Run runs a with args (args[0] is the program name) and returns the exit code. Errors are
+// printed to stderr as one line prefixed with the program name, unless marked Silent.
+func Run(ctx context.Context, a *cli.App, args []string, stderr io.Writer) int {
+	err := a.RunContext(ctx, args)
+	if err != nil {
+		var s *silentError
+		if !errors.As(err, &s) {
+			fmt.Fprintf(stderr, "%s: %v\n", a.Name, err)
+		}
+	}
+	return exitcode.Of(err)
+}
+
+type silentError struct{ error }
+
+func (s *silentError) Unwrap() error { return s.error }
+
+// Silent marks an error whose message the command already printed (e.g. as JSON); Run then
+// prints nothing more but still exits with its code.
+func Silent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &silentError{err}
+}
+
+// Args checks the number of positional arguments (max < 0: no upper bound).
+func Args(c *cli.Context, min, max int, what string) error {
+	n := c.NArg()
+	if n < min || (max >= 0 && n > max) {
+		extra := ""
+		if n > 0 {
+			extra = ": " + strings.Join(c.Args().Slice(), " ")
+		}
+		return exitcode.Usagef("%s: expected %s, got %d argument(s)%s", c.Command.HelpName, what, n, extra)
+	}
+	return nil
+}
+
+// Need checks that string flags were given (the toolkit never uses urfave's Required, whose
+// error could not be told from others).
+func Need(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if !c.IsSet(n) || c.String(n) == "" {
+			return exitcode.Usagef("%s: missing --%s", c.Command.HelpName, n)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package cliapp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+)
+
+func testApp(out, errOut *bytes.Buffer) *cli.App {
+	a := &cli.App{
+		Name: "tool", Writer: out, ErrWriter: errOut,
+		Commands: []*cli.Command{
+			{Name: "do", Flags: []cli.Flag{&cli.StringFlag{Name: "x"}}, Action: func(c *cli.Context) error {
+				if err := Args(c, 1, 1, "FILE"); err != nil {
+					return err
+				}
+				if err := Need(c, "x"); err != nil {
+					return err
+				}
+				switch c.Args().First() {
+				case "bad":
+					return exitcode.InvalidInput(errors.New("file is bad"))
+				case "quiet":
+					return Silent(exitcode.InvalidInput(errors.New("already said")))
+				case "io":
+					return errors.New("disk on fire")
+				}
+				return nil
+			}},
+			{Name: "group", Subcommands: []*cli.Command{{Name: "leaf", Action: func(*cli.Context) error { return nil }}}},
+		},
+	}
+	Prepare(a)
+	return a
+}
+
+func TestConventions(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"do", "--x", "1", "ok"}, exitcode.OK, ""},
+		{[]string{"do", "--x", "1", "bad"}, exitcode.Invalid, "tool: file is bad"},
+		{[]string{"do", "--x", "1", "quiet"}, exitcode.Invalid, ""},
+		{[]string{"do", "--x", "1", "io"}, exitcode.IO, "tool: disk on fire"},
+		{[]string{"do", "ok"}, exitcode.Usage, "missing --x"},
+		{[]string{"do", "--x", "1"}, exitcode.Usage, "expected FILE"},
+		{[]string{"do", "--x", "1", "a", "b"}, exitcode.Usage, "got 2 argument(s): a b"},
+		{[]string{"do", "--nope"}, exitcode.Usage, "flag provided but not defined"},
+		{[]string{}, exitcode.Usage, "no command given"},
+		{[]string{"nope"}, exitcode.Usage, "unknown command"},
+		{[]string{"group"}, exitcode.Usage, "needs a subcommand"},
+		{[]string{"group", "nope"}, exitcode.Usage, `unknown command "nope"`},
+		{[]string{"group", "leaf"}, exitcode.OK, ""},
+	}
+	for _, c := range cases {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), testApp(&out, &errOut), append([]string{"tool"}, c.args...), &errOut)
+		if code != c.code {
+			t.Errorf("%q: exit %d, want %d (stderr %q)", c.args, code, c.code, errOut.String())
+		}
+		if c.msg == "" && c.code == exitcode.Invalid && errOut.Len() != 0 {
+			t.Errorf("%q: a silent error printed %q", c.args, errOut.String())
+		}
+		if c.msg != "" && !strings.Contains(errOut.String(), c.msg) {
+			t.Errorf("%q: stderr %q does not contain %q", c.args, errOut.String(), c.msg)
+		}
+	}
+}
