@@ -12,6 +12,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 )
@@ -222,4 +224,120 @@ func TestKernelUBIUpdate(t *testing.T) {
 	if err := short.Close(); !errors.Is(err, ErrUpdateSize) {
 		t.Fatal(err)
 	}
+}
+
+// Our writes read back by nanddump, and nandwrite's writes read back by us: the same bytes
+// at the same offsets, on the kernel's NAND driver with its bad blocks.
+func TestKernelAgainstMTDUtils(t *testing.T) {
+	d := kernelDevice(t)
+	info := d.Info()
+	if !info.Type.IsNAND() {
+		t.Skip("not a NAND device")
+	}
+	for _, tool := range []string{"nanddump", "nandwrite", "flash_erase"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not on PATH (mtd-utils): %v", tool, err)
+		}
+	}
+	bs := int64(info.EraseSize)
+	off := firstGood(t, d, 8)
+	data := make([]byte, bs)
+	for i := range data {
+		data[i] = byte(i*7 + 3)
+	}
+	// Ours → nanddump.
+	if err := d.Erase(off, bs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	dump := filepath.Join(t.TempDir(), "dump.bin")
+	run(t, "nanddump", "--omitoob", "-s", strconv.FormatInt(off, 10), "-l", strconv.FormatInt(bs, 10), "-f", dump, d.Path())
+	got, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("nanddump of our write differs (%d bytes read)", len(got))
+	}
+	// flash_erase + nandwrite → ours.
+	for i := range data {
+		data[i] = byte(i*13 + 1)
+	}
+	img := filepath.Join(t.TempDir(), "img.bin")
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "flash_erase", d.Path(), strconv.FormatInt(off, 10), "1")
+	run(t, "nandwrite", "-p", "-s", strconv.FormatInt(off, 10), d.Path(), img)
+	back := make([]byte, bs)
+	if _, err := d.ReadAt(back, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, data) {
+		t.Fatal("our read of nandwrite's write differs")
+	}
+	// flash_erase skips the bad blocks we report bad.
+	out := run(t, "flash_erase", d.Path(), "0", "8")
+	for _, b := range []int{3, 7} {
+		if isBad, _ := d.IsBad(int64(b) * bs); isBad && !bytes.Contains(out, []byte("Skipping bad block")) {
+			t.Errorf("flash_erase did not skip bad block %d that we report bad:\n%s", b, out)
+		}
+	}
+}
+
+// ubiupdatevol's volume content read by us, and ours compared byte for byte by cmp.
+func TestKernelUBIAgainstUbiupdatevol(t *testing.T) {
+	name := os.Getenv("ADUFLASH_UBI_VOL")
+	if name == "" {
+		t.Skip("ADUFLASH_UBI_VOL is unset")
+	}
+	if _, err := exec.LookPath("ubiupdatevol"); err != nil {
+		t.Skipf("ubiupdatevol not on PATH: %v", err)
+	}
+	v, err := FindVolume(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1<<20+123)
+	for i := range data {
+		data[i] = byte(i * 31)
+	}
+	img := filepath.Join(t.TempDir(), "vol.bin")
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ubiupdatevol", v.Path, img)
+	got := make([]byte, len(data))
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("our read of ubiupdatevol's content differs: %v", err)
+	}
+	// Ours, then the kernel's view through the volume's character device.
+	for i := range data {
+		data[i] = byte(i * 17)
+	}
+	w, err := v.Update(int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cmp", "-n", strconv.Itoa(len(data)), img, v.Path)
+}
+
+func run(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return out
 }

@@ -1,0 +1,45 @@
+//go:build linux
+
+package mtd
+
+import (
+	"testing"
+
+	"github.com/aduflash/aduflash/internal/vmtest"
+)
+
+// TestInVM runs this package's kernel tests (kernel_test.go) inside a Linux kernel under
+// QEMU: nandsim as /dev/mtd0 (128 MiB NAND, 2 KiB pages, factory bad blocks 3 and 7) and a
+// UBI volume on mtdram (/dev/mtd1).
+func TestInVM(t *testing.T) {
+	if vmtest.InGuest() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM (about 10 s under TCG); -short")
+	}
+	vm := vmtest.Run(t, vmtest.Config{
+		Modules: []string{
+			"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7",
+			"mtdram total_size=16384 erase_size=128",
+			"ubi",
+		},
+		Setup: []string{
+			"ubiformat -y /dev/mtd1",
+			"ubiattach -p /dev/mtd1",
+			"ubimkvol /dev/ubi0 -N scratch -s 4MiB",
+		},
+		TestPackage: ".",
+		TestRun:     "^TestKernel",
+		Env: map[string]string{
+			"ADUFLASH_MTD_DEV":       "/dev/mtd0",
+			"ADUFLASH_MTD_BADBLOCKS": "3,7",
+			"ADUFLASH_UBI_VOL":       "scratch",
+		},
+	})
+	if vm == nil {
+		return
+	}
+	t.Logf("guest tests:\n%s", vm.TestOutput)
+	t.Logf("prepare %v, VM %v", vm.Prepare, vm.Wall)
+}
