@@ -276,12 +276,20 @@ func (b badList) write(c *changes, st State, s Slot, bad bool) {
 
 type aduflashPreset struct{ u *UBoot }
 
+// AduflashAltBootCmd is the rollback PresetAduflash writes into altbootcmd with every
+// MarkPending, so that a trial never starts without it: U-Boot runs it instead of bootcmd once
+// bootcount exceeds bootlimit. It records the bank as bad, returns to adu_prev_slot, ends the
+// trial, saves and boots (examples/u-boot/boot.cmd).
+const AduflashAltBootCmd = `setenv adu_bad "${adu_bad} ${adu_slot}"; setenv adu_slot ${adu_prev_slot}; ` +
+	`setenv adu_prev_slot; setenv upgrade_available 0; setenv bootcount 0; saveenv; run bootcmd`
+
 const (
-	varSlot      = "adu_slot"
-	varPrevSlot  = "adu_prev_slot"
-	varUpgrade   = "upgrade_available"
-	varBootcount = "bootcount"
-	varBootlimit = "bootlimit"
+	varAltBootCmd = "altbootcmd"
+	varSlot       = "adu_slot"
+	varPrevSlot   = "adu_prev_slot"
+	varUpgrade    = "upgrade_available"
+	varBootcount  = "bootcount"
+	varBootlimit  = "bootlimit"
 )
 
 func (p *aduflashPreset) state(vars map[string]string) (State, error) {
@@ -324,6 +332,7 @@ func (p *aduflashPreset) pending(c *changes, st State, s, fallback Slot) {
 	c.Set(varUpgrade, "1")
 	c.Set(varBootcount, "0")
 	c.Set(varBootlimit, strconv.Itoa(p.u.attempts))
+	c.Set(varAltBootCmd, AduflashAltBootCmd)
 	p.setBad(c, st, s, false)
 }
 

@@ -293,7 +293,8 @@ func TestPresetVariables(t *testing.T) {
 		absent  []string
 	}{
 		{bootloader.PresetAduflash, map[string]string{"adu_slot": "A", "adu_bad": "B"},
-			map[string]string{"adu_slot": "B", "adu_prev_slot": "A", "upgrade_available": "1", "bootcount": "0", "bootlimit": "3"}, []string{"adu_bad"}},
+			map[string]string{"adu_slot": "B", "adu_prev_slot": "A", "upgrade_available": "1", "bootcount": "0", "bootlimit": "3",
+				"altbootcmd": bootloader.AduflashAltBootCmd}, []string{"adu_bad"}},
 		{bootloader.PresetMender, map[string]string{"mender_boot_part": "2", "bootlimit": "1"},
 			map[string]string{"mender_boot_part": "3", "mender_boot_part_hex": "3", "upgrade_available": "1", "bootcount": "0", "bootlimit": "1"}, nil},
 		{bootloader.PresetRAUC, map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"},
