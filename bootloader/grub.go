@@ -1,0 +1,203 @@
+package bootloader
+
+import (
+	"fmt"
+	"strings"
+)
+
+// GRUBConfig configures the GRUB backend.
+type GRUBConfig struct {
+	Slots []Slot // the banks, in order; default A, B
+}
+
+// GRUB is the state model over a GRUB environment block with RAUC's GRUB variables, which
+// examples/grub/grub.cfg reads: ORDER (banks to try, in order), <bank>_OK (1: bootable) and
+// <bank>_TRY (1: tried once since it was last confirmed). GRUB boots the first bank in ORDER
+// that is OK and not yet tried, setting its TRY before it boots, so a pending bank gets one
+// attempt; the agent's Confirm clears TRY at every healthy boot (RAUC's mark-good). As with
+// RAUC's U-Boot variables, adu_pending marks the bank on trial.
+type GRUB struct {
+	store EnvStore
+	slots slotList
+}
+
+// NewGRUB returns a GRUB backend reading and writing through store (grubenv.Store).
+func NewGRUB(store EnvStore, cfg GRUBConfig) (*GRUB, error) {
+	g := &GRUB{store: store, slots: slotList(cfg.Slots)}
+	if len(g.slots) == 0 {
+		g.slots = slotList{"A", "B"}
+	}
+	if len(g.slots) < 2 {
+		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownSlot, g.slots)
+	}
+	for _, s := range g.slots {
+		if s == "" || strings.ContainsAny(string(s), " \t\n=") {
+			return nil, fmt.Errorf("%w: bank name %q", ErrUnknownSlot, s)
+		}
+	}
+	return g, nil
+}
+
+func okVar(s Slot) string  { return string(s) + "_OK" }
+func tryVar(s Slot) string { return string(s) + "_TRY" }
+
+type grubBank struct{ ok, tried bool }
+
+func (g *GRUB) read() (map[string]string, []Slot, map[Slot]grubBank, error) {
+	vars, err := g.store.Vars()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	order := slotList(g.slots).parse(vars["ORDER"])
+	seen := map[Slot]bool{}
+	for _, s := range order {
+		seen[s] = true
+	}
+	for _, s := range g.slots {
+		if !seen[s] {
+			order = append(order, s)
+		}
+	}
+	banks := map[Slot]grubBank{}
+	for _, s := range order {
+		b := grubBank{ok: true}
+		for name, dst := range map[string]*bool{okVar(s): &b.ok, tryVar(s): &b.tried} {
+			switch v, set := vars[name]; {
+			case !set:
+			case v == "0":
+				*dst = false
+			case v == "1":
+				*dst = true
+			default:
+				return nil, nil, nil, fmt.Errorf("%w: %s=%q is not 0 or 1", ErrBadState, name, v)
+			}
+		}
+		banks[s] = b
+	}
+	return vars, order, banks, nil
+}
+
+// State reads the GRUB environment.
+func (g *GRUB) State() (State, error) {
+	vars, order, banks, err := g.read()
+	if err != nil {
+		return State{}, err
+	}
+	return g.state(vars, order, banks), nil
+}
+
+func (g *GRUB) state(vars map[string]string, order []Slot, banks map[Slot]grubBank) State {
+	bad := map[Slot]bool{}
+	for s, b := range banks {
+		bad[s] = !b.ok
+	}
+	st := State{Primary: order[0]}
+	if p := Slot(vars[varPending]); p != "" && p == order[0] && banks[p].ok {
+		st.Pending = p
+		if !banks[p].tried {
+			st.AttemptsLeft = 1
+		}
+	} else {
+		for _, s := range order {
+			if banks[s].ok {
+				st.Primary = s
+				break
+			}
+		}
+	}
+	for _, s := range order {
+		if s != st.Primary && banks[s].ok {
+			if st.Pending != "" {
+				st.Fallback = s
+			}
+			break
+		}
+	}
+	st.Bad = sortedSlots(bad)
+	return st
+}
+
+// MarkPending puts s first in ORDER, bootable and untried.
+func (g *GRUB) MarkPending(s Slot) error {
+	if err := g.slots.check(s); err != nil {
+		return err
+	}
+	vars, order, banks, err := g.read()
+	if err != nil {
+		return err
+	}
+	st := g.state(vars, order, banks)
+	fallback := st.Primary
+	if st.Pending != "" {
+		fallback = st.Fallback
+	}
+	if fallback == s {
+		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimarySlot, s)
+	}
+	if fallback == "" || !banks[fallback].ok {
+		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, s)
+	}
+	newOrder := []Slot{s, fallback}
+	for _, x := range order {
+		if x != s && x != fallback {
+			newOrder = append(newOrder, x)
+		}
+	}
+	return g.store.Update(map[string]string{
+		"ORDER": joinSlots(newOrder), okVar(s): "1", tryVar(s): "0", varPending: string(s),
+	}, nil)
+}
+
+// Confirm clears the booted bank's TRY flag (at every healthy boot) and ends its trial.
+func (g *GRUB) Confirm(s Slot) error {
+	if err := g.slots.check(s); err != nil {
+		return err
+	}
+	vars, order, banks, err := g.read()
+	if err != nil {
+		return err
+	}
+	st := g.state(vars, order, banks)
+	if st.Pending != s && !(st.Pending == "" && st.Primary == s) {
+		return fmt.Errorf("%w: cannot confirm %s: GRUB boots %s", ErrNotPrimary, s, st.Primary)
+	}
+	set := map[string]string{}
+	var unset []string
+	if vars[tryVar(s)] != "0" {
+		set[tryVar(s)] = "0"
+	}
+	if vars[okVar(s)] != "1" {
+		set[okVar(s)] = "1"
+	}
+	if _, ok := vars[varPending]; ok {
+		unset = append(unset, varPending)
+	}
+	if len(set) == 0 && len(unset) == 0 {
+		return nil
+	}
+	return g.store.Update(set, unset)
+}
+
+// MarkBad clears s's OK flag; a pending s ends its trial.
+func (g *GRUB) MarkBad(s Slot) error {
+	if err := g.slots.check(s); err != nil {
+		return err
+	}
+	vars, order, banks, err := g.read()
+	if err != nil {
+		return err
+	}
+	st := g.state(vars, order, banks)
+	if st.Pending != s && st.Primary == s {
+		return fmt.Errorf("%w: %s is the confirmed bank GRUB boots; put another bank on trial instead", ErrPrimarySlot, s)
+	}
+	set := map[string]string{okVar(s): "0"}
+	var unset []string
+	if vars[varPending] == string(s) {
+		unset = append(unset, varPending)
+	}
+	if !banks[s].ok && len(unset) == 0 {
+		return nil
+	}
+	return g.store.Update(set, unset)
+}
