@@ -21,26 +21,38 @@ import (
 // scriptOffset is where the test puts boot.scr on the SD card image, raw, after the env copies.
 const scriptOffset = 0x300000
 
-// The committed examples/u-boot/boot.scr is what mkimage makes of boot.cmd.
-func TestBootScriptCompiled(t *testing.T) {
+// The boot scripts of examples/u-boot, one per variable preset.
+var bootScripts = []struct {
+	preset     bootloader.Preset
+	name, base string
+}{
+	{bootloader.PresetAduflash, "aduflash", "boot"},
+	{bootloader.PresetMender, "aduflash-mender", "boot-mender"},
+	{bootloader.PresetRAUC, "aduflash-rauc", "boot-rauc"},
+}
+
+// The committed .scr files are what mkimage makes of the .cmd sources.
+func TestBootScriptsCompiled(t *testing.T) {
 	mkimage, err := exec.LookPath("mkimage")
 	if err != nil {
 		peers.Missing(t, "mkimage (apt-get install u-boot-tools): %v", err)
 	}
-	out := filepath.Join(t.TempDir(), "boot.scr")
-	cmd := exec.Command(mkimage, "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none", "-n", "aduflash",
-		"-d", filepath.Join("..", "examples", "u-boot", "boot.cmd"), out)
-	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mkimage: %v\n%s", err, b)
-	}
-	got, _ := os.ReadFile(out)
-	want, err := os.ReadFile(filepath.Join("..", "examples", "u-boot", "boot.scr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("examples/u-boot/boot.scr is stale: recompile it from boot.cmd (see its header)")
+	for _, bs := range bootScripts {
+		out := filepath.Join(t.TempDir(), "boot.scr")
+		cmd := exec.Command(mkimage, "-A", "arm64", "-O", "linux", "-T", "script", "-C", "none", "-n", bs.name,
+			"-d", filepath.Join("..", "examples", "u-boot", bs.base+".cmd"), out)
+		cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mkimage: %v\n%s", err, b)
+		}
+		got, _ := os.ReadFile(out)
+		want, err := os.ReadFile(filepath.Join("..", "examples", "u-boot", bs.base+".scr"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("examples/u-boot/%s.scr is stale: recompile it from %s.cmd (see its header)", bs.base, bs.base)
+		}
 	}
 }
 
@@ -52,14 +64,32 @@ type realBoard struct {
 	env         *ubootenv.Env
 }
 
-func newRealBoard(t *testing.T) *realBoard {
+// presetEnv is what each preset's default environment holds besides bootcmd and adu_load.
+func presetEnv(p bootloader.Preset) map[string]string {
+	switch p {
+	case bootloader.PresetMender:
+		return map[string]string{
+			"mender_boot_part": "2", "mender_boot_part_hex": "2", "mender_kernel_root_base": "/dev/mmcblk0p",
+			"bootlimit": "1", "upgrade_available": "0", "bootcount": "0",
+			"altbootcmd": "run mender_altbootcmd; run bootcmd",
+			"mender_altbootcmd": "if test ${mender_boot_part} = 2; then setenv mender_boot_part 3; setenv mender_boot_part_hex 3; " +
+				"else setenv mender_boot_part 2; setenv mender_boot_part_hex 2; fi; setenv upgrade_available 0; saveenv",
+		}
+	case bootloader.PresetRAUC:
+		return map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3",
+			"adu_root_A": "/dev/mmcblk0p2", "adu_root_B": "/dev/mmcblk0p3"}
+	}
+	return map[string]string{"adu_slot": "A", "adu_root_A": "/dev/mmcblk0p2", "adu_root_B": "/dev/mmcblk0p3"}
+}
+
+func newRealBoard(t *testing.T, p bootloader.Preset, script string, attempts int) *realBoard {
 	t.Helper()
 	uboot := ubootqemu.Require(t)
 	disk := filepath.Join(t.TempDir(), "sd.img")
 	if err := ubootqemu.CreateDisk(disk, ubootqemu.DefaultDiskSize); err != nil {
 		t.Fatal(err)
 	}
-	scr, err := os.ReadFile(filepath.Join("..", "examples", "u-boot", "boot.scr"))
+	scr, err := os.ReadFile(filepath.Join("..", "examples", "u-boot", script+".scr"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,17 +111,13 @@ func newRealBoard(t *testing.T) *realBoard {
 	// needs: bootcmd loads the boot script from the card and sources it; adu_load stands in
 	// for loading the kernel (it prints what Linux would get, and powers off).
 	sectors := len(scr)/512 + 1
-	err = env.Update(map[string]string{
-		"bootcmd":    "mmc dev 0; mmc read 0x40200000 " + fmt.Sprintf("%#x %#x", scriptOffset/512, sectors) + "; source 0x40200000",
-		"adu_root_A": "/dev/mmcblk0p2",
-		"adu_root_B": "/dev/mmcblk0p3",
-		"adu_load":   "echo ADU-LINUX bootargs=${bootargs}; poweroff",
-		"adu_slot":   "A",
-	}, nil)
-	if err != nil {
+	vars := presetEnv(p)
+	vars["bootcmd"] = "mmc dev 0; mmc read 0x40200000 " + fmt.Sprintf("%#x %#x", scriptOffset/512, sectors) + "; source 0x40200000"
+	vars["adu_load"] = "echo ADU-LINUX bootargs=${bootargs}; poweroff"
+	if err := env.Update(vars, nil); err != nil {
 		t.Fatal(err)
 	}
-	bl, err := bootloader.NewUBoot(env, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+	bl, err := bootloader.NewUBoot(env, bootloader.UBootConfig{Preset: p, Attempts: attempts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,67 +161,106 @@ func (b *realBoard) state(t *testing.T) bootloader.State {
 	return st
 }
 
-// The whole cycle against real U-Boot: we mark bank B pending, U-Boot boots it and counts,
-// and falls back to A through altbootcmd at bootlimit+1; after our Confirm it stops counting.
-// After each boot we read back what U-Boot saved.
+// The whole cycle against real U-Boot, for each variable preset and its boot script: we mark
+// bank B pending, U-Boot boots it and counts (bootcount, or RAUC's BOOT_B_LEFT), and falls
+// back to A once the attempts are spent (through altbootcmd at bootlimit+1 for the bootcount
+// presets); after our Confirm it keeps booting B. After each boot we read back what U-Boot saved.
 func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots real U-Boot under QEMU several times; -short")
 	}
-	b := newRealBoard(t)
-	if s, _ := b.boot(t); s != "A" {
-		t.Fatalf("fresh board booted %s", s)
-	}
+	for _, bs := range bootScripts {
+		t.Run(string(bs.preset), func(t *testing.T) {
+			attempts := 2
+			if bs.preset == bootloader.PresetMender {
+				attempts = 1 // Mender's bootlimit=1, which the preset keeps
+			}
+			b := newRealBoard(t, bs.preset, bs.base, attempts)
+			if s, _ := b.boot(t); s != "A" {
+				t.Fatalf("fresh board booted %s", s)
+			}
+			if err := b.bl.Confirm("A"); err != nil {
+				t.Fatal(err)
+			}
 
-	// Trial of B with two attempts: boots 1 and 2 run B, U-Boot saving bootcount 1, 2.
-	if err := b.bl.MarkPending("B"); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 2; i++ {
-		s, out := b.boot(t)
-		if s != "B" {
-			t.Fatalf("trial boot %d started %s", i, s)
-		}
-		if !strings.Contains(out, fmt.Sprintf("bootcount=%d", i)) {
-			t.Errorf("trial boot %d: the script did not see bootcount=%d", i, i)
-		}
-		st := b.state(t)
-		if st.Pending != "B" || st.AttemptsLeft != 2-i {
-			t.Fatalf("after trial boot %d U-Boot saved %+v", i, st)
-		}
-	}
-	// Boot 3: bootcount 3 > bootlimit 2: altbootcmd, back to A, B recorded bad.
-	s, out := b.boot(t)
-	if s != "A" || !strings.Contains(out, "Using altbootcmd") {
-		t.Fatalf("boot 3 should roll back to A through altbootcmd, started %s:\n%s", s, out)
-	}
-	st := b.state(t)
-	if want := (bootloader.State{Primary: "A", Bad: []bootloader.Slot{"B"}}); !reflect.DeepEqual(st, want) {
-		t.Fatalf("after the rollback U-Boot saved %+v, want %+v", st, want)
-	}
+			// A trial of B: it boots attempts times, U-Boot saving the count each time.
+			if err := b.bl.MarkPending("B"); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= attempts; i++ {
+				if s, _ := b.boot(t); s != "B" {
+					t.Fatalf("trial boot %d started %s", i, s)
+				}
+				st := b.state(t)
+				if st.Pending != "B" || st.AttemptsLeft != attempts-i {
+					t.Fatalf("after trial boot %d U-Boot saved %+v", i, st)
+				}
+			}
+			// The next boot falls back to A.
+			s, out := b.boot(t)
+			if s != "A" {
+				t.Fatalf("boot %d should fall back to A, started %s:\n%s", attempts+1, s, out)
+			}
+			if bs.preset != bootloader.PresetRAUC && !strings.Contains(out, "Using altbootcmd") {
+				t.Errorf("the fallback did not go through altbootcmd:\n%s", out)
+			}
+			st := b.state(t)
+			switch bs.preset {
+			case bootloader.PresetAduflash:
+				if want := (bootloader.State{Primary: "A", Bad: []bootloader.Slot{"B"}}); !reflect.DeepEqual(st, want) {
+					t.Fatalf("after the rollback U-Boot saved %+v, want %+v", st, want)
+				}
+			case bootloader.PresetMender:
+				if want := (bootloader.State{Primary: "A"}); !reflect.DeepEqual(st, want) {
+					t.Fatalf("after the rollback U-Boot saved %+v, want %+v", st, want)
+				}
+			case bootloader.PresetRAUC:
+				// RAUC's variables still name B as the trial, with no attempts left; the
+				// agent, running A, marks it bad.
+				if st.Pending != "B" || st.AttemptsLeft != 0 || st.Fallback != "A" {
+					t.Fatalf("after the fallback U-Boot saved %+v", st)
+				}
+			}
+			// The agent on A records B as bad.
+			if err := b.bl.MarkBad("B"); err != nil {
+				t.Fatal(err)
+			}
+			if st := b.state(t); st.Primary != "A" || st.Pending != "" || !st.IsBad("B") {
+				t.Fatalf("after MarkBad(B): %+v", st)
+			}
+			if s, _ := b.boot(t); s != "A" {
+				t.Fatalf("after MarkBad(B) booted %s", s)
+			}
+			if err := b.bl.Confirm("A"); err != nil {
+				t.Fatal(err)
+			}
 
-	// A new trial of B, confirmed after its first boot: U-Boot stops counting and writes
-	// the environment no more.
-	if err := b.bl.MarkPending("B"); err != nil {
-		t.Fatal(err)
-	}
-	if s, _ := b.boot(t); s != "B" {
-		t.Fatalf("second trial booted %s", s)
-	}
-	if err := b.bl.Confirm("B"); err != nil {
-		t.Fatal(err)
-	}
-	before, _ := os.ReadFile(b.disk)
-	for i := 0; i < 3; i++ {
-		if s, _ := b.boot(t); s != "B" {
-			t.Fatalf("boot %d after Confirm started %s", i+1, s)
-		}
-	}
-	after, _ := os.ReadFile(b.disk)
-	if !bytes.Equal(before, after) {
-		t.Error("U-Boot wrote the environment after Confirm (it should stop counting)")
-	}
-	if st := b.state(t); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 {
-		t.Fatalf("after Confirm and three boots: %+v", st)
+			// A new trial of B, confirmed after its first boot: B stays.
+			if err := b.bl.MarkPending("B"); err != nil {
+				t.Fatal(err)
+			}
+			if s, _ := b.boot(t); s != "B" {
+				t.Fatalf("second trial booted %s", s)
+			}
+			if err := b.bl.Confirm("B"); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(b.disk)
+			for i := 0; i < 3; i++ {
+				if s, _ := b.boot(t); s != "B" {
+					t.Fatalf("boot %d after Confirm started %s", i+1, s)
+				}
+				if err := b.bl.Confirm("B"); err != nil { // the agent, at every healthy boot
+					t.Fatal(err)
+				}
+			}
+			after, _ := os.ReadFile(b.disk)
+			if bs.preset != bootloader.PresetRAUC && !bytes.Equal(before, after) {
+				t.Error("the environment was written after Confirm (U-Boot should stop counting, the agent has nothing to do)")
+			}
+			if st := b.state(t); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 {
+				t.Fatalf("after Confirm and three boots: %+v", st)
+			}
+		})
 	}
 }

@@ -22,7 +22,8 @@ const (
 	PresetMender Preset = "mender"
 	// PresetRAUC: BOOT_ORDER and BOOT_<bank>_LEFT as RAUC's U-Boot scripts use them
 	// (the scripts decrement LEFT with setexpr, which writes hex); adu_pending marks the bank
-	// on trial, since RAUC's variables cannot tell a trial from a confirmed bank.
+	// on trial and adu_bad the banks marked bad, since RAUC's variables cannot tell a trial
+	// from a confirmed bank, nor a bad bank from one whose attempts were spent.
 	PresetRAUC Preset = "rauc"
 )
 
@@ -465,7 +466,6 @@ func (p *raucPreset) order(vars map[string]string) []Slot {
 func (p *raucPreset) state(vars map[string]string) (State, error) {
 	order := p.order(vars)
 	left := map[Slot]int{}
-	bad := map[Slot]bool{}
 	for _, s := range order {
 		// The boot scripts set a missing BOOT_x_LEFT to the default attempts.
 		n, err := hexVar(vars, leftVar(s), p.u.attempts)
@@ -473,33 +473,50 @@ func (p *raucPreset) state(vars map[string]string) (State, error) {
 			return State{}, err
 		}
 		left[s] = n
-		bad[s] = n == 0
 	}
-	st := State{Primary: order[0]}
+	// Bad is what MarkBad recorded (adu_bad): a bank whose attempts the script has spent is
+	// not bad by that alone — the booted bank spends one at every boot until it is confirmed.
+	bad := badList{p.u.slots}.read(vars)
+	isBad := func(s Slot) bool {
+		for _, b := range bad {
+			if b == s {
+				return true
+			}
+		}
+		return false
+	}
+	st := State{Primary: order[0], Bad: bad}
 	if pend := Slot(vars[varPending]); pend != "" && pend == order[0] {
 		// A trial: BOOT_ORDER starts with the bank on trial, whatever attempts it has left.
 		// With none left the script boots the next bank at the next reset; the slots layer,
 		// which knows the booted bank, tells a trial on its last boot from a rollback.
 		st.Pending = pend
 		st.AttemptsLeft = left[pend]
-		bad[pend] = false
-	} else {
+		for _, s := range order[1:] {
+			if left[s] > 0 && !isBad(s) {
+				st.Fallback = s
+				break
+			}
+		}
+		return st, nil
+	}
+	// The bank the script boots next: the first with attempts left; when every count is spent
+	// (the script then resets them all), the first bank not marked bad.
+	found := false
+	for _, s := range order {
+		if left[s] > 0 && !isBad(s) {
+			st.Primary, found = s, true
+			break
+		}
+	}
+	if !found {
 		for _, s := range order {
-			if left[s] > 0 {
+			if !isBad(s) {
 				st.Primary = s
 				break
 			}
 		}
 	}
-	for _, s := range order {
-		if s != st.Primary && left[s] > 0 {
-			if st.Pending != "" {
-				st.Fallback = s
-			}
-			break
-		}
-	}
-	st.Bad = sortedSlots(bad)
 	return st, nil
 }
 
@@ -515,16 +532,19 @@ func (p *raucPreset) pending(c *changes, st State, s, fallback Slot) {
 	c.Set(varBootOrder, joinSlots(order))
 	c.Set(leftVar(s), p.attempts())
 	c.Set(varPending, string(s))
+	badList{p.u.slots}.write(c, st, s, false)
 }
 
 func (p *raucPreset) confirm(c *changes, st State, s Slot) {
 	c.Set(leftVar(s), p.attempts())
 	c.Unset(varPending)
+	badList{p.u.slots}.write(c, st, s, false)
 }
 
 func (p *raucPreset) cancel(c *changes, st State, s, fallback Slot) {
 	c.Set(leftVar(s), "0")
 	c.Unset(varPending)
+	badList{p.u.slots}.write(c, st, s, true)
 }
 
 // healthy is RAUC's mark-good at every boot: the script spent an attempt, give it back.
@@ -532,6 +552,7 @@ func (p *raucPreset) healthy(c *changes, vars map[string]string, st State, s Slo
 	if n, err := hexVar(vars, leftVar(s), -1); err != nil || n != p.u.attempts {
 		c.Set(leftVar(s), p.attempts())
 	}
+	badList{p.u.slots}.write(c, st, s, false)
 }
 
 func (p *raucPreset) setBad(c *changes, st State, s Slot, bad bool) {
@@ -540,4 +561,5 @@ func (p *raucPreset) setBad(c *changes, st State, s Slot, bad bool) {
 	} else {
 		c.Set(leftVar(s), p.attempts())
 	}
+	badList{p.u.slots}.write(c, st, s, bad)
 }

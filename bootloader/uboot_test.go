@@ -351,3 +351,24 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// RAUC's script spends an attempt of the booted bank at every boot, so after a rollback and
+// a few unconfirmed boots every count can be 0: the primary is then the first bank not marked
+// bad, and confirming it gives its attempts back (found by the real-U-Boot test).
+func TestRAUCAllCountsSpent(t *testing.T) {
+	b := newBoard(t, bootloader.PresetRAUC, map[string]string{"BOOT_ORDER": "B A", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "0", "adu_bad": "B"}, 3)
+	st := b.state(t)
+	if st.Primary != "A" || st.Pending != "" || !st.IsBad("B") || st.IsBad("A") {
+		t.Fatalf("%+v", st)
+	}
+	if err := b.bl.Confirm("A"); err != nil {
+		t.Fatal(err)
+	}
+	vars, _ := b.env.Vars()
+	if vars["BOOT_A_LEFT"] != "3" || vars["BOOT_B_LEFT"] != "0" {
+		t.Fatalf("after Confirm(A): %v", vars)
+	}
+	if r := b.reset(t); r.Slot != "A" {
+		t.Fatalf("booted %s", r.Slot)
+	}
+}
