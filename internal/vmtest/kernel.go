@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 )
 
 // CacheDir returns where vmtest keeps what it downloads and builds (the Debian kernel and
@@ -28,24 +27,6 @@ func CacheDir() (string, error) {
 	}
 	dir := filepath.Join(root, "vmtest")
 	return dir, os.MkdirAll(dir, 0o755)
-}
-
-// lockFile takes an exclusive flock on path, blocking; the returned func releases it. It
-// serialises cache preparation and VM runs between test processes (go test runs packages
-// in parallel).
-func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
 }
 
 // kernel is a Debian amd64 kernel unpacked in the cache: the image and the subset of its

@@ -43,6 +43,7 @@ EXAMPLE:
 			e.inspectCommand(),
 			e.mcubootCommand(),
 			e.manifestCommand(),
+			e.checkFitCommand(),
 		},
 	}
 	cliapp.Prepare(a)

@@ -1,0 +1,50 @@
+// Package app is aduflash's command line: writing images into slots, devices and files on a
+// workstation or in a device shell. main only calls Run; everything else lives here so that
+// tests drive the same code the binary runs.
+package app
+
+import (
+	"context"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+)
+
+// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduflash/app.Version=…".
+var Version = "dev"
+
+// env is what every command may use besides its flags and arguments.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// New builds the aduflash command tree writing to stdout and stderr.
+func New(stdout, stderr io.Writer) *cli.App {
+	e := &env{stdout: stdout, stderr: stderr}
+	a := &cli.App{
+		Name:      "aduflash",
+		Usage:     "write update images to slots, devices and disk or flash images (workstation / device shell)",
+		Version:   Version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Description: `Exit codes: 0 ok, 1 invalid input or failed verification (bad image or signature, image
+too large, target in the running bank), 2 usage error, 3 I/O or environment error.
+
+EXAMPLE:
+   aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg disk.img
+   aduflash write --config /etc/aduagent.toml --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg rootfs-b
+   aduflash write --raw sdcard.img /dev/sdb`,
+		Commands: []*cli.Command{
+			e.writeCommand(),
+		},
+	}
+	cliapp.Prepare(a)
+	return a
+}
+
+// Run runs aduflash with args (args[0] is the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cliapp.Run(ctx, New(stdout, stderr), args, stderr)
+}

@@ -1,0 +1,295 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = Run(context.Background(), append([]string{"aduflash"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (go test -update rewrites it)\n--- got:\n%s\n--- want:\n%s", path, got, want)
+	}
+}
+
+func commandPaths(prefix []string, cmds []*cli.Command) [][]string {
+	var out [][]string
+	for _, c := range cmds {
+		if c.Hidden {
+			continue
+		}
+		p := append(append([]string{}, prefix...), c.Name)
+		out = append(out, p)
+		out = append(out, commandPaths(p, c.Subcommands)...)
+	}
+	return out
+}
+
+func TestHelpGolden(t *testing.T) {
+	a := New(&bytes.Buffer{}, &bytes.Buffer{})
+	paths := append([][]string{nil}, commandPaths(nil, a.Commands)...)
+	for _, p := range paths {
+		name := "aduflash"
+		if len(p) > 0 {
+			name += "_" + strings.Join(p, "_")
+		}
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := run(t, append(append([]string{}, p...), "--help")...)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, errOut)
+			}
+			if !strings.Contains(out, "EXAMPLE") {
+				t.Errorf("help of %q shows no example:\n%s", name, out)
+			}
+			golden(t, filepath.Join("help", name+".golden"), out)
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "--version")
+	if code != 0 || !strings.Contains(out, "dev") {
+		t.Fatalf("exit %d, %q", code, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"no-such-command"},
+		{"write"},
+		{"write", "a"},
+		{"write", "a", "b", "c"},
+		{"write", "--no-such-flag", "a", "b"},
+		{"write", "--raw", "--pub", "k.pem", "a", "b"},
+	} {
+		code, _, _ := run(t, args...)
+		if code != exitcode.Usage {
+			t.Errorf("aduflash %q: exit %d, want %d", args, code, exitcode.Usage)
+		}
+	}
+}
+
+// fixture: keys, an aduimg image, an MCUboot image, a raw file, a fake system and a config.
+type fixture struct {
+	dir, pub, otherPub, img, mcu, raw, cfg, dev, cmdline string
+	payload                                              []byte
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	d := t.TempDir()
+	fx := &fixture{dir: d, pub: filepath.Join(d, "k.pub.pem"), otherPub: filepath.Join(d, "o.pub.pem"),
+		img: filepath.Join(d, "rootfs.aduimg"), mcu: filepath.Join(d, "app.signed.bin"), raw: filepath.Join(d, "raw.bin"),
+		cfg: filepath.Join(d, "aduagent.toml"), dev: filepath.Join(d, "dev"), cmdline: filepath.Join(d, "cmdline")}
+	key, _ := image.GenerateKey(image.Ed25519, rand.Reader)
+	other, _ := image.GenerateKey(image.Ed25519, rand.Reader)
+	for path, k := range map[string]any{fx.pub: key.Public(), fx.otherPub: other.Public()} {
+		b, err := image.MarshalPublicKeyPEM(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustWrite(t, path, b)
+	}
+	fx.payload = make([]byte, 3<<20+777)
+	rand.Read(fx.payload)
+	f, err := os.Create(fx.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := image.Sign(f, bytes.NewReader(fx.payload), int64(len(fx.payload)), key, image.SignOptions{
+		Version: "1.2.0", SlotClass: "rootfs", ChunkSize: 256 << 10, Compression: image.CompressZstd, Created: time.Unix(1e9, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	mcu, err := mcuboot.Sign(fx.payload[:100<<10], key, mcuboot.SignOptions{Version: mcuboot.Version{Major: 1}, HeaderSize: 0x200, PadHeader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, fx.mcu, mcu)
+	mustWrite(t, fx.raw, fx.payload[:1<<20])
+	if err := os.MkdirAll(filepath.Join(fx.dev, "disk", "by-partlabel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"sda2", "sda3", "sda4", "sda5"} {
+		mustWrite(t, filepath.Join(fx.dev, p), make([]byte, 4<<20))
+	}
+	for label, p := range map[string]string{"rootfs_a": "sda2", "rootfs_b": "sda3"} {
+		if err := os.Symlink("../../"+p, filepath.Join(fx.dev, "disk", "by-partlabel", label)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite(t, fx.cmdline, []byte("console=ttyS0 root=PARTLABEL=rootfs_a rootwait\n"))
+	mustWrite(t, fx.cfg, []byte(`[agent]
+whatever = "ignored"
+[slots]
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "block"
+partlabel = "rootfs_a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "block"
+partlabel = "rootfs_b"
+[[slots.slot]]
+class = "firmware"
+bank = "A"
+type = "block"
+path = "/dev/sda4"
+size = "64KiB"
+[[slots.slot]]
+class = "firmware"
+bank = "B"
+type = "block"
+path = "/dev/sda5"
+size = "64KiB"
+`))
+	return fx
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (fx *fixture) sys(args ...string) []string {
+	return append([]string{"write", "--config", fx.cfg, "--dev-root", fx.dev, "--cmdline-file", fx.cmdline}, args...)
+}
+
+func TestWriteAduimgToFile(t *testing.T) {
+	fx := newFixture(t)
+	out := filepath.Join(fx.dir, "disk.img")
+	code, stdout, stderr := run(t, "write", "--pub", fx.pub, fx.img, out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, fx.payload) {
+		t.Fatal("target content differs")
+	}
+	if !strings.Contains(stdout, "verified") || !strings.Contains(stderr, "write: done") || !strings.Contains(stderr, "verify: done") {
+		t.Errorf("stdout %q stderr %q", stdout, stderr)
+	}
+	// Again, as JSON: nothing to write.
+	code, stdout, _ = run(t, "write", "--json", "--pub", fx.pub, fx.img, out)
+	var res writeResult
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v: %s", code, err, stdout)
+	}
+	if !res.OK || !res.Verified || res.Format != "aduimg" || res.Version != "1.2.0" || res.Stats.BytesWritten != 0 || res.Stats.BytesSkipped != int64(len(fx.payload)) {
+		t.Errorf("result %+v", res)
+	}
+}
+
+func TestWriteSlots(t *testing.T) {
+	fx := newFixture(t)
+	// The spare bank by both names.
+	for _, target := range []string{"rootfs-b", "B/rootfs"} {
+		code, _, stderr := run(t, fx.sys("--pub", fx.pub, fx.img, target)...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", target, code, stderr)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(fx.dev, "sda3")); !bytes.Equal(got[:len(fx.payload)], fx.payload) {
+		t.Fatal("slot content differs")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"active slot", fx.sys("--pub", fx.pub, fx.img, "rootfs-a"), 1, "active bank"},
+		{"active device by path", fx.sys("--pub", fx.pub, fx.img, filepath.Join(fx.dev, "disk/by-partlabel/rootfs_a")), 1, "active bank"},
+		{"wrong class", fx.sys("--pub", fx.pub, fx.img, "firmware-b"), 1, "slot firmware-b holds firmware"},
+		{"too large", fx.sys("--raw", fx.raw, "firmware-b"), 1, "too large"},
+		{"untrusted key", fx.sys("--pub", fx.otherPub, fx.img, "rootfs-b"), 1, "unknown signing key"},
+		{"unknown slot", fx.sys("--pub", fx.pub, fx.img, "rootfs-c"), 2, "unknown slot"},
+		{"no keys", fx.sys(fx.img, "rootfs-b"), 2, "needs --pub"},
+		{"not an image", fx.sys("--pub", fx.pub, fx.raw, "rootfs-b"), 1, "neither an aduimg nor an MCUboot image"},
+		{"missing image", fx.sys("--pub", fx.pub, filepath.Join(fx.dir, "nope"), "rootfs-b"), 3, "no such file"},
+	} {
+		code, _, stderr := run(t, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%s: exit %d (want %d), stderr %q (want %q)", tc.name, code, tc.code, stderr, tc.msg)
+		}
+	}
+	// Unknown running bank: refuse (exit 3).
+	mustWrite(t, fx.cmdline, []byte("quiet\n"))
+	if code, _, stderr := run(t, fx.sys("--pub", fx.pub, fx.img, "rootfs-b")...); code != 3 || !strings.Contains(stderr, "cannot tell which bank") {
+		t.Errorf("unknown active: exit %d %q", code, stderr)
+	}
+}
+
+func TestWriteMCUbootAndRaw(t *testing.T) {
+	fx := newFixture(t)
+	out := filepath.Join(fx.dir, "mcu.img")
+	if code, _, stderr := run(t, "write", "--pub", fx.pub, fx.mcu, out); code != 0 {
+		t.Fatalf("mcuboot: exit %d %s", code, stderr)
+	}
+	want, _ := os.ReadFile(fx.mcu)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatal("mcuboot content differs")
+	}
+	if code, _, stderr := run(t, "write", "--pub", fx.otherPub, fx.mcu, out); code != 1 {
+		t.Fatalf("mcuboot with another key: exit %d %s", code, stderr)
+	}
+	bad := bytes.Clone(want)
+	bad[0x300] ^= 1
+	mustWrite(t, fx.mcu, bad)
+	if code, _, stderr := run(t, "write", "--pub", fx.pub, fx.mcu, out); code != 1 || !strings.Contains(stderr, "hash") {
+		t.Fatalf("corrupt mcuboot: exit %d %s", code, stderr)
+	}
+	out = filepath.Join(fx.dir, "raw.img")
+	code, stdout, stderr := run(t, "write", "--raw", fx.raw, out)
+	if code != 0 {
+		t.Fatalf("raw: exit %d %s", code, stderr)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, fx.payload[:1<<20]) {
+		t.Fatal("raw content differs")
+	}
+	if !strings.Contains(stdout, fmt.Sprintf("(raw) -> %s", out)) {
+		t.Errorf("stdout %q", stdout)
+	}
+}

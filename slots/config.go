@@ -1,0 +1,353 @@
+package slots
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Errors of the configuration and the slot model. Callers test them with errors.Is.
+var (
+	// ErrConfig: the [slots] section is malformed, has unknown keys or is inconsistent.
+	ErrConfig = errors.New("slots: invalid configuration")
+	// ErrUnknownSlot: no slot has that name.
+	ErrUnknownSlot = errors.New("slots: unknown slot")
+	// ErrActiveSlot: the target is (or overlaps) a slot of the active bank.
+	ErrActiveSlot = errors.New("slots: refusing to write the active bank")
+	// ErrActiveUnknown: which bank is active could not be determined.
+	ErrActiveUnknown = errors.New("slots: cannot tell which bank is active")
+	// ErrTooLarge: the payload does not fit in the slot.
+	ErrTooLarge = errors.New("slots: payload too large for the slot")
+	// ErrReserveExhausted: too many blocks went bad during the write.
+	ErrReserveExhausted = errors.New("slots: bad-block reserve exhausted")
+	// ErrMismatch: the slot does not hold the expected bytes (read-back verification).
+	ErrMismatch = errors.New("slots: read-back mismatch")
+	// ErrCursor: a resume cursor does not belong to this slot or write.
+	ErrCursor = errors.New("slots: invalid resume cursor")
+)
+
+// Storage types of a slot (the type key).
+const (
+	TypeFile     = "file"      // a regular file (path)
+	TypeBlock    = "block"     // a block device or partition (path, partlabel or partuuid)
+	TypeEMMCBoot = "emmc-boot" // an eMMC boot partition, /dev/mmcblkXbootY (force_ro handled)
+	TypeMTD      = "mtd"       // a raw MTD device, NOR or NAND as the device reports (mtd = name or number, or path)
+	TypeNOR      = "nor"       // a raw MTD device that must be NOR
+	TypeNAND     = "nand"      // a raw MTD device that must be NAND (bad-block reserve counted at build time)
+	TypeUBI      = "ubi"       // a UBI volume (ubi_volume = name)
+)
+
+// Sources of the active bank (the active key).
+const (
+	ActiveCmdline    = "cmdline"
+	ActiveBootloader = "bootloader"
+)
+
+// Defaults.
+const (
+	DefaultCmdlineKey    = "adu.slot"
+	DefaultReserveBlocks = 0
+	DefaultSyncInterval  = 4 << 20
+)
+
+// Size is a byte count that a config may write as an integer or as a string with a binary
+// suffix ("64MiB", "128KiB", "1GiB", "0x20000").
+type Size int64
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (s *Size) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("negative size %d", x)
+		}
+		*s = Size(x)
+		return nil
+	case string:
+		n, err := ParseSize(x)
+		if err != nil {
+			return err
+		}
+		*s = Size(n)
+		return nil
+	}
+	return fmt.Errorf("size must be an integer or a string like \"64MiB\", not %T", v)
+}
+
+// ParseSize parses "4096", "0x1000", "128KiB", "64MiB", "1GiB" (also K, M, G).
+func ParseSize(str string) (int64, error) {
+	s := strings.TrimSpace(str)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 0, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 4096, 0x20000 or 64MiB)", str)
+	}
+	return n * mult, nil
+}
+
+// Config is the [slots] section of the device configuration.
+type Config struct {
+	// Active says where the active bank comes from: "cmdline" (default) or "bootloader".
+	Active string `toml:"active"`
+	// CmdlineKey is the kernel command line key naming the booted bank (default "adu.slot").
+	// Without it on the command line, root= is matched against the slots.
+	CmdlineKey string `toml:"cmdline_key"`
+	// Banks lists the bank names (default: the banks the slots use, sorted).
+	Banks []string `toml:"banks"`
+	// ReserveBlocks is the default NAND bad-block reserve of every raw NAND slot.
+	ReserveBlocks int `toml:"reserve_blocks"`
+	// SyncInterval is how many bytes a writer writes between syncs (and resume cursors).
+	SyncInterval Size `toml:"sync_interval"`
+	// Slots are the [[slots.slot]] entries.
+	Slots []SlotConfig `toml:"slot"`
+}
+
+// SlotConfig is one [[slots.slot]] entry.
+type SlotConfig struct {
+	// Name addresses the slot (default "<class>-<bank in lower case>", e.g. "rootfs-b");
+	// "<bank>/<class>" ("B/rootfs") always works too.
+	Name  string `toml:"name"`
+	Class string `toml:"class"`
+	Bank  string `toml:"bank"`
+	Type  string `toml:"type"`
+	// Storage: one of these, as the type allows.
+	Path      string `toml:"path"`       // file, block, emmc-boot, mtd (/dev/mtdN)
+	PartLabel string `toml:"partlabel"`  // block: GPT partition name
+	PartUUID  string `toml:"partuuid"`   // block: GPT partition UUID
+	MTD       string `toml:"mtd"`        // mtd/nor/nand: MTD name, or its number
+	UBIVolume string `toml:"ubi_volume"` // ubi: volume name
+	// Offset of the slot inside the storage (file, block, raw MTD; erase-block aligned on MTD).
+	Offset Size `toml:"offset"`
+	// Size of the slot: the limit at run time (default: the storage's size from Offset on),
+	// and the slot size `aduimport check-fit` uses at build time.
+	Size Size `toml:"size"`
+	// EraseSize is the erase block size, for check-fit (at run time the device's counts).
+	EraseSize Size `toml:"erase_size"`
+	// ReserveBlocks overrides the section's reserve_blocks for this NAND slot (-1: none).
+	ReserveBlocks *int `toml:"reserve_blocks"`
+	// MCUboot trailer settings for check-fit of MCUboot images written to this slot.
+	MCUbootAlign         int  `toml:"mcuboot_align"`
+	MCUbootMaxAlign      int  `toml:"mcuboot_max_align"`
+	MCUbootMaxSectors    int  `toml:"mcuboot_max_sectors"`
+	MCUbootOverwriteOnly bool `toml:"mcuboot_overwrite_only"`
+}
+
+// Reserve returns the bad-block reserve of the slot in blocks (0 unless the slot is raw
+// NAND or could be).
+func (sc SlotConfig) Reserve(c *Config) int {
+	if sc.ReserveBlocks != nil {
+		return max(*sc.ReserveBlocks, 0)
+	}
+	return max(c.ReserveBlocks, 0)
+}
+
+// IsMTD reports a raw MTD slot (mtd, nor or nand).
+func (sc SlotConfig) IsMTD() bool {
+	return sc.Type == TypeMTD || sc.Type == TypeNOR || sc.Type == TypeNAND
+}
+
+type configFile struct {
+	Slots *Config `toml:"slots"`
+}
+
+// LoadConfig reads the [slots] section of the TOML file path; other sections are ignored.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses the [slots] section of a TOML document, applies defaults and validates
+// it. Other sections belong to other packages and are ignored; unknown keys inside [slots]
+// are errors naming the key.
+func ParseConfig(data []byte) (*Config, error) {
+	var f configFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	var unknown []string
+	for _, k := range md.Undecoded() {
+		if len(k) > 0 && k[0] == "slots" {
+			unknown = append(unknown, k.String())
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("%w: unknown key(s) in the slots section: %s", ErrConfig, strings.Join(unknown, ", "))
+	}
+	if f.Slots == nil {
+		return nil, fmt.Errorf("%w: no [slots] section", ErrConfig)
+	}
+	c := f.Slots
+	if err := c.normalize(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) normalize() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+	}
+	switch c.Active {
+	case "":
+		c.Active = ActiveCmdline
+	case ActiveCmdline, ActiveBootloader:
+	default:
+		return bad("active = %q: want %q or %q", c.Active, ActiveCmdline, ActiveBootloader)
+	}
+	if c.CmdlineKey == "" {
+		c.CmdlineKey = DefaultCmdlineKey
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = DefaultSyncInterval
+	}
+	if c.ReserveBlocks < 0 {
+		return bad("reserve_blocks = %d: must be ≥ 0", c.ReserveBlocks)
+	}
+	banks := map[string]bool{}
+	for _, b := range c.Banks {
+		if b == "" || strings.ContainsAny(b, "/ \t") {
+			return bad("banks: bad bank name %q", b)
+		}
+		banks[b] = true
+	}
+	fixed := len(c.Banks) > 0
+	names := map[string]int{}
+	classBanks := map[string]map[string]bool{}
+	for i := range c.Slots {
+		s := &c.Slots[i]
+		where := fmt.Sprintf("slots.slot[%d]", i)
+		if s.Class == "" || strings.ContainsAny(s.Class, "/ \t") {
+			return bad("%s: class %q: want a name such as rootfs", where, s.Class)
+		}
+		if s.Bank == "" || strings.ContainsAny(s.Bank, "/ \t") {
+			return bad("%s: bank %q: want a bank name such as A", where, s.Bank)
+		}
+		if fixed && !banks[s.Bank] {
+			return bad("%s: bank %q is not in banks %v", where, s.Bank, c.Banks)
+		}
+		banks[s.Bank] = true
+		if classBanks[s.Class] == nil {
+			classBanks[s.Class] = map[string]bool{}
+		}
+		if classBanks[s.Class][s.Bank] {
+			return bad("%s: bank %s already has a %s slot", where, s.Bank, s.Class)
+		}
+		classBanks[s.Class][s.Bank] = true
+		if s.Name == "" {
+			s.Name = s.Class + "-" + strings.ToLower(s.Bank)
+		}
+		if strings.Contains(s.Name, "/") {
+			return bad("%s: name %q may not contain /", where, s.Name)
+		}
+		if j, dup := names[s.Name]; dup {
+			return bad("%s: name %q already used by slots.slot[%d]", where, s.Name, j)
+		}
+		names[s.Name] = i
+		if s.ReserveBlocks != nil && *s.ReserveBlocks < 0 {
+			return bad("%s: reserve_blocks = %d: must be ≥ 0", where, *s.ReserveBlocks)
+		}
+		set := func(v string) int {
+			if v != "" {
+				return 1
+			}
+			return 0
+		}
+		switch s.Type {
+		case TypeFile, TypeEMMCBoot:
+			if s.Path == "" || set(s.PartLabel)+set(s.PartUUID)+set(s.MTD)+set(s.UBIVolume) > 0 {
+				return bad("%s: type %q takes path (only)", where, s.Type)
+			}
+		case TypeBlock:
+			if set(s.Path)+set(s.PartLabel)+set(s.PartUUID) != 1 || set(s.MTD)+set(s.UBIVolume) > 0 {
+				return bad("%s: type %q takes exactly one of path, partlabel, partuuid", where, s.Type)
+			}
+		case TypeMTD, TypeNOR, TypeNAND:
+			if set(s.Path)+set(s.MTD) != 1 || set(s.PartLabel)+set(s.PartUUID)+set(s.UBIVolume) > 0 {
+				return bad("%s: type %q takes exactly one of mtd (name or number) and path", where, s.Type)
+			}
+		case TypeUBI:
+			if s.UBIVolume == "" || set(s.Path)+set(s.PartLabel)+set(s.PartUUID)+set(s.MTD) > 0 {
+				return bad("%s: type %q takes ubi_volume (only)", where, s.Type)
+			}
+			if s.Offset != 0 {
+				return bad("%s: type %q has no offset", where, s.Type)
+			}
+		case "":
+			return bad("%s: missing type (one of file, block, emmc-boot, mtd, nor, nand, ubi)", where)
+		default:
+			return bad("%s: unknown type %q (one of file, block, emmc-boot, mtd, nor, nand, ubi)", where, s.Type)
+		}
+		if s.EraseSize < 0 || s.EraseSize > 0 && s.Offset%s.EraseSize != 0 && s.IsMTD() {
+			return bad("%s: offset %d is not a multiple of erase_size %d", where, s.Offset, s.EraseSize)
+		}
+	}
+	if !fixed {
+		for b := range banks {
+			c.Banks = append(c.Banks, b)
+		}
+		sort.Strings(c.Banks)
+	}
+	for class, bs := range classBanks {
+		for _, b := range c.Banks {
+			if !bs[b] {
+				return bad("class %q has no slot in bank %s: every bank needs every class (banks switch together)", class, b)
+			}
+		}
+	}
+	return nil
+}
+
+// Slot returns the entry named name, or "<bank>/<class>".
+func (c *Config) Slot(name string) (*SlotConfig, error) {
+	bank, class, two := strings.Cut(name, "/")
+	for i := range c.Slots {
+		s := &c.Slots[i]
+		if s.Name == name || two && strings.EqualFold(s.Bank, bank) && s.Class == class {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %q (configured: %s)", ErrUnknownSlot, name, strings.Join(c.names(), ", "))
+}
+
+// ForClass returns the slots of a class, one per bank, in bank order.
+func (c *Config) ForClass(class string) []*SlotConfig {
+	var out []*SlotConfig
+	for _, b := range c.Banks {
+		for i := range c.Slots {
+			if c.Slots[i].Class == class && c.Slots[i].Bank == b {
+				out = append(out, &c.Slots[i])
+			}
+		}
+	}
+	return out
+}
+
+func (c *Config) names() []string {
+	var out []string
+	for _, s := range c.Slots {
+		out = append(out, s.Name)
+	}
+	return out
+}

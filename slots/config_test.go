@@ -1,0 +1,76 @@
+package slots
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfig(t *testing.T) {
+	c, err := LoadConfig("../examples/aduagent.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Slots) != 6 || c.Active != ActiveCmdline || c.SyncInterval != 4<<20 || c.ReserveBlocks != 8 {
+		t.Fatalf("config %+v", c)
+	}
+	s, err := c.Slot("B/kernel")
+	if err != nil || s.Name != "kernel-b" || s.Size != 16<<20 || s.EraseSize != 128<<10 {
+		t.Fatalf("B/kernel: %+v %v", s, err)
+	}
+	if s, err := c.Slot("mcu-b"); err != nil || s.Offset != 256<<10 || s.MCUbootAlign != 4 {
+		t.Fatalf("mcu-b: %+v %v", s, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := "[agent]\nanything = 1\n[other.deep]\nx = [1]\n"
+	ok := base + `[slots]
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "file"
+path = "/data/a.img"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "file"
+path = "/data/b.img"
+`
+	c, err := ParseConfig([]byte(ok))
+	if err != nil {
+		t.Fatalf("other sections must be ignored: %v", err)
+	}
+	if got := strings.Join(c.Banks, ","); got != "A,B" || c.Slots[1].Name != "rootfs-b" || c.CmdlineKey != "adu.slot" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{ok + "colour = 1\n", "slots.slot.colour"},
+		{strings.Replace(ok, "[slots]\n", "[slots]\nbogus = true\n", 1), "slots.bogus"},
+		{base, "no [slots] section"},
+		{strings.Replace(ok, `type = "file"`, `type = "floppy"`, 1), `unknown type "floppy"`},
+		{strings.Replace(ok, `bank = "B"`, `bank = "A"`, 1), "already has a rootfs slot"},
+		{ok + "[[slots.slot]]\nclass = \"kernel\"\nbank = \"A\"\ntype = \"ubi\"\nubi_volume = \"k\"\n", `class "kernel" has no slot in bank B`},
+		{ok + "[[slots.slot]]\nclass = \"kernel\"\nbank = \"A\"\ntype = \"block\"\npath = \"/dev/x\"\npartlabel = \"y\"\n", "exactly one of path, partlabel, partuuid"},
+		{strings.Replace(ok, "[slots]\n", "[slots]\nsync_interval = \"lots\"\n", 1), `bad size "lots"`},
+		{strings.Replace(ok, "[slots]\n", "[slots]\nactive = \"magic\"\n", 1), `active = "magic"`},
+	} {
+		_, err := ParseConfig([]byte(tc.doc))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an ErrConfig naming %q, got %v", tc.want, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "0x20000": 0x20000, "128KiB": 128 << 10, "64 MiB": 64 << 20, "1G": 1 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "-1", "12XB", "1.5MiB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}

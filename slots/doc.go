@@ -1,0 +1,41 @@
+// Package slots owns the slot model of a device and the writers that fill a slot.
+//
+// # Model
+//
+// A slot is one storage area that holds one payload class (rootfs, kernel, firmware, ...).
+// Slots are grouped into banks ("A" and "B"): all classes of a bank switch together in one
+// bootloader transition. The layout is the [slots] section of the device's TOML config file
+// (see examples/aduagent.toml); LoadConfig reads only that section and ignores the others.
+// A slot names its storage: a file, a block device or partition (by path, GPT PARTLABEL or
+// PARTUUID through /dev/disk/by-partlabel and by-partuuid), an eMMC boot partition (whose
+// /sys/block/<dev>/force_ro is cleared for the write and restored after), a raw MTD device
+// (by name or number, NOR or NAND) or a UBI volume (by name).
+//
+// Which bank is active comes from /proc/cmdline (a key such as adu.slot=B, or root= naming
+// one slot's device, PARTUUID, PARTLABEL or UBI volume) or from the bootloader state
+// (Primary, when nothing is pending), as configured. The active bank is never opened for
+// writing: Layout.OpenWriter refuses every slot of the active bank, and every target that
+// resolves to the same device as (or a whole disk containing) an active-bank slot, with
+// ErrActiveSlot.
+//
+// # Writers
+//
+// A Writer streams exactly the announced number of bytes into a slot. It is built from small
+// layers: a size limit (ErrTooLarge, counting NAND bad blocks and the configured reserve),
+// erase-block buffering, a read-compare that skips erase and program of blocks whose content
+// is already identical, bad-block skipping on NAND (a logical block maps to the next good
+// physical block; a block whose erase or program fails is marked bad and the write moves on,
+// within the reserve), periodic sync, and read-back: flash blocks are read back right after
+// they are programmed, and Writer.Verify / Writer.VerifyChunks read the whole slot back
+// (streaming, one chunk of memory) against an expected stream or an aduimg header.
+//
+// Resuming: at every sync point that falls on an erase-block and image-chunk boundary the
+// writer produces a Cursor (JSON-marshalable) that a caller persists. OpenWriter with that
+// cursor continues from it; the caller then feeds the payload from Writer.Cursor().Offset on
+// (for an aduimg image: from chunk Cursor().Chunk, e.g. with image.NewChunkReader). A UBI
+// volume cannot resume inside a volume update: its writer always restarts at offset 0.
+//
+// Hardware sits behind the small interfaces Flash (the method set of *mtd.Device, also
+// satisfied by *mtdsim.Flash), BlockDevice (*os.File, *mtdsim.Block) and Volume
+// (*mtd.Volume).
+package slots
