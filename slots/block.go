@@ -53,18 +53,11 @@ func (b *blockBackend) close() error    { return b.dev.Close() }
 
 func (b *blockBackend) commit(off int64, data []byte, st *Stats) error {
 	pos := b.base + off
-	if !b.noSkip {
-		cmp := b.cmp[:len(data)]
-		n, err := b.dev.ReadAt(cmp, pos)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if n == len(data) && bytes.Equal(cmp, data) {
-			st.UnitsSkipped++
-			st.BytesSkipped += int64(len(data))
-			b.phys = pos + int64(len(data))
-			return nil
-		}
+	if !b.noSkip && b.same(data, pos) {
+		st.UnitsSkipped++
+		st.BytesSkipped += int64(len(data))
+		b.phys = pos + int64(len(data))
+		return nil
 	}
 	if _, err := b.dev.WriteAt(data, pos); err != nil {
 		return err
@@ -73,6 +66,24 @@ func (b *blockBackend) commit(off int64, data []byte, st *Stats) error {
 	st.BytesWritten += int64(len(data))
 	b.phys = pos + int64(len(data))
 	return nil
+}
+
+// probeSize is how much of a unit is compared first: new data nearly always differs from
+// the old within its first page, and then the rest of the unit need not be read.
+const probeSize = 4096
+
+// same reports whether the device already holds data at pos (read errors count as "no").
+func (b *blockBackend) same(data []byte, pos int64) bool {
+	probe := min(len(data), probeSize)
+	cmp := b.cmp[:len(data)]
+	if n, err := b.dev.ReadAt(cmp[:probe], pos); n != probe || (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(cmp[:probe], data[:probe]) {
+		return false
+	}
+	if probe == len(data) {
+		return true
+	}
+	n, err := b.dev.ReadAt(cmp[probe:], pos+int64(probe))
+	return n == len(data)-probe && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(cmp[probe:], data[probe:])
 }
 
 func (b *blockBackend) readAt(p []byte, off int64) (int, error) {

@@ -112,8 +112,8 @@ type options struct {
 // WithChunkSize makes resume cursors fall on image chunk boundaries (aduimg Header.ChunkSize).
 func WithChunkSize(n int) Option { return func(o *options) { o.chunkSize = n } }
 
-// WithSyncInterval syncs (and offers a cursor) every n bytes, at the next unit and chunk
-// boundary.
+// WithSyncInterval syncs and offers a cursor every n bytes, at the next unit and chunk
+// boundary, when a WithCursorFunc keeps the cursors; without one, Finish syncs once.
 func WithSyncInterval(n int64) Option { return func(o *options) { o.syncEvery = n } }
 
 // WithCursorFunc calls fn with every new resume cursor, after the sync that makes it true;
@@ -246,7 +246,9 @@ func (w *streamWriter) commit(data []byte) error {
 		w.pending = append(w.pending, pendingUnit{off: w.off, n: len(data), crc: crc32.Checksum(data, castagnoli)})
 	}
 	w.off += int64(len(data))
-	if w.off-w.last >= w.o.syncEvery && (w.o.chunkSize == 0 || w.off%int64(w.o.chunkSize) == 0) {
+	// Sync points make a resume cursor true; with nobody keeping cursors (no WithCursorFunc)
+	// they would only cost time, so the data is synced once, by Finish.
+	if w.o.onCursor != nil && w.off-w.last >= w.o.syncEvery && (w.o.chunkSize == 0 || w.off%int64(w.o.chunkSize) == 0) {
 		return w.syncPoint()
 	}
 	return nil

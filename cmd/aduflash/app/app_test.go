@@ -293,3 +293,31 @@ func TestWriteMCUbootAndRaw(t *testing.T) {
 		t.Errorf("stdout %q", stdout)
 	}
 }
+
+// --no-verify writes the same bytes and reports that no read-back took place.
+func TestWriteNoVerify(t *testing.T) {
+	fx := newFixture(t)
+	for _, noVerify := range []bool{false, true} {
+		out := filepath.Join(fx.dir, fmt.Sprintf("raw-%v.img", noVerify))
+		args := []string{"write", "--raw", "--json", fx.raw, out}
+		if noVerify {
+			args = append(args[:1], append([]string{"--no-verify"}, args[1:]...)...)
+		}
+		code, stdout, stderr := run(t, args...)
+		if code != 0 {
+			t.Fatalf("exit %d %s", code, stderr)
+		}
+		var res struct {
+			Verified bool `json:"verified"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatalf("%v: %s", err, stdout)
+		}
+		if res.Verified == noVerify {
+			t.Errorf("--no-verify=%v: verified=%v", noVerify, res.Verified)
+		}
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, fx.payload[:1<<20]) {
+			t.Fatal("content differs")
+		}
+	}
+}

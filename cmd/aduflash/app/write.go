@@ -58,6 +58,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
 			&cli.BoolFlag{Name: "raw", Usage: "write IMAGE as it is, without signature checks"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			&cli.BoolFlag{Name: "no-verify", Usage: "skip the read-back pass after writing (the image is still verified while it streams)"},
 			// Roots of a fake or mounted system, for tests and offline use.
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
 			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
@@ -246,6 +247,9 @@ func (e *env) stream(c *cli.Context, l *slots.Layout, target *slots.Slot, res *w
 	res.Stats = w.Stats()
 	if err != nil {
 		return classify(fmt.Errorf("writing %s: %w", res.Target, err))
+	}
+	if c.Bool("no-verify") {
+		return classify(w.Close())
 	}
 	vbar := progress.New(out, res.Size, "verify")
 	err = verify(w, &countingReaderAt{ra: w, bar: vbar})
