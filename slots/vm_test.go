@@ -1,0 +1,36 @@
+//go:build linux
+
+package slots
+
+import (
+	"os"
+	"testing"
+
+	"github.com/aduflash/aduflash/internal/vmtest"
+)
+
+// TestInVM runs kernel_test.go inside a Linux kernel under QEMU with nandsim (bad blocks 3
+// and 7) as /dev/mtd0. With ADUFLASH_VM_BENCH set it runs the in-VM benchmarks instead
+// (scripts/bench-mtd).
+func TestInVM(t *testing.T) {
+	if vmtest.InGuest() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM (about 10 s under TCG); -short")
+	}
+	cfg := vmtest.Config{
+		Modules:     []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+		TestPackage: ".",
+		TestRun:     "^TestKernel",
+		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0"},
+	}
+	if os.Getenv("ADUFLASH_VM_BENCH") != "" {
+		cfg.TestRun = "^$"
+		cfg.TestArgs = []string{"-test.bench=^BenchmarkKernel", "-test.benchtime=5x"}
+		cfg.Memory = 1024
+	}
+	if vm := vmtest.Run(t, cfg); vm != nil {
+		t.Logf("guest:\n%s", vm.TestOutput)
+	}
+}
