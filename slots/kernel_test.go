@@ -83,7 +83,7 @@ func TestKernelFlashWriterAgainstNandwrite(t *testing.T) {
 		}
 	}
 	bs := int64(info.EraseSize)
-	length := 64 * bs                 // blocks 0..63: bad blocks 3 and 7 inside
+	length := 64 * bs                  // blocks 0..63: bad blocks 3 and 7 inside
 	img := kpayload(t, 9, 6<<20+12345) // an end that is not page-aligned
 	st := writeFlash(t, path, 0, length, img)
 	if st.BadSkipped != 2 {
