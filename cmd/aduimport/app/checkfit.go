@@ -129,7 +129,7 @@ func checkImageFit(cfg *slots.Config, path, class string) ([]fitRow, error) {
 		row.Format = "aduimg"
 		h, err := image.ParseHeader(f)
 		if err != nil {
-			if !isImageError(err) {
+			if !image.Rejected(err) {
 				return nil, err
 			}
 			row.Problem = err.Error()

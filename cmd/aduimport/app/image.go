@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/infile"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
@@ -84,7 +84,7 @@ func (e *env) sign(c *cli.Context) error {
 	if err != nil {
 		return keyError(err)
 	}
-	in, size, err := openSized(c.Args().First())
+	in, size, err := infile.OpenSized(c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (e *env) verify(c *cli.Context) error {
 		return err
 	}
 	path := c.Args().First()
-	f, size, err := openSized(path)
+	f, size, err := infile.OpenSized(path)
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,7 @@ func (e *env) verify(c *cli.Context) error {
 	bar := progress.New(e.progressOut(c), size, "verify")
 	h, err := image.Verify(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr, MaxRawSize: maxSize})
 	bar.Finish()
-	if err != nil && !isImageError(err) {
+	if err != nil && !image.Rejected(err) {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if c.Bool("json") {
@@ -342,79 +342,19 @@ func joinKV(m map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-// isImageError reports whether err says the image (or the trust in it) is bad, rather than
-// that it could not be read.
-func isImageError(err error) bool {
-	for _, s := range []error{
-		image.ErrBadMagic, image.ErrUnsupportedVersion, image.ErrHeaderTooLarge, image.ErrMalformedHeader,
-		image.ErrChunkHash, image.ErrPayloadHash, image.ErrTruncated, image.ErrTrailingData, image.ErrTooLarge,
-		image.ErrPayloadSize, image.ErrUnknownKey, image.ErrRevokedKey, image.ErrBadSignature, image.ErrBadKey,
-	} {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // keyError classifies a key loading error: an unreadable file is an I/O error (exit 3), a key
 // that does not parse is invalid input (exit 1).
 func keyError(err error) error {
-	if errors.Is(err, image.ErrBadKey) {
+	if image.Rejected(err) {
 		return exitcode.InvalidInput(err)
 	}
 	return err
 }
 
+// loadKeyring builds the trusted keys from --keyring and --pub.
 func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
-	var kr *image.Keyring
-	var err error
-	if path != "" {
-		if kr, err = image.LoadKeyring(path); err != nil {
-			return nil, keyError(err)
-		}
-	} else if kr, err = image.NewKeyring(); err != nil {
-		return nil, err
-	}
-	for _, p := range pubs {
-		pub, err := image.LoadPublicKey(p)
-		if err != nil {
-			return nil, keyError(err)
-		}
-		if _, err := kr.Add(filepath.Base(p), pub); err != nil {
-			return nil, keyError(fmt.Errorf("%s: %w", p, err))
-		}
-	}
-	return kr, nil
-}
-
-// openSized opens a regular file or a block device and returns its size.
-func openSized(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if st.Mode().IsRegular() {
-		return f, st.Size(), nil
-	}
-	if st.IsDir() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: is a directory", path)
-	}
-	// A block device: its size is where a seek to the end lands.
-	n, err := f.Seek(0, io.SeekEnd)
-	if err == nil && n > 0 {
-		if _, err = f.Seek(0, io.SeekStart); err == nil {
-			return f, n, nil
-		}
-	}
-	f.Close()
-	return nil, 0, fmt.Errorf("%s: cannot tell its size (a pipe?): give a regular file or a block device", path)
+	kr, err := image.LoadTrust(path, pubs)
+	return kr, keyError(err)
 }
 
 // parseKVFlag turns repeatable "k=v,k=v" flag values into one map; urfave has already split
