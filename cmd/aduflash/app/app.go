@@ -38,6 +38,7 @@ EXAMPLE:
    aduflash write --raw sdcard.img /dev/sdb`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
+			e.envCommand(),
 		},
 	}
 	cliapp.Prepare(a)

@@ -9,14 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/infile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
@@ -141,7 +140,7 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		res.Slot, res.Class, res.Bank = target.Name, target.Class, target.Bank
 	}
 
-	f, size, err := openSized(res.Image)
+	f, size, err := infile.OpenSized(res.Image)
 	if err != nil {
 		return err
 	}
@@ -339,84 +338,13 @@ func classify(err error) error {
 		return exitcode.WithCode(exitcode.IO, err)
 	case errors.Is(err, slots.ErrUnknownSlot):
 		return exitcode.WithCode(exitcode.Usage, err)
-	case isImageError(err), errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), errors.Is(err, slots.ErrConfig),
+	case image.Rejected(err), errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), errors.Is(err, slots.ErrConfig),
 		errors.Is(err, mcuboot.ErrBadMagic), errors.Is(err, mcuboot.ErrTruncated), errors.Is(err, mcuboot.ErrMalformed),
 		errors.Is(err, mcuboot.ErrHashMismatch), errors.Is(err, mcuboot.ErrKeyMismatch), errors.Is(err, mcuboot.ErrBadSignature),
 		errors.Is(err, mcuboot.ErrTooLarge):
 		return exitcode.InvalidInput(err)
 	}
 	return err
-}
-
-// isImageError reports whether err says the image (or the trust in it) is bad.
-func isImageError(err error) bool {
-	for _, s := range []error{
-		image.ErrBadMagic, image.ErrUnsupportedVersion, image.ErrHeaderTooLarge, image.ErrMalformedHeader,
-		image.ErrChunkHash, image.ErrPayloadHash, image.ErrTruncated, image.ErrTrailingData, image.ErrTooLarge,
-		image.ErrUnknownKey, image.ErrRevokedKey, image.ErrBadSignature, image.ErrBadKey,
-	} {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
-}
-
-func keyError(err error) error {
-	if errors.Is(err, image.ErrBadKey) {
-		return exitcode.InvalidInput(err)
-	}
-	return err
-}
-
-func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
-	var kr *image.Keyring
-	var err error
-	if path != "" {
-		if kr, err = image.LoadKeyring(path); err != nil {
-			return nil, keyError(err)
-		}
-	} else if kr, err = image.NewKeyring(); err != nil {
-		return nil, err
-	}
-	for _, p := range pubs {
-		pub, err := image.LoadPublicKey(p)
-		if err != nil {
-			return nil, keyError(err)
-		}
-		if _, err := kr.Add(filepath.Base(p), pub); err != nil {
-			return nil, keyError(fmt.Errorf("%s: %w", p, err))
-		}
-	}
-	return kr, nil
-}
-
-// openSized opens a regular file or a block device and returns its size.
-func openSized(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if st.Mode().IsRegular() {
-		return f, st.Size(), nil
-	}
-	if st.IsDir() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: is a directory", path)
-	}
-	n, err := f.Seek(0, io.SeekEnd)
-	if err == nil && n > 0 {
-		if _, err = f.Seek(0, io.SeekStart); err == nil {
-			return f, n, nil
-		}
-	}
-	f.Close()
-	return nil, 0, fmt.Errorf("%s: cannot tell its size (a pipe?): give a regular file or a block device", path)
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -433,4 +361,19 @@ func (e *env) progressOut(c *cli.Context) io.Writer {
 		return nil
 	}
 	return e.stderr
+}
+
+// keyError classifies a key loading error: an unreadable file is an I/O error (exit 3), a key
+// that does not parse is invalid input (exit 1).
+func keyError(err error) error {
+	if image.Rejected(err) {
+		return exitcode.InvalidInput(err)
+	}
+	return err
+}
+
+// loadKeyring builds the trusted keys from --keyring and --pub.
+func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
+	kr, err := image.LoadTrust(path, pubs)
+	return kr, keyError(err)
 }
