@@ -432,7 +432,17 @@ func TestLockSerialises(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("New still blocked after unlock")
 	}
-	if _, err := lockFile(filepath.Join(dir, "no", "such", "dir")); !errors.Is(err, ErrLock) {
+	// A missing lock folder (no /var/lock on a lean root file system) is created.
+	u, err := lockFile(filepath.Join(dir, "var", "lock", "fw.lock"))
+	if err != nil {
+		t.Fatalf("lock in a missing folder: %v", err)
+	}
+	u()
+	// A lock path that cannot exist fails with ErrLock.
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockFile(filepath.Join(dir, "file", "fw.lock")); !errors.Is(err, ErrLock) {
 		t.Fatal(err)
 	}
 }

@@ -3,8 +3,11 @@
 package ubootenv
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +19,13 @@ func lockFile(path string) (func(), error) {
 		return func() {}, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o666)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A lean root file system may have no /var/lock yet (it is often a tmpfs made at
+		// boot); create the folder rather than give up on locking.
+		if mkErr := os.MkdirAll(filepath.Dir(path), 0o755); mkErr == nil {
+			f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o666)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLock, err)
 	}

@@ -1,0 +1,76 @@
+//go:build linux
+
+package app
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aduflash/aduflash/internal/vmtest"
+)
+
+// aduflash env on kernel NAND: a redundant env whose first copy's block is bad (nandsim bad
+// blocks 3 and 7), set and printed by aduflash, read by fw_printenv, written by fw_setenv,
+// and reported healthy by doctor. Runs in the VM (TestEnvInVM).
+func TestKernelEnvOnNAND(t *testing.T) {
+	dev := os.Getenv("ADUFLASH_MTD_DEV")
+	if dev == "" {
+		t.Skip("ADUFLASH_MTD_DEV is unset: runs inside the VM (TestEnvInVM)")
+	}
+	cfg := filepath.Join(t.TempDir(), "fw_env.config")
+	conf := dev + " 0x60000 0x4000 0x20000 2\n" + dev + " 0xc0000 0x4000 0x20000 2\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"env", "set", "-c", cfg, "adu_slot=A", "bootcmd=run adu_boot"},
+		{"env", "set", "-c", cfg, "adu_slot=B", "upgrade_available=1"},
+	} {
+		if code, _, stderr := run(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	code, out, stderr := run(t, "env", "print", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "adu_slot=B\n") || !strings.Contains(out, "upgrade_available=1\n") {
+		t.Fatalf("env print: exit %d %q %s", code, out, stderr)
+	}
+	theirs, err := exec.Command("fw_printenv", "-c", cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fw_printenv: %v\n%s", err, theirs)
+	}
+	if string(theirs) != out {
+		t.Fatalf("fw_printenv prints\n%s\naduflash env print prints\n%s", theirs, out)
+	}
+	if o, err := exec.Command("fw_setenv", "-c", cfg, "bootcount", "2").CombinedOutput(); err != nil {
+		t.Fatalf("fw_setenv: %v\n%s", err, o)
+	}
+	if code, out, _ := run(t, "env", "print", "-c", cfg, "-n", "bootcount"); code != 0 || out != "2\n" {
+		t.Fatalf("after fw_setenv: exit %d %q", code, out)
+	}
+	code, out, stderr = run(t, "env", "doctor", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("doctor on a healthy NAND env: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("doctor:\n%s", out)
+}
+
+func TestEnvInVM(t *testing.T) {
+	if vmtest.InGuest() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM (about 10 s under TCG); -short")
+	}
+	vm := vmtest.Run(t, vmtest.Config{
+		Modules:     []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+		TestPackage: ".",
+		TestRun:     "^TestKernel",
+		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0"},
+	})
+	if vm != nil {
+		t.Logf("guest:\n%s", vm.TestOutput)
+	}
+}
