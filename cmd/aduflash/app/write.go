@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -186,7 +185,9 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		if h0, err := image.ParseHeader(io.NewSectionReader(f, 0, size)); err == nil && !target.AdHoc() && h0.SlotClass != "" && h0.SlotClass != target.Class {
 			return exitcode.InvalidInput(fmt.Errorf("%s is a %s image; slot %s holds %s", res.Image, h0.SlotClass, target.Name, target.Class))
 		}
-		rd, err := image.NewReader(bufio.NewReaderSize(f, 1<<20), image.VerifyOptions{Keyring: kr, MaxRawSize: capacity})
+		src := infile.ReadAhead(f, readAheadBlock, readAheadDepth)
+		defer src.Close()
+		rd, err := image.NewReader(src, image.VerifyOptions{Keyring: kr, MaxRawSize: capacity})
 		if err != nil {
 			return classify(fmt.Errorf("%s: %w", res.Image, err))
 		}
@@ -216,7 +217,9 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 			})
 	default:
 		res.Size = size
-		return e.stream(c, l, target, res, io.NewSectionReader(f, 0, size), out, nil,
+		src := infile.ReadAhead(io.NewSectionReader(f, 0, size), readAheadBlock, readAheadDepth)
+		defer src.Close()
+		return e.stream(c, l, target, res, src, out, nil,
 			func(w slots.Writer, ra io.ReaderAt) error {
 				// Units found identical were compared byte for byte while writing; the others
 				// are read back against the CRC-32C of what was written.
@@ -230,6 +233,9 @@ func (e *env) stream(c *cli.Context, l *slots.Layout, target *slots.Slot, res *w
 	opts []slots.Option, verify func(slots.Writer, io.ReaderAt) error) error {
 	if res.Capacity > 0 && res.Size > res.Capacity {
 		return exitcode.InvalidInput(fmt.Errorf("%s: %w: %d bytes, %s takes %d", res.Image, slots.ErrTooLarge, res.Size, res.Target, res.Capacity))
+	}
+	if c.Bool("no-verify") {
+		opts = append(opts, slots.WithoutReadBack())
 	}
 	w, err := l.OpenWriter(target, res.Size, nil, opts...)
 	if err != nil {
@@ -377,3 +383,10 @@ func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
 	kr, err := image.LoadTrust(path, pubs)
 	return kr, keyError(err)
 }
+
+// The image is read this far ahead of the writer, in a goroutine, so that reading the next
+// MiB overlaps with writing the current one.
+const (
+	readAheadBlock = 1 << 20
+	readAheadDepth = 4
+)

@@ -1,0 +1,76 @@
+package infile
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+)
+
+func TestReadAheadDeliversEverything(t *testing.T) {
+	data := make([]byte, 3*1000+17)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for _, size := range []int{1, 10, 1000, 5000} {
+		ra := ReadAhead(iotest.OneByteReader(bytes.NewReader(data)), size, 3)
+		got, err := io.ReadAll(ra)
+		ra.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("block size %d: %d bytes, %v", size, len(got), err)
+		}
+	}
+	ra := ReadAhead(bytes.NewReader(data), 64, 2)
+	if err := iotest.TestReader(ra, data); err != nil {
+		t.Fatal(err)
+	}
+	ra.Close()
+}
+
+func TestReadAheadPassesErrors(t *testing.T) {
+	boom := errors.New("disk on fire")
+	r := io.MultiReader(bytes.NewReader([]byte("abcdef")), iotest.ErrReader(boom))
+	ra := ReadAhead(r, 4, 2)
+	defer ra.Close()
+	got, err := io.ReadAll(ra)
+	if !errors.Is(err, boom) || string(got) != "abcdef" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+// Close returns while the producer is blocked on a full queue, and later reads fail.
+func TestReadAheadClose(t *testing.T) {
+	ra := ReadAhead(bytes.NewReader(make([]byte, 1<<20)), 1024, 2)
+	buf := make([]byte, 10)
+	if _, err := ra.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	ra.Close()
+	ra.Close()
+}
+
+func TestReadAheadWriteTo(t *testing.T) {
+	data := make([]byte, 5*4096+3)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	ra := ReadAhead(bytes.NewReader(data), 4096, 2)
+	defer ra.Close()
+	// Part by Read, the rest by WriteTo (what io.Copy uses).
+	head := make([]byte, 100)
+	if _, err := io.ReadFull(ra, head); err != nil {
+		t.Fatal(err)
+	}
+	var rest bytes.Buffer
+	n, err := io.Copy(&rest, ra)
+	if err != nil || n != int64(len(data)-100) || !bytes.Equal(append(head, rest.Bytes()...), data) {
+		t.Fatalf("WriteTo: %d, %v", n, err)
+	}
+	boom := errors.New("disk on fire")
+	ra2 := ReadAhead(io.MultiReader(bytes.NewReader(data[:10]), iotest.ErrReader(boom)), 4, 2)
+	defer ra2.Close()
+	if _, err := io.Copy(io.Discard, ra2); !errors.Is(err, boom) {
+		t.Fatalf("error through WriteTo: %v", err)
+	}
+}
