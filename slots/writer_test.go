@@ -258,6 +258,25 @@ type powerDevice interface {
 	PowerCutAfter(n int)
 	PowerOn()
 	PoweredOff() bool
+	Bytes() []byte
+	Load([]byte) error
+}
+
+// activeRegion stands for the running (active) slot beside the one being written: the bytes
+// before the written slot's offset, filled with a pattern no write may change.
+func activeRegion(t *testing.T, dev powerDevice, end int, rest byte) []byte {
+	t.Helper()
+	img := dev.Bytes()
+	for i := range img {
+		img[i] = rest
+		if i < end {
+			img[i] = byte(i*31 + 7)
+		}
+	}
+	if err := dev.Load(img); err != nil {
+		t.Fatal(err)
+	}
+	return img[:end]
 }
 
 // TestPowerCutResume cuts the power at every operation of a write; after power returns,
@@ -266,8 +285,10 @@ func TestPowerCutResume(t *testing.T) {
 	s := makeImage(t, payload(mib+5000, 6), 64*kib)
 	size := int64(len(s.raw))
 	type target struct {
-		name string
-		mk   func() (powerDevice, func(resume *Cursor, save func(Cursor) error) (Writer, error))
+		name   string
+		mk     func() (powerDevice, func(resume *Cursor, save func(Cursor) error) (Writer, error))
+		active int  // the slot written starts here; before it lies the active slot
+		erased byte // what the rest of the device holds at the start
 	}
 	flashTarget := func(mkf func() *mtdsim.Flash) func() (powerDevice, func(*Cursor, func(Cursor) error) (Writer, error)) {
 		return func() (powerDevice, func(*Cursor, func(Cursor) error) (Writer, error)) {
@@ -279,21 +300,28 @@ func TestPowerCutResume(t *testing.T) {
 		}
 	}
 	targets := []target{
-		{"nor", flashTarget(func() *mtdsim.Flash { return nor(t, 2*mib) })},
-		{"nand", flashTarget(func() *mtdsim.Flash { return nand(t, 2*mib, mtdsim.WithFactoryBad(5)) })},
+		{"nor", flashTarget(func() *mtdsim.Flash { return nor(t, 2*mib) }), 64 * kib, 0xff},
+		{"nand", flashTarget(func() *mtdsim.Flash { return nand(t, 2*mib, mtdsim.WithFactoryBad(5)) }), 64 * kib, 0xff},
 		{"block", func() (powerDevice, func(*Cursor, func(Cursor) error) (Writer, error)) {
 			b, _ := mtdsim.NewBlock(2*mib, 4096)
 			return b, func(resume *Cursor, save func(Cursor) error) (Writer, error) {
 				return NewBlockWriter(b, "blk", 8192, 0, size, resume, WithChunkSize(s.h.ChunkSize),
 					WithSyncInterval(128*kib), WithUnit(64*kib), WithCursorFunc(save))
 			}
-		}},
+		}, 8192, 0},
 	}
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
 			cuts := 0
 			for n := 0; ; n++ {
 				dev, open := tg.mk()
+				active := activeRegion(t, dev, tg.active, tg.erased)
+				untouched := func(when string) {
+					t.Helper()
+					if !bytes.Equal(dev.Bytes()[:tg.active], active) {
+						t.Fatalf("cut %d: the active slot changed %s", n, when)
+					}
+				}
 				dev.PowerCutAfter(n)
 				var saved []byte // the persisted cursor, as JSON
 				save := func(c Cursor) error {
@@ -321,6 +349,7 @@ func TestPowerCutResume(t *testing.T) {
 				}
 				cuts++
 				dev.PowerOn()
+				untouched("at the power cut")
 				var resume *Cursor
 				if saved != nil {
 					resume = new(Cursor)
@@ -337,6 +366,7 @@ func TestPowerCutResume(t *testing.T) {
 				}
 				writeAll(t, w, s)
 				w.Close()
+				untouched("by the resumed write")
 			}
 			if cuts < 20 {
 				t.Fatalf("only %d power cuts exercised", cuts)
