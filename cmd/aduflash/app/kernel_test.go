@@ -57,6 +57,39 @@ func TestKernelEnvOnNAND(t *testing.T) {
 	t.Logf("doctor:\n%s", out)
 }
 
+// aduflash env on UBI: a redundant env in two UBI volumes (on mtdram), set by aduflash, read
+// by fw_printenv, written by fw_setenv, read by aduflash.
+func TestKernelEnvOnUBI(t *testing.T) {
+	if os.Getenv("ADUFLASH_UBI_ENV") == "" {
+		t.Skip("ADUFLASH_UBI_ENV is unset: runs inside the VM (TestEnvInVM)")
+	}
+	cfg := filepath.Join(t.TempDir(), "fw_env.config")
+	if err := os.WriteFile(cfg, []byte("/dev/ubi0:env1 0x0 0x4000\n/dev/ubi0:env2 0x0 0x4000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"env", "set", "-c", cfg, "adu_slot=A"},
+		{"env", "set", "-c", cfg, "adu_slot=B", "upgrade_available=1"},
+	} {
+		if code, _, stderr := run(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	theirs, err := exec.Command("fw_printenv", "-c", cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fw_printenv: %v\n%s", err, theirs)
+	}
+	if !strings.Contains(string(theirs), "adu_slot=B") || !strings.Contains(string(theirs), "upgrade_available=1") {
+		t.Fatalf("fw_printenv reads:\n%s", theirs)
+	}
+	if o, err := exec.Command("fw_setenv", "-c", cfg, "bootcount", "1").CombinedOutput(); err != nil {
+		t.Fatalf("fw_setenv: %v\n%s", err, o)
+	}
+	if code, out, stderr := run(t, "env", "print", "-c", cfg, "-n", "bootcount"); code != 0 || out != "1\n" {
+		t.Fatalf("after fw_setenv: exit %d %q %s", code, out, stderr)
+	}
+}
+
 func TestEnvInVM(t *testing.T) {
 	if vmtest.InGuest() {
 		t.Skip("already inside the VM")
@@ -65,10 +98,20 @@ func TestEnvInVM(t *testing.T) {
 		t.Skip("boots a VM (about 10 s under TCG); -short")
 	}
 	vm := vmtest.Run(t, vmtest.Config{
-		Modules:     []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+		Modules: []string{
+			"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7",
+			"mtdram total_size=8192 erase_size=128",
+			"ubi",
+		},
+		Setup: []string{
+			"ubiformat -y /dev/mtd1",
+			"ubiattach -p /dev/mtd1",
+			"ubimkvol /dev/ubi0 -N env1 -s 256KiB",
+			"ubimkvol /dev/ubi0 -N env2 -s 256KiB",
+		},
 		TestPackage: ".",
 		TestRun:     "^TestKernel",
-		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0"},
+		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0", "ADUFLASH_UBI_ENV": "1"},
 	})
 	if vm != nil {
 		t.Logf("guest:\n%s", vm.TestOutput)
