@@ -25,12 +25,13 @@
 // erase-block buffering, a read-compare that skips erase and program of blocks whose content
 // is already identical, bad-block skipping on NAND (a logical block maps to the next good
 // physical block; a block whose erase or program fails is marked bad and the write moves on,
-// within the reserve), periodic sync, and read-back: flash blocks are read back right after
+// within the reserve), periodic sync (at each sync interval when the caller keeps resume
+cursors; otherwise once, at Finish), and read-back: flash blocks are read back right after
 // they are programmed, and Writer.Verify / Writer.VerifyChunks read the whole slot back
 // (streaming, one chunk of memory) against an expected stream or an aduimg header.
 //
 // Resuming: at every sync point that falls on an erase-block and image-chunk boundary the
-// writer produces a Cursor (JSON-marshalable) that a caller persists. OpenWriter with that
+// writer produces a Cursor (JSON-marshalable) that a caller persists (WithCursorFunc). OpenWriter with that
 // cursor continues from it; the caller then feeds the payload from Writer.Cursor().Offset on
 // (for an aduimg image: from chunk Cursor().Chunk, e.g. with image.NewChunkReader). A UBI
 // volume cannot resume inside a volume update: its writer always restarts at offset 0.
