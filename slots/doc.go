@@ -26,7 +26,7 @@
 // is already identical, bad-block skipping on NAND (a logical block maps to the next good
 // physical block; a block whose erase or program fails is marked bad and the write moves on,
 // within the reserve), periodic sync (at each sync interval when the caller keeps resume
-cursors; otherwise once, at Finish), and read-back: flash blocks are read back right after
+// cursors; otherwise once, at Finish), and read-back: flash blocks are read back right after
 // they are programmed, and Writer.Verify / Writer.VerifyChunks read the whole slot back
 // (streaming, one chunk of memory) against an expected stream or an aduimg header.
 //
