@@ -107,6 +107,19 @@ func (s *MTDStorage) nandBlocks(n int) ([]int64, error) {
 	return blocks, nil
 }
 
+// Location returns where a copy of n bytes starts on the device: its configured offset,
+// or on NAND the first good block at or after it (bad blocks are skipped).
+func (s *MTDStorage) Location(n int) (int64, error) {
+	if !s.geo.NAND {
+		return s.offset, nil
+	}
+	blocks, err := s.nandBlocks(n)
+	if err != nil {
+		return 0, err
+	}
+	return blocks[0], nil
+}
+
 // ReadCopy implements Storage.
 func (s *MTDStorage) ReadCopy(p []byte) error {
 	if !s.geo.NAND {

@@ -67,6 +67,7 @@ type doctorCopy struct {
 	Device      string `json:"device"`
 	Kind        string `json:"kind"`
 	Offset      int64  `json:"offset"`
+	Physical    int64  `json:"physical_offset,omitempty"` // where a NAND copy lies after skipping bad blocks, when not at Offset
 	Size        int64  `json:"size"`
 	Readable    bool   `json:"readable"`
 	ReadError   string `json:"read_error,omitempty"`
@@ -369,6 +370,11 @@ func diagnose(cfg ubootenv.Config, devs []*doctorDevice, rep *doctorReport) {
 				rep.add("error", n, true, "copy %d: cannot read %s at %#x: %v", n, dc.Device, cd.Offset, err)
 			} else {
 				blob = buf
+				if m, ok := d.storage.(*ubootenv.MTDStorage); ok {
+					if at, err := m.Location(int(size)); err == nil && at != d.resolve(cd.Offset) {
+						dc.Physical = at
+					}
+				}
 			}
 		default:
 			rep.add("error", n, false, "copy %d: the layout does not fit the medium: %v", n, d.storageErr)
@@ -629,6 +635,9 @@ func printDoctor(w io.Writer, r *doctorReport) {
 	fmt.Fprintf(w, "config %s%s: %s env, size %#x, flags %s\n", r.Config, ns, kind, r.EnvSize, r.Scheme)
 	for _, c := range r.Copies {
 		fmt.Fprintf(w, "copy %d: %s (%s) offset %#x size %#x: ", c.Copy, c.Device, c.Kind, c.Offset, c.Size)
+		if c.Physical != 0 {
+			fmt.Fprintf(w, "found at %#x after skipping bad block(s); ", c.Physical)
+		}
 		if !c.Readable {
 			fmt.Fprintf(w, "not readable: %s\n", c.ReadError)
 			continue

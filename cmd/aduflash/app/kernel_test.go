@@ -54,6 +54,9 @@ func TestKernelEnvOnNAND(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("doctor on a healthy NAND env: exit %d\n%s%s", code, out, stderr)
 	}
+	if !strings.Contains(out, "found at 0x80000 after skipping bad block(s)") {
+		t.Errorf("doctor does not say that copy 1 lies in block 4 (block 3 is bad):\n%s", out)
+	}
 	t.Logf("doctor:\n%s", out)
 }
 
