@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
+	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
@@ -31,57 +30,15 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it)\n--- got:\n%s\n--- want:\n%s", path, got, want)
-	}
-}
-
-func commandPaths(prefix []string, cmds []*cli.Command) [][]string {
-	var out [][]string
-	for _, c := range cmds {
-		if c.Hidden {
-			continue
-		}
-		p := append(append([]string{}, prefix...), c.Name)
-		out = append(out, p)
-		out = append(out, commandPaths(p, c.Subcommands)...)
-	}
-	return out
+	clitest.Golden(t, filepath.Join("testdata", name), got, *update)
 }
 
 func TestHelpGolden(t *testing.T) {
 	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	paths := append([][]string{nil}, commandPaths(nil, a.Commands)...)
-	for _, p := range paths {
-		name := "aduflash"
-		if len(p) > 0 {
-			name += "_" + strings.Join(p, "_")
-		}
-		t.Run(name, func(t *testing.T) {
-			code, out, errOut := run(t, append(append([]string{}, p...), "--help")...)
-			if code != 0 {
-				t.Fatalf("exit %d, stderr %q", code, errOut)
-			}
-			if !strings.Contains(out, "EXAMPLE") {
-				t.Errorf("help of %q shows no example:\n%s", name, out)
-			}
-			golden(t, filepath.Join("help", name+".golden"), out)
-		})
+	if len(clitest.CommandPaths(nil, a.Commands)) < 3 {
+		t.Fatal("command tree looks truncated")
 	}
+	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
 }
 
 func TestVersion(t *testing.T) {
