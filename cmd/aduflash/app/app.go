@@ -39,6 +39,7 @@ EXAMPLE:
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
+			e.manifestCommand(),
 		},
 	}
 	cliapp.Prepare(a)
