@@ -1,0 +1,548 @@
+// Package hub is the device side of a local Azure IoT Hub stand-in: an
+// embedded mochi-mqtt broker that authenticates devices like IoT Hub does
+// (CONNECT username format, SAS tokens checked against registered device
+// keys, or X.509 client certificates by SHA-256 thumbprint) and answers the
+// device twin topics (GET, reported PATCH, desired notifications).
+//
+// Scope: device identities only (no modules), MQTT 3.1.1 over TCP or TLS
+// (no WebSockets), twins only (no telemetry routing, C2D messages, direct
+// methods, tags, or service-side REST API). Twin size limits are enforced
+// per patch (32 KB) rather than on the stored document. One connection per
+// device id: a new CONNECT takes over (drops) the previous connection.
+//
+// The package never logs unless Options.Logger is set and holds no
+// package-level mutable state.
+package hub
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/aduflash/aduflash/iothub"
+)
+
+// Sentinel errors.
+var (
+	ErrUnknownDevice = errors.New("hub: unknown device")
+	ErrInvalidKey    = errors.New("hub: invalid device key")
+	ErrInvalidPatch  = errors.New("hub: invalid patch")
+	ErrNotConnected  = errors.New("hub: device not connected")
+	ErrInvalidOption = errors.New("hub: invalid options")
+)
+
+// MaxPatchSize is the largest accepted twin patch (IoT Hub's 32 KB limit).
+const MaxPatchSize = 32 * 1024
+
+// Options configures a Hub.
+type Options struct {
+	// HostName is the IoT Hub host name devices must use in the CONNECT
+	// username and the SAS "sr". Default "localhost".
+	HostName string
+	// Listener, if set, is served (the Hub closes it). Otherwise Address
+	// (default "127.0.0.1:0") is listened on with TCP.
+	Listener net.Listener
+	Address  string
+	// TLSConfig, if set, wraps the listener in TLS. For X.509 device auth
+	// set ClientAuth to tls.RequireAnyClientCert or
+	// tls.VerifyClientCertIfGiven (thumbprints are checked by the Hub).
+	TLSConfig *tls.Config
+	// Now is the clock used to check SAS expiry. Default time.Now.
+	Now func() time.Time
+	// Logger receives the broker's and the hub's logs. Default: discarded.
+	Logger *slog.Logger
+}
+
+type device struct {
+	key         string // base64 SAS key, "" if none
+	thumbprint  string // lower-case hex SHA-256 of the DER certificate, "" if none
+	desired     map[string]any
+	reported    map[string]any
+	desiredVer  int64
+	reportedVer int64
+	modelID     string
+}
+
+// Hub is a running IoT Hub stand-in.
+type Hub struct {
+	opts   Options
+	srv    *mqtt.Server
+	ln     net.Listener
+	served chan struct{}
+
+	mu      sync.Mutex
+	devices map[string]*device
+}
+
+// New starts a Hub. Close it when done.
+func New(opts Options) (*Hub, error) {
+	if opts.HostName == "" {
+		opts.HostName = "localhost"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ln := opts.Listener
+	if ln == nil {
+		addr := opts.Address
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("hub: listen %s: %w", addr, err)
+		}
+	}
+	if opts.TLSConfig != nil {
+		ln = tls.NewListener(ln, opts.TLSConfig)
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1                      // IoT Hub: QoS 0/1 only
+	caps.RetainAvailable = 0                 // IoT Hub does not persist RETAIN
+	caps.MaximumPacketSize = 256*1024 + 1024 // 256 KB message + headers
+	caps.MinimumProtocolVersion = 4
+	h := &Hub{
+		opts:    opts,
+		ln:      ln,
+		devices: map[string]*device{},
+		served:  make(chan struct{}),
+	}
+	h.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: opts.Logger})
+	if err := h.srv.AddHook(&hook{h: h}, nil); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("hub: add hook: %w", err)
+	}
+	if err := h.srv.AddListener(listeners.NewNet("iothub", ln)); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("hub: add listener: %w", err)
+	}
+	if err := h.srv.Serve(); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("hub: serve: %w", err)
+	}
+	return h, nil
+}
+
+// Addr is the listening address.
+func (h *Hub) Addr() net.Addr { return h.ln.Addr() }
+
+// HostName is the IoT Hub host name devices must present.
+func (h *Hub) HostName() string { return h.opts.HostName }
+
+// Close stops the broker and closes the listener.
+func (h *Hub) Close() error {
+	if err := h.srv.Close(); err != nil {
+		return fmt.Errorf("hub: close: %w", err)
+	}
+	return nil
+}
+
+func (h *Hub) deviceLocked(id string) *device {
+	d := h.devices[id]
+	if d == nil {
+		d = &device{desired: map[string]any{}, reported: map[string]any{}, desiredVer: 1, reportedVer: 1}
+		h.devices[id] = d
+	}
+	return d
+}
+
+// RegisterDevice registers (or re-keys) a device with a base64 SAS key.
+func (h *Hub) RegisterDevice(id, keyB64 string) error {
+	if id == "" || strings.ContainsAny(id, "/#+?") {
+		return fmt.Errorf("%w: device id %q", ErrInvalidOption, id)
+	}
+	if _, err := base64.StdEncoding.DecodeString(keyB64); err != nil || keyB64 == "" {
+		return fmt.Errorf("%w: %s", ErrInvalidKey, id)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deviceLocked(id).key = keyB64
+	return nil
+}
+
+// RegisterDeviceX509 registers a device authenticated by a client
+// certificate with the given SHA-256 thumbprint (hex, case-insensitive,
+// optional ':' separators). See Thumbprint.
+func (h *Hub) RegisterDeviceX509(id, thumbprintSHA256 string) error {
+	if id == "" || strings.ContainsAny(id, "/#+?") {
+		return fmt.Errorf("%w: device id %q", ErrInvalidOption, id)
+	}
+	tp := strings.ToLower(strings.ReplaceAll(thumbprintSHA256, ":", ""))
+	if b, err := hex.DecodeString(tp); err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("%w: thumbprint for %s", ErrInvalidKey, id)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deviceLocked(id).thumbprint = tp
+	return nil
+}
+
+// Thumbprint returns the lower-case hex SHA-256 of a DER certificate.
+func Thumbprint(der []byte) string {
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:])
+}
+
+// Twin returns the device's full twin document
+// {"desired":{…,"$version":n},"reported":{…,"$version":m}}.
+func (h *Hub) Twin(id string) (json.RawMessage, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.devices[id]
+	if d == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	return d.twinJSON()
+}
+
+// ModelID returns the model-id the device announced in its last CONNECT.
+func (h *Hub) ModelID(id string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d := h.devices[id]; d != nil {
+		return d.modelID
+	}
+	return ""
+}
+
+// SetDesired merges patch (a JSON object; null members delete) into the
+// device's desired properties, bumps the desired $version, and, if the device
+// is connected and subscribed, publishes the notification
+// (patch + "$version") on $iothub/twin/PATCH/properties/desired/?$version=V.
+// It returns the new desired $version.
+func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
+	p, err := decodePatch(patch)
+	if err != nil {
+		return 0, err
+	}
+	h.mu.Lock()
+	d := h.devices[id]
+	if d == nil {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	mergePatch(d.desired, p)
+	d.desiredVer++
+	v := d.desiredVer
+	p["$version"] = v
+	body, err := marshal(p)
+	h.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	topic := iothub.TopicDesiredPrefix + "?$version=" + strconv.FormatInt(v, 10)
+	// Delivery outside h.mu; a concurrent SetDesired may overtake this one,
+	// as with the real service; $version orders them.
+	_ = h.sendTo(id, topic, body)
+	return v, nil
+}
+
+// Disconnect drops the device's current connection (if any), like IoT Hub
+// does on errors, token expiry or a duplicate connection.
+func (h *Hub) Disconnect(id string) error {
+	cl, ok := h.srv.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return fmt.Errorf("%w: %s", ErrNotConnected, id)
+	}
+	// DisconnectClient echoes the (error) reason code back; it is not a failure.
+	_ = h.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	return nil
+}
+
+// Connected reports whether the device currently has a live connection.
+func (h *Hub) Connected(id string) bool {
+	cl, ok := h.srv.Clients.Get(id)
+	return ok && !cl.Closed()
+}
+
+// sendTo writes a QoS 0 PUBLISH to the connected client id if it is
+// subscribed to topic (IoT Hub only delivers to subscribed devices).
+func (h *Hub) sendTo(id, topic string, payload []byte) error {
+	cl, ok := h.srv.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return ErrNotConnected
+	}
+	if _, sub := h.srv.Topics.Subscribers(topic).Subscriptions[id]; !sub {
+		return ErrNotConnected
+	}
+	return cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     payload,
+	})
+}
+
+func (d *device) twinJSON() (json.RawMessage, error) {
+	des := make(map[string]any, len(d.desired)+1)
+	for k, v := range d.desired {
+		des[k] = v
+	}
+	des["$version"] = d.desiredVer
+	rep := make(map[string]any, len(d.reported)+1)
+	for k, v := range d.reported {
+		rep[k] = v
+	}
+	rep["$version"] = d.reportedVer
+	return marshal(map[string]any{"desired": des, "reported": rep})
+}
+
+// decodePatch parses a JSON object patch, keeping numbers exact and dropping
+// the read-only metadata members ($version, $metadata, …).
+func decodePatch(b []byte) (map[string]any, error) {
+	if len(b) > MaxPatchSize {
+		return nil, fmt.Errorf("%w: %d bytes exceeds %d", ErrInvalidPatch, len(b), MaxPatchSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var p map[string]any
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPatch, err)
+	}
+	if p == nil {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidPatch)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", ErrInvalidPatch)
+	}
+	for k := range p {
+		if strings.HasPrefix(k, "$") {
+			delete(p, k)
+		}
+	}
+	if depth(p) > 10 {
+		return nil, fmt.Errorf("%w: nested deeper than 10 levels", ErrInvalidPatch)
+	}
+	return p, nil
+}
+
+func depth(v any) int {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return 0
+	}
+	d := 0
+	for _, c := range m {
+		d = max(d, depth(c))
+	}
+	return d + 1
+}
+
+// mergePatch applies an RFC 7386 JSON merge patch to dst in place.
+func mergePatch(dst, patch map[string]any) {
+	for k, v := range patch {
+		switch pv := v.(type) {
+		case nil:
+			delete(dst, k)
+		case map[string]any:
+			sub, ok := dst[k].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+			}
+			mergePatch(sub, pv)
+			dst[k] = sub
+		default:
+			dst[k] = v
+		}
+	}
+}
+
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("hub: encode: %w", err)
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// hook implements IoT Hub's authentication, topic ACL and twin protocol.
+type hook struct {
+	mqtt.HookBase
+	h *Hub
+}
+
+func (k *hook) ID() string { return "iothub" }
+
+func (k *hook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish
+}
+
+// parseUsername splits "{host}/{deviceId}/?api-version=…[&model-id=…]".
+func parseUsername(u string) (host, deviceID string, q url.Values, err error) {
+	path, query, ok := strings.Cut(u, "?")
+	if !ok {
+		return "", "", nil, errors.New("no '?' in username")
+	}
+	parts := strings.Split(path, "/")
+	if len(parts) != 3 || parts[2] != "" || parts[0] == "" || parts[1] == "" {
+		return "", "", nil, errors.New("username path is not {host}/{deviceId}/")
+	}
+	q, err = url.ParseQuery(query)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("username query: %w", err)
+	}
+	if q.Get("api-version") == "" {
+		return "", "", nil, errors.New("username lacks api-version")
+	}
+	return parts[0], parts[1], q, nil
+}
+
+func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	h := k.h
+	log := h.opts.Logger
+	host, devID, q, err := parseUsername(string(pk.Connect.Username))
+	if err != nil {
+		log.Info("hub: refused CONNECT", "client", cl.ID, "err", err)
+		return false
+	}
+	if !strings.EqualFold(host, h.opts.HostName) || devID != cl.ID {
+		log.Info("hub: refused CONNECT: host/device mismatch", "client", cl.ID, "username", string(pk.Connect.Username))
+		return false
+	}
+	h.mu.Lock()
+	d := h.devices[devID]
+	var key, tp string
+	if d != nil {
+		key, tp = d.key, d.thumbprint
+	}
+	h.mu.Unlock()
+	if d == nil {
+		log.Info("hub: refused CONNECT: unknown device", "device", devID)
+		return false
+	}
+	if len(pk.Connect.Password) > 0 {
+		if key == "" {
+			return false
+		}
+		tok, err := iothub.ParseSASToken(string(pk.Connect.Password))
+		if err == nil {
+			err = tok.Verify(key, iothub.ResourceURI(host, devID, ""), h.opts.Now())
+		}
+		if err != nil {
+			log.Info("hub: refused CONNECT: SAS", "device", devID, "err", err)
+			return false
+		}
+	} else {
+		tc, ok := cl.Net.Conn.(*tls.Conn)
+		if !ok || tp == "" {
+			log.Info("hub: refused CONNECT: no password and no X.509 identity", "device", devID)
+			return false
+		}
+		certs := tc.ConnectionState().PeerCertificates
+		if len(certs) == 0 || Thumbprint(certs[0].Raw) != tp {
+			log.Info("hub: refused CONNECT: client certificate thumbprint mismatch", "device", devID)
+			return false
+		}
+	}
+	h.mu.Lock()
+	d.modelID = q.Get("model-id")
+	h.mu.Unlock()
+	return true
+}
+
+func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if write {
+		return strings.HasPrefix(topic, "$iothub/twin/") ||
+			strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/events/")
+	}
+	return strings.HasPrefix(topic, "$iothub/") || strings.HasPrefix(topic, "devices/"+cl.ID+"/")
+}
+
+// OnPublish answers twin requests directly to the requesting client and
+// keeps every $iothub publish away from other subscribers.
+func (k *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !strings.HasPrefix(pk.TopicName, "$iothub/") {
+		return pk, nil
+	}
+	k.handleTwin(cl, pk.TopicName, pk.Payload)
+	return pk, packets.CodeSuccessIgnore
+}
+
+func (k *hook) respond(cl *mqtt.Client, status int, rid string, version int64, body []byte) {
+	t := iothub.Topic{Kind: iothub.TopicTwinResponse, Status: status, RequestID: rid, Version: version, HasVersion: version > 0}
+	if err := k.h.sendTo(cl.ID, t.String(), body); err != nil {
+		k.h.opts.Logger.Debug("hub: response not delivered", "device", cl.ID, "status", status, "err", err)
+	}
+}
+
+func (k *hook) handleTwin(cl *mqtt.Client, topic string, payload []byte) {
+	h := k.h
+	t, err := iothub.ParseTopic(topic)
+	if err != nil {
+		// Answer 400 if a $rid can still be recovered, else drop.
+		if _, q, ok := strings.Cut(topic, "?"); ok {
+			if v, err := url.ParseQuery(q); err == nil && v.Get("$rid") != "" {
+				k.respond(cl, 400, v.Get("$rid"), 0, nil)
+			}
+		}
+		h.opts.Logger.Info("hub: bad twin topic", "device", cl.ID, "topic", topic, "err", err)
+		return
+	}
+	switch t.Kind {
+	case iothub.TopicTwinGet:
+		h.mu.Lock()
+		d := h.devices[cl.ID]
+		var body []byte
+		if d != nil {
+			body, err = d.twinJSON()
+		}
+		h.mu.Unlock()
+		switch {
+		case d == nil:
+			k.respond(cl, 404, t.RequestID, 0, nil)
+		case err != nil:
+			k.respond(cl, 500, t.RequestID, 0, nil)
+		default:
+			k.respond(cl, 200, t.RequestID, 0, body)
+		}
+	case iothub.TopicReportedPatch:
+		if len(payload) > MaxPatchSize {
+			k.respond(cl, 413, t.RequestID, 0, nil)
+			return
+		}
+		p, err := decodePatch(payload)
+		if err != nil {
+			k.respond(cl, 400, t.RequestID, 0, []byte(strconv.Quote(err.Error())))
+			return
+		}
+		h.mu.Lock()
+		d := h.devices[cl.ID]
+		var v int64
+		if d != nil {
+			mergePatch(d.reported, p)
+			d.reportedVer++
+			v = d.reportedVer
+		}
+		h.mu.Unlock()
+		if d == nil {
+			k.respond(cl, 404, t.RequestID, 0, nil)
+			return
+		}
+		k.respond(cl, 204, t.RequestID, v, nil)
+	default:
+		// Devices may not publish responses or desired patches.
+		if t.RequestID != "" {
+			k.respond(cl, 400, t.RequestID, 0, nil)
+		}
+	}
+}

@@ -1,0 +1,21 @@
+// Package iothub is a minimal Azure IoT Hub device client speaking MQTT 3.1.1
+// (via github.com/eclipse/paho.mqtt.golang), covering what a Device Update
+// agent needs and nothing more:
+//
+//   - device connection strings (HostName, DeviceId, SharedAccessKey,
+//     ModuleId, GatewayHostName, x509=true);
+//   - SAS tokens (adu-protocol.md §1.3) minted on every (re)connect and renewed
+//     before expiry by a forced reconnect; X.509 client certificates;
+//   - TLS to port 8883 with Microsoft's IoT Hub roots built in (or a custom
+//     pool); plain TCP only when explicitly requested (local emulator);
+//   - the device twin: full GET, reported-property PATCH and desired-property
+//     notifications with $rid request tracking, plus a full twin GET after
+//     every (re)connect, delivered as a "full twin" event.
+//
+// Out of scope: MQTT over WebSockets, device-to-cloud telemetry,
+// cloud-to-device messages, direct methods, DPS provisioning, module twins
+// beyond the CONNECT/SAS identity, and MQTT 5.
+//
+// The package keeps no package-level mutable state, never panics on input,
+// and does not log unless a *slog.Logger is supplied in Config.
+package iothub
