@@ -280,7 +280,7 @@ func (e *env) envDoctor(c *cli.Context) error {
 	}
 	diagnose(cfg, devs, rep)
 	if c.Bool("json") {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := cliapp.WriteJSON(e.stdout, rep); err != nil {
 			return err
 		}
 	} else {

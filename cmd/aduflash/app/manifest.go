@@ -104,7 +104,7 @@ func (e *env) manifestVerify(c *cli.Context) error {
 		if err != nil {
 			res.Error = err.Error()
 		}
-		if jerr := writeJSON(e.stdout, res); jerr != nil && err == nil {
+		if jerr := cliapp.WriteJSON(e.stdout, res); jerr != nil && err == nil {
 			return jerr
 		}
 		return cliapp.Silent(err)

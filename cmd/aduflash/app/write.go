@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +95,7 @@ func (e *env) write(c *cli.Context) error {
 		if err != nil {
 			res.Error = err.Error()
 		}
-		if jerr := writeJSON(e.stdout, res); jerr != nil && err == nil {
+		if jerr := cliapp.WriteJSON(e.stdout, res); jerr != nil && err == nil {
 			return jerr
 		}
 		return cliapp.Silent(err)
@@ -170,13 +169,13 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		return classify(err)
 	}
 	res.Capacity = capacity
-	out := e.progressOut(c)
+	out := progress.Output(e.stderr, c.Bool("json"))
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
 
 	switch res.Format {
 	case "aduimg":
-		kr, err := loadKeyring(keyring, pubs)
+		kr, err := cliapp.Keyring(keyring, pubs)
 		if err != nil {
 			return err
 		}
@@ -298,14 +297,14 @@ func verifyMCUboot(data []byte, keyring string, pubs []string) (*mcuboot.Image, 
 	for _, p := range pubs {
 		k, err := image.LoadPublicKey(p)
 		if err != nil {
-			return nil, keyError(err)
+			return nil, cliapp.KeyError(err)
 		}
 		keys = append(keys, k)
 	}
 	if keyring != "" {
 		kr, err := image.LoadKeyring(keyring)
 		if err != nil {
-			return nil, keyError(err)
+			return nil, cliapp.KeyError(err)
 		}
 		for _, id := range kr.KeyIDs() {
 			if k, err := kr.Lookup(id); err == nil {
@@ -351,37 +350,6 @@ func classify(err error) error {
 		return exitcode.InvalidInput(err)
 	}
 	return err
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
-}
-
-// progressOut is where progress goes: stderr, unless --json asks for clean output (then only
-// a terminal still gets a bar).
-func (e *env) progressOut(c *cli.Context) io.Writer {
-	if c.Bool("json") && !progress.IsTerminal(e.stderr) {
-		return nil
-	}
-	return e.stderr
-}
-
-// keyError classifies a key loading error: an unreadable file is an I/O error (exit 3), a key
-// that does not parse is invalid input (exit 1).
-func keyError(err error) error {
-	if image.Rejected(err) {
-		return exitcode.InvalidInput(err)
-	}
-	return err
-}
-
-// loadKeyring builds the trusted keys from --keyring and --pub.
-func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
-	kr, err := image.LoadTrust(path, pubs)
-	return kr, keyError(err)
 }
 
 // The image is read this far ahead of the writer, in a goroutine, so that reading the next

@@ -93,7 +93,7 @@ func (e *env) checkFit(c *cli.Context) error {
 		res.Rows = append(res.Rows, rows...)
 	}
 	if c.Bool("json") {
-		if err := writeJSON(e.stdout, res); err != nil {
+		if err := cliapp.WriteJSON(e.stdout, res); err != nil {
 			return err
 		}
 	} else if err := writeFitTable(e.stdout, res); err != nil {

@@ -2,7 +2,6 @@ package app
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -82,7 +81,7 @@ func (e *env) sign(c *cli.Context) error {
 	}
 	key, err := image.LoadPrivateKey(c.String("key"))
 	if err != nil {
-		return keyError(err)
+		return cliapp.KeyError(err)
 	}
 	in, size, err := infile.OpenSized(c.Args().First())
 	if err != nil {
@@ -96,7 +95,7 @@ func (e *env) sign(c *cli.Context) error {
 		return err
 	}
 	defer out.Abort()
-	bar := progress.New(e.progressOut(c), size, "sign")
+	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "sign")
 	h, total, err := image.Sign(out, bar.Reader(bufio.NewReaderSize(in, 1<<20)), size, key, image.SignOptions{
 		Version:         c.String("version"),
 		SlotClass:       c.String("slot-class"),
@@ -118,7 +117,7 @@ func (e *env) sign(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return writeJSON(e.stdout, struct {
+		return cliapp.WriteJSON(e.stdout, struct {
 			Image string        `json:"image"`
 			Size  int64         `json:"size"`
 			Head  *image.Header `json:"header"`
@@ -169,7 +168,7 @@ func (e *env) verify(c *cli.Context) error {
 		}
 		maxSize = n
 	}
-	kr, err := loadKeyring(c.String("keyring"), pubs)
+	kr, err := cliapp.Keyring(c.String("keyring"), pubs)
 	if err != nil {
 		return err
 	}
@@ -179,7 +178,7 @@ func (e *env) verify(c *cli.Context) error {
 		return err
 	}
 	defer f.Close()
-	bar := progress.New(e.progressOut(c), size, "verify")
+	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "verify")
 	h, err := image.Verify(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr, MaxRawSize: maxSize})
 	bar.Finish()
 	if err != nil && !image.Rejected(err) {
@@ -195,7 +194,7 @@ func (e *env) verify(c *cli.Context) error {
 		if err != nil {
 			v.Error = err.Error()
 		}
-		if jerr := writeJSON(e.stdout, v); jerr != nil {
+		if jerr := cliapp.WriteJSON(e.stdout, v); jerr != nil {
 			return jerr
 		}
 		if err != nil {
@@ -259,7 +258,7 @@ func (e *env) inspect(c *cli.Context) error {
 			return exitcode.InvalidInput(fmt.Errorf("%s: %w", path, err))
 		}
 		if c.Bool("json") {
-			return writeJSON(e.stdout, struct {
+			return cliapp.WriteJSON(e.stdout, struct {
 				Format string `json:"format"`
 				*image.Header
 			}{"aduimg", h})
@@ -278,7 +277,7 @@ func (e *env) inspect(c *cli.Context) error {
 			return exitcode.InvalidInput(fmt.Errorf("%s: %w", path, err))
 		}
 		if c.Bool("json") {
-			return writeJSON(e.stdout, struct {
+			return cliapp.WriteJSON(e.stdout, struct {
 				Format string `json:"format"`
 				*mcuboot.Image
 			}{"mcuboot", img})
@@ -340,21 +339,6 @@ func joinKV(m map[string]string) string {
 		parts[i] = k + "=" + m[k]
 	}
 	return strings.Join(parts, ", ")
-}
-
-// keyError classifies a key loading error: an unreadable file is an I/O error (exit 3), a key
-// that does not parse is invalid input (exit 1).
-func keyError(err error) error {
-	if image.Rejected(err) {
-		return exitcode.InvalidInput(err)
-	}
-	return err
-}
-
-// loadKeyring builds the trusted keys from --keyring and --pub.
-func loadKeyring(path string, pubs []string) (*image.Keyring, error) {
-	kr, err := image.LoadTrust(path, pubs)
-	return kr, keyError(err)
 }
 
 // parseKVFlag turns repeatable "k=v,k=v" flag values into one map; urfave has already split
@@ -420,20 +404,4 @@ func buildTime(c *cli.Context) (time.Time, error) {
 		return time.Unix(n, 0).UTC(), nil
 	}
 	return time.Time{}, nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
-}
-
-// progressOut is where a command's progress goes: stderr, unless --json asks for clean output
-// (then only a terminal still gets a bar).
-func (e *env) progressOut(c *cli.Context) io.Writer {
-	if c.Bool("json") && !progress.IsTerminal(e.stderr) {
-		return nil
-	}
-	return e.stderr
 }

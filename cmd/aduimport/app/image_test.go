@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -51,7 +52,7 @@ func TestSignVerifyInspect(t *testing.T) {
 				t.Fatalf("verify: exit %d, %q %q", code, out, e)
 			}
 			// The verified payload is the input, byte for byte.
-			kr, _ := loadKeyring("", []string{pub})
+			kr, _ := cliapp.Keyring("", []string{pub})
 			f, _ := os.Open(img)
 			defer f.Close()
 			r, err := image.NewReader(f, image.VerifyOptions{Keyring: kr})

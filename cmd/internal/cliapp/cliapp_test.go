@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,5 +74,23 @@ func TestConventions(t *testing.T) {
 		if c.msg != "" && !strings.Contains(errOut.String(), c.msg) {
 			t.Errorf("%q: stderr %q does not contain %q", c.args, errOut.String(), c.msg)
 		}
+	}
+}
+
+func TestKeyringClassification(t *testing.T) {
+	dir := t.TempDir()
+	notKey := filepath.Join(dir, "not-a-key.pem")
+	if err := os.WriteFile(notKey, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Keyring("", []string{notKey}); exitcode.Of(err) != exitcode.Invalid {
+		t.Errorf("a file that is no key: exit %d (%v), want %d", exitcode.Of(err), err, exitcode.Invalid)
+	}
+	if _, err := Keyring("", []string{filepath.Join(dir, "missing.pem")}); exitcode.Of(err) != exitcode.IO {
+		t.Errorf("a missing key file: exit %d (%v), want %d", exitcode.Of(err), err, exitcode.IO)
+	}
+	var out bytes.Buffer
+	if err := WriteJSON(&out, map[string]string{"a": "<b>"}); err != nil || out.String() != "{\n  \"a\": \"<b>\"\n}\n" {
+		t.Errorf("WriteJSON: %q %v", out.String(), err)
 	}
 }

@@ -36,6 +36,15 @@ func IsTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
+// Output is where a command's progress goes: stderr, unless the command prints JSON to a
+// script (then only a terminal still gets a bar, and a pipe gets nothing).
+func Output(stderr io.Writer, json bool) io.Writer {
+	if json && !IsTerminal(stderr) {
+		return nil
+	}
+	return stderr
+}
+
 // New starts a bar for an operation of total bytes (≤ 0: unknown) that writes to out. On a
 // terminal it draws a bar; otherwise it prints plain lines. A nil out gives a silent bar.
 func New(out io.Writer, total int64, label string) *Bar {

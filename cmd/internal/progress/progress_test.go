@@ -68,3 +68,13 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+func TestOutput(t *testing.T) {
+	var buf bytes.Buffer
+	if Output(&buf, false) != io.Writer(&buf) {
+		t.Error("without --json progress goes to stderr")
+	}
+	if Output(&buf, true) != nil {
+		t.Error("with --json and no terminal, no progress")
+	}
+}
