@@ -216,11 +216,13 @@ func TestReconnectAfterKick(t *testing.T) {
 	h := newHub(t, Options{})
 	_ = h.RegisterDevice("dev1", key1)
 	var lost atomic.Int32
+	var last atomic.Bool
 	cfg := cfgFor(h, "dev1", key1)
 	cfg.OnConnectionChange = func(up bool, _ error) {
 		if !up {
 			lost.Add(1)
 		}
+		last.Store(up)
 	}
 	c := dial(t, cfg)
 	if u := next(t, c); !u.Full {
@@ -247,8 +249,19 @@ func TestReconnectAfterKick(t *testing.T) {
 			break
 		}
 	}
+	// The loss is reported asynchronously, possibly after the reconnect; the last report
+	// must say "connected".
+	for deadline := time.Now().Add(5 * time.Second); lost.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if lost.Load() == 0 {
 		t.Fatal("connection loss not reported")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !last.Load() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !last.Load() {
+		t.Fatal("the last connection report says disconnected while the client is connected")
 	}
 	if _, err := c.UpdateReported(context.Background(), json.RawMessage(`{"ok":true}`)); err != nil {
 		t.Fatal(err)

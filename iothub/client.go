@@ -71,9 +71,11 @@ type Config struct {
 	// MaxReconnectInterval caps paho's exponential reconnect backoff.
 	MaxReconnectInterval time.Duration
 
-	// OnConnectionChange, if set, is called (from internal goroutines; it
-	// must not block) when the connection is established (err == nil) or
-	// lost (err != nil).
+	// OnConnectionChange, if set, is called (from internal goroutines, one call at a time; it
+	// must not block) when the connection is established (err == nil) or lost (err != nil).
+	// The MQTT library reports a loss concurrently with the reconnect it starts, so a loss
+	// can be reported after the new connection's "connected"; it is then followed by another
+	// "connected": the last call always tells the current state.
 	OnConnectionChange func(connected bool, err error)
 	// Logger receives debug/warn records. Default: nothing is logged.
 	Logger *slog.Logger
@@ -118,6 +120,7 @@ type Client struct {
 	mc       paho.Client
 
 	mu       sync.Mutex
+	notifyMu sync.Mutex // serialises OnConnectionChange calls
 	pending  map[string]chan twinResponse
 	nextRID  uint64
 	conn     *dropConn
@@ -388,9 +391,7 @@ func (c *Client) onConnect(mc paho.Client) {
 		conn.drop()
 		return
 	}
-	if c.cfg.OnConnectionChange != nil {
-		c.cfg.OnConnectionChange(true, nil)
-	}
+	c.notify(true, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -411,7 +412,22 @@ func (c *Client) onConnect(mc paho.Client) {
 	c.enqueue(DesiredUpdate{Full: true, Twin: twin, Version: twin.DesiredVersion})
 }
 
-func (c *Client) onConnectionLost(_ paho.Client, err error) {
+// notify calls OnConnectionChange, one call at a time. For a loss it then checks whether
+// the client is connected again already (the library reconnects concurrently) and if so
+// says so, so that the last call tells the current state.
+func (c *Client) notify(up bool, err error, mc paho.Client) {
+	if c.cfg.OnConnectionChange == nil {
+		return
+	}
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
+	c.cfg.OnConnectionChange(up, err)
+	if !up && mc != nil && mc.IsConnectionOpen() {
+		c.cfg.OnConnectionChange(true, nil)
+	}
+}
+
+func (c *Client) onConnectionLost(mc paho.Client, err error) {
 	c.mu.Lock()
 	if c.renew != nil {
 		c.renew.Stop()
@@ -422,9 +438,7 @@ func (c *Client) onConnectionLost(_ paho.Client, err error) {
 		delete(c.pending, rid)
 	}
 	c.mu.Unlock()
-	if c.cfg.OnConnectionChange != nil {
-		c.cfg.OnConnectionChange(false, err)
-	}
+	c.notify(false, err, mc)
 }
 
 // onMessage runs on paho's router goroutine and never blocks.
