@@ -1,4 +1,4 @@
-package app
+package bootloader
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aduflash/aduflash/bootloader/mcuboottrailer"
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/mtd"
 )
@@ -18,12 +19,14 @@ var (
 	reEnvMTDChar = regexp.MustCompile(`^/dev/mtd([0-9]+)$`)
 )
 
-// openEnvStorage opens the storage of one env copy: files and block devices directly, raw
-// MTD through package mtd (geometry from the device), UBI volumes through sysfs.
-func openEnvStorage(d ubootenv.Device, roots envRoots) (ubootenv.Storage, func(), error) {
+// openEnvStorage opens the storage of one env copy: files and block devices directly (with
+// the force_ro handling of eMMC boot partitions), raw MTD through package mtd (geometry from
+// the device), UBI volumes through sysfs. The close function is nil when there is nothing
+// to close.
+func openEnvStorage(d ubootenv.Device, s openSettings) (ubootenv.Storage, func() error, error) {
 	switch d.Kind {
 	case ubootenv.KindMTD:
-		dev, err := mtd.Paths{Sysfs: roots.sysfs, Dev: roots.dev}.Open(roots.devPath(d.Path))
+		dev, err := s.mtdPaths().Open(s.devPath(d.Path))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ubootenv.ErrStorage, err)
 		}
@@ -34,22 +37,28 @@ func openEnvStorage(d ubootenv.Device, roots envRoots) (ubootenv.Storage, func()
 			dev.Close()
 			return nil, nil, err
 		}
-		return st, func() { dev.Close() }, nil
+		return st, dev.Close, nil
 	case ubootenv.KindUBI:
-		v, err := findEnvVolume(d, roots)
+		v, err := findEnvVolume(d, s)
 		if err != nil {
 			return nil, nil, err
 		}
-		return &ubootenv.UBIStorage{Vol: v, Name: v.Path}, func() {}, nil
+		return &ubootenv.UBIStorage{Vol: v, Name: v.Path}, nil, nil
 	}
-	return fileStorage(d, roots), func() {}, nil
+	st := &ubootenv.FileStorage{Path: d.Path, Offset: d.Offset}
+	if p := ubootenv.ForceROPath(s.sysfsRoot(), d.Path); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			st.ForceRO = p
+		}
+	}
+	return st, nil, nil
 }
 
 // findEnvVolume finds the UBI volume of /dev/ubiX_Y, /dev/ubiX:NAME or /dev/mtdN:NAME (the
-// last one needs MTD N attached to UBI already: aduflash does not attach it).
-func findEnvVolume(d ubootenv.Device, roots envRoots) (*mtd.Volume, error) {
-	p := mtd.Paths{Sysfs: roots.sysfs, Dev: roots.dev}
-	ubiClass := filepath.Join(roots.sysfsRoot(), "class", "ubi")
+// last one needs MTD N attached to UBI already: it is not attached here).
+func findEnvVolume(d ubootenv.Device, s openSettings) (*mtd.Volume, error) {
+	p := s.mtdPaths()
+	ubiClass := filepath.Join(s.sysfsRoot(), "class", "ubi")
 	wrap := func(err error) error { return fmt.Errorf("%w: %w", ubootenv.ErrStorage, err) }
 	if m := reEnvUBIVol.FindStringSubmatch(d.Path); m != nil && d.Volume == "" {
 		base := "ubi" + m[1] + "_" + m[2]
@@ -84,4 +93,28 @@ func findEnvVolume(d ubootenv.Device, roots envRoots) (*mtd.Volume, error) {
 		return v, nil
 	}
 	return nil, fmt.Errorf("%w: UBI device %s:%s", ubootenv.ErrUnsupported, d.Path, d.Volume)
+}
+
+// openMTDFlash opens an MCUboot slot's MTD device: a number (mtdN), a path (/dev/mtdN,
+// under the dev root) or an MTD name.
+func (s openSettings) openMTDFlash(name string) (mcuboottrailer.Flash, mtd.Info, func() error, error) {
+	p := s.mtdPaths()
+	var dev *mtd.Device
+	var err error
+	if n, convErr := strconv.Atoi(name); convErr == nil {
+		dev, err = p.OpenByNumber(n)
+	} else if strings.Contains(name, "/") {
+		dev, err = p.Open(s.devPath(name))
+	} else {
+		dev, err = p.OpenByName(name)
+	}
+	if err != nil {
+		return nil, mtd.Info{}, nil, err
+	}
+	info := dev.Info()
+	if !info.Writable {
+		dev.Close()
+		return nil, mtd.Info{}, nil, fmt.Errorf("%s: %w", dev.Path(), mtd.ErrReadOnly)
+	}
+	return dev, info, dev.Close, nil
 }

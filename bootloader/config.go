@@ -1,0 +1,532 @@
+package bootloader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/aduflash/aduflash/bootloader/grubenv"
+	"github.com/aduflash/aduflash/bootloader/mcuboottrailer"
+	"github.com/aduflash/aduflash/bootloader/ubootenv"
+	"github.com/aduflash/aduflash/mtd"
+)
+
+// Errors of the [bootloader] section and of Open. Callers test them with errors.Is.
+var (
+	// ErrConfig: the [bootloader] section is missing, malformed, has unknown keys or is
+	// inconsistent. The message names the key (bootloader.<key>).
+	ErrConfig = errors.New("bootloader: invalid configuration")
+	// ErrUnsupported: the configured storage cannot be opened on this system (raw MTD and
+	// UBI need Linux). The error also wraps ubootenv.ErrUnsupported or mtd.ErrUnsupported.
+	ErrUnsupported = errors.New("bootloader: storage unsupported on this system")
+)
+
+// Backend types (the type key).
+const (
+	TypeUBoot   = "u-boot"
+	TypeGRUB    = "grub"
+	TypeMCUboot = "mcuboot"
+)
+
+// Defaults of the [bootloader] section.
+const (
+	DefaultEnvConfig = "/etc/fw_env.config"
+	DefaultGRUBEnv   = "/boot/grub/grubenv"
+)
+
+// Size is a byte count that the config may write as an integer or as a string with a binary
+// suffix ("256KiB", "0x40000"), like the [slots] section's sizes.
+type Size int64
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (s *Size) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("negative size %d", x)
+		}
+		*s = Size(x)
+		return nil
+	case string:
+		n, err := parseSize(x)
+		if err != nil {
+			return err
+		}
+		*s = Size(n)
+		return nil
+	}
+	return fmt.Errorf("size must be an integer or a string like \"256KiB\", not %T", v)
+}
+
+// parseSize parses "4096", "0x1000", "128KiB", "64MiB", "1GiB" (also K, M, G); the same
+// syntax as the [slots] section (package slots imports this package, so it is not shared).
+func parseSize(str string) (int64, error) {
+	s := strings.TrimSpace(str)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 0, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 4096, 0x20000 or 256KiB)", str)
+	}
+	return n * mult, nil
+}
+
+// Config is the [bootloader] section of the device configuration. ParseConfig and
+// LoadConfig return it with defaults filled in; Open applies the same defaults and checks
+// to a Config built in code.
+type Config struct {
+	// Type is the backend: "u-boot", "grub" or "mcuboot". Required.
+	Type string `toml:"type"`
+	// Banks are the bank names, in order. u-boot and grub: default ["A", "B"]. mcuboot:
+	// exactly two, the names of the primary and the secondary slot; default
+	// ["primary", "secondary"].
+	Banks []string `toml:"banks"`
+
+	// Preset (u-boot) is the variable set: "aduflash" (default), "mender" or "rauc".
+	Preset string `toml:"preset"`
+	// EnvConfig (u-boot) is the fw_env.config file, legacy or YAML (default
+	// /etc/fw_env.config).
+	EnvConfig string `toml:"env_config"`
+	// Namespace (u-boot) selects a namespace of a YAML fw_env.config ("" = the first).
+	Namespace string `toml:"namespace"`
+	// Attempts (u-boot) is how many boots a pending bank gets (0 = NewUBoot's default, 3).
+	Attempts int `toml:"attempts"`
+	// MenderParts (u-boot, preset mender) maps the banks to mender_boot_part numbers
+	// (default A=2, B=3, i.e. the first bank 2 and the second 3).
+	MenderParts map[string]int `toml:"mender_parts"`
+	// LockFile (u-boot) overrides the lock file of fw_env.config (and libubootenv's default
+	// /var/lock/fw_printenv.lock); "" disables locking. Absent: not overridden.
+	LockFile *string `toml:"lock_file"`
+
+	// GRUBEnv (grub) is the GRUB environment block file (default /boot/grub/grubenv).
+	GRUBEnv string `toml:"grubenv"`
+
+	// Primary and Secondary (mcuboot) are the devices holding MCUboot's two image slots: an
+	// MTD name (as in /proc/mtd), an MTD number, or a path (/dev/mtdN; with WithFlashOpener,
+	// whatever the opener understands, e.g. a file in tests). They may be the same device.
+	Primary   string `toml:"primary"`
+	Secondary string `toml:"secondary"`
+	// Offset (mcuboot) is where the primary slot starts in its device (default 0).
+	Offset Size `toml:"offset"`
+	// SecondaryOffset (mcuboot) is where the secondary slot starts in its device. Default:
+	// Offset when the two devices differ, Offset + Size when they are the same device.
+	SecondaryOffset *Size `toml:"secondary_offset"`
+	// Size (mcuboot) is the size of each slot. Default: the primary device's size from Offset
+	// on; required when both slots are on the same device.
+	Size Size `toml:"size"`
+	// WriteSize (mcuboot) is MCUboot's flash write alignment (flash_area_align: 1, 2, 4, 8,
+	// 16 or 32); 0 = the device's write size.
+	WriteSize int `toml:"write_size"`
+	// MaxAlign (mcuboot) is BOOT_MAX_ALIGN (8, 16 or 32); 0 = max(8, write size).
+	MaxAlign int `toml:"max_align"`
+	// Mode (mcuboot) is the upgrade MarkPending requests: "test" (default) or "permanent".
+	Mode string `toml:"mode"`
+}
+
+type configFile struct {
+	Bootloader *Config `toml:"bootloader"`
+}
+
+// LoadConfig reads the [bootloader] section of the TOML file path; other sections are
+// ignored.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses the [bootloader] section of a TOML document, applies defaults and
+// validates it. Other sections belong to other packages and are ignored; unknown keys inside
+// [bootloader] are errors naming the key.
+func ParseConfig(data []byte) (Config, error) {
+	var f configFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	var unknown []string
+	for _, k := range md.Undecoded() {
+		if len(k) > 0 && k[0] == "bootloader" {
+			unknown = append(unknown, k.String())
+		}
+	}
+	if len(unknown) > 0 {
+		return Config{}, fmt.Errorf("%w: unknown key(s) in the bootloader section: %s", ErrConfig, strings.Join(unknown, ", "))
+	}
+	if f.Bootloader == nil {
+		return Config{}, fmt.Errorf("%w: no [bootloader] section", ErrConfig)
+	}
+	return f.Bootloader.normalized()
+}
+
+// normalized returns c with defaults filled in, or an error naming the offending key.
+func (c Config) normalized() (Config, error) {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("%w: bootloader.%s: %s", ErrConfig, key, fmt.Sprintf(format, a...))
+	}
+	// Keys that belong to one type only.
+	type owned struct {
+		key, owner string
+		set        bool
+	}
+	for _, o := range []owned{
+		{"preset", TypeUBoot, c.Preset != ""},
+		{"env_config", TypeUBoot, c.EnvConfig != ""},
+		{"namespace", TypeUBoot, c.Namespace != ""},
+		{"attempts", TypeUBoot, c.Attempts != 0},
+		{"mender_parts", TypeUBoot, c.MenderParts != nil},
+		{"lock_file", TypeUBoot, c.LockFile != nil},
+		{"grubenv", TypeGRUB, c.GRUBEnv != ""},
+		{"primary", TypeMCUboot, c.Primary != ""},
+		{"secondary", TypeMCUboot, c.Secondary != ""},
+		{"offset", TypeMCUboot, c.Offset != 0},
+		{"secondary_offset", TypeMCUboot, c.SecondaryOffset != nil},
+		{"size", TypeMCUboot, c.Size != 0},
+		{"write_size", TypeMCUboot, c.WriteSize != 0},
+		{"max_align", TypeMCUboot, c.MaxAlign != 0},
+		{"mode", TypeMCUboot, c.Mode != ""},
+	} {
+		if o.set && c.Type != o.owner && c.Type != "" && knownType(c.Type) {
+			return c, bad(o.key, "only for type %q, not %q", o.owner, c.Type)
+		}
+	}
+	c.Banks = slices.Clone(c.Banks)
+	seen := map[string]bool{}
+	for _, b := range c.Banks {
+		if b == "" || strings.ContainsAny(b, " \t\n=/") || seen[b] {
+			return c, bad("banks", "bank name %q is empty, repeated or contains a space, '=' or '/'", b)
+		}
+		seen[b] = true
+	}
+	switch c.Type {
+	case TypeUBoot:
+		if len(c.Banks) == 0 {
+			c.Banks = []string{"A", "B"}
+		}
+		if len(c.Banks) < 2 {
+			return c, bad("banks", "need at least two banks, have %q", c.Banks)
+		}
+		switch Preset(c.Preset) {
+		case "":
+			c.Preset = string(PresetAduflash)
+		case PresetAduflash, PresetMender, PresetRAUC:
+		default:
+			return c, bad("preset", "%q is not one of aduflash, mender, rauc", c.Preset)
+		}
+		if c.EnvConfig == "" {
+			c.EnvConfig = DefaultEnvConfig
+		}
+		if c.Attempts < 0 || c.Attempts > 255 {
+			return c, bad("attempts", "%d is not in 1..255", c.Attempts)
+		}
+		if c.MenderParts != nil {
+			if Preset(c.Preset) != PresetMender {
+				return c, bad("mender_parts", "only for preset \"mender\", not %q", c.Preset)
+			}
+			for k, v := range c.MenderParts {
+				if !slices.Contains(c.Banks, k) {
+					return c, bad("mender_parts", "%q is not one of the banks %q", k, c.Banks)
+				}
+				if v <= 0 {
+					return c, bad("mender_parts", "partition number %d of bank %q is not positive", v, k)
+				}
+			}
+		}
+		if Preset(c.Preset) == PresetMender {
+			if len(c.Banks) != 2 {
+				return c, bad("banks", "the mender preset has exactly two banks, not %d", len(c.Banks))
+			}
+			if c.MenderParts == nil {
+				c.MenderParts = map[string]int{c.Banks[0]: 2, c.Banks[1]: 3}
+			}
+			p0, ok0 := c.MenderParts[c.Banks[0]]
+			p1, ok1 := c.MenderParts[c.Banks[1]]
+			if !ok0 || !ok1 {
+				return c, bad("mender_parts", "needs a partition number for each of the banks %q", c.Banks)
+			}
+			if p0 == p1 {
+				return c, bad("mender_parts", "banks %q share partition %d", c.Banks, p0)
+			}
+		}
+	case TypeGRUB:
+		if len(c.Banks) == 0 {
+			c.Banks = []string{"A", "B"}
+		}
+		if len(c.Banks) < 2 {
+			return c, bad("banks", "need at least two banks, have %q", c.Banks)
+		}
+		if c.GRUBEnv == "" {
+			c.GRUBEnv = DefaultGRUBEnv
+		}
+	case TypeMCUboot:
+		if len(c.Banks) == 0 {
+			c.Banks = []string{"primary", "secondary"}
+		}
+		if len(c.Banks) != 2 {
+			return c, bad("banks", "MCUboot has exactly two banks (primary slot, secondary slot), not %d", len(c.Banks))
+		}
+		if c.Primary == "" {
+			return c, bad("primary", "missing (an MTD name or number, or a device path)")
+		}
+		if c.Secondary == "" {
+			return c, bad("secondary", "missing (an MTD name or number, or a device path)")
+		}
+		same := c.Primary == c.Secondary
+		if c.SecondaryOffset == nil {
+			off := c.Offset
+			if same {
+				off += c.Size
+			}
+			c.SecondaryOffset = &off
+		} else {
+			off := *c.SecondaryOffset
+			c.SecondaryOffset = &off
+		}
+		if same {
+			if c.Size == 0 {
+				return c, bad("size", "required when primary and secondary are the same device")
+			}
+			if lo, hi := min(c.Offset, *c.SecondaryOffset), max(c.Offset, *c.SecondaryOffset); hi-lo < c.Size {
+				return c, bad("secondary_offset", "the slots at %#x and %#x of %q (size %#x) overlap", int64(c.Offset), int64(*c.SecondaryOffset), c.Primary, int64(c.Size))
+			}
+		}
+		switch c.WriteSize {
+		case 0, 1, 2, 4, 8, 16, 32:
+		default:
+			return c, bad("write_size", "%d is not one of 1, 2, 4, 8, 16, 32", c.WriteSize)
+		}
+		switch c.MaxAlign {
+		case 0, 8, 16, 32:
+		default:
+			return c, bad("max_align", "%d is not one of 8, 16, 32", c.MaxAlign)
+		}
+		if c.MaxAlign != 0 && c.WriteSize > c.MaxAlign {
+			return c, bad("max_align", "%d is smaller than write_size %d", c.MaxAlign, c.WriteSize)
+		}
+		switch UpgradeMode(c.Mode) {
+		case "":
+			c.Mode = string(UpgradeTest)
+		case UpgradeTest, UpgradePermanent:
+		default:
+			return c, bad("mode", "%q is not one of test, permanent", c.Mode)
+		}
+	case "":
+		return c, bad("type", "missing (one of u-boot, grub, mcuboot)")
+	default:
+		return c, bad("type", "%q is not one of u-boot, grub, mcuboot", c.Type)
+	}
+	return c, nil
+}
+
+func knownType(t string) bool { return t == TypeUBoot || t == TypeGRUB || t == TypeMCUboot }
+
+func toSlots(banks []string) []Slot {
+	out := make([]Slot, len(banks))
+	for i, b := range banks {
+		out[i] = Slot(b)
+	}
+	return out
+}
+
+// FlashOpener opens the device of an MCUboot slot as named by the primary or secondary key,
+// returning the flash, its geometry (Size, EraseSize, WriteSize, Type) and its close
+// function.
+type FlashOpener func(dev string) (mcuboottrailer.Flash, mtd.Info, func() error, error)
+
+// OpenOption adjusts Open.
+type OpenOption func(*openSettings)
+
+type openSettings struct {
+	sysfs, dev string
+	flash      FlashOpener
+}
+
+// WithSysfsRoot sets where sysfs is mounted (default "/sys"): MTD and UBI look-ups, eMMC
+// boot partitions' force_ro.
+func WithSysfsRoot(root string) OpenOption { return func(s *openSettings) { s.sysfs = root } }
+
+// WithDevRoot sets the /dev directory (default "/dev"): /dev/... paths of fw_env.config's
+// MTD devices and of the mcuboot keys are looked up under it, as are MTD and UBI devices
+// found by name or number.
+func WithDevRoot(root string) OpenOption { return func(s *openSettings) { s.dev = root } }
+
+// WithFlashOpener replaces how the mcuboot backend opens its primary and secondary devices
+// (default: MTD through package mtd, Linux only). Tests pass a file-backed opener.
+func WithFlashOpener(f FlashOpener) OpenOption { return func(s *openSettings) { s.flash = f } }
+
+func (s openSettings) sysfsRoot() string {
+	if s.sysfs == "" {
+		return "/sys"
+	}
+	return s.sysfs
+}
+
+// devPath maps a /dev/... path under the dev root.
+func (s openSettings) devPath(p string) string {
+	if s.dev == "" || !strings.HasPrefix(p, "/dev/") {
+		return p
+	}
+	return s.dev + strings.TrimPrefix(p, "/dev")
+}
+
+func (s openSettings) mtdPaths() mtd.Paths { return mtd.Paths{Sysfs: s.sysfs, Dev: s.dev} }
+
+// closers collects the close functions of what Open opened.
+type closers []func() error
+
+func (c closers) close() error {
+	var errs []error
+	for i := len(c) - 1; i >= 0; i-- {
+		errs = append(errs, c[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// Open builds the backend cfg describes and returns it with the function that releases what
+// it opened (MTD devices); the function is never nil and must be called once the backend is
+// no longer used.
+//
+//   - u-boot: fw_env.config (legacy or YAML) is loaded with ubootenv.LoadConfig; its copies
+//     are opened as files or block devices everywhere, and as raw MTD or UBI volumes on Linux
+//     (package mtd); the env is read with ubootenv.New (an env with no valid copy is
+//     ubootenv.ErrNoValidCopy: the backend never writes a default env of its own).
+//   - grub: a grubenv.Store on the grubenv file (a missing file is an empty environment).
+//   - mcuboot: the two slots on MTD devices (Linux), or on what WithFlashOpener opens.
+func Open(cfg Config, options ...OpenOption) (Backend, func() error, error) {
+	var s openSettings
+	for _, o := range options {
+		o(&s)
+	}
+	c, err := cfg.normalized()
+	if err != nil {
+		return nil, nil, err
+	}
+	var cl closers
+	var b Backend
+	switch c.Type {
+	case TypeUBoot:
+		b, err = openUBoot(c, s, &cl)
+	case TypeGRUB:
+		b, err = NewGRUB(grubenv.Store{Path: c.GRUBEnv}, GRUBConfig{Slots: toSlots(c.Banks)})
+	case TypeMCUboot:
+		b, err = openMCUboot(c, s, &cl)
+	}
+	if err != nil {
+		cl.close()
+		return nil, nil, err
+	}
+	return b, cl.close, nil
+}
+
+func openUBoot(c Config, s openSettings, cl *closers) (Backend, error) {
+	ec, err := ubootenv.LoadConfig(c.EnvConfig, c.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if len(ec.Devices) != 1 && len(ec.Devices) != 2 {
+		return nil, fmt.Errorf("%w: %s: %d devices, need 1 or 2", ubootenv.ErrConfig, ec.File, len(ec.Devices))
+	}
+	opts := ubootenv.Options{LockPath: ec.LockFile}
+	opts.Format.Size = int(ec.EnvSize())
+	if opts.LockPath == "" {
+		opts.LockPath = ubootenv.DefaultLockPath
+	}
+	if c.LockFile != nil {
+		opts.LockPath = *c.LockFile
+	}
+	for _, w := range ec.WriteList {
+		opts.WriteList = append(opts.WriteList, w.Name)
+	}
+	var storages []ubootenv.Storage
+	for i, d := range ec.Devices {
+		st, closeFn, err := openEnvStorage(d, s)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: copy %d: %w", ec.File, d.Line, i+1, err)
+		}
+		if closeFn != nil {
+			*cl = append(*cl, closeFn)
+		}
+		storages = append(storages, st)
+	}
+	env, err := ubootenv.New(opts, storages...)
+	if err != nil {
+		return nil, err
+	}
+	var parts map[Slot]int
+	if c.MenderParts != nil {
+		parts = map[Slot]int{}
+		for k, v := range c.MenderParts {
+			parts[Slot(k)] = v
+		}
+	}
+	return NewUBoot(env, UBootConfig{Preset: Preset(c.Preset), Slots: toSlots(c.Banks), Attempts: c.Attempts, MenderParts: parts})
+}
+
+func openMCUboot(c Config, s openSettings, cl *closers) (Backend, error) {
+	open := s.flash
+	if open == nil {
+		open = s.openMTDFlash
+	}
+	type dev struct {
+		f    mcuboottrailer.Flash
+		info mtd.Info
+	}
+	devs := map[string]dev{}
+	slot := func(key, name string, off Size) (mcuboottrailer.Slot, error) {
+		d, ok := devs[name]
+		if !ok {
+			f, info, closeFn, err := open(name)
+			if err != nil {
+				return mcuboottrailer.Slot{}, fmt.Errorf("bootloader.%s %q: %w", key, name, err)
+			}
+			if closeFn != nil {
+				*cl = append(*cl, closeFn)
+			}
+			if info.Type.IsNAND() {
+				return mcuboottrailer.Slot{}, fmt.Errorf("%w: bootloader.%s %q: MCUboot slots must be on NOR-like flash, not %s", ErrConfig, key, name, info.Type)
+			}
+			d = dev{f, info}
+			devs[name] = d
+		}
+		size := int64(c.Size)
+		if size == 0 {
+			size = d.info.Size - int64(off)
+		}
+		if int64(off) < 0 || size <= 0 || int64(off)+size > d.info.Size {
+			return mcuboottrailer.Slot{}, fmt.Errorf("%w: bootloader.%s %q: slot at %#x of size %#x does not fit the device (size %#x)", ErrConfig, key, name, int64(off), size, d.info.Size)
+		}
+		ws := c.WriteSize
+		if ws == 0 {
+			ws = d.info.WriteSize
+		}
+		return mcuboottrailer.Slot{Flash: d.f, Offset: int64(off), Size: size, EraseSize: d.info.EraseSize, WriteSize: ws, MaxAlign: c.MaxAlign}, nil
+	}
+	pri, err := slot("primary", c.Primary, c.Offset)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := slot("secondary", c.Secondary, *c.SecondaryOffset)
+	if err != nil {
+		return nil, err
+	}
+	return NewMCUboot(MCUbootConfig{Primary: pri, Secondary: sec, PrimaryName: Slot(c.Banks[0]), SecondaryName: Slot(c.Banks[1]), Mode: UpgradeMode(c.Mode)})
+}
