@@ -1,0 +1,183 @@
+// Package app is aduagent's command line: the device binary's status and manual
+// mark-good / mark-bad commands. main only calls Run; everything else lives here so that
+// tests drive the same code the binary runs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/bootloader/ubootenv"
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/slots"
+)
+
+// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduagent/app.Version=…".
+var Version = "dev"
+
+// DefaultConfig is the device configuration file read unless --config names another.
+const DefaultConfig = "/etc/aduflash/aduagent.toml"
+
+// env is what every command may use besides its flags and arguments.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// New builds the aduagent command tree writing to stdout and stderr.
+func New(stdout, stderr io.Writer) *cli.App {
+	e := &env{stdout: stdout, stderr: stderr}
+	a := &cli.App{
+		Name:      "aduagent",
+		Usage:     "the device's update agent: slot and bootloader state, manual mark-good / mark-bad",
+		Version:   Version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Description: `All commands read the device configuration (--config): the [slots] section (slots, banks,
+how the running bank is found), the [bootloader] section (the boot backend) and, for status,
+the state_dir key of the [agent] section (the agent's deployment journal).
+
+Exit codes: 0 ok, 1 invalid input or a refused change (bad config, invalid bootloader
+state, marking the wrong bank), 2 usage error, 3 I/O or environment error (missing config
+file, storage that cannot be read, running bank that cannot be told).
+
+EXAMPLE:
+   aduagent status
+   aduagent --config /etc/aduflash/aduagent.toml status --json
+   aduagent mark-good
+   aduagent mark-bad B`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: DefaultConfig, Usage: "device config `FILE` (TOML: [slots], [bootloader], [agent])", TakesFile: true},
+			// Roots of a fake or mounted system, for tests and offline use.
+			&cli.StringFlag{Name: "dev-root", Hidden: true},
+			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
+			&cli.StringFlag{Name: "cmdline-file", Hidden: true},
+		},
+		Commands: []*cli.Command{
+			e.statusCommand(),
+			e.markGoodCommand(),
+			e.markBadCommand(),
+		},
+	}
+	cliapp.Prepare(a)
+	return a
+}
+
+// Run runs aduagent with args (args[0] is the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cliapp.Run(ctx, New(stdout, stderr), args, stderr)
+}
+
+// device is the configured device: its slot layout and, when it could be opened, its
+// bootloader backend.
+type device struct {
+	path    string
+	slots   *slots.Config
+	boot    bootloader.Config
+	layout  *slots.Layout
+	backend bootloader.Backend // nil when bootErr is set
+	bootErr error              // opening the backend failed (classified)
+	closeFn func() error
+}
+
+func (d *device) close() {
+	if d.closeFn != nil {
+		d.closeFn()
+	}
+}
+
+// loadDevice reads the config's [slots] and [bootloader] sections and opens the backend.
+// Config errors end the command; a backend that cannot be opened is kept in bootErr, for
+// status to report.
+func loadDevice(c *cli.Context) (*device, error) {
+	d := &device{path: c.String("config")}
+	var err error
+	if d.slots, err = slots.LoadConfig(d.path); err != nil {
+		return nil, classify(err)
+	}
+	if d.boot, err = bootloader.LoadConfig(d.path); err != nil {
+		return nil, classify(err)
+	}
+	var opts []bootloader.OpenOption
+	if r := c.String("dev-root"); r != "" {
+		opts = append(opts, bootloader.WithDevRoot(r))
+	}
+	if r := c.String("sysfs-root"); r != "" {
+		opts = append(opts, bootloader.WithSysfsRoot(r))
+	}
+	senv := slots.Env{Dev: c.String("dev-root"), Sysfs: c.String("sysfs-root"), Cmdline: c.String("cmdline-file")}
+	backend, cl, err := bootloader.Open(d.boot, opts...)
+	if err != nil {
+		d.bootErr = classify(fmt.Errorf("opening the %s bootloader backend: %w", d.boot.Type, err))
+	} else {
+		d.backend, d.closeFn = backend, cl
+		senv.Bootloader = backend
+	}
+	d.layout = slots.NewLayout(d.slots, senv)
+	return d, nil
+}
+
+// stateDir reads only the state_dir key of the [agent] section; every other key of the
+// file is left to its owner.
+func stateDir(path string) (string, error) {
+	var doc struct {
+		Agent struct {
+			StateDir string `toml:"state_dir"`
+		} `toml:"agent"`
+	}
+	if _, err := toml.DecodeFile(path, &doc); err != nil {
+		return "", exitcode.InvalidInput(fmt.Errorf("%s: agent.state_dir: %w", path, err))
+	}
+	return doc.Agent.StateDir, nil
+}
+
+// checkBank refuses a bank the bootloader section does not configure (usage error).
+func (d *device) checkBank(bank string) error {
+	for _, b := range d.boot.Banks {
+		if b == bank {
+			return nil
+		}
+	}
+	return exitcode.Usagef("unknown bank %q (configured: %v)", bank, d.boot.Banks)
+}
+
+// classify maps the errors of the slots and bootloader packages to exit codes.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ec *exitcode.Error
+	switch {
+	case errors.As(err, &ec):
+		return err
+	case errors.Is(err, slots.ErrActiveUnknown), errors.Is(err, bootloader.ErrUnsupported),
+		errors.Is(err, ubootenv.ErrStorage), errors.Is(err, ubootenv.ErrLock), errors.Is(err, ubootenv.ErrUnsupported),
+		errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return exitcode.WithCode(exitcode.IO, err)
+	case errors.Is(err, bootloader.ErrUnknownSlot):
+		return exitcode.WithCode(exitcode.Usage, err)
+	case errors.Is(err, slots.ErrConfig), errors.Is(err, bootloader.ErrConfig),
+		errors.Is(err, bootloader.ErrPrimarySlot), errors.Is(err, bootloader.ErrNotPrimary),
+		errors.Is(err, bootloader.ErrNoFallback), errors.Is(err, bootloader.ErrBadState),
+		errors.Is(err, ubootenv.ErrConfig), errors.Is(err, ubootenv.ErrNoValidCopy), errors.Is(err, ubootenv.ErrBadCRC),
+		errors.Is(err, ubootenv.ErrCorrupt), errors.Is(err, ubootenv.ErrTooLarge), errors.Is(err, ubootenv.ErrInvalidVar),
+		errors.Is(err, ubootenv.ErrNotWritable):
+		return exitcode.InvalidInput(err)
+	}
+	return err
+}
+
+// exists reports whether path exists (errors other than "not there" count as existing, so
+// that the caller's own access reports them).
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil || !errors.Is(err, fs.ErrNotExist)
+}

@@ -1,0 +1,368 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/bootloader/ubootenv"
+	"github.com/aduflash/aduflash/cmd/internal/clitest"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/journal"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = Run(context.Background(), append([]string{"aduagent"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHelpGolden(t *testing.T) {
+	a := New(&bytes.Buffer{}, &bytes.Buffer{})
+	if len(clitest.CommandPaths(nil, a.Commands)) != 3 {
+		t.Fatal("command tree changed: status, mark-good, mark-bad expected")
+	}
+	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "--version")
+	if code != 0 || !strings.Contains(out, "dev") {
+		t.Fatalf("exit %d, %q", code, out)
+	}
+}
+
+// fixture: two file slots per bank class, a single-copy U-Boot env in a file with its
+// legacy fw_env.config, a kernel command line saying adu.slot=A, and the config.
+type fixture struct {
+	dir, cfg, env, cmdline, stateDir string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	d := t.TempDir()
+	fx := &fixture{dir: d, cfg: filepath.Join(d, "aduagent.toml"), env: filepath.Join(d, "uboot.env"),
+		cmdline: filepath.Join(d, "cmdline"), stateDir: filepath.Join(d, "state")}
+	for _, n := range []string{"rootfs_a.img", "rootfs_b.img"} {
+		mustWrite(t, filepath.Join(d, n), make([]byte, 1<<20))
+	}
+	blob, err := ubootenv.Encode([]ubootenv.Var{{Name: "adu_slot", Value: "A"}, {Name: "bootcmd", Value: "run adu_boot"}},
+		ubootenv.Format{Size: 0x4000}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, fx.env, append(blob, bytes.Repeat([]byte{0xff}, 0x4000)...))
+	mustWrite(t, filepath.Join(d, "fw_env.config"), []byte("# device offset size\n"+fx.env+" 0x0 0x4000\n"))
+	mustWrite(t, fx.cmdline, []byte("console=ttyS0 root=/dev/mmcblk0p2 adu.slot=A rootwait\n"))
+	mustWrite(t, fx.cfg, []byte(`[slots]
+banks = ["A", "B"]
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "file"
+path = "`+filepath.Join(d, "rootfs_a.img")+`"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "file"
+path = "`+filepath.Join(d, "rootfs_b.img")+`"
+size = "2MiB"
+
+[bootloader]
+type = "u-boot"
+preset = "aduflash"
+env_config = "`+filepath.Join(d, "fw_env.config")+`"
+lock_file = ""
+
+[agent]
+state_dir = "`+fx.stateDir+`"
+hub = "ignored by aduagent status"
+[agent.health]
+whatever = 1
+`))
+	return fx
+}
+
+func (fx *fixture) run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return run(t, append([]string{"--config", fx.cfg, "--cmdline-file", fx.cmdline}, args...)...)
+}
+
+func (fx *fixture) backend(t *testing.T) bootloader.Backend {
+	t.Helper()
+	cfg, err := bootloader.LoadConfig(fx.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, cl, err := bootloader.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl() })
+	return b
+}
+
+func (fx *fixture) envBytes(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(fx.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func statusJSON(t *testing.T, fx *fixture) statusReport {
+	t.Helper()
+	code, out, errOut := fx.run(t, "status", "--json")
+	if code != 0 {
+		t.Fatalf("status --json: exit %d %s", code, errOut)
+	}
+	var r statusReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return r
+}
+
+func TestStatus(t *testing.T) {
+	fx := newFixture(t)
+	code, out, errOut := fx.run(t, "status")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"active bank: A (from cmdline)",
+		"bootloader:  u-boot, preset aduflash, banks A B",
+		"primary:   A", "pending:   none", "bad:       none",
+		"rootfs-a  rootfs  A     file " + filepath.Join(fx.dir, "rootfs_a.img") + "  ?      active\n",
+		"rootfs-b  rootfs  B     file " + filepath.Join(fx.dir, "rootfs_b.img") + "  2 MiB\n",
+		"last deployment: none (" + filepath.Join(fx.stateDir, "journal") + ")",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(fx.stateDir); err == nil {
+		t.Error("status created the state dir")
+	}
+
+	r := statusJSON(t, fx)
+	if r.Active != "A" || r.ActiveFrom != "cmdline" || r.Bootloader.State == nil || r.Bootloader.State.Primary != "A" ||
+		r.Bootloader.State.Pending != "" || len(r.Slots) != 2 || !r.Slots[0].Active || r.Slots[1].Active ||
+		r.Slots[0].Size != 0 || r.Slots[1].Size != 2<<20 || r.Journal == nil || r.Journal.Found {
+		t.Errorf("status --json: %+v", r)
+	}
+
+	// A trial of B, written with the bootloader package directly.
+	if err := fx.backend(t).MarkPending("B"); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = fx.run(t, "status")
+	if !strings.Contains(out, "primary:   B") || !strings.Contains(out, "pending:   B, 3 attempt(s) left, then falls back to A") {
+		t.Errorf("status after MarkPending B:\n%s", out)
+	}
+	r = statusJSON(t, fx)
+	if st := r.Bootloader.State; st.Primary != "B" || st.Pending != "B" || st.AttemptsLeft != 3 || st.Fallback != "A" {
+		t.Errorf("state: %+v", st)
+	}
+}
+
+func TestStatusUnknownActive(t *testing.T) {
+	fx := newFixture(t)
+	mustWrite(t, fx.cmdline, []byte("console=ttyS0 quiet\n"))
+	code, out, _ := fx.run(t, "status")
+	if code != 0 || !strings.Contains(out, "active bank: unknown (slots: cannot tell which bank is active") || strings.Contains(out, "active\n") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	r := statusJSON(t, fx)
+	if r.Active != "unknown" || r.ActiveError == "" || r.Slots[0].Active {
+		t.Errorf("%+v", r)
+	}
+	// And mark-* refuse without writing.
+	before := fx.envBytes(t)
+	for _, args := range [][]string{{"mark-good"}, {"mark-bad", "B"}} {
+		code, _, errOut := fx.run(t, args...)
+		if code != exitcode.IO || !strings.Contains(errOut, "cannot tell which bank is running") {
+			t.Errorf("%v: exit %d %q", args, code, errOut)
+		}
+	}
+	if !bytes.Equal(before, fx.envBytes(t)) {
+		t.Error("env changed")
+	}
+}
+
+func TestStatusJournal(t *testing.T) {
+	fx := newFixture(t)
+	j, err := journal.Open(fx.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := map[string]any{"update_id": "contoso/rootfs/1.2.0", "phase": "installed", "bank": "B"}
+	if err := j.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := fx.run(t, "status")
+	if code != 0 || !strings.Contains(out, "last deployment ("+j.Path()+"):") || !strings.Contains(out, `"update_id": "contoso/rootfs/1.2.0"`) {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	r := statusJSON(t, fx)
+	var got map[string]any
+	if r.Journal == nil || !r.Journal.Found || json.Unmarshal(r.Journal.Record, &got) != nil || got["phase"] != "installed" {
+		t.Errorf("journal: %+v", r.Journal)
+	}
+
+	// Corrupt it: one payload byte flipped.
+	b, _ := os.ReadFile(j.Path())
+	b[len(b)-3] ^= 0x20
+	mustWrite(t, j.Path(), b)
+	code, out, _ = fx.run(t, "status")
+	if code != 0 || !strings.Contains(out, "last deployment: CORRUPT journal, record not trusted: ") {
+		t.Errorf("corrupt: exit %d:\n%s", code, out)
+	}
+	r = statusJSON(t, fx)
+	if !r.Journal.Corrupt || r.Journal.Error == "" || r.Journal.Record != nil {
+		t.Errorf("corrupt journal: %+v", r.Journal)
+	}
+}
+
+func TestStatusWithoutStateDir(t *testing.T) {
+	fx := newFixture(t)
+	b, _ := os.ReadFile(fx.cfg)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), "state_dir", "other_dir", 1)))
+	code, out, _ := fx.run(t, "status")
+	if code != 0 || !strings.Contains(out, "last deployment: unknown (no state_dir in the [agent] section)") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestStatusBrokenEnv(t *testing.T) {
+	fx := newFixture(t)
+	mustWrite(t, fx.env, bytes.Repeat([]byte{0xff}, 0x8000))
+	code, out, errOut := fx.run(t, "status")
+	if code != exitcode.Invalid || !strings.Contains(out, "state:     unreadable:") || !strings.Contains(out, "rootfs-a") ||
+		!strings.Contains(errOut, "no valid environment copy") {
+		t.Errorf("exit %d:\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = fx.run(t, "status", "--json")
+	var r statusReport
+	if code != exitcode.Invalid || json.Unmarshal([]byte(out), &r) != nil || r.Bootloader.Error == "" || errOut != "" {
+		t.Errorf("json: exit %d %q %q", code, out, errOut)
+	}
+}
+
+func TestMarkGoodBad(t *testing.T) {
+	fx := newFixture(t)
+	// Healthy A, running A: mark-good is a no-op.
+	before := fx.envBytes(t)
+	for _, args := range [][]string{{"mark-good"}, {"mark-good", "A"}} {
+		code, out, errOut := fx.run(t, args...)
+		if code != 0 || !strings.Contains(out, "bank A marked good (bootloader state unchanged); running bank A") {
+			t.Errorf("%v: exit %d %q %q", args, code, out, errOut)
+		}
+	}
+	if !bytes.Equal(before, fx.envBytes(t)) {
+		t.Error("mark-good of a healthy running bank wrote the env")
+	}
+
+	if err := fx.backend(t).MarkPending("B"); err != nil {
+		t.Fatal(err)
+	}
+	before = fx.envBytes(t)
+	cases := []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"mark-good", "B"}, "refusing to confirm bank B: the running bank is A"},
+		{[]string{"mark-bad", "A"}, "refusing to mark bank A bad: it is the running bank"},
+	}
+	for _, c := range cases {
+		code, out, errOut := fx.run(t, c.args...)
+		if code != exitcode.Invalid || !strings.Contains(errOut, c.msg) || out != "" {
+			t.Errorf("%v: exit %d %q %q", c.args, code, out, errOut)
+		}
+		if !bytes.Equal(before, fx.envBytes(t)) {
+			t.Fatalf("%v changed the env", c.args)
+		}
+	}
+	// mark-good A while B is pending: the bootloader boots B, so it refuses (exit 1).
+	code, _, errOut := fx.run(t, "mark-good")
+	if code != exitcode.Invalid || !strings.Contains(errOut, "slot is not the primary slot") || !bytes.Equal(before, fx.envBytes(t)) {
+		t.Errorf("mark-good A during B's trial: exit %d %q", code, errOut)
+	}
+
+	// mark-bad B cancels the trial.
+	code, out, errOut := fx.run(t, "mark-bad", "B")
+	if code != 0 || !strings.Contains(out, "bank B marked bad; running bank A") || !strings.Contains(out, "primary:   A") ||
+		!strings.Contains(out, "pending:   none") || !strings.Contains(out, "bad:       B") {
+		t.Errorf("mark-bad B: exit %d %q %q", code, out, errOut)
+	}
+	st, err := fx.backend(t).State()
+	if err != nil || st.Primary != "A" || st.Pending != "" || !st.IsBad("B") {
+		t.Errorf("state after mark-bad B: %+v %v", st, err)
+	}
+	// Again: already bad, exit 0, JSON.
+	code, out, _ = fx.run(t, "mark-bad", "--json", "B")
+	var res markResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || !res.Unchanged || res.State == nil || !res.State.IsBad("B") {
+		t.Errorf("mark-bad B again: exit %d %q", code, out)
+	}
+}
+
+func TestMissingConfig(t *testing.T) {
+	for _, args := range [][]string{{"status"}, {"mark-good"}, {"mark-bad", "B"}} {
+		code, _, errOut := run(t, append([]string{"--config", filepath.Join(t.TempDir(), "nope.toml")}, args...)...)
+		if code != exitcode.IO || !strings.Contains(errOut, "nope.toml") {
+			t.Errorf("%v: exit %d %q", args, code, errOut)
+		}
+	}
+}
+
+func TestInvalidConfig(t *testing.T) {
+	fx := newFixture(t)
+	b, _ := os.ReadFile(fx.cfg)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `preset = "aduflash"`, `preset = "aduflash"`+"\nbogus = 1", 1)))
+	code, _, errOut := fx.run(t, "status")
+	if code != exitcode.Invalid || !strings.Contains(errOut, "bogus") {
+		t.Errorf("exit %d %q", code, errOut)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	fx := newFixture(t)
+	for _, args := range [][]string{
+		{},
+		{"no-such-command"},
+		{"status", "extra"},
+		{"status", "--no-such-flag"},
+		{"mark-bad"},
+		{"mark-bad", "A", "B"},
+		{"mark-good", "A", "B"},
+		{"mark-bad", "C"},
+		{"mark-good", "C"},
+	} {
+		before := fx.envBytes(t)
+		code, _, errOut := fx.run(t, args...)
+		if code != exitcode.Usage {
+			t.Errorf("aduagent %q: exit %d, want %d (%s)", args, code, exitcode.Usage, errOut)
+		}
+		if !bytes.Equal(before, fx.envBytes(t)) {
+			t.Errorf("aduagent %q changed the env", args)
+		}
+	}
+}
