@@ -3,9 +3,9 @@ package bootloader
 import (
 	"errors"
 	"fmt"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -39,50 +39,9 @@ const (
 	DefaultGRUBEnv   = "/boot/grub/grubenv"
 )
 
-// Size is a byte count that the config may write as an integer or as a string with a binary
-// suffix ("256KiB", "0x40000"), like the [slots] section's sizes.
-type Size int64
-
-// UnmarshalTOML implements toml.Unmarshaler.
-func (s *Size) UnmarshalTOML(v any) error {
-	switch x := v.(type) {
-	case int64:
-		if x < 0 {
-			return fmt.Errorf("negative size %d", x)
-		}
-		*s = Size(x)
-		return nil
-	case string:
-		n, err := parseSize(x)
-		if err != nil {
-			return err
-		}
-		*s = Size(n)
-		return nil
-	}
-	return fmt.Errorf("size must be an integer or a string like \"256KiB\", not %T", v)
-}
-
-// parseSize parses "4096", "0x1000", "128KiB", "64MiB", "1GiB" (also K, M, G); the same
-// syntax as the [slots] section (package slots imports this package, so it is not shared).
-func parseSize(str string) (int64, error) {
-	s := strings.TrimSpace(str)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(num), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 0, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("bad size %q (want e.g. 4096, 0x20000 or 256KiB)", str)
-	}
-	return n * mult, nil
-}
+// Size is a byte count that the config may write as an integer or as "256KiB", "0x40000",
+// like the [slots] section's sizes.
+type Size = bytesize.Size
 
 // Config is the [bootloader] section of the device configuration. ParseConfig and
 // LoadConfig return it with defaults filled in; Open applies the same defaults and checks

@@ -3,9 +3,9 @@ package slots
 import (
 	"errors"
 	"fmt"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -55,49 +55,11 @@ const (
 	DefaultSyncInterval  = 4 << 20
 )
 
-// Size is a byte count that a config may write as an integer or as a string with a binary
-// suffix ("64MiB", "128KiB", "1GiB", "0x20000").
-type Size int64
-
-// UnmarshalTOML implements toml.Unmarshaler.
-func (s *Size) UnmarshalTOML(v any) error {
-	switch x := v.(type) {
-	case int64:
-		if x < 0 {
-			return fmt.Errorf("negative size %d", x)
-		}
-		*s = Size(x)
-		return nil
-	case string:
-		n, err := ParseSize(x)
-		if err != nil {
-			return err
-		}
-		*s = Size(n)
-		return nil
-	}
-	return fmt.Errorf("size must be an integer or a string like \"64MiB\", not %T", v)
-}
+// Size is a byte count that the config may write as an integer or as "64MiB", "0x20000".
+type Size = bytesize.Size
 
 // ParseSize parses "4096", "0x1000", "128KiB", "64MiB", "1GiB" (also K, M, G).
-func ParseSize(str string) (int64, error) {
-	s := strings.TrimSpace(str)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(num), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 0, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("bad size %q (want e.g. 4096, 0x20000 or 64MiB)", str)
-	}
-	return n * mult, nil
-}
+func ParseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
 // Config is the [slots] section of the device configuration.
 type Config struct {

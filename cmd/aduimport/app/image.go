@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"io"
 	"os"
 	"sort"
@@ -63,7 +64,7 @@ func (e *env) sign(c *cli.Context) error {
 	if err != nil {
 		return exitcode.WithCode(exitcode.Usage, err)
 	}
-	chunk, err := parseByteSize(c.String("chunk-size"))
+	chunk, err := bytesize.Parse(c.String("chunk-size"))
 	if err != nil || chunk <= 0 || chunk > 1<<31 {
 		return exitcode.Usagef("--chunk-size %q: want a positive size like 1048576 or 1MiB", c.String("chunk-size"))
 	}
@@ -162,7 +163,7 @@ func (e *env) verify(c *cli.Context) error {
 	}
 	var maxSize int64
 	if s := c.String("max-size"); s != "" {
-		n, err := parseByteSize(s)
+		n, err := bytesize.Parse(s)
 		if err != nil || n <= 0 {
 			return exitcode.Usagef("--max-size %q: want a positive size like 536870912 or 512MiB", s)
 		}
@@ -360,29 +361,6 @@ func parseKVFlag(flag string, vals []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
-}
-
-// parseByteSize parses "1048576", "1MiB", "512KiB", "2GiB" (also K, M, G as binary units).
-func parseByteSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = num, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 0, 64)
-	if err != nil {
-		return 0, err
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %s too large", s)
-	}
-	return n * mult, nil
 }
 
 // buildTime is the creation time to stamp into an artifact: the hidden --created flag

@@ -198,20 +198,6 @@ func TestSignErrors(t *testing.T) {
 	}
 }
 
-func TestParseByteSize(t *testing.T) {
-	for in, want := range map[string]int64{"1": 1, "0x200": 512, "64KiB": 65536, "1MiB": 1 << 20, "2G": 2 << 30, " 3K ": 3072} {
-		got, err := parseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "MiB", "1.5MiB", "12XB", "99999999999GiB"} {
-		if _, err := parseByteSize(bad); err == nil {
-			t.Errorf("parseByteSize(%q): no error", bad)
-		}
-	}
-}
-
 // SOURCE_DATE_EPOCH makes images and manifests reproducible: with an ed25519 key (deterministic
 // signatures) signing twice gives the same bytes.
 func TestSourceDateEpoch(t *testing.T) {

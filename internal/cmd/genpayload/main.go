@@ -6,10 +6,9 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/aduflash/aduflash/internal/testpayload"
 )
@@ -19,7 +18,7 @@ func main() {
 	seed := flag.Uint64("seed", 1, "seed")
 	out := flag.String("o", "", "output file")
 	flag.Parse()
-	n, err := parseSize(*size)
+	n, err := bytesize.Parse(*size)
 	if err != nil || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: genpayload -size N[KiB|MiB|GiB] [-seed S] -o FILE")
 		os.Exit(2)
@@ -45,17 +44,4 @@ func write(path string, seed uint64, n int64) error {
 		return err
 	}
 	return f.Close()
-}
-
-func parseSize(s string) (int64, error) {
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			n, err := strconv.ParseInt(num, 10, 64)
-			return n * u.mult, err
-		}
-	}
-	return strconv.ParseInt(s, 10, 64)
 }
