@@ -80,6 +80,10 @@ type manifestVerdict struct {
 	ExitCode        int    `json:"exit_code"`
 }
 
+func (r *manifestVerdict) mark(ok bool, exitCode int, msg string) {
+	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
+}
+
 func (e *env) manifestVerify(c *cli.Context) error {
 	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
@@ -99,15 +103,7 @@ func (e *env) manifestVerify(c *cli.Context) error {
 	}
 	err := e.doManifestVerify(c, res)
 	if c.Bool("json") {
-		res.OK = err == nil
-		res.ExitCode = exitcode.Of(err)
-		if err != nil {
-			res.Error = err.Error()
-		}
-		if jerr := cliapp.WriteJSON(e.stdout, res); jerr != nil && err == nil {
-			return jerr
-		}
-		return cliapp.Silent(err)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
 	}
 	if err != nil {
 		return err

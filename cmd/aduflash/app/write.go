@@ -83,6 +83,10 @@ type writeResult struct {
 	ExitCode int         `json:"exit_code"`
 }
 
+func (r *writeResult) mark(ok bool, exitCode int, msg string) {
+	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
+}
+
 func (e *env) write(c *cli.Context) error {
 	if err := cliapp.Args(c, 2, 2, "IMAGE TARGET"); err != nil {
 		return err
@@ -90,15 +94,7 @@ func (e *env) write(c *cli.Context) error {
 	res := &writeResult{Image: c.Args().Get(0), Target: c.Args().Get(1)}
 	err := e.doWrite(c, res)
 	if c.Bool("json") {
-		res.OK = err == nil
-		res.ExitCode = exitcode.Of(err)
-		if err != nil {
-			res.Error = err.Error()
-		}
-		if jerr := cliapp.WriteJSON(e.stdout, res); jerr != nil && err == nil {
-			return jerr
-		}
-		return cliapp.Silent(err)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
 	}
 	if err != nil {
 		return err

@@ -139,3 +139,18 @@ func KeyError(err error) error {
 	}
 	return err
 }
+
+// JSONVerdict ends a command that prints its result as JSON: mark records the outcome of err
+// in res (ok, exit code, message), res is printed, and the error is returned silenced (it is
+// in the JSON already), so the exit code still tells the outcome.
+func JSONVerdict(w io.Writer, res any, err error, mark func(ok bool, exitCode int, msg string)) error {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	mark(err == nil, exitcode.Of(err), msg)
+	if jerr := WriteJSON(w, res); jerr != nil && err == nil {
+		return jerr
+	}
+	return Silent(err)
+}

@@ -94,3 +94,33 @@ func TestKeyringClassification(t *testing.T) {
 		t.Errorf("WriteJSON: %q %v", out.String(), err)
 	}
 }
+
+func TestJSONVerdict(t *testing.T) {
+	type res struct {
+		OK   bool   `json:"ok"`
+		Code int    `json:"exit_code"`
+		Msg  string `json:"error,omitempty"`
+	}
+	for _, err := range []error{nil, exitcode.InvalidInput(errors.New("bad image"))} {
+		var out bytes.Buffer
+		r := &res{}
+		got := JSONVerdict(&out, r, err, func(ok bool, code int, msg string) { r.OK, r.Code, r.Msg = ok, code, msg })
+		if exitcode.Of(got) != exitcode.Of(err) {
+			t.Errorf("err %v: returned exit %d", err, exitcode.Of(got))
+		}
+		want := `"ok": true`
+		if err != nil {
+			want = `"error": "bad image"`
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("err %v: printed %s", err, out.String())
+		}
+		var errOut bytes.Buffer
+		a := &cli.App{Name: "x", ErrWriter: &errOut, Action: func(*cli.Context) error { return got }}
+		Prepare(a)
+		Run(context.Background(), a, []string{"x"}, &errOut)
+		if errOut.Len() != 0 {
+			t.Errorf("err %v: the silenced error was printed again: %q", err, errOut.String())
+		}
+	}
+}
