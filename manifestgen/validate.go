@@ -301,22 +301,15 @@ func (c *checker) object(path string, n *node, rules map[string]memberRule, requ
 	if !c.isKind(path, n, kObject) {
 		return false
 	}
-	seen := map[string]bool{}
-	for _, m := range n.members {
-		p := field(path, m.name)
-		if seen[m.name] {
-			c.add(p, "duplicate member")
-			continue
-		}
-		seen[m.name] = true
+	c.eachMember(path, n, func(p string, m member) {
 		if r, ok := rules[m.name]; ok {
 			r(p, m.val)
 		} else if !allowUnknown {
 			c.add(p, "unknown member (not allowed here)")
 		}
-	}
+	})
 	for _, r := range required {
-		if !seen[r] {
+		if n.get(r) == nil {
 			c.add(field(path, r), "is required")
 		}
 	}
@@ -455,19 +448,12 @@ func (c *checker) compatibility(path string, n *node) {
 			continue
 		}
 		c.count(p, len(e.members), 1, MaxCompatProperties, "properties")
-		seen := map[string]bool{}
-		for _, m := range e.members {
-			mp := field(p, m.name)
-			if seen[m.name] {
-				c.add(mp, "duplicate member")
-				continue
-			}
-			seen[m.name] = true
+		c.eachMember(p, e, func(mp string, m member) {
 			if l := runes(m.name); l < 1 || l > MaxCompatNameLength {
 				c.add(mp, "property name must be 1 to %d characters long, got %d", MaxCompatNameLength, l)
 			}
 			c.str(mp, m.val, 1, MaxCompatValueLength)
-		}
+		})
 	}
 }
 
@@ -624,14 +610,7 @@ func (c *checker) relatedFile(path string, n *node) int64 {
 				return
 			}
 			c.count(p, len(v.members), 0, MaxRelatedProperties, "properties")
-			seen := map[string]bool{}
-			for _, m := range v.members {
-				mp := field(p, m.name)
-				if seen[m.name] {
-					c.add(mp, "duplicate member")
-					continue
-				}
-				seen[m.name] = true
+			c.eachMember(p, v, func(mp string, m member) {
 				if l := runes(m.name); l < 1 || l > MaxRelatedPropertyName {
 					c.add(mp, "property name must be 1 to %d characters long, got %d", MaxRelatedPropertyName, l)
 				}
@@ -644,7 +623,7 @@ func (c *checker) relatedFile(path string, n *node) int64 {
 				if l > MaxRelatedPropertyValue {
 					c.add(mp, "value must be at most %d characters long, got %d", MaxRelatedPropertyValue, l)
 				}
-			}
+			})
 		},
 	}, []string{"filename", "sizeInBytes", "hashes"}, true)
 	return total
@@ -683,6 +662,21 @@ func (c *checker) size(path string, n *node) int64 {
 
 // hashLen is the digest size of the hash algorithms whose length is checked.
 var hashLen = map[string]int{"sha256": 32}
+
+// eachMember calls fn with each member of the object n and its path; a repeated name is
+// reported as a duplicate, and only its first occurrence is passed on.
+func (c *checker) eachMember(path string, n *node, fn func(p string, m member)) {
+	seen := map[string]bool{}
+	for _, m := range n.members {
+		p := field(path, m.name)
+		if seen[m.name] {
+			c.add(p, "duplicate member")
+			continue
+		}
+		seen[m.name] = true
+		fn(p, m)
+	}
+}
 
 func (c *checker) hashes(path string, n *node) {
 	if !c.isKind(path, n, kObject) {
