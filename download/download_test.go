@@ -760,3 +760,52 @@ func TestSlowWriterIsNotAStall(t *testing.T) {
 		t.Fatalf("err %v, %d requests", err, rec.count())
 	}
 }
+
+func TestCheckpoints(t *testing.T) {
+	data := testData(1<<20 + 333)
+	srv := newServer(t, nil, serve(data, ""))
+	req := baseReq(srv.URL, data, nil)
+	req.BufferSize = 64 << 10
+	// Unaligned with the buffer, one duplicate-ish out-of-order entry, one past the end.
+	req.Checkpoints = []int64{0, 1, 70000, 65536, 500001, 1<<20 + 333, 5 << 20}
+	var got []int64
+	var pos int64
+	dst := writerFunc(func(p []byte) (int, error) { pos += int64(len(p)); return len(p), nil })
+	req.OnCheckpoint = func(st State) error {
+		if st.Offset != pos {
+			t.Errorf("checkpoint at %d but the writer is at %d", st.Offset, pos)
+		}
+		if want := stateAt(data, int(st.Offset)); !bytes.Equal(st.Hash, want.Hash) {
+			t.Errorf("hash state at %d differs from the state after hashing %d bytes", st.Offset, st.Offset)
+		}
+		got = append(got, st.Offset)
+		return nil
+	}
+	if _, err := Fetch(context.Background(), req, dst); err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{1, 70000, 500001, 1<<20 + 333}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("checkpoints %v, want %v", got, want)
+	}
+
+	// A resume from the state of a checkpoint finishes with the right whole-file hash and
+	// skips the checkpoints before it.
+	st := stateAt(data, 500001)
+	req.Resume = &st
+	got = nil
+	pos = 500001
+	if _, err := Fetch(context.Background(), req, dst); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]int64{1<<20 + 333}) {
+		t.Errorf("after resume: checkpoints %v", got)
+	}
+	// An error from OnCheckpoint aborts.
+	req.Resume = nil
+	boom := errors.New("boom")
+	req.OnCheckpoint = func(State) error { return boom }
+	if _, err := Fetch(context.Background(), req, dst); !errors.Is(err, boom) {
+		t.Errorf("err %v, want boom", err)
+	}
+}
