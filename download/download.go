@@ -170,7 +170,7 @@ type fetcher struct {
 
 	progressEvery int64
 	lastReport    int64
-	nextCP        int // index of the next checkpoint ahead of off
+	nextCP        int  // index of the next checkpoint ahead of off
 	complete      bool // body ended exactly at Size
 	res           *Result
 }
