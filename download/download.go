@@ -125,12 +125,6 @@ type Request struct {
 	// a checkpoint. A non-nil error aborts Fetch with that error.
 	OnProgress    func(State) error
 	ProgressEvery int64
-	// Checkpoints are file offsets, ascending, at which Fetch ends a dst.Write exactly
-	// and then calls OnCheckpoint with the State at that offset (e.g. the start of every
-	// frame of an image, so that the running hash can be persisted where a resume will
-	// start). Offsets at or before the starting offset, and beyond Size, are skipped.
-	Checkpoints  []int64
-	OnCheckpoint func(State) error
 
 	// StallTimeout aborts and retries an attempt when no body byte arrives for
 	// this long (0 means 60s, negative disables).
@@ -170,7 +164,6 @@ type fetcher struct {
 
 	progressEvery int64
 	lastReport    int64
-	nextCP        int  // index of the next checkpoint ahead of off
 	complete      bool // body ended exactly at Size
 	res           *Result
 }
@@ -202,9 +195,6 @@ func Fetch(ctx context.Context, req Request, dst io.Writer) (res Result, err err
 		f.progressEvery = 1 << 20
 	}
 	f.lastReport = f.off
-	for f.nextCP < len(req.Checkpoints) && req.Checkpoints[f.nextCP] <= f.off {
-		f.nextCP++
-	}
 	bs := req.BufferSize
 	if bs <= 0 {
 		bs = 256 << 10
@@ -567,37 +557,6 @@ func (f *fetcher) copyBody(ctx context.Context, body io.Reader, end int64, full 
 }
 
 func (f *fetcher) write(p []byte) error {
-	for len(p) > 0 {
-		q := p
-		cp := false
-		for f.nextCP < len(f.req.Checkpoints) && f.req.Checkpoints[f.nextCP] <= f.off {
-			f.nextCP++ // not ascending: skipped
-		}
-		if f.nextCP < len(f.req.Checkpoints) {
-			if c := f.req.Checkpoints[f.nextCP]; c <= f.off+int64(len(q)) {
-				q, cp = q[:c-f.off], true
-			}
-		}
-		if err := f.writeOnce(q); err != nil {
-			return err
-		}
-		p = p[len(q):]
-		if cp {
-			f.nextCP++
-			if f.req.OnCheckpoint != nil {
-				if err := f.req.OnCheckpoint(f.state()); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func (f *fetcher) writeOnce(p []byte) error {
-	if len(p) == 0 {
-		return nil
-	}
 	n, err := f.dst.Write(p)
 	if n > len(p) || n < 0 {
 		n = 0
