@@ -7,7 +7,9 @@
 // "Range: bytes=<offset>-". The running SHA-256 is part of the resumable State,
 // so a process that persisted a State (after the bytes up to State.Offset were
 // durably consumed) continues in a later Fetch without downloading those bytes
-// again, and the final digest still covers the whole file.
+// again, and the final digest still covers the whole file. A caller that hashes
+// what it consumes itself (at boundaries of its own choosing) leaves
+// Request.SHA256 empty: Fetch then only enforces the size.
 package download
 
 import (
@@ -107,7 +109,10 @@ type RetryPolicy struct {
 type Request struct {
 	URL    string
 	Size   int64  // sizeInBytes from the manifest
-	SHA256 []byte // raw 32-byte digest (the manifest's base64 "sha256" decoded)
+	// SHA256 is the raw 32-byte digest (the manifest's base64 "sha256" decoded). Empty:
+	// Fetch neither hashes nor checks the file, for a caller that hashes what it consumes
+	// itself (resuming from its own hash state); Size is still enforced.
+	SHA256 []byte
 
 	// Client performs the requests (nil: http.DefaultClient). Do not give it a
 	// Timeout shorter than the whole transfer; use StallTimeout instead.
@@ -147,6 +152,9 @@ type Result struct {
 
 // NewState returns the State of a download that has not started.
 func NewState(size int64, sum []byte) State {
+	if len(sum) == 0 {
+		return State{Size: size}
+	}
 	h := sha256.New()
 	b, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
 	return State{Size: size, SHA256: bytes.Clone(sum), Hash: b}
@@ -175,7 +183,7 @@ func Fetch(ctx context.Context, req Request, dst io.Writer) (res Result, err err
 	if f.client == nil {
 		f.client = http.DefaultClient
 	}
-	if len(req.SHA256) != sha256.Size {
+	if len(req.SHA256) != sha256.Size && len(req.SHA256) != 0 {
 		return res, fmt.Errorf("download: expected SHA-256 must be %d bytes, got %d", sha256.Size, len(req.SHA256))
 	}
 	if req.Size < 0 {
@@ -207,7 +215,7 @@ func Fetch(ctx context.Context, req Request, dst io.Writer) (res Result, err err
 	if err := f.loop(ctx); err != nil {
 		return res, err
 	}
-	if !bytes.Equal(f.h.Sum(nil), req.SHA256) {
+	if f.h != nil && !bytes.Equal(f.h.Sum(nil), req.SHA256) {
 		return res, fmt.Errorf("%w: got %x, want %x", ErrHashMismatch, f.h.Sum(nil), req.SHA256)
 	}
 	return res, nil
@@ -219,6 +227,10 @@ func (f *fetcher) restore(st State) error {
 	}
 	if st.Offset < 0 || st.Offset > st.Size {
 		return fmt.Errorf("%w: offset %d outside 0..%d", ErrBadState, st.Offset, st.Size)
+	}
+	if len(f.req.SHA256) == 0 {
+		f.off, f.etag, f.lastMod = st.Offset, st.ETag, st.LastModified
+		return nil
 	}
 	h := sha256.New()
 	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
@@ -233,7 +245,10 @@ func (f *fetcher) restore(st State) error {
 }
 
 func (f *fetcher) state() State {
-	b, _ := f.h.(encoding.BinaryMarshaler).MarshalBinary()
+	var b []byte
+	if f.h != nil {
+		b, _ = f.h.(encoding.BinaryMarshaler).MarshalBinary()
+	}
 	return State{Size: f.req.Size, SHA256: bytes.Clone(f.req.SHA256), Offset: f.off, Hash: b,
 		ETag: f.etag, LastModified: f.lastMod}
 }
@@ -495,6 +510,16 @@ func (f *fetcher) checkValidators(resp *http.Response) error {
 // skipPrefix reads f.off bytes from a 200 body and checks that they hash to the
 // current state, i.e. they are exactly the bytes already delivered.
 func (f *fetcher) skipPrefix(body io.Reader) error {
+	if f.h == nil { // the caller checks what it consumed
+		n, err := io.CopyBuffer(io.Discard, io.LimitReader(body, f.off), f.buf)
+		if err != nil {
+			return &transient{err: err}
+		}
+		if n < f.off {
+			return fmt.Errorf("%w: full body ended at %d, before resume offset %d", ErrChanged, n, f.off)
+		}
+		return nil
+	}
 	h := sha256.New()
 	n, err := io.CopyBuffer(h, io.LimitReader(body, f.off), f.buf)
 	if err != nil {
@@ -564,7 +589,9 @@ func (f *fetcher) write(p []byte) error {
 			err = errors.New("invalid write count")
 		}
 	}
-	f.h.Write(p[:n])
+	if f.h != nil {
+		f.h.Write(p[:n])
+	}
 	f.off += int64(n)
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite

@@ -760,3 +760,35 @@ func TestSlowWriterIsNotAStall(t *testing.T) {
 		t.Fatalf("err %v, %d requests", err, rec.count())
 	}
 }
+
+// Without an expected digest Fetch checks only the size; resuming needs no hash state, and a
+// server that ignores Range still resumes (the prefix is skipped unchecked).
+func TestNoExpectedHash(t *testing.T) {
+	data := testData(300_000)
+	for _, ignoreRange := range []bool{false, true} {
+		h := serve(data, "")
+		if ignoreRange {
+			h = func(w http.ResponseWriter, r *http.Request) { w.Write(data) }
+		}
+		srv := newServer(t, nil, h)
+		req := baseReq(srv.URL, data, nil)
+		req.SHA256 = nil
+		var out bytes.Buffer
+		res, err := Fetch(context.Background(), req, &out)
+		if err != nil || !bytes.Equal(out.Bytes(), data) || res.State.Hash != nil {
+			t.Fatalf("ignoreRange=%v: err %v, %d bytes, hash state %x", ignoreRange, err, out.Len(), res.State.Hash)
+		}
+		st := NewState(int64(len(data)), nil)
+		st.Offset = 123_457
+		req.Resume = &st
+		out.Reset()
+		if _, err := Fetch(context.Background(), req, &out); err != nil || !bytes.Equal(out.Bytes(), data[123_457:]) {
+			t.Fatalf("ignoreRange=%v: resume: err %v, %d bytes", ignoreRange, err, out.Len())
+		}
+		// The size is still enforced.
+		req.Resume, req.Size = nil, int64(len(data))-1
+		if _, err := Fetch(context.Background(), req, io.Discard); !errors.Is(err, ErrTooLong) {
+			t.Errorf("ignoreRange=%v: too long: %v", ignoreRange, err)
+		}
+	}
+}
