@@ -107,8 +107,8 @@ type RetryPolicy struct {
 
 // Request describes one file to download.
 type Request struct {
-	URL    string
-	Size   int64  // sizeInBytes from the manifest
+	URL  string
+	Size int64 // sizeInBytes from the manifest
 	// SHA256 is the raw 32-byte digest (the manifest's base64 "sha256" decoded). Empty:
 	// Fetch neither hashes nor checks the file, for a caller that hashes what it consumes
 	// itself (resuming from its own hash state); Size is still enforced.
