@@ -43,13 +43,22 @@ type Config struct {
 	APIVersion string
 
 	// Address is the "host:port" to dial. Default: GatewayHostName (if set)
-	// or HostName, port 8883.
+	// or HostName, port 8883 (443 with WebSocket).
 	Address string
-	// Dial opens the TCP connection. Default: (&net.Dialer{}).DialContext.
+	// WebSocket carries MQTT over a WebSocket (subprotocol "mqtt") at
+	// wss://{Address}/$iothub/websocket, IoT Hub's endpoint on port 443 for
+	// networks that block 8883. SAS clients add ?iothub-no-client-cert=true
+	// as the Azure SDKs do; X.509 client certificates work as on 8883. The
+	// CONNECT is unchanged. No HTTP proxy is used: to reach IoT Hub through
+	// one, tunnel in Dial (e.g. with HTTP CONNECT).
+	WebSocket bool
+	// Dial opens the TCP connection (TLS, and the WebSocket if enabled, run
+	// over it). Default: (&net.Dialer{}).DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSConfig is cloned and completed: RootCAs defaults to AzureRootCAs(),
 	// ServerName to the host of Address, MinVersion to TLS 1.2, and
-	// ClientCertificate is added to Certificates.
+	// ClientCertificate is added to Certificates. See LoadCAFile for a
+	// private CA bundle (IoT Edge gateway, TLS-inspecting proxy).
 	TLSConfig *tls.Config
 	// ClientCertificate authenticates with X.509 (Identity.X509 must be true).
 	ClientCertificate *tls.Certificate
@@ -183,7 +192,11 @@ func (cfg *Config) resolve() (ConnectionString, error) {
 		if id.GatewayHostName != "" {
 			h = id.GatewayHostName
 		}
-		cfg.Address = net.JoinHostPort(h, strconv.Itoa(DefaultPort))
+		port := DefaultPort
+		if cfg.WebSocket {
+			port = DefaultWebSocketPort
+		}
+		cfg.Address = net.JoinHostPort(h, strconv.Itoa(port))
 	}
 	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
 		return id, fmt.Errorf("%w: Address %q: %w", ErrInvalidConfig, cfg.Address, err)
@@ -296,6 +309,11 @@ func (c *Client) openConn(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 		}
 		conn = tc
 	}
+	if c.cfg.WebSocket {
+		if conn, err = c.upgradeWebSocket(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
 	dc := &dropConn{Conn: conn}
 	c.mu.Lock()
 	c.conn = dc
@@ -343,6 +361,12 @@ func (c *Client) tlsConfig() *tls.Config {
 	}
 	if t.MinVersion < tls.VersionTLS12 {
 		t.MinVersion = tls.VersionTLS12
+	}
+	if c.cfg.WebSocket && t.Renegotiation == tls.RenegotiateNever {
+		// An HTTPS front end may renegotiate (TLS 1.2) to ask for a client
+		// certificate after seeing the request; the Azure SDKs' TLS stacks
+		// allow that, Go's does not by default.
+		t.Renegotiation = tls.RenegotiateOnceAsClient
 	}
 	if c.cfg.ClientCertificate != nil {
 		t.Certificates = append(t.Certificates, *c.cfg.ClientCertificate)

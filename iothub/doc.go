@@ -7,14 +7,20 @@
 //   - SAS tokens (adu-protocol.md §1.3) minted on every (re)connect and renewed
 //     before expiry by a forced reconnect; X.509 client certificates;
 //   - TLS to port 8883 with Microsoft's IoT Hub roots built in (or a custom
-//     pool); plain TCP only when explicitly requested (local emulator);
+//     pool, see LoadCAFile); plain TCP only when explicitly requested (local
+//     emulator);
+//   - optionally MQTT over WebSockets (Config.WebSocket): TLS to port 443,
+//     then a WebSocket to /$iothub/websocket with subprotocol "mqtt"
+//     (SAS clients add ?iothub-no-client-cert=true, as the Azure SDKs do),
+//     carrying the same MQTT session; SAS and X.509 both work over it. No
+//     HTTP proxy support of its own: tunnel through one in Config.Dial;
 //   - the device twin: full GET, reported-property PATCH and desired-property
 //     notifications with $rid request tracking, plus a full twin GET after
 //     every (re)connect, delivered as a "full twin" event.
 //
-// Out of scope: MQTT over WebSockets, device-to-cloud telemetry,
-// cloud-to-device messages, direct methods, DPS provisioning, module twins
-// beyond the CONNECT/SAS identity, and MQTT 5.
+// Out of scope: device-to-cloud telemetry, cloud-to-device messages, direct
+// methods, DPS provisioning, module twins beyond the CONNECT/SAS identity,
+// and MQTT 5.
 //
 // The package keeps no package-level mutable state, never panics on input,
 // and does not log unless a *slog.Logger is supplied in Config.
