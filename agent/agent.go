@@ -1,0 +1,445 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/health"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/journal"
+	"github.com/aduflash/aduflash/slots"
+)
+
+// HandlerImage is the update handler this agent implements: one image file per step,
+// written into the spare bank's slot of the step's class.
+const HandlerImage = "aduflash/image:1"
+
+// Journal file names in the state folder.
+const (
+	RecordName        = journal.DefaultName // the Record
+	RootKeyPackageName = "rootkeys"         // the last valid root-key package
+)
+
+// Hub is the IoT Hub connection the agent runs on (*iothub.Client has it).
+type Hub interface {
+	Desired() <-chan iothub.DesiredUpdate
+	UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error)
+}
+
+// Options configure an Agent. Layout, Bootloader, StateDir and Keyring are required.
+type Options struct {
+	Layout     *slots.Layout
+	Bootloader bootloader.Backend
+	// StateDir holds the journal (the Record) and the stored root-key package.
+	StateDir  string
+	JournalFS journal.FS // nil: the OS file system
+	// Keyring holds the keys trusted to sign images.
+	Keyring *image.Keyring
+
+	// Device identity, reported as deviceProperties.
+	Manufacturer string
+	Model        string
+	// Properties are further compatibility properties (name → value), in this order.
+	Properties []adu.DeviceProperty
+	// CompatPropertyNames (default "manufacturer,model").
+	CompatPropertyNames string
+	// ModelID is the PnP model the connection announces (default adu.ModelV3); it decides
+	// the interface (extended result code form, root-key packages) and whether
+	// deviceInformation is reported.
+	ModelID string
+	// AduVer is deviceProperties.aduVer (default "DU;agent/1.1.0" for the ;3 models,
+	// "DU;agent/1.0.0" otherwise: the protocol level this agent speaks).
+	AduVer string
+	// DeviceInformation is reported with the non-contract models (nil: ReadDeviceInformation).
+	DeviceInformation func() DeviceInformation
+
+	// Roots are trusted manifest root keys besides the built-in ones (NoBuiltinRoots
+	// leaves those out: tests and the local stand-in).
+	Roots          []adu.RootKey
+	NoBuiltinRoots bool
+	// AllowTestRootKeyPackage accepts root-key packages marked isTest.
+	AllowTestRootKeyPackage bool
+
+	// AllowRaw accepts files that are no aduimg/MCUboot image (checked by the ADU hash).
+	AllowRaw bool
+	// AllowDowngrade accepts image versions lower than the running one (the aduimg
+	// security counter stays a hard floor).
+	AllowDowngrade bool
+
+	// Health checks run after booting into a pending bank, within HealthTimeout
+	// (default 5 minutes).
+	HealthChecks  []health.Check
+	HealthOptions health.Options
+	HealthTimeout time.Duration
+	// MaxTrialReboots bounds reboots into a pending bank that come back in the old one
+	// before the update counts as rolled back (default 3).
+	MaxTrialReboots int
+
+	// Reboot restarts the device (nil: Run just returns ErrRebooting).
+	Reboot func(ctx context.Context) error
+
+	HTTP          *http.Client // nil: DefaultHTTPClient
+	Retry         download.RetryPolicy
+	WriterOptions []slots.Option
+	// Heartbeat, if set, is called by the main loop at least every HeartbeatInterval
+	// (default 5s): a watchdog feeder's Beat.
+	Heartbeat         func()
+	HeartbeatInterval time.Duration
+	// OnBytes, if set, is told how many payload bytes went into a slot.
+	OnBytes func(n int64)
+	Logger  *slog.Logger
+	Now     func() time.Time
+	// ReportAttempts bounds the tries of one reported patch (default 3), ReportBackoff the
+	// pause between them (default 2s).
+	ReportAttempts int
+	ReportBackoff  time.Duration
+}
+
+// Agent is the on-device update agent.
+type Agent struct {
+	o     Options
+	iface string
+	j     *journal.Journal
+	rkj   *journal.Journal
+	log   *slog.Logger
+
+	mu  sync.Mutex // guards rec
+	rec Record
+
+	healthy        atomic.Bool
+	booted         bool
+	cancelIdleSent bool // the idle answer to a cancel with nothing running went out
+
+	repMu sync.Mutex // one reported patch at a time
+	hub   Hub
+}
+
+// New opens the agent's state. A corrupt journal is an error naming the file; the caller
+// decides (the daemon refuses to start: the spare slot may hold anything).
+func New(o Options) (*Agent, error) {
+	if o.Layout == nil || o.Bootloader == nil || o.StateDir == "" {
+		return nil, fmt.Errorf("%w: Layout, Bootloader and StateDir are required", ErrConfig)
+	}
+	if o.Manufacturer == "" || o.Model == "" {
+		return nil, fmt.Errorf("%w: manufacturer and model are required", ErrConfig)
+	}
+	if o.ModelID == "" {
+		o.ModelID = adu.ModelV3
+	}
+	iface, err := adu.InterfaceOf(o.ModelID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: model: %w", ErrConfig, err)
+	}
+	if o.AduVer == "" {
+		o.AduVer = "DU;agent/1.0.0"
+		if iface == adu.InterfaceV2 {
+			o.AduVer = "DU;agent/1.1.0"
+		}
+	}
+	if o.CompatPropertyNames == "" {
+		o.CompatPropertyNames = "manufacturer,model"
+	}
+	if o.HealthTimeout <= 0 {
+		o.HealthTimeout = 5 * time.Minute
+	}
+	if o.MaxTrialReboots <= 0 {
+		o.MaxTrialReboots = 3
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 5 * time.Second
+	}
+	if o.ReportAttempts <= 0 {
+		o.ReportAttempts = 3
+	}
+	if o.ReportBackoff <= 0 {
+		o.ReportBackoff = 2 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := health.Validate(o.HealthChecks); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	var jo []journal.Option
+	if o.JournalFS != nil {
+		jo = append(jo, journal.WithFS(o.JournalFS))
+	}
+	a := &Agent{o: o, iface: iface, log: o.Logger}
+	if a.j, err = journal.Open(o.StateDir, append(jo, journal.WithName(RecordName))...); err != nil {
+		return nil, err
+	}
+	if a.rkj, err = journal.Open(o.StateDir, append(jo, journal.WithName(RootKeyPackageName))...); err != nil {
+		return nil, err
+	}
+	if _, err := a.j.Load(&a.rec); err != nil {
+		return nil, err
+	}
+	if a.rec.Version == 0 {
+		a.rec.Version = StateVersion
+	}
+	a.healthy.Store(true)
+	return a, nil
+}
+
+// Record returns a copy of the agent's persistent record.
+func (a *Agent) Record() Record {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b, _ := json.Marshal(a.rec)
+	var r Record
+	json.Unmarshal(b, &r)
+	return r
+}
+
+// Healthy tells a watchdog feeder whether the agent still wants the board to live: false
+// once the running (trial) bank failed its health checks.
+func (a *Agent) Healthy() bool { return a.healthy.Load() }
+
+// save persists the record after fn changed it.
+func (a *Agent) save(fn func(r *Record)) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old, _ := json.Marshal(a.rec)
+	fn(&a.rec)
+	if err := a.j.Save(&a.rec); err != nil {
+		var r Record
+		json.Unmarshal(old, &r)
+		a.rec = r
+		return fmt.Errorf("saving the journal: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) view(fn func(r *Record)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fn(&a.rec)
+}
+
+// reboot asks the device to restart and returns ErrRebooting.
+func (a *Agent) reboot(ctx context.Context, why string) error {
+	a.log.Info("rebooting", "reason", why)
+	if a.o.Reboot != nil {
+		if err := a.o.Reboot(ctx); err != nil {
+			return fmt.Errorf("reboot (%s): %w", why, err)
+		}
+	}
+	return ErrRebooting
+}
+
+// activeBank returns the bank that booted.
+func (a *Agent) activeBank() (string, error) {
+	b, err := a.o.Layout.ActiveBank()
+	if err != nil {
+		return "", err
+	}
+	if b == "" {
+		return "", fmt.Errorf("%w: no slots configured", slots.ErrActiveUnknown)
+	}
+	return b, nil
+}
+
+// spareBank returns the bank after active in the configured order.
+func (a *Agent) spareBank(active string) (string, error) {
+	banks := a.o.Layout.Config.Banks
+	for i, b := range banks {
+		if b == active {
+			return banks[(i+1)%len(banks)], nil
+		}
+	}
+	return "", fmt.Errorf("%w: the running bank %q is not configured", ErrSlot, active)
+}
+
+// Boot reconciles the state after a start: a deployment that marked a bank pending is
+// finished here, by health-checking and confirming the bank that booted, or by recording
+// the rollback. It returns ErrRebooting after asking for a reboot (into the pending bank
+// when the last start did not get there, or back into the good bank after failed checks).
+func (a *Agent) Boot(ctx context.Context) error {
+	a.booted = true
+	var dep *Deployment
+	a.view(func(r *Record) {
+		if r.Deployment != nil && r.Deployment.Phase == PhasePending {
+			d := *r.Deployment
+			dep = &d
+		}
+	})
+	if dep == nil {
+		return nil
+	}
+	active, err := a.activeBank()
+	if err != nil {
+		return fmt.Errorf("finishing deployment %s: %w", dep.WorkflowID, err)
+	}
+	st, err := a.o.Bootloader.State()
+	if err != nil {
+		return fmt.Errorf("%w: reading the state: %w", ErrBootloader, err)
+	}
+	a.log.Info("finishing a deployment after start", "workflow", dep.WorkflowID, "update", dep.UpdateID.String(),
+		"target", dep.Bank, "running", active, "bootloader", fmt.Sprintf("%+v", st))
+	switch {
+	case active == dep.Bank:
+		return a.trial(ctx, dep, st)
+	case active != dep.From:
+		return fmt.Errorf("finishing deployment %s: running bank %s is neither the old (%s) nor the new one (%s)", dep.WorkflowID, active, dep.From, dep.Bank)
+	case st.Pending == bootloader.Slot(dep.Bank):
+		// Marked pending, but this start is not in it (the reboot did not happen, or the
+		// bootloader counted a failed try without giving up yet).
+		if dep.Reboots >= a.o.MaxTrialReboots {
+			return a.finishFailed(dep, fmt.Errorf("%w: %d reboots did not start bank %s", ErrRolledBack, dep.Reboots, dep.Bank), true)
+		}
+		if err := a.save(func(r *Record) { r.Deployment.PendingMarked = true; r.Deployment.Reboots++ }); err != nil {
+			return err
+		}
+		return a.reboot(ctx, "bank "+dep.Bank+" is pending")
+	case !dep.PendingMarked && !st.IsBad(bootloader.Slot(dep.Bank)):
+		// The power went before the bootloader transition: do it now.
+		return a.markPendingAndReboot(ctx, dep.Bank)
+	default:
+		return a.finishFailed(dep, fmt.Errorf("%w: bank %s did not stay up; the device runs bank %s again", ErrRolledBack, dep.Bank, active), true)
+	}
+}
+
+// trial runs the health checks in the freshly booted bank, then confirms it or rolls back.
+func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State) error {
+	if b := bootloader.Slot(dep.Bank); st.Pending != b && st.Primary == b && !st.IsBad(b) {
+		// Confirmed before the last power cut; only the journal is behind.
+		return a.finishSucceeded(dep)
+	}
+	hctx, cancel := context.WithTimeout(ctx, a.o.HealthTimeout)
+	rep, err := health.Run(hctx, a.o.HealthChecks, a.o.HealthOptions)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if rep.Interrupted && ctx.Err() != nil {
+		return ctx.Err() // shut down: no verdict, the next start checks again
+	}
+	if rep.Healthy {
+		if err := a.o.Bootloader.Confirm(bootloader.Slot(dep.Bank)); err != nil {
+			return fmt.Errorf("%w: confirming bank %s: %w", ErrBootloader, dep.Bank, err)
+		}
+		a.log.Info("health checks passed; bank confirmed", "bank", dep.Bank)
+		return a.finishSucceeded(dep)
+	}
+	a.healthy.Store(false)
+	detail := "health checks failed"
+	for _, r := range rep.Results {
+		if !r.OK {
+			detail = "health check " + r.Name + " failed: " + checkSummary(r)
+			break
+		}
+	}
+	a.log.Warn("rolling back", "bank", dep.Bank, "reason", detail)
+	if err := a.o.Bootloader.MarkBad(bootloader.Slot(dep.Bank)); err != nil {
+		return fmt.Errorf("%w: marking bank %s bad: %w", ErrBootloader, dep.Bank, err)
+	}
+	if err := a.finishFailed(dep, fmt.Errorf("%w: %s", ErrHealth, detail), false); err != nil {
+		return err
+	}
+	return a.reboot(ctx, "bank "+dep.Bank+" failed its health checks")
+}
+
+func (a *Agent) finishSucceeded(dep *Deployment) error {
+	out := &Outcome{WorkflowID: dep.WorkflowID, RetryTimestamp: dep.RetryTimestamp, Local: dep.Local, UpdateID: dep.UpdateID,
+		Succeeded: true, ResultCode: adu.ResultApplySuccess, Bank: dep.Bank, Finished: a.o.Now().UTC()}
+	for range dep.Steps {
+		out.Steps = append(out.Steps, StepOutcome{ResultCode: adu.ResultApplySuccess})
+	}
+	a.healthy.Store(true)
+	return a.save(func(r *Record) {
+		bi := &BankInfo{UpdateID: &out.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}}
+		for _, s := range dep.Steps {
+			if s.Criteria != "" {
+				bi.Criteria[s.Class] = s.Criteria
+			}
+			if s.Progress.Info != nil {
+				if s.Progress.Info.Version != "" {
+					bi.Versions[s.Class] = s.Progress.Info.Version
+				}
+				if c := s.Progress.Info.SecurityCounter; c > r.MinSecurityCounter {
+					r.MinSecurityCounter = c
+				}
+			}
+		}
+		if r.Banks == nil {
+			r.Banks = map[string]*BankInfo{}
+		}
+		r.Banks[dep.Bank] = bi
+		r.Last, r.Deployment = out, nil
+	})
+}
+
+// finishFailed records a failed deployment; markBad also marks the target bank bad in the
+// bootloader (unless it already is), so it is not booted again.
+func (a *Agent) finishFailed(dep *Deployment, cause error, markBad bool) error {
+	if markBad {
+		if st, err := a.o.Bootloader.State(); err == nil && !st.IsBad(bootloader.Slot(dep.Bank)) {
+			if err := a.o.Bootloader.MarkBad(bootloader.Slot(dep.Bank)); err != nil {
+				a.log.Warn("marking the rolled-back bank bad failed", "bank", dep.Bank, "err", err)
+			}
+		}
+	}
+	out := a.failure(dep.WorkflowID, dep.RetryTimestamp, dep.Local, dep.UpdateID, len(dep.Steps), cause)
+	out.Bank = dep.Bank
+	a.log.Warn("deployment failed", "workflow", dep.WorkflowID, "update", dep.UpdateID.String(), "err", cause)
+	return a.save(func(r *Record) { r.Last, r.Deployment = out, nil })
+}
+
+func (a *Agent) failure(wfID, retry string, local bool, uid adu.UpdateID, steps int, cause error) *Outcome {
+	rc, erc := ResultFor(cause)
+	out := &Outcome{WorkflowID: wfID, RetryTimestamp: retry, Local: local, UpdateID: uid, ResultCode: rc,
+		ExtendedResultCode: erc, Details: cause.Error(), Finished: a.o.Now().UTC()}
+	for i := 0; i < steps; i++ {
+		out.Steps = append(out.Steps, StepOutcome{ResultCode: rc, ExtendedResultCode: erc, Details: cause.Error()})
+	}
+	return out
+}
+
+func (a *Agent) markPendingAndReboot(ctx context.Context, bank string) error {
+	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
+		return err
+	}
+	if err := a.o.Bootloader.MarkPending(bootloader.Slot(bank)); err != nil {
+		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
+	}
+	if err := a.save(func(r *Record) { r.Deployment.PendingMarked = true }); err != nil {
+		return err
+	}
+	return a.reboot(ctx, "bank "+bank+" is pending")
+}
+
+func checkSummary(r health.Result) string {
+	var s string
+	switch {
+	case r.TimedOut:
+		s = "timed out"
+	case r.Error != "":
+		s = r.Error
+	default:
+		s = fmt.Sprintf("exit code %d", r.ExitCode)
+	}
+	if out := strings.TrimSpace(r.Output); out != "" {
+		if len(out) > 200 {
+			out = "…" + out[len(out)-200:]
+		}
+		s += ": " + out
+	}
+	return s
+}
+
+func bootloaderSlot(bank string) bootloader.Slot { return bootloader.Slot(bank) }

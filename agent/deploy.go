@@ -1,0 +1,531 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/download"
+)
+
+// maxManifestFile bounds a detached manifest or a root-key package fetched into memory.
+const maxManifestFile = 1 << 20
+
+// handlerProperties are the step's handlerProperties this handler reads.
+type handlerProperties struct {
+	InstalledCriteria string `json:"installedCriteria"`
+	SlotClass         string `json:"slotClass"`
+}
+
+// deploy runs one deployment of the service: verify, plan, install every step into the
+// spare bank, mark it pending. resume is the journal's record of this deployment.
+func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *Deployment) jobResult {
+	wf := *svc.Workflow
+	res := jobResult{wf: wf}
+	a.report(ctx, &adu.AgentProperties{State: statePtr(adu.StateDeploymentInProgress),
+		Workflow:          &adu.Workflow{Action: adu.ActionProcessDeployment, ID: wf.ID, RetryTimestamp: wf.RetryTimestamp},
+		LastInstallResult: &adu.InstallResult{ResultCode: adu.ResultSuccess, NullStepResults: true}})
+	a.log.Info("deployment", "workflow", wf.ID, "retryTimestamp", wf.RetryTimestamp, "resume", resume != nil)
+
+	m, err := a.verifyManifest(ctx, svc)
+	if err != nil {
+		res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, err)
+		return res
+	}
+	dep, installed, err := a.plan(wf, m, svc)
+	if err != nil {
+		res.outcome, res.err = a.fail(wf, m.UpdateID, len(m.Steps), err)
+		return res
+	}
+	if installed {
+		a.log.Info("update already installed", "update", m.UpdateID.String())
+		out := &Outcome{WorkflowID: wf.ID, RetryTimestamp: wf.RetryTimestamp, UpdateID: m.UpdateID, Succeeded: true,
+			ResultCode: adu.ResultApplySuccess, Bank: dep.From, Finished: a.o.Now().UTC()}
+		for range m.Steps {
+			out.Steps = append(out.Steps, StepOutcome{ResultCode: adu.ResultInstallSkippedUpdateAlreadyInstalled})
+		}
+		res.outcome = out
+		res.err = a.save(func(r *Record) { r.Last = out })
+		return res
+	}
+	if resume != nil && resume.Bank == dep.Bank && resume.UpdateID == dep.UpdateID && len(resume.Steps) == len(dep.Steps) {
+		for i := range dep.Steps {
+			if resume.Steps[i].Slot == dep.Steps[i].Slot && resume.Steps[i].Source.Size == dep.Steps[i].Source.Size &&
+				bytes.Equal(resume.Steps[i].Source.SHA256, dep.Steps[i].Source.SHA256) {
+				dep.Steps[i].Progress = resume.Steps[i].Progress
+			}
+		}
+		dep.Started = resume.Started
+	}
+	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
+		res.err = err
+		return res
+	}
+	if err := a.installSteps(ctx, dep); err != nil {
+		if errors.Is(err, errJournal) {
+			res.err = err
+			return res
+		}
+		res.outcome, res.err = a.fail(wf, m.UpdateID, len(m.Steps), err)
+		return res
+	}
+	if err := a.markPending(dep.Bank); err != nil {
+		res.outcome, res.err = a.fail(wf, m.UpdateID, len(m.Steps), err)
+		return res
+	}
+	res.reboot = true
+	return res
+}
+
+var errJournal = errors.New("agent: journal")
+
+// installSteps writes every step's file into its slot, saving progress in the journal.
+func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
+	for i := range dep.Steps {
+		st := &dep.Steps[i]
+		slot, err := a.o.Layout.Slot(st.Slot)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrSlot, err)
+		}
+		in := a.installer(st.Class, func(p Progress) error {
+			if err := a.save(func(r *Record) {
+				if r.Deployment != nil && len(r.Deployment.Steps) > i {
+					r.Deployment.Steps[i].Progress = p
+				}
+			}); err != nil {
+				return fmt.Errorf("%w: %w", errJournal, err)
+			}
+			return nil
+		})
+		var resume *Progress
+		if st.Progress.Done || st.Progress.Cursor != nil {
+			p := st.Progress
+			resume = &p
+		}
+		a.log.Info("installing", "step", i, "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
+			"resume_at", st.Progress.FileOffset)
+		p, err := in.Install(ctx, st.Source, slot, resume)
+		st.Progress = p
+		if err != nil {
+			return fmt.Errorf("step %d (%s → %s): %w", i, st.FileName, st.Slot, err)
+		}
+		a.log.Info("slot written and verified", "slot", st.Slot, "format", p.Format, "downloaded", p.Downloaded,
+			"written", p.Stats.BytesWritten, "skipped", p.Stats.BytesSkipped)
+	}
+	return nil
+}
+
+// markPending records the pending phase, then makes the bootloader try the bank.
+func (a *Agent) markPending(bank string) error {
+	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	if err := a.o.Bootloader.MarkPending(bootloaderSlot(bank)); err != nil {
+		// The bank is not pending: the deployment failed before the point of no return.
+		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
+	}
+	if err := a.save(func(r *Record) { r.Deployment.PendingMarked = true }); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	return nil
+}
+
+// installer builds the installer of one step; Check enforces compatibility and versions.
+func (a *Agent) installer(class string, save func(Progress) error) *Installer {
+	return &Installer{Layout: a.o.Layout, Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP, Retry: a.o.Retry,
+		Save: save, OnBytes: a.o.OnBytes, WriterOptions: a.o.WriterOptions,
+		Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
+}
+
+// checkImage refuses an image for another device, or older than what runs.
+func (a *Agent) checkImage(class string, info ImageInfo) error {
+	if err := a.checkCompatibility(info.Compatibility); err != nil {
+		return err
+	}
+	var floor uint64
+	var running string
+	active, _ := a.activeBank()
+	a.view(func(r *Record) {
+		floor = r.MinSecurityCounter
+		if b := r.Banks[active]; b != nil {
+			running = b.Versions[class]
+		}
+	})
+	if info.Format == FormatAduimg && info.SecurityCounter < floor {
+		return fmt.Errorf("%w: security counter %d is below the device's floor %d", ErrDowngrade, info.SecurityCounter, floor)
+	}
+	if !a.o.AllowDowngrade && info.Version != "" && running != "" && CompareVersions(info.Version, running) < 0 {
+		return fmt.Errorf("%w: image version %s is older than the running %s (%s)", ErrDowngrade, info.Version, running, class)
+	}
+	return nil
+}
+
+// deviceProperty returns the device's value of a compatibility property.
+func (a *Agent) deviceProperty(name string) (string, bool) {
+	switch strings.ToLower(name) {
+	case "manufacturer":
+		return a.o.Manufacturer, true
+	case "model":
+		return a.o.Model, true
+	}
+	for _, p := range a.o.Properties {
+		if strings.EqualFold(p.Name, name) {
+			return p.Value, true
+		}
+	}
+	return "", false
+}
+
+// checkCompatibility checks an image's compatibility map: every property it names must
+// have that value on this device.
+func (a *Agent) checkCompatibility(compat map[string]string) error {
+	for k, v := range compat {
+		dv, ok := a.deviceProperty(k)
+		if !ok || !strings.EqualFold(dv, v) {
+			return fmt.Errorf("%w: the image needs %s=%q, the device has %q", ErrIncompatible, k, v, dv)
+		}
+	}
+	return nil
+}
+
+// plan checks the manifest against the device and turns its steps into slot writes.
+// installed is true when every step's installedCriteria is what the running bank holds.
+func (a *Agent) plan(wf adu.Workflow, m *adu.Manifest, svc *adu.ServiceProperties) (*Deployment, bool, error) {
+	if len(m.Compatibility) > 0 {
+		ok := false
+		for _, c := range m.Compatibility {
+			if a.checkCompatibility(c) == nil {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return nil, false, fmt.Errorf("%w: none of the manifest's %d compatibility sets matches this device", ErrIncompatible, len(m.Compatibility))
+		}
+	}
+	if len(m.Steps) == 0 {
+		return nil, false, fmt.Errorf("%w: the manifest has no steps", ErrBadManifest)
+	}
+	active, err := a.activeBank()
+	if err != nil {
+		return nil, false, err
+	}
+	spare, err := a.spareBank(active)
+	if err != nil {
+		return nil, false, err
+	}
+	dep := &Deployment{WorkflowID: wf.ID, RetryTimestamp: wf.RetryTimestamp, UpdateID: m.UpdateID, Bank: spare, From: active,
+		Phase: PhaseInstall, Started: a.o.Now().UTC()}
+	var running *BankInfo
+	a.view(func(r *Record) {
+		if b := r.Banks[active]; b != nil {
+			c := *b
+			running = &c
+		}
+	})
+	installed := true
+	seen := map[string]bool{}
+	for i, s := range m.Steps {
+		if s.Type != adu.StepInline {
+			return nil, false, fmt.Errorf("%w: step %d is a %s step (child updates are not supported)", ErrUnsupportedStep, i, s.Type)
+		}
+		if !strings.EqualFold(s.Handler, HandlerImage) {
+			return nil, false, fmt.Errorf("%w: step %d wants %q; this agent runs %q", ErrUnsupportedHandler, i, s.Handler, HandlerImage)
+		}
+		var hp handlerProperties
+		if len(s.HandlerProperties) > 0 {
+			if err := json.Unmarshal(s.HandlerProperties, &hp); err != nil {
+				return nil, false, fmt.Errorf("%w: step %d handlerProperties: %v", ErrBadManifest, i, err)
+			}
+		}
+		if len(s.Files) != 1 {
+			return nil, false, fmt.Errorf("%w: step %d has %d files; %s takes exactly one image", ErrBadManifest, i, len(s.Files), HandlerImage)
+		}
+		class := hp.SlotClass
+		if class == "" {
+			classes := a.classes()
+			if len(classes) != 1 {
+				return nil, false, fmt.Errorf("%w: step %d has no handlerProperties.slotClass and the device has %d slot classes", ErrBadManifest, i, len(classes))
+			}
+			class = classes[0]
+		}
+		if seen[class] {
+			return nil, false, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
+		}
+		seen[class] = true
+		slot, err := a.o.Layout.Slot(spare + "/" + class)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: step %d: slot class %q in bank %s: %w", ErrSlotClass, i, class, spare, err)
+		}
+		fid := s.Files[0]
+		f := m.Files[fid]
+		url := svc.FileURLs[fid]
+		if url == "" {
+			return nil, false, fmt.Errorf("%w: file %s (%s)", ErrMissingFile, fid, f.FileName)
+		}
+		sum, ok := f.Hashes["sha256"]
+		if !ok {
+			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
+		}
+		dep.Steps = append(dep.Steps, StepState{Class: class, Slot: slot.Name, FileID: fid, FileName: f.FileName,
+			Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum}})
+		if hp.InstalledCriteria == "" || running == nil || running.Criteria[class] != hp.InstalledCriteria {
+			installed = false
+		}
+	}
+	return dep, installed, nil
+}
+
+// classes returns the configured slot classes.
+func (a *Agent) classes() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range a.o.Layout.Config.Slots {
+		if !seen[s.Class] {
+			seen[s.Class] = true
+			out = append(out, s.Class)
+		}
+	}
+	return out
+}
+
+// fail records a failed or cancelled deployment and returns its outcome.
+func (a *Agent) fail(wf adu.Workflow, uid adu.UpdateID, steps int, cause error) (*Outcome, error) {
+	out := a.failure(wf.ID, wf.RetryTimestamp, false, uid, steps, cause)
+	if out.ResultCode == adu.ResultFailureCancelled {
+		out.Details = "cancelled"
+		for i := range out.Steps {
+			out.Steps[i].Details = "cancelled"
+		}
+		a.log.Info("deployment cancelled", "workflow", wf.ID)
+	} else {
+		a.log.Warn("deployment failed", "workflow", wf.ID, "erc", out.ExtendedResultCode.String(), "err", cause)
+	}
+	err := a.save(func(r *Record) { r.Last, r.Deployment = out, nil })
+	return out, err
+}
+
+// verifyManifest checks the manifest signature (after updating the root-key package on
+// interface ;2) and parses it, fetching the full manifest of a detached one.
+func (a *Agent) verifyManifest(ctx context.Context, svc *adu.ServiceProperties) (*adu.Manifest, error) {
+	if svc.UpdateManifest == "" || svc.UpdateManifestSignature == "" {
+		return nil, fmt.Errorf("%w: updateManifest or updateManifestSignature missing", ErrBadManifest)
+	}
+	opts := adu.VerifyOptions{Roots: a.o.Roots, NoBuiltinRoots: a.o.NoBuiltinRoots}
+	if a.iface == adu.InterfaceV2 {
+		pkg, err := a.rootKeyPackage(ctx, svc.RootKeyPackageURL)
+		if err != nil {
+			return nil, err
+		}
+		opts.Package = pkg
+	}
+	m, _, err := adu.VerifyManifest([]byte(svc.UpdateManifest), svc.UpdateManifestSignature, opts)
+	if err != nil {
+		return nil, err
+	}
+	if m.IsDetached() {
+		f := m.Files[m.DetachedManifestFileID]
+		url := svc.FileURLs[m.DetachedManifestFileID]
+		if url == "" {
+			return nil, fmt.Errorf("%w: detached manifest %s", ErrMissingFile, m.DetachedManifestFileID)
+		}
+		data, err := a.fetchSmall(ctx, url, f.SizeInBytes, f.Hashes["sha256"])
+		if err != nil {
+			return nil, err
+		}
+		full, err := adu.ParseDetachedManifestFile(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: detached manifest: %w", ErrBadManifest, err)
+		}
+		m2, err := adu.ParseManifest(full)
+		if err != nil {
+			return nil, fmt.Errorf("%w: detached manifest: %w", ErrBadManifest, err)
+		}
+		if m2.UpdateID != m.UpdateID {
+			return nil, fmt.Errorf("%w: the detached manifest is for %s, the signed one for %s", ErrBadManifest, m2.UpdateID, m.UpdateID)
+		}
+		m = m2
+	}
+	return m, nil
+}
+
+// fetchSmall downloads a small file into memory, checking size and hash when given.
+func (a *Agent) fetchSmall(ctx context.Context, url string, size int64, sum []byte) ([]byte, error) {
+	if size <= 0 || size > maxManifestFile {
+		size = maxManifestFile
+		sum = nil
+	}
+	var buf bytes.Buffer
+	hc := a.o.HTTP
+	if hc == nil {
+		hc = DefaultHTTPClient()
+	}
+	if sum == nil {
+		// Unknown size: one plain GET, bounded.
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%w: %w", ErrDownload, &download.StatusError{StatusCode: resp.StatusCode, Status: resp.Status})
+		}
+		if _, err := io.Copy(&buf, io.LimitReader(resp.Body, maxManifestFile+1)); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+		}
+		if buf.Len() > maxManifestFile {
+			return nil, fmt.Errorf("%w: %w: more than %d bytes", ErrDownload, download.ErrTooLong, maxManifestFile)
+		}
+		return buf.Bytes(), nil
+	}
+	retry := a.o.Retry
+	if retry.Attempts == 0 {
+		retry.Attempts = 3
+	}
+	if _, err := download.Fetch(ctx, download.Request{URL: url, Size: size, SHA256: sum, Client: hc, Retry: retry}, &buf); err != nil {
+		if errors.Is(err, download.ErrHashMismatch) {
+			return nil, fmt.Errorf("%w: %w", ErrFileHash, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// rootKeyPackage fetches, validates and stores the root-key package (spec §5.5). A package
+// that cannot be fetched falls back to the stored one; one that fails validation fails the
+// deployment.
+func (a *Agent) rootKeyPackage(ctx context.Context, url string) (*adu.RootKeyPackage, error) {
+	roots := a.trustedRoots()
+	stored := func() (*adu.RootKeyPackage, error) {
+		var raw json.RawMessage
+		found, err := a.rkj.Load(&raw)
+		if err != nil || !found {
+			return nil, err
+		}
+		p, err := adu.ParseRootKeyPackage(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: stored package: %w", ErrRootKeyPackage, err)
+		}
+		if err := p.Validate(roots); err != nil {
+			return nil, fmt.Errorf("%w: stored package: %w", ErrRootKeyPackage, err)
+		}
+		return p, nil
+	}
+	if url == "" {
+		return stored()
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	data, err := a.fetchSmall(fctx, url, 0, nil)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		a.log.Warn("root-key package not fetched; using the stored one", "url", url, "err", err)
+		return stored()
+	}
+	p, err := adu.ParseRootKeyPackage(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRootKeyPackage, err)
+	}
+	if err := p.Validate(roots); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRootKeyPackage, err)
+	}
+	if p.IsTest && !a.o.AllowTestRootKeyPackage {
+		return nil, fmt.Errorf("%w: a test package on a production device", ErrRootKeyPackage)
+	}
+	if old, err := stored(); err == nil && old != nil && old.Version > p.Version {
+		return nil, fmt.Errorf("%w: version %d is older than the stored %d", ErrRootKeyPackage, p.Version, old.Version)
+	}
+	if err := a.rkj.Save(json.RawMessage(data)); err != nil {
+		a.log.Warn("storing the root-key package", "err", err)
+	}
+	return p, nil
+}
+
+// trustedRoots are the roots the root-key package must be signed by.
+func (a *Agent) trustedRoots() []adu.RootKey {
+	var roots []adu.RootKey
+	if !a.o.NoBuiltinRoots {
+		roots = append(roots, adu.BuiltinRootKeys()...)
+	}
+	return append(roots, a.o.Roots...)
+}
+
+// CompareVersions compares two version strings part by part: runs of digits numerically,
+// other runs as text ("1.10" > "1.9", "2.0.1" > "2.0"). It returns -1, 0 or 1.
+func CompareVersions(x, y string) int {
+	px, py := versionParts(x), versionParts(y)
+	for i := 0; i < len(px) || i < len(py); i++ {
+		var a, b string
+		if i < len(px) {
+			a = px[i]
+		}
+		if i < len(py) {
+			b = py[i]
+		}
+		if c := comparePart(a, b); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func versionParts(s string) []string {
+	var parts []string
+	cur := ""
+	digit := false
+	for _, r := range s {
+		if r == '.' || r == '-' || r == '+' || r == '_' {
+			if cur != "" {
+				parts = append(parts, cur)
+			}
+			cur = ""
+			continue
+		}
+		d := unicode.IsDigit(r)
+		if cur != "" && d != digit {
+			parts = append(parts, cur)
+			cur = ""
+		}
+		cur += string(r)
+		digit = d
+	}
+	if cur != "" {
+		parts = append(parts, cur)
+	}
+	return parts
+}
+
+func comparePart(a, b string) int {
+	an, aerr := strconv.ParseUint(a, 10, 64)
+	bn, berr := strconv.ParseUint(b, 10, 64)
+	switch {
+	case aerr == nil && berr == nil:
+		switch {
+		case an < bn:
+			return -1
+		case an > bn:
+			return 1
+		}
+		return 0
+	case a == "":
+		return -1
+	case b == "":
+		return 1
+	}
+	return strings.Compare(a, b)
+}

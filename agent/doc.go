@@ -1,0 +1,40 @@
+// Package agent is the on-device deployment workflow of Azure Device Update: it follows
+// the service's desired deviceUpdate.service property, verifies the manifest signature,
+// streams each update file into the spare bank's slot, marks the bank pending in the
+// bootloader, reboots, and after the boot health-checks and confirms the bank or rolls it
+// back, reporting every outcome with the states and result codes of the official agents
+// (spec §6, §7).
+//
+// Scope:
+//   - Installer: one file into one slot in one pass: HTTP download with Range resume
+//     (package download), the ADU file hash (SHA-256 of the whole file, computed here so
+//     its state can be snapshot at every image frame start), the aduimg reader (signature,
+//     chunk hashes, decompression) or the MCUboot verifier or, when allowed, a raw image
+//     checked by its hash alone, the slot writer (package slots), and a read-back of the
+//     whole slot. The ADU hash is checked before the image reader releases the last chunk,
+//     so a file that does not match its manifest never completes a slot.
+//   - Agent: the state machine of spec §6 (startup report, ack, state 6, success,
+//     Failed-then-Idle, cancel, retry by retryTimestamp, replacement, duplicates never
+//     re-run), the handler "aduflash/image:1" (handlerProperties installedCriteria and
+//     slotClass; one image file per step; every step goes into the same spare bank, which
+//     switches in one bootloader transition), compatibility and version checks before the
+//     first byte is written, root-key packages on interface ;2, deviceInformation.
+//   - Record: everything that must survive a power cut, in one journal file (package
+//     journal) replaced atomically: the deployment in progress with each step's resume
+//     point (slot cursor, file offset and hash state, the signed image header), the last
+//     outcome, what each bank holds, and the anti-rollback floor.
+//
+// After a power cut at any instant the device boots a good bank (the spare is only marked
+// pending once every byte in it is verified) and the deployment continues when the service
+// delivers it again, from the last chunk verified in the slot: the download resumes with a
+// Range request at that chunk's frame, the file hash from its stored state.
+//
+// Hardware and the outside world are passed in: the slot layout, the bootloader backend, the
+// IoT Hub connection (Hub), the HTTP client, the health checks' runner, the reboot. The
+// package logs through the given slog.Logger (events, never errors it also returns), never
+// exits or panics, and keeps no package-level mutable state.
+//
+// Limits: reference (child-update) steps and delta updates are refused with
+// ERCUnsupportedStep; slot classes that an update does not write keep whatever the spare
+// bank held.
+package agent

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/slots"
+)
+
+// Sentinel errors. Every deployment failure wraps one of them (or an adu.VerifyError), and
+// ResultFor maps it to the result code and extended result code reported to the service.
+var (
+	ErrBadManifest        = errors.New("agent: invalid update manifest")
+	ErrUnsupportedHandler = errors.New("agent: unsupported update handler")
+	ErrUnsupportedStep    = errors.New("agent: unsupported update step")
+	ErrIncompatible       = errors.New("agent: update not compatible with this device")
+	ErrSlotClass          = errors.New("agent: image for another slot class")
+	ErrDowngrade          = errors.New("agent: downgrade refused")
+	ErrRawNotAllowed      = errors.New("agent: raw images are not allowed")
+	ErrImage              = errors.New("agent: image rejected")
+	ErrSlot               = errors.New("agent: slot write failed")
+	ErrVerify             = errors.New("agent: read-back verification failed")
+	ErrBootloader         = errors.New("agent: bootloader transition failed")
+	ErrHealth             = errors.New("agent: health checks failed")
+	ErrRolledBack         = errors.New("agent: the bootloader rolled the update back")
+	ErrMissingFile        = errors.New("agent: no URL for an update file")
+	ErrDownload           = errors.New("agent: download failed")
+	ErrFileHash           = errors.New("agent: file hash mismatch")
+	ErrRootKeyPackage     = errors.New("agent: root-key package unusable")
+	ErrRebooting          = errors.New("agent: rebooting")
+	ErrConfig             = errors.New("agent: invalid configuration")
+)
+
+// Extended result codes of this agent (spec §7.2): handler failures in facility 3
+// (update content handler), component 32 (custom handler); download failures in facility 4
+// (content downloader), component 2 (simple HTTP), value the HTTP status for status errors.
+func handlerERC(v uint32) adu.ExtendedResultCode {
+	return adu.NewExtendedResultCode(adu.FacilityUpdateContentHandler, 32, v)
+}
+
+func downloadERC(v uint32) adu.ExtendedResultCode {
+	return adu.NewExtendedResultCode(adu.FacilityContentDownloader, 2, v)
+}
+
+// Named extended result codes.
+var (
+	ERCUnsupportedHandler = handlerERC(0x001)
+	ERCUnsupportedStep    = handlerERC(0x002)
+	ERCIncompatible       = handlerERC(0x003)
+	ERCSlotClass          = handlerERC(0x004)
+	ERCDowngrade          = handlerERC(0x005)
+	ERCRawNotAllowed      = handlerERC(0x006)
+	ERCImage              = handlerERC(0x007)
+	ERCImageUnknownKey    = handlerERC(0x008)
+	ERCImageSignature     = handlerERC(0x009)
+	ERCImageChunk         = handlerERC(0x00A)
+	ERCImageTooLarge      = handlerERC(0x00B)
+	ERCSlot               = handlerERC(0x010)
+	ERCVerify             = handlerERC(0x011)
+	ERCBootloader         = handlerERC(0x012)
+	ERCActiveUnknown      = handlerERC(0x013)
+	ERCHealth             = handlerERC(0x020)
+	ERCRolledBack         = handlerERC(0x021)
+	ERCMissingFile        = handlerERC(0x030)
+	ERCInternal           = handlerERC(0xFFF)
+	ERCDownload           = downloadERC(0x001) // transport failure after retries
+	ERCDownloadTooLong    = downloadERC(0x002)
+	ERCDownloadTruncated  = downloadERC(0x003)
+	ERCDownloadChanged    = downloadERC(0x004)
+	ERCFileHash           = downloadERC(0x010)
+)
+
+// ResultFor maps a deployment error to what the service is told: the result code (failure,
+// or cancelled) and the extended result code.
+func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
+	var ve *adu.VerifyError
+	var se *download.StatusError
+	switch {
+	case err == nil:
+		return adu.ResultApplySuccess, adu.ERCNone
+	case errors.Is(err, context.Canceled):
+		return adu.ResultFailureCancelled, adu.ERCNone
+	case errors.As(err, &ve):
+		return adu.ResultFailure, ve.ExtendedResultCode()
+	case errors.Is(err, adu.ErrUnsupportedManifestVersion):
+		return adu.ResultFailure, adu.ERCUnsupportedManifestVersion
+	case errors.Is(err, ErrBadManifest), errors.Is(err, adu.ErrMalformed):
+		return adu.ResultFailure, adu.ERCManifestValidationFailed
+	case errors.Is(err, ErrRootKeyPackage):
+		return adu.ResultFailure, adu.ERCRootKeyPackageParse
+	case errors.Is(err, ErrUnsupportedHandler):
+		return adu.ResultFailure, ERCUnsupportedHandler
+	case errors.Is(err, ErrUnsupportedStep):
+		return adu.ResultFailure, ERCUnsupportedStep
+	case errors.Is(err, ErrIncompatible):
+		return adu.ResultFailure, ERCIncompatible
+	case errors.Is(err, ErrSlotClass):
+		return adu.ResultFailure, ERCSlotClass
+	case errors.Is(err, ErrDowngrade), errors.Is(err, image.ErrDowngrade):
+		return adu.ResultFailure, ERCDowngrade
+	case errors.Is(err, ErrRawNotAllowed):
+		return adu.ResultFailure, ERCRawNotAllowed
+	case errors.Is(err, ErrMissingFile):
+		return adu.ResultFailure, ERCMissingFile
+	case errors.Is(err, ErrFileHash), errors.Is(err, download.ErrHashMismatch):
+		return adu.ResultFailure, ERCFileHash
+	case errors.As(err, &se):
+		return adu.ResultFailure, downloadERC(uint32(se.StatusCode))
+	case errors.Is(err, download.ErrTooLong):
+		return adu.ResultFailure, ERCDownloadTooLong
+	case errors.Is(err, download.ErrTruncated):
+		return adu.ResultFailure, ERCDownloadTruncated
+	case errors.Is(err, download.ErrChanged):
+		return adu.ResultFailure, ERCDownloadChanged
+	case errors.Is(err, ErrDownload):
+		return adu.ResultFailure, ERCDownload
+	case errors.Is(err, image.ErrUnknownKey), errors.Is(err, image.ErrRevokedKey):
+		return adu.ResultFailure, ERCImageUnknownKey
+	case errors.Is(err, image.ErrBadSignature):
+		return adu.ResultFailure, ERCImageSignature
+	case errors.Is(err, image.ErrChunkHash), errors.Is(err, image.ErrPayloadHash):
+		return adu.ResultFailure, ERCImageChunk
+	case errors.Is(err, image.ErrTooLarge), errors.Is(err, slots.ErrTooLarge):
+		return adu.ResultFailure, ERCImageTooLarge
+	case errors.Is(err, ErrImage):
+		return adu.ResultFailure, ERCImage
+	case errors.Is(err, slots.ErrActiveUnknown):
+		return adu.ResultFailure, ERCActiveUnknown
+	case errors.Is(err, ErrVerify):
+		return adu.ResultFailure, ERCVerify
+	case errors.Is(err, ErrSlot):
+		return adu.ResultFailure, ERCSlot
+	case errors.Is(err, ErrBootloader):
+		return adu.ResultFailure, ERCBootloader
+	case errors.Is(err, ErrHealth):
+		return adu.ResultFailure, ERCHealth
+	case errors.Is(err, ErrRolledBack):
+		return adu.ResultFailure, ERCRolledBack
+	}
+	return adu.ResultFailure, ERCInternal
+}

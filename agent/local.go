@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aduflash/aduflash/adu"
+)
+
+// LocalInstall is a manual update (aduagent install): one file into the spare bank's slot
+// of one class, without the service.
+type LocalInstall struct {
+	Source Source
+	// Class is the slot class (default: the only configured class).
+	Class string
+	// Criteria is recorded as the class's installedCriteria once the bank is confirmed
+	// (default: the image version).
+	Criteria string
+	// NoReboot leaves the reboot to the caller.
+	NoReboot bool
+}
+
+// InstallLocal writes the file into the spare bank, verifies it, marks the bank pending and
+// reboots (unless NoReboot; it then returns nil with the bank pending). A journal entry of
+// an earlier, interrupted InstallLocal of the same file and slot is resumed. After the
+// reboot, Boot (aduagent run) health-checks and confirms the bank, or
+// aduagent mark-good does it by hand.
+func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment, error) {
+	a.booted = true
+	active, err := a.activeBank()
+	if err != nil {
+		return nil, err
+	}
+	spare, err := a.spareBank(active)
+	if err != nil {
+		return nil, err
+	}
+	class := li.Class
+	if class == "" {
+		cs := a.classes()
+		if len(cs) != 1 {
+			return nil, fmt.Errorf("%w: the device has %d slot classes; name one", ErrConfig, len(cs))
+		}
+		class = cs[0]
+	}
+	slot, err := a.o.Layout.Slot(spare + "/" + class)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSlotClass, err)
+	}
+	var busy *Deployment
+	a.view(func(r *Record) {
+		if r.Deployment != nil {
+			d := *r.Deployment
+			busy = &d
+		}
+	})
+	dep := &Deployment{Local: true, Bank: spare, From: active, Phase: PhaseInstall, Started: a.o.Now().UTC(),
+		Steps: []StepState{{Class: class, Slot: slot.Name, FileName: li.Source.URL, Criteria: li.Criteria, Source: li.Source}}}
+	if busy != nil {
+		switch {
+		case busy.Phase == PhasePending:
+			return nil, fmt.Errorf("%w: bank %s is pending a reboot (deployment %q); reboot first", ErrBootloader, busy.Bank, busy.WorkflowID)
+		case busy.Local && busy.Bank == spare && len(busy.Steps) == 1 && busy.Steps[0].Slot == slot.Name &&
+			busy.Steps[0].Source.URL == li.Source.URL && busy.Steps[0].Source.Size == li.Source.Size:
+			dep.Steps[0].Progress = busy.Steps[0].Progress
+			dep.Started = busy.Started
+		}
+	}
+	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
+		return nil, err
+	}
+	if err := a.installSteps(ctx, dep); err != nil {
+		if errors.Is(err, errJournal) || errors.Is(err, context.Canceled) {
+			return dep, err // resumable: the journal keeps the progress
+		}
+		out := a.failure("", "", true, adu.UpdateID{}, 1, err)
+		out.Bank = spare
+		if serr := a.save(func(r *Record) { r.Last, r.Deployment = out, nil }); serr != nil {
+			return dep, errors.Join(err, serr)
+		}
+		return dep, err
+	}
+	info := dep.Steps[0].Progress.Info
+	version := ""
+	if info != nil {
+		version = info.Version
+	}
+	if dep.Steps[0].Criteria == "" {
+		dep.Steps[0].Criteria = version
+	}
+	dep.UpdateID = adu.UpdateID{Provider: "local", Name: class, Version: version}
+	if err := a.save(func(r *Record) {
+		r.Deployment.UpdateID = dep.UpdateID
+		r.Deployment.Steps[0].Criteria = dep.Steps[0].Criteria
+	}); err != nil {
+		return dep, err
+	}
+	if err := a.markPending(spare); err != nil {
+		if errors.Is(err, errJournal) {
+			return dep, err
+		}
+		out := a.failure("", "", true, dep.UpdateID, 1, err)
+		a.save(func(r *Record) { r.Last, r.Deployment = out, nil })
+		return dep, err
+	}
+	dep.Phase, dep.PendingMarked = PhasePending, true
+	if li.NoReboot {
+		return dep, nil
+	}
+	return dep, a.reboot(ctx, "the update is written; booting it")
+}
