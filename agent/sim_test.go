@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/download"
+)
+
+func fastRetry() download.RetryPolicy {
+	return download.RetryPolicy{Attempts: 3, Sleep: func(ctx context.Context, d time.Duration) error { return ctx.Err() }}
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lastAgent returns the last reported agent object that has a state.
+func lastState(h *memHub) map[string]any {
+	rs := h.agentReports()
+	for i := len(rs) - 1; i >= 0; i-- {
+		if _, ok := rs[i]["state"]; ok {
+			return rs[i]
+		}
+	}
+	return nil
+}
+
+func stateOf(ag map[string]any) int {
+	if ag == nil {
+		return -1
+	}
+	f, _ := ag["state"].(float64)
+	return int(f)
+}
+
+func wfID(ag map[string]any) string {
+	w, _ := ag["workflow"].(map[string]any)
+	id, _ := w["id"].(string)
+	return id
+}
+
+// succeeded tells whether h's reported properties show the deployment id finished with u.
+func succeeded(h *memHub, id string, u *update) func() bool {
+	return func() bool {
+		ag := lastState(h)
+		return stateOf(ag) == 0 && wfID(ag) == id && ag["installedUpdateId"] == u.id.InstalledUpdateID()
+	}
+}
+
+// The whole loop on simulated hardware: deploy v2 (download, write into NAND bank B,
+// pending, reboot, health check, confirm, success reported), then v3 whose health check
+// fails (reboot into A, MarkBad, reboot back into B, Failed then Idle with v2 reported).
+func TestSimulatedUpdateThenRollback(t *testing.T) {
+	v1 := payload(1, 300<<10)
+	d := newDevice(t, v1)
+	srv := newServer(t)
+	v2raw := payload(2, 400<<10)
+	u2 := newUpdate(t, srv, "2.0", v2raw, makeImage(t, v2raw, "2.0", nil), manifestOpts{})
+	h := newMemHub(d.p)
+
+	// Deploy v2: the agent writes B, marks it pending and asks for a reboot.
+	h.full(u2.service("wf-2", ""))
+	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("first run: %v", err)
+	}
+	if st := d.bootState(); st.Pending != "B" || st.Primary != "B" {
+		t.Fatalf("bootloader after install: %+v", st)
+	}
+	if !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
+		t.Fatal("slots after install: B must hold v2, A v1")
+	}
+	rs := h.agentReports()
+	if len(rs) < 2 || rs[0]["deviceProperties"] == nil || stateOf(rs[len(rs)-1]) != 6 || wfID(rs[len(rs)-1]) != "wf-2" {
+		t.Fatalf("reports before the reboot: %v", h.all())
+	}
+	served := srv.sent.Load()
+	if served != int64(len(u2.file)) {
+		t.Errorf("served %d bytes for a %d-byte file", served, len(u2.file))
+	}
+
+	// Reboot: U-Boot tries B; the agent checks health, confirms, reports success.
+	if b := d.reset(); b.Slot != "B" {
+		t.Fatalf("booted %s", b.Slot)
+	}
+	h.full(u2.service("wf-2", ""))
+	if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf-2", u2)); err != nil {
+		t.Fatalf("second run: %v\n%v", err, h.all())
+	}
+	if st := d.bootState(); st.Pending != "" || st.Primary != "B" || len(st.Bad) != 0 {
+		t.Fatalf("bootloader after confirm: %+v", st)
+	}
+	ag := lastState(h)
+	lir, _ := ag["lastInstallResult"].(map[string]any)
+	if lir["resultCode"] != float64(700) {
+		t.Errorf("success report: %v", ag)
+	}
+	if srv.sent.Load() != served {
+		t.Error("the confirmed update was downloaded again")
+	}
+
+	// v3's application fails its health check in the new bank.
+	v3raw := payload(3, 200<<10)
+	u3 := newUpdate(t, srv, "3.0", v3raw, makeImage(t, v3raw, "3.0", nil), manifestOpts{})
+	d.healthy = func(bank string) bool { return bank != "A" }
+	h.patch(u3.service("wf-3", ""))
+	a := d.agent(nil)
+	if err := runAgent(t, a, h, nil); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("v3 install: %v", err)
+	}
+	if st := d.bootState(); st.Pending != "A" {
+		t.Fatalf("after v3 install: %+v", st)
+	}
+	if b := d.reset(); b.Slot != "A" {
+		t.Fatalf("booted %s for the v3 trial", b.Slot)
+	}
+	// In A, the health check fails: A is marked bad and the agent reboots into B.
+	a = d.agent(nil)
+	h.full(u3.service("wf-3", ""))
+	if err := runAgent(t, a, h, nil); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("trial of v3: %v", err)
+	}
+	if a.Healthy() {
+		t.Error("the agent still claims health after failed checks (the watchdog would keep feeding)")
+	}
+	if st := d.bootState(); st.Primary != "B" || !st.IsBad("A") || st.Pending != "" {
+		t.Fatalf("after failed health: %+v", st)
+	}
+	if b := d.reset(); b.Slot != "B" {
+		t.Fatalf("booted %s after rollback", b.Slot)
+	}
+	n := len(h.agentReports())
+	h.full(u3.service("wf-3", ""))
+	if err := runAgent(t, d.agent(nil), h, func() bool {
+		ag := lastState(h)
+		return len(h.agentReports()) > n && stateOf(ag) == 0 && wfID(ag) == "wf-3"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Failed (255) then Idle with the old installedUpdateId, both with the health ERC.
+	rs = h.agentReports()[n:]
+	var states []int
+	for _, r := range rs {
+		if _, ok := r["state"]; ok {
+			states = append(states, stateOf(r))
+		}
+	}
+	if fmt.Sprint(states[len(states)-2:]) != "[255 0]" {
+		t.Fatalf("states after rollback %v: %v", states, rs)
+	}
+	last := rs[len(rs)-1]
+	if last["installedUpdateId"] != u2.id.InstalledUpdateID() {
+		t.Errorf("idle after failure reports %v, want v2", last["installedUpdateId"])
+	}
+	lir, _ = last["lastInstallResult"].(map[string]any)
+	if lir["resultCode"] != float64(0) || lir["extendedResultCode"] != float64(ERCHealth.Int32()) {
+		t.Errorf("failure result %v, want 0 / %s", lir, ERCHealth)
+	}
+	if !strings.Contains(fmt.Sprint(lir["resultDetails"]), "app did not come up") {
+		t.Errorf("details %v", lir["resultDetails"])
+	}
+	rec := d.agent(nil).Record()
+	if rec.Banks["B"] == nil || rec.Banks["B"].UpdateID == nil || *rec.Banks["B"].UpdateID != u2.id || rec.Last.Succeeded {
+		t.Errorf("record %+v", rec)
+	}
+	// The same deployment delivered again is not run again, and nothing is reported when the
+	// twin already shows its outcome.
+	n = len(h.agentReports())
+	hits := srv.hits.Load()
+	h.full(u3.service("wf-3", ""))
+	time.Sleep(50 * time.Millisecond)
+	if err := runAgent(t, d.agent(nil), h, func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.agentReports()[n:]; srv.hits.Load() != hits || len(got) != 1 || got[0]["deviceProperties"] == nil { // the startup report only
+		t.Errorf("a finished deployment ran again: %d requests, reports %v", srv.hits.Load()-hits, got)
+	}
+}
+
+// A power cut at every flash, env and journal operation of a deployment: every boot starts a
+// good bank, and the update completes after power returns without downloading again what
+// was already verified in the slot.
+func TestPowerCutAtEveryOperation(t *testing.T) {
+	v1 := payload(1, 100<<10)
+	v2raw := payload(2, 256<<10)
+	img := makeImage(t, v2raw, "2.0", nil)
+
+	// One run without a cut counts the operations.
+	total := func() int {
+		d := newDevice(t, v1)
+		srv := newServer(t)
+		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
+		h := newMemHub(d.p)
+		h.full(u.service("wf", ""))
+		if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
+			t.Fatal(err)
+		}
+		d.reset()
+		h.full(u.service("wf", ""))
+		if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u)); err != nil {
+			t.Fatal(err)
+		}
+		return d.p.count()
+	}()
+	t.Logf("%d operations in a deployment", total)
+	if total < 50 {
+		t.Fatalf("only %d operations counted", total)
+	}
+	step := 1
+	if testing.Short() {
+		step = 7
+	}
+	for k := 0; k < total; k += step {
+		d := newDevice(t, v1)
+		srv := newServer(t)
+		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
+		h := newMemHub(d.p)
+		d.p.cutAfter(k)
+		cuts := 0
+		for boot := 0; ; boot++ {
+			if boot > 8 {
+				t.Fatalf("cut at %d: no success after %d boots; reports %v", k, boot, h.all())
+			}
+			// What the journal says is verified in the slot, before this start.
+			resumeAt := int64(0)
+			if rec, ok := loadRecord(t, d); ok && rec.Deployment != nil && len(rec.Deployment.Steps) == 1 {
+				if p := rec.Deployment.Steps[0].Progress; p.Cursor != nil {
+					resumeAt = p.FileOffset
+				} else if p.Done {
+					resumeAt = int64(len(img))
+				}
+			}
+			sent := srv.sent.Load()
+			h.full(u.service("wf", ""))
+			err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u))
+			if got := srv.sent.Load() - sent; got > int64(len(img))-resumeAt {
+				t.Fatalf("cut at %d, boot %d: downloaded %d bytes, but the journal had %d of %d verified", k, boot, got, resumeAt, len(img))
+			}
+			if err == nil {
+				break // success reported
+			}
+			if d.p.isOff() {
+				cuts++
+			} else if !errors.Is(err, ErrRebooting) {
+				t.Fatalf("cut at %d, boot %d: %v", k, boot, err)
+			}
+			b := d.reset()
+			switch b.Slot {
+			case "A":
+				if !d.slotHolds("A", v1) {
+					t.Fatalf("cut at %d: bank A changed", k)
+				}
+			case "B":
+				if !d.slotHolds("B", v2raw) {
+					t.Fatalf("cut at %d: booted bank B that does not hold the whole update", k)
+				}
+			}
+		}
+		if cuts != 1 {
+			t.Fatalf("cut at %d: power went %d times (%d ops counted, left %d)", k, cuts, d.p.count(), d.p.left)
+		}
+		if st := d.bootState(); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 || !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
+			t.Fatalf("cut at %d: end state %+v", k, st)
+		}
+	}
+}
+
+func loadRecord(t testing.TB, d *device) (Record, bool) {
+	var r Record
+	a := d.agent(nil)
+	found, err := a.j.Load(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, found
+}
+
+// ensure the bootloader import is used in helpers above
+var _ = bootloader.Slot("")
+var _ = adu.StateIdle
