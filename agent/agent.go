@@ -28,8 +28,8 @@ const HandlerImage = "aduflash/image:1"
 
 // Journal file names in the state folder.
 const (
-	RecordName        = journal.DefaultName // the Record
-	RootKeyPackageName = "rootkeys"         // the last valid root-key package
+	RecordName         = journal.DefaultName // the Record
+	RootKeyPackageName = "rootkeys"          // the last valid root-key package
 )
 
 // Hub is the IoT Hub connection the agent runs on (*iothub.Client has it).
