@@ -1,0 +1,368 @@
+package agent
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/iothub"
+)
+
+// mqttDevice is the agent's side of a real MQTT connection to the local IoT Hub stand-in.
+// It records every reported patch it sends, in order.
+type mqttDevice struct {
+	*iothub.Client
+	mu      sync.Mutex
+	patches []string
+}
+
+func (m *mqttDevice) UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error) {
+	v, err := m.Client.UpdateReported(ctx, patch)
+	if err == nil {
+		m.mu.Lock()
+		m.patches = append(m.patches, string(patch))
+		m.mu.Unlock()
+	}
+	return v, err
+}
+
+func (m *mqttDevice) sent() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.patches...)
+}
+
+type hubEnv struct {
+	t   *testing.T
+	h   *hub.Hub
+	key string
+}
+
+const deviceID = "board-1"
+
+func newHubEnv(t *testing.T) *hubEnv {
+	h, err := hub.New(hub.Options{HostName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	if err := h.RegisterDevice(deviceID, key); err != nil {
+		t.Fatal(err)
+	}
+	return &hubEnv{t: t, h: h, key: key}
+}
+
+func (e *hubEnv) dial(model string) *mqttDevice {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := iothub.Dial(ctx, iothub.Config{
+		Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: deviceID, SharedAccessKey: e.key},
+		Address:  e.h.Addr().String(), InsecurePlainTCP: true, ModelID: model,
+		MaxReconnectInterval: 200 * time.Millisecond,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(c.Close)
+	return &mqttDevice{Client: c}
+}
+
+func (e *hubEnv) setService(svc json.RawMessage) {
+	e.t.Helper()
+	patch, _ := json.Marshal(map[string]any{"deviceUpdate": map[string]any{"__t": "c", "service": json.RawMessage(svc)}})
+	if _, err := e.h.SetDesired(deviceID, patch); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// agentReported returns the hub's reported deviceUpdate.agent.
+func (e *hubEnv) agentReported() map[string]any {
+	tw, err := e.h.Twin(deviceID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var doc struct {
+		Reported struct {
+			DU struct {
+				Agent map[string]any `json:"agent"`
+			} `json:"deviceUpdate"`
+		} `json:"reported"`
+	}
+	json.Unmarshal(tw, &doc)
+	return doc.Reported.DU.Agent
+}
+
+// runBackground runs a.Run until stopped. done yields Run's error once; stop cancels and
+// returns it (also after done was read).
+func runBackground(a *Agent, h Hub) (stop func() error, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	finished := make(chan struct{})
+	var err error
+	go func() {
+		err = a.Run(ctx, h)
+		close(finished)
+		errc <- err
+	}()
+	return func() error {
+		cancel()
+		<-finished
+		return err
+	}, errc
+}
+
+func waitDone(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatal("timed out waiting for the agent to stop")
+	}
+	return nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Every branch of the workflow (spec §6) through the hub over a real MQTT connection:
+// startup, ack, in progress, success after the reboot, failure, cancel mid-download,
+// cancel with nothing running, retry, replacement, duplicates after a reconnect.
+func TestWorkflowOverMQTT(t *testing.T) {
+	e := newHubEnv(t)
+	v1 := payload(1, 64<<10)
+	d := newDevice(t, v1)
+	srv := newServer(t)
+
+	// A download that stalls mid-file until released, for cancel and replacement.
+	var gate chan struct{}
+	var gmu sync.Mutex
+	var slowFile []byte
+	srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		gmu.Lock()
+		g := gate
+		gmu.Unlock()
+		if g == nil || !strings.Contains(r.URL.Path, "slow") {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(slowFile)))
+		w.WriteHeader(200)
+		w.Write(slowFile[:1000])
+		w.(http.Flusher).Flush()
+		select {
+		case <-g:
+		case <-r.Context().Done():
+		}
+		return true
+	}
+	raw2 := payload(2, 128<<10)
+	u2 := newUpdate(t, srv, "2.0", raw2, makeImage(t, raw2, "2.0", nil), manifestOpts{})
+	slow := newUpdate(t, srv, "9.0", raw2, makeImage(t, raw2, "9.0", nil), manifestOpts{})
+	slow.url = srv.put("slow.aduimg", slow.file)
+	slowFile = slow.file
+
+	// 1. Startup with no deployment: device properties, Idle.
+	c := e.dial(adu.ModelContractV2)
+	a := d.agent(nil)
+	stop, done := runBackground(a, c)
+	waitFor(t, "startup report", func() bool { ag := e.agentReported(); return ag != nil && ag["deviceProperties"] != nil })
+	if got := c.sent()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"DU;agent/1.0.0"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
+		t.Errorf("startup report %s", got)
+	}
+	if e.h.ModelID(deviceID) != adu.ModelContractV2 {
+		t.Errorf("model-id %q", e.h.ModelID(deviceID))
+	}
+
+	// 2. Cancel with nothing running: Idle with the cancel workflow (once).
+	e.setService(cancelService())
+	waitFor(t, "cancel idle", func() bool { return wfID(e.agentReported()) == adu.NoDeployment })
+
+	// 3. A deployment that is cancelled mid-download: Idle, resultCode -1, its own workflow.
+	gmu.Lock()
+	gate = make(chan struct{})
+	gmu.Unlock()
+	e.setService(slow.service("wf-slow", ""))
+	waitFor(t, "state 6", func() bool { ag := e.agentReported(); return stateOf(ag) == 6 && wfID(ag) == "wf-slow" })
+	waitFor(t, "download started", func() bool { return srv.hits.Load() > 0 })
+	e.setService(cancelService())
+	waitFor(t, "cancelled", func() bool {
+		ag := e.agentReported()
+		lir, _ := ag["lastInstallResult"].(map[string]any)
+		return stateOf(ag) == 0 && wfID(ag) == "wf-slow" && lir["resultCode"] == float64(-1)
+	})
+	if st := d.bootState(); st.Pending != "" {
+		t.Fatalf("pending after cancel: %+v", st)
+	}
+
+	// 4. Replacement: a second deployment while the first one downloads cancels it with no
+	// Idle report in between, and runs.
+	e.setService(slow.service("wf-r1", ""))
+	waitFor(t, "wf-r1 in progress", func() bool { return wfID(e.agentReported()) == "wf-r1" })
+	n := len(c.sent())
+	e.setService(u2.service("wf-2", ""))
+	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("run after the replacement: %v", err)
+	}
+	if d.bootState().Pending != "B" {
+		t.Fatalf("replacement not pending: %+v", d.bootState())
+	}
+	for _, p := range c.sent()[n:] {
+		if strings.Contains(p, `"state":0`) || strings.Contains(p, `"state":255`) {
+			t.Errorf("a report between the replaced and the new deployment: %s", p)
+		}
+	}
+	gmu.Lock()
+	close(gate)
+	gate = nil
+	gmu.Unlock()
+
+	// 5. Reboot into B: success is reported after the health check.
+	d.reset()
+	c.Close()
+	c = e.dial(adu.ModelContractV2)
+	stop, done = runBackground(d.agent(nil), c)
+	waitFor(t, "success", func() bool {
+		ag := e.agentReported()
+		return stateOf(ag) == 0 && wfID(ag) == "wf-2" && ag["installedUpdateId"] == u2.id.InstalledUpdateID()
+	})
+
+	// 6. Duplicates after a reconnect (IoT Hub drops the connection): nothing runs again.
+	hits := srv.hits.Load()
+	n = len(c.sent())
+	if err := e.h.Disconnect(deviceID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reconnect", func() bool { return e.h.Connected(deviceID) })
+	time.Sleep(300 * time.Millisecond)
+	for _, p := range c.sent()[n:] {
+		if strings.Contains(p, `"agent"`) {
+			t.Errorf("report after a reconnect with nothing new: %s", p)
+		}
+	}
+	if srv.hits.Load() != hits {
+		t.Error("the finished deployment downloaded again after the reconnect")
+	}
+
+	// 7. Failure (404), then the operator's retry with a new retryTimestamp re-runs it.
+	raw3 := payload(3, 64<<10)
+	u3 := newUpdate(t, srv, "3.0", raw3, makeImage(t, raw3, "3.0", nil), manifestOpts{})
+	good := u3.url
+	u3.url += ".gone"
+	e.setService(u3.service("wf-3", ""))
+	waitFor(t, "failed then idle", func() bool {
+		ag := e.agentReported()
+		lir, _ := ag["lastInstallResult"].(map[string]any)
+		return stateOf(ag) == 0 && wfID(ag) == "wf-3" && lir["resultCode"] == float64(0) && ag["installedUpdateId"] == u2.id.InstalledUpdateID()
+	})
+	sawFailed := false
+	for _, p := range c.sent() {
+		if strings.Contains(p, `"state":255`) && strings.Contains(p, "wf-3") {
+			sawFailed = true
+		}
+	}
+	if !sawFailed {
+		t.Error("no Failed (255) report before Idle")
+	}
+	// The same id again (no retryTimestamp): ignored.
+	hits = srv.hits.Load()
+	e.setService(u3.service("wf-3", ""))
+	time.Sleep(200 * time.Millisecond)
+	if srv.hits.Load() != hits {
+		t.Error("a failed deployment re-ran without a retry")
+	}
+	u3.url = good
+	e.setService(u3.service("wf-3", "2026-11-22T12:00:00Z"))
+	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("retry run: %v", err)
+	}
+	if d.bootState().Pending != "A" {
+		t.Fatalf("retry not pending: %+v", d.bootState())
+	}
+	stop()
+	var retried bool
+	for _, p := range c.sent() {
+		if strings.Contains(p, `"state":6`) && strings.Contains(p, `"retryTimestamp":"2026-11-22T12:00:00Z"`) {
+			retried = true
+		}
+	}
+	if !retried {
+		t.Error("the retry's state 6 does not echo its retryTimestamp")
+	}
+}
+
+// Model ;3: the root-key package is fetched, validated, stored and applied; a signing key
+// it disables is refused; a failed fetch falls back to the stored package.
+func TestRootKeyPackageModelV3(t *testing.T) {
+	e := newHubEnv(t)
+	d := newDevice(t, payload(1, 64<<10))
+	srv := newServer(t)
+	k := getKeys(t)
+	pkgOK, err := hub.SignRootKeyPackage([]hub.RootPrivateKey{k.signer.RootPrivateKey()}, hub.RootKeyPackageOptions{Version: 1, Published: 1.7e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgDeny, err := hub.SignRootKeyPackage([]hub.RootPrivateKey{k.signer.RootPrivateKey()}, hub.RootKeyPackageOptions{Version: 2, Published: 1.7e9,
+		DisabledSigningKeys: [][32]byte{k.signer.SigningKeyHash()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	okURL := srv.put("rootkeys-1.json", pkgOK)
+	denyURL := srv.put("rootkeys-2.json", pkgDeny)
+	raw := payload(2, 64<<10)
+	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
+	svc := func(id, pkgURL string) json.RawMessage {
+		var m map[string]any
+		json.Unmarshal(u.service(id, ""), &m)
+		m["rootKeyPackageUrl"] = pkgURL
+		b, _ := json.Marshal(m)
+		return b
+	}
+	c := e.dial(adu.ModelV3)
+	mod := func(o *Options) {
+		o.ModelID = adu.ModelV3
+		o.DeviceInformation = func() DeviceInformation { return DeviceInformation{OSName: "TestOS", TotalMemory: 1024} }
+	}
+	stop, _ := runBackground(d.agent(mod), c)
+	defer stop()
+	// deviceInformation is reported with the ;3 model.
+	waitFor(t, "deviceInformation", func() bool {
+		tw, _ := e.h.Twin(deviceID)
+		return strings.Contains(string(tw), `"osName":"TestOS"`)
+	})
+
+	// The deny package disables the signing key: Failed with the disabled-key code.
+	e.setService(svc("wf-deny", denyURL))
+	waitFor(t, "refused", func() bool { return stateOf(e.agentReported()) == 0 && wfID(e.agentReported()) == "wf-deny" })
+	ag := e.agentReported()
+	lir, _ := ag["lastInstallResult"].(map[string]any)
+	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
+		t.Errorf("deny result %v; sent %v", lir, c.sent())
+	}
+	// The package store keeps version 2; the version-1 package is refused as older, and a
+	// missing package URL falls back to the stored one (still denying).
+	e.setService(svc("wf-gone", srv.URL+"/missing.json"))
+	waitFor(t, "refused again", func() bool { return wfID(e.agentReported()) == "wf-gone" && stateOf(e.agentReported()) == 0 })
+	if srv.hits.Load() == 0 {
+		t.Fatal("nothing fetched")
+	}
+	_ = okURL
+}
