@@ -321,7 +321,10 @@ func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State)
 		return a.finishSucceeded(dep)
 	}
 	hctx, cancel := context.WithTimeout(ctx, a.o.HealthTimeout)
+	// The checks are bounded by HealthTimeout; keep the watchdog fed meanwhile.
+	stopBeat := a.beatWhile(hctx)
 	rep, err := health.Run(hctx, a.o.HealthChecks, a.o.HealthOptions)
+	stopBeat()
 	cancel()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -443,3 +446,27 @@ func checkSummary(r health.Result) string {
 }
 
 func bootloaderSlot(bank string) bootloader.Slot { return bootloader.Slot(bank) }
+
+// beatWhile calls the heartbeat every HeartbeatInterval until stopped or ctx ends.
+func (a *Agent) beatWhile(ctx context.Context) (stop func()) {
+	if a.o.Heartbeat == nil {
+		return func() {}
+	}
+	a.o.Heartbeat()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.o.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.o.Heartbeat()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/health"
 )
 
 func fastRetry() download.RetryPolicy {
@@ -286,3 +288,39 @@ func loadRecord(t testing.TB, d *device) (Record, bool) {
 // ensure the bootloader import is used in helpers above
 var _ = bootloader.Slot("")
 var _ = adu.StateIdle
+
+// A slow health check after the reboot keeps the watchdog fed while it runs (the checks
+// have their own deadline).
+func TestHeartbeatDuringHealthChecks(t *testing.T) {
+	d := newDevice(t, payload(1, 64<<10))
+	srv := newServer(t)
+	raw := payload(2, 64<<10)
+	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
+	h := newMemHub(d.p)
+	h.full(u.service("wf", ""))
+	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
+		t.Fatal(err)
+	}
+	d.reset()
+	var beats atomic.Int64
+	var during int64
+	a := d.agent(func(o *Options) {
+		o.HeartbeatInterval = 2 * time.Millisecond
+		o.Heartbeat = func() { beats.Add(1) }
+		o.HealthOptions.Exec = func(ctx context.Context, at health.Attempt) (int, error) {
+			start := beats.Load()
+			time.Sleep(60 * time.Millisecond)
+			during = beats.Load() - start
+			return 0, nil
+		}
+	})
+	if err := a.Boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if during < 5 {
+		t.Errorf("%d heartbeats during a 60 ms health check at a 2 ms interval", during)
+	}
+	if st := d.bootState(); st.Pending != "" || st.Primary != "B" {
+		t.Errorf("not confirmed: %+v", st)
+	}
+}
