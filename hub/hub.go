@@ -10,6 +10,9 @@
 // per patch (32 KB) rather than on the stored document. One connection per
 // device id: a new CONNECT takes over (drops) the previous connection.
 //
+// Signer signs update manifests (and root-key packages, spec §5.5) the way the Device
+// Update service does, so that adu.Verify accepts them when it trusts the signer's root key.
+//
 // The package never logs unless Options.Logger is set and holds no
 // package-level mutable state.
 package hub
