@@ -1,5 +1,5 @@
-// Package app is aduagent's command line: the device binary's status and manual
-// mark-good / mark-bad commands. main only calls Run; everything else lives here so that
+// Package app is aduagent's command line: the device binary's daemon (run), manual
+// install, status and manual mark-good / mark-bad commands. main only calls Run; everything else lives here so that
 // tests drive the same code the binary runs.
 package app
 
@@ -37,19 +37,22 @@ func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
 	a := &cli.App{
 		Name:      "aduagent",
-		Usage:     "the device's update agent: slot and bootloader state, manual mark-good / mark-bad",
+		Usage:     "the device's update agent: the Device Update daemon, manual installs, slot and bootloader state, mark-good / mark-bad",
 		Version:   Version,
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Description: `All commands read the device configuration (--config): the [slots] section (slots, banks,
-how the running bank is found), the [bootloader] section (the boot backend) and, for status,
-the state_dir key of the [agent] section (the agent's deployment journal).
+how the running bank is found), the [bootloader] section (the boot backend) and the [agent]
+section (IoT Hub connection, device identity, trusted keys, health checks, the journal's
+state_dir; status reads only state_dir).
 
 Exit codes: 0 ok, 1 invalid input or a refused change (bad config, invalid bootloader
-state, marking the wrong bank), 2 usage error, 3 I/O or environment error (missing config
-file, storage that cannot be read, running bank that cannot be told).
+state, marking the wrong bank, a refused image), 2 usage error, 3 I/O or environment
+error (missing config file, storage that cannot be read, running bank that cannot be told).
 
 EXAMPLE:
+   aduagent run
+   aduagent install --no-reboot rootfs-1.2.0.aduimg
    aduagent status
    aduagent --config /etc/aduflash/aduagent.toml status --json
    aduagent mark-good
@@ -62,6 +65,8 @@ EXAMPLE:
 			&cli.StringFlag{Name: "cmdline-file", Hidden: true},
 		},
 		Commands: []*cli.Command{
+			e.runCommand(),
+			e.installCommand(),
 			e.statusCommand(),
 			e.markGoodCommand(),
 			e.markBadCommand(),

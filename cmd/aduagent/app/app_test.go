@@ -35,8 +35,8 @@ func mustWrite(t *testing.T, path string, b []byte) {
 
 func TestHelpGolden(t *testing.T) {
 	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if len(clitest.CommandPaths(nil, a.Commands)) != 3 {
-		t.Fatal("command tree changed: status, mark-good, mark-bad expected")
+	if len(clitest.CommandPaths(nil, a.Commands)) != 5 {
+		t.Fatal("command tree changed: run, install, status, mark-good, mark-bad expected")
 	}
 	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
 }

@@ -1,0 +1,253 @@
+package app
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/internal/bytesize"
+)
+
+func (e *env) installCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "install",
+		Usage:     "install an image into the spare bank by hand, without the service, and reboot into it",
+		ArgsUsage: "FILE|URL",
+		Description: `Writes one image into the slot of its class in the spare bank (the bank after the running
+one), the way a deployment from the service does: the image's signature and chunk hashes
+are verified while it streams into the slot (aduimg and MCUboot images, against the
+[agent] section's keyring and pub keys), its slot class, compatibility and version are
+checked before the first byte is written, the slot is read back, the bank is marked
+pending in the bootloader and the device reboots (agent.reboot_command). After the reboot
+aduagent run health-checks and confirms the bank, or it is rolled back; aduagent mark-good
+confirms it by hand.
+
+FILE is a local file; a URL is http://, https:// or file://. Its size comes from the file,
+from a HEAD request (http) or from --size. --sha256 is checked over the whole file; it is
+optional for signed images and required for raw images (which also need
+agent.allow_raw). An interrupted install (power cut, Ctrl-C) resumes where it stopped when
+the same command is run again.
+
+Without --no-reboot the device reboots once the bank is pending; with it, nothing happens
+until the next reboot (which boots the new bank once, on trial).
+
+Exit codes: 0 installed (the bank is pending; rebooting, or not with --no-reboot); 1 the
+image was refused (bad signature or hash, unknown key, another slot class, incompatible,
+a downgrade, raw without allow_raw or --sha256, too large) or a deployment is already
+pending, or invalid config; 2 usage error; 3 I/O or environment error (file or URL that
+cannot be read, slot or bootloader storage, journal, interrupted).
+
+EXAMPLE:
+   aduagent install rootfs-1.2.0.aduimg
+   aduagent install --class firmware --no-reboot app-1.4.signed.bin
+   aduagent install --json https://updates.example.com/rootfs-1.2.0.aduimg
+   aduagent install --class rootfs --sha256 9f86d081884c7d65... --size 512MiB http://10.0.0.1/rootfs.img`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "class", Usage: "the slot `CLASS` to write (default: the device's only class)"},
+			&cli.StringFlag{Name: "sha256", Usage: "the file's SHA-256 (`HEX`), checked over the whole file"},
+			&cli.StringFlag{Name: "size", Usage: "the file's size in bytes (`N`, also \"64MiB\"), for URLs that do not tell it"},
+			&cli.BoolFlag{Name: "no-reboot", Usage: "leave the bank pending without rebooting"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as one JSON object"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log the agent's steps to stderr"},
+		},
+		Action: e.install,
+	}
+}
+
+// installResult is what install prints.
+type installResult struct {
+	OK       bool   `json:"ok"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
+	Source   string `json:"source"`
+	Size     int64  `json:"size"`
+	Class    string `json:"class,omitempty"`
+	Slot     string `json:"slot,omitempty"`
+	Bank     string `json:"bank,omitempty"`
+	From     string `json:"from,omitempty"` // the running bank
+	Format   string `json:"format,omitempty"`
+	Version  string `json:"version,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	// Bytes is the payload written into the slot.
+	Bytes     int64 `json:"bytes"`
+	Pending   bool  `json:"pending"`
+	Rebooting bool  `json:"rebooting"`
+}
+
+func (e *env) install(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "FILE or URL"); err != nil {
+		return err
+	}
+	var sum []byte
+	if s := c.String("sha256"); s != "" {
+		b, err := hex.DecodeString(strings.TrimSpace(s))
+		if err != nil || len(b) != 32 {
+			return exitcode.Usagef("--sha256 %q: want 64 hex digits", s)
+		}
+		sum = b
+	}
+	size := int64(-1)
+	if s := c.String("size"); s != "" {
+		n, err := bytesize.Parse(s)
+		if err != nil || n < 0 {
+			return exitcode.Usagef("--size %q: want a byte count such as 1048576 or \"64MiB\"", s)
+		}
+		size = n
+	}
+	cfg, err := agent.LoadConfig(c.String("config"))
+	if err != nil {
+		return classifyAgent(err)
+	}
+	level := cfg.Level()
+	if !c.Bool("verbose") {
+		level = max(level, slog.LevelWarn)
+	}
+	log := newLogger(e.stderr, level, os.Getenv("JOURNAL_STREAM") != "")
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	src, err := installSource(ctx, c.Args().First(), size)
+	if err != nil {
+		return err
+	}
+	src.SHA256 = sum
+
+	o, d, err := agentOptions(c, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	if !c.Bool("no-reboot") {
+		o.Reboot = rebootFunc(cfg.RebootCommand, log)
+	}
+	ag, err := agent.New(o)
+	if err != nil {
+		return classifyAgent(err)
+	}
+	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class")}
+	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot")})
+	if dep != nil {
+		res.Bank, res.From = dep.Bank, dep.From
+		if len(dep.Steps) == 1 {
+			st := dep.Steps[0]
+			res.Class, res.Slot, res.Format = st.Class, st.Slot, st.Progress.Format
+			if info := st.Progress.Info; info != nil {
+				res.Version, res.KeyID, res.Bytes = info.Version, info.KeyID, info.RawSize
+				if res.Format == "" {
+					res.Format = info.Format
+				}
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, agent.ErrRebooting):
+		res.Pending, res.Rebooting, err = true, true, nil
+	case err == nil:
+		res.Pending = dep != nil && dep.Phase == agent.PhasePending
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		err = exitcode.WithCode(exitcode.IO, fmt.Errorf("install interrupted; run the same command again to resume: %w", err))
+	default:
+		err = classifyAgent(fmt.Errorf("install %s: %w", c.Args().First(), err))
+	}
+	if c.Bool("json") {
+		return cliapp.JSONVerdict(e.stdout, res, err, func(ok bool, code int, msg string) {
+			res.OK, res.ExitCode, res.Error = ok, code, msg
+		})
+	}
+	if err != nil {
+		return err
+	}
+	printInstall(e.stdout, res)
+	return nil
+}
+
+func printInstall(w io.Writer, r *installResult) {
+	fmt.Fprintf(w, "installed %s\n", r.Source)
+	fmt.Fprintf(w, "  slot:    %s (class %s, bank %s; running bank %s)\n", r.Slot, r.Class, r.Bank, r.From)
+	format := r.Format
+	if r.KeyID != "" {
+		format += ", signed by key " + r.KeyID
+	}
+	fmt.Fprintf(w, "  format:  %s\n", format)
+	if r.Version != "" {
+		fmt.Fprintf(w, "  version: %s\n", r.Version)
+	}
+	fmt.Fprintf(w, "  bytes:   %d written (file %d)\n", r.Bytes, r.Size)
+	switch {
+	case r.Rebooting:
+		fmt.Fprintf(w, "bank %s is pending; rebooting into it\n", r.Bank)
+	case r.Pending:
+		fmt.Fprintf(w, "bank %s is pending: the next boot tries it once (then aduagent run confirms it, or aduagent mark-good)\n", r.Bank)
+	}
+}
+
+// installSource turns FILE or URL into the agent's Source, with its size (size < 0: find it).
+func installSource(ctx context.Context, arg string, size int64) (agent.Source, error) {
+	u, err := url.Parse(arg)
+	isURL := err == nil && (u.Scheme == "http" || u.Scheme == "https" || u.Scheme == "file") && len(u.Scheme) > 1
+	if !isURL {
+		abs, err := filepath.Abs(arg)
+		if err != nil {
+			return agent.Source{}, exitcode.WithCode(exitcode.IO, err)
+		}
+		u = &url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}
+		if !strings.HasPrefix(u.Path, "/") {
+			u.Path = "/" + u.Path // C:/… on Windows
+		}
+	}
+	src := agent.Source{URL: u.String(), Size: size}
+	if size >= 0 {
+		return src, nil
+	}
+	switch u.Scheme {
+	case "file":
+		p := u.Path
+		if len(p) >= 3 && p[0] == '/' && p[2] == ':' {
+			p = p[1:] // /C:/… on Windows
+		}
+		fi, err := os.Stat(filepath.FromSlash(p))
+		if err != nil {
+			return src, exitcode.WithCode(exitcode.IO, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return src, exitcode.Usagef("%s is not a regular file (give --size for a device)", arg)
+		}
+		src.Size = fi.Size()
+	default:
+		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(hctx, http.MethodHead, u.String(), nil)
+		if err != nil {
+			return src, exitcode.Usagef("%s: %v", arg, err)
+		}
+		resp, err := agent.DefaultHTTPClient().Do(req)
+		if err != nil {
+			return src, exitcode.WithCode(exitcode.IO, fmt.Errorf("HEAD %s: %w", arg, err))
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return src, exitcode.WithCode(exitcode.IO, fmt.Errorf("HEAD %s: %s", arg, resp.Status))
+		}
+		if resp.ContentLength < 0 {
+			return src, exitcode.Usagef("HEAD %s tells no Content-Length: give --size", arg)
+		}
+		src.Size = resp.ContentLength
+	}
+	return src, nil
+}
