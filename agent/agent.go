@@ -124,9 +124,12 @@ type Agent struct {
 
 	repMu sync.Mutex // one reported patch at a time
 	hub   Hub
+
+	unlock func() error
 }
 
-// New opens the agent's state. A corrupt journal is an error naming the file; the caller
+// New opens the agent's state, locking the state folder against other agents (ErrBusy).
+// A corrupt journal is an error naming the file; the caller
 // decides (the daemon refuses to start: the spare slot may hold anything).
 func New(o Options) (*Agent, error) {
 	if o.Layout == nil || o.Bootloader == nil || o.StateDir == "" {
@@ -180,20 +183,39 @@ func New(o Options) (*Agent, error) {
 		jo = append(jo, journal.WithFS(o.JournalFS))
 	}
 	a := &Agent{o: o, iface: iface, log: o.Logger}
-	if a.j, err = journal.Open(o.StateDir, append(jo, journal.WithName(RecordName))...); err != nil {
+	if o.JournalFS == nil { // a simulated file system needs no lock against other processes
+		if a.unlock, err = lockDir(o.StateDir); err != nil {
+			return nil, err
+		}
+	}
+	fail := func(err error) (*Agent, error) {
+		a.Close()
 		return nil, err
+	}
+	if a.j, err = journal.Open(o.StateDir, append(jo, journal.WithName(RecordName))...); err != nil {
+		return fail(err)
 	}
 	if a.rkj, err = journal.Open(o.StateDir, append(jo, journal.WithName(RootKeyPackageName))...); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if _, err := a.j.Load(&a.rec); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if a.rec.Version == 0 {
 		a.rec.Version = StateVersion
 	}
 	a.healthy.Store(true)
 	return a, nil
+}
+
+// Close releases the state folder's lock (another aduagent may then use it).
+func (a *Agent) Close() error {
+	if a.unlock == nil {
+		return nil
+	}
+	err := a.unlock()
+	a.unlock = nil
+	return err
 }
 
 // Record returns a copy of the agent's persistent record.

@@ -32,6 +32,8 @@ var (
 	ErrRootKeyPackage     = errors.New("agent: root-key package unusable")
 	ErrRebooting          = errors.New("agent: rebooting")
 	ErrConfig             = errors.New("agent: invalid configuration")
+	// ErrBusy: another agent holds the state folder, or a deployment waits for its reboot.
+	ErrBusy = errors.New("agent: busy")
 )
 
 // Extended result codes of this agent (spec §7.2): handler failures in facility 3

@@ -351,7 +351,7 @@ func TestRootKeyPackageModelV3(t *testing.T) {
 
 	// The deny package disables the signing key: Failed with the disabled-key code.
 	e.setService(svc("wf-deny", denyURL))
-	waitFor(t, "refused", func() bool { return stateOf(e.agentReported()) == 0 && wfID(e.agentReported()) == "wf-deny" })
+	waitFor(t, "refused", func() bool { ag := e.agentReported(); return stateOf(ag) == 0 && wfID(ag) == "wf-deny" })
 	ag := e.agentReported()
 	lir, _ := ag["lastInstallResult"].(map[string]any)
 	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
@@ -360,9 +360,16 @@ func TestRootKeyPackageModelV3(t *testing.T) {
 	// The package store keeps version 2; the version-1 package is refused as older, and a
 	// missing package URL falls back to the stored one (still denying).
 	e.setService(svc("wf-gone", srv.URL+"/missing.json"))
-	waitFor(t, "refused again", func() bool { return wfID(e.agentReported()) == "wf-gone" && stateOf(e.agentReported()) == 0 })
-	if srv.hits.Load() == 0 {
-		t.Fatal("nothing fetched")
+	waitFor(t, "refused again", func() bool { ag := e.agentReported(); return wfID(ag) == "wf-gone" && stateOf(ag) == 0 })
+	lir, _ = e.agentReported()["lastInstallResult"].(map[string]any)
+	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
+		t.Errorf("with the package URL gone, the stored package should still deny: %v", lir)
 	}
-	_ = okURL
+	// An older package (version 1) is refused.
+	e.setService(svc("wf-old", okURL))
+	waitFor(t, "older package refused", func() bool { ag := e.agentReported(); return wfID(ag) == "wf-old" && stateOf(ag) == 0 })
+	lir, _ = e.agentReported()["lastInstallResult"].(map[string]any)
+	if lir["extendedResultCodes"] != adu.ERCRootKeyPackageParse.String() || !strings.Contains(lir["resultDetails"].(string), "older") {
+		t.Errorf("older package: %v", lir)
+	}
 }

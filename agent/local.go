@@ -60,7 +60,7 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 	if busy != nil {
 		switch {
 		case busy.Phase == PhasePending:
-			return nil, fmt.Errorf("%w: bank %s is pending a reboot (deployment %q); reboot first", ErrBootloader, busy.Bank, busy.WorkflowID)
+			return nil, fmt.Errorf("%w: bank %s is pending a reboot (deployment %q); reboot first", ErrBusy, busy.Bank, busy.WorkflowID)
 		case busy.Local && busy.Bank == spare && len(busy.Steps) == 1 && busy.Steps[0].Slot == slot.Name &&
 			busy.Steps[0].Source.URL == li.Source.URL && busy.Steps[0].Source.Size == li.Source.Size:
 			dep.Steps[0].Progress = busy.Steps[0].Progress

@@ -324,3 +324,25 @@ func TestHeartbeatDuringHealthChecks(t *testing.T) {
 		t.Errorf("not confirmed: %+v", st)
 	}
 }
+
+// One agent per state folder: a second one (aduagent install while the daemon runs) is
+// refused until the first closes.
+func TestStateDirLock(t *testing.T) {
+	d := newDevice(t, nil)
+	mk := func() (*Agent, error) {
+		return New(Options{Layout: d.layout(), Bootloader: d.backend(), StateDir: d.state, Manufacturer: "Contoso", Model: "Board"})
+	}
+	a, err := mk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mk(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second agent: %v", err)
+	}
+	a.Close()
+	b, err := mk()
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	b.Close()
+}

@@ -140,6 +140,7 @@ func (e *env) install(c *cli.Context) error {
 	if err != nil {
 		return classifyAgent(err)
 	}
+	defer ag.Close()
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class")}
 	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot")})
 	if dep != nil {

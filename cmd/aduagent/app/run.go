@@ -137,6 +137,7 @@ func (e *env) run(c *cli.Context) error {
 	if dm.ag, err = agent.New(o); err != nil {
 		return classifyAgent(err)
 	}
+	defer dm.ag.Close()
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -458,7 +459,7 @@ func classifyAgent(err error) error {
 		return exitcode.WithCode(exitcode.IO, err)
 	case errors.Is(err, agent.ErrImage), errors.Is(err, agent.ErrSlotClass), errors.Is(err, agent.ErrIncompatible),
 		errors.Is(err, agent.ErrDowngrade), errors.Is(err, agent.ErrRawNotAllowed), errors.Is(err, agent.ErrFileHash),
-		errors.Is(err, agent.ErrConfig), errors.Is(err, agent.ErrBadManifest), errors.Is(err, agent.ErrBootloader),
+		errors.Is(err, agent.ErrConfig), errors.Is(err, agent.ErrBadManifest), errors.Is(err, agent.ErrBusy),
 		errors.Is(err, journal.ErrCorrupt),
 		errors.Is(err, iothub.ErrInvalidConfig), errors.Is(err, iothub.ErrInvalidConnectionString),
 		errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), image.Rejected(err):
