@@ -30,6 +30,7 @@ const HandlerImage = "aduflash/image:1"
 const (
 	RecordName         = journal.DefaultName // the Record
 	RootKeyPackageName = "rootkeys"          // the last valid root-key package
+	HeaderName         = "header"            // the aduimg header of the image being written
 )
 
 // Hub is the IoT Hub connection the agent runs on (*iothub.Client has it).
@@ -113,7 +114,10 @@ type Agent struct {
 	iface string
 	j     *journal.Journal
 	rkj   *journal.Journal
-	log   *slog.Logger
+	hj    *journal.Journal // the image header of the step being written
+
+	savedHeader []byte // SHA-256 of the header hj holds
+	log         *slog.Logger
 
 	mu  sync.Mutex // guards rec
 	rec Record
@@ -196,6 +200,9 @@ func New(o Options) (*Agent, error) {
 		return fail(err)
 	}
 	if a.rkj, err = journal.Open(o.StateDir, append(jo, journal.WithName(RootKeyPackageName))...); err != nil {
+		return fail(err)
+	}
+	if a.hj, err = journal.Open(o.StateDir, append(jo, journal.WithName(HeaderName), journal.WithMaxSize(16<<20))...); err != nil {
 		return fail(err)
 	}
 	if _, err := a.j.Load(&a.rec); err != nil {

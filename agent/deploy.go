@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,9 @@ func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
 			return fmt.Errorf("%w: %w", ErrSlot, err)
 		}
 		in := a.installer(st.Class, func(p Progress) error {
+			if err := a.saveHeader(&p); err != nil {
+				return fmt.Errorf("%w: %w", errJournal, err)
+			}
 			if err := a.save(func(r *Record) {
 				if r.Deployment != nil && len(r.Deployment.Steps) > i {
 					r.Deployment.Steps[i].Progress = p
@@ -109,6 +113,7 @@ func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
 		var resume *Progress
 		if st.Progress.Done || st.Progress.Cursor != nil {
 			p := st.Progress
+			a.loadHeader(&p)
 			resume = &p
 		}
 		a.log.Info("installing", "step", i, "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
@@ -122,6 +127,46 @@ func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
 			"written", p.Stats.BytesWritten, "skipped", p.Stats.BytesSkipped)
 	}
 	return nil
+}
+
+// headerRecord is the header journal: the signed aduimg header of the image being written.
+type headerRecord struct {
+	SHA256 []byte `json:"sha256"`
+	Header []byte `json:"header"`
+}
+
+// saveHeader stores p's image header in its own journal file when it is not there yet, and
+// leaves only its hash in p (the progress record is saved at every resume point; the header
+// of a 1 GiB image is 50 KB).
+func (a *Agent) saveHeader(p *Progress) error {
+	if len(p.Header) == 0 {
+		return nil
+	}
+	sum := sha256.Sum256(p.Header)
+	p.HeaderSHA256 = sum[:]
+	if bytes.Equal(a.savedHeader, sum[:]) {
+		return nil
+	}
+	if err := a.hj.Save(headerRecord{SHA256: sum[:], Header: p.Header}); err != nil {
+		return err
+	}
+	a.savedHeader = sum[:]
+	return nil
+}
+
+// loadHeader fills p.Header from the header journal when it holds the header p names.
+func (a *Agent) loadHeader(p *Progress) {
+	if len(p.HeaderSHA256) == 0 || len(p.Header) > 0 {
+		return
+	}
+	var hr headerRecord
+	if found, err := a.hj.Load(&hr); err != nil || !found {
+		return
+	}
+	if sum := sha256.Sum256(hr.Header); bytes.Equal(sum[:], p.HeaderSHA256) && bytes.Equal(hr.SHA256, p.HeaderSHA256) {
+		p.Header = hr.Header
+		a.savedHeader = hr.SHA256
+	}
 }
 
 // markPending records the pending phase, then makes the bootloader try the bank.

@@ -45,11 +45,14 @@ type Progress struct {
 	Format string `json:"format,omitempty"`
 	// FileOffset is where the download continues; FileHash the marshaled SHA-256 state of
 	// the first FileOffset bytes of the file.
-	FileOffset   int64         `json:"file_offset"`
-	FileHash     []byte        `json:"file_hash,omitempty"`
-	ETag         string        `json:"etag,omitempty"`
-	LastModified string        `json:"last_modified,omitempty"`
-	Header       []byte        `json:"header,omitempty"` // the aduimg header, as signed
+	FileOffset   int64  `json:"file_offset"`
+	FileHash     []byte `json:"file_hash,omitempty"`
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
+	// Header is the aduimg header as signed. The agent's journal keeps it in a file of its
+	// own, written once per image, and only its SHA-256 in the progress record.
+	Header       []byte        `json:"-"`
+	HeaderSHA256 []byte        `json:"header_sha256,omitempty"`
 	Cursor       *slots.Cursor `json:"cursor,omitempty"` // where the slot write continues
 	Done         bool          `json:"done,omitempty"`   // written and read back
 	Info         *ImageInfo    `json:"info,omitempty"`
@@ -255,6 +258,9 @@ func (r *run) install() error {
 
 // aduimg resumes an aduimg write from the journal.
 func (r *run) aduimg() error {
+	if len(r.resume.Header) == 0 {
+		return errStaleResume
+	}
 	h, err := image.ReadHeader(bytes.NewReader(r.resume.Header), image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.capacity})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrImage, err)

@@ -1,5 +1,6 @@
-// Command aduagent is the device side of the toolkit: it shows the slot and bootloader state
-// of the device and marks banks good or bad by hand. See `aduagent --help`.
+// Command aduagent is the device's update agent: the daemon that follows Azure Device Update
+// through IoT Hub (run), manual installs (install), the slot and bootloader state (status)
+// and marking banks good or bad by hand. See `aduagent --help`.
 //
 // It ships to devices, so it must not import the host tools' packages (manifestgen, hub,
 // recovery, the CLI progress bars); app's TestImportGraph checks that.
@@ -9,12 +10,22 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"syscall"
 
 	"github.com/aduflash/aduflash/cmd/aduagent/app"
 )
 
+// defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT says otherwise:
+// the agent's live heap is a few MiB whatever the image size, and the limit makes the runtime
+// return freed pages instead of letting the heap goal drift up during a long install.
+const defaultMemoryLimit = 12 << 20
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := app.Run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
