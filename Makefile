@@ -8,7 +8,7 @@ PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 
 export CGO_ENABLED = 0
 
-.PHONY: all build cross test bench demo clean
+.PHONY: all build cross test bench bench-agent demo clean
 
 all: build
 
@@ -34,6 +34,9 @@ test:
 
 bench:
 	./scripts/bench
+
+bench-agent:
+	./scripts/bench-agent
 
 demo:
 	./examples/quickstart.sh
