@@ -14,6 +14,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/iothub"
 )
 
 // failedThenIdle waits for a Failed report followed by an Idle one for workflow id, and
@@ -212,5 +213,21 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 	}
 	if !d.slotHolds("B", raw) || d.bootState().Pending != "B" {
 		t.Error("not installed")
+	}
+}
+
+// A twin document that is not even JSON (as a broken gateway might deliver) is refused the
+// same way and the agent keeps running.
+func TestBrokenTwinJSON(t *testing.T) {
+	d := newDevice(t, nil)
+	h := newMemHub(d.p)
+	h.ch <- iothub.DesiredUpdate{Full: true, Twin: iothub.Twin{Desired: json.RawMessage(`{"deviceUpdate":{"service":{"workflow":`), Reported: json.RawMessage(`{}`)}, Version: 3}
+	h.ch <- iothub.DesiredUpdate{Patch: json.RawMessage(`[1,2,3]`), Version: 4}
+	if err := runAgent(t, d.agent(nil), h, func() bool { return len(h.agentReports()) >= 5 }); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(h.all(), "\n")
+	if strings.Count(all, `"ac":406`) != 2 || !strings.Contains(all, `"state":255`) {
+		t.Errorf("reports %s", all)
 	}
 }
