@@ -74,7 +74,11 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		if errors.Is(err, errJournal) || errors.Is(err, context.Canceled) {
 			return dep, err // resumable: the journal keeps the progress
 		}
-		out := a.failure("", "", true, adu.UpdateID{}, 1, err)
+		uid := adu.UpdateID{Provider: "local", Name: class}
+		if info := dep.Steps[0].Progress.Info; info != nil {
+			uid.Version = info.Version
+		}
+		out := a.failure("", "", true, uid, 1, err)
 		out.Bank = spare
 		if serr := a.save(func(r *Record) { r.Last, r.Deployment = out, nil }); serr != nil {
 			return dep, errors.Join(err, serr)
