@@ -170,7 +170,10 @@ func TestDeviceLifeCycle(t *testing.T) {
 
 	v2 := payload(2, 600<<10)
 	u2 := w.deploy("toaster-1", "wf-2", v2, "2.0")
-	w.waitFor("v2 success", func() bool { s, id, inst := state(w.reported("toaster-1")); return s == 0 && id == "wf-2" && inst == u2.InstalledUpdateID() })
+	w.waitFor("v2 success", func() bool {
+		s, id, inst := state(w.reported("toaster-1"))
+		return s == 0 && id == "wf-2" && inst == u2.InstalledUpdateID()
+	})
 	if d.Running() != "B" || !bytes.Equal(d.Slot("B", len(v2)), v2) {
 		t.Fatalf("running %s after v2", d.Running())
 	}
@@ -196,7 +199,10 @@ func TestDeviceLifeCycle(t *testing.T) {
 	v4 := payload(4, 700<<10)
 	d.Power().CutAfter(40)
 	u4 := w.deploy("toaster-1", "wf-4", v4, "4.0")
-	w.waitFor("v4 success", func() bool { s, id, inst := state(w.reported("toaster-1")); return s == 0 && id == "wf-4" && inst == u4.InstalledUpdateID() })
+	w.waitFor("v4 success", func() bool {
+		s, id, inst := state(w.reported("toaster-1"))
+		return s == 0 && id == "wf-4" && inst == u4.InstalledUpdateID()
+	})
 	evMu.Lock()
 	defer evMu.Unlock()
 	var kinds []string
