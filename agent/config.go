@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/tomlsection"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -121,10 +120,6 @@ type agentRawCheck struct {
 	Env        []string `toml:"env"`
 }
 
-type agentConfigFile struct {
-	Agent *agentRawConfig `toml:"agent"`
-}
-
 // LoadConfig reads the [agent] section of the TOML file path; other sections are ignored.
 func LoadConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)
@@ -143,21 +138,12 @@ func LoadConfig(path string) (Config, error) {
 // are errors naming the key. Every error wraps ErrConfig and names the key (agent.<key>).
 // Nothing is read from the files the section names (see Options, Keyring, HubConfig).
 func ParseConfig(data []byte) (Config, error) {
-	var f agentConfigFile
-	md, err := toml.Decode(string(data), &f)
+	var raw agentRawConfig
+	md, found, err := tomlsection.Decode(data, "agent", &raw)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	var unknown []string
-	for _, k := range md.Undecoded() {
-		if len(k) > 0 && k[0] == "agent" {
-			unknown = append(unknown, k.String())
-		}
-	}
-	if len(unknown) > 0 {
-		return Config{}, fmt.Errorf("%w: unknown key(s) in the agent section: %s", ErrConfig, strings.Join(unknown, ", "))
-	}
-	if f.Agent == nil {
+	if !found {
 		return Config{}, fmt.Errorf("%w: no [agent] section", ErrConfig)
 	}
 	// The order of [agent.properties] as written (a Go map has none).
@@ -167,7 +153,7 @@ func ParseConfig(data []byte) (Config, error) {
 			order = append(order, k[2])
 		}
 	}
-	return f.Agent.convert(order, func(key ...string) bool { return md.IsDefined(append([]string{"agent"}, key...)...) })
+	return raw.convert(order, func(key ...string) bool { return md.IsDefined(append([]string{"agent"}, key...)...) })
 }
 
 func cfgErr(key, format string, a ...any) error {

@@ -3,16 +3,15 @@ package bootloader
 import (
 	"errors"
 	"fmt"
-	"github.com/aduflash/aduflash/internal/bytesize"
 	"os"
 	"slices"
 	"strings"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/aduflash/aduflash/bootloader/grubenv"
 	"github.com/aduflash/aduflash/bootloader/mcuboottrailer"
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
+	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/tomlsection"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -95,10 +94,6 @@ type Config struct {
 	Mode string `toml:"mode"`
 }
 
-type configFile struct {
-	Bootloader *Config `toml:"bootloader"`
-}
-
 // LoadConfig reads the [bootloader] section of the TOML file path; other sections are
 // ignored.
 func LoadConfig(path string) (Config, error) {
@@ -117,24 +112,15 @@ func LoadConfig(path string) (Config, error) {
 // validates it. Other sections belong to other packages and are ignored; unknown keys inside
 // [bootloader] are errors naming the key.
 func ParseConfig(data []byte) (Config, error) {
-	var f configFile
-	md, err := toml.Decode(string(data), &f)
+	var c Config
+	_, found, err := tomlsection.Decode(data, "bootloader", &c)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	var unknown []string
-	for _, k := range md.Undecoded() {
-		if len(k) > 0 && k[0] == "bootloader" {
-			unknown = append(unknown, k.String())
-		}
-	}
-	if len(unknown) > 0 {
-		return Config{}, fmt.Errorf("%w: unknown key(s) in the bootloader section: %s", ErrConfig, strings.Join(unknown, ", "))
-	}
-	if f.Bootloader == nil {
+	if !found {
 		return Config{}, fmt.Errorf("%w: no [bootloader] section", ErrConfig)
 	}
-	return f.Bootloader.normalized()
+	return c.normalized()
 }
 
 // normalized returns c with defaults filled in, or an error naming the offending key.

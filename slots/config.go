@@ -3,12 +3,12 @@ package slots
 import (
 	"errors"
 	"fmt"
-	"github.com/aduflash/aduflash/internal/bytesize"
 	"os"
 	"sort"
 	"strings"
 
-	"github.com/BurntSushi/toml"
+	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/tomlsection"
 )
 
 // Errors of the configuration and the slot model. Callers test them with errors.Is.
@@ -122,10 +122,6 @@ func (sc SlotConfig) IsMTD() bool {
 	return sc.Type == TypeMTD || sc.Type == TypeNOR || sc.Type == TypeNAND
 }
 
-type configFile struct {
-	Slots *Config `toml:"slots"`
-}
-
 // LoadConfig reads the [slots] section of the TOML file path; other sections are ignored.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
@@ -143,24 +139,14 @@ func LoadConfig(path string) (*Config, error) {
 // it. Other sections belong to other packages and are ignored; unknown keys inside [slots]
 // are errors naming the key.
 func ParseConfig(data []byte) (*Config, error) {
-	var f configFile
-	md, err := toml.Decode(string(data), &f)
+	c := &Config{}
+	_, found, err := tomlsection.Decode(data, "slots", c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	var unknown []string
-	for _, k := range md.Undecoded() {
-		if len(k) > 0 && k[0] == "slots" {
-			unknown = append(unknown, k.String())
-		}
-	}
-	if len(unknown) > 0 {
-		return nil, fmt.Errorf("%w: unknown key(s) in the slots section: %s", ErrConfig, strings.Join(unknown, ", "))
-	}
-	if f.Slots == nil {
+	if !found {
 		return nil, fmt.Errorf("%w: no [slots] section", ErrConfig)
 	}
-	c := f.Slots
 	if err := c.normalize(); err != nil {
 		return nil, err
 	}
