@@ -1,20 +1,43 @@
-// Package hub is the device side of a local Azure IoT Hub stand-in: an
-// embedded mochi-mqtt broker that authenticates devices like IoT Hub does
-// (CONNECT username format, SAS tokens checked against registered device
-// keys, or X.509 client certificates by SHA-256 thumbprint) and answers the
-// device twin topics (GET, reported PATCH, desired notifications).
+// Package hub is a local stand-in for Azure IoT Hub and the Device Update
+// service, so the whole update loop runs on one machine (aduhub, the demo,
+// tests).
 //
-// Scope: device identities only (no modules), MQTT 3.1.1 over TCP or TLS
-// (no WebSockets), twins only (no telemetry routing, C2D messages, direct
+// Hub is the device side of IoT Hub: an embedded mochi-mqtt broker that
+// authenticates devices like IoT Hub does (CONNECT username format, SAS
+// tokens checked against registered device keys, or X.509 client
+// certificates by SHA-256 thumbprint) and answers the device twin topics
+// (GET, reported PATCH, desired notifications). With Options.DataDir the
+// device registry and the twins (both documents with their $versions) are
+// stored there, one JSON file per device written atomically, and restored by
+// New. LoadOrCreateCA makes (and keeps) a local CA and a server certificate
+// for TLS, whose PEM devices trust instead of the Azure roots.
+//
+// Scope of Hub: device identities only (no modules), MQTT 3.1.1 over TCP or
+// TLS (no WebSockets), twins only (no telemetry routing, C2D messages, direct
 // methods, tags, or service-side REST API). Twin size limits are enforced
 // per patch (32 KB) rather than on the stored document. One connection per
 // device id: a new CONNECT takes over (drops) the previous connection.
 //
 // Signer signs update manifests (and root-key packages, spec §5.5) the way the Device
-// Update service does, so that adu.Verify accepts them when it trusts the signer's root key.
+// Update service does, so that adu.Verify accepts them when it trusts the signer's root key;
+// LoadOrCreateSigner keeps its keys in a folder.
 //
-// The package never logs unless Options.Logger is set and holds no
-// package-level mutable state.
+// Service is the Device Update service side on top of a Hub and a Signer,
+// kept in its own DataDir: Import (import manifest checked with
+// manifestgen's validator, files checked and copied, opaque file ids, the
+// update manifest v5 in the real manifests' shape, signed), FileHandler (the
+// payload file server, with Range), Deploy to a group of devices selected by
+// their reported deviceProperties and the update's compatibility, Cancel,
+// Retry (retryTimestamp, failed devices only) and per-device results
+// (Status, Deployments) computed from the reported twins as the service does.
+// Not modelled: device classes and groups as stored objects (a group is the
+// property filter given to Deploy), deployment start times, automatic
+// rollback policies, delta updates' download handlers beyond passing them
+// through, detached (mini) manifests for large update manifests, root-key
+// package publication (only its URL can be configured), the REST API.
+//
+// The package never logs unless a Logger is set and holds no package-level
+// mutable state.
 package hub
 
 import (
@@ -29,6 +52,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +94,13 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives the broker's and the hub's logs. Default: discarded.
 	Logger *slog.Logger
+	// DataDir, if set, keeps the device registry and the twins (keys,
+	// thumbprints, desired and reported documents with their $versions,
+	// last model id) in DataDir/devices, one JSON file per device written
+	// atomically on every change; New restores them. Other parts of the
+	// stand-in (Service, LoadOrCreateCA, LoadOrCreateSigner) may use other
+	// folders of the same DataDir.
+	DataDir string
 }
 
 type device struct {
@@ -80,6 +111,9 @@ type device struct {
 	desiredVer  int64
 	reportedVer int64
 	modelID     string
+
+	seq  uint64 // bumped under Hub.mu by every persisted change
+	save saver
 }
 
 // Hub is a running IoT Hub stand-in.
@@ -91,6 +125,10 @@ type Hub struct {
 
 	mu      sync.Mutex
 	devices map[string]*device
+
+	obsMu     sync.Mutex
+	observers map[int]func(deviceID string, patch json.RawMessage)
+	obsNext   int
 }
 
 // New starts a Hub. Close it when done.
@@ -103,6 +141,19 @@ func New(opts Options) (*Hub, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{
+		opts:    opts,
+		devices: map[string]*device{},
+		served:  make(chan struct{}),
+	}
+	if opts.DataDir != "" {
+		if err := h.loadDevices(); err != nil {
+			if opts.Listener != nil {
+				_ = opts.Listener.Close()
+			}
+			return nil, err
+		}
 	}
 	ln := opts.Listener
 	if ln == nil {
@@ -123,12 +174,7 @@ func New(opts Options) (*Hub, error) {
 	caps.RetainAvailable = 0                 // IoT Hub does not persist RETAIN
 	caps.MaximumPacketSize = 256*1024 + 1024 // 256 KB message + headers
 	caps.MinimumProtocolVersion = 4
-	h := &Hub{
-		opts:    opts,
-		ln:      ln,
-		devices: map[string]*device{},
-		served:  make(chan struct{}),
-	}
+	h.ln = ln
 	h.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: opts.Logger})
 	if err := h.srv.AddHook(&hook{h: h}, nil); err != nil {
 		_ = ln.Close()
@@ -177,9 +223,11 @@ func (h *Hub) RegisterDevice(id, keyB64 string) error {
 		return fmt.Errorf("%w: %s", ErrInvalidKey, id)
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.deviceLocked(id).key = keyB64
-	return nil
+	d := h.deviceLocked(id)
+	d.key = keyB64
+	seq, data, err := h.snapshotLocked(id, d)
+	h.mu.Unlock()
+	return h.persist(id, d, seq, data, err)
 }
 
 // RegisterDeviceX509 registers a device authenticated by a client
@@ -194,9 +242,93 @@ func (h *Hub) RegisterDeviceX509(id, thumbprintSHA256 string) error {
 		return fmt.Errorf("%w: thumbprint for %s", ErrInvalidKey, id)
 	}
 	h.mu.Lock()
+	d := h.deviceLocked(id)
+	d.thumbprint = tp
+	seq, data, err := h.snapshotLocked(id, d)
+	h.mu.Unlock()
+	return h.persist(id, d, seq, data, err)
+}
+
+// Devices returns the ids of all registered devices, sorted.
+func (h *Hub) Devices() []string {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.devices))
+	for id := range h.devices {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	sort.Strings(ids)
+	return ids
+}
+
+// DeviceKey returns the device's base64 SAS key ("" for X.509 devices).
+func (h *Hub) DeviceKey(id string) (string, error) {
+	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.deviceLocked(id).thumbprint = tp
-	return nil
+	d := h.devices[id]
+	if d == nil {
+		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	return d.key, nil
+}
+
+// OnReported registers fn to be called after every reported-properties
+// PATCH a device sent was applied (and stored, with DataDir), before the
+// device gets its 204, with the patch as sent (metadata members removed).
+// fn runs on the device's connection goroutine: keep it short and do not
+// call Disconnect for that device from it. The returned func unregisters fn.
+func (h *Hub) OnReported(fn func(deviceID string, patch json.RawMessage)) (remove func()) {
+	h.obsMu.Lock()
+	defer h.obsMu.Unlock()
+	if h.observers == nil {
+		h.observers = map[int]func(string, json.RawMessage){}
+	}
+	n := h.obsNext
+	h.obsNext++
+	h.observers[n] = fn
+	return func() {
+		h.obsMu.Lock()
+		delete(h.observers, n)
+		h.obsMu.Unlock()
+	}
+}
+
+// applyReported merges patch into the device's reported properties, stores
+// the twin and tells the observers. It returns the new reported $version.
+func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
+	p, err := decodePatch(patch)
+	if err != nil {
+		return 0, err
+	}
+	h.mu.Lock()
+	d := h.devices[id]
+	if d == nil {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	mergePatch(d.reported, p)
+	d.reportedVer++
+	v := d.reportedVer
+	seq, data, serr := h.snapshotLocked(id, d)
+	h.mu.Unlock()
+	if err := h.persist(id, d, seq, data, serr); err != nil {
+		h.opts.Logger.Error("hub: storing the twin failed", "device", id, "err", err)
+		return 0, err
+	}
+	body, err := marshal(p)
+	if err != nil {
+		return v, nil
+	}
+	h.obsMu.Lock()
+	obs := make([]func(string, json.RawMessage), 0, len(h.observers))
+	for _, fn := range h.observers {
+		obs = append(obs, fn)
+	}
+	h.obsMu.Unlock()
+	for _, fn := range obs {
+		fn(id, body)
+	}
+	return v, nil
 }
 
 // Thumbprint returns the lower-case hex SHA-256 of a DER certificate.
@@ -246,10 +378,14 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	mergePatch(d.desired, p)
 	d.desiredVer++
 	v := d.desiredVer
+	seq, data, serr := h.snapshotLocked(id, d)
 	p["$version"] = v
 	body, err := marshal(p)
 	h.mu.Unlock()
 	if err != nil {
+		return 0, err
+	}
+	if err := h.persist(id, d, seq, data, serr); err != nil {
 		return 0, err
 	}
 	topic := iothub.TopicDesiredPrefix + "?$version=" + strconv.FormatInt(v, 10)
@@ -458,8 +594,21 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 	}
 	h.mu.Lock()
-	d.modelID = q.Get("model-id")
+	var (
+		seq     uint64
+		data    []byte
+		changed = d.modelID != q.Get("model-id")
+	)
+	if changed {
+		d.modelID = q.Get("model-id")
+		seq, data, err = h.snapshotLocked(devID, d)
+	}
 	h.mu.Unlock()
+	if changed {
+		if err := h.persist(devID, d, seq, data, err); err != nil {
+			log.Error("hub: storing the twin failed", "device", devID, "err", err)
+		}
+	}
 	return true
 }
 
@@ -523,25 +672,17 @@ func (k *hook) handleTwin(cl *mqtt.Client, topic string, payload []byte) {
 			k.respond(cl, 413, t.RequestID, 0, nil)
 			return
 		}
-		p, err := decodePatch(payload)
-		if err != nil {
+		v, err := h.applyReported(cl.ID, payload)
+		switch {
+		case errors.Is(err, ErrInvalidPatch):
 			k.respond(cl, 400, t.RequestID, 0, []byte(strconv.Quote(err.Error())))
-			return
-		}
-		h.mu.Lock()
-		d := h.devices[cl.ID]
-		var v int64
-		if d != nil {
-			mergePatch(d.reported, p)
-			d.reportedVer++
-			v = d.reportedVer
-		}
-		h.mu.Unlock()
-		if d == nil {
+		case errors.Is(err, ErrUnknownDevice):
 			k.respond(cl, 404, t.RequestID, 0, nil)
-			return
+		case err != nil:
+			k.respond(cl, 500, t.RequestID, 0, nil)
+		default:
+			k.respond(cl, 204, t.RequestID, v, nil)
 		}
-		k.respond(cl, 204, t.RequestID, v, nil)
 	default:
 		// Devices may not publish responses or desired patches.
 		if t.RequestID != "" {

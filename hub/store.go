@@ -1,0 +1,182 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// writeFileAtomic replaces path with data durably: a temporary file in the
+// same folder is written and fsynced, renamed over path, and the folder is
+// fsynced, so a crash leaves the old or the new content, never a mix.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("hub: store: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// saver serialises the writes of one record and drops stale snapshots: a
+// snapshot is taken (with a sequence number) under the owner's lock, written
+// outside it, and only if nothing newer was written meanwhile.
+type saver struct {
+	mu    sync.Mutex
+	saved uint64
+}
+
+func (s *saver) save(seq uint64, path string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq <= s.saved {
+		return nil
+	}
+	if err := writeFileAtomic(path, data, 0o600); err != nil {
+		return err
+	}
+	s.saved = seq
+	return nil
+}
+
+// fileName maps an id to a file name that cannot collide, traverse or hide:
+// every byte outside [A-Za-z0-9_-] is written as %XX.
+func fileName(id string) string {
+	var b strings.Builder
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// storedDevice is a device's file in DataDir/devices.
+type storedDevice struct {
+	ID              string         `json:"id"`
+	Key             string         `json:"key,omitempty"`
+	Thumbprint      string         `json:"thumbprint,omitempty"`
+	ModelID         string         `json:"modelId,omitempty"`
+	Desired         map[string]any `json:"desired"`
+	DesiredVersion  int64          `json:"desiredVersion"`
+	Reported        map[string]any `json:"reported"`
+	ReportedVersion int64          `json:"reportedVersion"`
+}
+
+func (h *Hub) devicesDir() string { return filepath.Join(h.opts.DataDir, "devices") }
+
+// loadDevices reads every device file of DataDir/devices.
+func (h *Hub) loadDevices() error {
+	dir := h.devicesDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("hub: data dir: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("hub: data dir: %w", err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("hub: data dir: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var sd storedDevice
+		if err := dec.Decode(&sd); err != nil {
+			return fmt.Errorf("hub: data dir: %s: %w", p, err)
+		}
+		if sd.ID == "" || fileName(sd.ID)+".json" != e.Name() {
+			return fmt.Errorf("hub: data dir: %s: device id %q does not match the file name", p, sd.ID)
+		}
+		d := &device{
+			key: sd.Key, thumbprint: sd.Thumbprint, modelID: sd.ModelID,
+			desired: sd.Desired, reported: sd.Reported,
+			desiredVer: sd.DesiredVersion, reportedVer: sd.ReportedVersion,
+		}
+		if d.desired == nil {
+			d.desired = map[string]any{}
+		}
+		if d.reported == nil {
+			d.reported = map[string]any{}
+		}
+		h.devices[sd.ID] = d
+	}
+	return nil
+}
+
+// snapshotLocked marks a change of d and returns what persist needs.
+// Called with h.mu held.
+func (h *Hub) snapshotLocked(id string, d *device) (seq uint64, data []byte, err error) {
+	if h.opts.DataDir == "" {
+		return 0, nil, nil
+	}
+	d.seq++
+	data, err = marshal(storedDevice{
+		ID: id, Key: d.key, Thumbprint: d.thumbprint, ModelID: d.modelID,
+		Desired: d.desired, DesiredVersion: d.desiredVer,
+		Reported: d.reported, ReportedVersion: d.reportedVer,
+	})
+	return d.seq, data, err
+}
+
+// persist writes a snapshot taken by snapshotLocked (without h.mu held).
+func (h *Hub) persist(id string, d *device, seq uint64, data []byte, err error) error {
+	if h.opts.DataDir == "" {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return d.save.save(seq, filepath.Join(h.devicesDir(), fileName(id)+".json"), data)
+}
