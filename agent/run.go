@@ -75,16 +75,19 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 				return fmt.Errorf("the IoT Hub connection closed: %w", iothub.ErrClosed)
 			}
 			beat()
-			if ev.Full && !started {
-				started = true
-				a.startupReport(ctx)
-			}
 			doc := ev.Patch
 			var reported json.RawMessage
 			if ev.Full {
 				doc, reported = ev.Twin.Desired, ev.Twin.Reported
 			}
 			d, err := adu.ParseDesired(doc)
+			if ev.Full && !started {
+				started = true
+				// With a deployment in the desired properties, its handling reports the state
+				// (a bare Idle first would read as a failure to the service).
+				idle := err == nil && (d.Service == nil || d.Service.Workflow == nil || d.Service.IsCancel())
+				a.startupReport(ctx, idle)
+			}
 			if err != nil {
 				a.malformed(ctx, ev, err)
 				continue
@@ -195,8 +198,9 @@ func (a *Agent) jobEnded(ctx context.Context, res jobResult) error {
 }
 
 // startupReport sends deviceProperties and compatPropertyNames (and deviceInformation for
-// the non-contract models), with Idle and the installed update when nothing is in progress.
-func (a *Agent) startupReport(ctx context.Context) {
+// the non-contract models), with Idle and the installed update when idle is set and nothing
+// is in progress.
+func (a *Agent) startupReport(ctx context.Context, idle bool) {
 	props := []adu.DeviceProperty{{Name: "manufacturer", Value: a.o.Manufacturer}, {Name: "model", Value: a.o.Model}}
 	props = append(props, a.o.Properties...)
 	contract := adu.ModelContractV2
@@ -207,7 +211,7 @@ func (a *Agent) startupReport(ctx context.Context) {
 	ap := &adu.AgentProperties{DeviceProperties: props, CompatPropertyNames: a.o.CompatPropertyNames}
 	var busy bool
 	a.view(func(r *Record) { busy = r.Deployment != nil })
-	if !busy {
+	if idle && !busy {
 		ap.State = statePtr(adu.StateIdle)
 		ap.InstalledUpdateID = a.installedUpdateID()
 	}

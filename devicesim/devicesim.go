@@ -285,7 +285,7 @@ func (d *Device) runOnce(ctx context.Context) error {
 			mu.Lock()
 			written += n
 			w := written
-			emit := time.Since(last) > 100*time.Millisecond
+			emit := time.Since(last) > 100*time.Millisecond || w/(1<<20) != (w-n)/(1<<20)
 			if emit {
 				last = time.Now()
 			}

@@ -1,0 +1,667 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/progress"
+	"github.com/aduflash/aduflash/devicesim"
+	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/manifestgen"
+)
+
+func (e *env) demoCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "demo",
+		Usage:     "the whole update loop on this machine: hub, signed updates, simulated devices running the real agent",
+		ArgsUsage: " ",
+		Description: `Runs everything in one process, with no cloud account:
+  - generates an image signing key (ed25519) and the Device Update signer (a root key that
+    signs a signing key, as the service does);
+  - builds two signed images of a root file system: version 2.0, and version 3.0 whose
+    application will not come up; writes their import manifests and imports them into a
+    local IoT Hub + Device Update stand-in (MQTT over TLS with a local CA, files over HTTP);
+  - starts the simulated devices: two banks of simulated NAND flash, a U-Boot environment
+    whose bootcount and rollback are simulated, and the real aduagent code, rebooting when
+    it asks;
+  - deploys 2.0: download (with a progress bar), write into bank B, pending, reboot, health
+    check, confirm, success reported; then 3.0: written into bank A, reboot, the health check
+    fails, bank A is marked bad, reboot back into B, Failed reported, the device still on 2.0.
+Prints a timeline and a summary table. Exit code 0 only if every step happened as described.
+
+With --devices N, N devices take part at once; the timeline then shows the counts.
+
+EXAMPLE:
+   aduhub demo
+   aduhub demo --devices 100`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "devices", Value: 1, Usage: "how many simulated devices (1–500)"},
+			&cli.StringFlag{Name: "work", Usage: "keep the hub's data, keys and images in `DIR` (default: a temporary folder, removed)"},
+			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Minute, Usage: "give up after this long"},
+		},
+		Action: e.demo,
+	}
+}
+
+// demo is one run of the demo.
+type demo struct {
+	out     io.Writer
+	start   time.Time
+	n       int
+	work    string
+	h       *hub.Hub
+	svc     *hub.Service
+	ca      *hub.LocalCA
+	signer  *hub.Signer
+	kr      *image.Keyring
+	v1, v3p []byte // factory payload; the start of 3.0's payload (its application fails)
+	devices []*demoDevice
+	mu      sync.Mutex // serialises timeline lines
+}
+
+type demoDevice struct {
+	id  string
+	key string
+	dev *devicesim.Device
+}
+
+const (
+	demoProvider = "Contoso"
+	demoName     = "Toaster"
+	demoModel    = "Toaster"
+)
+
+func (e *env) demo(c *cli.Context) error {
+	n := c.Int("devices")
+	if n < 1 || n > 500 {
+		return exitcode.Usagef("--devices must be 1..500, not %d", n)
+	}
+	if c.NArg() > 0 {
+		return exitcode.Usagef("demo takes no arguments")
+	}
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	work := c.String("work")
+	if work == "" {
+		dir, err := os.MkdirTemp("", "aduhub-demo-")
+		if err != nil {
+			return exitcode.WithCode(exitcode.IO, err)
+		}
+		defer os.RemoveAll(dir)
+		work = dir
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return exitcode.WithCode(exitcode.IO, err)
+	}
+	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work}
+	err := d.run(ctx)
+	if d.h != nil {
+		if d.svc != nil {
+			d.svc.Close()
+		}
+		d.h.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(e.stdout, "\nDEMO FAILED: %v\n", err)
+		var ec *exitcode.Error
+		if errors.As(err, &ec) {
+			return cliapp.Silent(err)
+		}
+		return cliapp.Silent(exitcode.InvalidInput(err))
+	}
+	fmt.Fprintf(e.stdout, "\ndemo passed in %.1f s: every step happened as described\n", time.Since(d.start).Seconds())
+	return nil
+}
+
+// say prints a timeline line.
+func (d *demo) say(format string, a ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.out, "[%6.2fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func (d *demo) run(ctx context.Context) error {
+	d.say("generating keys: image signing key (ed25519), Device Update root and signing keys (RSA)")
+	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
+	if err != nil {
+		return err
+	}
+	if d.kr, err = image.NewKeyring(k.Public()); err != nil {
+		return err
+	}
+	hubDir := filepath.Join(d.work, "hub")
+	if d.signer, err = hub.LoadOrCreateSigner(filepath.Join(hubDir, "signer"), rand.Reader, "ADU.demo.R", "ADU.demo.S", 2048); err != nil {
+		return err
+	}
+	if d.ca, err = hub.LoadOrCreateCA(filepath.Join(hubDir, "ca")); err != nil {
+		return err
+	}
+
+	size := 4 << 20
+	if d.n > 10 {
+		size = 1 << 20
+	}
+	d.v1 = payload(1, size)
+	v2 := payload(2, size)
+	v3 := payload(3, size)
+	d.v3p = v3[:4096]
+	imgDir := filepath.Join(d.work, "images")
+	if err := os.MkdirAll(imgDir, 0o755); err != nil {
+		return err
+	}
+	var files [2]string
+	for i, u := range []struct {
+		version string
+		raw     []byte
+	}{{"2.0", v2}, {"3.0", v3}} {
+		files[i] = filepath.Join(imgDir, "rootfs-"+u.version+".aduimg")
+		h, err := signImage(files[i], u.raw, k, u.version)
+		if err != nil {
+			return err
+		}
+		d.say("signed rootfs-%s.aduimg: %s payload, %d chunks, zstd, key %s", u.version, progress.Size(h.RawSize), len(h.Chunks), h.KeyID)
+	}
+
+	// The hub: MQTT over TLS on 127.0.0.1, files over HTTP.
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return exitcode.WithCode(exitcode.IO, err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if d.h, err = hub.New(hub.Options{HostName: "localhost", Listener: ml, TLSConfig: d.ca.ServerTLSConfig(), DataDir: hubDir, Logger: quiet}); err != nil {
+		return err
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return exitcode.WithCode(exitcode.IO, err)
+	}
+	if d.svc, err = hub.NewService(d.h, d.signer, hub.ServiceOptions{DataDir: hubDir, FileBaseURL: "http://" + hl.Addr().String() + "/files", Logger: quiet}); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.StripPrefix("/files", d.svc.FileHandler()), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(hl)
+	defer srv.Close()
+	d.say("local IoT Hub on mqtts://%s (local CA), update files on http://%s", ml.Addr(), hl.Addr())
+
+	for i, version := range []string{"2.0", "3.0"} {
+		im, err := importManifest(ctx, files[i], version)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(imgDir, "rootfs-"+version+".importmanifest.json"), im, 0o644); err != nil {
+			return err
+		}
+		up, err := d.svc.Import(im, map[string]string{filepath.Base(files[i]): files[i]})
+		if err != nil {
+			return fmt.Errorf("importing %s: %w", version, err)
+		}
+		d.say("imported %s/%s %s: update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version, len(up.Manifest), "ADU.demo.S")
+	}
+
+	if d.n == 1 {
+		remove := d.h.OnReported(func(id string, patch json.RawMessage) { d.reportLine(id, patch) })
+		defer remove()
+	}
+
+	// The devices.
+	dctx, stopDevices := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopDevices(); wg.Wait() }()
+	var bar *progress.Bar
+	var barMu sync.Mutex
+	var barAt int64
+	for i := 0; i < d.n; i++ {
+		dd, err := d.newDevice(i, func(e devicesim.Event) {
+			switch {
+			case d.n == 1 && e.Kind == "written":
+				barMu.Lock()
+				if bar != nil && e.Bytes > barAt {
+					bar.Add(e.Bytes - barAt)
+					barAt = e.Bytes
+				}
+				barMu.Unlock()
+			case d.n == 1 && e.Kind == "boot":
+				barMu.Lock()
+				if bar != nil {
+					bar.Finish()
+					bar = nil
+				}
+				barMu.Unlock()
+				rb := ""
+				if e.Rollback {
+					rb = " (U-Boot fell back)"
+				}
+				d.say("device-001: U-Boot starts bank %s%s", e.Bank, rb)
+			case d.n == 1 && e.Kind == "reboot":
+				if len(d.devices) > 0 {
+					if st, err := d.devices[0].dev.BootState(); err == nil && st.Pending != "" {
+						d.say("device-001: bank %s pending in U-Boot's environment (%d attempts, falls back to %s); rebooting", st.Pending, st.AttemptsLeft, st.Fallback)
+						return
+					}
+				}
+				d.say("device-001: the agent reboots the device")
+			}
+		})
+		if err != nil {
+			return err
+		}
+		d.devices = append(d.devices, dd)
+	}
+	for _, dd := range d.devices {
+		wg.Add(1)
+		go func(dd *demoDevice) {
+			defer wg.Done()
+			dd.dev.Run(dctx)
+		}(dd)
+	}
+	d.say("%d simulated device(s) powered on: NAND banks A/B, U-Boot env (aduflash preset), bank A holds the factory image", d.n)
+	if err := d.waitFor(ctx, "every device to connect and report its properties", func() (bool, string) {
+		ok := 0
+		for _, dd := range d.devices {
+			if d.h.Connected(dd.id) && reportedProps(d.h, dd.id) {
+				ok++
+			}
+		}
+		return ok == d.n, fmt.Sprintf("%d/%d connected", ok, d.n)
+	}); err != nil {
+		return err
+	}
+	d.say("%d device(s) connected and reported manufacturer=%s model=%s", d.n, demoProvider, demoModel)
+
+	// Version 2.0.
+	group := map[string]string{"manufacturer": demoProvider, "model": demoModel}
+	u2 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "2.0"}
+	dep2, err := d.svc.Deploy(u2, group)
+	if err != nil {
+		return fmt.Errorf("deploying 2.0: %w", err)
+	}
+	d.say("deployment %s: %s to %d device(s)", short(dep2.ID), u2, len(dep2.Devices))
+	if d.n == 1 {
+		barMu.Lock()
+		bar, barAt = progress.New(d.out, int64(size), "device-001: download → verify → write bank B"), 0
+		barMu.Unlock()
+	}
+	st2, err := d.waitDeployment(ctx, dep2.ID)
+	if err != nil {
+		return err
+	}
+	barMu.Lock()
+	if bar != nil {
+		bar.Finish()
+		bar = nil
+	}
+	barMu.Unlock()
+	d.say("deployment %s: %d succeeded, %d failed, %d in progress", short(dep2.ID), st2.Counts.Succeeded, st2.Counts.Failed, st2.Counts.InProgress)
+	if st2.Counts.Succeeded != d.n {
+		return fmt.Errorf("2.0: %d of %d devices succeeded", st2.Counts.Succeeded, d.n)
+	}
+	for _, dd := range d.devices {
+		if dd.dev.Running() != "B" || !bytes.Equal(dd.dev.Slot("B", len(v2)), v2) {
+			return fmt.Errorf("%s: after 2.0 it runs bank %s", dd.id, dd.dev.Running())
+		}
+		if st, err := dd.dev.BootState(); err != nil || st.Pending != "" || st.Primary != "B" {
+			return fmt.Errorf("%s: after 2.0 the bootloader state is %+v (%v)", dd.id, st, err)
+		}
+	}
+	d.say("2.0 confirmed on every device: running bank B, nothing pending")
+
+	// Version 3.0: its application does not come up.
+	u3 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "3.0"}
+	dep3, err := d.svc.Deploy(u3, group)
+	if err != nil {
+		return fmt.Errorf("deploying 3.0: %w", err)
+	}
+	d.say("deployment %s: %s to %d device(s) (its application will not come up)", short(dep3.ID), u3, len(dep3.Devices))
+	if d.n == 1 {
+		barMu.Lock()
+		bar, barAt = progress.New(d.out, int64(size), "device-001: download → verify → write bank A"), 0
+		barMu.Unlock()
+	}
+	st3, err := d.waitDeployment(ctx, dep3.ID)
+	if err != nil {
+		return err
+	}
+	d.say("deployment %s: %d succeeded, %d failed, %d in progress", short(dep3.ID), st3.Counts.Succeeded, st3.Counts.Failed, st3.Counts.InProgress)
+	if st3.Counts.Failed != d.n {
+		return fmt.Errorf("3.0: %d of %d devices failed, want all", st3.Counts.Failed, d.n)
+	}
+	for _, r := range st3.Results {
+		if !strings.Contains(r.ExtendedResultCodes, agent.ERCHealth.String()) {
+			return fmt.Errorf("%s: 3.0 failed with %q, want the health-check code %s", r.DeviceID, r.ExtendedResultCodes, agent.ERCHealth)
+		}
+	}
+	// Every device reports 2.0 as installed again, from bank B, with A marked bad.
+	if err := d.waitFor(ctx, "every device to report 2.0 again", func() (bool, string) {
+		ok := 0
+		for _, dd := range d.devices {
+			if installed(d.h, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
+				ok++
+			}
+		}
+		return ok == d.n, fmt.Sprintf("%d/%d back on 2.0", ok, d.n)
+	}); err != nil {
+		return err
+	}
+	for _, dd := range d.devices {
+		if st, err := dd.dev.BootState(); err != nil || st.Primary != "B" || !st.IsBad("A") {
+			return fmt.Errorf("%s: after 3.0 the bootloader state is %+v (%v)", dd.id, st, err)
+		}
+	}
+	d.say("3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed")
+	d.summary(st2, st3)
+	return nil
+}
+
+func (d *demo) newDevice(i int, events func(devicesim.Event)) (*demoDevice, error) {
+	id := fmt.Sprintf("device-%03d", i+1)
+	kb := make([]byte, 32)
+	rand.Read(kb)
+	key := base64.StdEncoding.EncodeToString(kb)
+	if err := d.h.RegisterDevice(id, key); err != nil {
+		return nil, err
+	}
+	slot := 8 << 20
+	if d.n > 10 {
+		slot = 2 << 20
+	}
+	v3p := d.v3p
+	pool := d.ca.CertPool()
+	addr := d.h.Addr().String()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if d.n == 1 {
+		logger = slog.New(&timelineHandler{d: d, id: id})
+	}
+	dev, err := devicesim.New(devicesim.Options{
+		Logger: logger,
+		Dir:    filepath.Join(d.work, "devices", id), Manufacturer: demoProvider, Model: demoModel,
+		SlotSize: slot, EraseSize: 128 << 10, PageSize: 2048, Factory: d.v1,
+		Keyring: d.kr, Roots: []adu.RootKey{d.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+		Healthy: func(bank string, content []byte) bool { return !bytes.HasPrefix(content, v3p) },
+		Events:  events,
+		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
+			c, err := iothub.Dial(ctx, iothub.Config{
+				Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: id, SharedAccessKey: key},
+				Address:  addr, TLSConfig: tlsRoots(pool), ModelID: adu.ModelContractV3,
+				MaxReconnectInterval: time.Second,
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			return c, c.Close, nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &demoDevice{id: id, key: key, dev: dev}, nil
+}
+
+// waitFor polls cond until it holds, printing its progress every few seconds.
+func (d *demo) waitFor(ctx context.Context, what string, cond func() (bool, string)) error {
+	last := time.Now()
+	for {
+		ok, msg := cond()
+		if ok {
+			return nil
+		}
+		if time.Since(last) > 5*time.Second {
+			d.say("waiting for %s: %s", what, msg)
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("timed out waiting for %s (%s)", what, msg)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitDeployment waits until no device of the deployment is in progress.
+func (d *demo) waitDeployment(ctx context.Context, id string) (*hub.DeploymentStatus, error) {
+	var st *hub.DeploymentStatus
+	err := d.waitFor(ctx, "deployment "+short(id), func() (bool, string) {
+		var err error
+		if st, err = d.svc.Status(id); err != nil {
+			return false, err.Error()
+		}
+		return st.Counts.InProgress == 0 && st.Counts.Succeeded+st.Counts.Failed+st.Counts.Cancelled == len(st.Devices),
+			fmt.Sprintf("%d succeeded, %d failed, %d in progress", st.Counts.Succeeded, st.Counts.Failed, st.Counts.InProgress)
+	})
+	return st, err
+}
+
+// summary prints the per-deployment table as the portal would show it.
+func (d *demo) summary(deps ...*hub.DeploymentStatus) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintln(d.out)
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEPLOYMENT\tUPDATE\tDEVICES\tSUCCEEDED\tFAILED\tRESULT CODES\tINSTALLED AFTERWARDS")
+	for _, st := range deps {
+		codes := map[string]int{}
+		inst := map[string]int{}
+		for _, r := range st.Results {
+			c := fmt.Sprint(r.ResultCode)
+			if r.ExtendedResultCodes != "" && r.ExtendedResultCodes != "00000000" {
+				c += "/" + r.ExtendedResultCodes
+			}
+			codes[c]++
+			inst[versionOf(r.InstalledUpdateID)]++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", short(st.ID), st.UpdateID.Version, len(st.Devices), st.Counts.Succeeded, st.Counts.Failed, counted(codes), counted(inst))
+	}
+	tw.Flush()
+	if d.n > 1 {
+		return
+	}
+	fmt.Fprintln(d.out)
+	tw = tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tBOOTLOADER\tBOOTS\tINSTALLED")
+	for _, dd := range d.devices {
+		st, _ := dd.dev.BootState()
+		fmt.Fprintf(tw, "%s\t%s\tprimary %s, bad %v\t%d\t%s\n", dd.id, dd.dev.Running(), st.Primary, st.Bad, dd.dev.Boots(), versionOf(installed(d.h, dd.id)))
+	}
+	tw.Flush()
+}
+
+func counted(m map[string]int) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func versionOf(installedUpdateID string) string {
+	if installedUpdateID == "" {
+		return "-"
+	}
+	u, err := adu.ParseInstalledUpdateID(installedUpdateID)
+	if err != nil {
+		return installedUpdateID
+	}
+	return u.Version
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func payload(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	io.ReadFull(testpayload.New(seed, int64(n)), b)
+	return b
+}
+
+// signImage signs raw as an aduimg image file.
+func signImage(path string, raw []byte, k crypto.Signer, version string) (*image.Header, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs",
+		Compatibility: map[string]string{"model": demoModel}, ChunkSize: 256 << 10, Compression: image.CompressZstd})
+	if err != nil {
+		return nil, err
+	}
+	return h, f.Sync()
+}
+
+// importManifest writes the import manifest of one image, as aduimport manifest create does.
+func importManifest(ctx context.Context, file, version string) ([]byte, error) {
+	compat, err := manifestgen.ParseCompat("manufacturer=" + demoProvider + ",model=" + demoModel)
+	if err != nil {
+		return nil, err
+	}
+	step, err := manifestgen.ParseStep(`handler=aduflash/image:1,properties={"installedCriteria":"` + version + `","slotClass":"rootfs"}`)
+	if err != nil {
+		return nil, err
+	}
+	fs, err := manifestgen.ParseFile(file)
+	if err != nil {
+		return nil, err
+	}
+	m, _, err := manifestgen.Build(ctx, manifestgen.Spec{UpdateID: manifestgen.UpdateID{Provider: demoProvider, Name: demoName, Version: version},
+		Compatibility: []manifestgen.Compatibility{compat}, Steps: []manifestgen.StepSpec{step}, Files: []manifestgen.FileSpec{fs}})
+	if err != nil {
+		return nil, err
+	}
+	return manifestgen.Marshal(m)
+}
+
+// reportedProps tells whether the device reported its deviceProperties.
+func reportedProps(h *hub.Hub, id string) bool {
+	tw, err := h.Twin(id)
+	return err == nil && bytes.Contains(tw, []byte(`"deviceProperties"`))
+}
+
+// installed returns the device's reported installedUpdateId.
+func installed(h *hub.Hub, id string) string {
+	tw, err := h.Twin(id)
+	if err != nil {
+		return ""
+	}
+	var doc struct {
+		Reported struct {
+			DU struct {
+				Agent struct {
+					Installed string `json:"installedUpdateId"`
+				} `json:"agent"`
+			} `json:"deviceUpdate"`
+		} `json:"reported"`
+	}
+	if json.Unmarshal(tw, &doc) != nil {
+		return ""
+	}
+	return doc.Reported.DU.Agent.Installed
+}
+
+// tlsRoots trusts only the local CA.
+func tlsRoots(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// reportLine puts what a device reports into the timeline, as the service sees it.
+func (d *demo) reportLine(id string, patch json.RawMessage) {
+	var doc struct {
+		DU struct {
+			Agent *struct {
+				State     *int `json:"state"`
+				Workflow  *adu.Workflow
+				Installed string `json:"installedUpdateId"`
+				Result    *struct {
+					Code  int    `json:"resultCode"`
+					Codes string `json:"extendedResultCodes"`
+				} `json:"lastInstallResult"`
+				Props map[string]string `json:"deviceProperties"`
+			} `json:"agent"`
+		} `json:"deviceUpdate"`
+	}
+	if json.Unmarshal(patch, &doc) != nil || doc.DU.Agent == nil {
+		return
+	}
+	ag := doc.DU.Agent
+	switch {
+	case ag.Props != nil:
+		d.say("%s → hub: deviceProperties (manufacturer %s, model %s, %s)", id, ag.Props["manufacturer"], ag.Props["model"], ag.Props["aduVer"])
+	case ag.State == nil:
+	case *ag.State == int(adu.StateDeploymentInProgress):
+		d.say("%s → hub: state 6 DeploymentInProgress", id)
+	case *ag.State == int(adu.StateFailed):
+		code := ""
+		if ag.Result != nil {
+			code = fmt.Sprintf(", resultCode %d, extendedResultCodes %s", ag.Result.Code, ag.Result.Codes)
+		}
+		d.say("%s → hub: state 255 Failed%s", id, code)
+	case *ag.State == int(adu.StateIdle):
+		line := fmt.Sprintf("%s → hub: state 0 Idle", id)
+		if ag.Installed != "" {
+			line += ", installedUpdateId " + versionOf(ag.Installed)
+		}
+		if ag.Result != nil {
+			line += fmt.Sprintf(", resultCode %d", ag.Result.Code)
+		}
+		d.say("%s", line)
+	}
+}
+
+// timelineHandler shows the agent's decisions of one device in the timeline.
+type timelineHandler struct {
+	d  *demo
+	id string
+}
+
+func (h *timelineHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *timelineHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *timelineHandler) WithGroup(string) slog.Handler            { return h }
+
+func (h *timelineHandler) Handle(_ context.Context, r slog.Record) error {
+	switch r.Message {
+	case "health checks passed; bank confirmed", "rolling back", "slot written and verified", "deployment failed":
+		var attrs []string
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "bank" || a.Key == "slot" || a.Key == "reason" || a.Key == "err" {
+				attrs = append(attrs, a.Key+"="+a.Value.String())
+			}
+			return true
+		})
+		h.d.say("%s agent: %s %s", h.id, r.Message, strings.Join(attrs, " "))
+	}
+	return nil
+}

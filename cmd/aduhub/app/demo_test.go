@@ -1,0 +1,45 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// The demo is the README's main command: it must pass, and say what happened.
+func TestDemo(t *testing.T) {
+	for _, n := range []string{"1", "5"} {
+		var out, errb bytes.Buffer
+		work := t.TempDir()
+		code := Run(context.Background(), []string{"aduhub", "demo", "--devices", n, "--work", work}, &out, &errb)
+		if code != 0 {
+			t.Fatalf("--devices %s: exit %d\n%s\n%s", n, code, out.String(), errb.String())
+		}
+		s := out.String()
+		for _, want := range []string{
+			"2.0 confirmed on every device: running bank B, nothing pending",
+			"3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed",
+			"0/32000020 ×" + n, "700 ×" + n, "demo passed",
+		} {
+			if !strings.Contains(s, want) {
+				t.Errorf("--devices %s: output lacks %q:\n%s", n, want, s)
+			}
+		}
+		if n == "1" {
+			for _, want := range []string{"state 6 DeploymentInProgress", "bank B pending in U-Boot's environment", "U-Boot starts bank B",
+				"health checks passed; bank confirmed", "state 255 Failed, resultCode 0, extendedResultCodes 32000020", "state 0 Idle, installedUpdateId 2.0, resultCode 0"} {
+				if !strings.Contains(s, want) {
+					t.Errorf("timeline lacks %q:\n%s", want, s)
+				}
+			}
+		}
+	}
+}
+
+func TestDemoUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Run(context.Background(), []string{"aduhub", "demo", "--devices", "0"}, &out, &errb); code != 2 {
+		t.Errorf("--devices 0: exit %d", code)
+	}
+}
