@@ -2,13 +2,13 @@
 # `make cross` builds static binaries for the device architectures into dist/.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w $(foreach c,aduimport aduflash aduagent,-X github.com/aduflash/aduflash/cmd/$(c)/app.Version=$(VERSION))
+LDFLAGS  := -s -w $(foreach c,aduimport aduflash aduagent aduhub,-X github.com/aduflash/aduflash/cmd/$(c)/app.Version=$(VERSION))
 CMDS     := $(notdir $(wildcard cmd/adu*))
 PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 
 export CGO_ENABLED = 0
 
-.PHONY: all build cross test bench bench-agent demo clean
+.PHONY: all build cross test bench bench-agent demo quickstart clean
 
 all: build
 
@@ -39,6 +39,9 @@ bench-agent:
 	./scripts/bench-agent
 
 demo:
+	$(GO) run ./cmd/aduhub demo
+
+quickstart:
 	./examples/quickstart.sh
 
 clean:
