@@ -1,0 +1,351 @@
+package devicesim_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/devicesim"
+	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/manifestgen"
+)
+
+// stand is the local IoT Hub + Device Update stand-in of a test, restartable on its data dir
+// and addresses.
+type stand struct {
+	t        *testing.T
+	dir      string
+	mqttAddr string
+	httpAddr string
+	signer   *hub.Signer
+	h        *hub.Hub
+	svc      *hub.Service
+	srv      *http.Server
+	// mode of the file server: 0 serves, stall sends the first 64 KiB and then nothing until
+	// the request ends, broken answers 503.
+	mode   atomic.Int32
+	served atomic.Int64
+}
+
+func newStand(t *testing.T) *stand {
+	s := &stand{t: t, dir: t.TempDir()}
+	var err error
+	if s.signer, err = hub.LoadOrCreateSigner(filepath.Join(s.dir, "signer"), rand.Reader, "ADU.e2e.R", "ADU.e2e.S", 2048); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func listen(t *testing.T, addr string) net.Listener {
+	for i := 0; ; i++ {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			return l
+		}
+		if i > 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stand) start() {
+	if s.mqttAddr == "" {
+		s.mqttAddr, s.httpAddr = "127.0.0.1:0", "127.0.0.1:0"
+	}
+	ml := listen(s.t, s.mqttAddr)
+	hl := listen(s.t, s.httpAddr)
+	s.mqttAddr, s.httpAddr = ml.Addr().String(), hl.Addr().String()
+	var err error
+	if s.h, err = hub.New(hub.Options{HostName: "localhost", Listener: ml, DataDir: s.dir}); err != nil {
+		s.t.Fatal(err)
+	}
+	if s.svc, err = hub.NewService(s.h, s.signer, hub.ServiceOptions{DataDir: s.dir, FileBaseURL: "http://" + s.httpAddr + "/files"}); err != nil {
+		s.t.Fatal(err)
+	}
+	files := http.StripPrefix("/files", s.svc.FileHandler())
+	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch s.mode.Load() {
+		case broken:
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		case stall:
+			rec := &capture{h: w.Header()}
+			files.ServeHTTP(rec, r)
+			w.WriteHeader(rec.code)
+			n := min(64<<10, rec.body.Len())
+			w.Write(rec.body.Bytes()[:n])
+			s.served.Add(int64(n))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		files.ServeHTTP(&counting{ResponseWriter: w, n: &s.served}, r)
+	})}
+	go s.srv.Serve(hl)
+}
+
+const (
+	serving = iota
+	stall
+	broken
+)
+
+func (s *stand) stop() {
+	if s.srv != nil {
+		s.srv.Close()
+		s.svc.Close()
+		s.h.Close()
+		s.srv = nil
+	}
+}
+
+type capture struct {
+	h    http.Header
+	code int
+	body bytes.Buffer
+}
+
+func (c *capture) Header() http.Header         { return c.h }
+func (c *capture) WriteHeader(code int)        { c.code = code }
+func (c *capture) Write(p []byte) (int, error) { return c.body.Write(p) }
+
+type counting struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *counting) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// importUpdate signs raw as version and imports it.
+func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.UpdateID {
+	s.t.Helper()
+	dir := s.t.TempDir()
+	path := filepath.Join(dir, "rootfs-"+version+".aduimg")
+	f, err := os.Create(path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 64 << 10}); err != nil {
+		s.t.Fatal(err)
+	}
+	f.Close()
+	compat, _ := manifestgen.ParseCompat("manufacturer=Contoso,model=Toaster")
+	step, _ := manifestgen.ParseStep(`handler=aduflash/image:1,properties={"installedCriteria":"` + version + `","slotClass":"rootfs"}`)
+	fs, _ := manifestgen.ParseFile(path)
+	m, _, err := manifestgen.Build(context.Background(), manifestgen.Spec{UpdateID: manifestgen.UpdateID{Provider: "Contoso", Name: "Toaster", Version: version},
+		Compatibility: []manifestgen.Compatibility{compat}, Steps: []manifestgen.StepSpec{step}, Files: []manifestgen.FileSpec{fs}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	im, _ := manifestgen.Marshal(m)
+	up, err := s.svc.Import(im, map[string]string{filepath.Base(path): path})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return up.UpdateID
+}
+
+type rig struct {
+	t     *testing.T
+	s     *stand
+	key   crypto.Signer
+	dev   *devicesim.Device
+	id    string
+	stop  func()
+	slotN int
+}
+
+func payload(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	io.ReadFull(testpayload.New(seed, int64(n)), b)
+	return b
+}
+
+// newRig starts a stand and one device running against it; healthy says which contents pass
+// the health check.
+func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
+	s := newStand(t)
+	k, _ := image.GenerateKey(image.Ed25519, rand.Reader)
+	kr, _ := image.NewKeyring(k.Public())
+	r := &rig{t: t, s: s, key: k, id: "toaster-1"}
+	key := base64.StdEncoding.EncodeToString([]byte("toaster-1-key-0123456789abcdef01"))
+	if err := s.h.RegisterDevice(r.id, key); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := devicesim.New(devicesim.Options{Dir: t.TempDir(), Manufacturer: "Contoso", Model: "Toaster", SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048,
+		Factory: payload(1, 256<<10), Keyring: kr, Roots: []adu.RootKey{s.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
+		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
+			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: r.id, SharedAccessKey: key},
+				Address: s.mqttAddr, InsecurePlainTCP: true, ModelID: adu.ModelContractV3, MaxReconnectInterval: 200 * time.Millisecond})
+			if err != nil {
+				return nil, nil, err
+			}
+			return c, c.Close, nil
+		},
+		Agent: func(o *agent.Options) { o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() } },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dev = dev
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { dev.Run(ctx); close(done) }()
+	var once sync.Once
+	r.stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(r.stop)
+	r.waitFor("the device reports its properties", func() bool {
+		tw, err := s.h.Twin(r.id)
+		return err == nil && bytes.Contains(tw, []byte(`"deviceProperties"`))
+	})
+	return r
+}
+
+func (r *rig) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tw, _ := r.s.h.Twin(r.id)
+			r.t.Fatalf("timed out waiting for %s; twin %s", what, tw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *rig) deviceState(depID string) hub.DeviceState {
+	st, err := r.s.svc.Status(depID)
+	if err != nil || len(st.Results) != 1 {
+		return ""
+	}
+	return st.Results[0].State
+}
+
+func (r *rig) agentState() int {
+	tw, _ := r.s.h.Twin(r.id)
+	var doc struct {
+		Reported struct {
+			DU struct {
+				Agent struct {
+					State int `json:"state"`
+				} `json:"agent"`
+			} `json:"deviceUpdate"`
+		} `json:"reported"`
+	}
+	json.Unmarshal(tw, &doc)
+	return doc.Reported.DU.Agent.State
+}
+
+// End to end against the stand-in: a deployment cancelled mid-download, then retried after a
+// failure, then one that lives through a hub restart mid-download, then one cut by a power
+// failure mid-write.
+func TestEndToEndAgainstStandIn(t *testing.T) {
+	r := newRig(t, nil)
+	s := r.s
+	v2 := payload(2, 1<<20)
+	u2 := s.importUpdate(r.key, v2, "2.0")
+	group := map[string]string{"manufacturer": "Contoso", "model": "Toaster"}
+
+	// Cancel mid-download: the download stalls, the operator cancels.
+	s.mode.Store(stall)
+	dep, err := s.svc.Deploy(u2, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the download to start", func() bool { return s.served.Load() > 0 && r.agentState() == 6 })
+	if err := s.svc.Cancel(dep.ID); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the device to report the cancel", func() bool { return r.agentState() == 0 })
+	if got := r.deviceState(dep.ID); got != hub.DeviceCancelled {
+		t.Fatalf("after cancel: %s", got)
+	}
+	if st, _ := r.dev.BootState(); st.Pending != "" {
+		t.Fatalf("pending after cancel: %+v", st)
+	}
+
+	// A failure (the file server answers 503 until the agent gives up), then the operator's
+	// retry succeeds.
+	s.mode.Store(broken)
+	dep, err = s.svc.Deploy(u2, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the deployment to fail", func() bool { return r.deviceState(dep.ID) == hub.DeviceFailed })
+	st, _ := s.svc.Status(dep.ID)
+	if st.Results[0].ExtendedResultCodes != agent.ERCDownload.String() && st.Results[0].ExtendedResultCodes != "402001F7" {
+		t.Errorf("failure codes %q", st.Results[0].ExtendedResultCodes)
+	}
+	s.mode.Store(serving)
+	if _, err := s.svc.Retry(dep.ID); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the retry to succeed", func() bool { return r.deviceState(dep.ID) == hub.DeviceSucceeded })
+	if r.dev.Running() != "B" || !bytes.Equal(r.dev.Slot("B", len(v2)), v2) {
+		t.Fatalf("after retry: running %s", r.dev.Running())
+	}
+
+	// Hub restart mid-download: MQTT, Service and file server go away and come back on the
+	// same data and addresses; the device reconnects and the deployment completes.
+	v3 := payload(3, 1<<20)
+	u3 := s.importUpdate(r.key, v3, "3.0")
+	s.mode.Store(stall)
+	dep, err = s.svc.Deploy(u3, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the v3 download to start", func() bool { return r.agentState() == 6 && s.served.Load() > 0 })
+	s.stop()
+	s.mode.Store(serving)
+	s.start()
+	r.waitFor("v3 to succeed after the hub restart", func() bool { return r.deviceState(dep.ID) == hub.DeviceSucceeded })
+	if r.dev.Running() != "A" || !bytes.Equal(r.dev.Slot("A", len(v3)), v3) {
+		t.Fatalf("after v3: running %s", r.dev.Running())
+	}
+
+	// Power cut mid-write: the update completes after power returns, without downloading
+	// what was already verified again.
+	v4 := payload(4, 2<<20)
+	u4 := s.importUpdate(r.key, v4, "4.0")
+	before := s.served.Load()
+	r.dev.Power().CutAfter(60)
+	dep, err = s.svc.Deploy(u4, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("v4 to succeed after a power cut", func() bool { return r.deviceState(dep.ID) == hub.DeviceSucceeded })
+	if r.dev.Running() != "B" || !bytes.Equal(r.dev.Slot("B", len(v4)), v4) {
+		t.Fatalf("after v4: running %s", r.dev.Running())
+	}
+	up, _ := s.svc.Update(u4)
+	size := up.Files[0].SizeInBytes
+	if got := s.served.Load() - before; got >= 2*size {
+		t.Errorf("served %d bytes for a %d-byte file across one power cut", got, size)
+	}
+	t.Logf("v4: %d bytes served for a %d-byte file, %d boots", s.served.Load()-before, size, r.dev.Boots())
+}
