@@ -207,7 +207,9 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 			}
 			return c, c.Close, nil
 		},
-		Agent: func(o *agent.Options) { o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() } },
+		Agent: func(o *agent.Options) {
+			o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
