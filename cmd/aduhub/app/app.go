@@ -34,9 +34,21 @@ described, 2 usage error, 3 I/O or environment error.
 
 EXAMPLE:
    aduhub demo
-   aduhub demo --devices 100`,
+   aduhub demo --devices 100
+   aduhub serve &
+   aduhub device add dev1
+   aduhub import --manifest contoso.toaster.2.0.importmanifest.json rootfs-2.0.aduimg
+   aduhub deploy --update contoso/toaster/2.0
+   aduhub status`,
 		Commands: []*cli.Command{
 			e.demoCommand(),
+			e.serveCommand(),
+			e.deviceCommand(),
+			e.importCommand(),
+			e.deployCommand(),
+			e.cancelCommand(),
+			e.retryCommand(),
+			e.statusCommand(),
 		},
 	}
 	cliapp.Prepare(a)

@@ -1,0 +1,430 @@
+package app
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/manifestgen"
+)
+
+// The JSON API of serve (all under /api/):
+//
+//	GET  /api/info                       serveInfo
+//	GET  /api/devices                    []deviceInfo
+//	POST /api/devices                    {"deviceId"} → deviceAdded (201 created, 200 already there)
+//	GET  /api/updates                    []hub.Update
+//	POST /api/updates                    importRequest → hub.Update (201)
+//	GET  /api/deployments                []hub.DeploymentStatus, oldest first
+//	POST /api/deployments                deployRequest → deployResponse (201)
+//	GET  /api/deployments/{id}           hub.DeploymentStatus
+//	POST /api/deployments/{id}/cancel    hub.DeploymentStatus
+//	POST /api/deployments/{id}/retry     retryResponse
+//
+// Errors are {"error": message, "exitCode": 1 or 3} with a 4xx (the request's fault) or 5xx
+// status. POST bodies must be application/json (so a web page in a browser cannot post to the
+// API without a CORS preflight, which is never granted).
+
+const maxAPIBody = 4 << 20
+
+type apiError struct {
+	Error    string `json:"error"`
+	ExitCode int    `json:"exitCode"`
+}
+
+type deviceInfo struct {
+	DeviceID  string `json:"deviceId"`
+	Connected bool   `json:"connected"`
+	ModelID   string `json:"modelId,omitempty"` // PnP model id of the last CONNECT
+	// DeviceProperties are the reported deviceUpdate.agent.deviceProperties (manufacturer,
+	// model, …), values as text.
+	DeviceProperties map[string]string `json:"deviceProperties,omitempty"`
+	// State is the reported agent state (0 Idle, 6 DeploymentInProgress, 255 Failed).
+	State *int `json:"state,omitempty"`
+	// InstalledUpdateID is the reported installedUpdateId (compact JSON text) and
+	// InstalledUpdate the same as provider/name/version.
+	InstalledUpdateID string `json:"installedUpdateId,omitempty"`
+	InstalledUpdate   string `json:"installedUpdate,omitempty"`
+	// Deployment is the deployment the device follows ("" none).
+	Deployment string `json:"deployment,omitempty"`
+}
+
+type deviceAdded struct {
+	DeviceID         string `json:"deviceId"`
+	Created          bool   `json:"created"`
+	ConnectionString string `json:"connectionString"`
+	HostName         string `json:"hostName"`
+	MQTT             string `json:"mqtt,omitempty"` // "" when added offline
+	TLS              bool   `json:"tls"`
+	CAFile           string `json:"caFile,omitempty"`
+	RootKeysFile     string `json:"rootKeysFile"`
+}
+
+type importRequest struct {
+	// ImportManifest is the import manifest's text.
+	ImportManifest string `json:"importManifest"`
+	// Files maps the file names of the manifest to local paths on the server's machine.
+	Files map[string]string `json:"files"`
+}
+
+type deployRequest struct {
+	UpdateID adu.UpdateID      `json:"updateId"`
+	Group    map[string]string `json:"group,omitempty"`
+}
+
+type deployResponse struct {
+	Deployment hub.DeploymentStatus `json:"deployment"`
+	// Warning: the deployment was made but some devices could not be sent it.
+	Warning string `json:"warning,omitempty"`
+}
+
+type retryResponse struct {
+	Retried    []string             `json:"retried"`
+	Deployment hub.DeploymentStatus `json:"deployment"`
+}
+
+func (s *server) handler(onlyLoopbackHosts bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.info) })
+	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.devices()) })
+	mux.HandleFunc("POST /api/devices", s.addDevice)
+	mux.HandleFunc("GET /api/updates", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, nonNil(s.svc.Updates())) })
+	mux.HandleFunc("POST /api/updates", s.importUpdate)
+	mux.HandleFunc("GET /api/deployments", func(w http.ResponseWriter, r *http.Request) {
+		writeAPI(w, http.StatusOK, nonNil(s.svc.Deployments()))
+	})
+	mux.HandleFunc("POST /api/deployments", s.deploy)
+	mux.HandleFunc("GET /api/deployments/{id}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.svc.Status(r.PathValue("id"))
+		if err != nil {
+			writeAPIError(w, deploymentErr(r.PathValue("id"), err))
+			return
+		}
+		writeAPI(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("POST /api/deployments/{id}/cancel", s.cancel)
+	mux.HandleFunc("POST /api/deployments/{id}/retry", s.retry)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, &httpError{http.StatusNotFound, fmt.Errorf("no API route %s %s", r.Method, r.URL.Path)})
+	})
+	mux.Handle("/files/", s.svc.FileHandler())
+	mux.HandleFunc("GET /{$}", s.page)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if onlyLoopbackHosts && !loopbackHost(r.Host) {
+			http.Error(w, "aduhub answers only requests for localhost", http.StatusForbidden)
+			return
+		}
+		if r.Method == http.MethodPost {
+			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+				writeAPIError(w, &httpError{http.StatusUnsupportedMediaType, errors.New("POST bodies must be application/json")})
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// httpError is an API error with its status; the exit code follows from it (5xx: 3, else 1).
+type httpError struct {
+	status int
+	err    error
+}
+
+func (e *httpError) Error() string { return e.err.Error() }
+
+func writeAPI(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeAPIError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	var he *httpError
+	if errors.As(err, &he) {
+		status = he.status
+	}
+	code := exitcode.Invalid
+	if status >= 500 {
+		code = exitcode.IO
+	}
+	writeAPI(w, status, apiError{Error: err.Error(), ExitCode: code})
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", mbe.Limit)}
+		}
+		return &httpError{http.StatusBadRequest, fmt.Errorf("request body: %w", err)}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &httpError{http.StatusBadRequest, errors.New("request body: more than one JSON value")}
+	}
+	return nil
+}
+
+// devices lists every registered device with what its twin says.
+func (s *server) devices() []deviceInfo {
+	out := []deviceInfo{}
+	for _, id := range s.hub.Devices() {
+		d := deviceInfo{DeviceID: id, Connected: s.hub.Connected(id), ModelID: s.hub.ModelID(id), Deployment: s.svc.CurrentDeployment(id)}
+		if tw, err := s.hub.Twin(id); err == nil {
+			var doc struct {
+				Reported struct {
+					DeviceUpdate struct {
+						Agent struct {
+							DeviceProperties  map[string]any `json:"deviceProperties"`
+							State             *int           `json:"state"`
+							InstalledUpdateID string         `json:"installedUpdateId"`
+						} `json:"agent"`
+					} `json:"deviceUpdate"`
+				} `json:"reported"`
+			}
+			if json.Unmarshal(tw, &doc) == nil {
+				a := doc.Reported.DeviceUpdate.Agent
+				if len(a.DeviceProperties) > 0 {
+					d.DeviceProperties = map[string]string{}
+					for k, v := range a.DeviceProperties {
+						if str, ok := v.(string); ok {
+							d.DeviceProperties[k] = str
+						} else {
+							b, _ := json.Marshal(v)
+							d.DeviceProperties[k] = string(b)
+						}
+					}
+				}
+				d.State, d.InstalledUpdateID = a.State, a.InstalledUpdateID
+				d.InstalledUpdate = updateText(a.InstalledUpdateID)
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func (s *server) addDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		DeviceID string `json:"deviceId"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	added, err := registerDevice(s.hub, req.DeviceID)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	added.MQTT, added.TLS, added.CAFile, added.RootKeysFile = s.info.MQTT, s.info.TLS, s.info.CAFile, s.info.RootKeysFile
+	status := http.StatusOK
+	if added.Created {
+		status = http.StatusCreated
+	}
+	s.log.Info("device registered", "device", req.DeviceID, "created", added.Created)
+	writeAPI(w, status, added)
+}
+
+// registerDevice registers id with a new random key, or returns the key it has.
+func registerDevice(h *hub.Hub, id string) (*deviceAdded, error) {
+	if err := checkDeviceID(id); err != nil {
+		return nil, &httpError{http.StatusBadRequest, err}
+	}
+	added := &deviceAdded{DeviceID: id, HostName: h.HostName()}
+	key, err := h.DeviceKey(id)
+	switch {
+	case errors.Is(err, hub.ErrUnknownDevice):
+		b := make([]byte, 32)
+		rand.Read(b)
+		key = base64.StdEncoding.EncodeToString(b)
+		if err := h.RegisterDevice(id, key); err != nil {
+			return nil, &httpError{http.StatusInternalServerError, err}
+		}
+		added.Created = true
+	case err != nil:
+		return nil, &httpError{http.StatusInternalServerError, err}
+	case key == "":
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with an X.509 certificate, not a SAS key", id)}
+	}
+	added.ConnectionString = "HostName=" + h.HostName() + ";DeviceId=" + id + ";SharedAccessKey=" + key
+	return added, nil
+}
+
+// checkDeviceID applies IoT Hub's rules for device ids: up to 128 characters, ASCII letters,
+// digits and - . % _ * ? ! ( ) , : = @ $ '.
+func checkDeviceID(id string) error {
+	if id == "" || len(id) > 128 {
+		return fmt.Errorf("invalid device id %q: 1 to 128 characters", id)
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-.%_*?!(),:=@$'", c)) {
+			return fmt.Errorf("invalid device id %q: %q is not allowed (letters, digits and -.%%_*?!(),:=@$' are)", id, c)
+		}
+	}
+	return nil
+}
+
+func (s *server) importUpdate(w http.ResponseWriter, r *http.Request) {
+	var req importRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	u, err := s.svc.Import([]byte(req.ImportManifest), req.Files)
+	if err != nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, hub.ErrUpdateExists):
+			status = http.StatusConflict
+		case errors.Is(err, manifestgen.ErrInvalid), errors.Is(err, hub.ErrImportFiles), errors.Is(err, hub.ErrUnknownUpdate):
+			status = http.StatusBadRequest
+		case !isFSError(err):
+			// Anything else Import refuses is about the manifest (e.g. JSON syntax).
+			status = http.StatusBadRequest
+		}
+		writeAPIError(w, &httpError{status, fmt.Errorf("import: %w", err)})
+		return
+	}
+	s.log.Info("update imported", "update", updateIDText(u.UpdateID), "files", len(u.Files))
+	writeAPI(w, http.StatusCreated, u)
+}
+
+func (s *server) deploy(w http.ResponseWriter, r *http.Request) {
+	var req deployRequest
+	if err := decodeBody(r, &req); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	d, err := s.svc.Deploy(req.UpdateID, req.Group)
+	if d == nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, hub.ErrUnknownUpdate):
+			status = http.StatusNotFound
+		case errors.Is(err, hub.ErrNotDeployable), errors.Is(err, hub.ErrNoMatchingDevices):
+			status = http.StatusConflict
+		}
+		writeAPIError(w, &httpError{status, fmt.Errorf("deploy %s: %w", updateIDText(req.UpdateID), err)})
+		return
+	}
+	resp := deployResponse{}
+	if err != nil {
+		resp.Warning = err.Error()
+	}
+	st, serr := s.svc.Status(d.ID)
+	if serr != nil {
+		writeAPIError(w, serr)
+		return
+	}
+	resp.Deployment = *st
+	s.log.Info("deployed", "deployment", d.ID, "update", updateIDText(req.UpdateID), "devices", len(d.Devices))
+	writeAPI(w, http.StatusCreated, resp)
+}
+
+func deploymentErr(id string, err error) error {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, hub.ErrUnknownDeployment):
+		status = http.StatusNotFound
+	case errors.Is(err, hub.ErrDeploymentCancelled), errors.Is(err, hub.ErrNoFailedDevices):
+		status = http.StatusConflict
+	}
+	return &httpError{status, fmt.Errorf("deployment %s: %w", id, err)}
+}
+
+func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.svc.Cancel(id); err != nil {
+		writeAPIError(w, deploymentErr(id, err))
+		return
+	}
+	st, err := s.svc.Status(id)
+	if err != nil {
+		writeAPIError(w, deploymentErr(id, err))
+		return
+	}
+	s.log.Info("deployment cancelled", "deployment", id)
+	writeAPI(w, http.StatusOK, st)
+}
+
+func (s *server) retry(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	devs, err := s.svc.Retry(id)
+	if err != nil {
+		writeAPIError(w, deploymentErr(id, err))
+		return
+	}
+	st, err := s.svc.Status(id)
+	if err != nil {
+		writeAPIError(w, deploymentErr(id, err))
+		return
+	}
+	sort.Strings(devs)
+	s.log.Info("deployment retried", "deployment", id, "devices", len(devs))
+	writeAPI(w, http.StatusOK, retryResponse{Retried: nonNil(devs), Deployment: *st})
+}
+
+// updateIDText is provider/name/version, the form --update takes.
+func updateIDText(u adu.UpdateID) string { return u.Provider + "/" + u.Name + "/" + u.Version }
+
+// updateText turns an installedUpdateId (compact JSON text) into provider/name/version; text
+// that is not one stays as it is.
+func updateText(installedUpdateID string) string {
+	if installedUpdateID == "" {
+		return ""
+	}
+	u, err := adu.ParseInstalledUpdateID(installedUpdateID)
+	if err != nil {
+		return installedUpdateID
+	}
+	return updateIDText(u)
+}
+
+// parseUpdateID reads provider/name/version.
+func parseUpdateID(s string) (adu.UpdateID, error) {
+	p := strings.Split(s, "/")
+	if len(p) != 3 || p[0] == "" || p[1] == "" || p[2] == "" {
+		return adu.UpdateID{}, fmt.Errorf("update id %q: want provider/name/version", s)
+	}
+	return adu.UpdateID{Provider: p[0], Name: p[1], Version: p[2]}, nil
+}
+
+// stateName names an agent state as the portal does.
+func stateName(st *int) string {
+	if st == nil {
+		return ""
+	}
+	switch adu.State(*st) {
+	case adu.StateIdle:
+		return "Idle"
+	case adu.StateDeploymentInProgress:
+		return "DeploymentInProgress"
+	case adu.StateFailed:
+		return "Failed"
+	}
+	return fmt.Sprint(*st)
+}

@@ -1,0 +1,523 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/hub"
+)
+
+func (e *env) deviceCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "device",
+		Usage: "register devices and list them",
+		Description: `EXAMPLE:
+   aduhub device add dev1
+   aduhub device list`,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "add",
+				Usage:     "register a device and print its connection string",
+				ArgsUsage: "ID",
+				Description: `Registers device ID with a new random SAS key (a device already registered keeps its
+key) and prints what its agent needs: the connection string (agent.connection_string or
+connection_string_file), the CA certificate to trust (agent.ca_file) and the root keys of
+the update signer (agent.root_keys, with no_builtin_roots = true).
+
+By default it asks the running server (--server). With --data it works on that data folder
+instead, also when no server runs (the device is there when serve starts); if a server
+serves that folder, it goes through that server.
+
+Exit codes: 0 registered or already there, 1 invalid device id, 2 usage error, 3 the
+server cannot be reached or the data folder cannot be written.
+
+EXAMPLE:
+   aduhub device add dev1
+   aduhub device add --data ./aduhub-data dev1
+   aduhub device add --json dev1`,
+				Flags: []cli.Flag{
+					serverFlag(),
+					&cli.StringFlag{Name: "data", Usage: "register in the data `DIR` (offline unless a server serves it)", TakesFile: true},
+					jsonFlag("the device's connection details"),
+				},
+				Action: e.deviceAdd,
+			},
+			{
+				Name:      "list",
+				Usage:     "list the registered devices with their connection and update state",
+				ArgsUsage: " ",
+				Description: `Shows every registered device: whether it is connected, its reported manufacturer/model,
+the agent state (Idle, DeploymentInProgress, Failed), the installed update and the
+deployment it follows.
+
+EXAMPLE:
+   aduhub device list
+   aduhub device list --json`,
+				Flags:  []cli.Flag{serverFlag(), jsonFlag("the devices")},
+				Action: e.deviceList,
+			},
+		},
+	}
+}
+
+func (e *env) deviceAdd(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "ID"); err != nil {
+		return err
+	}
+	id := c.Args().First()
+	var added *deviceAdded
+	var err error
+	if c.IsSet("data") {
+		added, err = e.deviceAddData(c, c.String("data"), id)
+	} else {
+		var cl *apiClient
+		if cl, err = clientOf(c); err != nil {
+			return err
+		}
+		added = &deviceAdded{}
+		err = cl.do(c.Context, http.MethodPost, "/api/devices", map[string]string{"deviceId": id}, added)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, added)
+	}
+	if added.Created {
+		fmt.Fprintf(e.stdout, "registered device %s\n", added.DeviceID)
+	} else {
+		fmt.Fprintf(e.stdout, "device %s was already registered (key unchanged)\n", added.DeviceID)
+	}
+	fmt.Fprintf(e.stdout, "connection string: %s\n", added.ConnectionString)
+	if added.CAFile != "" {
+		fmt.Fprintf(e.stdout, "CA certificate:    %s   (agent.ca_file)\n", added.CAFile)
+	}
+	fmt.Fprintf(e.stdout, "update root keys:  %s   (agent.root_keys, with no_builtin_roots = true)\n", added.RootKeysFile)
+	if added.MQTT != "" {
+		tls := "TLS"
+		if !added.TLS {
+			tls = "plain TCP"
+		}
+		fmt.Fprintf(e.stdout, "IoT Hub (MQTT):    %s (%s)\n", added.MQTT, tls)
+	}
+	return nil
+}
+
+// deviceAddData registers the device in a data folder: through the server serving it, or
+// directly when none does.
+func (e *env) deviceAddData(c *cli.Context, dir, id string) (*deviceAdded, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if info, ok := runningServer(c.Context, dir); ok {
+		added := &deviceAdded{}
+		return added, newClient(info.HTTP).do(c.Context, http.MethodPost, "/api/devices", map[string]string{"deviceId": id}, added)
+	}
+	if err := checkDeviceID(id); err != nil {
+		return nil, exitcode.InvalidInput(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	// The CA and the signer are made now if missing, so that the files named exist.
+	if _, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir)); err != nil {
+		return nil, fmt.Errorf("local CA: %w", err)
+	}
+	if _, err := hub.LoadOrCreateSigner(filepath.Join(dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits); err != nil {
+		return nil, fmt.Errorf("update signer: %w", err)
+	}
+	h, err := hub.New(hub.Options{HostName: HostName, Address: "127.0.0.1:0", DataDir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	defer h.Close()
+	added, err := registerDevice(h, id)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) && he.status < 500 {
+			return nil, exitcode.InvalidInput(he.err)
+		}
+		return nil, err
+	}
+	added.TLS = true
+	added.CAFile = filepath.Join(dir, caDir, hub.CACertFile)
+	added.RootKeysFile = filepath.Join(dir, signerDir, hub.RootKeysJSONFile)
+	return added, nil
+}
+
+func (e *env) deviceList(c *cli.Context) error {
+	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	var devs []deviceInfo
+	if err := cl.do(c.Context, http.MethodGet, "/api/devices", nil, &devs); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, devs)
+	}
+	if len(devs) == 0 {
+		fmt.Fprintln(e.stdout, "no devices (aduhub device add ID)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tCONNECTED\tMODEL\tSTATE\tINSTALLED UPDATE\tDEPLOYMENT")
+	for _, d := range devs {
+		model := "-"
+		if d.DeviceProperties != nil {
+			model = d.DeviceProperties["manufacturer"] + "/" + d.DeviceProperties["model"]
+		}
+		conn := "no"
+		if d.Connected {
+			conn = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.DeviceID, conn, model, dash(stateName(d.State)), dash(d.InstalledUpdate), dash(d.Deployment))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (e *env) importCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "import",
+		Usage:     "import an update: its import manifest and files",
+		ArgsUsage: "FILE...",
+		Description: `Imports an update into the running server like the Device Update service: the import
+manifest (aduimport manifest create writes one) is checked against the service's limits,
+every file it names must be given (matched by file name) with the size and hashes the
+manifest says, the files are copied into the server's data folder and an update manifest
+is made and signed. The paths are passed to the server, which reads them: the server must
+run on this machine. An update id can be imported once.
+
+Exit codes: 0 imported, 1 invalid or mismatching manifest or files, or the update is already
+there, 2 usage error, 3 a file cannot be read or the server cannot be reached.
+
+EXAMPLE:
+   aduhub import --manifest contoso.toaster.2.0.importmanifest.json rootfs-2.0.aduimg
+   aduhub import --json --manifest M.importmanifest.json fw.aduimg delta.bin`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the import manifest `FILE`", TakesFile: true},
+			serverFlag(),
+			jsonFlag("the imported update"),
+		},
+		Action: e.importUpdate,
+	}
+}
+
+func (e *env) importUpdate(c *cli.Context) error {
+	if err := cliapp.Need(c, "manifest"); err != nil {
+		return err
+	}
+	if err := cliapp.Args(c, 1, -1, "the update's FILE..."); err != nil {
+		return err
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	m, err := os.ReadFile(c.String("manifest"))
+	if err != nil {
+		return err
+	}
+	req := importRequest{ImportManifest: string(m), Files: map[string]string{}}
+	for _, f := range c.Args().Slice() {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return err
+		}
+		st, err := os.Stat(abs)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			return exitcode.Usagef("%s is a folder, not a file", f)
+		}
+		name := filepath.Base(abs)
+		if prev, dup := req.Files[name]; dup {
+			return exitcode.Usagef("two files named %s: %s and %s", name, prev, abs)
+		}
+		req.Files[name] = abs
+	}
+	var u hub.Update
+	if err := cl.do(c.Context, http.MethodPost, "/api/updates", req, &u); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, u)
+	}
+	deployable := ""
+	if !u.Deployable {
+		deployable = ", not deployable on its own"
+	}
+	fmt.Fprintf(e.stdout, "imported %s (%d file(s)%s)\n", updateIDText(u.UpdateID), len(u.Files), deployable)
+	for _, f := range u.Files {
+		fmt.Fprintf(e.stdout, "  %s  %s  %d bytes  %s\n", f.ID, f.FileName, f.SizeInBytes, f.Kind)
+	}
+	return nil
+}
+
+func (e *env) deployCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "deploy",
+		Usage:     "deploy an imported update to a group of devices",
+		ArgsUsage: " ",
+		Description: `Deploys the update to every registered device whose reported deviceProperties contain all
+of --group (none: every device) and match one of the update's compatibility sets. The
+devices get the update in their desired twin (deviceUpdate.service); follow them with
+aduhub status. A device following another deployment moves to this one.
+
+Exit codes: 0 deployed, 1 unknown or non-deployable update, or no device matches, 2 usage
+error, 3 the server cannot be reached.
+
+EXAMPLE:
+   aduhub deploy --update Contoso/Toaster/2.0
+   aduhub deploy --update Contoso/Toaster/2.0 --group ring=canary,hwrev=2 --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "update", Aliases: []string{"u"}, Usage: "the update as `PROVIDER/NAME/VERSION`"},
+			&cli.StringFlag{Name: "group", Usage: "only devices whose deviceProperties have all of `k=v,...`"},
+			serverFlag(),
+			jsonFlag("the deployment"),
+		},
+		Action: e.deploy,
+	}
+}
+
+func (e *env) deploy(c *cli.Context) error {
+	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	if err := cliapp.Need(c, "update"); err != nil {
+		return err
+	}
+	uid, err := parseUpdateID(c.String("update"))
+	if err != nil {
+		return exitcode.Usagef("--update: %v", err)
+	}
+	group, err := parseGroup(c.String("group"))
+	if err != nil {
+		return exitcode.Usagef("--group: %v", err)
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	var resp deployResponse
+	if err := cl.do(c.Context, http.MethodPost, "/api/deployments", deployRequest{UpdateID: uid, Group: group}, &resp); err != nil {
+		return err
+	}
+	if resp.Warning != "" {
+		fmt.Fprintf(e.stderr, "aduhub: warning: %s\n", resp.Warning)
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, resp.Deployment)
+	}
+	d := resp.Deployment
+	fmt.Fprintf(e.stdout, "deployment %s: %s to %d device(s) (%s): %s\n", d.ID, updateIDText(d.UpdateID), len(d.Devices), groupText(d.Group), strings.Join(d.Devices, ", "))
+	return nil
+}
+
+// parseGroup reads k=v,k=v.
+func parseGroup(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	g := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want k=v[,k=v...]", kv)
+		}
+		if _, dup := g[k]; dup {
+			return nil, fmt.Errorf("%s given twice", k)
+		}
+		g[k] = v
+	}
+	return g, nil
+}
+
+func (e *env) cancelCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel a deployment",
+		ArgsUsage: "DEPLOYMENT",
+		Description: `Cancels the deployment like the service: every device still following it is told
+"nodeployment" (workflow action 255); devices in progress count as Cancelled, those that
+succeeded or failed keep their result.
+
+Exit codes: 0 cancelled, 1 unknown or already cancelled deployment, 2 usage error, 3 the
+server cannot be reached.
+
+EXAMPLE:
+   aduhub cancel 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
+		Flags:  []cli.Flag{serverFlag(), jsonFlag("the deployment")},
+		Action: e.cancel,
+	}
+}
+
+func (e *env) cancel(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
+		return err
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	id := c.Args().First()
+	var st hub.DeploymentStatus
+	if err := cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/cancel", struct{}{}, &st); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, st)
+	}
+	fmt.Fprintf(e.stdout, "deployment %s cancelled: %s\n", id, countsText(st.Counts))
+	return nil
+}
+
+func (e *env) retryCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "retry",
+		Usage:     "retry the failed devices of a deployment",
+		ArgsUsage: "DEPLOYMENT",
+		Description: `Retries the devices whose result in the deployment is Failed, like the portal's "retry
+failed devices": they get the same deployment again with a new workflow.retryTimestamp and
+are in progress again.
+
+Exit codes: 0 retried, 1 unknown or cancelled deployment, or no failed devices, 2 usage
+error, 3 the server cannot be reached.
+
+EXAMPLE:
+   aduhub retry 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
+		Flags:  []cli.Flag{serverFlag(), jsonFlag("the devices retried and the deployment")},
+		Action: e.retry,
+	}
+}
+
+func (e *env) retry(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
+		return err
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	id := c.Args().First()
+	var resp retryResponse
+	if err := cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/retry", struct{}{}, &resp); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, resp)
+	}
+	fmt.Fprintf(e.stdout, "deployment %s: retrying %d device(s): %s\n", id, len(resp.Retried), strings.Join(resp.Retried, ", "))
+	return nil
+}
+
+func (e *env) statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show deployments and their per-device results",
+		ArgsUsage: "[DEPLOYMENT]",
+		Description: `Shows one deployment (or all, oldest first) as the portal does: the update, the group,
+the counts, and per device its result (InProgress, Succeeded, Failed, Cancelled), the last
+agent state, the result code, the extended result codes (hex, root code first), the result
+details and the update the device reports installed.
+
+Exit codes: 0 shown, 1 unknown deployment, 2 usage error, 3 the server cannot be reached.
+
+EXAMPLE:
+   aduhub status
+   aduhub status --json 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
+		Flags:  []cli.Flag{serverFlag(), jsonFlag("the deployment (an array of all without DEPLOYMENT)")},
+		Action: e.status,
+	}
+}
+
+func (e *env) status(c *cli.Context) error {
+	if err := cliapp.Args(c, 0, 1, "[DEPLOYMENT]"); err != nil {
+		return err
+	}
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	if c.NArg() == 1 {
+		var st hub.DeploymentStatus
+		if err := cl.do(c.Context, http.MethodGet, "/api/deployments/"+url.PathEscape(c.Args().First()), nil, &st); err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return cliapp.WriteJSON(e.stdout, st)
+		}
+		return printDeployment(e.stdout, &st)
+	}
+	var all []hub.DeploymentStatus
+	if err := cl.do(c.Context, http.MethodGet, "/api/deployments", nil, &all); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, all)
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(e.stdout, "no deployments (aduhub deploy --update provider/name/version)")
+	}
+	for i := range all {
+		if i > 0 {
+			fmt.Fprintln(e.stdout)
+		}
+		if err := printDeployment(e.stdout, &all[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func countsText(n hub.DeviceCounts) string {
+	return fmt.Sprintf("%d succeeded, %d failed, %d in progress, %d cancelled", n.Succeeded, n.Failed, n.InProgress, n.Cancelled)
+}
+
+func printDeployment(w io.Writer, d *hub.DeploymentStatus) error {
+	state := "active"
+	if d.Cancelled {
+		state = "cancelled"
+	}
+	fmt.Fprintf(w, "deployment %s  %s  group %s  created %s  %s", d.ID, updateIDText(d.UpdateID), groupText(d.Group),
+		d.CreatedAt.Local().Format("2006-01-02 15:04:05"), state)
+	if d.RetryTimestamp != "" {
+		fmt.Fprintf(w, "  retried %s", d.RetryTimestamp)
+	}
+	fmt.Fprintf(w, "\n  %s\n", countsText(d.Counts))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  DEVICE\tSTATE\tAGENT STATE\tRESULT CODE\tEXTENDED RESULT CODES\tINSTALLED UPDATE\tDETAILS")
+	for _, r := range d.Results {
+		st := string(r.State)
+		if r.SupersededBy != "" {
+			st += " (superseded)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.DeviceID, st, dash(stateName(r.AgentState)), r.ResultCode,
+			dash(r.ExtendedResultCodes), dash(updateText(r.InstalledUpdateID)), dash(r.ResultDetails))
+	}
+	return tw.Flush()
+}
