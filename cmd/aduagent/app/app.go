@@ -72,8 +72,28 @@ EXAMPLE:
 			e.markBadCommand(),
 		},
 	}
+	// The global flags work after the command name too (aduagent run --config F): each
+	// command gets copies without defaults; globalFlag reads the nearest one that was given.
+	for _, cmd := range a.Commands {
+		cmd.Flags = append(cmd.Flags,
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (as the global --config)", TakesFile: true},
+			&cli.StringFlag{Name: "dev-root", Hidden: true},
+			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
+			&cli.StringFlag{Name: "cmdline-file", Hidden: true})
+	}
 	cliapp.Prepare(a)
 	return a
+}
+
+// globalFlag returns a global flag given after the command name, else before it (or its
+// default).
+func globalFlag(c *cli.Context, name string) string {
+	for _, x := range c.Lineage() {
+		if v := x.String(name); v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // Run runs aduagent with args (args[0] is the program name) and returns the exit code.
@@ -103,7 +123,7 @@ func (d *device) close() {
 // Config errors end the command; a backend that cannot be opened is kept in bootErr, for
 // status to report.
 func loadDevice(c *cli.Context) (*device, error) {
-	d := &device{path: c.String("config")}
+	d := &device{path: globalFlag(c, "config")}
 	var err error
 	if d.slots, err = slots.LoadConfig(d.path); err != nil {
 		return nil, classify(err)
@@ -112,13 +132,13 @@ func loadDevice(c *cli.Context) (*device, error) {
 		return nil, classify(err)
 	}
 	var opts []bootloader.OpenOption
-	if r := c.String("dev-root"); r != "" {
+	if r := globalFlag(c, "dev-root"); r != "" {
 		opts = append(opts, bootloader.WithDevRoot(r))
 	}
-	if r := c.String("sysfs-root"); r != "" {
+	if r := globalFlag(c, "sysfs-root"); r != "" {
 		opts = append(opts, bootloader.WithSysfsRoot(r))
 	}
-	senv := slots.Env{Dev: c.String("dev-root"), Sysfs: c.String("sysfs-root"), Cmdline: c.String("cmdline-file")}
+	senv := slots.Env{Dev: globalFlag(c, "dev-root"), Sysfs: globalFlag(c, "sysfs-root"), Cmdline: globalFlag(c, "cmdline-file")}
 	backend, cl, err := bootloader.Open(d.boot, opts...)
 	if err != nil {
 		d.bootErr = classify(fmt.Errorf("opening the %s bootloader backend: %w", d.boot.Type, err))

@@ -366,3 +366,17 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// The global flags may follow the command name too (aduagent run --config F), and there
+// they win over the ones before it.
+func TestGlobalFlagsAfterCommand(t *testing.T) {
+	fx := newFixture(t)
+	before, out1, e1 := fx.run(t, "status", "--json")
+	after, out2, e2 := run(t, "--config", "/nonexistent.toml", "status", "--config", fx.cfg, "--cmdline-file", fx.cmdline, "--json")
+	if before != 0 || after != 0 || out1 != out2 {
+		t.Fatalf("before: %d %s %s\nafter: %d %s %s", before, out1, e1, after, out2, e2)
+	}
+	if code, _, _ := run(t, "status", "--config", "/nonexistent.toml"); code != 3 {
+		t.Errorf("a missing config named after the command: exit %d, want 3", code)
+	}
+}

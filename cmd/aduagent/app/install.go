@@ -110,7 +110,7 @@ func (e *env) install(c *cli.Context) error {
 		}
 		size = n
 	}
-	cfg, err := agent.LoadConfig(c.String("config"))
+	cfg, err := agent.LoadConfig(globalFlag(c, "config"))
 	if err != nil {
 		return classifyAgent(err)
 	}

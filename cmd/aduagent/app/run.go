@@ -99,7 +99,7 @@ func (e *env) run(c *cli.Context) error {
 	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
 	}
-	path := c.String("config")
+	path := globalFlag(c, "config")
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {
 		return classifyAgent(err)
