@@ -240,10 +240,12 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 					resumeAt = int64(len(img))
 				}
 			}
-			sent := srv.sent.Load()
+			g := srv.gen.Add(1)
 			h.full(u.service("wf", ""))
 			err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u))
-			if got := srv.sent.Load() - sent; got > int64(len(img))-resumeAt {
+			srv.CloseClientConnections() // the boot is over: its requests end now
+			waitIdle(srv)
+			if got := srv.sentIn(g); got > int64(len(img))-resumeAt {
 				t.Fatalf("cut at %d, boot %d: downloaded %d bytes, but the journal had %d of %d verified", k, boot, got, resumeAt, len(img))
 			}
 			if err == nil {
@@ -345,4 +347,17 @@ func TestStateDirLock(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 	b.Close()
+}
+
+// waitIdle waits until no request handler of srv runs.
+func waitIdle(srv *server) {
+	for i := 0; i < 500; i++ {
+		srv.mu.Lock()
+		n := srv.active
+		srv.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
