@@ -14,9 +14,26 @@
 //
 // Scope of Hub: device identities only (no modules), MQTT 3.1.1 over TCP or
 // TLS (no WebSockets), twins only (no telemetry routing, C2D messages, direct
-// methods, tags, or service-side REST API). Twin size limits are enforced
-// per patch (32 KB) rather than on the stored document. One connection per
-// device id: a new CONNECT takes over (drops) the previous connection.
+// methods, tags, or service-side REST API). One connection per device id: a
+// new CONNECT takes over (drops) the previous connection.
+//
+// Bad device behaviour is refused as IoT Hub refuses it, and the hub stays
+// up: a CONNECT with a wrong, expired or foreign SAS token, a username for
+// another hub or device, a client id other than the username's device, an
+// unknown device, MQTT other than 3.1.1 or a will topic other than the
+// device's telemetry topic gets a refusing CONNACK; a connection that sends
+// no CONNECT within Options.ConnectTimeout is closed; a PUBLISH to a topic
+// the device may not use (another device's topics, $iothub/methods/res/
+// without a subscription to $iothub/methods/POST/#, anything outside
+// $iothub/twin/ and its own devices/{id}/messages/events/) or with QoS 2 closes
+// the connection; a SUBSCRIBE outside $iothub/twin/, $iothub/methods/POST/ and
+// its own devices/{id}/messages/devicebound/ is refused (SUBACK 0x80); any
+// MQTT packet above 256 KB closes the connection before it is buffered; a
+// reported patch above 32 KB, or one that would make the reported document
+// larger than 32 KB, gets 413, one nested deeper than 10 levels 400; twin
+// requests above a device's quota (a token bucket per device, see
+// Options.TwinRate) get 429, and a device that keeps flooding is disconnected.
+// Telemetry (devices/{id}/messages/events/) is accepted and dropped.
 //
 // Signer signs update manifests (and root-key packages, spec §5.5) the way the Device
 // Update service does, so that adu.Verify accepts them when it trusts the signer's root key;
@@ -56,6 +73,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -72,10 +90,29 @@ var (
 	ErrInvalidPatch  = errors.New("hub: invalid patch")
 	ErrNotConnected  = errors.New("hub: device not connected")
 	ErrInvalidOption = errors.New("hub: invalid options")
+	ErrTwinTooLarge  = errors.New("hub: twin document too large")
 )
 
-// MaxPatchSize is the largest accepted twin patch (IoT Hub's 32 KB limit).
+// MaxPatchSize is the largest accepted twin patch, and the largest reported
+// document a device may build up (IoT Hub's 32 KB limit, spec §1.7).
 const MaxPatchSize = 32 * 1024
+
+// MaxPacketSize is the largest MQTT packet the hub reads: IoT Hub's 256 KB
+// message limit plus room for the topic and headers. A larger packet closes
+// the connection as soon as its fixed header is read.
+const MaxPacketSize = 256*1024 + 1024
+
+// Defaults of the per-device twin request quota (see Options.TwinRate).
+const (
+	DefaultTwinRate       = 20   // twin requests per second, sustained
+	DefaultTwinBurst      = 100  // twin requests at once
+	DefaultTwinFloodLimit = 1000 // refused requests before a disconnect
+)
+
+// maxKeepAlive caps the client keep-alive so that the server-side timeout
+// (1.5 × keep-alive) stays within IoT Hub's 1767 s (spec §1.1); a keep-alive
+// of 0 (none) gets the cap too.
+const maxKeepAlive = 1177
 
 // Options configures a Hub.
 type Options struct {
@@ -101,6 +138,23 @@ type Options struct {
 	// stand-in (Service, LoadOrCreateCA, LoadOrCreateSigner) may use other
 	// folders of the same DataDir.
 	DataDir string
+	// ConnectTimeout is the time a new connection has to finish its TLS
+	// handshake and send CONNECT; it is closed otherwise. Default 30 s.
+	ConnectTimeout time.Duration
+	// TwinRate is each device's quota of twin requests (GET, reported
+	// PATCH, and anything else it publishes under $iothub/twin/), refilled
+	// at TwinRate per second into a bucket of TwinBurst requests. A request
+	// finding the bucket empty is answered 429 (IoT Hub's throttling
+	// status) on $iothub/twin/res/429/?$rid=…. Default DefaultTwinRate
+	// (DefaultTwinBurst); a negative TwinRate turns the quota off. The
+	// quota is kept across reconnects.
+	TwinRate  float64
+	TwinBurst int
+	// TwinFloodLimit: refused (429) requests are counted per device, the
+	// count draining at TwinRate per second; a device whose count exceeds
+	// TwinFloodLimit is disconnected. Default DefaultTwinFloodLimit;
+	// negative: never disconnect for flooding.
+	TwinFloodLimit int
 }
 
 type device struct {
@@ -116,6 +170,13 @@ type device struct {
 	save saver
 }
 
+// bucket is a device's twin request quota.
+type bucket struct {
+	tokens  float64   // requests that may be served now
+	refused float64   // recent 429s, draining at the refill rate
+	last    time.Time // last refill
+}
+
 // Hub is a running IoT Hub stand-in.
 type Hub struct {
 	opts   Options
@@ -129,6 +190,11 @@ type Hub struct {
 	obsMu     sync.Mutex
 	observers map[int]func(deviceID string, patch json.RawMessage)
 	obsNext   int
+
+	quotaMu sync.Mutex
+	quota   map[string]*bucket
+
+	reads atomic.Int64 // see readCountConn
 }
 
 // New starts a Hub. Close it when done.
@@ -142,10 +208,23 @@ func New(opts Options) (*Hub, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 30 * time.Second
+	}
+	if opts.TwinRate == 0 {
+		opts.TwinRate = DefaultTwinRate
+	}
+	if opts.TwinBurst <= 0 {
+		opts.TwinBurst = DefaultTwinBurst
+	}
+	if opts.TwinFloodLimit == 0 {
+		opts.TwinFloodLimit = DefaultTwinFloodLimit
+	}
 	h := &Hub{
 		opts:    opts,
 		devices: map[string]*device{},
 		served:  make(chan struct{}),
+		quota:   map[string]*bucket{},
 	}
 	if opts.DataDir != "" {
 		if err := h.loadDevices(); err != nil {
@@ -166,13 +245,15 @@ func New(opts Options) (*Hub, error) {
 			return nil, fmt.Errorf("hub: listen %s: %w", addr, err)
 		}
 	}
+	ln = deadlineListener{Listener: ln, d: opts.ConnectTimeout, reads: &h.reads}
 	if opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, opts.TLSConfig)
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1                      // IoT Hub: QoS 0/1 only
-	caps.RetainAvailable = 0                 // IoT Hub does not persist RETAIN
-	caps.MaximumPacketSize = 256*1024 + 1024 // 256 KB message + headers
+	caps.MaximumQos = 1         // IoT Hub: QoS 0/1 only
+	caps.RetainAvailable = 0    // IoT Hub does not persist RETAIN
+	caps.SharedSubAvailable = 0 // no $share/ subscriptions
+	caps.MaximumPacketSize = MaxPacketSize
 	caps.MinimumProtocolVersion = 4
 	h.ln = ln
 	h.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: opts.Logger})
@@ -191,6 +272,39 @@ func New(opts Options) (*Hub, error) {
 	return h, nil
 }
 
+// deadlineListener gives every accepted connection a deadline for its TLS
+// handshake and CONNECT; the broker replaces it with the keep-alive deadline
+// once CONNECT is read.
+type deadlineListener struct {
+	net.Listener
+	d     time.Duration
+	reads *atomic.Int64
+}
+
+func (l deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(l.d))
+	return readCountConn{Conn: c, reads: l.reads}, nil
+}
+
+// readCountConn counts reads. mochi adds each connection to a WaitGroup
+// inside the connection's goroutine, unsynchronised with the Wait in
+// Server.Close; the race detector reports that for connections that never
+// became clients (garbage, refused CONNECTs). The counter, bumped after that
+// Add and loaded by Hub.Close before the Wait, orders the two.
+type readCountConn struct {
+	net.Conn
+	reads *atomic.Int64
+}
+
+func (c readCountConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
 // Addr is the listening address.
 func (h *Hub) Addr() net.Addr { return h.ln.Addr() }
 
@@ -199,6 +313,7 @@ func (h *Hub) HostName() string { return h.opts.HostName }
 
 // Close stops the broker and closes the listener.
 func (h *Hub) Close() error {
+	h.reads.Load()
 	if err := h.srv.Close(); err != nil {
 		return fmt.Errorf("hub: close: %w", err)
 	}
@@ -306,7 +421,13 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 		h.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	mergePatch(d.reported, p)
+	merged := cloneMap(d.reported)
+	mergePatch(merged, p)
+	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: reported properties would be %d bytes, more than %d", ErrTwinTooLarge, len(b), MaxPatchSize)
+	}
+	d.reported = merged
 	d.reportedVer++
 	v := d.reportedVer
 	seq, data, serr := h.snapshotLocked(id, d)
@@ -396,15 +517,49 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 }
 
 // Disconnect drops the device's current connection (if any), like IoT Hub
-// does on errors, token expiry or a duplicate connection.
+// does on errors, token expiry or a duplicate connection: the network
+// connection is closed (MQTT 3.1.1 has no server DISCONNECT), so that a
+// device which does not read cannot hold the caller up.
 func (h *Hub) Disconnect(id string) error {
 	cl, ok := h.srv.Clients.Get(id)
 	if !ok || cl.Closed() {
 		return fmt.Errorf("%w: %s", ErrNotConnected, id)
 	}
-	// DisconnectClient echoes the (error) reason code back; it is not a failure.
-	_ = h.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	cl.Stop(packets.ErrServerShuttingDown)
 	return nil
+}
+
+// allowTwin takes one twin request from the device's quota. It reports
+// whether the request may be served and, if not, whether the device has
+// been flooding long enough to be disconnected.
+func (h *Hub) allowTwin(id string) (ok, flood bool) {
+	rate := h.opts.TwinRate
+	if rate < 0 {
+		return true, false
+	}
+	burst := float64(h.opts.TwinBurst)
+	now := time.Now()
+	h.quotaMu.Lock()
+	defer h.quotaMu.Unlock()
+	b := h.quota[id]
+	if b == nil {
+		b = &bucket{tokens: burst, last: now}
+		h.quota[id] = b
+	}
+	el := now.Sub(b.last).Seconds()
+	b.last = now
+	b.tokens = min(burst, b.tokens+el*rate)
+	b.refused = max(0, b.refused-el*rate)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, false
+	}
+	b.refused++
+	if h.opts.TwinFloodLimit >= 0 && b.refused > float64(h.opts.TwinFloodLimit) {
+		b.refused = 0
+		return false, true
+	}
+	return false, false
 }
 
 // Connected reports whether the device currently has a live connection.
@@ -485,6 +640,19 @@ func depth(v any) int {
 	return d + 1
 }
 
+// cloneMap copies the objects of a decoded JSON document (other values are
+// never modified in place by mergePatch and are shared).
+func cloneMap(m map[string]any) map[string]any {
+	c := make(map[string]any, len(m))
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			v = cloneMap(sub)
+		}
+		c[k] = v
+	}
+	return c
+}
+
 // mergePatch applies an RFC 7386 JSON merge patch to dst in place.
 func mergePatch(dst, patch map[string]any) {
 	for k, v := range patch {
@@ -523,7 +691,75 @@ type hook struct {
 func (k *hook) ID() string { return "iothub" }
 
 func (k *hook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish:
+		return true
+	}
+	return false
+}
+
+// OnConnect refuses protocols other than MQTT 3.1.1 (3.1 is refused by the
+// broker's MinimumProtocolVersion) and caps the keep-alive as IoT Hub does.
+func (k *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if pk.ProtocolVersion != 4 {
+		k.h.opts.Logger.Info("hub: refused CONNECT: MQTT version", "client", cl.ID, "version", pk.ProtocolVersion)
+		_ = k.h.srv.SendConnack(cl, packets.ErrUnsupportedProtocolVersion, false, nil)
+		return packets.ErrUnsupportedProtocolVersion
+	}
+	if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKeepAlive {
+		cl.State.Keepalive = maxKeepAlive
+	}
+	return nil
+}
+
+// OnPacketRead closes the connection of a device that publishes to a topic
+// it may not use, or with QoS 2, as IoT Hub does (spec §1; IoT Hub's MQTT
+// support: "the connection is closed"). ErrRejectPacket (the only error the
+// broker does not ignore here) ends its read loop for the client.
+func (k *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return pk, nil
+	}
+	if pk.FixedHeader.Qos > 1 {
+		k.h.opts.Logger.Info("hub: disconnecting: PUBLISH with QoS 2", "device", cl.ID, "topic", pk.TopicName)
+		cl.Stop(packets.ErrQosNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
+	if why := k.h.publishRefused(cl, pk.TopicName); why != "" {
+		k.h.opts.Logger.Info("hub: disconnecting: PUBLISH to a forbidden topic", "device", cl.ID, "topic", pk.TopicName, "why", why)
+		cl.Stop(packets.ErrNotAuthorized)
+		return pk, packets.ErrRejectPacket
+	}
+	pk.FixedHeader.Retain = false
+	return pk, nil
+}
+
+// publishRefused says why the device may not publish to topic, or "".
+func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
+	switch {
+	case strings.ContainsAny(topic, "+#\x00") || topic == "":
+		return "not a valid topic name"
+	case strings.HasPrefix(topic, "$iothub/twin/"):
+		return ""
+	case strings.HasPrefix(topic, "$iothub/methods/res/"):
+		if _, sub := h.srv.Topics.Subscribers("$iothub/methods/POST/x").Subscriptions[cl.ID]; !sub {
+			return "method response without a subscription to $iothub/methods/POST/#"
+		}
+		return ""
+	case topic == "devices/"+cl.ID+"/messages/events" || strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/events/"):
+		return ""
+	case strings.HasPrefix(topic, "devices/"):
+		return "not the device's own telemetry topic"
+	}
+	return "not an IoT Hub device topic"
+}
+
+// subscribeAllowed: the twin topics, direct methods, and the device's own
+// cloud-to-device topic.
+func subscribeAllowed(cl *mqtt.Client, filter string) bool {
+	return strings.HasPrefix(filter, "$iothub/twin/") ||
+		strings.HasPrefix(filter, "$iothub/methods/POST/") ||
+		strings.HasPrefix(filter, "devices/"+cl.ID+"/messages/devicebound/")
 }
 
 // parseUsername splits "{host}/{deviceId}/?api-version=…[&model-id=…]".
@@ -557,6 +793,13 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if !strings.EqualFold(host, h.opts.HostName) || devID != cl.ID {
 		log.Info("hub: refused CONNECT: host/device mismatch", "client", cl.ID, "username", string(pk.Connect.Username))
 		return false
+	}
+	if pk.Connect.WillFlag {
+		w := pk.Connect.WillTopic
+		if w != "devices/"+devID+"/messages/events" && !strings.HasPrefix(w, "devices/"+devID+"/messages/events/") {
+			log.Info("hub: refused CONNECT: will topic", "device", devID, "topic", w)
+			return false
+		}
 	}
 	h.mu.Lock()
 	d := h.devices[devID]
@@ -612,21 +855,26 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
+// OnACLCheck: publishes were checked by OnPacketRead (this is the same
+// rule); subscriptions outside the allowed filters get SUBACK 0x80.
 func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
-		return strings.HasPrefix(topic, "$iothub/twin/") ||
-			strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/events/")
+		return k.h.publishRefused(cl, topic) == ""
 	}
-	return strings.HasPrefix(topic, "$iothub/") || strings.HasPrefix(topic, "devices/"+cl.ID+"/")
+	if !subscribeAllowed(cl, topic) {
+		k.h.opts.Logger.Info("hub: refused SUBSCRIBE", "device", cl.ID, "filter", topic)
+		return false
+	}
+	return true
 }
 
-// OnPublish answers twin requests directly to the requesting client and
-// keeps every $iothub publish away from other subscribers.
+// OnPublish answers twin requests directly to the requesting client. No
+// device publish reaches another subscriber: telemetry and method responses
+// are acknowledged (QoS 1) and dropped.
 func (k *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !strings.HasPrefix(pk.TopicName, "$iothub/") {
-		return pk, nil
+	if strings.HasPrefix(pk.TopicName, "$iothub/twin/") {
+		k.handleTwin(cl, pk.TopicName, pk.Payload)
 	}
-	k.handleTwin(cl, pk.TopicName, pk.Payload)
 	return pk, packets.CodeSuccessIgnore
 }
 
@@ -640,12 +888,30 @@ func (k *hook) respond(cl *mqtt.Client, status int, rid string, version int64, b
 func (k *hook) handleTwin(cl *mqtt.Client, topic string, payload []byte) {
 	h := k.h
 	t, err := iothub.ParseTopic(topic)
+	rid := t.RequestID
 	if err != nil {
-		// Answer 400 if a $rid can still be recovered, else drop.
+		// A $rid recovered from a malformed topic still gets its answer.
 		if _, q, ok := strings.Cut(topic, "?"); ok {
-			if v, err := url.ParseQuery(q); err == nil && v.Get("$rid") != "" {
-				k.respond(cl, 400, v.Get("$rid"), 0, nil)
+			if v, err := url.ParseQuery(q); err == nil {
+				rid = v.Get("$rid")
 			}
+		}
+	}
+	if ok, flood := h.allowTwin(cl.ID); !ok {
+		if flood {
+			h.opts.Logger.Warn("hub: disconnecting a device that keeps exceeding its twin request quota", "device", cl.ID)
+			cl.Stop(packets.ErrQuotaExceeded)
+			return
+		}
+		if rid != "" {
+			k.respond(cl, 429, rid, 0, nil)
+		}
+		return
+	}
+	if err != nil {
+		// Answer 400 if a $rid can be recovered, else drop.
+		if rid != "" {
+			k.respond(cl, 400, rid, 0, nil)
 		}
 		h.opts.Logger.Info("hub: bad twin topic", "device", cl.ID, "topic", topic, "err", err)
 		return
@@ -674,6 +940,8 @@ func (k *hook) handleTwin(cl *mqtt.Client, topic string, payload []byte) {
 		}
 		v, err := h.applyReported(cl.ID, payload)
 		switch {
+		case errors.Is(err, ErrTwinTooLarge):
+			k.respond(cl, 413, t.RequestID, 0, nil)
 		case errors.Is(err, ErrInvalidPatch):
 			k.respond(cl, 400, t.RequestID, 0, []byte(strconv.Quote(err.Error())))
 		case errors.Is(err, ErrUnknownDevice):
