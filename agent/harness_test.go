@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,178 +26,13 @@ import (
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/powersim"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
-
-// ---- power: one switch for the whole simulated board ----
-
-var errPowerCut = errors.New("power cut")
-
-// power counts the board's mutating operations (flash, bootloader env, journal file system)
-// and fails every operation once the configured number has run.
-type power struct {
-	mu   sync.Mutex
-	left int // operations still allowed; -1 unlimited
-	off  bool
-	ops  int
-}
-
-func (p *power) op() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.off {
-		return errPowerCut
-	}
-	if p.left == 0 {
-		p.off = true
-		return errPowerCut
-	}
-	if p.left > 0 {
-		p.left--
-	}
-	p.ops++
-	return nil
-}
-
-func (p *power) check() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.off {
-		return errPowerCut
-	}
-	return nil
-}
-
-func (p *power) cutAfter(n int) { p.mu.Lock(); p.left, p.off = n, false; p.mu.Unlock() }
-func (p *power) on()            { p.cutAfter(-1) }
-func (p *power) isOff() bool    { p.mu.Lock(); defer p.mu.Unlock(); return p.off }
-func (p *power) count() int     { p.mu.Lock(); defer p.mu.Unlock(); return p.ops }
-
-type cutFlash struct {
-	*mtdsim.Flash
-	p *power
-}
-
-func (f cutFlash) ReadAt(b []byte, off int64) (int, error) {
-	if err := f.p.check(); err != nil {
-		return 0, err
-	}
-	return f.Flash.ReadAt(b, off)
-}
-
-func (f cutFlash) WriteAt(b []byte, off int64) (int, error) {
-	if err := f.p.op(); err != nil {
-		return 0, err
-	}
-	return f.Flash.WriteAt(b, off)
-}
-
-func (f cutFlash) Erase(off, n int64) error {
-	if err := f.p.op(); err != nil {
-		return err
-	}
-	return f.Flash.Erase(off, n)
-}
-
-func (f cutFlash) MarkBad(off int64) error {
-	if err := f.p.op(); err != nil {
-		return err
-	}
-	return f.Flash.MarkBad(off)
-}
-
-func (f cutFlash) Sync() error {
-	if err := f.p.op(); err != nil {
-		return err
-	}
-	return f.Flash.Sync()
-}
-
-type cutEnv struct {
-	env *sim.MemEnv
-	p   *power
-}
-
-func (e cutEnv) Vars() (map[string]string, error) {
-	if err := e.p.check(); err != nil {
-		return nil, err
-	}
-	return e.env.Vars()
-}
-
-func (e cutEnv) Update(set map[string]string, unset []string) error {
-	if err := e.p.op(); err != nil {
-		return err
-	}
-	return e.env.Update(set, unset)
-}
-
-type cutFS struct {
-	journal.FS
-	p *power
-}
-
-func (c cutFS) CreateTemp(dir, pattern string) (journal.File, error) {
-	if err := c.p.op(); err != nil {
-		return nil, err
-	}
-	f, err := c.FS.CreateTemp(dir, pattern)
-	if err != nil {
-		return nil, err
-	}
-	return cutFile{f, c.p}, nil
-}
-
-func (c cutFS) Rename(o, n string) error {
-	if err := c.p.op(); err != nil {
-		return err
-	}
-	return c.FS.Rename(o, n)
-}
-
-func (c cutFS) SyncDir(d string) error {
-	if err := c.p.op(); err != nil {
-		return err
-	}
-	return c.FS.SyncDir(d)
-}
-
-func (c cutFS) Remove(n string) error {
-	if err := c.p.op(); err != nil {
-		return err
-	}
-	return c.FS.Remove(n)
-}
-
-func (c cutFS) ReadFile(n string, limit int64) ([]byte, error) {
-	if err := c.p.check(); err != nil {
-		return nil, err
-	}
-	return c.FS.ReadFile(n, limit)
-}
-
-type cutFile struct {
-	journal.File
-	p *power
-}
-
-func (f cutFile) Write(b []byte) (int, error) {
-	if err := f.p.op(); err != nil {
-		return 0, err
-	}
-	return f.File.Write(b)
-}
-
-func (f cutFile) Sync() error {
-	if err := f.p.op(); err != nil {
-		return err
-	}
-	return f.File.Sync()
-}
 
 // ---- images, manifests, the update server ----
 
@@ -412,10 +246,10 @@ type memHub struct {
 	reports  []string
 	reported map[string]any
 	version  int64
-	p        *power
+	p        *powersim.Power
 }
 
-func newMemHub(p *power) *memHub {
+func newMemHub(p *powersim.Power) *memHub {
 	return &memHub{ch: make(chan iothub.DesiredUpdate, 16), reported: map[string]any{}, p: p}
 }
 
@@ -423,7 +257,7 @@ func (h *memHub) Desired() <-chan iothub.DesiredUpdate { return h.ch }
 
 func (h *memHub) UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error) {
 	if h.p != nil {
-		if err := h.p.check(); err != nil {
+		if err := h.p.Check(); err != nil {
 			return 0, err
 		}
 	}
@@ -508,7 +342,7 @@ func (h *memHub) agentReports() []map[string]any {
 type device struct {
 	t       testing.TB
 	dir     string
-	p       *power
+	p       *powersim.Power
 	nand    map[string]*mtdsim.Flash
 	env     *sim.MemEnv
 	boot    *sim.Device
@@ -541,7 +375,7 @@ mtd = "rootfs_b"
 func newDevice(t testing.TB, factory []byte) *device {
 	t.Helper()
 	dir := t.TempDir()
-	d := &device{t: t, dir: dir, p: &power{left: -1}, nand: map[string]*mtdsim.Flash{}, cmdline: filepath.Join(dir, "cmdline"),
+	d := &device{t: t, dir: dir, p: powersim.New(), nand: map[string]*mtdsim.Flash{}, cmdline: filepath.Join(dir, "cmdline"),
 		state: filepath.Join(dir, "state"), healthy: func(string) bool { return true }}
 	for _, sub := range []string{"dev", "sys"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
@@ -581,8 +415,8 @@ func (d *device) setCmdline(bank string) {
 // reset is a power cycle: power comes back, U-Boot runs and starts a kernel from a bank.
 func (d *device) reset() sim.Boot {
 	d.t.Helper()
-	if d.p.isOff() {
-		d.p.on()
+	if d.p.IsOff() {
+		d.p.On()
 	} // else a cut still ahead stays armed across the reboot
 	b, err := d.boot.Reset()
 	if err != nil {
@@ -594,11 +428,11 @@ func (d *device) reset() sim.Boot {
 
 func (d *device) layout() *slots.Layout {
 	return slots.NewLayout(d.cfg, slots.Env{Dev: filepath.Join(d.dir, "dev"), Sysfs: filepath.Join(d.dir, "sys"), Cmdline: d.cmdline,
-		OpenFlash: func(s *slots.Slot) (slots.Flash, error) { return cutFlash{d.nand[s.Bank], d.p}, nil }})
+		OpenFlash: func(s *slots.Slot) (slots.Flash, error) { return powersim.Flash{Flash: d.nand[s.Bank], P: d.p}, nil }})
 }
 
 func (d *device) backend() bootloader.Backend {
-	bl, err := bootloader.NewUBoot(cutEnv{d.env, d.p}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+	bl, err := bootloader.NewUBoot(powersim.Env{Store: d.env, P: d.p}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -621,7 +455,7 @@ func (d *device) agent(mod func(*Options)) *Agent {
 		logs = io.Discard
 	}
 	o := Options{
-		Layout: d.layout(), Bootloader: d.backend(), StateDir: d.state, JournalFS: cutFS{journal.OSFS(), d.p},
+		Layout: d.layout(), Bootloader: d.backend(), StateDir: d.state, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.p},
 		Keyring: getKeys(d.t).kr, Manufacturer: "Contoso", Model: "Board", ModelID: adu.ModelContractV2,
 		Roots: []adu.RootKey{getKeys(d.t).signer.RootKey()}, NoBuiltinRoots: true,
 		HealthChecks: []health.Check{{Name: "app", Command: []string{"app-check"}}},

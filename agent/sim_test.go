@@ -210,7 +210,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 		if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u)); err != nil {
 			t.Fatal(err)
 		}
-		return d.p.count()
+		return d.p.Ops()
 	}()
 	t.Logf("%d operations in a deployment", total)
 	if total < 50 {
@@ -225,7 +225,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 		srv := newServer(t)
 		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
 		h := newMemHub(d.p)
-		d.p.cutAfter(k)
+		d.p.CutAfter(k)
 		cuts := 0
 		for boot := 0; ; boot++ {
 			if boot > 8 {
@@ -251,7 +251,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 			if err == nil {
 				break // success reported
 			}
-			if d.p.isOff() {
+			if d.p.IsOff() {
 				cuts++
 			} else if !errors.Is(err, ErrRebooting) {
 				t.Fatalf("cut at %d, boot %d: %v", k, boot, err)
@@ -269,7 +269,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 			}
 		}
 		if cuts != 1 {
-			t.Fatalf("cut at %d: power went %d times (%d ops counted, left %d)", k, cuts, d.p.count(), d.p.left)
+			t.Fatalf("cut at %d: power went %d times (%d ops counted)", k, cuts, d.p.Ops())
 		}
 		if st := d.bootState(); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 || !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
 			t.Fatalf("cut at %d: end state %+v", k, st)

@@ -28,13 +28,11 @@ import (
 	"github.com/aduflash/aduflash/bootloader/sim"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/powersim"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
-
-// ErrPowerCut is what every operation returns once the simulated power is gone.
-var ErrPowerCut = errors.New("devicesim: power cut")
 
 // Options describe a device.
 type Options struct {
@@ -109,7 +107,7 @@ func New(o Options) (*Device, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &Device{o: o, power: &Power{left: -1}, nand: map[string]*mtdsim.Flash{},
+	d := &Device{o: o, power: powersim.New(), nand: map[string]*mtdsim.Flash{},
 		cmdline: filepath.Join(o.Dir, "cmdline"), state: filepath.Join(o.Dir, "state")}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -204,7 +202,7 @@ func (d *Device) event(e Event) {
 }
 
 func (d *Device) backend() (bootloader.Backend, error) {
-	return bootloader.NewUBoot(powerEnv{d.env, d.power}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+	return bootloader.NewUBoot(powersim.Env{Store: d.env, P: d.power}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
 }
 
 // powerOn runs U-Boot once and points the kernel command line at the bank it starts.
@@ -263,12 +261,14 @@ func (d *Device) runOnce(ctx context.Context) error {
 		return err
 	}
 	layout := slots.NewLayout(d.cfg, slots.Env{Dev: filepath.Join(d.o.Dir, "dev"), Sysfs: filepath.Join(d.o.Dir, "sys"), Cmdline: d.cmdline,
-		OpenFlash: func(s *slots.Slot) (slots.Flash, error) { return powerFlash{d.nand[s.Bank], d.power}, nil }})
+		OpenFlash: func(s *slots.Slot) (slots.Flash, error) {
+			return powersim.Flash{Flash: d.nand[s.Bank], P: d.power}, nil
+		}})
 	var written int64
 	var mu sync.Mutex
 	last := time.Time{}
 	o := agent.Options{
-		Layout: layout, Bootloader: bl, StateDir: d.state, JournalFS: powerFS{journal.OSFS(), d.power},
+		Layout: layout, Bootloader: bl, StateDir: d.state, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.power},
 		Keyring: d.o.Keyring, Manufacturer: d.o.Manufacturer, Model: d.o.Model, Properties: d.o.Properties,
 		ModelID: d.o.ModelID, Roots: d.o.Roots, NoBuiltinRoots: d.o.NoBuiltinRoots,
 		HealthChecks: []health.Check{{Name: "application", Command: []string{"application-check"}}},
