@@ -176,6 +176,9 @@ func New(o Options) (*Agent, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.HTTP == nil {
+		o.HTTP = DefaultHTTPClient() // one client (and connection pool) for every download
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -442,14 +445,9 @@ func (a *Agent) failure(wfID, retry string, local bool, uid adu.UpdateID, steps 
 	return out
 }
 
+// markPendingAndReboot does the bootloader transition the power took away, then reboots.
 func (a *Agent) markPendingAndReboot(ctx context.Context, bank string) error {
-	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
-		return err
-	}
-	if err := a.o.Bootloader.MarkPending(bootloader.Slot(bank)); err != nil {
-		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
-	}
-	if err := a.save(func(r *Record) { r.Deployment.PendingMarked = true }); err != nil {
+	if err := a.markPending(bank); err != nil {
 		return err
 	}
 	return a.reboot(ctx, "bank "+bank+" is pending")
@@ -473,8 +471,6 @@ func checkSummary(r health.Result) string {
 	}
 	return s
 }
-
-func bootloaderSlot(bank string) bootloader.Slot { return bootloader.Slot(bank) }
 
 // beatWhile calls the heartbeat every HeartbeatInterval until stopped or ctx ends.
 func (a *Agent) beatWhile(ctx context.Context) (stop func()) {

@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/download"
 )
 
@@ -174,7 +175,7 @@ func (a *Agent) markPending(bank string) error {
 	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
-	if err := a.o.Bootloader.MarkPending(bootloaderSlot(bank)); err != nil {
+	if err := a.o.Bootloader.MarkPending(bootloader.Slot(bank)); err != nil {
 		// The bank is not pending: the deployment failed before the point of no return.
 		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
 	}
@@ -411,9 +412,6 @@ func (a *Agent) fetchSmall(ctx context.Context, url string, size int64, sum []by
 	}
 	var buf bytes.Buffer
 	hc := a.o.HTTP
-	if hc == nil {
-		hc = DefaultHTTPClient()
-	}
 	if sum == nil {
 		// Unknown size: one plain GET, bounded.
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -252,7 +252,7 @@ func (r *run) install() error {
 		return fmt.Errorf("%w: a raw image needs its SHA-256", ErrRawNotAllowed)
 	default:
 		r.prog.Format = FormatRaw
-		return r.rawFrom(br)
+		return r.rawWrite(br, nil)
 	}
 }
 
@@ -336,10 +336,6 @@ func (r *run) raw() error {
 		return errStaleResume
 	}
 	return r.rawWrite(r.hr, c)
-}
-
-func (r *run) rawFrom(br *bufio.Reader) error {
-	return r.rawWrite(br, nil)
 }
 
 func (r *run) rawWrite(src io.Reader, cursor *slots.Cursor) error {
