@@ -122,15 +122,7 @@ type agentRawCheck struct {
 
 // LoadConfig reads the [agent] section of the TOML file path; other sections are ignored.
 func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, err
-	}
-	c, err := ParseConfig(b)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return tomlsection.LoadFile(path, ParseConfig)
 }
 
 // ParseConfig parses the [agent] section of a TOML document, applies defaults and validates

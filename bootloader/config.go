@@ -3,7 +3,6 @@ package bootloader
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -97,15 +96,7 @@ type Config struct {
 // LoadConfig reads the [bootloader] section of the TOML file path; other sections are
 // ignored.
 func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, err
-	}
-	c, err := ParseConfig(b)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return tomlsection.LoadFile(path, ParseConfig)
 }
 
 // ParseConfig parses the [bootloader] section of a TOML document, applies defaults and

@@ -3,7 +3,6 @@ package slots
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -124,15 +123,7 @@ func (sc SlotConfig) IsMTD() bool {
 
 // LoadConfig reads the [slots] section of the TOML file path; other sections are ignored.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ParseConfig(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return tomlsection.LoadFile(path, ParseConfig)
 }
 
 // ParseConfig parses the [slots] section of a TOML document, applies defaults and validates

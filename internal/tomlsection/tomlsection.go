@@ -5,6 +5,7 @@ package tomlsection
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -37,4 +38,21 @@ func Decode(data []byte, section string, dst any) (md toml.MetaData, found bool,
 		return md, true, fmt.Errorf("unknown key(s) in the %s section: %s", section, strings.Join(unknown, ", "))
 	}
 	return md, true, nil
+}
+
+// LoadFile reads the config file path and parses it with parse (a package's ParseConfig);
+// a parse error is prefixed with the path, a read error is returned as it is (callers test
+// it with errors.Is, e.g. fs.ErrNotExist).
+func LoadFile[T any](path string, parse func([]byte) (T, error)) (T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	c, err := parse(b)
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }

@@ -1,6 +1,9 @@
 package tomlsection
 
 import (
+	"errors"
+	"io/fs"
+	"os"
 	"strings"
 	"testing"
 )
@@ -31,5 +34,27 @@ func TestDecode(t *testing.T) {
 	}
 	if _, _, err := Decode([]byte("[mine\n"), "mine", &sec{}); err == nil {
 		t.Fatal("invalid TOML accepted")
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/c.toml"
+	parse := func(b []byte) (int, error) {
+		if string(b) != "ok" {
+			return 0, errors.New("bad")
+		}
+		return 7, nil
+	}
+	if _, err := LoadFile(path, parse); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	os.WriteFile(path, []byte("nope"), 0o644)
+	if _, err := LoadFile(path, parse); err == nil || !strings.HasPrefix(err.Error(), path+": ") {
+		t.Fatalf("parse error: %v", err)
+	}
+	os.WriteFile(path, []byte("ok"), 0o644)
+	if v, err := LoadFile(path, parse); v != 7 || err != nil {
+		t.Fatalf("%v %v", v, err)
 	}
 }
