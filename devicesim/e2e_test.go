@@ -42,10 +42,27 @@ type stand struct {
 	// the request ends, broken answers 503.
 	mode   atomic.Int32
 	served atomic.Int64
+	// up is closed while the stand serves; a stop replaces it with an open one.
+	upMu sync.Mutex
+	up   chan struct{}
+}
+
+// waitUp returns once the stand serves (or ctx ends): the device's retry back-off in these
+// tests, so that a restart outlasts no retry budget however slowly the machine closes things.
+func (s *stand) waitUp(ctx context.Context) error {
+	s.upMu.Lock()
+	up := s.up
+	s.upMu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func newStand(t *testing.T) *stand {
-	s := &stand{t: t, dir: t.TempDir()}
+	s := &stand{t: t, dir: t.TempDir(), up: make(chan struct{})}
 	var err error
 	if s.signer, err = hub.LoadOrCreateSigner(filepath.Join(s.dir, "signer"), rand.Reader, "ADU.e2e.R", "ADU.e2e.S", 2048); err != nil {
 		t.Fatal(err)
@@ -102,6 +119,9 @@ func (s *stand) start() {
 		files.ServeHTTP(&counting{ResponseWriter: w, n: &s.served}, r)
 	})}
 	go s.srv.Serve(hl)
+	s.upMu.Lock()
+	close(s.up)
+	s.upMu.Unlock()
 }
 
 const (
@@ -112,6 +132,9 @@ const (
 
 func (s *stand) stop() {
 	if s.srv != nil {
+		s.upMu.Lock()
+		s.up = make(chan struct{})
+		s.upMu.Unlock()
 		s.srv.Close()
 		s.svc.Close()
 		s.h.Close()
@@ -208,7 +231,7 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 			return c, c.Close, nil
 		},
 		Agent: func(o *agent.Options) {
-			o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+			o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return s.waitUp(ctx) }
 		},
 	})
 	if err != nil {
