@@ -91,8 +91,11 @@ type Options struct {
 	// Reboot restarts the device (nil: Run just returns ErrRebooting).
 	Reboot func(ctx context.Context) error
 
-	HTTP          *http.Client // nil: DefaultHTTPClient
-	Retry         download.RetryPolicy
+	HTTP  *http.Client // nil: DefaultHTTPClient
+	Retry download.RetryPolicy
+	// StallTimeout abandons (and retries) a download request that delivers no byte for this
+	// long (0: download's default, 60s).
+	StallTimeout  time.Duration
 	WriterOptions []slots.Option
 	// Heartbeat, if set, is called by the main loop at least every HeartbeatInterval
 	// (default 5s): a watchdog feeder's Beat.

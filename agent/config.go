@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/tomlsection"
@@ -76,9 +77,26 @@ type Config struct {
 	WatchdogTimeout time.Duration
 	SystemdWatchdog bool
 
+	// Downloads: DownloadAttempts consecutive failed requests before a download gives up
+	// (default 5), the pause after the first (DownloadBackoff, default 1s) doubling up to
+	// DownloadMaxBackoff (default 1m), and DownloadStallTimeout, after which a request that
+	// delivers no byte is abandoned and retried (default 60s).
+	DownloadAttempts     int
+	DownloadBackoff      time.Duration
+	DownloadMaxBackoff   time.Duration
+	DownloadStallTimeout time.Duration
+
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
 }
+
+// Defaults of the download keys.
+const (
+	DefaultDownloadAttempts     = 5
+	DefaultDownloadBackoff      = time.Second
+	DefaultDownloadMaxBackoff   = time.Minute
+	DefaultDownloadStallTimeout = 60 * time.Second
+)
 
 // agentRawConfig is the [agent] section as written; ParseConfig checks and converts it.
 type agentRawConfig struct {
@@ -109,6 +127,10 @@ type agentRawConfig struct {
 	SystemdWatchdog         bool              `toml:"systemd_watchdog"`
 	LogLevel                string            `toml:"log_level"`
 	HealthChecks            []agentRawCheck   `toml:"health_check"`
+	DownloadAttempts        int               `toml:"download_attempts"`
+	DownloadBackoff         string            `toml:"download_backoff"`
+	DownloadMaxBackoff      string            `toml:"download_max_backoff"`
+	DownloadStallTimeout    string            `toml:"download_stall_timeout"`
 }
 
 type agentRawCheck struct {
@@ -358,6 +380,39 @@ func (r *agentRawConfig) convert(order []string, defined func(key ...string) boo
 		return c, cfgErr("health_check", "%v", err)
 	}
 
+	// Downloads.
+	c.DownloadAttempts = DefaultDownloadAttempts
+	if defined("download_attempts") {
+		if r.DownloadAttempts < 1 {
+			return c, cfgErr("download_attempts", "%d: at least 1 (1 means no retries)", r.DownloadAttempts)
+		}
+		c.DownloadAttempts = r.DownloadAttempts
+	}
+	for _, d := range []struct {
+		key  string
+		raw  string
+		dst  *time.Duration
+		def  time.Duration
+		desc string
+	}{
+		{"download_backoff", r.DownloadBackoff, &c.DownloadBackoff, DefaultDownloadBackoff, "a positive duration such as \"1s\""},
+		{"download_max_backoff", r.DownloadMaxBackoff, &c.DownloadMaxBackoff, DefaultDownloadMaxBackoff, "a positive duration such as \"1m\""},
+		{"download_stall_timeout", r.DownloadStallTimeout, &c.DownloadStallTimeout, DefaultDownloadStallTimeout, "a positive duration such as \"60s\""},
+	} {
+		*d.dst = d.def
+		if !defined(d.key) {
+			continue
+		}
+		v, err := cfgDuration(d.raw)
+		if err != nil || v <= 0 {
+			return c, cfgErr(d.key, "%q is not %s", d.raw, d.desc)
+		}
+		*d.dst = v
+	}
+	if c.DownloadMaxBackoff < c.DownloadBackoff {
+		return c, cfgErr("download_max_backoff", "%v is less than download_backoff (%v)", c.DownloadMaxBackoff, c.DownloadBackoff)
+	}
+
 	// Watchdog, logging.
 	if defined("watchdog_device") && c.WatchdogDevice == "" {
 		return c, cfgErr("watchdog_device", "empty (leave it out for no watchdog device)")
@@ -431,6 +486,8 @@ func (c Config) Options() (Options, error) {
 		HealthOptions:           health.Options{StopOnFailure: true},
 		HealthTimeout:           c.HealthTimeout,
 		MaxTrialReboots:         c.MaxTrialReboots,
+		Retry:                   download.RetryPolicy{Attempts: c.DownloadAttempts, Backoff: c.DownloadBackoff, MaxBackoff: c.DownloadMaxBackoff},
+		StallTimeout:            c.DownloadStallTimeout,
 	}
 	if c.RootKeys != "" {
 		b, err := os.ReadFile(c.RootKeys)

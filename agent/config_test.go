@@ -44,6 +44,10 @@ func TestConfigSample(t *testing.T) {
 		RebootCommand:        []string{"systemctl", "reboot"},
 		SystemdWatchdog:      true,
 		LogLevel:             "info",
+		DownloadAttempts:     5,
+		DownloadBackoff:      time.Second,
+		DownloadMaxBackoff:   time.Minute,
+		DownloadStallTimeout: time.Minute,
 		HealthChecks: []health.Check{
 			{Name: "app", Command: []string{"/usr/bin/systemctl", "is-active", "--quiet", "toaster-app.service"},
 				Timeout: 30 * time.Second, Retries: 5, RetryDelay: 10 * time.Second},
@@ -63,7 +67,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
 		StateDir: "/var/lib/aduflash", Pub: []string{"k.pem"}, HealthTimeout: 5 * time.Minute, RebootCommand: []string{"systemctl", "reboot"},
-		LogLevel: "info"}
+		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -75,7 +79,8 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.StateDir != c.StateDir || o.Manufacturer != "m" || o.Model != "x" || o.ModelID != adu.ModelV3 || o.CompatPropertyNames != "manufacturer,model" ||
-		o.HealthTimeout != 5*time.Minute || o.MaxTrialReboots != 0 || o.NoBuiltinRoots || o.AllowRaw || o.Roots != nil || !o.HealthOptions.StopOnFailure {
+		o.HealthTimeout != 5*time.Minute || o.MaxTrialReboots != 0 || o.NoBuiltinRoots || o.AllowRaw || o.Roots != nil || !o.HealthOptions.StopOnFailure ||
+		o.Retry.Attempts != 5 || o.Retry.Backoff != time.Second || o.Retry.MaxBackoff != time.Minute || o.StallTimeout != time.Minute {
 		t.Errorf("options: %+v", o)
 	}
 	// No connection: fine for the section, an error when connecting.
@@ -107,6 +112,10 @@ reboot_command = ["/sbin/reboot", "-f"]
 watchdog_device = "/dev/watchdog1"
 watchdog_timeout = "20s"
 log_level = "debug"
+download_attempts = 8
+download_backoff = "250ms"
+download_max_backoff = "2m"
+download_stall_timeout = "3m"
 [agent.properties]
 zeta = "z"
 alpha = "a"
@@ -131,7 +140,8 @@ command = ["true"]
 		t.Fatal(err)
 	}
 	if len(o.Roots) == 0 || !o.NoBuiltinRoots || !o.AllowTestRootKeyPackage || !o.AllowDowngrade || o.ModelID != adu.ModelContractV2 ||
-		len(o.HealthChecks) != 1 || len(o.Properties) != 3 {
+		len(o.HealthChecks) != 1 || len(o.Properties) != 3 ||
+		o.Retry.Attempts != 8 || o.Retry.Backoff != 250*time.Millisecond || o.Retry.MaxBackoff != 2*time.Minute || o.StallTimeout != 3*time.Minute {
 		t.Errorf("options: %+v", o)
 	}
 	hc, err := c.HubConfig()
@@ -289,6 +299,11 @@ func TestConfigErrors(t *testing.T) {
 		{"health timeout zero", base + "health_timeout = \"0s\"\n", "agent.health_timeout"},
 		{"health timeout integer", base + "health_timeout = 300\n", "health_timeout"},
 		{"negative trial reboots", base + "max_trial_reboots = -1\n", "agent.max_trial_reboots"},
+		{"zero download attempts", base + "download_attempts = 0\n", "agent.download_attempts"},
+		{"download backoff", base + "download_backoff = \"soon\"\n", "agent.download_backoff"},
+		{"download backoff zero", base + "download_backoff = \"0s\"\n", "agent.download_backoff"},
+		{"download max backoff below backoff", base + "download_backoff = \"10s\"\ndownload_max_backoff = \"5s\"\n", "agent.download_max_backoff"},
+		{"download stall timeout", base + "download_stall_timeout = \"-1s\"\n", "agent.download_stall_timeout"},
 		{"empty reboot command", base + "reboot_command = []\n", "agent.reboot_command"},
 		{"reboot command string", base + "reboot_command = \"reboot\"\n", "reboot_command"},
 		{"watchdog timeout without device", base + "watchdog_timeout = \"10s\"\n", "agent.watchdog_timeout"},

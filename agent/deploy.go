@@ -187,7 +187,7 @@ func (a *Agent) markPending(bank string) error {
 
 // installer builds the installer of one step; Check enforces compatibility and versions.
 func (a *Agent) installer(class string, save func(Progress) error) *Installer {
-	return &Installer{Layout: a.o.Layout, Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP, Retry: a.o.Retry,
+	return &Installer{Layout: a.o.Layout, Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP, Retry: a.o.Retry, StallTimeout: a.o.StallTimeout,
 		Save: save, OnBytes: a.o.OnBytes, WriterOptions: a.o.WriterOptions,
 		Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
 }
@@ -438,7 +438,7 @@ func (a *Agent) fetchSmall(ctx context.Context, url string, size int64, sum []by
 	if retry.Attempts == 0 {
 		retry.Attempts = 3
 	}
-	if _, err := download.Fetch(ctx, download.Request{URL: url, Size: size, SHA256: sum, Client: hc, Retry: retry}, &buf); err != nil {
+	if _, err := download.Fetch(ctx, download.Request{URL: url, Size: size, SHA256: sum, Client: hc, Retry: retry, StallTimeout: a.o.StallTimeout}, &buf); err != nil {
 		if errors.Is(err, download.ErrHashMismatch) {
 			return nil, fmt.Errorf("%w: %w", ErrFileHash, err)
 		}

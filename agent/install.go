@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
@@ -82,6 +83,9 @@ type Installer struct {
 	AllowRaw bool
 	HTTP     *http.Client // nil: a client that also reads file:// URLs
 	Retry    download.RetryPolicy
+	// StallTimeout abandons (and retries) a request that delivers no byte for this long
+	// (0: download's default).
+	StallTimeout time.Duration
 	// Check, if set, is called with the verified image's facts before the slot is opened;
 	// an error refuses the image.
 	Check func(ImageInfo) error
@@ -175,7 +179,7 @@ func (r *run) start(offset int64, hashState []byte, etag, lastMod string) (stop 
 	r.dl = &fetchState{etag: etag, lastMod: lastMod}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(r.ctx)
-	req := download.Request{URL: r.src.URL, Size: r.src.Size, Client: r.in.client(), Retry: r.in.Retry, ProgressEvery: 256 << 10,
+	req := download.Request{URL: r.src.URL, Size: r.src.Size, Client: r.in.client(), Retry: r.in.Retry, StallTimeout: r.in.StallTimeout, ProgressEvery: 256 << 10,
 		OnProgress: func(st download.State) error {
 			r.dl.mu.Lock()
 			r.dl.etag, r.dl.lastMod = st.ETag, st.LastModified
