@@ -30,14 +30,19 @@ const (
 	DeviceCancelled  DeviceState = "Cancelled"
 )
 
-// Deployment is an update deployed to the devices of a group.
+// Deployment is an update deployed to the devices of a group. Like an
+// Azure Device Update deployment it follows its group: a device that joins
+// the group after the deployment was made (registered later, or whose
+// reported deviceProperties arrive or change later) while it follows no
+// active deployment is added to Devices and gets the deployment (see
+// Deploy).
 type Deployment struct {
 	// ID is also the workflow id the devices get.
 	ID       string       `json:"id"`
 	UpdateID adu.UpdateID `json:"updateId"`
 	// Group: the deviceProperties every targeted device reported (all must match).
 	Group map[string]string `json:"group"`
-	// Devices targeted, sorted.
+	// Devices targeted (at Deploy, or joined since), sorted.
 	Devices     []string  `json:"devices"`
 	CreatedAt   time.Time `json:"createdAt"`
 	Cancelled   bool      `json:"cancelled"`
@@ -184,6 +189,21 @@ func newUUID() string {
 // to this one (its result there becomes Cancelled, SupersededBy set). When
 // some devices could not be written to, the deployment is returned with the
 // error.
+//
+// The deployment then follows its group, as Azure Device Update's do: when a
+// device that follows no active deployment (never targeted, or its
+// deployment was cancelled) reports deviceUpdate.agent.deviceProperties —
+// registered after the Deploy, a first startup report, or properties that
+// changed so that it now matches — it joins the newest non-cancelled
+// deployment whose group and one of whose update's compatibility sets its
+// properties contain. It is added to that deployment's Devices and follows
+// it; if its reported installedUpdateId already is the update's it is
+// Succeeded at once and nothing is written, otherwise it is InProgress and
+// gets the same desired service object (with the deployment's latest
+// retryTimestamp if it was retried). A device that newest deployment
+// already lists (in any state) is not added again, and an older deployment
+// is not tried instead. Joins are written in the background, ordered with
+// Deploy, Cancel and Retry; Close waits for them.
 func (s *Service) Deploy(updateID adu.UpdateID, group map[string]string) (*Deployment, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -627,7 +647,9 @@ func intOf(v any) (int64, bool) {
 
 // onReported follows a device's reports (Hub.OnReported): only patches that
 // carry deviceUpdate.agent's state, workflow or installedUpdateId count, so
-// an ack or a startup report cannot revive an old result.
+// an ack or a startup report cannot revive an old result. A patch carrying
+// deviceUpdate.agent.deviceProperties from a device that follows no active
+// deployment starts a join (see Deploy).
 func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 	var p struct {
 		DeviceUpdate struct {
@@ -638,6 +660,9 @@ func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 		return
 	}
 	ag := p.DeviceUpdate.Agent
+	if _, hasProps := ag["deviceProperties"]; hasProps {
+		s.startJoin(deviceID)
+	}
 	_, hasState := ag["state"]
 	_, hasWF := ag["workflow"]
 	_, hasInst := ag["installedUpdateId"]
@@ -676,6 +701,104 @@ func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 	s.mu.Unlock()
 	if err := s.persist(r, seq, data, serr); err != nil {
 		s.opts.Logger.Error("hub: storing the deployment failed", "deployment", r.d.ID, "err", err)
+	}
+}
+
+// followsActiveLocked reports whether the device follows a deployment that
+// is not cancelled. Called with s.mu held.
+func (s *Service) followsActiveLocked(deviceID string) bool {
+	r := s.deps[s.current[deviceID]]
+	return r != nil && !r.d.Cancelled
+}
+
+// startJoin starts join for a device that reported deviceProperties and
+// follows no active deployment. The join runs on its own goroutine: the
+// caller is the device's connection goroutine (Hub.OnReported), which
+// should not wait for sendMu (held by Deploy while it writes to devices)
+// nor write to the device before its report is answered.
+func (s *Service) startJoin(deviceID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.followsActiveLocked(deviceID) {
+		return
+	}
+	s.joins.Go(func() { s.join(deviceID) })
+}
+
+// join adds a device that follows no active deployment to the newest
+// non-cancelled deployment its reported deviceProperties match (group and
+// one of the update's compatibility sets) and that does not list it yet,
+// and writes it the deployment's desired service object unless it already
+// reports the update installed (then it is Succeeded). Everything is
+// decided again under sendMu, so that a Deploy, Cancel or Retry running
+// meanwhile is taken into account.
+func (s *Service) join(deviceID string) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	tw, err := s.hub.Twin(deviceID)
+	if err != nil {
+		return
+	}
+	a := parseAgent(tw)
+	if a.props == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.followsActiveLocked(deviceID) {
+		s.mu.Unlock()
+		return
+	}
+	var r *depRecord
+	var u *Update
+	// The newest deployment the device matches is its group's active one; when that one
+	// was cancelled the group has none (an older deployment does not come back).
+	for _, c := range s.deps {
+		if !matchAll(a.props, c.d.Group) {
+			continue
+		}
+		cu := s.updates[c.d.UpdateID]
+		if cu == nil || !slices.ContainsFunc(cu.Compatibility, func(cm map[string]string) bool { return matchAll(a.props, cm) }) {
+			continue
+		}
+		if r == nil || c.d.CreatedAt.After(r.d.CreatedAt) || (c.d.CreatedAt.Equal(r.d.CreatedAt) && c.d.ID > r.d.ID) {
+			r, u = c, cu
+		}
+	}
+	if r == nil || r.d.Cancelled || r.devs[deviceID] != nil {
+		s.mu.Unlock()
+		return
+	}
+	now := s.opts.Now().UTC()
+	ds := &DeviceStatus{DeviceID: deviceID, State: DeviceInProgress, RetryTimestamp: r.d.RetryTimestamp, UpdatedAt: now}
+	if a.installed == u.UpdateID.InstalledUpdateID() {
+		// Already on the update: what the service shows, and nothing to send.
+		ds.State, ds.RetryTimestamp, ds.InstalledUpdateID = DeviceSucceeded, "", a.installed
+		if a.hasState {
+			v := a.state
+			ds.AgentState = &v
+		}
+		if a.result != nil {
+			ds.ResultCode, ds.ExtendedResultCodes, ds.ResultDetails = a.result.code, a.result.ercs, a.result.details
+		}
+	}
+	i, _ := slices.BinarySearch(r.d.Devices, deviceID)
+	r.d.Devices = slices.Insert(r.d.Devices, i, deviceID)
+	r.devs[deviceID] = ds
+	s.current[deviceID] = r.d.ID
+	state, ts := ds.State, ds.RetryTimestamp
+	urls := maps.Clone(r.d.FileURLs)
+	seq, data, serr := s.snapshotLocked(r)
+	s.mu.Unlock()
+	if err := s.persist(r, seq, data, serr); err != nil {
+		s.opts.Logger.Error("hub: storing the deployment failed", "deployment", r.d.ID, "device", deviceID, "err", err)
+		return
+	}
+	s.opts.Logger.Info("hub: device joined a deployment", "deployment", r.d.ID, "device", deviceID, "state", string(state))
+	if state != DeviceInProgress {
+		return
+	}
+	if err := s.writeService(deviceID, s.serviceObject(u, r.d.ID, ts, urls)); err != nil {
+		s.opts.Logger.Error("hub: writing the deployment to a joining device failed", "deployment", r.d.ID, "device", deviceID, "err", err)
 	}
 }
 

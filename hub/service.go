@@ -110,7 +110,8 @@ type Update struct {
 // updates (validated with manifestgen, update manifest v5 signed by a
 // Signer), a file server for their payloads, and deployments to groups of
 // devices of a Hub whose results it follows from the reported twins, with
-// cancel and retry. Everything is kept in ServiceOptions.DataDir.
+// cancel and retry; devices that join a deployment's group later get its
+// deployment (see Deploy). Everything is kept in ServiceOptions.DataDir.
 type Service struct {
 	hub    *Hub
 	signer *Signer
@@ -118,8 +119,11 @@ type Service struct {
 	unhook func()
 
 	sendMu sync.Mutex // orders desired-property writes (held without mu)
+	// joins runs the joins onReported starts (see join); Close waits for them.
+	joins sync.WaitGroup
 
 	mu      sync.Mutex
+	closed  bool // Close was called: no more joins are started
 	updates map[adu.UpdateID]*Update
 	files   map[string]fileRef // file id → file
 	deps    map[string]*depRecord
@@ -166,9 +170,15 @@ func NewService(h *Hub, signer *Signer, opts ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
-// Close stops following the hub. The state is already on disk.
+// Close stops following the hub and waits for the devices joining a
+// deployment to get their desired service object. The state is already on
+// disk.
 func (s *Service) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.unhook()
+	s.joins.Wait()
 	return nil
 }
 
