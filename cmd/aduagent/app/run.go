@@ -349,10 +349,12 @@ func (dm *daemon) waitReboot(ctx context.Context) error {
 	return err
 }
 
-// rebootFunc runs argv to restart the device.
+// rebootFunc runs argv to restart the device. The command runs to its end (or
+// rebootCommandTimeout) even when the agent is stopped meanwhile: the SIGTERM of the very
+// shutdown it started must not kill it halfway, nor turn a reboot into an error.
 func rebootFunc(argv []string, log *slog.Logger) func(context.Context) error {
 	return func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, rebootCommandTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rebootCommandTimeout)
 		defer cancel()
 		log.Info("running the reboot command", "command", argv)
 		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -211,3 +212,21 @@ func TestRunConfigErrors(t *testing.T) {
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// The SIGTERM of the shutdown the reboot command started cancels the agent's context while
+// the command may still run: it must finish, and the reboot is no error.
+func TestRebootCommandOutlivesTheStop(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	marker := t.TempDir() + "/rebooted"
+	reboot := rebootFunc([]string{"sh", "-c", "sleep 0.3; touch " + marker}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if err := reboot(ctx); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("the reboot command did not finish: %v", err)
+	}
+}
