@@ -42,6 +42,8 @@ func TestUsageErrors(t *testing.T) {
 		{"status", "a", "b"},
 		{"serve", "extra"},
 		{"serve", "--nosuch"},
+		{"serve", "--file-url", "ftp://cache.example.com/adu"},
+		{"serve", "--file-url", "http://cache.example.com/adu?x=1"},
 	} {
 		if code, _, e := runHub(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, %q", args, code, e)

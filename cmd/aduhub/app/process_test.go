@@ -45,6 +45,12 @@ type procRig struct {
 	agentEnd chan error
 	agentErr *lockedBuffer // every run of the agent, one after another
 	boots    int
+
+	root, slotA, slotB string
+	unhealthy          string // the health check fails while this file exists
+	key                crypto.Signer
+	hubArgs            []string
+	start              time.Time
 }
 
 // buildProcBinaries builds aduhub and aduagent into dir.
@@ -66,8 +72,8 @@ func (r *procRig) startProcHub() {
 	t := r.t
 	t.Helper()
 	r.hubErr = &lockedBuffer{}
-	r.hubCmd = exec.Command(filepath.Join(r.bin, "aduhub"), "serve", "--data", r.hubDir,
-		"--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--tls=false", "--log-level", "info")
+	args := append([]string{"serve", "--data", r.hubDir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--tls=false", "--log-level", "info"}, r.hubArgs...)
+	r.hubCmd = exec.Command(filepath.Join(r.bin, "aduhub"), args...)
 	r.hubCmd.Stderr = r.hubErr
 	r.hubCmd.Stdout = r.hubErr
 	if err := r.hubCmd.Start(); err != nil {
@@ -318,18 +324,23 @@ func procSignedUpdate(t *testing.T, dir, v string, raw []byte, k crypto.Signer) 
 	return manifest, img
 }
 
-// TestProcessesEndToEnd: aduhub serve and aduagent run as separate processes (built
-// binaries), the reboots simulated by the test (stop the agent, bootloader/sim's U-Boot on
-// the env file, the kernel command line, start the agent again). 2.0 succeeds into bank B;
-// 3.0 fails its health check in bank A, which is marked bad, and the device is back on 2.0.
-func TestProcessesEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds aduhub and aduagent and runs them as processes")
-	}
+// procOptions tailor newProcRig.
+type procOptions struct {
+	hubArgs     []string // more `aduhub serve` flags
+	agentConfig string   // more [agent] keys
+	slotsConfig string   // more [slots] keys
+	slotSize    int      // the file slots' size (default 1 MiB)
+}
+
+// newProcRig builds the binaries, starts `aduhub serve`, registers device dev1, writes its
+// files (slots, U-Boot env, kernel command line, aduagent.toml with a health check that
+// fails while r.unhealthy exists) and runs its agent until it has connected and reported.
+func newProcRig(t *testing.T, po procOptions) *procRig {
+	t.Helper()
 	start := time.Now()
 	root := t.TempDir()
-	r := &procRig{t: t, bin: filepath.Join(root, "bin"), hubDir: filepath.Join(root, "hub"), dev: filepath.Join(root, "device"),
-		agentErr: &lockedBuffer{}}
+	r := &procRig{t: t, root: root, start: start, bin: filepath.Join(root, "bin"), hubDir: filepath.Join(root, "hub"), dev: filepath.Join(root, "device"),
+		agentErr: &lockedBuffer{}, hubArgs: po.hubArgs}
 	for _, d := range []string{r.bin, r.dev} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -353,35 +364,28 @@ func TestProcessesEndToEnd(t *testing.T) {
 		t.Fatalf("device add: %+v (serve.json %+v)", added, r.info)
 	}
 
-	// Two signed images, imported.
+	// The release key the device trusts.
 	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.key = k
 	pub := filepath.Join(r.dev, "release.pub.pem")
 	pb, err := image.MarshalPublicKeyPEM(k.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustWriteFile(t, pub, pb)
-	payloads := map[string][]byte{}
-	for _, v := range []string{"2.0", "3.0"} {
-		raw := make([]byte, 300<<10+17)
-		rand.Read(raw)
-		payloads[v] = raw
-		m, img := procSignedUpdate(t, root, v, raw, k)
-		var u hub.Update
-		r.hubCLI(&u, "import", "--json", "--manifest", m, img)
-		if !u.Deployable || u.UpdateID.Version != v {
-			t.Fatalf("import %s: %+v", v, u)
-		}
-	}
 
 	// The device: file slots A (factory) and B, a U-Boot env file, the kernel command line.
+	size := po.slotSize
+	if size == 0 {
+		size = 1 << 20
+	}
 	factory := bytes.Repeat([]byte("factory "), 1<<15)
-	slotA, slotB := filepath.Join(r.dev, "rootfs_a.img"), filepath.Join(r.dev, "rootfs_b.img")
-	mustWriteFile(t, slotA, append(append([]byte{}, factory...), make([]byte, 1<<20-len(factory))...))
-	mustWriteFile(t, slotB, make([]byte, 1<<20))
+	r.slotA, r.slotB = filepath.Join(r.dev, "rootfs_a.img"), filepath.Join(r.dev, "rootfs_b.img")
+	mustWriteFile(t, r.slotA, append(append([]byte{}, factory...), make([]byte, size-len(factory))...))
+	mustWriteFile(t, r.slotB, make([]byte, size))
 	envFile := filepath.Join(r.dev, "uboot.env")
 	blob, err := ubootenv.Encode([]ubootenv.Var{{Name: "adu_slot", Value: "A"}, {Name: "bootcmd", Value: "run adu_boot"}}, ubootenv.Format{Size: 0x4000}, 0)
 	if err != nil {
@@ -393,21 +397,22 @@ func TestProcessesEndToEnd(t *testing.T) {
 	r.cmdline = filepath.Join(r.dev, "cmdline")
 	mustWriteFile(t, r.cmdline, []byte("adu.slot=A\n"))
 	r.marker = filepath.Join(r.dev, "reboot-requested")
-	unhealthy := filepath.Join(r.dev, "unhealthy")
+	r.unhealthy = filepath.Join(r.dev, "unhealthy")
 	r.cfg = filepath.Join(r.dev, "aduagent.toml")
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	mustWriteFile(t, r.cfg, []byte(`[slots]
 banks = ["A", "B"]
+`+po.slotsConfig+`
 [[slots.slot]]
 class = "rootfs"
 bank = "A"
 type = "file"
-path = `+q(slotA)+`
+path = `+q(r.slotA)+`
 [[slots.slot]]
 class = "rootfs"
 bank = "B"
 type = "file"
-path = `+q(slotB)+`
+path = `+q(r.slotB)+`
 
 [bootloader]
 type = "u-boot"
@@ -427,10 +432,10 @@ no_builtin_roots = true
 reboot_command = ["sh", "-c", `+q("touch "+r.marker)+`]
 health_timeout = "20s"
 log_level = "debug"
-
+`+po.agentConfig+`
 [[agent.health_check]]
 name = "app"
-command = ["sh", "-c", `+q("test ! -e "+unhealthy)+`]
+command = ["sh", "-c", `+q("test ! -e "+r.unhealthy)+`]
 `))
 
 	r.startProcAgent()
@@ -446,6 +451,37 @@ command = ["sh", "-c", `+q("test ! -e "+unhealthy)+`]
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("agent connected at %.1fs", time.Since(start).Seconds())
+	return r
+}
+
+// importUpdate signs raw as rootfs version v with the release key and imports it.
+func (r *procRig) importUpdate(v string, raw []byte) {
+	r.t.Helper()
+	m, img := procSignedUpdate(r.t, r.root, v, raw, r.key)
+	var u hub.Update
+	r.hubCLI(&u, "import", "--json", "--manifest", m, img)
+	if !u.Deployable || u.UpdateID.Version != v {
+		r.t.Fatalf("import %s: %+v", v, u)
+	}
+}
+
+// TestProcessesEndToEnd: aduhub serve and aduagent run as separate processes (built
+// binaries), the reboots simulated by the test (stop the agent, bootloader/sim's U-Boot on
+// the env file, the kernel command line, start the agent again). 2.0 succeeds into bank B;
+// 3.0 fails its health check in bank A, which is marked bad, and the device is back on 2.0.
+func TestProcessesEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds aduhub and aduagent and runs them as processes")
+	}
+	r := newProcRig(t, procOptions{})
+	start, slotB, unhealthy := r.start, r.slotB, r.unhealthy
+	payloads := map[string][]byte{}
+	for _, v := range []string{"2.0", "3.0"} {
+		raw := make([]byte, 300<<10+17)
+		rand.Read(raw)
+		payloads[v] = raw
+		r.importUpdate(v, raw)
+	}
 
 	// 2.0: written into B, pending, reboot into B, health check passes, confirmed, Succeeded.
 	var dep2 hub.DeploymentStatus
@@ -493,7 +529,7 @@ command = ["sh", "-c", `+q("test ! -e "+unhealthy)+`]
 	if agent.ERCHealth.String() != "32000020" {
 		t.Fatalf("agent.ERCHealth is %s", agent.ERCHealth)
 	}
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for d := r.procDevice("dev1"); d.InstalledUpdate != "Contoso/Toaster/2.0"; d = r.procDevice("dev1") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the device does not report 2.0 installed: %+v", d)

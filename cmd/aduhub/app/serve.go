@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,11 +68,13 @@ not writable, or DIR already served by another aduhub.
 EXAMPLE:
    aduhub serve
    aduhub serve --data ./hub --http 127.0.0.1:9090
-   aduhub serve --tls=false --mqtt 127.0.0.1:1883`,
+   aduhub serve --tls=false --mqtt 127.0.0.1:1883
+   aduhub serve --file-url https://cache.example.com/adu   (devices download from there)`,
 		Flags: []cli.Flag{
 			dataFlag(),
 			&cli.StringFlag{Name: "mqtt", Value: DefaultMQTTAddr, Usage: "MQTT (IoT Hub) listen `ADDR`"},
 			&cli.StringFlag{Name: "http", Value: DefaultHTTPAddr, Usage: "HTTP (web page, API, files) listen `ADDR`"},
+			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: the --http address + /files); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
 			&cli.BoolFlag{Name: "tls", Value: true, Usage: "MQTT over TLS with the local CA (--tls=false: plain TCP, for clients that allow it)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr)"},
 		},
@@ -104,6 +107,13 @@ func (e *env) serve(c *cli.Context) error {
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return exitcode.Usagef("--log-level: %v", err)
 	}
+	fileURL := c.String("file-url")
+	if fileURL != "" {
+		u, err := url.Parse(fileURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return exitcode.Usagef("--file-url %q: not an http:// or https:// base URL (no query)", fileURL)
+		}
+	}
 	dir, err := filepath.Abs(c.String("data"))
 	if err != nil {
 		return err
@@ -116,7 +126,7 @@ func (e *env) serve(c *cli.Context) error {
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), tls: c.Bool("tls"), log: log})
+	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), fileURL: fileURL, tls: c.Bool("tls"), log: log})
 	if err != nil {
 		return err
 	}
@@ -144,6 +154,7 @@ func (e *env) serve(c *cli.Context) error {
 
 type serverConfig struct {
 	dir, mqtt, http string
+	fileURL         string // "": http + /files
 	tls             bool
 	log             *slog.Logger
 }
@@ -179,6 +190,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	cleanup = append(cleanup, func() { ln.Close() })
 	s.info.HTTP = "http://" + ln.Addr().String()
 	s.info.FileBaseURL = s.info.HTTP + "/files"
+	if cfg.fileURL != "" {
+		s.info.FileBaseURL = strings.TrimRight(cfg.fileURL, "/")
+	}
 
 	opts := hub.Options{HostName: HostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
 	if cfg.tls {
