@@ -84,7 +84,11 @@ type demo struct {
 	kr      *image.Keyring
 	v1, v3p []byte // factory payload; the start of 3.0's payload (its application fails)
 	devices []*demoDevice
-	mu      sync.Mutex // serialises timeline lines
+	mu      sync.Mutex // serialises timeline lines; guards idle
+	// idle is, per device, the workflow id of its last report of state 0 Idle (recorded
+	// after its timeline line): a failed deployment is over for a device once it is Idle
+	// again, not at its Failed report.
+	idle map[string]string
 }
 
 type demoDevice struct {
@@ -120,7 +124,7 @@ func (e *env) demo(c *cli.Context) error {
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return exitcode.WithCode(exitcode.IO, err)
 	}
-	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work}
+	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work, idle: map[string]string{}}
 	err := d.run(ctx)
 	if d.h != nil {
 		if d.svc != nil {
@@ -225,10 +229,8 @@ func (d *demo) run(ctx context.Context) error {
 		d.say("imported %s/%s %s: update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version, len(up.Manifest), "ADU.demo.S")
 	}
 
-	if d.n == 1 {
-		remove := d.h.OnReported(func(id string, patch json.RawMessage) { d.reportLine(id, patch) })
-		defer remove()
-	}
+	remove := d.h.OnReported(func(id string, patch json.RawMessage) { d.reportLine(id, patch) })
+	defer remove()
 
 	// The devices.
 	dctx, stopDevices := context.WithCancel(ctx)
@@ -357,11 +359,12 @@ func (d *demo) run(ctx context.Context) error {
 			return fmt.Errorf("%s: 3.0 failed with %q, want the health-check code %s", r.DeviceID, r.ExtendedResultCodes, agent.ERCHealth)
 		}
 	}
-	// Every device reports 2.0 as installed again, from bank B, with A marked bad.
+	// Every device is Idle again after the failure, reports 2.0 as installed, from bank B,
+	// with A marked bad.
 	if err := d.waitFor(ctx, "every device to report 2.0 again", func() (bool, string) {
 		ok := 0
 		for _, dd := range d.devices {
-			if installed(d.h, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
+			if d.idleAfter(dd.id) == dep3.ID && installed(d.h, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
 				ok++
 			}
 		}
@@ -571,6 +574,13 @@ func reportedProps(h *hub.Hub, id string) bool {
 	return err == nil && bytes.Contains(tw, []byte(`"deviceProperties"`))
 }
 
+// idleAfter is the workflow id of the device's last Idle report.
+func (d *demo) idleAfter(id string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.idle[id]
+}
+
 // installed returns the device's reported installedUpdateId.
 func installed(h *hub.Hub, id string) string {
 	tw, err := h.Twin(id)
@@ -617,6 +627,16 @@ func (d *demo) reportLine(id string, patch json.RawMessage) {
 		return
 	}
 	ag := doc.DU.Agent
+	if ag.State != nil && *ag.State == int(adu.StateIdle) && ag.Workflow != nil {
+		defer func() {
+			d.mu.Lock()
+			d.idle[id] = ag.Workflow.ID
+			d.mu.Unlock()
+		}()
+	}
+	if d.n != 1 {
+		return
+	}
 	switch {
 	case ag.Props != nil:
 		d.say("%s → hub: deviceProperties (manufacturer %s, model %s, %s)", id, ag.Props["manufacturer"], ag.Props["model"], ag.Props["aduVer"])
