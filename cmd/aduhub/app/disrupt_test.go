@@ -237,6 +237,18 @@ func TestProcessesDisruptions(t *testing.T) {
 	installed := func(v string) string {
 		return adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: v}.InstalledUpdateID()
 	}
+	// succeeds waits for the agent's reboot into bank, then for the deployment to succeed
+	// with v installed and v in the bank's slot.
+	succeeds := func(what string, depID, v, bank, slot string) {
+		t.Helper()
+		if boot := r.procReboot(30 * time.Second); string(boot.Slot) != bank || boot.Rollback {
+			t.Fatalf("%s: reboot into %+v, want bank %s", what, boot, bank)
+		}
+		st := r.waitProcDeployment(depID, 15*time.Second)
+		if st.Counts.Succeeded != 1 || st.Results[0].InstalledUpdateID != installed(v) || !holds(slot, v) {
+			t.Fatalf("%s: %+v", what, st)
+		}
+	}
 	deploy := func(v string) hub.DeploymentStatus {
 		var d hub.DeploymentStatus
 		r.hubCLI(&d, "deploy", "--json", "--update", "Contoso/Toaster/"+v)
@@ -285,13 +297,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	if len(retried.Retried) != 1 || retried.Retried[0] != "dev1" {
 		t.Fatalf("retry: %+v", retried)
 	}
-	if boot := r.procReboot(20 * time.Second); boot.Slot != "B" || boot.Rollback {
-		t.Fatalf("reboot after the 2.0 retry: %+v", boot)
-	}
-	st = r.waitProcDeployment(dep.ID, 10*time.Second)
-	if st.Counts.Succeeded != 1 || st.Results[0].InstalledUpdateID != installed("2.0") || !holds(r.slotB, "2.0") {
-		t.Fatalf("2.0 after the retry: %+v", st)
-	}
+	succeeds("2.0 after the retry", dep.ID, "2.0", "B", r.slotB)
 	t.Logf("2. failed on 503, retried, succeeded at %.1fs", time.Since(r.start).Seconds())
 
 	// 3. aduhub restarts (SIGTERM, same data and addresses) while the 3.0 download is held
@@ -305,19 +311,13 @@ func TestProcessesDisruptions(t *testing.T) {
 	r.restartHub()
 	proxy.mode.Store(proxyPass)
 	proxy.releaseAll()
-	if boot := r.procReboot(30 * time.Second); boot.Slot != "A" || boot.Rollback {
-		t.Fatalf("reboot after 3.0: %+v", boot)
-	}
-	st = r.waitProcDeployment(dep.ID, 15*time.Second)
-	if st.Counts.Succeeded != 1 || st.Results[0].InstalledUpdateID != installed("3.0") || !holds(r.slotA, "3.0") {
-		t.Fatalf("3.0 after the hub restart: %+v", st)
-	}
+	succeeds("3.0 after the hub restart", dep.ID, "3.0", "A", r.slotA)
 	t.Logf("3. lived through the hub restart, succeeded at %.1fs", time.Since(r.start).Seconds())
 
 	// 4. Power cut mid-write: the 4.0 download holds after 1.5 MiB (a file slot's resume
-	// points are 1 MiB apart); once the journal has a
-	// resume point, the agent is killed (SIGKILL: nothing flushed, nothing reported) and
-	// the device reset. The next start continues the download at the journal's offset.
+	// points are 1 MiB apart); once the journal has a resume point, the agent is killed
+	// (SIGKILL: nothing more written, nothing reported) and the device reset. The next start
+	// continues the download at the journal's offset.
 	proxy.mode.Store(proxyStall)
 	proxy.stallAt.Store(3 << 19)
 	before := len(proxy.log())
@@ -341,13 +341,7 @@ func TestProcessesDisruptions(t *testing.T) {
 		t.Fatalf("power-on after the cut booted %+v, want bank A (3.0)", boot)
 	}
 	r.startProcAgent()
-	if boot := r.procReboot(30 * time.Second); boot.Slot != "B" || boot.Rollback {
-		t.Fatalf("reboot after 4.0: %+v", boot)
-	}
-	st = r.waitProcDeployment(dep.ID, 15*time.Second)
-	if st.Counts.Succeeded != 1 || st.Results[0].InstalledUpdateID != installed("4.0") || !holds(r.slotB, "4.0") {
-		t.Fatalf("4.0 after the power cut: %+v", st)
-	}
+	succeeds("4.0 after the power cut", dep.ID, "4.0", "B", r.slotB)
 	// Every request after the cut starts at or after the journal's offset; together they
 	// fetched only what the journal had not verified.
 	var after []proxyRequest
