@@ -15,7 +15,9 @@
 // Scope of Hub: device identities only (no modules), MQTT 3.1.1 over TCP or
 // TLS (no WebSockets), twins only (no telemetry routing, C2D messages, direct
 // methods, tags, or service-side REST API). One connection per device id: a
-// new CONNECT takes over (drops) the previous connection.
+// new CONNECT takes over (drops) the previous connection. RemoveDevice deletes
+// a device as IoT Hub does (connection and session dropped, credentials and
+// twin gone).
 //
 // Bad device behaviour is refused as IoT Hub refuses it, and the hub stays
 // up: a CONNECT with a wrong, expired or foreign SAS token, a username for
@@ -166,8 +168,9 @@ type device struct {
 	reportedVer int64
 	modelID     string
 
-	seq  uint64 // bumped under Hub.mu by every persisted change
-	save saver
+	// save writes the device's file; it is the id's, shared with any later
+	// registration under the same id (see Hub.savers).
+	save *saver
 }
 
 // bucket is a device's twin request quota.
@@ -186,9 +189,23 @@ type Hub struct {
 
 	mu      sync.Mutex
 	devices map[string]*device
+	// seq numbers every change to be persisted (and every removal), across
+	// all devices: a device file's writes and its removal are ordered by it,
+	// also across a removal and a new registration of the same id.
+	seq uint64
+	// savers holds one saver per device id ever registered or loaded, kept
+	// after a removal so that the removal and later writes stay ordered.
+	savers map[string]*saver
+
+	// stale holds, per device id, the MQTT client of a removed device whose
+	// connection RemoveDevice dropped: its session is not resumed by the
+	// next CONNECT with that id (see hook.OnSessionEstablish).
+	staleMu sync.Mutex
+	stale   map[string]*mqtt.Client
 
 	obsMu     sync.Mutex
 	observers map[int]func(deviceID string, patch json.RawMessage)
+	removedFn map[int]func(deviceID string) // see onRemoved
 	obsNext   int
 
 	quotaMu sync.Mutex
@@ -223,6 +240,8 @@ func New(opts Options) (*Hub, error) {
 	h := &Hub{
 		opts:    opts,
 		devices: map[string]*device{},
+		savers:  map[string]*saver{},
+		stale:   map[string]*mqtt.Client{},
 		served:  make(chan struct{}),
 		quota:   map[string]*bucket{},
 	}
@@ -323,10 +342,21 @@ func (h *Hub) Close() error {
 func (h *Hub) deviceLocked(id string) *device {
 	d := h.devices[id]
 	if d == nil {
-		d = &device{desired: map[string]any{}, reported: map[string]any{}, desiredVer: 1, reportedVer: 1}
+		d = &device{desired: map[string]any{}, reported: map[string]any{}, desiredVer: 1, reportedVer: 1, save: h.saverLocked(id)}
 		h.devices[id] = d
 	}
 	return d
+}
+
+// saverLocked returns the id's saver, made on first use. Called with h.mu
+// held (or before the Hub is shared).
+func (h *Hub) saverLocked(id string) *saver {
+	s := h.savers[id]
+	if s == nil {
+		s = &saver{}
+		h.savers[id] = s
+	}
+	return s
 }
 
 // RegisterDevice registers (or re-keys) a device with a base64 SAS key.
@@ -385,6 +415,83 @@ func (h *Hub) DeviceKey(id string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
 	return d.key, nil
+}
+
+// DeviceThumbprint returns the SHA-256 thumbprint (lower-case hex) of the
+// client certificate the device authenticates with ("" for SAS devices).
+func (h *Hub) DeviceThumbprint(id string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.devices[id]
+	if d == nil {
+		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	return d.thumbprint, nil
+}
+
+// RemoveDevice deletes a device, as deleting a device identity in IoT Hub
+// does: it leaves the registry (Devices, Twin and the rest answer
+// ErrUnknownDevice), its live connection is dropped, its MQTT session is not
+// resumed by a later connection, a later CONNECT with its old credentials is
+// refused (not authorized), and its twin is gone (with DataDir its file is
+// deleted, also when a write of the device races with the removal: the
+// removal wins). A device registered later under the same id starts anew.
+// An unknown id is an error wrapping ErrUnknownDevice. If deleting the file
+// fails the error is returned, but the running Hub has removed the device.
+func (h *Hub) RemoveDevice(id string) error {
+	h.mu.Lock()
+	d := h.devices[id]
+	if d == nil {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	delete(h.devices, id)
+	h.seq++
+	seq := h.seq
+	h.mu.Unlock()
+
+	h.quotaMu.Lock()
+	delete(h.quota, id)
+	h.quotaMu.Unlock()
+	if cl, ok := h.srv.Clients.Get(id); ok {
+		// Marked before it is stopped: see hook.OnSessionEstablish.
+		h.staleMu.Lock()
+		h.stale[id] = cl
+		h.staleMu.Unlock()
+		if !cl.Closed() {
+			h.opts.Logger.Info("hub: disconnecting a removed device", "device", id)
+		}
+		cl.Stop(packets.ErrNotAuthorized)
+	}
+
+	h.obsMu.Lock()
+	fns := make([]func(string), 0, len(h.removedFn))
+	for _, fn := range h.removedFn {
+		fns = append(fns, fn)
+	}
+	h.obsMu.Unlock()
+	for _, fn := range fns {
+		fn(id)
+	}
+	return h.unpersist(id, d, seq)
+}
+
+// onRemoved registers fn to be called after a device was removed (the
+// Service stops following it). The returned func unregisters fn.
+func (h *Hub) onRemoved(fn func(deviceID string)) (remove func()) {
+	h.obsMu.Lock()
+	defer h.obsMu.Unlock()
+	if h.removedFn == nil {
+		h.removedFn = map[int]func(string){}
+	}
+	n := h.obsNext
+	h.obsNext++
+	h.removedFn[n] = fn
+	return func() {
+		h.obsMu.Lock()
+		delete(h.removedFn, n)
+		h.obsMu.Unlock()
+	}
 }
 
 // OnReported registers fn to be called after every reported-properties
@@ -692,7 +799,8 @@ func (k *hook) ID() string { return "iothub" }
 
 func (k *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
+		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish:
 		return true
 	}
 	return false
@@ -784,21 +892,55 @@ func parseUsername(u string) (host, deviceID string, q url.Values, err error) {
 
 func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h := k.h
+	d, q, ok := k.authenticate(cl, pk)
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	if h.devices[cl.ID] != d {
+		// Removed (or removed and registered anew) since it was checked.
+		h.mu.Unlock()
+		h.opts.Logger.Info("hub: refused CONNECT: the device was removed", "device", cl.ID)
+		return false
+	}
+	var (
+		seq     uint64
+		data    []byte
+		err     error
+		changed = d.modelID != q.Get("model-id")
+	)
+	if changed {
+		d.modelID = q.Get("model-id")
+		seq, data, err = h.snapshotLocked(cl.ID, d)
+	}
+	h.mu.Unlock()
+	if changed {
+		if err := h.persist(cl.ID, d, seq, data, err); err != nil {
+			h.opts.Logger.Error("hub: storing the twin failed", "device", cl.ID, "err", err)
+		}
+	}
+	return true
+}
+
+// authenticate checks a CONNECT as IoT Hub does and returns the registered
+// device it authenticates as, with the username's query.
+func (k *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*device, url.Values, bool) {
+	h := k.h
 	log := h.opts.Logger
 	host, devID, q, err := parseUsername(string(pk.Connect.Username))
 	if err != nil {
 		log.Info("hub: refused CONNECT", "client", cl.ID, "err", err)
-		return false
+		return nil, nil, false
 	}
 	if !strings.EqualFold(host, h.opts.HostName) || devID != cl.ID {
 		log.Info("hub: refused CONNECT: host/device mismatch", "client", cl.ID, "username", string(pk.Connect.Username))
-		return false
+		return nil, nil, false
 	}
 	if pk.Connect.WillFlag {
 		w := pk.Connect.WillTopic
 		if w != "devices/"+devID+"/messages/events" && !strings.HasPrefix(w, "devices/"+devID+"/messages/events/") {
 			log.Info("hub: refused CONNECT: will topic", "device", devID, "topic", w)
-			return false
+			return nil, nil, false
 		}
 	}
 	h.mu.Lock()
@@ -810,11 +952,11 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h.mu.Unlock()
 	if d == nil {
 		log.Info("hub: refused CONNECT: unknown device", "device", devID)
-		return false
+		return nil, nil, false
 	}
 	if len(pk.Connect.Password) > 0 {
 		if key == "" {
-			return false
+			return nil, nil, false
 		}
 		tok, err := iothub.ParseSASToken(string(pk.Connect.Password))
 		if err == nil {
@@ -822,37 +964,65 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		}
 		if err != nil {
 			log.Info("hub: refused CONNECT: SAS", "device", devID, "err", err)
-			return false
+			return nil, nil, false
 		}
 	} else {
 		tc, ok := cl.Net.Conn.(*tls.Conn)
 		if !ok || tp == "" {
 			log.Info("hub: refused CONNECT: no password and no X.509 identity", "device", devID)
-			return false
+			return nil, nil, false
 		}
 		certs := tc.ConnectionState().PeerCertificates
 		if len(certs) == 0 || Thumbprint(certs[0].Raw) != tp {
 			log.Info("hub: refused CONNECT: client certificate thumbprint mismatch", "device", devID)
-			return false
+			return nil, nil, false
 		}
 	}
+	return d, q, true
+}
+
+// OnSessionEstablish runs after a CONNECT was authenticated, before the
+// broker takes over the session an earlier connection of the same client id
+// left: the session of a removed device (whose client RemoveDevice stopped)
+// is dropped, so that a device registered anew under its id starts with a
+// clean session, as after a device deletion in IoT Hub. A clean session
+// needs nothing (the broker does not resume it, and its connection's
+// goroutine deletes it).
+func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	h := k.h
+	h.staleMu.Lock()
+	old, ok := h.stale[cl.ID]
+	delete(h.stale, cl.ID)
+	h.staleMu.Unlock()
+	if !ok || old.Properties.Clean {
+		return
+	}
+	if cur, found := h.srv.Clients.Get(cl.ID); found && cur == old {
+		h.srv.UnsubscribeClient(old)
+		old.ClearInflights()
+		h.srv.Clients.Delete(cl.ID)
+	}
+}
+
+// OnSessionEstablished checks the connection's credentials again once the
+// client is in the broker's client list: a device removed between its
+// CONNECT's authentication and then was not seen by RemoveDevice, and is
+// dropped here.
+func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h := k.h
 	h.mu.Lock()
-	var (
-		seq     uint64
-		data    []byte
-		changed = d.modelID != q.Get("model-id")
-	)
-	if changed {
-		d.modelID = q.Get("model-id")
-		seq, data, err = h.snapshotLocked(devID, d)
-	}
+	_, registered := h.devices[cl.ID]
 	h.mu.Unlock()
-	if changed {
-		if err := h.persist(devID, d, seq, data, err); err != nil {
-			log.Error("hub: storing the twin failed", "device", devID, "err", err)
+	if registered {
+		if _, _, ok := k.authenticate(cl, pk); ok {
+			return
 		}
 	}
-	return true
+	h.opts.Logger.Info("hub: disconnecting a removed device", "device", cl.ID)
+	h.staleMu.Lock()
+	h.stale[cl.ID] = cl
+	h.staleMu.Unlock()
+	cl.Stop(packets.ErrNotAuthorized)
 }
 
 // OnACLCheck: publishes were checked by OnPacketRead (this is the same

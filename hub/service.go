@@ -166,8 +166,23 @@ func NewService(h *Hub, signer *Signer, opts ServiceOptions) (*Service, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
-	s.unhook = h.OnReported(s.onReported)
+	unReported := h.OnReported(s.onReported)
+	unRemoved := h.onRemoved(s.onRemoved)
+	s.unhook = func() { unReported(); unRemoved() }
 	return s, nil
+}
+
+// onRemoved stops following a device removed from the hub (Hub.RemoveDevice):
+// it follows no deployment any more, so that Cancel and Retry leave it out;
+// the deployments that list it keep its result.
+func (s *Service) onRemoved(deviceID string) {
+	s.mu.Lock()
+	dep, ok := s.current[deviceID]
+	delete(s.current, deviceID)
+	s.mu.Unlock()
+	if ok {
+		s.opts.Logger.Info("hub: a device of a deployment was removed", "device", deviceID, "deployment", dep)
+	}
 }
 
 // Close stops following the hub and waits for the devices joining a
@@ -234,12 +249,22 @@ func (s *Service) load() error {
 		recs = append(recs, r)
 	}
 	sortRecords(recs)
+	// A hub that keeps its registry (DataDir) knows every device that was not removed (also
+	// while no Service ran, e.g. offline); a removed device follows nothing.
+	known := func(string) bool { return true }
+	if s.hub.opts.DataDir != "" {
+		reg := map[string]bool{}
+		for _, id := range s.hub.Devices() {
+			reg[id] = true
+		}
+		known = func(id string) bool { return reg[id] }
+	}
 	for _, r := range recs {
 		if r.d.Cancelled {
 			continue
 		}
 		for id, st := range r.devs {
-			if st.SupersededBy == "" {
+			if st.SupersededBy == "" && known(id) {
 				s.current[id] = r.d.ID
 			}
 		}

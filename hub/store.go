@@ -62,10 +62,10 @@ func syncDir(dir string) error {
 
 // saver serialises the writes of one record and drops stale snapshots: a
 // snapshot is taken (with a sequence number) under the owner's lock, written
-// outside it, and only if nothing newer was written meanwhile.
+// outside it, and only if nothing newer was written (or removed) meanwhile.
 type saver struct {
 	mu    sync.Mutex
-	saved uint64
+	saved uint64 // sequence number of the last write or removal
 }
 
 func (s *saver) save(seq uint64, path string, data []byte) error {
@@ -79,6 +79,26 @@ func (s *saver) save(seq uint64, path string, data []byte) error {
 	}
 	s.saved = seq
 	return nil
+}
+
+// remove deletes the record's file unless something newer was written
+// meanwhile; a snapshot older than seq is never written after it. A missing
+// file is no error.
+func (s *saver) remove(seq uint64, path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq <= s.saved {
+		return nil
+	}
+	// Even if the file cannot be deleted, no older snapshot may replace it.
+	s.saved = seq
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("hub: store: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // fileName maps an id to a file name that cannot collide, traverse or hide:
@@ -143,6 +163,7 @@ func (h *Hub) loadDevices() error {
 			key: sd.Key, thumbprint: sd.Thumbprint, modelID: sd.ModelID,
 			desired: sd.Desired, reported: sd.Reported,
 			desiredVer: sd.DesiredVersion, reportedVer: sd.ReportedVersion,
+			save: h.saverLocked(sd.ID),
 		}
 		if d.desired == nil {
 			d.desired = map[string]any{}
@@ -156,18 +177,18 @@ func (h *Hub) loadDevices() error {
 }
 
 // snapshotLocked marks a change of d and returns what persist needs.
-// Called with h.mu held.
+// Called with h.mu held, d registered.
 func (h *Hub) snapshotLocked(id string, d *device) (seq uint64, data []byte, err error) {
 	if h.opts.DataDir == "" {
 		return 0, nil, nil
 	}
-	d.seq++
+	h.seq++
 	data, err = marshal(storedDevice{
 		ID: id, Key: d.key, Thumbprint: d.thumbprint, ModelID: d.modelID,
 		Desired: d.desired, DesiredVersion: d.desiredVer,
 		Reported: d.reported, ReportedVersion: d.reportedVer,
 	})
-	return d.seq, data, err
+	return h.seq, data, err
 }
 
 // persist writes a snapshot taken by snapshotLocked (without h.mu held).
@@ -178,5 +199,19 @@ func (h *Hub) persist(id string, d *device, seq uint64, data []byte, err error) 
 	if err != nil {
 		return err
 	}
-	return d.save.save(seq, filepath.Join(h.devicesDir(), fileName(id)+".json"), data)
+	return d.save.save(seq, h.devicePath(id), data)
+}
+
+// unpersist deletes the file of a device removed with sequence number seq
+// (taken under h.mu when it left h.devices): a snapshot of the device taken
+// before is not written after it.
+func (h *Hub) unpersist(id string, d *device, seq uint64) error {
+	if h.opts.DataDir == "" {
+		return nil
+	}
+	return d.save.remove(seq, h.devicePath(id))
+}
+
+func (h *Hub) devicePath(id string) string {
+	return filepath.Join(h.devicesDir(), fileName(id)+".json")
 }

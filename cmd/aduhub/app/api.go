@@ -2,7 +2,9 @@ package app
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +24,8 @@ import (
 //
 //	GET  /api/info                       serveInfo
 //	GET  /api/devices                    []deviceInfo
-//	POST /api/devices                    {"deviceId"} → deviceAdded (201 created, 200 already there)
+//	POST /api/devices                    addRequest → deviceAdded (201 created, 200 already there)
+//	DELETE /api/devices/{id}             deviceRemoved (404 unknown device)
 //	GET  /api/updates                    []hub.Update
 //	POST /api/updates                    importRequest → hub.Update (201)
 //	GET  /api/deployments                []hub.DeploymentStatus, oldest first
@@ -59,15 +62,33 @@ type deviceInfo struct {
 	Deployment string `json:"deployment,omitempty"`
 }
 
+type addRequest struct {
+	DeviceID string `json:"deviceId"`
+	// X509Thumbprint, if set, registers an X.509 device: the SHA-256 thumbprint of its client
+	// certificate (hex, ':' separators allowed) instead of a generated SAS key.
+	X509Thumbprint string `json:"x509Thumbprint,omitempty"`
+}
+
 type deviceAdded struct {
-	DeviceID         string `json:"deviceId"`
-	Created          bool   `json:"created"`
+	DeviceID string `json:"deviceId"`
+	Created  bool   `json:"created"`
+	// ConnectionString: HostName=…;DeviceId=…;SharedAccessKey=… for a SAS device,
+	// HostName=…;DeviceId=…;x509=true for an X.509 device.
 	ConnectionString string `json:"connectionString"`
-	HostName         string `json:"hostName"`
-	MQTT             string `json:"mqtt,omitempty"` // "" when added offline
-	TLS              bool   `json:"tls"`
-	CAFile           string `json:"caFile,omitempty"`
-	RootKeysFile     string `json:"rootKeysFile"`
+	// Authentication is "sas" (the key in the connection string) or "x509" (the device's client
+	// certificate, whose SHA-256 thumbprint X509Thumbprint is, lower-case hex).
+	Authentication string `json:"authentication"`
+	X509Thumbprint string `json:"x509Thumbprint,omitempty"`
+	HostName       string `json:"hostName"`
+	MQTT           string `json:"mqtt,omitempty"` // "" when added offline
+	TLS            bool   `json:"tls"`
+	CAFile         string `json:"caFile,omitempty"`
+	RootKeysFile   string `json:"rootKeysFile"`
+}
+
+type deviceRemoved struct {
+	DeviceID string `json:"deviceId"`
+	Removed  bool   `json:"removed"`
 }
 
 type importRequest struct {
@@ -98,6 +119,7 @@ func (s *server) handler(onlyLoopbackHosts bool) http.Handler {
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.info) })
 	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.devices()) })
 	mux.HandleFunc("POST /api/devices", s.addDevice)
+	mux.HandleFunc("DELETE /api/devices/{id}", s.removeDevice)
 	mux.HandleFunc("GET /api/updates", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, nonNil(s.svc.Updates())) })
 	mux.HandleFunc("POST /api/updates", s.importUpdate)
 	mux.HandleFunc("GET /api/deployments", func(w http.ResponseWriter, r *http.Request) {
@@ -228,14 +250,12 @@ func (s *server) devices() []deviceInfo {
 }
 
 func (s *server) addDevice(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		DeviceID string `json:"deviceId"`
-	}
+	var req addRequest
 	if err := decodeBody(r, &req); err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	added, err := registerDevice(s.hub, req.DeviceID)
+	added, err := registerDevice(s.hub, req.DeviceID, req.X509Thumbprint)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -245,16 +265,52 @@ func (s *server) addDevice(w http.ResponseWriter, r *http.Request) {
 	if added.Created {
 		status = http.StatusCreated
 	}
-	s.log.Info("device registered", "device", req.DeviceID, "created", added.Created)
+	s.log.Info("device registered", "device", req.DeviceID, "created", added.Created, "authentication", added.Authentication)
 	writeAPI(w, status, added)
 }
 
-// registerDevice registers id with a new random key, or returns the key it has.
-func registerDevice(h *hub.Hub, id string) (*deviceAdded, error) {
+func (s *server) removeDevice(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := removeDevice(s.hub, id); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	s.log.Info("device removed", "device", id)
+	writeAPI(w, http.StatusOK, deviceRemoved{DeviceID: id, Removed: true})
+}
+
+// removeDevice removes a registered device (404 for an unknown one).
+func removeDevice(h *hub.Hub, id string) error {
+	if err := h.RemoveDevice(id); err != nil {
+		if errors.Is(err, hub.ErrUnknownDevice) {
+			return &httpError{http.StatusNotFound, fmt.Errorf("device %q is not registered", id)}
+		}
+		return &httpError{http.StatusInternalServerError, fmt.Errorf("remove device %q: %w", id, err)}
+	}
+	return nil
+}
+
+// normThumbprint checks a SHA-256 certificate thumbprint (64 hex digits, ':' separators
+// allowed) and returns it in lower case without separators.
+func normThumbprint(s string) (string, error) {
+	tp := strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	if b, err := hex.DecodeString(tp); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("%q is not a SHA-256 thumbprint (64 hex digits)", s)
+	}
+	return tp, nil
+}
+
+// registerDevice registers id with a new random key, or returns the key it has; with a
+// thumbprint it registers an X.509 device instead (or finds it registered with that
+// thumbprint).
+func registerDevice(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
 	if err := checkDeviceID(id); err != nil {
 		return nil, &httpError{http.StatusBadRequest, err}
 	}
-	added := &deviceAdded{DeviceID: id, HostName: h.HostName()}
+	if thumbprint != "" {
+		return registerX509(h, id, thumbprint)
+	}
+	added := &deviceAdded{DeviceID: id, HostName: h.HostName(), Authentication: "sas"}
 	key, err := h.DeviceKey(id)
 	switch {
 	case errors.Is(err, hub.ErrUnknownDevice):
@@ -271,6 +327,37 @@ func registerDevice(h *hub.Hub, id string) (*deviceAdded, error) {
 		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with an X.509 certificate, not a SAS key", id)}
 	}
 	added.ConnectionString = "HostName=" + h.HostName() + ";DeviceId=" + id + ";SharedAccessKey=" + key
+	return added, nil
+}
+
+// registerX509 registers id as an X.509 device with the thumbprint of its client certificate.
+func registerX509(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
+	tp, err := normThumbprint(thumbprint)
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("x509 thumbprint: %w", err)}
+	}
+	added := &deviceAdded{DeviceID: id, HostName: h.HostName(), Authentication: "x509", X509Thumbprint: tp,
+		ConnectionString: "HostName=" + h.HostName() + ";DeviceId=" + id + ";x509=true"}
+	key, err := h.DeviceKey(id)
+	switch {
+	case errors.Is(err, hub.ErrUnknownDevice):
+		if err := h.RegisterDeviceX509(id, tp); err != nil {
+			return nil, &httpError{http.StatusInternalServerError, err}
+		}
+		added.Created = true
+		return added, nil
+	case err != nil:
+		return nil, &httpError{http.StatusInternalServerError, err}
+	case key != "":
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with a SAS key, not an X.509 certificate (aduhub device remove %s first)", id, id)}
+	}
+	had, err := h.DeviceThumbprint(id)
+	if err != nil {
+		return nil, &httpError{http.StatusInternalServerError, err}
+	}
+	if had != tp {
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with another X.509 certificate (thumbprint %s; aduhub device remove %s first)", id, had, id)}
+	}
 	return added, nil
 }
 

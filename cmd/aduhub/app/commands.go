@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,10 +22,11 @@ import (
 func (e *env) deviceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "device",
-		Usage: "register devices and list them",
+		Usage: "register, list and remove devices",
 		Description: `EXAMPLE:
    aduhub device add dev1
-   aduhub device list`,
+   aduhub device list
+   aduhub device remove dev1`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -35,20 +37,29 @@ key) and prints what its agent needs: the connection string (agent.connection_st
 connection_string_file), the CA certificate to trust (agent.ca_file) and the root keys of
 the update signer (agent.root_keys, with no_builtin_roots = true).
 
+With --x509-thumbprint the device authenticates with its X.509 client certificate instead
+(agent.x509_cert and agent.x509_key; TLS is needed, so not with serve --tls=false): the
+hub accepts the certificate whose SHA-256 thumbprint (64 hex digits, ':' allowed) is given,
+and the connection string is HostName=localhost;DeviceId=ID;x509=true. A device already
+registered keeps its key or certificate: another thumbprint is refused.
+
 By default it asks the running server (--server). With --data it works on that data folder
 instead, also when no server runs (the device is there when serve starts); if a server
 serves that folder, it goes through that server.
 
-Exit codes: 0 registered or already there, 1 invalid device id, 2 usage error, 3 the
-server cannot be reached or the data folder cannot be written.
+Exit codes: 0 registered or already there, 1 invalid device id, or the device is registered
+with another key or certificate, 2 usage error (also a --x509-thumbprint that is not 64 hex
+digits), 3 the server cannot be reached or the data folder cannot be written.
 
 EXAMPLE:
    aduhub device add dev1
    aduhub device add --data ./aduhub-data dev1
-   aduhub device add --json dev1`,
+   aduhub device add --json dev1
+   aduhub device add --x509-thumbprint "$(openssl x509 -in dev2.pem -noout -fingerprint -sha256 | cut -d= -f2)" dev2`,
 				Flags: []cli.Flag{
 					serverFlag(),
 					&cli.StringFlag{Name: "data", Usage: "register in the data `DIR` (offline unless a server serves it)", TakesFile: true},
+					&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
 					jsonFlag("the device's connection details"),
 				},
 				Action: e.deviceAdd,
@@ -67,6 +78,33 @@ EXAMPLE:
 				Flags:  []cli.Flag{serverFlag(), jsonFlag("the devices")},
 				Action: e.deviceList,
 			},
+			{
+				Name:      "remove",
+				Usage:     "remove a device: drop its connection, its key or certificate and its twin",
+				ArgsUsage: "ID",
+				Description: `Removes device ID as deleting a device in IoT Hub does: if it is connected, its
+connection is closed; it cannot connect again with its key or certificate; its twin is
+deleted. Deployments that list it keep its result, and cancel and retry leave it out.
+Adding a device with the same ID later makes a new device (new key, empty twin).
+
+By default it asks the running server (--server). With --data it works on that data folder
+instead, also when no server runs; if a server serves that folder, it goes through that
+server.
+
+Exit codes: 0 removed, 1 device ID is not registered, 2 usage error, 3 the server cannot be
+reached or the data folder cannot be read or written.
+
+EXAMPLE:
+   aduhub device remove dev1
+   aduhub device remove --data ./aduhub-data dev1
+   aduhub device remove --json dev1`,
+				Flags: []cli.Flag{
+					serverFlag(),
+					&cli.StringFlag{Name: "data", Usage: "remove from the data `DIR` (offline unless a server serves it)", TakesFile: true},
+					jsonFlag("the removed device"),
+				},
+				Action: e.deviceRemove,
+			},
 		},
 	}
 }
@@ -75,31 +113,49 @@ func (e *env) deviceAdd(c *cli.Context) error {
 	if err := cliapp.Args(c, 1, 1, "ID"); err != nil {
 		return err
 	}
-	id := c.Args().First()
+	req := addRequest{DeviceID: c.Args().First()}
+	if c.IsSet("x509-thumbprint") {
+		tp, err := normThumbprint(c.String("x509-thumbprint"))
+		if err != nil {
+			return exitcode.Usagef("--x509-thumbprint: %v", err)
+		}
+		req.X509Thumbprint = tp
+	}
 	var added *deviceAdded
 	var err error
 	if c.IsSet("data") {
-		added, err = e.deviceAddData(c, c.String("data"), id)
+		added, err = e.deviceAddData(c, c.String("data"), req)
 	} else {
 		var cl *apiClient
 		if cl, err = clientOf(c); err != nil {
 			return err
 		}
 		added = &deviceAdded{}
-		err = cl.do(c.Context, http.MethodPost, "/api/devices", map[string]string{"deviceId": id}, added)
+		err = cl.do(c.Context, http.MethodPost, "/api/devices", req, added)
 	}
 	if err != nil {
 		return err
 	}
+	x509 := added.X509Thumbprint != ""
+	if x509 && added.MQTT != "" && !added.TLS {
+		fmt.Fprintf(e.stderr, "aduhub: warning: the server runs without TLS (serve --tls=false): %s cannot connect with its certificate\n", added.DeviceID)
+	}
 	if c.Bool("json") {
 		return cliapp.WriteJSON(e.stdout, added)
 	}
+	kind, same := "", "key unchanged"
+	if x509 {
+		kind, same = " (X.509)", "certificate unchanged"
+	}
 	if added.Created {
-		fmt.Fprintf(e.stdout, "registered device %s\n", added.DeviceID)
+		fmt.Fprintf(e.stdout, "registered device %s%s\n", added.DeviceID, kind)
 	} else {
-		fmt.Fprintf(e.stdout, "device %s was already registered (key unchanged)\n", added.DeviceID)
+		fmt.Fprintf(e.stdout, "device %s was already registered%s (%s)\n", added.DeviceID, kind, same)
 	}
 	fmt.Fprintf(e.stdout, "connection string: %s\n", added.ConnectionString)
+	if x509 {
+		fmt.Fprintf(e.stdout, "authentication:    the device's X.509 client certificate, SHA-256 thumbprint %s   (agent.x509_cert, agent.x509_key)\n", added.X509Thumbprint)
+	}
 	if added.CAFile != "" {
 		fmt.Fprintf(e.stdout, "CA certificate:    %s   (agent.ca_file)\n", added.CAFile)
 	}
@@ -116,14 +172,15 @@ func (e *env) deviceAdd(c *cli.Context) error {
 
 // deviceAddData registers the device in a data folder: through the server serving it, or
 // directly when none does.
-func (e *env) deviceAddData(c *cli.Context, dir, id string) (*deviceAdded, error) {
+func (e *env) deviceAddData(c *cli.Context, dir string, req addRequest) (*deviceAdded, error) {
+	id := req.DeviceID
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
 	if info, ok := runningServer(c.Context, dir); ok {
 		added := &deviceAdded{}
-		return added, newClient(info.HTTP).do(c.Context, http.MethodPost, "/api/devices", map[string]string{"deviceId": id}, added)
+		return added, newClient(info.HTTP).do(c.Context, http.MethodPost, "/api/devices", req, added)
 	}
 	if err := checkDeviceID(id); err != nil {
 		return nil, exitcode.InvalidInput(err)
@@ -143,18 +200,87 @@ func (e *env) deviceAddData(c *cli.Context, dir, id string) (*deviceAdded, error
 		return nil, fmt.Errorf("device registry: %w", err)
 	}
 	defer h.Close()
-	added, err := registerDevice(h, id)
+	added, err := registerDevice(h, id, req.X509Thumbprint)
 	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) && he.status < 500 {
-			return nil, exitcode.InvalidInput(he.err)
-		}
-		return nil, err
+		return nil, offlineErr(err)
 	}
 	added.TLS = true
 	added.CAFile = filepath.Join(dir, caDir, hub.CACertFile)
 	added.RootKeysFile = filepath.Join(dir, signerDir, hub.RootKeysJSONFile)
 	return added, nil
+}
+
+// offlineErr gives an API error met without a server the exit code the server would have
+// given it (4xx: 1).
+func offlineErr(err error) error {
+	var he *httpError
+	if errors.As(err, &he) && he.status < 500 {
+		return exitcode.InvalidInput(he.err)
+	}
+	return err
+}
+
+func (e *env) deviceRemove(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "ID"); err != nil {
+		return err
+	}
+	id := c.Args().First()
+	if id == "" {
+		return exitcode.InvalidInput(errors.New(`device "" is not registered`))
+	}
+	var where string
+	var err error
+	if c.IsSet("data") {
+		where, err = e.deviceRemoveData(c, c.String("data"), id)
+	} else {
+		var cl *apiClient
+		if cl, err = clientOf(c); err != nil {
+			return err
+		}
+		err = cl.do(c.Context, http.MethodDelete, "/api/devices/"+url.PathEscape(id), nil, nil)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, deviceRemoved{DeviceID: id, Removed: true})
+	}
+	fmt.Fprintf(e.stdout, "removed device %s%s\n", id, where)
+	return nil
+}
+
+// deviceRemoveData removes the device from a data folder: through the server serving it, or
+// directly when none does. It returns what to add to the message (" from DIR" offline).
+func (e *env) deviceRemoveData(c *cli.Context, dir, id string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if info, ok := runningServer(c.Context, dir); ok {
+		return "", newClient(info.HTTP).do(c.Context, http.MethodDelete, "/api/devices/"+url.PathEscape(id), nil, nil)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "devices")); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, derr := os.Stat(dir); derr == nil {
+				// A data folder without devices: nothing is registered there.
+				return "", exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
+			}
+		}
+		return "", fmt.Errorf("data folder: %w", err)
+	}
+	h, err := hub.New(hub.Options{HostName: HostName, Address: "127.0.0.1:0", DataDir: dir})
+	if err != nil {
+		return "", fmt.Errorf("device registry: %w", err)
+	}
+	defer h.Close()
+	if err := removeDevice(h, id); err != nil {
+		var he *httpError
+		if errors.As(err, &he) && he.status == http.StatusNotFound {
+			return "", exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
+		}
+		return "", offlineErr(err)
+	}
+	return " from " + dir, nil
 }
 
 func (e *env) deviceList(c *cli.Context) error {
