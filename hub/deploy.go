@@ -661,7 +661,9 @@ func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 	}
 	ag := p.DeviceUpdate.Agent
 	if _, hasProps := ag["deviceProperties"]; hasProps {
-		s.startJoin(deviceID)
+		// After this report was applied to the deployment the device follows (if any): a
+		// join must not make the report that caused it count in the deployment it joins.
+		defer s.startJoin(deviceID)
 	}
 	_, hasState := ag["state"]
 	_, hasWF := ag["workflow"]
