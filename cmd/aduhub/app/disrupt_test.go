@@ -56,7 +56,11 @@ func newFileProxy(t *testing.T) *fileProxy {
 }
 
 func (p *fileProxy) serve(w http.ResponseWriter, r *http.Request) {
-	mode := p.mode.Load()
+	// The mode and the release of this request are fixed when it arrives: a releaseAll
+	// after that ends its hold, however long the upstream answer takes.
+	p.mu.Lock()
+	mode, release := p.mode.Load(), p.release
+	p.mu.Unlock()
 	rec := proxyRequest{path: r.URL.Path, rng: r.Header.Get("Range")}
 	defer func() {
 		p.mu.Lock()
@@ -101,9 +105,6 @@ func (p *fileProxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	if mode == proxyStall {
-		p.mu.Lock()
-		release := p.release
-		p.mu.Unlock()
 		n := min(int(p.stallAt.Load()), len(body))
 		m, _ := w.Write(body[:n])
 		p.served.Add(int64(m))
@@ -264,7 +265,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	dep := deploy("2.0")
 	r.waitUntil("the 2.0 download to start", 10*time.Second, func() bool {
 		return proxy.served.Load() >= 64<<10 && r.deviceState() == int(adu.StateDeploymentInProgress)
-	})
+	}) // nothing was served before
 	var cancelled hub.DeploymentStatus
 	r.hubCLI(&cancelled, "cancel", "--json", dep.ID)
 	r.waitUntil("the device to report the cancel", 10*time.Second, func() bool { return r.deviceState() == int(adu.StateIdle) })
@@ -304,9 +305,10 @@ func TestProcessesDisruptions(t *testing.T) {
 	// in flight; then the held request ends early and the agent resumes the download from
 	// the restarted server.
 	proxy.mode.Store(proxyStall)
+	served := proxy.served.Load()
 	dep = deploy("3.0")
-	r.waitUntil("the 3.0 download to start", 10*time.Second, func() bool {
-		return proxy.served.Load() >= 64<<10 && r.deviceState() == int(adu.StateDeploymentInProgress)
+	r.waitUntil("the 3.0 download to be held", 10*time.Second, func() bool {
+		return proxy.served.Load()-served >= 64<<10 && r.deviceState() == int(adu.StateDeploymentInProgress)
 	})
 	r.restartHub()
 	proxy.mode.Store(proxyPass)
@@ -321,7 +323,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	proxy.mode.Store(proxyStall)
 	proxy.stallAt.Store(3 << 19)
 	before := len(proxy.log())
-	served := proxy.served.Load()
+	served = proxy.served.Load()
 	dep = deploy("4.0")
 	r.waitUntil("the 4.0 download to reach 1.5 MiB", 10*time.Second, func() bool { return proxy.served.Load()-served >= 3<<19 })
 	r.waitUntil("a resume point in the journal", 10*time.Second, func() bool { return r.journalOffset() > 0 })
