@@ -591,7 +591,9 @@ func (h *Hub) ModelID(id string) string {
 // device's desired properties, bumps the desired $version, and, if the device
 // is connected and subscribed, publishes the notification
 // (patch + "$version") on $iothub/twin/PATCH/properties/desired/?$version=V.
-// It returns the new desired $version.
+// It returns the new desired $version. A patch that would make the desired
+// document larger than MaxPatchSize (IoT Hub's 32 KB) is refused with
+// ErrTwinTooLarge and changes nothing.
 func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	p, err := decodePatch(patch)
 	if err != nil {
@@ -603,7 +605,13 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 		h.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	mergePatch(d.desired, p)
+	merged := cloneMap(d.desired)
+	mergePatch(merged, p)
+	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: desired properties would be %d bytes, more than %d", ErrTwinTooLarge, len(b), MaxPatchSize)
+	}
+	d.desired = merged
 	d.desiredVer++
 	v := d.desiredVer
 	seq, data, serr := h.snapshotLocked(id, d)

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -196,4 +198,34 @@ func writeTemp(t *testing.T, b []byte) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// The desired document stays within IoT Hub's 32 KB: a patch that would pass it is refused,
+// changes nothing and is not stored.
+func TestDesiredSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	h, err := New(Options{HostName: testHost, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.RegisterDevice("dev1", key1); err != nil {
+		t.Fatal(err)
+	}
+	half := json.RawMessage(`{"a":"` + strings.Repeat("x", 20<<10) + `"}`)
+	v1, err := h.SetDesired("dev1", half)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.SetDesired("dev1", json.RawMessage(`{"b":"`+strings.Repeat("y", 20<<10)+`"}`)); !errors.Is(err, ErrTwinTooLarge) {
+		t.Fatalf("second 20 KB member: %v", err)
+	}
+	tw, _ := h.Twin("dev1")
+	if bytes.Contains(tw, []byte(`"b"`)) || !bytes.Contains(tw, []byte(`"$version":`+strconv.FormatInt(v1, 10))) {
+		t.Fatalf("the refused patch changed the twin: %.200s", tw)
+	}
+	// Replacing the member keeps the document small: accepted.
+	if _, err := h.SetDesired("dev1", json.RawMessage(`{"a":null,"b":"`+strings.Repeat("y", 20<<10)+`"}`)); err != nil {
+		t.Fatalf("replacement: %v", err)
+	}
 }
