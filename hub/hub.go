@@ -75,7 +75,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -211,7 +210,7 @@ type Hub struct {
 	quotaMu sync.Mutex
 	quota   map[string]*bucket
 
-	reads atomic.Int64 // see readCountConn
+	accepted acceptGate // accepted connections mochi has not read from yet (see firstReadConn)
 }
 
 // New starts a Hub. Close it when done.
@@ -264,7 +263,7 @@ func New(opts Options) (*Hub, error) {
 			return nil, fmt.Errorf("hub: listen %s: %w", addr, err)
 		}
 	}
-	ln = deadlineListener{Listener: ln, d: opts.ConnectTimeout, reads: &h.reads}
+	ln = deadlineListener{Listener: ln, d: opts.ConnectTimeout, accepted: &h.accepted}
 	if opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, opts.TLSConfig)
 	}
@@ -293,11 +292,12 @@ func New(opts Options) (*Hub, error) {
 
 // deadlineListener gives every accepted connection a deadline for its TLS
 // handshake and CONNECT; the broker replaces it with the keep-alive deadline
-// once CONNECT is read.
+// once CONNECT is read. It also counts the connections accepted but not yet
+// read from (see firstReadConn).
 type deadlineListener struct {
 	net.Listener
-	d     time.Duration
-	reads *atomic.Int64
+	d        time.Duration
+	accepted *acceptGate
 }
 
 func (l deadlineListener) Accept() (net.Conn, error) {
@@ -305,23 +305,77 @@ func (l deadlineListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !l.accepted.enter() {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
 	_ = c.SetDeadline(time.Now().Add(l.d))
-	return readCountConn{Conn: c, reads: l.reads}, nil
+	return &firstReadConn{Conn: c, accepted: l.accepted}, nil
 }
 
-// readCountConn counts reads. mochi adds each connection to a WaitGroup
-// inside the connection's goroutine, unsynchronised with the Wait in
-// Server.Close; the race detector reports that for connections that never
-// became clients (garbage, refused CONNECTs). The counter, bumped after that
-// Add and loaded by Hub.Close before the Wait, orders the two.
-type readCountConn struct {
+// firstReadConn leaves the accept gate at its first Read (or Close). mochi
+// adds each connection to a WaitGroup of its own in the connection's
+// goroutine, before it reads, unsynchronised with the Wait in Server.Close:
+// a connection accepted while the broker closed raced with that Wait. Hub.Close
+// closes the gate and waits until every connection that passed it was read
+// from, which orders mochi's Add before its Wait.
+type firstReadConn struct {
 	net.Conn
-	reads *atomic.Int64
+	accepted *acceptGate
+	once     sync.Once
 }
 
-func (c readCountConn) Read(p []byte) (int, error) {
-	c.reads.Add(1)
+func (c *firstReadConn) Read(p []byte) (int, error) {
+	c.once.Do(c.accepted.leave)
 	return c.Conn.Read(p)
+}
+
+func (c *firstReadConn) Close() error {
+	c.once.Do(c.accepted.leave)
+	return c.Conn.Close()
+}
+
+// acceptGate counts connections between Accept and their first read; once
+// closed it lets none in and tells when the last one has left.
+type acceptGate struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	empty  chan struct{} // made by close, closed when n is 0
+}
+
+func (g *acceptGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *acceptGate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.closed && g.n == 0 {
+		close(g.empty)
+	}
+}
+
+// close lets no more connections in; the channel is closed once every
+// connection inside has left.
+func (g *acceptGate) close() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.closed {
+		g.closed = true
+		g.empty = make(chan struct{})
+		if g.n == 0 {
+			close(g.empty)
+		}
+	}
+	return g.empty
 }
 
 // Addr is the listening address.
@@ -330,9 +384,18 @@ func (h *Hub) Addr() net.Addr { return h.ln.Addr() }
 // HostName is the IoT Hub host name devices must present.
 func (h *Hub) HostName() string { return h.opts.HostName }
 
-// Close stops the broker and closes the listener.
+// closeWait bounds how long Close waits for accepted connections to reach the broker.
+const closeWait = 2 * time.Second
+
+// Close stops accepting connections, lets the broker take in those already
+// accepted, and stops the broker (which closes every connection).
 func (h *Hub) Close() error {
-	h.reads.Load()
+	empty := h.accepted.close()
+	_ = h.ln.Close()
+	select {
+	case <-empty:
+	case <-time.After(closeWait):
+	}
 	if err := h.srv.Close(); err != nil {
 		return fmt.Errorf("hub: close: %w", err)
 	}
