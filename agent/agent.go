@@ -214,9 +214,12 @@ func New(o Options) (*Agent, error) {
 	if _, err := a.j.Load(&a.rec); err != nil {
 		return fail(err)
 	}
-	if a.rec.Version == 0 {
-		a.rec.Version = StateVersion
+	if a.rec.Version > StateVersion {
+		// A newer agent wrote it (the agent was downgraded): its unknown members are lost
+		// at the next save; what this version knows is used.
+		a.log.Warn("the journal has a newer layout than this agent", "version", a.rec.Version, "known", StateVersion)
 	}
+	a.rec.migrate()
 	a.healthy.Store(true)
 	return a, nil
 }
@@ -395,7 +398,7 @@ func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State)
 func (a *Agent) finishSucceeded(dep *Deployment) error {
 	out := &Outcome{WorkflowID: dep.WorkflowID, RetryTimestamp: dep.RetryTimestamp, Local: dep.Local, UpdateID: dep.UpdateID,
 		Succeeded: true, ResultCode: adu.ResultApplySuccess, Bank: dep.Bank, Finished: a.o.Now().UTC()}
-	for range dep.Steps {
+	for range dep.manifestSteps() {
 		out.Steps = append(out.Steps, StepOutcome{ResultCode: adu.ResultApplySuccess})
 	}
 	a.healthy.Store(true)
@@ -432,7 +435,7 @@ func (a *Agent) finishFailed(dep *Deployment, cause error, markBad bool) error {
 			}
 		}
 	}
-	out := a.failure(dep.WorkflowID, dep.RetryTimestamp, dep.Local, dep.UpdateID, len(dep.Steps), cause)
+	out := a.failure(dep.WorkflowID, dep.RetryTimestamp, dep.Local, dep.UpdateID, dep.manifestSteps(), cause)
 	out.Bank = dep.Bank
 	a.log.Warn("deployment failed", "workflow", dep.WorkflowID, "update", dep.UpdateID.String(), "err", cause)
 	return a.save(func(r *Record) { r.Last, r.Deployment = out, nil })

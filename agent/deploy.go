@@ -19,7 +19,8 @@ import (
 	"github.com/aduflash/aduflash/download"
 )
 
-// maxManifestFile bounds a detached manifest or a root-key package fetched into memory.
+// maxManifestFile bounds a detached or child manifest or a root-key package fetched into
+// memory.
 const maxManifestFile = 1 << 20
 
 // handlerProperties are the step's handlerProperties this handler reads.
@@ -43,7 +44,7 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 		res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, err)
 		return res
 	}
-	dep, installed, err := a.plan(wf, m, svc)
+	dep, installed, err := a.plan(ctx, wf, m, svc)
 	if err != nil {
 		res.outcome, res.err = a.fail(wf, m.UpdateID, len(m.Steps), err)
 		return res
@@ -61,7 +62,8 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 	}
 	if resume != nil && resume.Bank == dep.Bank && resume.UpdateID == dep.UpdateID && len(resume.Steps) == len(dep.Steps) {
 		for i := range dep.Steps {
-			if resume.Steps[i].Slot == dep.Steps[i].Slot && resume.Steps[i].Source.Size == dep.Steps[i].Source.Size &&
+			if resume.Steps[i].Step == dep.Steps[i].Step && sameChild(resume.Steps[i].Child, dep.Steps[i].Child) &&
+				resume.Steps[i].Slot == dep.Steps[i].Slot && resume.Steps[i].Source.Size == dep.Steps[i].Source.Size &&
 				bytes.Equal(resume.Steps[i].Source.SHA256, dep.Steps[i].Source.SHA256) {
 				dep.Steps[i].Progress = resume.Steps[i].Progress
 			}
@@ -90,7 +92,8 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 
 var errJournal = errors.New("agent: journal")
 
-// installSteps writes every step's file into its slot, saving progress in the journal.
+// installSteps writes every step's file into its slot, in order, saving progress in the
+// journal.
 func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
 	for i := range dep.Steps {
 		st := &dep.Steps[i]
@@ -117,12 +120,12 @@ func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
 			a.loadHeader(&p)
 			resume = &p
 		}
-		a.log.Info("installing", "step", i, "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
+		a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
 			"resume_at", st.Progress.FileOffset)
 		p, err := in.Install(ctx, st.Source, slot, resume)
 		st.Progress = p
 		if err != nil {
-			return fmt.Errorf("step %d (%s → %s): %w", i, st.FileName, st.Slot, err)
+			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
 		}
 		a.log.Info("slot written and verified", "slot", st.Slot, "format", p.Format, "downloaded", p.Downloaded,
 			"written", p.Stats.BytesWritten, "skipped", p.Stats.BytesSkipped)
@@ -243,9 +246,10 @@ func (a *Agent) checkCompatibility(compat map[string]string) error {
 	return nil
 }
 
-// plan checks the manifest against the device and turns its steps into slot writes.
-// installed is true when every step's installedCriteria is what the running bank holds.
-func (a *Agent) plan(wf adu.Workflow, m *adu.Manifest, svc *adu.ServiceProperties) (*Deployment, bool, error) {
+// plan checks the manifest against the device and turns its steps, and the steps of the
+// child updates its reference steps name (fetched here), into slot writes. installed is
+// true when every step's installedCriteria is what the running bank holds.
+func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc *adu.ServiceProperties) (*Deployment, bool, error) {
 	if len(m.Compatibility) > 0 {
 		ok := false
 		for _, c := range m.Compatibility {
@@ -260,6 +264,10 @@ func (a *Agent) plan(wf adu.Workflow, m *adu.Manifest, svc *adu.ServicePropertie
 	}
 	if len(m.Steps) == 0 {
 		return nil, false, fmt.Errorf("%w: the manifest has no steps", ErrBadManifest)
+	}
+	steps, err := a.inlineSteps(ctx, m, svc)
+	if err != nil {
+		return nil, false, err
 	}
 	active, err := a.activeBank()
 	if err != nil {
@@ -280,27 +288,25 @@ func (a *Agent) plan(wf adu.Workflow, m *adu.Manifest, svc *adu.ServicePropertie
 	})
 	installed := true
 	seen := map[string]bool{}
-	for i, s := range m.Steps {
-		if s.Type != adu.StepInline {
-			return nil, false, fmt.Errorf("%w: step %d is a %s step (child updates are not supported)", ErrUnsupportedStep, i, s.Type)
-		}
+	for _, ps := range steps {
+		s, at := ps.step, ps.at.label()
 		if !strings.EqualFold(s.Handler, HandlerImage) {
-			return nil, false, fmt.Errorf("%w: step %d wants %q; this agent runs %q", ErrUnsupportedHandler, i, s.Handler, HandlerImage)
+			return nil, false, fmt.Errorf("%w: %s wants %q; this agent runs %q", ErrUnsupportedHandler, at, s.Handler, HandlerImage)
 		}
 		var hp handlerProperties
 		if len(s.HandlerProperties) > 0 {
 			if err := json.Unmarshal(s.HandlerProperties, &hp); err != nil {
-				return nil, false, fmt.Errorf("%w: step %d handlerProperties: %v", ErrBadManifest, i, err)
+				return nil, false, fmt.Errorf("%w: %s handlerProperties: %v", ErrBadManifest, at, err)
 			}
 		}
 		if len(s.Files) != 1 {
-			return nil, false, fmt.Errorf("%w: step %d has %d files; %s takes exactly one image", ErrBadManifest, i, len(s.Files), HandlerImage)
+			return nil, false, fmt.Errorf("%w: %s has %d files; %s takes exactly one image", ErrBadManifest, at, len(s.Files), HandlerImage)
 		}
 		class := hp.SlotClass
 		if class == "" {
 			classes := a.classes()
 			if len(classes) != 1 {
-				return nil, false, fmt.Errorf("%w: step %d has no handlerProperties.slotClass and the device has %d slot classes", ErrBadManifest, i, len(classes))
+				return nil, false, fmt.Errorf("%w: %s has no handlerProperties.slotClass and the device has %d slot classes", ErrBadManifest, at, len(classes))
 			}
 			class = classes[0]
 		}
@@ -310,20 +316,20 @@ func (a *Agent) plan(wf adu.Workflow, m *adu.Manifest, svc *adu.ServicePropertie
 		seen[class] = true
 		slot, err := a.o.Layout.Slot(spare + "/" + class)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: step %d: slot class %q in bank %s: %w", ErrSlotClass, i, class, spare, err)
+			return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
 		}
 		fid := s.Files[0]
-		f := m.Files[fid]
+		f := ps.files[fid]
 		url := svc.FileURLs[fid]
 		if url == "" {
 			return nil, false, fmt.Errorf("%w: file %s (%s)", ErrMissingFile, fid, f.FileName)
 		}
-		sum, ok := f.Hashes["sha256"]
-		if !ok {
+		sum := fileSHA256(f.Hashes)
+		if sum == nil {
 			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
 		}
-		dep.Steps = append(dep.Steps, StepState{Class: class, Slot: slot.Name, FileID: fid, FileName: f.FileName,
-			Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum}})
+		dep.Steps = append(dep.Steps, StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, Slot: slot.Name, FileID: fid,
+			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum}})
 		if hp.InstalledCriteria == "" || running == nil || running.Criteria[class] != hp.InstalledCriteria {
 			installed = false
 		}
@@ -379,12 +385,7 @@ func (a *Agent) verifyManifest(ctx context.Context, svc *adu.ServiceProperties) 
 		return nil, err
 	}
 	if m.IsDetached() {
-		f := m.Files[m.DetachedManifestFileID]
-		url := svc.FileURLs[m.DetachedManifestFileID]
-		if url == "" {
-			return nil, fmt.Errorf("%w: detached manifest %s", ErrMissingFile, m.DetachedManifestFileID)
-		}
-		data, err := a.fetchSmall(ctx, url, f.SizeInBytes, f.Hashes["sha256"])
+		data, err := a.fetchManifestFile(ctx, m, svc, m.DetachedManifestFileID, "detached manifest")
 		if err != nil {
 			return nil, err
 		}

@@ -16,9 +16,10 @@
 //   - Agent: the state machine of spec §6 (startup report, ack, state 6, success,
 //     Failed-then-Idle, cancel, retry by retryTimestamp, replacement, duplicates never
 //     re-run), the handler "aduflash/image:1" (handlerProperties installedCriteria and
-//     slotClass; one image file per step; every step goes into the same spare bank, which
-//     switches in one bootloader transition), compatibility and version checks before the
-//     first byte is written, root-key packages on interface ;2, deviceInformation.
+//     slotClass; one image file per step; every step, a child update's too, goes into the
+//     same spare bank, which switches in one bootloader transition), compatibility and
+//     version checks before the first byte is written, root-key packages on interface ;2,
+//     deviceInformation.
 //   - Record: everything that must survive a power cut, in one journal file (package
 //     journal) replaced atomically: the deployment in progress with each step's resume
 //     point (slot cursor, file offset and hash state, the signed image header), the last
@@ -34,7 +35,15 @@
 // package logs through the given slog.Logger (events, never errors it also returns), never
 // exits or panics, and keeps no package-level mutable state.
 //
-// Limits: reference (child-update) steps and delta updates are refused with
-// ERCUnsupportedStep; slot classes that an update does not write keep whatever the spare
-// bank held.
+// Reference steps (child updates): each child manifest is fetched at deployment
+// preparation with the parent's fileUrls, its size and SHA-256 checked against the parent's
+// files entry (the parent is the signed manifest), and its inline steps run in place of the
+// reference step, into the same spare bank; stepResults has one entry per step of the
+// parent, as the Linux agent reports it (see reference.go and docs/agent.md).
+//
+// Limits: a child update with reference steps of its own is refused with
+// ERCUnsupportedStep; delta download handlers are not run (the full file is downloaded, the
+// official agent's fallback); a child update's compatibility selects no components (there
+// are none: the host device is updated); slot classes that an update does not write keep
+// whatever the spare bank held.
 package agent

@@ -428,7 +428,13 @@ func (d *device) reset() sim.Boot {
 
 func (d *device) layout() *slots.Layout {
 	return slots.NewLayout(d.cfg, slots.Env{Dev: filepath.Join(d.dir, "dev"), Sysfs: filepath.Join(d.dir, "sys"), Cmdline: d.cmdline,
-		OpenFlash: func(s *slots.Slot) (slots.Flash, error) { return powersim.Flash{Flash: d.nand[s.Bank], P: d.p}, nil }})
+		OpenFlash: func(s *slots.Slot) (slots.Flash, error) {
+			f := d.nand[s.Bank] // the rootfs slots; other classes (reference_test.go) are keyed "<class>/<bank>"
+			if g, ok := d.nand[s.Class+"/"+s.Bank]; ok {
+				f = g
+			}
+			return powersim.Flash{Flash: f, P: d.p}, nil
+		}})
 }
 
 func (d *device) backend() bootloader.Backend {

@@ -246,6 +246,16 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	})
 
 	// 6. Duplicates after a reconnect (IoT Hub drops the connection): nothing runs again.
+	// First the success report's own answer must be in: a report whose answer the drop
+	// loses is sent again after the reconnect, rightly.
+	waitFor(t, "the answer to the success report", func() bool {
+		for _, p := range c.sent() {
+			if strings.Contains(p, `"state":0`) && strings.Contains(p, `"wf-2"`) && strings.Contains(p, `"installedUpdateId"`) {
+				return true
+			}
+		}
+		return false
+	})
 	hits := srv.hits.Load()
 	n = len(c.sent())
 	if err := e.h.Disconnect(deviceID); err != nil {

@@ -1,13 +1,16 @@
 package agent
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
 )
 
-// StateVersion is the version of the Record layout in the journal.
-const StateVersion = 1
+// StateVersion is the version of the Record layout in the journal. Version 2 added
+// StepState.Step and StepState.Child (reference steps); a version-1 record had one StepState
+// per manifest step, which New carries over by setting Step to the entry's index.
+const StateVersion = 2
 
 // Phases of a deployment.
 const (
@@ -83,13 +86,59 @@ type Deployment struct {
 	Started time.Time   `json:"started"`
 }
 
-// StepState is one step of a deployment: the file it writes and how far it got.
+// StepState is one step of a deployment: the file it writes and how far it got. A
+// reference step of the manifest is flattened into one StepState per inline step of its
+// child update, in order, each with Child set.
 type StepState struct {
-	Class    string   `json:"class"`
-	Slot     string   `json:"slot"`
-	FileID   string   `json:"file_id,omitempty"`
-	FileName string   `json:"file_name,omitempty"`
-	Criteria string   `json:"installed_criteria,omitempty"`
-	Source   Source   `json:"source"`
-	Progress Progress `json:"progress"`
+	// Step is the index of the manifest step (of the deployed, parent, manifest) this entry
+	// belongs to: its step_<Step> result is reported.
+	Step int `json:"step"`
+	// Child is set for an inline step of a child update.
+	Child    *ChildStep `json:"child,omitempty"`
+	Class    string     `json:"class"`
+	Slot     string     `json:"slot"`
+	FileID   string     `json:"file_id,omitempty"`
+	FileName string     `json:"file_name,omitempty"`
+	Criteria string     `json:"installed_criteria,omitempty"`
+	Source   Source     `json:"source"`
+	Progress Progress   `json:"progress"`
+}
+
+// ChildStep places a StepState in the child update of a reference step.
+type ChildStep struct {
+	// ManifestFileID is the reference step's detachedManifestFileId (a file of the parent).
+	ManifestFileID string       `json:"manifest_file_id"`
+	UpdateID       adu.UpdateID `json:"update_id"`
+	// Step is the index in the child's steps.
+	Step int `json:"step"`
+}
+
+// manifestSteps is the number of steps of the deployed manifest (a reference step counts
+// once, however many steps its child has).
+func (d *Deployment) manifestSteps() int {
+	n := 0
+	for _, s := range d.Steps {
+		n = max(n, s.Step+1)
+	}
+	return n
+}
+
+// label names the step in messages: "step 1", or "step 1 (child step 0)".
+func (s *StepState) label() string {
+	if s.Child == nil {
+		return fmt.Sprintf("step %d", s.Step)
+	}
+	return fmt.Sprintf("step %d (child %s step %d)", s.Step, s.Child.UpdateID, s.Child.Step)
+}
+
+// migrate brings a record of an earlier layout to StateVersion.
+func (r *Record) migrate() {
+	if r.Version < 2 && r.Deployment != nil {
+		for i := range r.Deployment.Steps {
+			r.Deployment.Steps[i].Step = i
+		}
+	}
+	if r.Version < StateVersion {
+		r.Version = StateVersion
+	}
 }
