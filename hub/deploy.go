@@ -73,8 +73,11 @@ type DeviceStatus struct {
 	// RetryTimestamp is the retryTimestamp this device was last sent ("" if never retried).
 	RetryTimestamp string `json:"retryTimestamp,omitempty"`
 	// SupersededBy is the deployment that replaced this one on the device (State Cancelled).
-	SupersededBy string    `json:"supersededBy,omitempty"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	SupersededBy string `json:"supersededBy,omitempty"`
+	// Removed: the device was removed from the hub while it followed this deployment; a
+	// result still InProgress became Cancelled, a final one stays.
+	Removed   bool      `json:"removed,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // DeploymentStatus is a deployment with its per-device results and counts.
@@ -766,7 +769,9 @@ func (s *Service) join(deviceID string) {
 			r, u = c, cu
 		}
 	}
-	if r == nil || r.d.Cancelled || r.devs[deviceID] != nil {
+	// A device the deployment lists is not added again, unless it was removed from the hub
+	// since: registered anew, it is a new device.
+	if r == nil || r.d.Cancelled || (r.devs[deviceID] != nil && !r.devs[deviceID].Removed) {
 		s.mu.Unlock()
 		return
 	}
@@ -783,8 +788,9 @@ func (s *Service) join(deviceID string) {
 			ds.ResultCode, ds.ExtendedResultCodes, ds.ResultDetails = a.result.code, a.result.ercs, a.result.details
 		}
 	}
-	i, _ := slices.BinarySearch(r.d.Devices, deviceID)
-	r.d.Devices = slices.Insert(r.d.Devices, i, deviceID)
+	if i, found := slices.BinarySearch(r.d.Devices, deviceID); !found {
+		r.d.Devices = slices.Insert(r.d.Devices, i, deviceID)
+	}
 	r.devs[deviceID] = ds
 	s.current[deviceID] = r.d.ID
 	state, ts := ds.State, ds.RetryTimestamp
@@ -811,7 +817,7 @@ func (s *Service) join(deviceID string) {
 // ⇒ Failed, state 0 without that installedUpdateId after state 6 ⇒ Failed.
 // It reports whether ds changed. Called with s.mu held.
 func (s *Service) evaluate(r *depRecord, ds *DeviceStatus, a agentView, installedID string) bool {
-	if ds.State == DeviceCancelled || ds.State == DeviceSucceeded || ds.SupersededBy != "" {
+	if ds.State == DeviceCancelled || ds.State == DeviceSucceeded || ds.SupersededBy != "" || ds.Removed {
 		return false
 	}
 	before := *ds

@@ -352,12 +352,55 @@ func TestRemoveDeviceOfDeployment(t *testing.T) {
 	if !slices.Equal(st.Devices, []string{"busy", "fail", "gone", "later"}) || len(st.Results) != 4 {
 		t.Fatalf("the deployment lost its removed devices: %+v", st)
 	}
-	wantState(t, e.svc, dep.ID, "gone", DeviceFailed)
-	wantState(t, e.svc, dep.ID, "later", DeviceInProgress)
+	// Both keep their places; the one removed while no Service ran, in progress then, is
+	// Cancelled now, the failed one stays Failed.
+	if st := wantState(t, e.svc, dep.ID, "gone", DeviceFailed); !st.Removed {
+		t.Fatalf("gone: %+v", st)
+	}
+	if st := wantState(t, e.svc, dep.ID, "later", DeviceCancelled); !st.Removed {
+		t.Fatalf("later: %+v", st)
+	}
 
 	// A new deployment targets only the registered devices.
 	dep2, err := e.svc.Deploy(u.UpdateID, nil)
 	if err != nil || !slices.Equal(dep2.Devices, []string{"busy", "fail"}) {
 		t.Fatalf("new deployment: %v, %v", dep2, err)
+	}
+}
+
+// A device removed while its deployment is in progress no longer counts as in progress, and
+// registered anew it is a new device: it joins the deployment again.
+func TestRemovedDeviceLeavesAndRejoins(t *testing.T) {
+	e := startJoinEnv(t, t.TempDir())
+	if err := e.hub.RemoveDevice("seed"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.svc.Status(e.dep.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counts.InProgress != 0 || st.Counts.Cancelled != 1 || !st.Results[0].Removed {
+		t.Fatalf("after the removal: %+v", st)
+	}
+	// The removal is stored: a Service on the same data shows it.
+	e.svc.Close()
+	svc2, err := NewService(e.hub, e.signer, e.svc.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc2
+	if d := wantState(t, e.svc, e.dep.ID, "seed", DeviceCancelled); !d.Removed {
+		t.Fatalf("after a Service restart: %+v", d)
+	}
+	// Registered anew and reporting: it joins again, in progress, with the deployment written.
+	e.reportVia(t, "seed", agentProps("a", "toaster", oldInstalled))
+	if d := wantState(t, e.svc, e.dep.ID, "seed", DeviceInProgress); d.Removed {
+		t.Fatalf("rejoined: %+v", d)
+	}
+	if s := desiredService(t, e.hub, "seed"); s == nil || s["workflow"].(map[string]any)["id"] != e.dep.ID {
+		t.Fatalf("desired service after the rejoin: %v", s)
+	}
+	if got := e.devices(t, e.dep.ID); !slices.Equal(got, []string{"seed"}) {
+		t.Fatalf("devices %v", got)
 	}
 }

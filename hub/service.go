@@ -174,15 +174,42 @@ func NewService(h *Hub, signer *Signer, opts ServiceOptions) (*Service, error) {
 
 // onRemoved stops following a device removed from the hub (Hub.RemoveDevice):
 // it follows no deployment any more, so that Cancel and Retry leave it out;
-// the deployments that list it keep its result.
+// in the deployment it followed it is marked Removed, a result still in
+// progress becoming Cancelled (a final one stays).
 func (s *Service) onRemoved(deviceID string) {
 	s.mu.Lock()
-	dep, ok := s.current[deviceID]
+	r := s.deps[s.current[deviceID]]
 	delete(s.current, deviceID)
-	s.mu.Unlock()
-	if ok {
-		s.opts.Logger.Info("hub: a device of a deployment was removed", "device", deviceID, "deployment", dep)
+	var save *pendingSave
+	if r != nil && s.markRemovedLocked(r, deviceID) {
+		seq, data, err := s.snapshotLocked(r)
+		save = &pendingSave{r, seq, data, err}
 	}
+	s.mu.Unlock()
+	if r == nil {
+		return
+	}
+	s.opts.Logger.Info("hub: a device of a deployment was removed", "device", deviceID, "deployment", r.d.ID)
+	if save != nil {
+		if err := s.persist(save.r, save.seq, save.data, save.err); err != nil {
+			s.opts.Logger.Error("hub: storing the deployment failed", "deployment", r.d.ID, "err", err)
+		}
+	}
+}
+
+// markRemovedLocked marks the device Removed in r (Cancelled if it was in
+// progress) and reports whether that changed r. Called with s.mu held.
+func (s *Service) markRemovedLocked(r *depRecord, deviceID string) bool {
+	ds := r.devs[deviceID]
+	if ds == nil || ds.Removed {
+		return false
+	}
+	ds.Removed = true
+	if ds.State == DeviceInProgress {
+		ds.State = DeviceCancelled
+	}
+	ds.UpdatedAt = s.opts.Now().UTC()
+	return true
 }
 
 // Close stops following the hub and waits for the devices joining a
@@ -259,17 +286,27 @@ func (s *Service) load() error {
 		}
 		known = func(id string) bool { return reg[id] }
 	}
+	var saves []pendingSave
 	for _, r := range recs {
 		if r.d.Cancelled {
 			continue
 		}
+		changed := false
 		for id, st := range r.devs {
-			if st.SupersededBy == "" && known(id) {
+			switch {
+			case st.SupersededBy != "" || st.Removed:
+			case known(id):
 				s.current[id] = r.d.ID
+			default: // removed while no Service ran (aduhub device remove --data)
+				changed = s.markRemovedLocked(r, id) || changed
 			}
 		}
+		if changed {
+			seq, data, err := s.snapshotLocked(r)
+			saves = append(saves, pendingSave{r, seq, data, err})
+		}
 	}
-	return nil
+	return s.persistAll(saves)
 }
 
 func readJSON(path string, v any) error {
