@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aduflash/aduflash/adu"
-	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/health"
 )
@@ -226,54 +224,78 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
 		h := newMemHub(d.p)
 		d.p.CutAfter(k)
-		cuts := 0
-		for boot := 0; ; boot++ {
-			if boot > 8 {
-				t.Fatalf("cut at %d: no success after %d boots; reports %v", k, boot, h.all())
-			}
+		cutBoots(t, k, d, srv, h, cutRun{
+			deliver: func() { h.full(u.service("wf", "")) },
+			run:     func() error { return runAgent(t, d.agent(nil), h, succeeded(h, "wf", u)) },
 			// What the journal says is verified in the slot, before this start.
-			resumeAt := int64(0)
-			if rec, ok := loadRecord(t, d); ok && rec.Deployment != nil && len(rec.Deployment.Steps) == 1 {
-				if p := rec.Deployment.Steps[0].Progress; p.Cursor != nil {
-					resumeAt = p.FileOffset
-				} else if p.Done {
-					resumeAt = int64(len(img))
+			allowed: func(int) int64 {
+				resumeAt := int64(0)
+				if rec, ok := loadRecord(t, d); ok && rec.Deployment != nil && len(rec.Deployment.Steps) == 1 {
+					if p := rec.Deployment.Steps[0].Progress; p.Cursor != nil {
+						resumeAt = p.FileOffset
+					} else if p.Done {
+						resumeAt = int64(len(img))
+					}
 				}
-			}
-			g := srv.gen.Add(1)
-			h.full(u.service("wf", ""))
-			err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u))
-			srv.CloseClientConnections() // the boot is over: its requests end now
-			waitIdle(srv)
-			if got := srv.sentIn(g); got > int64(len(img))-resumeAt {
-				t.Fatalf("cut at %d, boot %d: downloaded %d bytes, but the journal had %d of %d verified", k, boot, got, resumeAt, len(img))
-			}
-			if err == nil {
-				break // success reported
-			}
-			if d.p.IsOff() {
-				cuts++
-			} else if !errors.Is(err, ErrRebooting) {
-				t.Fatalf("cut at %d, boot %d: %v", k, boot, err)
-			}
-			b := d.reset()
-			switch b.Slot {
-			case "A":
-				if !d.slotHolds("A", v1) {
-					t.Fatalf("cut at %d: bank A changed", k)
+				return int64(len(img)) - resumeAt
+			},
+			bankOK: func(bank string) bool {
+				if bank == "A" {
+					return d.slotHolds("A", v1)
 				}
-			case "B":
-				if !d.slotHolds("B", v2raw) {
-					t.Fatalf("cut at %d: booted bank B that does not hold the whole update", k)
-				}
-			}
-		}
-		if cuts != 1 {
-			t.Fatalf("cut at %d: power went %d times (%d ops counted)", k, cuts, d.p.Ops())
-		}
+				return d.slotHolds("B", v2raw)
+			},
+		})
 		if st := d.bootState(); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 || !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
 			t.Fatalf("cut at %d: end state %+v", k, st)
 		}
+	}
+}
+
+// cutRun is one power-cut case of a deployment for cutBoots.
+type cutRun struct {
+	deliver func()       // hands the deployment to the memHub, as the service does at each connect
+	run     func() error // one start of the agent, until the success report (nil) or an error
+	// allowed is how many bytes this start may download, read from the journal before it.
+	allowed func(boot int) int64
+	// bankOK tells whether the bank U-Boot just started holds what it must (bank A: the
+	// old content; bank B: the whole update).
+	bankOK func(bank string) bool
+}
+
+// cutBoots starts the device (its power set to go after k operations) until the deployment
+// succeeds: every start downloads no more than the journal left to verify, every reset
+// starts a good bank, and the power goes exactly once.
+func cutBoots(t *testing.T, k int, d *device, srv *server, h *memHub, c cutRun) {
+	t.Helper()
+	cuts := 0
+	for boot := 0; ; boot++ {
+		if boot > 8 {
+			t.Fatalf("cut at %d: no success after %d boots; reports %v", k, boot, h.all())
+		}
+		limit := c.allowed(boot)
+		g := srv.gen.Add(1)
+		c.deliver()
+		err := c.run()
+		srv.CloseClientConnections() // the boot is over: its requests end now
+		waitIdle(srv)
+		if got := srv.sentIn(g); got > limit {
+			t.Fatalf("cut at %d, boot %d: downloaded %d bytes, the journal left %d to verify", k, boot, got, limit)
+		}
+		if err == nil {
+			break // success reported
+		}
+		if d.p.IsOff() {
+			cuts++
+		} else if !errors.Is(err, ErrRebooting) {
+			t.Fatalf("cut at %d, boot %d: %v", k, boot, err)
+		}
+		if b := d.reset(); !c.bankOK(string(b.Slot)) {
+			t.Fatalf("cut at %d, boot %d: U-Boot started bank %s, which does not hold what it must", k, boot, b.Slot)
+		}
+	}
+	if cuts != 1 {
+		t.Fatalf("cut at %d: power went %d times (%d ops counted)", k, cuts, d.p.Ops())
 	}
 }
 
@@ -286,10 +308,6 @@ func loadRecord(t testing.TB, d *device) (Record, bool) {
 	}
 	return r, found
 }
-
-// ensure the bootloader import is used in helpers above
-var _ = bootloader.Slot("")
-var _ = adu.StateIdle
 
 // A slow health check after the reboot keeps the watchdog fed while it runs (the checks
 // have their own deadline).
