@@ -445,9 +445,9 @@ func (h *Hub) RegisterDeviceX509(id, thumbprintSHA256 string) error {
 	if id == "" || strings.ContainsAny(id, "/#+?") {
 		return fmt.Errorf("%w: device id %q", ErrInvalidOption, id)
 	}
-	tp := strings.ToLower(strings.ReplaceAll(thumbprintSHA256, ":", ""))
-	if b, err := hex.DecodeString(tp); err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("%w: thumbprint for %s", ErrInvalidKey, id)
+	tp, err := ParseThumbprint(thumbprintSHA256)
+	if err != nil {
+		return fmt.Errorf("%w: thumbprint for %s: %w", ErrInvalidKey, id, err)
 	}
 	h.mu.Lock()
 	d := h.deviceLocked(id)
@@ -620,6 +620,17 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 		fn(id, body)
 	}
 	return v, nil
+}
+
+// ParseThumbprint checks a SHA-256 certificate thumbprint (64 hex digits, ':'
+// separators and either case allowed) and returns it as Thumbprint writes
+// them: lower case, no separators.
+func ParseThumbprint(s string) (string, error) {
+	tp := strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	if b, err := hex.DecodeString(tp); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("%q is not a SHA-256 thumbprint (64 hex digits)", s)
+	}
+	return tp, nil
 }
 
 // Thumbprint returns the lower-case hex SHA-256 of a DER certificate.

@@ -2,9 +2,7 @@ package app
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -290,16 +288,6 @@ func removeDevice(h *hub.Hub, id string) error {
 	return nil
 }
 
-// normThumbprint checks a SHA-256 certificate thumbprint (64 hex digits, ':' separators
-// allowed) and returns it in lower case without separators.
-func normThumbprint(s string) (string, error) {
-	tp := strings.ToLower(strings.ReplaceAll(s, ":", ""))
-	if b, err := hex.DecodeString(tp); err != nil || len(b) != sha256.Size {
-		return "", fmt.Errorf("%q is not a SHA-256 thumbprint (64 hex digits)", s)
-	}
-	return tp, nil
-}
-
 // registerDevice registers id with a new random key, or returns the key it has; with a
 // thumbprint it registers an X.509 device instead (or finds it registered with that
 // thumbprint).
@@ -332,7 +320,7 @@ func registerDevice(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
 
 // registerX509 registers id as an X.509 device with the thumbprint of its client certificate.
 func registerX509(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
-	tp, err := normThumbprint(thumbprint)
+	tp, err := hub.ParseThumbprint(thumbprint)
 	if err != nil {
 		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("x509 thumbprint: %w", err)}
 	}

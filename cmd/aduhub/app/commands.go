@@ -115,7 +115,7 @@ func (e *env) deviceAdd(c *cli.Context) error {
 	}
 	req := addRequest{DeviceID: c.Args().First()}
 	if c.IsSet("x509-thumbprint") {
-		tp, err := normThumbprint(c.String("x509-thumbprint"))
+		tp, err := hub.ParseThumbprint(c.String("x509-thumbprint"))
 		if err != nil {
 			return exitcode.Usagef("--x509-thumbprint: %v", err)
 		}
