@@ -174,26 +174,25 @@ func NewService(h *Hub, signer *Signer, opts ServiceOptions) (*Service, error) {
 
 // onRemoved stops following a device removed from the hub (Hub.RemoveDevice):
 // it follows no deployment any more, so that Cancel and Retry leave it out;
-// in the deployment it followed it is marked Removed, a result still in
-// progress becoming Cancelled (a final one stays).
+// every deployment that lists it marks it Removed, a result still in progress
+// becoming Cancelled (a final one stays).
 func (s *Service) onRemoved(deviceID string) {
 	s.mu.Lock()
-	r := s.deps[s.current[deviceID]]
 	delete(s.current, deviceID)
-	var save *pendingSave
-	if r != nil && s.markRemovedLocked(r, deviceID) {
-		seq, data, err := s.snapshotLocked(r)
-		save = &pendingSave{r, seq, data, err}
+	var saves []pendingSave
+	for _, r := range s.deps {
+		if s.markRemovedLocked(r, deviceID) {
+			seq, data, err := s.snapshotLocked(r)
+			saves = append(saves, pendingSave{r, seq, data, err})
+		}
 	}
 	s.mu.Unlock()
-	if r == nil {
+	if len(saves) == 0 {
 		return
 	}
-	s.opts.Logger.Info("hub: a device of a deployment was removed", "device", deviceID, "deployment", r.d.ID)
-	if save != nil {
-		if err := s.persist(save.r, save.seq, save.data, save.err); err != nil {
-			s.opts.Logger.Error("hub: storing the deployment failed", "deployment", r.d.ID, "err", err)
-		}
+	s.opts.Logger.Info("hub: a device of deployments was removed", "device", deviceID, "deployments", len(saves))
+	if err := s.persistAll(saves); err != nil {
+		s.opts.Logger.Error("hub: storing a deployment failed", "device", deviceID, "err", err)
 	}
 }
 
@@ -288,17 +287,14 @@ func (s *Service) load() error {
 	}
 	var saves []pendingSave
 	for _, r := range recs {
-		if r.d.Cancelled {
-			continue
-		}
 		changed := false
 		for id, st := range r.devs {
 			switch {
-			case st.SupersededBy != "" || st.Removed:
-			case known(id):
-				s.current[id] = r.d.ID
-			default: // removed while no Service ran (aduhub device remove --data)
+			case !known(id): // removed while no Service ran (aduhub device remove --data)
 				changed = s.markRemovedLocked(r, id) || changed
+			case r.d.Cancelled || st.SupersededBy != "" || st.Removed:
+			default:
+				s.current[id] = r.d.ID
 			}
 		}
 		if changed {

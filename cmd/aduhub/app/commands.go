@@ -642,6 +642,9 @@ func printDeployment(w io.Writer, d *hub.DeploymentStatus) error {
 		if r.SupersededBy != "" {
 			st += " (superseded)"
 		}
+		if r.Removed {
+			st += " (device removed)"
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.DeviceID, st, dash(stateName(r.AgentState)), r.ResultCode,
 			dash(r.ExtendedResultCodes), dash(updateText(r.InstalledUpdateID)), dash(r.ResultDetails))
 	}

@@ -448,6 +448,23 @@ func TestServeEndToEnd(t *testing.T) {
 	if u := nextDesired(t, c2); !u.Full {
 		t.Fatal("no full twin")
 	}
+
+	// Removed, the device keeps its result in the deployment it followed, marked as removed
+	// in the status and on the page.
+	c2.Close()
+	s2.mustCLI(t, nil, "device", "remove", "dev1")
+	if out := s2.mustCLI(t, nil, "status", dep2.ID); !strings.Contains(out, "Cancelled (device removed)") {
+		t.Fatalf("status after the removal:\n%s", out)
+	}
+	resp, err = http.Get(s2.info.HTTP + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "(device removed)") {
+		t.Fatalf("the page does not show the removal:\n%s", page)
+	}
 }
 
 func TestClientErrors(t *testing.T) {

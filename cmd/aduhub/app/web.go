@@ -93,7 +93,7 @@ host name <code>{{.Info.HostName}}</code>; data <code>{{.Info.DataDir}}</code>. 
 <span class="run">{{.Counts.InProgress}} in progress</span>, <span class="off">{{.Counts.Cancelled}} cancelled</span>.</p>
 <table><tr><th>device</th><th>result</th><th>agent state</th><th>result code</th><th>extended result codes</th><th>details</th><th>installed update</th></tr>
 {{range .Results}}<tr><td>{{.DeviceID}}</td>
-<td class="{{if eq .State "Succeeded"}}ok{{else if eq .State "Failed"}}bad{{else if eq .State "InProgress"}}run{{else}}off{{end}}">{{.State}}{{if .SupersededBy}} (by {{.SupersededBy}}){{end}}</td>
+<td class="{{if eq .State "Succeeded"}}ok{{else if eq .State "Failed"}}bad{{else if eq .State "InProgress"}}run{{else}}off{{end}}">{{.State}}{{if .SupersededBy}} (by {{.SupersededBy}}){{end}}{{if .Removed}} (device removed){{end}}</td>
 <td>{{agentState .AgentState}}</td><td>{{.ResultCode}}</td><td>{{dash .ExtendedResultCodes}}</td><td>{{dash .ResultDetails}}</td><td>{{installed .InstalledUpdateID}}</td></tr>
 {{end}}</table>
 {{else}}<p>None yet: <code>aduhub deploy --update provider/name/version</code>.</p>{{end}}
