@@ -591,11 +591,10 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 		h.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	merged := cloneMap(d.reported)
-	mergePatch(merged, p)
-	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
+	merged, err := mergeWithin(d.reported, p, "reported")
+	if err != nil {
 		h.mu.Unlock()
-		return 0, fmt.Errorf("%w: reported properties would be %d bytes, more than %d", ErrTwinTooLarge, len(b), MaxPatchSize)
+		return 0, err
 	}
 	d.reported = merged
 	d.reportedVer++
@@ -679,11 +678,10 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 		h.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	merged := cloneMap(d.desired)
-	mergePatch(merged, p)
-	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
+	merged, err := mergeWithin(d.desired, p, "desired")
+	if err != nil {
 		h.mu.Unlock()
-		return 0, fmt.Errorf("%w: desired properties would be %d bytes, more than %d", ErrTwinTooLarge, len(b), MaxPatchSize)
+		return 0, err
 	}
 	d.desired = merged
 	d.desiredVer++
@@ -831,6 +829,19 @@ func depth(v any) int {
 
 // cloneMap copies the objects of a decoded JSON document (other values are
 // never modified in place by mergePatch and are shared).
+// mergeWithin returns a copy of doc with patch merged in (merge-patch), refused with
+// ErrTwinTooLarge when it would be larger than MaxPatchSize (IoT Hub's 32 KB for each of
+// a twin's desired and reported documents); doc itself is not changed. which names the
+// document in the error.
+func mergeWithin(doc, patch map[string]any, which string) (map[string]any, error) {
+	merged := cloneMap(doc)
+	mergePatch(merged, patch)
+	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
+		return nil, fmt.Errorf("%w: %s properties would be %d bytes, more than %d", ErrTwinTooLarge, which, len(b), MaxPatchSize)
+	}
+	return merged, nil
+}
+
 func cloneMap(m map[string]any) map[string]any {
 	c := make(map[string]any, len(m))
 	for k, v := range m {
