@@ -506,13 +506,9 @@ func (e *env) cancel(c *cli.Context) error {
 	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
 		return err
 	}
-	cl, err := clientOf(c)
-	if err != nil {
-		return err
-	}
 	id := c.Args().First()
 	var st hub.DeploymentStatus
-	if err := cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/cancel", struct{}{}, &st); err != nil {
+	if err := postDeployment(c, id, "cancel", &st); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -520,6 +516,15 @@ func (e *env) cancel(c *cli.Context) error {
 	}
 	fmt.Fprintf(e.stdout, "deployment %s cancelled: %s\n", id, countsText(st.Counts))
 	return nil
+}
+
+// postDeployment asks the server for an action (cancel, retry) on a deployment.
+func postDeployment(c *cli.Context, id, action string, out any) error {
+	cl, err := clientOf(c)
+	if err != nil {
+		return err
+	}
+	return cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/"+action, struct{}{}, out)
 }
 
 func (e *env) retryCommand() *cli.Command {
@@ -545,13 +550,9 @@ func (e *env) retry(c *cli.Context) error {
 	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
 		return err
 	}
-	cl, err := clientOf(c)
-	if err != nil {
-		return err
-	}
 	id := c.Args().First()
 	var resp retryResponse
-	if err := cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/retry", struct{}{}, &resp); err != nil {
+	if err := postDeployment(c, id, "retry", &resp); err != nil {
 		return err
 	}
 	if c.Bool("json") {
