@@ -68,10 +68,21 @@ func Run(ctx context.Context, a *cli.App, args []string, stderr io.Writer) int {
 	if err != nil {
 		var s *silentError
 		if !errors.As(err, &s) {
-			fmt.Fprintf(stderr, "%s: %v\n", a.Name, err)
+			fmt.Fprintln(stderr, errorLine(a.Name, err))
 		}
 	}
 	return exitcode.Of(err)
+}
+
+// errorLine prefixes err's message with the program name, unless the message starts with it
+// already: errors that name their command ("aduimport sign: missing --version", the
+// command's HelpName) would otherwise name the program twice.
+func errorLine(program string, err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, program+" ") {
+		return msg
+	}
+	return program + ": " + msg
 }
 
 type silentError struct{ error }

@@ -77,6 +77,25 @@ func TestConventions(t *testing.T) {
 	}
 }
 
+// An error names the program once, whether or not it names its command.
+func TestErrorNamesTheProgramOnce(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"do", "ok"}, "tool do: missing --x\n"},
+		{[]string{"do", "--x", "1"}, "tool do: expected FILE, got 0 argument(s)\n"},
+		{[]string{"group"}, "tool group needs a subcommand\n"},
+		{[]string{"do", "--x", "1", "bad"}, "tool: file is bad\n"},
+	} {
+		var out, errOut bytes.Buffer
+		Run(context.Background(), testApp(&out, &errOut), append([]string{"tool"}, c.args...), &errOut)
+		if got := errOut.String(); got != c.want {
+			t.Errorf("%q: stderr %q, want %q", c.args, errOut.String(), c.want)
+		}
+	}
+}
+
 func TestKeyringClassification(t *testing.T) {
 	dir := t.TempDir()
 	notKey := filepath.Join(dir, "not-a-key.pem")
