@@ -107,7 +107,7 @@ func (e *env) sign(c *cli.Context) error {
 		Compression:     comp,
 		Created:         created,
 	})
-	bar.Finish()
+	bar.End(err)
 	if err != nil {
 		if errors.Is(err, image.ErrInvalidOption) || errors.Is(err, image.ErrPayloadSize) {
 			return exitcode.InvalidInput(err)
@@ -181,7 +181,7 @@ func (e *env) verify(c *cli.Context) error {
 	defer f.Close()
 	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "verify")
 	h, err := image.Verify(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr, MaxRawSize: maxSize})
-	bar.Finish()
+	bar.End(err)
 	if err != nil && !image.Rejected(err) {
 		return fmt.Errorf("%s: %w", path, err)
 	}

@@ -147,9 +147,12 @@ func TestVerifyRefuses(t *testing.T) {
 			if code != c.code || !strings.Contains(e, c.msg) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, e, c.code, c.msg)
 			}
+			if strings.Contains(e, "verify: done") {
+				t.Errorf("the progress claims done for a refused image: %q", e)
+			}
 		})
 	}
-	if code, out, e := run(t, "verify", "--keyring", trusting, img); code != 0 || !strings.Contains(out, `"release"`) {
+	if code, out, e := run(t, "verify", "--keyring", trusting, img); code != 0 || !strings.Contains(out, `"release"`) || !strings.Contains(e, "verify: done") {
 		t.Errorf("verify with a keyring that trusts the key: exit %d, %q %q", code, out, e)
 	}
 	// --json reports the verdict on stdout, and still exits 1.
@@ -186,6 +189,9 @@ func TestSignErrors(t *testing.T) {
 			code, _, e := run(t, c.args...)
 			if code != c.code {
 				t.Errorf("exit %d (%s), want %d", code, e, c.code)
+			}
+			if c.name == "no version" && e != "aduimport sign: missing --version\n" {
+				t.Errorf("stderr %q, want the program named once", e)
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Error("a failed sign left an output file")

@@ -93,7 +93,12 @@ func (b *Bar) Reader(r io.Reader) io.Reader { return &countingReader{r: r, b: b}
 func (b *Bar) Writer(w io.Writer) io.Writer { return &countingWriter{w: w, b: b} }
 
 // Finish ends the bar and, in plain mode, prints a summary with the throughput.
-func (b *Bar) Finish() {
+func (b *Bar) Finish() { b.End(nil) }
+
+// End ends the bar of an operation that returned err. After a success it is Finish; after a
+// failure a terminal bar stays where it stopped and plain mode prints no summary, so that no
+// line claims "done" before the command reports the error.
+func (b *Bar) End(err error) {
 	if b == nil {
 		return
 	}
@@ -107,7 +112,7 @@ func (b *Bar) Finish() {
 		b.bar.Finish()
 		return
 	}
-	if b.out == nil {
+	if b.out == nil || err != nil {
 		return
 	}
 	el := b.now().Sub(b.start)

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -31,6 +32,18 @@ func TestPlainLines(t *testing.T) {
 		if !strings.HasPrefix(l, "sign: ") || !strings.Contains(l, "%") {
 			t.Errorf("unexpected line %q", l)
 		}
+	}
+}
+
+// A failed operation gets no "done" summary.
+func TestPlainEndAfterFailure(t *testing.T) {
+	var out bytes.Buffer
+	b := New(&out, 1000, "verify")
+	b.Add(500)
+	b.End(errors.New("chunk 3: hash mismatch"))
+	b.Finish() // already ended
+	if got := out.String(); strings.Contains(got, "done") || !strings.Contains(got, "verify: 50%") {
+		t.Fatalf("after a failure:\n%s", got)
 	}
 }
 
