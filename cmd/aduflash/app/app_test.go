@@ -203,7 +203,7 @@ func TestWriteSlots(t *testing.T) {
 		{"too large", fx.sys("--raw", fx.raw, "firmware-b"), 1, "too large"},
 		{"untrusted key", fx.sys("--pub", fx.otherPub, fx.img, "rootfs-b"), 1, "unknown signing key"},
 		{"unknown slot", fx.sys("--pub", fx.pub, fx.img, "rootfs-c"), 2, "unknown slot"},
-		{"no keys", fx.sys(fx.img, "rootfs-b"), 2, "needs --pub"},
+		{"no keys", fx.sys(fx.img, "rootfs-b"), 2, "aduflash write: an aduimg image needs --pub"},
 		{"not an image", fx.sys("--pub", fx.pub, fx.raw, "rootfs-b"), 1, "neither an aduimg nor an MCUboot image"},
 		{"missing image", fx.sys("--pub", fx.pub, filepath.Join(fx.dir, "nope"), "rootfs-b"), 3, "no such file"},
 	} {

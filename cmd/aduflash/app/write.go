@@ -152,7 +152,7 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 			return exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw writes any file unverified)", res.Image))
 		}
 		if len(pubs) == 0 && keyring == "" {
-			return exitcode.Usagef("%s: a %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, res.Format)
+			return exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, res.Format)
 		}
 	}
 
@@ -243,7 +243,7 @@ func (e *env) stream(c *cli.Context, l *slots.Layout, target *slots.Slot, res *w
 	if err == nil {
 		err = w.Finish()
 	}
-	bar.Finish()
+	bar.End(err)
 	res.Stats = w.Stats()
 	if err != nil {
 		return classify(fmt.Errorf("writing %s: %w", res.Target, err))
@@ -253,7 +253,7 @@ func (e *env) stream(c *cli.Context, l *slots.Layout, target *slots.Slot, res *w
 	}
 	vbar := progress.New(out, res.Size, "verify")
 	err = verify(w, &countingReaderAt{ra: w, bar: vbar})
-	vbar.Finish()
+	vbar.End(err)
 	if err != nil {
 		return classify(fmt.Errorf("reading %s back: %w", res.Target, err))
 	}
