@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
+	"github.com/aduflash/aduflash/internal/imagestep"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -31,12 +33,13 @@ func (e *env) manifestCommand() *cli.Command {
 it is compatible with, how to install it and its payload files with sizes and SHA-256
 hashes. "create" writes one the way "az iot du update init v5" does; "check" validates
 manifests with the service's limits, which are stricter than the public JSON schema.
+aduagent installs the steps with the handler aduflash/image:1 (see manifest create --help).
 
 EXAMPLE:
-   aduimport manifest create --provider Contoso --name Toaster --version 1.0 \
+   aduimport manifest create --provider Contoso --name Toaster --version 1.2.0 \
        --compat manufacturer=Contoso,model=Toaster \
-       --step handler=microsoft/swupdate:1 --file firmware.swu
-   aduimport manifest check Contoso.Toaster.1.0.importmanifest.json`,
+       --step handler=aduflash/image:1 --file rootfs-1.2.0.aduimg
+   aduimport manifest check Contoso.Toaster.1.2.0.importmanifest.json`,
 		HideHelpCommand: true,
 		Subcommands: []*cli.Command{
 			e.manifestCreateCommand(),
@@ -88,19 +91,41 @@ is written and the exit code is 1.
 at commas outside {…}, […] and "…", so JSON values may contain commas; put a plain
 value in double quotes to keep a comma (description="a, b"). A --related-file
 belongs to the --file before it; that file needs downloadHandler=ID. A step without
-files= runs on every --file. Steps for microsoft/swupdate:1, microsoft/swupdate:2 and
-microsoft/apt:1 get handlerProperties.installedCriteria "1.0" if they have none (as
-az does; a warning says so).
+files= runs on every --file.
+
+aduagent runs the handler aduflash/image:1 (and refuses the others): a step installs
+one aduimg or MCUboot image into the spare slot of a class. Its handlerProperties:
+   installedCriteria  what the device records the slot holds once the update is
+                      confirmed; an update whose every step matches what the device
+                      records is reported as installed, without a download. Default:
+                      the image's version (MCUboot: 1.2.3+4, as imgtool writes it); a
+                      raw file (allow_raw on the device) has none: give it
+   slotClass          the slot class to write, e.g. rootfs, kernel, mcu. Default: the
+                      class the aduimg image is signed for (needed when the device has
+                      more than one class)
+Each such step is checked against its image as aduagent checks it: the image's
+compatibility must agree with every --compat that names the same property, slotClass
+with the image's slot class, installedCriteria with the image's version, and no two
+steps may write one slot class; otherwise nothing is written and the exit code is 1.
+
+Steps for Microsoft's agents (microsoft/swupdate:1, microsoft/swupdate:2, microsoft/apt:1)
+get handlerProperties.installedCriteria "1.0" if they have none (as az does; a warning
+says so).
 
 EXAMPLE:
-   aduimport manifest create --provider Contoso --name Toaster --version 1.2 \
+   aduimport manifest create --provider Contoso --name Toaster --version 1.2.0 \
        --compat manufacturer=Contoso,model=Toaster \
-       --step 'handler=microsoft/script:1,files=install.sh,properties={"scriptFileName":"install.sh","arguments":"--a,--b"}' \
-       --step provider=Contoso,name=Toaster.Bootloader,version=1.0 \
-       --file install.sh \
-       --file 'rootfs.swu,downloadHandler=microsoft/delta:1' \
-       --related-file 'delta-1.1-1.2.bin,properties={"microsoft.sourceFileHashAlgorithm":"sha256","microsoft.sourceFileHash":"..."}' \
-       --description "Toaster 1.2" -o toaster-1.2.importmanifest.json`,
+       --step handler=aduflash/image:1 --file rootfs-1.2.0.aduimg
+
+   aduimport manifest create --provider Contoso --name Toaster --version 1.3.0 \
+       --compat manufacturer=Contoso,model=Toaster \
+       --step 'handler=aduflash/image:1,files=rootfs-1.3.0.aduimg,properties={"installedCriteria":"1.3.0","slotClass":"rootfs"}' \
+       --step 'handler=aduflash/image:1,files=zephyr-2.1.0.signed.bin,properties={"slotClass":"mcu"}' \
+       --step provider=Contoso,name=Toaster.Bootloader,version=1.0.3 \
+       --file 'rootfs-1.3.0.aduimg,downloadHandler=microsoft/delta:1' \
+       --related-file 'delta-1.2.0-1.3.0.bin,properties={"microsoft.sourceFileHashAlgorithm":"sha256","microsoft.sourceFileHash":"..."}' \
+       --file zephyr-2.1.0.signed.bin \
+       --description "Toaster 1.3.0" -o toaster-1.3.0.importmanifest.json`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "provider", Usage: "update provider (updateId.provider; [a-zA-Z0-9.-], 1-64 characters)"},
 			&cli.StringFlag{Name: "name", Usage: "update name (updateId.name; [a-zA-Z0-9.-], 1-64 characters)"},
@@ -195,6 +220,9 @@ EXAMPLE:
 			for _, w := range warnings {
 				fmt.Fprintf(e.stderr, "aduimport: warning: %s\n", w)
 			}
+			if err == nil {
+				err = imagestep.Complete(m, specPaths(spec))
+			}
 			if err != nil {
 				if errors.Is(err, manifestgen.ErrInvalid) {
 					return exitcode.InvalidInput(err)
@@ -227,6 +255,15 @@ EXAMPLE:
 			return nil
 		},
 	}
+}
+
+// specPaths maps the file names of a manifest built from spec to the files given.
+func specPaths(spec manifestgen.Spec) func(name string) string {
+	paths := map[string]string{}
+	for _, f := range spec.Files {
+		paths[filepath.Base(f.Path)] = f.Path
+	}
+	return func(name string) string { return paths[name] }
 }
 
 func countFiles(m *manifestgen.Manifest) int {

@@ -401,3 +401,51 @@ func TestManifestCreateThenCheck(t *testing.T) {
 		t.Errorf("check: exit %d, %q %q", code, stdout, stderr)
 	}
 }
+
+// An aduflash/image:1 step is checked against its image as aduagent would check it, and
+// takes installedCriteria and slotClass from it when it gives none.
+func TestManifestCreateImageStep(t *testing.T) {
+	dir, _, _, _, _ := signed(t) // rootfs.aduimg: 2.1.0, slot class rootfs, manufacturer=contoso,model=toaster
+	base := []string{"manifest", "create", fixedCreated, "--provider", "Contoso", "--name", "Toaster", "--version", "2.1.0",
+		"--file", "rootfs.aduimg", "-o", "out.json"}
+	for _, tc := range []struct {
+		name, compat, step string
+		code               int
+		msg                string
+	}{
+		{"defaults", "manufacturer=Contoso,model=Toaster", "handler=aduflash/image:1", 0, ""},
+		{"another model", "manufacturer=Contoso,model=Blender", "handler=aduflash/image:1", exitcode.Invalid,
+			"$.compatibility[0]: model=Blender, but rootfs.aduimg is signed for model=toaster"},
+		{"criteria is not the version", "model=Toaster", `handler=aduflash/image:1,properties={"installedCriteria":"1.0"}`, exitcode.Invalid,
+			`$.instructions.steps[0].handlerProperties.installedCriteria: is "1.0", but rootfs.aduimg is version 2.1.0`},
+		{"another slot class", "model=Toaster", `handler=aduflash/image:1,properties={"slotClass":"kernel"}`, exitcode.Invalid,
+			`$.instructions.steps[0].handlerProperties.slotClass: is "kernel", but rootfs.aduimg is signed for slot class rootfs`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, "out.json")
+			_ = os.Remove(out)
+			var code int
+			var stderr string
+			inDir(t, dir, func() {
+				code, _, stderr = run(t, append(append([]string{}, base...), "--compat", tc.compat, "--step", tc.step)...)
+			})
+			if code != tc.code || !strings.Contains(stderr, tc.msg) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr, tc.code, tc.msg)
+			}
+			data, err := os.ReadFile(out)
+			if tc.code != 0 {
+				if err == nil {
+					t.Errorf("out.json written although the step is refused")
+				}
+				return
+			}
+			m, err := manifestgen.Parse(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hp, _ := json.Marshal(m.Instructions.Steps[0].HandlerProperties); string(hp) != `{"installedCriteria":"2.1.0","slotClass":"rootfs"}` {
+				t.Errorf("handlerProperties %s, want the image's version and slot class", hp)
+			}
+		})
+	}
+}
