@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/internal/imagestep"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -358,7 +359,10 @@ func (s *Service) Update(id adu.UpdateID) (*Update, error) {
 // files, createdDateTime; compact; fileName; a files map by id) and signed.
 // Reference steps need their child update imported before; the Service
 // makes the detached manifest file ({"updateManifest":"…"}) the real
-// service serves for them. An update id can be imported once.
+// service serves for them. An update id can be imported once. Unlike the
+// service, the steps for aduagent's handler aduflash/image:1 are checked
+// against their images (internal/imagestep): what the device would refuse is
+// refused here, as a *manifestgen.ValidationError.
 func (s *Service) Import(importManifestJSON []byte, files map[string]string) (*Update, error) {
 	m, err := manifestgen.Parse(importManifestJSON)
 	if err != nil {
@@ -485,6 +489,10 @@ func (s *Service) Import(importManifestJSON []byte, files map[string]string) (*U
 			u.Files = append(u.Files, rf)
 			rels[uf.ID] = append(rels[uf.ID], relOut{rf, r.Properties})
 		}
+	}
+	// The images of aduflash/image:1 steps as aduagent would check them (the staged copies, whose hashes matched).
+	if err := imagestep.Check(m, func(name string) string { return filepath.Join(s.filesDir(), byName[name]) }); err != nil {
+		return nil, err
 	}
 	detached := map[int]string{} // step index → file id
 	ci := 0
