@@ -296,13 +296,28 @@ func TestEnvDoctor(t *testing.T) {
 	fx = newEnvFixture(t, singleCfg)
 	fx.env(t, "set", "a=1")
 	mustWrite(t, fx.cfg, []byte(fx.img+" 0x0 0x2000\n"))
-	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "has a valid CRC with size 0x4000, the config says 0x2000") {
+	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "copy 1: a valid env of size 0x4000 is at 0x0 on "+fx.img+": the config says 0x2000") {
 		t.Fatalf("wrong size: exit %d\n%s", code, msgs)
 	}
 	// Wrong offset: the env is at 0x0, the config says 0x10000.
 	mustWrite(t, fx.cfg, []byte(fx.img+" 0x10000 0x4000\n"))
 	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "a valid env (1 variables) is at offset 0 on") && !strings.Contains(msgs, "is at offset 0x0 on") {
 		t.Fatalf("wrong offset: exit %d\n%s", code, msgs)
+	}
+	// The other header, and a big-endian CRC, at the configured place.
+	for _, tc := range []struct{ flags, want string }{
+		{"-r", "is a redundant (flags byte after the CRC) env of size 0x4000, the config describes a single (one device) env"},
+		{"-b", "the CRC is valid when read big-endian"},
+	} {
+		txt := filepath.Join(fx.dir, "env.txt")
+		mustWrite(t, txt, []byte("a=1\n"))
+		if code, _, stderr := run(t, "env", "mkimage", "-s", "0x4000", tc.flags, "-o", fx.img, txt); code != 0 {
+			t.Fatal(stderr)
+		}
+		mustWrite(t, fx.cfg, []byte(fx.img+" 0x0 0x4000\n"))
+		if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, tc.want) {
+			t.Fatalf("mkimage %s: exit %d\n%s", tc.flags, code, msgs)
+		}
 	}
 	// mtdblock path: explained, not just refused.
 	mustWrite(t, fx.cfg, []byte("/dev/mtdblock7 0x0 0x4000\n"))
