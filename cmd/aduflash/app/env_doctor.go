@@ -263,22 +263,10 @@ func (e *env) envDoctor(c *cli.Context) error {
 	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
 	}
-	rep := &doctorReport{Config: c.String("config"), Namespace: c.String("namespace")}
-	cfg, err := doctorConfig(rep.Config, rep.Namespace, rep)
+	rep, err := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")})
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-			err = exitcode.WithCode(exitcode.IO, err)
-		}
-		return envClassify(err)
+		return err
 	}
-	roots := envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}
-	var devs []*doctorDevice
-	for _, d := range cfg.Devices {
-		dd := openDoctorDevice(d, roots)
-		defer dd.Close()
-		devs = append(devs, dd)
-	}
-	diagnose(cfg, devs, rep)
 	if c.Bool("json") {
 		if err := cliapp.WriteJSON(e.stdout, rep); err != nil {
 			return err
@@ -290,6 +278,66 @@ func (e *env) envDoctor(c *cli.Context) error {
 		return cliapp.Silent(exitcode.WithCode(rep.ExitCode, errors.New("env doctor found problems")))
 	}
 	return nil
+}
+
+// runDoctor loads the config, opens every copy's device read-only and diagnoses them.
+func runDoctor(config, namespace string, roots envRoots) (*doctorReport, error) {
+	rep := &doctorReport{Config: config, Namespace: namespace}
+	cfg, err := doctorConfig(config, namespace, rep)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			err = exitcode.WithCode(exitcode.IO, err)
+		}
+		return nil, envClassify(err)
+	}
+	var devs []*doctorDevice
+	for _, d := range cfg.Devices {
+		dd := openDoctorDevice(d, roots)
+		defer dd.Close()
+		devs = append(devs, dd)
+	}
+	diagnose(cfg, devs, rep)
+	return rep, nil
+}
+
+// explained is an env error told in env doctor's words; errors.Is and the exit code still
+// see the library's error.
+type explained struct {
+	msg string
+	err error
+}
+
+func (x *explained) Error() string { return x.msg }
+func (x *explained) Unwrap() error { return x.err }
+
+// explainNoValidCopy tells an env with no valid copy (or a write refused over one) by what
+// env doctor finds about each copy, and says what to do next. Other errors pass unchanged.
+func explainNoValidCopy(c *cli.Context, err error) error {
+	if !errors.Is(err, ubootenv.ErrNoValidCopy) {
+		return err
+	}
+	doctorCmd := fmt.Sprintf("%s env doctor -c %s", c.App.Name, c.String("config"))
+	if ns := c.String("namespace"); ns != "" {
+		doctorCmd += " -m " + ns
+	}
+	what, next := "no valid environment copy", fmt.Sprintf("'%s' shows every check", doctorCmd)
+	if errors.Is(err, ubootenv.ErrNotBlank) {
+		what = "refusing to write: no valid environment copy, and the area is not blank"
+		next += "; --force writes anyway, and what is there is lost"
+	}
+	found := err.Error()
+	if rep, derr := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}); derr == nil {
+		var msgs []string
+		for _, f := range rep.Findings {
+			if f.Severity == "error" && f.Copy != 0 {
+				msgs = append(msgs, f.Message)
+			}
+		}
+		if len(msgs) > 0 {
+			found = strings.Join(msgs, "; ")
+		}
+	}
+	return envClassify(&explained{msg: fmt.Sprintf("%s: %s (%s)", what, found, next), err: err})
 }
 
 // readRaw reads n bytes at off from a device, or nil when they are not there.
