@@ -343,8 +343,9 @@ func (c closers) close() error {
 //
 //   - u-boot: fw_env.config (legacy or YAML) is loaded with ubootenv.LoadConfig; its copies
 //     are opened as files or block devices everywhere, and as raw MTD or UBI volumes on Linux
-//     (package mtd); the env is read with ubootenv.New (an env with no valid copy is
-//     ubootenv.ErrNoValidCopy: the backend never writes a default env of its own).
+//     (package mtd); the env is read with ubootenv.New (an env with no valid copy, at Open
+//     or at a later transition, is ubootenv.ErrNoValidCopy: the backend never writes a
+//     default env of its own).
 //   - grub: a grubenv.Store on the grubenv file (a missing file is an empty environment).
 //   - mcuboot: the two slots on MTD devices (Linux), or on what WithFlashOpener opens.
 func Open(cfg Config, options ...OpenOption) (Backend, func() error, error) {

@@ -1,6 +1,7 @@
 package bootloader_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -358,6 +359,50 @@ func TestOpenUBoot(t *testing.T) {
 				t.Errorf("%+v", info)
 			}
 		})
+	}
+}
+
+// When both copies of the env turn invalid after Open, no transition starts over from an
+// empty env: each fails with ubootenv.ErrNoValidCopy and writes nothing.
+func TestUBootRefusesEnvWithNoValidCopy(t *testing.T) {
+	dir := t.TempDir()
+	env1, env2 := filepath.Join(dir, "env1"), filepath.Join(dir, "env2")
+	initEnv(t, env1, env2)
+	cfgPath := filepath.Join(dir, "fw_env.config")
+	os.WriteFile(cfgPath, fmt.Appendf(nil, "%s 0 %#x\n%s 0 %#x\n", env1, cfgEnvSize, env2, cfgEnvSize), 0o644)
+	noLock := ""
+	b, closeFn, err := bootloader.Open(bootloader.Config{Type: "u-boot", EnvConfig: cfgPath, LockFile: &noLock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	if err := b.MarkPending("B"); err != nil {
+		t.Fatal(err)
+	}
+	var torn [][]byte
+	for _, f := range []string{env1, env2} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[100] ^= 0xff
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		torn = append(torn, data)
+	}
+	for name, op := range map[string]func() error{
+		"Confirm B": func() error { return b.Confirm("B") }, "MarkBad B": func() error { return b.MarkBad("B") },
+		"MarkPending A": func() error { return b.MarkPending("A") },
+	} {
+		if err := op(); !errors.Is(err, ubootenv.ErrNoValidCopy) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for i, f := range []string{env1, env2} {
+		if now, _ := os.ReadFile(f); !bytes.Equal(now, torn[i]) {
+			t.Errorf("copy %d was written", i+1)
+		}
 	}
 }
 

@@ -9,7 +9,9 @@
 //     serial-counter flag scheme (NAND, MMC, UBI, files) and the boolean ACTIVE/OBSOLETE
 //     scheme of CFI NOR flash;
 //   - transactions (Env.Set): a set of changes applied to the current env and written as ONE
-//     copy — the non-current copy of a redundant env, or the only copy in place;
+//     copy — the non-current copy of a redundant env, or the only copy in place; with no
+//     valid copy, only over blank copies (all 0xff or all 0x00) unless told to overwrite
+//     (ErrNotBlank), since a wrong size or offset in the config misreads a good env as corrupt;
 //   - fw_env.config in its legacy line form and libubootenv's YAML form (ParseConfig,
 //     ParseConfigYAML, LoadConfig);
 //   - storage backends behind the small Storage interface: files and block devices at an

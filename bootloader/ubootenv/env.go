@@ -24,6 +24,10 @@ type Options struct {
 	// WriteList, when non-empty, is the set of variable names Set may change (libubootenv's
 	// YAML writelist).
 	WriteList []string
+	// OverwriteInvalid lets Set write when no copy is valid and a copy is not blank: what is
+	// there is lost. Without it Set refuses with ErrNotBlank, since a config with the wrong
+	// size, offset or header reads a good env as corrupt.
+	OverwriteInvalid bool
 }
 
 // DefaultLockPath is libubootenv's lock file.
@@ -43,6 +47,7 @@ type CopyInfo struct {
 	ComputedCRC uint32 // over the data area
 	Flags       byte   // redundant flags byte
 	ParseErr    error  // CRC fine, but the data area is not a terminated list
+	Blank       bool   // every byte 0xff (erased) or every byte 0x00: never written
 }
 
 // Info is the state of the env as last read: which copy is current and why.
@@ -62,6 +67,8 @@ type Env struct {
 	scheme FlagScheme
 	vars   []Var
 	info   Info
+	// invalid says why no copy is valid (ErrNoValidCopy), when none is.
+	invalid error
 }
 
 // New reads the env from one (single) or two (redundant) storages.
@@ -123,6 +130,7 @@ func (e *Env) load() error {
 			ci.ReadErr = err
 			errs = append(errs, fmt.Errorf("copy %d: %w", i+1, err))
 		} else {
+			ci.Blank = blank(buf)
 			b, err := Decode(buf, f)
 			ci.StoredCRC = b.CRC
 			ci.Flags = b.Flags
@@ -148,9 +156,11 @@ func (e *Env) load() error {
 	} else if states[0].Valid {
 		cur = 0
 	}
+	e.invalid = nil
 	if cur < 0 {
+		e.invalid = fmt.Errorf("%w: %w", ErrNoValidCopy, errors.Join(errs...))
 		if !e.opts.HasDefaults && e.opts.Defaults == nil {
-			return fmt.Errorf("%w: %w", ErrNoValidCopy, errors.Join(errs...))
+			return e.invalid
 		}
 		info.UsingDefaults = true
 		e.vars = dedupe(e.opts.Defaults)
@@ -159,6 +169,34 @@ func (e *Env) load() error {
 		e.vars = blocks[cur].Vars
 	}
 	e.info = info
+	return nil
+}
+
+// blank reports whether a copy holds nothing: all 0xff (erased flash) or all 0x00.
+func blank(b []byte) bool {
+	if len(b) == 0 {
+		return true
+	}
+	for _, x := range b {
+		if x != b[0] {
+			return false
+		}
+	}
+	return b[0] == 0xff || b[0] == 0x00
+}
+
+// checkOverwrite refuses a write when no copy is valid but some copy holds data: it may be
+// a good env that the config's size, offset or header misreads. Blank copies are a first
+// write; Options.OverwriteInvalid accepts the loss.
+func (e *Env) checkOverwrite() error {
+	if e.info.Current >= 0 || e.opts.OverwriteInvalid {
+		return nil
+	}
+	for _, c := range e.info.Copies {
+		if !c.Blank {
+			return fmt.Errorf("%w: %w", ErrNotBlank, e.invalid)
+		}
+	}
 	return nil
 }
 
@@ -203,7 +241,8 @@ func (e *Env) Info() Info {
 // old copy's flags byte is programmed to OBSOLETE in place), or the single copy in place.
 // Invalid names or values, a writelist refusal or an env that does not fit fail before
 // anything is written. With no valid copy, the transaction starts from the default env
-// (if any) and writes copy 1.
+// (if any) and writes copy 1, but only over blank copies (all 0xff or all 0x00) unless
+// Options.OverwriteInvalid is set: otherwise it fails with ErrNotBlank and writes nothing.
 func (e *Env) Set(changes ...Change) error {
 	allowed := map[string]bool{}
 	for _, n := range e.opts.WriteList {
@@ -226,6 +265,9 @@ func (e *Env) Set(changes ...Change) error {
 	}
 	defer unlock()
 	if err := e.load(); err != nil {
+		return err
+	}
+	if err := e.checkOverwrite(); err != nil {
 		return err
 	}
 	vars := slices.Clone(e.vars)

@@ -1,6 +1,7 @@
 package ubootenv
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -444,5 +445,60 @@ func TestLockSerialises(t *testing.T) {
 	}
 	if _, err := lockFile(filepath.Join(dir, "file", "fw.lock")); !errors.Is(err, ErrLock) {
 		t.Fatal(err)
+	}
+}
+
+// With no valid copy, Set writes a first copy only over blank copies: anything else may be a
+// good env that the config misreads (here: an env of 0x200 bytes read as 0x40).
+func TestEnvRefusesOverwritingInvalid(t *testing.T) {
+	const size = 0x40
+	bigEnv := func() []byte { return mustEncode(t, []Var{{"bootcmd", "run x"}}, Format{Size: 0x200}, 0) }
+	fill := func(b byte) []byte { return bytes.Repeat([]byte{b}, size) }
+	torn := mustEncode(t, []Var{{"a", "1"}}, Format{Size: size, Redundant: true}, 1)
+	torn[20] ^= 0xff
+	for _, tc := range []struct {
+		name   string
+		copies [][]byte
+		force  bool
+		want   error // nil: written
+	}{
+		{"single wrong size", [][]byte{bigEnv()}, false, ErrNotBlank},
+		{"single wrong size, forced", [][]byte{bigEnv()}, true, nil},
+		{"single erased", [][]byte{fill(0xff)}, false, nil},
+		{"single zeroed", [][]byte{fill(0x00)}, false, nil},
+		{"single almost erased", [][]byte{append(fill(0xff)[:size-1], 0xfe)}, false, ErrNotBlank},
+		{"single unreadable", [][]byte{nil}, false, ErrNotBlank},
+		{"redundant torn and erased", [][]byte{torn, fill(0xff)}, false, ErrNotBlank},
+		{"redundant erased and torn", [][]byte{fill(0xff), torn}, false, ErrNotBlank},
+		{"redundant both torn, forced", [][]byte{torn, torn}, true, nil},
+		{"redundant erased and zeroed", [][]byte{fill(0xff), fill(0x00)}, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st []Storage
+			var mem []*memStorage
+			for _, c := range tc.copies {
+				m := &memStorage{buf: bytes.Clone(c)}
+				st, mem = append(st, m), append(mem, m)
+			}
+			e, err := New(Options{Format: Format{Size: size}, HasDefaults: true, OverwriteInvalid: tc.force}, st...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.Set(Change{"bootdelay", "9"})
+			if tc.want == nil {
+				if err != nil || mem[0].writes != 1 {
+					t.Fatalf("err %v, %d writes of copy 1", err, mem[0].writes)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !errors.Is(err, ErrNoValidCopy) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			for i, m := range mem {
+				if m.writes != 0 || !bytes.Equal(m.buf, tc.copies[i]) {
+					t.Fatalf("copy %d written", i+1)
+				}
+			}
+		})
 	}
 }

@@ -7,6 +7,11 @@ import "errors"
 var (
 	// ErrNoValidCopy: no env copy has a valid CRC and no default env was given.
 	ErrNoValidCopy = errors.New("ubootenv: no valid environment copy")
+	// ErrNotBlank: a write was refused because no copy is valid and a copy is not blank
+	// (all 0xff or all 0x00): the area holds something the config does not describe, such as
+	// an env of another size, at another offset or with the other header. The error also
+	// wraps ErrNoValidCopy.
+	ErrNotBlank = errors.New("ubootenv: refusing to write over an area that holds data but no valid environment copy")
 	// ErrBadCRC: a copy's stored CRC does not match its data area.
 	ErrBadCRC = errors.New("ubootenv: bad CRC")
 	// ErrTooLarge: the variables do not fit into the env size.

@@ -3,6 +3,7 @@ package ubootenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -374,5 +375,82 @@ func TestInteropLockExcludesFwSetenv(t *testing.T) {
 	i := sort.Search(len(got), func(i int) bool { return got[i].Name >= "locked" })
 	if i == len(got) || got[i].Value != "no" {
 		t.Fatal(got)
+	}
+}
+
+// libubootenv's default env file: with it, fw_setenv starts from it over any invalid area.
+const fwDefaultEnv = "/etc/u-boot-initial-env"
+
+// TestInteropRefuseOverwritingInvalid: a config whose size is wrong reads a good env
+// (mkenvimage, 0x20000 bytes) as corrupt. fw_setenv without a default env refuses to write
+// (libubootenv 0.3.2 exits 243) and so do we, even when starting from defaults (ErrNotBlank), unless told to
+// overwrite. A blank area (all 0xff, all 0x00) is a first write for both.
+func TestInteropRefuseOverwritingInvalid(t *testing.T) {
+	needEnvTools(t)
+	if _, err := os.Stat(fwDefaultEnv); err == nil {
+		t.Skipf("%s exists: fw_setenv would start from it instead of refusing", fwDefaultEnv)
+	}
+	dir := t.TempDir()
+	txt := filepath.Join(dir, "env.txt")
+	writeFile(t, txt, []byte("bootcmd=run distro_bootcmd\nbootdelay=3\n"))
+	img := filepath.Join(dir, "env.bin")
+	runTool(t, mkenvimage, "-s", "0x20000", "-o", img, txt)
+	orig, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "fw_env.config")
+	writeFile(t, cfg, []byte(img+" 0x0 0x4000\n"))
+	lock := filepath.Join(dir, "lock")
+	open := func(path string, force bool) *Env {
+		t.Helper()
+		e, err := New(Options{Format: Format{Size: 0x4000}, HasDefaults: true, LockPath: lock, OverwriteInvalid: force}, &FileStorage{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	unchanged := func(who string) {
+		t.Helper()
+		if now, _ := os.ReadFile(img); !bytes.Equal(now, orig) {
+			t.Fatalf("%s changed the env", who)
+		}
+	}
+
+	out, err := exec.Command(fwSetenv, "-c", cfg, "bootdelay", "9").CombinedOutput()
+	if err == nil {
+		t.Fatalf("fw_setenv wrote over the misread env: %s", out)
+	}
+	unchanged("fw_setenv")
+	if err := open(img, false).Set(Change{"bootdelay", "9"}); !errors.Is(err, ErrNotBlank) {
+		t.Fatalf("ours: %v", err)
+	}
+	unchanged("our refused Set")
+	if err := open(img, true).Set(Change{"bootdelay", "9"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := printenv(t, cfg); !reflect.DeepEqual(got, []Var{{"bootdelay", "9"}}) {
+		t.Fatalf("forced: fw_printenv %v", got)
+	}
+
+	empty := filepath.Join(dir, "empty.txt")
+	writeFile(t, empty, nil)
+	for _, fill := range []byte{0xff, 0x00} {
+		for _, who := range []string{"ours", "fw_setenv -f"} {
+			blankImg := filepath.Join(dir, "blank.bin")
+			writeFile(t, blankImg, bytes.Repeat([]byte{fill}, 0x4000))
+			blankCfg := filepath.Join(dir, "blank.config")
+			writeFile(t, blankCfg, []byte(blankImg+" 0x0 0x4000\n"))
+			if who == "ours" {
+				if err := open(blankImg, false).Set(Change{"bootdelay", "9"}); err != nil {
+					t.Fatalf("%#02x: %v", fill, err)
+				}
+			} else {
+				runTool(t, fwSetenv, "-c", blankCfg, "-f", empty, "bootdelay", "9")
+			}
+			if got := printenv(t, blankCfg); !reflect.DeepEqual(got, []Var{{"bootdelay", "9"}}) {
+				t.Fatalf("%s on %#02x: fw_printenv %v", who, fill, got)
+			}
+		}
 	}
 }

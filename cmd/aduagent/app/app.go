@@ -25,7 +25,7 @@ import (
 var Version = "dev"
 
 // DefaultConfig is the device configuration file read unless --config names another.
-const DefaultConfig = "/etc/aduflash/aduagent.toml"
+const DefaultConfig = cliapp.DefaultDeviceConfig
 
 // env is what every command may use besides its flags and arguments.
 type env struct {

@@ -70,9 +70,9 @@ variables; -n with exactly one NAME prints only its value. A NAME that is not de
 reported on stderr as fw_printenv does ('## Error: "NAME" not defined') and the exit code is 1
 (the defined ones are still printed).
 
-With no valid copy (blank or corrupt area) printing fails with exit 1, unless -f gives a
-default environment (fw_printenv -f format: name=value lines), which is then printed with a
-warning on stderr.
+With no valid copy (blank or corrupt area) printing fails with exit 1 and the error says what
+env doctor finds about each copy, unless -f gives a default environment (fw_printenv -f
+format: name=value lines), which is then printed with a warning on stderr.
 
 EXAMPLE:
    aduflash env print
@@ -100,9 +100,12 @@ fw_setenv's: NAME followed by the value words joined by single spaces, and NAME 
 NAME. --script FILE ('-' for stdin) reads fw_setenv -s lines instead: name=value, an empty
 value deletes, lines starting with '#', empty lines and lines without '=' are skipped.
 
-On an area with no valid copy (blank, or corrupt), the transaction starts from an empty
+On a blank area (every copy all 0xff or all 0x00) the transaction starts from an empty
 environment, or from the default environment given with -f (name=value lines), and writes a
-valid first copy; a warning says so on stderr.
+valid first copy; a warning says so on stderr. An area with no valid copy that is not blank
+is refused (exit 1, nothing written): it often holds a good env that fw_env.config misreads
+(wrong size, offset or header), and the error says what env doctor finds there. --force
+writes over it anyway, and what was there is lost.
 
 EXAMPLE:
    aduflash env set bootcount=0 upgrade_available=0
@@ -113,6 +116,7 @@ EXAMPLE:
 		Flags: append(envConfigFlags(),
 			&cli.StringFlag{Name: "script", Aliases: []string{"s"}, Usage: "read name=value changes from `FILE` ('-' = stdin)", TakesFile: true},
 			&cli.StringFlag{Name: "defenv", Aliases: []string{"f"}, Usage: "default environment `FILE` to start from when no copy is valid", TakesFile: true},
+			&cli.BoolFlag{Name: "force", Usage: "write even when no copy is valid and the area is not blank (what is there is lost)"},
 		),
 		Action: e.envSet,
 	}
@@ -239,7 +243,7 @@ func (e *env) envPrint(c *cli.Context) error {
 	}
 	ue, closeAll, err := envOpen(c, ubootenv.Options{Defaults: defs, HasDefaults: hasDefs})
 	if err != nil {
-		return err
+		return explainNoValidCopy(c, err)
 	}
 	defer closeAll()
 	if ue.Info().UsingDefaults {
@@ -356,24 +360,37 @@ func (e *env) envSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// A blank or corrupt area starts from the defaults, or from nothing.
-	ue, closeAll, err := envOpen(c, ubootenv.Options{Defaults: defs, HasDefaults: true})
+	// A blank area starts from the defaults, or from nothing; so does any other area with
+	// no valid copy when --force says to overwrite it (Set refuses it otherwise).
+	ue, closeAll, err := envOpen(c, ubootenv.Options{Defaults: defs, HasDefaults: true, OverwriteInvalid: c.Bool("force")})
 	if err != nil {
 		return err
 	}
 	defer closeAll()
-	if ue.Info().UsingDefaults {
-		from := "an empty environment"
-		if p := c.String("defenv"); p != "" {
-			from = "the default environment of " + p
-		}
-		fmt.Fprintf(e.stderr, "%s: warning: no valid environment copy, starting from %s\n", c.App.Name, from)
-	}
-	if len(changes) == 0 && !ue.Info().UsingDefaults {
+	before := ue.Info()
+	if len(changes) == 0 && !before.UsingDefaults {
 		return nil
 	}
 	if err := ue.Set(changes...); err != nil {
-		return envClassify(err)
+		return explainNoValidCopy(c, envClassify(err))
+	}
+	if before.UsingDefaults {
+		e.warnFirstCopy(c, before)
 	}
 	return nil
+}
+
+// warnFirstCopy says that set wrote a first valid copy, and what over.
+func (e *env) warnFirstCopy(c *cli.Context, in ubootenv.Info) {
+	from := "an empty environment"
+	if p := c.String("defenv"); p != "" {
+		from = "the default environment of " + p
+	}
+	over := "no valid environment copy"
+	for _, cp := range in.Copies {
+		if !cp.Blank {
+			over = "no valid environment copy and the area is not blank: --force overwrote it"
+		}
+	}
+	fmt.Fprintf(e.stderr, "%s: warning: %s, starting from %s\n", c.App.Name, over, from)
 }

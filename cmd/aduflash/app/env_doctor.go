@@ -263,22 +263,10 @@ func (e *env) envDoctor(c *cli.Context) error {
 	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
 	}
-	rep := &doctorReport{Config: c.String("config"), Namespace: c.String("namespace")}
-	cfg, err := doctorConfig(rep.Config, rep.Namespace, rep)
+	rep, err := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")})
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-			err = exitcode.WithCode(exitcode.IO, err)
-		}
-		return envClassify(err)
+		return err
 	}
-	roots := envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}
-	var devs []*doctorDevice
-	for _, d := range cfg.Devices {
-		dd := openDoctorDevice(d, roots)
-		defer dd.Close()
-		devs = append(devs, dd)
-	}
-	diagnose(cfg, devs, rep)
 	if c.Bool("json") {
 		if err := cliapp.WriteJSON(e.stdout, rep); err != nil {
 			return err
@@ -290,6 +278,66 @@ func (e *env) envDoctor(c *cli.Context) error {
 		return cliapp.Silent(exitcode.WithCode(rep.ExitCode, errors.New("env doctor found problems")))
 	}
 	return nil
+}
+
+// runDoctor loads the config, opens every copy's device read-only and diagnoses them.
+func runDoctor(config, namespace string, roots envRoots) (*doctorReport, error) {
+	rep := &doctorReport{Config: config, Namespace: namespace}
+	cfg, err := doctorConfig(config, namespace, rep)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			err = exitcode.WithCode(exitcode.IO, err)
+		}
+		return nil, envClassify(err)
+	}
+	var devs []*doctorDevice
+	for _, d := range cfg.Devices {
+		dd := openDoctorDevice(d, roots)
+		defer dd.Close()
+		devs = append(devs, dd)
+	}
+	diagnose(cfg, devs, rep)
+	return rep, nil
+}
+
+// explained is an env error told in env doctor's words; errors.Is and the exit code still
+// see the library's error.
+type explained struct {
+	msg string
+	err error
+}
+
+func (x *explained) Error() string { return x.msg }
+func (x *explained) Unwrap() error { return x.err }
+
+// explainNoValidCopy tells an env with no valid copy (or a write refused over one) by what
+// env doctor finds about each copy, and says what to do next. Other errors pass unchanged.
+func explainNoValidCopy(c *cli.Context, err error) error {
+	if !errors.Is(err, ubootenv.ErrNoValidCopy) {
+		return err
+	}
+	doctorCmd := fmt.Sprintf("%s env doctor -c %s", c.App.Name, c.String("config"))
+	if ns := c.String("namespace"); ns != "" {
+		doctorCmd += " -m " + ns
+	}
+	what, next := "no valid environment copy", fmt.Sprintf("'%s' shows every check", doctorCmd)
+	if errors.Is(err, ubootenv.ErrNotBlank) {
+		what = "refusing to write: no valid environment copy, and the area is not blank"
+		next += "; --force writes anyway, and what is there is lost"
+	}
+	found := err.Error()
+	if rep, derr := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}); derr == nil {
+		var msgs []string
+		for _, f := range rep.Findings {
+			if f.Severity == "error" && f.Copy != 0 {
+				msgs = append(msgs, f.Message)
+			}
+		}
+		if len(msgs) > 0 {
+			found = strings.Join(msgs, "; ")
+		}
+	}
+	return envClassify(&explained{msg: fmt.Sprintf("%s: %s (%s)", what, found, next), err: err})
 }
 
 // readRaw reads n bytes at off from a device, or nil when they are not there.
@@ -334,77 +382,98 @@ func allBytes(b []byte, v byte) bool {
 	return true
 }
 
-// diagnose fills rep from the config and the opened devices (one per copy).
+// diagnose fills rep from the config and the opened devices (one per copy): each copy as
+// read, the current one, what the invalid ones hold and where a valid env lies instead, the
+// layout, and the verdict.
 func diagnose(cfg ubootenv.Config, devs []*doctorDevice, rep *doctorReport) {
-	size := cfg.EnvSize()
-	f := ubootenv.Format{Size: int(size), Redundant: len(cfg.Devices) == 2}
-	other := ubootenv.Format{Size: int(size), Redundant: !f.Redundant}
-	rep.Redundant, rep.EnvSize = f.Redundant, size
-	scheme := ubootenv.FlagsSerial
-	for _, d := range devs {
-		if ds, ok := d.storage.(ubootenv.DefaultSchemer); ok {
-			scheme = ds.DefaultScheme()
-			break
-		}
-	}
+	f := ubootenv.Format{Size: int(cfg.EnvSize()), Redundant: len(cfg.Devices) == 2}
+	rep.Redundant, rep.EnvSize = f.Redundant, cfg.EnvSize()
+	scheme := doctorScheme(devs)
 	rep.Scheme = scheme.String()
-
-	states := make([]ubootenv.CopyState, 2)
 	blobs := make([][]byte, len(devs))
 	for i, cd := range cfg.Devices {
-		d := devs[i]
-		n := i + 1
-		dc := doctorCopy{Copy: n, Device: cd.Path, Kind: cd.Kind.String(), Offset: cd.Offset, Size: size}
-		if cd.Volume != "" {
-			dc.Device += ":" + cd.Volume
-		}
-		var blob []byte
-		switch {
-		case d.openErr != nil:
-			dc.ReadError = d.openErr.Error()
-			rep.add("error", n, true, "copy %d: cannot open %s: %v", n, dc.Device, d.openErr)
-		case d.storage != nil:
-			buf := make([]byte, size)
-			if err := d.storage.ReadCopy(buf); err != nil {
-				dc.ReadError = err.Error()
-				rep.add("error", n, true, "copy %d: cannot read %s at %#x: %v", n, dc.Device, cd.Offset, err)
-			} else {
-				blob = buf
-				if m, ok := d.storage.(*ubootenv.MTDStorage); ok {
-					if at, err := m.Location(int(size)); err == nil && at != d.resolve(cd.Offset) {
-						dc.Physical = at
-					}
-				}
-			}
-		default:
-			rep.add("error", n, false, "copy %d: the layout does not fit the medium: %v", n, d.storageErr)
-			blob = d.readRaw(d.resolve(cd.Offset), size)
-		}
-		if blob != nil {
-			dc.Readable = true
-			ok, stored, computed, _ := ubootenv.CRCOK(blob, f)
-			dc.CRCOK, dc.StoredCRC, dc.ComputedCRC = ok, stored, computed
-			if f.Redundant {
-				fl := int(blob[4])
-				dc.Flags = &fl
-			}
-			dc.Blank = allBytes(blob, 0xff)
-			if ok {
-				dc.Variables = countVars(blob, f)
-				if _, err := ubootenv.Decode(blob, f); err != nil {
-					rep.add("warning", n, false, "copy %d: the CRC is valid but the data is not a terminated list of variables: %v", n, err)
-				}
-				fl := byte(0)
-				if f.Redundant {
-					fl = blob[4]
-				}
-				states[i] = ubootenv.CopyState{Valid: true, Flags: fl}
-			}
-		}
-		blobs[i] = blob
-		rep.Copies = append(rep.Copies, dc)
+		blobs[i] = readDoctorCopy(cd, i+1, devs[i], f, rep)
 	}
+	cur := currentCopy(rep, f, scheme)
+	for i := range cfg.Devices {
+		if blobs[i] != nil && !rep.Copies[i].CRCOK {
+			explainInvalid(cfg, devs, i, blobs[i], cur, f, rep)
+		}
+	}
+	layoutChecks(cfg, devs, rep)
+	rep.verdict(cur)
+}
 
+// doctorScheme is the flag scheme the copies' medium implies (serial unless raw NOR).
+func doctorScheme(devs []*doctorDevice) ubootenv.FlagScheme {
+	for _, d := range devs {
+		if ds, ok := d.storage.(ubootenv.DefaultSchemer); ok {
+			return ds.DefaultScheme()
+		}
+	}
+	return ubootenv.FlagsSerial
+}
+
+// readDoctorCopy reads copy n as the config places it, adds its line to rep.Copies, and
+// returns its bytes (nil when they cannot be read).
+func readDoctorCopy(cd ubootenv.Device, n int, d *doctorDevice, f ubootenv.Format, rep *doctorReport) []byte {
+	size := int64(f.Size)
+	dc := doctorCopy{Copy: n, Device: cd.Path, Kind: cd.Kind.String(), Offset: cd.Offset, Size: size}
+	if cd.Volume != "" {
+		dc.Device += ":" + cd.Volume
+	}
+	var blob []byte
+	switch {
+	case d.openErr != nil:
+		dc.ReadError = d.openErr.Error()
+		rep.add("error", n, true, "copy %d: cannot open %s: %v", n, dc.Device, d.openErr)
+	case d.storage != nil:
+		buf := make([]byte, size)
+		if err := d.storage.ReadCopy(buf); err != nil {
+			dc.ReadError = err.Error()
+			rep.add("error", n, true, "copy %d: cannot read %s at %#x: %v", n, dc.Device, cd.Offset, err)
+			break
+		}
+		blob = buf
+		if m, ok := d.storage.(*ubootenv.MTDStorage); ok {
+			if at, err := m.Location(int(size)); err == nil && at != d.resolve(cd.Offset) {
+				dc.Physical = at
+			}
+		}
+	default:
+		rep.add("error", n, false, "copy %d: the layout does not fit the medium: %v", n, d.storageErr)
+		blob = d.readRaw(d.resolve(cd.Offset), size)
+	}
+	if blob != nil {
+		dc.Readable = true
+		dc.CRCOK, dc.StoredCRC, dc.ComputedCRC, _ = ubootenv.CRCOK(blob, f)
+		if f.Redundant {
+			fl := int(blob[4])
+			dc.Flags = &fl
+		}
+		dc.Blank = allBytes(blob, 0xff)
+		if dc.CRCOK {
+			b, err := ubootenv.Decode(blob, f)
+			dc.Variables = len(b.Vars)
+			if err != nil {
+				rep.add("warning", n, false, "copy %d: the CRC is valid but the data is not a terminated list of variables: %v", n, err)
+			}
+		}
+	}
+	rep.Copies = append(rep.Copies, dc)
+	return blob
+}
+
+// currentCopy marks the copy U-Boot uses and returns its index, or -1 (an error finding)
+// when none is valid.
+func currentCopy(rep *doctorReport, f ubootenv.Format, scheme ubootenv.FlagScheme) int {
+	states := make([]ubootenv.CopyState, 2)
+	for i, c := range rep.Copies {
+		states[i].Valid = c.CRCOK
+		if c.Flags != nil {
+			states[i].Flags = byte(*c.Flags)
+		}
+	}
 	cur := -1
 	if f.Redundant {
 		cur, _ = ubootenv.Select(states[0], states[1], scheme)
@@ -414,98 +483,103 @@ func diagnose(cfg ubootenv.Config, devs []*doctorDevice, rep *doctorReport) {
 	if cur >= 0 {
 		rep.Current = cur + 1
 		rep.Copies[cur].Current = true
+		return cur
+	}
+	unreadable := true
+	for _, c := range rep.Copies {
+		unreadable = unreadable && !c.Readable
+	}
+	rep.add("error", 0, unreadable, "no valid env copy: U-Boot boots with its built-in default environment and fw_printenv fails (or prints the -f defaults)")
+	return -1
+}
+
+// explainInvalid says what copy i (read, CRC bad) holds, then looks for the env it was
+// meant to be: big-endian, another size or header at its offset, another offset.
+func explainInvalid(cfg ubootenv.Config, devs []*doctorDevice, i int, blob []byte, cur int, f ubootenv.Format, rep *doctorReport) {
+	n, dc := i+1, rep.Copies[i]
+	what := "a bad CRC"
+	switch {
+	case dc.Blank:
+		what = "no env (erased, all 0xff)"
+	case allBytes(blob, 0):
+		what = "no env (all zeros)"
+	}
+	if cur >= 0 {
+		rep.add("warning", n, false, "copy %d has %s (stored CRC %#08x, computed %#08x): copy %d is in use; the next write goes to copy %d (a torn write or a copy never written)",
+			n, what, dc.StoredCRC, dc.ComputedCRC, cur+1, n)
 	} else {
-		unreadable := true
-		for _, c := range rep.Copies {
-			unreadable = unreadable && !c.Readable
-		}
-		rep.add("error", 0, unreadable, "no valid env copy: U-Boot boots with its built-in default environment and fw_printenv fails (or prints the -f defaults)")
+		rep.add("error", n, false, "copy %d has %s (stored CRC %#08x, computed %#08x)", n, what, dc.StoredCRC, dc.ComputedCRC)
 	}
+	be := f
+	be.BigEndian = true
+	if crcValid(blob, be) {
+		rep.add("error", n, false, "copy %d: the CRC is valid when read big-endian: the env was written for a big-endian target (mkenvimage -b), libubootenv and this tool read it little-endian", n)
+		return
+	}
+	if probeSizes(devs[i], n, dc.Device, devs[i].resolve(cfg.Devices[i].Offset), f, rep) {
+		return
+	}
+	scanOffsets(cfg, devs, i, f, rep)
+}
 
-	// Copies without a valid CRC: say what they hold and look for the env elsewhere.
-	for i, cd := range cfg.Devices {
-		n := i + 1
-		dc := rep.Copies[i]
-		if blobs[i] == nil || dc.CRCOK {
+// probeSizes looks at the copy's offset for an env of another size or with the other header
+// (single vs redundant) and reports the first found.
+func probeSizes(d *doctorDevice, n int, device string, off int64, f ubootenv.Format, rep *doctorReport) bool {
+	size := int64(f.Size)
+	for _, s := range append([]int64{size}, doctorSizes...) {
+		blob := d.readRaw(off, s)
+		if blob == nil {
 			continue
 		}
-		d := devs[i]
-		what := "a bad CRC"
-		switch {
-		case dc.Blank:
-			what = "no env (erased, all 0xff)"
-		case allBytes(blobs[i], 0):
-			what = "no env (all zeros)"
+		if s != size && crcValid(blob, ubootenv.Format{Size: int(s), Redundant: f.Redundant}) {
+			rep.add("error", n, false, "copy %d: a valid env of size %#x is at %#x on %s: the config says %#x",
+				n, s, off, device, size)
+			return true
 		}
-		if cur >= 0 {
-			rep.add("warning", n, false, "copy %d has %s (stored CRC %#08x, computed %#08x): copy %d is in use; the next write goes to copy %d (a torn write or a copy never written)",
-				n, what, dc.StoredCRC, dc.ComputedCRC, cur+1, n)
-		} else {
-			rep.add("error", n, false, "copy %d has %s (stored CRC %#08x, computed %#08x)", n, what, dc.StoredCRC, dc.ComputedCRC)
-		}
-		be := f
-		be.BigEndian = true
-		if crcValid(blobs[i], be) {
-			rep.add("error", n, false, "copy %d: the CRC is valid when read big-endian: the env was written for a big-endian target (mkenvimage -b), libubootenv and this tool read it little-endian", n)
-			continue
-		}
-		off := d.resolve(cd.Offset)
-		found := false
-		// Wrong size, or the other header (single vs redundant), at the configured offset.
-		for _, s := range append([]int64{size}, doctorSizes...) {
-			blob := d.readRaw(off, s)
-			if blob == nil {
-				continue
+		if crcValid(blob, ubootenv.Format{Size: int(s), Redundant: !f.Redundant}) {
+			has, want := "single", "redundant (two devices)"
+			if !f.Redundant {
+				has, want = "redundant (flags byte after the CRC)", "single (one device)"
 			}
-			if s != size && crcValid(blob, ubootenv.Format{Size: int(s), Redundant: f.Redundant}) {
-				rep.add("error", n, false, "copy %d: the env at %#x on %s has a valid CRC with size %#x, the config says %#x",
-					n, off, dc.Device, s, size)
-				found = true
-				break
-			}
-			if crcValid(blob, ubootenv.Format{Size: int(s), Redundant: other.Redundant}) {
-				has, want := "single", "redundant (two devices)"
-				if other.Redundant {
-					has, want = "redundant (flags byte after the CRC)", "single (one device)"
-				}
-				rep.add("error", n, false, "copy %d: the env at %#x on %s is a %s env of size %#x, the config describes a %s env of size %#x",
-					n, off, dc.Device, has, s, want, size)
-				found = true
-				break
-			}
-		}
-		if found {
-			continue
-		}
-		// Wrong offset: scan the device.
-		for _, at := range scanEnv(d, f) {
-			if at == off || (len(cfg.Devices) == 2 && cfg.Devices[1-i].Path == cd.Path && devs[1-i].resolve(cfg.Devices[1-i].Offset) == at) {
-				continue
-			}
-			blob := d.readRaw(at, size)
-			rep.add("error", n, false, "copy %d: a valid env (%d variables) is at offset %#x on %s; the config says %#x",
-				n, countVars(blob, f), at, dc.Device, cd.Offset)
+			rep.add("error", n, false, "copy %d: the env at %#x on %s is a %s env of size %#x, the config describes a %s env of size %#x",
+				n, off, device, has, s, want, size)
+			return true
 		}
 	}
+	return false
+}
 
-	layoutChecks(cfg, devs, rep)
+// scanOffsets reports valid envs of the configured format elsewhere on copy i's device (not
+// where either copy is configured).
+func scanOffsets(cfg ubootenv.Config, devs []*doctorDevice, i int, f ubootenv.Format, rep *doctorReport) {
+	cd, d := cfg.Devices[i], devs[i]
+	off := d.resolve(cd.Offset)
+	for _, at := range scanEnv(d, f) {
+		if at == off || (len(cfg.Devices) == 2 && cfg.Devices[1-i].Path == cd.Path && devs[1-i].resolve(cfg.Devices[1-i].Offset) == at) {
+			continue
+		}
+		rep.add("error", i+1, false, "copy %d: a valid env (%d variables) is at offset %#x on %s; the config says %#x",
+			i+1, countVars(d.readRaw(at, int64(f.Size)), f), at, rep.Copies[i].Device, cd.Offset)
+	}
+}
 
-	var hasErr, onlyIO = false, true
-	for _, fd := range rep.Findings {
+// verdict sets the exit code: 0 with a current copy and no error, 3 when every error is a
+// device that cannot be read, else 1.
+func (r *doctorReport) verdict(cur int) {
+	hasErr, onlyIO := false, true
+	for _, fd := range r.Findings {
 		if fd.Severity == "error" {
 			hasErr = true
-			if !fd.io {
-				onlyIO = false
-			}
+			onlyIO = onlyIO && fd.io
 		}
 	}
 	switch {
 	case !hasErr && cur >= 0:
-		rep.Healthy, rep.ExitCode = true, exitcode.OK
+		r.Healthy, r.ExitCode = true, exitcode.OK
 	case hasErr && onlyIO:
-		rep.ExitCode = exitcode.IO
+		r.ExitCode = exitcode.IO
 	default:
-		rep.ExitCode = exitcode.Invalid
+		r.ExitCode = exitcode.Invalid
 	}
 }
 

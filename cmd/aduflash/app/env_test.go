@@ -145,15 +145,73 @@ func TestEnvSetCorruptAndDefaults(t *testing.T) {
 	if code, _, stderr := fx.env(t, "print", "-f", defs); code != 0 || !strings.Contains(stderr, "default environment") {
 		t.Fatalf("print -f: %d %s", code, stderr)
 	}
+	// The corrupt copy is not blank: -f alone does not overwrite it, --force does.
+	corrupt, _ := os.ReadFile(fx.img)
 	code, _, stderr := fx.env(t, "set", "-f", defs, "bootdelay=0")
-	if code != 0 || !strings.Contains(stderr, "starting from the default environment") {
-		t.Fatalf("set -f: %d %s", code, stderr)
+	if now, _ := os.ReadFile(fx.img); code != 1 || !bytes.Equal(now, corrupt) || !strings.Contains(stderr, "copy 1 has a bad CRC") {
+		t.Fatalf("set -f over a corrupt copy: exit %d %s", code, stderr)
+	}
+	code, _, stderr = fx.env(t, "set", "--force", "-f", defs, "bootdelay=0")
+	if code != 0 || !strings.Contains(stderr, "--force overwrote it, starting from the default environment") {
+		t.Fatalf("set --force -f: %d %s", code, stderr)
 	}
 	if code, stdout, _ := fx.env(t, "print"); code != 0 || stdout != "baudrate=115200\nbootdelay=0\n" {
 		t.Fatalf("print: %d %q", code, stdout)
 	}
 	if b, err := fx.copyAt(t, 0, false); err != nil || len(b.Vars) != 2 {
 		t.Fatalf("%+v %v", b, err)
+	}
+}
+
+// TestEnvSetRefusesMisreadEnv: a good env of 0x20000 bytes, a config that says 0x4000. set
+// must not replace it with an empty one (fw_setenv refuses too): it says what env doctor
+// finds, and writes only with --force. A blank area (all 0x00 here; all 0xff in
+// TestEnvSetPrintRoundTrip) is still initialised.
+func TestEnvSetRefusesMisreadEnv(t *testing.T) {
+	fx := newEnvFixture(t, "IMG 0x0 0x20000")
+	if code, _, stderr := fx.env(t, "set", "bootcmd=run distro_bootcmd", "bootdelay=3"); code != 0 {
+		t.Fatal(stderr)
+	}
+	good, _ := os.ReadFile(fx.img)
+	mustWrite(t, fx.cfg, []byte(fx.img+" 0x0 0x4000\n"))
+	finding := "copy 1: a valid env of size 0x20000 is at 0x0 on " + fx.img + ": the config says 0x4000"
+	doctorHint := "'aduflash env doctor -c " + fx.cfg + "' shows every check"
+
+	code, _, stderr := fx.env(t, "set", "bootdelay=9")
+	if now, _ := os.ReadFile(fx.img); !bytes.Equal(now, good) {
+		t.Fatalf("set wrote over the misread env (exit %d, %s)", code, stderr)
+	}
+	if code != 1 || !strings.Contains(stderr, "refusing to write") || !strings.Contains(stderr, finding) ||
+		!strings.Contains(stderr, doctorHint) || !strings.Contains(stderr, "--force") {
+		t.Fatalf("set: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := fx.env(t, "print"); code != 1 || !strings.Contains(stderr, finding) || !strings.Contains(stderr, doctorHint) {
+		t.Fatalf("print: exit %d %s", code, stderr)
+	}
+	if code, _, stderr := fx.env(t, "set", "--force", "bootdelay=9"); code != 0 || !strings.Contains(stderr, "--force overwrote it") {
+		t.Fatalf("set --force: exit %d %s", code, stderr)
+	}
+	if code, stdout, _ := fx.env(t, "print"); code != 0 || stdout != "bootdelay=9\n" {
+		t.Fatalf("print after --force: exit %d %q", code, stdout)
+	}
+
+	zeroed := newEnvFixture(t, singleCfg)
+	mustWrite(t, zeroed.img, make([]byte, 0x4000))
+	if code, _, stderr := zeroed.env(t, "set", "bootdelay=9"); code != 0 || !strings.Contains(stderr, "starting from an empty environment") {
+		t.Fatalf("set on a zeroed area: exit %d %s", code, stderr)
+	}
+
+	// The peer: fw_setenv refuses the same config (it has no default env to start from).
+	needEnvPeers(t)
+	if _, err := os.Stat("/etc/u-boot-initial-env"); err == nil {
+		t.Skip("/etc/u-boot-initial-env exists: fw_setenv would start from it")
+	}
+	mustWrite(t, fx.img, good)
+	if out, err := exec.Command("/usr/bin/fw_setenv", "-c", fx.cfg, "bootdelay", "9").CombinedOutput(); err == nil {
+		t.Fatalf("fw_setenv wrote: %s", out)
+	}
+	if now, _ := os.ReadFile(fx.img); !bytes.Equal(now, good) {
+		t.Fatal("fw_setenv changed the env")
 	}
 }
 
@@ -296,13 +354,28 @@ func TestEnvDoctor(t *testing.T) {
 	fx = newEnvFixture(t, singleCfg)
 	fx.env(t, "set", "a=1")
 	mustWrite(t, fx.cfg, []byte(fx.img+" 0x0 0x2000\n"))
-	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "has a valid CRC with size 0x4000, the config says 0x2000") {
+	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "copy 1: a valid env of size 0x4000 is at 0x0 on "+fx.img+": the config says 0x2000") {
 		t.Fatalf("wrong size: exit %d\n%s", code, msgs)
 	}
 	// Wrong offset: the env is at 0x0, the config says 0x10000.
 	mustWrite(t, fx.cfg, []byte(fx.img+" 0x10000 0x4000\n"))
 	if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, "a valid env (1 variables) is at offset 0 on") && !strings.Contains(msgs, "is at offset 0x0 on") {
 		t.Fatalf("wrong offset: exit %d\n%s", code, msgs)
+	}
+	// The other header, and a big-endian CRC, at the configured place.
+	for _, tc := range []struct{ flags, want string }{
+		{"-r", "is a redundant (flags byte after the CRC) env of size 0x4000, the config describes a single (one device) env"},
+		{"-b", "the CRC is valid when read big-endian"},
+	} {
+		txt := filepath.Join(fx.dir, "env.txt")
+		mustWrite(t, txt, []byte("a=1\n"))
+		if code, _, stderr := run(t, "env", "mkimage", "-s", "0x4000", tc.flags, "-o", fx.img, txt); code != 0 {
+			t.Fatal(stderr)
+		}
+		mustWrite(t, fx.cfg, []byte(fx.img+" 0x0 0x4000\n"))
+		if code, _, msgs := doctor(t, fx); code != 1 || !strings.Contains(msgs, tc.want) {
+			t.Fatalf("mkimage %s: exit %d\n%s", tc.flags, code, msgs)
+		}
 	}
 	// mtdblock path: explained, not just refused.
 	mustWrite(t, fx.cfg, []byte("/dev/mtdblock7 0x0 0x4000\n"))

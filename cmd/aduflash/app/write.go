@@ -46,7 +46,7 @@ target, slot class mismatch, or a target in the running bank; 2 usage error; 3 I
 
 EXAMPLE:
    aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg sdcard.img
-   aduflash write --config /etc/aduagent.toml --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg B/rootfs
+   aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg B/rootfs
    aduflash write --pub mcu.pub.pem app.signed.bin /dev/mtd4
    aduflash write --raw --json u-boot.bin /dev/mmcblk0boot0`,
 		Flags: []cli.Flag{

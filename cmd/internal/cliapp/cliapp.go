@@ -18,6 +18,10 @@ import (
 	"github.com/aduflash/aduflash/image"
 )
 
+// DefaultDeviceConfig is the device configuration file (TOML: [slots], [bootloader], [agent])
+// that aduagent reads unless --config names another, and that aduflash's examples use.
+const DefaultDeviceConfig = "/etc/aduflash/aduagent.toml"
+
 // Prepare applies the conventions to a built command tree. Call it last, after Commands are set.
 func Prepare(a *cli.App) {
 	a.HideHelpCommand = true
