@@ -75,8 +75,8 @@ type Options struct {
 
 	// AllowRaw accepts files that are no aduimg/MCUboot image (checked by the ADU hash).
 	AllowRaw bool
-	// AllowDowngrade accepts image versions lower than the running one (the aduimg
-	// security counter stays a hard floor).
+	// AllowDowngrade accepts image versions lower than the running one (the security
+	// counter of aduimg and MCUboot images stays a hard floor).
 	AllowDowngrade bool
 
 	// Health checks run after booting into a pending bank, within HealthTimeout
