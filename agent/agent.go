@@ -75,8 +75,8 @@ type Options struct {
 
 	// AllowRaw accepts files that are no aduimg/MCUboot image (checked by the ADU hash).
 	AllowRaw bool
-	// AllowDowngrade accepts image versions lower than the running one (the aduimg
-	// security counter stays a hard floor).
+	// AllowDowngrade accepts image versions lower than the running one (the security
+	// counter of aduimg and MCUboot images stays a hard floor).
 	AllowDowngrade bool
 
 	// Health checks run after booting into a pending bank, within HealthTimeout
@@ -219,7 +219,7 @@ func New(o Options) (*Agent, error) {
 		// at the next save; what this version knows is used.
 		a.log.Warn("the journal has a newer layout than this agent", "version", a.rec.Version, "known", StateVersion)
 	}
-	a.rec.migrate()
+	a.rec.migrate(a.classes())
 	a.healthy.Store(true)
 	return a, nil
 }
@@ -309,6 +309,7 @@ func (a *Agent) spareBank(active string) (string, error) {
 // when the last start did not get there, or back into the good bank after failed checks).
 func (a *Agent) Boot(ctx context.Context) error {
 	a.booted = true
+	a.syncFloors()
 	var dep *Deployment
 	a.view(func(r *Record) {
 		if r.Deployment != nil && r.Deployment.Phase == PhasePending {
@@ -371,7 +372,7 @@ func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State)
 		return ctx.Err() // shut down: no verdict, the next start checks again
 	}
 	if rep.Healthy {
-		if err := a.o.Bootloader.Confirm(bootloader.Slot(dep.Bank)); err != nil {
+		if err := a.confirm(dep); err != nil {
 			return fmt.Errorf("%w: confirming bank %s: %w", ErrBootloader, dep.Bank, err)
 		}
 		a.log.Info("health checks passed; bank confirmed", "bank", dep.Bank)
@@ -402,20 +403,18 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 		out.Steps = append(out.Steps, StepOutcome{ResultCode: adu.ResultApplySuccess})
 	}
 	a.healthy.Store(true)
-	return a.save(func(r *Record) {
+	err := a.save(func(r *Record) {
 		bi := &BankInfo{UpdateID: &out.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}}
 		for _, s := range dep.Steps {
 			if s.Criteria != "" {
 				bi.Criteria[s.Class] = s.Criteria
 			}
-			if s.Progress.Info != nil {
-				if s.Progress.Info.Version != "" {
-					bi.Versions[s.Class] = s.Progress.Info.Version
-				}
-				if c := s.Progress.Info.SecurityCounter; c > r.MinSecurityCounter {
-					r.MinSecurityCounter = c
-				}
+			if s.Progress.Info != nil && s.Progress.Info.Version != "" {
+				bi.Versions[s.Class] = s.Progress.Info.Version
 			}
+		}
+		for class, n := range dep.floors() {
+			r.raiseFloor(class, n)
 		}
 		if r.Banks == nil {
 			r.Banks = map[string]*BankInfo{}
@@ -423,6 +422,11 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 		r.Banks[dep.Bank] = bi
 		r.Last, r.Deployment = out, nil
 	})
+	if err != nil {
+		return err
+	}
+	a.syncFloors() // the bank may have been confirmed without them (aduagent mark-good)
+	return nil
 }
 
 // finishFailed records a failed deployment; markBad also marks the target bank bad in the

@@ -200,18 +200,16 @@ func (a *Agent) checkImage(class string, info ImageInfo) error {
 	if err := a.checkCompatibility(info.Compatibility); err != nil {
 		return err
 	}
-	var floor uint64
+	if err := a.checkFloor(class, info); err != nil {
+		return err
+	}
 	var running string
 	active, _ := a.activeBank()
 	a.view(func(r *Record) {
-		floor = r.MinSecurityCounter
 		if b := r.Banks[active]; b != nil {
 			running = b.Versions[class]
 		}
 	})
-	if info.Format == FormatAduimg && info.SecurityCounter < floor {
-		return fmt.Errorf("%w: security counter %d is below the device's floor %d", ErrDowngrade, info.SecurityCounter, floor)
-	}
 	if !a.o.AllowDowngrade && info.Version != "" && running != "" && CompareVersions(info.Version, running) < 0 {
 		return fmt.Errorf("%w: image version %s is older than the running %s (%s)", ErrDowngrade, info.Version, running, class)
 	}

@@ -68,7 +68,7 @@ type ImageInfo struct {
 	Version         string            `json:"version,omitempty"`
 	SlotClass       string            `json:"slot_class,omitempty"`
 	Compatibility   map[string]string `json:"compatibility,omitempty"`
-	SecurityCounter uint64            `json:"security_counter,omitempty"`
+	SecurityCounter uint64            `json:"security_counter,omitempty"` // aduimg header, MCUboot SEC_CNT TLV (0 without)
 	RawSize         int64             `json:"raw_size"`
 	KeyID           string            `json:"key_id,omitempty"`
 }
@@ -387,7 +387,8 @@ func (r *run) mcuboot(br *bufio.Reader) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	info := ImageInfo{Format: FormatMCUboot, Version: img.Header.Version.String(), RawSize: int64(len(data))}
+	sc, _ := img.SecurityCounter() // the signed SEC_CNT TLV; 0 without one
+	info := ImageInfo{Format: FormatMCUboot, Version: img.Header.Version.String(), SecurityCounter: uint64(sc), RawSize: int64(len(data))}
 	if err := r.check(info); err != nil {
 		return err
 	}

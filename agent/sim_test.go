@@ -186,12 +186,13 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 }
 
 // A power cut at every flash, env and journal operation of a deployment: every boot starts a
-// good bank, and the update completes after power returns without downloading again what
+// good bank, the bootloader holds the new anti-rollback floor exactly when it holds bank B
+// confirmed, and the update completes after power returns without downloading again what
 // was already verified in the slot.
 func TestPowerCutAtEveryOperation(t *testing.T) {
 	v1 := payload(1, 100<<10)
 	v2raw := payload(2, 256<<10)
-	img := makeImage(t, v2raw, "2.0", nil)
+	img := makeImage(t, v2raw, "2.0", withCounter(5))
 
 	// One run without a cut counts the operations.
 	total := func() int {
@@ -226,7 +227,13 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 		d.p.CutAfter(k)
 		cutBoots(t, k, d, srv, h, cutRun{
 			deliver: func() { h.full(u.service("wf", "")) },
-			run:     func() error { return runAgent(t, d.agent(nil), h, succeeded(h, "wf", u)) },
+			run: func() error {
+				err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u))
+				if st, f := d.bootFacts(); (st.Primary == "B" && st.Pending == "") != (f["rootfs"] == 5) {
+					t.Fatalf("cut at %d: the bootloader holds %+v with floors %v", k, st, f)
+				}
+				return err
+			},
 			// What the journal says is verified in the slot, before this start.
 			allowed: func(int) int64 {
 				resumeAt := int64(0)
@@ -248,6 +255,9 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 		})
 		if st := d.bootState(); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 || !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
 			t.Fatalf("cut at %d: end state %+v", k, st)
+		}
+		if rec, _ := loadRecord(t, d); rec.SecurityFloors["rootfs"] != 5 {
+			t.Fatalf("cut at %d: journal floors %v", k, rec.SecurityFloors)
 		}
 	}
 }

@@ -9,8 +9,10 @@ import (
 
 // StateVersion is the version of the Record layout in the journal. Version 2 added
 // StepState.Step and StepState.Child (reference steps); a version-1 record had one StepState
-// per manifest step, which New carries over by setting Step to the entry's index.
-const StateVersion = 2
+// per manifest step, which New carries over by setting Step to the entry's index. Version 3
+// added SecurityFloors (per slot class, for aduimg and MCUboot images); New copies an
+// earlier record's MinSecurityCounter into it for every configured class.
+const StateVersion = 3
 
 // Phases of a deployment.
 const (
@@ -28,8 +30,14 @@ type Record struct {
 	Version int `json:"version"`
 	// Banks: what the agent installed in each bank (absent: not known, e.g. factory image).
 	Banks map[string]*BankInfo `json:"banks,omitempty"`
-	// MinSecurityCounter is the lowest aduimg security counter still accepted: the
-	// highest counter of a confirmed image.
+	// SecurityFloors maps a slot class to the lowest image security counter still accepted
+	// there (the aduimg header's, MCUboot's SEC_CNT TLV): the highest counter of a confirmed
+	// image of that class. A bootloader that keeps floors (bootloader.FloorKeeper) holds a
+	// copy where a wipe of the state folder does not reach it; the higher of the two is
+	// enforced.
+	SecurityFloors map[string]uint64 `json:"security_floors,omitempty"`
+	// MinSecurityCounter is the single aduimg floor of records up to version 2, left as it
+	// was read (an older agent still finds it); New copies it into SecurityFloors.
 	MinSecurityCounter uint64 `json:"min_security_counter,omitempty"`
 	// Last is the last deployment that finished (success, failure or cancel).
 	Last *Outcome `json:"last,omitempty"`
@@ -131,14 +139,31 @@ func (s *StepState) label() string {
 	return fmt.Sprintf("step %d (child %s step %d)", s.Step, s.Child.UpdateID, s.Child.Step)
 }
 
-// migrate brings a record of an earlier layout to StateVersion.
-func (r *Record) migrate() {
+// migrate brings a record of an earlier layout to StateVersion; classes are the configured
+// slot classes.
+func (r *Record) migrate(classes []string) {
 	if r.Version < 2 && r.Deployment != nil {
 		for i := range r.Deployment.Steps {
 			r.Deployment.Steps[i].Step = i
 		}
 	}
+	if r.Version < 3 {
+		for _, c := range classes {
+			r.raiseFloor(c, r.MinSecurityCounter)
+		}
+	}
 	if r.Version < StateVersion {
 		r.Version = StateVersion
 	}
+}
+
+// raiseFloor raises the journal's floor of class to n.
+func (r *Record) raiseFloor(class string, n uint64) {
+	if n <= r.SecurityFloors[class] {
+		return
+	}
+	if r.SecurityFloors == nil {
+		r.SecurityFloors = map[string]uint64{}
+	}
+	r.SecurityFloors[class] = n
 }

@@ -149,7 +149,11 @@ func (g *GRUB) MarkPending(s Slot) error {
 }
 
 // Confirm clears the booted bank's TRY flag (at every healthy boot) and ends its trial.
-func (g *GRUB) Confirm(s Slot) error {
+func (g *GRUB) Confirm(s Slot) error { return g.ConfirmRaising(s, nil) }
+
+// ConfirmRaising is Confirm that also raises the anti-rollback floors (VarSecFloor) in the
+// same rewrite of the environment block.
+func (g *GRUB) ConfirmRaising(s Slot, raise Floors) error {
 	if err := g.slots.check(s); err != nil {
 		return err
 	}
@@ -172,10 +176,36 @@ func (g *GRUB) Confirm(s Slot) error {
 	if _, ok := vars[varPending]; ok {
 		unset = append(unset, varPending)
 	}
+	if err := raiseInto(set, vars, raise); err != nil {
+		return err
+	}
 	if len(set) == 0 && len(unset) == 0 {
 		return nil
 	}
 	return g.store.Update(set, unset)
+}
+
+// Floors reads the anti-rollback floors (VarSecFloor).
+func (g *GRUB) Floors() (Floors, error) {
+	vars, err := g.store.Vars()
+	if err != nil {
+		return nil, err
+	}
+	return floorsOf(vars)
+}
+
+// RaiseFloors raises the anti-rollback floors in one rewrite of the environment block; none
+// when no floor rises.
+func (g *GRUB) RaiseFloors(raise Floors) error {
+	vars, err := g.store.Vars()
+	if err != nil {
+		return err
+	}
+	set := map[string]string{}
+	if err := raiseInto(set, vars, raise); err != nil || len(set) == 0 {
+		return err
+	}
+	return g.store.Update(set, nil)
 }
 
 // MarkBad clears s's OK flag; a pending s ends its trial.

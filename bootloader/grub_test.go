@@ -83,7 +83,9 @@ func testGRUBCycle(t *testing.T, g *bootloader.GRUB, path string, d grubBooter) 
 	if st := grubState(t, g); st.Pending != "B" || st.AttemptsLeft != 0 {
 		t.Fatalf("during the trial boot: %+v", st)
 	}
-	if err := g.Confirm("B"); err != nil {
+	// The agent confirms B and raises the anti-rollback floor in the same write; GRUB's
+	// own writes (save_env of the TRY flags) from here on keep it.
+	if err := g.ConfirmRaising("B", bootloader.Floors{"rootfs": 5}); err != nil {
 		t.Fatal(err)
 	}
 	if st := grubState(t, g); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 {
@@ -126,12 +128,16 @@ func testGRUBCycle(t *testing.T, g *bootloader.GRUB, path string, d grubBooter) 
 			t.Fatal(err)
 		}
 	}
+	if f, err := g.Floors(); err != nil || f["rootfs"] != 5 {
+		t.Fatalf("floors after the boots: %v, %v", f, err)
+	}
 	// The block stays one grub-editenv reads.
 	if tool, err := exec.LookPath("grub-editenv"); err != nil {
 		peers.Missing(t, "grub-editenv (apt-get install grub-common): %v", err)
 	} else {
 		out, err := exec.Command(tool, path, "list").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "A_OK=0") || !strings.Contains(string(out), "ORDER=A B") {
+		if err != nil || !strings.Contains(string(out), "A_OK=0") || !strings.Contains(string(out), "ORDER=A B") ||
+			!strings.Contains(string(out), bootloader.VarSecFloor+"=rootfs:5") {
 			t.Fatalf("grub-editenv list: %v\n%s", err, out)
 		}
 	}

@@ -101,6 +101,15 @@ var transitions = []transition{
 		_, err := (&sim.Device{Env: env}).Reset()
 		must(t, err)
 	}, func(e *envFlash, env *ubootenv.Env) error { return e.backendNoT(env).Confirm("B") }},
+	{"Confirm raising the floor", func(t *testing.T, e *envFlash) {
+		env := e.open(t)
+		must(t, e.backend(t, env).RaiseFloors(bootloader.Floors{"rootfs": 3}))
+		must(t, e.backend(t, env).MarkPending("B"))
+		_, err := (&sim.Device{Env: env}).Reset()
+		must(t, err)
+	}, func(e *envFlash, env *ubootenv.Env) error {
+		return e.backendNoT(env).ConfirmRaising("B", bootloader.Floors{"rootfs": 8})
+	}},
 	{"MarkBad", func(t *testing.T, e *envFlash) {
 		env := e.open(t)
 		must(t, e.backend(t, env).MarkPending("B"))
@@ -126,11 +135,27 @@ func (e *envFlash) backendNoT(env *ubootenv.Env) *bootloader.UBoot {
 	return bl
 }
 
+// bootFacts is what a transition changes: the state and the anti-rollback floors.
+type bootFacts struct {
+	State  bootloader.State
+	Floors bootloader.Floors
+}
+
+func (e *envFlash) facts(t *testing.T, env *ubootenv.Env) (bootFacts, error) {
+	bl := e.backend(t, env)
+	st, err := bl.State()
+	if err != nil {
+		return bootFacts{}, err
+	}
+	f, err := bl.Floors()
+	return bootFacts{st, f}, err
+}
+
 // Power is cut at every flash operation of every transition, each cut tearing the
 // operation at a random point (three rounds: the simulator's generator moves on, so every
 // round tears each operation elsewhere). After power returns the environment always has
-// a valid copy, and the state is exactly the old one or the new one, never a mix and never
-// the defaults.
+// a valid copy, and the state with the floors is exactly the old one or the new one, never a
+// mix and never the defaults.
 func TestPowerCutAtEveryOperation(t *testing.T) {
 	layouts := []struct {
 		nand bool
@@ -146,14 +171,14 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 				must(t, env.Update(map[string]string{"bootdelay": "0"}, nil))
 				tr.prep(t, e)
 				before := e.flash.Snapshot()
-				old, err := e.backend(t, e.open(t)).State()
+				old, err := e.facts(t, e.open(t))
 				must(t, err)
 
 				// The transition without a cut: its state after, and how many operations it takes.
 				e.flash.ResetCounters()
 				must(t, tr.do(e, e.open(t)))
 				ops := int(e.flash.Counters().Ops)
-				newer, err := e.backend(t, e.open(t)).State()
+				newer, err := e.facts(t, e.open(t))
 				must(t, err)
 				if reflect.DeepEqual(old, newer) {
 					t.Fatalf("the transition changed nothing: %+v", old)
@@ -175,7 +200,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 						if after.Info().UsingDefaults {
 							t.Fatalf("cut after %d of %d operations (round %d): no valid copy left", n, ops, round)
 						}
-						got, err := e.backend(t, after).State()
+						got, err := e.facts(t, after)
 						if err != nil {
 							t.Fatalf("cut after %d of %d operations (round %d): %v", n, ops, round, err)
 						}

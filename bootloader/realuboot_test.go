@@ -179,7 +179,8 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 			if s, _ := b.boot(t); s != "A" {
 				t.Fatalf("fresh board booted %s", s)
 			}
-			if err := b.bl.Confirm("A"); err != nil {
+			// The anti-rollback floor rides along; U-Boot's own saves must keep it.
+			if err := b.bl.ConfirmRaising("A", bootloader.Floors{"rootfs": 3}); err != nil {
 				t.Fatal(err)
 			}
 
@@ -221,6 +222,9 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 					t.Fatalf("after the fallback U-Boot saved %+v", st)
 				}
 			}
+			if f, err := b.bl.Floors(); err != nil || f["rootfs"] != 3 {
+				t.Fatalf("after the rollback the floors are %v, %v; want rootfs 3", f, err)
+			}
 			// The agent on A records B as bad.
 			if err := b.bl.MarkBad("B"); err != nil {
 				t.Fatal(err)
@@ -242,7 +246,7 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 			if s, _ := b.boot(t); s != "B" {
 				t.Fatalf("second trial booted %s", s)
 			}
-			if err := b.bl.Confirm("B"); err != nil {
+			if err := b.bl.ConfirmRaising("B", bootloader.Floors{"rootfs": 5}); err != nil {
 				t.Fatal(err)
 			}
 			before, _ := os.ReadFile(b.disk)
@@ -250,7 +254,8 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 				if s, _ := b.boot(t); s != "B" {
 					t.Fatalf("boot %d after Confirm started %s", i+1, s)
 				}
-				if err := b.bl.Confirm("B"); err != nil { // the agent, at every healthy boot
+				// The agent, at every healthy boot; the floor is already there.
+				if err := b.bl.ConfirmRaising("B", bootloader.Floors{"rootfs": 5}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -260,6 +265,9 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 			}
 			if st := b.state(t); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 {
 				t.Fatalf("after Confirm and three boots: %+v", st)
+			}
+			if f, err := b.bl.Floors(); err != nil || f["rootfs"] != 5 {
+				t.Fatalf("after Confirm and three boots the floors are %v, %v; want rootfs 5", f, err)
 			}
 		})
 	}

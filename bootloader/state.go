@@ -8,6 +8,10 @@
 // MarkPending, Confirm and MarkBad each compute the whole transition first and then make
 // exactly one atomic write to the bootloader's storage; State reads without writing.
 //
+// The U-Boot and GRUB backends also keep the agent's anti-rollback floors (FloorKeeper,
+// VarSecFloor), where a wipe of the agent's data does not reach them: ConfirmRaising raises
+// them in the same write that confirms a bank.
+//
 // The byte formats live in sub-packages: bootloader/ubootenv (U-Boot environment),
 // bootloader/grubenv (GRUB environment block) and bootloader/mcuboottrailer (MCUboot trailer).
 package bootloader

@@ -179,7 +179,11 @@ func (u *UBoot) MarkPending(s Slot) error {
 
 // Confirm makes the booted bank s permanent. Called again on every healthy boot it writes
 // nothing, except with RAUC's variables, whose boot script spends an attempt at every boot.
-func (u *UBoot) Confirm(s Slot) error {
+func (u *UBoot) Confirm(s Slot) error { return u.ConfirmRaising(s, nil) }
+
+// ConfirmRaising is Confirm that also raises the anti-rollback floors (VarSecFloor) in the
+// same environment write.
+func (u *UBoot) ConfirmRaising(s Slot, raise Floors) error {
 	vars, st, c, err := u.begin(s)
 	if err != nil {
 		return err
@@ -191,6 +195,32 @@ func (u *UBoot) Confirm(s Slot) error {
 		u.p.healthy(c, vars, st, s)
 	default:
 		return fmt.Errorf("%w: cannot confirm %s: the bootloader boots %s", ErrNotPrimary, s, st.Primary)
+	}
+	if err := raiseInto(c.set, vars, raise); err != nil {
+		return err
+	}
+	return u.commit(c)
+}
+
+// Floors reads the anti-rollback floors (VarSecFloor).
+func (u *UBoot) Floors() (Floors, error) {
+	vars, err := u.store.Vars()
+	if err != nil {
+		return nil, err
+	}
+	return floorsOf(vars)
+}
+
+// RaiseFloors raises the anti-rollback floors in one environment write; none when no floor
+// rises.
+func (u *UBoot) RaiseFloors(raise Floors) error {
+	vars, err := u.store.Vars()
+	if err != nil {
+		return err
+	}
+	c := &changes{set: map[string]string{}}
+	if err := raiseInto(c.set, vars, raise); err != nil {
+		return err
 	}
 	return u.commit(c)
 }

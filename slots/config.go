@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode"
 
 	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/internal/tomlsection"
@@ -177,7 +178,9 @@ func (c *Config) normalize() error {
 	for i := range c.Slots {
 		s := &c.Slots[i]
 		where := fmt.Sprintf("slots.slot[%d]", i)
-		if s.Class == "" || strings.ContainsAny(s.Class, "/ \t") {
+		// The class names the slot ("B/rootfs") and its anti-rollback floor in the bootloader
+		// environment ("rootfs:7"): no '/', no space, no control character.
+		if s.Class == "" || strings.ContainsFunc(s.Class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
 			return bad("%s: class %q: want a name such as rootfs", where, s.Class)
 		}
 		if s.Bank == "" || strings.ContainsAny(s.Bank, "/ \t") {

@@ -49,6 +49,7 @@ path = "/data/b.img"
 		{strings.Replace(ok, "[slots]\n", "[slots]\nbogus = true\n", 1), "slots.bogus"},
 		{base, "no [slots] section"},
 		{strings.Replace(ok, `type = "file"`, `type = "floppy"`, 1), `unknown type "floppy"`},
+		{strings.ReplaceAll(ok, `class = "rootfs"`, `class = "root\nfs"`), `class "root\nfs": want a name`},
 		{strings.Replace(ok, `bank = "B"`, `bank = "A"`, 1), "already has a rootfs slot"},
 		{ok + "[[slots.slot]]\nclass = \"kernel\"\nbank = \"A\"\ntype = \"ubi\"\nubi_volume = \"k\"\n", `class "kernel" has no slot in bank B`},
 		{ok + "[[slots.slot]]\nclass = \"kernel\"\nbank = \"A\"\ntype = \"block\"\npath = \"/dev/x\"\npartlabel = \"y\"\n", "exactly one of path, partlabel, partuuid"},

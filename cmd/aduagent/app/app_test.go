@@ -149,7 +149,7 @@ func TestStatus(t *testing.T) {
 	for _, want := range []string{
 		"active bank: A (from cmdline)",
 		"bootloader:  u-boot, preset aduflash, banks A B",
-		"primary:   A", "pending:   none", "bad:       none",
+		"primary:   A", "pending:   none", "bad:       none", "floors:    none",
 		"rootfs-a  rootfs  A     file " + filepath.Join(fx.dir, "rootfs_a.img") + "  ?      active\n",
 		"rootfs-b  rootfs  B     file " + filepath.Join(fx.dir, "rootfs_b.img") + "  2 MiB\n",
 		"last deployment: none (" + filepath.Join(fx.stateDir, "journal") + ")",
@@ -180,6 +180,17 @@ func TestStatus(t *testing.T) {
 	r = statusJSON(t, fx)
 	if st := r.Bootloader.State; st.Primary != "B" || st.Pending != "B" || st.AttemptsLeft != 3 || st.Fallback != "A" {
 		t.Errorf("state: %+v", st)
+	}
+
+	// The anti-rollback floors the environment keeps.
+	if err := fx.backend(t).(bootloader.FloorKeeper).RaiseFloors(bootloader.Floors{"rootfs": 7}); err != nil {
+		t.Fatal(err)
+	}
+	if _, out, _ = fx.run(t, "status"); !strings.Contains(out, "floors:    rootfs:7 ") {
+		t.Errorf("status after raising the floor:\n%s", out)
+	}
+	if r = statusJSON(t, fx); r.Bootloader.Floors["rootfs"] != 7 {
+		t.Errorf("status --json floors: %v", r.Bootloader.Floors)
 	}
 }
 

@@ -26,7 +26,8 @@ func (e *env) statusCommand() *cli.Command {
   - the running (active) bank, found as the [slots] section says (kernel command line or
     bootloader state), or "unknown" with the reason;
   - the bootloader state: the primary bank, the pending bank with its attempts left and
-    the bank it falls back to, and the banks marked bad;
+    the bank it falls back to, the banks marked bad, and the anti-rollback floors (lowest
+    security counter accepted per slot class) that u-boot and grub keep;
   - every slot: name, class, bank, storage, size (configured, or measured where the
     storage can be opened read-only), and which ones belong to the running bank;
   - the agent's last deployment record, from the journal in the [agent] section's
@@ -61,6 +62,8 @@ type bootReport struct {
 	Preset string            `json:"preset,omitempty"`
 	Banks  []string          `json:"banks"`
 	State  *bootloader.State `json:"state,omitempty"`
+	// Floors are the anti-rollback floors the bootloader keeps (nil: it keeps none).
+	Floors bootloader.Floors `json:"security_floors,omitempty"`
 	Error  string            `json:"error,omitempty"`
 }
 
@@ -123,6 +126,12 @@ func buildStatus(d *device) (*statusReport, error) {
 		rep.Bootloader.Error, fail = err.Error(), err
 	} else {
 		rep.Bootloader.State = &st
+		if fk, ok := d.backend.(bootloader.FloorKeeper); ok {
+			if rep.Bootloader.Floors, err = fk.Floors(); err != nil {
+				err = classify(fmt.Errorf("reading the anti-rollback floors: %w", err))
+				rep.Bootloader.Error, fail = err.Error(), err
+			}
+		}
 	}
 
 	active, err := d.layout.ActiveBank()
@@ -222,6 +231,13 @@ func printStatus(w io.Writer, r *statusReport) {
 		fmt.Fprintf(w, "  state:     unreadable: %s\n", b.Error)
 	} else {
 		printState(w, *b.State)
+		if b.Floors != nil {
+			floors := b.Floors.String()
+			if floors == "" {
+				floors = "none"
+			}
+			fmt.Fprintf(w, "  floors:    %s (lowest security counter accepted, by slot class)\n", floors)
+		}
 	}
 	fmt.Fprintln(w, "slots:")
 	var tab bytes.Buffer
