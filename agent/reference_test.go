@@ -492,7 +492,7 @@ func TestReferenceStepThroughHubService(t *testing.T) {
 	t.Cleanup(func() { svc.Close() })
 
 	f := newRefFixture(t, "2.0", true)
-	child := importUpdate(t, svc, "Board-App", "2.0", false, []manifestgen.StepSpec{imageStep("app-2.0.aduimg", "app", "app-2.0")},
+	child := importUpdate(t, svc, "Board-App", "2.0", false, []manifestgen.StepSpec{imageStep("app-2.0.aduimg", "app", "2.0")},
 		map[string][]byte{"app-2.0.aduimg": f.appImg})
 	parent := importUpdate(t, svc, "Board", "2.0", true, []manifestgen.StepSpec{imageStep("rootfs-2.0.aduimg", "rootfs", "2.0"),
 		{UpdateID: &manifestgen.UpdateID{Provider: "Contoso", Name: "Board-App", Version: "2.0"}}},
