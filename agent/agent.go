@@ -78,6 +78,8 @@ type Options struct {
 	// AllowDowngrade accepts image versions lower than the running one (the security
 	// counter of aduimg and MCUboot images stays a hard floor).
 	AllowDowngrade bool
+	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
+	MaxChunkSize int
 
 	// Health checks run after booting into a pending bank, within HealthTimeout
 	// (default 5 minutes).
@@ -166,6 +168,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.MaxTrialReboots <= 0 {
 		o.MaxTrialReboots = 3
+	}
+	if o.MaxChunkSize <= 0 {
+		o.MaxChunkSize = DefaultMaxChunkSize
 	}
 	if o.HeartbeatInterval <= 0 {
 		o.HeartbeatInterval = 5 * time.Second

@@ -101,6 +101,10 @@ func TestBadInputs(t *testing.T) {
 		{"incompatible device", func(t *testing.T, srv *server) json.RawMessage {
 			return newUpdate(t, srv, "2.0", raw, good, manifestOpts{compat: "Other"}).service("wf", "")
 		}, ERCIncompatible, false},
+		{"chunks larger than max_chunk_size", func(t *testing.T, srv *server) json.RawMessage {
+			img := makeImage(t, raw, "2.0", func(o *image.SignOptions) { o.ChunkSize = 2 * DefaultMaxChunkSize })
+			return newUpdate(t, srv, "2.0", raw, img, manifestOpts{}).service("wf", "")
+		}, ERCImageChunkTooLarge, true},
 		{"image for another model", func(t *testing.T, srv *server) json.RawMessage {
 			img := makeImage(t, raw, "2.0", func(o *image.SignOptions) { o.Compatibility = map[string]string{"model": "Other"} })
 			return newUpdate(t, srv, "2.0", raw, img, manifestOpts{}).service("wf", "")

@@ -13,6 +13,7 @@ import (
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/internal/tomlsection"
 	"github.com/aduflash/aduflash/iothub"
 )
@@ -25,6 +26,9 @@ const (
 	DefaultLogLevel            = "info"
 	// MaxCompatPropertyNames is the service's limit on compatPropertyNames.
 	MaxCompatPropertyNames = 5
+	// DefaultMaxChunkSize is the largest aduimg chunk the agent takes by default: it holds
+	// about two chunks and a zstd window of up to one, within its 32 MiB budget.
+	DefaultMaxChunkSize = 4 << 20
 )
 
 // DefaultRebootCommand is the reboot_command default.
@@ -64,6 +68,8 @@ type Config struct {
 	AllowTestRootKeyPackage bool
 	AllowRaw                bool
 	AllowDowngrade          bool
+	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
+	MaxChunkSize int
 
 	HealthTimeout   time.Duration
 	MaxTrialReboots int // 0: New's default
@@ -119,6 +125,7 @@ type agentRawConfig struct {
 	AllowTestRootKeyPackage bool              `toml:"allow_test_root_key_package"`
 	AllowRaw                bool              `toml:"allow_raw"`
 	AllowDowngrade          bool              `toml:"allow_downgrade"`
+	MaxChunkSize            bytesize.Size     `toml:"max_chunk_size"`
 	HealthTimeout           string            `toml:"health_timeout"`
 	MaxTrialReboots         int               `toml:"max_trial_reboots"`
 	RebootCommand           []string          `toml:"reboot_command"`
@@ -322,6 +329,15 @@ func (r *agentRawConfig) convert(order []string, defined func(key ...string) boo
 	if c.Keyring == "" && len(c.Pub) == 0 && !c.AllowRaw {
 		return c, cfgErr("keyring", "no trusted image keys: set keyring or pub (or allow_raw for unsigned images only)")
 	}
+	c.MaxChunkSize = DefaultMaxChunkSize
+	if defined("max_chunk_size") {
+		n := int64(r.MaxChunkSize)
+		if n < image.MinChunkSize || n > image.MaxChunkSize || n%image.ChunkAlign != 0 {
+			return c, cfgErr("max_chunk_size", "%d is not a multiple of %d in [%d, %d] (an aduimg chunk size: 4KiB … 64MiB)",
+				n, image.ChunkAlign, image.MinChunkSize, image.MaxChunkSize)
+		}
+		c.MaxChunkSize = int(n)
+	}
 
 	// Boot checks, reboot.
 	c.HealthTimeout = DefaultHealthTimeout
@@ -482,6 +498,7 @@ func (c Config) Options() (Options, error) {
 		AllowTestRootKeyPackage: c.AllowTestRootKeyPackage,
 		AllowRaw:                c.AllowRaw,
 		AllowDowngrade:          c.AllowDowngrade,
+		MaxChunkSize:            c.MaxChunkSize,
 		HealthChecks:            append([]health.Check(nil), c.HealthChecks...),
 		HealthOptions:           health.Options{StopOnFailure: true},
 		HealthTimeout:           c.HealthTimeout,

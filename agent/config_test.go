@@ -39,6 +39,7 @@ func TestConfigSample(t *testing.T) {
 		CompatPropertyNames:  "manufacturer,model,hwrev",
 		StateDir:             "/var/lib/aduflash",
 		Pub:                  []string{"/etc/aduflash/release.pub.pem"},
+		MaxChunkSize:         4 << 20,
 		HealthTimeout:        5 * time.Minute,
 		MaxTrialReboots:      3,
 		RebootCommand:        []string{"systemctl", "reboot"},
@@ -66,7 +67,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
-		StateDir: "/var/lib/aduflash", Pub: []string{"k.pem"}, HealthTimeout: 5 * time.Minute, RebootCommand: []string{"systemctl", "reboot"},
+		StateDir: "/var/lib/aduflash", Pub: []string{"k.pem"}, MaxChunkSize: DefaultMaxChunkSize, HealthTimeout: 5 * time.Minute, RebootCommand: []string{"systemctl", "reboot"},
 		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -80,7 +81,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if o.StateDir != c.StateDir || o.Manufacturer != "m" || o.Model != "x" || o.ModelID != adu.ModelV3 || o.CompatPropertyNames != "manufacturer,model" ||
 		o.HealthTimeout != 5*time.Minute || o.MaxTrialReboots != 0 || o.NoBuiltinRoots || o.AllowRaw || o.Roots != nil || !o.HealthOptions.StopOnFailure ||
-		o.Retry.Attempts != 5 || o.Retry.Backoff != time.Second || o.Retry.MaxBackoff != time.Minute || o.StallTimeout != time.Minute {
+		o.Retry.Attempts != 5 || o.Retry.Backoff != time.Second || o.Retry.MaxBackoff != time.Minute || o.StallTimeout != time.Minute ||
+		o.MaxChunkSize != DefaultMaxChunkSize {
 		t.Errorf("options: %+v", o)
 	}
 	// No connection: fine for the section, an error when connecting.
@@ -106,6 +108,7 @@ no_builtin_roots = true
 allow_test_root_key_package = true
 allow_raw = true
 allow_downgrade = true
+max_chunk_size = "8MiB"
 health_timeout = "90s"
 max_trial_reboots = 5
 reboot_command = ["/sbin/reboot", "-f"]
@@ -132,7 +135,7 @@ command = ["true"]
 	}
 	if c.CompatPropertyNames != "model,zeta,alpha" || c.HealthTimeout != 90*time.Second || c.MaxTrialReboots != 5 ||
 		c.WatchdogDevice != "/dev/watchdog1" || c.WatchdogTimeout != 20*time.Second || c.Level().String() != "DEBUG" ||
-		!reflect.DeepEqual(c.RebootCommand, []string{"/sbin/reboot", "-f"}) || c.Keyring != "" || !c.AllowRaw {
+		!reflect.DeepEqual(c.RebootCommand, []string{"/sbin/reboot", "-f"}) || c.Keyring != "" || !c.AllowRaw || c.MaxChunkSize != 8<<20 {
 		t.Errorf("%+v", c)
 	}
 	o, err := c.Options()
@@ -141,7 +144,8 @@ command = ["true"]
 	}
 	if len(o.Roots) == 0 || !o.NoBuiltinRoots || !o.AllowTestRootKeyPackage || !o.AllowDowngrade || o.ModelID != adu.ModelContractV2 ||
 		len(o.HealthChecks) != 1 || len(o.Properties) != 3 ||
-		o.Retry.Attempts != 8 || o.Retry.Backoff != 250*time.Millisecond || o.Retry.MaxBackoff != 2*time.Minute || o.StallTimeout != 3*time.Minute {
+		o.Retry.Attempts != 8 || o.Retry.Backoff != 250*time.Millisecond || o.Retry.MaxBackoff != 2*time.Minute || o.StallTimeout != 3*time.Minute ||
+		o.MaxChunkSize != 8<<20 {
 		t.Errorf("options: %+v", o)
 	}
 	hc, err := c.HubConfig()
@@ -299,6 +303,10 @@ func TestConfigErrors(t *testing.T) {
 		{"health timeout zero", base + "health_timeout = \"0s\"\n", "agent.health_timeout"},
 		{"health timeout integer", base + "health_timeout = 300\n", "health_timeout"},
 		{"negative trial reboots", base + "max_trial_reboots = -1\n", "agent.max_trial_reboots"},
+		{"max chunk size zero", base + "max_chunk_size = 0\n", "agent.max_chunk_size"},
+		{"max chunk size unaligned", base + "max_chunk_size = 5000\n", "agent.max_chunk_size"},
+		{"max chunk size above the format's", base + "max_chunk_size = \"128MiB\"\n", "agent.max_chunk_size"},
+		{"max chunk size not a size", base + "max_chunk_size = \"lots\"\n", "max_chunk_size"},
 		{"zero download attempts", base + "download_attempts = 0\n", "agent.download_attempts"},
 		{"download backoff", base + "download_backoff = \"soon\"\n", "agent.download_backoff"},
 		{"download backoff zero", base + "download_backoff = \"0s\"\n", "agent.download_backoff"},

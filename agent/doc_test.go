@@ -18,7 +18,7 @@ func TestDocumentedResultCodes(t *testing.T) {
 		"ERCUnsupportedHandler": ERCUnsupportedHandler, "ERCUnsupportedStep": ERCUnsupportedStep, "ERCIncompatible": ERCIncompatible,
 		"ERCSlotClass": ERCSlotClass, "ERCDowngrade": ERCDowngrade, "ERCRawNotAllowed": ERCRawNotAllowed, "ERCImage": ERCImage,
 		"ERCImageUnknownKey": ERCImageUnknownKey, "ERCImageSignature": ERCImageSignature, "ERCImageChunk": ERCImageChunk,
-		"ERCImageTooLarge": ERCImageTooLarge, "ERCSlot": ERCSlot, "ERCVerify": ERCVerify, "ERCBootloader": ERCBootloader,
+		"ERCImageTooLarge": ERCImageTooLarge, "ERCImageChunkTooLarge": ERCImageChunkTooLarge, "ERCSlot": ERCSlot, "ERCVerify": ERCVerify, "ERCBootloader": ERCBootloader,
 		"ERCActiveUnknown": ERCActiveUnknown, "ERCHealth": ERCHealth, "ERCRolledBack": ERCRolledBack, "ERCMissingFile": ERCMissingFile,
 		"ERCInternal": ERCInternal, "ERCDownload": ERCDownload, "ERCDownloadTooLong": ERCDownloadTooLong,
 		"ERCDownloadTruncated": ERCDownloadTruncated, "ERCDownloadChanged": ERCDownloadChanged, "ERCFileHash": ERCFileHash,

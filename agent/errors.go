@@ -60,6 +60,7 @@ var (
 	ERCImageSignature     = handlerERC(0x009)
 	ERCImageChunk         = handlerERC(0x00A)
 	ERCImageTooLarge      = handlerERC(0x00B)
+	ERCImageChunkTooLarge = handlerERC(0x00C)
 	ERCSlot               = handlerERC(0x010)
 	ERCVerify             = handlerERC(0x011)
 	ERCBootloader         = handlerERC(0x012)
@@ -125,6 +126,8 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultFailure, ERCImageSignature
 	case errors.Is(err, image.ErrChunkHash), errors.Is(err, image.ErrPayloadHash):
 		return adu.ResultFailure, ERCImageChunk
+	case errors.Is(err, image.ErrChunkTooLarge):
+		return adu.ResultFailure, ERCImageChunkTooLarge
 	case errors.Is(err, image.ErrTooLarge), errors.Is(err, slots.ErrTooLarge):
 		return adu.ResultFailure, ERCImageTooLarge
 	case errors.Is(err, ErrImage):

@@ -86,6 +86,9 @@ type Installer struct {
 	// StallTimeout abandons (and retries) a request that delivers no byte for this long
 	// (0: download's default).
 	StallTimeout time.Duration
+	// MaxChunkSize refuses aduimg images with larger chunks (the reader holds about two), before
+	// a payload byte is read (0: no limit).
+	MaxChunkSize int
 	// Check, if set, is called with the verified image's facts before the slot is opened;
 	// an error refuses the image.
 	Check func(ImageInfo) error
@@ -265,7 +268,7 @@ func (r *run) aduimg() error {
 	if len(r.resume.Header) == 0 {
 		return errStaleResume
 	}
-	h, err := image.ReadHeader(bytes.NewReader(r.resume.Header), image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.capacity})
+	h, err := r.readHeader(bytes.NewReader(r.resume.Header))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrImage, err)
 	}
@@ -276,6 +279,16 @@ func (r *run) aduimg() error {
 	return r.writeImage(h, r.hr, c)
 }
 
+// readHeader reads and verifies an aduimg header: a trusted key, a payload the slot holds,
+// chunks the device can buffer.
+func (r *run) readHeader(src io.Reader) (*image.Header, error) {
+	h, err := image.ReadHeader(src, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.capacity, MaxChunkSize: r.in.MaxChunkSize})
+	if errors.Is(err, image.ErrChunkTooLarge) {
+		err = fmt.Errorf("%w (agent.max_chunk_size; sign the image with a smaller aduimport sign --chunk-size)", err)
+	}
+	return h, err
+}
+
 func frameStart(h *image.Header, i int) int64 {
 	if i == len(h.Chunks) {
 		return h.ImageSize
@@ -284,7 +297,7 @@ func frameStart(h *image.Header, i int) int64 {
 }
 
 func (r *run) aduimgFrom(br *bufio.Reader) error {
-	h, err := image.ReadHeader(br, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.capacity})
+	h, err := r.readHeader(br)
 	if err != nil {
 		if e := r.hr.err; e != nil {
 			return e // the download failed under the header

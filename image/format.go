@@ -74,8 +74,11 @@ var (
 	ErrTruncated = errors.New("aduimg: truncated image")
 	// ErrTrailingData: bytes follow the last frame.
 	ErrTrailingData = errors.New("aduimg: trailing bytes after the last frame")
-	// ErrTooLarge: the raw payload (or chunk) is larger than the reader allows (VerifyOptions).
+	// ErrTooLarge: the raw payload is larger than the reader allows (VerifyOptions.MaxRawSize).
 	ErrTooLarge = errors.New("aduimg: image too large for the target")
+	// ErrChunkTooLarge: the chunk size is larger than the reader allows
+	// (VerifyOptions.MaxChunkSize), i.e. than the device can buffer.
+	ErrChunkTooLarge = errors.New("aduimg: chunk size too large for the reader")
 	// ErrDowngrade: the image's security counter is below the device's (Header.CheckDowngrade).
 	ErrDowngrade = errors.New("aduimg: downgrade refused")
 	// ErrPayloadSize: Sign's payload is shorter or longer than the size it was given.
@@ -241,9 +244,8 @@ func (h *Header) CheckDowngrade(deviceCounter uint64) error {
 }
 
 func (h *Header) clone() *Header {
-	c := *h
+	c := *h // raw is shared: nothing writes to it
 	c.sealed = nil
-	c.raw = append([]byte(nil), h.raw...)
 	c.Signature = append(HexBytes(nil), h.Signature...)
 	c.Chunks = append([]Chunk(nil), h.Chunks...)
 	c.Compatibility = cloneMap(h.Compatibility)
@@ -503,76 +505,98 @@ func checkPrefix(p []byte) (int, error) {
 
 // parseHeaderBytes parses and validates a complete header (no signature check).
 func parseHeaderBytes(b []byte) (*Header, error) {
-	if len(b) < prefixSize {
-		return nil, fmt.Errorf("%w: header is %d bytes, shorter than its %d-byte prefix", ErrTruncated, len(b), prefixSize)
+	if len(b) < fixedSize {
+		return nil, fmt.Errorf("%w: header is %d bytes, shorter than its %d-byte fixed part", ErrTruncated, len(b), fixedSize)
 	}
-	hs, err := checkPrefix(b)
+	h, n, ml, err := parseFixed(b[:fixedSize])
 	if err != nil {
 		return nil, err
 	}
-	if hs != len(b) {
-		return nil, fmt.Errorf("%w: header size field says %d bytes, have %d", ErrTruncated, hs, len(b))
+	if h.Size != int64(len(b)) {
+		return nil, fmt.Errorf("%w: header size field says %d bytes, have %d", ErrTruncated, h.Size, len(b))
 	}
-	h := &Header{FormatVersion: FormatVersion, Size: int64(hs)}
+	if err := parseMetadata(h, b[fixedSize:fixedSize+ml], fixedSize); err != nil {
+		return nil, err
+	}
+	if err := parseChunks(h, b, fixedSize+ml, n); err != nil {
+		return nil, err
+	}
+	if h.Signature, err = parseSignature(b, h.KeyType); err != nil {
+		return nil, err
+	}
+	h.raw = b
+	return h, nil
+}
+
+// parseFixed parses and validates the fixed part b (the first fixedSize bytes of a header):
+// everything a reader can check before it reads the rest. It returns the header's fixed fields,
+// its chunk count and its metadata size.
+func parseFixed(b []byte) (h *Header, chunks, metaSize int, err error) {
+	hs, err := checkPrefix(b)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	h = &Header{FormatVersion: FormatVersion, Size: int64(hs)}
 	copy(h.KeyID[:], b[16:32])
 	kt, ok := keyTypeFromCode(b[32])
 	if !ok {
-		return nil, malformed(32, "key type", "unknown key type code %d", b[32])
+		return nil, 0, 0, malformed(32, "key type", "unknown key type code %d", b[32])
 	}
 	h.KeyType = kt
 	h.Compression = Compression(b[33])
 	if h.Compression > CompressZstd {
-		return nil, malformed(33, "compression", "unknown compression code %d", b[33])
+		return nil, 0, 0, malformed(33, "compression", "unknown compression code %d", b[33])
 	}
 	if r := get16(b[34:]); r != 0 {
-		return nil, malformed(34, "reserved", "must be 0, is %#04x", r)
+		return nil, 0, 0, malformed(34, "reserved", "must be 0, is %#04x", r)
 	}
 	cs := uint64(get32(b[36:]))
 	if err := checkChunkSize(cs); err != nil {
-		return nil, malformed(36, "chunk size", "%v", err)
+		return nil, 0, 0, malformed(36, "chunk size", "%v", err)
 	}
 	h.ChunkSize = int(cs)
 	raw := get64(b[40:])
 	h.SecurityCounter = get64(b[48:])
 	created := int64(get64(b[56:]))
 	if created < 0 || created > maxCreated {
-		return nil, malformed(56, "created", "%d is not a Unix time in 1970..9999", created)
+		return nil, 0, 0, malformed(56, "created", "%d is not a Unix time in 1970..9999", created)
 	}
 	h.Created = time.Unix(created, 0).UTC()
 	n := uint64(get32(b[64:]))
 	ml := uint64(get32(b[68:]))
 	copy(h.PayloadSHA256[:], b[72:104])
 	if want := chunkCountFor(raw, cs); n != want {
-		return nil, malformed(64, "chunk count", "%d, but raw size %d in chunks of %d needs %d", n, raw, cs, want)
+		return nil, 0, 0, malformed(64, "chunk count", "%d, but raw size %d in chunks of %d needs %d", n, raw, cs, want)
 	}
 	// n ≤ 2^32 and cs ≤ 2^26, so raw ≤ n*cs < 2^58: it fits an int64.
 	h.RawSize = int64(raw)
 	if ml > MaxMetadataSize {
-		return nil, malformed(68, "metadata size", "%d exceeds the limit of %d bytes", ml, MaxMetadataSize)
+		return nil, 0, 0, malformed(68, "metadata size", "%d exceeds the limit of %d bytes", ml, MaxMetadataSize)
 	}
 	if want := headerSize(int(ml), n); want != uint64(hs) {
-		return nil, malformed(12, "header size", "%d, but %d bytes of metadata and %d chunks make %d", hs, ml, n, want)
+		return nil, 0, 0, malformed(12, "header size", "%d, but %d bytes of metadata and %d chunks make %d", hs, ml, n, want)
 	}
-	if err := parseMetadata(h, b[fixedSize:fixedSize+int(ml)], fixedSize); err != nil {
-		return nil, err
-	}
+	return h, int(n), int(ml), nil
+}
 
-	// Chunk table.
-	base := fixedSize + int(ml)
+// parseChunks parses the n entries of the chunk table, which starts at header offset base of
+// b, into h.Chunks and sets h.ImageSize.
+func parseChunks(h *Header, b []byte, base, n int) error {
+	cs := int64(h.ChunkSize)
 	h.Chunks = make([]Chunk, n)
-	off := int64(hs)
+	off := h.Size
 	for i := range h.Chunks {
 		eo := base + i*chunkEntrySize
 		e := b[eo : eo+chunkEntrySize]
 		c := &h.Chunks[i]
 		c.Index = i
-		c.RawOffset = int64(i) * int64(cs)
-		c.RawSize = int(min(int64(cs), h.RawSize-c.RawOffset))
+		c.RawOffset = int64(i) * cs
+		c.RawSize = int(min(cs, h.RawSize-c.RawOffset))
 		copy(c.SHA256[:], e[0:32])
 		fo := get64(e[32:])
 		fl := get32(e[40:])
 		if fo != uint64(off) {
-			return nil, malformed(eo+32, fmt.Sprintf("chunk %d frame offset", i), "%d, want %d (frames follow the header back to back)", fo, off)
+			return malformed(eo+32, fmt.Sprintf("chunk %d frame offset", i), "%d, want %d (frames follow the header back to back)", fo, off)
 		}
 		c.Offset = off
 		c.Length = int(fl)
@@ -580,33 +604,37 @@ func parseHeaderBytes(b []byte) (*Header, error) {
 		switch c.Compression {
 		case CompressNone:
 			if c.Length != c.RawSize {
-				return nil, malformed(eo+40, fmt.Sprintf("chunk %d frame length", i), "%d, but a stored chunk is its raw size %d", fl, c.RawSize)
+				return malformed(eo+40, fmt.Sprintf("chunk %d frame length", i), "%d, but a stored chunk is its raw size %d", fl, c.RawSize)
 			}
 		case CompressZstd:
 			if h.Compression != CompressZstd {
-				return nil, malformed(eo+44, fmt.Sprintf("chunk %d compression", i), "zstd chunk in an image with compression none")
+				return malformed(eo+44, fmt.Sprintf("chunk %d compression", i), "zstd chunk in an image with compression none")
 			}
 			if c.Length < 1 || c.Length > c.RawSize {
-				return nil, malformed(eo+40, fmt.Sprintf("chunk %d frame length", i), "%d, want 1..%d (the raw size)", fl, c.RawSize)
+				return malformed(eo+40, fmt.Sprintf("chunk %d frame length", i), "%d, want 1..%d (the raw size)", fl, c.RawSize)
 			}
 		default:
-			return nil, malformed(eo+44, fmt.Sprintf("chunk %d compression", i), "unknown compression code %d", e[44])
+			return malformed(eo+44, fmt.Sprintf("chunk %d compression", i), "unknown compression code %d", e[44])
 		}
 		if e[45] != 0 || e[46] != 0 || e[47] != 0 {
-			return nil, malformed(eo+45, fmt.Sprintf("chunk %d reserved", i), "must be 0, is % x", e[45:48])
+			return malformed(eo+45, fmt.Sprintf("chunk %d reserved", i), "must be 0, is % x", e[45:48])
 		}
 		off += int64(fl)
 	}
 	h.ImageSize = off
+	return nil
+}
 
-	// Signature block.
-	so := hs - sigBlockSize
+// parseSignature checks the signature block at the end of the header b (length plausible for
+// key type kt, reserved and padding zero) and returns the signature.
+func parseSignature(b []byte, kt KeyType) (HexBytes, error) {
+	so := len(b) - sigBlockSize
 	sl := int(get16(b[so:]))
 	if r := get16(b[so+2:]); r != 0 {
 		return nil, malformed(so+2, "reserved", "must be 0, is %#04x", r)
 	}
-	if ok, want := sigLenOK(h.KeyType, sl); !ok {
-		return nil, malformed(so, "signature length", "%d bytes, a %s signature has %s", sl, h.KeyType, want)
+	if ok, want := sigLenOK(kt, sl); !ok {
+		return nil, malformed(so, "signature length", "%d bytes, a %s signature has %s", sl, kt, want)
 	}
 	slot := b[so+4:]
 	for i := sl; i < len(slot); i++ {
@@ -614,9 +642,7 @@ func parseHeaderBytes(b []byte) (*Header, error) {
 			return nil, malformed(so+4+i, "signature padding", "must be 0, is %#02x", slot[i])
 		}
 	}
-	h.Signature = append(HexBytes(nil), slot[:sl]...)
-	h.raw = b
-	return h, nil
+	return append(HexBytes(nil), slot[:sl]...), nil
 }
 
 // parseMetadata parses the metadata block m, which starts at header offset base.

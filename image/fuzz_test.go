@@ -11,17 +11,32 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/aduflash/aduflash/image/imagetest"
 )
 
 var updateSeeds = flag.Bool("update-fuzz-seeds", false, "rewrite the fuzz seed corpus in testdata/fuzz")
 
 // readerErrors are every error a Reader may return for a damaged image.
-var readerErrors = append([]error{ErrChunkHash, ErrPayloadHash, ErrTrailingData, ErrTooLarge}, headerErrors...)
+var readerErrors = append([]error{ErrChunkHash, ErrPayloadHash, ErrTrailingData, ErrTooLarge, ErrChunkTooLarge}, headerErrors...)
 
-// seedImages are small images signed with fuzzKey: the committed seed corpus is made from them.
-func seedImages(t testing.TB) map[string][]byte {
+// fuzzOptions are FuzzNewReader's limits: a 1 MiB slot and 8 KiB chunks.
+func fuzzOptions(kr *Keyring) VerifyOptions {
+	return VerifyOptions{Keyring: kr, MaxRawSize: 1 << 20, MaxChunkSize: 2 * MinChunkSize}
+}
+
+// fuzzSeed is an input of the committed seed corpus and the error Verify gives it with
+// fuzzOptions (nil: a valid image).
+type fuzzSeed struct {
+	data []byte
+	want error
+}
+
+// fuzzSeeds are small images signed with fuzzKey, and images refused on each path a reader
+// takes before it parses a header's body: from the fixed part (key, sizes) and by the signature.
+func fuzzSeeds(t testing.TB) map[string]fuzzSeed {
 	key := fuzzKey()
-	out := map[string][]byte{}
+	out := map[string]fuzzSeed{}
 	for _, comp := range compressions {
 		for _, n := range []int{0, 1, MinChunkSize + 7, 2*MinChunkSize + 100} {
 			opts := baseOpts()
@@ -30,57 +45,61 @@ func seedImages(t testing.TB) map[string][]byte {
 				opts.Compatibility, opts.Meta, opts.SlotClass = nil, nil, ""
 			}
 			img, _ := sign(t, key, payload(n, uint64(n)), opts)
-			out[fmt.Sprintf("%s-%d", comp, n)] = img
+			out[fmt.Sprintf("%s-%d", comp, n)] = fuzzSeed{data: img}
 		}
 	}
+	small := out["none-1"].data
+	opts := baseOpts()
+	opts.ChunkSize = 4 * MinChunkSize
+	bigChunks, _ := sign(t, key, payload(100, 100), opts)
+	unknown := bytes.Clone(small)
+	unknown[16] ^= 1
+	out["refused-chunk-size"] = fuzzSeed{bigChunks, ErrChunkTooLarge}
+	out["refused-unknown-key"] = fuzzSeed{unknown, ErrUnknownKey}
+	out["refused-raw-size"] = fuzzSeed{imagetest.ForgedHeader(small, 257), ErrTooLarge}
+	out["refused-forged"] = fuzzSeed{imagetest.ForgedHeader(small, 3), ErrBadSignature}
 	return out
 }
 
-// TestFuzzSeeds writes the seed corpus with -update-fuzz-seeds, and otherwise checks that the
-// committed seeds are still valid images (so the fuzzers start from deep inside the format).
+// TestFuzzSeeds writes the seed corpus with -update-fuzz-seeds, and otherwise checks that each
+// committed seed still takes its path: a valid image verifies, the others are refused for their
+// reason (so the fuzzers start from deep inside the format and from each early refusal).
 func TestFuzzSeeds(t *testing.T) {
-	seeds := seedImages(t)
-	kr := keyringFor(t, fuzzKey())
+	seeds := fuzzSeeds(t)
+	opts := fuzzOptions(keyringFor(t, fuzzKey()))
 	for _, fz := range []string{"FuzzParseHeader", "FuzzNewReader"} {
 		dir := filepath.Join("testdata", "fuzz", fz)
 		if *updateSeeds {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			for name, img := range seeds {
-				data := img
+		}
+		for name, seed := range seeds {
+			path := filepath.Join(dir, "seed-"+name)
+			if *updateSeeds {
+				data := seed.data
 				if fz == "FuzzParseHeader" {
-					data = img[:get32(img[12:])] // the header alone
+					data = data[:get32(data[12:])] // the header alone
 				}
 				body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
-				if err := os.WriteFile(filepath.Join(dir, "seed-"+name), []byte(body), 0o644); err != nil {
+				if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 					t.Fatal(err)
 				}
-			}
-			continue
-		}
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatalf("%v (run go test -run TestFuzzSeeds -update-fuzz-seeds)", err)
-		}
-		valid := 0
-		for _, e := range entries {
-			data, err := readCorpusFile(filepath.Join(dir, e.Name()))
-			if err != nil {
-				t.Fatalf("%s: %v", e.Name(), err)
-			}
-			if _, err := ParseHeader(bytes.NewReader(data)); err != nil {
 				continue
 			}
+			data, err := readCorpusFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestFuzzSeeds -update-fuzz-seeds)", err)
+			}
+			if _, err := ParseHeader(bytes.NewReader(data)); err != nil {
+				t.Errorf("%s/%s: %v", fz, name, err)
+			}
 			if fz == "FuzzNewReader" {
-				if _, err := Verify(bytes.NewReader(data), VerifyOptions{Keyring: kr}); err != nil {
-					t.Errorf("%s/%s: %v", fz, e.Name(), err)
+				_, err := Verify(bytes.NewReader(data), opts)
+				if seed.want == nil && err != nil || seed.want != nil && !errors.Is(err, seed.want) {
+					t.Errorf("%s/%s: %v, want %v", fz, name, err, seed.want)
 				}
 			}
-			valid++
-		}
-		if valid < len(seeds) {
-			t.Errorf("%s: %d valid seeds, want at least %d", fz, valid, len(seeds))
 		}
 	}
 }
@@ -103,8 +122,8 @@ func readCorpusFile(path string) ([]byte, error) {
 // FuzzParseHeader: any input parses or fails with a format error; a header that parses encodes
 // back to exactly the same bytes (the encoding is canonical) and marshals to JSON.
 func FuzzParseHeader(f *testing.F) {
-	for _, img := range seedImages(f) {
-		f.Add(img[:get32(img[12:])])
+	for _, seed := range fuzzSeeds(f) {
+		f.Add(seed.data[:get32(seed.data[12:])])
 	}
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -138,12 +157,12 @@ func FuzzParseHeader(f *testing.F) {
 // FuzzNewReader feeds whole images to a Reader with a fixed keyring. Payload bytes are not
 // signed directly, so mutations there reach the frame decoder and the chunk checks.
 func FuzzNewReader(f *testing.F) {
-	for _, img := range seedImages(f) {
-		f.Add(img)
+	for _, seed := range fuzzSeeds(f) {
+		f.Add(seed.data)
 	}
-	kr := keyringFor(f, fuzzKey())
+	opts := fuzzOptions(keyringFor(f, fuzzKey()))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rd, err := NewReader(bytes.NewReader(data), VerifyOptions{Keyring: kr, MaxRawSize: 1 << 20})
+		rd, err := NewReader(bytes.NewReader(data), opts)
 		if err != nil {
 			if !isAny(err, readerErrors...) {
 				t.Fatalf("unclassified error: %v", err)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -18,10 +19,11 @@ type VerifyOptions struct {
 	// Keyring holds the trusted and revoked keys. Required.
 	Keyring *Keyring
 	// MaxRawSize, when > 0, refuses images whose raw payload is larger (ErrTooLarge): the size of
-	// the slot the payload goes to.
+	// the slot the payload goes to. It also bounds the header a reader reads: its chunk table
+	// cannot describe more than MaxRawSize bytes.
 	MaxRawSize int64
-	// MaxChunkSize, when > 0, refuses images whose chunk size is larger (ErrTooLarge), bounding the
-	// reader's memory (about two chunks) on small devices.
+	// MaxChunkSize, when > 0, refuses images whose chunk size is larger (ErrChunkTooLarge),
+	// bounding the reader's memory (about two chunks) on small devices.
 	MaxChunkSize int
 }
 
@@ -29,105 +31,133 @@ type VerifyOptions struct {
 // inspecting images). r is left at the first frame. Errors wrap ErrBadMagic,
 // ErrUnsupportedVersion, ErrHeaderTooLarge, ErrMalformedHeader or ErrTruncated.
 func ParseHeader(r io.Reader) (*Header, error) {
-	b, err := readHeaderBytes(r, MaxHeaderSize)
+	fixed, h, err := readFixed(r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := readRest(r, fixed, int(h.Size))
 	if err != nil {
 		return nil, err
 	}
 	return parseHeaderBytes(b)
 }
 
-// readHeaderBytes reads the header: the 16-byte prefix, checked before anything is allocated,
-// then the rest, in steps so that a short stream announcing a large header costs little memory.
-// A header larger than limit (≤ MaxHeaderSize) is refused with ErrTooLarge.
-func readHeaderBytes(r io.Reader, limit int) ([]byte, error) {
-	var pre [prefixSize]byte
-	n, err := io.ReadFull(r, pre[:])
-	if n > 0 && !bytes.HasPrefix([]byte(Magic), pre[:min(n, len(Magic))]) {
-		return nil, fmt.Errorf("%w: header offset 0: got % x, want % x", ErrBadMagic, pre[:min(n, len(Magic))], Magic)
-	}
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: the stream ends at byte %d, inside the %d-byte header prefix", ErrTruncated, n, prefixSize)
-		}
-		return nil, fmt.Errorf("aduimg: reading the header at offset %d: %w", n, err)
-	}
-	hs, err := checkPrefix(pre[:])
+// ReadHeader reads the header from r and verifies it: known, unrevoked key of the type the
+// header names, valid signature, and the size limits of opts. r is left at the first frame.
+// The returned header is Verified, so NewChunkReader accepts it.
+//
+// Nothing unsigned is parsed beyond the 104-byte fixed part: what can be refused from it (the
+// key, the sizes) is refused before the rest of the header is read, and the signature is
+// checked over the raw header bytes before the metadata and the chunk table are parsed.
+func ReadHeader(r io.Reader, opts VerifyOptions) (*Header, error) {
+	fixed, h, err := readFixed(r)
 	if err != nil {
 		return nil, err
 	}
-	if hs > limit {
-		return nil, fmt.Errorf("%w: header offset 12: a %d-byte header belongs to an image larger than the target allows (its header is at most %d bytes)", ErrTooLarge, hs, limit)
+	pub, err := opts.admit(h)
+	if err != nil {
+		return nil, err
 	}
-	b := make([]byte, prefixSize, min(hs, 64<<10))
-	copy(b, pre[:])
-	for len(b) < hs {
-		next := min(hs, max(2*len(b), 64<<10))
-		if cap(b) < next {
-			b = append(b[:cap(b)], make([]byte, next-cap(b))...)[:len(b)]
-		}
-		m, err := io.ReadFull(r, b[len(b):next])
+	b, err := readRest(r, fixed, int(h.Size))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSignature(b, h, pub); err != nil {
+		return nil, err
+	}
+	if h, err = parseHeaderBytes(b); err != nil {
+		return nil, err
+	}
+	h.sealed = h.clone()
+	return h, nil
+}
+
+// readFixed reads and checks the fixed part of the header: the 16-byte prefix first (magic,
+// version, header size ≤ MaxHeaderSize), then the fields up to the metadata. It returns the
+// bytes and the fields, which are not verified yet: they may refuse an image, never admit one.
+func readFixed(r io.Reader) ([]byte, *Header, error) {
+	b := make([]byte, fixedSize)
+	n, err := io.ReadFull(r, b[:prefixSize])
+	if n > 0 && !bytes.HasPrefix([]byte(Magic), b[:min(n, len(Magic))]) {
+		return nil, nil, fmt.Errorf("%w: header offset 0: got % x, want % x", ErrBadMagic, b[:min(n, len(Magic))], Magic)
+	}
+	if err != nil {
+		return nil, nil, headerReadErr(err, n, fmt.Sprintf("%d-byte header prefix", prefixSize))
+	}
+	if _, err := checkPrefix(b); err != nil {
+		return nil, nil, err
+	}
+	if n, err := io.ReadFull(r, b[prefixSize:]); err != nil {
+		return nil, nil, headerReadErr(err, prefixSize+n, fmt.Sprintf("%d-byte fixed part of the header", fixedSize))
+	}
+	h, _, _, err := parseFixed(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, h, nil
+}
+
+// readRest reads the header after its fixed part, up to size bytes in all. Its buffer grows
+// fourfold from 64 KiB as the stream delivers, so a short stream announcing a large header costs
+// little memory, and a whole header at most 4/3 of its size.
+func readRest(r io.Reader, fixed []byte, size int) ([]byte, error) {
+	b := fixed
+	for len(b) < size {
+		next := make([]byte, len(b), min(size, max(4*len(b), 64<<10)))
+		copy(next, b)
+		m, err := io.ReadFull(r, next[len(b):cap(next)])
 		if err != nil {
-			at := len(b) + m
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("%w: the stream ends at byte %d, inside the %d-byte header", ErrTruncated, at, hs)
-			}
-			return nil, fmt.Errorf("aduimg: reading the header at offset %d: %w", at, err)
+			return nil, headerReadErr(err, len(b)+m, fmt.Sprintf("%d-byte header", size))
 		}
-		b = b[:next]
+		b = next[:cap(next)]
 	}
 	return b, nil
 }
 
-// ReadHeader reads the header from r and verifies it: known, unrevoked key of the type the
-// header names, valid signature, and the size limits of opts. r is left at the first frame.
-// The returned header is Verified, so NewChunkReader accepts it.
-func ReadHeader(r io.Reader, opts VerifyOptions) (*Header, error) {
-	// With a size limit, the header cannot be larger than the largest image the target takes
-	// needs (metadata at its maximum, chunks at their smallest): refuse more before reading it.
-	limit := MaxHeaderSize
-	if opts.MaxRawSize > 0 {
-		limit = int(min(uint64(limit), headerSize(MaxMetadataSize, chunkCountFor(uint64(opts.MaxRawSize), MinChunkSize))))
+// headerReadErr is the error of a read of the header that stopped at offset at, inside what.
+func headerReadErr(err error, at int, what string) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the stream ends at byte %d, inside the %s", ErrTruncated, at, what)
 	}
-	b, err := readHeaderBytes(r, limit)
-	if err != nil {
-		return nil, err
-	}
-	h, err := parseHeaderBytes(b)
-	if err != nil {
-		return nil, err
-	}
-	if err := verifyHeader(h, opts); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return fmt.Errorf("aduimg: reading the header at offset %d: %w", at, err)
 }
 
-func verifyHeader(h *Header, opts VerifyOptions) error {
-	if opts.Keyring == nil {
-		return fmt.Errorf("%w: no keyring to verify key id %s with", ErrUnknownKey, h.KeyID)
+// admit refuses, from the fixed part h of a header, what the reader would refuse anyway: a key
+// it does not trust, a key type that is not the key's, a payload or a chunk larger than the
+// target takes. It returns the key to check the signature with.
+func (o VerifyOptions) admit(h *Header) (crypto.PublicKey, error) {
+	if o.Keyring == nil {
+		return nil, fmt.Errorf("%w: no keyring to verify key id %s with", ErrUnknownKey, h.KeyID)
 	}
-	pub, err := opts.Keyring.Lookup(h.KeyID)
+	pub, err := o.Keyring.Lookup(h.KeyID)
 	if err != nil {
-		return fmt.Errorf("aduimg: header offset 16 (key id): %w", err)
+		return nil, fmt.Errorf("aduimg: header offset 16 (key id): %w", err)
 	}
 	t, err := TypeOf(pub)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if t != h.KeyType {
-		return fmt.Errorf("%w: header offset 32: the header names key type %s, but key id %s is a %s key", ErrBadSignature, h.KeyType, h.KeyID, t)
+		return nil, fmt.Errorf("%w: header offset 32: the header names key type %s, but key id %s is a %s key", ErrBadSignature, h.KeyType, h.KeyID, t)
 	}
-	signed := h.raw[:len(h.raw)-sigBlockSize]
-	if err := VerifyMessage(pub, signed, h.Signature); err != nil {
-		return fmt.Errorf("aduimg: signature at header offset %d by key %s: %w", len(h.raw)-SignatureSlotSize, h.KeyID, err)
+	if o.MaxRawSize > 0 && h.RawSize > o.MaxRawSize {
+		return nil, fmt.Errorf("%w: header offset 40: raw size %d exceeds the target's %d bytes", ErrTooLarge, h.RawSize, o.MaxRawSize)
 	}
-	if opts.MaxRawSize > 0 && h.RawSize > opts.MaxRawSize {
-		return fmt.Errorf("%w: header offset 40: raw size %d exceeds the target's %d bytes", ErrTooLarge, h.RawSize, opts.MaxRawSize)
+	if o.MaxChunkSize > 0 && h.ChunkSize > o.MaxChunkSize {
+		return nil, fmt.Errorf("%w: header offset 36: chunk size %d exceeds this reader's limit of %d bytes", ErrChunkTooLarge, h.ChunkSize, o.MaxChunkSize)
 	}
-	if opts.MaxChunkSize > 0 && h.ChunkSize > opts.MaxChunkSize {
-		return fmt.Errorf("%w: header offset 36: chunk size %d exceeds this reader's limit of %d bytes", ErrTooLarge, h.ChunkSize, opts.MaxChunkSize)
+	return pub, nil
+}
+
+// checkSignature verifies the signature of the raw header b, whose fixed part is h, with pub.
+func checkSignature(b []byte, h *Header, pub crypto.PublicKey) error {
+	sig, err := parseSignature(b, h.KeyType)
+	if err != nil {
+		return err
 	}
-	h.sealed = h.clone()
+	if err := VerifyMessage(pub, b[:len(b)-sigBlockSize], sig); err != nil {
+		return fmt.Errorf("aduimg: signature at header offset %d by key %s: %w", len(b)-SignatureSlotSize, h.KeyID, err)
+	}
 	return nil
 }
 

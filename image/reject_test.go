@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/aduflash/aduflash/image/imagetest"
 )
 
 // headerErrors are the errors a damaged header may legitimately produce.
@@ -144,9 +146,16 @@ func TestRejectMalformedFields(t *testing.T) {
 		bad := bytes.Clone(img)
 		c.mut(bad)
 		_, err := ParseHeader(bytes.NewReader(bad))
-		_, verr := Verify(bytes.NewReader(bad), VerifyOptions{Keyring: kr})
-		if !errors.Is(err, ErrMalformedHeader) || !errors.Is(verr, ErrMalformedHeader) || !strings.Contains(err.Error(), c.field) {
-			t.Errorf("%s: ParseHeader: %v; Verify: %v; want ErrMalformedHeader naming %q", c.name, err, verr, c.field)
+		if !errors.Is(err, ErrMalformedHeader) || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%s: ParseHeader: %v; want ErrMalformedHeader naming %q", c.name, err, c.field)
+		}
+		// Damage to the metadata or the chunk table is refused by the signature, unparsed.
+		want := ErrMalformedHeader
+		if at := firstDifference(img, bad); at >= fixedSize && at < so {
+			want = ErrBadSignature
+		}
+		if _, err := Verify(bytes.NewReader(bad), VerifyOptions{Keyring: kr}); !errors.Is(err, want) {
+			t.Errorf("%s: Verify: %v; want %v", c.name, err, want)
 		}
 	}
 }
@@ -310,16 +319,85 @@ func TestRejectTooLarge(t *testing.T) {
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), fmt.Sprint(n)) {
 		t.Errorf("raw size > limit: %v", err)
 	}
-	// A header too large for any image of MaxRawSize bytes is refused before it is read.
-	big := bytes.Clone(img[:prefixSize])
-	le32(big[12:], MaxHeaderSize)
-	_, err = Verify(bytes.NewReader(big), VerifyOptions{Keyring: kr, MaxRawSize: 1 << 20})
-	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "offset 12") {
-		t.Errorf("16 MiB header, 1 MiB target: %v", err)
-	}
 	_, err = Verify(bytes.NewReader(img), VerifyOptions{Keyring: kr, MaxChunkSize: MinChunkSize - 1})
-	if !errors.Is(err, ErrTooLarge) {
+	if !errors.Is(err, ErrChunkTooLarge) || errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "chunk size 4096") {
 		t.Errorf("chunk size > limit: %v", err)
+	}
+}
+
+// TestRefusedFromTheFixedPart: what the 104-byte fixed part of a header can tell refuses the
+// image before the rest of the header is read: an unknown key, a key of another type, a payload
+// larger than the target, chunks larger than the reader takes.
+func TestRefusedFromTheFixedPart(t *testing.T) {
+	img, data, kr := smallImage(t, CompressNone)
+	rsa, err := GenerateKey(RSA2048, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Clone(img)
+	rsaID, _ := KeyIDOf(rsa.Public())
+	copy(other[16:32], rsaID[:]) // the id of an RSA key, the type of the image's ed25519 key
+	for _, c := range []struct {
+		name string
+		img  []byte
+		opts VerifyOptions
+		want error
+	}{
+		{"unknown key", img, VerifyOptions{Keyring: keyringFor(t, rsa)}, ErrUnknownKey},
+		{"key of another type", other, VerifyOptions{Keyring: keyringFor(t, rsa)}, ErrBadSignature},
+		{"payload larger than the target", img, VerifyOptions{Keyring: kr, MaxRawSize: int64(len(data)) - 1}, ErrTooLarge},
+		{"chunks larger than the reader takes", img, VerifyOptions{Keyring: kr, MaxChunkSize: MinChunkSize - ChunkAlign/2}, ErrChunkTooLarge},
+	} {
+		r := &countingReader{r: bytes.NewReader(c.img)}
+		if _, err := NewReader(r, c.opts); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if r.n != fixedSize {
+			t.Errorf("%s: %d bytes read before refusing, want the %d of the fixed part", c.name, r.n, fixedSize)
+		}
+	}
+}
+
+// firstDifference returns the offset of the first byte in which a and b differ.
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestForgedHeaderIsNotParsed: a header nobody signed that announces the most chunks a header can
+// hold (349 512 in 16 MiB) costs little before it is refused: nothing when the fixed part already
+// refuses it, and no more than reading it when only the signature does (its chunk table is
+// never parsed, which would cost 80 bytes a chunk).
+func TestForgedHeaderIsNotParsed(t *testing.T) {
+	img, _, kr := smallImage(t, CompressNone)
+	forged := imagetest.ForgedHeader(img, imagetest.MaxChunks)
+	if h, err := ParseHeader(bytes.NewReader(forged)); err != nil || len(h.Chunks) != imagetest.MaxChunks {
+		t.Fatalf("the forged header does not parse, so it tests nothing: %v", err)
+	}
+	// Reading a header costs up to 4/3 of its size: its buffer grows as the stream delivers.
+	read := uint64(len(forged))*4/3 + 1<<20
+	for _, c := range []struct {
+		name   string
+		opts   VerifyOptions
+		want   error
+		budget uint64
+	}{
+		{"unknown key", VerifyOptions{Keyring: keyringFor(t, testKeys.get(t, ECDSAP256))}, ErrUnknownKey, 1 << 20},
+		{"larger than the target", VerifyOptions{Keyring: kr, MaxRawSize: 256 << 20}, ErrTooLarge, 1 << 20},
+		{"bad signature", VerifyOptions{Keyring: kr}, ErrBadSignature, read},
+	} {
+		var err error
+		allocated := allocatedDuring(func() { _, err = ReadHeader(bytes.NewReader(forged), c.opts) })
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if allocated > c.budget {
+			t.Errorf("%s: %d bytes allocated before refusing a %d-byte header, want at most %d", c.name, allocated, len(forged), c.budget)
+		}
 	}
 }
 

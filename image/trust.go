@@ -35,7 +35,7 @@ func LoadTrust(path string, pubs []string) (*Keyring, error) {
 // rejections are the errors that are verdicts on an image or a key.
 var rejections = []error{
 	ErrBadMagic, ErrUnsupportedVersion, ErrHeaderTooLarge, ErrMalformedHeader, ErrChunkHash,
-	ErrPayloadHash, ErrTruncated, ErrTrailingData, ErrTooLarge, ErrDowngrade, ErrPayloadSize,
+	ErrPayloadHash, ErrTruncated, ErrTrailingData, ErrTooLarge, ErrChunkTooLarge, ErrDowngrade, ErrPayloadSize,
 	ErrUnknownKey, ErrRevokedKey, ErrBadSignature, ErrBadKey,
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot"
 )
 
@@ -65,17 +67,18 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// fixture: keys, an aduimg image, an MCUboot image, a raw file, a fake system and a config.
+// fixture: keys, two aduimg images (rootfs, firmware), an MCUboot image, a raw file, a fake
+// system and a config.
 type fixture struct {
-	dir, pub, otherPub, img, mcu, raw, cfg, dev, cmdline string
-	payload                                              []byte
+	dir, pub, otherPub, img, fw, mcu, raw, cfg, dev, cmdline string
+	payload                                                  []byte
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	d := t.TempDir()
 	fx := &fixture{dir: d, pub: filepath.Join(d, "k.pub.pem"), otherPub: filepath.Join(d, "o.pub.pem"),
-		img: filepath.Join(d, "rootfs.aduimg"), mcu: filepath.Join(d, "app.signed.bin"), raw: filepath.Join(d, "raw.bin"),
+		img: filepath.Join(d, "rootfs.aduimg"), fw: filepath.Join(d, "firmware.aduimg"), mcu: filepath.Join(d, "app.signed.bin"), raw: filepath.Join(d, "raw.bin"),
 		cfg: filepath.Join(d, "aduagent.toml"), dev: filepath.Join(d, "dev"), cmdline: filepath.Join(d, "cmdline")}
 	key, _ := image.GenerateKey(image.Ed25519, rand.Reader)
 	other, _ := image.GenerateKey(image.Ed25519, rand.Reader)
@@ -94,6 +97,15 @@ func newFixture(t *testing.T) *fixture {
 	}
 	if _, _, err := image.Sign(f, bytes.NewReader(fx.payload), int64(len(fx.payload)), key, image.SignOptions{
 		Version: "1.2.0", SlotClass: "rootfs", ChunkSize: 256 << 10, Compression: image.CompressZstd, Created: time.Unix(1e9, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, err = os.Create(fx.fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := image.Sign(f, bytes.NewReader(fx.payload[:40<<10]), 40<<10, key, image.SignOptions{
+		Version: "1.0.0", SlotClass: "firmware", Created: time.Unix(1e9, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -199,7 +211,8 @@ func TestWriteSlots(t *testing.T) {
 	}{
 		{"active slot", fx.sys("--pub", fx.pub, fx.img, "rootfs-a"), 1, "active bank"},
 		{"active device by path", fx.sys("--pub", fx.pub, fx.img, filepath.Join(fx.dev, "disk/by-partlabel/rootfs_a")), 1, "active bank"},
-		{"wrong class", fx.sys("--pub", fx.pub, fx.img, "firmware-b"), 1, "slot firmware-b holds firmware"},
+		{"wrong class", fx.sys("--pub", fx.pub, fx.fw, "rootfs-b"), 1, "slot rootfs-b holds rootfs"},
+		{"too large for the wrong class", fx.sys("--pub", fx.pub, fx.img, "firmware-b"), 1, "raw size 3146505 exceeds the target's 65536 bytes"},
 		{"too large", fx.sys("--raw", fx.raw, "firmware-b"), 1, "too large"},
 		{"untrusted key", fx.sys("--pub", fx.otherPub, fx.img, "rootfs-b"), 1, "unknown signing key"},
 		{"unknown slot", fx.sys("--pub", fx.pub, fx.img, "rootfs-c"), 2, "unknown slot"},
@@ -217,6 +230,52 @@ func TestWriteSlots(t *testing.T) {
 	if code, _, stderr := run(t, fx.sys("--pub", fx.pub, fx.img, "rootfs-b")...); code != 3 || !strings.Contains(stderr, "cannot tell which bank") {
 		t.Errorf("unknown active: exit %d %q", code, stderr)
 	}
+}
+
+// TestWriteForgedHeader: an image header nobody signed that announces 349 512 chunks (16 MiB)
+// costs aduflash write little before it is refused: nothing when the slot is too small for it or
+// the key unknown, no more than the header's bytes when only the signature refuses it.
+func TestWriteForgedHeader(t *testing.T) {
+	fx := newFixture(t)
+	img, err := os.ReadFile(fx.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := imagetest.ForgedHeader(img, imagetest.MaxChunks)
+	forged := filepath.Join(fx.dir, "forged.aduimg")
+	mustWrite(t, forged, header)
+	read := uint64(len(header))*4/3 + 1<<20 // reading the header, and the command's own needs
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		msg    string
+		budget uint64
+	}{
+		{"larger than the slot", fx.sys("--pub", fx.pub, forged, "firmware-b"), "too large", 1 << 20},
+		{"unknown key", fx.sys("--pub", fx.otherPub, forged, "rootfs-b"), "unknown signing key", 1 << 20},
+		{"bad signature", []string{"write", "--pub", fx.pub, forged, filepath.Join(fx.dir, "out.img")}, "bad signature", read},
+	} {
+		var (
+			code   int
+			stderr string
+		)
+		allocated := allocatedDuring(func() { code, _, stderr = run(t, tc.args...) })
+		if code != exitcode.Invalid || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%s: exit %d, stderr %q, want %d and %q", tc.name, code, stderr, exitcode.Invalid, tc.msg)
+		}
+		if allocated > tc.budget {
+			t.Errorf("%s: %d bytes allocated before refusing a %d-byte header, want at most %d", tc.name, allocated, len(header), tc.budget)
+		}
+	}
+}
+
+// allocatedDuring returns the bytes the heap handed out while f ran.
+func allocatedDuring(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
 }
 
 func TestWriteMCUbootAndRaw(t *testing.T) {

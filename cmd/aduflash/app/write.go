@@ -175,21 +175,21 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		if err != nil {
 			return err
 		}
-		// A slot class mismatch is refused first, from the (not yet verified) header: it is the
-		// more useful message when the image is also too large for the wrong slot.
-		if h0, err := image.ParseHeader(io.NewSectionReader(f, 0, size)); err == nil && !target.AdHoc() && h0.SlotClass != "" && h0.SlotClass != target.Class {
-			return exitcode.InvalidInput(fmt.Errorf("%s is a %s image; slot %s holds %s", res.Image, h0.SlotClass, target.Name, target.Class))
-		}
-		src := infile.ReadAhead(f, readAheadBlock, readAheadDepth)
-		defer src.Close()
-		rd, err := image.NewReader(src, image.VerifyOptions{Keyring: kr, MaxRawSize: capacity})
+		// The header is verified before anything else is read or allocated; nothing in it counts
+		// before that, not even its slot class.
+		h, err := image.ReadHeader(io.NewSectionReader(f, 0, size), image.VerifyOptions{Keyring: kr, MaxRawSize: capacity})
 		if err != nil {
 			return classify(fmt.Errorf("%s: %w", res.Image, err))
 		}
-		h := rd.Header()
 		res.Version, res.Size = h.Version, h.RawSize
 		if !target.AdHoc() && h.SlotClass != "" && h.SlotClass != target.Class {
 			return exitcode.InvalidInput(fmt.Errorf("%s is a %s image; slot %s holds %s", res.Image, h.SlotClass, target.Name, target.Class))
+		}
+		src := infile.ReadAhead(io.NewSectionReader(f, h.Size, size-h.Size), readAheadBlock, readAheadDepth)
+		defer src.Close()
+		rd, err := image.NewChunkReader(h, src, 0)
+		if err != nil {
+			return err
 		}
 		return e.stream(c, l, target, res, rd, out, []slots.Option{slots.WithChunkSize(h.ChunkSize)},
 			func(w slots.Writer, ra io.ReaderAt) error { return slots.VerifyChunksAt(ra, h) })

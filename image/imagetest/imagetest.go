@@ -1,0 +1,48 @@
+// Package imagetest makes aduimg inputs that no signer makes, for tests of the code that reads
+// images (docs/aduimg.md). It depends on the standard library only, so package image's own
+// tests can use it too.
+package imagetest
+
+import "encoding/binary"
+
+// Sizes of the format that a forged header is built from.
+const (
+	fixedSize = 104               // the fixed part
+	metaSize  = 2 + 1 + 2 + 2 + 2 // version "1", no slot class, no pairs
+	entrySize = 48                // one chunk table entry
+	sigBlock  = 4 + 512           // the signature block
+	chunkSize = 4096              // the smallest chunk size, which gives the most chunks
+	maxHeader = 16 << 20          // the largest header
+	baseSize  = fixedSize + metaSize + sigBlock
+)
+
+// MaxChunks is the most chunks a header can describe: a forged header with MaxChunks chunks is
+// 16 MiB, the largest header a reader may read.
+const MaxChunks = (maxHeader - baseSize) / entrySize
+
+// ForgedHeader returns a well-formed header that announces chunks stored chunks of 4 KiB (a
+// payload of chunks × 4096 bytes), every field consistent, with the key id and key type of
+// signed (a signed aduimg image, so that a reader trusts its key) and the signature block of
+// signed's header, which does not match the forged bytes. A reader that parses a header before
+// it checks the signature spends memory on the chunk table; one that checks first refuses it.
+func ForgedHeader(signed []byte, chunks int) []byte {
+	le := binary.LittleEndian
+	size := baseSize + entrySize*chunks
+	b := make([]byte, size)
+	copy(b, signed[:fixedSize]) // magic, version, key id and type, counter, created, payload hash
+	le.PutUint32(b[12:], uint32(size))
+	b[33] = 0 // compression none
+	le.PutUint32(b[36:], chunkSize)
+	le.PutUint64(b[40:], uint64(chunks)*chunkSize)
+	le.PutUint32(b[64:], uint32(chunks))
+	le.PutUint32(b[68:], metaSize)
+	copy(b[fixedSize:], []byte{1, 0, '1', 0, 0, 0, 0, 0, 0})
+	for i := range chunks {
+		e := b[fixedSize+metaSize+i*entrySize:]
+		le.PutUint64(e[32:], uint64(size)+uint64(i)*chunkSize) // frame offset
+		le.PutUint32(e[40:], chunkSize)                        // frame length: stored
+	}
+	sig := int(le.Uint32(signed[12:])) - sigBlock
+	copy(b[size-sigBlock:], signed[sig:sig+sigBlock])
+	return b
+}
