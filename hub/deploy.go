@@ -389,8 +389,17 @@ func (s *Service) writeService(deviceID string, svc map[string]any) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.hub.SetDesired(deviceID, b)
-	return err
+	v, err := s.hub.SetDesired(deviceID, b)
+	if err != nil {
+		return err
+	}
+	wf, _ := svc["workflow"].(map[string]any)
+	args := []any{"device", deviceID, "action", wf["action"], "workflow", wf["id"], "desiredVersion", v, "connected", s.hub.Connected(deviceID)}
+	if ts, ok := wf["retryTimestamp"]; ok {
+		args = append(args, "retryTimestamp", ts)
+	}
+	s.opts.Logger.Info("hub: wrote the device's desired deviceUpdate.service", args...)
+	return nil
 }
 
 // replacePatch is the merge patch that turns old into new: members of old
@@ -747,7 +756,12 @@ func (s *Service) logReport(deviceID string, rep agentView) {
 		args = append(args, "resultCode", rep.result.code, "extendedResultCodes", rep.result.ercs, "resultDetails", rep.result.details)
 	}
 	if rep.props != nil {
-		args = append(args, "deviceProperties", rep.props)
+		kv := make([]string, 0, len(rep.props))
+		for k, v := range rep.props {
+			kv = append(kv, k+"="+v)
+		}
+		sort.Strings(kv)
+		args = append(args, "deviceProperties", strings.Join(kv, ","))
 	}
 	s.opts.Logger.Info("hub: device reported", args...)
 }
