@@ -213,6 +213,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("update signer: %w", err)
 	}
+	if bits := signer.SigningKey().N.BitLen(); bits != hub.DefaultSignerBits {
+		cfg.log.Warn("the update signer's keys are not what the service uses: embedded device clients refuse its signatures; to make new ones, stop aduhub, remove the folder and give devices the new rootkeys.json",
+			"bits", bits, "want", hub.DefaultSignerBits, "folder", filepath.Join(cfg.dir, signerDir))
+	}
 	if s.svc, err = hub.NewService(s.hub, signer, hub.ServiceOptions{DataDir: cfg.dir, FileBaseURL: s.info.FileBaseURL, Logger: cfg.log}); err != nil {
 		return nil, fmt.Errorf("update service: %w", err)
 	}
