@@ -128,8 +128,8 @@ host name <code>{{.Info.HostName}}</code>; data <code>{{.Info.DataDir}}</code>.
 
 // pageScript refreshes the live parts and posts the page's actions to the API. Actions use
 // the browser's session (credentials: same-origin) and show the API's {"error": …}. Nothing
-// is refreshed while an action runs or a cancel waits for its confirmation, and the deploy
-// form keeps what is being typed.
+// is refreshed while an action runs, a mouse button is down or a cancel waits for its
+// confirmation, and the deploy form keeps what is being typed.
 const pageScript = `
 'use strict';
 (function () {
@@ -206,6 +206,12 @@ const pageScript = `
     b.textContent = 'Cancel';
     busy--;
   }
+  // No refresh between a button's press and its release: the click would land on nothing.
+  let pressed = false;
+  const release = () => { if (pressed) { pressed = false; busy--; } };
+  document.addEventListener('mousedown', () => { if (!pressed) { pressed = true; busy++; } }, true);
+  window.addEventListener('mouseup', release, true);
+  window.addEventListener('blur', release);
   document.addEventListener('click', ev => {
     const b = ev.target.closest('button[data-action]');
     if (!b || b.disabled) return;
