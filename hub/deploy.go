@@ -232,6 +232,7 @@ func (s *Service) Deploy(updateID adu.UpdateID, group map[string]string) (*Deplo
 	s.mu.Unlock()
 
 	var targets []string
+	installed := map[string]string{} // what each target runs now
 	for _, id := range s.hub.Devices() {
 		tw, err := s.hub.Twin(id)
 		if err != nil {
@@ -244,6 +245,7 @@ func (s *Service) Deploy(updateID adu.UpdateID, group map[string]string) (*Deplo
 		for _, c := range u.Compatibility {
 			if matchAll(a.props, c) {
 				targets = append(targets, id)
+				installed[id] = a.installed
 				break
 			}
 		}
@@ -266,7 +268,7 @@ func (s *Service) Deploy(updateID adu.UpdateID, group map[string]string) (*Deplo
 	var saves []pendingSave
 	s.mu.Lock()
 	for _, id := range targets {
-		r.devs[id] = &DeviceStatus{DeviceID: id, State: DeviceInProgress, UpdatedAt: now}
+		r.devs[id] = &DeviceStatus{DeviceID: id, State: DeviceInProgress, InstalledUpdateID: installed[id], UpdatedAt: now}
 		if old := s.deps[s.current[id]]; old != nil {
 			if ds := old.devs[id]; ds != nil {
 				ds.SupersededBy = r.d.ID
@@ -387,8 +389,17 @@ func (s *Service) writeService(deviceID string, svc map[string]any) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.hub.SetDesired(deviceID, b)
-	return err
+	v, err := s.hub.SetDesired(deviceID, b)
+	if err != nil {
+		return err
+	}
+	wf, _ := svc["workflow"].(map[string]any)
+	args := []any{"device", deviceID, "action", wf["action"], "workflow", wf["id"], "desiredVersion", v, "connected", s.hub.Connected(deviceID)}
+	if ts, ok := wf["retryTimestamp"]; ok {
+		args = append(args, "retryTimestamp", ts)
+	}
+	s.opts.Logger.Info("hub: wrote the device's desired deviceUpdate.service", args...)
+	return nil
 }
 
 // replacePatch is the merge patch that turns old into new: members of old
@@ -668,6 +679,10 @@ func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 		// join must not make the report that caused it count in the deployment it joins.
 		defer s.startJoin(deviceID)
 	}
+	// The report's own members: merged into the twin, members of older reports (or of the
+	// other interface's form) could linger.
+	rep := reportOf(patch)
+	s.logReport(deviceID, rep)
 	_, hasState := ag["state"]
 	_, hasWF := ag["workflow"]
 	_, hasInst := ag["installedUpdateId"]
@@ -685,28 +700,70 @@ func (s *Service) onReported(deviceID string, patch json.RawMessage) {
 		s.mu.Unlock()
 		return
 	}
-	a := parseAgent(tw)
-	// The result is the one of this report: merged into the twin, members of older results
-	// (or of the other interface's form) could linger.
-	var pa map[string]any
-	dec := json.NewDecoder(bytes.NewReader(patch))
-	dec.UseNumber()
-	if dec.Decode(&pa) == nil {
-		du, _ := pa["deviceUpdate"].(map[string]any)
-		ag, _ := du["agent"].(map[string]any)
-		a.result = agentOf(ag).result
-	}
 	u := s.updates[r.d.UpdateID]
 	ds := r.devs[deviceID]
-	if u == nil || ds == nil || !s.evaluate(r, ds, a, u.UpdateID.InstalledUpdateID()) {
+	if u == nil || ds == nil {
 		s.mu.Unlock()
 		return
 	}
+	was := ds.State
+	if !s.evaluate(r, ds, parseAgent(tw), rep, u.UpdateID.InstalledUpdateID()) {
+		s.mu.Unlock()
+		return
+	}
+	now := *ds
 	seq, data, serr := s.snapshotLocked(r)
 	s.mu.Unlock()
+	if now.State != was {
+		s.opts.Logger.Info("hub: device result changed", "deployment", r.d.ID, "device", deviceID, "from", string(was), "to", string(now.State),
+			"resultCode", now.ResultCode, "extendedResultCodes", now.ExtendedResultCodes, "resultDetails", now.ResultDetails)
+	}
 	if err := s.persist(r, seq, data, serr); err != nil {
 		s.opts.Logger.Error("hub: storing the deployment failed", "deployment", r.d.ID, "err", err)
 	}
+}
+
+// reportOf reads deviceUpdate.agent of a reported patch.
+func reportOf(patch json.RawMessage) agentView {
+	var pa map[string]any
+	dec := json.NewDecoder(bytes.NewReader(patch))
+	dec.UseNumber()
+	if dec.Decode(&pa) != nil {
+		return agentView{}
+	}
+	du, _ := pa["deviceUpdate"].(map[string]any)
+	ag, _ := du["agent"].(map[string]any)
+	return agentOf(ag)
+}
+
+// logReport logs what a device reported of its agent: at Info the state, workflow,
+// installed update and result it carries, so that a person can follow a device.
+func (s *Service) logReport(deviceID string, rep agentView) {
+	args := []any{"device", deviceID}
+	if rep.hasState {
+		args = append(args, "state", rep.state)
+	}
+	if rep.hasWF {
+		args = append(args, "workflow", rep.wfID)
+		if rep.wfRetry != "" {
+			args = append(args, "retryTimestamp", rep.wfRetry)
+		}
+	}
+	if rep.installed != "" {
+		args = append(args, "installedUpdateId", rep.installed)
+	}
+	if rep.result != nil {
+		args = append(args, "resultCode", rep.result.code, "extendedResultCodes", rep.result.ercs, "resultDetails", rep.result.details)
+	}
+	if rep.props != nil {
+		kv := make([]string, 0, len(rep.props))
+		for k, v := range rep.props {
+			kv = append(kv, k+"="+v)
+		}
+		sort.Strings(kv)
+		args = append(args, "deviceProperties", strings.Join(kv, ","))
+	}
+	s.opts.Logger.Info("hub: device reported", args...)
 }
 
 // followsActiveLocked reports whether the device follows a deployment that
@@ -776,10 +833,10 @@ func (s *Service) join(deviceID string) {
 		return
 	}
 	now := s.opts.Now().UTC()
-	ds := &DeviceStatus{DeviceID: deviceID, State: DeviceInProgress, RetryTimestamp: r.d.RetryTimestamp, UpdatedAt: now}
+	ds := &DeviceStatus{DeviceID: deviceID, State: DeviceInProgress, RetryTimestamp: r.d.RetryTimestamp, InstalledUpdateID: a.installed, UpdatedAt: now}
 	if a.installed == u.UpdateID.InstalledUpdateID() {
 		// Already on the update: what the service shows, and nothing to send.
-		ds.State, ds.RetryTimestamp, ds.InstalledUpdateID = DeviceSucceeded, "", a.installed
+		ds.State, ds.RetryTimestamp = DeviceSucceeded, ""
 		if a.hasState {
 			v := a.state
 			ds.AgentState = &v
@@ -811,48 +868,48 @@ func (s *Service) join(deviceID string) {
 }
 
 // evaluate applies one report to a device's result, as the service decides
-// (spec §2.2, §6): state 0 with installedUpdateId equal to the update's ⇒
-// Succeeded; for this workflow (and, after a retry, the retry's
-// retryTimestamp when the device echoes one): state 6 ⇒ started, state 255
-// ⇒ Failed, state 0 without that installedUpdateId after state 6 ⇒ Failed.
-// It reports whether ds changed. Called with s.mu held.
-func (s *Service) evaluate(r *depRecord, ds *DeviceStatus, a agentView, installedID string) bool {
+// (spec §2.2, §6). tw is the device's reported agent after the report was
+// merged, rep the report itself. Only reports for this deployment's workflow
+// count (after a retry, with the retry's retryTimestamp when the device
+// echoes one): state 6 ⇒ started; state 255 ⇒ Failed; state 0 ⇒ Succeeded
+// when it is the deployment's success report (see successReport), else
+// Failed after state 6. It reports whether ds changed. Called with s.mu held.
+func (s *Service) evaluate(r *depRecord, ds *DeviceStatus, tw, rep agentView, installedID string) bool {
 	if ds.State == DeviceCancelled || ds.State == DeviceSucceeded || ds.SupersededBy != "" || ds.Removed {
 		return false
 	}
 	before := *ds
-	if a.hasState {
-		v := a.state
+	if tw.hasState {
+		v := tw.state
 		if ds.AgentState == nil || *ds.AgentState != v {
 			ds.AgentState = &v
 		}
 	}
-	ds.InstalledUpdateID = a.installed
-	ours := a.hasWF && a.wfID == r.d.ID &&
-		(ds.RetryTimestamp == "" || a.wfRetry == "" || a.wfRetry == ds.RetryTimestamp)
+	ds.InstalledUpdateID = tw.installed
+	ours := tw.hasWF && tw.wfID == r.d.ID &&
+		(ds.RetryTimestamp == "" || tw.wfRetry == "" || tw.wfRetry == ds.RetryTimestamp)
 	setResult := func() {
 		ds.ResultCode, ds.ExtendedResultCodes, ds.ResultDetails = 0, "", ""
-		if a.result != nil {
-			ds.ResultCode, ds.ExtendedResultCodes, ds.ResultDetails = a.result.code, a.result.ercs, a.result.details
+		if rep.result != nil {
+			ds.ResultCode, ds.ExtendedResultCodes, ds.ResultDetails = rep.result.code, rep.result.ercs, rep.result.details
 		}
 	}
 	switch {
-	case !a.hasState:
-	case a.state == int(adu.StateIdle) && a.installed == installedID:
-		ds.State = DeviceSucceeded
-		setResult()
-	case !ours:
-	case a.state == int(adu.StateDeploymentInProgress):
+	case !tw.hasState || !ours:
+	case tw.state == int(adu.StateDeploymentInProgress):
 		ds.Started = true
 		if ds.State == DeviceFailed {
 			ds.State = DeviceInProgress
 		}
-	case a.state == int(adu.StateFailed):
+	case tw.state == int(adu.StateFailed):
 		if ds.State != DeviceFailed {
 			ds.State = DeviceFailed
 			setResult()
 		}
-	case a.state == int(adu.StateIdle) && ds.Started:
+	case tw.state == int(adu.StateIdle) && successReport(before, tw, rep, installedID):
+		ds.State = DeviceSucceeded
+		setResult()
+	case tw.state == int(adu.StateIdle) && ds.Started:
 		if ds.State != DeviceFailed {
 			ds.State = DeviceFailed
 			setResult()
@@ -865,4 +922,24 @@ func (s *Service) evaluate(r *depRecord, ds *DeviceStatus, a agentView, installe
 		ds.UpdatedAt = s.opts.Now().UTC()
 	}
 	return changed
+}
+
+// successReport tells whether an Idle report for a deployment's workflow is its success
+// report. Idle with the update's installedUpdateId is not enough: a device that rolls back to
+// the update it already ran (a redeployment whose new bank failed its health check) reports
+// just that, with a failing lastInstallResult. It is success when the device reports the
+// update's installedUpdateId and either
+//   - a lastInstallResult of 700 (Apply_Success) or 603 (already installed), as the Linux
+//     agent, NetX Duo and aduagent report success; or
+//   - no lastInstallResult, after state 6, where the device reported another
+//     installedUpdateId before: the first report of an embedded (FreeRTOS middleware)
+//     agent from its new image, which says nothing more (spec §6.2).
+func successReport(before DeviceStatus, tw, rep agentView, installedID string) bool {
+	if tw.installed != installedID {
+		return false
+	}
+	if rep.result != nil {
+		return rep.result.code == int(adu.ResultApplySuccess) || rep.result.code == int(adu.ResultInstallSkippedUpdateAlreadyInstalled)
+	}
+	return before.Started && before.InstalledUpdateID != installedID
 }

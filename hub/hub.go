@@ -210,6 +210,9 @@ type Hub struct {
 	quotaMu sync.Mutex
 	quota   map[string]*bucket
 
+	connMu sync.Mutex
+	conns  map[string]*connState // device id → its last connection (see Connection)
+
 	accepted acceptGate // accepted connections mochi has not read from yet (see firstReadConn)
 }
 
@@ -243,6 +246,7 @@ func New(opts Options) (*Hub, error) {
 		stale:   map[string]*mqtt.Client{},
 		served:  make(chan struct{}),
 		quota:   map[string]*bucket{},
+		conns:   map[string]*connState{},
 	}
 	if opts.DataDir != "" {
 		if err := h.loadDevices(); err != nil {
@@ -516,6 +520,9 @@ func (h *Hub) RemoveDevice(id string) error {
 	h.quotaMu.Lock()
 	delete(h.quota, id)
 	h.quotaMu.Unlock()
+	h.connMu.Lock()
+	delete(h.conns, id)
+	h.connMu.Unlock()
 	if cl, ok := h.srv.Clients.Get(id); ok {
 		// Marked before it is stopped: see hook.OnSessionEstablish.
 		h.staleMu.Lock()
@@ -609,6 +616,7 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 	if err != nil {
 		return v, nil
 	}
+	h.opts.Logger.Debug("hub: reported properties", "device", id, "version", v, "patch", string(body))
 	h.obsMu.Lock()
 	obs := make([]func(string, json.RawMessage), 0, len(h.observers))
 	for _, fn := range h.observers {
@@ -699,7 +707,8 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	topic := iothub.TopicDesiredPrefix + "?$version=" + strconv.FormatInt(v, 10)
 	// Delivery outside h.mu; a concurrent SetDesired may overtake this one,
 	// as with the real service; $version orders them.
-	_ = h.sendTo(id, topic, body)
+	serr = h.sendTo(id, topic, body)
+	h.opts.Logger.Debug("hub: desired properties", "device", id, "version", v, "delivered", serr == nil, "patch", string(body))
 	return v, nil
 }
 
@@ -753,6 +762,79 @@ func (h *Hub) allowTwin(id string) (ok, flood bool) {
 func (h *Hub) Connected(id string) bool {
 	cl, ok := h.srv.Clients.Get(id)
 	return ok && !cl.Closed()
+}
+
+// Connection is what the Hub saw of a device's last MQTT connection since it started.
+type Connection struct {
+	// Connected: the connection is up.
+	Connected bool `json:"connected"`
+	// Since is when it was established, or when it ended (zero: no connection since the Hub
+	// started).
+	Since time.Time `json:"since,omitzero"`
+	// Remote is the device's address as the Hub sees it.
+	Remote string `json:"remote,omitempty"`
+	// Clean: the connection ended with the device's DISCONNECT, what a device sends when it
+	// stops or reboots on purpose, rather than with a network error, a keep-alive timeout, a
+	// newer connection of the device or a drop by the Hub.
+	Clean bool `json:"clean,omitempty"`
+}
+
+// connState is a device's last connection; cl tells it from a newer one.
+type connState struct {
+	Connection
+	cl *mqtt.Client
+}
+
+// Connection returns what the Hub saw of the device's last connection (the zero Connection
+// for a device that did not connect since the Hub started, or is not registered).
+func (h *Hub) Connection(id string) Connection {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	if c := h.conns[id]; c != nil {
+		return c.Connection
+	}
+	return Connection{}
+}
+
+// connected records and logs a device's new connection.
+func (h *Hub) connected(cl *mqtt.Client) {
+	now := h.opts.Now()
+	h.connMu.Lock()
+	h.conns[cl.ID] = &connState{Connection: Connection{Connected: true, Since: now, Remote: cl.Net.Remote}, cl: cl}
+	h.connMu.Unlock()
+	h.opts.Logger.Info("hub: device connected", "device", cl.ID, "remote", cl.Net.Remote, "modelId", h.ModelID(cl.ID),
+		"keepAlive", cl.State.Keepalive, "cleanSession", cl.Properties.Clean)
+}
+
+// disconnected records and logs the end of a device's connection (one that a newer
+// connection replaced is only logged, and a removed device's is not recorded).
+func (h *Hub) disconnected(cl *mqtt.Client, err error) {
+	now := h.opts.Now()
+	clean := errors.Is(cl.StopCause(), packets.CodeDisconnect)
+	h.connMu.Lock()
+	c := h.conns[cl.ID]
+	current := c != nil && c.cl == cl
+	var up time.Duration
+	if current {
+		up = now.Sub(c.Since)
+		c.Connected, c.Since, c.Clean = false, now, clean
+	}
+	h.connMu.Unlock()
+	if !current {
+		if c != nil {
+			h.opts.Logger.Info("hub: an earlier connection of the device ended", "device", cl.ID, "remote", cl.Net.Remote, "why", fmt.Sprint(cl.StopCause()))
+		}
+		return
+	}
+	why := "the device sent DISCONNECT"
+	if !clean {
+		why = fmt.Sprint(cl.StopCause())
+		if err != nil {
+			why = err.Error()
+		}
+	}
+	h.opts.Logger.Info("hub: device disconnected", "device", cl.ID, "remote", cl.Net.Remote, "clean", clean, "why", why,
+		"connectedFor", up.Round(time.Millisecond).String())
 }
 
 // sendTo writes a QoS 0 PUBLISH to the connected client id if it is
@@ -893,7 +975,7 @@ func (k *hook) ID() string { return "iothub" }
 func (k *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
-		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish:
+		mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -1108,6 +1190,7 @@ func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.mu.Unlock()
 	if registered {
 		if _, _, ok := k.authenticate(cl, pk); ok {
+			h.connected(cl)
 			return
 		}
 	}
@@ -1116,6 +1199,11 @@ func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.stale[cl.ID] = cl
 	h.staleMu.Unlock()
 	cl.Stop(packets.ErrNotAuthorized)
+}
+
+// OnDisconnect records and logs the end of a device's connection.
+func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	k.h.disconnected(cl, err)
 }
 
 // OnACLCheck: publishes were checked by OnPacketRead (this is the same

@@ -292,7 +292,7 @@ func TestJoinSurvivesRestart(t *testing.T) {
 		t.Fatal("late does not follow the deployment after restart")
 	}
 	e2.reportVia(t, "late", `{"state":0,"workflow":{"action":3,"id":"`+e.dep.ID+`"},"installedUpdateId":`+
-		strconvQuote(e.u.UpdateID.InstalledUpdateID())+`}`)
+		strconvQuote(e.u.UpdateID.InstalledUpdateID())+`,"lastInstallResult":{"resultCode":700,"extendedResultCodes":"00000000"}}`)
 	wantState(t, e2.svc, e.dep.ID, "late", DeviceSucceeded)
 }
 

@@ -750,11 +750,8 @@ func (s *Service) FileURL(base, fileID string) string {
 	return s.fileURL(base, ref.file)
 }
 
-// FileHandler serves update files at …/{fileID}/{fileName} (the last two
-// path segments, so it can be mounted under any prefix): GET and HEAD with
-// Range, If-Range and an ETag of the file's SHA-256. Anything else is 404
-// (405 for other methods).
-func (s *Service) FileHandler() http.Handler {
+// serveFile is FileHandler without its logs.
+func (s *Service) serveFile() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")

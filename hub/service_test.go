@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,12 +36,18 @@ type svcEnv struct {
 
 func startEnv(t *testing.T, dir string) *svcEnv {
 	t.Helper()
+	return startEnvLogged(t, dir, nil)
+}
+
+// startEnvLogged is startEnv with the Hub's and the Service's logs going to log.
+func startEnvLogged(t *testing.T, dir string, log *slog.Logger) *svcEnv {
+	t.Helper()
 	e := &svcEnv{dir: dir}
 	var cur atomic.Pointer[Service]
 	e.srv = httptest.NewServer(http.StripPrefix("/files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cur.Load().FileHandler().ServeHTTP(w, r)
 	})))
-	h, err := New(Options{HostName: testHost, DataDir: dir})
+	h, err := New(Options{HostName: testHost, DataDir: dir, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +55,7 @@ func startEnv(t *testing.T, dir string) *svcEnv {
 	if e.signer, err = LoadOrCreateSigner(filepath.Join(dir, "signer"), nil, "ADU.local.R", "ADU.local.S", 2048); err != nil {
 		t.Fatal(err)
 	}
-	if e.svc, err = NewService(h, e.signer, ServiceOptions{DataDir: dir, FileBaseURL: e.srv.URL + "/files/"}); err != nil {
+	if e.svc, err = NewService(h, e.signer, ServiceOptions{DataDir: dir, FileBaseURL: e.srv.URL + "/files/", Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	cur.Store(e.svc)

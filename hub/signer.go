@@ -21,9 +21,13 @@ import (
 // and SignRootKeyPackage.
 var ErrSigner = errors.New("hub: signer")
 
-// Key sizes the agent's verifier accepts (adu: 2048..4096-bit moduli, e = 65537).
+// Key sizes. DefaultSignerBits is what the Device Update service's root and signing keys
+// have (spec §5.1, §5.3), and device clients rely on it: the FreeRTOS middleware keeps keys and
+// signatures in fixed buffers sized for 3072 bits, and the 342-character base64 modulus of a
+// 2048-bit key is not whole 4-character groups, which a strict decoder refuses. The range is
+// what the agent's verifier accepts (adu: 2048..4096-bit moduli, e = 65537).
 const (
-	DefaultSignerBits = 2048
+	DefaultSignerBits = 3072
 	minSignerBits     = 2048
 	maxSignerBits     = 4096
 )
@@ -47,8 +51,9 @@ type RootPrivateKey struct {
 	Key *rsa.PrivateKey
 }
 
-// NewSigner generates a root key and a signing key of bits bits each (0: 2048; the service
-// uses 3072; 2048..4096 are accepted, the range the agent's verifier takes). random is passed
+// NewSigner generates a root key and a signing key of bits bits each (0: DefaultSignerBits,
+// what the service uses; 2048..4096 are accepted, the range the agent's verifier takes, for
+// tests that want quick keys). random is passed
 // to rsa.GenerateKey (nil: crypto/rand); since Go 1.26 that ignores it unless
 // GODEBUG=cryptocustomrand=1 (testing/cryptotest.SetGlobalRandom makes tests deterministic).
 func NewSigner(random io.Reader, rootKID, signingKID string, bits int) (*Signer, error) {

@@ -27,9 +27,10 @@ func readADUTestdata(t *testing.T, name string) []byte {
 	return b
 }
 
+// newTestSigner makes a Signer with quick (2048-bit) keys.
 func newTestSigner(t *testing.T, rootKID, signingKID string) *Signer {
 	t.Helper()
-	s, err := NewSigner(nil, rootKID, signingKID, 0)
+	s, err := NewSigner(nil, rootKID, signingKID, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,4 +455,39 @@ func TestSignerErrors(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// By default a Signer has the service's 3072-bit keys: the signing key's modulus in the sjwk is
+// 512 base64 characters, whole 4-character groups that a strict decoder (as embedded clients
+// have) takes; a 2048-bit modulus is 342 characters, which such a decoder refuses.
+func TestDefaultSignerKeysAreTheServices(t *testing.T) {
+	s, err := NewSigner(nil, "ADU.200702.R", "ADU.210609.R.S", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb, sb := s.RootKey().Key.N.BitLen(), s.SigningKey().N.BitLen(); rb != 3072 || sb != 3072 {
+		t.Fatalf("root key %d bits, signing key %d bits, want 3072", rb, sb)
+	}
+	if n := jwkModulus(t, s); len(n) != 512 {
+		t.Fatalf("modulus of %d base64 characters, want 512", len(n))
+	} else if _, err := base64.StdEncoding.Strict().DecodeString(n); err != nil {
+		t.Fatalf("a strict base64 decoder refuses the modulus: %v", err)
+	}
+	small := newTestSigner(t, "R", "S")
+	if n := jwkModulus(t, small); len(n) != 342 {
+		t.Fatalf("2048-bit modulus of %d characters", len(n))
+	} else if _, err := base64.StdEncoding.Strict().DecodeString(n); err == nil {
+		t.Fatal("a strict base64 decoder takes a 342-character modulus")
+	}
+}
+
+// jwkModulus returns the "n" of the signing key's JWK in the signer's sjwk.
+func jwkModulus(t *testing.T, s *Signer) string {
+	t.Helper()
+	parts := strings.Split(s.SignedSigningKey(), ".")
+	var k struct{ N string }
+	if err := json.Unmarshal(unb64(t, parts[1]), &k); err != nil {
+		t.Fatal(err)
+	}
+	return k.N
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
@@ -46,7 +47,14 @@ type apiError struct {
 type deviceInfo struct {
 	DeviceID  string `json:"deviceId"`
 	Connected bool   `json:"connected"`
-	ModelID   string `json:"modelId,omitempty"` // PnP model id of the last CONNECT
+	// ConnectionSince is when the device's connection was made or, not connected, when it
+	// ended (absent: not since serve started); LeftCleanly: it ended with the device's
+	// DISCONNECT (what an agent sends before it reboots).
+	ConnectionSince time.Time `json:"connectionSince,omitzero"`
+	LeftCleanly     bool      `json:"leftCleanly,omitempty"`
+	// Activity is what the device is doing, as far as the hub can tell (see activity).
+	Activity string `json:"activity,omitempty"`
+	ModelID  string `json:"modelId,omitempty"` // PnP model id of the last CONNECT
 	// DeviceProperties are the reported deviceUpdate.agent.deviceProperties (manufacturer,
 	// model, …), values as text.
 	DeviceProperties map[string]string `json:"deviceProperties,omitempty"`
@@ -211,8 +219,12 @@ func decodeBody(r *http.Request, v any) error {
 // devices lists every registered device with what its twin says.
 func (s *server) devices() []deviceInfo {
 	out := []deviceInfo{}
+	deps := deploymentsByID(s.svc.Deployments())
 	for _, id := range s.hub.Devices() {
-		d := deviceInfo{DeviceID: id, Connected: s.hub.Connected(id), ModelID: s.hub.ModelID(id), Deployment: s.svc.CurrentDeployment(id)}
+		conn := s.hub.Connection(id)
+		d := deviceInfo{DeviceID: id, Connected: s.hub.Connected(id), ConnectionSince: conn.Since, LeftCleanly: !conn.Connected && conn.Clean,
+			ModelID: s.hub.ModelID(id), Deployment: s.svc.CurrentDeployment(id)}
+		d.Activity = activity(d, deps[d.Deployment])
 		if tw, err := s.hub.Twin(id); err == nil {
 			var doc struct {
 				Reported struct {

@@ -70,7 +70,9 @@ EXAMPLE:
 				ArgsUsage: " ",
 				Description: `Shows every registered device: whether it is connected, its reported manufacturer/model,
 the agent state (Idle, DeploymentInProgress, Failed), the installed update and the
-deployment it follows.
+deployment it follows. During a deployment it started, CONNECTED also says what the hub
+infers: "installing U", "rebooting into U" (it left with a DISCONNECT, as an agent does to
+boot the update) or "connection lost while installing U".
 
 EXAMPLE:
    aduhub device list
@@ -312,6 +314,9 @@ func (e *env) deviceList(c *cli.Context) error {
 		conn := "no"
 		if d.Connected {
 			conn = "yes"
+		}
+		if d.Activity != "" {
+			conn += " (" + d.Activity + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.DeviceID, conn, model, dash(stateName(d.State)), dash(d.InstalledUpdate), dash(d.Deployment))
 	}
@@ -631,7 +636,7 @@ func printDeployment(w io.Writer, d *hub.DeploymentStatus) error {
 		state = "cancelled"
 	}
 	fmt.Fprintf(w, "deployment %s  %s  group %s  created %s  %s", d.ID, updateIDText(d.UpdateID), groupText(d.Group),
-		d.CreatedAt.Local().Format("2006-01-02 15:04:05"), state)
+		timeText(d.CreatedAt), state)
 	if d.RetryTimestamp != "" {
 		fmt.Fprintf(w, "  retried %s", d.RetryTimestamp)
 	}
@@ -639,14 +644,7 @@ func printDeployment(w io.Writer, d *hub.DeploymentStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  DEVICE\tSTATE\tAGENT STATE\tRESULT CODE\tEXTENDED RESULT CODES\tINSTALLED UPDATE\tDETAILS")
 	for _, r := range d.Results {
-		st := string(r.State)
-		if r.SupersededBy != "" {
-			st += " (superseded)"
-		}
-		if r.Removed {
-			st += " (device removed)"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.DeviceID, st, dash(stateName(r.AgentState)), r.ResultCode,
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.DeviceID, resultText(r), dash(stateName(r.AgentState)), r.ResultCode,
 			dash(r.ExtendedResultCodes), dash(updateText(r.InstalledUpdateID)), dash(r.ResultDetails))
 	}
 	return tw.Flush()

@@ -161,7 +161,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	hubDir := filepath.Join(d.work, "hub")
-	if d.signer, err = hub.LoadOrCreateSigner(filepath.Join(hubDir, "signer"), rand.Reader, "ADU.demo.R", "ADU.demo.S", 2048); err != nil {
+	if d.signer, err = hub.LoadOrCreateSigner(filepath.Join(hubDir, "signer"), rand.Reader, "ADU.demo.R", "ADU.demo.S", hub.DefaultSignerBits); err != nil {
 		return err
 	}
 	if d.ca, err = hub.LoadOrCreateCA(filepath.Join(hubDir, "ca")); err != nil {

@@ -51,9 +51,9 @@ func (e *env) serveCommand() *cli.Command {
     folder on first use: ca/ca.pem, what a device's agent.ca_file names), SAS tokens checked
     against the registered device keys, device twins. Host name "localhost": devices dial
     localhost:8883, so keep the default --mqtt for real agents.
-  - on --http: a web page at / (devices, updates, deployments; refreshes every 2 s), the
-    update files under /files/ (with Range), and the JSON API the other commands use
-    (/api/info, /api/devices, /api/updates, /api/deployments).
+  - on --http: a web page at / (devices, updates, deployments, refreshed every 2 s; deploy,
+    cancel and retry buttons), the update files under /files/ (with Range), and the JSON API
+    the other commands use (/api/info, /api/devices, /api/updates, /api/deployments).
 Everything (device registry and twins, CA, update signer, imported updates and their files,
 deployments) is kept in --data and survives a restart. The signer's public root key is in
 DIR/signer/rootkeys.json: a device trusts it with agent.root_keys (and no_builtin_roots =
@@ -76,7 +76,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "http", Value: DefaultHTTPAddr, Usage: "HTTP (web page, API, files) listen `ADDR`"},
 			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: the --http address + /files); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
 			&cli.BoolFlag{Name: "tls", Value: true, Usage: "MQTT over TLS with the local CA (--tls=false: plain TCP, for clients that allow it)"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr); info follows each device: connections, reports, desired writes, downloads, results; debug adds every twin patch and file range"},
 		},
 		Action: e.serve,
 	}
@@ -212,6 +212,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	signer, err := hub.LoadOrCreateSigner(filepath.Join(cfg.dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits)
 	if err != nil {
 		return nil, fmt.Errorf("update signer: %w", err)
+	}
+	if bits := signer.SigningKey().N.BitLen(); bits != hub.DefaultSignerBits {
+		cfg.log.Warn("the update signer's keys are not what the service uses: embedded device clients refuse its signatures; to make new ones, stop aduhub, remove the folder and give devices the new rootkeys.json",
+			"bits", bits, "want", hub.DefaultSignerBits, "folder", filepath.Join(cfg.dir, signerDir))
 	}
 	if s.svc, err = hub.NewService(s.hub, signer, hub.ServiceOptions{DataDir: cfg.dir, FileBaseURL: s.info.FileBaseURL, Logger: cfg.log}); err != nil {
 		return nil, fmt.Errorf("update service: %w", err)

@@ -315,8 +315,13 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := adu.VerifyManifest([]byte(des.Service.UpdateManifest), des.Service.UpdateManifestSignature, adu.VerifyOptions{Roots: roots, NoBuiltinRoots: true}); err != nil {
+	_, ver, err := adu.VerifyManifest([]byte(des.Service.UpdateManifest), des.Service.UpdateManifestSignature, adu.VerifyOptions{Roots: roots, NoBuiltinRoots: true})
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Keys of the size the service uses, which embedded clients rely on.
+	if rb, sb := roots[0].Key.N.BitLen(), ver.SigningKey.N.BitLen(); rb != 3072 || sb != 3072 {
+		t.Fatalf("root key %d bits, signing key %d bits, want 3072", rb, sb)
 	}
 	want, _ := os.ReadFile(img1)
 	for _, url := range des.Service.FileURLs {
