@@ -35,8 +35,8 @@ type Env struct {
 	OpenVolume func(s *Slot) (Volume, error)
 }
 
-func (e Env) dev() string     { return cmp(e.Dev, "/dev") }
-func (e Env) sysfs() string   { return cmp(e.Sysfs, "/sys") }
+func (e Env) dev() string   { return cmp(e.Dev, "/dev") }
+func (e Env) sysfs() string { return cmp(e.Sysfs, "/sys") }
 func (e Env) mtdPaths() mtd.Paths {
 	return mtd.Paths{Sysfs: e.Sysfs, Dev: e.Dev}
 }
