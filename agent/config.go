@@ -2,10 +2,13 @@ package agent
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +49,10 @@ type Config struct {
 	X509Cert, X509Key    string
 	// CAFile replaces the built-in Azure roots with a PEM bundle (iothub.LoadCAFile).
 	CAFile string
+	// HubAddress ("host:port", "" = the connection string's GatewayHostName or HostName on
+	// port 8883, 443 with WebSocket) is where the agent connects, always over TLS; the
+	// server's certificate must be valid for its host.
+	HubAddress string
 	// WebSocket carries MQTT over WebSockets on port 443.
 	WebSocket bool
 	// ModelID is the PnP model announced (default adu.ModelV3).
@@ -111,6 +118,7 @@ type agentRawConfig struct {
 	X509Cert                string            `toml:"x509_cert"`
 	X509Key                 string            `toml:"x509_key"`
 	CAFile                  string            `toml:"ca_file"`
+	HubAddress              string            `toml:"hub_address"`
 	WebSocket               bool              `toml:"websocket"`
 	ModelID                 string            `toml:"model_id"`
 	Manufacturer            string            `toml:"manufacturer"`
@@ -188,7 +196,7 @@ var cfgReservedProperties = []string{"manufacturer", "model", "contractModelId",
 func (r *agentRawConfig) convert(order []string, defined func(key ...string) bool) (Config, error) {
 	c := Config{
 		ConnectionString: r.ConnectionString, ConnectionStringFile: r.ConnectionStringFile,
-		X509Cert: r.X509Cert, X509Key: r.X509Key, CAFile: r.CAFile, WebSocket: r.WebSocket,
+		X509Cert: r.X509Cert, X509Key: r.X509Key, CAFile: r.CAFile, HubAddress: r.HubAddress, WebSocket: r.WebSocket,
 		ModelID: r.ModelID, Manufacturer: r.Manufacturer, Model: r.Model,
 		CompatPropertyNames: r.CompatPropertyNames, StateDir: r.StateDir,
 		Keyring: r.Keyring, Pub: r.Pub, RootKeys: r.RootKeys, NoBuiltinRoots: r.NoBuiltinRoots,
@@ -224,6 +232,11 @@ func (r *agentRawConfig) convert(order []string, defined func(key ...string) boo
 	}
 	if c.ConnectionString == "" && c.ConnectionStringFile == "" && c.X509Cert != "" {
 		return c, cfgErr("x509_cert", "set, but there is no connection_string or connection_string_file (HostName=…;DeviceId=…;x509=true)")
+	}
+	if defined("hub_address") {
+		if err := cfgCheckAddress(c.HubAddress); err != nil {
+			return c, cfgErr("hub_address", "%q: %v", c.HubAddress, err)
+		}
 	}
 	if c.ModelID == "" {
 		c.ModelID = adu.ModelV3
@@ -463,6 +476,21 @@ func cfgCheckX509(cs iothub.ConnectionString, haveCert bool) error {
 	return nil
 }
 
+// cfgCheckAddress accepts "host:port" with a host and a port number 1..65535.
+func cfgCheckAddress(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("want host:port, e.g. \"localhost:8883\" or \"[::1]:8883\": %w", err)
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q is not a number 1..65535", port)
+	}
+	return nil
+}
+
 // parseDuration parses a Go duration ("90s", "5m", "1h30m").
 func cfgDuration(s string) (time.Duration, error) {
 	return time.ParseDuration(strings.TrimSpace(s))
@@ -572,15 +600,19 @@ func (c Config) ReadConnectionString() (string, error) {
 }
 
 // HubConfig returns the iothub.Config of the connection: connection string (ReadConnectionString),
-// model id, WebSocket, the client certificate and the CA bundle. The caller may add Logger,
-// OnConnectionChange and the like. Files that cannot be read wrap the os error; contents
+// the address to dial (HubAddress, else iothub.DefaultAddress), model id, WebSocket, the
+// client certificate and the CA bundle. The caller may add Logger, OnConnectionChange and the like. Files that cannot be read wrap the os error; contents
 // that do not parse wrap ErrConfig.
 func (c Config) HubConfig() (iothub.Config, error) {
 	s, err := c.ReadConnectionString()
 	if err != nil {
 		return iothub.Config{}, err
 	}
-	hc := iothub.Config{ConnectionString: s, ModelID: c.ModelID, WebSocket: c.WebSocket}
+	hc := iothub.Config{ConnectionString: s, Address: c.HubAddress, ModelID: c.ModelID, WebSocket: c.WebSocket}
+	if hc.Address == "" {
+		cs, _ := iothub.ParseConnectionString(s) // ReadConnectionString parsed it
+		hc.Address = iothub.DefaultAddress(cs, c.WebSocket)
+	}
 	if c.X509Cert != "" {
 		for _, p := range []string{c.X509Cert, c.X509Key} {
 			if _, err := os.Stat(p); err != nil {

@@ -98,6 +98,7 @@ func TestConfigFull(t *testing.T) {
 [agent]
 connection_string = "HostName=h.example;DeviceId=d1;SharedAccessKey=` + cfgTestKey + `"
 websocket = true
+hub_address = "127.0.0.1:18883"
 model_id = "dtmi:azure:iot:deviceUpdateContractModel;2"
 manufacturer = "Contoso"
 model = "Toaster"
@@ -152,7 +153,8 @@ command = ["true"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hc.ConnectionString == "" || !hc.WebSocket || hc.ModelID != adu.ModelContractV2 || hc.TLSConfig != nil || hc.ClientCertificate != nil {
+	if hc.ConnectionString == "" || !hc.WebSocket || hc.Address != "127.0.0.1:18883" || hc.InsecurePlainTCP ||
+		hc.ModelID != adu.ModelContractV2 || hc.TLSConfig != nil || hc.ClientCertificate != nil {
 		t.Errorf("hub config: %+v", hc)
 	}
 	kr, err := c.LoadKeyring()
@@ -204,8 +206,9 @@ pub = ["` + pub + `"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hc.ConnectionString != "HostName=h.example;DeviceId=d1;x509=true" || hc.ClientCertificate == nil || hc.TLSConfig == nil || hc.TLSConfig.RootCAs == nil ||
-		hc.ModelID != adu.ModelV3 {
+	// No hub_address: the address is the connection string's, so that it can be logged.
+	if hc.ConnectionString != "HostName=h.example;DeviceId=d1;x509=true" || hc.Address != "h.example:8883" || hc.ClientCertificate == nil ||
+		hc.TLSConfig == nil || hc.TLSConfig.RootCAs == nil || hc.ModelID != adu.ModelV3 {
 		t.Errorf("%+v", hc)
 	}
 	kr, err := c.LoadKeyring()
@@ -275,6 +278,11 @@ func TestConfigErrors(t *testing.T) {
 		{"empty connection string", base + "connection_string = \"\"\n", "agent.connection_string"},
 		{"empty connection string file", base + "connection_string_file = \"\"\n", "agent.connection_string_file"},
 		{"bad connection string", base + "connection_string = \"HostName=h\"\n", "agent.connection_string"},
+		{"hub address without port", base + "hub_address = \"localhost\"\n", "agent.hub_address"},
+		{"hub address without host", base + "hub_address = \":8883\"\n", "agent.hub_address"},
+		{"hub address port 0", base + "hub_address = \"localhost:0\"\n", "agent.hub_address"},
+		{"hub address port name", base + "hub_address = \"localhost:mqtts\"\n", "agent.hub_address"},
+		{"empty hub address", base + "hub_address = \"\"\n", "agent.hub_address"},
 		{"x509 without cert", base + "connection_string = \"HostName=h;DeviceId=d;x509=true\"\n", "agent.x509_cert"},
 		{"cert with SAS", base + sas + "x509_cert = \"c\"\nx509_key = \"k\"\n", "agent.x509_cert"},
 		{"cert without key", base + sas + "x509_cert = \"c\"\n", "agent.x509_key"},

@@ -96,8 +96,8 @@ printf 'adu_slot=B\nadu_prev_slot=A\nupgrade_available=1\nbootcount=0\nbootlimit
 dev="$work/device"
 rm -rf "$dev"
 mkdir -p "$dev/state"
-# aduagent with this device's config; --cmdline-file stands in for /proc/cmdline.
-agent() { "$bin/aduagent" --config "$dev/aduagent.toml" --cmdline-file "$dev/cmdline" "$@"; }
+# aduagent with this device's config, whose cmdline_file stands in for /proc/cmdline.
+agent() { "$bin/aduagent" --config "$dev/aduagent.toml" "$@"; }
 # jqs PATH: one value of `aduagent status --json` (null or missing: empty).
 jqs() { agent status --json | "$bin/jsonget" "$1"; }
 
@@ -110,6 +110,9 @@ echo 'console=ttyS0 root=/dev/mmcblk0p2 adu.slot=A rootwait' >"$dev/cmdline"
 cat >"$dev/aduagent.toml" <<TOML
 [slots]
 active = "cmdline"
+# The kernel command line of this simulated device: writing adu.slot=B into it plays the
+# reboot into bank B.
+cmdline_file = "$dev/cmdline"
 banks = ["A", "B"]
 
 [[slots.slot]]
@@ -147,6 +150,7 @@ name = "app"
 command = ["true"]
 timeout = "5s"
 TOML
+chmod 600 "$dev/aduagent.toml" # it holds the device key (connection_string)
 cat "$dev/aduagent.toml"
 agent status
 
@@ -162,7 +166,7 @@ echo "bank B holds the payload and is pending (U-Boot boots it next, on trial)"
 step "agent (b): simulated reboot into B (adu.slot=B); aduagent run health-checks and confirms B before it dials IoT Hub"
 echo 'console=ttyS0 root=/dev/mmcblk0p3 adu.slot=B rootwait' >"$dev/cmdline"
 set +e
-timeout --preserve-status -s TERM 3 "$bin/aduagent" --config "$dev/aduagent.toml" --cmdline-file "$dev/cmdline" run 2>&1 | tee "$dev/run.log"
+timeout --preserve-status -s TERM 3 "$bin/aduagent" --config "$dev/aduagent.toml" run 2>&1 | tee "$dev/run.log"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 0 ] || fail "aduagent run: exit $rc, want 0 (stopped by SIGTERM)"

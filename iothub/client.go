@@ -16,13 +16,18 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Defaults used when the corresponding Config field is zero.
 const (
-	DefaultKeepAlive            = 240 * time.Second
-	MaxKeepAlive                = 1177 * time.Second
-	DefaultTokenTTL             = time.Hour
+	DefaultKeepAlive = 240 * time.Second
+	MaxKeepAlive     = 1177 * time.Second
+	DefaultTokenTTL  = time.Hour
+	// MaxTokenTTL is the longest SAS token lifetime the client mints: IoT Hub's maintainers
+	// give ten years as the longest supported (Azure/azure-iot-sdk-c#714), and a token that
+	// outlives its leak by decades is a standing key.
+	MaxTokenTTL                 = 10 * 365 * 24 * time.Hour
 	DefaultRequestTimeout       = 30 * time.Second
 	DefaultConnectTimeout       = 30 * time.Second
 	DefaultMaxReconnectInterval = 2 * time.Minute
@@ -68,8 +73,9 @@ type Config struct {
 
 	// KeepAlive defaults to DefaultKeepAlive; must not exceed MaxKeepAlive.
 	KeepAlive time.Duration
-	// TokenTTL is the SAS token lifetime (default DefaultTokenTTL). The
-	// client reconnects with a fresh token after 80% of it has elapsed.
+	// TokenTTL is the SAS token lifetime (default DefaultTokenTTL, at most
+	// MaxTokenTTL). The client reconnects with a fresh token after 80% of it
+	// has elapsed.
 	TokenTTL time.Duration
 	// Now is the clock used for SAS expiry. Default time.Now.
 	Now func() time.Time
@@ -172,6 +178,9 @@ func (cfg *Config) resolve() (ConnectionString, error) {
 	if cfg.TokenTTL < 2*time.Second {
 		return id, fmt.Errorf("%w: TokenTTL %v too short", ErrInvalidConfig, cfg.TokenTTL)
 	}
+	if cfg.TokenTTL > MaxTokenTTL {
+		return id, fmt.Errorf("%w: TokenTTL %v is longer than IoT Hub's %v (ten years)", ErrInvalidConfig, cfg.TokenTTL, MaxTokenTTL)
+	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
@@ -188,20 +197,27 @@ func (cfg *Config) resolve() (ConnectionString, error) {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}
 	if cfg.Address == "" {
-		h := id.HostName
-		if id.GatewayHostName != "" {
-			h = id.GatewayHostName
-		}
-		port := DefaultPort
-		if cfg.WebSocket {
-			port = DefaultWebSocketPort
-		}
-		cfg.Address = net.JoinHostPort(h, strconv.Itoa(port))
+		cfg.Address = DefaultAddress(id, cfg.WebSocket)
 	}
 	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
 		return id, fmt.Errorf("%w: Address %q: %w", ErrInvalidConfig, cfg.Address, err)
 	}
 	return id, nil
+}
+
+// DefaultAddress is the "host:port" Dial connects to when Config.Address is empty: the
+// gateway (GatewayHostName) if there is one, else the hub (HostName), on port 8883, or 443
+// with WebSocket.
+func DefaultAddress(id ConnectionString, webSocket bool) string {
+	h := id.HostName
+	if id.GatewayHostName != "" {
+		h = id.GatewayHostName
+	}
+	port := DefaultPort
+	if webSocket {
+		port = DefaultWebSocketPort
+	}
+	return net.JoinHostPort(h, strconv.Itoa(port))
 }
 
 // Dial connects to IoT Hub, subscribes to the twin topics and returns once
@@ -258,7 +274,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if err := tok.Error(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w: %s: %w", ErrConnect, cfg.Address, err)
+		return nil, connectError(cfg.Address, err)
 	}
 	select {
 	case err = <-ready:
@@ -287,7 +303,41 @@ func (c *Client) credentials() (string, string) {
 	return c.username, tok
 }
 
+// connectError is ErrConnect with the cause of a failed first connect to addr, without the
+// MQTT library's "network Error : " prefix: an error of openConn names the address and the
+// cause (dial, TLS handshake); a network error after it (writing CONNECT, reading CONNACK,
+// e.g. a TLS 1.3 server refusing the client certificate) is named as such.
+func connectError(addr string, err error) error {
+	var oe *openError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("%w: %w", ErrConnect, oe.err)
+	}
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		if errs := m.Unwrap(); len(errs) == 2 && errors.Is(errs[0], packets.ErrorNetworkError) && errs[1] != nil {
+			return fmt.Errorf("%w: %s: MQTT CONNECT: %w", ErrConnect, addr, errs[1])
+		}
+	}
+	return fmt.Errorf("%w: %s: %w", ErrConnect, addr, err)
+}
+
+// openError is an error of openConn. The MQTT library wraps it in its own
+// "network Error : " text; Dial reports it without that.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
+
 func (c *Client) openConn(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+	conn, err := c.open()
+	if err != nil {
+		return nil, &openError{err}
+	}
+	return conn, nil
+}
+
+// open dials the address and runs TLS (unless InsecurePlainTCP) and the WebSocket upgrade
+// (with WebSocket) over the connection.
+func (c *Client) open() (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
 	defer cancel()
 	go func() { // abort a pending dial on Close
@@ -302,10 +352,15 @@ func (c *Client) openConn(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", c.cfg.Address, err)
 	}
 	if !c.cfg.InsecurePlainTCP {
-		tc := tls.Client(conn, c.tlsConfig())
+		tcfg := c.tlsConfig()
+		tc := tls.Client(conn, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = conn.Close()
-			return nil, fmt.Errorf("tls handshake with %s: %w", c.cfg.Address, err)
+			peer := c.cfg.Address
+			if host, _, _ := net.SplitHostPort(peer); host != tcfg.ServerName {
+				peer += fmt.Sprintf(" (server name %q)", tcfg.ServerName)
+			}
+			return nil, fmt.Errorf("TLS handshake with %s: %w", peer, err)
 		}
 		conn = tc
 	}

@@ -1,8 +1,11 @@
 package iothub
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"net/url"
@@ -201,9 +204,54 @@ func TestConfigValidation(t *testing.T) {
 		{ConnectionString: "HostName=h;DeviceId=d;x509=true"},                                       // no cert
 		{ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + vecKey, KeepAlive: time.Hour}, // keep-alive too long
 		{ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + vecKey, Address: "nohostport"},
+		{ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + vecKey, TokenTTL: 100 * 365 * 24 * time.Hour}, // IoT Hub: 10 years at most
+		{ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + vecKey, TokenTTL: MaxTokenTTL + time.Second},
 	} {
 		if _, err := cfg.resolve(); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%+v: %v", cfg, err)
 		}
+	}
+}
+
+func TestTokenTTLLimit(t *testing.T) {
+	cfg := Config{ConnectionString: "HostName=h;DeviceId=d;SharedAccessKey=" + vecKey, TokenTTL: MaxTokenTTL}
+	if _, err := cfg.resolve(); err != nil {
+		t.Fatalf("TokenTTL = MaxTokenTTL: %v", err)
+	}
+	cfg.TokenTTL = 100 * 365 * 24 * time.Hour
+	if _, err := cfg.resolve(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "TokenTTL") {
+		t.Errorf("TokenTTL of 100 years: %v, want ErrInvalidConfig naming TokenTTL", err)
+	}
+}
+
+// A server whose certificate the client does not trust: the error names the address and the
+// TLS cause, without the MQTT library's "network Error : " wrapping.
+func TestDialTLSErrorNamesHostAndCause(t *testing.T) {
+	srv := mosqNewCA(t, "untrusted CA").issue(t, "localhost", true)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.tls}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := ln.Addr().String()
+	_, err = Dial(ctx, Config{ConnectionString: "HostName=localhost;DeviceId=d;SharedAccessKey=" + vecKey, Address: addr, ConnectTimeout: 5 * time.Second})
+	var ua x509.UnknownAuthorityError
+	if !errors.Is(err, ErrConnect) || !errors.As(err, &ua) {
+		t.Fatalf("Dial: %v, want ErrConnect with x509.UnknownAuthorityError", err)
+	}
+	want := "iothub: connect failed: TLS handshake with " + addr + ": tls: failed to verify certificate: x509: certificate signed by unknown authority"
+	if err.Error() != want {
+		t.Errorf("Dial error\n%s\nwant\n%s", err, want)
 	}
 }

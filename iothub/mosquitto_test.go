@@ -245,7 +245,7 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 				TLSConfig:         &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12},
 				ClientCertificate: &rogueDevice.tls,
 			},
-			wantText: []string{"tls handshake with " + addr + ": remote error: tls: unknown certificate authority"},
+			wantText: []string{"TLS handshake with " + addr + ": remote error: tls: unknown certificate authority"},
 			brokerRe: `certificate verify failed`,
 		}, {
 			name: "no client certificate (SAS identity)",
@@ -269,7 +269,7 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 				var ua x509.UnknownAuthorityError
 				return errors.As(err, &ve) && errors.As(err, &ua)
 			},
-			wantText: []string{"tls handshake with " + addr},
+			wantText: []string{"TLS handshake with " + addr},
 			brokerRe: `alert bad certificate`,
 		}, {
 			name: "server name not in certificate",
@@ -283,7 +283,7 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 				var he x509.HostnameError
 				return errors.As(err, &he)
 			},
-			wantText: []string{"tls handshake with " + addr},
+			wantText: []string{"TLS handshake with " + addr + ` (server name "mqtt.example.com")`},
 			brokerRe: `alert bad certificate`,
 		}} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -304,6 +304,9 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 				}
 				if !slices.ContainsFunc(tc.wantText, func(s string) bool { return strings.Contains(err.Error(), s) }) {
 					t.Errorf("Dial error %q contains none of %q", err, tc.wantText)
+				}
+				if strings.Contains(err.Error(), "network Error") {
+					t.Errorf("Dial error %q carries the MQTT library's wrapping", err)
 				}
 				b.waitLogFrom(t, mark, tc.brokerRe)
 				if regexp.MustCompile(`New client connected`).MatchString(b.logSince(mark)) {

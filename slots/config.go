@@ -51,6 +51,7 @@ const (
 // Defaults.
 const (
 	DefaultCmdlineKey    = "adu.slot"
+	DefaultCmdlineFile   = "/proc/cmdline"
 	DefaultReserveBlocks = 0
 	DefaultSyncInterval  = 4 << 20
 )
@@ -68,6 +69,11 @@ type Config struct {
 	// CmdlineKey is the kernel command line key naming the booted bank (default "adu.slot").
 	// Without it on the command line, root= is matched against the slots.
 	CmdlineKey string `toml:"cmdline_key"`
+	// CmdlineFile is the file the kernel command line is read from (default "/proc/cmdline"):
+	// another file stands in for it where the running kernel is not the device's (a
+	// workstation, a container, a simulated device), and writing the new bank's key into it
+	// plays a reboot. Env.Cmdline overrides it.
+	CmdlineFile string `toml:"cmdline_file"`
 	// Banks lists the bank names (default: the banks the slots use, sorted).
 	Banks []string `toml:"banks"`
 	// ReserveBlocks is the default NAND bad-block reserve of every raw NAND slot.
@@ -158,6 +164,9 @@ func (c *Config) normalize() error {
 	}
 	if c.CmdlineKey == "" {
 		c.CmdlineKey = DefaultCmdlineKey
+	}
+	if c.CmdlineFile == "" {
+		c.CmdlineFile = DefaultCmdlineFile
 	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = DefaultSyncInterval

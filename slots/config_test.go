@@ -41,7 +41,8 @@ path = "/data/b.img"
 	if err != nil {
 		t.Fatalf("other sections must be ignored: %v", err)
 	}
-	if got := strings.Join(c.Banks, ","); got != "A,B" || c.Slots[1].Name != "rootfs-b" || c.CmdlineKey != "adu.slot" {
+	if got := strings.Join(c.Banks, ","); got != "A,B" || c.Slots[1].Name != "rootfs-b" || c.CmdlineKey != "adu.slot" ||
+		c.CmdlineFile != "/proc/cmdline" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for _, tc := range []struct{ doc, want string }{

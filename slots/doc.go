@@ -11,12 +11,12 @@
 // /sys/block/<dev>/force_ro is cleared for the write and restored after), a raw MTD device
 // (by name or number, NOR or NAND) or a UBI volume (by name).
 //
-// Which bank is active comes from /proc/cmdline (a key such as adu.slot=B, or root= naming
-// one slot's device, PARTUUID, PARTLABEL or UBI volume) or from the bootloader state
-// (Primary, when nothing is pending), as configured. The active bank is never opened for
-// writing: Layout.OpenWriter refuses every slot of the active bank, and every target that
-// resolves to the same device as (or a whole disk containing) an active-bank slot, with
-// ErrActiveSlot.
+// Which bank is active comes from the kernel command line (/proc/cmdline, or the file the
+// config's cmdline_file names: a key such as adu.slot=B, or root= naming one slot's device,
+// PARTUUID, PARTLABEL or UBI volume) or from the bootloader state (Primary, when nothing is
+// pending), as configured. The active bank is never opened for writing: Layout.OpenWriter
+// refuses every slot of the active bank, and every target that resolves to the same device
+// as (or a whole disk containing) an active-bank slot, with ErrActiveSlot.
 //
 // # Writers
 //

@@ -22,11 +22,11 @@ type BootState interface {
 
 // Env is where a Layout finds the system: the device and sysfs roots, the kernel command
 // line, the bootloader, and optional hooks that open storage (simulators, tests). The zero
-// Env means /dev, /sys, /proc/cmdline and real devices.
+// Env means /dev, /sys, the config's cmdline_file (/proc/cmdline) and real devices.
 type Env struct {
 	Dev        string    // default "/dev"; a slot path under /dev/ is looked up under Dev
 	Sysfs      string    // default "/sys"
-	Cmdline    string    // default "/proc/cmdline"
+	Cmdline    string    // default: Config.CmdlineFile
 	Bootloader BootState // needed when the config says active = "bootloader"
 
 	// Optional hooks replacing how storage is opened (nil: real devices).
@@ -35,9 +35,8 @@ type Env struct {
 	OpenVolume func(s *Slot) (Volume, error)
 }
 
-func (e Env) dev() string     { return cmp(e.Dev, "/dev") }
-func (e Env) sysfs() string   { return cmp(e.Sysfs, "/sys") }
-func (e Env) cmdline() string { return cmp(e.Cmdline, "/proc/cmdline") }
+func (e Env) dev() string   { return cmp(e.Dev, "/dev") }
+func (e Env) sysfs() string { return cmp(e.Sysfs, "/sys") }
 func (e Env) mtdPaths() mtd.Paths {
 	return mtd.Paths{Sysfs: e.Sysfs, Dev: e.Dev}
 }
@@ -235,7 +234,8 @@ func (l *Layout) ActiveBank() (string, error) {
 		}
 		return l.bank(string(st.Primary), "bootloader primary")
 	}
-	b, err := os.ReadFile(l.Env.cmdline())
+	cmdline := cmp(l.Env.Cmdline, cmp(l.Config.CmdlineFile, DefaultCmdlineFile))
+	b, err := os.ReadFile(cmdline)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrActiveUnknown, err)
 	}
@@ -251,7 +251,7 @@ func (l *Layout) ActiveBank() (string, error) {
 		}
 	}
 	if root == "" {
-		return "", fmt.Errorf("%w: %s has neither %s= nor root=", ErrActiveUnknown, l.Env.cmdline(), l.Config.CmdlineKey)
+		return "", fmt.Errorf("%w: %s has neither %s= nor root=", ErrActiveUnknown, cmdline, l.Config.CmdlineKey)
 	}
 	bank, err := l.bankOfRoot(root)
 	if err != nil {

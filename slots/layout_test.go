@@ -132,6 +132,29 @@ func TestActiveBank(t *testing.T) {
 	}
 }
 
+// cmdline_file names the kernel command line (a workstation, a container); Env.Cmdline
+// overrides it.
+func TestCmdlineFile(t *testing.T) {
+	fs := newFakeSystem(t, "adu.slot=A")
+	other := filepath.Join(fs.root, "other-cmdline")
+	must(t, os.WriteFile(other, []byte("console=ttyS0 adu.slot=B\n"), 0o644))
+	c, err := ParseConfig([]byte(strings.Replace(layoutDoc, "[slots]", "[slots]\ncmdline_file = \""+filepath.ToSlash(other)+"\"", 1)))
+	must(t, err)
+	l := NewLayout(c, Env{Dev: fs.dev, Sysfs: fs.sys})
+	if got, err := l.ActiveBank(); err != nil || got != "B" {
+		t.Errorf("cmdline_file: %q %v, want B", got, err)
+	}
+	l.Env.Cmdline = fs.cmdline
+	if got, err := l.ActiveBank(); err != nil || got != "A" {
+		t.Errorf("Env.Cmdline over cmdline_file: %q %v, want A", got, err)
+	}
+	must(t, os.Remove(other))
+	l.Env.Cmdline = ""
+	if _, err := l.ActiveBank(); !errors.Is(err, ErrActiveUnknown) || !strings.Contains(err.Error(), "other-cmdline") {
+		t.Errorf("missing cmdline_file: %v, want ErrActiveUnknown naming it", err)
+	}
+}
+
 func TestActiveSlotRefused(t *testing.T) {
 	fs := newFakeSystem(t, "root=PARTUUID=0b8d4f2a-02")
 	l := fs.layout(t, layoutDoc)

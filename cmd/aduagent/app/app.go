@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/bootloader"
@@ -41,10 +40,17 @@ func New(stdout, stderr io.Writer) *cli.App {
 		Version:   Version,
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Description: `All commands read the device configuration (--config): the [slots] section (slots, banks,
-how the running bank is found), the [bootloader] section (the boot backend) and the [agent]
-section (IoT Hub connection, device identity, trusted keys, health checks, the journal's
-state_dir; status reads only state_dir).
+		Description: `All commands read the device configuration (--config, examples/aduagent.toml documents
+every key): the [slots] section (slots, banks, how the running bank is found), the
+[bootloader] section (the boot backend) and the [agent] section (IoT Hub connection, device
+identity, trusted keys, health checks, the journal's state_dir).
+
+The running bank comes from the kernel command line (adu.slot=B), unless the [slots]
+section says active = "bootloader". Where aduagent does not run on the device's own kernel
+(a workstation, a container, a simulated device), --cmdline-file or the [slots] section's
+cmdline_file names a file that stands in for /proc/cmdline: after "aduagent install
+--no-reboot", writing adu.slot=B into it plays the reboot into bank B, and the next
+"aduagent run" health-checks and confirms B.
 
 Exit codes: 0 ok, 1 invalid input or a refused change (bad config, invalid bootloader
 state, marking the wrong bank, a refused image), 2 usage error, 3 I/O or environment
@@ -59,10 +65,10 @@ EXAMPLE:
    aduagent mark-bad B`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: DefaultConfig, Usage: "device config `FILE` (TOML: [slots], [bootloader], [agent])", TakesFile: true},
+			&cli.StringFlag{Name: "cmdline-file", Usage: "read the kernel command line from `FILE` instead of the [slots] section's cmdline_file (default /proc/cmdline): aduagent on a workstation, in a container or on a simulated device", TakesFile: true},
 			// Roots of a fake or mounted system, for tests and offline use.
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
 			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
-			&cli.StringFlag{Name: "cmdline-file", Hidden: true},
 		},
 		Commands: []*cli.Command{
 			e.runCommand(),
@@ -77,9 +83,9 @@ EXAMPLE:
 	for _, cmd := range a.Commands {
 		cmd.Flags = append(cmd.Flags,
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (as the global --config)", TakesFile: true},
+			&cli.StringFlag{Name: "cmdline-file", Usage: "kernel command line `FILE` (as the global --cmdline-file)", TakesFile: true},
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
-			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
-			&cli.StringFlag{Name: "cmdline-file", Hidden: true})
+			&cli.StringFlag{Name: "sysfs-root", Hidden: true})
 	}
 	cliapp.Prepare(a)
 	return a
@@ -148,20 +154,6 @@ func loadDevice(c *cli.Context) (*device, error) {
 	}
 	d.layout = slots.NewLayout(d.slots, senv)
 	return d, nil
-}
-
-// stateDir reads only the state_dir key of the [agent] section; every other key of the
-// file is left to its owner.
-func stateDir(path string) (string, error) {
-	var doc struct {
-		Agent struct {
-			StateDir string `toml:"state_dir"`
-		} `toml:"agent"`
-	}
-	if _, err := toml.DecodeFile(path, &doc); err != nil {
-		return "", exitcode.InvalidInput(fmt.Errorf("%s: agent.state_dir: %w", path, err))
-	}
-	return doc.Agent.StateDir, nil
 }
 
 // checkBank refuses a bank the bootloader section does not configure (usage error).

@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/cmd/internal/clitest"
@@ -91,10 +94,10 @@ env_config = "`+filepath.Join(d, "fw_env.config")+`"
 lock_file = ""
 
 [agent]
+manufacturer = "contoso"
+model = "toaster"
+allow_raw = true
 state_dir = "`+fx.stateDir+`"
-hub = "ignored by aduagent status"
-[agent.health]
-whatever = 1
 `))
 	return fx
 }
@@ -152,7 +155,7 @@ func TestStatus(t *testing.T) {
 		"primary:   A", "pending:   none", "bad:       none", "floors:    none",
 		"rootfs-a  rootfs  A     file " + filepath.Join(fx.dir, "rootfs_a.img") + "  ?      active\n",
 		"rootfs-b  rootfs  B     file " + filepath.Join(fx.dir, "rootfs_b.img") + "  2 MiB\n",
-		"last deployment: none (" + filepath.Join(fx.stateDir, "journal") + ")",
+		"agent:       no journal yet (" + filepath.Join(fx.stateDir, "journal") + "): no deployment so far",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
@@ -224,17 +227,39 @@ func TestStatusJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := map[string]any{"update_id": "contoso/rootfs/1.2.0", "phase": "installed", "bank": "B"}
+	v2 := adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: "2.0"}
+	finished := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
+	rec := agent.Record{
+		Version:        agent.StateVersion,
+		Banks:          map[string]*agent.BankInfo{"A": {UpdateID: &v2, Versions: map[string]string{"rootfs": "2.0"}}},
+		SecurityFloors: map[string]uint64{"rootfs": 3},
+		Last: &agent.Outcome{UpdateID: adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: "3.0"}, ResultCode: adu.ResultFailure,
+			ExtendedResultCode: 0x30000001, Details: "health check app failed", Bank: "B", Finished: finished},
+		Deployment: &agent.Deployment{UpdateID: adu.UpdateID{Provider: "local", Name: "rootfs", Version: "4.0"}, Local: true, Bank: "B", From: "A",
+			Phase: agent.PhaseInstall, Started: finished.Add(time.Hour), Steps: []agent.StepState{{Class: "rootfs", Slot: "rootfs-b"}}},
+	}
 	if err := j.Save(rec); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ := fx.run(t, "status")
-	if code != 0 || !strings.Contains(out, "last deployment ("+j.Path()+"):") || !strings.Contains(out, `"update_id": "contoso/rootfs/1.2.0"`) {
-		t.Errorf("exit %d:\n%s", code, out)
+	for _, want := range []string{
+		"agent:       journal " + j.Path() + " (--json shows the whole record)\n",
+		"  installed:      bank A: Contoso/Toaster 2.0 (rootfs 2.0)\n",
+		"  in progress:    local install of local/rootfs 4.0 into bank B (from A), started 2025-03-04 06:06:07 UTC: writing, 0 of 1 file(s) written and verified\n",
+		"  last:           FAILED: Contoso/Toaster 3.0 into bank B, 2025-03-04 05:06:07 UTC (result code 0, extended 30000001): health check app failed\n",
+		"  security floor: rootfs:3 (lowest security counter accepted, by slot class)\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("exit %d; status lacks %q:\n%s", code, want, out)
+		}
+	}
+	// A short summary, not the record.
+	if n := strings.Count(out, "\n"); n > 20 || strings.Contains(out, "{") {
+		t.Errorf("status is %d lines or shows JSON:\n%s", n, out)
 	}
 	r := statusJSON(t, fx)
-	var got map[string]any
-	if r.Journal == nil || !r.Journal.Found || json.Unmarshal(r.Journal.Record, &got) != nil || got["phase"] != "installed" {
+	var got agent.Record
+	if r.Journal == nil || !r.Journal.Found || json.Unmarshal(r.Journal.Record, &got) != nil || got.SecurityFloors["rootfs"] != 3 || got.Deployment == nil {
 		t.Errorf("journal: %+v", r.Journal)
 	}
 
@@ -243,7 +268,7 @@ func TestStatusJournal(t *testing.T) {
 	b[len(b)-3] ^= 0x20
 	mustWrite(t, j.Path(), b)
 	code, out, _ = fx.run(t, "status")
-	if code != 0 || !strings.Contains(out, "last deployment: CORRUPT journal, record not trusted: ") {
+	if code != 0 || !strings.Contains(out, "agent:       CORRUPT journal "+j.Path()+", record not trusted: ") {
 		t.Errorf("corrupt: exit %d:\n%s", code, out)
 	}
 	r = statusJSON(t, fx)
@@ -252,13 +277,36 @@ func TestStatusJournal(t *testing.T) {
 	}
 }
 
-func TestStatusWithoutStateDir(t *testing.T) {
+// Without state_dir the journal is in the default folder, as for the agent (status used to
+// read state_dir with a parser of its own, which knew no default).
+func TestStatusDefaultStateDir(t *testing.T) {
 	fx := newFixture(t)
 	b, _ := os.ReadFile(fx.cfg)
-	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), "state_dir", "other_dir", 1)))
-	code, out, _ := fx.run(t, "status")
-	if code != 0 || !strings.Contains(out, "last deployment: unknown (no state_dir in the [agent] section)") {
-		t.Errorf("exit %d:\n%s", code, out)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `state_dir = "`+fx.stateDir+`"`, "", 1)))
+	r := statusJSON(t, fx)
+	if r.AgentError != "" || r.Journal == nil || r.Journal.StateDir != agent.DefaultStateDir {
+		t.Errorf("status --json: agent error %q, journal %+v; want the journal in %s", r.AgentError, r.Journal, agent.DefaultStateDir)
+	}
+	if _, out, _ := fx.run(t, "status"); strings.Contains(out, "unknown") || !strings.Contains(out, agent.DefaultStateDir) {
+		t.Errorf("status:\n%s", out)
+	}
+}
+
+// An invalid [agent] section: everything else is shown, the agent's part says why it is
+// missing, exit 1.
+func TestStatusInvalidAgentSection(t *testing.T) {
+	fx := newFixture(t)
+	b, _ := os.ReadFile(fx.cfg)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `model = "toaster"`, `model = "toaster"`+"\nbogus = 1", 1)))
+	code, out, errOut := fx.run(t, "status")
+	if code != exitcode.Invalid || !strings.Contains(out, "primary:   A") || !strings.Contains(out, "rootfs-b") ||
+		!strings.Contains(out, "agent:       unknown (") || !strings.Contains(out, "bogus") || !strings.Contains(errOut, "bogus") {
+		t.Errorf("exit %d:\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = fx.run(t, "status", "--json")
+	var r statusReport
+	if code != exitcode.Invalid || json.Unmarshal([]byte(out), &r) != nil || !strings.Contains(r.AgentError, "bogus") || r.Journal != nil || len(r.Slots) != 2 {
+		t.Errorf("json: exit %d %s", code, out)
 	}
 }
 
@@ -389,5 +437,21 @@ func TestGlobalFlagsAfterCommand(t *testing.T) {
 	}
 	if code, _, _ := run(t, "status", "--config", "/nonexistent.toml"); code != 3 {
 		t.Errorf("a missing config named after the command: exit %d, want 3", code)
+	}
+}
+
+// The [slots] section's cmdline_file names the kernel command line (a workstation, a
+// container); --cmdline-file overrides it.
+func TestCmdlineFileKey(t *testing.T) {
+	fx := newFixture(t)
+	other := filepath.Join(fx.dir, "cmdline-b")
+	mustWrite(t, other, []byte("console=ttyS0 adu.slot=B\n"))
+	b, _ := os.ReadFile(fx.cfg)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), "[slots]\n", "[slots]\ncmdline_file = \""+filepath.ToSlash(other)+"\"\n", 1)))
+	if code, out, errOut := run(t, "--config", fx.cfg, "status"); code != 0 || !strings.Contains(out, "active bank: B (from cmdline)") {
+		t.Errorf("cmdline_file: exit %d %q %q", code, out, errOut)
+	}
+	if code, out, errOut := fx.run(t, "status"); code != 0 || !strings.Contains(out, "active bank: A (from cmdline)") {
+		t.Errorf("--cmdline-file over cmdline_file: exit %d %q %q", code, out, errOut)
 	}
 }

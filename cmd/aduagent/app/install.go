@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/internal/bytesize"
@@ -45,7 +46,8 @@ agent.allow_raw). An interrupted install (power cut, Ctrl-C) resumes where it st
 the same command is run again.
 
 Without --no-reboot the device reboots once the bank is pending; with it, nothing happens
-until the next reboot (which boots the new bank once, on trial).
+until the next reboot, which boots the new bank on trial. The output says how many boots the
+bootloader gives it before it falls back (its state after the bank was marked pending).
 
 Exit codes: 0 installed (the bank is pending; rebooting, or not with --no-reboot); 1 the
 image was refused (bad signature or hash, unknown key, another slot class, incompatible,
@@ -88,6 +90,8 @@ type installResult struct {
 	Bytes     int64 `json:"bytes"`
 	Pending   bool  `json:"pending"`
 	Rebooting bool  `json:"rebooting"`
+	// Bootloader is the bootloader's state once the bank is pending (nil if unreadable).
+	Bootloader *bootloader.State `json:"bootloader,omitempty"`
 }
 
 func (e *env) install(c *cli.Context) error {
@@ -166,6 +170,14 @@ func (e *env) install(c *cli.Context) error {
 	default:
 		err = classifyAgent(fmt.Errorf("install %s: %w", c.Args().First(), err))
 	}
+	if res.Pending {
+		// What the bootloader will do, as it says itself (also what aduagent status shows).
+		if st, serr := d.backend.State(); serr != nil {
+			log.Warn("the bank is pending, but the bootloader state cannot be read back", "err", serr)
+		} else {
+			res.Bootloader = &st
+		}
+	}
 	if c.Bool("json") {
 		return cliapp.JSONVerdict(e.stdout, res, err, func(ok bool, code int, msg string) {
 			res.OK, res.ExitCode, res.Error = ok, code, msg
@@ -190,12 +202,18 @@ func printInstall(w io.Writer, r *installResult) {
 		fmt.Fprintf(w, "  version: %s\n", r.Version)
 	}
 	fmt.Fprintf(w, "  bytes:   %d written (file %d)\n", r.Bytes, r.Size)
-	switch {
-	case r.Rebooting:
-		fmt.Fprintf(w, "bank %s is pending; rebooting into it\n", r.Bank)
-	case r.Pending:
-		fmt.Fprintf(w, "bank %s is pending: the next boot tries it once (then aduagent run confirms it, or aduagent mark-good)\n", r.Bank)
+	if !r.Pending {
+		return
 	}
+	pending := "bank " + r.Bank + " is pending"
+	if st := r.Bootloader; st != nil && st.Pending != "" {
+		pending += ": " + trialString(*st)
+	}
+	if r.Rebooting {
+		fmt.Fprintf(w, "%s; rebooting into it\n", pending)
+		return
+	}
+	fmt.Fprintf(w, "%s; the next reboot boots it on trial, and aduagent run confirms it after its health checks (or aduagent mark-good)\n", pending)
 }
 
 // installSource turns FILE or URL into the agent's Source, with its size (size < 0: find it).

@@ -141,7 +141,7 @@ func TestInstallSigned(t *testing.T) {
 		"format:  aduimg, signed by key ",
 		"version: 1.2.0",
 		"bytes:   716923 written (file ",
-		"bank B is pending: the next boot tries it once",
+		"bank B is pending: 3 attempt(s) left, then falls back to A; the next reboot boots it on trial",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -163,7 +163,9 @@ func TestInstallSigned(t *testing.T) {
 		t.Errorf("journal deployment: %+v", rec.Deployment)
 	}
 	_, out, _ = fx.run(t, "status")
-	if !strings.Contains(out, `"phase": "pending"`) || !strings.Contains(out, "pending:   B, 3 attempt(s) left, then falls back to A") {
+	if !strings.Contains(out, "in progress:    local install of local/rootfs 1.2.0 into bank B (from A), started ") ||
+		!strings.Contains(out, ": pending in the bootloader, waiting for the reboot into it\n") ||
+		!strings.Contains(out, "pending:   B, 3 attempt(s) left, then falls back to A") {
 		t.Errorf("status:\n%s", out)
 	}
 
@@ -180,6 +182,21 @@ func TestInstallSigned(t *testing.T) {
 	}
 }
 
+// install and status tell the same attempts: the bootloader's, after the bank was marked
+// pending (here 5, the [bootloader] section's attempts).
+func TestInstallTellsTheBootloaderAttempts(t *testing.T) {
+	fx := newAgentFixture(t, "")
+	b, _ := os.ReadFile(fx.cfg)
+	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `preset = "aduflash"`, `preset = "aduflash"`+"\nattempts = 5", 1)))
+	code, out, errOut := fx.run(t, "install", "--no-reboot", fx.img)
+	if code != 0 || !strings.Contains(out, "bank B is pending: 5 attempt(s) left, then falls back to A;") {
+		t.Fatalf("install: exit %d %q %q", code, out, errOut)
+	}
+	if _, out, _ := fx.run(t, "status"); !strings.Contains(out, "pending:   B, 5 attempt(s) left, then falls back to A") {
+		t.Errorf("status:\n%s", out)
+	}
+}
+
 func TestInstallJSON(t *testing.T) {
 	fx := newAgentFixture(t, "")
 	fi, _ := os.Stat(fx.img)
@@ -193,7 +210,8 @@ func TestInstallJSON(t *testing.T) {
 	}
 	if !res.OK || res.ExitCode != 0 || res.Slot != "rootfs-b" || res.Bank != "B" || res.From != "A" || res.Class != "rootfs" ||
 		res.Format != agent.FormatAduimg || res.Version != "1.2.0" || res.Bytes != int64(len(fx.payload)) || res.Size != fi.Size() ||
-		!res.Pending || res.Rebooting || res.KeyID == "" {
+		!res.Pending || res.Rebooting || res.KeyID == "" ||
+		res.Bootloader == nil || res.Bootloader.Pending != "B" || res.Bootloader.AttemptsLeft != 3 || res.Bootloader.Fallback != "A" {
 		t.Errorf("%+v", res)
 	}
 }
@@ -292,7 +310,7 @@ func TestInstallReboots(t *testing.T) {
 	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `reboot_command = ["false"]`,
 		`reboot_command = ["`+sh+`", "-c", "echo reboot > '`+marker+`'"]`, 1)))
 	code, out, errOut := fx.run(t, "install", fx.img)
-	if code != 0 || !strings.Contains(out, "bank B is pending; rebooting into it") {
+	if code != 0 || !strings.Contains(out, "bank B is pending: 3 attempt(s) left, then falls back to A; rebooting into it") {
 		t.Fatalf("exit %d %q %q", code, out, errOut)
 	}
 	if _, err := os.Stat(marker); err != nil {

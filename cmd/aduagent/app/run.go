@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -52,8 +53,9 @@ func (e *env) runCommand() *cli.Command {
   2. finishes what the last start left: after booting into a pending bank it runs the
      [[agent.health_check]] entries and confirms the bank, or marks it bad and reboots
      into the old one; a rolled-back update is recorded as failed;
-  3. connects to IoT Hub (agent.connection_string_file, SAS or X.509, over MQTT or, with
-     agent.websocket, MQTT over WebSockets) and reports the device's properties;
+  3. connects to IoT Hub (agent.connection_string_file, SAS or X.509; always over TLS, to
+     the connection string's host or agent.hub_address; MQTT or, with agent.websocket, MQTT
+     over WebSockets) and reports the device's properties;
   4. follows the deviceUpdate desired properties: verifies each deployment's manifest
      signature, streams its files into the spare bank's slots (resuming after a power cut),
      marks the bank pending and runs agent.reboot_command.
@@ -72,10 +74,6 @@ EXAMPLE:
    aduagent run
    aduagent --config /etc/aduflash/aduagent.toml run
    systemctl enable --now aduagent.service   # examples/systemd/aduagent.service`,
-		Flags: []cli.Flag{
-			// A local IoT Hub stand-in over plain TCP at host:port (tests, aduhub).
-			&cli.StringFlag{Name: "insecure-hub-address", Hidden: true},
-		},
 		Action: e.run,
 	}
 }
@@ -110,14 +108,7 @@ func (e *env) run(c *cli.Context) error {
 	if err != nil {
 		return classifyAgent(fmt.Errorf("%s: %w", path, err))
 	}
-	if addr := c.String("insecure-hub-address"); addr != "" {
-		hc.Address, hc.InsecurePlainTCP = addr, true
-	}
-	if f := cfg.ConnectionStringFile; f != "" {
-		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			dm.log.Warn("the connection string file is readable by others; chmod 600 it", "file", f, "mode", fi.Mode().Perm().String())
-		}
-	}
+	dm.warnSecretsReadable(path, hc)
 	hc.Logger = dm.log.With("component", "iothub")
 	hc.OnConnectionChange = func(up bool, err error) {
 		if up {
@@ -187,6 +178,27 @@ func (e *env) run(c *cli.Context) error {
 		return nil
 	}
 	return classifyAgent(err)
+}
+
+// warnSecretsReadable warns about each file holding the device's secret (the connection
+// string with its key, inline in the config or in its file; the X.509 private key) that
+// others than its owner may read.
+func (dm *daemon) warnSecretsReadable(configPath string, hc iothub.Config) {
+	warn := func(file, msg string) {
+		if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			dm.log.Warn(msg, "file", file, "mode", fi.Mode().Perm().String())
+		}
+	}
+	if id, err := iothub.ParseConnectionString(hc.ConnectionString); err == nil && id.SharedAccessKey != "" {
+		if f := dm.cfg.ConnectionStringFile; f != "" {
+			warn(f, "the connection string file is readable by others; chmod 600 it")
+		} else {
+			warn(configPath, "the config holds the device key (agent.connection_string) and is readable by others; chmod 600 it, or move the string to agent.connection_string_file (mode 600)")
+		}
+	}
+	if f := dm.cfg.X509Key; f != "" {
+		warn(f, "the device's private key file (agent.x509_key) is readable by others; chmod 600 it")
+	}
 }
 
 // agentOptions opens the device (slots, bootloader) and fills the agent's options from
@@ -322,7 +334,11 @@ func (dm *daemon) dial(ctx context.Context, hc iothub.Config) (*iothub.Client, e
 		if !errors.Is(err, iothub.ErrConnect) {
 			return nil, fmt.Errorf("%w: %w", agent.ErrConfig, err)
 		}
-		dm.log.Warn("cannot connect to IoT Hub; retrying", "in", backoff, "err", err)
+		args := []any{"in", backoff, "err", err}
+		if h := tlsHint(err); h != "" {
+			args = append(args, "hint", h)
+		}
+		dm.log.Warn("cannot connect to IoT Hub; retrying", args...)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -330,6 +346,19 @@ func (dm *daemon) dial(ctx context.Context, hc iothub.Config) (*iothub.Client, e
 		}
 		backoff = min(backoff*2, maxDialBackoff)
 	}
+}
+
+// tlsHint says which setting to look at when the server's certificate was refused.
+func tlsHint(err error) string {
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		return "the server's certificate is not signed by a CA the agent trusts: agent.ca_file (for aduhub serve: its data folder's ca/ca.pem), else the built-in Azure roots"
+	case errors.As(err, &he):
+		return "the server's certificate is not valid for the host dialled (agent.hub_address, else the connection string's GatewayHostName or HostName)"
+	}
+	return ""
 }
 
 // waitReboot waits for the shutdown that the reboot command started.

@@ -2,25 +2,30 @@ package app
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/journal"
 )
 
 func (e *env) statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "status",
-		Usage:     "show the running bank, the bootloader state, the slots and the last deployment",
+		Usage:     "show the running bank, the bootloader state, the slots, what is installed and the last deployment",
 		ArgsUsage: " ",
 		Description: `Reads the device config and shows:
   - the running (active) bank, found as the [slots] section says (kernel command line or
@@ -30,31 +35,35 @@ func (e *env) statusCommand() *cli.Command {
     security counter accepted per slot class) that u-boot and grub keep;
   - every slot: name, class, bank, storage, size (configured, or measured where the
     storage can be opened read-only), and which ones belong to the running bank;
-  - the agent's last deployment record, from the journal in the [agent] section's
-    state_dir ("none" when there is none; a corrupt journal is reported as such).
-Nothing is written.
+  - from the agent's journal (in the [agent] section's state_dir): the update installed in
+    the running bank, the deployment in progress, the last deployment and its outcome, and
+    the security floor (the lowest image security counter still accepted). No journal
+    means no deployment so far; a corrupt one is reported as such.
+--json prints all of it as one object, with the journal's whole record. Nothing is written.
 
 Exit codes: 0 shown (also when the running bank is unknown or the journal is corrupt);
-1 invalid config or invalid bootloader state; 2 usage error; 3 the config file, the
-bootloader storage or the journal cannot be read. With --json the object is printed in
-every case but a config error.
+1 invalid config (any section) or invalid bootloader state; 2 usage error; 3 the config
+file, the bootloader storage or the journal cannot be read. With --json the object is
+printed in every case but an invalid [slots] or [bootloader] section.
 
 EXAMPLE:
    aduagent status
    aduagent status --json`,
-		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON object"}},
+		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the status as one JSON object, with the journal's whole record"}},
 		Action: e.status,
 	}
 }
 
 type statusReport struct {
-	Config      string         `json:"config"`
-	Active      string         `json:"active"` // the bank, or "unknown"
-	ActiveFrom  string         `json:"active_from"`
-	ActiveError string         `json:"active_error,omitempty"`
-	Bootloader  bootReport     `json:"bootloader"`
-	Slots       []slotReport   `json:"slots"`
-	Journal     *journalReport `json:"journal,omitempty"`
+	Config      string       `json:"config"`
+	Active      string       `json:"active"` // the bank, or "unknown"
+	ActiveFrom  string       `json:"active_from"`
+	ActiveError string       `json:"active_error,omitempty"`
+	Bootloader  bootReport   `json:"bootloader"`
+	Slots       []slotReport `json:"slots"`
+	// AgentError is why the [agent] section could not be used (then there is no Journal).
+	AgentError string         `json:"agent_error,omitempty"`
+	Journal    *journalReport `json:"journal,omitempty"`
 }
 
 type bootReport struct {
@@ -97,9 +106,6 @@ func (e *env) status(c *cli.Context) error {
 	}
 	defer d.close()
 	rep, err := buildStatus(d)
-	if err != nil && rep == nil {
-		return err
-	}
 	if c.Bool("json") {
 		if jerr := cliapp.WriteJSON(e.stdout, rep); jerr != nil && err == nil {
 			return jerr
@@ -111,42 +117,73 @@ func (e *env) status(c *cli.Context) error {
 }
 
 // buildStatus gathers the report. The error is the first failure that makes the status
-// incomplete (bootloader storage, journal I/O); the report is still filled as far as it goes.
-// A nil report comes with a config error.
+// incomplete (bootloader storage, an invalid [agent] section, journal I/O); the report is
+// still filled as far as it goes.
 func buildStatus(d *device) (*statusReport, error) {
-	rep := &statusReport{Config: d.path, ActiveFrom: d.slots.Active, Bootloader: bootReport{Type: d.boot.Type, Banks: d.boot.Banks}}
-	if d.boot.Type == bootloader.TypeUBoot {
-		rep.Bootloader.Preset = d.boot.Preset
+	rep := &statusReport{Config: d.path, ActiveFrom: d.slots.Active}
+	var bootErr, agentErr, journalErr error
+	rep.Bootloader, bootErr = bootStatus(d)
+	rep.Active, rep.ActiveError = activeStatus(d)
+	running := rep.Active
+	if rep.ActiveError != "" {
+		running = ""
 	}
-	var fail error
-	if d.bootErr != nil {
-		rep.Bootloader.Error, fail = d.bootErr.Error(), d.bootErr
-	} else if st, err := d.backend.State(); err != nil {
-		err = classify(fmt.Errorf("reading the bootloader state: %w", err))
-		rep.Bootloader.Error, fail = err.Error(), err
+	rep.Slots = slotsStatus(d, running)
+	cfg, err := agent.LoadConfig(d.path)
+	if err != nil {
+		agentErr = classifyAgent(err)
+		rep.AgentError = agentErr.Error()
 	} else {
-		rep.Bootloader.State = &st
-		if fk, ok := d.backend.(bootloader.FloorKeeper); ok {
-			if rep.Bootloader.Floors, err = fk.Floors(); err != nil {
-				err = classify(fmt.Errorf("reading the anti-rollback floors: %w", err))
-				rep.Bootloader.Error, fail = err.Error(), err
+		rep.Journal, journalErr = journalStatus(cfg.StateDir)
+	}
+	return rep, cmp.Or(bootErr, agentErr, journalErr)
+}
+
+// bootStatus is the bootloader's part of the report, and why its state could not be read.
+func bootStatus(d *device) (bootReport, error) {
+	br := bootReport{Type: d.boot.Type, Banks: d.boot.Banks}
+	if d.boot.Type == bootloader.TypeUBoot {
+		br.Preset = d.boot.Preset
+	}
+	err := d.bootErr
+	if err == nil {
+		var st bootloader.State
+		if st, err = d.backend.State(); err == nil {
+			br.State = &st
+			fk, ok := d.backend.(bootloader.FloorKeeper)
+			if !ok {
+				return br, nil
 			}
+			if br.Floors, err = fk.Floors(); err == nil {
+				return br, nil
+			}
+			err = classify(fmt.Errorf("reading the anti-rollback floors: %w", err))
+		} else {
+			err = classify(fmt.Errorf("reading the bootloader state: %w", err))
 		}
 	}
+	br.Error = err.Error()
+	return br, err
+}
 
+// activeStatus is the running bank, or "unknown" and why.
+func activeStatus(d *device) (bank, why string) {
 	active, err := d.layout.ActiveBank()
 	switch {
 	case err != nil:
-		rep.Active, rep.ActiveError = "unknown", err.Error()
+		return "unknown", err.Error()
 	case active == "":
-		rep.Active, rep.ActiveError = "unknown", "no slots configured"
-	default:
-		rep.Active = active
+		return "unknown", "no slots configured"
 	}
+	return active, ""
+}
 
+// slotsStatus describes every slot, marking those of the active bank ("": unknown).
+func slotsStatus(d *device, active string) []slotReport {
+	var out []slotReport
 	for _, s := range d.layout.Slots() {
 		sr := slotReport{Name: s.Name, Class: s.Class, Bank: s.Bank, Type: s.Type, Storage: storageOf(s.Type, s.Path, s.PartLabel, s.PartUUID, s.MTD, s.UBIVolume, int64(s.Offset)),
-			Size: int64(s.Size), Active: err == nil && s.Bank == active}
+			Size: int64(s.Size), Active: s.Bank == active}
 		if p, rerr := d.layout.Resolve(s); rerr == nil {
 			sr.Device = p
 		}
@@ -155,40 +192,36 @@ func buildStatus(d *device) (*statusReport, error) {
 				sr.Size = n
 			}
 		}
-		rep.Slots = append(rep.Slots, sr)
+		out = append(out, sr)
 	}
+	return out
+}
 
-	dir, err := stateDir(d.path)
-	if err != nil {
-		return nil, err
+// journalStatus reads the agent's journal in dir without writing: journal.Open creates a
+// missing folder, so only an existing one is opened. A corrupt journal is reported, not an
+// error; one that cannot be read is both.
+func journalStatus(dir string) (*journalReport, error) {
+	jr := &journalReport{StateDir: dir, Path: filepath.Join(dir, journal.DefaultName)}
+	if !exists(dir) {
+		return jr, nil
 	}
-	if dir != "" {
-		jr := &journalReport{StateDir: dir, Path: filepath.Join(dir, journal.DefaultName)}
-		rep.Journal = jr
-		// journal.Open creates a missing folder; status writes nothing, so it only opens an
-		// existing one.
-		if exists(dir) {
-			j, err := journal.Open(dir)
-			if err == nil {
-				jr.Path = j.Path()
-				var raw json.RawMessage
-				jr.Found, err = j.Load(&raw)
-				if jr.Found && err == nil {
-					jr.Record = raw
-				}
-			}
-			switch {
-			case errors.Is(err, journal.ErrCorrupt):
-				jr.Corrupt, jr.Found, jr.Error = true, true, err.Error()
-			case err != nil:
-				jr.Error = err.Error()
-				if fail == nil {
-					fail = fmt.Errorf("reading the journal: %w", err)
-				}
-			}
+	j, err := journal.Open(dir)
+	if err == nil {
+		jr.Path = j.Path()
+		var raw json.RawMessage
+		jr.Found, err = j.Load(&raw)
+		if jr.Found && err == nil {
+			jr.Record = raw
 		}
 	}
-	return rep, fail
+	switch {
+	case errors.Is(err, journal.ErrCorrupt):
+		jr.Corrupt, jr.Found, jr.Error = true, true, err.Error()
+	case err != nil:
+		jr.Error = err.Error()
+		return jr, exitcode.WithCode(exitcode.IO, fmt.Errorf("reading the journal: %w", err))
+	}
+	return jr, nil
 }
 
 // storageOf describes where a slot's storage is, as configured.
@@ -239,11 +272,17 @@ func printStatus(w io.Writer, r *statusReport) {
 			fmt.Fprintf(w, "  floors:    %s (lowest security counter accepted, by slot class)\n", floors)
 		}
 	}
+	printSlots(w, r.Slots)
+	printJournal(w, r)
+}
+
+// printSlots prints the slots as a table.
+func printSlots(w io.Writer, slots []slotReport) {
 	fmt.Fprintln(w, "slots:")
 	var tab bytes.Buffer
 	tw := tabwriter.NewWriter(&tab, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tCLASS\tBANK\tSTORAGE\tSIZE\t")
-	for _, s := range r.Slots {
+	for _, s := range slots {
 		st := s.Storage
 		if s.Device != "" && !strings.HasSuffix(st, " "+s.Device) {
 			st += " (" + s.Device + ")"
@@ -264,24 +303,126 @@ func printStatus(w io.Writer, r *statusReport) {
 			fmt.Fprintln(w, strings.TrimRight(l, " \n"))
 		}
 	}
+}
+
+// printJournal summarizes the agent's journal: what the running bank holds, the deployment
+// in progress, the last one and the security floor (--json has the whole record).
+func printJournal(w io.Writer, r *statusReport) {
 	j := r.Journal
+	var rec agent.Record
 	switch {
 	case j == nil:
-		fmt.Fprintln(w, "last deployment: unknown (no state_dir in the [agent] section)")
+		fmt.Fprintf(w, "agent:       unknown (%s)\n", r.AgentError)
+		return
 	case j.Corrupt:
-		fmt.Fprintf(w, "last deployment: CORRUPT journal, record not trusted: %s\n", j.Error)
+		fmt.Fprintf(w, "agent:       CORRUPT journal %s, record not trusted: %s\n", j.Path, j.Error)
+		return
 	case j.Error != "":
-		fmt.Fprintf(w, "last deployment: unreadable: %s\n", j.Error)
+		fmt.Fprintf(w, "agent:       journal unreadable: %s\n", j.Error)
+		return
 	case !j.Found:
-		fmt.Fprintf(w, "last deployment: none (%s)\n", j.Path)
-	default:
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, j.Record, "  ", "  "); err != nil {
-			buf.Reset()
-			buf.Write(j.Record)
-		}
-		fmt.Fprintf(w, "last deployment (%s):\n  %s\n", j.Path, buf.String())
+		fmt.Fprintf(w, "agent:       no journal yet (%s): no deployment so far\n", j.Path)
+		return
 	}
+	if err := json.Unmarshal(j.Record, &rec); err != nil {
+		fmt.Fprintf(w, "agent:       journal %s holds no agent record (%v); see --json\n", j.Path, err)
+		return
+	}
+	fmt.Fprintf(w, "agent:       journal %s (--json shows the whole record)\n", j.Path)
+	fmt.Fprintf(w, "  installed:      %s\n", installedString(rec, r.Active, r.ActiveError == ""))
+	fmt.Fprintf(w, "  in progress:    %s\n", deploymentString(rec.Deployment))
+	fmt.Fprintf(w, "  last:           %s\n", outcomeString(rec.Last))
+	floor := bootloader.Floors(rec.SecurityFloors).String()
+	switch {
+	case floor != "":
+		floor += " (lowest security counter accepted, by slot class)"
+	case rec.MinSecurityCounter > 0: // a journal of layout 2 or older
+		floor = fmt.Sprintf("security counter %d (images with a lower one are refused)", rec.MinSecurityCounter)
+	default:
+		floor = "none"
+	}
+	fmt.Fprintf(w, "  security floor: %s\n", floor)
+}
+
+// installedString is what the journal says the running bank holds.
+func installedString(rec agent.Record, active string, known bool) string {
+	bi := rec.Banks[active]
+	switch {
+	case !known:
+		return "unknown (the running bank is unknown)"
+	case bi == nil:
+		return "nothing recorded for bank " + active + " (an image the agent did not install, e.g. the factory one)"
+	}
+	s := "bank " + active
+	if bi.UpdateID != nil {
+		s += ": " + bi.UpdateID.String()
+	}
+	if len(bi.Versions) > 0 {
+		var vs []string
+		for class, v := range bi.Versions {
+			vs = append(vs, class+" "+v)
+		}
+		sort.Strings(vs)
+		s += " (" + strings.Join(vs, ", ") + ")"
+	}
+	return s
+}
+
+// deploymentString describes the deployment in progress.
+func deploymentString(d *agent.Deployment) string {
+	if d == nil {
+		return "none"
+	}
+	what := d.UpdateID.String()
+	if d.Local {
+		what = "local install of " + what
+	}
+	done := 0
+	for _, st := range d.Steps {
+		if st.Progress.Done {
+			done++
+		}
+	}
+	s := fmt.Sprintf("%s into bank %s (from %s), started %s: ", what, d.Bank, d.From, d.Started.UTC().Format(time.DateTime+" UTC"))
+	switch {
+	case d.Phase == agent.PhasePending && d.PendingMarked:
+		s += "pending in the bootloader, waiting for the reboot into it"
+		if d.Reboots > 0 {
+			s += fmt.Sprintf(" (%d trial reboot(s) came back in bank %s)", d.Reboots, d.From)
+		}
+	case d.Phase == agent.PhasePending:
+		s += "written and verified, being marked pending"
+	default:
+		s += fmt.Sprintf("writing, %d of %d file(s) written and verified", done, len(d.Steps))
+	}
+	return s
+}
+
+// outcomeString describes the last finished deployment.
+func outcomeString(o *agent.Outcome) string {
+	if o == nil {
+		return "none"
+	}
+	what := o.UpdateID.String()
+	if o.Local {
+		what = "local install of " + what
+	}
+	if o.Bank != "" {
+		what += " into bank " + o.Bank
+	}
+	verdict := "succeeded"
+	if !o.Succeeded {
+		verdict = "FAILED"
+	}
+	s := fmt.Sprintf("%s: %s, %s (result code %d", verdict, what, o.Finished.UTC().Format(time.DateTime+" UTC"), o.ResultCode)
+	if o.ExtendedResultCode != 0 {
+		s += ", extended " + o.ExtendedResultCode.String()
+	}
+	s += ")"
+	if o.Details != "" && !o.Succeeded {
+		s += ": " + o.Details
+	}
+	return s
 }
 
 // printState prints a bootloader state, one fact a line.
@@ -290,11 +431,7 @@ func printState(w io.Writer, st bootloader.State) {
 	if st.Pending == "" {
 		fmt.Fprintln(w, "  pending:   none")
 	} else {
-		fallback := "nothing (no fallback)"
-		if st.Fallback != "" {
-			fallback = string(st.Fallback)
-		}
-		fmt.Fprintf(w, "  pending:   %s, %d attempt(s) left, then falls back to %s\n", st.Pending, st.AttemptsLeft, fallback)
+		fmt.Fprintf(w, "  pending:   %s, %s\n", st.Pending, trialString(st))
 	}
 	bad := "none"
 	if len(st.Bad) > 0 {
@@ -305,6 +442,15 @@ func printState(w io.Writer, st bootloader.State) {
 		bad = strings.Join(parts, " ")
 	}
 	fmt.Fprintf(w, "  bad:       %s\n", bad)
+}
+
+// trialString describes the trial of st's pending bank: "3 attempt(s) left, then falls back to A".
+func trialString(st bootloader.State) string {
+	fallback := "nothing (no fallback)"
+	if st.Fallback != "" {
+		fallback = string(st.Fallback)
+	}
+	return fmt.Sprintf("%d attempt(s) left, then falls back to %s", st.AttemptsLeft, fallback)
 }
 
 // sizeString prints a size with a binary suffix when it is a whole number of units.

@@ -67,12 +67,13 @@ func buildProcBinaries(t *testing.T, dir string) {
 	}
 }
 
-// startProcHub runs `aduhub serve --tls=false` on 127.0.0.1:0 ports and reads serve.json.
+// startProcHub runs `aduhub serve` (MQTT over TLS with its local CA) on 127.0.0.1:0 ports
+// and reads serve.json.
 func (r *procRig) startProcHub() {
 	t := r.t
 	t.Helper()
 	r.hubErr = &lockedBuffer{}
-	args := append([]string{"serve", "--data", r.hubDir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--tls=false", "--log-level", "info"}, r.hubArgs...)
+	args := append([]string{"serve", "--data", r.hubDir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "info"}, r.hubArgs...)
 	r.hubCmd = exec.Command(filepath.Join(r.bin, "aduhub"), args...)
 	r.hubCmd.Stderr = r.hubErr
 	r.hubCmd.Stdout = r.hubErr
@@ -146,14 +147,14 @@ func (r *procRig) hubCLI(out any, args ...string) string {
 	return o.String()
 }
 
-// startProcAgent runs `aduagent run` as a process.
+// startProcAgent runs `aduagent run` as a process; it reaches the hub as a device does, over
+// TLS (agent.ca_file, agent.hub_address).
 func (r *procRig) startProcAgent() {
 	t := r.t
 	t.Helper()
 	r.boots++
 	fmt.Fprintf(r.agentErr, "----- aduagent run #%d -----\n", r.boots)
-	r.agentCmd = exec.Command(filepath.Join(r.bin, "aduagent"), "--config", r.cfg, "--cmdline-file", r.cmdline,
-		"run", "--insecure-hub-address", r.info.MQTT)
+	r.agentCmd = exec.Command(filepath.Join(r.bin, "aduagent"), "--config", r.cfg, "--cmdline-file", r.cmdline, "run")
 	r.agentCmd.Stdout, r.agentCmd.Stderr = r.agentErr, r.agentErr
 	if err := r.agentCmd.Start(); err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ func newProcRig(t *testing.T, po procOptions) *procRig {
 	r.startProcHub()
 	var added deviceAdded
 	r.hubCLI(&added, "device", "add", "--json", "dev1")
-	if !added.Created || added.TLS || added.MQTT != r.info.MQTT || added.RootKeysFile != r.info.RootKeysFile {
+	if !added.Created || !added.TLS || added.CAFile == "" || added.MQTT != r.info.MQTT || added.RootKeysFile != r.info.RootKeysFile {
 		t.Fatalf("device add: %+v (serve.json %+v)", added, r.info)
 	}
 
@@ -422,6 +423,8 @@ lock_file = ""
 
 [agent]
 connection_string = `+q(added.ConnectionString)+`
+hub_address = `+q(r.info.MQTT)+`
+ca_file = `+q(added.CAFile)+`
 model_id = `+q(adu.ModelContractV3)+`
 manufacturer = "contoso"
 model = "toaster"
