@@ -238,3 +238,21 @@ func TestShortReadIsNoMatch(t *testing.T) {
 		t.Errorf("FirstBadChunk %d, want %d", i, mib/lieUnit)
 	}
 }
+
+// A writer's ReadAt (which the agent hashes a raw slot through) reports a short read of the
+// storage as an error, not as the end of the slot.
+func TestWriterReadAtShortRead(t *testing.T) {
+	s := makeImage(t, payload(300*kib, 11), lieUnit)
+	for _, kind := range []string{"file", "block", "nor", "nand", "ubi"} {
+		t.Run(kind, func(t *testing.T) {
+			ls := openLying(t, kind, payload(mib, 12), int64(len(s.raw)))
+			must(t, ls.write(t, s))
+			must(t, ls.lie(mtdsim.Lie{Kind: mtdsim.ShortRead, Off: lieOff, Len: 1}))
+			buf := make([]byte, lieUnit)
+			n, err := ls.w.ReadAt(buf, 2*lieUnit)
+			if n != lieOff-2*lieUnit || !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("ReadAt: %d bytes, error %v; want %d bytes and io.ErrUnexpectedEOF", n, err, lieOff-2*lieUnit)
+			}
+		})
+	}
+}
