@@ -86,6 +86,10 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultApplySuccess, adu.ERCNone
 	case errors.Is(err, context.Canceled):
 		return adu.ResultFailureCancelled, adu.ERCNone
+	case errors.Is(err, ErrVerify), errors.Is(err, slots.ErrMismatch):
+		// The slot does not read back as written, whatever check noticed it (a chunk hash
+		// of the read-back is no verdict on the image).
+		return adu.ResultFailure, ERCVerify
 	case errors.As(err, &ve):
 		return adu.ResultFailure, ve.ExtendedResultCode()
 	case errors.Is(err, adu.ErrUnsupportedManifestVersion):
@@ -134,8 +138,6 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultFailure, ERCImage
 	case errors.Is(err, slots.ErrActiveUnknown):
 		return adu.ResultFailure, ERCActiveUnknown
-	case errors.Is(err, ErrVerify):
-		return adu.ResultFailure, ERCVerify
 	case errors.Is(err, ErrSlot):
 		return adu.ResultFailure, ERCSlot
 	case errors.Is(err, ErrBootloader):

@@ -180,7 +180,7 @@ func (w *ubiWriter) ReadAt(p []byte, off int64) (int, error) {
 	if rest := w.size - off; int64(want) > rest {
 		p = p[:rest]
 	}
-	n, err := w.vol.ReadAt(p, off)
+	n, err := readFull(w.vol.ReadAt, p, off)
 	if err == nil && n < want {
 		err = io.EOF
 	}

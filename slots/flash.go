@@ -122,8 +122,8 @@ func (f *flashBackend) commit(off int64, data []byte, st *Stats) error {
 		}
 		if !f.noSkip {
 			cmp := f.cmp[:len(data)]
-			if _, err := f.dev.ReadAt(cmp, blk); err != nil {
-				return err
+			if _, err := readFull(f.dev.ReadAt, cmp, blk); err != nil {
+				return fmt.Errorf("slots: %s: comparing block %#x: %w", f.name, blk, err)
 			}
 			if bytes.Equal(cmp, data) {
 				st.UnitsSkipped++
@@ -156,8 +156,8 @@ func (f *flashBackend) commit(off int64, data []byte, st *Stats) error {
 		}
 		// Read back what was programmed.
 		cmp := f.cmp[:len(data)]
-		if _, err := f.dev.ReadAt(cmp, blk); err != nil {
-			return err
+		if _, err := readFull(f.dev.ReadAt, cmp, blk); err != nil {
+			return fmt.Errorf("slots: %s: reading block %#x back: %w", f.name, blk, err)
 		}
 		if !bytes.Equal(cmp, data) {
 			if f.nand() {
@@ -222,7 +222,7 @@ func (f *flashBackend) readAt(p []byte, off int64) (int, error) {
 		}
 		in := (off + int64(n)) % es
 		k := min(int64(len(p)-n), es-in)
-		m, err := f.dev.ReadAt(p[n:n+int(k)], pb+in)
+		m, err := readFull(f.dev.ReadAt, p[n:n+int(k)], pb+in)
 		n += m
 		if err != nil {
 			return n, err

@@ -321,7 +321,7 @@ func (w *streamWriter) ReadAt(p []byte, off int64) (int, error) {
 	if rest := w.size - off; int64(want) > rest {
 		p = p[:rest]
 	}
-	n, err := w.be.readAt(p, off)
+	n, err := readFull(w.be.readAt, p, off)
 	if err == nil && n < want {
 		err = io.EOF
 	}
@@ -337,7 +337,7 @@ func (w *streamWriter) VerifyWritten() error {
 	buf := make([]byte, w.be.unit())
 	for len(w.pending) > 0 {
 		u := w.pending[0]
-		if _, err := w.ReadAt(buf[:u.n], u.off); err != nil {
+		if _, err := readFull(w.ReadAt, buf[:u.n], u.off); err != nil {
 			return fmt.Errorf("slots: verify: reading %s at %d: %w", w.name, u.off, err)
 		}
 		if crc32.Checksum(buf[:u.n], castagnoli) != u.crc {
@@ -373,7 +373,7 @@ func VerifyReader(ra io.ReaderAt, size int64, r io.Reader) error {
 		if _, err := io.ReadFull(r, b[:n]); err != nil {
 			return fmt.Errorf("slots: verify: reading the expected data at %d: %w", off, err)
 		}
-		if _, err := ra.ReadAt(a[:n], off); err != nil {
+		if _, err := readFull(ra.ReadAt, a[:n], off); err != nil {
 			return fmt.Errorf("slots: verify: reading the slot at %d: %w", off, err)
 		}
 		if !bytes.Equal(a[:n], b[:n]) {
@@ -396,7 +396,7 @@ func VerifyChunksAt(ra io.ReaderAt, h *image.Header) error {
 	buf := make([]byte, 0, h.ChunkSize)
 	for i, c := range h.Chunks {
 		buf = buf[:c.RawSize]
-		if _, err := ra.ReadAt(buf, c.RawOffset); err != nil {
+		if _, err := readFull(ra.ReadAt, buf, c.RawOffset); err != nil {
 			return fmt.Errorf("slots: verify: reading chunk %d at %d: %w", i, c.RawOffset, err)
 		}
 		if err := h.VerifyChunk(i, buf); err != nil {
@@ -412,9 +412,23 @@ func FirstBadChunk(ra io.ReaderAt, h *image.Header) int {
 	buf := make([]byte, 0, h.ChunkSize)
 	for i, c := range h.Chunks {
 		buf = buf[:c.RawSize]
-		if _, err := ra.ReadAt(buf, c.RawOffset); err != nil || h.VerifyChunk(i, buf) != nil {
+		if _, err := readFull(ra.ReadAt, buf, c.RawOffset); err != nil || h.VerifyChunk(i, buf) != nil {
 			return i
 		}
 	}
 	return len(h.Chunks)
+}
+
+// readFull reads len(p) bytes at off with read (a ReadAt). A read that returns fewer bytes
+// without saying why fails with io.ErrUnexpectedEOF naming the first byte missing, so that
+// no caller compares a buffer with what an earlier read left in it.
+func readFull(read func([]byte, int64) (int, error), p []byte, off int64) (int, error) {
+	n, err := read(p, off)
+	switch {
+	case n == len(p) && (err == nil || err == io.EOF):
+		return n, nil
+	case err == nil || err == io.EOF:
+		return n, fmt.Errorf("%w: the read of %d bytes at %d stopped at %d", io.ErrUnexpectedEOF, len(p), off, off+int64(n))
+	}
+	return n, err
 }

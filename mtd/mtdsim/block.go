@@ -28,6 +28,7 @@ type Block struct {
 	cnt    BlockCounters
 	pw     power
 	rng    *rand.Rand
+	lies   lies
 }
 
 // NewBlock returns a zero-filled block device of size bytes with sectorSize sectors.
@@ -57,10 +58,20 @@ func (b *Block) ReadAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("mtdsim: read at %#x (size %#x): %w", off, len(b.data), mtd.ErrOutOfRange)
 	}
 	n := copy(p, b.data[off:])
+	if m, err := b.lies.read(p[:n], off); m < n {
+		return m, err
+	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Lie makes reads of a range return other bytes than the device holds (see Lie).
+func (b *Block) Lie(l Lie) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lies.arm(l, b.data)
 }
 
 // WriteAt writes p at off, sector by sector in order (one operation per sector touched).
@@ -74,6 +85,7 @@ func (b *Block) WriteAt(p []byte, off int64) (int, error) {
 	if err := mtd.CheckRange(off, int64(len(p)), int64(len(b.data))); err != nil {
 		return 0, err
 	}
+	b.lies.wrote(off, int64(len(p)))
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)
@@ -91,13 +103,15 @@ func (b *Block) WriteAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// Sync counts and succeeds: writes reach the medium when WriteAt returns.
+// Sync counts and succeeds: writes reach the medium when WriteAt returns. It starts the
+// AfterSync lies whose range was written.
 func (b *Block) Sync() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.pw.check(); err != nil {
 		return err
 	}
+	b.lies.synced()
 	b.cnt.Syncs++
 	return nil
 }

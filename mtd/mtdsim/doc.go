@@ -56,6 +56,16 @@
 // the NOR write is programmed up to that byte, and a *mtd.BlockError wrapping mtd.ErrIO is
 // returned. Blocks are never marked bad automatically; that is the caller's job.
 //
+// # Lying reads
+//
+// Lie (on *Flash and *Block) makes reads of a range return other bytes than the medium
+// holds: one flipped bit (FlipBit), the content the range had when the lie was armed
+// (Stale), or fewer bytes than asked for, without an error (ShortRead, breaking the
+// io.ReaderAt contract) or with one wrapping mtd.ErrIO (ShortReadErr). With AfterSync the
+// lie starts only once the range has been written and the device synced, so a writer's own
+// read-back right after programming sees the truth and a later verification does not. Writes
+// and the inspection methods see the truth; lies are no operations.
+//
 // # Block devices
 //
 // *Block models an eMMC/SD partition or a file: any alignment, writes reach the medium in

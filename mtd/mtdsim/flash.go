@@ -39,6 +39,7 @@ type Flash struct {
 	cnt         Counters
 	pw          power
 	rng         *rand.Rand
+	lies        lies
 }
 
 // NewNOR returns an erased (all 0xFF) NOR flash of size bytes with eraseSize blocks.
@@ -119,10 +120,21 @@ func (f *Flash) ReadAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("mtdsim: read at %#x (size %#x): %w", off, f.info.Size, mtd.ErrOutOfRange)
 	}
 	n := copy(p, f.data[off:])
+	if m, err := f.lies.read(p[:n], off); m < n {
+		return m, err
+	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// Lie makes reads of a range return other bytes than the flash holds (see Lie). Lies add
+// up and last for the life of the Flash (they are not part of a Snapshot).
+func (f *Flash) Lie(l Lie) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lies.arm(l, f.data)
 }
 
 // IsBad reports whether the erase block holding off is bad (always false on NOR).
@@ -180,6 +192,7 @@ func (f *Flash) Erase(off, length int64) error {
 		f.cnt.Erases++
 		f.cnt.BlockErases[b]++
 		f.wear[b]++
+		f.lies.wrote(blk, int64(f.info.EraseSize))
 		torn := f.pw.begin(0, f.rng) >= 0
 		failed := f.failErase[b] || f.endurance > 0 && f.wear[b] > int64(f.endurance)
 		if torn || failed {
@@ -242,6 +255,7 @@ func (f *Flash) writeNAND(p []byte, off int64) (int, error) {
 			return 0, &mtd.BlockError{Op: "write", Off: int64(first+i) * int64(ps), Err: mtd.ErrNotErased}
 		}
 	}
+	f.lies.wrote(off, int64(len(p)))
 	for i := range len(p) / ps {
 		page := first + i
 		dst := f.data[page*ps : (page+1)*ps]
@@ -275,6 +289,7 @@ func (f *Flash) writeNOR(p []byte, off int64) (int, error) {
 			}
 		}
 	}
+	f.lies.wrote(off, int64(len(p)))
 	f.cnt.Ops++
 	f.cnt.Programs++
 	n, err := len(p), error(nil)
@@ -311,11 +326,16 @@ func (f *Flash) Unlock(off, length int64) error {
 	return mtd.CheckRange(off, length, f.info.Size)
 }
 
-// Sync succeeds: every operation reaches the flash when it returns.
+// Sync succeeds: every operation reaches the flash when it returns. It starts the
+// AfterSync lies whose range was written.
 func (f *Flash) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.pw.check()
+	if err := f.pw.check(); err != nil {
+		return err
+	}
+	f.lies.synced()
+	return nil
 }
 
 // Close does nothing and never fails: the simulated flash outlives its handles (a
