@@ -121,14 +121,9 @@ func TestDeviceRemoveOnline(t *testing.T) {
 
 	s.wantFail(t, exitcode.Invalid, `device "dev1" is not registered`, "device", "remove", "dev1")
 	s.wantFail(t, exitcode.Invalid, `device "no such/dev" is not registered`, "device", "remove", "no such/dev")
-	req, _ := http.NewRequest(http.MethodDelete, s.info.HTTP+"/api/devices/nosuch", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.request(t, http.MethodDelete, "/api/devices/nosuch", "")
 	var ae apiError
 	err = json.NewDecoder(resp.Body).Decode(&ae)
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || err != nil || ae.ExitCode != exitcode.Invalid || !strings.Contains(ae.Error, "nosuch") {
 		t.Fatalf("DELETE unknown: %d %+v %v", resp.StatusCode, ae, err)
 	}
@@ -199,7 +194,9 @@ func TestDeviceRemoveOffline(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	ln.Close()
-	if code, _, e := runHub(t, "device", "remove", "--server", url, "d"); code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
+	tf := filepath.Join(t.TempDir(), "token")
+	mustWriteFile(t, tf, []byte(strings.Repeat("t", minTokenLen)))
+	if code, _, e := runHub(t, "device", "remove", "--server", url, "--token-file", tf, "d"); code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
 		t.Fatalf("unreachable server: %d %q", code, e)
 	}
 }
@@ -232,7 +229,7 @@ func TestDeviceAddX509(t *testing.T) {
 	s.mustCLI(t, &added, "device", "add", "--json", "--x509-thumbprint", colonHex(tp), "xdev")
 	if !added.Created || added.ConnectionString != "HostName=localhost;DeviceId=xdev;x509=true" ||
 		added.Authentication != "x509" || added.X509Thumbprint != tp || added.HostName != "localhost" ||
-		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.MQTT || !added.TLS ||
+		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.DeviceMQTT || !added.TLS ||
 		added.RootKeysFile != s.info.RootKeysFile {
 		t.Fatalf("--json: %+v", added)
 	}

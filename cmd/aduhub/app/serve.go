@@ -12,7 +12,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -49,33 +52,51 @@ func (e *env) serveCommand() *cli.Command {
 		Description: `Runs until interrupted (Ctrl-C, SIGTERM):
   - IoT Hub toward devices on --mqtt: MQTT 3.1.1 over TLS with a local CA (made in the data
     folder on first use: ca/ca.pem, what a device's agent.ca_file names), SAS tokens checked
-    against the registered device keys, device twins. Host name "localhost": devices dial
-    localhost:8883, so keep the default --mqtt for real agents.
-  - on --http: a web page at / (devices, updates, deployments; refreshes every 2 s), the
-    update files under /files/ (with Range), and the JSON API the other commands use
-    (/api/info, /api/devices, /api/updates, /api/deployments).
-Everything (device registry and twins, CA, update signer, imported updates and their files,
-deployments) is kept in --data and survives a restart. The signer's public root key is in
-DIR/signer/rootkeys.json: a device trusts it with agent.root_keys (and no_builtin_roots =
-true). While serving, DIR/serve.json says where; it is removed on exit.
+    against the registered device keys (or X.509 client certificates), device twins. Devices
+    dial the host name (--hostname, default localhost) on port 8883, so keep the default
+    --mqtt port for real agents.
+  - on --http: the update files under /files/ (with Range; anyone who has a file's URL may
+    download it, as from the service's CDN, and the URLs hold an unguessable id), the JSON
+    API the other commands use (/api/), and a web page at / (devices, updates,
+    deployments). The API and the page need the API token: serve makes it on first use in
+    DIR/api-token (mode 0600); the other commands read it there (--data) and send it as
+    "Authorization: Bearer TOKEN"; a browser gets a session by opening the
+    /login?token=TOKEN URL serve prints.
+Everything (device registry and twins, CA, update signer, API token, imported updates and
+their files, deployments) is kept in --data and survives a restart. The signer's public root
+key is in DIR/signer/rootkeys.json: a device trusts it with agent.root_keys (and
+no_builtin_roots = true). While serving, DIR/serve.json says where; it is removed on exit.
 
-Both listeners are on 127.0.0.1 by default; anything that can reach them can register
-devices and deploy updates.
+--hostname NAME (a DNS name or an IP address) is the name devices use to reach this machine
+from elsewhere (a network namespace, a board on the bench): it goes into the connection
+strings (HostName=NAME), the MQTT server certificate and the update file URLs, and is
+remembered in the data folder. Both listeners are on 127.0.0.1 by default; another address
+(0.0.0.0, a LAN address) needs --expose-to-network, and then whoever reaches this machine can
+try device keys on MQTT, download update files whose URL they know, and try API tokens.
 
-Exit codes: 0 stopped by a signal, 2 usage error, 3 an address in use, the data folder
-not writable, or DIR already served by another aduhub.
+Import requests carry the files (aduhub import uploads them). With --import-dir DIR they may
+instead name regular files inside DIR by relative path; nothing outside DIR is read.
+
+Exit codes: 0 stopped by a signal, 2 usage error (also a non-loopback address without
+--expose-to-network), 3 an address in use, the data folder not writable, or DIR already
+served by another aduhub.
 
 EXAMPLE:
    aduhub serve
    aduhub serve --data ./hub --http 127.0.0.1:9090
    aduhub serve --tls=false --mqtt 127.0.0.1:1883
+   aduhub serve --hostname bench-pc.local --mqtt 0.0.0.0:8883 --http 0.0.0.0:8080 --expose-to-network
    aduhub serve --file-url https://cache.example.com/adu   (devices download from there)`,
 		Flags: []cli.Flag{
 			dataFlag(),
 			&cli.StringFlag{Name: "mqtt", Value: DefaultMQTTAddr, Usage: "MQTT (IoT Hub) listen `ADDR`"},
 			&cli.StringFlag{Name: "http", Value: DefaultHTTPAddr, Usage: "HTTP (web page, API, files) listen `ADDR`"},
-			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: the --http address + /files); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
+			&cli.StringFlag{Name: "hostname", Usage: "the host `NAME` or IP address devices reach this machine by: in connection strings, the MQTT server certificate and file URLs (default: the one remembered in the data folder, else localhost)"},
+			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow --mqtt and --http addresses other than loopback: MQTT (device keys and certificates) and HTTP (update files by URL; API and web page by token) become reachable from the network"},
+			&cli.StringFlag{Name: "import-dir", Usage: "let import requests name regular files inside `DIR` instead of uploading them", TakesFile: true},
+			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: http://HOSTNAME:PORT/files of --http); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
 			&cli.BoolFlag{Name: "tls", Value: true, Usage: "MQTT over TLS with the local CA (--tls=false: plain TCP, for clients that allow it)"},
+			&cli.IntFlag{Name: "max-conns-per-client", Value: defaultMaxConnsPerClient, Usage: "HTTP connections one IP address may hold open at a time (`N`)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr)"},
 		},
 		Action: e.serve,
@@ -86,17 +107,31 @@ func dataFlag() cli.Flag {
 	return &cli.StringFlag{Name: "data", Value: DefaultDataDir, Usage: "the hub's data `DIR`", TakesFile: true}
 }
 
+// HTTP limits of serve: a request's headers and body must arrive within httpReadTimeout (an
+// upload, once authenticated, within httpReadTimeout of each read); an idle keep-alive
+// connection is closed after httpIdleTimeout.
+const (
+	httpHeaderTimeout        = 10 * time.Second
+	httpReadTimeout          = 30 * time.Second
+	httpIdleTimeout          = 60 * time.Second
+	defaultMaxConnsPerClient = 64
+)
+
 // serveInfo is DIR/serve.json and the answer of GET /api/info.
 type serveInfo struct {
-	PID          int    `json:"pid"`
-	DataDir      string `json:"dataDir"`
-	HostName     string `json:"hostName"`
-	MQTT         string `json:"mqtt"`
+	PID      int    `json:"pid"`
+	DataDir  string `json:"dataDir"`
+	HostName string `json:"hostName"`
+	MQTT     string `json:"mqtt"` // the listen address
+	// DeviceMQTT is what devices dial: the host name and the MQTT port.
+	DeviceMQTT   string `json:"deviceMqtt"`
 	TLS          bool   `json:"tls"`
-	HTTP         string `json:"http"` // base URL, e.g. http://127.0.0.1:8080
+	HTTP         string `json:"http"` // base URL on this machine, e.g. http://127.0.0.1:8080
 	CAFile       string `json:"caFile,omitempty"`
 	RootKeysFile string `json:"rootKeysFile"`
 	FileBaseURL  string `json:"fileBaseUrl"`
+	TokenFile    string `json:"tokenFile"`
+	ImportDir    string `json:"importDir,omitempty"`
 }
 
 func (e *env) serve(c *cli.Context) error {
@@ -107,11 +142,21 @@ func (e *env) serve(c *cli.Context) error {
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return exitcode.Usagef("--log-level: %v", err)
 	}
-	fileURL := c.String("file-url")
-	if fileURL != "" {
-		u, err := url.Parse(fileURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return exitcode.Usagef("--file-url %q: not an http:// or https:// base URL (no query)", fileURL)
+	fileURL, err := parseFileURL(c.String("file-url"))
+	if err != nil {
+		return err
+	}
+	if n := c.Int("max-conns-per-client"); n < 1 {
+		return exitcode.Usagef("--max-conns-per-client %d: want 1 or more", n)
+	}
+	for _, f := range []string{"mqtt", "http"} {
+		if a := c.String(f); !loopbackListen(a) && !c.Bool("expose-to-network") {
+			return exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
+		}
+	}
+	if h := c.String("hostname"); h != "" {
+		if err := checkHostName(h); err != nil {
+			return exitcode.Usagef("--hostname: %v", err)
 		}
 	}
 	dir, err := filepath.Abs(c.String("data"))
@@ -124,24 +169,30 @@ func (e *env) serve(c *cli.Context) error {
 	if info, ok := runningServer(c.Context, dir); ok {
 		return fmt.Errorf("%s is already served by aduhub (pid %d) at %s", dir, info.PID, info.HTTP)
 	}
+	importDir, err := importDirOf(c.String("import-dir"), dir)
+	if err != nil {
+		return err
+	}
+	hostName, err := hostNameOf(dir, c.String("hostname"))
+	if err != nil {
+		return err
+	}
+	token, err := loadOrCreateToken(dir)
+	if err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), fileURL: fileURL, tls: c.Bool("tls"), log: log})
+	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), hostName: hostName, fileURL: fileURL,
+		importDir: importDir, tls: c.Bool("tls"), token: token, maxConnsPerClient: c.Int("max-conns-per-client"), log: log})
 	if err != nil {
 		return err
 	}
 	defer srv.close()
-	i := srv.info
-	tlsNote := "plain TCP"
-	if i.TLS {
-		tlsNote = "TLS, CA " + i.CAFile
+	e.printServing(srv.info, token)
+	if c.Bool("expose-to-network") && isLoopbackName(hostName) {
+		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", hostName)
 	}
-	fmt.Fprintf(e.stdout, `aduhub serving %s
-  IoT Hub (MQTT): %s (%s), host name %s
-  web page:       %s/
-  API:            %s/api/   files: %s/
-  root keys:      %s
-`, dir, i.MQTT, tlsNote, i.HostName, i.HTTP, i.HTTP, i.FileBaseURL, i.RootKeysFile)
 
 	select {
 	case <-c.Context.Done():
@@ -152,27 +203,113 @@ func (e *env) serve(c *cli.Context) error {
 	}
 }
 
+// printServing says where serve listens and what devices and people use.
+func (e *env) printServing(i serveInfo, token string) {
+	tlsNote := "plain TCP"
+	if i.TLS {
+		tlsNote = "TLS, CA " + i.CAFile
+	}
+	fmt.Fprintf(e.stdout, `aduhub serving %s
+  IoT Hub (MQTT): %s (%s); devices: HostName=%s, they dial %s
+  update files:   %s/   (the URLs devices download from)
+  web page:       %s/login?token=%s
+  API:            %s/api/   (Authorization: Bearer, the token in %s)
+  root keys:      %s
+`, i.DataDir, i.MQTT, tlsNote, i.HostName, i.DeviceMQTT, i.FileBaseURL, i.HTTP, token, i.HTTP, i.TokenFile, i.RootKeysFile)
+	if i.ImportDir != "" {
+		fmt.Fprintf(e.stdout, "  import folder:  %s   (import requests may name its files)\n", i.ImportDir)
+	}
+}
+
+// parseFileURL checks --file-url and leaves out its default port.
+func parseFileURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", exitcode.Usagef("--file-url %q: not an http:// or https:// base URL (no query)", s)
+	}
+	return strings.TrimRight(withoutDefaultPort(u).String(), "/"), nil
+}
+
+// importDirOf resolves --import-dir: a folder that neither holds the data folder nor lies
+// in it (the CA and signer keys are there).
+func importDirOf(flag, dataDir string) (string, error) {
+	if flag == "" {
+		return "", nil
+	}
+	dir, err := filepath.Abs(flag)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("import folder: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", exitcode.Usagef("--import-dir %s: not a folder", flag)
+	}
+	data, err := filepath.EvalSymlinks(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("data folder: %w", err)
+	}
+	if within(data, dir) || within(dir, data) {
+		return "", exitcode.Usagef("--import-dir %s: holds or lies in the data folder %s, whose keys an import must not reach", flag, dataDir)
+	}
+	return dir, nil
+}
+
+// within reports whether path is dir or lies in it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && (rel == "." || filepath.IsLocal(rel))
+}
+
 type serverConfig struct {
-	dir, mqtt, http string
-	fileURL         string // "": http + /files
-	tls             bool
-	log             *slog.Logger
+	dir, mqtt, http   string
+	hostName          string // the IoT Hub host name devices use
+	fileURL           string // "": http://hostName:port/files
+	importDir         string // "": uploads only
+	tls               bool
+	token             string // the API token
+	maxConnsPerClient int    // 0: defaultMaxConnsPerClient
+	// readTimeout, idleTimeout: 0 for httpReadTimeout, httpIdleTimeout (tests shorten them).
+	readTimeout, idleTimeout time.Duration
+	log                      *slog.Logger
 }
 
 // server is a running serve: hub, service and the HTTP server.
 type server struct {
-	info    serveInfo
-	hub     *hub.Hub
-	svc     *hub.Service
-	http    *http.Server
-	httpErr chan error
-	log     *slog.Logger
+	info      serveInfo
+	hub       *hub.Hub
+	svc       *hub.Service
+	http      *http.Server
+	httpErr   chan error
+	log       *slog.Logger
+	auth      *auth
+	hosts     []string // the Host names HTTP requests may carry (besides loopback ones)
+	importDir *os.Root // nil: uploads only
+	readIdle  time.Duration
+	// regMu orders device registrations (look up, then register) among requests.
+	regMu sync.Mutex
 }
 
 func startServer(cfg serverConfig) (_ *server, err error) {
-	s := &server{log: cfg.log, httpErr: make(chan error, 1)}
-	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: HostName, TLS: cfg.tls,
-		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile)}
+	if cfg.readTimeout == 0 {
+		cfg.readTimeout = httpReadTimeout
+	}
+	if cfg.idleTimeout == 0 {
+		cfg.idleTimeout = httpIdleTimeout
+	}
+	if cfg.maxConnsPerClient == 0 {
+		cfg.maxConnsPerClient = defaultMaxConnsPerClient
+	}
+	if cfg.hostName == "" {
+		cfg.hostName = HostName
+	}
+	s := &server{log: cfg.log, httpErr: make(chan error, 1), auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
+	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: cfg.hostName, TLS: cfg.tls, ImportDir: cfg.importDir,
+		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile), TokenFile: filepath.Join(cfg.dir, tokenFile)}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -181,6 +318,12 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			}
 		}
 	}()
+	if cfg.importDir != "" {
+		if s.importDir, err = os.OpenRoot(cfg.importDir); err != nil {
+			return nil, fmt.Errorf("import folder: %w", err)
+		}
+		cleanup = append(cleanup, func() { s.importDir.Close() })
+	}
 
 	// HTTP first: the service needs the files' base URL.
 	ln, err := net.Listen("tcp", cfg.http)
@@ -188,15 +331,15 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, fmt.Errorf("HTTP listener: %w", err)
 	}
 	cleanup = append(cleanup, func() { ln.Close() })
-	s.info.HTTP = "http://" + ln.Addr().String()
-	s.info.FileBaseURL = s.info.HTTP + "/files"
-	if cfg.fileURL != "" {
-		s.info.FileBaseURL = strings.TrimRight(cfg.fileURL, "/")
-	}
+	s.urls(ln.Addr().(*net.TCPAddr), cfg)
 
-	opts := hub.Options{HostName: HostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
+	opts := hub.Options{HostName: cfg.hostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
 	if cfg.tls {
-		ca, err := hub.LoadOrCreateCA(filepath.Join(cfg.dir, caDir))
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if !slices.Contains(hosts, cfg.hostName) {
+			hosts = append(hosts, cfg.hostName)
+		}
+		ca, err := hub.LoadOrCreateCA(filepath.Join(cfg.dir, caDir), hosts...)
 		if err != nil {
 			return nil, fmt.Errorf("local CA: %w", err)
 		}
@@ -208,6 +351,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 	cleanup = append(cleanup, func() { s.hub.Close() })
 	s.info.MQTT = s.hub.Addr().String()
+	s.info.DeviceMQTT = net.JoinHostPort(cfg.hostName, strconv.Itoa(s.hub.Addr().(*net.TCPAddr).Port))
 
 	signer, err := hub.LoadOrCreateSigner(filepath.Join(cfg.dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits)
 	if err != nil {
@@ -218,10 +362,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 	cleanup = append(cleanup, func() { s.svc.Close() })
 
-	s.http = &http.Server{Handler: s.handler(loopback(ln.Addr())), ReadHeaderTimeout: 10 * time.Second,
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: httpHeaderTimeout, ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout,
 		ErrorLog: slog.NewLogLogger(cfg.log.Handler(), slog.LevelWarn)}
 	go func() {
-		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(newLimitListener(ln, cfg.maxConnsPerClient, cfg.log)); !errors.Is(err, http.ErrServerClosed) {
 			s.httpErr <- err
 		}
 	}()
@@ -230,6 +374,26 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// urls sets the base URLs of the HTTP listener at addr: the one for clients on this machine
+// (info.HTTP: its IP, loopback for one that listens everywhere) and the one devices download
+// from (the host name, or --file-url), both without a default port; and the Host names
+// requests may carry (no DNS rebinding from a browser).
+func (s *server) urls(addr *net.TCPAddr, cfg serverConfig) {
+	s.info.HTTP = hostURL("http", localHost(addr.IP), addr.Port)
+	devHost := cfg.hostName
+	if strings.EqualFold(devHost, "localhost") {
+		devHost = localHost(addr.IP) // a device on this machine: no name lookup (localhost may be ::1 first)
+	}
+	s.info.FileBaseURL = hostURL("http", devHost, addr.Port) + "/files"
+	if cfg.fileURL != "" {
+		s.info.FileBaseURL = cfg.fileURL
+	}
+	s.hosts = []string{cfg.hostName}
+	if !addr.IP.IsUnspecified() {
+		s.hosts = append(s.hosts, addr.IP.String())
+	}
 }
 
 // close stops HTTP (letting requests in flight finish for a few seconds), the service and the
@@ -243,6 +407,9 @@ func (s *server) close() {
 	}
 	s.svc.Close()
 	s.hub.Close()
+	if s.importDir != nil {
+		s.importDir.Close()
+	}
 }
 
 func writeServeInfo(dir string, info serveInfo) error {
@@ -257,39 +424,52 @@ func writeServeInfo(dir string, info serveInfo) error {
 	return os.Rename(tmp, filepath.Join(dir, serveInfoFile))
 }
 
-// runningServer reads DIR/serve.json and returns it if that server answers.
-func runningServer(ctx context.Context, dir string) (serveInfo, bool) {
+// readServeInfo reads DIR/serve.json (what a server serving DIR wrote).
+func readServeInfo(dir string) (serveInfo, bool) {
 	var info serveInfo
 	b, err := os.ReadFile(filepath.Join(dir, serveInfoFile))
 	if err != nil || json.Unmarshal(b, &info) != nil || info.HTTP == "" {
 		return info, false
 	}
+	return info, true
+}
+
+// runningServer reads DIR/serve.json and returns it if that server answers with DIR's API
+// token.
+func runningServer(ctx context.Context, dir string) (serveInfo, bool) {
+	info, ok := readServeInfo(dir)
+	if !ok {
+		return info, false
+	}
+	tok, err := readToken(filepath.Join(dir, tokenFile))
+	if err != nil {
+		return info, false
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var got serveInfo
-	if err := newClient(info.HTTP).do(ctx, http.MethodGet, "/api/info", nil, &got); err != nil || got.DataDir != info.DataDir {
+	if err := newClient(info.HTTP, tok, "").do(ctx, http.MethodGet, "/api/info", nil, &got); err != nil || got.DataDir != info.DataDir {
 		return info, false
 	}
 	return got, true
 }
 
-// loopback reports whether addr is a loopback address: then the HTTP server answers only
-// requests whose Host is a loopback name too (no DNS rebinding from a browser).
-func loopback(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
-}
-
-func loopbackHost(host string) bool {
+// hostAllowed reports whether an HTTP request's Host is one this server answers: a loopback
+// name, the host name or the address it listens on.
+func (s *server) hostAllowed(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
+	if isLoopbackName(host) {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	for _, h := range s.hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // ioErr marks errors of the file system as I/O (exit 3); others stay as they are.
