@@ -110,14 +110,11 @@ func withoutDefaultPort(u *url.URL) *url.URL {
 	return &c
 }
 
-// localHost is the address a client on this machine uses for a listener's IP: the IP, or the
-// loopback address for one that listens everywhere.
+// localHost is the address a client on this machine uses for a listener's IP: the IP, or
+// 127.0.0.1 for one that listens on every address (Go's "tcp" listeners there take IPv4 too).
 func localHost(ip net.IP) string {
-	switch {
-	case ip.Equal(net.IPv4zero):
+	if ip.IsUnspecified() {
 		return "127.0.0.1"
-	case ip.IsUnspecified():
-		return "::1"
 	}
 	return ip.String()
 }

@@ -122,7 +122,7 @@ type serveInfo struct {
 	PID      int    `json:"pid"`
 	DataDir  string `json:"dataDir"`
 	HostName string `json:"hostName"`
-	MQTT     string `json:"mqtt"` // the listen address
+	MQTT     string `json:"mqtt"` // the MQTT address on this machine, e.g. 127.0.0.1:8883
 	// DeviceMQTT is what devices dial: the host name and the MQTT port.
 	DeviceMQTT   string `json:"deviceMqtt"`
 	TLS          bool   `json:"tls"`
@@ -350,8 +350,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, fmt.Errorf("IoT Hub: %w", err)
 	}
 	cleanup = append(cleanup, func() { s.hub.Close() })
-	s.info.MQTT = s.hub.Addr().String()
-	s.info.DeviceMQTT = net.JoinHostPort(cfg.hostName, strconv.Itoa(s.hub.Addr().(*net.TCPAddr).Port))
+	mqttAddr := s.hub.Addr().(*net.TCPAddr)
+	s.info.MQTT = net.JoinHostPort(localHost(mqttAddr.IP), strconv.Itoa(mqttAddr.Port))
+	s.info.DeviceMQTT = net.JoinHostPort(cfg.hostName, strconv.Itoa(mqttAddr.Port))
 
 	signer, err := hub.LoadOrCreateSigner(filepath.Join(cfg.dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits)
 	if err != nil {
