@@ -166,12 +166,12 @@ func (e *env) serve(c *cli.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data folder: %w", err)
 	}
-	if info, ok := runningServer(c.Context, dir); ok {
-		return fmt.Errorf("%s is already served by aduhub (pid %d) at %s", dir, info.PID, info.HTTP)
-	}
 	importDir, err := importDirOf(c.String("import-dir"), dir)
 	if err != nil {
 		return err
+	}
+	if info, ok := runningServer(c.Context, dir); ok {
+		return fmt.Errorf("%s is already served by aduhub (pid %d) at %s", dir, info.PID, info.HTTP)
 	}
 	hostName, err := hostNameOf(dir, c.String("hostname"))
 	if err != nil {
