@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"crypto/rand"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/image"
 )
 
 // Every API route and the web page need the token (bearer or the session cookie of /login);
@@ -147,6 +149,17 @@ func TestAPIToken(t *testing.T) {
 		if code != exitcode.IO || !strings.Contains(e, "refused the API token from "+other) {
 			t.Fatalf("%v: %d %q", args, code, e)
 		}
+	}
+	// An upload with another server's token is refused before its bytes are sent.
+	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 4<<20)
+	rand.Read(raw)
+	m, img := procSignedUpdate(t, t.TempDir(), "5.0", raw, k)
+	if code, _, e := runHub(t, "import", "--server", s.info.HTTP, "--token-file", other, "--manifest", m, img); code != exitcode.IO || !strings.Contains(e, "refused the API token from "+other) {
+		t.Fatalf("upload with another token: %d %q", code, e)
 	}
 	if code, _, e := runHub(t, "status", "--server", s.info.HTTP, "--data", t.TempDir()); code != exitcode.IO || !strings.Contains(e, "no API token") {
 		t.Fatalf("no token: %d %q", code, e)

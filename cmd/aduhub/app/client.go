@@ -128,8 +128,7 @@ func (a *apiClient) send(req *http.Request, out any) error {
 }
 
 // upload posts an import's upload (multipart/form-data, streamed): the import manifest, then
-// the files. It waits for "100 Continue" before the bytes, so that a refusal (a wrong token)
-// comes back as the answer, not as a broken connection.
+// the files.
 func (a *apiClient) upload(ctx context.Context, path string, manifest []byte, files []*os.File, out any) error {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
@@ -147,7 +146,6 @@ func (a *apiClient) upload(ctx context.Context, path string, manifest []byte, fi
 		return exitcode.Usagef("--server %q: %v", a.base, err)
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Expect", "100-continue")
 	return a.send(req, out)
 }
 
