@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/image"
 )
 
 // URLs aduhub hands out carry no default port: a client that takes everything between //
@@ -273,4 +276,46 @@ func TestHTTPConnsPerClient(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A download may last longer than the read timeout: only reading the request is limited.
+func TestHTTPLongDownload(t *testing.T) {
+	s := serverFor(t, serverConfig{readTimeout: 200 * time.Millisecond, idleTimeout: 200 * time.Millisecond})
+	dir := t.TempDir()
+	raw := make([]byte, 16<<20) // random: the image stays as large
+	rand.Read(raw)
+	m, img := procSignedUpdate(t, dir, "1.0", raw, mustKey(t))
+	mb, _ := os.ReadFile(m)
+	u, err := s.svc.Import(mb, map[string]string{filepath.Base(img): img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(s.info.HTTP + "/files/" + u.Files[0].ID + "/" + u.Files[0].FileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	want, _ := os.ReadFile(img)
+	var got bytes.Buffer
+	start := time.Now()
+	for {
+		n, err := io.CopyN(&got, resp.Body, 1<<20)
+		if err != nil || n == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // a slow device
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("got %d of %d bytes in %v", got.Len(), len(want), time.Since(start))
+	}
+	t.Logf("%d bytes in %v", got.Len(), time.Since(start))
+}
+
+func mustKey(t *testing.T) crypto.Signer {
+	t.Helper()
+	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
