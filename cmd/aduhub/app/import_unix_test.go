@@ -158,12 +158,3 @@ func TestImportFromImportDir(t *testing.T) {
 		}
 	}
 }
-
-func mustRead(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}

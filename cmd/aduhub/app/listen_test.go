@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -318,4 +319,41 @@ func mustKey(t *testing.T) crypto.Signer {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// slowReader pauses before each read.
+type slowReader struct{ r io.Reader }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	return s.r.Read(p)
+}
+
+// An upload may last longer than the read timeout while its bytes keep coming.
+func TestHTTPLongUpload(t *testing.T) {
+	s := serverFor(t, serverConfig{readTimeout: 200 * time.Millisecond, idleTimeout: 200 * time.Millisecond})
+	raw := make([]byte, 1<<20)
+	rand.Read(raw)
+	m, img := procSignedUpdate(t, t.TempDir(), "1.0", raw, mustKey(t))
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	w, _ := mw.CreateFormField(uploadManifestPart)
+	w.Write([]byte(mustRead(t, m)))
+	w, _ = mw.CreateFormFile(uploadFilePart, filepath.Base(img))
+	w.Write([]byte(mustRead(t, img)))
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, s.info.HTTP+"/api/updates", slowReader{&body})
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+strings.Repeat("t", minTokenLen))
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("after %v: %d %s", time.Since(start), resp.StatusCode, b)
+	}
+	t.Logf("uploaded %d bytes in %v", body.Cap(), time.Since(start))
 }

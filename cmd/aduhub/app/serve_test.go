@@ -579,3 +579,12 @@ func runHub(t *testing.T, args ...string) (int, string, string) {
 	code := Run(context.Background(), append([]string{"aduhub"}, args...), &o, &e)
 	return code, o.String(), e.String()
 }
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
