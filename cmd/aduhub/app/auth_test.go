@@ -39,7 +39,9 @@ func TestAPIToken(t *testing.T) {
 		func(r *http.Request) { r.Header.Set("Authorization", "Bearer") },
 		func(r *http.Request) { r.Header.Set("Authorization", "Basic "+tok) },
 		func(r *http.Request) { r.AddCookie(&http.Cookie{Name: sessionCookie, Value: tok}) },
-		func(r *http.Request) { r.AddCookie(&http.Cookie{Name: sessionCookie, Value: newAuth(tok + "x").session}) },
+		func(r *http.Request) {
+			r.AddCookie(&http.Cookie{Name: sessionCookie, Value: newAuth(tok + "x").session})
+		},
 	}
 	for _, rt := range routes {
 		for i, set := range wrong {
