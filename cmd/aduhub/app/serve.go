@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,63 +136,18 @@ type serveInfo struct {
 }
 
 func (e *env) serve(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return exitcode.Usagef("%s: expected no arguments, got %q", c.Command.HelpName, c.Args().Slice())
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return exitcode.Usagef("--log-level: %v", err)
-	}
-	fileURL, err := parseFileURL(c.String("file-url"))
+	cfg, err := e.serveConfig(c)
 	if err != nil {
 		return err
 	}
-	if n := c.Int("max-conns-per-client"); n < 1 {
-		return exitcode.Usagef("--max-conns-per-client %d: want 1 or more", n)
-	}
-	for _, f := range []string{"mqtt", "http"} {
-		if a := c.String(f); !loopbackListen(a) && !c.Bool("expose-to-network") {
-			return exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
-		}
-	}
-	if h := c.String("hostname"); h != "" {
-		if err := checkHostName(h); err != nil {
-			return exitcode.Usagef("--hostname: %v", err)
-		}
-	}
-	dir, err := filepath.Abs(c.String("data"))
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data folder: %w", err)
-	}
-	importDir, err := importDirOf(c.String("import-dir"), dir)
-	if err != nil {
-		return err
-	}
-	if info, ok := runningServer(c.Context, dir); ok {
-		return fmt.Errorf("%s is already served by aduhub (pid %d) at %s", dir, info.PID, info.HTTP)
-	}
-	hostName, err := hostNameOf(dir, c.String("hostname"))
-	if err != nil {
-		return err
-	}
-	token, err := loadOrCreateToken(dir)
-	if err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-
-	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), hostName: hostName, fileURL: fileURL,
-		importDir: importDir, tls: c.Bool("tls"), token: token, maxConnsPerClient: c.Int("max-conns-per-client"), log: log})
+	srv, err := startServer(cfg)
 	if err != nil {
 		return err
 	}
 	defer srv.close()
-	e.printServing(srv.info, token)
-	if c.Bool("expose-to-network") && isLoopbackName(hostName) {
-		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", hostName)
+	e.printServing(srv.info, cfg.token)
+	if c.Bool("expose-to-network") && isLoopbackName(cfg.hostName) {
+		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", cfg.hostName)
 	}
 
 	select {
@@ -201,6 +157,65 @@ func (e *env) serve(c *cli.Context) error {
 	case err := <-srv.httpErr:
 		return fmt.Errorf("HTTP server: %w", err)
 	}
+}
+
+// serveConfig checks serve's flags and prepares its data folder: not served by another
+// aduhub, its host name, import folder and API token.
+func (e *env) serveConfig(c *cli.Context) (serverConfig, error) {
+	cfg := serverConfig{mqtt: c.String("mqtt"), http: c.String("http"), tls: c.Bool("tls"), maxConnsPerClient: c.Int("max-conns-per-client")}
+	level, err := checkServeFlags(c)
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.fileURL, err = parseFileURL(c.String("file-url")); err != nil {
+		return cfg, err
+	}
+	if cfg.dir, err = filepath.Abs(c.String("data")); err != nil {
+		return cfg, err
+	}
+	if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
+		return cfg, fmt.Errorf("data folder: %w", err)
+	}
+	if cfg.importDir, err = importDirOf(c.String("import-dir"), cfg.dir); err != nil {
+		return cfg, err
+	}
+	if info, ok := runningServer(c.Context, cfg.dir); ok {
+		return cfg, fmt.Errorf("%s is already served by aduhub (pid %d) at %s", cfg.dir, info.PID, info.HTTP)
+	}
+	if cfg.hostName, err = hostNameOf(cfg.dir, c.String("hostname")); err != nil {
+		return cfg, err
+	}
+	if cfg.token, err = loadOrCreateToken(cfg.dir); err != nil {
+		return cfg, err
+	}
+	cfg.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return cfg, nil
+}
+
+// checkServeFlags checks the flags of serve that need no data folder, and returns the log
+// level.
+func checkServeFlags(c *cli.Context) (slog.Level, error) {
+	var level slog.Level
+	if c.NArg() > 0 {
+		return level, exitcode.Usagef("%s: expected no arguments, got %q", c.Command.HelpName, c.Args().Slice())
+	}
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return level, exitcode.Usagef("--log-level: %v", err)
+	}
+	if n := c.Int("max-conns-per-client"); n < 1 {
+		return level, exitcode.Usagef("--max-conns-per-client %d: want 1 or more", n)
+	}
+	for _, f := range []string{"mqtt", "http"} {
+		if a := c.String(f); !loopbackListen(a) && !c.Bool("expose-to-network") {
+			return level, exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
+		}
+	}
+	if h := c.String("hostname"); h != "" {
+		if err := checkHostName(h); err != nil {
+			return level, exitcode.Usagef("--hostname: %v", err)
+		}
+	}
+	return level, nil
 }
 
 // printServing says where serve listens and what devices and people use.
@@ -294,7 +309,8 @@ type server struct {
 	regMu sync.Mutex
 }
 
-func startServer(cfg serverConfig) (_ *server, err error) {
+// withDefaults fills in the limits and the host name left zero.
+func (cfg serverConfig) withDefaults() serverConfig {
 	if cfg.readTimeout == 0 {
 		cfg.readTimeout = httpReadTimeout
 	}
@@ -307,6 +323,11 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	if cfg.hostName == "" {
 		cfg.hostName = HostName
 	}
+	return cfg
+}
+
+func startServer(cfg serverConfig) (_ *server, err error) {
+	cfg = cfg.withDefaults()
 	s := &server{log: cfg.log, httpErr: make(chan error, 1), auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
 	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: cfg.hostName, TLS: cfg.tls, ImportDir: cfg.importDir,
 		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile), TokenFile: filepath.Join(cfg.dir, tokenFile)}
@@ -335,15 +356,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 
 	opts := hub.Options{HostName: cfg.hostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
 	if cfg.tls {
-		hosts := []string{"localhost", "127.0.0.1", "::1"}
-		if !slices.Contains(hosts, cfg.hostName) {
-			hosts = append(hosts, cfg.hostName)
+		if opts.TLSConfig, err = serverTLS(cfg.dir, cfg.hostName); err != nil {
+			return nil, err
 		}
-		ca, err := hub.LoadOrCreateCA(filepath.Join(cfg.dir, caDir), hosts...)
-		if err != nil {
-			return nil, fmt.Errorf("local CA: %w", err)
-		}
-		opts.TLSConfig = ca.ServerTLSConfig()
 		s.info.CAFile = filepath.Join(cfg.dir, caDir, hub.CACertFile)
 	}
 	if s.hub, err = hub.New(opts); err != nil {
@@ -375,6 +390,20 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// serverTLS is the MQTT server's TLS configuration: the local CA of the data folder dir and
+// a server certificate for the loopback names and hostName.
+func serverTLS(dir, hostName string) (*tls.Config, error) {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if !slices.Contains(hosts, hostName) {
+		hosts = append(hosts, hostName)
+	}
+	ca, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir), hosts...)
+	if err != nil {
+		return nil, fmt.Errorf("local CA: %w", err)
+	}
+	return ca.ServerTLSConfig(), nil
 }
 
 // urls sets the base URLs of the HTTP listener at addr: the one for clients on this machine
