@@ -51,7 +51,13 @@ func (s *hubServe) upload(t *testing.T, manifest []byte, files ...string) (int, 
 // Uploads: the files must be the manifest's, no larger than it says; nothing stays behind.
 func TestImportUpload(t *testing.T) {
 	dir := t.TempDir()
+	stale := filepath.Join(dir, "hub", uploadsDir, "import-1", "0") // left by a serve that ended abruptly
+	os.MkdirAll(filepath.Dir(stale), 0o700)
+	mustWriteFile(t, stale, []byte("half an upload"))
 	s := startServe(t, filepath.Join(dir, "hub"))
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a stale upload stays: %v", err)
+	}
 	m1, img1 := signedUpdate(t, dir, "1.0")
 	manifest, _ := os.ReadFile(m1)
 	img, _ := os.ReadFile(img1)

@@ -339,6 +339,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			}
 		}
 	}()
+	// Uploads a serve that ended abruptly was staging: nobody will finish them.
+	if err := os.RemoveAll(filepath.Join(cfg.dir, uploadsDir)); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
 	if cfg.importDir != "" {
 		if s.importDir, err = os.OpenRoot(cfg.importDir); err != nil {
 			return nil, fmt.Errorf("import folder: %w", err)
