@@ -32,7 +32,7 @@ func newClient(base, token, tokenFrom string) *apiClient {
 
 func serverFlag() cli.Flag {
 	return &cli.StringFlag{Name: "server", Value: DefaultServer, EnvVars: []string{"ADUHUB_SERVER"},
-		Usage: "`URL` of the running aduhub serve (default: the one serving --data, else " + DefaultServer + ")"}
+		DefaultText: "the server of --data, else " + DefaultServer, Usage: "`URL` of the running aduhub serve"}
 }
 
 // clientFlags are the flags of every command that talks to serve: where it is and its token.

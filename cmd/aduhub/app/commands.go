@@ -133,7 +133,7 @@ EXAMPLE:
 func deviceFlags(verb string) []cli.Flag {
 	return []cli.Flag{
 		serverFlag(),
-		&cli.StringFlag{Name: "data", Usage: verb + " the data `DIR` (offline unless a server serves it; its API token otherwise)", TakesFile: true},
+		&cli.StringFlag{Name: "data", Usage: verb + " the data `DIR`: through the server serving it (with its API token), else directly", TakesFile: true},
 		tokenFileFlag(),
 	}
 }
