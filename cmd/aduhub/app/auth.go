@@ -30,8 +30,12 @@ const (
 	minTokenLen   = 32
 )
 
-// errNoToken: the client found no API token where it looked.
-var errNoToken = errors.New("no API token")
+var (
+	// errNoToken: the client found no API token where it looked.
+	errNoToken = errors.New("no API token")
+	// errTokenRefused: the server answered 401 to the client's token.
+	errTokenRefused = errors.New("API token refused")
+)
 
 // loadOrCreateToken returns the token in DIR/api-token, making a new random one if there is
 // none. A token file that others may read is refused, as ssh refuses such a key.

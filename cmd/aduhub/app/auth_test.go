@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
@@ -148,7 +149,7 @@ func TestAPIToken(t *testing.T) {
 			}
 			continue
 		}
-		if code != exitcode.IO || !strings.Contains(e, "refused the API token from "+other) {
+		if code != exitcode.IO || !strings.Contains(e, "API token refused") || !strings.Contains(e, "the token from "+other) {
 			t.Fatalf("%v: %d %q", args, code, e)
 		}
 	}
@@ -160,7 +161,7 @@ func TestAPIToken(t *testing.T) {
 	raw := make([]byte, 4<<20)
 	rand.Read(raw)
 	m, img := procSignedUpdate(t, t.TempDir(), "5.0", raw, k)
-	if code, _, e := runHub(t, "import", "--server", s.info.HTTP, "--token-file", other, "--manifest", m, img); code != exitcode.IO || !strings.Contains(e, "refused the API token from "+other) {
+	if code, _, e := runHub(t, "import", "--server", s.info.HTTP, "--token-file", other, "--manifest", m, img); code != exitcode.IO || !strings.Contains(e, "API token refused") || !strings.Contains(e, "the token from "+other) {
 		t.Fatalf("upload with another token: %d %q", code, e)
 	}
 	if code, _, e := runHub(t, "status", "--server", s.info.HTTP, "--data", t.TempDir()); code != exitcode.IO || !strings.Contains(e, "no API token") {
@@ -179,6 +180,22 @@ func TestAPIToken(t *testing.T) {
 	if code, _, e := runHub(t, "status", "--data", s.dir); code != 0 {
 		t.Fatalf("status --data: %d %q", code, e)
 	}
+
+	// A token file changed under the server does not let a second serve or an offline
+	// command open the folder.
+	mustWriteFile(t, s.tokenFile(), []byte(strings.Repeat("b", minTokenLen)))
+	if code, _, e := runHubFor(t, 5*time.Second, "serve", "--data", s.dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"); code != exitcode.IO || !strings.Contains(e, "already served") {
+		t.Fatalf("second serve after the token changed: %d %q", code, e)
+	}
+	if code, _, e := runHub(t, "device", "add", "--data", s.dir, "offline"); code != exitcode.IO || !strings.Contains(e, "API token refused") {
+		t.Fatalf("device add --data after the token changed: %d %q", code, e)
+	}
+	os.Remove(s.tokenFile())
+	if code, _, e := runHub(t, "device", "remove", "--data", s.dir, "x"); code != exitcode.IO || !strings.Contains(e, "is served by aduhub") {
+		t.Fatalf("device remove --data without the token: %d %q", code, e)
+	}
+	mustWriteFile(t, s.tokenFile(), []byte(tok+"\n"))
+	os.Chmod(s.tokenFile(), 0o600)
 
 	// The token stays across restarts; a token file others can read is refused.
 	s.stop(t)

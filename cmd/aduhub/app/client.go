@@ -106,7 +106,7 @@ func (a *apiClient) send(req *http.Request, out any) error {
 		return fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		return fmt.Errorf("aduhub at %s refused the API token from %s: it is another server's (the server's own is in the api-token file of its data folder; give that folder with --data, or --token-file)", a.base, a.tokenFrom)
+		return fmt.Errorf("%w: aduhub at %s does not take the token from %s (its own is in the api-token file of its data folder; give that folder with --data, or --token-file)", errTokenRefused, a.base, a.tokenFrom)
 	}
 	if resp.StatusCode/100 != 2 {
 		var ae apiError

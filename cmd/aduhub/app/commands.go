@@ -157,7 +157,7 @@ func onRegistry(c *cli.Context, online func(*apiClient) error, offline func(dir 
 		path := filepath.Join(dir, tokenFile)
 		tok, err := readToken(path)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s is served by aduhub at %s: %w", dir, info.HTTP, err)
 		}
 		return online(newClient(info.HTTP, tok, path))
 	}

@@ -3,7 +3,6 @@ package app
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -143,14 +142,9 @@ func TestServeExpose(t *testing.T) {
 		{"--http", ":0"},
 		{"--mqtt", "bench.example:8883"},
 	} {
-		a := append([]string{"aduhub", "serve", "--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)
-		// A serve that starts stops after a while: the test fails instead of hanging.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var e bytes.Buffer
-		code := Run(ctx, a, io.Discard, &e)
-		cancel()
-		if code != exitcode.Usage || !strings.Contains(e.String(), "--expose-to-network") {
-			t.Errorf("%v: %d %q", args, code, e.String())
+		a := append([]string{"serve", "--data", t.TempDir(), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)
+		if code, _, e := runHubFor(t, 5*time.Second, a...); code != exitcode.Usage || !strings.Contains(e, "--expose-to-network") {
+			t.Errorf("%v: %d %q", args, code, e)
 		}
 	}
 	s := startServe(t, t.TempDir(), "--http", "0.0.0.0:0", "--mqtt", "0.0.0.0:0", "--expose-to-network", "--hostname", "192.0.2.7")

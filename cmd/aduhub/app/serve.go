@@ -468,21 +468,24 @@ func readServeInfo(dir string) (serveInfo, bool) {
 	return info, true
 }
 
-// runningServer reads DIR/serve.json and returns it if that server answers with DIR's API
-// token.
+// runningServer reads DIR/serve.json and returns it if that server answers: with DIR's API
+// token, as serving DIR; or refusing the token, which means the token file changed under a
+// running server (it is still DIR's: nothing else may open DIR meanwhile).
 func runningServer(ctx context.Context, dir string) (serveInfo, bool) {
 	info, ok := readServeInfo(dir)
 	if !ok {
 		return info, false
 	}
-	tok, err := readToken(filepath.Join(dir, tokenFile))
-	if err != nil {
-		return info, false
-	}
+	path := filepath.Join(dir, tokenFile)
+	tok, _ := readToken(path) // none: the server refuses, and so is known to run
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var got serveInfo
-	if err := newClient(info.HTTP, tok, "").do(ctx, http.MethodGet, "/api/info", nil, &got); err != nil || got.DataDir != info.DataDir {
+	err := newClient(info.HTTP, tok, path).do(ctx, http.MethodGet, "/api/info", nil, &got)
+	if errors.Is(err, errTokenRefused) {
+		return info, true
+	}
+	if err != nil || got.DataDir != info.DataDir {
 		return info, false
 	}
 	return got, true

@@ -572,6 +572,17 @@ func TestServePlainTCPAndUsage(t *testing.T) {
 	}
 }
 
+// runHubFor is runHub for a command that must end: a serve that starts is stopped after d,
+// so that the test fails instead of hanging.
+func runHubFor(t *testing.T, d time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var o, e bytes.Buffer
+	code := Run(ctx, append([]string{"aduhub"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
 // runHub runs aduhub in-process and returns its exit code and output.
 func runHub(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
