@@ -248,3 +248,27 @@ func TestAuthCheck(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAuthCheck: any Authorization and Cookie header is refused unless it carries the token
+// (bearer) or the session; none panics.
+func FuzzAuthCheck(f *testing.F) {
+	a := newAuth(strings.Repeat("k", minTokenLen))
+	f.Fuzz(func(t *testing.T, header, cookie string) {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.Header["Authorization"] = []string{header}
+		r.Header["Cookie"] = []string{cookie}
+		if header == "" {
+			delete(r.Header, "Authorization")
+		}
+		switch a.check(r) {
+		case authBearer:
+			if !strings.Contains(header, string(a.token)) {
+				t.Fatalf("bearer without the token: %q", header)
+			}
+		case authSession:
+			if header != "" || !strings.Contains(cookie, a.session) {
+				t.Fatalf("session without the cookie: %q %q", header, cookie)
+			}
+		}
+	})
+}
