@@ -363,7 +363,19 @@ func (s *Service) Update(id adu.UpdateID) (*Update, error) {
 // service, the steps for aduagent's handler aduflash/image:1 are checked
 // against their images (internal/imagestep): what the device would refuse is
 // refused here, as a *manifestgen.ValidationError.
+//
+// The paths in files are trusted (any path of this machine); only regular
+// files are read. For paths from someone else, use ImportFrom.
 func (s *Service) Import(importManifestJSON []byte, files map[string]string) (*Update, error) {
+	return s.ImportFrom(importManifestJSON, nil, files)
+}
+
+// ImportFrom is Import with the paths of files inside dir: each is relative
+// to dir and may not leave it, also not through a symbolic link (os.Root), and
+// must be a regular file (not a FIFO, a device or a folder), so a request
+// naming the paths reads nothing else and learns nothing about what lies
+// outside dir. A nil dir is Import's trusted paths.
+func (s *Service) ImportFrom(importManifestJSON []byte, dir *os.Root, files map[string]string) (*Update, error) {
 	m, err := manifestgen.Parse(importManifestJSON)
 	if err != nil {
 		return nil, err
@@ -463,7 +475,7 @@ func (s *Service) Import(importManifestJSON []byte, files map[string]string) (*U
 		id := newID()
 		dst := filepath.Join(s.filesDir(), id)
 		staged = append(staged, dst)
-		if err := copyChecked(files[name], dst, size, hashes); err != nil {
+		if err := copyChecked(dir, files[name], dst, size, hashes); err != nil {
 			return UpdateFile{}, fmt.Errorf("%w: %s: %w", ErrImportFiles, name, err)
 		}
 		return UpdateFile{ID: id, Kind: kind, FileName: name, SizeInBytes: size, Hashes: hashes, Parent: parent}, nil
@@ -688,10 +700,10 @@ func writeCompact(b *bytes.Buffer, v json.Marshaler) error {
 	return json.Compact(b, raw)
 }
 
-// copyChecked copies src to dst (fsynced) while hashing it, and fails unless
-// the size and every hash match.
-func copyChecked(src, dst string, size int64, hashes map[string]string) error {
-	in, err := os.Open(src)
+// copyChecked copies src (a regular file in dir, see openRegular) to dst
+// (fsynced) while hashing it, and fails unless the size and every hash match.
+func copyChecked(dir *os.Root, src, dst string, size int64, hashes map[string]string) error {
+	in, err := openRegular(dir, src)
 	if err != nil {
 		return err
 	}
@@ -735,6 +747,36 @@ func copyChecked(src, dst string, size int64, hashes map[string]string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// ErrNotRegular is returned for an import file that is not a regular file.
+var ErrNotRegular = errors.New("not a regular file")
+
+// openRegular opens path for reading, inside dir (nil: anywhere), if it is a
+// regular file. It is opened without blocking (a FIFO swapped in after the
+// check does not hold the caller) and checked again once open.
+func openRegular(dir *os.Root, path string) (*os.File, error) {
+	stat, open := os.Stat, os.OpenFile
+	if dir != nil {
+		stat, open = dir.Stat, dir.OpenFile
+	}
+	before, err := stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !before.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+	}
+	f, err := open(path, os.O_RDONLY|openNonblock, 0)
+	if err != nil {
+		return nil, err
+	}
+	after, err := f.Stat()
+	if err != nil || !after.Mode().IsRegular() || !os.SameFile(before, after) {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (it changed while it was opened)", path, ErrNotRegular)
+	}
+	return f, nil
 }
 
 // FileURL is the URL of an update file under base (where FileHandler is

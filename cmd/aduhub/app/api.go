@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -8,8 +9,12 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,14 +24,19 @@ import (
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
-// The JSON API of serve (all under /api/):
+// The JSON API of serve (all under /api/, each request with the API token: see auth):
 //
 //	GET  /api/info                       serveInfo
 //	GET  /api/devices                    []deviceInfo
-//	POST /api/devices                    addRequest → deviceAdded (201 created, 200 already there)
+//	POST /api/devices                    addRequest → deviceAdded (201 created; 409 already
+//	                                     registered with a key, which is never shown again;
+//	                                     200 an X.509 device already there with that thumbprint)
+//	POST /api/devices/{id}/renew-key     {} → deviceAdded with a new key (the device is disconnected)
 //	DELETE /api/devices/{id}             deviceRemoved (404 unknown device)
 //	GET  /api/updates                    []hub.Update
-//	POST /api/updates                    importRequest → hub.Update (201)
+//	POST /api/updates                    multipart/form-data: a part "importManifest", then a
+//	                                     part "file" per file (its file name the manifest's);
+//	                                     or importRequest (files in the import folder) → hub.Update (201)
 //	GET  /api/deployments                []hub.DeploymentStatus, oldest first
 //	POST /api/deployments                deployRequest → deployResponse (201)
 //	GET  /api/deployments/{id}           hub.DeploymentStatus
@@ -35,7 +45,7 @@ import (
 //
 // Errors are {"error": message, "exitCode": 1 or 3} with a 4xx (the request's fault) or 5xx
 // status. POST bodies must be application/json (so a web page in a browser cannot post to the
-// API without a CORS preflight, which is never granted).
+// API without a CORS preflight, which is never granted), but for an import's upload.
 
 const maxAPIBody = 4 << 20
 
@@ -100,9 +110,16 @@ type deviceRemoved struct {
 type importRequest struct {
 	// ImportManifest is the import manifest's text.
 	ImportManifest string `json:"importManifest"`
-	// Files maps the file names of the manifest to local paths on the server's machine.
+	// Files maps the file names of the manifest to paths inside the server's import folder
+	// (serve --import-dir), relative to it.
 	Files map[string]string `json:"files"`
 }
+
+// Multipart form names of an import's upload.
+const (
+	uploadManifestPart = "importManifest"
+	uploadFilePart     = "file"
+)
 
 type deployRequest struct {
 	UpdateID adu.UpdateID      `json:"updateId"`
@@ -120,11 +137,12 @@ type retryResponse struct {
 	Deployment hub.DeploymentStatus `json:"deployment"`
 }
 
-func (s *server) handler(onlyLoopbackHosts bool) http.Handler {
+func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.info) })
 	mux.HandleFunc("GET /api/devices", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, s.devices()) })
 	mux.HandleFunc("POST /api/devices", s.addDevice)
+	mux.HandleFunc("POST /api/devices/{id}/renew-key", s.renewKey)
 	mux.HandleFunc("DELETE /api/devices/{id}", s.removeDevice)
 	mux.HandleFunc("GET /api/updates", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, nonNil(s.svc.Updates())) })
 	mux.HandleFunc("POST /api/updates", s.importUpdate)
@@ -145,21 +163,24 @@ func (s *server) handler(onlyLoopbackHosts bool) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, &httpError{http.StatusNotFound, fmt.Errorf("no API route %s %s", r.Method, r.URL.Path)})
 	})
-	mux.Handle("/files/", s.svc.FileHandler())
 	mux.HandleFunc("GET /{$}", s.page)
+
+	// Public: the update files (their URLs are the secret, as the service's CDN URLs are)
+	// and the login; everything else needs the token.
+	top := http.NewServeMux()
+	top.Handle("/files/", s.svc.FileHandler())
+	top.HandleFunc("GET /login", s.auth.login)
+	top.Handle("/", s.auth.require(mux))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if onlyLoopbackHosts && !loopbackHost(r.Host) {
-			http.Error(w, "aduhub answers only requests for localhost", http.StatusForbidden)
+		if !s.hostAllowed(r.Host) {
+			http.Error(w, "aduhub answers only requests for localhost and "+strings.Join(s.hosts, ", "), http.StatusForbidden)
 			return
 		}
-		if r.Method == http.MethodPost {
-			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-				writeAPIError(w, &httpError{http.StatusUnsupportedMediaType, errors.New("POST bodies must be application/json")})
-				return
-			}
-			r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
-		}
-		mux.ServeHTTP(w, r)
+		h := w.Header()
+		h.Set("Referrer-Policy", "no-referrer") // the login URL holds the token
+		h.Set("X-Frame-Options", "DENY")        // no page of another site frames the buttons
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		top.ServeHTTP(w, r)
 	})
 }
 
@@ -265,18 +286,42 @@ func (s *server) addDevice(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, err)
 		return
 	}
+	s.regMu.Lock()
 	added, err := registerDevice(s.hub, req.DeviceID, req.X509Thumbprint)
+	s.regMu.Unlock()
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
-	added.MQTT, added.TLS, added.CAFile, added.RootKeysFile = s.info.MQTT, s.info.TLS, s.info.CAFile, s.info.RootKeysFile
 	status := http.StatusOK
 	if added.Created {
 		status = http.StatusCreated
 	}
 	s.log.Info("device registered", "device", req.DeviceID, "created", added.Created, "authentication", added.Authentication)
-	writeAPI(w, status, added)
+	writeAPI(w, status, s.withConnection(added))
+}
+
+func (s *server) renewKey(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := decodeBody(r, &struct{}{}); err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	s.regMu.Lock()
+	added, err := renewDeviceKey(s.hub, id)
+	s.regMu.Unlock()
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	s.log.Info("device key renewed", "device", id)
+	writeAPI(w, http.StatusOK, s.withConnection(added))
+}
+
+// withConnection adds where the device connects and what it trusts.
+func (s *server) withConnection(added *deviceAdded) *deviceAdded {
+	added.MQTT, added.TLS, added.CAFile, added.RootKeysFile = s.info.DeviceMQTT, s.info.TLS, s.info.CAFile, s.info.RootKeysFile
+	return added
 }
 
 func (s *server) removeDevice(w http.ResponseWriter, r *http.Request) {
@@ -300,9 +345,9 @@ func removeDevice(h *hub.Hub, id string) error {
 	return nil
 }
 
-// registerDevice registers id with a new random key, or returns the key it has; with a
-// thumbprint it registers an X.509 device instead (or finds it registered with that
-// thumbprint).
+// registerDevice registers id with a new random key; a device registered already is a
+// conflict (its key is not shown again: renewDeviceKey makes a new one). With a thumbprint
+// it registers an X.509 device instead (or finds it registered with that thumbprint).
 func registerDevice(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
 	if err := checkDeviceID(id); err != nil {
 		return nil, &httpError{http.StatusBadRequest, err}
@@ -310,24 +355,55 @@ func registerDevice(h *hub.Hub, id, thumbprint string) (*deviceAdded, error) {
 	if thumbprint != "" {
 		return registerX509(h, id, thumbprint)
 	}
-	added := &deviceAdded{DeviceID: id, HostName: h.HostName(), Authentication: "sas"}
+	key, err := h.DeviceKey(id)
+	switch {
+	case err == nil && key == "":
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with an X.509 certificate, not a SAS key", id)}
+	case err == nil:
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is already registered; its key is not shown again (aduhub device renew-key %s makes a new one)", id, id)}
+	case !errors.Is(err, hub.ErrUnknownDevice):
+		return nil, &httpError{http.StatusInternalServerError, err}
+	}
+	added, err := setDeviceKey(h, id)
+	if err != nil {
+		return nil, err
+	}
+	added.Created = true
+	return added, nil
+}
+
+// renewDeviceKey gives a SAS device a new random key, as IoT Hub's key regeneration does, and
+// disconnects it: the old key no longer connects.
+func renewDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
 	key, err := h.DeviceKey(id)
 	switch {
 	case errors.Is(err, hub.ErrUnknownDevice):
-		b := make([]byte, 32)
-		rand.Read(b)
-		key = base64.StdEncoding.EncodeToString(b)
-		if err := h.RegisterDevice(id, key); err != nil {
-			return nil, &httpError{http.StatusInternalServerError, err}
-		}
-		added.Created = true
+		return nil, &httpError{http.StatusNotFound, fmt.Errorf("device %q is not registered", id)}
 	case err != nil:
 		return nil, &httpError{http.StatusInternalServerError, err}
 	case key == "":
-		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q is registered with an X.509 certificate, not a SAS key", id)}
+		return nil, &httpError{http.StatusConflict, fmt.Errorf("device %q authenticates with an X.509 certificate: it has no key to renew", id)}
 	}
-	added.ConnectionString = "HostName=" + h.HostName() + ";DeviceId=" + id + ";SharedAccessKey=" + key
+	added, err := setDeviceKey(h, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.Disconnect(id); err != nil && !errors.Is(err, hub.ErrNotConnected) {
+		return nil, &httpError{http.StatusInternalServerError, fmt.Errorf("disconnect %q: %w", id, err)}
+	}
 	return added, nil
+}
+
+// setDeviceKey registers id with a new random SAS key.
+func setDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	key := base64.StdEncoding.EncodeToString(b)
+	if err := h.RegisterDevice(id, key); err != nil {
+		return nil, &httpError{http.StatusInternalServerError, err}
+	}
+	return &deviceAdded{DeviceID: id, HostName: h.HostName(), Authentication: "sas",
+		ConnectionString: "HostName=" + h.HostName() + ";DeviceId=" + id + ";SharedAccessKey=" + key}, nil
 }
 
 // registerX509 registers id as an X.509 device with the thumbprint of its client certificate.
@@ -376,28 +452,200 @@ func checkDeviceID(id string) error {
 }
 
 func (s *server) importUpdate(w http.ResponseWriter, r *http.Request) {
-	var req importRequest
-	if err := decodeBody(r, &req); err != nil {
-		writeAPIError(w, err)
-		return
+	var u *hub.Update
+	var err error
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "multipart/form-data" {
+		u, err = s.importUpload(w, r)
+	} else {
+		u, err = s.importFromDir(r)
 	}
-	u, err := s.svc.Import([]byte(req.ImportManifest), req.Files)
 	if err != nil {
-		status := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, hub.ErrUpdateExists):
-			status = http.StatusConflict
-		case errors.Is(err, manifestgen.ErrInvalid), errors.Is(err, hub.ErrImportFiles), errors.Is(err, hub.ErrUnknownUpdate):
-			status = http.StatusBadRequest
-		case !isFSError(err):
-			// Anything else Import refuses is about the manifest (e.g. JSON syntax).
-			status = http.StatusBadRequest
-		}
-		writeAPIError(w, &httpError{status, fmt.Errorf("import: %w", err)})
+		writeAPIError(w, importErr(err))
 		return
 	}
 	s.log.Info("update imported", "update", updateIDText(u.UpdateID), "files", len(u.Files))
 	writeAPI(w, http.StatusCreated, u)
+}
+
+// importErr gives an import's error its status.
+func importErr(err error) error {
+	var he *httpError
+	if errors.As(err, &he) {
+		return err
+	}
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, hub.ErrUpdateExists):
+		status = http.StatusConflict
+	case errors.Is(err, manifestgen.ErrInvalid), errors.Is(err, hub.ErrImportFiles), errors.Is(err, hub.ErrUnknownUpdate):
+		status = http.StatusBadRequest
+	case !isFSError(err):
+		// Anything else Import refuses is about the manifest (e.g. JSON syntax).
+		status = http.StatusBadRequest
+	}
+	return &httpError{status, fmt.Errorf("import: %w", err)}
+}
+
+// importFromDir imports an importRequest: files named inside the import folder.
+func (s *server) importFromDir(r *http.Request) (*hub.Update, error) {
+	var req importRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if s.importDir == nil {
+		return nil, &httpError{http.StatusBadRequest, errors.New("import: this server has no import folder (aduhub serve --import-dir DIR): upload the files (aduhub import does)")}
+	}
+	for name, p := range req.Files {
+		if !filepath.IsLocal(p) {
+			return nil, &httpError{http.StatusBadRequest, fmt.Errorf("import: %s: %q is not a path inside the import folder (relative, without ..)", name, p)}
+		}
+	}
+	return s.svc.ImportFrom([]byte(req.ImportManifest), s.importDir, req.Files)
+}
+
+// importUpload imports an upload: the import manifest, then the files, each staged in the
+// data folder (uploads/) up to the size the manifest gives it, then imported from there.
+func (s *server) importUpload(w http.ResponseWriter, r *http.Request) (*hub.Update, error) {
+	r.Body = &progressDeadline{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: s.readIdle}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
+	}
+	manifest, m, err := readManifestPart(mr)
+	if err != nil {
+		return nil, err
+	}
+	sizes := importFileSizes(m)
+	uploads := filepath.Join(s.info.DataDir, uploadsDir)
+	if err := os.MkdirAll(uploads, 0o700); err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp(uploads, "import-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	root, err := os.OpenRoot(stage)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	files := map[string]string{}
+	for {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
+		}
+		if err := stageUpload(root, p, sizes, files); err != nil {
+			return nil, err
+		}
+	}
+	return s.svc.ImportFrom(manifest, root, files)
+}
+
+// uploadsDir (in the data folder) holds the files of uploads in progress.
+const uploadsDir = "uploads"
+
+// readManifestPart reads the first part of an upload: the import manifest.
+func readManifestPart(mr *multipart.Reader) ([]byte, *manifestgen.Manifest, error) {
+	p, err := mr.NextPart()
+	if err != nil {
+		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
+	}
+	defer p.Close()
+	if p.FormName() != uploadManifestPart {
+		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: the first part is %q, want %q", p.FormName(), uploadManifestPart)}
+	}
+	b, err := io.ReadAll(io.LimitReader(p, maxAPIBody+1))
+	if err != nil {
+		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
+	}
+	if len(b) > maxAPIBody {
+		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("import manifest over %d bytes: not an import manifest", maxAPIBody)}
+	}
+	m, err := parseImportManifest(b)
+	if err != nil {
+		return nil, nil, &httpError{http.StatusBadRequest, err}
+	}
+	return b, m, nil
+}
+
+// stageUpload writes a file part into root, refusing a file the manifest does not name, one
+// given twice, and bytes beyond the size the manifest gives it; files gets its staged name.
+func stageUpload(root *os.Root, p *multipart.Part, sizes map[string]int64, files map[string]string) error {
+	defer p.Close()
+	name := p.FileName()
+	if p.FormName() != uploadFilePart || name == "" {
+		return &httpError{http.StatusBadRequest, fmt.Errorf("import upload: part %q: want %q parts with a file name after %q", p.FormName(), uploadFilePart, uploadManifestPart)}
+	}
+	size, ok := sizes[name]
+	if !ok {
+		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: %q is not in the import manifest", hub.ErrImportFiles, name)}
+	}
+	if _, dup := files[name]; dup {
+		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: %q is uploaded twice", hub.ErrImportFiles, name)}
+	}
+	staged := strconv.Itoa(len(files))
+	f, err := root.OpenFile(staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, io.LimitReader(p, size+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case isFSError(err):
+		return err
+	case err != nil:
+		return &httpError{http.StatusBadRequest, fmt.Errorf("import upload of %s: %w", name, err)}
+	case n > size:
+		return &httpError{http.StatusBadRequest, fmt.Errorf("%w: %s: more bytes than its sizeInBytes in the import manifest, %d", hub.ErrImportFiles, name, size)}
+	}
+	files[name] = staged
+	return nil
+}
+
+// importFileSizes maps the manifest's files and related files to their sizes.
+func importFileSizes(m *manifestgen.Manifest) map[string]int64 {
+	sizes := map[string]int64{}
+	for _, f := range m.Files {
+		sizes[f.Filename] = f.SizeInBytes
+		for _, r := range f.RelatedFiles {
+			sizes[r.Filename] = r.SizeInBytes
+		}
+	}
+	return sizes
+}
+
+// parseImportManifest parses an import manifest, saying first whether it is JSON at all (an
+// image given as the manifest is not).
+func parseImportManifest(b []byte) (*manifestgen.Manifest, error) {
+	if !json.Valid(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))) {
+		_, err := manifestgen.Parse(b)
+		return nil, fmt.Errorf("the import manifest is not JSON (%w); aduimport manifest create writes one", err)
+	}
+	m, err := manifestgen.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("import manifest: %w", err)
+	}
+	return m, nil
+}
+
+// progressDeadline lets an upload take as long as its bytes keep coming: each read may
+// wait idle at most.
+type progressDeadline struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (p *progressDeadline) Read(b []byte) (int, error) {
+	_ = p.rc.SetReadDeadline(time.Now().Add(p.idle))
+	return p.ReadCloser.Read(b)
 }
 
 func (s *server) deploy(w http.ResponseWriter, r *http.Request) {
@@ -412,6 +660,9 @@ func (s *server) deploy(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.Is(err, hub.ErrUnknownUpdate):
 			status = http.StatusNotFound
+			if near := s.updateIgnoringCase(req.UpdateID); near != "" {
+				err = fmt.Errorf("%w (did you mean %s?)", err, near)
+			}
 		case errors.Is(err, hub.ErrNotDeployable), errors.Is(err, hub.ErrNoMatchingDevices):
 			status = http.StatusConflict
 		}
@@ -430,6 +681,17 @@ func (s *server) deploy(w http.ResponseWriter, r *http.Request) {
 	resp.Deployment = *st
 	s.log.Info("deployed", "deployment", d.ID, "update", updateIDText(req.UpdateID), "devices", len(d.Devices))
 	writeAPI(w, http.StatusCreated, resp)
+}
+
+// updateIgnoringCase returns the imported update whose id is uid but for upper and lower
+// case, or "".
+func (s *server) updateIgnoringCase(uid adu.UpdateID) string {
+	for _, u := range s.svc.Updates() {
+		if strings.EqualFold(updateIDText(u.UpdateID), updateIDText(uid)) {
+			return updateIDText(u.UpdateID)
+		}
+	}
+	return ""
 }
 
 func deploymentErr(id string, err error) error {

@@ -13,8 +13,8 @@ var updateGolden = flag.Bool("update", false, "rewrite golden files under testda
 
 func TestHelpGolden(t *testing.T) {
 	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if n := len(clitest.CommandPaths(nil, a.Commands)); n != 11 {
-		t.Fatalf("command tree changed (%d commands): demo, serve, device add|list|remove, import, deploy, cancel, retry, status expected", n)
+	if n := len(clitest.CommandPaths(nil, a.Commands)); n != 12 {
+		t.Fatalf("command tree changed (%d commands): demo, serve, device add|renew-key|list|remove, import, deploy, cancel, retry, status expected", n)
 	}
 	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return runHub(t, args...) }, *updateGolden)
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -42,7 +43,9 @@ func browser(t *testing.T) context.Context {
 // login step belongs once the API needs a session.
 func openPage(t *testing.T, ctx context.Context, s *hubServe) {
 	t.Helper()
-	if err := chromedp.Do(ctx, chromedp.Navigate(s.info.HTTP+"/"), chromedp.WaitVisible(chromedp.ID("deploy"))); err != nil {
+	// The login URL serve prints sets the session cookie and redirects to the page.
+	login := s.info.HTTP + "/login?token=" + url.QueryEscape(s.token(t))
+	if err := chromedp.Do(ctx, chromedp.Navigate(login), chromedp.WaitVisible(chromedp.ID("deploy"))); err != nil {
 		t.Fatalf("opening the page: %v", err)
 	}
 }

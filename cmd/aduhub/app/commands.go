@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -17,52 +19,74 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/manifestgen"
 )
 
 func (e *env) deviceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "device",
-		Usage: "register, list and remove devices",
+		Usage: "register, list and remove devices, renew their keys",
 		Description: `EXAMPLE:
    aduhub device add dev1
    aduhub device list
+   aduhub device renew-key dev1
    aduhub device remove dev1`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
 				Usage:     "register a device and print its connection string",
 				ArgsUsage: "ID",
-				Description: `Registers device ID with a new random SAS key (a device already registered keeps its
-key) and prints what its agent needs: the connection string (agent.connection_string or
-connection_string_file), the CA certificate to trust (agent.ca_file) and the root keys of
-the update signer (agent.root_keys, with no_builtin_roots = true).
+				Description: `Registers device ID with a new random SAS key and prints what its agent needs: the
+connection string (agent.connection_string or connection_string_file), the CA certificate to
+trust (agent.ca_file) and the root keys of the update signer (agent.root_keys, with
+no_builtin_roots = true). The key is shown this once: adding a device that is registered
+already is refused; aduhub device renew-key ID gives it a new key.
 
 With --x509-thumbprint the device authenticates with its X.509 client certificate instead
 (agent.x509_cert and agent.x509_key; TLS is needed, so not with serve --tls=false): the
 hub accepts the certificate whose SHA-256 thumbprint (64 hex digits, ':' allowed) is given,
-and the connection string is HostName=localhost;DeviceId=ID;x509=true. A device already
-registered keeps its key or certificate: another thumbprint is refused.
+and the connection string is HostName=HOST;DeviceId=ID;x509=true. Adding it again with the
+same thumbprint is fine; another thumbprint is refused.
 
-By default it asks the running server (--server). With --data it works on that data folder
-instead, also when no server runs (the device is there when serve starts); if a server
-serves that folder, it goes through that server.
+HostName is the server's host name (serve --hostname, default localhost). By default it
+asks the running server (--server, with the API token of --data or --token-file). With
+--data it works on that data folder instead, also when no server runs (the device is there
+when serve starts); if a server serves that folder, it goes through that server.
 
-Exit codes: 0 registered or already there, 1 invalid device id, or the device is registered
-with another key or certificate, 2 usage error (also a --x509-thumbprint that is not 64 hex
-digits), 3 the server cannot be reached or the data folder cannot be written.
+Exit codes: 0 registered, 1 invalid device id, or the device is registered already, 2 usage
+error (also a --x509-thumbprint that is not 64 hex digits), 3 the server cannot be reached,
+refuses the API token, or the data folder cannot be written.
 
 EXAMPLE:
    aduhub device add dev1
    aduhub device add --data ./aduhub-data dev1
    aduhub device add --json dev1
    aduhub device add --x509-thumbprint "$(openssl x509 -in dev2.pem -noout -fingerprint -sha256 | cut -d= -f2)" dev2`,
-				Flags: []cli.Flag{
-					serverFlag(),
-					&cli.StringFlag{Name: "data", Usage: "register in the data `DIR` (offline unless a server serves it)", TakesFile: true},
+				Flags: append(deviceFlags("register in"),
 					&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
-					jsonFlag("the device's connection details"),
-				},
+					jsonFlag("the device's connection details")),
 				Action: e.deviceAdd,
+			},
+			{
+				Name:      "renew-key",
+				Usage:     "give a device a new SAS key and print its new connection string",
+				ArgsUsage: "ID",
+				Description: `Gives SAS device ID a new random key, as regenerating a device's keys in IoT Hub does,
+and prints the new connection string (and what else device add prints). The old key stops
+working: a connected device is disconnected and cannot connect again with it.
+
+By default it asks the running server (--server). With --data it works on that data folder
+instead, also when no server runs; if a server serves that folder, it goes through that
+server.
+
+Exit codes: 0 renewed, 1 device ID is not registered or is an X.509 device, 2 usage error,
+3 the server cannot be reached, refuses the API token, or the data folder cannot be written.
+
+EXAMPLE:
+   aduhub device renew-key dev1
+   aduhub device renew-key --json dev1`,
+				Flags:  append(deviceFlags("renew in"), jsonFlag("the device's connection details")),
+				Action: e.deviceRenewKey,
 			},
 			{
 				Name:      "list",
@@ -77,7 +101,7 @@ boot the update) or "connection lost while installing U".
 EXAMPLE:
    aduhub device list
    aduhub device list --json`,
-				Flags:  []cli.Flag{serverFlag(), jsonFlag("the devices")},
+				Flags:  append(clientFlags(), jsonFlag("the devices")),
 				Action: e.deviceList,
 			},
 			{
@@ -94,21 +118,65 @@ instead, also when no server runs; if a server serves that folder, it goes throu
 server.
 
 Exit codes: 0 removed, 1 device ID is not registered, 2 usage error, 3 the server cannot be
-reached or the data folder cannot be read or written.
+reached, refuses the API token, or the data folder cannot be read or written.
 
 EXAMPLE:
    aduhub device remove dev1
    aduhub device remove --data ./aduhub-data dev1
    aduhub device remove --json dev1`,
-				Flags: []cli.Flag{
-					serverFlag(),
-					&cli.StringFlag{Name: "data", Usage: "remove from the data `DIR` (offline unless a server serves it)", TakesFile: true},
-					jsonFlag("the removed device"),
-				},
+				Flags:  append(deviceFlags("remove from"), jsonFlag("the removed device")),
 				Action: e.deviceRemove,
 			},
 		},
 	}
+}
+
+// deviceFlags are the flags of the device commands that also work without a server.
+func deviceFlags(verb string) []cli.Flag {
+	return []cli.Flag{
+		serverFlag(),
+		&cli.StringFlag{Name: "data", Usage: verb + " the data `DIR`: through the server serving it (with its API token), else directly", TakesFile: true},
+		tokenFileFlag(),
+	}
+}
+
+// onRegistry runs a device command: through the server (--server, or the one serving --data),
+// or, with --data and no server serving it, on the data folder itself (offline gets its
+// absolute path).
+func onRegistry(c *cli.Context, online func(*apiClient) error, offline func(dir string) error) error {
+	if !c.IsSet("data") {
+		cl, err := clientOf(c)
+		if err != nil {
+			return err
+		}
+		return online(cl)
+	}
+	dir, err := filepath.Abs(c.String("data"))
+	if err != nil {
+		return err
+	}
+	if info, ok := runningServer(c.Context, dir); ok {
+		path := filepath.Join(dir, tokenFile)
+		tok, err := readToken(path)
+		if err != nil {
+			return fmt.Errorf("%s is served by aduhub at %s: %w", dir, info.HTTP, err)
+		}
+		return online(newClient(info.HTTP, tok, path))
+	}
+	return offline(dir)
+}
+
+// openRegistry opens the device registry of a data folder that no server serves.
+func openRegistry(dir string) (*hub.Hub, error) {
+	name, err := hostNameOf(dir, "")
+	if err != nil {
+		return nil, err
+	}
+	h, err := hub.New(hub.Options{HostName: name, Address: "127.0.0.1:0", DataDir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	return h, nil
 }
 
 func (e *env) deviceAdd(c *cli.Context) error {
@@ -123,18 +191,13 @@ func (e *env) deviceAdd(c *cli.Context) error {
 		}
 		req.X509Thumbprint = tp
 	}
-	var added *deviceAdded
-	var err error
-	if c.IsSet("data") {
-		added, err = e.deviceAddData(c, c.String("data"), req)
-	} else {
-		var cl *apiClient
-		if cl, err = clientOf(c); err != nil {
-			return err
-		}
-		added = &deviceAdded{}
-		err = cl.do(c.Context, http.MethodPost, "/api/devices", req, added)
-	}
+	added := &deviceAdded{}
+	err := onRegistry(c, func(cl *apiClient) error {
+		return cl.do(c.Context, http.MethodPost, "/api/devices", req, added)
+	}, func(dir string) (err error) {
+		added, err = addOffline(dir, req)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -145,17 +208,57 @@ func (e *env) deviceAdd(c *cli.Context) error {
 	if c.Bool("json") {
 		return cliapp.WriteJSON(e.stdout, added)
 	}
-	kind, same := "", "key unchanged"
-	if x509 {
-		kind, same = " (X.509)", "certificate unchanged"
+	switch {
+	case x509 && added.Created:
+		fmt.Fprintf(e.stdout, "registered device %s (X.509)\n", added.DeviceID)
+	case x509:
+		fmt.Fprintf(e.stdout, "device %s was already registered (X.509) (certificate unchanged)\n", added.DeviceID)
+	default:
+		fmt.Fprintf(e.stdout, "registered device %s (its key is shown this once)\n", added.DeviceID)
 	}
-	if added.Created {
-		fmt.Fprintf(e.stdout, "registered device %s%s\n", added.DeviceID, kind)
-	} else {
-		fmt.Fprintf(e.stdout, "device %s was already registered%s (%s)\n", added.DeviceID, kind, same)
+	e.printConnection(added)
+	return nil
+}
+
+// addOffline registers a device in a data folder no server serves.
+func addOffline(dir string, req addRequest) (*deviceAdded, error) {
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		return nil, exitcode.InvalidInput(err)
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	// The CA and the signer are made now if missing, so that the files named exist.
+	if _, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir)); err != nil {
+		return nil, fmt.Errorf("local CA: %w", err)
+	}
+	if _, err := hub.LoadOrCreateSigner(filepath.Join(dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits); err != nil {
+		return nil, fmt.Errorf("update signer: %w", err)
+	}
+	h, err := openRegistry(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	added, err := registerDevice(h, req.DeviceID, req.X509Thumbprint)
+	if err != nil {
+		return nil, offlineErr(err)
+	}
+	return withFiles(added, dir), nil
+}
+
+// withFiles adds the files of the data folder dir a device needs (as serve would).
+func withFiles(added *deviceAdded, dir string) *deviceAdded {
+	added.TLS = true
+	added.CAFile = filepath.Join(dir, caDir, hub.CACertFile)
+	added.RootKeysFile = filepath.Join(dir, signerDir, hub.RootKeysJSONFile)
+	return added
+}
+
+// printConnection prints what the device's agent needs.
+func (e *env) printConnection(added *deviceAdded) {
 	fmt.Fprintf(e.stdout, "connection string: %s\n", added.ConnectionString)
-	if x509 {
+	if added.X509Thumbprint != "" {
 		fmt.Fprintf(e.stdout, "authentication:    the device's X.509 client certificate, SHA-256 thumbprint %s   (agent.x509_cert, agent.x509_key)\n", added.X509Thumbprint)
 	}
 	if added.CAFile != "" {
@@ -169,47 +272,55 @@ func (e *env) deviceAdd(c *cli.Context) error {
 		}
 		fmt.Fprintf(e.stdout, "IoT Hub (MQTT):    %s (%s)\n", added.MQTT, tls)
 	}
+}
+
+func (e *env) deviceRenewKey(c *cli.Context) error {
+	if err := cliapp.Args(c, 1, 1, "ID"); err != nil {
+		return err
+	}
+	id := c.Args().First()
+	added := &deviceAdded{}
+	err := onRegistry(c, func(cl *apiClient) error {
+		return cl.do(c.Context, http.MethodPost, "/api/devices/"+url.PathEscape(id)+"/renew-key", struct{}{}, added)
+	}, func(dir string) error {
+		if err := registryExists(dir, id); err != nil {
+			return err
+		}
+		h, err := openRegistry(dir)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		a, err := renewDeviceKey(h, id)
+		if err != nil {
+			return offlineErr(err)
+		}
+		added = withFiles(a, dir)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, added)
+	}
+	fmt.Fprintf(e.stdout, "new key for device %s (the old one no longer connects; this one is shown this once)\n", id)
+	e.printConnection(added)
 	return nil
 }
 
-// deviceAddData registers the device in a data folder: through the server serving it, or
-// directly when none does.
-func (e *env) deviceAddData(c *cli.Context, dir string, req addRequest) (*deviceAdded, error) {
-	id := req.DeviceID
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
+// registryExists checks that a data folder has a device registry, so that an offline
+// command on a mistyped folder does not make one; a folder without one has no device id.
+func registryExists(dir, id string) error {
+	if _, err := os.Stat(filepath.Join(dir, "devices")); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, derr := os.Stat(dir); derr == nil {
+				return exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
+			}
+		}
+		return fmt.Errorf("data folder: %w", err)
 	}
-	if info, ok := runningServer(c.Context, dir); ok {
-		added := &deviceAdded{}
-		return added, newClient(info.HTTP).do(c.Context, http.MethodPost, "/api/devices", req, added)
-	}
-	if err := checkDeviceID(id); err != nil {
-		return nil, exitcode.InvalidInput(err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("data folder: %w", err)
-	}
-	// The CA and the signer are made now if missing, so that the files named exist.
-	if _, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir)); err != nil {
-		return nil, fmt.Errorf("local CA: %w", err)
-	}
-	if _, err := hub.LoadOrCreateSigner(filepath.Join(dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits); err != nil {
-		return nil, fmt.Errorf("update signer: %w", err)
-	}
-	h, err := hub.New(hub.Options{HostName: HostName, Address: "127.0.0.1:0", DataDir: dir})
-	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
-	}
-	defer h.Close()
-	added, err := registerDevice(h, id, req.X509Thumbprint)
-	if err != nil {
-		return nil, offlineErr(err)
-	}
-	added.TLS = true
-	added.CAFile = filepath.Join(dir, caDir, hub.CACertFile)
-	added.RootKeysFile = filepath.Join(dir, signerDir, hub.RootKeysJSONFile)
-	return added, nil
+	return nil
 }
 
 // offlineErr gives an API error met without a server the exit code the server would have
@@ -230,17 +341,13 @@ func (e *env) deviceRemove(c *cli.Context) error {
 	if id == "" {
 		return exitcode.InvalidInput(errors.New(`device "" is not registered`))
 	}
-	var where string
-	var err error
-	if c.IsSet("data") {
-		where, err = e.deviceRemoveData(c, c.String("data"), id)
-	} else {
-		var cl *apiClient
-		if cl, err = clientOf(c); err != nil {
-			return err
-		}
-		err = cl.do(c.Context, http.MethodDelete, "/api/devices/"+url.PathEscape(id), nil, nil)
-	}
+	where := ""
+	err := onRegistry(c, func(cl *apiClient) error {
+		return cl.do(c.Context, http.MethodDelete, "/api/devices/"+url.PathEscape(id), nil, nil)
+	}, func(dir string) error {
+		where = " from " + dir
+		return removeOffline(dir, id)
+	})
 	if err != nil {
 		return err
 	}
@@ -251,38 +358,24 @@ func (e *env) deviceRemove(c *cli.Context) error {
 	return nil
 }
 
-// deviceRemoveData removes the device from a data folder: through the server serving it, or
-// directly when none does. It returns what to add to the message (" from DIR" offline).
-func (e *env) deviceRemoveData(c *cli.Context, dir, id string) (string, error) {
-	dir, err := filepath.Abs(dir)
+// removeOffline removes the device from a data folder no server serves.
+func removeOffline(dir, id string) error {
+	if err := registryExists(dir, id); err != nil {
+		return err
+	}
+	h, err := openRegistry(dir)
 	if err != nil {
-		return "", err
-	}
-	if info, ok := runningServer(c.Context, dir); ok {
-		return "", newClient(info.HTTP).do(c.Context, http.MethodDelete, "/api/devices/"+url.PathEscape(id), nil, nil)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "devices")); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			if _, derr := os.Stat(dir); derr == nil {
-				// A data folder without devices: nothing is registered there.
-				return "", exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
-			}
-		}
-		return "", fmt.Errorf("data folder: %w", err)
-	}
-	h, err := hub.New(hub.Options{HostName: HostName, Address: "127.0.0.1:0", DataDir: dir})
-	if err != nil {
-		return "", fmt.Errorf("device registry: %w", err)
+		return err
 	}
 	defer h.Close()
 	if err := removeDevice(h, id); err != nil {
 		var he *httpError
 		if errors.As(err, &he) && he.status == http.StatusNotFound {
-			return "", exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
+			return exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
 		}
-		return "", offlineErr(err)
+		return offlineErr(err)
 	}
-	return " from " + dir, nil
+	return nil
 }
 
 func (e *env) deviceList(c *cli.Context) error {
@@ -339,20 +432,25 @@ func (e *env) importCommand() *cli.Command {
 manifest (aduimport manifest create writes one) is checked against the service's limits,
 every file it names must be given (matched by file name) with the size and hashes the
 manifest says, the files are copied into the server's data folder and an update manifest
-is made and signed. The paths are passed to the server, which reads them: the server must
-run on this machine. An update id can be imported once.
+is made and signed. An update id can be imported once.
 
-Exit codes: 0 imported, 1 invalid or mismatching manifest or files, or the update is already
-there, 2 usage error, 3 a file cannot be read or the server cannot be reached.
+The files are uploaded to the server, which can run elsewhere. With --from-import-dir,
+FILE... are paths inside the server's import folder (serve --import-dir) instead, which the
+server reads itself: nothing is uploaded.
+
+Exit codes: 0 imported, 1 invalid or mismatching manifest or files (also a manifest that is
+not JSON), or the update is already there, 2 usage error, 3 a file cannot be read, or the
+server cannot be reached or refuses the API token.
 
 EXAMPLE:
    aduhub import --manifest contoso.toaster.2.0.importmanifest.json rootfs-2.0.aduimg
-   aduhub import --json --manifest M.importmanifest.json fw.aduimg delta.bin`,
-		Flags: []cli.Flag{
+   aduhub import --json --manifest M.importmanifest.json fw.aduimg delta.bin
+   aduhub import --from-import-dir --manifest M.importmanifest.json releases/2.0/fw.aduimg`,
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the import manifest `FILE`", TakesFile: true},
-			serverFlag(),
+			&cli.BoolFlag{Name: "from-import-dir", Usage: "FILE... are paths inside the server's import folder (serve --import-dir), not uploaded"},
 			jsonFlag("the imported update"),
-		},
+		}, clientFlags()...),
 		Action: e.importUpdate,
 	}
 }
@@ -368,31 +466,34 @@ func (e *env) importUpdate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := os.ReadFile(c.String("manifest"))
+	manifest, m, err := readImportManifest(c.String("manifest"))
 	if err != nil {
 		return err
 	}
-	req := importRequest{ImportManifest: string(m), Files: map[string]string{}}
-	for _, f := range c.Args().Slice() {
-		abs, err := filepath.Abs(f)
-		if err != nil {
-			return err
-		}
-		st, err := os.Stat(abs)
-		if err != nil {
-			return err
-		}
-		if st.IsDir() {
-			return exitcode.Usagef("%s is a folder, not a file", f)
-		}
-		name := filepath.Base(abs)
-		if prev, dup := req.Files[name]; dup {
-			return exitcode.Usagef("two files named %s: %s and %s", name, prev, abs)
-		}
-		req.Files[name] = abs
-	}
 	var u hub.Update
-	if err := cl.do(c.Context, http.MethodPost, "/api/updates", req, &u); err != nil {
+	if c.Bool("from-import-dir") {
+		req := importRequest{ImportManifest: string(manifest), Files: map[string]string{}}
+		for _, f := range c.Args().Slice() {
+			name := path.Base(filepath.ToSlash(f))
+			if prev, dup := req.Files[name]; dup {
+				return exitcode.Usagef("two files named %s: %s and %s", name, prev, f)
+			}
+			req.Files[name] = f
+		}
+		err = cl.do(c.Context, http.MethodPost, "/api/updates", req, &u)
+	} else {
+		var files []*os.File
+		files, err = openUploads(m, c.Args().Slice())
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+		if err == nil {
+			err = cl.upload(c.Context, "/api/updates", manifest, files, &u)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -407,6 +508,80 @@ func (e *env) importUpdate(c *cli.Context) error {
 		fmt.Fprintf(e.stdout, "  %s  %s  %d bytes  %s\n", f.ID, f.FileName, f.SizeInBytes, f.Kind)
 	}
 	return nil
+}
+
+// readImportManifest reads and parses an import manifest file: a file that is not JSON or
+// is too large to be one (an image given for the manifest) is invalid input.
+func readImportManifest(name string) ([]byte, *manifestgen.Manifest, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxAPIBody+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(b) > maxAPIBody {
+		return nil, nil, exitcode.InvalidInput(fmt.Errorf("%s: over %d bytes, so not an import manifest (aduimport manifest create writes one)", name, maxAPIBody))
+	}
+	m, err := parseImportManifest(b)
+	if err != nil {
+		return nil, nil, exitcode.InvalidInput(fmt.Errorf("%s: %w", name, err))
+	}
+	return b, m, nil
+}
+
+// openUploads opens the files of an upload, in the order given, after checking them
+// against the manifest (names and sizes), so that a mistake is found before any byte is sent.
+func openUploads(m *manifestgen.Manifest, paths []string) (files []*os.File, err error) {
+	defer func() {
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			files = nil
+		}
+	}()
+	sizes := importFileSizes(m)
+	given := map[string]string{}
+	var problems []string
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return files, err
+		}
+		files = append(files, f)
+		st, err := f.Stat()
+		if err != nil {
+			return files, err
+		}
+		if !st.Mode().IsRegular() {
+			return files, exitcode.Usagef("%s is not a regular file", p)
+		}
+		name := filepath.Base(p)
+		if prev, dup := given[name]; dup {
+			return files, exitcode.Usagef("two files named %s: %s and %s", name, prev, p)
+		}
+		given[name] = p
+		size, ok := sizes[name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%q is not in the import manifest", name))
+		case st.Size() != size:
+			problems = append(problems, fmt.Sprintf("%s is %d bytes, the import manifest says %d", p, st.Size(), size))
+		}
+	}
+	for name := range sizes {
+		if _, ok := given[name]; !ok {
+			problems = append(problems, fmt.Sprintf("%q is missing", name))
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return files, exitcode.InvalidInput(fmt.Errorf("import files do not match the import manifest: %s", strings.Join(problems, "; ")))
+	}
+	return files, nil
 }
 
 func (e *env) deployCommand() *cli.Command {
@@ -425,12 +600,11 @@ error, 3 the server cannot be reached.
 EXAMPLE:
    aduhub deploy --update Contoso/Toaster/2.0
    aduhub deploy --update Contoso/Toaster/2.0 --group ring=canary,hwrev=2 --json`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "update", Aliases: []string{"u"}, Usage: "the update as `PROVIDER/NAME/VERSION`"},
 			&cli.StringFlag{Name: "group", Usage: "only devices whose deviceProperties have all of `k=v,...`"},
-			serverFlag(),
 			jsonFlag("the deployment"),
-		},
+		}, clientFlags()...),
 		Action: e.deploy,
 	}
 }
@@ -502,7 +676,7 @@ server cannot be reached.
 
 EXAMPLE:
    aduhub cancel 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  []cli.Flag{serverFlag(), jsonFlag("the deployment")},
+		Flags:  append(clientFlags(), jsonFlag("the deployment")),
 		Action: e.cancel,
 	}
 }
@@ -546,7 +720,7 @@ error, 3 the server cannot be reached.
 
 EXAMPLE:
    aduhub retry 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  []cli.Flag{serverFlag(), jsonFlag("the devices retried and the deployment")},
+		Flags:  append(clientFlags(), jsonFlag("the devices retried and the deployment")),
 		Action: e.retry,
 	}
 }
@@ -582,7 +756,7 @@ Exit codes: 0 shown, 1 unknown deployment, 2 usage error, 3 the server cannot be
 EXAMPLE:
    aduhub status
    aduhub status --json 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  []cli.Flag{serverFlag(), jsonFlag("the deployment (an array of all without DEPLOYMENT)")},
+		Flags:  append(clientFlags(), jsonFlag("the deployment (an array of all without DEPLOYMENT)")),
 		Action: e.status,
 	}
 }

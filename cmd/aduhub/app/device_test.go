@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -121,14 +122,9 @@ func TestDeviceRemoveOnline(t *testing.T) {
 
 	s.wantFail(t, exitcode.Invalid, `device "dev1" is not registered`, "device", "remove", "dev1")
 	s.wantFail(t, exitcode.Invalid, `device "no such/dev" is not registered`, "device", "remove", "no such/dev")
-	req, _ := http.NewRequest(http.MethodDelete, s.info.HTTP+"/api/devices/nosuch", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.request(t, http.MethodDelete, "/api/devices/nosuch", "")
 	var ae apiError
 	err = json.NewDecoder(resp.Body).Decode(&ae)
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || err != nil || ae.ExitCode != exitcode.Invalid || !strings.Contains(ae.Error, "nosuch") {
 		t.Fatalf("DELETE unknown: %d %+v %v", resp.StatusCode, ae, err)
 	}
@@ -199,7 +195,9 @@ func TestDeviceRemoveOffline(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	ln.Close()
-	if code, _, e := runHub(t, "device", "remove", "--server", url, "d"); code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
+	tf := filepath.Join(t.TempDir(), "token")
+	mustWriteFile(t, tf, []byte(strings.Repeat("t", minTokenLen)))
+	if code, _, e := runHub(t, "device", "remove", "--server", url, "--token-file", tf, "d"); code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
 		t.Fatalf("unreachable server: %d %q", code, e)
 	}
 }
@@ -232,7 +230,7 @@ func TestDeviceAddX509(t *testing.T) {
 	s.mustCLI(t, &added, "device", "add", "--json", "--x509-thumbprint", colonHex(tp), "xdev")
 	if !added.Created || added.ConnectionString != "HostName=localhost;DeviceId=xdev;x509=true" ||
 		added.Authentication != "x509" || added.X509Thumbprint != tp || added.HostName != "localhost" ||
-		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.MQTT || !added.TLS ||
+		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.DeviceMQTT || !added.TLS ||
 		added.RootKeysFile != s.info.RootKeysFile {
 		t.Fatalf("--json: %+v", added)
 	}
@@ -321,5 +319,81 @@ func TestDeviceAddX509PlainTCP(t *testing.T) {
 	code, out, e := s.cli(t, "device", "add", "--x509-thumbprint", tp, "x")
 	if code != 0 || !strings.Contains(out, "x509=true") || !strings.Contains(e, "warning: the server runs without TLS") {
 		t.Fatalf("%d %q %q", code, out, e)
+	}
+}
+
+// A device's key is shown once: adding it again is refused without the key, and renew-key
+// gives it a new one, after which the old key no longer connects (online and offline).
+func TestDeviceKeyShownOnce(t *testing.T) {
+	s := startServe(t, filepath.Join(t.TempDir(), "hub"))
+	var dev deviceAdded
+	s.mustCLI(t, &dev, "device", "add", "--json", "dev1")
+	key := dev.ConnectionString[strings.Index(dev.ConnectionString, "SharedAccessKey=")+len("SharedAccessKey="):]
+	resp := s.request(t, http.MethodPost, "/api/devices", `{"deviceId":"dev1"}`)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusConflict || strings.Contains(string(b), key) || !strings.Contains(string(b), "renew-key") {
+		t.Fatalf("add again: %d %s", resp.StatusCode, b)
+	}
+
+	cfg := deviceConfig(t, s, dev.ConnectionString, dev.CAFile)
+	lost := make(chan struct{}, 10)
+	cfg.OnConnectionChange = func(up bool, err error) {
+		if !up {
+			select {
+			case lost <- struct{}{}:
+			default:
+			}
+		}
+	}
+	c, err := dialConfig(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextDesired(t, c)
+
+	var renewed deviceAdded
+	s.mustCLI(t, &renewed, "device", "renew-key", "--json", "dev1")
+	if renewed.ConnectionString == dev.ConnectionString || !strings.HasPrefix(renewed.ConnectionString, "HostName=localhost;DeviceId=dev1;SharedAccessKey=") ||
+		renewed.Created || renewed.CAFile != dev.CAFile || renewed.MQTT != s.info.DeviceMQTT {
+		t.Fatalf("renewed: %+v", renewed)
+	}
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device stayed connected with its old key")
+	}
+	c.Close()
+	cfg.OnConnectionChange = nil
+	if _, err := dialConfig(t, cfg); !errors.Is(err, iothub.ErrConnect) {
+		t.Fatalf("the old key connected: %v", err)
+	}
+	if _, err := dialConfig(t, deviceConfig(t, s, renewed.ConnectionString, renewed.CAFile)); err != nil {
+		t.Fatalf("the new key: %v", err)
+	}
+	out := s.mustCLI(t, nil, "device", "renew-key", "dev1")
+	if !strings.Contains(out, "new key for device dev1") || !strings.Contains(out, "SharedAccessKey=") {
+		t.Fatalf("text output:\n%s", out)
+	}
+
+	s.wantFail(t, exitcode.Invalid, `device "nope" is not registered`, "device", "renew-key", "nope")
+	s.mustCLI(t, nil, "device", "add", "--x509-thumbprint", strings.Repeat("ab", 32), "xdev")
+	s.wantFail(t, exitcode.Invalid, "no key to renew", "device", "renew-key", "xdev")
+
+	// Offline: the same refusal and renewal on the data folder.
+	s.stop(t)
+	if code, _, e := runHub(t, "device", "add", "--data", s.dir, "dev1"); code != exitcode.Invalid || !strings.Contains(e, "renew-key") {
+		t.Fatalf("offline add again: %d %q", code, e)
+	}
+	code, out, e := runHub(t, "device", "renew-key", "--data", s.dir, "--json", "dev1")
+	var off deviceAdded
+	if code != 0 || json.Unmarshal([]byte(out), &off) != nil || off.ConnectionString == renewed.ConnectionString || off.CAFile != dev.CAFile {
+		t.Fatalf("offline renew: %d %s %s", code, out, e)
+	}
+	if code, _, e := runHub(t, "device", "renew-key", "--data", filepath.Join(t.TempDir(), "nope"), "dev1"); code != exitcode.IO {
+		t.Fatalf("offline renew in a missing folder: %d %q", code, e)
+	}
+	s2 := startServe(t, s.dir)
+	if _, err := dialConfig(t, deviceConfig(t, s2, off.ConnectionString, off.CAFile)); err != nil {
+		t.Fatalf("the key renewed offline: %v", err)
 	}
 }

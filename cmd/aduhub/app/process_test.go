@@ -132,7 +132,7 @@ func (r *procRig) hubCLI(out any, args ...string) string {
 	if args[0] == "device" {
 		n = 2
 	}
-	full := append(append(append([]string{}, args[:n]...), "--server", r.info.HTTP), args[n:]...)
+	full := append(append(append([]string{}, args[:n]...), "--server", r.info.HTTP, "--token-file", filepath.Join(r.hubDir, tokenFile)), args[n:]...)
 	cmd := exec.Command(filepath.Join(r.bin, "aduhub"), full...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -361,7 +361,7 @@ func newProcRig(t *testing.T, po procOptions) *procRig {
 	r.startProcHub()
 	var added deviceAdded
 	r.hubCLI(&added, "device", "add", "--json", "dev1")
-	if !added.Created || !added.TLS || added.CAFile == "" || added.MQTT != r.info.MQTT || added.RootKeysFile != r.info.RootKeysFile {
+	if !added.Created || !added.TLS || added.CAFile == "" || added.MQTT != r.info.DeviceMQTT || added.RootKeysFile != r.info.RootKeysFile {
 		t.Fatalf("device add: %+v (serve.json %+v)", added, r.info)
 	}
 

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +13,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -49,33 +53,51 @@ func (e *env) serveCommand() *cli.Command {
 		Description: `Runs until interrupted (Ctrl-C, SIGTERM):
   - IoT Hub toward devices on --mqtt: MQTT 3.1.1 over TLS with a local CA (made in the data
     folder on first use: ca/ca.pem, what a device's agent.ca_file names), SAS tokens checked
-    against the registered device keys, device twins. Host name "localhost": devices dial
-    localhost:8883, so keep the default --mqtt for real agents.
-  - on --http: a web page at / (devices, updates, deployments, refreshed every 2 s; deploy,
-    cancel and retry buttons), the update files under /files/ (with Range), and the JSON API
-    the other commands use (/api/info, /api/devices, /api/updates, /api/deployments).
-Everything (device registry and twins, CA, update signer, imported updates and their files,
-deployments) is kept in --data and survives a restart. The signer's public root key is in
-DIR/signer/rootkeys.json: a device trusts it with agent.root_keys (and no_builtin_roots =
-true). While serving, DIR/serve.json says where; it is removed on exit.
+    against the registered device keys (or X.509 client certificates), device twins. Devices
+    dial the host name (--hostname, default localhost) on port 8883; an agent given another
+    --mqtt port needs hub_address in its [agent] section.
+  - on --http: the update files under /files/ (with Range; anyone who has a file's URL may
+    download it, as from the service's CDN, and the URLs hold an unguessable id), the JSON
+    API the other commands use (/api/), and a web page at / (devices, updates,
+    deployments; deploy, cancel and retry buttons; refreshed every 2 s). The API and the
+    page need the API token: serve makes it on first use in DIR/api-token (mode 0600); the
+    other commands read it there (--data) and send it as "Authorization: Bearer TOKEN"; a
+    browser gets a session by opening the /login?token=TOKEN URL serve prints.
+Everything (device registry and twins, CA, update signer, API token, imported updates and
+their files, deployments) is kept in --data and survives a restart. The signer's public root
+key is in DIR/signer/rootkeys.json: a device trusts it with agent.root_keys (and
+no_builtin_roots = true). While serving, DIR/serve.json says where; it is removed on exit.
 
-Both listeners are on 127.0.0.1 by default; anything that can reach them can register
-devices and deploy updates.
+--hostname NAME (a DNS name or an IP address) is the name devices use to reach this machine
+from elsewhere (a network namespace, a board on the bench): it goes into the connection
+strings (HostName=NAME), the MQTT server certificate and the update file URLs, and is
+remembered in the data folder. Both listeners are on 127.0.0.1 by default; another address
+(0.0.0.0, a LAN address) needs --expose-to-network, and then whoever reaches this machine can
+try device keys on MQTT, download update files whose URL they know, and try API tokens.
 
-Exit codes: 0 stopped by a signal, 2 usage error, 3 an address in use, the data folder
-not writable, or DIR already served by another aduhub.
+Import requests carry the files (aduhub import uploads them). With --import-dir DIR they may
+instead name regular files inside DIR by relative path; nothing outside DIR is read.
+
+Exit codes: 0 stopped by a signal, 2 usage error (also a non-loopback address without
+--expose-to-network), 3 an address in use, the data folder not writable, or DIR already
+served by another aduhub.
 
 EXAMPLE:
    aduhub serve
    aduhub serve --data ./hub --http 127.0.0.1:9090
    aduhub serve --tls=false --mqtt 127.0.0.1:1883
+   aduhub serve --hostname bench-pc.local --mqtt 0.0.0.0:8883 --http 0.0.0.0:8080 --expose-to-network
    aduhub serve --file-url https://cache.example.com/adu   (devices download from there)`,
 		Flags: []cli.Flag{
 			dataFlag(),
 			&cli.StringFlag{Name: "mqtt", Value: DefaultMQTTAddr, Usage: "MQTT (IoT Hub) listen `ADDR`"},
 			&cli.StringFlag{Name: "http", Value: DefaultHTTPAddr, Usage: "HTTP (web page, API, files) listen `ADDR`"},
-			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: the --http address + /files); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
+			&cli.StringFlag{Name: "hostname", Usage: "the host `NAME` or IP address devices reach this machine by: in connection strings, the MQTT server certificate and file URLs (default: the one remembered in the data folder, else localhost)"},
+			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow --mqtt and --http addresses other than loopback: MQTT (device keys and certificates) and HTTP (update files by URL; API and web page by token) become reachable from the network"},
+			&cli.StringFlag{Name: "import-dir", Usage: "let import requests name regular files inside `DIR` instead of uploading them", TakesFile: true},
+			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: http://HOSTNAME:PORT/files of --http); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
 			&cli.BoolFlag{Name: "tls", Value: true, Usage: "MQTT over TLS with the local CA (--tls=false: plain TCP, for clients that allow it)"},
+			&cli.IntFlag{Name: "max-conns-per-client", Value: defaultMaxConnsPerClient, Usage: "HTTP connections one IP address may hold open at a time (`N`)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr); info follows each device: connections, reports, desired writes, downloads, results; debug adds every twin patch and file range"},
 		},
 		Action: e.serve,
@@ -86,62 +108,47 @@ func dataFlag() cli.Flag {
 	return &cli.StringFlag{Name: "data", Value: DefaultDataDir, Usage: "the hub's data `DIR`", TakesFile: true}
 }
 
+// HTTP limits of serve: a request's headers and body must arrive within httpReadTimeout (an
+// upload, once authenticated, within httpReadTimeout of each read); an idle keep-alive
+// connection is closed after httpIdleTimeout.
+const (
+	httpHeaderTimeout        = 10 * time.Second
+	httpReadTimeout          = 30 * time.Second
+	httpIdleTimeout          = 60 * time.Second
+	defaultMaxConnsPerClient = 64
+)
+
 // serveInfo is DIR/serve.json and the answer of GET /api/info.
 type serveInfo struct {
-	PID          int    `json:"pid"`
-	DataDir      string `json:"dataDir"`
-	HostName     string `json:"hostName"`
-	MQTT         string `json:"mqtt"`
+	PID      int    `json:"pid"`
+	DataDir  string `json:"dataDir"`
+	HostName string `json:"hostName"`
+	MQTT     string `json:"mqtt"` // the MQTT address on this machine, e.g. 127.0.0.1:8883
+	// DeviceMQTT is what devices dial: the host name and the MQTT port.
+	DeviceMQTT   string `json:"deviceMqtt"`
 	TLS          bool   `json:"tls"`
-	HTTP         string `json:"http"` // base URL, e.g. http://127.0.0.1:8080
+	HTTP         string `json:"http"` // base URL on this machine, e.g. http://127.0.0.1:8080
 	CAFile       string `json:"caFile,omitempty"`
 	RootKeysFile string `json:"rootKeysFile"`
 	FileBaseURL  string `json:"fileBaseUrl"`
+	TokenFile    string `json:"tokenFile"`
+	ImportDir    string `json:"importDir,omitempty"`
 }
 
 func (e *env) serve(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return exitcode.Usagef("%s: expected no arguments, got %q", c.Command.HelpName, c.Args().Slice())
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return exitcode.Usagef("--log-level: %v", err)
-	}
-	fileURL := c.String("file-url")
-	if fileURL != "" {
-		u, err := url.Parse(fileURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return exitcode.Usagef("--file-url %q: not an http:// or https:// base URL (no query)", fileURL)
-		}
-	}
-	dir, err := filepath.Abs(c.String("data"))
+	cfg, err := e.serveConfig(c)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data folder: %w", err)
-	}
-	if info, ok := runningServer(c.Context, dir); ok {
-		return fmt.Errorf("%s is already served by aduhub (pid %d) at %s", dir, info.PID, info.HTTP)
-	}
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-
-	srv, err := startServer(serverConfig{dir: dir, mqtt: c.String("mqtt"), http: c.String("http"), fileURL: fileURL, tls: c.Bool("tls"), log: log})
+	srv, err := startServer(cfg)
 	if err != nil {
 		return err
 	}
 	defer srv.close()
-	i := srv.info
-	tlsNote := "plain TCP"
-	if i.TLS {
-		tlsNote = "TLS, CA " + i.CAFile
+	e.printServing(srv.info, cfg.token)
+	if c.Bool("expose-to-network") && isLoopbackName(cfg.hostName) {
+		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", cfg.hostName)
 	}
-	fmt.Fprintf(e.stdout, `aduhub serving %s
-  IoT Hub (MQTT): %s (%s), host name %s
-  web page:       %s/
-  API:            %s/api/   files: %s/
-  root keys:      %s
-`, dir, i.MQTT, tlsNote, i.HostName, i.HTTP, i.HTTP, i.FileBaseURL, i.RootKeysFile)
 
 	select {
 	case <-c.Context.Done():
@@ -152,27 +159,178 @@ func (e *env) serve(c *cli.Context) error {
 	}
 }
 
+// serveConfig checks serve's flags and prepares its data folder: not served by another
+// aduhub, its host name, import folder and API token.
+func (e *env) serveConfig(c *cli.Context) (serverConfig, error) {
+	cfg := serverConfig{mqtt: c.String("mqtt"), http: c.String("http"), tls: c.Bool("tls"), maxConnsPerClient: c.Int("max-conns-per-client")}
+	level, err := checkServeFlags(c)
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.fileURL, err = parseFileURL(c.String("file-url")); err != nil {
+		return cfg, err
+	}
+	if cfg.dir, err = filepath.Abs(c.String("data")); err != nil {
+		return cfg, err
+	}
+	if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
+		return cfg, fmt.Errorf("data folder: %w", err)
+	}
+	if cfg.importDir, err = importDirOf(c.String("import-dir"), cfg.dir); err != nil {
+		return cfg, err
+	}
+	if info, ok := runningServer(c.Context, cfg.dir); ok {
+		return cfg, fmt.Errorf("%s is already served by aduhub (pid %d) at %s", cfg.dir, info.PID, info.HTTP)
+	}
+	if cfg.hostName, err = hostNameOf(cfg.dir, c.String("hostname")); err != nil {
+		return cfg, err
+	}
+	if cfg.token, err = loadOrCreateToken(cfg.dir); err != nil {
+		return cfg, err
+	}
+	cfg.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return cfg, nil
+}
+
+// checkServeFlags checks the flags of serve that need no data folder, and returns the log
+// level.
+func checkServeFlags(c *cli.Context) (slog.Level, error) {
+	var level slog.Level
+	if c.NArg() > 0 {
+		return level, exitcode.Usagef("%s: expected no arguments, got %q", c.Command.HelpName, c.Args().Slice())
+	}
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return level, exitcode.Usagef("--log-level: %v", err)
+	}
+	if n := c.Int("max-conns-per-client"); n < 1 {
+		return level, exitcode.Usagef("--max-conns-per-client %d: want 1 or more", n)
+	}
+	for _, f := range []string{"mqtt", "http"} {
+		if a := c.String(f); !loopbackListen(a) && !c.Bool("expose-to-network") {
+			return level, exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
+		}
+	}
+	if h := c.String("hostname"); h != "" {
+		if err := checkHostName(h); err != nil {
+			return level, exitcode.Usagef("--hostname: %v", err)
+		}
+	}
+	return level, nil
+}
+
+// printServing says where serve listens and what devices and people use.
+func (e *env) printServing(i serveInfo, token string) {
+	tlsNote := "plain TCP"
+	if i.TLS {
+		tlsNote = "TLS, CA " + i.CAFile
+	}
+	fmt.Fprintf(e.stdout, `aduhub serving %s
+  IoT Hub (MQTT): %s (%s); devices: HostName=%s, they dial %s
+  update files:   %s/   (the URLs devices download from)
+  web page:       %s/login?token=%s
+  API:            %s/api/   (Authorization: Bearer, the token in %s)
+  root keys:      %s
+`, i.DataDir, i.MQTT, tlsNote, i.HostName, i.DeviceMQTT, i.FileBaseURL, i.HTTP, token, i.HTTP, i.TokenFile, i.RootKeysFile)
+	if i.ImportDir != "" {
+		fmt.Fprintf(e.stdout, "  import folder:  %s   (import requests may name its files)\n", i.ImportDir)
+	}
+}
+
+// parseFileURL checks --file-url and leaves out its default port.
+func parseFileURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", exitcode.Usagef("--file-url %q: not an http:// or https:// base URL (no query)", s)
+	}
+	return strings.TrimRight(withoutDefaultPort(u).String(), "/"), nil
+}
+
+// importDirOf resolves --import-dir: a folder that neither holds the data folder nor lies
+// in it (the CA and signer keys are there).
+func importDirOf(flag, dataDir string) (string, error) {
+	if flag == "" {
+		return "", nil
+	}
+	dir, err := filepath.Abs(flag)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("import folder: %w", err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", exitcode.Usagef("--import-dir %s: not a folder", flag)
+	}
+	data, err := filepath.EvalSymlinks(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("data folder: %w", err)
+	}
+	if within(data, dir) || within(dir, data) {
+		return "", exitcode.Usagef("--import-dir %s: holds or lies in the data folder %s, whose keys an import must not reach", flag, dataDir)
+	}
+	return dir, nil
+}
+
+// within reports whether path is dir or lies in it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && (rel == "." || filepath.IsLocal(rel))
+}
+
 type serverConfig struct {
-	dir, mqtt, http string
-	fileURL         string // "": http + /files
-	tls             bool
-	log             *slog.Logger
+	dir, mqtt, http   string
+	hostName          string // the IoT Hub host name devices use
+	fileURL           string // "": http://hostName:port/files
+	importDir         string // "": uploads only
+	tls               bool
+	token             string // the API token
+	maxConnsPerClient int    // 0: defaultMaxConnsPerClient
+	// readTimeout, idleTimeout: 0 for httpReadTimeout, httpIdleTimeout (tests shorten them).
+	readTimeout, idleTimeout time.Duration
+	log                      *slog.Logger
 }
 
 // server is a running serve: hub, service and the HTTP server.
 type server struct {
-	info    serveInfo
-	hub     *hub.Hub
-	svc     *hub.Service
-	http    *http.Server
-	httpErr chan error
-	log     *slog.Logger
+	info      serveInfo
+	hub       *hub.Hub
+	svc       *hub.Service
+	http      *http.Server
+	httpErr   chan error
+	log       *slog.Logger
+	auth      *auth
+	hosts     []string // the Host names HTTP requests may carry (besides loopback ones)
+	importDir *os.Root // nil: uploads only
+	readIdle  time.Duration
+	// regMu orders device registrations (look up, then register) among requests.
+	regMu sync.Mutex
+}
+
+// withDefaults fills in the limits and the host name left zero.
+func (cfg serverConfig) withDefaults() serverConfig {
+	if cfg.readTimeout == 0 {
+		cfg.readTimeout = httpReadTimeout
+	}
+	if cfg.idleTimeout == 0 {
+		cfg.idleTimeout = httpIdleTimeout
+	}
+	if cfg.maxConnsPerClient == 0 {
+		cfg.maxConnsPerClient = defaultMaxConnsPerClient
+	}
+	if cfg.hostName == "" {
+		cfg.hostName = HostName
+	}
+	return cfg
 }
 
 func startServer(cfg serverConfig) (_ *server, err error) {
-	s := &server{log: cfg.log, httpErr: make(chan error, 1)}
-	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: HostName, TLS: cfg.tls,
-		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile)}
+	cfg = cfg.withDefaults()
+	s := &server{log: cfg.log, httpErr: make(chan error, 1), auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
+	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: cfg.hostName, TLS: cfg.tls, ImportDir: cfg.importDir,
+		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile), TokenFile: filepath.Join(cfg.dir, tokenFile)}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -181,6 +339,16 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			}
 		}
 	}()
+	// Uploads a serve that ended abruptly was staging: nobody will finish them.
+	if err := os.RemoveAll(filepath.Join(cfg.dir, uploadsDir)); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	if cfg.importDir != "" {
+		if s.importDir, err = os.OpenRoot(cfg.importDir); err != nil {
+			return nil, fmt.Errorf("import folder: %w", err)
+		}
+		cleanup = append(cleanup, func() { s.importDir.Close() })
+	}
 
 	// HTTP first: the service needs the files' base URL.
 	ln, err := net.Listen("tcp", cfg.http)
@@ -188,26 +356,22 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, fmt.Errorf("HTTP listener: %w", err)
 	}
 	cleanup = append(cleanup, func() { ln.Close() })
-	s.info.HTTP = "http://" + ln.Addr().String()
-	s.info.FileBaseURL = s.info.HTTP + "/files"
-	if cfg.fileURL != "" {
-		s.info.FileBaseURL = strings.TrimRight(cfg.fileURL, "/")
-	}
+	s.urls(ln.Addr().(*net.TCPAddr), cfg)
 
-	opts := hub.Options{HostName: HostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
+	opts := hub.Options{HostName: cfg.hostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
 	if cfg.tls {
-		ca, err := hub.LoadOrCreateCA(filepath.Join(cfg.dir, caDir))
-		if err != nil {
-			return nil, fmt.Errorf("local CA: %w", err)
+		if opts.TLSConfig, err = serverTLS(cfg.dir, cfg.hostName); err != nil {
+			return nil, err
 		}
-		opts.TLSConfig = ca.ServerTLSConfig()
 		s.info.CAFile = filepath.Join(cfg.dir, caDir, hub.CACertFile)
 	}
 	if s.hub, err = hub.New(opts); err != nil {
 		return nil, fmt.Errorf("IoT Hub: %w", err)
 	}
 	cleanup = append(cleanup, func() { s.hub.Close() })
-	s.info.MQTT = s.hub.Addr().String()
+	mqttAddr := s.hub.Addr().(*net.TCPAddr)
+	s.info.MQTT = net.JoinHostPort(localHost(mqttAddr.IP), strconv.Itoa(mqttAddr.Port))
+	s.info.DeviceMQTT = net.JoinHostPort(cfg.hostName, strconv.Itoa(mqttAddr.Port))
 
 	signer, err := hub.LoadOrCreateSigner(filepath.Join(cfg.dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits)
 	if err != nil {
@@ -222,10 +386,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 	cleanup = append(cleanup, func() { s.svc.Close() })
 
-	s.http = &http.Server{Handler: s.handler(loopback(ln.Addr())), ReadHeaderTimeout: 10 * time.Second,
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: httpHeaderTimeout, ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout,
 		ErrorLog: slog.NewLogLogger(cfg.log.Handler(), slog.LevelWarn)}
 	go func() {
-		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(newLimitListener(ln, cfg.maxConnsPerClient, cfg.log)); !errors.Is(err, http.ErrServerClosed) {
 			s.httpErr <- err
 		}
 	}()
@@ -234,6 +398,40 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// serverTLS is the MQTT server's TLS configuration: the local CA of the data folder dir and
+// a server certificate for the loopback names and hostName.
+func serverTLS(dir, hostName string) (*tls.Config, error) {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if !slices.Contains(hosts, hostName) {
+		hosts = append(hosts, hostName)
+	}
+	ca, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir), hosts...)
+	if err != nil {
+		return nil, fmt.Errorf("local CA: %w", err)
+	}
+	return ca.ServerTLSConfig(), nil
+}
+
+// urls sets the base URLs of the HTTP listener at addr: the one for clients on this machine
+// (info.HTTP: its IP, loopback for one that listens everywhere) and the one devices download
+// from (the host name, or --file-url), both without a default port; and the Host names
+// requests may carry (no DNS rebinding from a browser).
+func (s *server) urls(addr *net.TCPAddr, cfg serverConfig) {
+	s.info.HTTP = hostURL("http", localHost(addr.IP), addr.Port)
+	devHost := cfg.hostName
+	if strings.EqualFold(devHost, "localhost") {
+		devHost = localHost(addr.IP) // a device on this machine: no name lookup (localhost may be ::1 first)
+	}
+	s.info.FileBaseURL = hostURL("http", devHost, addr.Port) + "/files"
+	if cfg.fileURL != "" {
+		s.info.FileBaseURL = cfg.fileURL
+	}
+	s.hosts = []string{cfg.hostName}
+	if !addr.IP.IsUnspecified() {
+		s.hosts = append(s.hosts, addr.IP.String())
+	}
 }
 
 // close stops HTTP (letting requests in flight finish for a few seconds), the service and the
@@ -247,6 +445,9 @@ func (s *server) close() {
 	}
 	s.svc.Close()
 	s.hub.Close()
+	if s.importDir != nil {
+		s.importDir.Close()
+	}
 }
 
 func writeServeInfo(dir string, info serveInfo) error {
@@ -261,39 +462,55 @@ func writeServeInfo(dir string, info serveInfo) error {
 	return os.Rename(tmp, filepath.Join(dir, serveInfoFile))
 }
 
-// runningServer reads DIR/serve.json and returns it if that server answers.
-func runningServer(ctx context.Context, dir string) (serveInfo, bool) {
+// readServeInfo reads DIR/serve.json (what a server serving DIR wrote).
+func readServeInfo(dir string) (serveInfo, bool) {
 	var info serveInfo
 	b, err := os.ReadFile(filepath.Join(dir, serveInfoFile))
 	if err != nil || json.Unmarshal(b, &info) != nil || info.HTTP == "" {
 		return info, false
 	}
+	return info, true
+}
+
+// runningServer reads DIR/serve.json and returns it if that server answers: with DIR's API
+// token, as serving DIR; or refusing the token, which means the token file changed under a
+// running server (it is still DIR's: nothing else may open DIR meanwhile).
+func runningServer(ctx context.Context, dir string) (serveInfo, bool) {
+	info, ok := readServeInfo(dir)
+	if !ok {
+		return info, false
+	}
+	path := filepath.Join(dir, tokenFile)
+	tok, _ := readToken(path) // none: the server refuses, and so is known to run
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var got serveInfo
-	if err := newClient(info.HTTP).do(ctx, http.MethodGet, "/api/info", nil, &got); err != nil || got.DataDir != info.DataDir {
+	err := newClient(info.HTTP, tok, path).do(ctx, http.MethodGet, "/api/info", nil, &got)
+	if errors.Is(err, errTokenRefused) {
+		return info, true
+	}
+	if err != nil || got.DataDir != info.DataDir {
 		return info, false
 	}
 	return got, true
 }
 
-// loopback reports whether addr is a loopback address: then the HTTP server answers only
-// requests whose Host is a loopback name too (no DNS rebinding from a browser).
-func loopback(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
-}
-
-func loopbackHost(host string) bool {
+// hostAllowed reports whether an HTTP request's Host is one this server answers: a loopback
+// name, the host name or the address it listens on.
+func (s *server) hostAllowed(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
+	if isLoopbackName(host) {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	for _, h := range s.hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // ioErr marks errors of the file system as I/O (exit 3); others stay as they are.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,9 +106,57 @@ func (s *hubServe) cli(t *testing.T, args ...string) (int, string, string) {
 	if args[0] == "device" {
 		n = 2
 	}
-	full := append(append(append([]string{"aduhub"}, args[:n]...), "--server", s.info.HTTP), args[n:]...)
+	full := append(append(append([]string{"aduhub"}, args[:n]...), "--server", s.info.HTTP, "--token-file", s.tokenFile()), args[n:]...)
 	code := Run(context.Background(), full, &o, &e)
 	return code, o.String(), e.String()
+}
+
+func (s *hubServe) tokenFile() string { return filepath.Join(s.dir, tokenFile) }
+
+// token is the server's API token.
+func (s *hubServe) token(t *testing.T) string {
+	t.Helper()
+	tok, err := readToken(s.tokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// request sends an API request with the server's token (body: JSON).
+func (s *hubServe) request(t *testing.T, method, path, body string) *http.Response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, s.info.HTTP+path, rd)
+	req.Header.Set("Authorization", "Bearer "+s.token(t))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// browser is an HTTP client with a session of the web page (from the login URL).
+func (s *hubServe) browser(t *testing.T) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	b := &http.Client{Jar: jar}
+	resp, err := b.Get(s.info.HTTP + "/login?token=" + s.token(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/" {
+		t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return b
 }
 
 func (s *hubServe) mustCLI(t *testing.T, out any, args ...string) string {
@@ -236,19 +285,16 @@ func TestServeEndToEnd(t *testing.T) {
 	var added deviceAdded
 	s.mustCLI(t, &added, "device", "add", "--json", "dev1")
 	if !added.Created || !strings.HasPrefix(added.ConnectionString, "HostName=localhost;DeviceId=dev1;SharedAccessKey=") ||
-		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.MQTT || !added.TLS {
+		added.CAFile != filepath.Join(s.dir, "ca", "ca.pem") || added.MQTT != s.info.DeviceMQTT || !added.TLS {
 		t.Fatalf("%+v", added)
 	}
-	var again deviceAdded
-	s.mustCLI(t, &again, "device", "add", "--json", "dev1")
-	if again.Created || again.ConnectionString != added.ConnectionString {
-		t.Fatalf("second add changed the key: %+v", again)
-	}
+	// The key is shown once: adding dev1 again is refused and says how to get a new key.
+	s.wantFail(t, exitcode.Invalid, "aduhub device renew-key dev1", "device", "add", "dev1")
 	s.wantFail(t, exitcode.Invalid, "invalid device id", "device", "add", "bad/id")
 	// --data on a served folder goes through the server.
 	var viaData deviceAdded
 	code, out, errOut := runHub(t, "device", "add", "--data", s.dir, "--json", "dev2")
-	if code != 0 || json.Unmarshal([]byte(out), &viaData) != nil || viaData.MQTT != s.info.MQTT {
+	if code != 0 || json.Unmarshal([]byte(out), &viaData) != nil || viaData.MQTT != s.info.DeviceMQTT {
 		t.Fatalf("device add --data while serving: %d %s %s", code, out, errOut)
 	}
 
@@ -354,7 +400,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 
 	// The web page lists the device, the update and the deployment.
-	resp, err := http.Get(s.info.HTTP + "/")
+	resp, err := s.browser(t).Get(s.info.HTTP + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,15 +459,18 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 
 	// The API refuses posts that are not JSON (no cross-site form posts) and foreign Hosts.
-	resp, err = http.Post(s.info.HTTP+"/api/devices", "text/plain", strings.NewReader(`{"deviceId":"x"}`))
-	if err != nil {
+	req, _ := http.NewRequest(http.MethodPost, s.info.HTTP+"/api/devices", strings.NewReader(`{"deviceId":"x"}`))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Authorization", "Bearer "+s.token(t))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Fatalf("text/plain post: %d", resp.StatusCode)
 	}
-	req, _ := http.NewRequest(http.MethodGet, s.info.HTTP+"/api/devices", nil)
+	req, _ = http.NewRequest(http.MethodGet, s.info.HTTP+"/api/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token(t))
 	req.Host = "evil.example:8080"
 	if resp, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
@@ -461,7 +510,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if out := s2.mustCLI(t, nil, "status", dep2.ID); !strings.Contains(out, "Cancelled (device removed)") {
 		t.Fatalf("status after the removal:\n%s", out)
 	}
-	resp, err = http.Get(s2.info.HTTP + "/")
+	resp, err = s2.browser(t).Get(s2.info.HTTP + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,13 +529,15 @@ func TestClientErrors(t *testing.T) {
 	}
 	url := "http://" + ln.Addr().String()
 	ln.Close()
+	tf := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tf, []byte(strings.Repeat("t", minTokenLen)), 0o600)
 	for _, args := range [][]string{
-		{"status", "--server", url},
-		{"device", "list", "--server", url},
-		{"device", "add", "--server", url, "d"},
-		{"deploy", "--server", url, "--update", "a/b/c"},
-		{"cancel", "--server", url, "x"},
-		{"retry", "--server", url, "x"},
+		{"status", "--server", url, "--token-file", tf},
+		{"device", "list", "--server", url, "--token-file", tf},
+		{"device", "add", "--server", url, "--token-file", tf, "d"},
+		{"deploy", "--server", url, "--token-file", tf, "--update", "a/b/c"},
+		{"cancel", "--server", url, "--token-file", tf, "x"},
+		{"retry", "--server", url, "--token-file", tf, "x"},
 	} {
 		code, _, e := runHub(t, args...)
 		if code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
@@ -526,10 +577,30 @@ func TestServePlainTCPAndUsage(t *testing.T) {
 	}
 }
 
+// runHubFor is runHub for a command that must end: a serve that starts is stopped after d,
+// so that the test fails instead of hanging.
+func runHubFor(t *testing.T, d time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var o, e bytes.Buffer
+	code := Run(ctx, append([]string{"aduhub"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
 // runHub runs aduhub in-process and returns its exit code and output.
 func runHub(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var o, e bytes.Buffer
 	code := Run(context.Background(), append([]string{"aduhub"}, args...), &o, &e)
 	return code, o.String(), e.String()
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
