@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -267,10 +268,10 @@ func hashFiles(ctx context.Context, jobs []fileJob, o options) error {
 }
 
 // firstFailure returns the first error that is not a cancellation (which the failure
-// itself may have caused), else the first error.
+// itself may have caused, wrapped with a file's name), else the first error.
 func firstFailure(errs []error) error {
 	for _, err := range errs {
-		if err != nil && err != context.Canceled {
+		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
 	}
