@@ -422,10 +422,14 @@ func TestBuildReportsTheFailureNotTheCancel(t *testing.T) {
 }
 
 // scriptedMeter replaces the reads of each file (by path) with a function.
-type scriptedMeter struct{ readers map[string]func([]byte) (int, error) }
+type scriptedMeter struct {
+	readers map[string]func([]byte) (int, error)
+}
 
-func (m *scriptedMeter) Reader(r io.Reader) io.Reader { return readFunc(m.readers[r.(*os.File).Name()]) }
-func (m *scriptedMeter) Finish()                      {}
+func (m *scriptedMeter) Reader(r io.Reader) io.Reader {
+	return readFunc(m.readers[r.(*os.File).Name()])
+}
+func (m *scriptedMeter) Finish() {}
 
 type readFunc func([]byte) (int, error)
 
