@@ -161,15 +161,15 @@ func (f faultFile) Close() error {
 	return err
 }
 
+// dirNames lists the names in dir: what a failed or finished Replace left there.
 func dirNames(t *testing.T, dir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
+	names, err := filepath.Glob(filepath.Join(dir, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	for i, n := range names {
+		names[i] = filepath.Base(n)
 	}
 	return names
 }
