@@ -462,7 +462,7 @@ func (p *Properties) UnmarshalTOML(v any) error {
 	return nil
 }
 
-// sortAs puts p in the order of names; properties names misses stay last, by name.
+// sortAs puts p in the order of names; a property that names leaves out stays last, by name.
 func (p Properties) sortAs(names []string) {
 	pos := func(q adu.DeviceProperty) int {
 		if i := slices.Index(names, q.Name); i >= 0 {
