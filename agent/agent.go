@@ -41,25 +41,15 @@ type Hub interface {
 
 // Options configure an Agent. Layout, Bootloader, StateDir and Keyring are required.
 type Options struct {
+	// Settings are what the [agent] section decides (Config.Options fills them from it).
+	Settings
+
 	Layout     *slots.Layout
 	Bootloader bootloader.Backend
-	// StateDir holds the journal (the Record) and the stored root-key package.
-	StateDir  string
-	JournalFS journal.FS // nil: the OS file system
+	JournalFS  journal.FS // nil: the OS file system
 	// Keyring holds the keys trusted to sign images.
 	Keyring *image.Keyring
 
-	// Device identity, reported as deviceProperties.
-	Manufacturer string
-	Model        string
-	// Properties are further compatibility properties (name → value), in this order.
-	Properties []adu.DeviceProperty
-	// CompatPropertyNames (default "manufacturer,model").
-	CompatPropertyNames string
-	// ModelID is the PnP model the connection announces (default adu.ModelV3); it decides
-	// the interface (extended result code form, root-key packages) and whether
-	// deviceInformation is reported.
-	ModelID string
 	// AduVer is deviceProperties.aduVer (default "DU;agent/1.1.0" for the ;3 models,
 	// "DU;agent/1.0.0" otherwise: the protocol level this agent speaks).
 	AduVer string
@@ -67,28 +57,10 @@ type Options struct {
 	DeviceInformation func() DeviceInformation
 
 	// Roots are trusted manifest root keys besides the built-in ones (NoBuiltinRoots
-	// leaves those out: tests and the local stand-in).
-	Roots          []adu.RootKey
-	NoBuiltinRoots bool
-	// AllowTestRootKeyPackage accepts root-key packages marked isTest.
-	AllowTestRootKeyPackage bool
+	// leaves those out).
+	Roots []adu.RootKey
 
-	// AllowRaw accepts files that are no aduimg/MCUboot image (checked by the ADU hash).
-	AllowRaw bool
-	// AllowDowngrade accepts image versions lower than the running one (the security
-	// counter of aduimg and MCUboot images stays a hard floor).
-	AllowDowngrade bool
-	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
-	MaxChunkSize int
-
-	// Health checks run after booting into a pending bank, within HealthTimeout
-	// (default 5 minutes).
-	HealthChecks  []health.Check
 	HealthOptions health.Options
-	HealthTimeout time.Duration
-	// MaxTrialReboots bounds reboots into a pending bank that come back in the old one
-	// before the update counts as rolled back (default 3).
-	MaxTrialReboots int
 
 	// Reboot restarts the device (nil: Run just returns ErrRebooting).
 	Reboot func(ctx context.Context) error
@@ -161,10 +133,10 @@ func New(o Options) (*Agent, error) {
 		}
 	}
 	if o.CompatPropertyNames == "" {
-		o.CompatPropertyNames = "manufacturer,model"
+		o.CompatPropertyNames = DefaultCompatPropertyNames
 	}
 	if o.HealthTimeout <= 0 {
-		o.HealthTimeout = 5 * time.Minute
+		o.HealthTimeout = DefaultHealthTimeout
 	}
 	if o.MaxTrialReboots <= 0 {
 		o.MaxTrialReboots = 3

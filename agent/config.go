@@ -1,13 +1,15 @@
 package agent
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,70 +39,96 @@ const (
 // DefaultRebootCommand is the reboot_command default.
 func DefaultRebootCommand() []string { return []string{"systemctl", "reboot"} }
 
+// Settings are the [agent] keys that decide how the agent behaves: who the device is, what
+// it trusts, how it checks a new bank. Config decodes them from the file and Options carries
+// them to New as they are; zero values get New's defaults.
+type Settings struct {
+	// StateDir holds the journal (the Record) and the stored root-key package (default
+	// DefaultStateDir).
+	StateDir string `toml:"state_dir"`
+
+	// Device identity, reported as deviceProperties.
+	Manufacturer string `toml:"manufacturer"`
+	Model        string `toml:"model"`
+	// Properties are further compatibility properties ([agent.properties]), in this order.
+	Properties Properties `toml:"properties"`
+	// CompatPropertyNames (default "manufacturer,model").
+	CompatPropertyNames string `toml:"compat_property_names"`
+	// ModelID is the PnP model the connection announces (default adu.ModelV3); it decides
+	// the interface (extended result code form, root-key packages) and whether
+	// deviceInformation is reported.
+	ModelID string `toml:"model_id"`
+
+	// NoBuiltinRoots trusts only Options.Roots (Config.RootKeys), not the built-in manifest
+	// root keys: tests and the local stand-in.
+	NoBuiltinRoots bool `toml:"no_builtin_roots"`
+	// AllowTestRootKeyPackage accepts root-key packages marked isTest.
+	AllowTestRootKeyPackage bool `toml:"allow_test_root_key_package"`
+	// AllowRaw accepts files that are no aduimg/MCUboot image (checked by the ADU hash).
+	AllowRaw bool `toml:"allow_raw"`
+	// AllowDowngrade accepts image versions lower than the running one (the security
+	// counter of aduimg and MCUboot images stays a hard floor).
+	AllowDowngrade bool `toml:"allow_downgrade"`
+	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
+	MaxChunkSize bytesize.Size `toml:"max_chunk_size"`
+
+	// Health checks run after booting into a pending bank, within HealthTimeout (default
+	// DefaultHealthTimeout).
+	HealthChecks  HealthChecks  `toml:"health_check"`
+	HealthTimeout time.Duration `toml:"health_timeout"`
+	// MaxTrialReboots bounds reboots into a pending bank that come back in the old one
+	// before the update counts as rolled back (0: New's default, 3).
+	MaxTrialReboots int `toml:"max_trial_reboots"`
+}
+
 // Config is the [agent] section of the device configuration: how the agent reaches IoT Hub,
 // who the device is, what it trusts, and how it checks a new bank. ParseConfig and
-// LoadConfig return it with defaults filled in and validated; Options, LoadKeyring and
-// HubConfig turn it into what New and iothub.Dial take.
+// LoadConfig decode the file straight into it, over the defaults, and validate it; Options,
+// LoadKeyring and HubConfig turn it into what New and iothub.Dial take.
 type Config struct {
+	Settings
+
 	// IoT Hub identity: the device connection string, inline or (preferred, mode 0600) in a
 	// file; at most one of the two. With "…;x509=true" X509Cert and X509Key authenticate.
-	ConnectionString     string
-	ConnectionStringFile string
-	X509Cert, X509Key    string
+	ConnectionString     string `toml:"connection_string"`
+	ConnectionStringFile string `toml:"connection_string_file"`
+	X509Cert             string `toml:"x509_cert"`
+	X509Key              string `toml:"x509_key"`
 	// CAFile replaces the built-in Azure roots with a PEM bundle (iothub.LoadCAFile).
-	CAFile string
+	CAFile string `toml:"ca_file"`
 	// HubAddress ("host:port", "" = the connection string's GatewayHostName or HostName on
 	// port 8883, 443 with WebSocket) is where the agent connects, always over TLS; the
 	// server's certificate must be valid for its host.
-	HubAddress string
+	HubAddress string `toml:"hub_address"`
 	// WebSocket carries MQTT over WebSockets on port 443.
-	WebSocket bool
-	// ModelID is the PnP model announced (default adu.ModelV3).
-	ModelID string
+	WebSocket bool `toml:"websocket"`
 
-	// Device identity and compatibility properties.
-	Manufacturer, Model string
-	// Properties are the [agent.properties] entries, in file order.
-	Properties          []adu.DeviceProperty
-	CompatPropertyNames string
-
-	// StateDir holds the journal (default DefaultStateDir).
-	StateDir string
 	// Keyring (a keyring file) and Pub (PEM public key files) are the trusted image keys.
-	Keyring string
-	Pub     []string
+	Keyring string   `toml:"keyring"`
+	Pub     []string `toml:"pub"`
 	// RootKeys is a rootkeys.json file of further trusted manifest root keys.
-	RootKeys                string
-	NoBuiltinRoots          bool
-	AllowTestRootKeyPackage bool
-	AllowRaw                bool
-	AllowDowngrade          bool
-	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
-	MaxChunkSize int
+	RootKeys string `toml:"root_keys"`
 
-	HealthTimeout   time.Duration
-	MaxTrialReboots int // 0: New's default
-	HealthChecks    []health.Check
 	// RebootCommand is the argv that restarts the device (default ["systemctl", "reboot"]).
-	RebootCommand []string
+	RebootCommand []string `toml:"reboot_command"`
 
 	// WatchdogDevice ("" = none) is fed while the agent is healthy; WatchdogTimeout, if set,
 	// is programmed into it. SystemdWatchdog feeds systemd's service watchdog.
-	WatchdogDevice  string
-	WatchdogTimeout time.Duration
-	SystemdWatchdog bool
+	WatchdogDevice  string        `toml:"watchdog_device"`
+	WatchdogTimeout time.Duration `toml:"watchdog_timeout"`
+	SystemdWatchdog bool          `toml:"systemd_watchdog"`
 
 	// Downloads: DownloadAttempts consecutive failed requests before a download gives up
 	// (default 5), the pause after the first (DownloadBackoff, default 1s) doubling up to
 	// DownloadMaxBackoff (default 1m), and DownloadStallTimeout, after which a request that
 	// delivers no byte is abandoned and retried (default 60s).
-	DownloadAttempts     int
-	DownloadBackoff      time.Duration
-	DownloadMaxBackoff   time.Duration
-	DownloadStallTimeout time.Duration
+	DownloadAttempts     int           `toml:"download_attempts"`
+	DownloadBackoff      time.Duration `toml:"download_backoff"`
+	DownloadMaxBackoff   time.Duration `toml:"download_max_backoff"`
+	DownloadStallTimeout time.Duration `toml:"download_stall_timeout"`
 
 	// LogLevel is debug, info (default), warn or error.
-	LogLevel string
+	LogLevel string `toml:"log_level"`
 }
 
 // Defaults of the download keys.
@@ -111,50 +139,24 @@ const (
 	DefaultDownloadStallTimeout = 60 * time.Second
 )
 
-// agentRawConfig is the [agent] section as written; ParseConfig checks and converts it.
-type agentRawConfig struct {
-	ConnectionString        string            `toml:"connection_string"`
-	ConnectionStringFile    string            `toml:"connection_string_file"`
-	X509Cert                string            `toml:"x509_cert"`
-	X509Key                 string            `toml:"x509_key"`
-	CAFile                  string            `toml:"ca_file"`
-	HubAddress              string            `toml:"hub_address"`
-	WebSocket               bool              `toml:"websocket"`
-	ModelID                 string            `toml:"model_id"`
-	Manufacturer            string            `toml:"manufacturer"`
-	Model                   string            `toml:"model"`
-	Properties              map[string]string `toml:"properties"`
-	CompatPropertyNames     string            `toml:"compat_property_names"`
-	StateDir                string            `toml:"state_dir"`
-	Keyring                 string            `toml:"keyring"`
-	Pub                     []string          `toml:"pub"`
-	RootKeys                string            `toml:"root_keys"`
-	NoBuiltinRoots          bool              `toml:"no_builtin_roots"`
-	AllowTestRootKeyPackage bool              `toml:"allow_test_root_key_package"`
-	AllowRaw                bool              `toml:"allow_raw"`
-	AllowDowngrade          bool              `toml:"allow_downgrade"`
-	MaxChunkSize            bytesize.Size     `toml:"max_chunk_size"`
-	HealthTimeout           string            `toml:"health_timeout"`
-	MaxTrialReboots         int               `toml:"max_trial_reboots"`
-	RebootCommand           []string          `toml:"reboot_command"`
-	WatchdogDevice          string            `toml:"watchdog_device"`
-	WatchdogTimeout         string            `toml:"watchdog_timeout"`
-	SystemdWatchdog         bool              `toml:"systemd_watchdog"`
-	LogLevel                string            `toml:"log_level"`
-	HealthChecks            []agentRawCheck   `toml:"health_check"`
-	DownloadAttempts        int               `toml:"download_attempts"`
-	DownloadBackoff         string            `toml:"download_backoff"`
-	DownloadMaxBackoff      string            `toml:"download_max_backoff"`
-	DownloadStallTimeout    string            `toml:"download_stall_timeout"`
-}
-
-type agentRawCheck struct {
-	Name       string   `toml:"name"`
-	Command    []string `toml:"command"`
-	Timeout    string   `toml:"timeout"`
-	Retries    int      `toml:"retries"`
-	RetryDelay string   `toml:"retry_delay"`
-	Env        []string `toml:"env"`
+// defaultConfig is the [agent] section with every default filled in: ParseConfig decodes
+// the file over it, so a key left out keeps its default and a key written empty is seen.
+func defaultConfig() Config {
+	return Config{
+		Settings: Settings{
+			StateDir:            DefaultStateDir,
+			ModelID:             adu.ModelV3,
+			CompatPropertyNames: DefaultCompatPropertyNames,
+			MaxChunkSize:        DefaultMaxChunkSize,
+			HealthTimeout:       DefaultHealthTimeout,
+		},
+		RebootCommand:        DefaultRebootCommand(),
+		DownloadAttempts:     DefaultDownloadAttempts,
+		DownloadBackoff:      DefaultDownloadBackoff,
+		DownloadMaxBackoff:   DefaultDownloadMaxBackoff,
+		DownloadStallTimeout: DefaultDownloadStallTimeout,
+		LogLevel:             DefaultLogLevel,
+	}
 }
 
 // LoadConfig reads the [agent] section of the TOML file path; other sections are ignored.
@@ -164,306 +166,401 @@ func LoadConfig(path string) (Config, error) {
 
 // ParseConfig parses the [agent] section of a TOML document, applies defaults and validates
 // it. Other sections belong to other packages and are ignored; unknown keys inside [agent]
-// are errors naming the key. Every error wraps ErrConfig and names the key (agent.<key>).
+// are errors naming the key. Every error wraps ErrConfig and names the key (agent.<key>),
+// and the line where the decoder refused a value.
 // Nothing is read from the files the section names (see Options, Keyring, HubConfig).
 func ParseConfig(data []byte) (Config, error) {
-	var raw agentRawConfig
-	md, found, err := tomlsection.Decode(data, "agent", &raw)
+	c := defaultConfig()
+	md, found, err := tomlsection.Decode(data, "agent", &c)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if !found {
 		return Config{}, fmt.Errorf("%w: no [agent] section", ErrConfig)
 	}
-	// The order of [agent.properties] as written (a Go map has none).
-	var order []string
-	for _, k := range md.Keys() {
-		if len(k) == 3 && k[0] == "agent" && k[1] == "properties" {
-			order = append(order, k[2])
+	c.Properties.sortAs(tomlsection.Subkeys(md, "agent", "properties"))
+	written := func(key string) bool { return md.IsDefined("agent", key) }
+	for _, check := range []func() error{
+		func() error { return c.checkNotEmpty(written) },
+		c.checkConnection,
+		c.checkModelID,
+		c.checkIdentity,
+		c.checkProperties,
+		c.checkCompatPropertyNames,
+		c.checkTrust,
+		c.checkHealth,
+		c.checkDownloads,
+		func() error { return c.checkWatchdog(written) },
+		c.checkLogLevel,
+	} {
+		if err := check(); err != nil {
+			return c, err
 		}
 	}
-	return raw.convert(order, func(key ...string) bool { return md.IsDefined(append([]string{"agent"}, key...)...) })
+	return c, nil
 }
 
 func cfgErr(key, format string, a ...any) error {
 	return fmt.Errorf("%w: agent.%s: %s", ErrConfig, key, fmt.Sprintf(format, a...))
 }
 
-// cfgReservedProperties are reported by the agent itself: no [agent.properties] entry may
-// take their names.
-var cfgReservedProperties = []string{"manufacturer", "model", "contractModelId", "aduVer"}
-
-func (r *agentRawConfig) convert(order []string, defined func(key ...string) bool) (Config, error) {
-	c := Config{
-		ConnectionString: r.ConnectionString, ConnectionStringFile: r.ConnectionStringFile,
-		X509Cert: r.X509Cert, X509Key: r.X509Key, CAFile: r.CAFile, HubAddress: r.HubAddress, WebSocket: r.WebSocket,
-		ModelID: r.ModelID, Manufacturer: r.Manufacturer, Model: r.Model,
-		CompatPropertyNames: r.CompatPropertyNames, StateDir: r.StateDir,
-		Keyring: r.Keyring, Pub: r.Pub, RootKeys: r.RootKeys, NoBuiltinRoots: r.NoBuiltinRoots,
-		AllowTestRootKeyPackage: r.AllowTestRootKeyPackage, AllowRaw: r.AllowRaw, AllowDowngrade: r.AllowDowngrade,
-		MaxTrialReboots: r.MaxTrialReboots, RebootCommand: r.RebootCommand,
-		WatchdogDevice: r.WatchdogDevice, SystemdWatchdog: r.SystemdWatchdog, LogLevel: r.LogLevel,
+// checkNotEmpty refuses a key written with an empty value: leaving it out is how a config
+// says "none" or "the default".
+func (c *Config) checkNotEmpty(written func(key string) bool) error {
+	for _, k := range []struct{ key, value, hint string }{
+		{"connection_string", strings.TrimSpace(c.ConnectionString), ""},
+		{"connection_string_file", c.ConnectionStringFile, ""},
+		{"hub_address", c.HubAddress, " (leave it out to connect to the connection string's host)"},
+		{"compat_property_names", c.CompatPropertyNames, ""},
+		{"state_dir", c.StateDir, ""},
+		{"watchdog_device", c.WatchdogDevice, " (leave it out for no watchdog device)"},
+	} {
+		if written(k.key) && k.value == "" {
+			return cfgErr(k.key, "empty%s", k.hint)
+		}
 	}
+	return nil
+}
 
-	// Connection.
+// checkConnection: one connection string or its file, X.509 settings that match it, a
+// hub_address that is host:port.
+func (c *Config) checkConnection() error {
 	if c.ConnectionString != "" && c.ConnectionStringFile != "" {
-		return c, cfgErr("connection_string", "give connection_string or connection_string_file, not both")
-	}
-	if defined("connection_string") && strings.TrimSpace(c.ConnectionString) == "" {
-		return c, cfgErr("connection_string", "empty")
-	}
-	if defined("connection_string_file") && c.ConnectionStringFile == "" {
-		return c, cfgErr("connection_string_file", "empty")
+		return cfgErr("connection_string", "give connection_string or connection_string_file, not both")
 	}
 	if (c.X509Cert == "") != (c.X509Key == "") {
 		if c.X509Cert == "" {
-			return c, cfgErr("x509_cert", "missing (x509_key is set; both or neither)")
+			return cfgErr("x509_cert", "missing (x509_key is set; both or neither)")
 		}
-		return c, cfgErr("x509_key", "missing (x509_cert is set; both or neither)")
+		return cfgErr("x509_key", "missing (x509_cert is set; both or neither)")
 	}
 	if c.ConnectionString != "" {
 		cs, err := iothub.ParseConnectionString(c.ConnectionString)
 		if err != nil {
-			return c, cfgErr("connection_string", "%v", err)
+			return cfgErr("connection_string", "%v", err)
 		}
 		if err := cfgCheckX509(cs, c.X509Cert != ""); err != nil {
-			return c, err
+			return err
 		}
 	}
 	if c.ConnectionString == "" && c.ConnectionStringFile == "" && c.X509Cert != "" {
-		return c, cfgErr("x509_cert", "set, but there is no connection_string or connection_string_file (HostName=…;DeviceId=…;x509=true)")
+		return cfgErr("x509_cert", "set, but there is no connection_string or connection_string_file (HostName=…;DeviceId=…;x509=true)")
 	}
-	if defined("hub_address") {
+	if c.HubAddress != "" {
 		if err := cfgCheckAddress(c.HubAddress); err != nil {
-			return c, cfgErr("hub_address", "%q: %v", c.HubAddress, err)
+			return cfgErr("hub_address", "%q: %v", c.HubAddress, err)
 		}
 	}
-	if c.ModelID == "" {
-		c.ModelID = adu.ModelV3
-	}
+	return nil
+}
+
+// checkModelID: a model id the agent speaks (not an interface id).
+func (c *Config) checkModelID() error {
+	known := fmt.Sprintf("use one of %s, %s, %s, %s", adu.ModelV3, adu.ModelContractV3, adu.ModelV2, adu.ModelContractV2)
 	switch c.ModelID {
 	case adu.InterfaceV1, adu.InterfaceV2:
-		return c, cfgErr("model_id", "%q is an interface id, not a model id (use one of %s, %s, %s, %s)",
-			c.ModelID, adu.ModelV3, adu.ModelContractV3, adu.ModelV2, adu.ModelContractV2)
+		return cfgErr("model_id", "%q is an interface id, not a model id (%s)", c.ModelID, known)
 	}
 	if _, err := adu.InterfaceOf(c.ModelID); err != nil {
-		return c, cfgErr("model_id", "%q: %v (use one of %s, %s, %s, %s)", c.ModelID, err,
-			adu.ModelV3, adu.ModelContractV3, adu.ModelV2, adu.ModelContractV2)
+		return cfgErr("model_id", "%q: %v (%s)", c.ModelID, err, known)
 	}
+	return nil
+}
 
-	// Identity.
+// checkIdentity: manufacturer and model are required.
+func (c *Config) checkIdentity() error {
 	if strings.TrimSpace(c.Manufacturer) == "" {
-		return c, cfgErr("manufacturer", "missing (the device's manufacturer, reported as deviceProperties.manufacturer)")
+		return cfgErr("manufacturer", "missing (the device's manufacturer, reported as deviceProperties.manufacturer)")
 	}
 	if strings.TrimSpace(c.Model) == "" {
-		return c, cfgErr("model", "missing (the device's model, reported as deviceProperties.model)")
+		return cfgErr("model", "missing (the device's model, reported as deviceProperties.model)")
 	}
-	// Keys() lists [agent.properties] in file order; any key it missed goes last, sorted.
-	listed := map[string]bool{}
-	for _, n := range order {
-		listed[n] = true
-	}
-	var rest []string
-	for n := range r.Properties {
-		if !listed[n] {
-			rest = append(rest, n)
-		}
-	}
-	sort.Strings(rest)
+	return nil
+}
+
+// cfgReservedProperties are reported by the agent itself: no [agent.properties] entry may
+// take their names.
+var cfgReservedProperties = []string{"manufacturer", "model", "contractModelId", "aduVer"}
+
+// checkProperties: names that are not the agent's own, free of commas and white space,
+// unique without case; values that are not empty.
+func (c *Config) checkProperties() error {
 	seen := map[string]bool{}
-	for _, name := range append(order, rest...) {
-		v, ok := r.Properties[name]
-		if !ok {
-			continue
+	for _, p := range c.Properties {
+		key := "properties." + p.Name
+		switch {
+		case p.Name == "":
+			return cfgErr("properties", "empty property name")
+		case slices.ContainsFunc(cfgReservedProperties, func(r string) bool { return strings.EqualFold(p.Name, r) }):
+			return cfgErr(key, "%q is reported by the agent itself; set manufacturer/model instead", p.Name)
+		case strings.ContainsAny(p.Name, ", \t\n"):
+			return cfgErr(key, "a property name cannot contain a comma or white space")
+		case seen[strings.ToLower(p.Name)]:
+			return cfgErr(key, "named twice (property names are compared without case)")
+		case p.Value == "":
+			return cfgErr(key, "empty value")
 		}
-		key := "properties." + name
-		if name == "" {
-			return c, cfgErr("properties", "empty property name")
-		}
-		for _, res := range cfgReservedProperties {
-			if strings.EqualFold(name, res) {
-				return c, cfgErr(key, "%q is reported by the agent itself; set manufacturer/model instead", name)
-			}
-		}
-		if strings.ContainsAny(name, ", \t\n") {
-			return c, cfgErr(key, "a property name cannot contain a comma or white space")
-		}
-		if seen[strings.ToLower(name)] {
-			return c, cfgErr(key, "named twice (property names are compared without case)")
-		}
-		if v == "" {
-			return c, cfgErr(key, "empty value")
-		}
-		seen[strings.ToLower(name)] = true
-		c.Properties = append(c.Properties, adu.DeviceProperty{Name: name, Value: v})
+		seen[strings.ToLower(p.Name)] = true
 	}
-	if defined("compat_property_names") && c.CompatPropertyNames == "" {
-		return c, cfgErr("compat_property_names", "empty")
-	}
-	if c.CompatPropertyNames == "" {
-		c.CompatPropertyNames = DefaultCompatPropertyNames
-	}
+	return nil
+}
+
+// checkCompatPropertyNames: at most MaxCompatPropertyNames names of known properties, each
+// once. The list is kept trimmed ("model,hwrev"), as the service compares it.
+func (c *Config) checkCompatPropertyNames() error {
 	names := strings.Split(c.CompatPropertyNames, ",")
 	if len(names) > MaxCompatPropertyNames {
-		return c, cfgErr("compat_property_names", "%d names, at most %d", len(names), MaxCompatPropertyNames)
+		return cfgErr("compat_property_names", "%d names, at most %d", len(names), MaxCompatPropertyNames)
 	}
 	used := map[string]bool{}
 	for i, n := range names {
 		n = strings.TrimSpace(n)
 		names[i] = n
-		known := strings.EqualFold(n, "manufacturer") || strings.EqualFold(n, "model")
-		for _, p := range c.Properties {
-			known = known || strings.EqualFold(n, p.Name)
-		}
+		known := strings.EqualFold(n, "manufacturer") || strings.EqualFold(n, "model") ||
+			slices.ContainsFunc(c.Properties, func(p adu.DeviceProperty) bool { return strings.EqualFold(n, p.Name) })
 		switch {
 		case n == "":
-			return c, cfgErr("compat_property_names", "empty name in %q", c.CompatPropertyNames)
+			return cfgErr("compat_property_names", "empty name in %q", c.CompatPropertyNames)
 		case used[strings.ToLower(n)]:
-			return c, cfgErr("compat_property_names", "%q named twice", n)
+			return cfgErr("compat_property_names", "%q named twice", n)
 		case !known:
-			return c, cfgErr("compat_property_names", "%q is neither manufacturer, model nor a key of [agent.properties]", n)
+			return cfgErr("compat_property_names", "%q is neither manufacturer, model nor a key of [agent.properties]", n)
 		}
 		used[strings.ToLower(n)] = true
 	}
 	c.CompatPropertyNames = strings.Join(names, ",")
+	return nil
+}
 
-	// Trust.
-	if defined("state_dir") && c.StateDir == "" {
-		return c, cfgErr("state_dir", "empty")
-	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-	}
-	for i, p := range c.Pub {
-		if p == "" {
-			return c, cfgErr("pub", "entry %d is empty", i)
-		}
+// checkTrust: some trusted image key (unless only raw files are allowed), and a chunk size
+// limit the aduimg format can have.
+func (c *Config) checkTrust() error {
+	if i := slices.Index(c.Pub, ""); i >= 0 {
+		return cfgErr("pub", "entry %d is empty", i)
 	}
 	if c.Keyring == "" && len(c.Pub) == 0 && !c.AllowRaw {
-		return c, cfgErr("keyring", "no trusted image keys: set keyring or pub (or allow_raw for unsigned images only)")
+		return cfgErr("keyring", "no trusted image keys: set keyring or pub (or allow_raw for unsigned images only)")
 	}
-	c.MaxChunkSize = DefaultMaxChunkSize
-	if defined("max_chunk_size") {
-		n := int64(r.MaxChunkSize)
-		if n < image.MinChunkSize || n > image.MaxChunkSize || n%image.ChunkAlign != 0 {
-			return c, cfgErr("max_chunk_size", "%d is not a multiple of %d in [%d, %d] (an aduimg chunk size: 4KiB … 64MiB)",
-				n, image.ChunkAlign, image.MinChunkSize, image.MaxChunkSize)
-		}
-		c.MaxChunkSize = int(n)
+	if n := int64(c.MaxChunkSize); n < image.MinChunkSize || n > image.MaxChunkSize || n%image.ChunkAlign != 0 {
+		return cfgErr("max_chunk_size", "%d is not a multiple of %d in [%d, %d] (an aduimg chunk size: 4KiB … 64MiB)",
+			n, image.ChunkAlign, image.MinChunkSize, image.MaxChunkSize)
 	}
+	return nil
+}
 
-	// Boot checks, reboot.
-	c.HealthTimeout = DefaultHealthTimeout
-	if defined("health_timeout") {
-		d, err := cfgDuration(r.HealthTimeout)
-		if err != nil || d <= 0 {
-			return c, cfgErr("health_timeout", "%q is not a positive duration such as \"5m\" or \"90s\"", r.HealthTimeout)
-		}
-		c.HealthTimeout = d
+// checkHealth: a positive health_timeout, a reboot command, health checks that can run.
+func (c *Config) checkHealth() error {
+	if c.HealthTimeout <= 0 {
+		return cfgErr("health_timeout", "%v is not a positive duration such as \"5m\" or \"90s\"", c.HealthTimeout)
 	}
 	if c.MaxTrialReboots < 0 {
-		return c, cfgErr("max_trial_reboots", "%d is negative", c.MaxTrialReboots)
+		return cfgErr("max_trial_reboots", "%d is negative", c.MaxTrialReboots)
 	}
-	if !defined("reboot_command") {
-		c.RebootCommand = DefaultRebootCommand()
-	} else if len(c.RebootCommand) == 0 || c.RebootCommand[0] == "" {
-		return c, cfgErr("reboot_command", "empty (an argv list such as [\"systemctl\", \"reboot\"])")
+	if len(c.RebootCommand) == 0 || c.RebootCommand[0] == "" {
+		return cfgErr("reboot_command", "empty (an argv list such as [\"systemctl\", \"reboot\"])")
 	}
-	for i, rc := range r.HealthChecks {
-		key := fmt.Sprintf("health_check[%d]", i)
-		if rc.Name != "" {
-			key = fmt.Sprintf("health_check[%d] (%s)", i, rc.Name)
+	for i, hc := range c.HealthChecks {
+		if err := checkHealthCheck(checkKey(i, hc.Name), hc); err != nil {
+			return err
 		}
-		hc := health.Check{Name: rc.Name, Command: rc.Command, Retries: rc.Retries, Env: rc.Env}
-		if rc.Name == "" {
-			return c, cfgErr(key+".name", "missing")
-		}
-		if len(rc.Command) == 0 || rc.Command[0] == "" {
-			return c, cfgErr(key+".command", "missing (an argv list such as [\"/usr/bin/systemctl\", \"is-active\", \"app\"])")
-		}
-		if rc.Timeout != "" {
-			d, err := cfgDuration(rc.Timeout)
-			if err != nil || d <= 0 {
-				return c, cfgErr(key+".timeout", "%q is not a positive duration", rc.Timeout)
-			}
-			hc.Timeout = d
-		}
-		if rc.Retries < 0 {
-			return c, cfgErr(key+".retries", "%d is negative", rc.Retries)
-		}
-		if rc.RetryDelay != "" {
-			d, err := cfgDuration(rc.RetryDelay)
-			if err != nil || d < 0 {
-				return c, cfgErr(key+".retry_delay", "%q is not a duration", rc.RetryDelay)
-			}
-			hc.RetryDelay = d
-		}
-		for _, e := range rc.Env {
-			if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-				return c, cfgErr(key+".env", "%q is not KEY=value", e)
-			}
-		}
-		c.HealthChecks = append(c.HealthChecks, hc)
 	}
 	if err := health.Validate(c.HealthChecks); err != nil {
-		return c, cfgErr("health_check", "%v", err)
+		return cfgErr("health_check", "%v", err)
 	}
+	return nil
+}
 
-	// Downloads.
-	c.DownloadAttempts = DefaultDownloadAttempts
-	if defined("download_attempts") {
-		if r.DownloadAttempts < 1 {
-			return c, cfgErr("download_attempts", "%d: at least 1 (1 means no retries)", r.DownloadAttempts)
+// checkKey names a [[agent.health_check]] entry in errors: "health_check[1] (network)".
+func checkKey(i int, name string) string {
+	if name == "" {
+		return fmt.Sprintf("health_check[%d]", i)
+	}
+	return fmt.Sprintf("health_check[%d] (%s)", i, name)
+}
+
+func checkHealthCheck(key string, hc health.Check) error {
+	switch {
+	case hc.Name == "":
+		return cfgErr(key+".name", "missing")
+	case len(hc.Command) == 0 || hc.Command[0] == "":
+		return cfgErr(key+".command", "missing (an argv list such as [\"/usr/bin/systemctl\", \"is-active\", \"app\"])")
+	case hc.Retries < 0:
+		return cfgErr(key+".retries", "%d is negative", hc.Retries)
+	case hc.RetryDelay < 0:
+		return cfgErr(key+".retry_delay", "%v is negative", hc.RetryDelay)
+	}
+	for _, e := range hc.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return cfgErr(key+".env", "%q is not KEY=value", e)
 		}
-		c.DownloadAttempts = r.DownloadAttempts
+	}
+	return nil
+}
+
+// checkDownloads: at least one attempt, positive pauses, a backoff cap no lower than the
+// first pause.
+func (c *Config) checkDownloads() error {
+	if c.DownloadAttempts < 1 {
+		return cfgErr("download_attempts", "%d: at least 1 (1 means no retries)", c.DownloadAttempts)
 	}
 	for _, d := range []struct {
-		key  string
-		raw  string
-		dst  *time.Duration
-		def  time.Duration
-		desc string
+		key     string
+		v       time.Duration
+		example string
 	}{
-		{"download_backoff", r.DownloadBackoff, &c.DownloadBackoff, DefaultDownloadBackoff, "a positive duration such as \"1s\""},
-		{"download_max_backoff", r.DownloadMaxBackoff, &c.DownloadMaxBackoff, DefaultDownloadMaxBackoff, "a positive duration such as \"1m\""},
-		{"download_stall_timeout", r.DownloadStallTimeout, &c.DownloadStallTimeout, DefaultDownloadStallTimeout, "a positive duration such as \"60s\""},
+		{"download_backoff", c.DownloadBackoff, "1s"},
+		{"download_max_backoff", c.DownloadMaxBackoff, "1m"},
+		{"download_stall_timeout", c.DownloadStallTimeout, "60s"},
 	} {
-		*d.dst = d.def
-		if !defined(d.key) {
-			continue
+		if d.v <= 0 {
+			return cfgErr(d.key, "%v is not a positive duration such as %q", d.v, d.example)
 		}
-		v, err := cfgDuration(d.raw)
-		if err != nil || v <= 0 {
-			return c, cfgErr(d.key, "%q is not %s", d.raw, d.desc)
-		}
-		*d.dst = v
 	}
 	if c.DownloadMaxBackoff < c.DownloadBackoff {
-		return c, cfgErr("download_max_backoff", "%v is less than download_backoff (%v)", c.DownloadMaxBackoff, c.DownloadBackoff)
+		return cfgErr("download_max_backoff", "%v is less than download_backoff (%v)", c.DownloadMaxBackoff, c.DownloadBackoff)
 	}
+	return nil
+}
 
-	// Watchdog, logging.
-	if defined("watchdog_device") && c.WatchdogDevice == "" {
-		return c, cfgErr("watchdog_device", "empty (leave it out for no watchdog device)")
+// checkWatchdog: a watchdog timeout only with a device, and long enough to feed in time.
+func (c *Config) checkWatchdog(written func(key string) bool) error {
+	switch {
+	case !written("watchdog_timeout"):
+	case c.WatchdogDevice == "":
+		return cfgErr("watchdog_timeout", "set without watchdog_device")
+	case c.WatchdogTimeout < 2*time.Second:
+		return cfgErr("watchdog_timeout", "%v is not a duration of at least 2s", c.WatchdogTimeout)
 	}
-	if r.WatchdogTimeout != "" {
-		if c.WatchdogDevice == "" {
-			return c, cfgErr("watchdog_timeout", "set without watchdog_device")
-		}
-		d, err := cfgDuration(r.WatchdogTimeout)
-		if err != nil || d < 2*time.Second {
-			return c, cfgErr("watchdog_timeout", "%q is not a duration of at least 2s", r.WatchdogTimeout)
-		}
-		c.WatchdogTimeout = d
-	}
+	return nil
+}
+
+func (c *Config) checkLogLevel() error {
 	switch c.LogLevel {
-	case "":
-		c.LogLevel = DefaultLogLevel
 	case "debug", "info", "warn", "error":
-	default:
-		return c, cfgErr("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+		return nil
+	}
+	return cfgErr("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+}
+
+// Properties are the [agent.properties] entries, name = "value".
+type Properties []adu.DeviceProperty
+
+// UnmarshalTOML implements BurntSushi/toml's Unmarshaler: a table of strings, sorted by name
+// until ParseConfig puts them in file order (sortAs).
+func (p *Properties) UnmarshalTOML(v any) error {
+	t, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("agent.properties: want a table of name = \"value\", not %T", v)
+	}
+	for _, name := range slices.Sorted(maps.Keys(t)) {
+		s, ok := t[name].(string)
+		if !ok {
+			return fmt.Errorf("agent.properties.%s: %v is not a string (write it in quotes)", name, t[name])
+		}
+		*p = append(*p, adu.DeviceProperty{Name: name, Value: s})
+	}
+	return nil
+}
+
+// sortAs puts p in the order of names; a property that names leaves out stays last, by name.
+func (p Properties) sortAs(names []string) {
+	pos := func(q adu.DeviceProperty) int {
+		if i := slices.Index(names, q.Name); i >= 0 {
+			return i
+		}
+		return len(names)
+	}
+	slices.SortStableFunc(p, func(a, b adu.DeviceProperty) int { return cmp.Compare(pos(a), pos(b)) })
+}
+
+// HealthChecks are the [[agent.health_check]] entries, in order.
+type HealthChecks []health.Check
+
+// UnmarshalTOML implements BurntSushi/toml's Unmarshaler. It decodes each table itself so
+// that a bad value is named with its entry ("agent.health_check[1] (network).timeout");
+// durations are Go duration strings ("30s").
+func (hc *HealthChecks) UnmarshalTOML(v any) error {
+	tables, ok := v.([]map[string]any)
+	if !ok {
+		return fmt.Errorf("agent.health_check: want [[agent.health_check]] tables, not %T", v)
+	}
+	for i, t := range tables {
+		name, _ := t["name"].(string)
+		c, err := decodeHealthCheck(checkKey(i, name), t)
+		if err != nil {
+			return err
+		}
+		*hc = append(*hc, c)
+	}
+	return nil
+}
+
+func decodeHealthCheck(key string, t map[string]any) (health.Check, error) {
+	var c health.Check
+	for _, k := range slices.Sorted(maps.Keys(t)) {
+		var err error
+		switch v := t[k]; k {
+		case "name":
+			c.Name, err = tomlAs[string](v, "a string")
+		case "command":
+			c.Command, err = tomlStrings(v)
+		case "env":
+			c.Env, err = tomlStrings(v)
+		case "retries":
+			var n int64
+			n, err = tomlAs[int64](v, "an integer")
+			c.Retries = int(n)
+		case "timeout": // written, so not the default: positive
+			if c.Timeout, err = tomlDuration(v); err == nil && c.Timeout <= 0 {
+				err = fmt.Errorf("%v is not a positive duration", c.Timeout)
+			}
+		case "retry_delay":
+			c.RetryDelay, err = tomlDuration(v)
+		default:
+			return c, fmt.Errorf("unknown key(s) in the agent section: agent.health_check.%s (in %s)", k, key)
+		}
+		if err != nil {
+			return c, fmt.Errorf("agent.%s.%s: %w", key, k, err)
+		}
 	}
 	return c, nil
+}
+
+// tomlAs returns a decoded TOML value as a T, or an error saying it is not what (a string).
+func tomlAs[T any](v any, what string) (T, error) {
+	t, ok := v.(T)
+	if !ok {
+		return t, fmt.Errorf("%#v is not %s", v, what)
+	}
+	return t, nil
+}
+
+func tomlStrings(v any) ([]string, error) {
+	list, err := tomlAs[[]any](v, `a list of strings such as ["a", "b"]`)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(list))
+	for i := range list {
+		if out[i], err = tomlAs[string](list[i], "a string"); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// tomlDuration reads a Go duration string ("30s", "1m30s"); an integer would be nanoseconds
+// to Go and seconds to a person, so it is refused.
+func tomlDuration(v any) (time.Duration, error) {
+	s, err := tomlAs[string](v, `a duration with its unit, such as "30s" or "5m"`)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as \"30s\" or \"5m\"", s)
+	}
+	return d, nil
 }
 
 func cfgCheckX509(cs iothub.ConnectionString, haveCert bool) error {
@@ -491,11 +588,6 @@ func cfgCheckAddress(a string) error {
 	return nil
 }
 
-// parseDuration parses a Go duration ("90s", "5m", "1h30m").
-func cfgDuration(s string) (time.Duration, error) {
-	return time.ParseDuration(strings.TrimSpace(s))
-}
-
 // Level is the slog level of LogLevel.
 func (c Config) Level() slog.Level {
 	switch c.LogLevel {
@@ -509,31 +601,19 @@ func (c Config) Level() slog.Level {
 	return slog.LevelInfo
 }
 
-// Options returns the Options this section decides: identity, model, state folder, trusted
-// manifest roots (read from RootKeys), the install flags, the health checks and the trial
-// bounds. The caller adds Layout, Bootloader, Keyring (see LoadKeyring), Reboot, Logger and the
+// Options returns the Options this section decides: its Settings, the trusted manifest
+// roots (read from RootKeys), the download retries and stall timeout. The caller adds Layout, Bootloader, Keyring (see LoadKeyring), Reboot, Logger and the
 // rest. A RootKeys file that cannot be read wraps the os error; one that does not parse
 // wraps ErrConfig.
 func (c Config) Options() (Options, error) {
 	o := Options{
-		StateDir:                c.StateDir,
-		Manufacturer:            c.Manufacturer,
-		Model:                   c.Model,
-		Properties:              append([]adu.DeviceProperty(nil), c.Properties...),
-		CompatPropertyNames:     c.CompatPropertyNames,
-		ModelID:                 c.ModelID,
-		NoBuiltinRoots:          c.NoBuiltinRoots,
-		AllowTestRootKeyPackage: c.AllowTestRootKeyPackage,
-		AllowRaw:                c.AllowRaw,
-		AllowDowngrade:          c.AllowDowngrade,
-		MaxChunkSize:            c.MaxChunkSize,
-		HealthChecks:            append([]health.Check(nil), c.HealthChecks...),
-		HealthOptions:           health.Options{StopOnFailure: true},
-		HealthTimeout:           c.HealthTimeout,
-		MaxTrialReboots:         c.MaxTrialReboots,
-		Retry:                   download.RetryPolicy{Attempts: c.DownloadAttempts, Backoff: c.DownloadBackoff, MaxBackoff: c.DownloadMaxBackoff},
-		StallTimeout:            c.DownloadStallTimeout,
+		Settings:      c.Settings,
+		HealthOptions: health.Options{StopOnFailure: true},
+		Retry:         download.RetryPolicy{Attempts: c.DownloadAttempts, Backoff: c.DownloadBackoff, MaxBackoff: c.DownloadMaxBackoff},
+		StallTimeout:  c.DownloadStallTimeout,
 	}
+	o.Properties = slices.Clone(c.Properties)
+	o.HealthChecks = slices.Clone(c.HealthChecks)
 	if c.RootKeys != "" {
 		b, err := os.ReadFile(c.RootKeys)
 		if err != nil {

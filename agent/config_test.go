@@ -31,17 +31,25 @@ func TestConfigSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
+		Settings: Settings{
+			ModelID:             adu.ModelV3,
+			Manufacturer:        "contoso",
+			Model:               "toaster",
+			Properties:          []adu.DeviceProperty{{Name: "hwrev", Value: "2"}},
+			CompatPropertyNames: "manufacturer,model,hwrev",
+			StateDir:            "/var/lib/aduflash",
+			MaxChunkSize:        4 << 20,
+			HealthTimeout:       5 * time.Minute,
+			MaxTrialReboots:     3,
+			HealthChecks: []health.Check{
+				{Name: "app", Command: []string{"/usr/bin/systemctl", "is-active", "--quiet", "toaster-app.service"},
+					Timeout: 30 * time.Second, Retries: 5, RetryDelay: 10 * time.Second},
+				{Name: "network", Command: []string{"/bin/ping", "-c", "1", "-W", "5", "contoso.azure-devices.net"},
+					Retries: 2, RetryDelay: 5 * time.Second, Env: []string{"LC_ALL=C"}},
+			},
+		},
 		ConnectionStringFile: "/etc/aduflash/connection-string",
-		ModelID:              adu.ModelV3,
-		Manufacturer:         "contoso",
-		Model:                "toaster",
-		Properties:           []adu.DeviceProperty{{Name: "hwrev", Value: "2"}},
-		CompatPropertyNames:  "manufacturer,model,hwrev",
-		StateDir:             "/var/lib/aduflash",
 		Pub:                  []string{"/etc/aduflash/release.pub.pem"},
-		MaxChunkSize:         4 << 20,
-		HealthTimeout:        5 * time.Minute,
-		MaxTrialReboots:      3,
 		RebootCommand:        []string{"systemctl", "reboot"},
 		SystemdWatchdog:      true,
 		LogLevel:             "info",
@@ -49,12 +57,6 @@ func TestConfigSample(t *testing.T) {
 		DownloadBackoff:      time.Second,
 		DownloadMaxBackoff:   time.Minute,
 		DownloadStallTimeout: time.Minute,
-		HealthChecks: []health.Check{
-			{Name: "app", Command: []string{"/usr/bin/systemctl", "is-active", "--quiet", "toaster-app.service"},
-				Timeout: 30 * time.Second, Retries: 5, RetryDelay: 10 * time.Second},
-			{Name: "network", Command: []string{"/bin/ping", "-c", "1", "-W", "5", "contoso.azure-devices.net"},
-				Retries: 2, RetryDelay: 5 * time.Second, Env: []string{"LC_ALL=C"}},
-		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("sample:\n got %+v\nwant %+v", c, want)
@@ -66,8 +68,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
-		StateDir: "/var/lib/aduflash", Pub: []string{"k.pem"}, MaxChunkSize: DefaultMaxChunkSize, HealthTimeout: 5 * time.Minute, RebootCommand: []string{"systemctl", "reboot"},
+	want := Config{Settings: Settings{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
+		StateDir: "/var/lib/aduflash", MaxChunkSize: DefaultMaxChunkSize, HealthTimeout: 5 * time.Minute}, Pub: []string{"k.pem"}, RebootCommand: []string{"systemctl", "reboot"},
 		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -131,7 +133,7 @@ command = ["true"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Properties; !reflect.DeepEqual(got, []adu.DeviceProperty{{Name: "zeta", Value: "z"}, {Name: "alpha", Value: "a"}, {Name: "mid", Value: "m"}}) {
+	if got := []adu.DeviceProperty(c.Properties); !reflect.DeepEqual(got, []adu.DeviceProperty{{Name: "zeta", Value: "z"}, {Name: "alpha", Value: "a"}, {Name: "mid", Value: "m"}}) {
 		t.Errorf("properties not in file order: %v", got)
 	}
 	if c.CompatPropertyNames != "model,zeta,alpha" || c.HealthTimeout != 90*time.Second || c.MaxTrialReboots != 5 ||
@@ -352,5 +354,53 @@ func TestLoadConfigMissing(t *testing.T) {
 	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("%v", err)
+	}
+}
+
+// TestConfigOneShape: the file decodes straight into Config, and Options carries its
+// Settings as they are (no field copied by hand, none forgotten).
+func TestConfigOneShape(t *testing.T) {
+	c, err := LoadConfig(filepath.Join("..", "examples", "aduagent.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(o.Settings, c.Settings) {
+		t.Errorf("options:\n got %+v\nwant %+v", o.Settings, c.Settings)
+	}
+	o.Properties[0].Value = "changed"
+	o.HealthChecks[0].Name = "changed"
+	if c.Properties[0].Value == "changed" || c.HealthChecks[0].Name == "changed" {
+		t.Error("Options shares the config's slices")
+	}
+}
+
+// TestConfigErrorsWritten: a value written that means nothing is refused even where leaving
+// the key out is fine, and a bad [[agent.health_check]] value is named with its entry.
+func TestConfigErrorsWritten(t *testing.T) {
+	const base = "manufacturer = \"m\"\nmodel = \"x\"\npub = [\"k.pem\"]\n"
+	check := "[[agent.health_check]]\nname = \"a\"\ncommand = [\"true\"]\n[[agent.health_check]]\nname = \"b\"\ncommand = [\"true\"]\n"
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"zero watchdog timeout", base + "watchdog_device = \"/dev/watchdog\"\nwatchdog_timeout = \"0s\"\n", "agent.watchdog_timeout: 0s is not a duration of at least 2s"},
+		{"empty model id", base + "model_id = \"\"\n", "agent.model_id"},
+		{"empty log level", base + "log_level = \"\"\n", "agent.log_level"},
+		{"zero check timeout", base + check + "timeout = \"0s\"\n", "agent.health_check[1] (b).timeout: 0s is not a positive duration"},
+		{"integer check timeout", base + check + "timeout = 30\n", "agent.health_check[1] (b).timeout: 30 is not a duration with its unit"},
+		{"check command string", base + check + "[[agent.health_check]]\nname = \"c\"\ncommand = \"true\"\n[[agent.health_check]]\nname = \"d\"\ncommand = [\"true\"]\n", "agent.health_check[2] (c).command: \"true\" is not a list of strings"},
+		{"check retries string", base + check + "retries = \"2\"\n", "agent.health_check[1] (b).retries: \"2\" is not an integer"},
+		{"properties not a table", base + "properties = 5\n", "agent.properties: want a table"},
+		{"health_check not tables", base + "health_check = 5\n", "agent.health_check: want [[agent.health_check]] tables"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte("[agent]\n" + tc.body))
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) || strings.Contains(tc.want, "] (") && strings.Contains(err.Error(), "line") {
+				t.Errorf("error %v, want ErrConfig with %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -191,7 +191,7 @@ func (a *Agent) markPending(bank string) error {
 // installer builds the installer of one step; Check enforces compatibility and versions.
 func (a *Agent) installer(class string, save func(Progress) error) *Installer {
 	return &Installer{Layout: a.o.Layout, Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP, Retry: a.o.Retry, StallTimeout: a.o.StallTimeout,
-		MaxChunkSize: a.o.MaxChunkSize, Save: save, OnBytes: a.o.OnBytes, WriterOptions: a.o.WriterOptions,
+		MaxChunkSize: int(a.o.MaxChunkSize), Save: save, OnBytes: a.o.OnBytes, WriterOptions: a.o.WriterOptions,
 		Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
 }
 

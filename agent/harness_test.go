@@ -461,10 +461,10 @@ func (d *device) agent(mod func(*Options)) *Agent {
 		logs = io.Discard
 	}
 	o := Options{
-		Layout: d.layout(), Bootloader: d.backend(), StateDir: d.state, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.p},
-		Keyring: getKeys(d.t).kr, Manufacturer: "Contoso", Model: "Board", ModelID: adu.ModelContractV2,
-		Roots: []adu.RootKey{getKeys(d.t).signer.RootKey()}, NoBuiltinRoots: true,
-		HealthChecks: []health.Check{{Name: "app", Command: []string{"app-check"}}},
+		Settings: Settings{StateDir: d.state, Manufacturer: "Contoso", Model: "Board", ModelID: adu.ModelContractV2, NoBuiltinRoots: true,
+			HealthChecks: []health.Check{{Name: "app", Command: []string{"app-check"}}}},
+		Layout: d.layout(), Bootloader: d.backend(), JournalFS: powersim.FS{FS: journal.OSFS(), P: d.p},
+		Keyring: getKeys(d.t).kr, Roots: []adu.RootKey{getKeys(d.t).signer.RootKey()},
 		HealthOptions: health.Options{Exec: func(ctx context.Context, at health.Attempt) (int, error) {
 			b, _ := os.ReadFile(d.cmdline)
 			bank := strings.TrimSpace(string(b[strings.LastIndex(string(b), "=")+1:]))

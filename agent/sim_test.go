@@ -360,7 +360,7 @@ func TestHeartbeatDuringHealthChecks(t *testing.T) {
 func TestStateDirLock(t *testing.T) {
 	d := newDevice(t, nil)
 	mk := func() (*Agent, error) {
-		return New(Options{Layout: d.layout(), Bootloader: d.backend(), StateDir: d.state, Manufacturer: "Contoso", Model: "Board"})
+		return New(Options{Layout: d.layout(), Bootloader: d.backend(), Settings: Settings{StateDir: d.state, Manufacturer: "Contoso", Model: "Board"}})
 	}
 	a, err := mk()
 	if err != nil {

@@ -1,6 +1,7 @@
 package bootloader
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -114,17 +115,42 @@ func ParseConfig(data []byte) (Config, error) {
 	return c.normalized()
 }
 
-// normalized returns c with defaults filled in, or an error naming the offending key.
+func cfgErr(key, format string, a ...any) error {
+	return fmt.Errorf("%w: bootloader.%s: %s", ErrConfig, key, fmt.Sprintf(format, a...))
+}
+
+// normalized returns c with the defaults of its type filled in, or an error naming the
+// offending key.
 func (c Config) normalized() (Config, error) {
-	bad := func(key, format string, a ...any) error {
-		return fmt.Errorf("%w: bootloader.%s: %s", ErrConfig, key, fmt.Sprintf(format, a...))
+	c.Banks = slices.Clone(c.Banks)
+	if err := c.checkOwnedKeys(); err != nil {
+		return c, err
 	}
-	// Keys that belong to one type only.
-	type owned struct {
+	if err := c.checkBankNames(); err != nil {
+		return c, err
+	}
+	switch c.Type {
+	case TypeUBoot:
+		return c, c.normalizeUBoot()
+	case TypeGRUB:
+		return c, c.normalizeGRUB()
+	case TypeMCUboot:
+		return c, c.normalizeMCUboot()
+	case "":
+		return c, cfgErr("type", "missing (one of u-boot, grub, mcuboot)")
+	}
+	return c, cfgErr("type", "%q is not one of u-boot, grub, mcuboot", c.Type)
+}
+
+// checkOwnedKeys refuses a key of another backend type (grubenv with type u-boot).
+func (c *Config) checkOwnedKeys() error {
+	if !knownType(c.Type) {
+		return nil // the type check names what is wrong
+	}
+	for _, o := range []struct {
 		key, owner string
 		set        bool
-	}
-	for _, o := range []owned{
+	}{
 		{"preset", TypeUBoot, c.Preset != ""},
 		{"env_config", TypeUBoot, c.EnvConfig != ""},
 		{"namespace", TypeUBoot, c.Namespace != ""},
@@ -141,136 +167,149 @@ func (c Config) normalized() (Config, error) {
 		{"max_align", TypeMCUboot, c.MaxAlign != 0},
 		{"mode", TypeMCUboot, c.Mode != ""},
 	} {
-		if o.set && c.Type != o.owner && c.Type != "" && knownType(c.Type) {
-			return c, bad(o.key, "only for type %q, not %q", o.owner, c.Type)
+		if o.set && c.Type != o.owner {
+			return cfgErr(o.key, "only for type %q, not %q", o.owner, c.Type)
 		}
 	}
-	c.Banks = slices.Clone(c.Banks)
+	return nil
+}
+
+// checkBankNames: each bank name once, usable in an env variable and a slot path.
+func (c *Config) checkBankNames() error {
 	seen := map[string]bool{}
 	for _, b := range c.Banks {
 		if b == "" || strings.ContainsAny(b, " \t\n=/") || seen[b] {
-			return c, bad("banks", "bank name %q is empty, repeated or contains a space, '=' or '/'", b)
+			return cfgErr("banks", "bank name %q is empty, repeated or contains a space, '=' or '/'", b)
 		}
 		seen[b] = true
 	}
-	switch c.Type {
-	case TypeUBoot:
-		if len(c.Banks) == 0 {
-			c.Banks = []string{"A", "B"}
-		}
-		if len(c.Banks) < 2 {
-			return c, bad("banks", "need at least two banks, have %q", c.Banks)
-		}
-		switch Preset(c.Preset) {
-		case "":
-			c.Preset = string(PresetAduflash)
-		case PresetAduflash, PresetMender, PresetRAUC:
-		default:
-			return c, bad("preset", "%q is not one of aduflash, mender, rauc", c.Preset)
-		}
-		if c.EnvConfig == "" {
-			c.EnvConfig = DefaultEnvConfig
-		}
-		if c.Attempts < 0 || c.Attempts > 255 {
-			return c, bad("attempts", "%d is not in 1..255", c.Attempts)
-		}
-		if c.MenderParts != nil {
-			if Preset(c.Preset) != PresetMender {
-				return c, bad("mender_parts", "only for preset \"mender\", not %q", c.Preset)
-			}
-			for k, v := range c.MenderParts {
-				if !slices.Contains(c.Banks, k) {
-					return c, bad("mender_parts", "%q is not one of the banks %q", k, c.Banks)
-				}
-				if v <= 0 {
-					return c, bad("mender_parts", "partition number %d of bank %q is not positive", v, k)
-				}
-			}
-		}
-		if Preset(c.Preset) == PresetMender {
-			if len(c.Banks) != 2 {
-				return c, bad("banks", "the mender preset has exactly two banks, not %d", len(c.Banks))
-			}
-			if c.MenderParts == nil {
-				c.MenderParts = map[string]int{c.Banks[0]: 2, c.Banks[1]: 3}
-			}
-			p0, ok0 := c.MenderParts[c.Banks[0]]
-			p1, ok1 := c.MenderParts[c.Banks[1]]
-			if !ok0 || !ok1 {
-				return c, bad("mender_parts", "needs a partition number for each of the banks %q", c.Banks)
-			}
-			if p0 == p1 {
-				return c, bad("mender_parts", "banks %q share partition %d", c.Banks, p0)
-			}
-		}
-	case TypeGRUB:
-		if len(c.Banks) == 0 {
-			c.Banks = []string{"A", "B"}
-		}
-		if len(c.Banks) < 2 {
-			return c, bad("banks", "need at least two banks, have %q", c.Banks)
-		}
-		if c.GRUBEnv == "" {
-			c.GRUBEnv = DefaultGRUBEnv
-		}
-	case TypeMCUboot:
-		if len(c.Banks) == 0 {
-			c.Banks = []string{"primary", "secondary"}
-		}
-		if len(c.Banks) != 2 {
-			return c, bad("banks", "MCUboot has exactly two banks (primary slot, secondary slot), not %d", len(c.Banks))
-		}
-		if c.Primary == "" {
-			return c, bad("primary", "missing (an MTD name or number, or a device path)")
-		}
-		if c.Secondary == "" {
-			return c, bad("secondary", "missing (an MTD name or number, or a device path)")
-		}
-		same := c.Primary == c.Secondary
-		if c.SecondaryOffset == nil {
-			off := c.Offset
-			if same {
-				off += c.Size
-			}
-			c.SecondaryOffset = &off
-		} else {
-			off := *c.SecondaryOffset
-			c.SecondaryOffset = &off
-		}
-		if same {
-			if c.Size == 0 {
-				return c, bad("size", "required when primary and secondary are the same device")
-			}
-			if lo, hi := min(c.Offset, *c.SecondaryOffset), max(c.Offset, *c.SecondaryOffset); hi-lo < c.Size {
-				return c, bad("secondary_offset", "the slots at %#x and %#x of %q (size %#x) overlap", int64(c.Offset), int64(*c.SecondaryOffset), c.Primary, int64(c.Size))
-			}
-		}
-		switch c.WriteSize {
-		case 0, 1, 2, 4, 8, 16, 32:
-		default:
-			return c, bad("write_size", "%d is not one of 1, 2, 4, 8, 16, 32", c.WriteSize)
-		}
-		switch c.MaxAlign {
-		case 0, 8, 16, 32:
-		default:
-			return c, bad("max_align", "%d is not one of 8, 16, 32", c.MaxAlign)
-		}
-		if c.MaxAlign != 0 && c.WriteSize > c.MaxAlign {
-			return c, bad("max_align", "%d is smaller than write_size %d", c.MaxAlign, c.WriteSize)
-		}
-		switch UpgradeMode(c.Mode) {
-		case "":
-			c.Mode = string(UpgradeTest)
-		case UpgradeTest, UpgradePermanent:
-		default:
-			return c, bad("mode", "%q is not one of test, permanent", c.Mode)
-		}
-	case "":
-		return c, bad("type", "missing (one of u-boot, grub, mcuboot)")
-	default:
-		return c, bad("type", "%q is not one of u-boot, grub, mcuboot", c.Type)
+	return nil
+}
+
+// defaultBanks fills in banks when the section leaves them out.
+func (c *Config) defaultBanks(banks ...string) {
+	if len(c.Banks) == 0 {
+		c.Banks = banks
 	}
-	return c, nil
+}
+
+func (c *Config) normalizeUBoot() error {
+	c.defaultBanks("A", "B")
+	c.Preset = cmp.Or(c.Preset, string(PresetAduflash))
+	c.EnvConfig = cmp.Or(c.EnvConfig, DefaultEnvConfig)
+	if len(c.Banks) < 2 {
+		return cfgErr("banks", "need at least two banks, have %q", c.Banks)
+	}
+	switch Preset(c.Preset) {
+	case PresetAduflash, PresetMender, PresetRAUC:
+	default:
+		return cfgErr("preset", "%q is not one of aduflash, mender, rauc", c.Preset)
+	}
+	if c.Attempts < 0 || c.Attempts > 255 {
+		return cfgErr("attempts", "%d is not in 1..255", c.Attempts)
+	}
+	return c.normalizeMenderParts()
+}
+
+// normalizeMenderParts: mender_parts only with the mender preset, which has two banks, each
+// with its own partition number (default A=2, B=3).
+func (c *Config) normalizeMenderParts() error {
+	if Preset(c.Preset) != PresetMender {
+		if c.MenderParts != nil {
+			return cfgErr("mender_parts", "only for preset \"mender\", not %q", c.Preset)
+		}
+		return nil
+	}
+	if len(c.Banks) != 2 {
+		return cfgErr("banks", "the mender preset has exactly two banks, not %d", len(c.Banks))
+	}
+	for k, v := range c.MenderParts {
+		if !slices.Contains(c.Banks, k) {
+			return cfgErr("mender_parts", "%q is not one of the banks %q", k, c.Banks)
+		}
+		if v <= 0 {
+			return cfgErr("mender_parts", "partition number %d of bank %q is not positive", v, k)
+		}
+	}
+	if c.MenderParts == nil {
+		c.MenderParts = map[string]int{c.Banks[0]: 2, c.Banks[1]: 3}
+	}
+	p0, ok0 := c.MenderParts[c.Banks[0]]
+	p1, ok1 := c.MenderParts[c.Banks[1]]
+	if !ok0 || !ok1 {
+		return cfgErr("mender_parts", "needs a partition number for each of the banks %q", c.Banks)
+	}
+	if p0 == p1 {
+		return cfgErr("mender_parts", "banks %q share partition %d", c.Banks, p0)
+	}
+	return nil
+}
+
+func (c *Config) normalizeGRUB() error {
+	c.defaultBanks("A", "B")
+	c.GRUBEnv = cmp.Or(c.GRUBEnv, DefaultGRUBEnv)
+	if len(c.Banks) < 2 {
+		return cfgErr("banks", "need at least two banks, have %q", c.Banks)
+	}
+	return nil
+}
+
+func (c *Config) normalizeMCUboot() error {
+	c.defaultBanks("primary", "secondary")
+	c.Mode = cmp.Or(c.Mode, string(UpgradeTest))
+	if len(c.Banks) != 2 {
+		return cfgErr("banks", "MCUboot has exactly two banks (primary slot, secondary slot), not %d", len(c.Banks))
+	}
+	if c.Primary == "" {
+		return cfgErr("primary", "missing (an MTD name or number, or a device path)")
+	}
+	if c.Secondary == "" {
+		return cfgErr("secondary", "missing (an MTD name or number, or a device path)")
+	}
+	if err := c.normalizeMCUbootSlots(); err != nil {
+		return err
+	}
+	switch c.WriteSize {
+	case 0, 1, 2, 4, 8, 16, 32:
+	default:
+		return cfgErr("write_size", "%d is not one of 1, 2, 4, 8, 16, 32", c.WriteSize)
+	}
+	switch c.MaxAlign {
+	case 0, 8, 16, 32:
+	default:
+		return cfgErr("max_align", "%d is not one of 8, 16, 32", c.MaxAlign)
+	}
+	if c.MaxAlign != 0 && c.WriteSize > c.MaxAlign {
+		return cfgErr("max_align", "%d is smaller than write_size %d", c.MaxAlign, c.WriteSize)
+	}
+	switch UpgradeMode(c.Mode) {
+	case UpgradeTest, UpgradePermanent:
+		return nil
+	}
+	return cfgErr("mode", "%q is not one of test, permanent", c.Mode)
+}
+
+// normalizeMCUbootSlots places the secondary slot (default: at Offset on its own device,
+// right after the primary slot on a shared one) and refuses slots of one device that overlap.
+func (c *Config) normalizeMCUbootSlots() error {
+	same := c.Primary == c.Secondary
+	off := c.Offset
+	if c.SecondaryOffset != nil {
+		off = *c.SecondaryOffset
+	} else if same {
+		off += c.Size
+	}
+	c.SecondaryOffset = &off // a copy: the caller's Config is not changed
+	if !same {
+		return nil
+	}
+	if c.Size == 0 {
+		return cfgErr("size", "required when primary and secondary are the same device")
+	}
+	if lo, hi := min(c.Offset, off), max(c.Offset, off); hi-lo < c.Size {
+		return cfgErr("secondary_offset", "the slots at %#x and %#x of %q (size %#x) overlap", int64(c.Offset), int64(off), c.Primary, int64(c.Size))
+	}
+	return nil
 }
 
 func knownType(t string) bool { return t == TypeUBoot || t == TypeGRUB || t == TypeMCUboot }

@@ -268,10 +268,11 @@ func (d *Device) runOnce(ctx context.Context) error {
 	var mu sync.Mutex
 	last := time.Time{}
 	o := agent.Options{
-		Layout: layout, Bootloader: bl, StateDir: d.state, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.power},
-		Keyring: d.o.Keyring, Manufacturer: d.o.Manufacturer, Model: d.o.Model, Properties: d.o.Properties,
-		ModelID: d.o.ModelID, Roots: d.o.Roots, NoBuiltinRoots: d.o.NoBuiltinRoots,
-		HealthChecks: []health.Check{{Name: "application", Command: []string{"application-check"}}},
+		Settings: agent.Settings{StateDir: d.state, Manufacturer: d.o.Manufacturer, Model: d.o.Model, Properties: d.o.Properties,
+			ModelID: d.o.ModelID, NoBuiltinRoots: d.o.NoBuiltinRoots, HealthTimeout: 30 * time.Second,
+			HealthChecks: []health.Check{{Name: "application", Command: []string{"application-check"}}}},
+		Layout: layout, Bootloader: bl, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.power},
+		Keyring: d.o.Keyring, Roots: d.o.Roots,
 		HealthOptions: health.Options{Exec: func(ctx context.Context, at health.Attempt) (int, error) {
 			bank := d.Running()
 			if d.o.Healthy == nil || d.o.Healthy(bank, d.Slot(bank, d.o.SlotSize)) {
@@ -280,7 +281,6 @@ func (d *Device) runOnce(ctx context.Context) error {
 			fmt.Fprintln(at.Output, "the application did not come up")
 			return 1, nil
 		}},
-		HealthTimeout: 30 * time.Second,
 		OnBytes: func(n int64) {
 			mu.Lock()
 			written += n

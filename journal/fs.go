@@ -6,26 +6,19 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
-// FS is the file system operations a Journal uses. Paths are as built with
-// filepath.Join from the folder given to Open. Missing files must be
-// reported with errors satisfying errors.Is(err, fs.ErrNotExist).
-// Implementations used by one Journal need not be safe for concurrent use by
-// several Journals, but a test fake shared between goroutines should be.
+// FS is the file system operations a Journal uses: what atomicfile.Replace needs to save a
+// record, and the rest. Paths are as built with filepath.Join from the folder given to
+// Open. Missing files must be reported with errors satisfying errors.Is(err,
+// fs.ErrNotExist). Implementations used by one Journal need not be safe for concurrent use
+// by several Journals, but a test fake shared between goroutines should be.
 type FS interface {
+	atomicfile.FS
 	// MkdirAll creates dir and missing parents, durably.
 	MkdirAll(dir string) error
-	// CreateTemp creates a new file in dir, named by pattern with its last
-	// "*" replaced by a unique string, open for writing.
-	CreateTemp(dir, pattern string) (File, error)
-	// Rename atomically replaces newpath with oldpath.
-	Rename(oldpath, newpath string) error
-	// SyncDir makes the folder's entries (creations, renames, removals)
-	// durable.
-	SyncDir(dir string) error
-	// Remove deletes a file.
-	Remove(name string) error
 	// ReadFile returns the file's contents, or its first limit+1 bytes when
 	// it is longer than limit.
 	ReadFile(name string, limit int64) ([]byte, error)
@@ -34,18 +27,13 @@ type FS interface {
 }
 
 // File is a file created by FS.CreateTemp.
-type File interface {
-	io.Writer
-	Name() string // the path, including the folder
-	Sync() error  // make the written data durable
-	Close() error
-}
+type File = atomicfile.File
 
 // OSFS returns the FS of the operating system. SyncDir fsyncs the folder on
 // Linux and does nothing on other systems.
 func OSFS() FS { return osFS{} }
 
-type osFS struct{}
+type osFS struct{ atomicfile.OS }
 
 func (osFS) MkdirAll(dir string) error {
 	// Find the folders that do not exist yet, so that their creation can be
@@ -64,17 +52,12 @@ func (osFS) MkdirAll(dir string) error {
 		return err
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := syncDir(filepath.Dir(missing[i])); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(missing[i])); err != nil {
 			return err
 		}
 	}
 	return nil
 }
-
-func (osFS) CreateTemp(dir, pattern string) (File, error) { return os.CreateTemp(dir, pattern) }
-func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(oldpath, newpath) }
-func (osFS) SyncDir(dir string) error                     { return syncDir(dir) }
-func (osFS) Remove(name string) error                     { return os.Remove(name) }
 
 func (osFS) ReadFile(name string, limit int64) ([]byte, error) {
 	f, err := os.Open(name)

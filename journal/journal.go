@@ -36,13 +36,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"io/fs"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
 const (
@@ -191,36 +192,8 @@ func (j *Journal) Save(v any) error {
 	defer j.mu.Unlock()
 	j.removeTemps()
 
-	f, err := j.fs.CreateTemp(j.dir, j.name+tempInfix+"*")
-	if err != nil {
-		return fmt.Errorf("journal: create temporary file: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(what string, err error, closed bool) error {
-		if !closed {
-			_ = f.Close()
-		}
-		_ = j.fs.Remove(tmp)
-		return fmt.Errorf("journal: %s %s: %w", what, tmp, err)
-	}
-	n, err := f.Write(data)
-	if err == nil && n != len(data) {
-		err = io.ErrShortWrite
-	}
-	if err != nil {
-		return fail("write", err, false)
-	}
-	if err := f.Sync(); err != nil {
-		return fail("sync", err, false)
-	}
-	if err := f.Close(); err != nil {
-		return fail("close", err, true)
-	}
-	if err := j.fs.Rename(tmp, j.path); err != nil {
-		return fail("rename", err, true)
-	}
-	if err := j.fs.SyncDir(j.dir); err != nil {
-		return fmt.Errorf("journal: sync folder %s: %w", j.dir, err)
+	if err := atomicfile.Replace(j.fs, j.path, j.name+tempInfix+"*", data); err != nil {
+		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
 }

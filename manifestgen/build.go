@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -74,6 +75,25 @@ const HashBufferSize = 1 << 20
 // as a *ValidationError (errors.Is ErrInvalid) together with the manifest. Errors reading
 // files are returned as they are.
 func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string, error) {
+	o := newOptions(opts)
+	m := newManifest(spec, o.created)
+	if err := addFiles(m, spec.Files); err != nil {
+		return nil, nil, err
+	}
+	warnings := addSteps(m, spec.Steps)
+	if err := check(m); err != nil {
+		return m, warnings, err
+	}
+	if err := hashFiles(ctx, fileJobs(m, spec.Files), o); err != nil {
+		return nil, warnings, err
+	}
+	if err := check(m); err != nil {
+		return m, warnings, err
+	}
+	return m, warnings, nil
+}
+
+func newOptions(opts []Option) options {
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
@@ -84,12 +104,16 @@ func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string,
 	if o.concurrency <= 0 {
 		o.concurrency = min(runtime.GOMAXPROCS(0), 4)
 	}
+	return o
+}
 
+// newManifest returns the manifest of spec without files and steps.
+func newManifest(spec Spec, created time.Time) *Manifest {
 	m := &Manifest{
 		UpdateID:        spec.UpdateID,
 		Description:     spec.Description,
 		Compatibility:   spec.Compatibility,
-		CreatedDateTime: o.created.UTC().Format("2006-01-02T15:04:05Z"),
+		CreatedDateTime: created.UTC().Format("2006-01-02T15:04:05Z"),
 		ManifestVersion: ManifestVersion,
 	}
 	if spec.IsDeployable != nil && !*spec.IsDeployable {
@@ -99,70 +123,67 @@ func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string,
 	if m.Compatibility == nil {
 		m.Compatibility = []Compatibility{}
 	}
+	return m
+}
 
-	// Files: names and sizes from the file system first.
-	type job struct {
-		path  string
-		size  int64
-		apply func(size int64, sha string)
-	}
-	var jobs []job
-	var total int64
-	stat := func(path string) (int64, error) {
-		fi, err := os.Stat(path)
+// placeholderHash stands for a file's hash until hashFiles has it.
+var placeholderHash = base64.StdEncoding.EncodeToString(make([]byte, sha256.Size))
+
+// addFiles adds the files and their related files with the sizes their directory entries
+// give and a placeholder hash, so that the manifest can be validated before any is read.
+func addFiles(m *Manifest, files []FileSpec) error {
+	for _, fs := range files {
+		size, err := statFile(fs.Path)
 		if err != nil {
-			return 0, err
-		}
-		if fi.IsDir() {
-			return 0, fmt.Errorf("%s: is a directory", path)
-		}
-		return fi.Size(), nil
-	}
-	placeholder := base64.StdEncoding.EncodeToString(make([]byte, sha256.Size))
-	var names []string
-	for i, fs := range spec.Files {
-		size, err := stat(fs.Path)
-		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		f := File{
 			Filename:    filepath.Base(fs.Path),
 			SizeInBytes: size,
-			Hashes:      Hashes{"sha256": placeholder},
+			Hashes:      Hashes{"sha256": placeholderHash},
 			Properties:  fs.Properties,
 		}
 		if fs.DownloadHandler != "" {
 			f.DownloadHandler = &DownloadHandler{ID: fs.DownloadHandler}
 		}
-		names = append(names, f.Filename)
-		m.Files = append(m.Files, f)
-		jobs = append(jobs, job{fs.Path, size, func(size int64, sha string) {
-			m.Files[i].SizeInBytes = size
-			m.Files[i].Hashes = Hashes{"sha256": sha}
-		}})
-		total += size
-		for j, rs := range fs.Related {
-			size, err := stat(rs.Path)
+		for _, rs := range fs.Related {
+			size, err := statFile(rs.Path)
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
-			m.Files[i].RelatedFiles = append(m.Files[i].RelatedFiles, RelatedFile{
+			f.RelatedFiles = append(f.RelatedFiles, RelatedFile{
 				Filename:    filepath.Base(rs.Path),
 				SizeInBytes: size,
-				Hashes:      Hashes{"sha256": placeholder},
+				Hashes:      Hashes{"sha256": placeholderHash},
 				Properties:  rs.Properties,
 			})
-			jobs = append(jobs, job{rs.Path, size, func(size int64, sha string) {
-				m.Files[i].RelatedFiles[j].SizeInBytes = size
-				m.Files[i].RelatedFiles[j].Hashes = Hashes{"sha256": sha}
-			}})
-			total += size
 		}
+		m.Files = append(m.Files, f)
 	}
+	return nil
+}
 
-	var warnings []string
+// statFile returns the size of the file at path, which must not be a directory.
+func statFile(path string) (int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	if fi.IsDir() {
+		return 0, fmt.Errorf("%s: is a directory", path)
+	}
+	return fi.Size(), nil
+}
+
+// addSteps adds the steps. A step without files gets every file; a step whose handler needs
+// installedCriteria gets the default, with a warning.
+func addSteps(m *Manifest, steps []StepSpec) (warnings []string) {
+	var names []string
+	for _, f := range m.Files {
+		names = append(names, f.Filename)
+	}
 	m.Instructions.Steps = []Step{}
-	for i, ss := range spec.Steps {
+	for i, ss := range steps {
 		st := Step{Description: ss.Description}
 		if ss.UpdateID != nil {
 			id := *ss.UpdateID
@@ -174,23 +195,46 @@ func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string,
 				st.Files = append([]string(nil), names...)
 			}
 			st.HandlerProperties = ss.Properties
-			if needsCriteria(st.Handler) {
-				if _, ok := st.HandlerProperties.Get("installedCriteria"); !ok {
-					st.HandlerProperties = st.HandlerProperties.With("installedCriteria", json.RawMessage(`"`+DefaultInstalledCriteria+`"`))
-					warnings = append(warnings, fmt.Sprintf("step %d: handler %s needs handlerProperties.installedCriteria; using the default %q (set it with properties='{\"installedCriteria\":\"…\"}')", i+1, st.Handler, DefaultInstalledCriteria))
-				}
+			if _, ok := st.HandlerProperties.Get("installedCriteria"); needsCriteria(st.Handler) && !ok {
+				st.HandlerProperties = st.HandlerProperties.With("installedCriteria", json.RawMessage(`"`+DefaultInstalledCriteria+`"`))
+				warnings = append(warnings, fmt.Sprintf("step %d: handler %s needs handlerProperties.installedCriteria; using the default %q (set it with properties='{\"installedCriteria\":\"…\"}')", i+1, st.Handler, DefaultInstalledCriteria))
 			}
 		}
 		m.Instructions.Steps = append(m.Instructions.Steps, st)
 	}
+	return warnings
+}
 
-	if err := check(m); err != nil {
-		return m, warnings, err
+// fileJob is one file to hash and the manifest entry its size and hash go to.
+type fileJob struct {
+	path   string
+	size   *int64
+	hashes *Hashes
+}
+
+// fileJobs lists the files of m (as addFiles made them from files) and their related files.
+func fileJobs(m *Manifest, files []FileSpec) []fileJob {
+	var jobs []fileJob
+	for i := range m.Files {
+		f := &m.Files[i]
+		jobs = append(jobs, fileJob{files[i].Path, &f.SizeInBytes, &f.Hashes})
+		for j := range f.RelatedFiles {
+			r := &f.RelatedFiles[j]
+			jobs = append(jobs, fileJob{files[i].Related[j].Path, &r.SizeInBytes, &r.Hashes})
+		}
 	}
+	return jobs
+}
 
-	// Hash.
+// hashFiles hashes the files, o.concurrency at a time, into their manifest entries. The
+// first failure cancels the others and is returned.
+func hashFiles(ctx context.Context, jobs []fileJob, o options) error {
 	var meter Meter
 	if o.meter != nil {
+		var total int64
+		for _, jb := range jobs {
+			total += *jb.size
+		}
 		meter = o.meter(total)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -198,11 +242,8 @@ func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string,
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, o.concurrency)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for k, jb := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -216,29 +257,30 @@ func Build(ctx context.Context, spec Spec, opts ...Option) (*Manifest, []string,
 				cancel()
 				return
 			}
-			mu.Lock()
-			jb.apply(size, sha)
-			mu.Unlock()
-		}()
+			*jb.size, *jb.hashes = size, Hashes{"sha256": sha}
+		})
 	}
 	wg.Wait()
 	if meter != nil {
 		meter.Finish()
 	}
+	return firstFailure(errs)
+}
+
+// firstFailure returns the first error that is not a cancellation (which the failure
+// itself may have caused, wrapped with a file's name), else the first error.
+func firstFailure(errs []error) error {
 	for _, err := range errs {
-		if err != nil && err != context.Canceled {
-			return nil, warnings, err
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
 		}
 	}
 	for _, err := range errs {
 		if err != nil {
-			return nil, warnings, err
+			return err
 		}
 	}
-	if err := check(m); err != nil {
-		return m, warnings, err
-	}
-	return m, warnings, nil
+	return nil
 }
 
 func needsCriteria(handler string) bool {

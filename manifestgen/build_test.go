@@ -401,3 +401,36 @@ func BenchmarkBuildHash(b *testing.B) {
 		}
 	}
 }
+
+// TestBuildReportsTheFailureNotTheCancel: when one file fails, the others are canceled; the
+// error Build returns is the failure, even when a canceled file comes first.
+func TestBuildReportsTheFailureNotTheCancel(t *testing.T) {
+	dir := t.TempDir()
+	a := writeFile(t, dir, "a.bin", []byte("a"))
+	b := writeFile(t, dir, "b.bin", []byte("b"))
+	st, _ := ParseStep("handler=a/b:1")
+	spec := Spec{UpdateID: UpdateID{"C", "N", "1.0"}, Compatibility: []Compatibility{{{"a", "b"}}}, Steps: []StepSpec{st}, Files: []FileSpec{{Path: a}, {Path: b}}}
+	broken := errors.New("b.bin: read error")
+	m := &scriptedMeter{readers: map[string]func([]byte) (int, error){}}
+	bFailed := make(chan struct{})
+	m.readers[b] = func([]byte) (int, error) { close(bFailed); return 0, broken }
+	m.readers[a] = func([]byte) (int, error) { <-bFailed; return 0, context.Canceled } // canceled by b's failure
+	_, _, err := Build(context.Background(), spec, WithConcurrency(2), WithProgress(func(int64) Meter { return m }))
+	if !errors.Is(err, broken) {
+		t.Errorf("err %v, want b's failure", err)
+	}
+}
+
+// scriptedMeter replaces the reads of each file (by path) with a function.
+type scriptedMeter struct {
+	readers map[string]func([]byte) (int, error)
+}
+
+func (m *scriptedMeter) Reader(r io.Reader) io.Reader {
+	return readFunc(m.readers[r.(*os.File).Name()])
+}
+func (m *scriptedMeter) Finish() {}
+
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }

@@ -3,7 +3,8 @@ package slots
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -151,119 +152,143 @@ func ParseConfig(data []byte) (*Config, error) {
 	return c, nil
 }
 
+func cfgErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+}
+
+// normalize fills in the defaults of the section and its slots and checks them: every slot
+// well formed, every class in every bank. It is also how NewLayout makes an empty config.
 func (c *Config) normalize() error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+	if err := c.normalizeSection(); err != nil {
+		return err
 	}
-	switch c.Active {
-	case "":
-		c.Active = ActiveCmdline
-	case ActiveCmdline, ActiveBootloader:
-	default:
-		return bad("active = %q: want %q or %q", c.Active, ActiveCmdline, ActiveBootloader)
-	}
-	if c.CmdlineKey == "" {
-		c.CmdlineKey = DefaultCmdlineKey
-	}
-	if c.CmdlineFile == "" {
-		c.CmdlineFile = DefaultCmdlineFile
-	}
-	if c.SyncInterval == 0 {
-		c.SyncInterval = DefaultSyncInterval
-	}
-	if c.ReserveBlocks < 0 {
-		return bad("reserve_blocks = %d: must be ≥ 0", c.ReserveBlocks)
-	}
-	banks := map[string]bool{}
-	for _, b := range c.Banks {
-		if b == "" || strings.ContainsAny(b, "/ \t") {
-			return bad("banks: bad bank name %q", b)
-		}
-		banks[b] = true
-	}
-	fixed := len(c.Banks) > 0
-	names := map[string]int{}
-	classBanks := map[string]map[string]bool{}
+	names := map[string]int{}           // slot name → index
+	classBanks := map[string][]string{} // class → banks with a slot of it
 	for i := range c.Slots {
 		s := &c.Slots[i]
 		where := fmt.Sprintf("slots.slot[%d]", i)
-		// The class names the slot ("B/rootfs") and its anti-rollback floor in the bootloader
-		// environment ("rootfs:7"): no '/', no space, no control character.
-		if s.Class == "" || strings.ContainsFunc(s.Class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
-			return bad("%s: class %q: want a name such as rootfs", where, s.Class)
-		}
-		if s.Bank == "" || strings.ContainsAny(s.Bank, "/ \t") {
-			return bad("%s: bank %q: want a bank name such as A", where, s.Bank)
-		}
-		if fixed && !banks[s.Bank] {
-			return bad("%s: bank %q is not in banks %v", where, s.Bank, c.Banks)
-		}
-		banks[s.Bank] = true
-		if classBanks[s.Class] == nil {
-			classBanks[s.Class] = map[string]bool{}
-		}
-		if classBanks[s.Class][s.Bank] {
-			return bad("%s: bank %s already has a %s slot", where, s.Bank, s.Class)
-		}
-		classBanks[s.Class][s.Bank] = true
-		if s.Name == "" {
-			s.Name = s.Class + "-" + strings.ToLower(s.Bank)
-		}
-		if strings.Contains(s.Name, "/") {
-			return bad("%s: name %q may not contain /", where, s.Name)
+		if err := c.normalizeSlot(where, s, classBanks[s.Class]); err != nil {
+			return err
 		}
 		if j, dup := names[s.Name]; dup {
-			return bad("%s: name %q already used by slots.slot[%d]", where, s.Name, j)
+			return cfgErr("%s: name %q already used by slots.slot[%d]", where, s.Name, j)
 		}
 		names[s.Name] = i
-		if s.ReserveBlocks != nil && *s.ReserveBlocks < 0 {
-			return bad("%s: reserve_blocks = %d: must be ≥ 0", where, *s.ReserveBlocks)
+		classBanks[s.Class] = append(classBanks[s.Class], s.Bank)
+	}
+	if len(c.Banks) == 0 {
+		for _, s := range c.Slots {
+			c.Banks = append(c.Banks, s.Bank)
 		}
-		set := func(v string) int {
+		slices.Sort(c.Banks)
+		c.Banks = slices.Compact(c.Banks)
+	}
+	return c.checkEveryClassInEveryBank(classBanks)
+}
+
+// normalizeSection fills in the section's defaults and checks its own keys.
+func (c *Config) normalizeSection() error {
+	c.Active = cmp(c.Active, ActiveCmdline)
+	c.CmdlineKey = cmp(c.CmdlineKey, DefaultCmdlineKey)
+	c.CmdlineFile = cmp(c.CmdlineFile, DefaultCmdlineFile)
+	if c.SyncInterval == 0 {
+		c.SyncInterval = DefaultSyncInterval
+	}
+	if c.Active != ActiveCmdline && c.Active != ActiveBootloader {
+		return cfgErr("slots.active = %q: want %q or %q", c.Active, ActiveCmdline, ActiveBootloader)
+	}
+	if c.ReserveBlocks < 0 {
+		return cfgErr("slots.reserve_blocks = %d: must be ≥ 0", c.ReserveBlocks)
+	}
+	for _, b := range c.Banks {
+		if !validBankName(b) {
+			return cfgErr("slots.banks: bad bank name %q", b)
+		}
+	}
+	return nil
+}
+
+func validBankName(b string) bool { return b != "" && !strings.ContainsAny(b, "/ \t") }
+
+// normalizeSlot fills in the slot's default name and checks it: class and bank names, one
+// slot of its class per bank (classBanks lists the banks that have one so far), the storage
+// keys its type takes.
+func (c *Config) normalizeSlot(where string, s *SlotConfig, classBanks []string) error {
+	// The class names the slot ("B/rootfs") and its anti-rollback floor in the bootloader
+	// environment ("rootfs:7"): no '/', no space, no control character.
+	if s.Class == "" || strings.ContainsFunc(s.Class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return cfgErr("%s: class %q: want a name such as rootfs", where, s.Class)
+	}
+	if !validBankName(s.Bank) {
+		return cfgErr("%s: bank %q: want a bank name such as A", where, s.Bank)
+	}
+	if len(c.Banks) > 0 && !slices.Contains(c.Banks, s.Bank) {
+		return cfgErr("%s: bank %q is not in banks %v", where, s.Bank, c.Banks)
+	}
+	if slices.Contains(classBanks, s.Bank) {
+		return cfgErr("%s: bank %s already has a %s slot", where, s.Bank, s.Class)
+	}
+	s.Name = cmp(s.Name, s.Class+"-"+strings.ToLower(s.Bank))
+	if strings.Contains(s.Name, "/") {
+		return cfgErr("%s: name %q may not contain /", where, s.Name)
+	}
+	if s.ReserveBlocks != nil && *s.ReserveBlocks < 0 {
+		return cfgErr("%s: reserve_blocks = %d: must be ≥ 0", where, *s.ReserveBlocks)
+	}
+	if err := s.checkStorage(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrConfig, where, err)
+	}
+	if s.EraseSize < 0 || s.EraseSize > 0 && s.Offset%s.EraseSize != 0 && s.IsMTD() {
+		return cfgErr("%s: offset %d is not a multiple of erase_size %d", where, s.Offset, s.EraseSize)
+	}
+	return nil
+}
+
+// checkStorage: the storage keys the slot's type takes, and only those.
+func (s *SlotConfig) checkStorage() error {
+	set := func(vs ...string) int {
+		n := 0
+		for _, v := range vs {
 			if v != "" {
-				return 1
+				n++
 			}
-			return 0
 		}
-		switch s.Type {
-		case TypeFile, TypeEMMCBoot:
-			if s.Path == "" || set(s.PartLabel)+set(s.PartUUID)+set(s.MTD)+set(s.UBIVolume) > 0 {
-				return bad("%s: type %q takes path (only)", where, s.Type)
-			}
-		case TypeBlock:
-			if set(s.Path)+set(s.PartLabel)+set(s.PartUUID) != 1 || set(s.MTD)+set(s.UBIVolume) > 0 {
-				return bad("%s: type %q takes exactly one of path, partlabel, partuuid", where, s.Type)
-			}
-		case TypeMTD, TypeNOR, TypeNAND:
-			if set(s.Path)+set(s.MTD) != 1 || set(s.PartLabel)+set(s.PartUUID)+set(s.UBIVolume) > 0 {
-				return bad("%s: type %q takes exactly one of mtd (name or number) and path", where, s.Type)
-			}
-		case TypeUBI:
-			if s.UBIVolume == "" || set(s.Path)+set(s.PartLabel)+set(s.PartUUID)+set(s.MTD) > 0 {
-				return bad("%s: type %q takes ubi_volume (only)", where, s.Type)
-			}
-			if s.Offset != 0 {
-				return bad("%s: type %q has no offset", where, s.Type)
-			}
-		case "":
-			return bad("%s: missing type (one of file, block, emmc-boot, mtd, nor, nand, ubi)", where)
-		default:
-			return bad("%s: unknown type %q (one of file, block, emmc-boot, mtd, nor, nand, ubi)", where, s.Type)
-		}
-		if s.EraseSize < 0 || s.EraseSize > 0 && s.Offset%s.EraseSize != 0 && s.IsMTD() {
-			return bad("%s: offset %d is not a multiple of erase_size %d", where, s.Offset, s.EraseSize)
-		}
+		return n
 	}
-	if !fixed {
-		for b := range banks {
-			c.Banks = append(c.Banks, b)
+	switch s.Type {
+	case TypeFile, TypeEMMCBoot:
+		if s.Path == "" || set(s.PartLabel, s.PartUUID, s.MTD, s.UBIVolume) > 0 {
+			return fmt.Errorf("type %q takes path (only)", s.Type)
 		}
-		sort.Strings(c.Banks)
+	case TypeBlock:
+		if set(s.Path, s.PartLabel, s.PartUUID) != 1 || set(s.MTD, s.UBIVolume) > 0 {
+			return fmt.Errorf("type %q takes exactly one of path, partlabel, partuuid", s.Type)
+		}
+	case TypeMTD, TypeNOR, TypeNAND:
+		if set(s.Path, s.MTD) != 1 || set(s.PartLabel, s.PartUUID, s.UBIVolume) > 0 {
+			return fmt.Errorf("type %q takes exactly one of mtd (name or number) and path", s.Type)
+		}
+	case TypeUBI:
+		if s.UBIVolume == "" || set(s.Path, s.PartLabel, s.PartUUID, s.MTD) > 0 {
+			return fmt.Errorf("type %q takes ubi_volume (only)", s.Type)
+		}
+		if s.Offset != 0 {
+			return fmt.Errorf("type %q has no offset", s.Type)
+		}
+	case "":
+		return errors.New("missing type (one of file, block, emmc-boot, mtd, nor, nand, ubi)")
+	default:
+		return fmt.Errorf("unknown type %q (one of file, block, emmc-boot, mtd, nor, nand, ubi)", s.Type)
 	}
-	for class, bs := range classBanks {
+	return nil
+}
+
+// checkEveryClassInEveryBank: banks switch together, so each needs a slot of every class.
+func (c *Config) checkEveryClassInEveryBank(classBanks map[string][]string) error {
+	for _, class := range slices.Sorted(maps.Keys(classBanks)) {
 		for _, b := range c.Banks {
-			if !bs[b] {
-				return bad("class %q has no slot in bank %s: every bank needs every class (banks switch together)", class, b)
+			if !slices.Contains(classBanks[class], b) {
+				return cfgErr("class %q has no slot in bank %s: every bank needs every class (banks switch together)", class, b)
 			}
 		}
 	}

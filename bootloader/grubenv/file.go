@@ -6,7 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
 // ReadFile reads and parses the block in a file.
@@ -34,9 +35,8 @@ func ReadFile(path string) (*Env, error) {
 	return e, nil
 }
 
-// WriteFile writes e to path atomically: it writes a temporary file in the same directory,
-// fsyncs it, renames it over path and (on Linux) fsyncs the directory, so that after a power
-// cut path holds either the old or the new block. The new file gets the old file's
+// WriteFile writes e to path atomically (atomicfile.WriteFile), so that after a power cut
+// path holds either the old or the new block. The new file gets the old file's
 // permissions, or 0644.
 func WriteFile(path string, e *Env) error {
 	b, err := e.Encode()
@@ -47,37 +47,8 @@ func WriteFile(path string, e *Env) error {
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, b, mode); err != nil {
 		return fmt.Errorf("grubenv: writing %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmpName)
-		}
-	}()
-	if _, err := tmp.Write(b); err != nil {
-		return fmt.Errorf("grubenv: writing %s: %w", tmpName, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("grubenv: writing %s: %w", tmpName, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("grubenv: syncing %s: %w", tmpName, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("grubenv: closing %s: %w", tmpName, err)
-	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("grubenv: renaming %s to %s: %w", tmpName, path, err)
-	}
-	done = true
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("grubenv: syncing directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -3,8 +3,10 @@ package grubenv
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -223,5 +225,22 @@ func TestWriteFileUpdate(t *testing.T) {
 	os.WriteFile(path, []byte("junk"), 0o644)
 	if err := Update(path, func(e *Env) error { return nil }); !errors.Is(err, ErrSize) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestWriteFileKeepsMode: a new block file is 0644; a rewritten one keeps its mode.
+func TestWriteFileKeepsMode(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no Unix modes")
+	}
+	path := filepath.Join(t.TempDir(), "grubenv")
+	for _, want := range []fs.FileMode{0o644, 0o600} {
+		if err := WriteFile(path, New()); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Fatalf("mode %v, want %v (%v)", st.Mode(), want, err)
+		}
+		os.Chmod(path, 0o600)
 	}
 }

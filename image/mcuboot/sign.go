@@ -1,6 +1,8 @@
 package mcuboot
 
 import (
+	"bytes"
+	"cmp"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"hash"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -124,6 +127,13 @@ type hashAlg struct {
 	new  func() hash.Hash
 }
 
+// sum returns the hash of b.
+func (h hashAlg) sum(b []byte) []byte {
+	d := h.new()
+	d.Write(b)
+	return d.Sum(nil)
+}
+
 var hashAlgs = map[int]hashAlg{
 	256: {256, TLVSHA256, sha256.New},
 	384: {384, TLVSHA384, sha512.New384},
@@ -204,9 +214,7 @@ func KeyHash(pub crypto.PublicKey, hashBits int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := h.new()
-	d.Write(b)
-	return d.Sum(nil), nil
+	return h.sum(b), nil
 }
 
 type tlvBuf struct {
@@ -238,228 +246,296 @@ func Sign(payload []byte, key crypto.Signer, o SignOptions) ([]byte, error) {
 	if len(payload) > MaxSize {
 		return nil, fmt.Errorf("%w: payload of %d bytes is more than the %d this tool signs", ErrTooLarge, len(payload), MaxSize)
 	}
-	topts, err := o.TrailerOptions().normalize()
+	p, err := newSignPlan(o, key)
 	if err != nil {
 		return nil, err
 	}
-	hdrSize := o.HeaderSize
-	if hdrSize == 0 {
-		hdrSize = HeaderSize
+	buf, err := p.body(payload)
+	if err != nil {
+		return nil, err
 	}
-	if hdrSize < HeaderSize || hdrSize > 0xffff {
-		return nil, fmt.Errorf("%w: header size %d is out of range %d..65535", ErrBadOptions, hdrSize, HeaderSize)
+	pub, err := p.signerKey(key)
+	if err != nil {
+		return nil, err
 	}
-	if o.LoadAddr != 0 && o.ROMFixed != 0 {
-		return nil, fmt.Errorf("%w: cannot set the ROM-fixed address and the load address at the same time", ErrBadOptions)
+	prot, err := p.protectedTLVs(pub.hash)
+	if err != nil {
+		return nil, err
 	}
-	pad := o.Pad || o.Confirm || o.Test
-	if o.SlotSize < 0 || (pad && o.SlotSize == 0) {
-		return nil, fmt.Errorf("%w: padding needs a slot size", ErrBadOptions)
+	buf = append(p.putHeader(buf, len(prot)), prot...)
+	tlvs, err := p.tlvs(buf, key, pub)
+	if err != nil {
+		return nil, err
 	}
-	keyFormat := o.PublicKeyFormat
-	if keyFormat == "" {
-		keyFormat = KeyFormatHash
-	}
-	if keyFormat != KeyFormatHash && keyFormat != KeyFormatFull {
-		return nil, fmt.Errorf("%w: public key format %q is not hash or full", ErrBadOptions, keyFormat)
-	}
+	return p.fitSlot(append(buf, tlvs...))
+}
 
-	// Hash algorithm: the key decides, as key_and_user_sha_to_alg_and_tlv does.
-	if o.Pure && o.Hash != 0 {
-		return nil, fmt.Errorf("%w: pure signatures use their own hash; do not select one", ErrBadOptions)
+// signPlan is what Sign decides from the options and the key before it reads the payload.
+type signPlan struct {
+	SignOptions
+	trailer   TrailerOptions
+	hdrSize   int
+	pad       bool // pad to the slot size and write the trailer magic
+	keyFormat KeyFormat
+	keyType   image.KeyType // "" without a key
+	hash      hashAlg
+}
+
+// newSignPlan checks the options and resolves their defaults and the hash.
+func newSignPlan(o SignOptions, key crypto.Signer) (*signPlan, error) {
+	p := &signPlan{SignOptions: o, hdrSize: cmp.Or(o.HeaderSize, HeaderSize), pad: o.Pad || o.Confirm || o.Test,
+		keyFormat: cmp.Or(o.PublicKeyFormat, KeyFormatHash)}
+	var err error
+	if p.trailer, err = o.TrailerOptions().normalize(); err != nil {
+		return nil, err
 	}
-	var (
-		keyType image.KeyType
-		hbits   = o.Hash
-	)
+	switch {
+	case p.hdrSize < HeaderSize || p.hdrSize > 0xffff:
+		return nil, fmt.Errorf("%w: header size %d is out of range %d..65535", ErrBadOptions, p.hdrSize, HeaderSize)
+	case o.LoadAddr != 0 && o.ROMFixed != 0:
+		return nil, fmt.Errorf("%w: cannot set the ROM-fixed address and the load address at the same time", ErrBadOptions)
+	case o.SlotSize < 0 || (p.pad && o.SlotSize == 0):
+		return nil, fmt.Errorf("%w: padding needs a slot size", ErrBadOptions)
+	case p.keyFormat != KeyFormatHash && p.keyFormat != KeyFormatFull:
+		return nil, fmt.Errorf("%w: public key format %q is not hash or full", ErrBadOptions, p.keyFormat)
+	}
+	if p.keyType, p.hash, err = chooseHash(o, key); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// chooseHash picks the image hash: the key decides, as imgtool's
+// key_and_user_sha_to_alg_and_tlv does (SHA-256 for an unsigned image).
+func chooseHash(o SignOptions, key crypto.Signer) (image.KeyType, hashAlg, error) {
+	if o.Pure && o.Hash != 0 {
+		return "", hashAlg{}, fmt.Errorf("%w: pure signatures use their own hash; do not select one", ErrBadOptions)
+	}
+	var keyType image.KeyType
+	bits := cmp.Or(o.Hash, 256)
 	if key != nil {
+		var err error
 		if keyType, err = image.TypeOf(key.Public()); err != nil {
-			return nil, err
+			return "", hashAlg{}, err
 		}
 		allowed := allowedHashes(keyType)
 		if o.Pure {
 			if keyType != image.Ed25519 {
-				return nil, fmt.Errorf("%w: pure signatures need an ed25519 key, not %s", ErrBadOptions, keyType)
+				return "", hashAlg{}, fmt.Errorf("%w: pure signatures need an ed25519 key, not %s", ErrBadOptions, keyType)
 			}
 			allowed = []int{512}
 		}
 		switch {
-		case hbits == 0 || o.Pure:
-			hbits = allowed[0]
-		case !containsInt(allowed, hbits):
-			return nil, fmt.Errorf("%w: a %s key cannot be used with SHA-%d; allowed: %v", ErrBadOptions, keyType, hbits, allowed)
+		case o.Hash == 0 || o.Pure:
+			bits = allowed[0]
+		case !slices.Contains(allowed, o.Hash):
+			return "", hashAlg{}, fmt.Errorf("%w: a %s key cannot be used with SHA-%d; allowed: %v", ErrBadOptions, keyType, o.Hash, allowed)
 		}
-	} else if hbits == 0 {
-		hbits = 256
 	}
-	halg, ok := hashAlgs[hbits]
+	h, ok := hashAlgs[bits]
 	if !ok {
-		return nil, fmt.Errorf("%w: hash SHA-%d is not one of 256, 384, 512", ErrBadOptions, hbits)
+		return "", hashAlg{}, fmt.Errorf("%w: hash SHA-%d is not one of 256, 384, 512", ErrBadOptions, bits)
 	}
+	return keyType, h, nil
+}
 
-	// Body: header area + payload.
-	erased := o.erased()
-	var buf []byte
-	if o.PadHeader {
-		buf = make([]byte, hdrSize, hdrSize+len(payload)+1024)
-		for i := range buf {
-			buf[i] = erased
-		}
-		buf = append(buf, payload...)
-	} else {
-		if len(payload) < hdrSize {
-			return nil, fmt.Errorf("%w: the input is %d bytes, shorter than the header size %d (use --pad-header to add the header in front)", ErrBadInput, len(payload), hdrSize)
-		}
-		for i, c := range payload[:hdrSize] {
-			if c != 0 {
-				return nil, fmt.Errorf("%w: header padding was not requested and the input does not start with zeros (byte 0x%x at offset 0x%x is within the 0x%x-byte header; use --pad-header)",
-					ErrBadInput, c, i, hdrSize)
-			}
-		}
-		buf = make([]byte, 0, len(payload)+1024)
-		buf = append(buf, payload...)
+// body returns the header area followed by the payload: erased bytes in front of it
+// (PadHeader), or the payload's own first HeaderSize bytes, which must be zero.
+func (p *signPlan) body(payload []byte) ([]byte, error) {
+	buf := make([]byte, 0, p.hdrSize+len(payload)+1024)
+	if p.PadHeader {
+		buf = append(buf, bytes.Repeat([]byte{p.erased()}, p.hdrSize)...)
+		return append(buf, payload...), nil
 	}
-	imageSize := len(buf) - hdrSize
-
-	// Public key bytes and their hash.
-	var pubBytes, pubHash []byte
-	if key != nil {
-		if pubBytes, err = publicKeyBytes(key.Public()); err != nil {
-			return nil, err
-		}
-		d := halg.new()
-		d.Write(pubBytes)
-		pubHash = d.Sum(nil)
-	} else {
-		pubHash = make([]byte, sha256.Size)
+	if len(payload) < p.hdrSize {
+		return nil, fmt.Errorf("%w: the input is %d bytes, shorter than the header size %d (use --pad-header to add the header in front)", ErrBadInput, len(payload), p.hdrSize)
 	}
+	for i, c := range payload[:p.hdrSize] {
+		if c != 0 {
+			return nil, fmt.Errorf("%w: header padding was not requested and the input does not start with zeros (byte 0x%x at offset 0x%x is within the 0x%x-byte header; use --pad-header)",
+				ErrBadInput, c, i, p.hdrSize)
+		}
+	}
+	return append(buf, payload...), nil
+}
 
-	// Protected TLVs, in imgtool's order.
+// signerKey is the signing key's public bytes (the PUBKEY TLV) and their hash (KEYHASH).
+type signerKey struct{ der, hash []byte }
+
+// signerKey returns the key's public bytes and hash; without a key the hash is zeros.
+func (p *signPlan) signerKey(key crypto.Signer) (signerKey, error) {
+	if key == nil {
+		return signerKey{hash: make([]byte, sha256.Size)}, nil
+	}
+	der, err := publicKeyBytes(key.Public())
+	if err != nil {
+		return signerKey{}, err
+	}
+	return signerKey{der: der, hash: p.hash.sum(der)}, nil
+}
+
+// protectedTLVs returns the protected TLV area, in imgtool's order: security counter, boot
+// record, dependencies, VID, CID, custom TLVs.
+func (p *signPlan) protectedTLVs(keyHash []byte) ([]byte, error) {
 	prot := tlvBuf{magic: TLVProtInfoMagic}
-	if o.SecurityCounter != nil {
-		prot.add(TLVSecCnt, binary.LittleEndian.AppendUint32(nil, *o.SecurityCounter))
+	if p.SecurityCounter != nil {
+		prot.add(TLVSecCnt, binary.LittleEndian.AppendUint32(nil, *p.SecurityCounter))
 	}
-	if o.BootRecord != "" {
-		if n := utf8.RuneCountInString(o.BootRecord); n > 12 {
-			return nil, fmt.Errorf("%w: boot record software type %q is too long (%d characters; at most 12)", ErrBadOptions, o.BootRecord, n)
+	if p.BootRecord != "" {
+		if n := utf8.RuneCountInString(p.BootRecord); n > 12 {
+			return nil, fmt.Errorf("%w: boot record software type %q is too long (%d characters; at most 12)", ErrBadOptions, p.BootRecord, n)
 		}
-		v := fmt.Sprintf("%d.%d.%d", o.Version.Major, o.Version.Minor, o.Version.Revision)
-		prot.add(TLVBootRecord, bootRecord(o.BootRecord, v, "SHA"+strconv.Itoa(hbits), make([]byte, halg.new().Size()), pubHash))
+		v := fmt.Sprintf("%d.%d.%d", p.Version.Major, p.Version.Minor, p.Version.Revision)
+		prot.add(TLVBootRecord, bootRecord(p.BootRecord, v, "SHA"+strconv.Itoa(p.hash.bits), make([]byte, p.hash.new().Size()), keyHash))
 	}
-	for _, d := range o.Dependencies {
-		p := []byte{d.Image, 0, 0, 0, d.Version.Major, d.Version.Minor}
-		p = binary.LittleEndian.AppendUint16(p, d.Version.Revision)
-		p = binary.LittleEndian.AppendUint32(p, d.Version.Build)
-		prot.add(TLVDependency, p)
+	for _, d := range p.Dependencies {
+		v := []byte{d.Image, 0, 0, 0, d.Version.Major, d.Version.Minor}
+		v = binary.LittleEndian.AppendUint16(v, d.Version.Revision)
+		v = binary.LittleEndian.AppendUint32(v, d.Version.Build)
+		prot.add(TLVDependency, v)
 	}
+	if err := p.addUUIDs(&prot); err != nil {
+		return nil, err
+	}
+	if err := p.addCustomTLVs(&prot); err != nil {
+		return nil, err
+	}
+	b := prot.bytes()
+	if len(b) > 0xffff {
+		return nil, fmt.Errorf("%w: the protected TLVs take %d bytes, more than 65535", ErrBadOptions, len(b))
+	}
+	return b, nil
+}
+
+// addUUIDs adds the UUID_VID and UUID_CID TLVs (a CID name is hashed in the VID's namespace).
+func (p *signPlan) addUUIDs(prot *tlvBuf) error {
 	var vid []byte
-	if o.VID != "" {
-		if vid, err = parseUUID(nsDNS, o.VID); err != nil {
-			return nil, fmt.Errorf("%w: --vid: %w", ErrBadOptions, err)
+	if p.VID != "" {
+		var err error
+		if vid, err = parseUUID(nsDNS, p.VID); err != nil {
+			return fmt.Errorf("%w: --vid: %w", ErrBadOptions, err)
 		}
 		prot.add(TLVUUIDVID, vid)
 	}
-	if o.CID != "" {
-		cid, err := parseUUID(vid, o.CID)
+	if p.CID != "" {
+		cid, err := parseUUID(vid, p.CID)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --cid: %w", ErrBadOptions, err)
+			return fmt.Errorf("%w: --cid: %w", ErrBadOptions, err)
 		}
 		prot.add(TLVUUIDCID, cid)
 	}
+	return nil
+}
+
+// addCustomTLVs adds the vendor TLVs, each type once and in the vendor range.
+func (p *signPlan) addCustomTLVs(prot *tlvBuf) error {
 	seen := map[uint16]bool{}
-	for _, c := range o.CustomTLVs {
-		if c.Type < TLVVendorMin || c.Type > TLVVendorMax {
-			return nil, fmt.Errorf("%w: custom TLV type 0x%04x is not between 0x%04x and 0x%04x", ErrBadOptions, c.Type, TLVVendorMin, TLVVendorMax)
-		}
-		if seen[c.Type] {
-			return nil, fmt.Errorf("%w: custom TLV 0x%x given twice", ErrBadOptions, c.Type)
+	for _, c := range p.CustomTLVs {
+		switch {
+		case c.Type < TLVVendorMin || c.Type > TLVVendorMax:
+			return fmt.Errorf("%w: custom TLV type 0x%04x is not between 0x%04x and 0x%04x", ErrBadOptions, c.Type, TLVVendorMin, TLVVendorMax)
+		case seen[c.Type]:
+			return fmt.Errorf("%w: custom TLV 0x%x given twice", ErrBadOptions, c.Type)
+		case len(c.Value) > 0xffff:
+			return fmt.Errorf("%w: custom TLV 0x%x is %d bytes, more than 65535", ErrBadOptions, c.Type, len(c.Value))
 		}
 		seen[c.Type] = true
-		if len(c.Value) > 0xffff {
-			return nil, fmt.Errorf("%w: custom TLV 0x%x is %d bytes, more than 65535", ErrBadOptions, c.Type, len(c.Value))
-		}
 		prot.add(c.Type, c.Value)
 	}
-	protBytes := prot.bytes()
-	if len(protBytes) > 0xffff {
-		return nil, fmt.Errorf("%w: the protected TLVs take %d bytes, more than 65535", ErrBadOptions, len(protBytes))
-	}
+	return nil
+}
 
+// putHeader writes the image header over the header area of buf.
+func (p *signPlan) putHeader(buf []byte, protSize int) []byte {
 	flags := uint32(0)
-	if o.LoadAddr != 0 {
+	if p.LoadAddr != 0 {
 		flags |= FlagRAMLoad
 	}
-	if o.ROMFixed != 0 {
+	if p.ROMFixed != 0 {
 		flags |= FlagROMFixed
 	}
-	if o.NonBootable {
+	if p.NonBootable {
 		flags |= FlagNonBootable
 	}
 	h := Header{
 		Magic:            Magic,
-		LoadAddr:         o.LoadAddr | o.ROMFixed,
-		HeaderSize:       uint16(hdrSize),
-		ProtectedTLVSize: uint16(len(protBytes)),
-		ImageSize:        uint32(imageSize),
+		LoadAddr:         p.LoadAddr | p.ROMFixed,
+		HeaderSize:       uint16(p.hdrSize),
+		ProtectedTLVSize: uint16(protSize),
+		ImageSize:        uint32(len(buf) - p.hdrSize),
 		Flags:            flags,
-		Version:          o.Version,
+		Version:          p.Version,
 	}
 	hb, _ := h.MarshalBinary()
 	copy(buf, hb)
-	buf = append(buf, protBytes...)
+	return buf
+}
 
-	d := halg.new()
-	d.Write(buf)
-	digest := d.Sum(nil)
+// tlvs returns the TLV area of the image buf (header, payload, protected TLVs): its hash
+// and, with a key, the key (its hash or itself) and the signature.
+func (p *signPlan) tlvs(buf []byte, key crypto.Signer, pub signerKey) ([]byte, error) {
+	digest := p.hash.sum(buf)
 	tlv := tlvBuf{magic: TLVInfoMagic}
-	tlv.add(halg.tlv, digest)
-	if o.Pure {
+	tlv.add(p.hash.tlv, digest)
+	if p.Pure {
 		tlv.add(TLVSigPure, []byte{1})
 	}
 	if key != nil {
-		if keyFormat == KeyFormatHash {
-			tlv.add(TLVKeyHash, pubHash)
+		if p.keyFormat == KeyFormatHash {
+			tlv.add(TLVKeyHash, pub.hash)
 		} else {
-			tlv.add(TLVPubKey, pubBytes)
+			tlv.add(TLVPubKey, pub.der)
 		}
-		var msg []byte
-		switch {
-		case keyType == image.Ed25519 && !o.Pure:
-			msg = digest // imgtool's sign_digest: Ed25519 over the image digest
-		default:
-			msg = buf // ECDSA and RSA hash the image themselves; pure Ed25519 signs it whole
-		}
-		// image.SignMessage signs as imgtool does: Ed25519 over msg; ECDSA with SHA-256 (P-256)
-		// or SHA-384 (P-384) over msg, ASN.1 DER; RSA-PSS with SHA-256 and a 32-byte salt.
-		sig, err := image.SignMessage(key, msg)
+		sig, err := p.signature(key, buf, digest)
 		if err != nil {
 			return nil, err
 		}
-		if o.PadSig && keyType == image.ECDSAP256 && len(sig) < 72 {
-			sig = append(sig, make([]byte, 72-len(sig))...)
-		}
-		if o.PadSig && keyType == image.ECDSAP384 && len(sig) < 103 {
-			sig = append(sig, make([]byte, 103-len(sig))...)
-		}
-		tlv.add(sigTLV(keyType), sig)
+		tlv.add(sigTLV(p.keyType), sig)
 	}
 	if len(tlv.buf)+TLVInfoSize > 0xffff {
 		return nil, fmt.Errorf("%w: the TLV area would be more than 65535 bytes", ErrBadOptions)
 	}
-	buf = append(buf, tlv.bytes()...)
+	return tlv.bytes(), nil
+}
 
-	if o.SlotSize > 0 {
-		tsize, err := TrailerSize(topts)
-		if err != nil {
-			return nil, err
-		}
-		if len(buf)+tsize > o.SlotSize {
-			return nil, fmt.Errorf("%w: image size (0x%x) + trailer (0x%x) exceeds requested size 0x%x",
-				ErrTooLarge, len(buf), tsize, o.SlotSize)
-		}
-		if pad {
-			buf = padTo(buf, o.SlotSize, topts, o.Confirm, erased)
-		}
+// paddedSigSize is the ECDSA signature size --pad-sig pads to (MCUboot before 1.5).
+var paddedSigSize = map[image.KeyType]int{image.ECDSAP256: 72, image.ECDSAP384: 103}
+
+// signature signs the image as imgtool does (image.SignMessage): Ed25519 over the image
+// digest (imgtool's sign_digest), or over the image itself when pure; ECDSA with SHA-256
+// (P-256) or SHA-384 (P-384) over the image, ASN.1 DER; RSA-PSS with SHA-256 and a 32-byte
+// salt.
+func (p *signPlan) signature(key crypto.Signer, img, digest []byte) ([]byte, error) {
+	msg := img
+	if p.keyType == image.Ed25519 && !p.Pure {
+		msg = digest
+	}
+	sig, err := image.SignMessage(key, msg)
+	if err != nil {
+		return nil, err
+	}
+	if n := paddedSigSize[p.keyType]; p.PadSig && len(sig) < n {
+		sig = append(sig, make([]byte, n-len(sig))...)
+	}
+	return sig, nil
+}
+
+// fitSlot checks that the image and its trailer fit SlotSize (when set), and pads the image
+// to it when asked.
+func (p *signPlan) fitSlot(buf []byte) ([]byte, error) {
+	if p.SlotSize <= 0 {
+		return buf, nil
+	}
+	tsize, err := TrailerSize(p.trailer)
+	if err != nil {
+		return nil, err
+	}
+	if len(buf)+tsize > p.SlotSize {
+		return nil, fmt.Errorf("%w: image size (0x%x) + trailer (0x%x) exceeds requested size 0x%x",
+			ErrTooLarge, len(buf), tsize, p.SlotSize)
+	}
+	if p.pad {
+		buf = padTo(buf, p.SlotSize, p.trailer, p.Confirm, p.erased())
 	}
 	return buf, nil
 }
@@ -476,15 +552,6 @@ func padTo(buf []byte, slot int, t TrailerOptions, confirm bool, erased byte) []
 		out[slot+Layout(t.MaxAlign).ImageOK] = FlagSet
 	}
 	return out
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // bootRecord encodes the CBOR map imgtool's create_sw_component_data builds (PSA software

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/aduflash/aduflash/image"
@@ -54,7 +55,7 @@ func Verify(data []byte, pub crypto.PublicKey) (*Image, error) {
 		if !ok {
 			continue
 		}
-		if pub != nil && !containsInt(allowedVerifyHashes(keyType), h.bits) {
+		if pub != nil && !slices.Contains(allowedVerifyHashes(keyType), h.bits) {
 			return img, fmt.Errorf("%w: the image's %s TLV (offset 0x%x) does not fit the %s key, which needs %s",
 				ErrKeyMismatch, t.Name, t.Offset, keyType, hashNames(allowedVerifyHashes(keyType)))
 		}

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 type sec struct {
@@ -56,5 +58,61 @@ func TestLoadFile(t *testing.T) {
 	os.WriteFile(path, []byte("ok"), 0o644)
 	if v, err := LoadFile(path, parse); v != 7 || err != nil {
 		t.Fatalf("%v %v", v, err)
+	}
+}
+
+type timed struct {
+	embedded
+	Wait time.Duration `toml:"wait"`
+	N    int           `toml:"n"`
+}
+
+type embedded struct {
+	Grace time.Duration `toml:"grace"`
+}
+
+// TestDecodeDurations: durations are strings with a unit; an integer (nanoseconds to the
+// decoder) is refused naming the key, in embedded structs too; a key left out keeps dst's
+// default.
+func TestDecodeDurations(t *testing.T) {
+	s := timed{Wait: time.Minute}
+	if _, _, err := Decode([]byte("[mine]\ngrace = \"90s\"\nn = 5\n"), "mine", &s); err != nil || s.Grace != 90*time.Second || s.Wait != time.Minute || s.N != 5 {
+		t.Fatalf("%+v %v", s, err)
+	}
+	for _, doc := range []string{"[mine]\nwait = 300\n", "[mine]\ngrace = 300\n"} {
+		_, _, err := Decode([]byte(doc), "mine", &timed{})
+		key := "mine." + strings.Fields(doc)[1]
+		if err == nil || !strings.Contains(err.Error(), key+": an integer is not a duration") {
+			t.Errorf("%q: %v", doc, err)
+		}
+	}
+	_, _, err := Decode([]byte("[mine]\n\nwait = \"soon\"\n"), "mine", &timed{})
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "mine.wait") {
+		t.Errorf("bad duration: %v", err)
+	}
+}
+
+func TestSubkeys(t *testing.T) {
+	md, _, err := Decode([]byte("[mine.m]\nz = 1\na = 2\n\"q r\" = 3\n[mine.n]\nx = 1\n"), "mine", &struct {
+		M map[string]int `toml:"m"`
+		N map[string]int `toml:"n"`
+	}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Subkeys(md, "mine", "m"); !slices.Equal(got, []string{"z", "a", "q r"}) {
+		t.Errorf("%q", got)
+	}
+}
+
+// TestDecodeArrayOfTablesError: the decoder would give the line of the last entry's key,
+// whichever entry is wrong; the error names the key and no line.
+func TestDecodeArrayOfTablesError(t *testing.T) {
+	var s struct {
+		T []timed `toml:"t"`
+	}
+	_, _, err := Decode([]byte("[mine]\n[[mine.t]]\nwait = \"soon\"\n[[mine.t]]\nwait = \"1s\"\n"), "mine", &s)
+	if err == nil || strings.Contains(err.Error(), "line") || !strings.Contains(err.Error(), `mine.t.wait: invalid duration: "soon"`) {
+		t.Errorf("%v", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
 // CacheDir returns where vmtest keeps what it downloads and builds (the Debian kernel and
@@ -428,10 +430,7 @@ func buildBase(cache string, k *kernel, busybox string, tools map[string]string)
 	if err := c.Close(); err != nil {
 		return "", err
 	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	return out, os.Rename(tmp.Name(), out)
+	return out, atomicfile.Commit(atomicfile.OS{}, tmp, out)
 }
 
 func sortedPaths(m map[string]string, keys []string) []string {

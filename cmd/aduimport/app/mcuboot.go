@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -167,167 +168,218 @@ EXAMPLE:
 
 // mcubootSignOptions turns the sign flags into SignOptions; every bad value is a usage error.
 func mcubootSignOptions(c *cli.Context, customTLV, customTLVFile []string) (mcuboot.SignOptions, error) {
-	var o mcuboot.SignOptions
-	usage := func(flag string, err error) error {
-		return exitcode.Usagef("%s: --%s: %v", c.Command.HelpName, flag, err)
+	f := signFlags{c}
+	o := mcuboot.SignOptions{
+		PadHeader: c.Bool("pad-header"), Pad: c.Bool("pad"), Confirm: c.Bool("confirm"), Test: c.Bool("test"),
+		OverwriteOnly: c.Bool("overwrite-only"), Pure: c.Bool("pure"), PadSig: c.Bool("pad-sig"), NonBootable: c.Bool("non-bootable"),
+		BootRecord: c.String("boot-record"), VID: c.String("vid"), CID: c.String("cid"),
 	}
-	v, err := mcuboot.ParseVersion(c.String("version"))
-	if err != nil {
-		return o, usage("version", err)
-	}
-	o.Version = v
-	num := func(flag string, max uint64) (uint64, error) {
-		if !c.IsSet(flag) && c.String(flag) == "" {
-			return 0, nil
-		}
-		n, err := mcuboot.ParseNumber(c.String(flag))
-		if err != nil {
-			return 0, usage(flag, err)
-		}
-		if n > max {
-			return 0, usage(flag, fmt.Errorf("%d is out of range 0..%d", n, max))
-		}
-		return n, nil
-	}
-	var n uint64
-	if n, err = num("header-size", 0xffff); err != nil {
-		return o, err
-	}
-	if n < mcuboot.HeaderSize {
-		return o, usage("header-size", fmt.Errorf("minimum value is %d", mcuboot.HeaderSize))
-	}
-	o.HeaderSize = int(n)
-	if n, err = num("slot-size", 0xffffffff); err != nil {
-		return o, err
-	}
-	if n > math.MaxInt {
-		return o, usage("slot-size", fmt.Errorf("%d is too large for this platform", n))
-	}
-	o.SlotSize = int(n)
-	if n, err = num("load-addr", 0xffffffff); err != nil {
-		return o, err
-	}
-	o.LoadAddr = uint32(n)
-	if n, err = num("rom-fixed", 0xffffffff); err != nil {
-		return o, err
-	}
-	o.ROMFixed = uint32(n)
-	if n, err = num("max-sectors", 1<<16); err != nil {
-		return o, err
-	}
-	if c.IsSet("max-sectors") && n == 0 {
-		return o, usage("max-sectors", errors.New("must be at least 1"))
-	}
-	o.MaxSectors = int(n)
-	choice := func(flag string, allowed ...string) (string, error) {
-		s := c.String(flag)
-		for _, a := range allowed {
-			if s == a {
-				return s, nil
-			}
-		}
-		return "", usage(flag, fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", ")))
-	}
-	s, err := choice("align", "1", "2", "4", "8", "16", "32")
-	if err != nil {
-		return o, err
-	}
-	o.Align, _ = strconv.Atoi(s)
-	if c.String("max-align") != "" {
-		if s, err = choice("max-align", "8", "16", "32"); err != nil {
-			return o, err
-		}
-		o.MaxAlign, _ = strconv.Atoi(s)
-	}
-	if c.String("erased-val") != "" {
-		if s, err = choice("erased-val", "0", "0xff"); err != nil {
-			return o, err
-		}
-		o.ErasedZero = s == "0"
-	}
-	if s, err = choice("public-key-format", "hash", "full"); err != nil {
-		return o, err
-	}
-	o.PublicKeyFormat = mcuboot.KeyFormat(s)
-	if s, err = choice("sha", "auto", "256", "384", "512"); err != nil {
-		return o, err
-	}
-	if s != "auto" {
-		o.Hash, _ = strconv.Atoi(s)
-	}
-	if sc := c.String("security-counter"); sc != "" {
-		var v uint32
-		if strings.EqualFold(sc, "auto") {
-			v = mcuboot.AutoSecurityCounter(o.Version)
-		} else {
-			n, err := mcuboot.ParseNumber(sc)
-			if err != nil {
-				return o, usage("security-counter", err)
-			}
-			if n > 0xffffffff {
-				return o, usage("security-counter", fmt.Errorf("%d is out of range 0..0xffffffff", n))
-			}
-			v = uint32(n)
-		}
-		o.SecurityCounter = &v
-	}
-	if d := c.String("dependencies"); d != "" {
-		deps, err := mcuboot.ParseDependencies(d)
-		if err != nil {
-			return o, usage("dependencies", err)
-		}
-		o.Dependencies = deps
-	}
-	o.PadHeader = c.Bool("pad-header")
-	o.Pad = c.Bool("pad")
-	o.Confirm = c.Bool("confirm")
-	o.Test = c.Bool("test")
-	o.OverwriteOnly = c.Bool("overwrite-only")
-	o.Pure = c.Bool("pure")
-	o.PadSig = c.Bool("pad-sig")
-	o.NonBootable = c.Bool("non-bootable")
-	o.BootRecord = c.String("boot-record")
-	o.VID = c.String("vid")
-	o.CID = c.String("cid")
-	seen := map[uint16]bool{}
-	add := func(flag, arg string, file bool) error {
-		tag, val, ok := strings.Cut(arg, "=")
-		if !ok {
-			return usage(flag, fmt.Errorf("%q is not TAG=VALUE", arg))
-		}
-		var t mcuboot.CustomTLV
-		if file {
-			t, err = mcuboot.ParseCustomTLV(tag, "")
-			if err == nil {
-				t.Value, err = mcubootRead(val, 0xffff)
-				if err != nil {
-					return err // an I/O error, not a usage error
-				}
-			}
-		} else {
-			t, err = mcuboot.ParseCustomTLV(tag, val)
-		}
-		if err != nil {
-			return usage(flag, err)
-		}
-		if seen[t.Type] {
-			return usage(flag, fmt.Errorf("custom TLV 0x%x already exists", t.Type))
-		}
-		seen[t.Type] = true
-		o.CustomTLVs = append(o.CustomTLVs, t)
-		return nil
-	}
-	for _, a := range customTLV {
-		if err := add("custom-tlv", a, false); err != nil {
-			return o, err
-		}
-	}
-	for _, a := range customTLVFile {
-		if err := add("custom-tlv-file", a, true); err != nil {
+	for _, step := range []func(*mcuboot.SignOptions) error{
+		f.version,
+		f.sizes,
+		f.alignment,
+		f.keyAndHash,
+		f.securityCounter,
+		f.dependencies,
+		func(o *mcuboot.SignOptions) error { return f.customTLVs(o, customTLV, customTLVFile) },
+	} {
+		if err := step(&o); err != nil {
 			return o, err
 		}
 	}
 	return o, nil
+}
+
+// signFlags reads the flags of mcuboot sign.
+type signFlags struct{ c *cli.Context }
+
+func (f signFlags) usage(flag string, err error) error {
+	return exitcode.Usagef("%s: --%s: %v", f.c.Command.HelpName, flag, err)
+}
+
+// num reads a number flag as imgtool does (mcuboot.ParseNumber), at most max; unset is 0.
+func (f signFlags) num(flag string, max uint64) (uint64, error) {
+	if !f.c.IsSet(flag) && f.c.String(flag) == "" {
+		return 0, nil
+	}
+	n, err := mcuboot.ParseNumber(f.c.String(flag))
+	if err != nil {
+		return 0, f.usage(flag, err)
+	}
+	if n > max {
+		return 0, f.usage(flag, fmt.Errorf("%d is out of range 0..%d", n, max))
+	}
+	return n, nil
+}
+
+// choice reads a flag that takes one of allowed.
+func (f signFlags) choice(flag string, allowed ...string) (string, error) {
+	s := f.c.String(flag)
+	if !slices.Contains(allowed, s) {
+		return "", f.usage(flag, fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", ")))
+	}
+	return s, nil
+}
+
+func (f signFlags) version(o *mcuboot.SignOptions) error {
+	v, err := mcuboot.ParseVersion(f.c.String("version"))
+	if err != nil {
+		return f.usage("version", err)
+	}
+	o.Version = v
+	return nil
+}
+
+// sizes reads the header and slot sizes, the load or ROM address and the sector count.
+func (f signFlags) sizes(o *mcuboot.SignOptions) error {
+	n, err := f.num("header-size", 0xffff)
+	if err != nil {
+		return err
+	}
+	if n < mcuboot.HeaderSize {
+		return f.usage("header-size", fmt.Errorf("minimum value is %d", mcuboot.HeaderSize))
+	}
+	o.HeaderSize = int(n)
+	if n, err = f.num("slot-size", 0xffffffff); err != nil {
+		return err
+	}
+	if n > math.MaxInt {
+		return f.usage("slot-size", fmt.Errorf("%d is too large for this platform", n))
+	}
+	o.SlotSize = int(n)
+	if n, err = f.num("load-addr", 0xffffffff); err != nil {
+		return err
+	}
+	o.LoadAddr = uint32(n)
+	if n, err = f.num("rom-fixed", 0xffffffff); err != nil {
+		return err
+	}
+	o.ROMFixed = uint32(n)
+	if n, err = f.num("max-sectors", 1<<16); err != nil {
+		return err
+	}
+	if f.c.IsSet("max-sectors") && n == 0 {
+		return f.usage("max-sectors", errors.New("must be at least 1"))
+	}
+	o.MaxSectors = int(n)
+	return nil
+}
+
+// alignment reads the flash write alignment, MCUboot's maximum alignment and the erased value.
+func (f signFlags) alignment(o *mcuboot.SignOptions) error {
+	s, err := f.choice("align", "1", "2", "4", "8", "16", "32")
+	if err != nil {
+		return err
+	}
+	o.Align, _ = strconv.Atoi(s)
+	if f.c.String("max-align") != "" {
+		if s, err = f.choice("max-align", "8", "16", "32"); err != nil {
+			return err
+		}
+		o.MaxAlign, _ = strconv.Atoi(s)
+	}
+	if f.c.String("erased-val") != "" {
+		if s, err = f.choice("erased-val", "0", "0xff"); err != nil {
+			return err
+		}
+		o.ErasedZero = s == "0"
+	}
+	return nil
+}
+
+// keyAndHash reads how the key is named in the image and the image hash.
+func (f signFlags) keyAndHash(o *mcuboot.SignOptions) error {
+	s, err := f.choice("public-key-format", "hash", "full")
+	if err != nil {
+		return err
+	}
+	o.PublicKeyFormat = mcuboot.KeyFormat(s)
+	if s, err = f.choice("sha", "auto", "256", "384", "512"); err != nil {
+		return err
+	}
+	if s != "auto" {
+		o.Hash, _ = strconv.Atoi(s)
+	}
+	return nil
+}
+
+// securityCounter reads -s: a number, or "auto" (from the version).
+func (f signFlags) securityCounter(o *mcuboot.SignOptions) error {
+	sc := f.c.String("security-counter")
+	if sc == "" {
+		return nil
+	}
+	v := mcuboot.AutoSecurityCounter(o.Version)
+	if !strings.EqualFold(sc, "auto") {
+		n, err := mcuboot.ParseNumber(sc)
+		if err != nil {
+			return f.usage("security-counter", err)
+		}
+		if n > 0xffffffff {
+			return f.usage("security-counter", fmt.Errorf("%d is out of range 0..0xffffffff", n))
+		}
+		v = uint32(n)
+	}
+	o.SecurityCounter = &v
+	return nil
+}
+
+func (f signFlags) dependencies(o *mcuboot.SignOptions) error {
+	d := f.c.String("dependencies")
+	if d == "" {
+		return nil
+	}
+	deps, err := mcuboot.ParseDependencies(d)
+	if err != nil {
+		return f.usage("dependencies", err)
+	}
+	o.Dependencies = deps
+	return nil
+}
+
+// customTLVs reads the TAG=VALUE arguments of --custom-tlv and the TAG=FILE ones of
+// --custom-tlv-file, each tag once.
+func (f signFlags) customTLVs(o *mcuboot.SignOptions, inline, files []string) error {
+	seen := map[uint16]bool{}
+	for i, a := range slices.Concat(inline, files) {
+		flag := "custom-tlv"
+		if i >= len(inline) {
+			flag = "custom-tlv-file"
+		}
+		t, err := f.customTLV(flag, a)
+		if err != nil {
+			return err
+		}
+		if seen[t.Type] {
+			return f.usage(flag, fmt.Errorf("custom TLV 0x%x already exists", t.Type))
+		}
+		seen[t.Type] = true
+		o.CustomTLVs = append(o.CustomTLVs, t)
+	}
+	return nil
+}
+
+// customTLV parses one TAG=VALUE (--custom-tlv) or TAG=FILE (--custom-tlv-file) argument.
+func (f signFlags) customTLV(flag, arg string) (mcuboot.CustomTLV, error) {
+	tag, val, ok := strings.Cut(arg, "=")
+	if !ok {
+		return mcuboot.CustomTLV{}, f.usage(flag, fmt.Errorf("%q is not TAG=VALUE", arg))
+	}
+	if flag == "custom-tlv" {
+		t, err := mcuboot.ParseCustomTLV(tag, val)
+		if err != nil {
+			return t, f.usage(flag, err)
+		}
+		return t, nil
+	}
+	t, err := mcuboot.ParseCustomTLV(tag, "")
+	if err != nil {
+		return t, f.usage(flag, err)
+	}
+	if t.Value, err = mcubootRead(val, 0xffff); err != nil {
+		return t, err // an I/O error, not a usage error
+	}
+	return t, nil
 }
 
 func (e *env) mcubootVerifyCommand() *cli.Command {

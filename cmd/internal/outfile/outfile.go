@@ -1,14 +1,17 @@
 // Package outfile writes the artifacts of the host CLIs so that a failure never leaves a
 // half-written file under the requested name: a regular file (or a new one) is written to a
-// temporary file beside it, synced, and renamed into place on Commit. A symbolic link is
-// followed and stays a link. A path that is not a regular file (a device such as /dev/null or
-// a block device, a FIFO) is written through, as a shell redirection would, and never replaced.
+// temporary file beside it, which Commit syncs and renames into place (atomicfile.Commit). A
+// symbolic link is followed and stays a link. A path that is not a regular file (a device
+// such as /dev/null or a block device, a FIFO) is written through, as a shell redirection
+// would, and never replaced.
 package outfile
 
 import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
 // File is an output being written. Write or WriteAt to it, then Commit; Abort (safe to defer,
@@ -55,7 +58,7 @@ func (o *File) Truncate(size int64) error {
 	return o.f.Truncate(size)
 }
 
-// Commit makes the output durable and visible under its name.
+// Commit makes the output durable and visible under its name (atomicfile.Commit).
 func (o *File) Commit() error {
 	if o.settled {
 		return os.ErrClosed
@@ -64,20 +67,12 @@ func (o *File) Commit() error {
 	if !o.tmp {
 		return o.f.Close()
 	}
-	err := o.f.Chmod(o.mode)
-	if err == nil {
-		err = o.f.Sync()
-	}
-	if cerr := o.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(o.f.Name(), o.path)
-	}
-	if err != nil {
+	if err := o.f.Chmod(o.mode); err != nil {
+		o.f.Close()
 		os.Remove(o.f.Name())
+		return err
 	}
-	return err
+	return atomicfile.Commit(atomicfile.OS{}, o.f, o.path)
 }
 
 // Abort discards a temporary output. It does nothing after Commit.
