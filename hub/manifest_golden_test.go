@@ -35,8 +35,8 @@ func importFile(t *testing.T, dir, name string, data []byte, sha512too bool) str
 // The update manifests Import writes, byte for byte (file ids and the detached manifest's
 // hash, which follow from random ids, replaced by their order of appearance): a child update
 // and a parent with a reference step, two compatibility sets, handler properties with
-// spacing, HTML characters and non-ASCII text, a step without properties, two hash
-// algorithms, a related file with properties and a download handler.
+// spacing, HTML characters and non-ASCII text, a step without properties and one with empty
+// properties, two hash algorithms, a related file with properties and a download handler.
 func TestUpdateManifestGolden(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 123456700, time.UTC)
@@ -73,7 +73,8 @@ func TestUpdateManifestGolden(t *testing.T) {
     {"type": "reference", "updateId": {"provider": "Contoso", "name": "Toaster-Leaf", "version": "1.0.1"}},
     {"handler": "microsoft/swupdate:2", "files": ["rootfs.swu", "extra <&>.bin"],
       "handlerProperties": {"installedCriteria": "2.0.1", "nested": {"b": [1, 2.50, true, null], "a": "x"}}},
-    {"handler": "microsoft/apt:1", "files": ["extra <&>.bin"]}]},
+    {"handler": "microsoft/apt:1", "files": ["extra <&>.bin"]},
+    {"handler": "microsoft/apt:1", "files": ["extra <&>.bin"], "handlerProperties": {}}]},
   "files": [
     {` + importFile(t, in, "rootfs.swu", payload(2000, 1), false) + `,
       "relatedFiles": [{` + importFile(t, in, "delta-1.swu", payload(300, 2), false) + `,
