@@ -353,6 +353,7 @@ func (k *hook) handleTwin(cl *mqtt.Client, topic string, payload []byte) {
 		case errors.Is(err, ErrUnknownDevice):
 			k.respond(cl, 404, t.RequestID, 0, nil)
 		case err != nil:
+			h.opts.Logger.Error("hub: storing the twin failed", "device", cl.ID, "err", err)
 			k.respond(cl, 500, t.RequestID, 0, nil)
 		default:
 			k.respond(cl, 204, t.RequestID, v, nil)

@@ -81,10 +81,9 @@ type Options struct {
 
 // Hub is a running IoT Hub stand-in.
 type Hub struct {
-	opts   Options
-	srv    *mqtt.Server
-	ln     net.Listener
-	served chan struct{}
+	opts Options
+	srv  *mqtt.Server
+	ln   net.Listener
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -118,6 +117,36 @@ type Hub struct {
 
 // New starts a Hub. Close it when done.
 func New(opts Options) (*Hub, error) {
+	opts = opts.withDefaults()
+	h := &Hub{
+		opts:    opts,
+		devices: map[string]*device{},
+		savers:  map[string]*saver{},
+		stale:   map[string]*mqtt.Client{},
+		quota:   map[string]*bucket{},
+		conns:   map[string]*connState{},
+	}
+	if opts.DataDir != "" {
+		if err := h.loadDevices(); err != nil {
+			if opts.Listener != nil {
+				_ = opts.Listener.Close()
+			}
+			return nil, err
+		}
+	}
+	ln, err := h.listen()
+	if err != nil {
+		return nil, err
+	}
+	if err := h.serve(ln); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// withDefaults fills in the options left zero.
+func (opts Options) withDefaults() Options {
 	if opts.HostName == "" {
 		opts.HostName = "localhost"
 	}
@@ -139,38 +168,11 @@ func New(opts Options) (*Hub, error) {
 	if opts.TwinFloodLimit == 0 {
 		opts.TwinFloodLimit = DefaultTwinFloodLimit
 	}
-	h := &Hub{
-		opts:    opts,
-		devices: map[string]*device{},
-		savers:  map[string]*saver{},
-		stale:   map[string]*mqtt.Client{},
-		served:  make(chan struct{}),
-		quota:   map[string]*bucket{},
-		conns:   map[string]*connState{},
-	}
-	if opts.DataDir != "" {
-		if err := h.loadDevices(); err != nil {
-			if opts.Listener != nil {
-				_ = opts.Listener.Close()
-			}
-			return nil, err
-		}
-	}
-	ln := opts.Listener
-	if ln == nil {
-		addr := opts.Address
-		if addr == "" {
-			addr = "127.0.0.1:0"
-		}
-		var err error
-		if ln, err = net.Listen("tcp", addr); err != nil {
-			return nil, fmt.Errorf("hub: listen %s: %w", addr, err)
-		}
-	}
-	ln = deadlineListener{Listener: ln, d: opts.ConnectTimeout, accepted: &h.accepted}
-	if opts.TLSConfig != nil {
-		ln = tls.NewListener(ln, opts.TLSConfig)
-	}
+	return opts
+}
+
+// serve starts the broker on ln with IoT Hub's limits and the hub's hooks.
+func (h *Hub) serve(ln net.Listener) error {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1         // IoT Hub: QoS 0/1 only
 	caps.RetainAvailable = 0    // IoT Hub does not persist RETAIN
@@ -178,20 +180,17 @@ func New(opts Options) (*Hub, error) {
 	caps.MaximumPacketSize = MaxPacketSize
 	caps.MinimumProtocolVersion = 4
 	h.ln = ln
-	h.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: opts.Logger})
+	h.srv = mqtt.New(&mqtt.Options{Capabilities: caps, Logger: h.opts.Logger})
 	if err := h.srv.AddHook(&hook{h: h}, nil); err != nil {
-		_ = ln.Close()
-		return nil, fmt.Errorf("hub: add hook: %w", err)
+		return fmt.Errorf("hub: add hook: %w", err)
 	}
 	if err := h.srv.AddListener(listeners.NewNet("iothub", ln)); err != nil {
-		_ = ln.Close()
-		return nil, fmt.Errorf("hub: add listener: %w", err)
+		return fmt.Errorf("hub: add listener: %w", err)
 	}
 	if err := h.srv.Serve(); err != nil {
-		_ = ln.Close()
-		return nil, fmt.Errorf("hub: serve: %w", err)
+		return fmt.Errorf("hub: serve: %w", err)
 	}
-	return h, nil
+	return nil
 }
 
 // Addr is the listening address.

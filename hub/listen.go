@@ -1,10 +1,33 @@
 package hub
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"time"
 )
+
+// listen returns Options.Listener, or a TCP listener on Options.Address, with the deadline for
+// a new connection's CONNECT and, with Options.TLSConfig, TLS.
+func (h *Hub) listen() (net.Listener, error) {
+	ln := h.opts.Listener
+	if ln == nil {
+		addr := h.opts.Address
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("hub: listen %s: %w", addr, err)
+		}
+	}
+	ln = deadlineListener{Listener: ln, d: h.opts.ConnectTimeout, accepted: &h.accepted}
+	if h.opts.TLSConfig != nil {
+		ln = tls.NewListener(ln, h.opts.TLSConfig)
+	}
+	return ln, nil
+}
 
 // deadlineListener gives every accepted connection a deadline for its TLS
 // handshake and CONNECT; the broker replaces it with the keep-alive deadline

@@ -42,24 +42,8 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	h.mu.Lock()
-	d := h.devices[id]
-	if d == nil {
-		h.mu.Unlock()
-		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
-	}
-	merged, err := mergeWithin(d.reported, p, "reported")
+	v, err := h.mergeTwin(id, "reported", p)
 	if err != nil {
-		h.mu.Unlock()
-		return 0, err
-	}
-	d.reported = merged
-	d.reportedVer++
-	v := d.reportedVer
-	seq, data, serr := h.snapshotLocked(id, d)
-	h.mu.Unlock()
-	if err := h.persist(id, d, seq, data, serr); err != nil {
-		h.opts.Logger.Error("hub: storing the twin failed", "device", id, "err", err)
 		return 0, err
 	}
 	body, err := marshal(p)
@@ -75,6 +59,35 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 	h.obsMu.Unlock()
 	for _, fn := range obs {
 		fn(id, body)
+	}
+	return v, nil
+}
+
+// mergeTwin merges the decoded patch p into the device's "desired" or "reported" document
+// (which), bumps that document's $version and stores the twin. It returns the new $version.
+func (h *Hub) mergeTwin(id, which string, p map[string]any) (int64, error) {
+	h.mu.Lock()
+	d := h.devices[id]
+	if d == nil {
+		h.mu.Unlock()
+		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
+	}
+	doc, ver := &d.reported, &d.reportedVer
+	if which == "desired" {
+		doc, ver = &d.desired, &d.desiredVer
+	}
+	merged, err := mergeWithin(*doc, p, which)
+	if err != nil {
+		h.mu.Unlock()
+		return 0, err
+	}
+	*doc = merged
+	*ver++
+	v := *ver
+	seq, data, serr := h.snapshotLocked(id, d)
+	h.mu.Unlock()
+	if err := h.persist(id, d, seq, data, serr); err != nil {
+		return 0, err
 	}
 	return v, nil
 }
@@ -103,35 +116,20 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	h.mu.Lock()
-	d := h.devices[id]
-	if d == nil {
-		h.mu.Unlock()
-		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, id)
-	}
-	merged, err := mergeWithin(d.desired, p, "desired")
+	v, err := h.mergeTwin(id, "desired", p)
 	if err != nil {
-		h.mu.Unlock()
 		return 0, err
 	}
-	d.desired = merged
-	d.desiredVer++
-	v := d.desiredVer
-	seq, data, serr := h.snapshotLocked(id, d)
 	p["$version"] = v
 	body, err := marshal(p)
-	h.mu.Unlock()
 	if err != nil {
-		return 0, err
-	}
-	if err := h.persist(id, d, seq, data, serr); err != nil {
 		return 0, err
 	}
 	topic := iothub.TopicDesiredPrefix + "?$version=" + strconv.FormatInt(v, 10)
 	// Delivery outside h.mu; a concurrent SetDesired may overtake this one,
 	// as with the real service; $version orders them.
-	serr = h.sendTo(id, topic, body)
-	h.opts.Logger.Debug("hub: desired properties", "device", id, "version", v, "delivered", serr == nil, "patch", string(body))
+	err = h.sendTo(id, topic, body)
+	h.opts.Logger.Debug("hub: desired properties", "device", id, "version", v, "delivered", err == nil, "patch", string(body))
 	return v, nil
 }
 
