@@ -55,6 +55,10 @@
 // through, detached (mini) manifests for large update manifests, root-key
 // package publication (only its URL can be configured), the REST API.
 //
+// Local starts the whole stand-in on one data folder, as aduhub serve, its demo and the
+// end-to-end tests run it: the HTTP listener of the update files, the local CA (with TLS),
+// the Hub, the signer and the Service; Stack.Close stops them in the reverse order.
+//
 // The package never logs unless a Logger is set and holds no package-level
 // mutable state.
 package hub
