@@ -680,7 +680,7 @@ func TestReplacePatch(t *testing.T) {
 	pb, _ := json.Marshal(got)
 	var p map[string]any
 	json.Unmarshal(pb, &p)
-	mergePatch(dst, p)
+	MergePatch(dst, p)
 	if !jsonEqual(t, dst, nw) {
 		t.Fatalf("merge(old, replacePatch(old,new)) = %v", dst)
 	}

@@ -194,7 +194,7 @@ func depth(v any) int {
 // document in the error.
 func mergeWithin(doc, patch map[string]any, which string) (map[string]any, error) {
 	merged := cloneMap(doc)
-	mergePatch(merged, patch)
+	MergePatch(merged, patch)
 	if b, err := json.Marshal(merged); err != nil || len(b) > MaxPatchSize {
 		return nil, fmt.Errorf("%w: %s properties would be %d bytes, more than %d", ErrTwinTooLarge, which, len(b), MaxPatchSize)
 	}
@@ -202,7 +202,7 @@ func mergeWithin(doc, patch map[string]any, which string) (map[string]any, error
 }
 
 // cloneMap copies the objects of a decoded JSON document (other values are
-// never modified in place by mergePatch and are shared).
+// never modified in place by MergePatch and are shared).
 func cloneMap(m map[string]any) map[string]any {
 	c := make(map[string]any, len(m))
 	for k, v := range m {
@@ -214,8 +214,11 @@ func cloneMap(m map[string]any) map[string]any {
 	return c
 }
 
-// mergePatch applies an RFC 7386 JSON merge patch to dst in place.
-func mergePatch(dst, patch map[string]any) {
+// MergePatch applies an RFC 7386 JSON merge patch (a decoded JSON object) to dst in place,
+// as the Hub merges a twin patch into a twin document: a null member deletes, an object
+// member is merged into the object there (replacing anything else), any other value
+// replaces. Fakes of a device's hub use it to keep a twin as the Hub does.
+func MergePatch(dst, patch map[string]any) {
 	for k, v := range patch {
 		switch pv := v.(type) {
 		case nil:
@@ -225,7 +228,7 @@ func mergePatch(dst, patch map[string]any) {
 			if !ok {
 				sub = map[string]any{}
 			}
-			mergePatch(sub, pv)
+			MergePatch(sub, pv)
 			dst[k] = sub
 		default:
 			dst[k] = v
