@@ -238,7 +238,8 @@ func cancelService() json.RawMessage {
 	return json.RawMessage(`{"workflow":{"action":255,"id":"nodeployment"},"updateManifest":null,"updateManifestSignature":null,"fileUrls":null}`)
 }
 
-// ---- an in-memory hub (the workflow over real MQTT is in hub_test.go) ----
+// ---- an in-memory hub (the workflow over real MQTT is in hub_test.go); its reported
+// document is merged as the Hub merges it ----
 
 type memHub struct {
 	mu       sync.Mutex
@@ -268,26 +269,8 @@ func (h *memHub) UpdateReported(ctx context.Context, patch json.RawMessage) (int
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reports = append(h.reports, string(patch))
-	mergePatch(h.reported, m)
+	hub.MergePatch(h.reported, m)
 	return int64(len(h.reports)), nil
-}
-
-func mergePatch(dst, patch map[string]any) {
-	for k, v := range patch {
-		switch pv := v.(type) {
-		case nil:
-			delete(dst, k)
-		case map[string]any:
-			d, ok := dst[k].(map[string]any)
-			if !ok {
-				d = map[string]any{}
-				dst[k] = d
-			}
-			mergePatch(d, pv)
-		default:
-			dst[k] = v
-		}
-	}
 }
 
 // full delivers a whole twin with this service property (nil: none).

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,17 +26,14 @@ import (
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
-// stand is the local IoT Hub + Device Update stand-in of a test, restartable on its data dir
-// and addresses.
+// stand is the local IoT Hub + Device Update stand-in of a test (hub.Local), restartable on
+// its data dir and addresses.
 type stand struct {
 	t        *testing.T
 	dir      string
 	mqttAddr string
 	httpAddr string
-	signer   *hub.Signer
-	h        *hub.Hub
-	svc      *hub.Service
-	srv      *http.Server
+	st       *hub.Stack
 	// mode of the file server: 0 serves, stall sends the first 64 KiB and then nothing until
 	// the request ends, broken answers 503.
 	mode   atomic.Int32
@@ -62,45 +58,37 @@ func (s *stand) waitUp(ctx context.Context) error {
 }
 
 func newStand(t *testing.T) *stand {
-	s := &stand{t: t, dir: t.TempDir(), up: make(chan struct{})}
-	var err error
-	if s.signer, err = hub.LoadOrCreateSigner(filepath.Join(s.dir, "signer"), rand.Reader, "ADU.e2e.R", "ADU.e2e.S", 2048); err != nil {
-		t.Fatal(err)
-	}
+	s := &stand{t: t, dir: t.TempDir(), up: make(chan struct{}), mqttAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0"}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
 }
 
-func listen(t *testing.T, addr string) net.Listener {
+// start starts the stand on its data dir and the addresses of its last start (retrying while
+// the old listeners let go of them).
+func (s *stand) start() {
 	for i := 0; ; i++ {
-		l, err := net.Listen("tcp", addr)
+		st, err := hub.Local(hub.LocalOptions{DataDir: s.dir, MQTTAddr: s.mqttAddr, HTTPAddr: s.httpAddr,
+			RootKID: "ADU.e2e.R", SigningKID: "ADU.e2e.S", SignerBits: 2048, HTTPHandler: s.handler})
 		if err == nil {
-			return l
+			s.st = st
+			break
 		}
 		if i > 100 {
-			t.Fatal(err)
+			s.t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	s.mqttAddr, s.httpAddr = s.st.MQTTAddr, s.st.HTTPAddr().String()
+	s.upMu.Lock()
+	close(s.up)
+	s.upMu.Unlock()
 }
 
-func (s *stand) start() {
-	if s.mqttAddr == "" {
-		s.mqttAddr, s.httpAddr = "127.0.0.1:0", "127.0.0.1:0"
-	}
-	ml := listen(s.t, s.mqttAddr)
-	hl := listen(s.t, s.httpAddr)
-	s.mqttAddr, s.httpAddr = ml.Addr().String(), hl.Addr().String()
-	var err error
-	if s.h, err = hub.New(hub.Options{HostName: "localhost", Listener: ml, DataDir: s.dir}); err != nil {
-		s.t.Fatal(err)
-	}
-	if s.svc, err = hub.NewService(s.h, s.signer, hub.ServiceOptions{DataDir: s.dir, FileBaseURL: "http://" + s.httpAddr + "/files"}); err != nil {
-		s.t.Fatal(err)
-	}
-	files := http.StripPrefix("/files", s.svc.FileHandler())
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// handler serves the stack's files as the mode says, counting the bytes served.
+func (s *stand) handler(st *hub.Stack) http.Handler {
+	files := st.Files()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch s.mode.Load() {
 		case broken:
 			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
@@ -117,11 +105,7 @@ func (s *stand) start() {
 			return
 		}
 		files.ServeHTTP(&counting{ResponseWriter: w, n: &s.served}, r)
-	})}
-	go s.srv.Serve(hl)
-	s.upMu.Lock()
-	close(s.up)
-	s.upMu.Unlock()
+	})
 }
 
 const (
@@ -131,14 +115,12 @@ const (
 )
 
 func (s *stand) stop() {
-	if s.srv != nil {
+	if s.st != nil {
 		s.upMu.Lock()
 		s.up = make(chan struct{})
 		s.upMu.Unlock()
-		s.srv.Close()
-		s.svc.Close()
-		s.h.Close()
-		s.srv = nil
+		s.st.Close()
+		s.st = nil
 	}
 }
 
@@ -185,7 +167,7 @@ func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.Up
 		s.t.Fatal(err)
 	}
 	im, _ := manifestgen.Marshal(m)
-	up, err := s.svc.Import(im, map[string]string{filepath.Base(path): path})
+	up, err := s.st.Service.Import(im, map[string]string{filepath.Base(path): path})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -216,11 +198,11 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	kr, _ := image.NewKeyring(k.Public())
 	r := &rig{t: t, s: s, key: k, id: "toaster-1"}
 	key := base64.StdEncoding.EncodeToString([]byte("toaster-1-key-0123456789abcdef01"))
-	if err := s.h.RegisterDevice(r.id, key); err != nil {
+	if err := s.st.Hub.RegisterDevice(r.id, key); err != nil {
 		t.Fatal(err)
 	}
 	dev, err := devicesim.New(devicesim.Options{Dir: t.TempDir(), Manufacturer: "Contoso", Model: "Toaster", SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048,
-		Factory: payload(1, 256<<10), Keyring: kr, Roots: []adu.RootKey{s.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+		Factory: payload(1, 256<<10), Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
 		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
 			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: r.id, SharedAccessKey: key},
@@ -245,7 +227,7 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	r.stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(r.stop)
 	r.waitFor("the device reports its properties", func() bool {
-		tw, err := s.h.Twin(r.id)
+		tw, err := s.st.Hub.Twin(r.id)
 		return err == nil && bytes.Contains(tw, []byte(`"deviceProperties"`))
 	})
 	return r
@@ -256,7 +238,7 @@ func (r *rig) waitFor(what string, cond func() bool) {
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tw, _ := r.s.h.Twin(r.id)
+			tw, _ := r.s.st.Hub.Twin(r.id)
 			r.t.Fatalf("timed out waiting for %s; twin %s", what, tw)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -264,7 +246,7 @@ func (r *rig) waitFor(what string, cond func() bool) {
 }
 
 func (r *rig) deviceState(depID string) hub.DeviceState {
-	st, err := r.s.svc.Status(depID)
+	st, err := r.s.st.Service.Status(depID)
 	if err != nil || len(st.Results) != 1 {
 		return ""
 	}
@@ -272,7 +254,7 @@ func (r *rig) deviceState(depID string) hub.DeviceState {
 }
 
 func (r *rig) agentState() int {
-	tw, _ := r.s.h.Twin(r.id)
+	tw, _ := r.s.st.Hub.Twin(r.id)
 	var doc struct {
 		Reported struct {
 			DU struct {
@@ -298,12 +280,12 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 
 	// Cancel mid-download: the download stalls, the operator cancels.
 	s.mode.Store(stall)
-	dep, err := s.svc.Deploy(u2, group)
+	dep, err := s.st.Service.Deploy(u2, group)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor("the download to start", func() bool { return s.served.Load() > 0 && r.agentState() == 6 })
-	if err := s.svc.Cancel(dep.ID); err != nil {
+	if err := s.st.Service.Cancel(dep.ID); err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor("the device to report the cancel", func() bool { return r.agentState() == 0 })
@@ -317,17 +299,17 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 	// A failure (the file server answers 503 until the agent gives up), then the operator's
 	// retry succeeds.
 	s.mode.Store(broken)
-	dep, err = s.svc.Deploy(u2, group)
+	dep, err = s.st.Service.Deploy(u2, group)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor("the deployment to fail", func() bool { return r.deviceState(dep.ID) == hub.DeviceFailed })
-	st, _ := s.svc.Status(dep.ID)
+	st, _ := s.st.Service.Status(dep.ID)
 	if st.Results[0].ExtendedResultCodes != agent.ERCDownload.String() && st.Results[0].ExtendedResultCodes != "402001F7" {
 		t.Errorf("failure codes %q", st.Results[0].ExtendedResultCodes)
 	}
 	s.mode.Store(serving)
-	if _, err := s.svc.Retry(dep.ID); err != nil {
+	if _, err := s.st.Service.Retry(dep.ID); err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor("the retry to succeed", func() bool { return r.deviceState(dep.ID) == hub.DeviceSucceeded })
@@ -340,7 +322,7 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 	v3 := payload(3, 1<<20)
 	u3 := s.importUpdate(r.key, v3, "3.0")
 	s.mode.Store(stall)
-	dep, err = s.svc.Deploy(u3, group)
+	dep, err = s.st.Service.Deploy(u3, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +341,7 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 	u4 := s.importUpdate(r.key, v4, "4.0")
 	before := s.served.Load()
 	r.dev.Power().CutAfter(60)
-	dep, err = s.svc.Deploy(u4, group)
+	dep, err = s.st.Service.Deploy(u4, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +349,7 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 	if r.dev.Running() != "B" || !bytes.Equal(r.dev.Slot("B", len(v4)), v4) {
 		t.Fatalf("after v4: running %s", r.dev.Running())
 	}
-	up, _ := s.svc.Update(u4)
+	up, _ := s.st.Service.Update(u4)
 	size := up.Files[0].SizeInBytes
 	if got := s.served.Load() - before; got >= 2*size {
 		t.Errorf("served %d bytes for a %d-byte file across one power cut", got, size)

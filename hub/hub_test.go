@@ -41,7 +41,7 @@ func newHub(t *testing.T, opts Options) *Hub {
 
 func cfgFor(h *Hub, dev, key string) iothub.Config {
 	return iothub.Config{
-		Identity:             iothub.ConnectionString{HostName: testHost, DeviceID: dev, SharedAccessKey: key},
+		Identity:             iothub.ConnectionString{HostName: h.HostName(), DeviceID: dev, SharedAccessKey: key},
 		ModelID:              modelID,
 		Address:              h.Addr().String(),
 		InsecurePlainTCP:     true,

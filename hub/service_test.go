@@ -10,13 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,13 +23,14 @@ import (
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
-// svcEnv is a Hub + Service on one data folder, with the file server.
+// svcEnv is the local stack (Local) of a test on one data folder.
 type svcEnv struct {
 	dir    string
+	url    string // the HTTP server's base URL
 	hub    *Hub
 	signer *Signer
 	svc    *Service
-	srv    *httptest.Server
+	stack  *Stack
 }
 
 func startEnv(t *testing.T, dir string) *svcEnv {
@@ -42,33 +41,19 @@ func startEnv(t *testing.T, dir string) *svcEnv {
 // startEnvLogged is startEnv with the Hub's and the Service's logs going to log.
 func startEnvLogged(t *testing.T, dir string, log *slog.Logger) *svcEnv {
 	t.Helper()
-	e := &svcEnv{dir: dir}
-	var cur atomic.Pointer[Service]
-	e.srv = httptest.NewServer(http.StripPrefix("/files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cur.Load().FileHandler().ServeHTTP(w, r)
-	})))
-	h, err := New(Options{HostName: testHost, DataDir: dir, Logger: log})
+	st, err := Local(LocalOptions{DataDir: dir, SignerBits: 2048, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.hub = h
-	if e.signer, err = LoadOrCreateSigner(filepath.Join(dir, "signer"), nil, "ADU.local.R", "ADU.local.S", 2048); err != nil {
-		t.Fatal(err)
-	}
-	if e.svc, err = NewService(h, e.signer, ServiceOptions{DataDir: dir, FileBaseURL: e.srv.URL + "/files/", Logger: log}); err != nil {
-		t.Fatal(err)
-	}
-	cur.Store(e.svc)
+	e := &svcEnv{dir: dir, url: st.HTTPURL, hub: st.Hub, signer: st.Signer, svc: st.Service, stack: st}
 	t.Cleanup(e.stop)
 	return e
 }
 
 func (e *svcEnv) stop() {
-	if e.svc != nil {
-		_ = e.svc.Close()
-		_ = e.hub.Close()
-		e.srv.Close()
-		e.svc = nil
+	if e.stack != nil {
+		_ = e.stack.Close()
+		e.stack = nil
 	}
 }
 
@@ -201,12 +186,12 @@ func TestImport(t *testing.T) {
 		if code, _, _ = get(t, url, "Range", "bytes=5-", "If-Range", `"stale"`); code != 200 {
 			t.Fatalf("stale If-Range: %d", code)
 		}
-		if code, _, _ = get(t, e.srv.URL+"/files/"+id+"/other.bin"); code != 404 {
+		if code, _, _ = get(t, e.url+"/files/"+id+"/other.bin"); code != 404 {
 			t.Fatalf("wrong name: %d", code)
 		}
 	}
 	for _, p := range []string{"/files/f0000000000000000/fw-1.0-0.bin", "/files/", "/files/x"} {
-		if code, _, _ := get(t, e.srv.URL+p); code != 404 {
+		if code, _, _ := get(t, e.url+p); code != 404 {
 			t.Fatalf("GET %s: %d", p, code)
 		}
 	}
@@ -695,7 +680,7 @@ func TestReplacePatch(t *testing.T) {
 	pb, _ := json.Marshal(got)
 	var p map[string]any
 	json.Unmarshal(pb, &p)
-	mergePatch(dst, p)
+	MergePatch(dst, p)
 	if !jsonEqual(t, dst, nw) {
 		t.Fatalf("merge(old, replacePatch(old,new)) = %v", dst)
 	}

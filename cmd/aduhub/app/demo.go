@@ -5,16 +5,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,18 +69,18 @@ EXAMPLE:
 
 // demo is one run of the demo.
 type demo struct {
-	out     io.Writer
-	start   time.Time
-	n       int
-	work    string
-	h       *hub.Hub
-	svc     *hub.Service
-	ca      *hub.LocalCA
-	signer  *hub.Signer
-	kr      *image.Keyring
-	v1, v3p []byte // factory payload; the start of 3.0's payload (its application fails)
-	devices []*demoDevice
-	mu      sync.Mutex // serialises timeline lines; guards idle
+	out   io.Writer
+	start time.Time
+	n     int
+	work  string
+	stack *hub.Stack
+	kr    *image.Keyring
+	size  int // bytes of each image's payload
+	// v1 is the factory payload, v2 2.0's, v3p the start of 3.0's (whose application fails).
+	v1, v2, v3p []byte
+	devices     []*demoDevice
+	bar         download   // device-001's download (with one device)
+	mu          sync.Mutex // serialises timeline lines; guards idle
 	// idle is, per device, the workflow id of its last report of state 0 Idle (recorded
 	// after its timeline line): a failed deployment is over for a device once it is Idle
 	// again, not at its Failed report.
@@ -98,9 +94,11 @@ type demoDevice struct {
 }
 
 const (
-	demoProvider = "Contoso"
-	demoName     = "Toaster"
-	demoModel    = "Toaster"
+	demoProvider   = "Contoso"
+	demoName       = "Toaster"
+	demoModel      = "Toaster"
+	demoRootKID    = "ADU.demo.R"
+	demoSigningKID = "ADU.demo.S"
 )
 
 func (e *env) demo(c *cli.Context) error {
@@ -126,11 +124,8 @@ func (e *env) demo(c *cli.Context) error {
 	}
 	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work, idle: map[string]string{}}
 	err := d.run(ctx)
-	if d.h != nil {
-		if d.svc != nil {
-			d.svc.Close()
-		}
-		d.h.Close()
+	if d.stack != nil {
+		d.stack.Close()
 	}
 	if err != nil {
 		fmt.Fprintf(e.stdout, "\nDEMO FAILED: %v\n", err)
@@ -152,242 +147,279 @@ func (d *demo) say(format string, a ...any) {
 }
 
 func (d *demo) run(ctx context.Context) error {
+	images, err := d.prepare()
+	if err != nil {
+		return err
+	}
+	if err := d.importUpdates(ctx, images); err != nil {
+		return err
+	}
+	remove := d.stack.Hub.OnReported(d.reportLine)
+	defer remove()
+	stop, err := d.powerOn(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	st2, err := d.deployGood(ctx)
+	if err != nil {
+		return err
+	}
+	st3, err := d.deployFailing(ctx)
+	if err != nil {
+		return err
+	}
+	d.summary(st2, st3)
+	return nil
+}
+
+// prepare makes the keys and the local stand-in (MQTT over TLS with a local CA, files over
+// HTTP, both on 127.0.0.1), and signs the images of 2.0 and 3.0; it returns their files.
+func (d *demo) prepare() ([2]string, error) {
 	d.say("generating keys: image signing key (ed25519), Device Update root and signing keys (RSA)")
 	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
-		return err
+		return [2]string{}, err
 	}
 	if d.kr, err = image.NewKeyring(k.Public()); err != nil {
-		return err
+		return [2]string{}, err
 	}
-	hubDir := filepath.Join(d.work, "hub")
-	if d.signer, err = hub.LoadOrCreateSigner(filepath.Join(hubDir, "signer"), rand.Reader, "ADU.demo.R", "ADU.demo.S", hub.DefaultSignerBits); err != nil {
-		return err
+	d.stack, err = hub.Local(hub.LocalOptions{DataDir: filepath.Join(d.work, "hub"), TLS: true, RootKID: demoRootKID, SigningKID: demoSigningKID})
+	if err != nil {
+		return [2]string{}, exitcode.WithCode(exitcode.IO, err)
 	}
-	if d.ca, err = hub.LoadOrCreateCA(filepath.Join(hubDir, "ca")); err != nil {
-		return err
-	}
+	return d.signImages(k)
+}
 
-	size := 4 << 20
+// signImages signs the payloads of 2.0 and of 3.0 (whose application will not come up) as
+// image files.
+func (d *demo) signImages(k crypto.Signer) ([2]string, error) {
+	var files [2]string
+	d.size = 4 << 20
 	if d.n > 10 {
-		size = 1 << 20
+		d.size = 1 << 20
 	}
-	d.v1 = payload(1, size)
-	v2 := payload(2, size)
-	v3 := payload(3, size)
+	d.v1, d.v2 = payload(1, d.size), payload(2, d.size)
+	v3 := payload(3, d.size)
 	d.v3p = v3[:4096]
 	imgDir := filepath.Join(d.work, "images")
 	if err := os.MkdirAll(imgDir, 0o755); err != nil {
-		return err
+		return files, err
 	}
-	var files [2]string
 	for i, u := range []struct {
 		version string
 		raw     []byte
-	}{{"2.0", v2}, {"3.0", v3}} {
+	}{{"2.0", d.v2}, {"3.0", v3}} {
 		files[i] = filepath.Join(imgDir, "rootfs-"+u.version+".aduimg")
 		h, err := signImage(files[i], u.raw, k, u.version)
 		if err != nil {
-			return err
+			return files, err
 		}
 		d.say("signed rootfs-%s.aduimg: %s payload, %d chunks, zstd, key %s", u.version, progress.Size(h.RawSize), len(h.Chunks), h.KeyID)
 	}
+	return files, nil
+}
 
-	// The hub: MQTT over TLS on 127.0.0.1, files over HTTP.
-	ml, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return exitcode.WithCode(exitcode.IO, err)
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if d.h, err = hub.New(hub.Options{HostName: "localhost", Listener: ml, TLSConfig: d.ca.ServerTLSConfig(), DataDir: hubDir, Logger: quiet}); err != nil {
-		return err
-	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return exitcode.WithCode(exitcode.IO, err)
-	}
-	if d.svc, err = hub.NewService(d.h, d.signer, hub.ServiceOptions{DataDir: hubDir, FileBaseURL: "http://" + hl.Addr().String() + "/files", Logger: quiet}); err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: http.StripPrefix("/files", d.svc.FileHandler()), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(hl)
-	defer srv.Close()
-	d.say("local IoT Hub on mqtts://%s (local CA), update files on http://%s", ml.Addr(), hl.Addr())
-
+// importUpdates writes the import manifests of the images of 2.0 and 3.0 and imports them.
+func (d *demo) importUpdates(ctx context.Context, images [2]string) error {
+	d.say("local IoT Hub on mqtts://%s (local CA), update files on %s", d.stack.MQTTAddr, d.stack.HTTPURL)
 	for i, version := range []string{"2.0", "3.0"} {
-		im, err := importManifest(ctx, files[i], version)
+		im, err := importManifest(ctx, images[i], version)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(imgDir, "rootfs-"+version+".importmanifest.json"), im, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(filepath.Dir(images[i]), "rootfs-"+version+".importmanifest.json"), im, 0o644); err != nil {
 			return err
 		}
-		up, err := d.svc.Import(im, map[string]string{filepath.Base(files[i]): files[i]})
+		up, err := d.stack.Service.Import(im, map[string]string{filepath.Base(images[i]): images[i]})
 		if err != nil {
 			return fmt.Errorf("importing %s: %w", version, err)
 		}
-		d.say("imported %s/%s %s: update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version, len(up.Manifest), "ADU.demo.S")
+		d.say("imported %s/%s %s: update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version, len(up.Manifest), d.stack.Signer.SigningKID())
 	}
+	return nil
+}
 
-	remove := d.h.OnReported(func(id string, patch json.RawMessage) { d.reportLine(id, patch) })
-	defer remove()
-
-	// The devices.
-	dctx, stopDevices := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { stopDevices(); wg.Wait() }()
-	var bar *progress.Bar
-	var barMu sync.Mutex
-	var barAt int64
+// powerOn makes the devices, powers them on and waits until each has connected and reported
+// its properties; stop powers them off.
+func (d *demo) powerOn(ctx context.Context) (stop func(), err error) {
 	for i := 0; i < d.n; i++ {
-		dd, err := d.newDevice(i, func(e devicesim.Event) {
-			switch {
-			case d.n == 1 && e.Kind == "written":
-				barMu.Lock()
-				if bar != nil && e.Bytes > barAt {
-					bar.Add(e.Bytes - barAt)
-					barAt = e.Bytes
-				}
-				barMu.Unlock()
-			case d.n == 1 && e.Kind == "boot":
-				barMu.Lock()
-				if bar != nil {
-					bar.Finish()
-					bar = nil
-				}
-				barMu.Unlock()
-				rb := ""
-				if e.Rollback {
-					rb = " (U-Boot fell back)"
-				}
-				d.say("device-001: U-Boot starts bank %s%s", e.Bank, rb)
-			case d.n == 1 && e.Kind == "reboot":
-				if len(d.devices) > 0 {
-					if st, err := d.devices[0].dev.BootState(); err == nil && st.Pending != "" {
-						d.say("device-001: bank %s pending in U-Boot's environment (%d attempts, falls back to %s); rebooting", st.Pending, st.AttemptsLeft, st.Fallback)
-						return
-					}
-				}
-				d.say("device-001: the agent reboots the device")
-			}
-		})
+		dd, err := d.newDevice(i)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.devices = append(d.devices, dd)
 	}
+	dctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
 	for _, dd := range d.devices {
 		wg.Add(1)
-		go func(dd *demoDevice) {
+		go func() {
 			defer wg.Done()
 			dd.dev.Run(dctx)
-		}(dd)
+		}()
 	}
+	stop = func() { cancel(); wg.Wait() }
 	d.say("%d simulated device(s) powered on: NAND banks A/B, U-Boot env (aduflash preset), bank A holds the factory image", d.n)
 	if err := d.waitFor(ctx, "every device to connect and report its properties", func() (bool, string) {
 		ok := 0
 		for _, dd := range d.devices {
-			if d.h.Connected(dd.id) && reportedProps(d.h, dd.id) {
+			if d.stack.Hub.Connected(dd.id) && reportedProps(d.stack.Hub, dd.id) {
 				ok++
 			}
 		}
 		return ok == d.n, fmt.Sprintf("%d/%d connected", ok, d.n)
 	}); err != nil {
-		return err
+		stop()
+		return nil, err
 	}
 	d.say("%d device(s) connected and reported manufacturer=%s model=%s", d.n, demoProvider, demoModel)
+	return stop, nil
+}
 
-	// Version 2.0.
-	group := map[string]string{"manufacturer": demoProvider, "model": demoModel}
-	u2 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "2.0"}
-	dep2, err := d.svc.Deploy(u2, group)
+// deployGood deploys 2.0 and checks that every device runs it from bank B, nothing pending.
+func (d *demo) deployGood(ctx context.Context) (*hub.DeploymentStatus, error) {
+	st, err := d.deploy(ctx, "2.0", "", "bank B")
 	if err != nil {
-		return fmt.Errorf("deploying 2.0: %w", err)
+		return nil, err
 	}
-	d.say("deployment %s: %s to %d device(s)", short(dep2.ID), u2, len(dep2.Devices))
-	if d.n == 1 {
-		barMu.Lock()
-		bar, barAt = progress.New(d.out, int64(size), "device-001: download → verify → write bank B"), 0
-		barMu.Unlock()
-	}
-	st2, err := d.waitDeployment(ctx, dep2.ID)
-	if err != nil {
-		return err
-	}
-	barMu.Lock()
-	if bar != nil {
-		bar.Finish()
-		bar = nil
-	}
-	barMu.Unlock()
-	d.say("deployment %s: %d succeeded, %d failed, %d in progress", short(dep2.ID), st2.Counts.Succeeded, st2.Counts.Failed, st2.Counts.InProgress)
-	if st2.Counts.Succeeded != d.n {
-		return fmt.Errorf("2.0: %d of %d devices succeeded", st2.Counts.Succeeded, d.n)
+	if st.Counts.Succeeded != d.n {
+		return nil, fmt.Errorf("2.0: %d of %d devices succeeded", st.Counts.Succeeded, d.n)
 	}
 	for _, dd := range d.devices {
-		if dd.dev.Running() != "B" || !bytes.Equal(dd.dev.Slot("B", len(v2)), v2) {
-			return fmt.Errorf("%s: after 2.0 it runs bank %s", dd.id, dd.dev.Running())
+		if dd.dev.Running() != "B" || !bytes.Equal(dd.dev.Slot("B", len(d.v2)), d.v2) {
+			return nil, fmt.Errorf("%s: after 2.0 it runs bank %s", dd.id, dd.dev.Running())
 		}
-		if st, err := dd.dev.BootState(); err != nil || st.Pending != "" || st.Primary != "B" {
-			return fmt.Errorf("%s: after 2.0 the bootloader state is %+v (%v)", dd.id, st, err)
+		if bs, err := dd.dev.BootState(); err != nil || bs.Pending != "" || bs.Primary != "B" {
+			return nil, fmt.Errorf("%s: after 2.0 the bootloader state is %+v (%v)", dd.id, bs, err)
 		}
 	}
 	d.say("2.0 confirmed on every device: running bank B, nothing pending")
+	return st, nil
+}
 
-	// Version 3.0: its application does not come up.
-	u3 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "3.0"}
-	dep3, err := d.svc.Deploy(u3, group)
+// deployFailing deploys 3.0, whose application does not come up, and checks that every
+// device failed it with the health check's code, is Idle again and reports 2.0 as installed,
+// running bank B, with bank A marked bad.
+func (d *demo) deployFailing(ctx context.Context) (*hub.DeploymentStatus, error) {
+	st, err := d.deploy(ctx, "3.0", " (its application will not come up)", "bank A")
 	if err != nil {
-		return fmt.Errorf("deploying 3.0: %w", err)
+		return nil, err
 	}
-	d.say("deployment %s: %s to %d device(s) (its application will not come up)", short(dep3.ID), u3, len(dep3.Devices))
-	if d.n == 1 {
-		barMu.Lock()
-		bar, barAt = progress.New(d.out, int64(size), "device-001: download → verify → write bank A"), 0
-		barMu.Unlock()
+	if st.Counts.Failed != d.n {
+		return nil, fmt.Errorf("3.0: %d of %d devices failed, want all", st.Counts.Failed, d.n)
 	}
-	st3, err := d.waitDeployment(ctx, dep3.ID)
-	if err != nil {
-		return err
-	}
-	d.say("deployment %s: %d succeeded, %d failed, %d in progress", short(dep3.ID), st3.Counts.Succeeded, st3.Counts.Failed, st3.Counts.InProgress)
-	if st3.Counts.Failed != d.n {
-		return fmt.Errorf("3.0: %d of %d devices failed, want all", st3.Counts.Failed, d.n)
-	}
-	for _, r := range st3.Results {
+	for _, r := range st.Results {
 		if !strings.Contains(r.ExtendedResultCodes, agent.ERCHealth.String()) {
-			return fmt.Errorf("%s: 3.0 failed with %q, want the health-check code %s", r.DeviceID, r.ExtendedResultCodes, agent.ERCHealth)
+			return nil, fmt.Errorf("%s: 3.0 failed with %q, want the health-check code %s", r.DeviceID, r.ExtendedResultCodes, agent.ERCHealth)
 		}
 	}
-	// Every device is Idle again after the failure, reports 2.0 as installed, from bank B,
-	// with A marked bad.
+	u2 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "2.0"}
 	if err := d.waitFor(ctx, "every device to report 2.0 again", func() (bool, string) {
 		ok := 0
 		for _, dd := range d.devices {
-			if d.idleAfter(dd.id) == dep3.ID && installed(d.h, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
+			if d.idleAfter(dd.id) == st.ID && installed(d.stack.Hub, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
 				ok++
 			}
 		}
 		return ok == d.n, fmt.Sprintf("%d/%d back on 2.0", ok, d.n)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	for _, dd := range d.devices {
-		if st, err := dd.dev.BootState(); err != nil || st.Primary != "B" || !st.IsBad("A") {
-			return fmt.Errorf("%s: after 3.0 the bootloader state is %+v (%v)", dd.id, st, err)
+		if bs, err := dd.dev.BootState(); err != nil || bs.Primary != "B" || !bs.IsBad("A") {
+			return nil, fmt.Errorf("%s: after 3.0 the bootloader state is %+v (%v)", dd.id, bs, err)
 		}
 	}
 	d.say("3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed")
-	d.summary(st2, st3)
-	return nil
+	return st, nil
 }
 
-func (d *demo) newDevice(i int, events func(devicesim.Event)) (*demoDevice, error) {
+// deploy deploys version to every device, shows device-001's download into bank, and waits
+// until no device is in progress.
+func (d *demo) deploy(ctx context.Context, version, note, bank string) (*hub.DeploymentStatus, error) {
+	u := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: version}
+	dep, err := d.stack.Service.Deploy(u, map[string]string{"manufacturer": demoProvider, "model": demoModel})
+	if err != nil {
+		return nil, fmt.Errorf("deploying %s: %w", version, err)
+	}
+	d.say("deployment %s: %s to %d device(s)%s", short(dep.ID), u, len(dep.Devices), note)
+	if d.n == 1 {
+		d.bar.start(d.out, int64(d.size), "device-001: download → verify → write "+bank)
+	}
+	st, err := d.waitDeployment(ctx, dep.ID)
+	if err != nil {
+		return nil, err
+	}
+	d.bar.finish()
+	d.say("deployment %s: %d succeeded, %d failed, %d in progress", short(dep.ID), st.Counts.Succeeded, st.Counts.Failed, st.Counts.InProgress)
+	return st, nil
+}
+
+// download is the progress bar of device-001's download.
+type download struct {
+	mu  sync.Mutex
+	bar *progress.Bar
+	at  int64 // bytes shown
+}
+
+func (b *download) start(out io.Writer, size int64, label string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.bar, b.at = progress.New(out, size, label), 0
+}
+
+// written moves the bar on to n bytes written.
+func (b *download) written(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bar != nil && n > b.at {
+		b.bar.Add(n - b.at)
+		b.at = n
+	}
+}
+
+func (b *download) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bar != nil {
+		b.bar.Finish()
+		b.bar = nil
+	}
+}
+
+// event puts what happens on the board of device-001 into the timeline (with one device).
+func (d *demo) event(e devicesim.Event) {
+	if d.n != 1 {
+		return
+	}
+	switch e.Kind {
+	case "written":
+		d.bar.written(e.Bytes)
+	case "boot":
+		d.bar.finish()
+		rb := ""
+		if e.Rollback {
+			rb = " (U-Boot fell back)"
+		}
+		d.say("device-001: U-Boot starts bank %s%s", e.Bank, rb)
+	case "reboot":
+		if len(d.devices) > 0 {
+			if st, err := d.devices[0].dev.BootState(); err == nil && st.Pending != "" {
+				d.say("device-001: bank %s pending in U-Boot's environment (%d attempts, falls back to %s); rebooting", st.Pending, st.AttemptsLeft, st.Fallback)
+				return
+			}
+		}
+		d.say("device-001: the agent reboots the device")
+	}
+}
+
+func (d *demo) newDevice(i int) (*demoDevice, error) {
 	id := fmt.Sprintf("device-%03d", i+1)
 	kb := make([]byte, 32)
 	rand.Read(kb)
 	key := base64.StdEncoding.EncodeToString(kb)
-	if err := d.h.RegisterDevice(id, key); err != nil {
+	if err := d.stack.Hub.RegisterDevice(id, key); err != nil {
 		return nil, err
 	}
 	slot := 8 << 20
@@ -395,9 +427,7 @@ func (d *demo) newDevice(i int, events func(devicesim.Event)) (*demoDevice, erro
 		slot = 2 << 20
 	}
 	v3p := d.v3p
-	pool := d.ca.CertPool()
-	addr := d.h.Addr().String()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.DiscardHandler)
 	if d.n == 1 {
 		logger = slog.New(&timelineHandler{d: d, id: id})
 	}
@@ -405,25 +435,30 @@ func (d *demo) newDevice(i int, events func(devicesim.Event)) (*demoDevice, erro
 		Logger: logger,
 		Dir:    filepath.Join(d.work, "devices", id), Manufacturer: demoProvider, Model: demoModel,
 		SlotSize: slot, EraseSize: 128 << 10, PageSize: 2048, Factory: d.v1,
-		Keyring: d.kr, Roots: []adu.RootKey{d.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+		Keyring: d.kr, Roots: []adu.RootKey{d.stack.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return !bytes.HasPrefix(content, v3p) },
-		Events:  events,
-		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
-			c, err := iothub.Dial(ctx, iothub.Config{
-				Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: id, SharedAccessKey: key},
-				Address:  addr, TLSConfig: tlsRoots(pool), ModelID: adu.ModelContractV3,
-				MaxReconnectInterval: time.Second,
-			})
-			if err != nil {
-				return nil, nil, err
-			}
-			return c, c.Close, nil
-		},
+		Events:  d.event,
+		Connect: d.connect(id, key),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &demoDevice{id: id, key: key, dev: dev}, nil
+}
+
+// connect opens the IoT Hub connection of device id, over TLS trusting the local CA.
+func (d *demo) connect(id, key string) func(ctx context.Context) (agent.Hub, func(), error) {
+	return func(ctx context.Context) (agent.Hub, func(), error) {
+		c, err := iothub.Dial(ctx, iothub.Config{
+			Identity: iothub.ConnectionString{HostName: d.stack.Hub.HostName(), DeviceID: id, SharedAccessKey: key},
+			Address:  d.stack.MQTTAddr, TLSConfig: d.stack.CA.ClientTLSConfig(), ModelID: adu.ModelContractV3,
+			MaxReconnectInterval: time.Second,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	}
 }
 
 // waitFor polls cond until it holds, printing its progress every few seconds.
@@ -451,7 +486,7 @@ func (d *demo) waitDeployment(ctx context.Context, id string) (*hub.DeploymentSt
 	var st *hub.DeploymentStatus
 	err := d.waitFor(ctx, "deployment "+short(id), func() (bool, string) {
 		var err error
-		if st, err = d.svc.Status(id); err != nil {
+		if st, err = d.stack.Service.Status(id); err != nil {
 			return false, err.Error()
 		}
 		return st.Counts.InProgress == 0 && st.Counts.Succeeded+st.Counts.Failed+st.Counts.Cancelled == len(st.Devices),
@@ -489,7 +524,7 @@ func (d *demo) summary(deps ...*hub.DeploymentStatus) {
 	fmt.Fprintln(tw, "DEVICE\tRUNNING\tBOOTLOADER\tBOOTS\tINSTALLED")
 	for _, dd := range d.devices {
 		st, _ := dd.dev.BootState()
-		fmt.Fprintf(tw, "%s\t%s\tprimary %s, bad %v\t%d\t%s\n", dd.id, dd.dev.Running(), st.Primary, st.Bad, dd.dev.Boots(), versionOf(installed(d.h, dd.id)))
+		fmt.Fprintf(tw, "%s\t%s\tprimary %s, bad %v\t%d\t%s\n", dd.id, dd.dev.Running(), st.Primary, st.Bad, dd.dev.Boots(), versionOf(installed(d.stack.Hub, dd.id)))
 	}
 	tw.Flush()
 }
@@ -600,11 +635,6 @@ func installed(h *hub.Hub, id string) string {
 		return ""
 	}
 	return doc.Reported.DU.Agent.Installed
-}
-
-// tlsRoots trusts only the local CA.
-func tlsRoots(pool *x509.CertPool) *tls.Config {
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
 
 // reportLine puts what a device reports into the timeline, as the service sees it.

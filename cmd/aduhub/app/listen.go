@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -89,17 +88,6 @@ func loopbackListen(addr string) bool {
 	return err == nil && isLoopbackName(host)
 }
 
-// hostPort joins host and port, leaving out the port 80 of http and 443 of https.
-func hostURL(scheme, host string, port int) string {
-	if scheme == "http" && port == 80 || scheme == "https" && port == 443 {
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
-		return scheme + "://" + host
-	}
-	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
-}
-
 // withoutDefaultPort returns u without its scheme's default port (http://h:80/x → http://h/x):
 // clients that take everything between // and / for the host name would dial "h:80".
 func withoutDefaultPort(u *url.URL) *url.URL {
@@ -108,15 +96,6 @@ func withoutDefaultPort(u *url.URL) *url.URL {
 		c.Host = strings.TrimSuffix(u.Host, ":"+p)
 	}
 	return &c
-}
-
-// localHost is the address a client on this machine uses for a listener's IP: the IP, or
-// 127.0.0.1 for one that listens on every address (Go's "tcp" listeners there take IPv4 too).
-func localHost(ip net.IP) string {
-	if ip.IsUnspecified() {
-		return "127.0.0.1"
-	}
-	return ip.String()
 }
 
 // limitListener accepts at most max connections from one IP address at a time; more are

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,9 +35,9 @@ const (
 
 // Layout of the data folder besides the hub's own devices/, updates/, files/, deployments/.
 const (
-	caDir         = "ca"         // hub.LoadOrCreateCA: ca.pem for devices (agent.ca_file)
-	signerDir     = "signer"     // hub.LoadOrCreateSigner: rootkeys.json for devices (agent.root_keys)
-	serveInfoFile = "serve.json" // written while serve runs: where it listens
+	caDir         = hub.LocalCADir     // ca.pem for devices (agent.ca_file)
+	signerDir     = hub.LocalSignerDir // rootkeys.json for devices (agent.root_keys)
+	serveInfoFile = "serve.json"       // written while serve runs: where it listens
 	rootKID       = "ADU.aduhub.R"
 	signingKID    = "ADU.aduhub.S"
 )
@@ -108,11 +105,10 @@ func dataFlag() cli.Flag {
 	return &cli.StringFlag{Name: "data", Value: DefaultDataDir, Usage: "the hub's data `DIR`", TakesFile: true}
 }
 
-// HTTP limits of serve: a request's headers and body must arrive within httpReadTimeout (an
-// upload, once authenticated, within httpReadTimeout of each read); an idle keep-alive
-// connection is closed after httpIdleTimeout.
+// HTTP limits of serve: a request's headers must arrive within 10 s (hub.Local), its body
+// within httpReadTimeout (an upload, once authenticated, within httpReadTimeout of each
+// read); an idle keep-alive connection is closed after httpIdleTimeout.
 const (
-	httpHeaderTimeout        = 10 * time.Second
 	httpReadTimeout          = 30 * time.Second
 	httpIdleTimeout          = 60 * time.Second
 	defaultMaxConnsPerClient = 64
@@ -154,7 +150,7 @@ func (e *env) serve(c *cli.Context) error {
 	case <-c.Context.Done():
 		fmt.Fprintln(e.stdout, "aduhub: stopping")
 		return nil
-	case err := <-srv.httpErr:
+	case err := <-srv.stack.HTTPErr():
 		return fmt.Errorf("HTTP server: %w", err)
 	}
 }
@@ -293,13 +289,12 @@ type serverConfig struct {
 	log                      *slog.Logger
 }
 
-// server is a running serve: hub, service and the HTTP server.
+// server is a running serve: the local stack (hub, service, HTTP) with the API and the page.
 type server struct {
 	info      serveInfo
+	stack     *hub.Stack
 	hub       *hub.Hub
 	svc       *hub.Service
-	http      *http.Server
-	httpErr   chan error
 	log       *slog.Logger
 	auth      *auth
 	hosts     []string // the Host names HTTP requests may carry (besides loopback ones)
@@ -328,15 +323,10 @@ func (cfg serverConfig) withDefaults() serverConfig {
 
 func startServer(cfg serverConfig) (_ *server, err error) {
 	cfg = cfg.withDefaults()
-	s := &server{log: cfg.log, httpErr: make(chan error, 1), auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
-	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: cfg.hostName, TLS: cfg.tls, ImportDir: cfg.importDir,
-		RootKeysFile: filepath.Join(cfg.dir, signerDir, hub.RootKeysJSONFile), TokenFile: filepath.Join(cfg.dir, tokenFile)}
-	var cleanup []func()
+	s := &server{log: cfg.log, auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
 	defer func() {
 		if err != nil {
-			for i := len(cleanup) - 1; i >= 0; i-- {
-				cleanup[i]()
-			}
+			s.stop()
 		}
 	}()
 	// Uploads a serve that ended abruptly was staging: nobody will finish them.
@@ -347,104 +337,66 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		if s.importDir, err = os.OpenRoot(cfg.importDir); err != nil {
 			return nil, fmt.Errorf("import folder: %w", err)
 		}
-		cleanup = append(cleanup, func() { s.importDir.Close() })
 	}
-
-	// HTTP first: the service needs the files' base URL.
-	ln, err := net.Listen("tcp", cfg.http)
-	if err != nil {
-		return nil, fmt.Errorf("HTTP listener: %w", err)
+	if s.stack, err = hub.Local(s.localOptions(cfg)); err != nil {
+		return nil, err
 	}
-	cleanup = append(cleanup, func() { ln.Close() })
-	s.urls(ln.Addr().(*net.TCPAddr), cfg)
-
-	opts := hub.Options{HostName: cfg.hostName, Address: cfg.mqtt, DataDir: cfg.dir, Logger: cfg.log}
-	if cfg.tls {
-		if opts.TLSConfig, err = serverTLS(cfg.dir, cfg.hostName); err != nil {
-			return nil, err
-		}
-		s.info.CAFile = filepath.Join(cfg.dir, caDir, hub.CACertFile)
-	}
-	if s.hub, err = hub.New(opts); err != nil {
-		return nil, fmt.Errorf("IoT Hub: %w", err)
-	}
-	cleanup = append(cleanup, func() { s.hub.Close() })
-	mqttAddr := s.hub.Addr().(*net.TCPAddr)
-	s.info.MQTT = net.JoinHostPort(localHost(mqttAddr.IP), strconv.Itoa(mqttAddr.Port))
-	s.info.DeviceMQTT = net.JoinHostPort(cfg.hostName, strconv.Itoa(mqttAddr.Port))
-
-	signer, err := hub.LoadOrCreateSigner(filepath.Join(cfg.dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits)
-	if err != nil {
-		return nil, fmt.Errorf("update signer: %w", err)
-	}
-	if bits := signer.SigningKey().N.BitLen(); bits != hub.DefaultSignerBits {
-		cfg.log.Warn("the update signer's keys are not what the service uses: embedded device clients refuse its signatures; to make new ones, stop aduhub, remove the folder and give devices the new rootkeys.json",
-			"bits", bits, "want", hub.DefaultSignerBits, "folder", filepath.Join(cfg.dir, signerDir))
-	}
-	if s.svc, err = hub.NewService(s.hub, signer, hub.ServiceOptions{DataDir: cfg.dir, FileBaseURL: s.info.FileBaseURL, Logger: cfg.log}); err != nil {
-		return nil, fmt.Errorf("update service: %w", err)
-	}
-	cleanup = append(cleanup, func() { s.svc.Close() })
-
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: httpHeaderTimeout, ReadTimeout: cfg.readTimeout, IdleTimeout: cfg.idleTimeout,
-		ErrorLog: slog.NewLogLogger(cfg.log.Handler(), slog.LevelWarn)}
-	go func() {
-		if err := s.http.Serve(newLimitListener(ln, cfg.maxConnsPerClient, cfg.log)); !errors.Is(err, http.ErrServerClosed) {
-			s.httpErr <- err
-		}
-	}()
+	s.warnSignerBits(cfg.dir)
 	if err := writeServeInfo(cfg.dir, s.info); err != nil {
-		s.http.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// serverTLS is the MQTT server's TLS configuration: the local CA of the data folder dir and
-// a server certificate for the loopback names and hostName.
-func serverTLS(dir, hostName string) (*tls.Config, error) {
-	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	if !slices.Contains(hosts, hostName) {
-		hosts = append(hosts, hostName)
+// localOptions are the options of serve's local stack: its listeners, host name, TLS and
+// file URL, the HTTP limits, and the API and the page besides the files on HTTP.
+func (s *server) localOptions(cfg serverConfig) hub.LocalOptions {
+	return hub.LocalOptions{
+		DataDir: cfg.dir, MQTTAddr: cfg.mqtt, HTTPAddr: cfg.http, HostName: cfg.hostName, TLS: cfg.tls, FileURL: cfg.fileURL,
+		RootKID: rootKID, SigningKID: signingKID, Logger: cfg.log,
+		HTTPHandler: func(st *hub.Stack) http.Handler { return s.started(st, cfg) },
+		HTTPListener: func(ln net.Listener) net.Listener {
+			return newLimitListener(ln, cfg.maxConnsPerClient, cfg.log)
+		},
+		HTTPReadTimeout: cfg.readTimeout, HTTPIdleTimeout: cfg.idleTimeout, ShutdownGrace: 5 * time.Second,
 	}
-	ca, err := hub.LoadOrCreateCA(filepath.Join(dir, caDir), hosts...)
-	if err != nil {
-		return nil, fmt.Errorf("local CA: %w", err)
-	}
-	return ca.ServerTLSConfig(), nil
 }
 
-// urls sets the base URLs of the HTTP listener at addr: the one for clients on this machine
-// (info.HTTP: its IP, loopback for one that listens everywhere) and the one devices download
-// from (the host name, or --file-url), both without a default port; and the Host names
-// requests may carry (no DNS rebinding from a browser).
-func (s *server) urls(addr *net.TCPAddr, cfg serverConfig) {
-	s.info.HTTP = hostURL("http", localHost(addr.IP), addr.Port)
-	devHost := cfg.hostName
-	if strings.EqualFold(devHost, "localhost") {
-		devHost = localHost(addr.IP) // a device on this machine: no name lookup (localhost may be ::1 first)
-	}
-	s.info.FileBaseURL = hostURL("http", devHost, addr.Port) + "/files"
-	if cfg.fileURL != "" {
-		s.info.FileBaseURL = cfg.fileURL
-	}
+// started takes in the local stack, running but for HTTP, and returns what HTTP serves: what
+// serve.json and /api/info say, and the Host names requests may carry (no DNS rebinding from
+// a browser).
+func (s *server) started(st *hub.Stack, cfg serverConfig) http.Handler {
+	s.hub, s.svc = st.Hub, st.Service
+	s.info = serveInfo{PID: os.Getpid(), DataDir: cfg.dir, HostName: cfg.hostName, TLS: cfg.tls, ImportDir: cfg.importDir,
+		MQTT: st.MQTTAddr, DeviceMQTT: st.DeviceMQTT, HTTP: st.HTTPURL, FileBaseURL: st.FileBaseURL,
+		CAFile: st.CAFile, RootKeysFile: st.RootKeysFile, TokenFile: filepath.Join(cfg.dir, tokenFile)}
 	s.hosts = []string{cfg.hostName}
-	if !addr.IP.IsUnspecified() {
-		s.hosts = append(s.hosts, addr.IP.String())
+	if ip := st.HTTPAddr().IP; !ip.IsUnspecified() {
+		s.hosts = append(s.hosts, ip.String())
+	}
+	return s.handler()
+}
+
+// warnSignerBits warns about a signer whose keys are not the size the service uses.
+func (s *server) warnSignerBits(dir string) {
+	if bits := s.stack.Signer.SigningKey().N.BitLen(); bits != hub.DefaultSignerBits {
+		s.log.Warn("the update signer's keys are not what the service uses: embedded device clients refuse its signatures; to make new ones, stop aduhub, remove the folder and give devices the new rootkeys.json",
+			"bits", bits, "want", hub.DefaultSignerBits, "folder", filepath.Join(dir, signerDir))
 	}
 }
 
-// close stops HTTP (letting requests in flight finish for a few seconds), the service and the
-// hub, and removes serve.json.
+// close removes serve.json and stops the server.
 func (s *server) close() {
 	os.Remove(filepath.Join(s.info.DataDir, serveInfoFile))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.http.Shutdown(ctx); err != nil {
-		s.http.Close()
+	s.stop()
+}
+
+// stop stops the local stack (letting HTTP requests in flight finish for a few seconds) and
+// closes the import folder.
+func (s *server) stop() {
+	if s.stack != nil {
+		s.stack.Close()
 	}
-	s.svc.Close()
-	s.hub.Close()
 	if s.importDir != nil {
 		s.importDir.Close()
 	}
