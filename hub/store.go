@@ -10,51 +10,22 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
-// writeFileAtomic replaces path with data durably: a temporary file in the
-// same folder is written and fsynced, renamed over path, and the folder is
-// fsynced, so a crash leaves the old or the new content, never a mix.
+// writeFileAtomic replaces path with data durably (internal/atomicfile): a crash
+// leaves the old or the new content, never a mix.
 func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data, perm); err != nil {
 		return fmt.Errorf("hub: store: %w", err)
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	ok = true
-	return syncDir(dir)
+	return nil
 }
 
+// syncDir makes the folder's entries durable.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("hub: store: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("hub: store: sync %s: %w", dir, err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/atomicfile"
 )
 
 // Defaults of serve and of the commands that talk to it.
@@ -407,11 +408,7 @@ func writeServeInfo(dir string, info serveInfo) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, serveInfoFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, serveInfoFile))
+	return atomicfile.WriteFile(filepath.Join(dir, serveInfoFile), append(b, '\n'), 0o600)
 }
 
 // readServeInfo reads DIR/serve.json (what a server serving DIR wrote).
