@@ -343,7 +343,7 @@ func (r *run) writeImage(h *image.Header, src io.Reader, cursor *slots.Cursor) e
 	opts := []slots.Option{slots.WithChunkSize(h.ChunkSize), slots.WithCursorFunc(func(c slots.Cursor) error {
 		return r.save(c, frameStart(h, c.Chunk))
 	})}
-	return r.write(h.RawSize, rd, cursor, opts, func(w slots.Writer) error { return w.VerifyChunks(h) })
+	return r.write(h.RawSize, rd, cursor, opts, func(w slots.Writer) error { return readBackChunks(w, h) })
 }
 
 // raw resumes a raw write.
@@ -570,4 +570,14 @@ func verifyMCUboot(data []byte, kr *image.Keyring) (*mcuboot.Image, error) {
 		first = image.ErrUnknownKey
 	}
 	return nil, first
+}
+
+// readBackChunks checks every chunk hash of h over the slot; a chunk that does not match is a
+// read-back mismatch.
+func readBackChunks(ra io.ReaderAt, h *image.Header) error {
+	err := h.VerifyAt(ra)
+	if errors.Is(err, image.ErrChunkHash) {
+		return fmt.Errorf("%w: %w", slots.ErrMismatch, err)
+	}
+	return err
 }

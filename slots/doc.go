@@ -27,8 +27,9 @@
 // physical block; a block whose erase or program fails is marked bad and the write moves on,
 // within the reserve), periodic sync (at each sync interval when the caller keeps resume
 // cursors; otherwise once, at Finish), and read-back: flash blocks are read back right after
-// they are programmed, and Writer.Verify / Writer.VerifyChunks read the whole slot back
-// (streaming, one chunk of memory) against an expected stream or an aduimg header.
+// they are programmed, and Writer.Verify reads the whole slot back (streaming) against an
+// expected stream; Writer.ReadAt lets a format check what was written its own way (an aduimg
+// header's chunk hashes: image.Header.VerifyAt).
 //
 // Resuming: at every sync point that falls on an erase-block and image-chunk boundary the
 // writer produces a Cursor (JSON-marshalable) that a caller persists (WithCursorFunc). OpenWriter with that

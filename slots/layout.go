@@ -10,14 +10,15 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/mtd"
 )
 
-// BootState is what the active-bank rule needs from a bootloader backend
-// (bootloader.Backend has it).
+// BootState is what the active-bank rule needs from the bootloader (bootloader.Banks adapts a
+// bootloader backend to it).
 type BootState interface {
-	State() (bootloader.State, error)
+	// BootBanks returns the bank the bootloader boots by default and the bank on trial ("" when
+	// none is).
+	BootBanks() (primary, pending string, err error)
 }
 
 // Env is where a Layout finds the system: the device and sysfs roots, the kernel command
@@ -226,14 +227,14 @@ func (l *Layout) ActiveBank() (string, error) {
 		if l.Env.Bootloader == nil {
 			return "", fmt.Errorf("%w: active = \"bootloader\" but no bootloader backend is configured", ErrActiveUnknown)
 		}
-		st, err := l.Env.Bootloader.State()
+		primary, pending, err := l.Env.Bootloader.BootBanks()
 		if err != nil {
 			return "", fmt.Errorf("%w: bootloader state: %v", ErrActiveUnknown, err)
 		}
-		if st.Pending != "" {
-			return "", fmt.Errorf("%w: bank %s is pending (trial boot); the bootloader state cannot tell whether it booted: use active = \"cmdline\"", ErrActiveUnknown, st.Pending)
+		if pending != "" {
+			return "", fmt.Errorf("%w: bank %s is pending (trial boot); the bootloader state cannot tell whether it booted: use active = \"cmdline\"", ErrActiveUnknown, pending)
 		}
-		return l.bank(string(st.Primary), "bootloader primary")
+		return l.bank(primary, "bootloader primary")
 	}
 	b, err := os.ReadFile(l.Env.cmdline())
 	if err != nil {

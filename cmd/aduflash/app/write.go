@@ -192,7 +192,13 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 			return err
 		}
 		return e.stream(c, l, target, res, rd, out, []slots.Option{slots.WithChunkSize(h.ChunkSize)},
-			func(w slots.Writer, ra io.ReaderAt) error { return slots.VerifyChunksAt(ra, h) })
+			func(w slots.Writer, ra io.ReaderAt) error {
+				err := h.VerifyAt(ra)
+				if errors.Is(err, image.ErrChunkHash) {
+					err = fmt.Errorf("%w: %w", slots.ErrMismatch, err)
+				}
+				return err
+			})
 	case "mcuboot":
 		data, err := io.ReadAll(io.LimitReader(f, mcuboot.MaxSize+1))
 		if err != nil {
