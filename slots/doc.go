@@ -13,10 +13,11 @@
 //
 // Which bank is active comes from /proc/cmdline (a key such as adu.slot=B, or root= naming
 // one slot's device, PARTUUID, PARTLABEL or UBI volume) or from the bootloader state
-// (Primary, when nothing is pending), as configured. The active bank is never opened for
-// writing: Layout.OpenWriter refuses every slot of the active bank, and every target that
+// (Primary, when nothing is pending, asked through BootState), as configured. The active
+// bank is never opened for writing: Layout.Prepare, which resolves a slot once for a write
+// and measures its capacity, refuses every slot of the active bank, and every target that
 // resolves to the same device as (or a whole disk containing) an active-bank slot, with
-// ErrActiveSlot.
+// ErrActiveSlot; the Target it returns opens the writer.
 //
 // # Writers
 //

@@ -341,8 +341,14 @@ func (l *Layout) bankOfRoot(root string) (string, error) {
 // CheckWritable returns nil when s may be written: it is not in the active bank and its
 // storage is not (and is not a disk holding) the storage of an active-bank slot. It fails
 // with ErrActiveSlot, or ErrActiveUnknown when the layout has slots but the active bank
-// cannot be told.
+// cannot be told. Prepare checks the same and more in one go.
 func (l *Layout) CheckWritable(s *Slot) error {
+	p, err := l.Resolve(s)
+	return l.checkWritable(s, p, err)
+}
+
+// checkWritable is CheckWritable of s resolved to p (or not: resolveErr).
+func (l *Layout) checkWritable(s *Slot, p string, resolveErr error) error {
 	active, err := l.ActiveBank()
 	if err != nil {
 		return err
@@ -353,10 +359,9 @@ func (l *Layout) CheckWritable(s *Slot) error {
 	if !s.adhoc && s.Bank == active {
 		return fmt.Errorf("%w: slot %s is in bank %s, which is running", ErrActiveSlot, s.Name, active)
 	}
-	p, err := l.Resolve(s)
-	if err != nil {
+	if resolveErr != nil || p == "" {
 		if s.adhoc {
-			return err
+			return resolveErr
 		}
 		return nil // unresolvable: cannot be an active device; opening it will fail anyway
 	}

@@ -253,3 +253,31 @@ func TestLayoutFlashAndSize(t *testing.T) {
 		t.Fatalf("nor for nand: %v", err)
 	}
 }
+
+// Prepare resolves a slot once for a write: it refuses the running bank, tells the capacity
+// (NAND: after bad blocks and the reserve) and hands out a target that opens the writer.
+func TestPrepare(t *testing.T) {
+	fs := newFakeSystem(t, "adu.slot=A")
+	doc := strings.Replace(layoutDoc, `mtd = "fw_b"`, "mtd = \"fw_b\"\nreserve_blocks = 2\nsize = \"512KiB\"", 1)
+	l := fs.layout(t, doc)
+	dev, _ := mtdsim.NewNAND(1<<20, 64<<10, 2<<10, mtdsim.WithFactoryBad(1))
+	l.Env.OpenFlash = func(s *Slot) (Flash, error) { return dev, nil }
+	a, _ := l.Slot("fw-a")
+	if _, err := l.Prepare(a); !errors.Is(err, ErrActiveSlot) {
+		t.Fatalf("running bank: %v", err)
+	}
+	b, _ := l.Slot("fw-b")
+	tg, err := l.Prepare(b)
+	must(t, err)
+	if tg.Capacity() != 5*64<<10 || tg.Slot() != b {
+		t.Fatalf("capacity %d, slot %v", tg.Capacity(), tg.Slot())
+	}
+	raw := payload(5*64<<10, 3)
+	w, err := tg.OpenWriter(int64(len(raw)), nil)
+	must(t, err)
+	_, err = w.Write(raw)
+	must(t, err)
+	must(t, w.Finish())
+	must(t, w.Verify(bytes.NewReader(raw)))
+	must(t, w.Close())
+}
