@@ -7,7 +7,9 @@
 // Keys are the PEM files of package image (imgtool's formats). Only little-endian images are
 // written and read (imgtool's default; `imgtool --endian big` is not supported).
 //
-// MCU images are small, so everything here works in memory; MaxSize caps what is accepted.
+// MCU images are small, so Parse, Verify and VerifyTrusted work in memory; MaxSize caps what
+// is accepted. Reader checks an image as it streams into a slot (the hash and signature at the
+// end, before the last bytes are handed out), holding only the TLV areas.
 package mcuboot
 
 import (
