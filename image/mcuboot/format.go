@@ -320,3 +320,15 @@ var (
 	// ErrBadOptions: a sign or trailer option is out of range or contradicts another.
 	ErrBadOptions = errors.New("invalid MCUboot options")
 )
+
+// Rejected reports whether err is this package's verdict that an image is bad (its bytes,
+// its hash, its signature or its size), as opposed to a failure to read it: callers map the
+// first to "invalid input".
+func Rejected(err error) bool {
+	for _, r := range []error{ErrBadMagic, ErrTruncated, ErrMalformed, ErrHashMismatch, ErrKeyMismatch, ErrBadSignature, ErrTooLarge} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}
