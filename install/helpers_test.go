@@ -165,13 +165,18 @@ func newDevice(t testing.TB) *device {
 	return &device{dir: dir, layout: slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})}
 }
 
-func (d *device) slot(t testing.TB, name string) *slots.Slot {
+// target prepares the slot called name for a write.
+func (d *device) target(t testing.TB, name string) *slots.Target {
 	t.Helper()
 	s, err := d.layout.Slot(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	tg, err := d.layout.Prepare(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
 }
 
 // file returns what a slot's file holds (nil when it does not exist).
@@ -188,5 +193,5 @@ func (d *device) holds(name string, want []byte) bool {
 
 func (d *device) installer(t testing.TB) *Installer {
 	_, kr := key(t)
-	return &Installer{Layout: d.layout, Keyring: kr, Retry: download.RetryPolicy{Attempts: 2, Backoff: time.Millisecond}}
+	return &Installer{Keyring: kr, Retry: download.RetryPolicy{Attempts: 2, Backoff: time.Millisecond}}
 }

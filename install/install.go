@@ -73,7 +73,6 @@ const (
 // Installer streams files into slots: download, file hash, image verification and slot
 // write in one pass, then a read-back of the slot.
 type Installer struct {
-	Layout  *slots.Layout
 	Keyring *image.Keyring // trusted image keys (aduimg and MCUboot)
 	// Raw writes every file as it is, unsniffed and unsigned (aduflash write --raw).
 	Raw bool
@@ -112,10 +111,11 @@ func DefaultHTTPClient() *http.Client {
 	return &http.Client{Transport: t}
 }
 
-// Install writes src into slot, continuing from resume when it holds a usable resume point
-// of the same file. It returns the final record (Done; in a dry run, Info and the verdict)
-// or the record so far with the error.
-func (in *Installer) Install(ctx context.Context, src Source, slot *slots.Slot, resume *Record) (Record, error) {
+// Install writes src into the target (a slot prepared with slots.Layout.Prepare: not in the
+// running bank, its capacity known), continuing from resume when it holds a usable resume
+// point of the same file. It returns the final record (Done; in a dry run, Info and the
+// verdict) or the record so far with the error.
+func (in *Installer) Install(ctx context.Context, src Source, target *slots.Target, resume *Record) (Record, error) {
 	if src.Size < 0 {
 		return Record{}, fmt.Errorf("%w: negative size %d", ErrSource, src.Size)
 	}
@@ -128,10 +128,6 @@ func (in *Installer) Install(ctx context.Context, src Source, slot *slots.Slot, 
 	if resume != nil && resume.Done {
 		return *resume, nil
 	}
-	target, err := in.Layout.Prepare(slot)
-	if err != nil {
-		return Record{}, fmt.Errorf("%w: %s: %w", ErrSlot, slot, err)
-	}
 	if resume != nil && (resume.Cursor == nil || resume.Download.Offset == 0) {
 		resume = nil
 	}
@@ -140,7 +136,7 @@ func (in *Installer) Install(ctx context.Context, src Source, slot *slots.Slot, 
 		r.rec = *resume
 		r.rec.Cursor = nil
 	}
-	err = r.install()
+	err := r.install()
 	if err != nil && resume != nil && errors.Is(err, errStale) {
 		// The resume point does not fit (other file, other slot geometry): start over.
 		r = &run{in: in, ctx: ctx, src: src, target: target, rec: Record{Downloaded: r.rec.Downloaded}}
