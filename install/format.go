@@ -71,13 +71,11 @@ func formatNamed(name string) (format, bool) {
 
 // sniff reads the first bytes of the file and picks its format; src replays them.
 func (r *run) sniff() (format, io.Reader, error) {
-	var prefix [SniffSize]byte
-	n, err := io.ReadFull(r.input, prefix[:])
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+	prefix, src, err := r.input.head(SniffSize)
+	if err != nil {
 		return nil, nil, err
 	}
-	src := io.MultiReader(bytes.NewReader(prefix[:n]), r.input)
-	kind := Sniff(prefix[:n])
+	kind := Sniff(prefix)
 	switch {
 	case r.in.Raw:
 		return raw{}, src, nil
@@ -176,9 +174,10 @@ func (raw) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 
 func rawPayload(r *run, src io.Reader, off int64) *payload {
 	size, sum := r.src.Size, r.src.SHA256
-	p := &payload{format: FormatRaw, r: &unitReader{r: src, off: off}, size: size, info: &Info{Format: FormatRaw, RawSize: size}}
+	p := &payload{format: FormatRaw, r: src, size: size, info: &Info{Format: FormatRaw, RawSize: size}}
 	if r.src.Local == nil {
-		p.unit, p.resumable = rawUnit, true
+		// Resumable: the cursors' units are the download's stops.
+		p.r, p.unit, p.resumable = &unitReader{r: src, off: off}, rawUnit, true
 	}
 	p.check = func(w sink, ra io.ReaderAt) error {
 		if sum == nil {

@@ -20,9 +20,9 @@ type Source struct {
 	// SHA256 is the file's ADU hash (the manifest's "sha256"), checked over the whole file
 	// even across resumes. Nil only for signed images installed by hand.
 	SHA256 []byte `json:"sha256,omitempty"`
-	// Local, if set, is read instead of URL: a file or device the caller opened, read once
-	// from its start (no resume, no SHA256).
-	Local io.Reader `json:"-"`
+	// Local, if set, is read instead of URL: Size bytes of a file or device the caller
+	// opened, read once from the start (no resume, no SHA256).
+	Local io.ReaderAt `json:"-"`
 }
 
 // Info is what the installer learnt about an image; Installer.Check decides whether it may
@@ -181,6 +181,7 @@ func (r *run) install() error {
 	if err != nil {
 		return err
 	}
+	r.input.stream()
 	defer w.Close()
 	if err := r.write(w, p); err != nil {
 		return err
@@ -244,7 +245,9 @@ func (r *run) openSink(p *payload) (sink, error) {
 		return &discard{size: p.size, slot: r.slot()}, nil
 	}
 	opts := []slots.Option{slots.WithChunkSize(p.unit)}
-	if p.resumable {
+	if p.resumable && r.in.Save != nil {
+		// Without anybody keeping the cursors, sync points would only cost time: the
+		// writer then syncs once, at Finish.
 		opts = append(opts, slots.WithCursorFunc(r.checkpoint))
 	}
 	if r.in.NoReadBack {
@@ -296,9 +299,6 @@ func (r *run) readBack(w sink, p *payload) error {
 // (aduimg) or unit (raw) boundary, so the download stands exactly at c's file offset; a
 // record that does not fit is refused when it is resumed.
 func (r *run) checkpoint(c slots.Cursor) error {
-	if r.in.Save == nil {
-		return nil
-	}
 	r.rec.Cursor, r.rec.Download = &c, r.input.State()
 	return r.in.Save(r.rec)
 }
