@@ -75,7 +75,7 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 		res.err = err
 		return res
 	}
-	if err := a.installSteps(ctx, dep); err != nil {
+	if err := a.installSteps(ctx, dep, false); err != nil {
 		if errors.Is(err, errJournal) {
 			res.err = err
 			return res
@@ -94,25 +94,25 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 var errJournal = errors.New("agent: journal")
 
 // installSteps writes every step's file into its slot, in order, saving progress in the
-// journal.
-func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
+// journal; a dry run checks every file as installing it would, writing nothing.
+func (a *Agent) installSteps(ctx context.Context, dep *Deployment, dryRun bool) error {
 	for i := range dep.Steps {
 		st := &dep.Steps[i]
 		if st.Progress.Done {
 			continue // written and read back before a restart
 		}
-		if err := a.installStep(ctx, i, st); err != nil {
+		if err := a.installStep(ctx, i, st, dryRun); err != nil {
 			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
 		}
 		a.log.Info("slot written and verified", "slot", st.Slot, "format", st.Progress.Format, "downloaded", st.Progress.Downloaded,
-			"written", st.Progress.Stats.BytesWritten, "skipped", st.Progress.Stats.BytesSkipped)
+			"written", st.Progress.Stats.BytesWritten, "skipped", st.Progress.Stats.BytesSkipped, "dry_run", dryRun)
 	}
 	return nil
 }
 
 // installStep writes step i's file into its slot, continuing from the journal's resume
-// record, and saves every resume point in the journal.
-func (a *Agent) installStep(ctx context.Context, i int, st *StepState) error {
+// record, and saves every resume point in the journal. A dry run writes neither.
+func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bool) error {
 	if st.Source.Size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrBadManifest, st.Source.Size)
 	}
@@ -124,29 +124,38 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrSlot, slot.Name, err)
 	}
-	in := a.installer(st.Class, func(p install.Record) error {
-		if err := a.saveHeader(&p); err != nil {
-			return fmt.Errorf("%w: %w", errJournal, err)
-		}
-		if err := a.save(func(r *Record) {
-			if r.Deployment != nil && len(r.Deployment.Steps) > i {
-				r.Deployment.Steps[i].Progress = p
-			}
-		}); err != nil {
-			return fmt.Errorf("%w: %w", errJournal, err)
-		}
-		return nil
-	})
+	in := a.installer(st.Class)
 	var resume *install.Record
-	if st.Progress.Cursor != nil {
-		p := st.Progress
-		a.loadHeader(&p)
-		resume = &p
+	switch {
+	case dryRun:
+		in.DryRun = true
+	default:
+		in.Save = func(p install.Record) error { return a.saveProgress(i, p) }
+		if st.Progress.Cursor != nil {
+			p := st.Progress
+			a.loadHeader(&p)
+			resume = &p
+		}
 	}
 	a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
-		"resume_at", st.Progress.Download.Offset)
+		"resume_at", st.Progress.Download.Offset, "dry_run", dryRun)
 	st.Progress, err = in.Install(ctx, st.Source, target, resume)
 	return err
+}
+
+// saveProgress records step i's resume record in the journal (its image header apart).
+func (a *Agent) saveProgress(i int, p install.Record) error {
+	if err := a.saveHeader(&p); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	if err := a.save(func(r *Record) {
+		if r.Deployment != nil && len(r.Deployment.Steps) > i {
+			r.Deployment.Steps[i].Progress = p
+		}
+	}); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	return nil
 }
 
 // headerRecord is the header journal: the signed aduimg header of the image being written.

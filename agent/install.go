@@ -26,11 +26,11 @@ const (
 // its own stall timeout) and file:// URLs served from the local file system.
 func DefaultHTTPClient() *http.Client { return install.DefaultHTTPClient() }
 
-// installer builds the installer of one step: the agent's keys and download settings,
-// checkImage for compatibility and versions, save for the resume records.
-func (a *Agent) installer(class string, save func(install.Record) error) *install.Installer {
+// installer builds the installer of a step into a slot of class: the agent's keys and
+// download settings, checkImage for compatibility and versions.
+func (a *Agent) installer(class string) *install.Installer {
 	in := &install.Installer{Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP,
-		Retry: a.o.Retry, StallTimeout: a.o.StallTimeout, MaxChunkSize: a.o.MaxChunkSize, Save: save,
+		Retry: a.o.Retry, StallTimeout: a.o.StallTimeout, MaxChunkSize: a.o.MaxChunkSize,
 		WriterOptions: a.o.WriterOptions, Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
 	if a.o.OnBytes != nil {
 		in.Meter = &bytesMeter{fn: a.o.OnBytes}
