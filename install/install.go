@@ -174,15 +174,15 @@ func (r *run) install() error {
 	}
 	if p.info != nil {
 		if err := r.admit(*p.info); err != nil {
-			return err
+			return r.classify(err)
 		}
 	}
 	w, err := r.openSink(p)
 	if err != nil {
 		return err
 	}
-	r.input.stream()
 	defer w.Close()
+	r.input.stream()
 	if err := r.write(w, p); err != nil {
 		return err
 	}
