@@ -123,9 +123,15 @@ func (r *Reader) Result() Result {
 	return res
 }
 
-// Close ends the request in flight, if any. It does not fail.
+// errClosed ends the reads of a closed Reader.
+var errClosed = errors.New("download: read after Close")
+
+// Close ends the request in flight, if any; later Reads fail. It does not fail.
 func (r *Reader) Close() error {
 	r.drop()
+	if r.err == nil {
+		r.err = errClosed
+	}
 	return nil
 }
 
