@@ -196,7 +196,13 @@ func New(o Options) (*Agent, error) {
 		// at the next save; what this version knows is used.
 		a.log.Warn("the journal has a newer layout than this agent", "version", a.rec.Version, "known", StateVersion)
 	}
-	a.rec.migrate(a.classes())
+	var legacy legacyRecord
+	if a.rec.Version < 4 && a.rec.Deployment != nil {
+		if _, err := a.j.Load(&legacy); err != nil {
+			return fail(err)
+		}
+	}
+	a.rec.migrate(a.classes(), &legacy)
 	a.healthy.Store(true)
 	return a, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/install"
 )
 
 // maxManifestFile bounds a detached or child manifest or a root-key package fetched into
@@ -74,7 +75,7 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 		res.err = err
 		return res
 	}
-	if err := a.installSteps(ctx, dep); err != nil {
+	if err := a.installSteps(ctx, dep, false); err != nil {
 		if errors.Is(err, errJournal) {
 			res.err = err
 			return res
@@ -93,42 +94,66 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 var errJournal = errors.New("agent: journal")
 
 // installSteps writes every step's file into its slot, in order, saving progress in the
-// journal.
-func (a *Agent) installSteps(ctx context.Context, dep *Deployment) error {
+// journal; a dry run checks every file as installing it would, writing nothing.
+func (a *Agent) installSteps(ctx context.Context, dep *Deployment, dryRun bool) error {
 	for i := range dep.Steps {
 		st := &dep.Steps[i]
-		slot, err := a.o.Layout.Slot(st.Slot)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrSlot, err)
+		if st.Progress.Done {
+			continue // written and read back before a restart
 		}
-		in := a.installer(st.Class, func(p Progress) error {
-			if err := a.saveHeader(&p); err != nil {
-				return fmt.Errorf("%w: %w", errJournal, err)
-			}
-			if err := a.save(func(r *Record) {
-				if r.Deployment != nil && len(r.Deployment.Steps) > i {
-					r.Deployment.Steps[i].Progress = p
-				}
-			}); err != nil {
-				return fmt.Errorf("%w: %w", errJournal, err)
-			}
-			return nil
-		})
-		var resume *Progress
-		if st.Progress.Done || st.Progress.Cursor != nil {
+		if err := a.installStep(ctx, i, st, dryRun); err != nil {
+			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
+		}
+		a.log.Info("slot written and verified", "slot", st.Slot, "format", st.Progress.Format, "downloaded", st.Progress.Downloaded,
+			"written", st.Progress.Stats.BytesWritten, "skipped", st.Progress.Stats.BytesSkipped, "dry_run", dryRun)
+	}
+	return nil
+}
+
+// installStep writes step i's file into its slot, continuing from the journal's resume
+// record, and saves every resume point in the journal. A dry run writes neither.
+func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bool) error {
+	if st.Source.Size < 0 {
+		return fmt.Errorf("%w: negative size %d", ErrBadManifest, st.Source.Size)
+	}
+	slot, err := a.o.Layout.Slot(st.Slot)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSlot, err)
+	}
+	target, err := a.o.Layout.Prepare(slot)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSlot, slot.Name, err)
+	}
+	in := a.installer(st.Class)
+	var resume *install.Record
+	switch {
+	case dryRun:
+		in.DryRun = true
+	default:
+		in.Save = func(p install.Record) error { return a.saveProgress(i, p) }
+		if st.Progress.Cursor != nil {
 			p := st.Progress
 			a.loadHeader(&p)
 			resume = &p
 		}
-		a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
-			"resume_at", st.Progress.FileOffset)
-		p, err := in.Install(ctx, st.Source, slot, resume)
-		st.Progress = p
-		if err != nil {
-			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
+	}
+	a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
+		"resume_at", st.Progress.Download.Offset, "dry_run", dryRun)
+	st.Progress, err = in.Install(ctx, st.Source, target, resume)
+	return err
+}
+
+// saveProgress records step i's resume record in the journal (its image header apart).
+func (a *Agent) saveProgress(i int, p install.Record) error {
+	if err := a.saveHeader(&p); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	if err := a.save(func(r *Record) {
+		if r.Deployment != nil && len(r.Deployment.Steps) > i {
+			r.Deployment.Steps[i].Progress = p
 		}
-		a.log.Info("slot written and verified", "slot", st.Slot, "format", p.Format, "downloaded", p.Downloaded,
-			"written", p.Stats.BytesWritten, "skipped", p.Stats.BytesSkipped)
+	}); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
 	}
 	return nil
 }
@@ -142,7 +167,7 @@ type headerRecord struct {
 // saveHeader stores p's image header in its own journal file when it is not there yet, and
 // leaves only its hash in p (the progress record is saved at every resume point; the header
 // of a 1 GiB image is 50 KB).
-func (a *Agent) saveHeader(p *Progress) error {
+func (a *Agent) saveHeader(p *install.Record) error {
 	if len(p.Header) == 0 {
 		return nil
 	}
@@ -159,7 +184,7 @@ func (a *Agent) saveHeader(p *Progress) error {
 }
 
 // loadHeader fills p.Header from the header journal when it holds the header p names.
-func (a *Agent) loadHeader(p *Progress) {
+func (a *Agent) loadHeader(p *install.Record) {
 	if len(p.HeaderSHA256) == 0 || len(p.Header) > 0 {
 		return
 	}
@@ -186,13 +211,6 @@ func (a *Agent) markPending(bank string) error {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
 	return nil
-}
-
-// installer builds the installer of one step; Check enforces compatibility and versions.
-func (a *Agent) installer(class string, save func(Progress) error) *Installer {
-	return &Installer{Layout: a.o.Layout, Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP, Retry: a.o.Retry, StallTimeout: a.o.StallTimeout,
-		MaxChunkSize: int(a.o.MaxChunkSize), Save: save, OnBytes: a.o.OnBytes, WriterOptions: a.o.WriterOptions,
-		Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
 }
 
 // checkImage refuses an image for another device, or older than what runs.

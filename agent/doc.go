@@ -6,13 +6,12 @@
 // (spec §6, §7).
 //
 // Scope:
-//   - Installer: one file into one slot in one pass: HTTP download with Range resume
-//     (package download), the ADU file hash (SHA-256 of the whole file, computed here so
-//     its state can be snapshot at every image frame start), the aduimg reader (signature,
-//     chunk hashes, decompression) or the MCUboot verifier or, when allowed, a raw image
-//     checked by its hash alone, the slot writer (package slots), and a read-back of the
-//     whole slot. The ADU hash is checked before the image reader releases the last chunk,
-//     so a file that does not match its manifest never completes a slot.
+//   - Installing a step's file is package install's: one file into one slot in one pass
+//     (download with the ADU file hash, the image format's checks, the slot write, the
+//     read-back), resumable from install.Record. The agent prepares the step's slot, checks
+//     the image's facts (checkImage: compatibility, versions, the anti-rollback floor) and
+//     keeps the resume records in its journal; LocalInstall.DryRun runs the same install
+//     writing nothing.
 //   - Agent: the state machine of spec §6 (startup report, ack, state 6, success,
 //     Failed-then-Idle, cancel, retry by retryTimestamp, replacement, duplicates never
 //     re-run), the handler "aduflash/image:1" (handlerProperties installedCriteria and
@@ -22,8 +21,9 @@
 //     deviceInformation.
 //   - Record: everything that must survive a power cut, in one journal file (package
 //     journal) replaced atomically: the deployment in progress with each step's resume
-//     point (slot cursor, file offset and hash state, the signed image header), the last
-//     outcome, what each bank holds, and the anti-rollback floor.
+//     record (install.Record: slot cursor, download state with the file hash; the signed
+//     image header in a journal file of its own), the last outcome, what each bank holds,
+//     and the anti-rollback floors.
 //
 // After a power cut at any instant the device boots a good bank (the spare is only marked
 // pending once every byte in it is verified) and the deployment continues when the service

@@ -7,28 +7,30 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/slots"
 )
 
 // Sentinel errors. Every deployment failure wraps one of them (or an adu.VerifyError), and
 // ResultFor maps it to the result code and extended result code reported to the service.
+// Those of the install stages are package install's.
 var (
 	ErrBadManifest        = errors.New("agent: invalid update manifest")
 	ErrUnsupportedHandler = errors.New("agent: unsupported update handler")
 	ErrUnsupportedStep    = errors.New("agent: unsupported update step")
 	ErrIncompatible       = errors.New("agent: update not compatible with this device")
-	ErrSlotClass          = errors.New("agent: image for another slot class")
+	ErrSlotClass          = install.ErrSlotClass
 	ErrDowngrade          = errors.New("agent: downgrade refused")
-	ErrRawNotAllowed      = errors.New("agent: raw images are not allowed")
-	ErrImage              = errors.New("agent: image rejected")
-	ErrSlot               = errors.New("agent: slot write failed")
-	ErrVerify             = errors.New("agent: read-back verification failed")
+	ErrRawNotAllowed      = install.ErrRawNotAllowed
+	ErrImage              = install.ErrImage
+	ErrSlot               = install.ErrSlot
+	ErrVerify             = install.ErrVerify
 	ErrBootloader         = errors.New("agent: bootloader transition failed")
 	ErrHealth             = errors.New("agent: health checks failed")
 	ErrRolledBack         = errors.New("agent: the bootloader rolled the update back")
 	ErrMissingFile        = errors.New("agent: no URL for an update file")
-	ErrDownload           = errors.New("agent: download failed")
-	ErrFileHash           = errors.New("agent: file hash mismatch")
+	ErrDownload           = install.ErrDownload
+	ErrFileHash           = install.ErrFileHash
 	ErrRootKeyPackage     = errors.New("agent: root-key package unusable")
 	ErrRebooting          = errors.New("agent: rebooting")
 	ErrConfig             = errors.New("agent: invalid configuration")

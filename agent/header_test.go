@@ -13,6 +13,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/imagetest"
+	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -65,8 +66,12 @@ func TestInstallForgedHeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := &Installer{Layout: layout, Keyring: tc.keyring, Retry: fastRetry(), MaxChunkSize: DefaultMaxChunkSize}
-		allocated := allocatedDuring(func() { _, err = in.Install(context.Background(), src, slot, nil) })
+		target, err := layout.Prepare(slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := &install.Installer{Keyring: tc.keyring, Retry: fastRetry(), MaxChunkSize: DefaultMaxChunkSize}
+		allocated := allocatedDuring(func() { _, err = in.Install(context.Background(), src, target, nil) })
 		if _, erc := ResultFor(err); !errors.Is(err, tc.want) || erc != tc.erc {
 			t.Errorf("%s: %v (erc %s), want %v (erc %s)", tc.name, err, erc, tc.want, tc.erc)
 		}

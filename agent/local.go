@@ -19,13 +19,18 @@ type LocalInstall struct {
 	Criteria string
 	// NoReboot leaves the reboot to the caller.
 	NoReboot bool
+	// DryRun checks the file as the install would (download, signature, every chunk, slot
+	// class and fit, compatibility and versions) and stops there: no slot byte, no journal
+	// entry, no bootloader transition.
+	DryRun bool
 }
 
 // InstallLocal writes the file into the spare bank, verifies it, marks the bank pending and
 // reboots (unless NoReboot; it then returns nil with the bank pending). A journal entry of
 // an earlier, interrupted InstallLocal of the same file and slot is resumed. After the
 // reboot, Boot (aduagent run) health-checks and confirms the bank, or
-// aduagent mark-good does it by hand.
+// aduagent mark-good does it by hand. A DryRun returns the verdict the install would reach
+// (nil: the bank would be pending) and changes nothing.
 func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment, error) {
 	a.booted = true
 	active, err := a.activeBank()
@@ -61,16 +66,20 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		switch {
 		case busy.Phase == PhasePending:
 			return nil, fmt.Errorf("%w: bank %s is pending a reboot (deployment %q); reboot first", ErrBusy, busy.Bank, busy.WorkflowID)
+		case li.DryRun:
 		case busy.Local && busy.Bank == spare && len(busy.Steps) == 1 && busy.Steps[0].Slot == slot.Name &&
 			busy.Steps[0].Source.URL == li.Source.URL && busy.Steps[0].Source.Size == li.Source.Size:
 			dep.Steps[0].Progress = busy.Steps[0].Progress
 			dep.Started = busy.Started
 		}
 	}
+	if li.DryRun {
+		return dep, a.dryRun(ctx, dep)
+	}
 	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
 		return nil, err
 	}
-	if err := a.installSteps(ctx, dep); err != nil {
+	if err := a.installSteps(ctx, dep, false); err != nil {
 		if errors.Is(err, errJournal) || errors.Is(err, context.Canceled) {
 			return dep, err // resumable: the journal keeps the progress
 		}
@@ -113,4 +122,18 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		return dep, nil
 	}
 	return dep, a.reboot(ctx, "the update is written; booting it")
+}
+
+// dryRun checks dep's file as installing it would and fills in what the image is; it saves
+// nothing.
+func (a *Agent) dryRun(ctx context.Context, dep *Deployment) error {
+	if err := a.installSteps(ctx, dep, true); err != nil {
+		return err
+	}
+	version := ""
+	if info := dep.Steps[0].Progress.Info; info != nil {
+		version = info.Version
+	}
+	dep.UpdateID = adu.UpdateID{Provider: "local", Name: dep.Steps[0].Class, Version: version}
+	return nil
 }

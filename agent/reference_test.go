@@ -594,7 +594,7 @@ func TestPowerCutReferenceStep(t *testing.T) {
 						case st.Progress.Done:
 							allowed -= sizes[i]
 						case st.Progress.Cursor != nil:
-							allowed -= st.Progress.FileOffset
+							allowed -= st.Progress.Download.Offset
 							if i == 1 && boot > 0 {
 								midChild++
 							}

@@ -239,7 +239,7 @@ func TestPowerCutAtEveryOperation(t *testing.T) {
 				resumeAt := int64(0)
 				if rec, ok := loadRecord(t, d); ok && rec.Deployment != nil && len(rec.Deployment.Steps) == 1 {
 					if p := rec.Deployment.Steps[0].Progress; p.Cursor != nil {
-						resumeAt = p.FileOffset
+						resumeAt = p.Download.Offset
 					} else if p.Done {
 						resumeAt = int64(len(img))
 					}

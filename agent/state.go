@@ -1,18 +1,25 @@
 package agent
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/install"
 )
 
 // StateVersion is the version of the Record layout in the journal. Version 2 added
 // StepState.Step and StepState.Child (reference steps); a version-1 record had one StepState
 // per manifest step, which New carries over by setting Step to the entry's index. Version 3
 // added SecurityFloors (per slot class, for aduimg and MCUboot images); New copies an
-// earlier record's MinSecurityCounter into it for every configured class.
-const StateVersion = 3
+// earlier record's MinSecurityCounter into it for every configured class. Version 4 made a
+// step's progress the install package's resume record (install.Record), which holds the
+// download's state where version 3 had file_offset, file_hash, etag and last_modified of its
+// own; New carries them over (legacyProgress), so an install started by an older agent
+// resumes where it stopped.
+const StateVersion = 4
 
 // Phases of a deployment.
 const (
@@ -109,7 +116,8 @@ type StepState struct {
 	FileName string     `json:"file_name,omitempty"`
 	Criteria string     `json:"installed_criteria,omitempty"`
 	Source   Source     `json:"source"`
-	Progress Progress   `json:"progress"`
+	// Progress is the install's resume record.
+	Progress install.Record `json:"progress"`
 }
 
 // ChildStep places a StepState in the child update of a reference step.
@@ -140,8 +148,8 @@ func (s *StepState) label() string {
 }
 
 // migrate brings a record of an earlier layout to StateVersion; classes are the configured
-// slot classes.
-func (r *Record) migrate(classes []string) {
+// slot classes, legacy the record read in the layout of version 3 and before.
+func (r *Record) migrate(classes []string, legacy *legacyRecord) {
 	if r.Version < 2 && r.Deployment != nil {
 		for i := range r.Deployment.Steps {
 			r.Deployment.Steps[i].Step = i
@@ -152,9 +160,43 @@ func (r *Record) migrate(classes []string) {
 			r.raiseFloor(c, r.MinSecurityCounter)
 		}
 	}
+	if r.Version < 4 && r.Deployment != nil && legacy.Deployment != nil && len(legacy.Deployment.Steps) == len(r.Deployment.Steps) {
+		for i := range r.Deployment.Steps {
+			legacy.Deployment.Steps[i].Progress.carryOver(&r.Deployment.Steps[i])
+		}
+	}
 	if r.Version < StateVersion {
 		r.Version = StateVersion
 	}
+}
+
+// legacyRecord is what a record of version 3 or before kept of a step's download in members
+// of its own.
+type legacyRecord struct {
+	Deployment *struct {
+		Steps []struct {
+			Progress legacyProgress `json:"progress"`
+		} `json:"steps"`
+	} `json:"deployment"`
+}
+
+// legacyProgress is the download part of a step's progress up to version 3: where the
+// download continued, the marshaled SHA-256 state of the file up to there (kept even for
+// sources without a hash), and the validators.
+type legacyProgress struct {
+	FileOffset   int64  `json:"file_offset"`
+	FileHash     []byte `json:"file_hash"`
+	ETag         string `json:"etag"`
+	LastModified string `json:"last_modified"`
+}
+
+// carryOver fills st's download state from p.
+func (p legacyProgress) carryOver(st *StepState) {
+	d := download.State{Size: st.Source.Size, Offset: p.FileOffset, ETag: p.ETag, LastModified: p.LastModified}
+	if len(st.Source.SHA256) > 0 {
+		d.SHA256, d.Hash = bytes.Clone(st.Source.SHA256), p.FileHash
+	}
+	st.Progress.Download = d
 }
 
 // raiseFloor raises the journal's floor of class to n.

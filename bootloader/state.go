@@ -64,6 +64,16 @@ type Backend interface {
 	MarkBad(s Slot) error
 }
 
+// Banks adapts a Backend to the question the slots layer asks of it to tell the running bank
+// (slots.BootState): BootBanks returns the primary and the pending bank of State.
+type Banks struct{ Backend Backend }
+
+// BootBanks returns the bank booted by default and the bank on trial ("" when none).
+func (b Banks) BootBanks() (primary, pending string, err error) {
+	st, err := b.Backend.State()
+	return string(st.Primary), string(st.Pending), err
+}
+
 // Errors of the state model. Callers test them with errors.Is.
 var (
 	// ErrUnknownSlot: the slot is not one of the configured banks.

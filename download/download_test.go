@@ -792,3 +792,92 @@ func TestNoExpectedHash(t *testing.T) {
 		}
 	}
 }
+
+// A Reader's State, taken between two Reads at offsets the consumer picks, resumes the
+// download in a new Reader exactly there: the bytes after it arrive once, and the SHA-256
+// still covers the whole file.
+func TestReaderStateAtConsumerOffsets(t *testing.T) {
+	data := testData(200_000)
+	rec := &recorder{}
+	s := newServer(t, rec, serve(data, `"v1"`))
+	var sl sleeps
+	r, err := Open(context.Background(), baseReq(s.URL, data, &sl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for _, n := range []int{1, 16, 4093, 70_000} { // odd sizes: the offsets are the consumer's
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf...)
+	}
+	st := r.State()
+	r.Close()
+	if st.Offset != int64(len(got)) || st.ETag != `"v1"` {
+		t.Fatalf("state at %d (etag %q) after %d bytes", st.Offset, st.ETag, len(got))
+	}
+	req := baseReq(s.URL, data, &sl)
+	req.Resume = &st
+	r, err = Open(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rest, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(append(got, rest...), data) {
+		t.Fatalf("resumed: %v, %d+%d bytes", err, len(got), len(rest))
+	}
+	if rs := rec.rangeList(); rs[len(rs)-1] != fmt.Sprintf("bytes=%d-", st.Offset) {
+		t.Fatalf("ranges %q", rs)
+	}
+}
+
+// The Read that would hand out the last bytes of a file whose SHA-256 is not the expected
+// one returns ErrHashMismatch instead of them, however the reads fall: a consumer (an image
+// reader that releases its last chunk only at the end of the stream) never completes a
+// file the manifest does not name. A resume point at the end is checked too.
+func TestReaderWithholdsTheEndOfAMismatch(t *testing.T) {
+	data := testData(100_000)
+	bad := bytes.Clone(data)
+	bad[500] ^= 1
+	s := newServer(t, nil, serve(bad, ""))
+	var sl sleeps
+	for _, n := range []int{1, 999, 4096, 100_000, 1 << 20} {
+		r, err := Open(context.Background(), baseReq(s.URL, data, &sl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int
+		buf := make([]byte, n)
+		for {
+			k, err := r.Read(buf)
+			total += k
+			if err != nil {
+				if !errors.Is(err, ErrHashMismatch) {
+					t.Fatalf("reads of %d: %v", n, err)
+				}
+				break
+			}
+		}
+		if total >= len(data) || r.State().Offset != int64(total) {
+			t.Errorf("reads of %d: %d of %d bytes handed out, state at %d", n, total, len(data), r.State().Offset)
+		}
+		if _, err := r.Read(buf); !errors.Is(err, ErrHashMismatch) {
+			t.Errorf("reads of %d: the error is not sticky: %v", n, err)
+		}
+		r.Close()
+	}
+	req := baseReq(s.URL, data, &sl)
+	st := stateAt(bad, len(bad))
+	st.SHA256 = sum(data)
+	req.Resume = &st
+	r, err := Open(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, ErrHashMismatch) {
+		t.Errorf("resumed at the end: %v", err)
+	}
+}

@@ -311,19 +311,49 @@ func VerifyMessage(pub crypto.PublicKey, msg, sig []byte) error {
 	if err != nil {
 		return err
 	}
+	switch SignatureHash(t) {
+	case crypto.SHA256:
+		d := sha256.Sum256(msg)
+		return VerifyDigest(pub, d[:], sig)
+	case crypto.SHA384:
+		d := sha512.Sum384(msg)
+		return VerifyDigest(pub, d[:], sig)
+	}
+	if !ed25519.Verify(pub.(ed25519.PublicKey), msg, sig) {
+		return fmt.Errorf("%w: %s signature does not match", ErrBadSignature, t)
+	}
+	return nil
+}
+
+// SignatureHash is the hash SignMessage signs with for a key of type t: SHA-256 for ECDSA
+// P-256 and RSA, SHA-384 for ECDSA P-384, and 0 for Ed25519, which signs the message itself.
+func SignatureHash(t KeyType) crypto.Hash {
+	switch t {
+	case Ed25519:
+		return 0
+	case ECDSAP384:
+		return crypto.SHA384
+	}
+	return crypto.SHA256
+}
+
+// VerifyDigest checks a signature made by SignMessage over a message whose SignatureHash
+// digest is digest, for a caller that hashed the message as it streamed past. Ed25519 signs
+// the message itself and cannot be checked from a digest (an error). It returns
+// ErrBadSignature when the signature does not match.
+func VerifyDigest(pub crypto.PublicKey, digest, sig []byte) error {
+	t, err := TypeOf(pub)
+	if err != nil {
+		return err
+	}
 	ok := false
 	switch t {
 	case Ed25519:
-		ok = ed25519.Verify(pub.(ed25519.PublicKey), msg, sig)
-	case ECDSAP256:
-		d := sha256.Sum256(msg)
-		ok = ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d[:], sig)
-	case ECDSAP384:
-		d := sha512.Sum384(msg)
-		ok = ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d[:], sig)
+		return fmt.Errorf("%w: an ed25519 signature covers the message, not a digest", ErrBadKey)
+	case ECDSAP256, ECDSAP384:
+		ok = ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest, sig)
 	default:
-		d := sha256.Sum256(msg)
-		ok = rsa.VerifyPSS(pub.(*rsa.PublicKey), crypto.SHA256, d[:], sig, &rsa.PSSOptions{SaltLength: sha256.Size, Hash: crypto.SHA256}) == nil
+		ok = rsa.VerifyPSS(pub.(*rsa.PublicKey), crypto.SHA256, digest, sig, &rsa.PSSOptions{SaltLength: sha256.Size, Hash: crypto.SHA256}) == nil
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s signature does not match", ErrBadSignature, t)

@@ -490,3 +490,49 @@ func newDecoder(chunkSize int) (*zstd.Decoder, error) {
 		zstd.WithDecodeAllCapLimit(true),
 	)
 }
+
+// VerifyAt reads every chunk of the payload back from ra (e.g. a slot, at payload offsets) and
+// checks it against the header; memory is one chunk. A chunk that does not match is a
+// *ChunkError (ErrChunkHash).
+func (h *Header) VerifyAt(ra io.ReaderAt) error {
+	v := h.verified()
+	buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
+	for i, c := range v.Chunks {
+		buf = buf[:c.RawSize]
+		if err := readChunkAt(ra, buf, c.RawOffset); err != nil {
+			return fmt.Errorf("aduimg: reading chunk %d back at payload offset %d: %w", i, c.RawOffset, err)
+		}
+		if err := h.VerifyChunk(i, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FirstBadChunkAt returns the index of the first chunk of the payload that ra does not hold
+// (len(Chunks) when all are good), e.g. to find out where to resume without a cursor.
+func (h *Header) FirstBadChunkAt(ra io.ReaderAt) int {
+	v := h.verified()
+	buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
+	for i, c := range v.Chunks {
+		buf = buf[:c.RawSize]
+		if readChunkAt(ra, buf, c.RawOffset) != nil || h.VerifyChunk(i, buf) != nil {
+			return i
+		}
+	}
+	return len(v.Chunks)
+}
+
+// readChunkAt fills buf from ra at off. A read that returns fewer bytes without saying why
+// (a device that lies, or breaks the io.ReaderAt contract) is io.ErrUnexpectedEOF, so the
+// chunk is never checked with what an earlier read left in buf.
+func readChunkAt(ra io.ReaderAt, buf []byte, off int64) error {
+	n, err := ra.ReadAt(buf, off)
+	switch {
+	case n == len(buf):
+		return nil // io.EOF after a full read is fine
+	case err == nil || err == io.EOF:
+		return fmt.Errorf("%w: %d of %d bytes at %d", io.ErrUnexpectedEOF, n, len(buf), off)
+	}
+	return err
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/aduflash/aduflash/image"
 	"io"
 	"math"
 )
@@ -187,11 +186,10 @@ func (w *ubiWriter) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (w *ubiWriter) Cursor() Cursor                     { return w.cur }
-func (w *ubiWriter) Capacity() int64                    { return w.vol.ReservedSize() }
-func (w *ubiWriter) Stats() Stats                       { return w.st }
-func (w *ubiWriter) Verify(r io.Reader) error           { return VerifyReader(w, w.size, r) }
-func (w *ubiWriter) VerifyChunks(h *image.Header) error { return VerifyChunksAt(w, h) }
+func (w *ubiWriter) Cursor() Cursor           { return w.cur }
+func (w *ubiWriter) Capacity() int64          { return w.vol.ReservedSize() }
+func (w *ubiWriter) Stats() Stats             { return w.st }
+func (w *ubiWriter) Verify(r io.Reader) error { return VerifyReader(w, w.size, r) }
 
 func (w *ubiWriter) Close() error {
 	if w.closed {
@@ -211,7 +209,7 @@ func (w *ubiWriter) Close() error {
 func (b *blockBackend) readsBack() bool { return false }
 
 // VerifyWritten cannot check a UBI update without the data: it returns an error; use
-// Verify or VerifyChunks.
+// Verify, or read the slot back over ReadAt.
 func (w *ubiWriter) VerifyWritten() error {
-	return fmt.Errorf("slots: %s: a UBI volume update keeps no per-unit checksums: verify with Verify or VerifyChunks", w.name)
+	return fmt.Errorf("slots: %s: a UBI volume update keeps no per-unit checksums: verify with Verify or read it back", w.name)
 }

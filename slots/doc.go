@@ -14,9 +14,11 @@
 // Which bank is active comes from the kernel command line (/proc/cmdline, or the file the
 // config's cmdline_file names: a key such as adu.slot=B, or root= naming one slot's device,
 // PARTUUID, PARTLABEL or UBI volume) or from the bootloader state (Primary, when nothing is
-// pending), as configured. The active bank is never opened for writing: Layout.OpenWriter
+// pending, asked through BootState), as configured. The active bank is never opened for
+// writing: Layout.Prepare, which resolves a slot once for a write and measures its capacity,
 // refuses every slot of the active bank, and every target that resolves to the same device
-// as (or a whole disk containing) an active-bank slot, with ErrActiveSlot.
+// as (or a whole disk containing) an active-bank slot, with ErrActiveSlot; the Target it
+// returns opens the writer.
 //
 // # Writers
 //
@@ -27,8 +29,9 @@
 // physical block; a block whose erase or program fails is marked bad and the write moves on,
 // within the reserve), periodic sync (at each sync interval when the caller keeps resume
 // cursors; otherwise once, at Finish), and read-back: flash blocks are read back right after
-// they are programmed, and Writer.Verify / Writer.VerifyChunks read the whole slot back
-// (streaming, one chunk of memory) against an expected stream or an aduimg header.
+// they are programmed, and Writer.Verify reads the whole slot back (streaming) against an
+// expected stream; Writer.ReadAt lets a format check what was written its own way (an aduimg
+// header's chunk hashes: image.Header.VerifyAt).
 //
 // Resuming: at every sync point that falls on an erase-block and image-chunk boundary the
 // writer produces a Cursor (JSON-marshalable) that a caller persists (WithCursorFunc). OpenWriter with that

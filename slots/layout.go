@@ -10,14 +10,15 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/mtd"
 )
 
-// BootState is what the active-bank rule needs from a bootloader backend
-// (bootloader.Backend has it).
+// BootState is what the active-bank rule needs from the bootloader (bootloader.Banks adapts a
+// bootloader backend to it).
 type BootState interface {
-	State() (bootloader.State, error)
+	// BootBanks returns the bank the bootloader boots by default and the bank on trial ("" when
+	// none is).
+	BootBanks() (primary, pending string, err error)
 }
 
 // Env is where a Layout finds the system: the device and sysfs roots, the kernel command
@@ -225,14 +226,14 @@ func (l *Layout) ActiveBank() (string, error) {
 		if l.Env.Bootloader == nil {
 			return "", fmt.Errorf("%w: active = \"bootloader\" but no bootloader backend is configured", ErrActiveUnknown)
 		}
-		st, err := l.Env.Bootloader.State()
+		primary, pending, err := l.Env.Bootloader.BootBanks()
 		if err != nil {
 			return "", fmt.Errorf("%w: bootloader state: %v", ErrActiveUnknown, err)
 		}
-		if st.Pending != "" {
-			return "", fmt.Errorf("%w: bank %s is pending (trial boot); the bootloader state cannot tell whether it booted: use active = \"cmdline\"", ErrActiveUnknown, st.Pending)
+		if pending != "" {
+			return "", fmt.Errorf("%w: bank %s is pending (trial boot); the bootloader state cannot tell whether it booted: use active = \"cmdline\"", ErrActiveUnknown, pending)
 		}
-		return l.bank(string(st.Primary), "bootloader primary")
+		return l.bank(primary, "bootloader primary")
 	}
 	cmdline := cmp(l.Env.Cmdline, cmp(l.Config.CmdlineFile, DefaultCmdlineFile))
 	b, err := os.ReadFile(cmdline)
@@ -340,8 +341,14 @@ func (l *Layout) bankOfRoot(root string) (string, error) {
 // CheckWritable returns nil when s may be written: it is not in the active bank and its
 // storage is not (and is not a disk holding) the storage of an active-bank slot. It fails
 // with ErrActiveSlot, or ErrActiveUnknown when the layout has slots but the active bank
-// cannot be told.
+// cannot be told. Prepare checks the same and more in one go.
 func (l *Layout) CheckWritable(s *Slot) error {
+	p, err := l.Resolve(s)
+	return l.checkWritable(s, p, err)
+}
+
+// checkWritable is CheckWritable of s resolved to p (or not: resolveErr).
+func (l *Layout) checkWritable(s *Slot, p string, resolveErr error) error {
 	active, err := l.ActiveBank()
 	if err != nil {
 		return err
@@ -352,10 +359,9 @@ func (l *Layout) CheckWritable(s *Slot) error {
 	if !s.adhoc && s.Bank == active {
 		return fmt.Errorf("%w: slot %s is in bank %s, which is running", ErrActiveSlot, s.Name, active)
 	}
-	p, err := l.Resolve(s)
-	if err != nil {
+	if resolveErr != nil || p == "" {
 		if s.adhoc {
-			return err
+			return resolveErr
 		}
 		return nil // unresolvable: cannot be an active device; opening it will fail anyway
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/mtd/mtdsim"
 )
 
@@ -90,9 +89,12 @@ func (fs *fakeSystem) layout(t *testing.T, doc string) *Layout {
 	return NewLayout(c, Env{Dev: fs.dev, Sysfs: fs.sys, Cmdline: fs.cmdline})
 }
 
-type fixedState bootloader.State
+// fixedState is a bootloader that reports a primary and a pending bank.
+type fixedState struct{ Primary, Pending string }
 
-func (f fixedState) State() (bootloader.State, error) { return bootloader.State(f), nil }
+func (f fixedState) BootBanks() (primary, pending string, err error) {
+	return f.Primary, f.Pending, nil
+}
 
 func TestActiveBank(t *testing.T) {
 	for cmdline, want := range map[string]string{
@@ -126,7 +128,7 @@ func TestActiveBank(t *testing.T) {
 	if got, err := l.ActiveBank(); err != nil || got != "B" {
 		t.Errorf("bootloader: %q %v", got, err)
 	}
-	l.Env.Bootloader = fixedState{Primary: "B", Pending: "B", Fallback: "A", AttemptsLeft: 2}
+	l.Env.Bootloader = fixedState{Primary: "B", Pending: "B"}
 	if _, err := l.ActiveBank(); !errors.Is(err, ErrActiveUnknown) {
 		t.Errorf("pending: %v", err)
 	}
@@ -273,4 +275,32 @@ func TestLayoutFlashAndSize(t *testing.T) {
 	if _, err := l.OpenWriter(s, 10, nil); !errors.Is(err, ErrConfig) {
 		t.Fatalf("nor for nand: %v", err)
 	}
+}
+
+// Prepare resolves a slot once for a write: it refuses the running bank, tells the capacity
+// (NAND: after bad blocks and the reserve) and hands out a target that opens the writer.
+func TestPrepare(t *testing.T) {
+	fs := newFakeSystem(t, "adu.slot=A")
+	doc := strings.Replace(layoutDoc, `mtd = "fw_b"`, "mtd = \"fw_b\"\nreserve_blocks = 2\nsize = \"512KiB\"", 1)
+	l := fs.layout(t, doc)
+	dev, _ := mtdsim.NewNAND(1<<20, 64<<10, 2<<10, mtdsim.WithFactoryBad(1))
+	l.Env.OpenFlash = func(s *Slot) (Flash, error) { return dev, nil }
+	a, _ := l.Slot("fw-a")
+	if _, err := l.Prepare(a); !errors.Is(err, ErrActiveSlot) {
+		t.Fatalf("running bank: %v", err)
+	}
+	b, _ := l.Slot("fw-b")
+	tg, err := l.Prepare(b)
+	must(t, err)
+	if tg.Capacity() != 5*64<<10 || tg.Slot() != b {
+		t.Fatalf("capacity %d, slot %v", tg.Capacity(), tg.Slot())
+	}
+	raw := payload(5*64<<10, 3)
+	w, err := tg.OpenWriter(int64(len(raw)), nil)
+	must(t, err)
+	_, err = w.Write(raw)
+	must(t, err)
+	must(t, w.Finish())
+	must(t, w.Verify(bytes.NewReader(raw)))
+	must(t, w.Close())
 }

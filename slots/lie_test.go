@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/mtd"
 	"github.com/aduflash/aduflash/mtd/mtdsim"
 )
@@ -153,7 +154,7 @@ func TestReadBackCatchesLies(t *testing.T) {
 		run   func(Writer) error
 	}{
 		{"VerifyWritten", []string{"file", "block"}, func(w Writer) error { return w.VerifyWritten() }},
-		{"VerifyChunks", []string{"file", "block", "nor", "nand", "ubi"}, func(w Writer) error { return w.VerifyChunks(s.h) }},
+		{"VerifyChunks", []string{"file", "block", "nor", "nand", "ubi"}, func(w Writer) error { return chunksMatch(s.h.VerifyAt(w)) }},
 		{"Verify", []string{"file", "block", "nor", "nand", "ubi"}, func(w Writer) error { return w.Verify(bytes.NewReader(s.raw)) }},
 	}
 	for _, v := range verifications {
@@ -204,7 +205,7 @@ func TestWriterSeesLies(t *testing.T) {
 						if st := ls.w.Stats(); st.BadGrown != 1 || fmt.Sprint(ls.flash.BadBlocks()) != "[2]" {
 							t.Fatalf("stats %+v, bad blocks %v: want block 2 retired", st, ls.flash.BadBlocks())
 						}
-						must(t, ls.w.VerifyChunks(s.h))
+						must(t, s.h.VerifyAt(ls.w))
 					case ls.flash != nil:
 						namesLie(t, err, tc.want, tc.lie)
 					default:
@@ -219,8 +220,8 @@ func TestWriterSeesLies(t *testing.T) {
 	}
 }
 
-// VerifyReader, VerifyChunksAt and FirstBadChunk take any io.ReaderAt (aduflash hands them
-// its own). A short read without an error must fail them, not leave them comparing the
+// VerifyReader and image's VerifyAt and FirstBadChunkAt take any io.ReaderAt (aduflash
+// hands them its own). A short read without an error must fail them, not leave them comparing the
 // bytes an earlier read left in the buffer: here every chunk (and MiB) repeats the one
 // before it, so those bytes would match.
 func TestShortReadIsNoMatch(t *testing.T) {
@@ -228,14 +229,14 @@ func TestShortReadIsNoMatch(t *testing.T) {
 	s := makeImage(t, bytes.Repeat(unit, 2*mib/lieUnit), lieUnit)
 	blk, _ := mtdsim.NewBlock(2*mib, 512)
 	must(t, blk.Load(s.raw))
-	must(t, VerifyChunksAt(blk, s.h))
+	must(t, s.h.VerifyAt(blk))
 	must(t, VerifyReader(blk, 2*mib, bytes.NewReader(s.raw)))
 	must(t, blk.Lie(mtdsim.Lie{Kind: mtdsim.ShortRead, Off: mib, Len: 1}))
 	l := mtdsim.Lie{Off: mib}
-	namesLie(t, VerifyChunksAt(blk, s.h), io.ErrUnexpectedEOF, l)
+	namesLie(t, s.h.VerifyAt(blk), io.ErrUnexpectedEOF, l)
 	namesLie(t, VerifyReader(blk, 2*mib, bytes.NewReader(s.raw)), io.ErrUnexpectedEOF, l)
-	if i := FirstBadChunk(blk, s.h); i != mib/lieUnit {
-		t.Errorf("FirstBadChunk %d, want %d", i, mib/lieUnit)
+	if i := s.h.FirstBadChunkAt(blk); i != mib/lieUnit {
+		t.Errorf("FirstBadChunkAt %d, want %d", i, mib/lieUnit)
 	}
 }
 
@@ -255,4 +256,13 @@ func TestWriterReadAtShortRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// chunksMatch is install's reading of a chunk that does not match after the write: the slot
+// does not hold what was written (ErrMismatch).
+func chunksMatch(err error) error {
+	if errors.Is(err, image.ErrChunkHash) {
+		return fmt.Errorf("%w: %w", ErrMismatch, err)
+	}
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"io"
 
-	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -70,8 +69,8 @@ type Stats struct {
 }
 
 // Writer streams exactly the announced size into a slot. Write the payload from
-// Cursor().Offset on, then Finish; Verify / VerifyChunks / ReadAt read the slot back
-// (logical offsets) until Close, which releases the storage. A Writer is not safe for
+// Cursor().Offset on, then Finish; Verify, VerifyWritten and ReadAt read the slot back
+// (logical offsets; an aduimg header checks its chunks over ReadAt) until Close, which releases the storage. A Writer is not safe for
 // concurrent use. After an error (e.g. a power cut) only Close is useful.
 type Writer interface {
 	io.Writer
@@ -82,14 +81,12 @@ type Writer interface {
 	Finish() error
 	// Verify compares the slot's first Size bytes with r (which must hold Size bytes).
 	Verify(r io.Reader) error
-	// VerifyChunks reads the slot back and checks every chunk hash of h.
-	VerifyChunks(h *image.Header) error
 	// VerifyWritten reads back every unit this writer wrote and has not read back yet and
 	// checks it against the CRC-32C of the data it was given. Units found identical (and
 	// skipped) were compared byte for byte, and flash blocks are read back as they are
 	// programmed, so after a write without resume this covers the whole payload without the
 	// caller reading the payload again. Units written before a resume are not covered: use
-	// VerifyChunks or Verify for them.
+	// Verify, or (*image.Header).VerifyAt over the writer, for them.
 	VerifyWritten() error
 	// Capacity is the most the slot takes (after the bad-block reserve).
 	Capacity() int64
@@ -129,7 +126,7 @@ func WithReserve(n int) Option { return func(o *options) { o.reserve = n } }
 
 // WithoutReadBack tells the writer that VerifyWritten will not be called: it then keeps no
 // checksum of the units it writes (CRC-32C of every byte, a tenth of a fast write's time).
-// Verify and VerifyChunks, which compare with the source, still work.
+// Verify and reads over ReadAt, which compare with the source, still work.
 func WithoutReadBack() Option { return func(o *options) { o.noCRC = true } }
 
 // WithoutSkip writes every unit even when its content is already identical.
@@ -348,8 +345,6 @@ func (w *streamWriter) VerifyWritten() error {
 	return nil
 }
 
-func (w *streamWriter) VerifyChunks(h *image.Header) error { return VerifyChunksAt(w, h) }
-
 func (w *streamWriter) Close() error {
 	if w.closed {
 		return nil
@@ -385,38 +380,6 @@ func VerifyReader(ra io.ReaderAt, size int64, r io.Reader) error {
 		}
 	}
 	return nil
-}
-
-// VerifyChunksAt reads every chunk of h back from ra (the slot, logical offsets) and checks
-// its SHA-256 against the header; memory is one chunk.
-func VerifyChunksAt(ra io.ReaderAt, h *image.Header) error {
-	if h == nil {
-		return errors.New("slots: VerifyChunks: no header")
-	}
-	buf := make([]byte, 0, h.ChunkSize)
-	for i, c := range h.Chunks {
-		buf = buf[:c.RawSize]
-		if _, err := readFull(ra.ReadAt, buf, c.RawOffset); err != nil {
-			return fmt.Errorf("slots: verify: reading chunk %d at %d: %w", i, c.RawOffset, err)
-		}
-		if err := h.VerifyChunk(i, buf); err != nil {
-			return fmt.Errorf("%w: %w", ErrMismatch, err)
-		}
-	}
-	return nil
-}
-
-// FirstBadChunk returns the index of the first chunk of h that ra does not hold
-// (len(h.Chunks) when all are good), e.g. to find out where to resume without a cursor.
-func FirstBadChunk(ra io.ReaderAt, h *image.Header) int {
-	buf := make([]byte, 0, h.ChunkSize)
-	for i, c := range h.Chunks {
-		buf = buf[:c.RawSize]
-		if _, err := readFull(ra.ReadAt, buf, c.RawOffset); err != nil || h.VerifyChunk(i, buf) != nil {
-			return i
-		}
-	}
-	return len(h.Chunks)
 }
 
 // readFull reads len(p) bytes at off with read (a ReadAt). A read that returns fewer bytes

@@ -48,8 +48,8 @@ func writeAll(t *testing.T, w Writer, s *signed) {
 	if err := w.Finish(); err != nil {
 		t.Fatalf("finish: %v", err)
 	}
-	if err := w.VerifyChunks(s.h); err != nil {
-		t.Fatalf("VerifyChunks: %v", err)
+	if err := s.h.VerifyAt(w); err != nil {
+		t.Fatalf("reading the chunks back: %v", err)
 	}
 	if err := w.Verify(bytes.NewReader(s.raw)); err != nil {
 		t.Fatalf("Verify: %v", err)
@@ -94,7 +94,7 @@ func TestFlashWriterNORAndNAND(t *testing.T) {
 				t.Errorf("second write stats %+v: want 17 blocks skipped", st)
 			}
 			// A fresh reader of the region (a new writer's ReadAt) maps around the bad blocks.
-			if err := VerifyChunksAt(w, s.h); err != nil {
+			if err := s.h.VerifyAt(w); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -7,7 +7,9 @@
 // Keys are the PEM files of package image (imgtool's formats). Only little-endian images are
 // written and read (imgtool's default; `imgtool --endian big` is not supported).
 //
-// MCU images are small, so everything here works in memory; MaxSize caps what is accepted.
+// MCU images are small, so Parse, Verify and VerifyTrusted work in memory; MaxSize caps what
+// is accepted. Reader checks an image as it streams into a slot (the hash and signature at the
+// end, before the last bytes are handed out), holding only the TLV areas.
 package mcuboot
 
 import (
@@ -318,3 +320,15 @@ var (
 	// ErrBadOptions: a sign or trailer option is out of range or contradicts another.
 	ErrBadOptions = errors.New("invalid MCUboot options")
 )
+
+// Rejected reports whether err is this package's verdict that an image is bad (its bytes,
+// its hash, its signature or its size), as opposed to a failure to read it: callers map the
+// first to "invalid input".
+func Rejected(err error) bool {
+	for _, r := range []error{ErrBadMagic, ErrTruncated, ErrMalformed, ErrHashMismatch, ErrKeyMismatch, ErrBadSignature, ErrTooLarge} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}

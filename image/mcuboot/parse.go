@@ -94,62 +94,15 @@ func IsImage(prefix []byte) bool {
 // matching the protected area, every record inside its area, everything inside data) but no
 // hash or signature; that is Verify's job. Parse never panics and keeps no reference to data.
 func Parse(data []byte) (*Image, error) {
-	if len(data) < 4 {
-		return nil, fmt.Errorf("%w: %d bytes, shorter than the 4-byte magic", ErrTruncated, len(data))
-	}
-	le := binary.LittleEndian
-	if m := le.Uint32(data); m != Magic {
-		switch {
-		case m == MagicV1:
-			return nil, fmt.Errorf("%w: magic at offset 0x0 is 0x%08x, the legacy v1 magic (unsupported)", ErrBadMagic, m)
-		case binary.BigEndian.Uint32(data) == Magic:
-			return nil, fmt.Errorf("%w: magic at offset 0x0 is big-endian (imgtool --endian big, unsupported)", ErrBadMagic)
-		}
-		return nil, fmt.Errorf("%w: magic at offset 0x0 is 0x%08x, want 0x%08x", ErrBadMagic, m, Magic)
-	}
-	if len(data) < HeaderSize {
-		return nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrTruncated, len(data), HeaderSize)
-	}
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%w: %d bytes is more than the %d this tool reads", ErrTooLarge, len(data), MaxSize)
-	}
-	h := decodeHeader(data)
-	img := &Image{Size: len(data), Header: h, FlagNames: FlagNames(h.Flags)}
-	if h.HeaderSize < HeaderSize {
-		return nil, fmt.Errorf("%w: hdr_size (offset 0x8) is %d, less than %d", ErrMalformed, h.HeaderSize, HeaderSize)
-	}
-	size := uint64(len(data))
-	off := uint64(h.HeaderSize) + uint64(h.ImageSize)
-	if off > size {
-		return nil, fmt.Errorf("%w: hdr_size 0x%x + img_size 0x%x = 0x%x is past the end of the data (0x%x bytes)",
-			ErrTruncated, h.HeaderSize, h.ImageSize, off, size)
-	}
-	if off+TLVInfoSize > size {
-		return nil, fmt.Errorf("%w: no TLV area: the data ends at 0x%x, right after the image body", ErrTruncated, size)
-	}
-	if le.Uint16(data[off:]) == TLVProtInfoMagic {
-		area, err := parseArea(data, int(off), TLVProtInfoMagic, "protected TLV area")
-		if err != nil {
-			return nil, err
-		}
-		if area.Size != h.ProtectedTLVSize {
-			return nil, fmt.Errorf("%w: protected TLV area at 0x%x is 0x%x bytes, but the header's protected_tlv_size (offset 0xa) says 0x%x",
-				ErrMalformed, off, area.Size, h.ProtectedTLVSize)
-		}
-		img.Protected = area
-		off += uint64(area.Size)
-		if off+TLVInfoSize > size {
-			return nil, fmt.Errorf("%w: no TLV area: the data ends at 0x%x, right after the protected TLV area", ErrTruncated, size)
-		}
-	} else if h.ProtectedTLVSize != 0 {
-		return nil, fmt.Errorf("%w: the header's protected_tlv_size (offset 0xa) is 0x%x, but there is no protected TLV area at 0x%x (magic 0x%04x, want 0x%04x)",
-			ErrMalformed, h.ProtectedTLVSize, off, le.Uint16(data[off:]), TLVProtInfoMagic)
-	}
-	area, err := parseArea(data, int(off), TLVInfoMagic, "TLV area")
+	h, err := parseHeader(data, len(data))
 	if err != nil {
 		return nil, err
 	}
-	img.Unprotected = *area
+	img := &Image{Size: len(data), Header: h, FlagNames: FlagNames(h.Flags)}
+	off := h.bodyEnd()
+	if img.Protected, img.Unprotected, err = parseTLVAreas(data[off:], off, len(data), h); err != nil {
+		return nil, err
+	}
 	end := img.End()
 	img.Padding = len(data) - end
 	if img.Padding > 0 {
@@ -160,9 +113,83 @@ func Parse(data []byte) (*Image, error) {
 	return img, nil
 }
 
-func parseArea(data []byte, off int, magic uint16, what string) (*TLVArea, error) {
+// bodyEnd is where the body ends and the TLV areas start: hdr_size + img_size.
+func (h Header) bodyEnd() int { return int(h.HeaderSize) + int(h.ImageSize) }
+
+// parseHeader decodes and checks the header of an image of total bytes from b, its first
+// min(total, HeaderSize) bytes: the magic, the sizes, and room for the body and a TLV area.
+func parseHeader(b []byte, total int) (Header, error) {
+	if total < 4 {
+		return Header{}, fmt.Errorf("%w: %d bytes, shorter than the 4-byte magic", ErrTruncated, total)
+	}
 	le := binary.LittleEndian
-	a := &TLVArea{Offset: off, Magic: le.Uint16(data[off:]), Size: le.Uint16(data[off+2:])}
+	if m := le.Uint32(b); m != Magic {
+		switch {
+		case m == MagicV1:
+			return Header{}, fmt.Errorf("%w: magic at offset 0x0 is 0x%08x, the legacy v1 magic (unsupported)", ErrBadMagic, m)
+		case binary.BigEndian.Uint32(b) == Magic:
+			return Header{}, fmt.Errorf("%w: magic at offset 0x0 is big-endian (imgtool --endian big, unsupported)", ErrBadMagic)
+		}
+		return Header{}, fmt.Errorf("%w: magic at offset 0x0 is 0x%08x, want 0x%08x", ErrBadMagic, m, Magic)
+	}
+	if total < HeaderSize {
+		return Header{}, fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrTruncated, total, HeaderSize)
+	}
+	if total > MaxSize {
+		return Header{}, fmt.Errorf("%w: %d bytes is more than the %d this tool reads", ErrTooLarge, total, MaxSize)
+	}
+	h := decodeHeader(b)
+	if h.HeaderSize < HeaderSize {
+		return Header{}, fmt.Errorf("%w: hdr_size (offset 0x8) is %d, less than %d", ErrMalformed, h.HeaderSize, HeaderSize)
+	}
+	off := uint64(h.HeaderSize) + uint64(h.ImageSize)
+	if off > uint64(total) {
+		return Header{}, fmt.Errorf("%w: hdr_size 0x%x + img_size 0x%x = 0x%x is past the end of the data (0x%x bytes)",
+			ErrTruncated, h.HeaderSize, h.ImageSize, off, total)
+	}
+	if off+TLVInfoSize > uint64(total) {
+		return Header{}, fmt.Errorf("%w: no TLV area: the data ends at 0x%x, right after the image body", ErrTruncated, total)
+	}
+	return h, nil
+}
+
+// parseTLVAreas parses the TLV areas at offset off (the end of the body) of data whose
+// length is total: the protected area, if there is one, and the unprotected one. b holds
+// data from off on: at least the 4-byte info header, and every area and info header that
+// fits in total.
+func parseTLVAreas(b []byte, off, total int, h Header) (*TLVArea, TLVArea, error) {
+	var prot *TLVArea
+	base := off
+	if binary.LittleEndian.Uint16(b) == TLVProtInfoMagic {
+		area, err := parseArea(b, off, total, TLVProtInfoMagic, "protected TLV area")
+		if err != nil {
+			return nil, TLVArea{}, err
+		}
+		if area.Size != h.ProtectedTLVSize {
+			return nil, TLVArea{}, fmt.Errorf("%w: protected TLV area at 0x%x is 0x%x bytes, but the header's protected_tlv_size (offset 0xa) says 0x%x",
+				ErrMalformed, off, area.Size, h.ProtectedTLVSize)
+		}
+		prot = area
+		off += int(area.Size)
+		if off+TLVInfoSize > total {
+			return nil, TLVArea{}, fmt.Errorf("%w: no TLV area: the data ends at 0x%x, right after the protected TLV area", ErrTruncated, total)
+		}
+	} else if h.ProtectedTLVSize != 0 {
+		return nil, TLVArea{}, fmt.Errorf("%w: the header's protected_tlv_size (offset 0xa) is 0x%x, but there is no protected TLV area at 0x%x (magic 0x%04x, want 0x%04x)",
+			ErrMalformed, h.ProtectedTLVSize, off, binary.LittleEndian.Uint16(b), TLVProtInfoMagic)
+	}
+	area, err := parseArea(b[off-base:], off, total, TLVInfoMagic, "TLV area")
+	if err != nil {
+		return nil, TLVArea{}, err
+	}
+	return prot, *area, nil
+}
+
+// parseArea parses the TLV area at offset off of data whose length is total; b holds data
+// from off on (at least the 4-byte info header, and the whole area when it fits in total).
+func parseArea(b []byte, off, total int, magic uint16, what string) (*TLVArea, error) {
+	le := binary.LittleEndian
+	a := &TLVArea{Offset: off, Magic: le.Uint16(b), Size: le.Uint16(b[2:])}
 	if a.Magic != magic {
 		return nil, fmt.Errorf("%w: %s info magic at offset 0x%x is 0x%04x, want 0x%04x", ErrMalformed, what, off, a.Magic, magic)
 	}
@@ -170,23 +197,23 @@ func parseArea(data []byte, off int, magic uint16, what string) (*TLVArea, error
 		return nil, fmt.Errorf("%w: %s at 0x%x: total length 0x%x is shorter than its own info header", ErrMalformed, what, off, a.Size)
 	}
 	end := off + int(a.Size)
-	if end > len(data) {
+	if end > total {
 		return nil, fmt.Errorf("%w: %s at 0x%x is 0x%x bytes, ending at 0x%x, past the end of the data (0x%x bytes)",
-			ErrTruncated, what, off, a.Size, end, len(data))
+			ErrTruncated, what, off, a.Size, end, total)
 	}
 	a.Records = []TLV{}
 	for p := off + TLVInfoSize; p < end; {
 		if p+TLVHeaderSize > end {
 			return nil, fmt.Errorf("%w: %s: TLV header at 0x%x overruns the area, which ends at 0x%x", ErrMalformed, what, p, end)
 		}
-		t := TLV{Offset: p, Type: le.Uint16(data[p:]), Len: int(le.Uint16(data[p+2:]))}
+		t := TLV{Offset: p, Type: le.Uint16(b[p-off:]), Len: int(le.Uint16(b[p-off+2:]))}
 		t.Name = TLVName(t.Type)
 		d := p + TLVHeaderSize
 		if d+t.Len > end {
 			return nil, fmt.Errorf("%w: %s: %s TLV (type 0x%x) at 0x%x has length 0x%x, overrunning the area, which ends at 0x%x",
 				ErrMalformed, what, t.Name, t.Type, p, t.Len, end)
 		}
-		t.Data = bytes.Clone(data[d : d+t.Len])
+		t.Data = bytes.Clone(b[d-off : d-off+t.Len])
 		a.Records = append(a.Records, t)
 		p = d + t.Len
 	}

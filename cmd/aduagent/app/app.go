@@ -150,7 +150,7 @@ func loadDevice(c *cli.Context) (*device, error) {
 		d.bootErr = classify(fmt.Errorf("opening the %s bootloader backend: %w", d.boot.Type, err))
 	} else {
 		d.backend, d.closeFn = backend, cl
-		senv.Bootloader = backend
+		senv.Bootloader = bootloader.Banks{Backend: backend}
 	}
 	d.layout = slots.NewLayout(d.slots, senv)
 	return d, nil

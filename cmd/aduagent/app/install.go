@@ -49,7 +49,14 @@ Without --no-reboot the device reboots once the bank is pending; with it, nothin
 until the next reboot, which boots the new bank on trial. The output says how many boots the
 bootloader gives it before it falls back (its state after the bank was marked pending).
 
-Exit codes: 0 installed (the bank is pending; rebooting, or not with --no-reboot); 1 the
+--dry-run does all of it but the writes: the file is downloaded or read and checked as an
+install checks it (signature, every chunk or the MCUboot hash, slot class and fit,
+compatibility, version and security counter, a bank already pending), and nothing is
+written: no slot byte, no journal entry, no bootloader change, no reboot. Its verdict and
+exit code are the install's.
+
+Exit codes: 0 installed (the bank is pending; rebooting, or not with --no-reboot; with
+--dry-run: it would be); 1 the
 image was refused (bad signature or hash, unknown key, another slot class, incompatible,
 a downgrade, raw without allow_raw or --sha256, too large) or a deployment is already
 pending, or invalid config; 2 usage error; 3 I/O or environment error (file or URL that
@@ -59,12 +66,14 @@ EXAMPLE:
    aduagent install rootfs-1.2.0.aduimg
    aduagent install --class firmware --no-reboot app-1.4.signed.bin
    aduagent install --json https://updates.example.com/rootfs-1.2.0.aduimg
+   aduagent install --dry-run https://updates.example.com/rootfs-1.2.0.aduimg
    aduagent install --class rootfs --sha256 9f86d081884c7d65... --size 512MiB http://10.0.0.1/rootfs.img`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "class", Usage: "the slot `CLASS` to write (default: the device's only class)"},
 			&cli.StringFlag{Name: "sha256", Usage: "the file's SHA-256 (`HEX`), checked over the whole file"},
 			&cli.StringFlag{Name: "size", Usage: "the file's size in bytes (`N`, also \"64MiB\"), for URLs that do not tell it"},
 			&cli.BoolFlag{Name: "no-reboot", Usage: "leave the bank pending without rebooting"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "download and check the file as the install would, and write nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as one JSON object"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log the agent's steps to stderr"},
 		},
@@ -92,6 +101,8 @@ type installResult struct {
 	Rebooting bool  `json:"rebooting"`
 	// Bootloader is the bootloader's state once the bank is pending (nil if unreadable).
 	Bootloader *bootloader.State `json:"bootloader,omitempty"`
+	// DryRun: nothing was written; OK says the install would have made the bank pending.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 func (e *env) install(c *cli.Context) error {
@@ -137,7 +148,8 @@ func (e *env) install(c *cli.Context) error {
 		return err
 	}
 	defer d.close()
-	if !c.Bool("no-reboot") {
+	dryRun := c.Bool("dry-run")
+	if !c.Bool("no-reboot") && !dryRun {
 		o.Reboot = rebootFunc(cfg.RebootCommand, log)
 	}
 	ag, err := agent.New(o)
@@ -145,8 +157,8 @@ func (e *env) install(c *cli.Context) error {
 		return classifyAgent(err)
 	}
 	defer ag.Close()
-	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class")}
-	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot")})
+	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
+	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
 	if dep != nil {
 		res.Bank, res.From = dep.Bank, dep.From
 		if len(dep.Steps) == 1 {
@@ -191,7 +203,11 @@ func (e *env) install(c *cli.Context) error {
 }
 
 func printInstall(w io.Writer, r *installResult) {
-	fmt.Fprintf(w, "installed %s\n", r.Source)
+	if r.DryRun {
+		fmt.Fprintf(w, "checked %s (dry run: nothing written)\n", r.Source)
+	} else {
+		fmt.Fprintf(w, "installed %s\n", r.Source)
+	}
 	fmt.Fprintf(w, "  slot:    %s (class %s, bank %s; running bank %s)\n", r.Slot, r.Class, r.Bank, r.From)
 	format := r.Format
 	if r.KeyID != "" {
@@ -200,6 +216,11 @@ func printInstall(w io.Writer, r *installResult) {
 	fmt.Fprintf(w, "  format:  %s\n", format)
 	if r.Version != "" {
 		fmt.Fprintf(w, "  version: %s\n", r.Version)
+	}
+	if r.DryRun {
+		fmt.Fprintf(w, "  bytes:   %d would be written (file %d)\n", r.Bytes, r.Size)
+		fmt.Fprintf(w, "bank %s would be marked pending\n", r.Bank)
+		return
 	}
 	fmt.Fprintf(w, "  bytes:   %d written (file %d)\n", r.Bytes, r.Size)
 	if !r.Pending {

@@ -1,9 +1,6 @@
 package app
 
 import (
-	"bytes"
-	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +14,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -26,26 +24,31 @@ func (e *env) writeCommand() *cli.Command {
 		Usage:     "write an image into a slot, a device or a file, then read it back and verify it",
 		ArgsUsage: "IMAGE TARGET",
 		Description: `IMAGE is an aduimg image (verified while it streams: signature first, then every chunk),
-an MCUboot image (its hash and signature verified before anything is written; --pub), or,
-with --raw, any file written as it is. TARGET is a slot of the --config file ("rootfs-b"
-or "B/rootfs"), an MTD character device (/dev/mtdN: erase, NAND bad blocks), a block
-device or partition, or a file (created if missing, never truncated). Blocks whose
-content is already identical are not written again. After the write the target is read back: every chunk hash
-of an aduimg image, every byte of an MCUboot image, and for a raw image every unit written
-(checked against the CRC-32C of the data; units found identical were compared as they were
-skipped).
+an MCUboot image (streamed too: its hash and signature, at its end, are checked before its
+TLV areas are written; --pub), or, with --raw, any file written as it is. TARGET is a slot
+of the --config file ("rootfs-b" or "B/rootfs"), an MTD character device (/dev/mtdN: erase,
+NAND bad blocks), a block device or partition, or a file (created if missing, never
+truncated). Blocks whose content is already identical are not written again. After the
+write the target is read back: every chunk hash of an aduimg image, the hash of an MCUboot
+image over what was written, and for a raw image every unit written (checked against the
+CRC-32C of the data; units found identical were compared as they were skipped).
 
 With --config, slots of the running bank, and any target that is (or holds) their storage,
 are refused; the running bank comes from the kernel command line or the bootloader, as the
 config's [slots] section says. An aduimg image naming a slot class must go to a slot of
 that class. Trust comes from --pub (repeatable) or a --keyring file.
 
-Exit codes: 0 written and verified; 1 bad image or signature, image too large for the
-target, slot class mismatch, or a target in the running bank; 2 usage error; 3 I/O error
-(including a read-back mismatch) or the running bank cannot be told.
+--dry-run reads the whole image and checks it as a real run does (signature, every chunk or
+the MCUboot hash and signature, its fit in the target, the slot class, the running bank) and
+writes nothing: the target is not even created.
+
+Exit codes: 0 written and verified (or, with --dry-run, would be); 1 bad image or signature,
+image too large for the target, slot class mismatch, or a target in the running bank; 2
+usage error; 3 I/O error (including a read-back mismatch) or the running bank cannot be told.
 
 EXAMPLE:
    aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg sdcard.img
+   aduflash write --dry-run --config ` + cliapp.DefaultDeviceConfig + ` --pub release.pub.pem rootfs-1.2.0.aduimg B/rootfs
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg B/rootfs
    aduflash write --pub mcu.pub.pem app.signed.bin /dev/mtd4
    aduflash write --raw --json u-boot.bin /dev/mmcblk0boot0`,
@@ -56,6 +59,7 @@ EXAMPLE:
 			&cli.BoolFlag{Name: "raw", Usage: "write IMAGE as it is, without signature checks"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.BoolFlag{Name: "no-verify", Usage: "skip the read-back pass after writing (the image is still verified while it streams)"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "read and check everything (image, slot, fit) but write nothing; exit as a real run would"},
 			// Roots of a fake or mounted system, for tests and offline use.
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
 			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
@@ -78,6 +82,7 @@ type writeResult struct {
 	Capacity int64       `json:"capacity,omitempty"`
 	Stats    slots.Stats `json:"stats"`
 	Verified bool        `json:"verified"`
+	DryRun   bool        `json:"dry_run,omitempty"`
 	Seconds  float64     `json:"seconds"`
 	Error    string      `json:"error,omitempty"`
 	ExitCode int         `json:"exit_code"`
@@ -91,7 +96,7 @@ func (e *env) write(c *cli.Context) error {
 	if err := cliapp.Args(c, 2, 2, "IMAGE TARGET"); err != nil {
 		return err
 	}
-	res := &writeResult{Image: c.Args().Get(0), Target: c.Args().Get(1)}
+	res := &writeResult{Image: c.Args().Get(0), Target: c.Args().Get(1), DryRun: c.Bool("dry-run")}
 	err := e.doWrite(c, res)
 	if c.Bool("json") {
 		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
@@ -103,6 +108,11 @@ func (e *env) write(c *cli.Context) error {
 	if res.Version != "" {
 		what += " " + res.Version
 	}
+	if res.DryRun {
+		fmt.Fprintf(e.stdout, "%s (%s) -> %s: dry run: %s verified, fits, nothing written, %.1fs\n", res.Image, what, res.Target,
+			progress.Size(res.Size), res.Seconds)
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "%s (%s) -> %s: %s, %s written, %s unchanged", res.Image, what, res.Target,
 		progress.Size(res.Size), progress.Size(res.Stats.BytesWritten), progress.Size(res.Stats.BytesSkipped))
 	if n := res.Stats.BadSkipped + res.Stats.BadGrown; n > 0 {
@@ -112,216 +122,110 @@ func (e *env) write(c *cli.Context) error {
 	return nil
 }
 
+// doWrite resolves the target, opens the image, and installs it through package install.
 func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 	raw := c.Bool("raw")
 	pubs, keyring := c.StringSlice("pub"), c.String("keyring")
 	if raw && (len(pubs) > 0 || keyring != "") {
 		return exitcode.Usagef("%s: --raw writes without checking signatures; drop --pub/--keyring", c.Command.HelpName)
 	}
-	var cfg *slots.Config
-	if p := c.String("config"); p != "" {
-		var err error
-		if cfg, err = slots.LoadConfig(p); err != nil {
-			return classify(err)
-		}
-	}
-	l := slots.NewLayout(cfg, slots.Env{Dev: c.String("dev-root"), Sysfs: c.String("sysfs-root"), Cmdline: c.String("cmdline-file")})
-	target, err := l.Target(res.Target)
+	l, slot, err := e.target(c, res)
 	if err != nil {
-		return classify(err)
+		return err
 	}
-	if !target.AdHoc() {
-		res.Slot, res.Class, res.Bank = target.Name, target.Class, target.Bank
-	}
-
 	f, size, err := infile.OpenSized(res.Image)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	var prefix [16]byte
-	n, _ := f.ReadAt(prefix[:], 0)
-	res.Format = "raw"
-	if !raw {
-		switch {
-		case image.IsImage(prefix[:n]):
-			res.Format = "aduimg"
-		case mcuboot.IsImage(prefix[:n]):
-			res.Format = "mcuboot"
-		default:
-			return exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw writes any file unverified)", res.Image))
-		}
-		if len(pubs) == 0 && keyring == "" {
-			return exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, res.Format)
-		}
+	if err := sniff(c, res, f, raw, len(pubs) > 0 || keyring != ""); err != nil {
+		return err
 	}
-
 	// Refuse the running bank before reading anything big.
-	if err := l.CheckWritable(target); err != nil {
-		return classify(err)
-	}
-	capacity, err := l.Capacity(target)
+	target, err := l.Prepare(slot)
 	if err != nil {
 		return classify(err)
 	}
-	res.Capacity = capacity
-	out := progress.Output(e.stderr, c.Bool("json"))
-	start := time.Now()
-	defer func() { res.Seconds = time.Since(start).Seconds() }()
-
-	switch res.Format {
-	case "aduimg":
-		kr, err := cliapp.Keyring(keyring, pubs)
-		if err != nil {
+	res.Capacity = target.Capacity()
+	in := &install.Installer{Raw: raw, NoReadBack: c.Bool("no-verify"), DryRun: res.DryRun}
+	if !raw {
+		if in.Keyring, err = cliapp.Keyring(keyring, pubs); err != nil {
 			return err
 		}
-		// The header is verified before anything else is read or allocated; nothing in it counts
-		// before that, not even its slot class.
-		h, err := image.ReadHeader(io.NewSectionReader(f, 0, size), image.VerifyOptions{Keyring: kr, MaxRawSize: capacity})
-		if err != nil {
-			return classify(fmt.Errorf("%s: %w", res.Image, err))
-		}
-		res.Version, res.Size = h.Version, h.RawSize
-		if !target.AdHoc() && h.SlotClass != "" && h.SlotClass != target.Class {
-			return exitcode.InvalidInput(fmt.Errorf("%s is a %s image; slot %s holds %s", res.Image, h.SlotClass, target.Name, target.Class))
-		}
-		src := infile.ReadAhead(io.NewSectionReader(f, h.Size, size-h.Size), readAheadBlock, readAheadDepth)
-		defer src.Close()
-		rd, err := image.NewChunkReader(h, src, 0)
-		if err != nil {
-			return err
-		}
-		return e.stream(c, l, target, res, rd, out, []slots.Option{slots.WithChunkSize(h.ChunkSize)},
-			func(w slots.Writer, ra io.ReaderAt) error { return slots.VerifyChunksAt(ra, h) })
-	case "mcuboot":
-		data, err := io.ReadAll(io.LimitReader(f, mcuboot.MaxSize+1))
-		if err != nil {
-			return err
-		}
-		if len(data) > mcuboot.MaxSize {
-			return exitcode.InvalidInput(fmt.Errorf("%s: %w: more than %d bytes", res.Image, mcuboot.ErrTooLarge, mcuboot.MaxSize))
-		}
-		img, err := verifyMCUboot(data, keyring, pubs)
-		if err != nil {
-			return classify(fmt.Errorf("%s: %w", res.Image, err))
-		}
-		res.Version, res.Size = img.Header.Version.String(), int64(len(data))
-		return e.stream(c, l, target, res, bytes.NewReader(data), out, nil,
-			func(w slots.Writer, ra io.ReaderAt) error {
-				return slots.VerifyReader(ra, res.Size, bytes.NewReader(data))
-			})
-	default:
-		res.Size = size
-		src := infile.ReadAhead(io.NewSectionReader(f, 0, size), readAheadBlock, readAheadDepth)
-		defer src.Close()
-		return e.stream(c, l, target, res, src, out, nil,
-			func(w slots.Writer, ra io.ReaderAt) error {
-				// Units found identical were compared byte for byte while writing; the others
-				// are read back against the CRC-32C of what was written.
-				return w.VerifyWritten()
-			})
 	}
+	bars := &bars{out: progress.Output(e.stderr, c.Bool("json")), dryRun: res.DryRun}
+	start := time.Now()
+	in.Meter = bars
+	rec, err := in.Install(c.Context, install.Source{Size: size, Local: f}, target, nil)
+	bars.end(err)
+	res.Seconds = time.Since(start).Seconds()
+	if i := rec.Info; i != nil {
+		res.Format, res.Version, res.Size = i.Format, i.Version, i.RawSize
+	}
+	res.Stats, res.Verified = rec.Stats, err == nil && !res.DryRun && !in.NoReadBack
+	return classify(err)
 }
 
-// stream writes src (res.Size bytes) into target, finishes, and reads it back with verify.
-func (e *env) stream(c *cli.Context, l *slots.Layout, target *slots.Slot, res *writeResult, src io.Reader, out io.Writer,
-	opts []slots.Option, verify func(slots.Writer, io.ReaderAt) error) error {
-	if res.Capacity > 0 && res.Size > res.Capacity {
-		return exitcode.InvalidInput(fmt.Errorf("%s: %w: %d bytes, %s takes %d", res.Image, slots.ErrTooLarge, res.Size, res.Target, res.Capacity))
+// target resolves TARGET: a slot of --config, a device or a file.
+func (e *env) target(c *cli.Context, res *writeResult) (*slots.Layout, *slots.Slot, error) {
+	var cfg *slots.Config
+	if p := c.String("config"); p != "" {
+		var err error
+		if cfg, err = slots.LoadConfig(p); err != nil {
+			return nil, nil, classify(err)
+		}
 	}
-	if c.Bool("no-verify") {
-		opts = append(opts, slots.WithoutReadBack())
-	}
-	w, err := l.OpenWriter(target, res.Size, nil, opts...)
+	l := slots.NewLayout(cfg, slots.Env{Dev: c.String("dev-root"), Sysfs: c.String("sysfs-root"), Cmdline: c.String("cmdline-file")})
+	target, err := l.Target(res.Target)
 	if err != nil {
-		return classify(err)
+		return nil, nil, classify(err)
 	}
-	defer w.Close()
-	bar := progress.New(out, res.Size, "write")
-	dst := bar.Writer(&ctxWriter{ctx: c.Context, w: w})
-	_, err = io.CopyBuffer(dst, src, make([]byte, 1<<20))
-	if err == nil {
-		err = w.Finish()
+	if !target.AdHoc() {
+		res.Slot, res.Class, res.Bank = target.Name, target.Class, target.Bank
 	}
-	bar.End(err)
-	res.Stats = w.Stats()
-	if err != nil {
-		return classify(fmt.Errorf("writing %s: %w", res.Target, err))
+	return l, target, nil
+}
+
+// sniff tells the image's format before anything else is read: an image needs keys, a file
+// that is no image needs --raw.
+func sniff(c *cli.Context, res *writeResult, f io.ReaderAt, raw, keys bool) error {
+	res.Format = install.FormatRaw
+	if raw {
+		return nil
 	}
-	if c.Bool("no-verify") {
-		return classify(w.Close())
+	prefix := make([]byte, install.SniffSize)
+	n, _ := f.ReadAt(prefix, 0)
+	if res.Format = install.Sniff(prefix[:n]); res.Format == "" {
+		return exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw writes any file unverified)", res.Image))
 	}
-	vbar := progress.New(out, res.Size, "verify")
-	err = verify(w, &countingReaderAt{ra: w, bar: vbar})
-	vbar.End(err)
-	if err != nil {
-		return classify(fmt.Errorf("reading %s back: %w", res.Target, err))
-	}
-	res.Verified = true
-	if err := w.Close(); err != nil {
-		return classify(err)
+	if !keys {
+		return exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, res.Format)
 	}
 	return nil
 }
 
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
+// bars shows a progress bar for each stage of the install.
+type bars struct {
+	out    io.Writer
+	dryRun bool
+	bar    *progress.Bar
 }
 
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
+func (b *bars) Stage(name string, total int64) {
+	b.end(nil)
+	if b.dryRun {
+		name = "check"
 	}
-	return c.w.Write(p)
+	b.bar = progress.New(b.out, total, name)
 }
 
-type countingReaderAt struct {
-	ra  io.ReaderAt
-	bar *progress.Bar
-}
+func (b *bars) Add(n int64) { b.bar.Add(n) }
 
-func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n, err := c.ra.ReadAt(p, off)
-	c.bar.Add(int64(n))
-	return n, err
-}
-
-// verifyMCUboot checks data against every trusted key until one verifies.
-func verifyMCUboot(data []byte, keyring string, pubs []string) (*mcuboot.Image, error) {
-	var keys []crypto.PublicKey
-	for _, p := range pubs {
-		k, err := image.LoadPublicKey(p)
-		if err != nil {
-			return nil, cliapp.KeyError(err)
-		}
-		keys = append(keys, k)
+func (b *bars) end(err error) {
+	if b.bar != nil {
+		b.bar.End(err)
+		b.bar = nil
 	}
-	if keyring != "" {
-		kr, err := image.LoadKeyring(keyring)
-		if err != nil {
-			return nil, cliapp.KeyError(err)
-		}
-		for _, id := range kr.KeyIDs() {
-			if k, err := kr.Lookup(id); err == nil {
-				keys = append(keys, k)
-			}
-		}
-	}
-	var first error
-	for _, k := range keys {
-		img, err := mcuboot.Verify(data, k)
-		if err == nil {
-			return img, nil
-		}
-		if first == nil || !errors.Is(err, mcuboot.ErrKeyMismatch) {
-			first = err
-		}
-	}
-	if first == nil {
-		first = errors.New("no trusted key")
-	}
-	return nil, exitcode.InvalidInput(first)
 }
 
 // classify maps errors to exit codes: a bad image, key, config or target is invalid input
@@ -335,22 +239,14 @@ func classify(err error) error {
 	switch {
 	case errors.As(err, &ec):
 		return err
-	case errors.Is(err, slots.ErrMismatch), errors.Is(err, slots.ErrActiveUnknown), errors.Is(err, slots.ErrReserveExhausted):
+	case errors.Is(err, install.ErrVerify), errors.Is(err, slots.ErrMismatch), errors.Is(err, slots.ErrActiveUnknown),
+		errors.Is(err, slots.ErrReserveExhausted):
 		return exitcode.WithCode(exitcode.IO, err)
 	case errors.Is(err, slots.ErrUnknownSlot):
 		return exitcode.WithCode(exitcode.Usage, err)
-	case image.Rejected(err), errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), errors.Is(err, slots.ErrConfig),
-		errors.Is(err, mcuboot.ErrBadMagic), errors.Is(err, mcuboot.ErrTruncated), errors.Is(err, mcuboot.ErrMalformed),
-		errors.Is(err, mcuboot.ErrHashMismatch), errors.Is(err, mcuboot.ErrKeyMismatch), errors.Is(err, mcuboot.ErrBadSignature),
-		errors.Is(err, mcuboot.ErrTooLarge):
+	case errors.Is(err, install.ErrImage), errors.Is(err, install.ErrSlotClass), image.Rejected(err), mcuboot.Rejected(err),
+		errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), errors.Is(err, slots.ErrConfig):
 		return exitcode.InvalidInput(err)
 	}
 	return err
 }
-
-// The image is read this far ahead of the writer, in a goroutine, so that reading the next
-// MiB overlaps with writing the current one.
-const (
-	readAheadBlock = 1 << 20
-	readAheadDepth = 4
-)

@@ -408,12 +408,16 @@ EXAMPLE:
 			if err != nil {
 				return mcubootKeyError(err)
 			}
+			kr, err := image.NewKeyring(pub)
+			if err != nil {
+				return mcubootKeyError(err)
+			}
 			file := c.Args().First()
 			data, err := mcubootRead(file, mcuboot.MaxSize)
 			if err != nil {
 				return err
 			}
-			img, err := mcuboot.Verify(data, pub)
+			img, err := mcuboot.VerifyTrusted(data, kr)
 			if err != nil {
 				return exitcode.InvalidInput(fmt.Errorf("%s: %w", file, err))
 			}

@@ -1,4 +1,4 @@
-package infile
+package readahead
 
 import (
 	"bytes"
@@ -14,14 +14,14 @@ func TestReadAheadDeliversEverything(t *testing.T) {
 		data[i] = byte(i * 7)
 	}
 	for _, size := range []int{1, 10, 1000, 5000} {
-		ra := ReadAhead(iotest.OneByteReader(bytes.NewReader(data)), size, 3)
+		ra := New(iotest.OneByteReader(bytes.NewReader(data)), size, 3)
 		got, err := io.ReadAll(ra)
 		ra.Close()
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("block size %d: %d bytes, %v", size, len(got), err)
 		}
 	}
-	ra := ReadAhead(bytes.NewReader(data), 64, 2)
+	ra := New(bytes.NewReader(data), 64, 2)
 	if err := iotest.TestReader(ra, data); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestReadAheadDeliversEverything(t *testing.T) {
 func TestReadAheadPassesErrors(t *testing.T) {
 	boom := errors.New("disk on fire")
 	r := io.MultiReader(bytes.NewReader([]byte("abcdef")), iotest.ErrReader(boom))
-	ra := ReadAhead(r, 4, 2)
+	ra := New(r, 4, 2)
 	defer ra.Close()
 	got, err := io.ReadAll(ra)
 	if !errors.Is(err, boom) || string(got) != "abcdef" {
@@ -41,7 +41,7 @@ func TestReadAheadPassesErrors(t *testing.T) {
 
 // Close returns while the producer is blocked on a full queue, and later reads fail.
 func TestReadAheadClose(t *testing.T) {
-	ra := ReadAhead(bytes.NewReader(make([]byte, 1<<20)), 1024, 2)
+	ra := New(bytes.NewReader(make([]byte, 1<<20)), 1024, 2)
 	buf := make([]byte, 10)
 	if _, err := ra.Read(buf); err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestReadAheadWriteTo(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 13)
 	}
-	ra := ReadAhead(bytes.NewReader(data), 4096, 2)
+	ra := New(bytes.NewReader(data), 4096, 2)
 	defer ra.Close()
 	// Part by Read, the rest by WriteTo (what io.Copy uses).
 	head := make([]byte, 100)
@@ -68,7 +68,7 @@ func TestReadAheadWriteTo(t *testing.T) {
 		t.Fatalf("WriteTo: %d, %v", n, err)
 	}
 	boom := errors.New("disk on fire")
-	ra2 := ReadAhead(io.MultiReader(bytes.NewReader(data[:10]), iotest.ErrReader(boom)), 4, 2)
+	ra2 := New(io.MultiReader(bytes.NewReader(data[:10]), iotest.ErrReader(boom)), 4, 2)
 	defer ra2.Close()
 	if _, err := io.Copy(io.Discard, ra2); !errors.Is(err, boom) {
 		t.Fatalf("error through WriteTo: %v", err)

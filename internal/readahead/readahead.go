@@ -1,15 +1,17 @@
-package infile
+// Package readahead reads a stream in a goroutine ahead of its consumer, so that reading
+// the input overlaps with what the consumer does with it.
+package readahead
 
 import (
 	"io"
 	"sync"
 )
 
-// ReadAhead reads r in a goroutine, up to depth blocks of size bytes ahead of the consumer,
+// New reads r in a goroutine, up to depth blocks of size bytes ahead of the consumer,
 // so that reading the input overlaps with whatever the consumer does with it (on two cores,
 // reading the next MiB of an image while the current one is written). Close stops the
 // goroutine; it must be called.
-func ReadAhead(r io.Reader, size, depth int) io.ReadCloser {
+func New(r io.Reader, size, depth int) io.ReadCloser {
 	ra := &readAhead{
 		full: make(chan block, depth),
 		free: make(chan []byte, depth+1),

@@ -1,0 +1,63 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot"
+)
+
+// Sentinel errors. Every error of Install wraps one of them (or the caller's Check error, or
+// a context error) around its cause.
+var (
+	// ErrSource: the source cannot be installed as given (a negative size, a local file
+	// with a hash to check).
+	ErrSource = errors.New("install: invalid source")
+	// ErrDownload: the download failed (the download package's error is wrapped).
+	ErrDownload = errors.New("install: download failed")
+	// ErrRead: reading a local file failed.
+	ErrRead = errors.New("install: reading the file failed")
+	// ErrFileHash: the file is not the one whose SHA-256 the source names.
+	ErrFileHash = errors.New("install: file hash mismatch")
+	// ErrRawNotAllowed: the file is no aduimg or MCUboot image, and raw files are not
+	// accepted (or have no SHA-256 to check them by).
+	ErrRawNotAllowed = errors.New("install: raw images are not allowed")
+	// ErrImage: the image is refused (bad signature, unknown key, chunk hash, too large
+	// for the slot ...; the image or image/mcuboot error is wrapped).
+	ErrImage = errors.New("install: image rejected")
+	// ErrSlotClass: the image is signed for another slot class than the slot's.
+	ErrSlotClass = errors.New("install: image for another slot class")
+	// ErrSlot: the slot cannot be prepared, opened or written.
+	ErrSlot = errors.New("install: slot write failed")
+	// ErrVerify: the slot does not read back as written.
+	ErrVerify = errors.New("install: read-back verification failed")
+)
+
+// errStale: a resume record does not fit the file or the slot; Install starts over.
+var errStale = errors.New("install: resume point does not match")
+
+// refusal is an error of Installer.Check or of the slot class check: it reaches the caller
+// as it is.
+type refusal struct{ error }
+
+func (e refusal) Unwrap() error { return e.error }
+
+// classify wraps an error of the pipeline in the sentinel of its stage: errors of the input
+// and refusals are already classified; the image formats' verdicts are ErrImage; the rest
+// happened writing the slot.
+func classify(err error, slot string) error {
+	var rf refusal
+	switch {
+	case errors.As(err, &rf):
+		return rf.error
+	case errors.Is(err, ErrDownload), errors.Is(err, ErrRead), errors.Is(err, ErrFileHash), errors.Is(err, ErrImage),
+		errors.Is(err, ErrSlot), errors.Is(err, ErrRawNotAllowed), errors.Is(err, ErrSlotClass),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case image.Rejected(err), mcuboot.Rejected(err):
+		return fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	return fmt.Errorf("%w: writing %s: %w", ErrSlot, slot, err)
+}

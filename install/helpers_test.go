@@ -1,0 +1,197 @@
+package install
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/slots"
+)
+
+var (
+	keyOnce sync.Once
+	testKey crypto.Signer
+)
+
+// key is the image signing key of the tests, and kr a keyring that trusts it.
+func key(t testing.TB) (crypto.Signer, *image.Keyring) {
+	keyOnce.Do(func() {
+		k, err := image.GenerateKey(image.Ed25519, rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		testKey = k
+	})
+	kr, err := image.NewKeyring(testKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKey, kr
+}
+
+func testData(seed uint64, n int) []byte {
+	b, _ := io.ReadAll(testpayload.New(seed, int64(n)))
+	return b
+}
+
+// aduimgOf signs raw as an aduimg image of class rootfs, 32 KiB chunks.
+func aduimgOf(t testing.TB, raw []byte, version string, mod func(*image.SignOptions)) []byte {
+	t.Helper()
+	k, _ := key(t)
+	o := image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 32 << 10, Compression: image.CompressZstd,
+		Created: time.Unix(1.7e9, 0)}
+	if mod != nil {
+		mod(&o)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, o); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// mcubootOf signs raw as an MCUboot image with security counter sc.
+func mcubootOf(t testing.TB, raw []byte, sc uint32) []byte {
+	t.Helper()
+	k, _ := key(t)
+	img, err := mcuboot.Sign(raw, k, mcuboot.SignOptions{Version: mcuboot.Version{Major: 2}, HeaderSize: 0x200, PadHeader: true, SecurityCounter: &sc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// server serves files over HTTP with Range support and records the Range of each request.
+type server struct {
+	*httptest.Server
+	mu     sync.Mutex
+	files  map[string][]byte
+	ranges []string
+	sent   atomic.Int64
+}
+
+func newServer(t testing.TB) *server {
+	s := &server{files: map[string][]byte{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		data, ok := s.files[r.URL.Path]
+		s.ranges = append(s.ranges, r.Header.Get("Range"))
+		s.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(&countingRW{w, &s.sent}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// put serves data as name and returns its Source.
+func (s *server) put(name string, data []byte) Source {
+	s.mu.Lock()
+	s.files["/"+name] = data
+	s.mu.Unlock()
+	sum := sha256.Sum256(data)
+	return Source{URL: s.URL + "/" + name, Size: int64(len(data)), SHA256: sum[:]}
+}
+
+func (s *server) lastRange() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ranges[len(s.ranges)-1]
+}
+
+type countingRW struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingRW) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// device is a layout of file slots (rootfs and firmware in banks A and B) running bank A.
+type device struct {
+	dir    string
+	layout *slots.Layout
+}
+
+func newDevice(t testing.TB) *device {
+	t.Helper()
+	dir := t.TempDir()
+	cmdline := filepath.Join(dir, "cmdline")
+	if err := os.WriteFile(cmdline, []byte("adu.slot=A\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var doc strings.Builder
+	doc.WriteString("[slots]\nsync_interval = \"64KiB\"\n")
+	for _, s := range []struct{ class, size string }{{"rootfs", "4MiB"}, {"firmware", "256KiB"}} {
+		for _, bank := range []string{"A", "B"} {
+			fmt.Fprintf(&doc, "[[slots.slot]]\nclass = %q\nbank = %q\ntype = \"file\"\npath = %q\nsize = %q\n",
+				s.class, bank, filepath.Join(dir, s.class+"-"+bank), s.size)
+		}
+	}
+	cfg, err := slots.ParseConfig([]byte(doc.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &device{dir: dir, layout: slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})}
+}
+
+// target prepares the slot called name for a write.
+func (d *device) target(t testing.TB, name string) *slots.Target {
+	t.Helper()
+	s, err := d.layout.Slot(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := d.layout.Prepare(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// file returns what a slot's file holds (nil when it does not exist).
+func (d *device) file(name string) []byte {
+	b, _ := os.ReadFile(filepath.Join(d.dir, strings.Replace(name, "-b", "-B", 1)))
+	return b
+}
+
+// holds reports whether slot name starts with want.
+func (d *device) holds(name string, want []byte) bool {
+	b := d.file(name)
+	return len(b) >= len(want) && bytes.Equal(b[:len(want)], want)
+}
+
+func (d *device) installer(t testing.TB) *Installer {
+	_, kr := key(t)
+	return &Installer{Keyring: kr, Retry: download.RetryPolicy{Attempts: 2, Backoff: time.Millisecond}}
+}

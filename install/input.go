@@ -1,0 +1,158 @@
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/internal/readahead"
+)
+
+// input is the file's bytes from the resume point on, with the download state after the
+// bytes read so far. Its errors (but io.EOF) wrap ErrDownload, ErrFileHash or ErrRead.
+type input interface {
+	io.Reader
+	State() download.State
+	// head returns the file's first n bytes (fewer for a shorter file) and the file from its
+	// start.
+	head(n int) ([]byte, io.Reader, error)
+	// stream is called when the payload starts: what the format needed before it (a header)
+	// is read.
+	stream()
+	close()
+}
+
+// openInput opens the download (from the resume record's state) or the local file.
+func (r *run) openInput() (input, error) {
+	if r.src.Local != nil {
+		return &local{ra: r.src.Local, size: r.src.Size}, nil
+	}
+	client := r.in.HTTP
+	if client == nil {
+		client = DefaultHTTPClient()
+	}
+	req := download.Request{URL: r.src.URL, Size: r.src.Size, SHA256: r.src.SHA256, Client: client,
+		Retry: r.in.Retry, StallTimeout: r.in.StallTimeout}
+	if r.resume != nil {
+		st := r.resume.Download
+		req.Resume = &st
+	}
+	d, err := download.Open(r.ctx, req)
+	if err != nil {
+		if r.resume != nil && errors.Is(err, download.ErrBadState) {
+			return nil, errStale
+		}
+		return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	return &fetched{d: d, from: d.State().Offset}, nil
+}
+
+// closeInput ends the input and counts the bytes it fetched.
+func (r *run) closeInput() {
+	if f, ok := r.input.(*fetched); ok {
+		r.rec.Downloaded += f.d.State().Offset - f.from
+	}
+	r.input.close()
+}
+
+// fetched is a download; its errors say which stage failed.
+type fetched struct {
+	d    *download.Reader
+	from int64
+}
+
+func (f *fetched) Read(p []byte) (int, error) {
+	n, err := f.d.Read(p)
+	switch {
+	case err == nil, err == io.EOF:
+	case errors.Is(err, download.ErrHashMismatch):
+		err = fmt.Errorf("%w: %w", ErrFileHash, err)
+	default:
+		err = fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	return n, err
+}
+
+func (f *fetched) State() download.State { return f.d.State() }
+
+// head reads the first bytes and replays them before the rest.
+func (f *fetched) head(n int) ([]byte, io.Reader, error) {
+	prefix := make([]byte, n)
+	k, err := io.ReadFull(f, prefix)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, nil, err
+	}
+	return prefix[:k], io.MultiReader(bytes.NewReader(prefix[:k]), f), nil
+}
+
+func (f *fetched) stream() {}
+func (f *fetched) close()  { f.d.Close() }
+
+// local is a file or device read once from its start: straight while the format reads
+// what it needs first (a header the image may be refused for), then ahead of the slot
+// writer in a goroutine.
+type local struct {
+	ra    io.ReaderAt
+	size  int64
+	off   int64
+	ahead io.ReadCloser
+}
+
+// The read-ahead: blocks of a unit of the block slot writer, four ahead.
+const (
+	aheadBlock = 1 << 20
+	aheadDepth = 4
+)
+
+func (l *local) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if l.ahead != nil {
+		n, err = l.ahead.Read(p)
+	} else {
+		n, err = io.NewSectionReader(l.ra, l.off, l.size-l.off).Read(p)
+	}
+	l.off += int64(n)
+	return n, l.wrap(err)
+}
+
+// WriteTo hands the read-ahead blocks to w as they are, whole units for the slot writer.
+func (l *local) WriteTo(w io.Writer) (int64, error) {
+	l.stream()
+	n, err := l.ahead.(io.WriterTo).WriteTo(w)
+	l.off += n
+	return n, l.wrap(err)
+}
+
+func (l *local) wrap(err error) error {
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", ErrRead, err)
+	}
+	return err
+}
+
+func (l *local) State() download.State { return download.State{Size: l.size, Offset: l.off} }
+
+// head reads the first bytes without consuming them.
+func (l *local) head(n int) ([]byte, io.Reader, error) {
+	prefix := make([]byte, min(int64(n), l.size))
+	k, err := l.ra.ReadAt(prefix, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, l.wrap(err)
+	}
+	return prefix[:k], l, nil
+}
+
+func (l *local) stream() {
+	if l.ahead == nil {
+		l.ahead = readahead.New(io.NewSectionReader(l.ra, l.off, l.size-l.off), aheadBlock, aheadDepth)
+	}
+}
+
+func (l *local) close() {
+	if l.ahead != nil {
+		l.ahead.Close()
+	}
+}

@@ -1,0 +1,352 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/slots"
+)
+
+// Source is one update file: where to read it and what the service says it is.
+type Source struct {
+	URL  string `json:"url"`  // http://, https:// or file:// (file:///abs/path)
+	Size int64  `json:"size"` // sizeInBytes
+	// SHA256 is the file's ADU hash (the manifest's "sha256"), checked over the whole file
+	// even across resumes. Nil only for signed images installed by hand.
+	SHA256 []byte `json:"sha256,omitempty"`
+	// Local, if set, is read instead of URL: Size bytes of a file or device the caller
+	// opened, read once from the start (no resume, no SHA256).
+	Local io.ReaderAt `json:"-"`
+}
+
+// Info is what the installer learnt about an image; Installer.Check decides whether it may
+// go into the slot. For aduimg and raw files it is complete before the first byte is
+// written, for an MCUboot image (whose protected TLVs come last) before its last bytes are.
+type Info struct {
+	Format          string            `json:"format"`
+	Version         string            `json:"version,omitempty"`
+	SlotClass       string            `json:"slot_class,omitempty"`
+	Compatibility   map[string]string `json:"compatibility,omitempty"`
+	SecurityCounter uint64            `json:"security_counter,omitempty"` // aduimg header, MCUboot SEC_CNT TLV (0 without)
+	RawSize         int64             `json:"raw_size"`                   // bytes into the slot
+	KeyID           string            `json:"key_id,omitempty"`
+}
+
+// Record is the resume record of one install: where the download continues (with the file
+// hash up to there) and where the slot write continues, taken together; what the image is;
+// and, once Done, that the slot holds it, read back.
+type Record struct {
+	Format string `json:"format,omitempty"`
+	// Download is the download's state at the cursor's file offset.
+	Download download.State `json:"download"`
+	Cursor   *slots.Cursor  `json:"cursor,omitempty"` // where the slot write continues
+	// Header is the aduimg header as signed. A caller may keep it apart (it is written once
+	// per image, the record at every resume point) and only its SHA-256 in the record.
+	Header       []byte      `json:"-"`
+	HeaderSHA256 []byte      `json:"header_sha256,omitempty"`
+	Done         bool        `json:"done,omitempty"` // written and read back
+	Info         *Info       `json:"info,omitempty"`
+	Stats        slots.Stats `json:"stats"`
+	Downloaded   int64       `json:"downloaded"` // bytes fetched, all attempts
+}
+
+// Meter follows the stages of an install, for progress bars and watchdogs.
+type Meter interface {
+	// Stage starts a stage: StageWrite (payload into the slot) or StageReadBack, of total bytes.
+	Stage(name string, total int64)
+	// Add counts n more bytes of the current stage.
+	Add(n int64)
+}
+
+// Stages a Meter is told of.
+const (
+	StageWrite    = "write"
+	StageReadBack = "verify"
+)
+
+// Installer streams files into slots: download, file hash, image verification and slot
+// write in one pass, then a read-back of the slot.
+type Installer struct {
+	Keyring *image.Keyring // trusted image keys (aduimg and MCUboot)
+	// Raw writes every file as it is, unsniffed and unsigned (aduflash write --raw).
+	Raw bool
+	// AllowRaw accepts files that are neither aduimg nor MCUboot images, checked by their
+	// SHA-256 alone (which they need).
+	AllowRaw bool
+	HTTP     *http.Client // nil: DefaultHTTPClient
+	Retry    download.RetryPolicy
+	// StallTimeout abandons (and retries) a request that delivers no byte for this long
+	// (0: download's default).
+	StallTimeout time.Duration
+	// MaxChunkSize refuses aduimg images with larger chunks (the reader holds about two),
+	// before a payload byte is read (0: no limit).
+	MaxChunkSize int
+	// Check, if set, decides with the image's facts whether it may go into the slot; its
+	// error reaches Install's caller as it is.
+	Check func(Info) error
+	// Save persists a resume point; an error stops the install.
+	Save func(Record) error
+	// Meter, if set, follows the bytes written and read back.
+	Meter Meter
+	// WriterOptions are added to every slot writer (tests: power cuts, small sync intervals).
+	WriterOptions []slots.Option
+	// NoReadBack skips the read-back after the write (the image is still verified while it
+	// streams).
+	NoReadBack bool
+	// DryRun does everything but writing the slot and saving (see the package doc).
+	DryRun bool
+}
+
+// DefaultHTTPClient returns a client for update downloads: no overall timeout (download has
+// its own stall timeout) and file:// URLs served from the local file system.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.RegisterProtocol("file", http.NewFileTransport(http.Dir("/")))
+	return &http.Client{Transport: t}
+}
+
+// Install writes src into the target (a slot prepared with slots.Layout.Prepare: not in the
+// running bank, its capacity known), continuing from resume when it holds a usable resume
+// point of the same file. It returns the final record (Done; in a dry run, Info and the
+// verdict) or the record so far with the error.
+func (in *Installer) Install(ctx context.Context, src Source, target *slots.Target, resume *Record) (Record, error) {
+	if src.Size < 0 {
+		return Record{}, fmt.Errorf("%w: negative size %d", ErrSource, src.Size)
+	}
+	if src.Local != nil && src.SHA256 != nil {
+		return Record{}, fmt.Errorf("%w: a local file is read as it is, without a SHA-256 to check", ErrSource)
+	}
+	if in.DryRun || src.Local != nil {
+		resume = nil
+	}
+	if resume != nil && resume.Done {
+		return *resume, nil
+	}
+	if resume != nil && (resume.Cursor == nil || resume.Download.Offset == 0) {
+		resume = nil
+	}
+	r := &run{in: in, ctx: ctx, src: src, target: target, resume: resume}
+	if resume != nil {
+		r.rec = *resume
+		r.rec.Cursor = nil
+	}
+	err := r.install()
+	if err != nil && resume != nil && errors.Is(err, errStale) {
+		// The resume point does not fit (other file, other slot geometry): start over.
+		r = &run{in: in, ctx: ctx, src: src, target: target, rec: Record{Downloaded: r.rec.Downloaded}}
+		err = r.install()
+	}
+	return r.rec, err
+}
+
+// run is one attempt of Install.
+type run struct {
+	in     *Installer
+	ctx    context.Context
+	src    Source
+	target *slots.Target
+	resume *Record
+	rec    Record
+	input  input
+}
+
+// install is the pipeline: input, format, admission, slot write, read-back.
+func (r *run) install() error {
+	in, err := r.openInput()
+	if err != nil {
+		return err
+	}
+	r.input = in
+	defer r.closeInput()
+	p, err := r.payload()
+	if err != nil {
+		return r.classify(err)
+	}
+	r.rec.Format, r.rec.Header = p.format, p.header
+	if err := r.fits(p.size); err != nil {
+		return err
+	}
+	if p.info != nil {
+		if err := r.admit(*p.info); err != nil {
+			return r.classify(err)
+		}
+	}
+	w, err := r.openSink(p)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	r.input.stream()
+	if err := r.write(w, p); err != nil {
+		return err
+	}
+	if err := r.readBack(w, p); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSlot, r.slot(), err)
+	}
+	return r.done()
+}
+
+func (r *run) slot() string { return r.target.Slot().String() }
+
+func (r *run) classify(err error) error { return classify(err, r.slot()) }
+
+// payload is the format's view of the file: sniffed, or the resume record's.
+func (r *run) payload() (*payload, error) {
+	if r.resume != nil {
+		f, ok := formatNamed(r.resume.Format)
+		if !ok {
+			return nil, errStale
+		}
+		return f.resume(r, r.input, r.resume)
+	}
+	f, src, err := r.sniff()
+	if err != nil {
+		return nil, err
+	}
+	return f.open(r, src)
+}
+
+// fits refuses a payload larger than the slot.
+func (r *run) fits(size int64) error {
+	if c := r.target.Capacity(); c > 0 && size > c {
+		return fmt.Errorf("%w: %w: %d bytes, slot %s takes %d", ErrImage, slots.ErrTooLarge, size, r.slot(), c)
+	}
+	return nil
+}
+
+// admit records what the image is and asks whether it may go into the slot: its slot class,
+// then Installer.Check. A refusal reaches the caller as it is.
+func (r *run) admit(info Info) error {
+	r.rec.Info = &info
+	s := r.target.Slot()
+	if info.SlotClass != "" && !s.AdHoc() && info.SlotClass != s.Class {
+		return refusal{fmt.Errorf("%w: a %s image, slot %s holds %s", ErrSlotClass, info.SlotClass, s.Name, s.Class)}
+	}
+	if r.in.Check != nil {
+		if err := r.in.Check(info); err != nil {
+			return refusal{err}
+		}
+	}
+	return nil
+}
+
+// openSink opens the slot writer at the resume cursor, or the dry run's counting sink.
+func (r *run) openSink(p *payload) (sink, error) {
+	if r.in.DryRun {
+		return &discard{size: p.size, slot: r.slot()}, nil
+	}
+	opts := []slots.Option{slots.WithChunkSize(p.unit)}
+	if p.resumable && r.in.Save != nil {
+		// Without anybody keeping the cursors, sync points would only cost time: the
+		// writer then syncs once, at Finish.
+		opts = append(opts, slots.WithCursorFunc(r.checkpoint))
+	}
+	if r.in.NoReadBack {
+		opts = append(opts, slots.WithoutReadBack())
+	}
+	opts = append(opts, r.in.WriterOptions...)
+	var cursor *slots.Cursor
+	if r.resume != nil {
+		cursor = r.resume.Cursor
+	}
+	w, err := r.target.OpenWriter(p.size, cursor, opts...)
+	if err != nil {
+		if cursor != nil && errors.Is(err, slots.ErrCursor) {
+			return nil, errStale
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrSlot, r.slot(), err)
+	}
+	return w, nil
+}
+
+// write streams the payload into the slot and finishes the write.
+func (r *run) write(w sink, p *payload) error {
+	r.stage(StageWrite, p.size)
+	// p.r is the format's reader itself: an aduimg reader writes whole chunks (WriterTo).
+	_, err := io.CopyBuffer(&meterWriter{ctx: r.ctx, w: w, m: r.in.Meter}, p.r, make([]byte, 256<<10))
+	if err == nil {
+		err = w.Finish()
+	}
+	r.rec.Stats = w.Stats()
+	if err != nil {
+		return r.classify(err)
+	}
+	return nil
+}
+
+// readBack checks what the slot holds now with the format's check.
+func (r *run) readBack(w sink, p *payload) error {
+	if r.in.DryRun || r.in.NoReadBack {
+		return nil
+	}
+	r.stage(StageReadBack, p.size)
+	if err := p.check(w, &meterReaderAt{ra: w, m: r.in.Meter}); err != nil {
+		return fmt.Errorf("%w: reading %s back: %w", ErrVerify, r.slot(), err)
+	}
+	return nil
+}
+
+// checkpoint saves a resume point at cursor c. The payload readers stop at every chunk
+// (aduimg) or unit (raw) boundary, so the download stands exactly at c's file offset; a
+// record that does not fit is refused when it is resumed.
+func (r *run) checkpoint(c slots.Cursor) error {
+	r.rec.Cursor, r.rec.Download = &c, r.input.State()
+	return r.in.Save(r.rec)
+}
+
+// done records the finished install and saves it.
+func (r *run) done() error {
+	r.rec.Done, r.rec.Cursor = true, nil
+	r.rec.Download = r.input.State()
+	if r.in.DryRun || r.in.Save == nil {
+		return nil
+	}
+	return r.in.Save(r.rec)
+}
+
+func (r *run) stage(name string, total int64) {
+	if r.in.Meter != nil {
+		r.in.Meter.Stage(name, total)
+	}
+}
+
+// meterWriter tells the meter of the bytes written and stops at the context's end.
+type meterWriter struct {
+	ctx context.Context
+	w   io.Writer
+	m   Meter
+}
+
+func (mw *meterWriter) Write(p []byte) (int, error) {
+	if err := mw.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := mw.w.Write(p)
+	if mw.m != nil {
+		mw.m.Add(int64(n))
+	}
+	return n, err
+}
+
+// meterReaderAt tells the meter of the bytes read back.
+type meterReaderAt struct {
+	ra io.ReaderAt
+	m  Meter
+}
+
+func (mr *meterReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := mr.ra.ReadAt(p, off)
+	if mr.m != nil {
+		mr.m.Add(int64(n))
+	}
+	return n, err
+}
