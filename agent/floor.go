@@ -16,8 +16,8 @@ import (
 // checkFloor refuses a signed image whose security counter is below its class's floor. Raw
 // images carry no counter (and no signature): allow_raw takes them as they are.
 func (a *Agent) checkFloor(class string, info ImageInfo) error {
-	if info.Format == FormatRaw {
-		return nil
+	if info.Format == FormatRaw || info.CounterUnknown {
+		return nil // no counter, or not yet: the installer asks again once it is known
 	}
 	floor, err := a.floorOf(class)
 	if err != nil {

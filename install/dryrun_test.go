@@ -56,7 +56,12 @@ func TestDryRun(t *testing.T) {
 		in.AllowRaw, in.DryRun = true, true
 		in.Save = func(Record) error { t.Errorf("%s: a dry run saved a record", tc.name); return nil }
 		var checked int
-		in.Check = func(Info) error { checked++; return nil }
+		in.Check = func(i Info) error {
+			if !i.CounterUnknown { // the final check (MCUboot is checked from its header first)
+				checked++
+			}
+			return nil
+		}
 		rec, err := in.Install(context.Background(), tc.src, d.target(t, tc.slot), nil)
 		if tc.want == nil && (err != nil || rec.Info == nil || checked != 1 || rec.Stats.BytesWritten != 0) {
 			t.Errorf("%s: %v, record %+v, %d checks", tc.name, err, rec, checked)

@@ -230,8 +230,11 @@ func (mcubootFormat) open(r *run, src io.Reader) (*payload, error) {
 	if err != nil {
 		return nil, err
 	}
-	// What the header says, until the end of the image tells the rest.
-	r.rec.Info = &Info{Format: FormatMCUboot, Version: rd.Header().Version.String(), RawSize: r.src.Size}
+	// What the header says is judged before its first byte goes into the slot (an older
+	// version is refused there); the end of the image tells the rest.
+	if err := r.admit(Info{Format: FormatMCUboot, Version: rd.Header().Version.String(), RawSize: r.src.Size, CounterUnknown: true}); err != nil {
+		return nil, err
+	}
 	return &payload{format: FormatMCUboot, r: rd, size: r.src.Size,
 		check: func(_ sink, ra io.ReaderAt) error { return rd.VerifyAt(ra) }}, nil
 }

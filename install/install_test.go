@@ -42,7 +42,14 @@ func TestInstallFormats(t *testing.T) {
 			rec.Info.SecurityCounter != tc.info.SecurityCounter || rec.Info.RawSize != tc.info.RawSize || rec.Downloaded != int64(len(tc.file)) {
 			t.Errorf("%s: record %+v, info %+v", tc.format, rec, rec.Info)
 		}
-		if len(checked) != 1 || checked[0].Format != tc.format {
+		// Check judges what the header says before the first byte; for MCUboot, whose
+		// SEC_CNT comes after the body, once more with the counter at the end.
+		wantChecks := 1
+		if tc.format == FormatMCUboot {
+			wantChecks = 2
+		}
+		if len(checked) != wantChecks || checked[0].Format != tc.format || checked[len(checked)-1].CounterUnknown ||
+			(wantChecks == 2 && (!checked[0].CounterUnknown || checked[0].Version != tc.info.Version)) {
 			t.Errorf("%s: Check saw %+v", tc.format, checked)
 		}
 		if !d.holds(tc.slot, tc.want) {
@@ -185,6 +192,49 @@ func TestInstallMCUbootRefusedAtTheEnd(t *testing.T) {
 		if d.holds("firmware-b", good[:img.End()]) {
 			t.Errorf("%s: the slot holds the whole image", tc.name)
 		}
+	}
+}
+
+// What an MCUboot header says (its version) is judged before the first byte goes into the
+// slot: an image refused for it leaves the slot as it was.
+func TestInstallMCUbootRefusedFromTheHeader(t *testing.T) {
+	d, srv := newDevice(t), newServer(t)
+	before := testData(10, 256<<10)
+	if err := os.WriteFile(filepath.Join(d.dir, "firmware-B"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	older := errors.New("older than the running version")
+	in := d.installer(t)
+	m := &countMeter{}
+	in.Meter = m
+	in.Check = func(i Info) error {
+		if i.Version == "2.0.0+0" {
+			return older
+		}
+		return nil
+	}
+	_, err := in.Install(context.Background(), srv.put("app.bin", mcubootOf(t, testData(9, 100<<10), 5)), d.target(t, "firmware-b"), nil)
+	if !errors.Is(err, older) {
+		t.Fatalf("install: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(d.dir, "firmware-B")); !bytes.Equal(after, before) {
+		t.Error("the slot was written before the version was refused")
+	}
+	if m.written > 0 {
+		t.Errorf("%d bytes went to the slot writer before the version was refused", m.written)
+	}
+}
+
+// countMeter counts the bytes a Meter is told of in the write stage.
+type countMeter struct {
+	stage   string
+	written int64
+}
+
+func (m *countMeter) Stage(name string, total int64) { m.stage = name }
+func (m *countMeter) Add(n int64) {
+	if m.stage == StageWrite {
+		m.written += n
 	}
 }
 
