@@ -13,6 +13,13 @@
 //	  → read-back (aduimg: every chunk hash over the slot; MCUboot: its hash TLV over what
 //	    was written; raw: the SHA-256 of the slot, or the CRC-32C of every unit written)
 //
+// A slot copy (Source.Copy, FormatCopy) is the same pipeline with another slot as its file:
+// the agent fills the spare bank's slots that an update does not write from the running
+// bank's. Its bytes go in as they are, its read-back compares the slot with the source, read
+// once more (a source that read wrong once does not pass), and a slot that holds them already
+// is found so by that comparison before any writer is opened. CopySize tells how much of a
+// slot to copy when nothing else does.
+//
 // # Promises
 //
 //   - An aduimg header's signature is checked before any payload byte is read; its key and
@@ -32,7 +39,8 @@
 //
 // Record is the one resume record of an install: the download.State (offset, file-hash
 // state, validators) and the slots.Cursor of the slot write, taken together at chunk (aduimg)
-// or unit (raw, 1 MiB) boundaries where the download is exactly at the cursor's file offset.
+// or unit (raw and copies, 1 MiB) boundaries where the download (a copy's source) is exactly
+// at the cursor's file offset.
 // Installer.Save persists it; Install continues from it, or starts over when it does not fit
 // (another file, another slot geometry). MCUboot images start over.
 //

@@ -13,11 +13,11 @@ import (
 // a context error) around its cause.
 var (
 	// ErrSource: the source cannot be installed as given (a negative size, a local file
-	// with a hash to check).
+	// with a hash to check, a slot copy of more bytes than the slot holds).
 	ErrSource = errors.New("install: invalid source")
 	// ErrDownload: the download failed (the download package's error is wrapped).
 	ErrDownload = errors.New("install: download failed")
-	// ErrRead: reading a local file failed.
+	// ErrRead: reading a local file, or the slot a copy comes from, failed.
 	ErrRead = errors.New("install: reading the file failed")
 	// ErrFileHash: the file is not the one whose SHA-256 the source names.
 	ErrFileHash = errors.New("install: file hash mismatch")

@@ -17,6 +17,8 @@ const (
 	FormatAduimg  = "aduimg"
 	FormatMCUboot = "mcuboot"
 	FormatRaw     = "raw"
+	// FormatCopy is a slot copied as it is from another slot (Source.Copy).
+	FormatCopy = "copy"
 )
 
 // SniffSize is how many first bytes of a file Sniff needs.
@@ -57,6 +59,9 @@ type payload struct {
 	resumable bool
 	// check reads the slot back (over ra, which counts) after the write.
 	check func(w sink, ra io.ReaderAt) error
+	// holds, if set, tells whether the slot holds the payload already, before anything is
+	// written (a slot copy compares the slot with its source).
+	holds func(t *slots.Target) (bool, error)
 }
 
 func formatNamed(name string) (format, bool) {
@@ -65,12 +70,18 @@ func formatNamed(name string) (format, bool) {
 		return aduimg{}, true
 	case FormatRaw:
 		return raw{}, true
+	case FormatCopy:
+		return slotCopy{}, true
 	}
 	return nil, false // MCUboot images do not resume
 }
 
-// sniff reads the first bytes of the file and picks its format; src replays them.
+// sniff reads the first bytes of the file and picks its format; src replays them. A slot
+// copy is a copy, whatever its bytes.
 func (r *run) sniff() (format, io.Reader, error) {
+	if r.src.Copy != nil {
+		return slotCopy{}, r.input, nil
+	}
 	prefix, src, err := r.input.head(SniffSize)
 	if err != nil {
 		return nil, nil, err
