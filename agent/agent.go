@@ -387,15 +387,7 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	}
 	a.healthy.Store(true)
 	err := a.save(func(r *Record) {
-		bi := &BankInfo{UpdateID: &out.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}}
-		for _, s := range dep.Steps {
-			if s.Criteria != "" {
-				bi.Criteria[s.Class] = s.Criteria
-			}
-			if s.Progress.Info != nil && s.Progress.Info.Version != "" {
-				bi.Versions[s.Class] = s.Progress.Info.Version
-			}
-		}
+		bi := dep.bankInfo()
 		for class, n := range dep.floors() {
 			r.raiseFloor(class, n)
 		}
@@ -410,6 +402,34 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	}
 	a.syncFloors() // the bank may have been confirmed without them (aduagent mark-good)
 	return nil
+}
+
+// bankInfo is what the deployment's bank holds: what its steps wrote, and what its copies
+// took over from the bank that ran.
+func (d *Deployment) bankInfo() *BankInfo {
+	bi := &BankInfo{UpdateID: &d.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}, Sizes: map[string]int64{}}
+	put := func(class, criteria, version string, size int64) {
+		if criteria != "" {
+			bi.Criteria[class] = criteria
+		}
+		if version != "" {
+			bi.Versions[class] = version
+		}
+		if size > 0 {
+			bi.Sizes[class] = size
+		}
+	}
+	for _, s := range d.Steps {
+		if info := s.Progress.Info; info != nil {
+			put(s.Class, s.Criteria, info.Version, info.RawSize)
+		} else {
+			put(s.Class, s.Criteria, "", 0)
+		}
+	}
+	for _, c := range d.Copies {
+		put(c.Class, c.Criteria, c.Version, c.Size)
+	}
+	return bi
 }
 
 // finishFailed records a failed deployment; markBad also marks the target bank bad in the

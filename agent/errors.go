@@ -36,6 +36,9 @@ var (
 	ErrConfig             = errors.New("agent: invalid configuration")
 	// ErrBusy: another agent holds the state folder, or a deployment waits for its reboot.
 	ErrBusy = errors.New("agent: busy")
+	// ErrSlotCopy: a slot of the spare bank that the update does not write could not be
+	// filled from the running bank (CopyState); the cause is wrapped too.
+	ErrSlotCopy = errors.New("agent: copying a slot from the running bank failed")
 )
 
 // Extended result codes of this agent (spec §7.2): handler failures in facility 3
@@ -67,6 +70,7 @@ var (
 	ERCVerify             = handlerERC(0x011)
 	ERCBootloader         = handlerERC(0x012)
 	ERCActiveUnknown      = handlerERC(0x013)
+	ERCSlotCopy           = handlerERC(0x014)
 	ERCHealth             = handlerERC(0x020)
 	ERCRolledBack         = handlerERC(0x021)
 	ERCMissingFile        = handlerERC(0x030)
@@ -88,6 +92,10 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultApplySuccess, adu.ERCNone
 	case errors.Is(err, context.Canceled):
 		return adu.ResultFailureCancelled, adu.ERCNone
+	case errors.Is(err, ErrSlotCopy):
+		// Whatever stopped it (an unreadable running slot, a spare too small or sharing its
+		// storage, a read-back mismatch): it is no verdict on the update's files.
+		return adu.ResultFailure, ERCSlotCopy
 	case errors.Is(err, ErrVerify), errors.Is(err, slots.ErrMismatch):
 		// The slot does not read back as written, whatever check noticed it (a chunk hash
 		// of the read-back is no verdict on the image).

@@ -11,8 +11,11 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Slots) != 6 || c.Active != ActiveCmdline || c.SyncInterval != 4<<20 || c.ReserveBlocks != 8 {
+	if len(c.Slots) != 7 || c.Active != ActiveCmdline || c.SyncInterval != 4<<20 || c.ReserveBlocks != 8 {
 		t.Fatalf("config %+v", c)
+	}
+	if c.Spare("kernel") != SpareCopy || c.Spare("firmware") != SpareKeep || c.Spare("data") != SpareShared {
+		t.Fatalf("spare: kernel %q, firmware %q, data %q", c.Spare("kernel"), c.Spare("firmware"), c.Spare("data"))
 	}
 	s, err := c.Slot("B/kernel")
 	if err != nil || s.Name != "kernel-b" || s.Size != 16<<20 || s.EraseSize != 128<<10 {
