@@ -336,3 +336,62 @@ func TestSpareCopyLocal(t *testing.T) {
 		t.Fatal("bank B is not whole, or not pending")
 	}
 }
+
+// Raw NAND banks with different bad blocks: a factory kernel (its size unknown) is copied
+// whole up to the spare's capacity when the running slot is erased past it, and refused with
+// ERCSlotCopy, nothing pending, when it holds data there.
+func TestSpareCopyBadBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		kernel []byte
+		fits   bool
+	}{
+		{"erased past the spare's capacity", payload(20, kernelSize-100<<10), true},
+		{"data past the spare's capacity", payload(20, kernelSize), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newKernelBoard(t)
+			if err := b.nand["kernel/A"].Load(append(bytes.Clone(tc.kernel), bytes.Repeat([]byte{0xFF}, kernelSize-len(tc.kernel))...)); err != nil {
+				t.Fatal(err)
+			}
+			spare, err := mtdsim.NewNAND(kernelSize, 16<<10, 512, mtdsim.WithFactoryBad(7))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.nand["kernel/B"] = spare
+			srv := newServer(t)
+			raw := payload(2, 200<<10)
+			u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
+			h := newMemHub(b.p)
+			h.full(u.service("wf", ""))
+			if !tc.fits {
+				if err := runAgent(t, b.agent(nil), h, failedThenIdle(h, "wf")); err != nil {
+					t.Fatal(err)
+				}
+				rec := b.agent(nil).Record()
+				if st := b.bootState(); st.Pending != "" || rec.Last == nil || rec.Last.ExtendedResultCode != ERCSlotCopy ||
+					!strings.Contains(rec.Last.Details, "holds data up to byte") {
+					t.Fatalf("bootloader %+v, outcome %+v", st, rec.Last)
+				}
+				return
+			}
+			if err := runAgent(t, b.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
+				t.Fatalf("%v; reports %v", err, h.all())
+			}
+			c := b.agent(nil).Record().Deployment.Copies[0]
+			if c.Size != kernelSize-16<<10 {
+				t.Fatalf("copied %d bytes, want the spare's %d", c.Size, kernelSize-16<<10)
+			}
+			s, _ := b.layout().Slot("kernel-b")
+			r, err := b.layout().OpenReader(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got := make([]byte, c.Size)
+			if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, b.slot("kernel/A", int(c.Size))) {
+				t.Fatalf("bank B's kernel (bad blocks skipped) is not bank A's: %v", err)
+			}
+		})
+	}
+}

@@ -295,7 +295,11 @@ func printSlots(w io.Writer, slots []slotReport) {
 		if s.Active {
 			mark = "active"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Class, s.Bank, st, size, mark)
+		bank := s.Bank
+		if bank == "" {
+			bank = "shared" // one slot for every bank ([slots.class.NAME] spare = "shared")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Class, bank, st, size, mark)
 	}
 	tw.Flush()
 	for _, l := range strings.SplitAfter(tab.String(), "\n") {
