@@ -73,6 +73,11 @@ func (f *Fixture) newBoard(c Case, plan *Plan) (*board, error) {
 	o.Connect = func(ctx context.Context) (agent.Hub, func(), error) { return b.twin.connect(ctx) }
 	o.Logger = slog.New(slog.NewTextHandler(&b.log, nil))
 	o.Agent = agentOptions
+	o.Events = func(e devicesim.Event) {
+		if e.Kind == "power-cut" && e.Detail == "U-Boot" {
+			b.res.InUBoot = true
+		}
+	}
 	if b.dev, err = devicesim.New(o); err != nil {
 		os.RemoveAll(b.dir)
 		return nil, err

@@ -321,6 +321,7 @@ func (f *Fixture) Run(ctx context.Context, plan *Plan, c Case) Result {
 type Result struct {
 	Case
 	Boots    int
+	InUBoot  bool     // the cut fell on U-Boot's environment save (bootcount)
 	Problems []string // empty: a good outcome
 	Log      string   // the agent's log, kept for a bad outcome
 }

@@ -62,9 +62,12 @@ func TestPowerCutSweep(t *testing.T) {
 	}
 	start := time.Now()
 	bad := map[string]int{}
-	done, nbad := 0, 0
+	done, nbad, inUBoot := 0, 0, 0
 	for r := range runAll(ctx, f, plans, cases) {
 		done++
+		if r.InUBoot {
+			inUBoot++
+		}
 		if done%2000 == 0 {
 			t.Logf("%d of %d cut points run, %d bad outcomes (%s)", done, len(cases), nbad, time.Since(start).Round(time.Second))
 		}
@@ -82,6 +85,10 @@ func TestPowerCutSweep(t *testing.T) {
 	}
 	for _, g := range groups {
 		t.Logf("%-26s %5d of %5d cut points, %d bad outcomes", g.name(), len(g.points), g.all, bad[g.name()])
+	}
+	t.Logf("%d of them cut U-Boot's bootcount save", inUBoot)
+	if *sweepMode == "full" && inUBoot == 0 {
+		t.Error("no cut fell on U-Boot's environment save")
 	}
 	t.Logf("%d cut points, %d bad outcomes (%s sweep, %s)", len(cases), nbad, *sweepMode, time.Since(start).Round(time.Second))
 }
