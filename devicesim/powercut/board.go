@@ -23,7 +23,7 @@ import (
 // the agent may run.
 const (
 	maxBoots    = 12
-	bootTimeout = 30 * time.Second
+	bootTimeout = 10 * time.Second
 	maxProblems = 8
 )
 
@@ -165,19 +165,19 @@ func (b *board) boot(ctx context.Context, n int) (over bool, err error) {
 	return b.over(), err
 }
 
-// over tells whether the service sees the update's outcome: installed (success), or failed
-// and the device idle again (rollback).
+// over tells whether the service sees the deployment's outcome: the device idle again
+// after it, with its result.
 func (b *board) over() bool {
 	a := b.twin.lastAgent()
-	if stateOf(a) != int(adu.StateIdle) || workflowOf(a) != workflowID {
-		return false
-	}
-	if b.c.Scenario != Rollback {
-		return a["installedUpdateId"] == b.u.id.InstalledUpdateID()
-	}
+	_, ok := resultOf(a)
+	return ok && stateOf(a) == int(adu.StateIdle) && workflowOf(a) == workflowID
+}
+
+// resultOf returns the reported lastInstallResult.resultCode.
+func resultOf(a map[string]any) (adu.ResultCode, bool) {
 	lir, _ := a["lastInstallResult"].(map[string]any)
 	rc, ok := lir["resultCode"].(float64)
-	return ok && adu.ResultCode(rc) != adu.ResultApplySuccess
+	return adu.ResultCode(rc), ok
 }
 
 // checkBank checks that the bank U-Boot started holds what it must in every slot.
@@ -275,6 +275,9 @@ func (b *board) checkEnd() {
 	if !b.over() {
 		b.problem("at the end: the service has no outcome; last report %v", b.twin.lastAgent())
 	}
+	if rc, _ := resultOf(b.twin.lastAgent()); (rc == adu.ResultApplySuccess) != (b.c.Scenario != Rollback) {
+		b.problem("at the end: the service sees result code %d; last report %v", rc, b.twin.lastAgent())
+	}
 	if b.c.Scenario == Rollback {
 		b.checkRolledBack(st, rec)
 	} else {
@@ -311,6 +314,9 @@ func (b *board) checkInstalled(st bootloader.State, rec agent.Record) {
 	}
 	if rec.Last == nil || !rec.Last.Succeeded || rec.Last.WorkflowID != workflowID || rec.SecurityFloors["rootfs"] != securityCounter {
 		b.problem("at the end: the journal records %+v with floors %v", rec.Last, rec.SecurityFloors)
+	}
+	if got := b.twin.lastAgent()["installedUpdateId"]; got != b.u.id.InstalledUpdateID() {
+		b.problem("at the end: the service sees %v installed", got)
 	}
 }
 
