@@ -265,7 +265,11 @@ func (b *board) checkEnd() {
 		return
 	}
 	if st.Pending != "" || rec.Deployment != nil {
-		b.problem("at the end: still pending: bootloader %+v, journal phase %v", st, rec.Deployment)
+		phase := ""
+		if rec.Deployment != nil {
+			phase = rec.Deployment.Phase
+		}
+		b.problem("at the end: still pending: bootloader %+v, journal deployment in phase %q", st, phase)
 	}
 	for class, old := range b.f.bankA {
 		if !bytes.Equal(b.dev.Content("A", class, len(old)), old) {
