@@ -134,7 +134,7 @@ func (aduimg) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 // readHeader reads and verifies an aduimg header: a trusted key, a payload the slot holds,
 // chunks the device can buffer.
 func (r *run) readHeader(src io.Reader) (*image.Header, error) {
-	h, err := image.ReadHeader(src, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.target.Capacity(), MaxChunkSize: r.in.MaxChunkSize})
+	h, err := image.ReadHeader(src, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.target.Capacity(), MaxChunkSize: r.in.MaxChunkSize, MaxHeaderSize: r.in.MaxHeaderSize})
 	if errors.Is(err, image.ErrChunkTooLarge) {
 		err = fmt.Errorf("%w (agent.max_chunk_size; sign the image with a smaller aduimport sign --chunk-size)", err)
 	}

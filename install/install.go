@@ -96,6 +96,9 @@ type Installer struct {
 	// MaxChunkSize refuses aduimg images with larger chunks (the reader holds about two),
 	// before a payload byte is read (0: no limit).
 	MaxChunkSize int
+	// MaxHeaderSize refuses aduimg images with larger headers before reading them (0: only
+	// the format's own limit and the slot's size bound them).
+	MaxHeaderSize int
 	// Check, if set, decides with the image's facts whether it may go into the slot; its
 	// error reaches Install's caller as it is.
 	Check func(Info) error
