@@ -181,8 +181,9 @@ func (r *procRig) journalOffset() int64 {
 		return -1
 	}
 	step, _ := steps[0].(map[string]any)
-	prog, _ := step["progress"].(map[string]any)
-	off, _ := prog["file_offset"].(float64)
+	prog, _ := step["progress"].(map[string]any) // an install.Record
+	dl, _ := prog["download"].(map[string]any)
+	off, _ := dl["offset"].(float64)
 	return int64(off)
 }
 
