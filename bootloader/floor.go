@@ -28,7 +28,7 @@ type FloorKeeper interface {
 	// ConfirmRaising is Confirm that raises the floors to at least raise in the same single
 	// write, so that a power cut leaves the old state with the old floors or the new state
 	// with the new ones. A nil raise is Confirm.
-	ConfirmRaising(s Slot, raise Floors) error
+	ConfirmRaising(s Bank, raise Floors) error
 	// RaiseFloors raises the floors to at least raise in one write (none when no floor rises).
 	RaiseFloors(raise Floors) error
 }

@@ -214,14 +214,14 @@ func (d *Device) powerOn() error {
 	if err != nil {
 		return fmt.Errorf("devicesim: U-Boot: %w", err)
 	}
-	if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Slot)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Bank)+"\n"), 0o644); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	d.running = string(b.Slot)
+	d.running = string(b.Bank)
 	d.boots++
 	d.mu.Unlock()
-	d.event(Event{Kind: "boot", Bank: string(b.Slot), Rollback: b.Rollback})
+	d.event(Event{Kind: "boot", Bank: string(b.Bank), Rollback: b.Rollback})
 	return nil
 }
 

@@ -179,10 +179,10 @@ func classify(err error) error {
 		errors.Is(err, ubootenv.ErrStorage), errors.Is(err, ubootenv.ErrLock), errors.Is(err, ubootenv.ErrUnsupported),
 		errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		return exitcode.WithCode(exitcode.IO, err)
-	case errors.Is(err, bootloader.ErrUnknownSlot):
+	case errors.Is(err, bootloader.ErrUnknownBank):
 		return exitcode.WithCode(exitcode.Usage, err)
 	case errors.Is(err, slots.ErrConfig), errors.Is(err, bootloader.ErrConfig),
-		errors.Is(err, bootloader.ErrPrimarySlot), errors.Is(err, bootloader.ErrNotPrimary),
+		errors.Is(err, bootloader.ErrPrimaryBank), errors.Is(err, bootloader.ErrNotPrimary),
 		errors.Is(err, bootloader.ErrNoFallback), errors.Is(err, bootloader.ErrBadState),
 		errors.Is(err, ubootenv.ErrConfig), errors.Is(err, ubootenv.ErrNoValidCopy), errors.Is(err, ubootenv.ErrBadCRC),
 		errors.Is(err, ubootenv.ErrCorrupt), errors.Is(err, ubootenv.ErrTooLarge), errors.Is(err, ubootenv.ErrInvalidVar),

@@ -107,7 +107,7 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 	if err != nil {
 		return classify(fmt.Errorf("reading the bootloader state: %w", err))
 	}
-	var op func(bootloader.Slot) error
+	var op func(bootloader.Bank) error
 	switch action {
 	case "mark-good":
 		if bank == "" {
@@ -123,7 +123,7 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 		}
 		op = d.backend.MarkBad
 	}
-	if err := op(bootloader.Slot(bank)); err != nil {
+	if err := op(bootloader.Bank(bank)); err != nil {
 		return classify(fmt.Errorf("%s %s: %w", action, bank, err))
 	}
 	after, err := d.backend.State()
