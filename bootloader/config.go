@@ -11,6 +11,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader/mcuboottrailer"
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/internal/tomlsection"
 	"github.com/aduflash/aduflash/mtd"
 )
@@ -19,10 +20,10 @@ import (
 var (
 	// ErrConfig: the [bootloader] section is missing, malformed, has unknown keys or is
 	// inconsistent. The message names the key (bootloader.<key>).
-	ErrConfig = errors.New("bootloader: invalid configuration")
+	ErrConfig = errkind.New(errkind.Input, "bootloader: invalid configuration")
 	// ErrUnsupported: the configured storage cannot be opened on this system (raw MTD and
 	// UBI need Linux). The error also wraps ubootenv.ErrUnsupported or mtd.ErrUnsupported.
-	ErrUnsupported = errors.New("bootloader: storage unsupported on this system")
+	ErrUnsupported = errkind.New(errkind.Environment, "bootloader: storage unsupported on this system")
 )
 
 // Backend types (the type key).

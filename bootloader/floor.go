@@ -1,12 +1,13 @@
 package bootloader
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // VarSecFloor is the variable in which the U-Boot (every preset) and GRUB backends keep the
@@ -35,7 +36,7 @@ type FloorKeeper interface {
 
 // ErrFloorClass: a floor's class name cannot be stored in VarSecFloor (empty, or holding a
 // space or a control character).
-var ErrFloorClass = errors.New("slot class cannot be stored as an anti-rollback floor")
+var ErrFloorClass = errkind.New(errkind.Input, "slot class cannot be stored as an anti-rollback floor")
 
 // parseFloors reads the value of VarSecFloor.
 func parseFloors(v string) (Floors, error) {

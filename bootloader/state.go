@@ -17,10 +17,11 @@
 package bootloader
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Bank names a bank: the slots that switch together, e.g. "A" or "B".
@@ -77,16 +78,16 @@ func (b Banks) BootBanks() (primary, pending string, err error) {
 // Errors of the state model. Callers test them with errors.Is.
 var (
 	// ErrUnknownBank: the bank is not one of the configured banks.
-	ErrUnknownBank = errors.New("unknown bank")
+	ErrUnknownBank = errkind.New(errkind.Usage, "unknown bank")
 	// ErrPrimaryBank: the operation would make no sense on the bank the bootloader boots
 	// now (marking it pending, or marking the confirmed primary bad with no fallback).
-	ErrPrimaryBank = errors.New("bank is the primary bank")
+	ErrPrimaryBank = errkind.New(errkind.Input, "bank is the primary bank")
 	// ErrNotPrimary: Confirm of a bank the bootloader does not boot (it rolled back).
-	ErrNotPrimary = errors.New("bank is not the primary bank")
+	ErrNotPrimary = errkind.New(errkind.Input, "bank is not the primary bank")
 	// ErrNoFallback: no other bank is left that is not bad.
-	ErrNoFallback = errors.New("no good bank to fall back to")
+	ErrNoFallback = errkind.New(errkind.Input, "no good bank to fall back to")
 	// ErrBadState: the bootloader variables are inconsistent or malformed.
-	ErrBadState = errors.New("bootloader state is invalid")
+	ErrBadState = errkind.New(errkind.Input, "bootloader state is invalid")
 )
 
 // EnvStore is what a U-Boot backend needs from the environment: a fresh read of all variables,

@@ -105,7 +105,7 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 	}
 	before, err := d.backend.State()
 	if err != nil {
-		return classify(fmt.Errorf("reading the bootloader state: %w", err))
+		return fmt.Errorf("reading the bootloader state: %w", err)
 	}
 	var op func(bootloader.Bank) error
 	switch action {
@@ -124,11 +124,11 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 		op = d.backend.MarkBad
 	}
 	if err := op(bootloader.Bank(bank)); err != nil {
-		return classify(fmt.Errorf("%s %s: %w", action, bank, err))
+		return fmt.Errorf("%s %s: %w", action, bank, err)
 	}
 	after, err := d.backend.State()
 	if err != nil {
-		return classify(fmt.Errorf("%s %s done, but reading the state back failed: %w", action, bank, err))
+		return fmt.Errorf("%s %s done, but reading the state back failed: %w", action, bank, err)
 	}
 	res := &markResult{Action: action, Bank: bank, Active: active, Unchanged: reflect.DeepEqual(before, after), State: &after}
 	if c.Bool("json") {
