@@ -243,7 +243,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	// with v installed and v in the bank's slot.
 	succeeds := func(what string, depID, v, bank, slot string) {
 		t.Helper()
-		if boot := r.procReboot(30 * time.Second); string(boot.Slot) != bank || boot.Rollback {
+		if boot := r.procReboot(30 * time.Second); string(boot.Bank) != bank || boot.Rollback {
 			t.Fatalf("%s: reboot into %+v, want bank %s", what, boot, bank)
 		}
 		st := r.waitProcDeployment(depID, 15*time.Second)
@@ -340,7 +340,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	}
 	firstServed := proxy.served.Load() - served
 	proxy.mode.Store(proxyPass)
-	if boot := r.reset(); boot.Slot != "A" {
+	if boot := r.reset(); boot.Bank != "A" {
 		t.Fatalf("power-on after the cut booted %+v, want bank A (3.0)", boot)
 	}
 	r.startProcAgent()
