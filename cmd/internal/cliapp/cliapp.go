@@ -67,7 +67,7 @@ func prepare(cmds []*cli.Command) {
 // Run runs a with args (args[0] is the program name) and returns the exit code. Errors are
 // printed to stderr as one line prefixed with the program name, unless marked Silent.
 func Run(ctx context.Context, a *cli.App, args []string, stderr io.Writer) int {
-	err := a.RunContext(ctx, args)
+	err := a.RunContext(ctx, flagsFirst(a, args))
 	if err != nil {
 		var s *silentError
 		if !errors.As(err, &s) {
