@@ -230,7 +230,7 @@ func (a *Agent) markPending(bank string) error {
 	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
-	if err := a.o.Bootloader.MarkPending(bootloader.Slot(bank)); err != nil {
+	if err := a.o.Bootloader.MarkPending(bootloader.Bank(bank)); err != nil {
 		// The bank is not pending: the deployment failed before the point of no return.
 		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
 	}

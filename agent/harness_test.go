@@ -380,7 +380,7 @@ func (d *device) reset() sim.Boot {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.setCmdline(string(b.Slot))
+	d.setCmdline(string(b.Bank))
 	return b
 }
 

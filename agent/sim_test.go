@@ -88,8 +88,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	}
 
 	// Reboot: U-Boot tries B; the agent checks health, confirms, reports success.
-	if b := d.reset(); b.Slot != "B" {
-		t.Fatalf("booted %s", b.Slot)
+	if b := d.reset(); b.Bank != "B" {
+		t.Fatalf("booted %s", b.Bank)
 	}
 	h.full(u2.service("wf-2", ""))
 	if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf-2", u2)); err != nil {
@@ -119,8 +119,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if st := d.bootState(); st.Pending != "A" {
 		t.Fatalf("after v3 install: %+v", st)
 	}
-	if b := d.reset(); b.Slot != "A" {
-		t.Fatalf("booted %s for the v3 trial", b.Slot)
+	if b := d.reset(); b.Bank != "A" {
+		t.Fatalf("booted %s for the v3 trial", b.Bank)
 	}
 	// In A, the health check fails: A is marked bad and the agent reboots into B.
 	a = d.agent(nil)
@@ -134,8 +134,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if st := d.bootState(); st.Primary != "B" || !st.IsBad("A") || st.Pending != "" {
 		t.Fatalf("after failed health: %+v", st)
 	}
-	if b := d.reset(); b.Slot != "B" {
-		t.Fatalf("booted %s after rollback", b.Slot)
+	if b := d.reset(); b.Bank != "B" {
+		t.Fatalf("booted %s after rollback", b.Bank)
 	}
 	n := len(h.agentReports())
 	h.full(u3.service("wf-3", ""))

@@ -244,8 +244,8 @@ func TestSpareCopyPowerCut(t *testing.T) {
 		t.Fatalf("after the cut: step %+v, copy cursor %+v", rec.Deployment.Steps[0].Progress, cursor)
 	}
 
-	if boot := b.reset(); boot.Slot != "A" {
-		t.Fatalf("U-Boot started bank %s", boot.Slot)
+	if boot := b.reset(); boot.Bank != "A" {
+		t.Fatalf("U-Boot started bank %s", boot.Bank)
 	}
 	sent := srv.sent.Load()
 	h.full(u.service("wf", ""))

@@ -274,14 +274,14 @@ func (d *Device) PowerOn() (sim.Boot, error) {
 		if err != nil {
 			return sim.Boot{}, fmt.Errorf("devicesim: U-Boot: %w", err)
 		}
-		if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Slot)+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Bank)+"\n"), 0o644); err != nil {
 			return sim.Boot{}, err
 		}
 		d.mu.Lock()
-		d.running = string(b.Slot)
+		d.running = string(b.Bank)
 		d.boots++
 		d.mu.Unlock()
-		d.event(Event{Kind: "boot", Bank: string(b.Slot), Rollback: b.Rollback})
+		d.event(Event{Kind: "boot", Bank: string(b.Bank), Rollback: b.Rollback})
 		return b, nil
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -447,6 +448,9 @@ func (e *ChunkError) Error() string {
 
 // Is reports whether target is ErrChunkHash.
 func (e *ChunkError) Is(target error) bool { return target == ErrChunkHash }
+
+// ErrorKind says that a chunk that does not match is a verdict on the input.
+func (e *ChunkError) ErrorKind() errkind.Kind { return errkind.Input }
 
 // Unwrap returns the decoder error, if any.
 func (e *ChunkError) Unwrap() error { return e.Err }

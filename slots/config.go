@@ -9,27 +9,28 @@ import (
 	"unicode"
 
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/internal/tomlsection"
 )
 
 // Errors of the configuration and the slot model. Callers test them with errors.Is.
 var (
 	// ErrConfig: the [slots] section is malformed, has unknown keys or is inconsistent.
-	ErrConfig = errors.New("slots: invalid configuration")
+	ErrConfig = errkind.New(errkind.Input, "slots: invalid configuration")
 	// ErrUnknownSlot: no slot has that name.
-	ErrUnknownSlot = errors.New("slots: unknown slot")
+	ErrUnknownSlot = errkind.New(errkind.Usage, "slots: unknown slot")
 	// ErrActiveSlot: the target is (or overlaps) a slot of the active bank.
-	ErrActiveSlot = errors.New("slots: refusing to write the active bank")
+	ErrActiveSlot = errkind.New(errkind.Input, "slots: refusing to write the active bank")
 	// ErrActiveUnknown: which bank is active could not be determined.
-	ErrActiveUnknown = errors.New("slots: cannot tell which bank is active")
+	ErrActiveUnknown = errkind.New(errkind.Environment, "slots: cannot tell which bank is active")
 	// ErrTooLarge: the payload does not fit in the slot.
-	ErrTooLarge = errors.New("slots: payload too large for the slot")
+	ErrTooLarge = errkind.New(errkind.Input, "slots: payload too large for the slot")
 	// ErrReserveExhausted: too many blocks went bad during the write.
-	ErrReserveExhausted = errors.New("slots: bad-block reserve exhausted")
+	ErrReserveExhausted = errkind.New(errkind.Environment, "slots: bad-block reserve exhausted")
 	// ErrMismatch: the slot does not hold the expected bytes (read-back verification).
-	ErrMismatch = errors.New("slots: read-back mismatch")
+	ErrMismatch = errkind.New(errkind.Environment, "slots: read-back mismatch")
 	// ErrCursor: a resume cursor does not belong to this slot or write.
-	ErrCursor = errors.New("slots: invalid resume cursor")
+	ErrCursor = errkind.New(errkind.Input, "slots: invalid resume cursor")
 )
 
 // Storage types of a slot (the type key).

@@ -127,7 +127,7 @@ func (b *board) run(ctx context.Context) Result {
 			break
 		}
 		b.res.Boots = boot
-		b.checkBank(boot, string(started.Slot))
+		b.checkBank(boot, string(started.Bank))
 		left := b.leftToVerify()
 		over, err := b.boot(ctx, boot)
 		if sent := b.f.files.sentIn(b.id, boot); sent > left {

@@ -153,7 +153,7 @@ func (e *env) install(c *cli.Context) error {
 	}
 	cfg, err := agent.LoadConfig(globalFlag(c, "config"))
 	if err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	level := cfg.Level()
 	if !c.Bool("verbose") {
@@ -180,7 +180,7 @@ func (e *env) install(c *cli.Context) error {
 	}
 	ag, err := agent.New(o)
 	if err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	defer ag.Close()
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
@@ -206,7 +206,7 @@ func (e *env) install(c *cli.Context) error {
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		err = exitcode.WithCode(exitcode.IO, fmt.Errorf("install interrupted; run the same command again to resume: %w", err))
 	default:
-		err = classifyAgent(fmt.Errorf("install %s: %w", c.Args().First(), err))
+		err = fmt.Errorf("install %s: %w", c.Args().First(), err)
 	}
 	if res.Pending {
 		// What the bootloader will do, as it says itself (also what aduagent status shows).

@@ -131,8 +131,7 @@ func buildStatus(d *device) (*statusReport, error) {
 	rep.Slots = slotsStatus(d, running)
 	cfg, err := agent.LoadConfig(d.path)
 	if err != nil {
-		agentErr = classifyAgent(err)
-		rep.AgentError = agentErr.Error()
+		agentErr, rep.AgentError = err, err.Error()
 	} else {
 		rep.Journal, journalErr = journalStatus(cfg.StateDir)
 	}
@@ -157,9 +156,9 @@ func bootStatus(d *device) (bootReport, error) {
 			if br.Floors, err = fk.Floors(); err == nil {
 				return br, nil
 			}
-			err = classify(fmt.Errorf("reading the anti-rollback floors: %w", err))
+			err = fmt.Errorf("reading the anti-rollback floors: %w", err)
 		} else {
-			err = classify(fmt.Errorf("reading the bootloader state: %w", err))
+			err = fmt.Errorf("reading the bootloader state: %w", err)
 		}
 	}
 	br.Error = err.Error()
