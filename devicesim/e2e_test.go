@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/devicesim"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -201,8 +202,8 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	if err := s.st.Hub.RegisterDevice(r.id, key); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := devicesim.New(devicesim.Options{Dir: t.TempDir(), Manufacturer: "Contoso", Model: "Toaster", SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048,
-		Factory: payload(1, 256<<10), Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+	dev, err := devicesim.New(devicesim.Options{Board: board.Options{Dir: t.TempDir(), SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: payload(1, 256<<10)},
+		Manufacturer: "Contoso", Model: "Toaster", Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
 		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
 			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: r.id, SharedAccessKey: key},
