@@ -26,6 +26,7 @@ import (
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 )
@@ -116,7 +117,7 @@ func newServer(t testing.TB) *server {
 			return
 		}
 		var n atomic.Int64
-		http.ServeContent(&countingRW{ResponseWriter: w, n: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
+		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
 		s.sent.Add(n.Load())
 	}))
 	t.Cleanup(s.Close)
@@ -128,17 +129,6 @@ func (s *server) put(name string, data []byte) string {
 	s.files["/"+name] = data
 	s.mu.Unlock()
 	return s.URL + "/" + name
-}
-
-type countingRW struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingRW) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // update is one signed update as the service would deliver it.

@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/manifestgen"
@@ -105,7 +106,7 @@ func (s *stand) handler(st *hub.Stack) http.Handler {
 			<-r.Context().Done()
 			return
 		}
-		files.ServeHTTP(&counting{ResponseWriter: w, n: &s.served}, r)
+		files.ServeHTTP(httpcount.Writer{ResponseWriter: w, N: &s.served}, r)
 	})
 }
 
@@ -134,17 +135,6 @@ type capture struct {
 func (c *capture) Header() http.Header         { return c.h }
 func (c *capture) WriteHeader(code int)        { c.code = code }
 func (c *capture) Write(p []byte) (int, error) { return c.body.Write(p) }
-
-type counting struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *counting) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
 
 // importUpdate signs raw as version and imports it.
 func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.UpdateID {

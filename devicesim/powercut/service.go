@@ -14,6 +14,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	simboard "github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -186,21 +187,10 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.active++
 	f.mu.Unlock()
 	var n atomic.Int64
-	http.ServeContent(&countingWriter{ResponseWriter: w, n: &n}, r, id, time.Unix(1.7e9, 0), bytes.NewReader(data))
+	http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, id, time.Unix(1.7e9, 0), bytes.NewReader(data))
 	f.mu.Lock()
 	a.sent[boot] += n.Load()
 	a.active--
 	f.idle.Broadcast()
 	f.mu.Unlock()
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
