@@ -28,6 +28,7 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/recovery/fastboot"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -198,6 +199,12 @@ var packageErrors = map[string]error{
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
+	// recovery/fastboot
+	"recovery/fastboot.ErrNoResponse": fastboot.ErrNoResponse,
+	"recovery/fastboot.ErrProtocol":   fastboot.ErrProtocol,
+	"recovery/fastboot.ErrCommand":    fastboot.ErrCommand,
+	"recovery/fastboot.ErrTooLarge":   fastboot.ErrTooLarge,
+	"recovery/fastboot.ErrAborted":    fastboot.ErrAborted,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
@@ -207,6 +214,7 @@ var packageErrors = map[string]error{
 	"download.StatusError":          &download.StatusError{StatusCode: 404},
 	"iothub.StatusError":            &iothub.StatusError{Status: 500},
 	"journal.CorruptError":          &journal.CorruptError{},
+	"recovery/fastboot.FailError":   &fastboot.FailError{},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
@@ -334,6 +342,10 @@ func TestChains(t *testing.T) {
 		// agent.Config: a root-key file that is not there.
 		{"missing root keys", fmt.Errorf("%w: agent.root_keys: %w", agent.ErrConfig, fs.ErrNotExist), IO},
 		{"bad keyring", fmt.Errorf("%w: agent.keyring/pub: %w", agent.ErrConfig, image.ErrBadKey), Invalid},
+		// recovery/fastboot: a download abandoned because the image failed its check is a
+		// verdict on the image; one whose file could not be read is not.
+		{"fastboot bad chunk", fmt.Errorf("%w: %w", fastboot.ErrAborted, &image.ChunkError{}), Invalid},
+		{"fastboot unreadable", fmt.Errorf("%w: %w", fastboot.ErrAborted, io.ErrUnexpectedEOF), IO},
 	} {
 		if got := Of(c.err); got != c.want {
 			t.Errorf("%s: Of(%v) = %d, want %d", c.name, c.err, got, c.want)
