@@ -208,3 +208,33 @@ func TestBootcountRollback(t *testing.T) {
 		t.Errorf("bootcount saved as %q with upgrade_available=0", env["bootcount"])
 	}
 }
+
+// A machine in the background: WaitFor sees the console as it comes, and says so when QEMU
+// exits before the marker; Wait returns at the exit.
+func TestMachine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots U-Boot under QEMU")
+	}
+	ub := Require(t)
+	disk := filepath.Join(t.TempDir(), "sd.img")
+	if err := CreateDisk(disk, DefaultDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	writeEnv(t, disk, []string{"bootdelay=0", "bootcmd=echo MACHINE-UP; poweroff"})
+	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.WaitFor(ctx, "MACHINE-UP"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitFor(ctx, "never printed"); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("WaitFor after poweroff: %v, want QEMU's exit named", err)
+	}
+	if err := m.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+}
