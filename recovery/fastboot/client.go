@@ -106,35 +106,38 @@ func (c *Client) Flash(ctx context.Context, partition string, payload io.Reader,
 }
 
 // fits refuses a payload larger than the device's download buffer or than the partition,
-// where the device tells its size (U-Boot does not for "mmc0", the whole card).
+// where the device tells their sizes (U-Boot tells no size for "mmc0", the whole card; then
+// download or flash decides).
 func (c *Client) fits(ctx context.Context, partition string, size int64) error {
-	v, err := c.GetVar(ctx, "max-download-size")
-	if err != nil {
-		return fmt.Errorf("fastboot: asking the download buffer's size: %w", err)
-	}
-	buf, err := ParseSize(v)
-	if err != nil {
-		return fmt.Errorf("max-download-size: %w", err)
-	}
-	if size > buf {
-		return fmt.Errorf("%w: the image is %d bytes, the device's download buffer %d (max-download-size)", ErrTooLarge, size, buf)
-	}
-	v, err = c.GetVar(ctx, "partition-size:"+partition)
-	var fail *FailError
-	if errors.As(err, &fail) {
-		return nil // not every name has a size (U-Boot's "mmc0"); flash tells
-	}
-	if err != nil {
-		return fmt.Errorf("fastboot: asking the size of partition %s: %w", partition, err)
-	}
-	part, err := ParseSize(v)
-	if err != nil {
-		return fmt.Errorf("partition-size:%s: %w", partition, err)
-	}
-	if size > part {
-		return fmt.Errorf("%w: the image is %d bytes, partition %s %d", ErrTooLarge, size, partition, part)
+	for _, v := range []struct{ name, what string }{
+		{"max-download-size", "the device's download buffer"},
+		{"partition-size:" + partition, "partition " + partition},
+	} {
+		limit, known, err := c.size(ctx, v.name)
+		if err != nil {
+			return err
+		}
+		if known && size > limit {
+			return fmt.Errorf("%w: the image is %d bytes, %s %d (%s)", ErrTooLarge, size, v.what, limit, v.name)
+		}
 	}
 	return nil
+}
+
+// size reads a size variable; known is false when the device FAILs it.
+func (c *Client) size(ctx context.Context, name string) (n int64, known bool, err error) {
+	v, err := c.GetVar(ctx, name)
+	var fail *FailError
+	if errors.As(err, &fail) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("fastboot: asking %s: %w", name, err)
+	}
+	if n, err = ParseSize(v); err != nil {
+		return 0, false, fmt.Errorf("%s: %w", name, err)
+	}
+	return n, true, nil
 }
 
 // Download sends size bytes of payload into the device's download buffer. The last packet

@@ -169,7 +169,7 @@ func TestFlashTooLarge(t *testing.T) {
 		want []string
 		msg  string
 	}{
-		{"rootfs_a", 200 << 10, []string{"getvar:max-download-size"}, "download buffer 131072"},
+		{"rootfs_a", 200 << 10, []string{"getvar:max-download-size"}, "download buffer 131072 (max-download-size)"},
 		{"small", 100 << 10, []string{"getvar:max-download-size", "getvar:partition-size:small"}, "partition small 65536"},
 	} {
 		before := len(d.Commands())
@@ -183,6 +183,24 @@ func TestFlashTooLarge(t *testing.T) {
 	}
 	if err := c.Download(ctx, strings.NewReader(""), 0); !errors.Is(err, fastboot.ErrTooLarge) {
 		t.Fatalf("an empty download: %v, want ErrTooLarge", err)
+	}
+}
+
+// A device that tells no buffer size gets the download, which it may refuse itself.
+func TestFlashWithoutBufferSize(t *testing.T) {
+	d := startSim(t, fastbootsim.Config{Mangle: func(n int, p []byte) []byte {
+		if n == 3 { // the answer to getvar:max-download-size
+			return append(p[:4], "FAILVariable not implemented"...)
+		}
+		return p
+	}})
+	c := dial(t, d.Addr(), fast)
+	p := payload(5000)
+	if err := c.Flash(context.Background(), "rootfs_a", bytes.NewReader(p), int64(len(p))); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Partition("rootfs_a"); !bytes.Equal(got[:len(p)], p) {
+		t.Fatal("the partition does not hold the payload")
 	}
 }
 
