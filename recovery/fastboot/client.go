@@ -167,7 +167,7 @@ func (c *Client) Download(ctx context.Context, payload io.Reader, size int64) er
 // the last goes only once the payload reported its end.
 func (c *Client) send(ctx context.Context, payload io.Reader, size int64) error {
 	cur, next := make([]byte, c.t.maxData), make([]byte, c.t.maxData)
-	n, err := c.fill(payload, cur, 0, size)
+	n, err := fill(payload, cur, 0, size)
 	if err != nil {
 		return c.abort(ctx, err)
 	}
@@ -175,9 +175,9 @@ func (c *Client) send(ctx context.Context, payload io.Reader, size int64) error 
 		last := sent+int64(n) == size
 		var m int
 		if last {
-			err = c.atEnd(payload, size)
+			err = atEnd(payload, size)
 		} else {
-			m, err = c.fill(payload, next, sent+int64(n), size)
+			m, err = fill(payload, next, sent+int64(n), size)
 		}
 		if err != nil {
 			return c.abort(ctx, err)
@@ -197,7 +197,7 @@ func (c *Client) send(ctx context.Context, payload io.Reader, size int64) error 
 }
 
 // fill reads the next packet's bytes of the payload, at offset off of size.
-func (c *Client) fill(payload io.Reader, p []byte, off, size int64) (int, error) {
+func fill(payload io.Reader, p []byte, off, size int64) (int, error) {
 	p = p[:min(int64(len(p)), size-off)]
 	n, err := io.ReadFull(payload, p)
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
@@ -207,7 +207,7 @@ func (c *Client) fill(payload io.Reader, p []byte, off, size int64) (int, error)
 }
 
 // atEnd checks that the payload ends after size bytes (and lets a verifying reader finish).
-func (c *Client) atEnd(payload io.Reader, size int64) error {
+func atEnd(payload io.Reader, size int64) error {
 	var b [1]byte
 	n, err := io.ReadFull(payload, b[:])
 	switch {
