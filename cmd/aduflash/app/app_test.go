@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,34 +21,14 @@ import (
 	"github.com/aduflash/aduflash/image/mcuboot"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
+// run drives aduflash in-process the way main does.
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code = Run(context.Background(), append([]string{"aduflash"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduflash", args...)
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	clitest.Golden(t, filepath.Join("testdata", name), got, *update)
-}
-
-func TestHelpGolden(t *testing.T) {
-	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if len(clitest.CommandPaths(nil, a.Commands)) < 3 {
-		t.Fatal("command tree looks truncated")
-	}
-	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
-}
-
-func TestVersion(t *testing.T) {
-	code, out, _ := run(t, "--version")
-	if code != 0 || !strings.Contains(out, "dev") {
-		t.Fatalf("exit %d, %q", code, out)
-	}
-}
+// TestProgram: write, env and its subcommands, manifest and its subcommands; --version;
+// --help goldens.
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 8) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
@@ -583,17 +584,12 @@ func runHubFor(t *testing.T, d time.Duration, args ...string) (int, string, stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var o, e bytes.Buffer
-	code := Run(ctx, append([]string{"aduhub"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(ctx, Run, "aduhub", args...)
 }
 
 // runHub runs aduhub in-process and returns its exit code and output.
 func runHub(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code := Run(context.Background(), append([]string{"aduhub"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduhub", args...)
 }
 
 func mustRead(t *testing.T, path string) string {
