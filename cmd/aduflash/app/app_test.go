@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -239,7 +238,7 @@ func TestWriteForgedHeader(t *testing.T) {
 			code   int
 			stderr string
 		)
-		allocated := allocatedDuring(func() { code, _, stderr = run(t, tc.args...) })
+		allocated := imagetest.AllocatedDuring(func() { code, _, stderr = run(t, tc.args...) })
 		if code != exitcode.Invalid || !strings.Contains(stderr, tc.msg) {
 			t.Errorf("%s: exit %d, stderr %q, want %d and %q", tc.name, code, stderr, exitcode.Invalid, tc.msg)
 		}
@@ -247,15 +246,6 @@ func TestWriteForgedHeader(t *testing.T) {
 			t.Errorf("%s: %d bytes allocated before refusing a %d-byte header, want at most %d", tc.name, allocated, len(header), tc.budget)
 		}
 	}
-}
-
-// allocatedDuring returns the bytes the heap handed out while f ran.
-func allocatedDuring(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 func TestWriteMCUbootAndRaw(t *testing.T) {
