@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aduflash/aduflash/internal/cnum"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -108,52 +109,6 @@ func classify(d *Device, path, file string) error {
 	return nil
 }
 
-// parseCInt parses like C's %lli / strtoll(s, 0): optional sign, 0x hex, leading-0 octal,
-// else decimal. The whole token must be a number.
-func parseCInt(s string) (int64, error) {
-	neg := false
-	t := s
-	if strings.HasPrefix(t, "-") || strings.HasPrefix(t, "+") {
-		neg = t[0] == '-'
-		t = t[1:]
-	}
-	base := 10
-	switch {
-	case len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X"):
-		base, t = 16, t[2:]
-	case len(t) > 1 && t[0] == '0':
-		base, t = 8, t[1:]
-	}
-	if t == "" || strings.ContainsAny(t, "_+-") {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	v, err := strconv.ParseInt(t, base, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	if neg {
-		v = -v
-	}
-	return v, nil
-}
-
-// parseCHex parses like C's %lx: hexadecimal with an optional 0x prefix — also without
-// the prefix, as in libubootenv and U-Boot's fw_env.c ("4000" means 0x4000).
-func parseCHex(s string) (int64, error) {
-	t := s
-	if len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X") {
-		t = t[2:]
-	}
-	if t == "" || strings.ContainsAny(t, "_+-") {
-		return 0, fmt.Errorf("%q is not a hexadecimal number", s)
-	}
-	v, err := strconv.ParseInt(t, 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a hexadecimal number", s)
-	}
-	return v, nil
-}
-
 // ParseConfig parses the legacy fw_env.config form: one or two lines of
 // "device offset env_size [sector_size [num_sectors [disable_lock]]]", '#' comments.
 // As in libubootenv, offset is a C integer (0x hex, leading-0 octal, decimal, may be
@@ -184,19 +139,19 @@ func ParseConfig(file string, data []byte) (Config, error) {
 			return Config{}, err
 		}
 		var err error
-		if d.Offset, err = parseCInt(fields[1]); err != nil {
+		if d.Offset, err = cnum.ParseInt(fields[1]); err != nil {
 			return Config{}, configErr(file, line, "offset: %v", err)
 		}
-		if d.EnvSize, err = parseCHex(fields[2]); err != nil {
+		if d.EnvSize, err = cnum.ParseHex(fields[2]); err != nil {
 			return Config{}, configErr(file, line, "env size: %v", err)
 		}
 		if len(fields) > 3 {
-			if d.SectorSize, err = parseCHex(fields[3]); err != nil {
+			if d.SectorSize, err = cnum.ParseHex(fields[3]); err != nil {
 				return Config{}, configErr(file, line, "sector size: %v", err)
 			}
 		}
 		if len(fields) > 4 {
-			if d.NumSectors, err = parseCHex(fields[4]); err != nil {
+			if d.NumSectors, err = cnum.ParseHex(fields[4]); err != nil {
 				return Config{}, configErr(file, line, "number of sectors: %v", err)
 			}
 		}
@@ -303,7 +258,7 @@ func yamlUint(file string, n *yaml.Node, what string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	v, err := parseCInt(s)
+	v, err := cnum.ParseInt(s)
 	if err != nil || v < 0 {
 		return 0, configErr(file, n.Line, "%s: %q is not an unsigned number", what, s)
 	}
