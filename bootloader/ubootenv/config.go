@@ -227,18 +227,17 @@ func ParseConfigYAML(file string, data []byte) ([]Config, error) {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, configErr(file, doc.Line, "top level must be a mapping of namespaces")
 	}
-	top := doc.Content[0]
 	var out []Config
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i], top.Content[i+1]
+	err := eachPair(doc.Content[0], func(k, v *yaml.Node) error {
 		if k.Kind != yaml.ScalarNode || k.Value == "" {
-			return nil, configErr(file, k.Line, "namespace name must be a non-empty string")
+			return configErr(file, k.Line, "namespace name must be a non-empty string")
 		}
 		cfg, err := parseNamespace(file, k.Value, v)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: %s: no namespace", ErrConfig, file)
@@ -265,6 +264,17 @@ func yamlUint(file string, n *yaml.Node, what string) (int64, error) {
 	return v, nil
 }
 
+// eachPair calls f with every key and value of the YAML mapping n, in order, and stops at
+// the first error.
+func eachPair(n *yaml.Node, f func(k, v *yaml.Node) error) error {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if err := f(n.Content[i], n.Content[i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 	cfg := Config{File: file, Namespace: name}
 	if n.Kind != yaml.MappingNode {
@@ -272,8 +282,7 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 	}
 	var size int64
 	var devNodes []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	err := eachPair(n, func(k, v *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "size":
@@ -282,74 +291,25 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 			cfg.LockFile, err = yamlScalar(file, v, "lockfile")
 		case "devices":
 			if v.Kind != yaml.SequenceNode {
-				return Config{}, configErr(file, v.Line, "devices must be a list")
+				return configErr(file, v.Line, "devices must be a list")
 			}
 			devNodes = v.Content
 		case "writelist":
-			if v.Kind != yaml.SequenceNode {
-				return Config{}, configErr(file, v.Line, "writelist must be a list")
-			}
-			seen := map[string]bool{}
-			for _, w := range v.Content {
-				s, err := yamlScalar(file, w, "writelist entry")
-				if err != nil {
-					return Config{}, err
-				}
-				nm, fl, ok := strings.Cut(s, ":")
-				if !ok || nm == "" || fl == "" {
-					return Config{}, configErr(file, w.Line, "writelist entry %q must be name:flags", s)
-				}
-				if seen[nm] {
-					return Config{}, configErr(file, w.Line, "writelist entry %q repeated", nm)
-				}
-				seen[nm] = true
-				cfg.WriteList = append(cfg.WriteList, WriteVar{Name: nm, Flags: fl})
-			}
+			cfg.WriteList, err = parseWriteList(file, v)
 		default:
-			return Config{}, configErr(file, k.Line, "unknown key %q in namespace %s (size, lockfile, devices, writelist)", k.Value, name)
+			return configErr(file, k.Line, "unknown key %q in namespace %s (size, lockfile, devices, writelist)", k.Value, name)
 		}
-		if err != nil {
-			return Config{}, err
-		}
+		return err
+	})
+	if err != nil {
+		return Config{}, err
 	}
 	if len(devNodes) > 2 {
 		return Config{}, configErr(file, devNodes[2].Line, "a third device: at most two copies")
 	}
 	for _, dn := range devNodes {
-		d := Device{Line: dn.Line, EnvSize: size}
-		if dn.Kind != yaml.MappingNode {
-			return Config{}, configErr(file, dn.Line, "device must be a mapping")
-		}
-		path := ""
-		for i := 0; i+1 < len(dn.Content); i += 2 {
-			k, v := dn.Content[i], dn.Content[i+1]
-			var err error
-			switch k.Value {
-			case "path":
-				path, err = yamlScalar(file, v, "path")
-			case "offset":
-				d.Offset, err = yamlUint(file, v, "offset")
-			case "sectorsize":
-				d.SectorSize, err = yamlUint(file, v, "sectorsize")
-			case "disablelock":
-				var s string
-				if s, err = yamlScalar(file, v, "disablelock"); err == nil {
-					switch s {
-					case "yes", "true":
-						d.DisableLock = true
-					case "no", "false":
-					default:
-						err = configErr(file, v.Line, "disablelock: %q is not yes or no", s)
-					}
-				}
-			default:
-				err = configErr(file, k.Line, "unknown device key %q (path, offset, sectorsize, disablelock)", k.Value)
-			}
-			if err != nil {
-				return Config{}, err
-			}
-		}
-		if err := classify(&d, path, file); err != nil {
+		d, err := parseDevice(file, dn, size)
+		if err != nil {
 			return Config{}, err
 		}
 		cfg.Devices = append(cfg.Devices, d)
@@ -361,6 +321,78 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// parseWriteList reads a writelist: name:flags entries, each name once.
+func parseWriteList(file string, v *yaml.Node) ([]WriteVar, error) {
+	if v.Kind != yaml.SequenceNode {
+		return nil, configErr(file, v.Line, "writelist must be a list")
+	}
+	var list []WriteVar
+	seen := map[string]bool{}
+	for _, w := range v.Content {
+		s, err := yamlScalar(file, w, "writelist entry")
+		if err != nil {
+			return nil, err
+		}
+		nm, fl, ok := strings.Cut(s, ":")
+		if !ok || nm == "" || fl == "" {
+			return nil, configErr(file, w.Line, "writelist entry %q must be name:flags", s)
+		}
+		if seen[nm] {
+			return nil, configErr(file, w.Line, "writelist entry %q repeated", nm)
+		}
+		seen[nm] = true
+		list = append(list, WriteVar{Name: nm, Flags: fl})
+	}
+	return list, nil
+}
+
+// parseDevice reads one entry of devices, of a namespace whose env is size bytes.
+func parseDevice(file string, dn *yaml.Node, size int64) (Device, error) {
+	d := Device{Line: dn.Line, EnvSize: size}
+	if dn.Kind != yaml.MappingNode {
+		return Device{}, configErr(file, dn.Line, "device must be a mapping")
+	}
+	path := ""
+	err := eachPair(dn, func(k, v *yaml.Node) error {
+		var err error
+		switch k.Value {
+		case "path":
+			path, err = yamlScalar(file, v, "path")
+		case "offset":
+			d.Offset, err = yamlUint(file, v, "offset")
+		case "sectorsize":
+			d.SectorSize, err = yamlUint(file, v, "sectorsize")
+		case "disablelock":
+			d.DisableLock, err = yamlYesNo(file, v, "disablelock")
+		default:
+			err = configErr(file, k.Line, "unknown device key %q (path, offset, sectorsize, disablelock)", k.Value)
+		}
+		return err
+	})
+	if err != nil {
+		return Device{}, err
+	}
+	if err := classify(&d, path, file); err != nil {
+		return Device{}, err
+	}
+	return d, nil
+}
+
+// yamlYesNo reads yes or true, no or false.
+func yamlYesNo(file string, n *yaml.Node, what string) (bool, error) {
+	s, err := yamlScalar(file, n, what)
+	if err != nil {
+		return false, err
+	}
+	switch s {
+	case "yes", "true":
+		return true, nil
+	case "no", "false":
+		return false, nil
+	}
+	return false, configErr(file, n.Line, "%s: %q is not yes or no", what, s)
 }
 
 // IsYAML reports whether a config file's content is the YAML form: a .yaml/.yml name, a
