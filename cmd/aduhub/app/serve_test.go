@@ -24,7 +24,6 @@ import (
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/iothub"
-	"github.com/aduflash/aduflash/manifestgen"
 )
 
 // lockedBuffer is an io.Writer safe for the serve goroutine and the test.
@@ -182,44 +181,28 @@ func (s *hubServe) wantFail(t *testing.T, wantCode int, wantMsg string, args ...
 	}
 }
 
-// signedUpdate builds a signed image and its import manifest (version v) in dir.
+// signedUpdate builds a signed image and its import manifest (version v) in dir, with a new
+// key.
 func signedUpdate(t *testing.T, dir, v string) (manifest, img string) {
 	t.Helper()
 	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img = filepath.Join(dir, "rootfs-"+v+".aduimg")
-	f, err := os.Create(img)
+	return procSignedUpdate(t, dir, v, bytes.Repeat([]byte("aduhub "+v+" "), 4000), k)
+}
+
+// deadServer returns the URL of an address nothing listens on, and a token file for it.
+func deadServer(t *testing.T) (url, tokenFile string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := bytes.Repeat([]byte("aduhub "+v+" "), 4000)
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: v, SlotClass: "rootfs", ChunkSize: 16 << 10}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	spec := manifestgen.Spec{
-		UpdateID:      manifestgen.UpdateID{Provider: "Contoso", Name: "Toaster", Version: v},
-		Compatibility: []manifestgen.Compatibility{{{Name: "manufacturer", Value: "contoso"}, {Name: "model", Value: "toaster"}}},
-		Steps: []manifestgen.StepSpec{{Handler: "aduflash/image:1", Properties: manifestgen.Object{
-			{Name: "installedCriteria", Value: json.RawMessage(`"` + v + `"`)},
-		}}},
-		Files: []manifestgen.FileSpec{{Path: img}},
-	}
-	m, _, err := manifestgen.Build(context.Background(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := manifestgen.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest = filepath.Join(dir, "contoso.toaster."+v+".importmanifest.json")
-	if err := os.WriteFile(manifest, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return manifest, img
+	url = "http://" + ln.Addr().String()
+	ln.Close()
+	tokenFile = filepath.Join(t.TempDir(), "token")
+	mustWriteFile(t, tokenFile, []byte(strings.Repeat("t", minTokenLen)))
+	return url, tokenFile
 }
 
 func dialDevice(t *testing.T, s *hubServe, conn, caFile string) *iothub.Client {
@@ -524,14 +507,7 @@ func TestServeEndToEnd(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	// Nothing listens there: I/O error with a hint.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	tf := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(tf, []byte(strings.Repeat("t", minTokenLen)), 0o600)
+	url, tf := deadServer(t)
 	for _, args := range [][]string{
 		{"status", "--server", url, "--token-file", tf},
 		{"device", "list", "--server", url, "--token-file", tf},
