@@ -13,14 +13,8 @@ import (
 // and 7) as /dev/mtd0. With ADUFLASH_VM_BENCH set it runs the in-VM benchmarks instead
 // (scripts/bench-mtd).
 func TestInVM(t *testing.T) {
-	if vmtest.InGuest() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM (about 10 s under TCG); -short")
-	}
 	cfg := vmtest.Config{
-		Modules:     []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+		Modules:     []string{vmtest.NANDSim},
 		TestPackage: ".",
 		TestRun:     "^TestKernel",
 		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0"},
