@@ -529,13 +529,15 @@ func newDecoder(chunkSize int) (*zstd.Decoder, error) {
 
 // VerifyAt reads every chunk of the payload back from ra (e.g. a slot, at payload offsets) and
 // checks it against the header. The reads go in order, one at a time (a slot's ReadAt need
-// not be safe for concurrent use); the hashing runs beside them on up to verifyHashers cores,
-// so memory is one chunk more than that. The first chunk that does not match is a *ChunkError
-// (ErrChunkHash), as a read of the chunks in turn would find it.
+// not be safe for concurrent use); the hashing runs beside them on up to two cores, each
+// holding a chunk, as long as the chunks fit in verifyMemory (three 1 MiB chunks, two of
+// 2 MiB; larger chunks are read and hashed in turn, in one). The first chunk that does not
+// match is a *ChunkError (ErrChunkHash), as a read of the chunks in turn would find it.
 func (h *Header) VerifyAt(ra io.ReaderAt) error {
 	v := h.verified()
-	hashers := min(runtime.GOMAXPROCS(0), verifyHashers, len(v.Chunks))
-	if hashers < 2 {
+	chunk := int(min(int64(v.ChunkSize), v.RawSize))
+	hashers := min(runtime.GOMAXPROCS(0), 2, len(v.Chunks), verifyMemory/max(chunk, 1)-1)
+	if hashers < 1 {
 		buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
 		for i := range v.Chunks {
 			if err := h.verifyChunkAt(ra, i, buf); err != nil {
@@ -547,8 +549,8 @@ func (h *Header) VerifyAt(ra io.ReaderAt) error {
 	return h.verifyAtParallel(ra, hashers)
 }
 
-// verifyHashers is how many cores VerifyAt hashes on at most (each holds a chunk).
-const verifyHashers = 2
+// verifyMemory bounds the buffers of VerifyAt when it reads and hashes side by side.
+const verifyMemory = 4 << 20
 
 // verifyChunkAt reads chunk i back from ra into buf's memory and checks it.
 func (h *Header) verifyChunkAt(ra io.ReaderAt, i int, buf []byte) error {
