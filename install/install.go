@@ -89,8 +89,8 @@ type Installer struct {
 	// StallTimeout abandons (and retries) a request that delivers no byte for this long
 	// (0: download's default).
 	StallTimeout time.Duration
-	// MaxChunkSize refuses aduimg images with larger chunks (an install holds about three:
-	// two on their way to the slot and a compressed frame; three of 1 MiB on their way),
+	// MaxChunkSize refuses aduimg images with larger chunks (an install holds about two: one
+	// on its way to the slot, and a compressed frame; up to three of 1 MiB on their way),
 	// before a payload byte is read (0: no limit).
 	MaxChunkSize int
 	// Check, if set, decides with the image's facts whether it may go into the slot; its
@@ -160,10 +160,11 @@ type run struct {
 	resume *Record
 	rec    Record
 	input  input
-	// at is the resume point a cursor of the chunk being written (or finished) gets: the
-	// download's state after that chunk's frame (aduimg; nil when the writer's goroutine
-	// reads the input).
-	at *download.State
+	// at is the resume point of a cursor that the chunk being written (or finished)
+	// completes: the download's state after that chunk's frame; chunked says it is set
+	// (aduimg; otherwise the writer's goroutine reads the input, whose state is exact).
+	at      download.State
+	chunked bool
 	// cursorAt is the payload's payload.at: where the download stands at a cursor.
 	cursorAt func(c slots.Cursor) int64
 }
@@ -316,9 +317,9 @@ func (r *run) readBack(w sink, p *payload) error {
 }
 
 // chunkMemory bounds the chunks on their way to the slot: three of 1 MiB (one being loaded
-// and checked, one waiting, one being written), and at least two (one loaded while the
-// other is written) of any size.
-const chunkMemory = 3 << 20
+// and checked, one waiting, one being written), two of 2 MiB; larger chunks go one at a
+// time, loaded while the download is read ahead, as the agent's memory is sized for them.
+const chunkMemory = 4 << 20
 
 // chunk is a verified chunk on its way to the slot, with the download's state after its
 // frame; or the error (io.EOF after the last chunk) that ended the image.
@@ -335,7 +336,7 @@ type chunk struct {
 func (r *run) writeChunks(w io.Writer, rd *image.Reader) error {
 	h := rd.Header()
 	size := int(min(int64(h.ChunkSize), h.RawSize))
-	buffers := min(3, max(2, chunkMemory/max(size, 1)))
+	buffers := min(3, max(1, chunkMemory/max(size, 1)))
 	free, full, stop := make(chan []byte, buffers), make(chan chunk, 1), make(chan struct{})
 	for range buffers {
 		free <- make([]byte, size)
@@ -354,7 +355,7 @@ func (r *run) writeChunks(w io.Writer, rd *image.Reader) error {
 			}
 			return c.err
 		}
-		r.at = &c.at
+		r.at, r.chunked = c.at, true
 		if _, err := w.Write(c.buf[:c.n]); err != nil {
 			return err
 		}
@@ -392,10 +393,8 @@ func (r *run) loadChunks(rd *image.Reader, free <-chan []byte, full chan<- chunk
 // writer's goroutine reads the input, which stops at every unit). A state anywhere else
 // would resume the download where the slot does not stand: it is refused.
 func (r *run) checkpoint(c slots.Cursor) error {
-	var at download.State
-	if r.at != nil {
-		at = *r.at
-	} else {
+	at := r.at
+	if !r.chunked {
 		at = r.input.State()
 	}
 	if want := r.cursorAt(c); at.Offset != want {

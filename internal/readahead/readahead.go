@@ -20,10 +20,11 @@ func New(r io.Reader, size, depth int) *Reader[struct{}] {
 // at a chunk boundary, say.
 type Marks[M any] struct {
 	// Stop returns the first stop after off (bytes read from the source so far): no block
-	// runs past it. Nil: blocks are read whole.
+	// runs past it. Nil: no stops.
 	Stop func(off int64) int64
-	// Mark, if set, is called after each block is read, in the reading goroutine (between
-	// two reads of the source); Reader.Mark hands it to the consumer at that block's end.
+	// Mark, if set, is called after each block that ends at a stop or ends the stream, in
+	// the reading goroutine (between two reads of the source); Reader.Mark hands it to the
+	// consumer at that block's end.
 	Mark func() M
 }
 
@@ -44,10 +45,11 @@ func NewMarked[M any](r io.Reader, size, depth int, m Marks[M]) *Reader[M] {
 }
 
 type block[M any] struct {
-	buf  []byte
-	n    int
-	err  error
-	mark M
+	buf    []byte
+	n      int
+	err    error
+	mark   M
+	marked bool
 }
 
 // Reader is a read-ahead of a stream; M is the type of its marks (struct{} without). Its
@@ -59,7 +61,7 @@ type Reader[M any] struct {
 	marks Marks[M]
 	wg    sync.WaitGroup
 	cur   block[M]
-	seen  bool // cur is a block of the source (not the zero block before the first)
+	seen  bool // cur is a block of the source, not the zero block before the first
 	off   int
 	err   error
 	once  sync.Once
@@ -76,8 +78,10 @@ func (ra *Reader[M]) fill(r io.Reader) {
 		case <-ra.stop:
 			return
 		}
+		stop := int64(-1)
 		if ra.marks.Stop != nil {
-			if rest := ra.marks.Stop(off) - off; rest > 0 && rest < int64(len(buf)) {
+			stop = ra.marks.Stop(off)
+			if rest := stop - off; rest > 0 && rest < int64(len(buf)) {
 				buf = buf[:rest]
 			}
 		}
@@ -87,8 +91,8 @@ func (ra *Reader[M]) fill(r io.Reader) {
 		}
 		off += int64(n)
 		b := block[M]{buf: buf[:cap(buf)], n: n, err: err}
-		if ra.marks.Mark != nil {
-			b.mark = ra.marks.Mark()
+		if ra.marks.Mark != nil && (off == stop || err != nil) {
+			b.mark, b.marked = ra.marks.Mark(), true
 		}
 		select {
 		case ra.full <- b:
@@ -134,9 +138,9 @@ func (ra *Reader[M]) next() error {
 }
 
 // Mark returns the mark taken after the block whose end the consumer stands at, and
-// whether it does: false before the first block and inside one.
+// whether there is one: only at a stop and at the end of the stream.
 func (ra *Reader[M]) Mark() (M, bool) {
-	return ra.cur.mark, ra.seen && ra.off == ra.cur.n
+	return ra.cur.mark, ra.seen && ra.off == ra.cur.n && ra.cur.marked
 }
 
 // Close stops the reading goroutine and waits for it.
