@@ -307,7 +307,8 @@ func (r *Reader) ReadChunk(p []byte) (int, error) {
 	if r.next < len(r.v.Chunks) && len(p) < r.v.Chunks[r.next].RawSize {
 		return 0, fmt.Errorf("aduimg: chunk %d has %d bytes, the buffer holds %d", r.next, r.v.Chunks[r.next].RawSize, len(p))
 	}
-	raw := r.loadInto(p[:min(len(p), r.bufSize())])
+	n := min(len(p), r.bufSize())
+	raw := r.loadInto(p[:n:n]) // the decoder writes no further than a chunk
 	if raw == nil {
 		return 0, r.err
 	}
