@@ -3,16 +3,17 @@ package adu
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // ErrMalformed is wrapped by every parse error of a twin document, manifest, root-key list or
 // root-key package; the message names the JSON path of the offending value.
-var ErrMalformed = errors.New("malformed")
+var ErrMalformed = errkind.New(errkind.Input, "malformed")
 
 // PathError is a parse error at a JSON path such as "deviceUpdate.service.workflow.action".
 type PathError struct {

@@ -12,19 +12,21 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Sentinel errors of Verify; every error it returns wraps exactly one of them inside a
 // *VerifyError naming the step and the key ids involved.
 var (
-	ErrMalformedJWS       = errors.New("malformed JWS")
-	ErrUnsupportedAlg     = errors.New("unsupported algorithm")
-	ErrUnknownRootKid     = errors.New("unknown root key")
-	ErrDisabledRootKey    = errors.New("root key disabled by the root-key package")
-	ErrBadSigningKey      = errors.New("bad signing key")
-	ErrDisabledSigningKey = errors.New("signing key disabled by the root-key package")
-	ErrBadSignature       = errors.New("bad signature")
-	ErrHashMismatch       = errors.New("manifest hash mismatch")
+	ErrMalformedJWS       = errkind.New(errkind.Input, "malformed JWS")
+	ErrUnsupportedAlg     = errkind.New(errkind.Input, "unsupported algorithm")
+	ErrUnknownRootKid     = errkind.New(errkind.Input, "unknown root key")
+	ErrDisabledRootKey    = errkind.New(errkind.Input, "root key disabled by the root-key package")
+	ErrBadSigningKey      = errkind.New(errkind.Input, "bad signing key")
+	ErrDisabledSigningKey = errkind.New(errkind.Input, "signing key disabled by the root-key package")
+	ErrBadSignature       = errkind.New(errkind.Input, "bad signature")
+	ErrHashMismatch       = errkind.New(errkind.Input, "manifest hash mismatch")
 )
 
 // Verification steps (§5.2), as VerifyError.Step names them.

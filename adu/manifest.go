@@ -2,16 +2,17 @@ package adu
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // ErrUnsupportedManifestVersion: manifestVersion is not 4 or 5 (ERC 0x8030000A).
-var ErrUnsupportedManifestVersion = errors.New("unsupported manifest version")
+var ErrUnsupportedManifestVersion = errkind.New(errkind.Input, "unsupported manifest version")
 
 // UpdateID names an update.
 type UpdateID struct {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // RootKey is a trusted root key: it signs signing keys (the sjwk of a manifest signature).
@@ -129,7 +131,7 @@ func exponent(o object, p string) (int, error) {
 
 // ErrBadRootKeyPackage: a root-key package that does not parse or whose signatures do not
 // verify with the built-in roots (§5.5).
-var ErrBadRootKeyPackage = errors.New("bad root-key package")
+var ErrBadRootKeyPackage = errkind.New(errkind.Input, "bad root-key package")
 
 // RootKeyPackage is a root-key package (§5.5): new root keys and deny lists.
 type RootKeyPackage struct {

@@ -318,7 +318,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 		return a.trial(ctx, dep, st)
 	case active != dep.From:
 		return fmt.Errorf("finishing deployment %s: running bank %s is neither the old (%s) nor the new one (%s)", dep.WorkflowID, active, dep.From, dep.Bank)
-	case st.Pending == bootloader.Slot(dep.Bank):
+	case st.Pending == bootloader.Bank(dep.Bank):
 		// Marked pending, but this start is not in it (the reboot did not happen, or the
 		// bootloader counted a failed try without giving up yet).
 		if dep.Reboots >= a.o.MaxTrialReboots {
@@ -328,7 +328,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 			return err
 		}
 		return a.reboot(ctx, "bank "+dep.Bank+" is pending")
-	case !dep.PendingMarked && !st.IsBad(bootloader.Slot(dep.Bank)):
+	case !dep.PendingMarked && !st.IsBad(bootloader.Bank(dep.Bank)):
 		// The power went before the bootloader transition: do it now.
 		return a.markPendingAndReboot(ctx, dep.Bank)
 	default:
@@ -338,7 +338,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 
 // trial runs the health checks in the freshly booted bank, then confirms it or rolls back.
 func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State) error {
-	if b := bootloader.Slot(dep.Bank); st.Pending != b && st.Primary == b && !st.IsBad(b) {
+	if b := bootloader.Bank(dep.Bank); st.Pending != b && st.Primary == b && !st.IsBad(b) {
 		// Confirmed before the last power cut; only the journal is behind.
 		return a.finishSucceeded(dep)
 	}
@@ -370,7 +370,7 @@ func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State)
 		}
 	}
 	a.log.Warn("rolling back", "bank", dep.Bank, "reason", detail)
-	if err := a.o.Bootloader.MarkBad(bootloader.Slot(dep.Bank)); err != nil {
+	if err := a.o.Bootloader.MarkBad(bootloader.Bank(dep.Bank)); err != nil {
 		return fmt.Errorf("%w: marking bank %s bad: %w", ErrBootloader, dep.Bank, err)
 	}
 	if err := a.finishFailed(dep, fmt.Errorf("%w: %s", ErrHealth, detail), false); err != nil {
@@ -387,15 +387,7 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	}
 	a.healthy.Store(true)
 	err := a.save(func(r *Record) {
-		bi := &BankInfo{UpdateID: &out.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}}
-		for _, s := range dep.Steps {
-			if s.Criteria != "" {
-				bi.Criteria[s.Class] = s.Criteria
-			}
-			if s.Progress.Info != nil && s.Progress.Info.Version != "" {
-				bi.Versions[s.Class] = s.Progress.Info.Version
-			}
-		}
+		bi := dep.bankInfo()
 		for class, n := range dep.floors() {
 			r.raiseFloor(class, n)
 		}
@@ -412,12 +404,40 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	return nil
 }
 
+// bankInfo is what the deployment's bank holds: what its steps wrote, and what its copies
+// took over from the bank that ran.
+func (d *Deployment) bankInfo() *BankInfo {
+	bi := &BankInfo{UpdateID: &d.UpdateID, Criteria: map[string]string{}, Versions: map[string]string{}, Sizes: map[string]int64{}}
+	put := func(class, criteria, version string, size int64) {
+		if criteria != "" {
+			bi.Criteria[class] = criteria
+		}
+		if version != "" {
+			bi.Versions[class] = version
+		}
+		if size > 0 {
+			bi.Sizes[class] = size
+		}
+	}
+	for _, s := range d.Steps {
+		if info := s.Progress.Info; info != nil {
+			put(s.Class, s.Criteria, info.Version, info.RawSize)
+		} else {
+			put(s.Class, s.Criteria, "", 0)
+		}
+	}
+	for _, c := range d.Copies {
+		put(c.Class, c.Criteria, c.Version, c.Size)
+	}
+	return bi
+}
+
 // finishFailed records a failed deployment; markBad also marks the target bank bad in the
 // bootloader (unless it already is), so it is not booted again.
 func (a *Agent) finishFailed(dep *Deployment, cause error, markBad bool) error {
 	if markBad {
-		if st, err := a.o.Bootloader.State(); err == nil && !st.IsBad(bootloader.Slot(dep.Bank)) {
-			if err := a.o.Bootloader.MarkBad(bootloader.Slot(dep.Bank)); err != nil {
+		if st, err := a.o.Bootloader.State(); err == nil && !st.IsBad(bootloader.Bank(dep.Bank)) {
+			if err := a.o.Bootloader.MarkBad(bootloader.Bank(dep.Bank)); err != nil {
 				a.log.Warn("marking the rolled-back bank bad failed", "bank", dep.Bank, "err", err)
 			}
 		}

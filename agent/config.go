@@ -34,6 +34,11 @@ const (
 	// DefaultMaxChunkSize is the largest aduimg chunk the agent takes by default: it holds
 	// about two chunks and a zstd window of up to one, within its 32 MiB budget.
 	DefaultMaxChunkSize = 4 << 20
+	// MaxHeaderSize is the largest aduimg header the agent reads before it checks its
+	// signature: 4 MiB, a chunk table of about 87,000 chunks (85 GiB of 1 MiB chunks). It keeps
+	// a forged header's cost within the agent's memory budget where the slot's size does not
+	// bound it (a large or unsized slot).
+	MaxHeaderSize = 4 << 20
 )
 
 // DefaultRebootCommand is the reboot_command default.

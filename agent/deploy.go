@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/install"
+	"github.com/aduflash/aduflash/slots"
 )
 
 // maxManifestFile bounds a detached or child manifest or a root-key package fetched into
@@ -69,13 +70,14 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 				dep.Steps[i].Progress = resume.Steps[i].Progress
 			}
 		}
+		dep.resumeCopies(resume)
 		dep.Started = resume.Started
 	}
 	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
 		res.err = err
 		return res
 	}
-	if err := a.installSteps(ctx, dep, false); err != nil {
+	if err := a.installBank(ctx, dep, false); err != nil {
 		if errors.Is(err, errJournal) {
 			res.err = err
 			return res
@@ -92,6 +94,17 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 }
 
 var errJournal = errors.New("agent: journal")
+
+// installBank writes every step's file into the spare bank, then fills the slots that no step
+// writes from the running bank's: once it returns nil, every slot of the bank that the
+// deployment writes or copies is verified, and the bank may be marked pending. A dry run
+// checks all of it as it would go, writing nothing.
+func (a *Agent) installBank(ctx context.Context, dep *Deployment, dryRun bool) error {
+	if err := a.installSteps(ctx, dep, dryRun); err != nil {
+		return err
+	}
+	return a.copySlots(ctx, dep, dryRun)
+}
 
 // installSteps writes every step's file into its slot, in order, saving progress in the
 // journal; a dry run checks every file as installing it would, writing nothing.
@@ -130,7 +143,7 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 	case dryRun:
 		in.DryRun = true
 	default:
-		in.Save = func(p install.Record) error { return a.saveProgress(i, p) }
+		in.Save = func(p install.Record) error { return a.saveProgress(p, stepProgress(i)) }
 		if st.Progress.Cursor != nil {
 			p := st.Progress
 			a.loadHeader(&p)
@@ -143,19 +156,33 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 	return err
 }
 
-// saveProgress records step i's resume record in the journal (its image header apart).
-func (a *Agent) saveProgress(i int, p install.Record) error {
+// saveProgress records a resume record in the journal (its image header apart), where at
+// picks it in the deployment: a step's or a copy's.
+func (a *Agent) saveProgress(p install.Record, at func(*Deployment) *install.Record) error {
 	if err := a.saveHeader(&p); err != nil {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
 	if err := a.save(func(r *Record) {
-		if r.Deployment != nil && len(r.Deployment.Steps) > i {
-			r.Deployment.Steps[i].Progress = p
+		if r.Deployment == nil {
+			return
+		}
+		if rec := at(r.Deployment); rec != nil {
+			*rec = p
 		}
 	}); err != nil {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
 	return nil
+}
+
+// stepProgress picks step i's resume record in a deployment.
+func stepProgress(i int) func(*Deployment) *install.Record {
+	return func(d *Deployment) *install.Record {
+		if i < len(d.Steps) {
+			return &d.Steps[i].Progress
+		}
+		return nil
+	}
 }
 
 // headerRecord is the header journal: the signed aduimg header of the image being written.
@@ -203,7 +230,7 @@ func (a *Agent) markPending(bank string) error {
 	if err := a.save(func(r *Record) { r.Deployment.Phase = PhasePending }); err != nil {
 		return fmt.Errorf("%w: %w", errJournal, err)
 	}
-	if err := a.o.Bootloader.MarkPending(bootloader.Slot(bank)); err != nil {
+	if err := a.o.Bootloader.MarkPending(bootloader.Bank(bank)); err != nil {
 		// The bank is not pending: the deployment failed before the point of no return.
 		return fmt.Errorf("%w: marking bank %s pending: %w", ErrBootloader, bank, err)
 	}
@@ -330,7 +357,7 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 			return nil, false, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
 		}
 		seen[class] = true
-		slot, err := a.o.Layout.Slot(spare + "/" + class)
+		slot, err := a.spareSlot(spare, class)
 		if err != nil {
 			return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
 		}
@@ -350,20 +377,22 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 			installed = false
 		}
 	}
+	if dep.Copies, err = a.planCopies(active, spare, seen); err != nil {
+		return nil, false, err
+	}
 	return dep, installed, nil
 }
 
-// classes returns the configured slot classes.
-func (a *Agent) classes() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, s := range a.o.Layout.Config.Slots {
-		if !seen[s.Class] {
-			seen[s.Class] = true
-			out = append(out, s.Class)
-		}
+// classes returns the slot classes of the banks (a shared class is none of them).
+func (a *Agent) classes() []string { return a.o.Layout.Config.BankedClasses() }
+
+// spareSlot returns the spare bank's slot of class. A shared class has none: the running
+// bank uses its one slot, which no update writes.
+func (a *Agent) spareSlot(spare, class string) (*slots.Slot, error) {
+	if a.o.Layout.Config.Spare(class) == slots.SpareShared {
+		return nil, fmt.Errorf("class %s is shared by every bank (slots.class.%s.spare = %q): no update writes it", class, class, slots.SpareShared)
 	}
-	return out
+	return a.o.Layout.Slot(spare + "/" + class)
 }
 
 // fail records a failed or cancelled deployment and returns its outcome.

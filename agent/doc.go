@@ -12,6 +12,11 @@
 //     the image's facts (checkImage: compatibility, versions, the anti-rollback floor) and
 //     keeps the resume records in its journal; LocalInstall.DryRun runs the same install
 //     writing nothing.
+//   - A whole spare bank (copy.go): the slots of the classes no step writes are filled from
+//     the running bank's through the same install (a slot copy: resumable, read back against
+//     the running slot, skipped where identical) before the bank is marked pending, unless
+//     the config keeps or shares the class ([slots.class.NAME] spare); the copies are no
+//     manifest steps and have no step results.
 //   - Agent: the state machine of spec §6 (startup report, ack, state 6, success,
 //     Failed-then-Idle, cancel, retry by retryTimestamp, replacement, duplicates never
 //     re-run), the handler "aduflash/image:1" (handlerProperties installedCriteria and
@@ -20,10 +25,10 @@
 //     version checks before the first byte is written, root-key packages on interface ;2,
 //     deviceInformation.
 //   - Record: everything that must survive a power cut, in one journal file (package
-//     journal) replaced atomically: the deployment in progress with each step's resume
-//     record (install.Record: slot cursor, download state with the file hash; the signed
-//     image header in a journal file of its own), the last outcome, what each bank holds,
-//     and the anti-rollback floors.
+//     journal) replaced atomically: the deployment in progress with each step's and each
+//     copy's resume record (install.Record: slot cursor, download state with the file hash;
+//     the signed image header in a journal file of its own), the last outcome, what each
+//     bank holds, and the anti-rollback floors.
 //
 // After a power cut at any instant the device boots a good bank (the spare is only marked
 // pending once every byte in it is verified) and the deployment continues when the service
@@ -44,6 +49,5 @@
 // Limits: a child update with reference steps of its own is refused with
 // ERCUnsupportedStep; delta download handlers are not run (the full file is downloaded, the
 // official agent's fallback); a child update's compatibility selects no components (there
-// are none: the host device is updated); slot classes that an update does not write keep
-// whatever the spare bank held.
+// are none: the host device is updated).
 package agent

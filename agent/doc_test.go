@@ -19,7 +19,7 @@ func TestDocumentedResultCodes(t *testing.T) {
 		"ERCSlotClass": ERCSlotClass, "ERCDowngrade": ERCDowngrade, "ERCRawNotAllowed": ERCRawNotAllowed, "ERCImage": ERCImage,
 		"ERCImageUnknownKey": ERCImageUnknownKey, "ERCImageSignature": ERCImageSignature, "ERCImageChunk": ERCImageChunk,
 		"ERCImageTooLarge": ERCImageTooLarge, "ERCImageChunkTooLarge": ERCImageChunkTooLarge, "ERCSlot": ERCSlot, "ERCVerify": ERCVerify, "ERCBootloader": ERCBootloader,
-		"ERCActiveUnknown": ERCActiveUnknown, "ERCHealth": ERCHealth, "ERCRolledBack": ERCRolledBack, "ERCMissingFile": ERCMissingFile,
+		"ERCActiveUnknown": ERCActiveUnknown, "ERCSlotCopy": ERCSlotCopy, "ERCHealth": ERCHealth, "ERCRolledBack": ERCRolledBack, "ERCMissingFile": ERCMissingFile,
 		"ERCInternal": ERCInternal, "ERCDownload": ERCDownload, "ERCDownloadTooLong": ERCDownloadTooLong,
 		"ERCDownloadTruncated": ERCDownloadTruncated, "ERCDownloadChanged": ERCDownloadChanged, "ERCFileHash": ERCFileHash,
 	}

@@ -8,34 +8,39 @@ import (
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/install"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/slots"
 )
 
 // Sentinel errors. Every deployment failure wraps one of them (or an adu.VerifyError), and
 // ResultFor maps it to the result code and extended result code reported to the service.
-// Those of the install stages are package install's.
+// Those of the install stages are package install's. Each says what it is about (errkind);
+// ErrBootloader leaves it to the bootloader's error it wraps.
 var (
-	ErrBadManifest        = errors.New("agent: invalid update manifest")
-	ErrUnsupportedHandler = errors.New("agent: unsupported update handler")
-	ErrUnsupportedStep    = errors.New("agent: unsupported update step")
-	ErrIncompatible       = errors.New("agent: update not compatible with this device")
+	ErrBadManifest        = errkind.New(errkind.Input, "agent: invalid update manifest")
+	ErrUnsupportedHandler = errkind.New(errkind.Input, "agent: unsupported update handler")
+	ErrUnsupportedStep    = errkind.New(errkind.Input, "agent: unsupported update step")
+	ErrIncompatible       = errkind.New(errkind.Input, "agent: update not compatible with this device")
 	ErrSlotClass          = install.ErrSlotClass
-	ErrDowngrade          = errors.New("agent: downgrade refused")
+	ErrDowngrade          = errkind.New(errkind.Input, "agent: downgrade refused")
 	ErrRawNotAllowed      = install.ErrRawNotAllowed
 	ErrImage              = install.ErrImage
 	ErrSlot               = install.ErrSlot
 	ErrVerify             = install.ErrVerify
-	ErrBootloader         = errors.New("agent: bootloader transition failed")
-	ErrHealth             = errors.New("agent: health checks failed")
-	ErrRolledBack         = errors.New("agent: the bootloader rolled the update back")
-	ErrMissingFile        = errors.New("agent: no URL for an update file")
+	ErrBootloader         = errkind.New(errkind.Cause, "agent: bootloader transition failed")
+	ErrHealth             = errkind.New(errkind.Input, "agent: health checks failed")
+	ErrRolledBack         = errkind.New(errkind.Input, "agent: the bootloader rolled the update back")
+	ErrMissingFile        = errkind.New(errkind.Input, "agent: no URL for an update file")
 	ErrDownload           = install.ErrDownload
 	ErrFileHash           = install.ErrFileHash
-	ErrRootKeyPackage     = errors.New("agent: root-key package unusable")
-	ErrRebooting          = errors.New("agent: rebooting")
-	ErrConfig             = errors.New("agent: invalid configuration")
+	ErrRootKeyPackage     = errkind.New(errkind.Input, "agent: root-key package unusable")
+	ErrRebooting          = errkind.New(errkind.Environment, "agent: rebooting")
+	ErrConfig             = errkind.New(errkind.Input, "agent: invalid configuration")
 	// ErrBusy: another agent holds the state folder, or a deployment waits for its reboot.
-	ErrBusy = errors.New("agent: busy")
+	ErrBusy = errkind.New(errkind.Input, "agent: busy")
+	// ErrSlotCopy: a slot of the spare bank that the update does not write could not be
+	// filled from the running bank (CopyState); the cause it wraps tells its kind.
+	ErrSlotCopy = errkind.New(errkind.Cause, "agent: copying a slot from the running bank failed")
 )
 
 // Extended result codes of this agent (spec §7.2): handler failures in facility 3
@@ -67,6 +72,7 @@ var (
 	ERCVerify             = handlerERC(0x011)
 	ERCBootloader         = handlerERC(0x012)
 	ERCActiveUnknown      = handlerERC(0x013)
+	ERCSlotCopy           = handlerERC(0x014)
 	ERCHealth             = handlerERC(0x020)
 	ERCRolledBack         = handlerERC(0x021)
 	ERCMissingFile        = handlerERC(0x030)
@@ -88,6 +94,10 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultApplySuccess, adu.ERCNone
 	case errors.Is(err, context.Canceled):
 		return adu.ResultFailureCancelled, adu.ERCNone
+	case errors.Is(err, ErrSlotCopy):
+		// Whatever stopped it (an unreadable running slot, a spare too small or sharing its
+		// storage, a read-back mismatch): it is no verdict on the update's files.
+		return adu.ResultFailure, ERCSlotCopy
 	case errors.Is(err, ErrVerify), errors.Is(err, slots.ErrMismatch):
 		// The slot does not read back as written, whatever check noticed it (a chunk hash
 		// of the read-back is no verdict on the image).

@@ -48,7 +48,7 @@ func (a *Agent) floorOf(class string) (uint64, error) {
 // confirm makes dep's bank permanent in the bootloader, raising the bootloader's floors to
 // the counters of dep's images in the same write.
 func (a *Agent) confirm(dep *Deployment) error {
-	bank := bootloader.Slot(dep.Bank)
+	bank := bootloader.Bank(dep.Bank)
 	if fk, ok := a.o.Bootloader.(bootloader.FloorKeeper); ok {
 		return fk.ConfirmRaising(bank, dep.floors())
 	}

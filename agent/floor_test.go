@@ -50,8 +50,8 @@ func installAndConfirm(t *testing.T, d *device, srv *server, name string, file [
 		t.Fatalf("install %s: %v", name, err)
 	}
 	want := d.bootState().Pending
-	if b := d.reset(); b.Slot != want {
-		t.Fatalf("booted %s, want the pending %s", b.Slot, want)
+	if b := d.reset(); b.Bank != want {
+		t.Fatalf("booted %s, want the pending %s", b.Bank, want)
 	}
 	if err := d.agent(nil).Boot(context.Background()); err != nil {
 		t.Fatalf("confirming %s: %v", name, err)
@@ -176,8 +176,8 @@ func TestFloorAfterMarkGood(t *testing.T) {
 	if err := installLocal(t, d, srv, "v2.aduimg", makeImage(t, payload(2, 64<<10), "2.0", withCounter(5))); err != nil {
 		t.Fatal(err)
 	}
-	if b := d.reset(); b.Slot != "B" {
-		t.Fatalf("booted %s", b.Slot)
+	if b := d.reset(); b.Bank != "B" {
+		t.Fatalf("booted %s", b.Bank)
 	}
 	if err := d.backend().Confirm("B"); err != nil {
 		t.Fatal(err)

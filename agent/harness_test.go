@@ -97,16 +97,10 @@ func payload(seed uint64, n int) []byte {
 // server serves files with Range support and counts the body bytes it sent.
 type server struct {
 	*httptest.Server
-	mu     sync.Mutex
-	files  map[string][]byte
-	active int // request handlers running
-	sent   atomic.Int64
-	hits   atomic.Int64
-	// gen counts the body bytes of the requests that started while it had a value (a
-	// request of an earlier boot may still be writing when the next boot begins).
-	gen     atomic.Int64
-	genMu   sync.Mutex
-	genSent map[int64]int64
+	mu    sync.Mutex
+	files map[string][]byte
+	sent  atomic.Int64
+	hits  atomic.Int64
 	// hook, if set, may answer a request itself (return true).
 	hook func(w http.ResponseWriter, r *http.Request) bool
 }
@@ -114,10 +108,6 @@ type server struct {
 func newServer(t testing.TB) *server {
 	s := &server{files: map[string][]byte{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.active++
-		s.mu.Unlock()
-		defer func() { s.mu.Lock(); s.active--; s.mu.Unlock() }()
 		s.hits.Add(1)
 		if s.hook != nil && s.hook(w, r) {
 			return
@@ -129,27 +119,12 @@ func newServer(t testing.TB) *server {
 			http.NotFound(w, r)
 			return
 		}
-		g := s.gen.Load()
 		var n atomic.Int64
 		http.ServeContent(&countingRW{ResponseWriter: w, n: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
 		s.sent.Add(n.Load())
-		s.genMu.Lock()
-		if s.genSent == nil {
-			s.genSent = map[int64]int64{}
-		}
-		s.genSent[g] += n.Load()
-		s.genMu.Unlock()
 	}))
 	t.Cleanup(s.Close)
 	return s
-}
-
-// sentIn returns the body bytes of the requests that started in generation g (complete
-// once those requests ended).
-func (s *server) sentIn(g int64) int64 {
-	s.genMu.Lock()
-	defer s.genMu.Unlock()
-	return s.genSent[g]
 }
 
 func (s *server) put(name string, data []byte) string {
@@ -405,7 +380,7 @@ func (d *device) reset() sim.Boot {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.setCmdline(string(b.Slot))
+	d.setCmdline(string(b.Bank))
 	return b
 }
 
@@ -503,4 +478,15 @@ func runAgent(t testing.TB, a *Agent, h Hub, done func() bool) error {
 			}
 		}
 	}
+}
+
+// loadRecord reads the device's journal record (found false: none yet).
+func loadRecord(t testing.TB, d *device) (Record, bool) {
+	var r Record
+	a := d.agent(nil)
+	found, err := a.j.Load(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, found
 }

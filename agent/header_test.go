@@ -28,10 +28,13 @@ func TestInstallForgedHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc string
-	for _, s := range []struct{ class, size string }{{"rootfs", "2GiB"}, {"kernel", "64MiB"}} {
+	for _, s := range []struct{ class, size string }{{"rootfs", "2GiB"}, {"kernel", "64MiB"}, {"data", ""}} {
 		for _, bank := range []string{"A", "B"} {
-			doc += fmt.Sprintf("[[slots.slot]]\nclass = %q\nbank = %q\ntype = \"file\"\npath = %q\nsize = %q\n",
-				s.class, bank, filepath.Join(dir, s.class+"-"+bank), s.size)
+			doc += fmt.Sprintf("[[slots.slot]]\nclass = %q\nbank = %q\ntype = \"file\"\npath = %q\n",
+				s.class, bank, filepath.Join(dir, s.class+"-"+bank))
+			if s.size != "" { // none: a file slot of no size, which bounds nothing
+				doc += fmt.Sprintf("size = %q\n", s.size)
+			}
 		}
 	}
 	cfg, err := slots.ParseConfig([]byte("[slots]\n" + doc))
@@ -61,6 +64,9 @@ func TestInstallForgedHeader(t *testing.T) {
 		{"unknown key", "rootfs-b", other, image.ErrUnknownKey, ERCImageUnknownKey, download},
 		{"larger than the slot", "kernel-b", getKeys(t).kr, image.ErrTooLarge, ERCImageTooLarge, download},
 		{"bad signature", "rootfs-b", getKeys(t).kr, image.ErrBadSignature, ERCImageSignature, read},
+		// The agent reads no header larger than MaxHeaderSize, whatever the slot's size.
+		{"larger than the agent reads, large slot", "rootfs-b", getKeys(t).kr, image.ErrHeaderTooLarge, ERCImage, download},
+		{"larger than the agent reads, unsized slot", "data-b", getKeys(t).kr, image.ErrHeaderTooLarge, ERCImage, download},
 	} {
 		slot, err := layout.Slot(tc.slot)
 		if err != nil {
@@ -71,6 +77,9 @@ func TestInstallForgedHeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		in := &install.Installer{Keyring: tc.keyring, Retry: fastRetry(), MaxChunkSize: DefaultMaxChunkSize}
+		if tc.want == image.ErrHeaderTooLarge {
+			in.MaxHeaderSize = MaxHeaderSize
+		}
 		allocated := allocatedDuring(func() { _, err = in.Install(context.Background(), src, target, nil) })
 		if _, erc := ResultFor(err); !errors.Is(err, tc.want) || erc != tc.erc {
 			t.Errorf("%s: %v (erc %s), want %v (erc %s)", tc.name, err, erc, tc.want, tc.erc)
@@ -88,4 +97,12 @@ func allocatedDuring(f func()) uint64 {
 	f()
 	runtime.ReadMemStats(&b)
 	return b.TotalAlloc - a.TotalAlloc
+}
+
+// The agent's installer reads no header larger than MaxHeaderSize.
+func TestInstallerHeaderLimit(t *testing.T) {
+	d := newDevice(t, payload(1, 64<<10))
+	if in := d.agent(nil).installer("rootfs"); in.MaxHeaderSize != MaxHeaderSize || in.MaxChunkSize != DefaultMaxChunkSize {
+		t.Errorf("installer limits: header %d, chunk %d", in.MaxHeaderSize, in.MaxChunkSize)
+	}
 }

@@ -31,6 +31,7 @@ func DefaultHTTPClient() *http.Client { return install.DefaultHTTPClient() }
 func (a *Agent) installer(class string) *install.Installer {
 	in := &install.Installer{Keyring: a.o.Keyring, AllowRaw: a.o.AllowRaw, HTTP: a.o.HTTP,
 		Retry: a.o.Retry, StallTimeout: a.o.StallTimeout, MaxChunkSize: int(a.o.MaxChunkSize),
+		MaxHeaderSize: MaxHeaderSize,
 		WriterOptions: a.o.WriterOptions, Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
 	if a.o.OnBytes != nil {
 		in.Meter = &bytesMeter{fn: a.o.OnBytes}

@@ -20,12 +20,14 @@ type LocalInstall struct {
 	// NoReboot leaves the reboot to the caller.
 	NoReboot bool
 	// DryRun checks the file as the install would (download, signature, every chunk, slot
-	// class and fit, compatibility and versions) and stops there: no slot byte, no journal
+	// class and fit, compatibility and versions), reads the running bank's slots it would
+	// copy and compares them with the spare's, and stops there: no slot byte, no journal
 	// entry, no bootloader transition.
 	DryRun bool
 }
 
-// InstallLocal writes the file into the spare bank, verifies it, marks the bank pending and
+// InstallLocal writes the file into the spare bank, verifies it, fills the bank's slots of
+// the other classes from the running bank (Deployment.Copies), marks the bank pending and
 // reboots (unless NoReboot; it then returns nil with the bank pending). A journal entry of
 // an earlier, interrupted InstallLocal of the same file and slot is resumed. After the
 // reboot, Boot (aduagent run) health-checks and confirms the bank, or
@@ -49,9 +51,13 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		}
 		class = cs[0]
 	}
-	slot, err := a.o.Layout.Slot(spare + "/" + class)
+	slot, err := a.spareSlot(spare, class)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSlotClass, err)
+	}
+	copies, err := a.planCopies(active, spare, map[string]bool{class: true})
+	if err != nil {
+		return nil, err
 	}
 	var busy *Deployment
 	a.view(func(r *Record) {
@@ -61,7 +67,8 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		}
 	})
 	dep := &Deployment{Local: true, Bank: spare, From: active, Phase: PhaseInstall, Started: a.o.Now().UTC(),
-		Steps: []StepState{{Class: class, Slot: slot.Name, FileName: li.Source.URL, Criteria: li.Criteria, Source: li.Source}}}
+		Steps:  []StepState{{Class: class, Slot: slot.Name, FileName: li.Source.URL, Criteria: li.Criteria, Source: li.Source}},
+		Copies: copies}
 	if busy != nil {
 		switch {
 		case busy.Phase == PhasePending:
@@ -70,6 +77,7 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		case busy.Local && busy.Bank == spare && len(busy.Steps) == 1 && busy.Steps[0].Slot == slot.Name &&
 			busy.Steps[0].Source.URL == li.Source.URL && busy.Steps[0].Source.Size == li.Source.Size:
 			dep.Steps[0].Progress = busy.Steps[0].Progress
+			dep.resumeCopies(busy)
 			dep.Started = busy.Started
 		}
 	}
@@ -79,7 +87,7 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
 		return nil, err
 	}
-	if err := a.installSteps(ctx, dep, false); err != nil {
+	if err := a.installBank(ctx, dep, false); err != nil {
 		if errors.Is(err, errJournal) || errors.Is(err, context.Canceled) {
 			return dep, err // resumable: the journal keeps the progress
 		}
@@ -124,10 +132,10 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 	return dep, a.reboot(ctx, "the update is written; booting it")
 }
 
-// dryRun checks dep's file as installing it would and fills in what the image is; it saves
-// nothing.
+// dryRun checks dep's file as installing it would, and reads and compares the slots it would
+// copy, and fills in what the image is and what each copy would write; it saves nothing.
 func (a *Agent) dryRun(ctx context.Context, dep *Deployment) error {
-	if err := a.installSteps(ctx, dep, true); err != nil {
+	if err := a.installBank(ctx, dep, true); err != nil {
 		return err
 	}
 	version := ""

@@ -188,6 +188,7 @@ func (a *Agent) onService(ctx context.Context, svc *adu.ServiceProperties, full 
 func (a *Agent) jobEnded(ctx context.Context, res jobResult) error {
 	switch {
 	case res.reboot:
+		a.reportBanks(ctx) // the bank pending: what a dashboard shows while the device reboots
 		return a.reboot(ctx, "the update is written; booting it")
 	case res.err != nil:
 		return res.err
@@ -216,6 +217,7 @@ func (a *Agent) startupReport(ctx context.Context, idle bool) {
 		ap.InstalledUpdateID = a.installedUpdateID()
 	}
 	a.report(ctx, ap)
+	a.reportBanks(ctx)
 	if a.o.ModelID == adu.ModelV2 || a.o.ModelID == adu.ModelV3 {
 		di := a.o.DeviceInformation
 		if di == nil {

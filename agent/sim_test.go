@@ -88,8 +88,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	}
 
 	// Reboot: U-Boot tries B; the agent checks health, confirms, reports success.
-	if b := d.reset(); b.Slot != "B" {
-		t.Fatalf("booted %s", b.Slot)
+	if b := d.reset(); b.Bank != "B" {
+		t.Fatalf("booted %s", b.Bank)
 	}
 	h.full(u2.service("wf-2", ""))
 	if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf-2", u2)); err != nil {
@@ -119,8 +119,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if st := d.bootState(); st.Pending != "A" {
 		t.Fatalf("after v3 install: %+v", st)
 	}
-	if b := d.reset(); b.Slot != "A" {
-		t.Fatalf("booted %s for the v3 trial", b.Slot)
+	if b := d.reset(); b.Bank != "A" {
+		t.Fatalf("booted %s for the v3 trial", b.Bank)
 	}
 	// In A, the health check fails: A is marked bad and the agent reboots into B.
 	a = d.agent(nil)
@@ -134,8 +134,8 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if st := d.bootState(); st.Primary != "B" || !st.IsBad("A") || st.Pending != "" {
 		t.Fatalf("after failed health: %+v", st)
 	}
-	if b := d.reset(); b.Slot != "B" {
-		t.Fatalf("booted %s after rollback", b.Slot)
+	if b := d.reset(); b.Bank != "B" {
+		t.Fatalf("booted %s after rollback", b.Bank)
 	}
 	n := len(h.agentReports())
 	h.full(u3.service("wf-3", ""))
@@ -183,140 +183,6 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if got := h.agentReports()[n:]; srv.hits.Load() != hits || len(got) != 1 || got[0]["deviceProperties"] == nil { // the startup report only
 		t.Errorf("a finished deployment ran again: %d requests, reports %v", srv.hits.Load()-hits, got)
 	}
-}
-
-// A power cut at every flash, env and journal operation of a deployment: every boot starts a
-// good bank, the bootloader holds the new anti-rollback floor exactly when it holds bank B
-// confirmed, and the update completes after power returns without downloading again what
-// was already verified in the slot.
-func TestPowerCutAtEveryOperation(t *testing.T) {
-	v1 := payload(1, 100<<10)
-	v2raw := payload(2, 256<<10)
-	img := makeImage(t, v2raw, "2.0", withCounter(5))
-
-	// One run without a cut counts the operations.
-	total := func() int {
-		d := newDevice(t, v1)
-		srv := newServer(t)
-		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
-		h := newMemHub(d.p)
-		h.full(u.service("wf", ""))
-		if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
-			t.Fatal(err)
-		}
-		d.reset()
-		h.full(u.service("wf", ""))
-		if err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u)); err != nil {
-			t.Fatal(err)
-		}
-		return d.p.Ops()
-	}()
-	t.Logf("%d operations in a deployment", total)
-	if total < 50 {
-		t.Fatalf("only %d operations counted", total)
-	}
-	step := 1
-	if testing.Short() {
-		step = 7
-	}
-	for k := 0; k < total; k += step {
-		d := newDevice(t, v1)
-		srv := newServer(t)
-		u := newUpdate(t, srv, "2.0", v2raw, img, manifestOpts{})
-		h := newMemHub(d.p)
-		d.p.CutAfter(k)
-		cutBoots(t, k, d, srv, h, cutRun{
-			deliver: func() { h.full(u.service("wf", "")) },
-			run: func() error {
-				err := runAgent(t, d.agent(nil), h, succeeded(h, "wf", u))
-				if st, f := d.bootFacts(); (st.Primary == "B" && st.Pending == "") != (f["rootfs"] == 5) {
-					t.Fatalf("cut at %d: the bootloader holds %+v with floors %v", k, st, f)
-				}
-				return err
-			},
-			// What the journal says is verified in the slot, before this start.
-			allowed: func(int) int64 {
-				resumeAt := int64(0)
-				if rec, ok := loadRecord(t, d); ok && rec.Deployment != nil && len(rec.Deployment.Steps) == 1 {
-					if p := rec.Deployment.Steps[0].Progress; p.Cursor != nil {
-						resumeAt = p.Download.Offset
-					} else if p.Done {
-						resumeAt = int64(len(img))
-					}
-				}
-				return int64(len(img)) - resumeAt
-			},
-			bankOK: func(bank string) bool {
-				if bank == "A" {
-					return d.slotHolds("A", v1)
-				}
-				return d.slotHolds("B", v2raw)
-			},
-		})
-		if st := d.bootState(); st.Primary != "B" || st.Pending != "" || len(st.Bad) != 0 || !d.slotHolds("B", v2raw) || !d.slotHolds("A", v1) {
-			t.Fatalf("cut at %d: end state %+v", k, st)
-		}
-		if rec, _ := loadRecord(t, d); rec.SecurityFloors["rootfs"] != 5 {
-			t.Fatalf("cut at %d: journal floors %v", k, rec.SecurityFloors)
-		}
-	}
-}
-
-// cutRun is one power-cut case of a deployment for cutBoots.
-type cutRun struct {
-	deliver func()       // hands the deployment to the memHub, as the service does at each connect
-	run     func() error // one start of the agent, until the success report (nil) or an error
-	// allowed is how many bytes this start may download, read from the journal before it.
-	allowed func(boot int) int64
-	// bankOK tells whether the bank U-Boot just started holds what it must (bank A: the
-	// old content; bank B: the whole update).
-	bankOK func(bank string) bool
-}
-
-// cutBoots starts the device (its power set to go after k operations) until the deployment
-// succeeds: every start downloads no more than the journal left to verify, every reset
-// starts a good bank, and the power goes exactly once.
-func cutBoots(t *testing.T, k int, d *device, srv *server, h *memHub, c cutRun) {
-	t.Helper()
-	cuts := 0
-	for boot := 0; ; boot++ {
-		if boot > 8 {
-			t.Fatalf("cut at %d: no success after %d boots; reports %v", k, boot, h.all())
-		}
-		limit := c.allowed(boot)
-		g := srv.gen.Add(1)
-		c.deliver()
-		err := c.run()
-		srv.CloseClientConnections() // the boot is over: its requests end now
-		waitIdle(srv)
-		if got := srv.sentIn(g); got > limit {
-			t.Fatalf("cut at %d, boot %d: downloaded %d bytes, the journal left %d to verify", k, boot, got, limit)
-		}
-		if err == nil {
-			break // success reported
-		}
-		if d.p.IsOff() {
-			cuts++
-		} else if !errors.Is(err, ErrRebooting) {
-			t.Fatalf("cut at %d, boot %d: %v", k, boot, err)
-		}
-		if b := d.reset(); !c.bankOK(string(b.Slot)) {
-			t.Fatalf("cut at %d, boot %d: U-Boot started bank %s, which does not hold what it must", k, boot, b.Slot)
-		}
-	}
-	if cuts != 1 {
-		t.Fatalf("cut at %d: power went %d times (%d ops counted)", k, cuts, d.p.Ops())
-	}
-}
-
-func loadRecord(t testing.TB, d *device) (Record, bool) {
-	var r Record
-	a := d.agent(nil)
-	found, err := a.j.Load(&r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, found
 }
 
 // A slow health check after the reboot keeps the watchdog fed while it runs (the checks
@@ -375,17 +241,4 @@ func TestStateDirLock(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 	b.Close()
-}
-
-// waitIdle waits until no request handler of srv runs.
-func waitIdle(srv *server) {
-	for i := 0; i < 500; i++ {
-		srv.mu.Lock()
-		n := srv.active
-		srv.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

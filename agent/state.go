@@ -18,8 +18,10 @@ import (
 // step's progress the install package's resume record (install.Record), which holds the
 // download's state where version 3 had file_offset, file_hash, etag and last_modified of its
 // own; New carries them over (legacyProgress), so an install started by an older agent
-// resumes where it stopped.
-const StateVersion = 4
+// resumes where it stopped. Version 5 added Deployment.Copies (the spare bank's slots filled
+// from the running bank) and BankInfo.Sizes; nothing is carried over: a deployment an older
+// agent started plans its copies when it resumes.
+const StateVersion = 5
 
 // Phases of a deployment.
 const (
@@ -59,6 +61,9 @@ type BankInfo struct {
 	Criteria map[string]string `json:"installed_criteria,omitempty"`
 	// Versions maps slot class → the image version written.
 	Versions map[string]string `json:"versions,omitempty"`
+	// Sizes maps slot class → the bytes the agent put into the slot (an image's raw size, a
+	// copy's size): how much a copy of it takes.
+	Sizes map[string]int64 `json:"sizes,omitempty"`
 }
 
 // Outcome is a finished deployment.
@@ -98,6 +103,8 @@ type Deployment struct {
 	// Reboots counts reboots into the pending bank that did not come back in it.
 	Reboots int         `json:"reboots,omitempty"`
 	Steps   []StepState `json:"steps"`
+	// Copies are the slots of Bank that no step writes, filled from the running bank's.
+	Copies  []CopyState `json:"copies,omitempty"`
 	Started time.Time   `json:"started"`
 }
 
@@ -117,6 +124,26 @@ type StepState struct {
 	Criteria string     `json:"installed_criteria,omitempty"`
 	Source   Source     `json:"source"`
 	// Progress is the install's resume record.
+	Progress install.Record `json:"progress"`
+}
+
+// CopyState is a slot of the spare bank that no step of the deployment writes and whose class
+// the config neither shares nor leaves alone (slots.class.NAME.spare = "copy", the default):
+// it is filled with the running bank's slot of its class, so that the bank booted next is
+// whole. It is no manifest step and has no step result of its own.
+type CopyState struct {
+	Class string `json:"class"`
+	From  string `json:"from"` // the running bank's slot
+	Slot  string `json:"slot"` // the spare bank's slot
+	// Size is how many bytes are copied: what the agent put into From (BankInfo.Sizes), or,
+	// where that is not known (a factory image), what install.CopySize decides when the copy
+	// starts; 0 until then.
+	Size int64 `json:"size,omitempty"`
+	// Criteria and Version are what the running bank's BankInfo says of the class: the
+	// spare bank holds the same once the copy is done.
+	Criteria string `json:"installed_criteria,omitempty"`
+	Version  string `json:"version,omitempty"`
+	// Progress is the copy's resume record (install.FormatCopy).
 	Progress install.Record `json:"progress"`
 }
 

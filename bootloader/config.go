@@ -11,6 +11,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader/mcuboottrailer"
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/internal/tomlsection"
 	"github.com/aduflash/aduflash/mtd"
 )
@@ -19,10 +20,10 @@ import (
 var (
 	// ErrConfig: the [bootloader] section is missing, malformed, has unknown keys or is
 	// inconsistent. The message names the key (bootloader.<key>).
-	ErrConfig = errors.New("bootloader: invalid configuration")
+	ErrConfig = errkind.New(errkind.Input, "bootloader: invalid configuration")
 	// ErrUnsupported: the configured storage cannot be opened on this system (raw MTD and
 	// UBI need Linux). The error also wraps ubootenv.ErrUnsupported or mtd.ErrUnsupported.
-	ErrUnsupported = errors.New("bootloader: storage unsupported on this system")
+	ErrUnsupported = errkind.New(errkind.Environment, "bootloader: storage unsupported on this system")
 )
 
 // Backend types (the type key).
@@ -314,10 +315,10 @@ func (c *Config) normalizeMCUbootSlots() error {
 
 func knownType(t string) bool { return t == TypeUBoot || t == TypeGRUB || t == TypeMCUboot }
 
-func toSlots(banks []string) []Slot {
-	out := make([]Slot, len(banks))
+func toBanks(banks []string) []Bank {
+	out := make([]Bank, len(banks))
 	for i, b := range banks {
-		out[i] = Slot(b)
+		out[i] = Bank(b)
 	}
 	return out
 }
@@ -402,7 +403,7 @@ func Open(cfg Config, options ...OpenOption) (Backend, func() error, error) {
 	case TypeUBoot:
 		b, err = openUBoot(c, s, &cl)
 	case TypeGRUB:
-		b, err = NewGRUB(grubenv.Store{Path: c.GRUBEnv}, GRUBConfig{Slots: toSlots(c.Banks)})
+		b, err = NewGRUB(grubenv.Store{Path: c.GRUBEnv}, GRUBConfig{Banks: toBanks(c.Banks)})
 	case TypeMCUboot:
 		b, err = openMCUboot(c, s, &cl)
 	}
@@ -447,14 +448,14 @@ func openUBoot(c Config, s openSettings, cl *closers) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	var parts map[Slot]int
+	var parts map[Bank]int
 	if c.MenderParts != nil {
-		parts = map[Slot]int{}
+		parts = map[Bank]int{}
 		for k, v := range c.MenderParts {
-			parts[Slot(k)] = v
+			parts[Bank(k)] = v
 		}
 	}
-	return NewUBoot(env, UBootConfig{Preset: Preset(c.Preset), Slots: toSlots(c.Banks), Attempts: c.Attempts, MenderParts: parts})
+	return NewUBoot(env, UBootConfig{Preset: Preset(c.Preset), Banks: toBanks(c.Banks), Attempts: c.Attempts, MenderParts: parts})
 }
 
 func openMCUboot(c Config, s openSettings, cl *closers) (Backend, error) {
@@ -504,5 +505,5 @@ func openMCUboot(c Config, s openSettings, cl *closers) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewMCUboot(MCUbootConfig{Primary: pri, Secondary: sec, PrimaryName: Slot(c.Banks[0]), SecondaryName: Slot(c.Banks[1]), Mode: UpgradeMode(c.Mode)})
+	return NewMCUboot(MCUbootConfig{Primary: pri, Secondary: sec, PrimaryName: Bank(c.Banks[0]), SecondaryName: Bank(c.Banks[1]), Mode: UpgradeMode(c.Mode)})
 }

@@ -518,7 +518,7 @@ func TestOpenMCUbootFiles(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(st, bootloader.State{Primary: "A"}) {
 		t.Fatalf("%+v %v", st, err)
 	}
-	if err := b.MarkPending("A"); !errors.Is(err, bootloader.ErrPrimarySlot) {
+	if err := b.MarkPending("A"); !errors.Is(err, bootloader.ErrPrimaryBank) {
 		t.Fatal(err)
 	}
 	if err := closeFn(); err != nil {

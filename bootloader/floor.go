@@ -1,12 +1,13 @@
 package bootloader
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // VarSecFloor is the variable in which the U-Boot (every preset) and GRUB backends keep the
@@ -28,14 +29,14 @@ type FloorKeeper interface {
 	// ConfirmRaising is Confirm that raises the floors to at least raise in the same single
 	// write, so that a power cut leaves the old state with the old floors or the new state
 	// with the new ones. A nil raise is Confirm.
-	ConfirmRaising(s Slot, raise Floors) error
+	ConfirmRaising(s Bank, raise Floors) error
 	// RaiseFloors raises the floors to at least raise in one write (none when no floor rises).
 	RaiseFloors(raise Floors) error
 }
 
 // ErrFloorClass: a floor's class name cannot be stored in VarSecFloor (empty, or holding a
 // space or a control character).
-var ErrFloorClass = errors.New("slot class cannot be stored as an anti-rollback floor")
+var ErrFloorClass = errkind.New(errkind.Input, "slot class cannot be stored as an anti-rollback floor")
 
 // parseFloors reads the value of VarSecFloor.
 func parseFloors(v string) (Floors, error) {

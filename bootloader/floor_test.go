@@ -18,7 +18,7 @@ type floorBoard struct {
 		bootloader.FloorKeeper
 	}
 	env   *sim.MemEnv
-	reset func(t *testing.T) bootloader.Slot
+	reset func(t *testing.T) bootloader.Bank
 }
 
 // floorBoards are a U-Boot board for each preset and a GRUB board, each with bank A running.
@@ -27,7 +27,7 @@ func floorBoards(t *testing.T) []floorBoard {
 	for _, p := range presets {
 		b := newBoard(t, p, defaultEnv(p), 3)
 		out = append(out, floorBoard{name: "u-boot/" + string(p), bl: b.bl, env: b.env,
-			reset: func(t *testing.T) bootloader.Slot { return b.reset(t).Slot }})
+			reset: func(t *testing.T) bootloader.Bank { return b.reset(t).Bank }})
 	}
 	env := sim.NewMemEnv(nil)
 	g, err := bootloader.NewGRUB(env, bootloader.GRUBConfig{})

@@ -7,7 +7,7 @@ import (
 
 // GRUBConfig configures the GRUB backend.
 type GRUBConfig struct {
-	Slots []Slot // the banks, in order; default A, B
+	Banks []Bank // the banks, in order; default A, B
 }
 
 // GRUB is the state model over a GRUB environment block with RAUC's GRUB variables, which
@@ -18,47 +18,47 @@ type GRUBConfig struct {
 // RAUC's U-Boot variables, adu_pending marks the bank on trial.
 type GRUB struct {
 	store EnvStore
-	slots slotList
+	banks bankList
 }
 
 // NewGRUB returns a GRUB backend reading and writing through store (grubenv.Store).
 func NewGRUB(store EnvStore, cfg GRUBConfig) (*GRUB, error) {
-	g := &GRUB{store: store, slots: slotList(cfg.Slots)}
-	if len(g.slots) == 0 {
-		g.slots = slotList{"A", "B"}
+	g := &GRUB{store: store, banks: bankList(cfg.Banks)}
+	if len(g.banks) == 0 {
+		g.banks = bankList{"A", "B"}
 	}
-	if len(g.slots) < 2 {
-		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownSlot, g.slots)
+	if len(g.banks) < 2 {
+		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownBank, g.banks)
 	}
-	for _, s := range g.slots {
+	for _, s := range g.banks {
 		if s == "" || strings.ContainsAny(string(s), " \t\n=") {
-			return nil, fmt.Errorf("%w: bank name %q", ErrUnknownSlot, s)
+			return nil, fmt.Errorf("%w: bank name %q", ErrUnknownBank, s)
 		}
 	}
 	return g, nil
 }
 
-func okVar(s Slot) string  { return string(s) + "_OK" }
-func tryVar(s Slot) string { return string(s) + "_TRY" }
+func okVar(s Bank) string  { return string(s) + "_OK" }
+func tryVar(s Bank) string { return string(s) + "_TRY" }
 
 type grubBank struct{ ok, tried bool }
 
-func (g *GRUB) read() (map[string]string, []Slot, map[Slot]grubBank, error) {
+func (g *GRUB) read() (map[string]string, []Bank, map[Bank]grubBank, error) {
 	vars, err := g.store.Vars()
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	order := slotList(g.slots).parse(vars["ORDER"])
-	seen := map[Slot]bool{}
+	order := bankList(g.banks).parse(vars["ORDER"])
+	seen := map[Bank]bool{}
 	for _, s := range order {
 		seen[s] = true
 	}
-	for _, s := range g.slots {
+	for _, s := range g.banks {
 		if !seen[s] {
 			order = append(order, s)
 		}
 	}
-	banks := map[Slot]grubBank{}
+	banks := map[Bank]grubBank{}
 	for _, s := range order {
 		b := grubBank{ok: true}
 		for name, dst := range map[string]*bool{okVar(s): &b.ok, tryVar(s): &b.tried} {
@@ -86,13 +86,13 @@ func (g *GRUB) State() (State, error) {
 	return g.state(vars, order, banks), nil
 }
 
-func (g *GRUB) state(vars map[string]string, order []Slot, banks map[Slot]grubBank) State {
-	bad := map[Slot]bool{}
+func (g *GRUB) state(vars map[string]string, order []Bank, banks map[Bank]grubBank) State {
+	bad := map[Bank]bool{}
 	for s, b := range banks {
 		bad[s] = !b.ok
 	}
 	st := State{Primary: order[0]}
-	if p := Slot(vars[varPending]); p != "" && p == order[0] && banks[p].ok {
+	if p := Bank(vars[varPending]); p != "" && p == order[0] && banks[p].ok {
 		st.Pending = p
 		if !banks[p].tried {
 			st.AttemptsLeft = 1
@@ -113,13 +113,13 @@ func (g *GRUB) state(vars map[string]string, order []Slot, banks map[Slot]grubBa
 			break
 		}
 	}
-	st.Bad = sortedSlots(bad)
+	st.Bad = sortedBanks(bad)
 	return st
 }
 
 // MarkPending puts s first in ORDER, bootable and untried.
-func (g *GRUB) MarkPending(s Slot) error {
-	if err := g.slots.check(s); err != nil {
+func (g *GRUB) MarkPending(s Bank) error {
+	if err := g.banks.check(s); err != nil {
 		return err
 	}
 	vars, order, banks, err := g.read()
@@ -132,29 +132,29 @@ func (g *GRUB) MarkPending(s Slot) error {
 		fallback = st.Fallback
 	}
 	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimarySlot, s)
+		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimaryBank, s)
 	}
 	if fallback == "" || !banks[fallback].ok {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, s)
 	}
-	newOrder := []Slot{s, fallback}
+	newOrder := []Bank{s, fallback}
 	for _, x := range order {
 		if x != s && x != fallback {
 			newOrder = append(newOrder, x)
 		}
 	}
 	return g.store.Update(map[string]string{
-		"ORDER": joinSlots(newOrder), okVar(s): "1", tryVar(s): "0", varPending: string(s),
+		"ORDER": joinBanks(newOrder), okVar(s): "1", tryVar(s): "0", varPending: string(s),
 	}, nil)
 }
 
 // Confirm clears the booted bank's TRY flag (at every healthy boot) and ends its trial.
-func (g *GRUB) Confirm(s Slot) error { return g.ConfirmRaising(s, nil) }
+func (g *GRUB) Confirm(s Bank) error { return g.ConfirmRaising(s, nil) }
 
 // ConfirmRaising is Confirm that also raises the anti-rollback floors (VarSecFloor) in the
 // same rewrite of the environment block.
-func (g *GRUB) ConfirmRaising(s Slot, raise Floors) error {
-	if err := g.slots.check(s); err != nil {
+func (g *GRUB) ConfirmRaising(s Bank, raise Floors) error {
+	if err := g.banks.check(s); err != nil {
 		return err
 	}
 	vars, order, banks, err := g.read()
@@ -209,8 +209,8 @@ func (g *GRUB) RaiseFloors(raise Floors) error {
 }
 
 // MarkBad clears s's OK flag; a pending s ends its trial.
-func (g *GRUB) MarkBad(s Slot) error {
-	if err := g.slots.check(s); err != nil {
+func (g *GRUB) MarkBad(s Bank) error {
+	if err := g.banks.check(s); err != nil {
 		return err
 	}
 	vars, order, banks, err := g.read()
@@ -219,7 +219,7 @@ func (g *GRUB) MarkBad(s Slot) error {
 	}
 	st := g.state(vars, order, banks)
 	if st.Pending != s && st.Primary == s {
-		return fmt.Errorf("%w: %s is the confirmed bank GRUB boots; put another bank on trial instead", ErrPrimarySlot, s)
+		return fmt.Errorf("%w: %s is the confirmed bank GRUB boots; put another bank on trial instead", ErrPrimaryBank, s)
 	}
 	set := map[string]string{okVar(s): "0"}
 	var unset []string

@@ -15,18 +15,18 @@ import (
 
 // grubBooter resets a board that boots with examples/grub: the simulator or real GRUB.
 type grubBooter interface {
-	boot(t *testing.T) bootloader.Slot
+	boot(t *testing.T) bootloader.Bank
 }
 
 type simGRUB struct{ d *sim.GRUB }
 
-func (s simGRUB) boot(t *testing.T) bootloader.Slot {
+func (s simGRUB) boot(t *testing.T) bootloader.Bank {
 	t.Helper()
 	b, err := s.d.Reset()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b.Slot
+	return b.Bank
 }
 
 func grubBoard(t *testing.T) (*bootloader.GRUB, string) {
@@ -146,14 +146,14 @@ func testGRUBCycle(t *testing.T, g *bootloader.GRUB, path string, d grubBooter) 
 func TestGRUBRefusals(t *testing.T) {
 	g, _ := grubBoard(t)
 	for _, c := range []struct {
-		op   func(bootloader.Slot) error
-		s    bootloader.Slot
+		op   func(bootloader.Bank) error
+		s    bootloader.Bank
 		want error
 	}{
-		{g.MarkPending, "A", bootloader.ErrPrimarySlot},
-		{g.MarkPending, "X", bootloader.ErrUnknownSlot},
+		{g.MarkPending, "A", bootloader.ErrPrimaryBank},
+		{g.MarkPending, "X", bootloader.ErrUnknownBank},
 		{g.Confirm, "B", bootloader.ErrNotPrimary},
-		{g.MarkBad, "A", bootloader.ErrPrimarySlot},
+		{g.MarkBad, "A", bootloader.ErrPrimaryBank},
 	} {
 		if err := c.op(c.s); !errors.Is(err, c.want) {
 			t.Errorf("%q: %v, want %v", c.s, err, c.want)

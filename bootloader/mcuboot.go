@@ -46,7 +46,7 @@ type MCUbootConfig struct {
 	Primary, Secondary mcuboottrailer.Slot
 	// PrimaryName and SecondaryName are the bank names of the two slots; default "primary"
 	// and "secondary".
-	PrimaryName, SecondaryName Slot
+	PrimaryName, SecondaryName Bank
 	// Mode is the upgrade MarkPending requests; default UpgradeTest.
 	Mode UpgradeMode
 }
@@ -84,8 +84,8 @@ type MCUbootConfig struct {
 // The operations, each one trailer transaction (mcuboottrailer's ordered unit writes):
 //
 //   - MarkPending(secondary): request the configured upgrade (boot_set_pending). Refused
-//     for primary (ErrPrimarySlot) and for secondary during a trial, since it then holds the
-//     image MCUboot reverts to (ErrPrimarySlot). A test request writes magic then swap_info;
+//     for primary (ErrPrimaryBank) and for secondary during a trial, since it then holds the
+//     image MCUboot reverts to (ErrPrimaryBank). A test request writes magic then swap_info;
 //     a permanent one writes image_ok first, then magic, then swap_info, so that no power cut
 //     can leave a test request behind (bootutil writes the magic first). Units that already
 //     hold the wanted value are skipped, so a request cut by a power failure is completed
@@ -103,11 +103,11 @@ type MCUbootConfig struct {
 //   - MarkBad(primary) during a trial writes nothing and returns nil: MCUboot reverts at
 //     the next reset unless the image confirms itself, and nothing in the trailers can make
 //     that happen sooner; State still shows the trial until the reset. Outside a trial it is
-//     ErrPrimarySlot (the primary slot holds the only image MCUboot boots).
+//     ErrPrimaryBank (the primary slot holds the only image MCUboot boots).
 type MCUboot struct {
 	pri, sec mcuboottrailer.Slot
-	priName  Slot
-	secName  Slot
+	priName  Bank
+	secName  Bank
 	mode     UpgradeMode
 	maxAlign int
 	erased   byte
@@ -123,13 +123,13 @@ func NewMCUboot(cfg MCUbootConfig) (*MCUboot, error) {
 	if m.secName == "" {
 		m.secName = "secondary"
 	}
-	for _, s := range []Slot{m.priName, m.secName} {
+	for _, s := range []Bank{m.priName, m.secName} {
 		if strings.ContainsAny(string(s), " \t\n=") {
-			return nil, fmt.Errorf("%w: bank name %q contains a space or '='", ErrUnknownSlot, s)
+			return nil, fmt.Errorf("%w: bank name %q contains a space or '='", ErrUnknownBank, s)
 		}
 	}
 	if m.priName == m.secName {
-		return nil, fmt.Errorf("%w: both MCUboot slots are named %q", ErrUnknownSlot, m.priName)
+		return nil, fmt.Errorf("%w: both MCUboot slots are named %q", ErrUnknownBank, m.priName)
 	}
 	mode, err := ParseUpgradeMode(string(m.mode))
 	if err != nil {
@@ -159,8 +159,8 @@ func effMaxAlign(s mcuboottrailer.Slot) int {
 	return max(mcuboot.DefaultMaxAlign, s.WriteSize)
 }
 
-func (m *MCUboot) check(s Slot) error {
-	return slotList{m.priName, m.secName}.check(s)
+func (m *MCUboot) check(s Bank) error {
+	return bankList{m.priName, m.secName}.check(s)
 }
 
 // trailers reads both trailers.
@@ -204,7 +204,7 @@ func (m *MCUboot) view() (mcubootView, error) {
 		if p.Magic == mcuboottrailer.MagicGood && p.SwapType == mcuboottrailer.SwapRevert &&
 			p.CopyDone == mcuboottrailer.FlagSet && p.ImageOK == mcuboottrailer.FlagSet &&
 			s.Magic == mcuboottrailer.MagicUnset {
-			v.st.Bad = []Slot{m.secName}
+			v.st.Bad = []Bank{m.secName}
 		}
 	}
 	return v, nil
@@ -217,13 +217,13 @@ func (m *MCUboot) State() (State, error) {
 }
 
 // MarkPending requests the configured upgrade of the image in the secondary slot.
-func (m *MCUboot) MarkPending(s Slot) error {
+func (m *MCUboot) MarkPending(s Bank) error {
 	if err := m.check(s); err != nil {
 		return err
 	}
 	if s == m.priName {
 		return fmt.Errorf("%w: %s is MCUboot's primary slot, which always runs; write the update into %s and mark that pending",
-			ErrPrimarySlot, s, m.secName)
+			ErrPrimaryBank, s, m.secName)
 	}
 	v, err := m.view()
 	if err != nil {
@@ -231,7 +231,7 @@ func (m *MCUboot) MarkPending(s Slot) error {
 	}
 	if v.swap == mcuboottrailer.SwapRevert {
 		return fmt.Errorf("%w: %s holds the image MCUboot reverts to while %s is on trial; confirm %s or let it revert first",
-			ErrPrimarySlot, s, m.priName, m.priName)
+			ErrPrimaryBank, s, m.priName, m.priName)
 	}
 	perm := m.mode == UpgradePermanent
 	sec := m.sec
@@ -326,7 +326,7 @@ func (m *MCUboot) eraseTrailer(sec mcuboottrailer.Slot, why string) error {
 }
 
 // Confirm writes image_ok in the primary trailer during a trial; otherwise it writes nothing.
-func (m *MCUboot) Confirm(s Slot) error {
+func (m *MCUboot) Confirm(s Bank) error {
 	if err := m.check(s); err != nil {
 		return err
 	}
@@ -344,7 +344,7 @@ func (m *MCUboot) Confirm(s Slot) error {
 }
 
 // MarkBad cancels a pending request of the secondary slot; see the type's comment.
-func (m *MCUboot) MarkBad(s Slot) error {
+func (m *MCUboot) MarkBad(s Bank) error {
 	if err := m.check(s); err != nil {
 		return err
 	}
@@ -356,7 +356,7 @@ func (m *MCUboot) MarkBad(s Slot) error {
 		if v.swap == mcuboottrailer.SwapRevert {
 			return nil // MCUboot reverts at the next reset unless the image confirms itself.
 		}
-		return fmt.Errorf("%w: %s holds the only image MCUboot boots; MCUboot has no bad flag", ErrPrimarySlot, s)
+		return fmt.Errorf("%w: %s holds the only image MCUboot boots; MCUboot has no bad flag", ErrPrimaryBank, s)
 	}
 	switch v.swap {
 	case mcuboottrailer.SwapRevert:

@@ -90,7 +90,7 @@ func (b *mcuBoard) reset(t *testing.T, want mcuboottrailer.SwapType) {
 	t.Helper()
 	boot, err := b.boot.Reset()
 	must(t, err)
-	if b.boot.LastSwap != want || boot.Slot != "primary" || boot.Rollback != (want == mcuboottrailer.SwapRevert) {
+	if b.boot.LastSwap != want || boot.Bank != "primary" || boot.Rollback != (want == mcuboottrailer.SwapRevert) {
 		t.Fatalf("reset: swap %s, boot %+v; want swap %s", b.boot.LastSwap, boot, want)
 	}
 }
@@ -109,7 +109,7 @@ var (
 	mcuTest     = bootloader.State{Primary: "secondary", Pending: "secondary", AttemptsLeft: 1, Fallback: "primary"}
 	mcuPerm     = bootloader.State{Primary: "secondary", Pending: "secondary", AttemptsLeft: 1}
 	mcuTrial    = bootloader.State{Primary: "primary", Pending: "primary", Fallback: "secondary"}
-	mcuReverted = bootloader.State{Primary: "primary", Bad: []bootloader.Slot{"secondary"}}
+	mcuReverted = bootloader.State{Primary: "primary", Bad: []bootloader.Bank{"secondary"}}
 )
 
 func TestMCUbootCycle(t *testing.T) {
@@ -197,12 +197,12 @@ func TestMCUbootRefusals(t *testing.T) {
 	}
 	b.write(t, b.sec, mcuImage(2, 4000))
 	b.flash.ResetCounters()
-	noWrite("MarkPending(primary)", bl.MarkPending("primary"), bootloader.ErrPrimarySlot)
-	noWrite("MarkPending(C)", bl.MarkPending("C"), bootloader.ErrUnknownSlot)
-	noWrite("Confirm(C)", bl.Confirm("C"), bootloader.ErrUnknownSlot)
-	noWrite("MarkBad(C)", bl.MarkBad("C"), bootloader.ErrUnknownSlot)
+	noWrite("MarkPending(primary)", bl.MarkPending("primary"), bootloader.ErrPrimaryBank)
+	noWrite("MarkPending(C)", bl.MarkPending("C"), bootloader.ErrUnknownBank)
+	noWrite("Confirm(C)", bl.Confirm("C"), bootloader.ErrUnknownBank)
+	noWrite("MarkBad(C)", bl.MarkBad("C"), bootloader.ErrUnknownBank)
 	noWrite("Confirm(secondary)", bl.Confirm("secondary"), bootloader.ErrNotPrimary)
-	noWrite("MarkBad(primary)", bl.MarkBad("primary"), bootloader.ErrPrimarySlot)
+	noWrite("MarkBad(primary)", bl.MarkBad("primary"), bootloader.ErrPrimaryBank)
 	must(t, bl.MarkBad("secondary")) // nothing requested: nothing to record
 	wantState(t, bl, mcuIdle)
 
@@ -210,7 +210,7 @@ func TestMCUbootRefusals(t *testing.T) {
 	must(t, bl.MarkPending("secondary"))
 	b.reset(t, mcuboottrailer.SwapTest)
 	b.flash.ResetCounters()
-	noWrite("MarkPending(secondary) on trial", bl.MarkPending("secondary"), bootloader.ErrPrimarySlot)
+	noWrite("MarkPending(secondary) on trial", bl.MarkPending("secondary"), bootloader.ErrPrimaryBank)
 	noWrite("MarkBad(secondary) on trial", bl.MarkBad("secondary"), bootloader.ErrNoFallback)
 	wantState(t, bl, mcuTrial)
 

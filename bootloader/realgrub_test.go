@@ -64,7 +64,7 @@ func (r *realGRUB) run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-func (r *realGRUB) boot(t *testing.T) bootloader.Slot {
+func (r *realGRUB) boot(t *testing.T) bootloader.Bank {
 	t.Helper()
 	if _, err := os.Stat(r.host); err == nil {
 		r.run(t, "mcopy", "-o", "-i", r.img, r.host, "::/boot/grub/grubenv")
@@ -90,7 +90,7 @@ func (r *realGRUB) boot(t *testing.T) bootloader.Slot {
 	}
 	slot := strings.Fields(console[i+len("ADU-GRUB slot="):])[0]
 	r.run(t, "mcopy", "-o", "-i", r.img, "::/boot/grub/grubenv", r.host)
-	return bootloader.Slot(slot)
+	return bootloader.Bank(slot)
 }
 
 // The GRUB cycle of TestGRUBCycle with GRUB itself running examples/grub/aduflash-select.cfg.

@@ -125,7 +125,7 @@ func newRealBoard(t *testing.T, p bootloader.Preset, script string, attempts int
 }
 
 // boot resets the board and returns the bank Linux was started with and the console.
-func (b *realBoard) boot(t *testing.T) (bootloader.Slot, string) {
+func (b *realBoard) boot(t *testing.T) (bootloader.Bank, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -145,7 +145,7 @@ func (b *realBoard) boot(t *testing.T) (bootloader.Slot, string) {
 	}
 	for _, f := range strings.Fields(line) {
 		if s, ok := strings.CutPrefix(f, "adu.slot="); ok {
-			return bootloader.Slot(s), out
+			return bootloader.Bank(s), out
 		}
 	}
 	t.Fatalf("no adu.slot= in %q", line)
@@ -208,7 +208,7 @@ func TestRealUBootTrialRollbackConfirm(t *testing.T) {
 			st := b.state(t)
 			switch bs.preset {
 			case bootloader.PresetAduflash:
-				if want := (bootloader.State{Primary: "A", Bad: []bootloader.Slot{"B"}}); !reflect.DeepEqual(st, want) {
+				if want := (bootloader.State{Primary: "A", Bad: []bootloader.Bank{"B"}}); !reflect.DeepEqual(st, want) {
 					t.Fatalf("after the rollback U-Boot saved %+v, want %+v", st, want)
 				}
 			case bootloader.PresetMender:

@@ -1,8 +1,8 @@
-// Package bootloader owns the one slot state model every boot backend maps onto (DESIGN.md §4)
+// Package bootloader owns the one bank state model every boot backend maps onto (DESIGN.md §4)
 // and the U-Boot environment presets that express it: aduflash's own variables, Mender's and
 // RAUC's, so that existing boot scripts keep working.
 //
-// Every slot has four facts: active (what booted; told by the slots layer, not by the
+// Every bank has four facts: active (what booted; told by the slots layer, not by the
 // bootloader), primary (what the bootloader boots by default), pending (booted next with a
 // number of attempts, reverted by the bootloader unless confirmed) and bad. The operations
 // MarkPending, Confirm and MarkBad each compute the whole transition first and then make
@@ -17,32 +17,33 @@
 package bootloader
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
-// Slot names a bank of slots that switch together, e.g. "A" or "B".
-type Slot string
+// Bank names a bank: the slots that switch together, e.g. "A" or "B".
+type Bank string
 
 // State is what the bootloader will do at the next reset.
 type State struct {
 	// Primary is the bank the bootloader boots by default (during a trial: the bank on trial).
-	Primary Slot `json:"primary"`
+	Primary Bank `json:"primary"`
 	// Pending is the bank on trial, or "" when none is. While a bank is pending the
 	// bootloader falls back to Fallback once AttemptsLeft reaches zero.
-	Pending Slot `json:"pending,omitempty"`
+	Pending Bank `json:"pending,omitempty"`
 	// AttemptsLeft counts the boots the pending bank still gets.
 	AttemptsLeft int `json:"attempts_left,omitempty"`
 	// Fallback is the bank the bootloader returns to if the pending bank is not confirmed.
-	Fallback Slot `json:"fallback,omitempty"`
+	Fallback Bank `json:"fallback,omitempty"`
 	// Bad lists the banks marked bad (by MarkBad, or by the bootloader's rollback), sorted.
-	Bad []Slot `json:"bad,omitempty"`
+	Bad []Bank `json:"bad,omitempty"`
 }
 
 // IsBad reports whether s is marked bad.
-func (st State) IsBad(s Slot) bool {
+func (st State) IsBad(s Bank) bool {
 	for _, b := range st.Bad {
 		if b == s {
 			return true
@@ -56,12 +57,12 @@ type Backend interface {
 	State() (State, error)
 	// MarkPending makes s the bank booted next, on trial: if it is not confirmed within the
 	// configured attempts the bootloader returns to the current primary bank.
-	MarkPending(s Slot) error
+	MarkPending(s Bank) error
 	// Confirm makes the pending bank s, which must be the one that booted, permanent.
-	Confirm(s Slot) error
+	Confirm(s Bank) error
 	// MarkBad records that s must not be booted; if s is pending, the trial is cancelled and
 	// the fallback bank becomes primary again.
-	MarkBad(s Slot) error
+	MarkBad(s Bank) error
 }
 
 // Banks adapts a Backend to the question the slots layer asks of it to tell the running bank
@@ -76,17 +77,17 @@ func (b Banks) BootBanks() (primary, pending string, err error) {
 
 // Errors of the state model. Callers test them with errors.Is.
 var (
-	// ErrUnknownSlot: the slot is not one of the configured banks.
-	ErrUnknownSlot = errors.New("unknown slot")
-	// ErrPrimarySlot: the operation would make no sense on the bank the bootloader boots
+	// ErrUnknownBank: the bank is not one of the configured banks.
+	ErrUnknownBank = errkind.New(errkind.Usage, "unknown bank")
+	// ErrPrimaryBank: the operation would make no sense on the bank the bootloader boots
 	// now (marking it pending, or marking the confirmed primary bad with no fallback).
-	ErrPrimarySlot = errors.New("slot is the primary slot")
+	ErrPrimaryBank = errkind.New(errkind.Input, "bank is the primary bank")
 	// ErrNotPrimary: Confirm of a bank the bootloader does not boot (it rolled back).
-	ErrNotPrimary = errors.New("slot is not the primary slot")
+	ErrNotPrimary = errkind.New(errkind.Input, "bank is not the primary bank")
 	// ErrNoFallback: no other bank is left that is not bad.
-	ErrNoFallback = errors.New("no good slot to fall back to")
+	ErrNoFallback = errkind.New(errkind.Input, "no good bank to fall back to")
 	// ErrBadState: the bootloader variables are inconsistent or malformed.
-	ErrBadState = errors.New("bootloader state is invalid")
+	ErrBadState = errkind.New(errkind.Input, "bootloader state is invalid")
 )
 
 // EnvStore is what a U-Boot backend needs from the environment: a fresh read of all variables,
@@ -97,19 +98,19 @@ type EnvStore interface {
 	Update(set map[string]string, unset []string) error
 }
 
-// slotList is the configured banks.
-type slotList []Slot
+// bankList is the configured banks.
+type bankList []Bank
 
-func (l slotList) check(s Slot) error {
+func (l bankList) check(s Bank) error {
 	for _, x := range l {
 		if x == s {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q (configured: %s)", ErrUnknownSlot, s, l)
+	return fmt.Errorf("%w: %q (configured: %s)", ErrUnknownBank, s, l)
 }
 
-func (l slotList) String() string {
+func (l bankList) String() string {
 	parts := make([]string, len(l))
 	for i, s := range l {
 		parts[i] = string(s)
@@ -117,13 +118,13 @@ func (l slotList) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// parseSlots reads a space-separated list of banks (e.g. adu_bad, BOOT_ORDER), keeping only
+// parse reads a space-separated list of banks (e.g. adu_bad, BOOT_ORDER), keeping only
 // configured banks, without duplicates, in the given order.
-func (l slotList) parse(v string) []Slot {
-	var out []Slot
-	seen := map[Slot]bool{}
+func (l bankList) parse(v string) []Bank {
+	var out []Bank
+	seen := map[Bank]bool{}
 	for _, f := range strings.Fields(v) {
-		s := Slot(f)
+		s := Bank(f)
 		if l.check(s) == nil && !seen[s] {
 			seen[s] = true
 			out = append(out, s)
@@ -132,7 +133,7 @@ func (l slotList) parse(v string) []Slot {
 	return out
 }
 
-func joinSlots(s []Slot) string {
+func joinBanks(s []Bank) string {
 	parts := make([]string, len(s))
 	for i, x := range s {
 		parts[i] = string(x)
@@ -140,8 +141,8 @@ func joinSlots(s []Slot) string {
 	return strings.Join(parts, " ")
 }
 
-func sortedSlots(set map[Slot]bool) []Slot {
-	var out []Slot
+func sortedBanks(set map[Bank]bool) []Bank {
+	var out []Bank
 	for s, ok := range set {
 		if ok {
 			out = append(out, s)

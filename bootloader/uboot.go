@@ -39,37 +39,37 @@ func ParsePreset(s string) (Preset, error) {
 // UBootConfig configures a U-Boot backend.
 type UBootConfig struct {
 	Preset Preset // default PresetAduflash
-	Slots  []Slot // the banks, in order; default A, B
+	Banks  []Bank // the banks, in order; default A, B
 	// Attempts is how many boots a pending bank gets (bootlimit, BOOT_x_LEFT). Default 3;
 	// Mender's default env has bootlimit=1 and this preset keeps an existing bootlimit.
 	Attempts int
 	// MenderParts maps banks to mender_boot_part numbers; default A=2, B=3.
-	MenderParts map[Slot]int
+	MenderParts map[Bank]int
 }
 
 // UBoot is the state model over a U-Boot environment.
 type UBoot struct {
 	store    EnvStore
-	slots    slotList
+	banks    bankList
 	attempts int
 	p        preset
 }
 
 // NewUBoot returns a U-Boot backend that reads and writes through store.
 func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
-	u := &UBoot{store: store, slots: slotList(cfg.Slots), attempts: cfg.Attempts}
-	if len(u.slots) == 0 {
-		u.slots = slotList{"A", "B"}
+	u := &UBoot{store: store, banks: bankList(cfg.Banks), attempts: cfg.Attempts}
+	if len(u.banks) == 0 {
+		u.banks = bankList{"A", "B"}
 	}
-	seen := map[Slot]bool{}
-	for _, s := range u.slots {
+	seen := map[Bank]bool{}
+	for _, s := range u.banks {
 		if s == "" || strings.ContainsAny(string(s), " \t\n=") || seen[s] {
-			return nil, fmt.Errorf("%w: bank name %q is empty, repeated or contains a space or '='", ErrUnknownSlot, s)
+			return nil, fmt.Errorf("%w: bank name %q is empty, repeated or contains a space or '='", ErrUnknownBank, s)
 		}
 		seen[s] = true
 	}
-	if len(u.slots) < 2 {
-		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownSlot, u.slots)
+	if len(u.banks) < 2 {
+		return nil, fmt.Errorf("%w: need at least two banks, have %s", ErrUnknownBank, u.banks)
 	}
 	if u.attempts == 0 {
 		u.attempts = 3
@@ -81,20 +81,20 @@ func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
 	case PresetAduflash, "":
 		u.p = &aduflashPreset{u: u}
 	case PresetMender:
-		if len(u.slots) != 2 {
-			return nil, fmt.Errorf("the mender preset has exactly two banks, not %d", len(u.slots))
+		if len(u.banks) != 2 {
+			return nil, fmt.Errorf("the mender preset has exactly two banks, not %d", len(u.banks))
 		}
 		parts := cfg.MenderParts
 		if parts == nil {
-			parts = map[Slot]int{u.slots[0]: 2, u.slots[1]: 3}
+			parts = map[Bank]int{u.banks[0]: 2, u.banks[1]: 3}
 		}
-		for _, s := range u.slots {
+		for _, s := range u.banks {
 			if parts[s] <= 0 {
 				return nil, fmt.Errorf("mender preset: no partition number for bank %q", s)
 			}
 		}
-		if parts[u.slots[0]] == parts[u.slots[1]] {
-			return nil, fmt.Errorf("mender preset: banks %s share partition %d", u.slots, parts[u.slots[0]])
+		if parts[u.banks[0]] == parts[u.banks[1]] {
+			return nil, fmt.Errorf("mender preset: banks %s share partition %d", u.banks, parts[u.banks[0]])
 		}
 		u.p = &menderPreset{u: u, parts: parts}
 	case PresetRAUC:
@@ -118,12 +118,12 @@ func (c *changes) Unset(k string)  { c.unset = append(c.unset, k) }
 // preset maps the state model onto one set of variables.
 type preset interface {
 	state(vars map[string]string) (State, error)
-	pending(c *changes, st State, s, fallback Slot)
-	confirm(c *changes, st State, s Slot)
-	cancel(c *changes, st State, s, fallback Slot) // MarkBad of the pending bank
-	setBad(c *changes, st State, s Slot, bad bool)
+	pending(c *changes, st State, s, fallback Bank)
+	confirm(c *changes, st State, s Bank)
+	cancel(c *changes, st State, s, fallback Bank) // MarkBad of the pending bank
+	setBad(c *changes, st State, s Bank, bad bool)
 	// healthy is Confirm of the primary bank outside a trial: the booted bank is fine.
-	healthy(c *changes, vars map[string]string, st State, s Slot)
+	healthy(c *changes, vars map[string]string, st State, s Bank)
 }
 
 // State reads the bootloader state.
@@ -135,8 +135,8 @@ func (u *UBoot) State() (State, error) {
 	return u.p.state(vars)
 }
 
-func (u *UBoot) begin(s Slot) (map[string]string, State, *changes, error) {
-	if err := u.slots.check(s); err != nil {
+func (u *UBoot) begin(s Bank) (map[string]string, State, *changes, error) {
+	if err := u.banks.check(s); err != nil {
 		return nil, State{}, nil, err
 	}
 	vars, err := u.store.Vars()
@@ -158,7 +158,7 @@ func (u *UBoot) commit(c *changes) error {
 }
 
 // MarkPending makes s the bank booted next, on trial.
-func (u *UBoot) MarkPending(s Slot) error {
+func (u *UBoot) MarkPending(s Bank) error {
 	_, st, c, err := u.begin(s)
 	if err != nil {
 		return err
@@ -168,7 +168,7 @@ func (u *UBoot) MarkPending(s Slot) error {
 		fallback = st.Fallback
 	}
 	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank the bootloader returns to; it cannot be put on trial", ErrPrimarySlot, s)
+		return fmt.Errorf("%w: %s is the bank the bootloader returns to; it cannot be put on trial", ErrPrimaryBank, s)
 	}
 	if fallback == "" {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, st.Primary)
@@ -179,11 +179,11 @@ func (u *UBoot) MarkPending(s Slot) error {
 
 // Confirm makes the booted bank s permanent. Called again on every healthy boot it writes
 // nothing, except with RAUC's variables, whose boot script spends an attempt at every boot.
-func (u *UBoot) Confirm(s Slot) error { return u.ConfirmRaising(s, nil) }
+func (u *UBoot) Confirm(s Bank) error { return u.ConfirmRaising(s, nil) }
 
 // ConfirmRaising is Confirm that also raises the anti-rollback floors (VarSecFloor) in the
 // same environment write.
-func (u *UBoot) ConfirmRaising(s Slot, raise Floors) error {
+func (u *UBoot) ConfirmRaising(s Bank, raise Floors) error {
 	vars, st, c, err := u.begin(s)
 	if err != nil {
 		return err
@@ -226,7 +226,7 @@ func (u *UBoot) RaiseFloors(raise Floors) error {
 }
 
 // MarkBad records that s must not be booted.
-func (u *UBoot) MarkBad(s Slot) error {
+func (u *UBoot) MarkBad(s Bank) error {
 	_, st, c, err := u.begin(s)
 	if err != nil {
 		return err
@@ -235,7 +235,7 @@ func (u *UBoot) MarkBad(s Slot) error {
 	case st.Pending == s:
 		u.p.cancel(c, st, s, st.Fallback)
 	case st.Primary == s:
-		return fmt.Errorf("%w: %s is the confirmed bank the bootloader boots; put another bank on trial instead", ErrPrimarySlot, s)
+		return fmt.Errorf("%w: %s is the confirmed bank the bootloader boots; put another bank on trial instead", ErrPrimaryBank, s)
 	default:
 		if st.IsBad(s) {
 			return nil
@@ -275,20 +275,20 @@ func hexVar(vars map[string]string, name string, def int) (int, error) {
 }
 
 // badList keeps the adu_bad variable of the aduflash and mender presets.
-type badList struct{ slots slotList }
+type badList struct{ banks bankList }
 
 const varBad = "adu_bad"
 
-func (b badList) read(vars map[string]string) []Slot {
-	set := map[Slot]bool{}
-	for _, s := range b.slots.parse(vars[varBad]) {
+func (b badList) read(vars map[string]string) []Bank {
+	set := map[Bank]bool{}
+	for _, s := range b.banks.parse(vars[varBad]) {
 		set[s] = true
 	}
-	return sortedSlots(set)
+	return sortedBanks(set)
 }
 
-func (b badList) write(c *changes, st State, s Slot, bad bool) {
-	set := map[Slot]bool{}
+func (b badList) write(c *changes, st State, s Bank, bad bool) {
+	set := map[Bank]bool{}
 	for _, x := range st.Bad {
 		set[x] = true
 	}
@@ -296,8 +296,8 @@ func (b badList) write(c *changes, st State, s Slot, bad bool) {
 		return
 	}
 	set[s] = bad
-	if l := sortedSlots(set); len(l) > 0 {
-		c.Set(varBad, joinSlots(l))
+	if l := sortedBanks(set); len(l) > 0 {
+		c.Set(varBad, joinBanks(l))
 	} else {
 		c.Unset(varBad)
 	}
@@ -324,10 +324,10 @@ const (
 )
 
 func (p *aduflashPreset) state(vars map[string]string) (State, error) {
-	st := State{Primary: p.u.slots[0], Bad: badList{p.u.slots}.read(vars)}
+	st := State{Primary: p.u.banks[0], Bad: badList{p.u.banks}.read(vars)}
 	if v, ok := vars[varSlot]; ok {
-		st.Primary = Slot(v)
-		if err := p.u.slots.check(st.Primary); err != nil {
+		st.Primary = Bank(v)
+		if err := p.u.banks.check(st.Primary); err != nil {
 			return State{}, fmt.Errorf("%w: %s=%q: %w", ErrBadState, varSlot, v, err)
 		}
 	}
@@ -335,8 +335,8 @@ func (p *aduflashPreset) state(vars map[string]string) (State, error) {
 		return st, nil
 	}
 	st.Pending = st.Primary
-	st.Fallback = Slot(vars[varPrevSlot])
-	if err := p.u.slots.check(st.Fallback); err != nil || st.Fallback == st.Primary {
+	st.Fallback = Bank(vars[varPrevSlot])
+	if err := p.u.banks.check(st.Fallback); err != nil || st.Fallback == st.Primary {
 		return State{}, fmt.Errorf("%w: %s=1 but %s=%q is not another bank", ErrBadState, varUpgrade, varPrevSlot, vars[varPrevSlot])
 	}
 	return withAttempts(st, vars, p.u.attempts)
@@ -357,7 +357,7 @@ func withAttempts(st State, vars map[string]string, defLimit int) (State, error)
 	return st, nil
 }
 
-func (p *aduflashPreset) pending(c *changes, st State, s, fallback Slot) {
+func (p *aduflashPreset) pending(c *changes, st State, s, fallback Bank) {
 	c.Set(varSlot, string(s))
 	c.Set(varPrevSlot, string(fallback))
 	c.Set(varUpgrade, "1")
@@ -367,14 +367,14 @@ func (p *aduflashPreset) pending(c *changes, st State, s, fallback Slot) {
 	p.setBad(c, st, s, false)
 }
 
-func (p *aduflashPreset) confirm(c *changes, st State, s Slot) {
+func (p *aduflashPreset) confirm(c *changes, st State, s Bank) {
 	c.Set(varUpgrade, "0")
 	c.Set(varBootcount, "0")
 	c.Unset(varPrevSlot)
 	p.setBad(c, st, s, false)
 }
 
-func (p *aduflashPreset) cancel(c *changes, st State, s, fallback Slot) {
+func (p *aduflashPreset) cancel(c *changes, st State, s, fallback Bank) {
 	c.Set(varSlot, string(fallback))
 	c.Set(varUpgrade, "0")
 	c.Set(varBootcount, "0")
@@ -382,11 +382,11 @@ func (p *aduflashPreset) cancel(c *changes, st State, s, fallback Slot) {
 	p.setBad(c, st, s, true)
 }
 
-func (p *aduflashPreset) setBad(c *changes, st State, s Slot, bad bool) {
-	badList{p.u.slots}.write(c, st, s, bad)
+func (p *aduflashPreset) setBad(c *changes, st State, s Bank, bad bool) {
+	badList{p.u.banks}.write(c, st, s, bad)
 }
 
-func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Slot) {
+func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Bank) {
 	p.setBad(c, st, s, false)
 }
 
@@ -394,7 +394,7 @@ func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Sl
 
 type menderPreset struct {
 	u     *UBoot
-	parts map[Slot]int
+	parts map[Bank]int
 }
 
 const (
@@ -402,15 +402,15 @@ const (
 	varMenderPartHex = "mender_boot_part_hex"
 )
 
-func (p *menderPreset) other(s Slot) Slot {
-	if p.u.slots[0] == s {
-		return p.u.slots[1]
+func (p *menderPreset) other(s Bank) Bank {
+	if p.u.banks[0] == s {
+		return p.u.banks[1]
 	}
-	return p.u.slots[0]
+	return p.u.banks[0]
 }
 
 func (p *menderPreset) state(vars map[string]string) (State, error) {
-	st := State{Primary: p.u.slots[0], Bad: badList{p.u.slots}.read(vars)}
+	st := State{Primary: p.u.banks[0], Bad: badList{p.u.banks}.read(vars)}
 	if v, ok := vars[varMenderPart]; ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		found := false
@@ -431,36 +431,36 @@ func (p *menderPreset) state(vars map[string]string) (State, error) {
 	return withAttempts(st, vars, 1)
 }
 
-func (p *menderPreset) boot(c *changes, s Slot) {
+func (p *menderPreset) boot(c *changes, s Bank) {
 	c.Set(varMenderPart, strconv.Itoa(p.parts[s]))
 	c.Set(varMenderPartHex, strconv.FormatInt(int64(p.parts[s]), 16))
 }
 
-func (p *menderPreset) pending(c *changes, st State, s, _ Slot) {
+func (p *menderPreset) pending(c *changes, st State, s, _ Bank) {
 	p.boot(c, s)
 	c.Set(varUpgrade, "1")
 	c.Set(varBootcount, "0")
 	p.setBad(c, st, s, false)
 }
 
-func (p *menderPreset) confirm(c *changes, st State, s Slot) {
+func (p *menderPreset) confirm(c *changes, st State, s Bank) {
 	c.Set(varUpgrade, "0")
 	c.Set(varBootcount, "0")
 	p.setBad(c, st, s, false)
 }
 
-func (p *menderPreset) cancel(c *changes, st State, s, fallback Slot) {
+func (p *menderPreset) cancel(c *changes, st State, s, fallback Bank) {
 	p.boot(c, fallback)
 	c.Set(varUpgrade, "0")
 	c.Set(varBootcount, "0")
 	p.setBad(c, st, s, true)
 }
 
-func (p *menderPreset) setBad(c *changes, st State, s Slot, bad bool) {
-	badList{p.u.slots}.write(c, st, s, bad)
+func (p *menderPreset) setBad(c *changes, st State, s Bank, bad bool) {
+	badList{p.u.banks}.write(c, st, s, bad)
 }
 
-func (p *menderPreset) healthy(c *changes, _ map[string]string, st State, s Slot) {
+func (p *menderPreset) healthy(c *changes, _ map[string]string, st State, s Bank) {
 	p.setBad(c, st, s, false)
 }
 
@@ -473,19 +473,19 @@ const (
 	varPending   = "adu_pending"
 )
 
-func leftVar(s Slot) string { return "BOOT_" + string(s) + "_LEFT" }
+func leftVar(s Bank) string { return "BOOT_" + string(s) + "_LEFT" }
 
 // order is BOOT_ORDER with every configured bank present: listed ones first, the rest after.
-func (p *raucPreset) order(vars map[string]string) []Slot {
-	order := p.u.slots.parse(vars[varBootOrder])
+func (p *raucPreset) order(vars map[string]string) []Bank {
+	order := p.u.banks.parse(vars[varBootOrder])
 	if _, ok := vars[varBootOrder]; !ok {
 		order = nil
 	}
-	seen := map[Slot]bool{}
+	seen := map[Bank]bool{}
 	for _, s := range order {
 		seen[s] = true
 	}
-	for _, s := range p.u.slots {
+	for _, s := range p.u.banks {
 		if !seen[s] {
 			order = append(order, s)
 		}
@@ -495,7 +495,7 @@ func (p *raucPreset) order(vars map[string]string) []Slot {
 
 func (p *raucPreset) state(vars map[string]string) (State, error) {
 	order := p.order(vars)
-	left := map[Slot]int{}
+	left := map[Bank]int{}
 	for _, s := range order {
 		// The boot scripts set a missing BOOT_x_LEFT to the default attempts.
 		n, err := hexVar(vars, leftVar(s), p.u.attempts)
@@ -506,8 +506,8 @@ func (p *raucPreset) state(vars map[string]string) (State, error) {
 	}
 	// Bad is what MarkBad recorded (adu_bad): a bank whose attempts the script has spent is
 	// not bad by that alone — the booted bank spends one at every boot until it is confirmed.
-	bad := badList{p.u.slots}.read(vars)
-	isBad := func(s Slot) bool {
+	bad := badList{p.u.banks}.read(vars)
+	isBad := func(s Bank) bool {
 		for _, b := range bad {
 			if b == s {
 				return true
@@ -516,7 +516,7 @@ func (p *raucPreset) state(vars map[string]string) (State, error) {
 		return false
 	}
 	st := State{Primary: order[0], Bad: bad}
-	if pend := Slot(vars[varPending]); pend != "" && pend == order[0] {
+	if pend := Bank(vars[varPending]); pend != "" && pend == order[0] {
 		// A trial: BOOT_ORDER starts with the bank on trial, whatever attempts it has left.
 		// With none left the script boots the next bank at the next reset; the slots layer,
 		// which knows the booted bank, tells a trial on its last boot from a rollback.
@@ -552,44 +552,44 @@ func (p *raucPreset) state(vars map[string]string) (State, error) {
 
 func (p *raucPreset) attempts() string { return strconv.FormatInt(int64(p.u.attempts), 16) }
 
-func (p *raucPreset) pending(c *changes, st State, s, fallback Slot) {
-	order := []Slot{s, fallback}
-	for _, x := range p.u.slots {
+func (p *raucPreset) pending(c *changes, st State, s, fallback Bank) {
+	order := []Bank{s, fallback}
+	for _, x := range p.u.banks {
 		if x != s && x != fallback {
 			order = append(order, x)
 		}
 	}
-	c.Set(varBootOrder, joinSlots(order))
+	c.Set(varBootOrder, joinBanks(order))
 	c.Set(leftVar(s), p.attempts())
 	c.Set(varPending, string(s))
-	badList{p.u.slots}.write(c, st, s, false)
+	badList{p.u.banks}.write(c, st, s, false)
 }
 
-func (p *raucPreset) confirm(c *changes, st State, s Slot) {
+func (p *raucPreset) confirm(c *changes, st State, s Bank) {
 	c.Set(leftVar(s), p.attempts())
 	c.Unset(varPending)
-	badList{p.u.slots}.write(c, st, s, false)
+	badList{p.u.banks}.write(c, st, s, false)
 }
 
-func (p *raucPreset) cancel(c *changes, st State, s, fallback Slot) {
+func (p *raucPreset) cancel(c *changes, st State, s, fallback Bank) {
 	c.Set(leftVar(s), "0")
 	c.Unset(varPending)
-	badList{p.u.slots}.write(c, st, s, true)
+	badList{p.u.banks}.write(c, st, s, true)
 }
 
 // healthy is RAUC's mark-good at every boot: the script spent an attempt, give it back.
-func (p *raucPreset) healthy(c *changes, vars map[string]string, st State, s Slot) {
+func (p *raucPreset) healthy(c *changes, vars map[string]string, st State, s Bank) {
 	if n, err := hexVar(vars, leftVar(s), -1); err != nil || n != p.u.attempts {
 		c.Set(leftVar(s), p.attempts())
 	}
-	badList{p.u.slots}.write(c, st, s, false)
+	badList{p.u.banks}.write(c, st, s, false)
 }
 
-func (p *raucPreset) setBad(c *changes, st State, s Slot, bad bool) {
+func (p *raucPreset) setBad(c *changes, st State, s Bank, bad bool) {
 	if bad {
 		c.Set(leftVar(s), "0")
 	} else {
 		c.Set(leftVar(s), p.attempts())
 	}
-	badList{p.u.slots}.write(c, st, s, bad)
+	badList{p.u.banks}.write(c, st, s, bad)
 }

@@ -74,8 +74,8 @@ func TestUpdateConfirmed(t *testing.T) {
 			if st := b.state(t); st.Primary != "A" || st.Pending != "" {
 				t.Fatalf("fresh board: %+v", st)
 			}
-			if r := b.reset(t); r.Slot != "A" {
-				t.Fatalf("fresh board boots %s", r.Slot)
+			if r := b.reset(t); r.Bank != "A" {
+				t.Fatalf("fresh board boots %s", r.Bank)
 			}
 			w := b.env.Writes()
 			if err := b.bl.MarkPending("B"); err != nil {
@@ -88,7 +88,7 @@ func TestUpdateConfirmed(t *testing.T) {
 			if st.Primary != "B" || st.Pending != "B" || st.Fallback != "A" || st.AttemptsLeft != attemptsOf(p) {
 				t.Fatalf("after MarkPending(B): %+v", st)
 			}
-			if r := b.reset(t); r.Slot != "B" || r.Rollback {
+			if r := b.reset(t); r.Bank != "B" || r.Rollback {
 				t.Fatalf("first boot after MarkPending: %+v", r)
 			}
 			w = b.env.Writes()
@@ -106,7 +106,7 @@ func TestUpdateConfirmed(t *testing.T) {
 			// confirming each healthy boot. That writes nothing, except for RAUC, whose
 			// script spends an attempt at every boot (RAUC's mark-good gives it back).
 			for i := 0; i < 5; i++ {
-				if r := b.reset(t); r.Slot != "B" || r.Rollback {
+				if r := b.reset(t); r.Bank != "B" || r.Rollback {
 					t.Fatalf("reset %d after confirm: %+v", i, r)
 				}
 				w = b.env.Writes()
@@ -137,7 +137,7 @@ func TestBootloaderRollsBack(t *testing.T) {
 			}
 			n := attemptsOf(p)
 			for i := 0; i < n; i++ {
-				if r := b.reset(t); r.Slot != "B" || r.Rollback {
+				if r := b.reset(t); r.Bank != "B" || r.Rollback {
 					t.Fatalf("trial boot %d of %d: %+v", i+1, n, r)
 				}
 				if st := b.state(t); st.Pending != "B" || st.AttemptsLeft != n-1-i {
@@ -145,7 +145,7 @@ func TestBootloaderRollsBack(t *testing.T) {
 				}
 			}
 			r := b.reset(t)
-			if r.Slot != "A" || !r.Rollback {
+			if r.Bank != "A" || !r.Rollback {
 				t.Fatalf("boot %d must roll back to A: %+v", n+1, r)
 			}
 			st := b.state(t)
@@ -174,8 +174,8 @@ func TestBootloaderRollsBack(t *testing.T) {
 			if st := b.state(t); !st.IsBad("B") || st.Primary != "A" || st.Pending != "" {
 				t.Fatalf("after MarkBad(B): %+v", st)
 			}
-			if r := b.reset(t); r.Slot != "A" {
-				t.Fatalf("boots %s after rollback", r.Slot)
+			if r := b.reset(t); r.Bank != "A" {
+				t.Fatalf("boots %s after rollback", r.Bank)
 			}
 			// A later update of B clears the mark.
 			if err := b.bl.MarkPending("B"); err != nil {
@@ -195,7 +195,7 @@ func TestMarkBadCancelsTrial(t *testing.T) {
 			if err := b.bl.MarkPending("B"); err != nil {
 				t.Fatal(err)
 			}
-			if r := b.reset(t); r.Slot != "B" {
+			if r := b.reset(t); r.Bank != "B" {
 				t.Fatalf("trial boot: %+v", r)
 			}
 			// Health check failed on B: the agent marks it bad, in one write.
@@ -210,8 +210,8 @@ func TestMarkBadCancelsTrial(t *testing.T) {
 			if st.Primary != "A" || st.Pending != "" || !st.IsBad("B") {
 				t.Fatalf("after MarkBad(B): %+v", st)
 			}
-			if r := b.reset(t); r.Slot != "A" {
-				t.Fatalf("boots %s after MarkBad(B)", r.Slot)
+			if r := b.reset(t); r.Bank != "A" {
+				t.Fatalf("boots %s after MarkBad(B)", r.Bank)
 			}
 		})
 	}
@@ -223,15 +223,15 @@ func TestRefusals(t *testing.T) {
 			b := newBoard(t, p, defaultEnv(p), 3)
 			w := b.env.Writes()
 			for _, c := range []struct {
-				op   func(bootloader.Slot) error
-				s    bootloader.Slot
+				op   func(bootloader.Bank) error
+				s    bootloader.Bank
 				want error
 			}{
-				{b.bl.MarkPending, "A", bootloader.ErrPrimarySlot},
-				{b.bl.MarkPending, "C", bootloader.ErrUnknownSlot},
+				{b.bl.MarkPending, "A", bootloader.ErrPrimaryBank},
+				{b.bl.MarkPending, "C", bootloader.ErrUnknownBank},
 				{b.bl.Confirm, "B", bootloader.ErrNotPrimary},
-				{b.bl.MarkBad, "A", bootloader.ErrPrimarySlot},
-				{b.bl.MarkBad, "", bootloader.ErrUnknownSlot},
+				{b.bl.MarkBad, "A", bootloader.ErrPrimaryBank},
+				{b.bl.MarkBad, "", bootloader.ErrUnknownBank},
 			} {
 				if err := c.op(c.s); !errors.Is(err, c.want) {
 					t.Errorf("op on %q: %v, want %v", c.s, err, c.want)
@@ -244,7 +244,7 @@ func TestRefusals(t *testing.T) {
 			if err := b.bl.MarkPending("B"); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.bl.MarkPending("A"); !errors.Is(err, bootloader.ErrPrimarySlot) {
+			if err := b.bl.MarkPending("A"); !errors.Is(err, bootloader.ErrPrimaryBank) {
 				t.Errorf("MarkPending(A) while B is pending: %v", err)
 			}
 			// A failed write leaves the state as it was.
@@ -339,12 +339,12 @@ func TestConfigErrors(t *testing.T) {
 	env := sim.NewMemEnv(nil)
 	for i, cfg := range []bootloader.UBootConfig{
 		{Preset: "barebox"},
-		{Slots: []bootloader.Slot{"A"}},
-		{Slots: []bootloader.Slot{"A", "A"}},
-		{Slots: []bootloader.Slot{"A", "B C"}},
+		{Banks: []bootloader.Bank{"A"}},
+		{Banks: []bootloader.Bank{"A", "A"}},
+		{Banks: []bootloader.Bank{"A", "B C"}},
 		{Attempts: 300},
-		{Preset: bootloader.PresetMender, Slots: []bootloader.Slot{"A", "B", "C"}},
-		{Preset: bootloader.PresetMender, MenderParts: map[bootloader.Slot]int{"A": 2, "B": 2}},
+		{Preset: bootloader.PresetMender, Banks: []bootloader.Bank{"A", "B", "C"}},
+		{Preset: bootloader.PresetMender, MenderParts: map[bootloader.Bank]int{"A": 2, "B": 2}},
 	} {
 		if _, err := bootloader.NewUBoot(env, cfg); err == nil {
 			t.Errorf("config %d %s: accepted", i, fmt.Sprint(cfg))
@@ -368,7 +368,7 @@ func TestRAUCAllCountsSpent(t *testing.T) {
 	if vars["BOOT_A_LEFT"] != "3" || vars["BOOT_B_LEFT"] != "0" {
 		t.Fatalf("after Confirm(A): %v", vars)
 	}
-	if r := b.reset(t); r.Slot != "A" {
-		t.Fatalf("booted %s", r.Slot)
+	if r := b.reset(t); r.Bank != "A" {
+		t.Fatalf("booted %s", r.Bank)
 	}
 }

@@ -1,17 +1,18 @@
-// Package devicesim is a simulated device for demos and end-to-end tests: two banks of
-// simulated NAND flash (package mtd/mtdsim), a U-Boot environment with the aduflash variable
-// preset whose bootcount and rollback are played by bootloader/sim, and the real update agent
-// (package agent) with its journal on disk, rebooting when the agent asks and after power
-// cuts.
+// Package devicesim is a simulated device for demos and end-to-end tests: two banks A and B
+// on simulated storage (raw NAND with bad blocks, SPI NOR, or a block device, from package
+// mtd/mtdsim), each with a rootfs slot and optionally a kernel slot; a redundant U-Boot
+// environment on the same storage, with the aduflash variable preset, whose bootcount and
+// rollback are played by bootloader/sim; and the real update agent (package agent) with its
+// journal in a simulated file system; rebooting when the agent asks and after power cuts.
 //
 // Scope: the board and its life cycle (power on, U-Boot, kernel command line, the agent,
-// reboot, power cut after N flash/env/journal operations). The IoT Hub connection is the
+// reboot, a power cut at any flash, environment or journal operation, U-Boot's own
+// environment saves included, tearing it or not: see Power). The IoT Hub connection is the
 // caller's: Options.Connect opens one per boot, as a real device reconnects after a reboot.
 // The package logs only through Options.Logger and keeps no package-level state.
 package devicesim
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,27 +27,48 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/bootloader/sim"
+	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/powersim"
 	"github.com/aduflash/aduflash/journal"
-	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
 
 // Options describe a device.
 type Options struct {
-	// Dir holds the agent's state folder and the kernel command line (required).
+	// Dir holds the kernel command line (required). The agent's state folder lives in the
+	// board's simulated file system.
 	Dir string
 	// Identity reported to the service.
 	Manufacturer, Model string
 	Properties          []adu.DeviceProperty
 	ModelID             string // default adu.ModelV3
-	// Slot geometry: SlotSize bytes of NAND per bank (default 16 MiB), erase blocks of
-	// EraseSize (default 128 KiB), pages of PageSize (default 2 KiB).
+	// Storage of the banks and the environment (default NAND).
+	Storage Storage
+	// Slot geometry: SlotSize bytes per rootfs slot (default 16 MiB). Raw flash has erase
+	// blocks of EraseSize (default 128 KiB); NAND pages of PageSize (default 2 KiB), NOR
+	// programs 256-byte pages; a block device has 512-byte sectors.
 	SlotSize, EraseSize, PageSize int
-	// Factory is what bank A holds at first power-on.
+	// Factory is what bank A's rootfs slot holds at first power-on.
 	Factory []byte
+	// Kernel, if set, gives each bank a second slot class, "kernel", of KernelSize bytes
+	// (default: Kernel's length rounded up to erase blocks, plus one), which bank A holds
+	// at first power-on.
+	Kernel     []byte
+	KernelSize int
+	// FactoryBad lists the NAND erase blocks that are bad from the factory, per medium: a
+	// slot ("B/rootfs") or "env". GoesBad lists erase blocks, per slot, whose erases fail
+	// from the first on: they go bad during an update. ReserveBlocks is the bad-block
+	// reserve of each NAND slot.
+	FactoryBad    map[string][]int
+	GoesBad       map[string][]int
+	ReserveBlocks int
+	// SyncInterval is how many bytes the agent writes between syncs and resume points
+	// (default 1 MiB).
+	SyncInterval int
+	// Seed seeds what a power cut tears and loses (default 1).
+	Seed uint64
 	// Keyring trusts the image signing keys; Roots the manifest root keys (NoBuiltinRoots
 	// leaves Microsoft's out).
 	Keyring        *image.Keyring
@@ -66,7 +88,7 @@ type Options struct {
 // Event is something that happened on the board.
 type Event struct {
 	Time  time.Time
-	Kind  string // "boot", "reboot", "power-cut", "written"
+	Kind  string // "boot", "reboot", "power-cut" (Detail "U-Boot": during its env save), "written"
 	Bank  string // the bank that booted, or that was written
 	Bytes int64  // "written": payload bytes into the slot so far
 	// Rollback is set on a boot where U-Boot ran its altbootcmd.
@@ -78,22 +100,42 @@ type Event struct {
 type Device struct {
 	o       Options
 	power   *Power
-	nand    map[string]*mtdsim.Flash
-	env     *sim.MemEnv
+	fs      *powersim.MemFS
+	media   map[string]medium // "<bank>/<class>" and "env"
+	env     *ubootenv.Env     // behind the power switch
+	envView *ubootenv.Env     // the same, for inspection whatever the power
 	boot    *sim.Device
 	cfg     *slots.Config
 	cmdline string
-	state   string
 
 	mu      sync.Mutex
 	running string // the bank the kernel runs from
 	boots   int
 }
 
+// stateDir is the agent's state folder in the board's file system.
+const stateDir = "/var/lib/aduagent"
+
 // New builds a device that has never booted.
 func New(o Options) (*Device, error) {
 	if o.Dir == "" || o.Connect == nil || o.Manufacturer == "" || o.Model == "" {
 		return nil, errors.New("devicesim: Dir, Connect, Manufacturer and Model are required")
+	}
+	o.setDefaults()
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	d := &Device{o: o, power: powersim.New(powersim.WithSeed(o.Seed)), media: map[string]medium{}, cmdline: filepath.Join(o.Dir, "cmdline")}
+	d.fs = powersim.NewMemFS(d.power)
+	if err := d.build(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (o *Options) setDefaults() {
+	if o.Storage == "" {
+		o.Storage = NAND
 	}
 	if o.SlotSize == 0 {
 		o.SlotSize = 16 << 20
@@ -104,55 +146,51 @@ func New(o Options) (*Device, error) {
 	if o.PageSize == 0 {
 		o.PageSize = 2 << 10
 	}
+	if o.KernelSize == 0 && o.Kernel != nil {
+		o.KernelSize = (len(o.Kernel)/o.EraseSize + 2) * o.EraseSize
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = 1 << 20
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &Device{o: o, power: powersim.New(), nand: map[string]*mtdsim.Flash{},
-		cmdline: filepath.Join(o.Dir, "cmdline"), state: filepath.Join(o.Dir, "state")}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	for _, b := range []string{"A", "B"} {
-		f, err := mtdsim.NewNAND(o.SlotSize, o.EraseSize, o.PageSize)
-		if err != nil {
-			return nil, fmt.Errorf("devicesim: %w", err)
-		}
-		d.nand[b] = f
-	}
-	if len(o.Factory) > o.SlotSize {
-		return nil, fmt.Errorf("devicesim: factory image of %d bytes for a %d-byte slot", len(o.Factory), o.SlotSize)
-	}
-	if o.Factory != nil {
-		img := append(bytes.Clone(o.Factory), bytes.Repeat([]byte{0xff}, o.SlotSize-len(o.Factory))...)
-		if err := d.nand["A"].Load(img); err != nil {
-			return nil, fmt.Errorf("devicesim: %w", err)
-		}
-	}
-	d.env = sim.NewMemEnv(map[string]string{"adu_slot": "A"})
-	d.boot = &sim.Device{Env: d.env, Preset: bootloader.PresetAduflash}
-	cfg, err := slots.ParseConfig([]byte(slotsConfig))
-	if err != nil {
-		return nil, fmt.Errorf("devicesim: %w", err)
-	}
-	d.cfg = cfg
-	return d, nil
 }
 
-const slotsConfig = `
-[slots]
-active = "cmdline"
-sync_interval = "1MiB"
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "nand"
-mtd = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "nand"
-mtd = "rootfs_b"
-`
+// build makes the storage: the slots with their factory content, the environment, the
+// slot configuration and U-Boot.
+func (d *Device) build() error {
+	factory := map[string][]byte{"rootfs": d.o.Factory, "kernel": d.o.Kernel}
+	size := map[string]int{"rootfs": d.o.SlotSize, "kernel": d.o.KernelSize}
+	for _, class := range d.classes() {
+		if len(factory[class]) > size[class] {
+			return fmt.Errorf("devicesim: factory %s of %d bytes for a %d-byte slot", class, len(factory[class]), size[class])
+		}
+		for _, bank := range []string{"A", "B"} {
+			m, err := d.newMedium(bank+"/"+class, size[class], 0)
+			if err != nil {
+				return err
+			}
+			if bank == "A" && factory[class] != nil {
+				if err := m.load(factory[class]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	var err error
+	if d.env, d.envView, err = d.newEnv(); err != nil {
+		return err
+	}
+	d.boot = &sim.Device{Env: d.env, Preset: bootloader.PresetAduflash}
+	if d.cfg, err = slots.ParseConfig([]byte(d.slotsConfig())); err != nil {
+		return fmt.Errorf("devicesim: %w", err)
+	}
+	return nil
+}
 
 // Power is the board's power switch.
 func (d *Device) Power() *Power { return d.power }
@@ -163,30 +201,43 @@ func (d *Device) Running() string { d.mu.Lock(); defer d.mu.Unlock(); return d.r
 // Boots returns how many times the board booted.
 func (d *Device) Boots() int { d.mu.Lock(); defer d.mu.Unlock(); return d.boots }
 
-// Slot returns a copy of the first n bytes of a bank's slot.
-func (d *Device) Slot(bank string, n int) []byte {
-	f := d.nand[bank]
-	if f == nil || n > d.o.SlotSize {
+// Slot returns a copy of the first n bytes of a bank's rootfs slot.
+func (d *Device) Slot(bank string, n int) []byte { return d.Content(bank, "rootfs", n) }
+
+// Content returns a copy of the first n bytes (fewer at the end of the slot) of a bank's
+// slot of class, in the order the slot writer lays them out (NAND: bad blocks skipped),
+// whatever the power; nil for a slot the board does not have.
+func (d *Device) Content(bank, class string, n int) []byte {
+	m, ok := d.media[bank+"/"+class]
+	if !ok {
 		return nil
 	}
-	b := make([]byte, n)
-	f.ReadAt(b, 0)
-	return b
+	return m.read(n)
 }
 
-// BootState returns the bootloader state.
+// BootState returns the bootloader state, whatever the power.
 func (d *Device) BootState() (bootloader.State, error) {
-	bl, err := d.backend()
+	bl, err := d.backend(d.envView)
 	if err != nil {
 		return bootloader.State{}, err
 	}
 	return bl.State()
 }
 
-// Record returns the agent's journal record (what each bank holds, the last outcome).
+// Floors returns the anti-rollback floors the bootloader keeps, whatever the power.
+func (d *Device) Floors() (bootloader.Floors, error) {
+	bl, err := d.backend(d.envView)
+	if err != nil {
+		return nil, err
+	}
+	return bl.Floors()
+}
+
+// Record returns the agent's journal record (what each bank holds, the last outcome),
+// whatever the power.
 func (d *Device) Record() (agent.Record, error) {
 	var r agent.Record
-	j, err := journal.Open(d.state, journal.WithName(agent.RecordName))
+	j, err := journal.Open(stateDir, journal.WithFS(d.fs.Inspect()), journal.WithName(agent.RecordName))
 	if err != nil {
 		return r, err
 	}
@@ -201,28 +252,38 @@ func (d *Device) event(e Event) {
 	}
 }
 
-func (d *Device) backend() (bootloader.Backend, error) {
-	return bootloader.NewUBoot(powersim.Env{Store: d.env, P: d.power}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+func (d *Device) backend(env *ubootenv.Env) (*bootloader.UBoot, error) {
+	return bootloader.NewUBoot(env, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
 }
 
-// powerOn runs U-Boot once and points the kernel command line at the bank it starts.
-func (d *Device) powerOn() error {
-	if d.power.IsOff() {
-		d.power.On()
-	} // else a cut armed with CutAfter stays armed across the reboot
-	b, err := d.boot.Reset()
-	if err != nil {
-		return fmt.Errorf("devicesim: U-Boot: %w", err)
+// PowerOn switches the board on (after a cut, with what the cut left on the media) and runs
+// U-Boot, which saves its environment on a trial boot (bootcount). A cut that falls on that
+// save leaves the board off before any kernel starts, and it is switched on again. It
+// returns what U-Boot did on the boot that started a kernel, whose bank Running then
+// names. A cut armed with CutAt and not reached stays armed.
+func (d *Device) PowerOn() (sim.Boot, error) {
+	for {
+		if d.power.IsOff() {
+			d.power.On()
+		}
+		b, err := d.boot.Reset()
+		if err != nil && d.power.IsOff() {
+			d.event(Event{Kind: "power-cut", Detail: "U-Boot"})
+			continue
+		}
+		if err != nil {
+			return sim.Boot{}, fmt.Errorf("devicesim: U-Boot: %w", err)
+		}
+		if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Bank)+"\n"), 0o644); err != nil {
+			return sim.Boot{}, err
+		}
+		d.mu.Lock()
+		d.running = string(b.Bank)
+		d.boots++
+		d.mu.Unlock()
+		d.event(Event{Kind: "boot", Bank: string(b.Bank), Rollback: b.Rollback})
+		return b, nil
 	}
-	if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+string(b.Slot)+"\n"), 0o644); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.running = string(b.Slot)
-	d.boots++
-	d.mu.Unlock()
-	d.event(Event{Kind: "boot", Bank: string(b.Slot), Rollback: b.Rollback})
-	return nil
 }
 
 // Run powers the board on and keeps it running: U-Boot, the agent's Boot and Run on a fresh
@@ -230,10 +291,10 @@ func (d *Device) powerOn() error {
 // when ctx ends.
 func (d *Device) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
-		if err := d.powerOn(); err != nil {
+		if _, err := d.PowerOn(); err != nil {
 			return err
 		}
-		err := d.runOnce(ctx)
+		err := d.RunAgent(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -254,24 +315,27 @@ func (d *Device) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// runOnce is one boot of the agent.
-func (d *Device) runOnce(ctx context.Context) error {
-	bl, err := d.backend()
+// RunAgent is the life of the agent on one boot: Boot, then Run on a fresh connection,
+// until it asks for a reboot (agent.ErrRebooting), the power goes (an error, Power().IsOff())
+// or ctx ends.
+func (d *Device) RunAgent(ctx context.Context) error {
+	bl, err := d.backend(d.env)
 	if err != nil {
 		return err
 	}
 	layout := slots.NewLayout(d.cfg, slots.Env{Dev: filepath.Join(d.o.Dir, "dev"), Sysfs: filepath.Join(d.o.Dir, "sys"), Cmdline: d.cmdline,
-		OpenFlash: func(s *slots.Slot) (slots.Flash, error) {
-			return powersim.Flash{Flash: d.nand[s.Bank], P: d.power}, nil
+		OpenFlash: func(s *slots.Slot) (slots.Flash, error) { return d.flashOf(s.Bank+"/"+s.Class, d.power), nil },
+		OpenBlock: func(s *slots.Slot) (slots.BlockDevice, int64, error) {
+			return d.diskOf(s.Bank+"/"+s.Class, d.power), d.media[s.Bank+"/"+s.Class].disk.Size(), nil
 		}})
 	var written int64
 	var mu sync.Mutex
 	last := time.Time{}
 	o := agent.Options{
-		Settings: agent.Settings{StateDir: d.state, Manufacturer: d.o.Manufacturer, Model: d.o.Model, Properties: d.o.Properties,
+		Settings: agent.Settings{StateDir: stateDir, Manufacturer: d.o.Manufacturer, Model: d.o.Model, Properties: d.o.Properties,
 			ModelID: d.o.ModelID, NoBuiltinRoots: d.o.NoBuiltinRoots, HealthTimeout: 30 * time.Second,
 			HealthChecks: []health.Check{{Name: "application", Command: []string{"application-check"}}}},
-		Layout: layout, Bootloader: bl, JournalFS: powersim.FS{FS: journal.OSFS(), P: d.power},
+		Layout: layout, Bootloader: bl, JournalFS: d.fs,
 		Keyring: d.o.Keyring, Roots: d.o.Roots,
 		HealthOptions: health.Options{Exec: func(ctx context.Context, at health.Attempt) (int, error) {
 			bank := d.Running()

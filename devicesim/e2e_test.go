@@ -340,7 +340,9 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 	v4 := payload(4, 2<<20)
 	u4 := s.importUpdate(r.key, v4, "4.0")
 	before := s.served.Load()
-	r.dev.Power().CutAfter(60)
+	// The cut comes after the first resume point (1 MiB in: 512 page programs, 16 erases and
+	// a few journal operations) and before the end (twice that).
+	r.dev.Power().CutAfter(800)
 	dep, err = s.st.Service.Deploy(u4, group)
 	if err != nil {
 		t.Fatal(err)

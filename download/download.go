@@ -20,39 +20,40 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Errors. Use errors.Is; HTTP status failures are *StatusError values.
 var (
 	// ErrTooLong: the server sent more than Request.Size bytes (detected from
 	// Content-Length / Content-Range, or when the first extra byte arrives).
-	ErrTooLong = errors.New("download: file longer than expected size")
+	ErrTooLong = errkind.New(errkind.Environment, "download: file longer than expected size")
 	// ErrTruncated: the body ended (complete by HTTP framing) before Request.Size bytes.
-	ErrTruncated = errors.New("download: file shorter than expected size")
+	ErrTruncated = errkind.New(errkind.Environment, "download: file shorter than expected size")
 	// ErrHashMismatch: all Size bytes arrived but their SHA-256 differs.
-	ErrHashMismatch = errors.New("download: sha256 mismatch")
+	ErrHashMismatch = errkind.New(errkind.Input, "download: sha256 mismatch")
 	// ErrHTTPStatus: a status that is not retried (4xx other than 408/429, 1xx/3xx).
-	ErrHTTPStatus = errors.New("download: unexpected HTTP status")
+	ErrHTTPStatus = errkind.New(errkind.Environment, "download: unexpected HTTP status")
 	// ErrNotFound: 404. Also matches ErrHTTPStatus.
-	ErrNotFound = errors.New("download: not found")
+	ErrNotFound = errkind.New(errkind.Environment, "download: not found")
 	// ErrChanged: the remote file is no longer the one whose first bytes were
 	// already consumed (ETag/Last-Modified changed, 416, or a re-sent prefix differs).
 	// Fetch never restarts from 0 on its own; the caller decides.
-	ErrChanged = errors.New("download: remote file changed during download")
+	ErrChanged = errkind.New(errkind.Environment, "download: remote file changed during download")
 	// ErrBadResponse: a protocol violation that retrying will not fix
 	// (206 with a missing/wrong Content-Range, a range longer than requested).
-	ErrBadResponse = errors.New("download: bad HTTP response")
+	ErrBadResponse = errkind.New(errkind.Environment, "download: bad HTTP response")
 	// ErrBadState: Request.Resume does not belong to this file or is corrupt.
-	ErrBadState = errors.New("download: invalid resume state")
+	ErrBadState = errkind.New(errkind.Input, "download: invalid resume state")
 	// ErrStalled: no body byte arrived for Request.StallTimeout (retried).
-	ErrStalled = errors.New("download: transfer stalled")
+	ErrStalled = errkind.New(errkind.Environment, "download: transfer stalled")
 )
 
 // StatusError is returned for HTTP statuses that end the download, and wrapped
@@ -68,6 +69,9 @@ func (e *StatusError) Error() string { return "download: HTTP status " + e.Statu
 func (e *StatusError) Is(target error) bool {
 	return target == ErrHTTPStatus || (target == ErrNotFound && e.StatusCode == http.StatusNotFound)
 }
+
+// ErrorKind says that a refusing server is a failure of the environment.
+func (e *StatusError) ErrorKind() errkind.Kind { return errkind.Environment }
 
 // State is the resume point: everything needed to continue a download after a
 // process restart. It is JSON-marshalable; persist it only after the bytes up to

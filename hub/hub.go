@@ -3,25 +3,25 @@ package hub
 import (
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/aduflash/aduflash/internal/errkind"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
 // Sentinel errors.
 var (
-	ErrUnknownDevice = errors.New("hub: unknown device")
-	ErrInvalidKey    = errors.New("hub: invalid device key")
-	ErrInvalidPatch  = errors.New("hub: invalid patch")
-	ErrNotConnected  = errors.New("hub: device not connected")
-	ErrInvalidOption = errors.New("hub: invalid options")
-	ErrTwinTooLarge  = errors.New("hub: twin document too large")
+	ErrUnknownDevice = errkind.New(errkind.Input, "hub: unknown device")
+	ErrInvalidKey    = errkind.New(errkind.Input, "hub: invalid device key")
+	ErrInvalidPatch  = errkind.New(errkind.Input, "hub: invalid patch")
+	ErrNotConnected  = errkind.New(errkind.Environment, "hub: device not connected")
+	ErrInvalidOption = errkind.New(errkind.Input, "hub: invalid options")
+	ErrTwinTooLarge  = errkind.New(errkind.Input, "hub: twin document too large")
 )
 
 // MaxPacketSize is the largest MQTT packet the hub reads: IoT Hub's 256 KB

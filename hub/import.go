@@ -7,7 +7,6 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/internal/imagestep"
 	"github.com/aduflash/aduflash/manifestgen"
 )
@@ -351,7 +351,7 @@ func copyChecked(dir *os.Root, src, dst string, size int64, hashes map[string]st
 }
 
 // ErrNotRegular is returned for an import file that is not a regular file.
-var ErrNotRegular = errors.New("not a regular file")
+var ErrNotRegular = errkind.New(errkind.Input, "not a regular file")
 
 // openRegular opens path for reading, inside dir (nil: anywhere), if it is a
 // regular file. It is opened without blocking (a FIFO swapped in after the

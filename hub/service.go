@@ -2,7 +2,6 @@ package hub
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,18 +13,19 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Service errors.
 var (
-	ErrUpdateExists        = errors.New("hub: update already imported")
-	ErrUnknownUpdate       = errors.New("hub: unknown update")
-	ErrImportFiles         = errors.New("hub: import files do not match the import manifest")
-	ErrNotDeployable       = errors.New("hub: update is not deployable")
-	ErrNoMatchingDevices   = errors.New("hub: no registered device matches the group and the update's compatibility")
-	ErrUnknownDeployment   = errors.New("hub: unknown deployment")
-	ErrDeploymentCancelled = errors.New("hub: deployment is cancelled")
-	ErrNoFailedDevices     = errors.New("hub: deployment has no failed devices")
+	ErrUpdateExists        = errkind.New(errkind.Input, "hub: update already imported")
+	ErrUnknownUpdate       = errkind.New(errkind.Input, "hub: unknown update")
+	ErrImportFiles         = errkind.New(errkind.Input, "hub: import files do not match the import manifest")
+	ErrNotDeployable       = errkind.New(errkind.Input, "hub: update is not deployable")
+	ErrNoMatchingDevices   = errkind.New(errkind.Input, "hub: no registered device matches the group and the update's compatibility")
+	ErrUnknownDeployment   = errkind.New(errkind.Input, "hub: unknown deployment")
+	ErrDeploymentCancelled = errkind.New(errkind.Input, "hub: deployment is cancelled")
+	ErrNoFailedDevices     = errkind.New(errkind.Input, "hub: deployment has no failed devices")
 )
 
 // UpdateManifestVersion is the manifestVersion the Service writes: "5", as in

@@ -15,11 +15,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // ErrSigner is wrapped by every error of NewSigner, NewSignerFromKeys, Sign, MarshalRootKeys
-// and SignRootKeyPackage.
-var ErrSigner = errors.New("hub: signer")
+// and SignRootKeyPackage, around the error that tells what failed (errkind.Cause).
+var ErrSigner = errkind.New(errkind.Cause, "hub: signer")
 
 // Key sizes. DefaultSignerBits is what the Device Update service's root and signing keys
 // have (spec §5.1, §5.3), and device clients rely on it: the FreeRTOS middleware keeps keys and

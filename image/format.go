@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Format constants of aduimg format version 1. docs/aduimg.md is the normative description.
@@ -54,37 +56,38 @@ const (
 
 // Errors of the aduimg format. Callers test them with errors.Is; messages name the byte
 // offset, chunk or field at fault. Key lookups and signatures fail with ErrUnknownKey,
-// ErrRevokedKey and ErrBadSignature from keys.go.
+// ErrRevokedKey and ErrBadSignature from keys.go. All are verdicts on the input
+// (errkind.Input); all but ErrInvalidOption are verdicts on an image (Rejected).
 var (
 	// ErrBadMagic: the stream does not start with Magic.
-	ErrBadMagic = errors.New("aduimg: bad magic (not an aduimg image)")
+	ErrBadMagic = reject("aduimg: bad magic (not an aduimg image)")
 	// ErrUnsupportedVersion: the header's format version is not FormatVersion.
-	ErrUnsupportedVersion = errors.New("aduimg: unsupported format version")
+	ErrUnsupportedVersion = reject("aduimg: unsupported format version")
 	// ErrHeaderTooLarge: the header size field exceeds MaxHeaderSize (checked before allocating),
 	// or a payload would need a larger header than that.
-	ErrHeaderTooLarge = errors.New("aduimg: header too large")
+	ErrHeaderTooLarge = reject("aduimg: header too large")
 	// ErrMalformedHeader: a header field is out of range or inconsistent with another.
-	ErrMalformedHeader = errors.New("aduimg: malformed header")
+	ErrMalformedHeader = reject("aduimg: malformed header")
 	// ErrChunkHash: a chunk's bytes are not the ones the header signs (hash mismatch, or a frame
 	// that does not decode to the chunk's size). The error is a *ChunkError.
-	ErrChunkHash = errors.New("aduimg: chunk hash mismatch")
+	ErrChunkHash = reject("aduimg: chunk hash mismatch")
 	// ErrPayloadHash: every chunk matched but the whole-payload SHA-256 did not (a broken signer).
-	ErrPayloadHash = errors.New("aduimg: payload hash mismatch")
+	ErrPayloadHash = reject("aduimg: payload hash mismatch")
 	// ErrTruncated: the stream ends inside the header or a frame.
-	ErrTruncated = errors.New("aduimg: truncated image")
+	ErrTruncated = reject("aduimg: truncated image")
 	// ErrTrailingData: bytes follow the last frame.
-	ErrTrailingData = errors.New("aduimg: trailing bytes after the last frame")
+	ErrTrailingData = reject("aduimg: trailing bytes after the last frame")
 	// ErrTooLarge: the raw payload is larger than the reader allows (VerifyOptions.MaxRawSize).
-	ErrTooLarge = errors.New("aduimg: image too large for the target")
+	ErrTooLarge = reject("aduimg: image too large for the target")
 	// ErrChunkTooLarge: the chunk size is larger than the reader allows
 	// (VerifyOptions.MaxChunkSize), i.e. than the device can buffer.
-	ErrChunkTooLarge = errors.New("aduimg: chunk size too large for the reader")
+	ErrChunkTooLarge = reject("aduimg: chunk size too large for the reader")
 	// ErrDowngrade: the image's security counter is below the device's (Header.CheckDowngrade).
-	ErrDowngrade = errors.New("aduimg: downgrade refused")
+	ErrDowngrade = reject("aduimg: downgrade refused")
 	// ErrPayloadSize: Sign's payload is shorter or longer than the size it was given.
-	ErrPayloadSize = errors.New("aduimg: payload size mismatch")
+	ErrPayloadSize = reject("aduimg: payload size mismatch")
 	// ErrInvalidOption: a SignOptions value is out of range.
-	ErrInvalidOption = errors.New("aduimg: invalid signing option")
+	ErrInvalidOption = errkind.New(errkind.Input, "aduimg: invalid signing option")
 )
 
 // Compression says how chunks are stored: every chunk of a CompressNone image is stored raw;

@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,16 +34,17 @@ const (
 // KeyTypes lists every supported key type, in the order help texts show them.
 var KeyTypes = []KeyType{Ed25519, ECDSAP256, ECDSAP384, RSA2048, RSA3072}
 
-// Key errors. Callers test them with errors.Is.
+// Key errors, verdicts on a key or on the trust in an image (Rejected). Callers test them
+// with errors.Is.
 var (
 	// ErrBadKey: a key file or key value could not be parsed, or is of an unsupported type or size.
-	ErrBadKey = errors.New("bad key")
+	ErrBadKey = reject("bad key")
 	// ErrUnknownKey: an image names a key id that is not in the keyring.
-	ErrUnknownKey = errors.New("unknown signing key")
+	ErrUnknownKey = reject("unknown signing key")
 	// ErrRevokedKey: an image names a key id that the keyring revokes.
-	ErrRevokedKey = errors.New("revoked signing key")
+	ErrRevokedKey = reject("revoked signing key")
 	// ErrBadSignature: a signature does not verify with the key it names.
-	ErrBadSignature = errors.New("bad signature")
+	ErrBadSignature = reject("bad signature")
 )
 
 // ParseKeyType parses a key type name as imgtool spells it.

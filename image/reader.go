@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -26,6 +27,10 @@ type VerifyOptions struct {
 	// MaxChunkSize, when > 0, refuses images whose chunk size is larger (ErrChunkTooLarge),
 	// bounding the reader's memory (about two chunks) on small devices.
 	MaxChunkSize int
+	// MaxHeaderSize, when > 0, refuses headers larger (ErrHeaderTooLarge) from their fixed
+	// part: the most a reader with little memory reads before it can check the signature,
+	// where the target's size does not bound the chunk table (a large or unsized slot).
+	MaxHeaderSize int
 }
 
 // ParseHeader reads and parses an image header from r WITHOUT checking its signature (for
@@ -143,6 +148,10 @@ func (o VerifyOptions) admit(h *Header) (crypto.PublicKey, error) {
 	}
 	if o.MaxRawSize > 0 && h.RawSize > o.MaxRawSize {
 		return nil, fmt.Errorf("%w: header offset 40: raw size %d exceeds the target's %d bytes", ErrTooLarge, h.RawSize, o.MaxRawSize)
+	}
+	if o.MaxHeaderSize > 0 && h.Size > int64(o.MaxHeaderSize) {
+		return nil, fmt.Errorf("%w: header offset 12: header size %d exceeds this reader's limit of %d bytes (sign large images with larger chunks)",
+			ErrHeaderTooLarge, h.Size, o.MaxHeaderSize)
 	}
 	if o.MaxChunkSize > 0 && h.ChunkSize > o.MaxChunkSize {
 		return nil, fmt.Errorf("%w: header offset 36: chunk size %d exceeds this reader's limit of %d bytes", ErrChunkTooLarge, h.ChunkSize, o.MaxChunkSize)
@@ -476,6 +485,9 @@ func (e *ChunkError) Error() string {
 
 // Is reports whether target is ErrChunkHash.
 func (e *ChunkError) Is(target error) bool { return target == ErrChunkHash }
+
+// ErrorKind says that a chunk that does not match is a verdict on the input.
+func (e *ChunkError) ErrorKind() errkind.Kind { return errkind.Input }
 
 // Unwrap returns the decoder error, if any.
 func (e *ChunkError) Unwrap() error { return e.Err }

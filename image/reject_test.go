@@ -347,6 +347,7 @@ func TestRefusedFromTheFixedPart(t *testing.T) {
 		{"key of another type", other, VerifyOptions{Keyring: keyringFor(t, rsa)}, ErrBadSignature},
 		{"payload larger than the target", img, VerifyOptions{Keyring: kr, MaxRawSize: int64(len(data)) - 1}, ErrTooLarge},
 		{"chunks larger than the reader takes", img, VerifyOptions{Keyring: kr, MaxChunkSize: MinChunkSize - ChunkAlign/2}, ErrChunkTooLarge},
+		{"header larger than the reader takes", img, VerifyOptions{Keyring: kr, MaxHeaderSize: fixedSize}, ErrHeaderTooLarge},
 	} {
 		r := &countingReader{r: bytes.NewReader(c.img)}
 		if _, err := NewReader(r, c.opts); !errors.Is(err, c.want) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // LoadTrust builds the keyring a command line describes: the keyring file at path (if any)
@@ -32,20 +34,19 @@ func LoadTrust(path string, pubs []string) (*Keyring, error) {
 	return kr, nil
 }
 
-// rejections are the errors that are verdicts on an image or a key.
-var rejections = []error{
-	ErrBadMagic, ErrUnsupportedVersion, ErrHeaderTooLarge, ErrMalformedHeader, ErrChunkHash,
-	ErrPayloadHash, ErrTruncated, ErrTrailingData, ErrTooLarge, ErrChunkTooLarge, ErrDowngrade, ErrPayloadSize,
-	ErrUnknownKey, ErrRevokedKey, ErrBadSignature, ErrBadKey,
-}
+// rejection is this package's verdict on an image or a key: invalid input (errkind.Input)
+// that Rejected recognises.
+type rejection struct{ text string }
+
+func (e *rejection) Error() string           { return e.text }
+func (e *rejection) ErrorKind() errkind.Kind { return errkind.Input }
+
+func reject(text string) error { return &rejection{text: text} }
 
 // Rejected reports whether err is this package's verdict that an image, a key or the trust in
 // it is bad, as opposed to a failure to read it: callers map the first to "invalid input".
 func Rejected(err error) bool {
-	for _, r := range rejections {
-		if errors.Is(err, r) {
-			return true
-		}
-	}
-	return false
+	var r *rejection
+	var ce *ChunkError
+	return errors.As(err, &r) || errors.As(err, &ce)
 }

@@ -48,10 +48,17 @@ func TestLoadTrust(t *testing.T) {
 }
 
 func TestRejected(t *testing.T) {
-	for _, e := range rejections {
+	for _, e := range []error{
+		ErrBadMagic, ErrUnsupportedVersion, ErrHeaderTooLarge, ErrMalformedHeader, ErrChunkHash,
+		ErrPayloadHash, ErrTruncated, ErrTrailingData, ErrTooLarge, ErrChunkTooLarge, ErrDowngrade, ErrPayloadSize,
+		ErrUnknownKey, ErrRevokedKey, ErrBadSignature, ErrBadKey,
+	} {
 		if !Rejected(fmt.Errorf("ctx: %w", e)) {
 			t.Errorf("%v not rejected", e)
 		}
+	}
+	if Rejected(ErrInvalidOption) {
+		t.Error("a signing option is no verdict on an image")
 	}
 	if Rejected(fs.ErrNotExist) || Rejected(errors.New("disk on fire")) || Rejected(nil) {
 		t.Error("I/O errors are not verdicts")

@@ -19,6 +19,13 @@
 // caller's goroutine writes the slot; the read-back reads the slot in order and hashes on up
 // to two cores.
 //
+// A slot copy (Source.Copy, FormatCopy) is the same pipeline with another slot as its file:
+// the agent fills the spare bank's slots that an update does not write from the running
+// bank's. Its bytes go in as they are, its read-back compares the slot with the source, read
+// once more (a source that read wrong once does not pass), and a slot that holds them already
+// is found so by that comparison before any writer is opened. CopySize tells how much of a
+// slot to copy when nothing else does.
+//
 // # Promises
 //
 //   - An aduimg header's signature is checked before any payload byte is read; its key and
@@ -38,9 +45,10 @@
 //
 // Record is the one resume record of an install: the download.State (offset, file-hash
 // state, validators) and the slots.Cursor of the slot write, taken together at chunk (aduimg)
-// or unit (raw, 1 MiB) boundaries: the download's state is the one it had at the cursor's
-// file offset (the read-ahead marks it there, and it travels with the chunk to the writer),
-// saved once the slot holds the bytes up to the cursor, synced.
+// or unit (raw and copies, 1 MiB) boundaries: the download's state (a copy's source offset)
+// is the one it had at the cursor's file offset (the read-ahead marks it there, and it
+// travels with the chunk to the writer), saved once the slot holds the bytes up to the
+// cursor, synced.
 // Installer.Save persists it; Install continues from it, or starts over when it does not fit
 // (another file, another slot geometry). MCUboot images start over.
 //

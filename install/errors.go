@@ -7,32 +7,35 @@ import (
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Sentinel errors. Every error of Install wraps one of them (or the caller's Check error, or
-// a context error) around its cause.
+// a context error) around its cause. Each says what it is about (errkind); ErrDownload and
+// ErrSlot leave it to their cause (a refused download or a too small slot, or a failing
+// network or flash).
 var (
 	// ErrSource: the source cannot be installed as given (a negative size, a local file
-	// with a hash to check).
-	ErrSource = errors.New("install: invalid source")
+	// with a hash to check, a slot copy of more bytes than the slot holds).
+	ErrSource = errkind.New(errkind.Input, "install: invalid source")
 	// ErrDownload: the download failed (the download package's error is wrapped).
-	ErrDownload = errors.New("install: download failed")
-	// ErrRead: reading a local file failed.
-	ErrRead = errors.New("install: reading the file failed")
+	ErrDownload = errkind.New(errkind.Cause, "install: download failed")
+	// ErrRead: reading a local file, or the slot a copy comes from, failed.
+	ErrRead = errkind.New(errkind.Environment, "install: reading the file failed")
 	// ErrFileHash: the file is not the one whose SHA-256 the source names.
-	ErrFileHash = errors.New("install: file hash mismatch")
+	ErrFileHash = errkind.New(errkind.Input, "install: file hash mismatch")
 	// ErrRawNotAllowed: the file is no aduimg or MCUboot image, and raw files are not
 	// accepted (or have no SHA-256 to check them by).
-	ErrRawNotAllowed = errors.New("install: raw images are not allowed")
+	ErrRawNotAllowed = errkind.New(errkind.Input, "install: raw images are not allowed")
 	// ErrImage: the image is refused (bad signature, unknown key, chunk hash, too large
 	// for the slot ...; the image or image/mcuboot error is wrapped).
-	ErrImage = errors.New("install: image rejected")
+	ErrImage = errkind.New(errkind.Input, "install: image rejected")
 	// ErrSlotClass: the image is signed for another slot class than the slot's.
-	ErrSlotClass = errors.New("install: image for another slot class")
+	ErrSlotClass = errkind.New(errkind.Input, "install: image for another slot class")
 	// ErrSlot: the slot cannot be prepared, opened or written.
-	ErrSlot = errors.New("install: slot write failed")
+	ErrSlot = errkind.New(errkind.Cause, "install: slot write failed")
 	// ErrVerify: the slot does not read back as written.
-	ErrVerify = errors.New("install: read-back verification failed")
+	ErrVerify = errkind.New(errkind.Environment, "install: read-back verification failed")
 )
 
 // errStale: a resume record does not fit the file or the slot; Install starts over.

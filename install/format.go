@@ -18,6 +18,8 @@ const (
 	FormatAduimg  = "aduimg"
 	FormatMCUboot = "mcuboot"
 	FormatRaw     = "raw"
+	// FormatCopy is a slot copied as it is from another slot (Source.Copy).
+	FormatCopy = "copy"
 )
 
 // SniffSize is how many first bytes of a file Sniff needs.
@@ -60,7 +62,8 @@ type payload struct {
 	unit      int
 	resumable bool
 	// stop is the first file offset after off where a cursor may fall (nil: none), at returns
-	// the file offset of cursor c: where the download must stand when c is saved.
+	// the file offset of cursor c: where the download must stand when c is saved (set for
+	// every resumable payload).
 	stop func(off int64) int64
 	at   func(c slots.Cursor) int64
 	// check reads the slot back (over ra, which counts) after the write; written says it
@@ -68,6 +71,9 @@ type payload struct {
 	// the writer keeps only then.
 	check   func(w sink, ra io.ReaderAt) error
 	written bool
+	// holds, if set, tells whether the slot holds the payload already, before anything is
+	// written (a slot copy compares the slot with its source).
+	holds func(t *slots.Target) (bool, error)
 }
 
 func formatNamed(name string) (format, bool) {
@@ -76,12 +82,18 @@ func formatNamed(name string) (format, bool) {
 		return aduimg{}, true
 	case FormatRaw:
 		return raw{}, true
+	case FormatCopy:
+		return slotCopy{}, true
 	}
 	return nil, false // MCUboot images do not resume
 }
 
-// sniff reads the first bytes of the file and picks its format; src replays them.
+// sniff reads the first bytes of the file and picks its format; src replays them. A slot
+// copy is a copy, whatever its bytes.
 func (r *run) sniff() (format, io.Reader, error) {
+	if r.src.Copy != nil {
+		return slotCopy{}, r.input, nil
+	}
 	prefix, src, err := r.input.head(SniffSize)
 	if err != nil {
 		return nil, nil, err
@@ -134,7 +146,7 @@ func (aduimg) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 // readHeader reads and verifies an aduimg header: a trusted key, a payload the slot holds,
 // chunks the device can buffer.
 func (r *run) readHeader(src io.Reader) (*image.Header, error) {
-	h, err := image.ReadHeader(src, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.target.Capacity(), MaxChunkSize: r.in.MaxChunkSize})
+	h, err := image.ReadHeader(src, image.VerifyOptions{Keyring: r.in.Keyring, MaxRawSize: r.target.Capacity(), MaxChunkSize: r.in.MaxChunkSize, MaxHeaderSize: r.in.MaxHeaderSize})
 	if errors.Is(err, image.ErrChunkTooLarge) {
 		err = fmt.Errorf("%w (agent.max_chunk_size; sign the image with a smaller aduimport sign --chunk-size)", err)
 	}

@@ -38,6 +38,13 @@ func (r *run) openInput() (input, error) {
 	if r.src.Local != nil {
 		return &local{ra: r.src.Local, size: r.src.Size}, nil
 	}
+	if r.src.Copy != nil {
+		l := &local{ra: r.src.Copy, size: r.src.Size}
+		if r.resume != nil {
+			l.off = r.resume.Download.Offset
+		}
+		return l, nil
+	}
 	client := r.in.HTTP
 	if client == nil {
 		client = DefaultHTTPClient()
@@ -142,9 +149,9 @@ func (f *fetched) close() {
 	})
 }
 
-// local is a file or device read once from its start: straight while the format reads
-// what it needs first (a header the image may be refused for), then ahead of the slot
-// writer in a goroutine.
+// local is a file or device read once from its start (a slot copy: from where it resumes):
+// straight while the format reads what it needs first (a header the image may be refused
+// for), then ahead of the slot writer in a goroutine.
 type local struct {
 	ra    io.ReaderAt
 	size  int64

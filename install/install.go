@@ -24,6 +24,11 @@ type Source struct {
 	// Local, if set, is read instead of URL: Size bytes of a file or device the caller
 	// opened, read once from the start (no resume, no SHA256).
 	Local io.ReaderAt `json:"-"`
+	// Copy, if set, is read instead of URL: a slot whose first Size bytes go into the
+	// target as they are (FormatCopy; no SHA256), resumable, and read back against Copy.
+	// The agent fills the spare bank's slots that an update does not write from the running
+	// bank's, opened read-only (slots.Layout.OpenReader).
+	Copy slots.Reader `json:"-"`
 }
 
 // Info is what the installer learnt about an image; Installer.Check decides whether it may
@@ -93,6 +98,9 @@ type Installer struct {
 	// on its way to the slot, and a compressed frame; up to three of 1 MiB on their way),
 	// before a payload byte is read (0: no limit).
 	MaxChunkSize int
+	// MaxHeaderSize refuses aduimg images with larger headers before reading them (0: only
+	// the format's own limit and the slot's size bound them).
+	MaxHeaderSize int
 	// Check, if set, decides with the image's facts whether it may go into the slot; its
 	// error reaches Install's caller as it is.
 	Check func(Info) error
@@ -125,8 +133,8 @@ func (in *Installer) Install(ctx context.Context, src Source, target *slots.Targ
 	if src.Size < 0 {
 		return Record{}, fmt.Errorf("%w: negative size %d", ErrSource, src.Size)
 	}
-	if src.Local != nil && src.SHA256 != nil {
-		return Record{}, fmt.Errorf("%w: a local file is read as it is, without a SHA-256 to check", ErrSource)
+	if err := src.check(); err != nil {
+		return Record{}, err
 	}
 	if in.DryRun || src.Local != nil {
 		resume = nil
@@ -149,6 +157,20 @@ func (in *Installer) Install(ctx context.Context, src Source, target *slots.Targ
 		err = r.install()
 	}
 	return r.rec, err
+}
+
+// check refuses a source that names its bytes in two ways, or a slot copy of more bytes than
+// the slot holds.
+func (src Source) check() error {
+	switch {
+	case src.Local != nil && src.SHA256 != nil:
+		return fmt.Errorf("%w: a local file is read as it is, without a SHA-256 to check", ErrSource)
+	case src.Copy != nil && (src.Local != nil || src.SHA256 != nil):
+		return fmt.Errorf("%w: a slot copy is read back against its slot, without a file or a SHA-256", ErrSource)
+	case src.Copy != nil && src.Size > src.Copy.Size():
+		return fmt.Errorf("%w: a copy of %d bytes from a slot that holds %d", ErrSource, src.Size, src.Copy.Size())
+	}
+	return nil
 }
 
 // run is one attempt of Install.
@@ -189,6 +211,9 @@ func (r *run) install() error {
 		if err := r.admit(*p.info); err != nil {
 			return r.classify(err)
 		}
+	}
+	if there, err := r.alreadyThere(p); err != nil || there {
+		return err
 	}
 	w, err := r.openSink(p)
 	if err != nil {
@@ -250,6 +275,20 @@ func (r *run) admit(info Info) error {
 		}
 	}
 	return nil
+}
+
+// alreadyThere tells whether the slot holds the payload already (a slot copy compares first,
+// unless it resumes), and then records the install done with nothing written.
+func (r *run) alreadyThere(p *payload) (bool, error) {
+	if p.holds == nil || r.resume != nil {
+		return false, nil
+	}
+	same, err := p.holds(r.target)
+	if err != nil || !same {
+		return false, err
+	}
+	r.rec.Stats = slots.Stats{BytesSkipped: p.size}
+	return true, r.done()
 }
 
 // openSink opens the slot writer at the resume cursor, or the dry run's counting sink.

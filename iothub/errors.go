@@ -1,38 +1,39 @@
 package iothub
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Sentinel errors. Returned errors wrap these; test with errors.Is.
 var (
 	// ErrInvalidConnectionString reports a malformed or incomplete connection string.
-	ErrInvalidConnectionString = errors.New("iothub: invalid connection string")
+	ErrInvalidConnectionString = errkind.New(errkind.Input, "iothub: invalid connection string")
 	// ErrInvalidConfig reports an unusable Config.
-	ErrInvalidConfig = errors.New("iothub: invalid config")
+	ErrInvalidConfig = errkind.New(errkind.Input, "iothub: invalid config")
 	// ErrInvalidKey reports a shared access key that is not valid base64.
-	ErrInvalidKey = errors.New("iothub: invalid shared access key")
+	ErrInvalidKey = errkind.New(errkind.Input, "iothub: invalid shared access key")
 	// ErrInvalidSASToken reports a SAS token that cannot be parsed.
-	ErrInvalidSASToken = errors.New("iothub: invalid SAS token")
+	ErrInvalidSASToken = errkind.New(errkind.Input, "iothub: invalid SAS token")
 	// ErrSASTokenExpired reports a SAS token whose expiry is not in the future.
-	ErrSASTokenExpired = errors.New("iothub: SAS token expired")
+	ErrSASTokenExpired = errkind.New(errkind.Input, "iothub: SAS token expired")
 	// ErrSASSignatureMismatch reports a SAS token signed with another key or resource.
-	ErrSASSignatureMismatch = errors.New("iothub: SAS token signature mismatch")
+	ErrSASSignatureMismatch = errkind.New(errkind.Input, "iothub: SAS token signature mismatch")
 	// ErrInvalidTopic reports an MQTT topic that is not a recognised IoT Hub twin topic.
-	ErrInvalidTopic = errors.New("iothub: invalid topic")
+	ErrInvalidTopic = errkind.New(errkind.Input, "iothub: invalid topic")
 	// ErrConnect reports a failed MQTT connection attempt (refused or network error).
-	ErrConnect = errors.New("iothub: connect failed")
+	ErrConnect = errkind.New(errkind.Environment, "iothub: connect failed")
 	// ErrNotConnected reports a request made while the client is disconnected.
-	ErrNotConnected = errors.New("iothub: not connected")
+	ErrNotConnected = errkind.New(errkind.Environment, "iothub: not connected")
 	// ErrClosed reports use of a closed Client.
-	ErrClosed = errors.New("iothub: client closed")
+	ErrClosed = errkind.New(errkind.Environment, "iothub: client closed")
 	// ErrTimeout reports a twin request that got no response in time.
-	ErrTimeout = errors.New("iothub: request timed out")
+	ErrTimeout = errkind.New(errkind.Environment, "iothub: request timed out")
 	// ErrStatus is wrapped by every *StatusError.
-	ErrStatus = errors.New("iothub: error status")
+	ErrStatus = errkind.New(errkind.Environment, "iothub: error status")
 	// ErrMalformedResponse reports a twin response that cannot be decoded.
-	ErrMalformedResponse = errors.New("iothub: malformed response")
+	ErrMalformedResponse = errkind.New(errkind.Environment, "iothub: malformed response")
 )
 
 // StatusError is a twin request answered by IoT Hub with a status >= 400.

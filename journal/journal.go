@@ -44,6 +44,7 @@ import (
 	"sync"
 
 	"github.com/aduflash/aduflash/internal/atomicfile"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 const (
@@ -61,7 +62,7 @@ const (
 )
 
 // ErrCorrupt matches (errors.Is) every *CorruptError returned by Load.
-var ErrCorrupt = errors.New("journal: corrupt")
+var ErrCorrupt = errkind.New(errkind.Input, "journal: corrupt")
 
 // CorruptError reports a journal file that exists but cannot be trusted:
 // torn, truncated, bit-flipped, of another format version, not JSON, or JSON
@@ -77,6 +78,9 @@ func (e *CorruptError) Error() string {
 
 // Is makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// ErrorKind says that a journal that cannot be trusted is a verdict on the input.
+func (e *CorruptError) ErrorKind() errkind.Kind { return errkind.Input }
 
 // Journal is one journal file in one folder. Its methods are safe for
 // concurrent use.

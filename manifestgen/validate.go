@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Limits the service enforces on import manifests (v5). Where the public schema is looser
@@ -53,7 +55,7 @@ var (
 )
 
 // ErrInvalid matches (errors.Is) every error that reports an invalid import manifest.
-var ErrInvalid = errors.New("invalid import manifest")
+var ErrInvalid = errkind.New(errkind.Input, "invalid import manifest")
 
 // Violation is one broken rule: where (a JSON path such as $.instructions.steps[1].files[0];
 // member names that are not identifiers are written as ['name']) and what is wrong. Syntax
@@ -90,6 +92,9 @@ func (e *ValidationError) Error() string {
 
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// ErrorKind says that a manifest's violations are a verdict on the input.
+func (e *ValidationError) ErrorKind() errkind.Kind { return errkind.Input }
 
 // Validate checks the raw bytes of an import manifest v5 against the service's limits and
 // returns every violation (nil if there is none), in document order: the members of an

@@ -49,7 +49,13 @@ func typeFromKernel(t uint8) Type {
 // writing. Geometry comes from MEMGETINFO; name, sub-page size and sizes above 4 GiB come
 // from p's sysfs tree when it has the device. /dev/mtdblockN and other block devices are
 // refused with ErrBlockEmulation.
-func (p Paths) Open(path string) (*Device, error) {
+func (p Paths) Open(path string) (*Device, error) { return p.open(path, false) }
+
+// OpenReadOnly opens an MTD character device as Open does, but for reading only, whatever
+// the rights: Info.Writable is false and writes, erases and bad-block marks fail.
+func (p Paths) OpenReadOnly(path string) (*Device, error) { return p.open(path, true) }
+
+func (p Paths) open(path string, readOnly bool) (*Device, error) {
 	n, err := mtdNumber(path)
 	if err != nil {
 		return nil, err
@@ -64,9 +70,12 @@ func (p Paths) Open(path string) (*Device, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode()&fs.ModeDevice != 0 && st.Mode()&fs.ModeCharDevice == 0 {
 		return nil, fmt.Errorf("mtd: %s is a block device: %w", path, ErrBlockEmulation)
 	}
-	writable := true
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
+	writable := !readOnly
+	var f *os.File
+	if writable {
+		f, err = os.OpenFile(path, os.O_RDWR, 0)
+	}
+	if !writable || errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
 		writable = false
 		f, err = os.OpenFile(path, os.O_RDONLY, 0)
 	}

@@ -18,6 +18,9 @@ func (p Paths) Open(path string) (*Device, error) {
 	return nil, errOS
 }
 
+// OpenReadOnly returns ErrUnsupported outside Linux, as Open does.
+func (p Paths) OpenReadOnly(path string) (*Device, error) { return p.Open(path) }
+
 // IsBad returns ErrUnsupported outside Linux.
 func (d *Device) IsBad(off int64) (bool, error) { return false, errOS }
 

@@ -341,3 +341,36 @@ func run(t *testing.T, name string, args ...string) []byte {
 	}
 	return out
 }
+
+// A device opened read-only (the running bank's slot a copy reads) is read and tells its bad
+// blocks (MEMGETBADBLOCK needs no write access), and the kernel refuses its erases and
+// programs.
+func TestKernelOpenReadOnly(t *testing.T) {
+	w := kernelDevice(t)
+	d, err := Paths{}.OpenReadOnly(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	i := d.Info()
+	if wi := w.Info(); i.Writable || i.Size != wi.Size || i.EraseSize != wi.EraseSize || i.WriteSize != wi.WriteSize {
+		t.Fatalf("read-only info %+v, read-write %+v", i, w.Info())
+	}
+	off := firstGood(t, w, 0)
+	if _, err := d.ReadAt(make([]byte, i.WriteSize), off); err != nil {
+		t.Fatal(err)
+	}
+	for b := 0; b < i.Blocks(); b++ {
+		got, err := d.IsBad(i.BlockOffset(b))
+		want, werr := w.IsBad(i.BlockOffset(b))
+		if err != nil || werr != nil || got != want {
+			t.Fatalf("block %d: bad %v (%v) read-only, %v (%v) read-write", b, got, err, want, werr)
+		}
+	}
+	if err := d.Erase(off, int64(i.EraseSize)); err == nil {
+		t.Fatal("an erase through a read-only device succeeded")
+	}
+	if _, err := d.WriteAt(make([]byte, i.WriteSize), off); err == nil {
+		t.Fatal("a program through a read-only device succeeded")
+	}
+}

@@ -9,27 +9,28 @@ import (
 	"unicode"
 
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/internal/tomlsection"
 )
 
 // Errors of the configuration and the slot model. Callers test them with errors.Is.
 var (
 	// ErrConfig: the [slots] section is malformed, has unknown keys or is inconsistent.
-	ErrConfig = errors.New("slots: invalid configuration")
+	ErrConfig = errkind.New(errkind.Input, "slots: invalid configuration")
 	// ErrUnknownSlot: no slot has that name.
-	ErrUnknownSlot = errors.New("slots: unknown slot")
+	ErrUnknownSlot = errkind.New(errkind.Usage, "slots: unknown slot")
 	// ErrActiveSlot: the target is (or overlaps) a slot of the active bank.
-	ErrActiveSlot = errors.New("slots: refusing to write the active bank")
+	ErrActiveSlot = errkind.New(errkind.Input, "slots: refusing to write the active bank")
 	// ErrActiveUnknown: which bank is active could not be determined.
-	ErrActiveUnknown = errors.New("slots: cannot tell which bank is active")
+	ErrActiveUnknown = errkind.New(errkind.Environment, "slots: cannot tell which bank is active")
 	// ErrTooLarge: the payload does not fit in the slot.
-	ErrTooLarge = errors.New("slots: payload too large for the slot")
+	ErrTooLarge = errkind.New(errkind.Input, "slots: payload too large for the slot")
 	// ErrReserveExhausted: too many blocks went bad during the write.
-	ErrReserveExhausted = errors.New("slots: bad-block reserve exhausted")
+	ErrReserveExhausted = errkind.New(errkind.Environment, "slots: bad-block reserve exhausted")
 	// ErrMismatch: the slot does not hold the expected bytes (read-back verification).
-	ErrMismatch = errors.New("slots: read-back mismatch")
+	ErrMismatch = errkind.New(errkind.Environment, "slots: read-back mismatch")
 	// ErrCursor: a resume cursor does not belong to this slot or write.
-	ErrCursor = errors.New("slots: invalid resume cursor")
+	ErrCursor = errkind.New(errkind.Input, "slots: invalid resume cursor")
 )
 
 // Storage types of a slot (the type key).
@@ -41,6 +42,20 @@ const (
 	TypeNOR      = "nor"       // a raw MTD device that must be NOR
 	TypeNAND     = "nand"      // a raw MTD device that must be NAND (bad-block reserve counted at build time)
 	TypeUBI      = "ubi"       // a UBI volume (ubi_volume = name)
+)
+
+// What a deployment does with the spare bank's slot of a class that the update does not
+// write (the spare key of a [slots.class.NAME] table).
+const (
+	// SpareCopy (the default): the slot is filled with the running bank's slot of the class,
+	// so that the bank booted next is whole.
+	SpareCopy = "copy"
+	// SpareKeep: the slot is left alone and keeps what it holds (a class the updates never
+	// touch, such as a bootloader the bank does not boot from).
+	SpareKeep = "keep"
+	// SpareShared: one slot, without a bank, serves every bank (a data partition): it has no
+	// spare, nothing is copied, and no update writes it.
+	SpareShared = "shared"
 )
 
 // Sources of the active bank (the active key).
@@ -83,6 +98,33 @@ type Config struct {
 	SyncInterval Size `toml:"sync_interval"`
 	// Slots are the [[slots.slot]] entries.
 	Slots []SlotConfig `toml:"slot"`
+	// Classes are the [slots.class.NAME] tables, by class name.
+	Classes map[string]ClassConfig `toml:"class"`
+}
+
+// ClassConfig is a [slots.class.NAME] table: how the banks treat one slot class.
+type ClassConfig struct {
+	// Spare says what a deployment that does not write the class does with the spare bank's
+	// slot of it: SpareCopy (default), SpareKeep or SpareShared.
+	Spare string `toml:"spare"`
+}
+
+// Spare returns what a deployment that does not write class does with the spare bank's slot
+// of it: SpareCopy, SpareKeep or SpareShared.
+func (c *Config) Spare(class string) string {
+	return cmp(c.Classes[class].Spare, SpareCopy)
+}
+
+// BankedClasses returns the slot classes that every bank has (not the shared ones), in the order
+// of their first slot.
+func (c *Config) BankedClasses() []string {
+	var out []string
+	for _, s := range c.Slots {
+		if s.Bank != "" && !slices.Contains(out, s.Class) {
+			out = append(out, s.Class)
+		}
+	}
+	return out
 }
 
 // SlotConfig is one [[slots.slot]] entry.
@@ -178,12 +220,33 @@ func (c *Config) normalize() error {
 	}
 	if len(c.Banks) == 0 {
 		for _, s := range c.Slots {
-			c.Banks = append(c.Banks, s.Bank)
+			if s.Bank != "" {
+				c.Banks = append(c.Banks, s.Bank)
+			}
 		}
 		slices.Sort(c.Banks)
 		c.Banks = slices.Compact(c.Banks)
 	}
+	if err := c.checkClassTables(classBanks); err != nil {
+		return err
+	}
 	return c.checkEveryClassInEveryBank(classBanks)
+}
+
+// checkClassTables: every [slots.class.NAME] table names a class that has slots, with a
+// known spare value.
+func (c *Config) checkClassTables(classBanks map[string][]string) error {
+	for _, class := range slices.Sorted(maps.Keys(c.Classes)) {
+		if _, ok := classBanks[class]; !ok {
+			return cfgErr("slots.class.%s: no slot has class %q", class, class)
+		}
+		switch sp := c.Classes[class].Spare; sp {
+		case "", SpareCopy, SpareKeep, SpareShared:
+		default:
+			return cfgErr("slots.class.%s.spare = %q: want %q, %q or %q", class, sp, SpareCopy, SpareKeep, SpareShared)
+		}
+	}
+	return nil
 }
 
 // normalizeSection fills in the section's defaults and checks its own keys.
@@ -219,14 +282,11 @@ func (c *Config) normalizeSlot(where string, s *SlotConfig, classBanks []string)
 	if s.Class == "" || strings.ContainsFunc(s.Class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
 		return cfgErr("%s: class %q: want a name such as rootfs", where, s.Class)
 	}
-	if !validBankName(s.Bank) {
-		return cfgErr("%s: bank %q: want a bank name such as A", where, s.Bank)
+	if err := c.checkBank(where, s, classBanks); err != nil {
+		return err
 	}
-	if len(c.Banks) > 0 && !slices.Contains(c.Banks, s.Bank) {
-		return cfgErr("%s: bank %q is not in banks %v", where, s.Bank, c.Banks)
-	}
-	if slices.Contains(classBanks, s.Bank) {
-		return cfgErr("%s: bank %s already has a %s slot", where, s.Bank, s.Class)
+	if s.Bank == "" {
+		s.Name = cmp(s.Name, s.Class)
 	}
 	s.Name = cmp(s.Name, s.Class+"-"+strings.ToLower(s.Bank))
 	if strings.Contains(s.Name, "/") {
@@ -240,6 +300,30 @@ func (c *Config) normalizeSlot(where string, s *SlotConfig, classBanks []string)
 	}
 	if s.EraseSize < 0 || s.EraseSize > 0 && s.Offset%s.EraseSize != 0 && s.IsMTD() {
 		return cfgErr("%s: offset %d is not a multiple of erase_size %d", where, s.Offset, s.EraseSize)
+	}
+	return nil
+}
+
+// checkBank: a slot of a shared class is the class's only slot and has no bank; any other
+// slot has a configured bank that has no slot of its class yet (classBanks).
+func (c *Config) checkBank(where string, s *SlotConfig, classBanks []string) error {
+	if c.Spare(s.Class) == SpareShared {
+		switch {
+		case s.Bank != "":
+			return cfgErr("%s: class %s is shared (slots.class.%s.spare = %q): its one slot has no bank", where, s.Class, s.Class, SpareShared)
+		case len(classBanks) > 0:
+			return cfgErr("%s: class %s is shared (slots.class.%s.spare = %q): it has one slot, not two", where, s.Class, s.Class, SpareShared)
+		}
+		return nil
+	}
+	if !validBankName(s.Bank) {
+		return cfgErr("%s: bank %q: want a bank name such as A (or, for one slot that every bank uses, slots.class.%s.spare = %q)", where, s.Bank, s.Class, SpareShared)
+	}
+	if len(c.Banks) > 0 && !slices.Contains(c.Banks, s.Bank) {
+		return cfgErr("%s: bank %q is not in banks %v", where, s.Bank, c.Banks)
+	}
+	if slices.Contains(classBanks, s.Bank) {
+		return cfgErr("%s: bank %s already has a %s slot", where, s.Bank, s.Class)
 	}
 	return nil
 }
@@ -286,6 +370,9 @@ func (s *SlotConfig) checkStorage() error {
 // checkEveryClassInEveryBank: banks switch together, so each needs a slot of every class.
 func (c *Config) checkEveryClassInEveryBank(classBanks map[string][]string) error {
 	for _, class := range slices.Sorted(maps.Keys(classBanks)) {
+		if c.Spare(class) == SpareShared {
+			continue
+		}
 		for _, b := range c.Banks {
 			if !slices.Contains(classBanks[class], b) {
 				return cfgErr("class %q has no slot in bank %s: every bank needs every class (banks switch together)", class, b)
@@ -300,17 +387,18 @@ func (c *Config) Slot(name string) (*SlotConfig, error) {
 	bank, class, two := strings.Cut(name, "/")
 	for i := range c.Slots {
 		s := &c.Slots[i]
-		if s.Name == name || two && strings.EqualFold(s.Bank, bank) && s.Class == class {
+		if s.Name == name || two && s.Bank != "" && strings.EqualFold(s.Bank, bank) && s.Class == class {
 			return s, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: %q (configured: %s)", ErrUnknownSlot, name, strings.Join(c.names(), ", "))
 }
 
-// ForClass returns the slots of a class, one per bank, in bank order.
+// ForClass returns the slots of a class, one per bank, in bank order; of a shared class, its
+// one slot.
 func (c *Config) ForClass(class string) []*SlotConfig {
 	var out []*SlotConfig
-	for _, b := range c.Banks {
+	for _, b := range append(slices.Clone(c.Banks), "") {
 		for i := range c.Slots {
 			if c.Slots[i].Class == class && c.Slots[i].Bank == b {
 				out = append(out, &c.Slots[i])

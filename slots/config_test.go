@@ -11,8 +11,11 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Slots) != 6 || c.Active != ActiveCmdline || c.SyncInterval != 4<<20 || c.ReserveBlocks != 8 {
+	if len(c.Slots) != 7 || c.Active != ActiveCmdline || c.SyncInterval != 4<<20 || c.ReserveBlocks != 8 {
 		t.Fatalf("config %+v", c)
+	}
+	if c.Spare("kernel") != SpareCopy || c.Spare("firmware") != SpareKeep || c.Spare("data") != SpareShared {
+		t.Fatalf("spare: kernel %q, firmware %q, data %q", c.Spare("kernel"), c.Spare("firmware"), c.Spare("data"))
 	}
 	s, err := c.Slot("B/kernel")
 	if err != nil || s.Name != "kernel-b" || s.Size != 16<<20 || s.EraseSize != 128<<10 {
@@ -73,6 +76,77 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "-1", "12XB", "1.5MiB"} {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+// [slots.class.NAME] tables say what a deployment does with the spare bank's slot of a class
+// it does not write: copy it from the running bank (the default), keep it, or (shared) there
+// is one slot without a bank for every bank.
+func TestClassTables(t *testing.T) {
+	doc := `[slots]
+[slots.class.boot]
+spare = "keep"
+[slots.class.data]
+spare = "shared"
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "file"
+path = "/a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "file"
+path = "/b"
+[[slots.slot]]
+class = "boot"
+bank = "A"
+type = "file"
+path = "/boot-a"
+[[slots.slot]]
+class = "boot"
+bank = "B"
+type = "file"
+path = "/boot-b"
+[[slots.slot]]
+class = "data"
+type = "file"
+path = "/data"
+`
+	c, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Spare("rootfs") != SpareCopy || c.Spare("boot") != SpareKeep || c.Spare("data") != SpareShared {
+		t.Fatalf("spare: rootfs %q, boot %q, data %q", c.Spare("rootfs"), c.Spare("boot"), c.Spare("data"))
+	}
+	if got := strings.Join(c.Banks, ","); got != "A,B" {
+		t.Fatalf("banks %q", got)
+	}
+	if got := strings.Join(c.BankedClasses(), ","); got != "rootfs,boot" {
+		t.Fatalf("banked classes %q", got)
+	}
+	if s, err := c.Slot("data"); err != nil || s.Bank != "" {
+		t.Fatalf("the shared slot: %+v, %v", s, err)
+	}
+	if _, err := c.Slot("B/data"); !errors.Is(err, ErrUnknownSlot) {
+		t.Fatalf("B/data: %v", err)
+	}
+	if ss := c.ForClass("data"); len(ss) != 1 || ss[0].Name != "data" {
+		t.Fatalf("ForClass(data): %v", ss)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{strings.Replace(doc, `spare = "keep"`, `spare = "mirror"`, 1), `slots.class.boot.spare = "mirror": want "copy", "keep" or "shared"`},
+		{strings.Replace(doc, `spare = "keep"`, "spare = \"keep\"\ncolour = 1", 1), "slots.class.boot.colour"},
+		{doc + "[slots.class.dtb]\nspare = \"keep\"\n", `slots.class.dtb: no slot has class "dtb"`},
+		{strings.Replace(doc, "class = \"data\"\n", "class = \"data\"\nbank = \"A\"\n", 1), "class data is shared"},
+		{doc + "[[slots.slot]]\nclass = \"data\"\ntype = \"file\"\npath = \"/data2\"\n", "it has one slot, not two"},
+		{strings.Replace(doc, "[slots.class.data]\nspare = \"shared\"\n", "", 1), `bank "": want a bank name such as A (or, for one slot that every bank uses, slots.class.data.spare = "shared")`},
+	} {
+		_, err := ParseConfig([]byte(tc.doc))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an ErrConfig naming %q, got %v", tc.want, err)
 		}
 	}
 }

@@ -4,7 +4,10 @@
 //
 // A slot is one storage area that holds one payload class (rootfs, kernel, firmware, ...).
 // Slots are grouped into banks ("A" and "B"): all classes of a bank switch together in one
-// bootloader transition. The layout is the [slots] section of the device's TOML config file
+// bootloader transition. A [slots.class.NAME] table says what a deployment that does not
+// write a class does with the spare bank's slot of it (Config.Spare): copy the running bank's
+// (SpareCopy, the default), leave it alone (SpareKeep), or there is one slot without a bank
+// that every bank uses (SpareShared, a data partition), which is never written. The layout is the [slots] section of the device's TOML config file
 // (see examples/aduagent.toml); LoadConfig reads only that section and ignores the others.
 // A slot names its storage: a file, a block device or partition (by path, GPT PARTLABEL or
 // PARTUUID through /dev/disk/by-partlabel and by-partuuid), an eMMC boot partition (whose
@@ -16,9 +19,10 @@
 // PARTUUID, PARTLABEL or UBI volume) or from the bootloader state (Primary, when nothing is
 // pending, asked through BootState), as configured. The active bank is never opened for
 // writing: Layout.Prepare, which resolves a slot once for a write and measures its capacity,
-// refuses every slot of the active bank, and every target that resolves to the same device
-// as (or a whole disk containing) an active-bank slot, with ErrActiveSlot; the Target it
-// returns opens the writer.
+// refuses every slot of the active bank and every shared slot, and every target that
+// resolves to the same device as (or a whole disk containing) one of them, with
+// ErrActiveSlot; the Target it returns opens the writer. Layout.OpenReader reads any slot,
+// the active bank's too, with its storage opened read-only.
 //
 // # Writers
 //

@@ -31,27 +31,20 @@ type flashBackend struct {
 // continues from it. On NAND the image must fit in the good blocks minus reserve blocks.
 func NewFlashWriter(dev Flash, name string, offset, length, size int64, resume *Cursor, opts ...Option) (Writer, error) {
 	o := newOptions(opts)
-	info := dev.Info()
-	es := int64(info.EraseSize)
-	if es <= 0 || info.WriteSize <= 0 {
-		return nil, fmt.Errorf("slots: %s: implausible geometry (erase %d, write %d)", name, info.EraseSize, info.WriteSize)
-	}
-	if length == 0 {
-		length = info.Size - offset
-	}
-	if offset < 0 || offset%es != 0 || length <= 0 || length%es != 0 || offset+length > info.Size {
-		return nil, fmt.Errorf("%w: %s: region %#x+%#x does not fit the device (size %#x) in whole %#x-byte erase blocks", ErrConfig, name, offset, length, info.Size, es)
-	}
-	be := &flashBackend{dev: dev, info: info, name: name, base: offset, end: offset + length, phys: offset,
-		noSkip: o.noSkip, cmp: make([]byte, es), scanned: offset}
-	if info.Type.HasBadBlocks() {
-		be.reserve = o.reserve
-	}
-	bad, err := countBad(dev, offset, be.end)
+	be, err := newFlashRegion(dev, name, offset, length)
 	if err != nil {
 		return nil, err
 	}
-	blocks := length / es
+	be.noSkip = o.noSkip
+	if be.nand() {
+		be.reserve = o.reserve
+	}
+	bad, err := countBad(dev, be.base, be.end)
+	if err != nil {
+		return nil, err
+	}
+	es := be.es()
+	blocks := (be.end - be.base) / es
 	be.capBytes = max(blocks-int64(bad)-int64(be.reserve), 0) * es
 	if size > be.capBytes {
 		return nil, fmt.Errorf("%w: %s: the payload has %d bytes, the slot takes %d (%d blocks of %d bytes, %d bad, %d reserved)",
@@ -72,6 +65,25 @@ func NewFlashWriter(dev Flash, name string, offset, length, size int64, resume *
 	}
 	w.st.ReserveBlocks = be.reserve
 	return w, nil
+}
+
+// newFlashRegion returns a backend over the region [offset, offset+length) of dev (length 0:
+// to the end of the device), positioned at its first block, after checking that the region
+// is whole erase blocks of the device.
+func newFlashRegion(dev Flash, name string, offset, length int64) (*flashBackend, error) {
+	info := dev.Info()
+	es := int64(info.EraseSize)
+	if es <= 0 || info.WriteSize <= 0 {
+		return nil, fmt.Errorf("slots: %s: implausible geometry (erase %d, write %d)", name, info.EraseSize, info.WriteSize)
+	}
+	if length == 0 {
+		length = info.Size - offset
+	}
+	if offset < 0 || offset%es != 0 || length <= 0 || length%es != 0 || offset+length > info.Size {
+		return nil, fmt.Errorf("%w: %s: region %#x+%#x does not fit the device (size %#x) in whole %#x-byte erase blocks", ErrConfig, name, offset, length, info.Size, es)
+	}
+	return &flashBackend{dev: dev, info: info, name: name, base: offset, end: offset + length, phys: offset,
+		cmp: make([]byte, es), scanned: offset}, nil
 }
 
 func checkCursor(c *Cursor, name string, size, unit int64, o options) error {
@@ -283,22 +295,27 @@ func countBad(dev Flash, from, to int64) (int, error) {
 
 // flashCapacity is what NewFlashWriter would accept for the region.
 func flashCapacity(dev Flash, name string, offset, length int64, reserve int) (int64, error) {
-	info := dev.Info()
-	es := int64(info.EraseSize)
-	if length == 0 {
-		length = info.Size - offset
-	}
-	if es <= 0 || offset < 0 || offset%es != 0 || length <= 0 || length%es != 0 || offset+length > info.Size {
-		return 0, fmt.Errorf("%w: %s: region %#x+%#x does not fit the device (size %#x) in whole erase blocks", ErrConfig, name, offset, length, info.Size)
-	}
-	bad, err := countBad(dev, offset, offset+length)
+	be, err := newFlashRegion(dev, name, offset, length)
 	if err != nil {
 		return 0, err
 	}
-	if !info.Type.HasBadBlocks() {
+	if !be.nand() {
 		reserve = 0
 	}
-	return max(length/es-int64(bad)-int64(reserve), 0) * es, nil
+	good, err := be.goodBytes()
+	if err != nil {
+		return 0, err
+	}
+	return max(good-int64(reserve)*be.es(), 0), nil
+}
+
+// goodBytes is the size of the region's good blocks: what a reader of it reads.
+func (f *flashBackend) goodBytes() (int64, error) {
+	bad, err := countBad(f.dev, f.base, f.end)
+	if err != nil {
+		return 0, err
+	}
+	return f.end - f.base - int64(bad)*f.es(), nil
 }
 
 // readsBack: commit reads every programmed block back.

@@ -258,6 +258,9 @@ func (l *Layout) ActiveBank() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if bank == "" {
+		return "", fmt.Errorf("%w: root=%s is a shared slot, which every bank uses: add %s= to the kernel command line", ErrActiveUnknown, root, l.Config.CmdlineKey)
+	}
 	return bank, nil
 }
 
@@ -338,8 +341,9 @@ func (l *Layout) bankOfRoot(root string) (string, error) {
 	return fail()
 }
 
-// CheckWritable returns nil when s may be written: it is not in the active bank and its
-// storage is not (and is not a disk holding) the storage of an active-bank slot. It fails
+// CheckWritable returns nil when s may be written: it is not in the active bank nor shared by
+// every bank, and its storage is not (and is not a disk holding) the storage of an
+// active-bank or shared slot. It fails
 // with ErrActiveSlot, or ErrActiveUnknown when the layout has slots but the active bank
 // cannot be told. Prepare checks the same and more in one go.
 func (l *Layout) CheckWritable(s *Slot) error {
@@ -359,6 +363,9 @@ func (l *Layout) checkWritable(s *Slot, p string, resolveErr error) error {
 	if !s.adhoc && s.Bank == active {
 		return fmt.Errorf("%w: slot %s is in bank %s, which is running", ErrActiveSlot, s.Name, active)
 	}
+	if !s.adhoc && s.Bank == "" {
+		return fmt.Errorf("%w: slot %s is shared by every bank, the running one (%s) too", ErrActiveSlot, s.Name, active)
+	}
 	if resolveErr != nil || p == "" {
 		if s.adhoc {
 			return resolveErr
@@ -367,8 +374,8 @@ func (l *Layout) checkWritable(s *Slot, p string, resolveErr error) error {
 	}
 	tid := l.identityOf(p)
 	for _, a := range l.Slots() {
-		if a.Bank != active {
-			continue
+		if a.Bank != active && a.Bank != "" {
+			continue // a slot of another bank; a shared one is in use by the running bank
 		}
 		ap, err := l.Resolve(a)
 		if err != nil {

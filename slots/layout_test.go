@@ -304,3 +304,28 @@ func TestPrepare(t *testing.T) {
 	must(t, w.Verify(bytes.NewReader(raw)))
 	must(t, w.Close())
 }
+
+// A shared slot is in use by the running bank whichever bank runs: it is never written,
+// nor is storage that overlaps it, and root= naming it tells no bank.
+func TestSharedSlotRefused(t *testing.T) {
+	fs := newFakeSystem(t, "adu.slot=A")
+	doc := layoutDoc + "[slots.class.data]\nspare = \"shared\"\n[[slots.slot]]\nclass = \"data\"\ntype = \"block\"\npath = \"/dev/mmcblk0boot0\"\n"
+	doc = strings.Replace(doc, `path = "/dev/mmcblk0boot0"`, `path = "/dev/mmcblk0p9"`, 1) // boot-a moves out of the way
+	l := fs.layout(t, doc)
+	data, _ := l.Slot("data")
+	if _, err := l.Prepare(data); !errors.Is(err, ErrActiveSlot) || !strings.Contains(err.Error(), "shared by every bank") {
+		t.Fatalf("the shared slot: %v", err)
+	}
+	other, err := l.Target(filepath.Join(fs.dev, "mmcblk0boot0"))
+	must(t, err)
+	if _, err := l.Prepare(other); !errors.Is(err, ErrActiveSlot) || !strings.Contains(err.Error(), "active slot data") {
+		t.Fatalf("the shared slot's storage by its path: %v", err)
+	}
+	r, err := l.OpenReader(data)
+	must(t, err)
+	must(t, r.Close())
+	must(t, os.WriteFile(fs.cmdline, []byte("root=/dev/mmcblk0boot0\n"), 0o644))
+	if _, err := l.ActiveBank(); !errors.Is(err, ErrActiveUnknown) || !strings.Contains(err.Error(), "shared slot") {
+		t.Fatalf("root= naming the shared slot: %v", err)
+	}
+}

@@ -41,8 +41,8 @@ func (l *Layout) Prepare(s *Slot) (*Target, error) {
 
 // Capacity returns how many bytes slot s takes (0: no limit, a file that grows): for raw
 // NAND after its bad blocks and reserve, for a UBI volume its reserved size. It opens the
-// storage read-only where it can and writes nothing; unlike Prepare it also measures slots
-// of the running bank.
+// storage read-only and writes nothing; unlike Prepare it also measures slots of the running
+// bank.
 func (l *Layout) Capacity(s *Slot) (int64, error) {
 	t, err := l.locate(s)
 	if err != nil {
@@ -111,7 +111,7 @@ func (t *Target) measure() (int64, error) {
 		}
 		return c, nil
 	case s.IsMTD():
-		dev, err := t.openFlash()
+		dev, err := t.openFlashReadOnly()
 		if err != nil {
 			return 0, err
 		}
@@ -124,7 +124,7 @@ func (t *Target) measure() (int64, error) {
 			return int64(s.Size), nil
 		}
 	}
-	dev, size, err := t.openBlock()
+	dev, size, err := t.openBlockReadOnly()
 	if err != nil {
 		return 0, err
 	}

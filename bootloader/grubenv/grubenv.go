@@ -13,9 +13,10 @@ package grubenv
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 const (
@@ -33,21 +34,21 @@ const (
 // Sentinel errors. Parse errors are returned as *ParseError, which unwraps to one of these.
 var (
 	// ErrSignature: the block does not start with Signature.
-	ErrSignature = errors.New("grubenv: block does not start with the GRUB environment block signature")
+	ErrSignature = errkind.New(errkind.Input, "grubenv: block does not start with the GRUB environment block signature")
 	// ErrSize: the block's size is not a positive multiple of 512 bytes (up to MaxSize).
-	ErrSize = errors.New("grubenv: block size is not a positive multiple of 512 bytes")
+	ErrSize = errkind.New(errkind.Input, "grubenv: block size is not a positive multiple of 512 bytes")
 	// ErrBroken: the byte before the '#' padding is not a newline, or a variable's line
 	// runs into the end of the block (what GRUB calls a broken block).
-	ErrBroken = errors.New("grubenv: broken block (no newline before the padding or at the end of a line)")
+	ErrBroken = errkind.New(errkind.Input, "grubenv: broken block (no newline before the padding or at the end of a line)")
 	// ErrSyntax: a line that is neither a comment nor name=value (no '=' before the newline).
-	ErrSyntax = errors.New("grubenv: line has no '=' before its newline")
+	ErrSyntax = errkind.New(errkind.Input, "grubenv: line has no '=' before its newline")
 	// ErrName: a variable name that GRUB could not read back (empty, or containing '=',
 	// newline, backslash or NUL, or starting with '#').
-	ErrName = errors.New("grubenv: invalid variable name")
+	ErrName = errkind.New(errkind.Input, "grubenv: invalid variable name")
 	// ErrValue: a value containing NUL, which GRUB's C strings cannot hold.
-	ErrValue = errors.New("grubenv: invalid variable value")
+	ErrValue = errkind.New(errkind.Input, "grubenv: invalid variable value")
 	// ErrTooLarge: the variables do not fit in the block's size.
-	ErrTooLarge = errors.New("grubenv: variables do not fit in the environment block")
+	ErrTooLarge = errkind.New(errkind.Input, "grubenv: variables do not fit in the environment block")
 )
 
 // ParseError reports where in a block parsing failed. It unwraps to a sentinel error.

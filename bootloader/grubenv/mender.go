@@ -1,14 +1,15 @@
 package grubenv
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // ErrMenderCorrupt: neither of Mender's two environment copies is marked consistent by its
 // lock file.
-var ErrMenderCorrupt = errors.New("grubenv: both Mender environment copies are being edited or missing")
+var ErrMenderCorrupt = errkind.New(errkind.Input, "grubenv: both Mender environment copies are being edited or missing")
 
 // Mender is the redundant GRUB environment of Mender's grub-mender-grubenv: two copies,
 // Dir/mender_grubenv1/env and Dir/mender_grubenv2/env, each guarded by a lock file next to it

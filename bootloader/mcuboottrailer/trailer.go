@@ -16,11 +16,11 @@ package mcuboottrailer
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Flash is the part of a flash device this package uses: byte reads and writes at offsets
@@ -61,19 +61,19 @@ type Slot struct {
 // Sentinel errors.
 var (
 	// ErrGeometry: the Slot's sizes, alignments or options are invalid.
-	ErrGeometry = errors.New("mcuboottrailer: invalid slot geometry")
+	ErrGeometry = errkind.New(errkind.Input, "mcuboottrailer: invalid slot geometry")
 	// ErrShort: a trailer region is shorter than the trailer fields.
-	ErrShort = errors.New("mcuboottrailer: trailer region too short")
+	ErrShort = errkind.New(errkind.Input, "mcuboottrailer: trailer region too short")
 	// ErrBadMagic: the primary slot's magic is neither the trailer magic nor erased, so it
 	// cannot be confirmed (bootutil's BOOT_EBADVECT).
-	ErrBadMagic = errors.New("mcuboottrailer: slot trailer magic is corrupt")
+	ErrBadMagic = errkind.New(errkind.Input, "mcuboottrailer: slot trailer magic is corrupt")
 	// ErrStale: a trailer unit to be written holds other data, and erasing the trailer's
 	// erase block is not safe (it may hold image data, or ImageEnd is unknown).
-	ErrStale = errors.New("mcuboottrailer: trailer holds stale data that cannot be erased safely")
+	ErrStale = errkind.New(errkind.Input, "mcuboottrailer: trailer holds stale data that cannot be erased safely")
 	// ErrNotErased: a unit to be programmed is not erased (writing it would need an erase).
-	ErrNotErased = errors.New("mcuboottrailer: trailer unit to be written is not erased")
+	ErrNotErased = errkind.New(errkind.Input, "mcuboottrailer: trailer unit to be written is not erased")
 	// ErrFlash wraps failures of the Flash device.
-	ErrFlash = errors.New("mcuboottrailer: flash access failed")
+	ErrFlash = errkind.New(errkind.Environment, "mcuboottrailer: flash access failed")
 )
 
 // MagicState is the state of a trailer magic, numbered as bootutil's BOOT_MAGIC_*.

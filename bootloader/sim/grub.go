@@ -29,15 +29,15 @@ func (g *GRUB) Reset() (Boot, error) {
 	b := Boot{}
 	for i, s := range order {
 		if get(s+"_OK", "1") == "1" && get(s+"_TRY", "0") == "0" {
-			b.Slot = bootloader.Slot(s)
+			b.Bank = bootloader.Bank(s)
 			b.Rollback = i > 0
 			break
 		}
 	}
-	if b.Slot == "" {
+	if b.Bank == "" {
 		for _, s := range order {
 			if get(s+"_OK", "1") == "1" {
-				b.Slot = bootloader.Slot(s)
+				b.Bank = bootloader.Bank(s)
 				break
 			}
 		}
@@ -46,8 +46,8 @@ func (g *GRUB) Reset() (Boot, error) {
 	for _, s := range order {
 		set[s+"_TRY"] = get(s+"_TRY", "0")
 	}
-	if b.Slot != "" {
-		set[string(b.Slot)+"_TRY"] = "1"
+	if b.Bank != "" {
+		set[string(b.Bank)+"_TRY"] = "1"
 	}
 	b.Saved = true
 	return b, g.Env.Update(set, nil)

@@ -32,9 +32,9 @@ import (
 // power failure.
 type MCUboot struct {
 	Primary, Secondary mcuboottrailer.Slot
-	// Name is the bank name Reset returns as Boot.Slot (MCUboot always runs the primary
+	// Name is the bank name Reset returns as Boot.Bank (MCUboot always runs the primary
 	// slot); default "primary".
-	Name bootloader.Slot
+	Name bootloader.Bank
 	// LastSwap is the swap the last Reset performed (SwapNone when it only booted).
 	LastSwap mcuboottrailer.SwapType
 }
@@ -56,7 +56,7 @@ func (m *MCUboot) Reset() (Boot, error) {
 	}
 	swap := mcuboottrailer.Decide(p, s)
 	m.LastSwap = swap
-	b := Boot{Slot: name}
+	b := Boot{Bank: name}
 	if swap == mcuboottrailer.SwapNone {
 		return b, nil
 	}

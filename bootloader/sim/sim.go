@@ -22,25 +22,25 @@ import (
 type Device struct {
 	Env    bootloader.EnvStore
 	Preset bootloader.Preset
-	Slots  []bootloader.Slot // default A, B
+	Banks  []bootloader.Bank // default A, B
 	// MenderParts maps banks to mender_boot_part numbers (default A=2, B=3).
-	MenderParts map[bootloader.Slot]int
+	MenderParts map[bootloader.Bank]int
 	// RAUCAttempts is what RAUC's script resets BOOT_x_LEFT to when no bank has attempts left.
 	RAUCAttempts int
 }
 
 // Boot is what one reset did.
 type Boot struct {
-	Slot     bootloader.Slot // the bank the kernel was started from
+	Bank     bootloader.Bank // the bank the kernel was started from
 	Rollback bool            // altbootcmd ran (or, for RAUC, a bank ran out of attempts)
 	Saved    bool            // the bootloader wrote the environment
 }
 
-func (d *Device) slots() []bootloader.Slot {
-	if len(d.Slots) > 0 {
-		return d.Slots
+func (d *Device) banks() []bootloader.Bank {
+	if len(d.Banks) > 0 {
+		return d.Banks
 	}
-	return []bootloader.Slot{"A", "B"}
+	return []bootloader.Bank{"A", "B"}
 }
 
 // Reset runs the bootloader once.
@@ -51,33 +51,33 @@ func (d *Device) Reset() (Boot, error) {
 	}
 	switch d.Preset {
 	case bootloader.PresetAduflash, "":
-		return d.bootcount(vars, d.aduflashAlt, func(v map[string]string) bootloader.Slot {
+		return d.bootcount(vars, d.aduflashAlt, func(v map[string]string) bootloader.Bank {
 			if s := v["adu_slot"]; s != "" {
-				return bootloader.Slot(s)
+				return bootloader.Bank(s)
 			}
-			return d.slots()[0]
+			return d.banks()[0]
 		})
 	case bootloader.PresetMender:
 		parts := d.MenderParts
 		if parts == nil {
-			parts = map[bootloader.Slot]int{d.slots()[0]: 2, d.slots()[1]: 3}
+			parts = map[bootloader.Bank]int{d.banks()[0]: 2, d.banks()[1]: 3}
 		}
 		return d.bootcount(vars, func(v map[string]string, set map[string]string, unset *[]string) {
 			// mender_altbootcmd: toggle the partition, stop the trial, save.
-			next := d.slots()[0]
-			if v["mender_boot_part"] == strconv.Itoa(parts[d.slots()[0]]) {
-				next = d.slots()[1]
+			next := d.banks()[0]
+			if v["mender_boot_part"] == strconv.Itoa(parts[d.banks()[0]]) {
+				next = d.banks()[1]
 			}
 			set["mender_boot_part"] = strconv.Itoa(parts[next])
 			set["mender_boot_part_hex"] = strconv.FormatInt(int64(parts[next]), 16)
 			set["upgrade_available"] = "0"
-		}, func(v map[string]string) bootloader.Slot {
+		}, func(v map[string]string) bootloader.Bank {
 			for s, p := range parts {
 				if v["mender_boot_part"] == strconv.Itoa(p) {
 					return s
 				}
 			}
-			return d.slots()[0]
+			return d.banks()[0]
 		})
 	case bootloader.PresetRAUC:
 		return d.rauc(vars)
@@ -88,9 +88,9 @@ func (d *Device) Reset() (Boot, error) {
 // bootcount is U-Boot's bootcount_inc + bootdelay_process choice of bootcmd or altbootcmd.
 func (d *Device) bootcount(vars map[string]string,
 	alt func(v map[string]string, set map[string]string, unset *[]string),
-	slotOf func(map[string]string) bootloader.Slot) (Boot, error) {
+	bankOf func(map[string]string) bootloader.Bank) (Boot, error) {
 	if vars["upgrade_available"] != "1" {
-		return Boot{Slot: slotOf(vars)}, nil
+		return Boot{Bank: bankOf(vars)}, nil
 	}
 	count, _ := strconv.Atoi(vars["bootcount"])
 	count++
@@ -109,7 +109,7 @@ func (d *Device) bootcount(vars map[string]string,
 	if err != nil {
 		return Boot{}, err
 	}
-	b.Slot = slotOf(after)
+	b.Bank = bankOf(after)
 	return b, nil
 }
 
@@ -128,7 +128,7 @@ func (d *Device) aduflashAlt(v map[string]string, set map[string]string, unset *
 func (d *Device) rauc(vars map[string]string) (Boot, error) {
 	order := strings.Fields(vars["BOOT_ORDER"])
 	if len(order) == 0 {
-		for _, s := range d.slots() {
+		for _, s := range d.banks() {
 			order = append(order, string(s))
 		}
 	}
@@ -147,7 +147,7 @@ func (d *Device) rauc(vars map[string]string) (Boot, error) {
 			left = int(n)
 		}
 		if left > 0 {
-			b.Slot = bootloader.Slot(s)
+			b.Bank = bootloader.Bank(s)
 			b.Rollback = i > 0 && vars["adu_pending"] == order[0]
 			return b, d.Env.Update(map[string]string{"BOOT_" + s + "_LEFT": strconv.FormatInt(int64(left-1), 16)}, nil)
 		}

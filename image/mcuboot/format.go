@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // Header layout constants.
@@ -296,39 +297,46 @@ func (h *Hex) UnmarshalText(b []byte) error {
 }
 
 // Errors of Parse, Verify and Sign. Callers test them with errors.Is; the messages name the
-// offset or field at fault.
+// offset or field at fault. ErrBadOptions is a usage error (errkind.Usage: the options are
+// the caller's arguments); the others are verdicts on the input, and all but ErrBadInput
+// verdicts on an image (Rejected).
 var (
 	// ErrBadMagic: the data does not start with the MCUboot image magic.
-	ErrBadMagic = errors.New("not an MCUboot image (bad magic)")
+	ErrBadMagic = reject("not an MCUboot image (bad magic)")
 	// ErrTruncated: the data ends before the header, body or TLV area it declares.
-	ErrTruncated = errors.New("truncated MCUboot image")
+	ErrTruncated = reject("truncated MCUboot image")
 	// ErrMalformed: the header or TLV area is inconsistent (TLV info magic, lengths, sizes).
-	ErrMalformed = errors.New("malformed MCUboot image")
+	ErrMalformed = reject("malformed MCUboot image")
 	// ErrHashMismatch: the hash TLV does not match header, body and protected TLVs.
-	ErrHashMismatch = errors.New("image hash mismatch")
+	ErrHashMismatch = reject("image hash mismatch")
 	// ErrKeyMismatch: the image carries no signature for the given key (other key hash, other
 	// key type, or no signature at all).
-	ErrKeyMismatch = errors.New("no signature for the given key")
+	ErrKeyMismatch = reject("no signature for the given key")
 	// ErrBadSignature: the signature made for the given key does not verify. It also matches
 	// image.ErrBadSignature.
 	ErrBadSignature = fmt.Errorf("%w", image.ErrBadSignature)
 	// ErrTooLarge: the signed image and its trailer do not fit the slot, or the input exceeds MaxSize.
-	ErrTooLarge = errors.New("image too large")
+	ErrTooLarge = reject("image too large")
 	// ErrBadInput: the payload cannot be signed with the given options (e.g. the header area
 	// holds data without --pad-header).
-	ErrBadInput = errors.New("invalid input")
+	ErrBadInput = errkind.New(errkind.Input, "invalid input")
 	// ErrBadOptions: a sign or trailer option is out of range or contradicts another.
-	ErrBadOptions = errors.New("invalid MCUboot options")
+	ErrBadOptions = errkind.New(errkind.Usage, "invalid MCUboot options")
 )
+
+// rejection is this package's verdict on an image: invalid input (errkind.Input) that
+// Rejected recognises.
+type rejection struct{ text string }
+
+func (e *rejection) Error() string           { return e.text }
+func (e *rejection) ErrorKind() errkind.Kind { return errkind.Input }
+
+func reject(text string) error { return &rejection{text: text} }
 
 // Rejected reports whether err is this package's verdict that an image is bad (its bytes,
 // its hash, its signature or its size), as opposed to a failure to read it: callers map the
 // first to "invalid input".
 func Rejected(err error) bool {
-	for _, r := range []error{ErrBadMagic, ErrTruncated, ErrMalformed, ErrHashMismatch, ErrKeyMismatch, ErrBadSignature, ErrTooLarge} {
-		if errors.Is(err, r) {
-			return true
-		}
-	}
-	return false
+	var r *rejection
+	return errors.As(err, &r) || errors.Is(err, ErrBadSignature)
 }

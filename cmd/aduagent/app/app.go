@@ -14,7 +14,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/bootloader"
-	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/slots"
@@ -115,7 +114,7 @@ type device struct {
 	boot    bootloader.Config
 	layout  *slots.Layout
 	backend bootloader.Backend // nil when bootErr is set
-	bootErr error              // opening the backend failed (classified)
+	bootErr error              // opening the backend failed
 	closeFn func() error
 }
 
@@ -132,10 +131,10 @@ func loadDevice(c *cli.Context) (*device, error) {
 	d := &device{path: globalFlag(c, "config")}
 	var err error
 	if d.slots, err = slots.LoadConfig(d.path); err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	if d.boot, err = bootloader.LoadConfig(d.path); err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	var opts []bootloader.OpenOption
 	if r := globalFlag(c, "dev-root"); r != "" {
@@ -147,7 +146,7 @@ func loadDevice(c *cli.Context) (*device, error) {
 	senv := slots.Env{Dev: globalFlag(c, "dev-root"), Sysfs: globalFlag(c, "sysfs-root"), Cmdline: globalFlag(c, "cmdline-file")}
 	backend, cl, err := bootloader.Open(d.boot, opts...)
 	if err != nil {
-		d.bootErr = classify(fmt.Errorf("opening the %s bootloader backend: %w", d.boot.Type, err))
+		d.bootErr = fmt.Errorf("opening the %s bootloader backend: %w", d.boot.Type, err)
 	} else {
 		d.backend, d.closeFn = backend, cl
 		senv.Bootloader = bootloader.Banks{Backend: backend}
@@ -164,32 +163,6 @@ func (d *device) checkBank(bank string) error {
 		}
 	}
 	return exitcode.Usagef("unknown bank %q (configured: %v)", bank, d.boot.Banks)
-}
-
-// classify maps the errors of the slots and bootloader packages to exit codes.
-func classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ec *exitcode.Error
-	switch {
-	case errors.As(err, &ec):
-		return err
-	case errors.Is(err, slots.ErrActiveUnknown), errors.Is(err, bootloader.ErrUnsupported),
-		errors.Is(err, ubootenv.ErrStorage), errors.Is(err, ubootenv.ErrLock), errors.Is(err, ubootenv.ErrUnsupported),
-		errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
-		return exitcode.WithCode(exitcode.IO, err)
-	case errors.Is(err, bootloader.ErrUnknownSlot):
-		return exitcode.WithCode(exitcode.Usage, err)
-	case errors.Is(err, slots.ErrConfig), errors.Is(err, bootloader.ErrConfig),
-		errors.Is(err, bootloader.ErrPrimarySlot), errors.Is(err, bootloader.ErrNotPrimary),
-		errors.Is(err, bootloader.ErrNoFallback), errors.Is(err, bootloader.ErrBadState),
-		errors.Is(err, ubootenv.ErrConfig), errors.Is(err, ubootenv.ErrNoValidCopy), errors.Is(err, ubootenv.ErrBadCRC),
-		errors.Is(err, ubootenv.ErrCorrupt), errors.Is(err, ubootenv.ErrTooLarge), errors.Is(err, ubootenv.ErrInvalidVar),
-		errors.Is(err, ubootenv.ErrNotWritable):
-		return exitcode.InvalidInput(err)
-	}
-	return err
 }
 
 // exists reports whether path exists (errors other than "not there" count as existing, so

@@ -361,7 +361,7 @@ func TestMarkGoodBad(t *testing.T) {
 	}
 	// mark-good A while B is pending: the bootloader boots B, so it refuses (exit 1).
 	code, _, errOut := fx.run(t, "mark-good")
-	if code != exitcode.Invalid || !strings.Contains(errOut, "slot is not the primary slot") || !bytes.Equal(before, fx.envBytes(t)) {
+	if code != exitcode.Invalid || !strings.Contains(errOut, "bank is not the primary bank") || !bytes.Equal(before, fx.envBytes(t)) {
 		t.Errorf("mark-good A during B's trial: exit %d %q", code, errOut)
 	}
 

@@ -35,7 +35,10 @@ one), the way a deployment from the service does: the image's signature and chun
 are verified while it streams into the slot (aduimg and MCUboot images, against the
 [agent] section's keyring and pub keys), its slot class, compatibility and version are
 checked before the first byte is written, the slot is read back, the bank is marked
-pending in the bootloader and the device reboots (agent.reboot_command). After the reboot
+pending in the bootloader and the device reboots (agent.reboot_command). Before the bank is
+marked pending, its slots of the other classes are filled from the running bank's (copied,
+resumable and read back; skipped where they hold those bytes already), unless the config's
+[slots.class.NAME] says spare = "keep" or "shared". After the reboot
 aduagent run health-checks and confirms the bank, or it is rolled back; aduagent mark-good
 confirms it by hand.
 
@@ -51,9 +54,9 @@ bootloader gives it before it falls back (its state after the bank was marked pe
 
 --dry-run does all of it but the writes: the file is downloaded or read and checked as an
 install checks it (signature, every chunk or the MCUboot hash, slot class and fit,
-compatibility, version and security counter, a bank already pending), and nothing is
-written: no slot byte, no journal entry, no bootloader change, no reboot. Its verdict and
-exit code are the install's.
+compatibility, version and security counter, a bank already pending), the slots it would
+copy are read and compared, and nothing is written: no slot byte, no journal entry, no
+bootloader change, no reboot. Its verdict and exit code are the install's.
 
 Exit codes: 0 installed (the bank is pending; rebooting, or not with --no-reboot; with
 --dry-run: it would be); 1 the
@@ -103,6 +106,29 @@ type installResult struct {
 	Bootloader *bootloader.State `json:"bootloader,omitempty"`
 	// DryRun: nothing was written; OK says the install would have made the bank pending.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Copies are the bank's slots of the other classes, filled from the running bank.
+	Copies []copyResult `json:"copies,omitempty"`
+}
+
+// copyResult is a slot filled from the running bank (agent.CopyState).
+type copyResult struct {
+	Class string `json:"class"`
+	From  string `json:"from"`
+	Slot  string `json:"slot"`
+	Bytes int64  `json:"bytes"`
+	// Identical: the slot held those bytes already; nothing was (or would be) written.
+	Identical bool `json:"identical,omitempty"`
+}
+
+// copiesOf tells what dep's copies did (or, in a dry run, would do).
+func copiesOf(dep *agent.Deployment) []copyResult {
+	var out []copyResult
+	for _, c := range dep.Copies {
+		st := c.Progress.Stats
+		out = append(out, copyResult{Class: c.Class, From: c.From, Slot: c.Slot, Bytes: c.Size,
+			Identical: c.Size > 0 && st.UnitsWritten == 0 && st.BytesSkipped == c.Size})
+	}
+	return out
 }
 
 func (e *env) install(c *cli.Context) error {
@@ -127,7 +153,7 @@ func (e *env) install(c *cli.Context) error {
 	}
 	cfg, err := agent.LoadConfig(globalFlag(c, "config"))
 	if err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	level := cfg.Level()
 	if !c.Bool("verbose") {
@@ -154,13 +180,13 @@ func (e *env) install(c *cli.Context) error {
 	}
 	ag, err := agent.New(o)
 	if err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	defer ag.Close()
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
 	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
 	if dep != nil {
-		res.Bank, res.From = dep.Bank, dep.From
+		res.Bank, res.From, res.Copies = dep.Bank, dep.From, copiesOf(dep)
 		if len(dep.Steps) == 1 {
 			st := dep.Steps[0]
 			res.Class, res.Slot, res.Format = st.Class, st.Slot, st.Progress.Format
@@ -180,7 +206,7 @@ func (e *env) install(c *cli.Context) error {
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		err = exitcode.WithCode(exitcode.IO, fmt.Errorf("install interrupted; run the same command again to resume: %w", err))
 	default:
-		err = classifyAgent(fmt.Errorf("install %s: %w", c.Args().First(), err))
+		err = fmt.Errorf("install %s: %w", c.Args().First(), err)
 	}
 	if res.Pending {
 		// What the bootloader will do, as it says itself (also what aduagent status shows).
@@ -219,10 +245,12 @@ func printInstall(w io.Writer, r *installResult) {
 	}
 	if r.DryRun {
 		fmt.Fprintf(w, "  bytes:   %d would be written (file %d)\n", r.Bytes, r.Size)
+		printCopies(w, r)
 		fmt.Fprintf(w, "bank %s would be marked pending\n", r.Bank)
 		return
 	}
 	fmt.Fprintf(w, "  bytes:   %d written (file %d)\n", r.Bytes, r.Size)
+	printCopies(w, r)
 	if !r.Pending {
 		return
 	}
@@ -235,6 +263,20 @@ func printInstall(w io.Writer, r *installResult) {
 		return
 	}
 	fmt.Fprintf(w, "%s; the next reboot boots it on trial, and aduagent run confirms it after its health checks (or aduagent mark-good)\n", pending)
+}
+
+// printCopies lists the slots filled from the running bank.
+func printCopies(w io.Writer, r *installResult) {
+	for _, c := range r.Copies {
+		did := "copied"
+		switch {
+		case c.Identical:
+			did = "already there, nothing written"
+		case r.DryRun:
+			did = "would be copied"
+		}
+		fmt.Fprintf(w, "  copy:    %s → %s (class %s, not in the file): %d bytes %s\n", c.From, c.Slot, c.Class, c.Bytes, did)
+	}
 }
 
 // installSource turns FILE or URL into the agent's Source, with its size (size < 0: find it).

@@ -105,9 +105,9 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 	}
 	before, err := d.backend.State()
 	if err != nil {
-		return classify(fmt.Errorf("reading the bootloader state: %w", err))
+		return fmt.Errorf("reading the bootloader state: %w", err)
 	}
-	var op func(bootloader.Slot) error
+	var op func(bootloader.Bank) error
 	switch action {
 	case "mark-good":
 		if bank == "" {
@@ -123,12 +123,12 @@ func (e *env) mark(c *cli.Context, action, bank string) error {
 		}
 		op = d.backend.MarkBad
 	}
-	if err := op(bootloader.Slot(bank)); err != nil {
-		return classify(fmt.Errorf("%s %s: %w", action, bank, err))
+	if err := op(bootloader.Bank(bank)); err != nil {
+		return fmt.Errorf("%s %s: %w", action, bank, err)
 	}
 	after, err := d.backend.State()
 	if err != nil {
-		return classify(fmt.Errorf("%s %s done, but reading the state back failed: %w", action, bank, err))
+		return fmt.Errorf("%s %s done, but reading the state back failed: %w", action, bank, err)
 	}
 	res := &markResult{Action: action, Bank: bank, Active: active, Unchanged: reflect.DeepEqual(before, after), State: &after}
 	if c.Bool("json") {

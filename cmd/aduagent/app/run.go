@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,10 +20,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
-	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/iothub"
-	"github.com/aduflash/aduflash/journal"
-	"github.com/aduflash/aduflash/slots"
 	"github.com/aduflash/aduflash/watchdog"
 )
 
@@ -100,13 +96,13 @@ func (e *env) run(c *cli.Context) error {
 	path := globalFlag(c, "config")
 	cfg, err := agent.LoadConfig(path)
 	if err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	dm := &daemon{cfg: cfg, log: newLogger(e.stderr, cfg.Level(), os.Getenv("JOURNAL_STREAM") != "")}
 	// Check the connection settings before touching anything.
 	hc, err := cfg.HubConfig()
 	if err != nil {
-		return classifyAgent(fmt.Errorf("%s: %w", path, err))
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	dm.warnSecretsReadable(path, hc)
 	hc.Logger = dm.log.With("component", "iothub")
@@ -126,7 +122,7 @@ func (e *env) run(c *cli.Context) error {
 	o.Reboot = rebootFunc(cfg.RebootCommand, dm.log)
 	o.Heartbeat = dm.beat // the feeders, started below before anything runs
 	if dm.ag, err = agent.New(o); err != nil {
-		return classifyAgent(err)
+		return err
 	}
 	defer dm.ag.Close()
 
@@ -177,7 +173,7 @@ func (e *env) run(c *cli.Context) error {
 		notify("STOPPING=1")
 		return nil
 	}
-	return classifyAgent(err)
+	return err
 }
 
 // warnSecretsReadable warns about each file holding the device's secret (the connection
@@ -206,10 +202,10 @@ func (dm *daemon) warnSecretsReadable(configPath string, hc iothub.Config) {
 func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Options, *device, error) {
 	o, err := cfg.Options()
 	if err != nil {
-		return o, nil, classifyAgent(err)
+		return o, nil, err
 	}
 	if o.Keyring, err = cfg.LoadKeyring(); err != nil {
-		return o, nil, classifyAgent(err)
+		return o, nil, err
 	}
 	d, err := loadDevice(c)
 	if err != nil {
@@ -470,31 +466,4 @@ func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *journalHandler) WithGroup(name string) slog.Handler {
 	return &journalHandler{inner: h.inner.WithGroup(name), w: h.w}
-}
-
-// classifyAgent maps the agent's errors (and those of the packages under it) to exit
-// codes: a refused image or state is 1, anything that could not be read or written is 3.
-func classifyAgent(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ec *exitcode.Error
-	if errors.As(err, &ec) {
-		return err
-	}
-	if c := classify(err); errors.As(c, &ec) {
-		return c
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission), errors.Is(err, context.Canceled):
-		return exitcode.WithCode(exitcode.IO, err)
-	case errors.Is(err, agent.ErrImage), errors.Is(err, agent.ErrSlotClass), errors.Is(err, agent.ErrIncompatible),
-		errors.Is(err, agent.ErrDowngrade), errors.Is(err, agent.ErrRawNotAllowed), errors.Is(err, agent.ErrFileHash),
-		errors.Is(err, agent.ErrConfig), errors.Is(err, agent.ErrBadManifest), errors.Is(err, agent.ErrBusy),
-		errors.Is(err, journal.ErrCorrupt),
-		errors.Is(err, iothub.ErrInvalidConfig), errors.Is(err, iothub.ErrInvalidConnectionString),
-		errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), image.Rejected(err):
-		return exitcode.InvalidInput(err)
-	}
-	return exitcode.WithCode(exitcode.IO, err)
 }

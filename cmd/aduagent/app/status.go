@@ -131,8 +131,7 @@ func buildStatus(d *device) (*statusReport, error) {
 	rep.Slots = slotsStatus(d, running)
 	cfg, err := agent.LoadConfig(d.path)
 	if err != nil {
-		agentErr = classifyAgent(err)
-		rep.AgentError = agentErr.Error()
+		agentErr, rep.AgentError = err, err.Error()
 	} else {
 		rep.Journal, journalErr = journalStatus(cfg.StateDir)
 	}
@@ -157,9 +156,9 @@ func bootStatus(d *device) (bootReport, error) {
 			if br.Floors, err = fk.Floors(); err == nil {
 				return br, nil
 			}
-			err = classify(fmt.Errorf("reading the anti-rollback floors: %w", err))
+			err = fmt.Errorf("reading the anti-rollback floors: %w", err)
 		} else {
-			err = classify(fmt.Errorf("reading the bootloader state: %w", err))
+			err = fmt.Errorf("reading the bootloader state: %w", err)
 		}
 	}
 	br.Error = err.Error()
@@ -295,7 +294,11 @@ func printSlots(w io.Writer, slots []slotReport) {
 		if s.Active {
 			mark = "active"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Class, s.Bank, st, size, mark)
+		bank := s.Bank
+		if bank == "" {
+			bank = "shared" // one slot for every bank ([slots.class.NAME] spare = "shared")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Class, bank, st, size, mark)
 	}
 	tw.Flush()
 	for _, l := range strings.SplitAfter(tab.String(), "\n") {

@@ -2,10 +2,8 @@ package app
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strings"
 
@@ -126,7 +124,7 @@ EXAMPLE:
 func envOpen(c *cli.Context, opts ubootenv.Options) (*ubootenv.Env, func(), error) {
 	cfg, err := ubootenv.LoadConfig(c.String("config"), c.String("namespace"))
 	if err != nil {
-		return nil, nil, envClassify(err)
+		return nil, nil, err
 	}
 	opts.Format.Size = int(cfg.EnvSize())
 	opts.LockPath = cfg.LockFile
@@ -151,7 +149,7 @@ func envOpen(c *cli.Context, opts ubootenv.Options) (*ubootenv.Env, func(), erro
 		st, cl, err := openEnvStorage(d, roots)
 		if err != nil {
 			closeAll()
-			return nil, nil, envClassify(fmt.Errorf("%s:%d: copy %d: %w", cfg.File, d.Line, i+1, err))
+			return nil, nil, fmt.Errorf("%s:%d: copy %d: %w", cfg.File, d.Line, i+1, err)
 		}
 		storages = append(storages, st)
 		closers = append(closers, cl)
@@ -159,7 +157,7 @@ func envOpen(c *cli.Context, opts ubootenv.Options) (*ubootenv.Env, func(), erro
 	ue, err := ubootenv.New(opts, storages...)
 	if err != nil {
 		closeAll()
-		return nil, nil, envClassify(err)
+		return nil, nil, err
 	}
 	return ue, closeAll, nil
 }
@@ -192,27 +190,6 @@ func fileStorage(d ubootenv.Device, roots envRoots) *ubootenv.FileStorage {
 		}
 	}
 	return st
-}
-
-// envClassify maps ubootenv errors to exit codes: the medium (storage, lock, unsupported
-// device, missing file) is 3; a bad config, variable, env content or size is 1.
-func envClassify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ec *exitcode.Error
-	switch {
-	case errors.As(err, &ec):
-		return err
-	case errors.Is(err, ubootenv.ErrStorage), errors.Is(err, ubootenv.ErrLock), errors.Is(err, ubootenv.ErrUnsupported),
-		errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
-		return exitcode.WithCode(exitcode.IO, err)
-	case errors.Is(err, ubootenv.ErrConfig), errors.Is(err, ubootenv.ErrNoValidCopy), errors.Is(err, ubootenv.ErrBadCRC),
-		errors.Is(err, ubootenv.ErrCorrupt), errors.Is(err, ubootenv.ErrTooLarge), errors.Is(err, ubootenv.ErrInvalidVar),
-		errors.Is(err, ubootenv.ErrNotWritable):
-		return exitcode.InvalidInput(err)
-	}
-	return err
 }
 
 // loadDefaults reads a default environment file (-f), or returns nil when none is given.
@@ -372,7 +349,7 @@ func (e *env) envSet(c *cli.Context) error {
 		return nil
 	}
 	if err := ue.Set(changes...); err != nil {
-		return explainNoValidCopy(c, envClassify(err))
+		return explainNoValidCopy(c, err)
 	}
 	if before.UsingDefaults {
 		e.warnFirstCopy(c, before)

@@ -288,7 +288,7 @@ func runDoctor(config, namespace string, roots envRoots) (*doctorReport, error) 
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 			err = exitcode.WithCode(exitcode.IO, err)
 		}
-		return nil, envClassify(err)
+		return nil, err
 	}
 	var devs []*doctorDevice
 	for _, d := range cfg.Devices {
@@ -337,7 +337,7 @@ func explainNoValidCopy(c *cli.Context, err error) error {
 			found = strings.Join(msgs, "; ")
 		}
 	}
-	return envClassify(&explained{msg: fmt.Sprintf("%s: %s (%s)", what, found, next), err: err})
+	return &explained{msg: fmt.Sprintf("%s: %s (%s)", what, found, next), err: err}
 }
 
 // readRaw reads n bytes at off from a device, or nil when they are not there.

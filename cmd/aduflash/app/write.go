@@ -1,7 +1,6 @@
 package app
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/infile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
-	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/slots"
 )
@@ -144,12 +142,12 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 	// Refuse the running bank before reading anything big.
 	target, err := l.Prepare(slot)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	res.Capacity = target.Capacity()
 	in := &install.Installer{Raw: raw, NoReadBack: c.Bool("no-verify"), DryRun: res.DryRun}
 	if !raw {
-		if in.Keyring, err = cliapp.Keyring(keyring, pubs); err != nil {
+		if in.Keyring, err = image.LoadTrust(keyring, pubs); err != nil {
 			return err
 		}
 	}
@@ -163,7 +161,7 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		res.Format, res.Version, res.Size = i.Format, i.Version, i.RawSize
 	}
 	res.Stats, res.Verified = rec.Stats, err == nil && !res.DryRun && !in.NoReadBack
-	return classify(err)
+	return err
 }
 
 // target resolves TARGET: a slot of --config, a device or a file.
@@ -172,13 +170,13 @@ func (e *env) target(c *cli.Context, res *writeResult) (*slots.Layout, *slots.Sl
 	if p := c.String("config"); p != "" {
 		var err error
 		if cfg, err = slots.LoadConfig(p); err != nil {
-			return nil, nil, classify(err)
+			return nil, nil, err
 		}
 	}
 	l := slots.NewLayout(cfg, slots.Env{Dev: c.String("dev-root"), Sysfs: c.String("sysfs-root"), Cmdline: c.String("cmdline-file")})
 	target, err := l.Target(res.Target)
 	if err != nil {
-		return nil, nil, classify(err)
+		return nil, nil, err
 	}
 	if !target.AdHoc() {
 		res.Slot, res.Class, res.Bank = target.Name, target.Class, target.Bank
@@ -226,27 +224,4 @@ func (b *bars) end(err error) {
 		b.bar.End(err)
 		b.bar = nil
 	}
-}
-
-// classify maps errors to exit codes: a bad image, key, config or target is invalid input
-// (1), an unknown slot name a usage error (2), the rest (I/O, read-back mismatch, running
-// bank unknown) 3.
-func classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ec *exitcode.Error
-	switch {
-	case errors.As(err, &ec):
-		return err
-	case errors.Is(err, install.ErrVerify), errors.Is(err, slots.ErrMismatch), errors.Is(err, slots.ErrActiveUnknown),
-		errors.Is(err, slots.ErrReserveExhausted):
-		return exitcode.WithCode(exitcode.IO, err)
-	case errors.Is(err, slots.ErrUnknownSlot):
-		return exitcode.WithCode(exitcode.Usage, err)
-	case errors.Is(err, install.ErrImage), errors.Is(err, install.ErrSlotClass), image.Rejected(err), mcuboot.Rejected(err),
-		errors.Is(err, slots.ErrTooLarge), errors.Is(err, slots.ErrActiveSlot), errors.Is(err, slots.ErrConfig):
-		return exitcode.InvalidInput(err)
-	}
-	return err
 }

@@ -62,6 +62,9 @@ type deviceInfo struct {
 	// DISCONNECT (what an agent sends before it reboots).
 	ConnectionSince time.Time `json:"connectionSince,omitzero"`
 	LeftCleanly     bool      `json:"leftCleanly,omitempty"`
+	// Banks is what the agent last reported of its banks (aduagent's own reported property
+	// aduflashBanks: running, primary, pending bank), if it reports them.
+	Banks *agentBanks `json:"banks,omitempty"`
 	// Activity is what the device is doing, as far as the hub can tell (see activity).
 	Activity string `json:"activity,omitempty"`
 	ModelID  string `json:"modelId,omitempty"` // PnP model id of the last CONNECT
@@ -245,10 +248,10 @@ func (s *server) devices() []deviceInfo {
 		conn := s.hub.Connection(id)
 		d := deviceInfo{DeviceID: id, Connected: s.hub.Connected(id), ConnectionSince: conn.Since, LeftCleanly: !conn.Connected && conn.Clean,
 			ModelID: s.hub.ModelID(id), Deployment: s.svc.CurrentDeployment(id)}
-		d.Activity = activity(d, deps[d.Deployment])
 		if tw, err := s.hub.Twin(id); err == nil {
 			var doc struct {
 				Reported struct {
+					Banks        *agentBanks `json:"aduflashBanks"`
 					DeviceUpdate struct {
 						Agent struct {
 							DeviceProperties  map[string]any `json:"deviceProperties"`
@@ -273,8 +276,10 @@ func (s *server) devices() []deviceInfo {
 				}
 				d.State, d.InstalledUpdateID = a.State, a.InstalledUpdateID
 				d.InstalledUpdate = updateText(a.InstalledUpdateID)
+				d.Banks = doc.Reported.Banks
 			}
 		}
+		d.Activity = activity(d, deps[d.Deployment])
 		out = append(out, d)
 	}
 	return out
@@ -776,4 +781,13 @@ func stateName(st *int) string {
 		return "Failed"
 	}
 	return fmt.Sprint(*st)
+}
+
+// agentBanks is aduagent's reported property aduflashBanks (agent.BanksReport; the hub does
+// not import the agent): which bank runs and which one the bootloader tries next.
+type agentBanks struct {
+	Running      string `json:"running,omitempty"`
+	Primary      string `json:"primary,omitempty"`
+	Pending      string `json:"pending,omitempty"`
+	AttemptsLeft int    `json:"attemptsLeft,omitempty"`
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -126,11 +127,15 @@ func TestPageInBrowser(t *testing.T) {
 	dep := all[0]
 	nextDesired(t, c)
 
-	// The device starts it, then leaves to boot the update (an agent's DISCONNECT).
+	// The device starts it, reports bank B pending (as aduagent does before its reboot), then
+	// leaves to boot the update (an agent's DISCONNECT).
 	reportAgent(t, c, `{"state":6,"workflow":{"action":3,"id":"`+dep.ID+`"}}`)
 	waitPage(t, ctx, "installing", `document.getElementById('devices').innerText.includes('installing Contoso/Toaster/1.0')`)
+	if _, err := c.UpdateReported(context.Background(), json.RawMessage(`{"aduflashBanks":{"running":"A","primary":"B","pending":"B","attemptsLeft":3,"fallback":"A"}}`)); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
-	waitPage(t, ctx, "rebooting", `document.getElementById('devices').innerText.includes('rebooting into Contoso/Toaster/1.0')`)
+	waitPage(t, ctx, "rebooting", `document.getElementById('devices').innerText.includes('rebooting into bank B (Contoso/Toaster/1.0)')`)
 	checkLayout(t, ctx, devID, dep.ID)
 	screenshot(t, ctx, "rebooting")
 
@@ -211,7 +216,7 @@ func checkLayout(t *testing.T, ctx context.Context, devID, depID string) {
 			t.Errorf("time %q has no zone", tm)
 		}
 	}
-	if !strings.HasPrefix(l.Connected, "no") || !strings.Contains(l.Connected, "rebooting into Contoso/Toaster/1.0") {
+	if !strings.HasPrefix(l.Connected, "no") || !strings.Contains(l.Connected, "rebooting into bank B (Contoso/Toaster/1.0)") {
 		t.Errorf("connected cell %q", l.Connected)
 	}
 }

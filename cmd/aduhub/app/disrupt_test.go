@@ -181,8 +181,9 @@ func (r *procRig) journalOffset() int64 {
 		return -1
 	}
 	step, _ := steps[0].(map[string]any)
-	prog, _ := step["progress"].(map[string]any)
-	off, _ := prog["file_offset"].(float64)
+	prog, _ := step["progress"].(map[string]any) // an install.Record
+	dl, _ := prog["download"].(map[string]any)
+	off, _ := dl["offset"].(float64)
 	return int64(off)
 }
 
@@ -242,7 +243,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	// with v installed and v in the bank's slot.
 	succeeds := func(what string, depID, v, bank, slot string) {
 		t.Helper()
-		if boot := r.procReboot(30 * time.Second); string(boot.Slot) != bank || boot.Rollback {
+		if boot := r.procReboot(30 * time.Second); string(boot.Bank) != bank || boot.Rollback {
 			t.Fatalf("%s: reboot into %+v, want bank %s", what, boot, bank)
 		}
 		st := r.waitProcDeployment(depID, 15*time.Second)
@@ -339,7 +340,7 @@ func TestProcessesDisruptions(t *testing.T) {
 	}
 	firstServed := proxy.served.Load() - served
 	proxy.mode.Store(proxyPass)
-	if boot := r.reset(); boot.Slot != "A" {
+	if boot := r.reset(); boot.Bank != "A" {
 		t.Fatalf("power-on after the cut booted %+v, want bank A (3.0)", boot)
 	}
 	r.startProcAgent()

@@ -199,7 +199,7 @@ func (r *procRig) procReboot(within time.Duration) sim.Boot {
 		t.Fatal(err)
 	}
 	boot := r.reset()
-	mustWriteFile(t, r.cmdline, []byte("adu.slot="+string(boot.Slot)+"\n"))
+	mustWriteFile(t, r.cmdline, []byte("adu.slot="+string(boot.Bank)+"\n"))
 	r.startProcAgent()
 	return boot
 }
@@ -492,7 +492,7 @@ func TestProcessesEndToEnd(t *testing.T) {
 	if len(dep2.Devices) != 1 || dep2.Devices[0] != "dev1" {
 		t.Fatalf("deploy 2.0: %+v", dep2)
 	}
-	if boot := r.procReboot(15 * time.Second); boot.Slot != "B" || boot.Rollback {
+	if boot := r.procReboot(15 * time.Second); boot.Bank != "B" || boot.Rollback {
 		t.Fatalf("reboot after 2.0: %+v, want bank B", boot)
 	}
 	st2 := r.waitProcDeployment(dep2.ID, 10*time.Second)
@@ -517,11 +517,11 @@ func TestProcessesEndToEnd(t *testing.T) {
 	mustWriteFile(t, unhealthy, nil)
 	var dep3 hub.DeploymentStatus
 	r.hubCLI(&dep3, "deploy", "--json", "--update", "Contoso/Toaster/3.0")
-	if boot := r.procReboot(15 * time.Second); boot.Slot != "A" || boot.Rollback {
+	if boot := r.procReboot(15 * time.Second); boot.Bank != "A" || boot.Rollback {
 		t.Fatalf("reboot after 3.0: %+v, want bank A", boot)
 	}
 	// The unhealthy marker stays: bank B is confirmed, nothing checks it on the way back.
-	if boot := r.procReboot(15 * time.Second); boot.Slot != "B" {
+	if boot := r.procReboot(15 * time.Second); boot.Bank != "B" {
 		t.Fatalf("reboot after the failed health check: %+v, want bank B", boot)
 	}
 	st3 := r.waitProcDeployment(dep3.ID, 10*time.Second)

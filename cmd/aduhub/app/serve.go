@@ -146,6 +146,11 @@ func (e *env) serve(c *cli.Context) error {
 	if c.Bool("expose-to-network") && isLoopbackName(cfg.hostName) {
 		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", cfg.hostName)
 	}
+	// serve.json last: whoever waits for it (the other commands, scripts, tests) finds
+	// everything above already said.
+	if err := writeServeInfo(cfg.dir, srv.info); err != nil {
+		return err
+	}
 
 	select {
 	case <-c.Context.Done():
@@ -343,9 +348,6 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		return nil, err
 	}
 	s.warnSignerBits(cfg.dir)
-	if err := writeServeInfo(cfg.dir, s.info); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 

@@ -333,8 +333,9 @@ func deploymentsByID(deps []hub.DeploymentStatus) map[string]*hub.DeploymentStat
 // activity is what a device is doing as far as the hub can tell, from its connection and its
 // result in the deployment it follows (dep, nil if none): after its state 6, "installing U"
 // while connected; "rebooting into U" once it left with its DISCONNECT, since an agent
-// reports nothing between writing an update and booting it, and disconnects before it
-// reboots (docs/agent.md); "connection lost while installing U" when it left otherwise.
+// disconnects before it reboots (docs/agent.md) — "rebooting into bank B (U)" when its last
+// aduflashBanks report names the pending bank; "connection lost while installing U" when it
+// left otherwise.
 func activity(d deviceInfo, dep *hub.DeploymentStatus) string {
 	if dep == nil || dep.Cancelled {
 		return ""
@@ -350,6 +351,8 @@ func activity(d deviceInfo, dep *hub.DeploymentStatus) string {
 	switch {
 	case d.Connected:
 		return "installing " + u
+	case d.LeftCleanly && d.Banks != nil && d.Banks.Pending != "":
+		return "rebooting into bank " + d.Banks.Pending + " (" + u + ")"
 	case d.LeftCleanly:
 		return "rebooting into " + u
 	}

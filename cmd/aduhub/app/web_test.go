@@ -25,6 +25,8 @@ func TestActivity(t *testing.T) {
 	}{
 		{"connected, started", deviceInfo{DeviceID: "dev", Connected: true}, dep(false, started), "installing Contoso/Toaster/2.0"},
 		{"left cleanly, started", deviceInfo{DeviceID: "dev", LeftCleanly: true}, dep(false, started), "rebooting into Contoso/Toaster/2.0"},
+		{"left cleanly with bank B pending", deviceInfo{DeviceID: "dev", LeftCleanly: true, Banks: &agentBanks{Running: "A", Primary: "B", Pending: "B"}},
+			dep(false, started), "rebooting into bank B (Contoso/Toaster/2.0)"},
 		{"lost, started", deviceInfo{DeviceID: "dev"}, dep(false, started), "connection lost while installing Contoso/Toaster/2.0"},
 		{"not started", deviceInfo{DeviceID: "dev", LeftCleanly: true}, dep(false, hub.DeviceStatus{DeviceID: "dev", State: hub.DeviceInProgress}), ""},
 		{"failed", deviceInfo{DeviceID: "dev", LeftCleanly: true}, dep(false, hub.DeviceStatus{DeviceID: "dev", State: hub.DeviceFailed, Started: true}), ""},

@@ -76,9 +76,6 @@ func (e *env) checkFit(c *cli.Context) error {
 	}
 	cfg, err := slots.LoadConfig(c.String("config"))
 	if err != nil {
-		if errors.Is(err, slots.ErrConfig) {
-			return exitcode.InvalidInput(err)
-		}
 		return err
 	}
 	res := fitResult{Fits: true}

@@ -2,9 +2,7 @@ package app
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
-	"github.com/aduflash/aduflash/internal/bytesize"
 	"io"
 	"os"
 	"sort"
@@ -21,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/bytesize"
 )
 
 func (e *env) signCommand() *cli.Command {
@@ -82,7 +81,7 @@ func (e *env) sign(c *cli.Context) error {
 	}
 	key, err := image.LoadPrivateKey(c.String("key"))
 	if err != nil {
-		return cliapp.KeyError(err)
+		return err
 	}
 	in, size, err := infile.OpenSized(c.Args().First())
 	if err != nil {
@@ -109,9 +108,6 @@ func (e *env) sign(c *cli.Context) error {
 	})
 	bar.End(err)
 	if err != nil {
-		if errors.Is(err, image.ErrInvalidOption) || errors.Is(err, image.ErrPayloadSize) {
-			return exitcode.InvalidInput(err)
-		}
 		return err
 	}
 	if err := out.Commit(); err != nil {
@@ -169,7 +165,7 @@ func (e *env) verify(c *cli.Context) error {
 		}
 		maxSize = n
 	}
-	kr, err := cliapp.Keyring(c.String("keyring"), pubs)
+	kr, err := image.LoadTrust(c.String("keyring"), pubs)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -52,7 +51,7 @@ func TestSignVerifyInspect(t *testing.T) {
 				t.Fatalf("verify: exit %d, %q %q", code, out, e)
 			}
 			// The verified payload is the input, byte for byte.
-			kr, _ := cliapp.Keyring("", []string{pub})
+			kr, _ := image.LoadTrust("", []string{pub})
 			f, _ := os.Open(img)
 			defer f.Close()
 			r, err := image.NewReader(f, image.VerifyOptions{Keyring: kr})

@@ -2,7 +2,6 @@ package app
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -224,9 +223,6 @@ EXAMPLE:
 				err = imagestep.Complete(m, specPaths(spec))
 			}
 			if err != nil {
-				if errors.Is(err, manifestgen.ErrInvalid) {
-					return exitcode.InvalidInput(err)
-				}
 				return err
 			}
 			data, err := manifestgen.Marshal(m)

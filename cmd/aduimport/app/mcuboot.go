@@ -119,7 +119,7 @@ EXAMPLE:
 			if c.String("key") != "" {
 				k, err := image.LoadPrivateKey(c.String("key"))
 				if err != nil {
-					return mcubootKeyError(err)
+					return err
 				}
 				key = k
 			}
@@ -129,13 +129,7 @@ EXAMPLE:
 			}
 			signed, err := mcuboot.Sign(payload, key, o)
 			if err != nil {
-				switch {
-				case errors.Is(err, mcuboot.ErrBadOptions):
-					return exitcode.WithCode(exitcode.Usage, err)
-				case errors.Is(err, mcuboot.ErrBadInput), errors.Is(err, mcuboot.ErrTooLarge), errors.Is(err, image.ErrBadKey):
-					return exitcode.InvalidInput(fmt.Errorf("%s: %w", in, err))
-				}
-				return err
+				return fmt.Errorf("%s: %w", in, err)
 			}
 			if err := outfile.WriteFile(out, signed, 0o644); err != nil {
 				return err
@@ -406,11 +400,11 @@ EXAMPLE:
 			}
 			pub, err := image.LoadPublicKey(c.String("key"))
 			if err != nil {
-				return mcubootKeyError(err)
+				return err
 			}
 			kr, err := image.NewKeyring(pub)
 			if err != nil {
-				return mcubootKeyError(err)
+				return err
 			}
 			file := c.Args().First()
 			data, err := mcubootRead(file, mcuboot.MaxSize)
@@ -474,15 +468,6 @@ EXAMPLE:
 			return img.WriteText(e.stdout)
 		},
 	}
-}
-
-// mcubootKeyError classifies a key loading error: a bad key is invalid input, the rest (a missing
-// file) is an I/O error.
-func mcubootKeyError(err error) error {
-	if errors.Is(err, image.ErrBadKey) {
-		return exitcode.InvalidInput(err)
-	}
-	return err
 }
 
 // mcubootRead reads a whole file of at most limit bytes; a larger file is invalid input.

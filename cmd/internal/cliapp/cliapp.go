@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
-	"github.com/aduflash/aduflash/image"
 )
 
 // DefaultDeviceConfig is the device configuration file (TOML: [slots], [bootloader], [agent])
@@ -68,7 +67,7 @@ func prepare(cmds []*cli.Command) {
 // Run runs a with args (args[0] is the program name) and returns the exit code. Errors are
 // printed to stderr as one line prefixed with the program name, unless marked Silent.
 func Run(ctx context.Context, a *cli.App, args []string, stderr io.Writer) int {
-	err := a.RunContext(ctx, args)
+	err := a.RunContext(ctx, flagsFirst(a, args))
 	if err != nil {
 		var s *silentError
 		if !errors.As(err, &s) {
@@ -133,26 +132,6 @@ func WriteJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
-}
-
-// Keyring builds the trusted keys from a command's --keyring and --pub flags. A key that does
-// not parse is invalid input (exit 1); a file that cannot be read is an I/O error (exit 3).
-func Keyring(path string, pubs []string) (*image.Keyring, error) {
-	kr, err := image.LoadTrust(path, pubs)
-	if err != nil {
-		return nil, KeyError(err)
-	}
-	return kr, nil
-}
-
-// KeyError classifies an error loading a key or keyring: a key that does not parse is
-// invalid input (exit 1); anything else, such as a file that cannot be read, stays as it is
-// (exit 3).
-func KeyError(err error) error {
-	if image.Rejected(err) {
-		return exitcode.InvalidInput(err)
-	}
-	return err
 }
 
 // JSONVerdict ends a command that prints its result as JSON: mark records the outcome of err

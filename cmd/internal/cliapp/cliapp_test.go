@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -96,18 +94,7 @@ func TestErrorNamesTheProgramOnce(t *testing.T) {
 	}
 }
 
-func TestKeyringClassification(t *testing.T) {
-	dir := t.TempDir()
-	notKey := filepath.Join(dir, "not-a-key.pem")
-	if err := os.WriteFile(notKey, []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Keyring("", []string{notKey}); exitcode.Of(err) != exitcode.Invalid {
-		t.Errorf("a file that is no key: exit %d (%v), want %d", exitcode.Of(err), err, exitcode.Invalid)
-	}
-	if _, err := Keyring("", []string{filepath.Join(dir, "missing.pem")}); exitcode.Of(err) != exitcode.IO {
-		t.Errorf("a missing key file: exit %d (%v), want %d", exitcode.Of(err), err, exitcode.IO)
-	}
+func TestWriteJSON(t *testing.T) {
 	var out bytes.Buffer
 	if err := WriteJSON(&out, map[string]string{"a": "<b>"}); err != nil || out.String() != "{\n  \"a\": \"<b>\"\n}\n" {
 		t.Errorf("WriteJSON: %q %v", out.String(), err)

@@ -1,11 +1,15 @@
 // Package exitcode maps the errors of the toolkit's commands to the exit codes every binary
 // of the toolkit shares: 0 ok, 1 invalid input or failed verification, 2 usage error,
-// 3 I/O or environment error.
+// 3 I/O or environment error. A command marks an error with a code itself (WithCode,
+// InvalidInput, Usagef) only where it knows more than the package that made it; otherwise
+// the packages' own marks decide (internal/errkind).
 package exitcode
 
 import (
 	"errors"
 	"fmt"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 // The exit codes shared by aduimport, aduflash, aduagent and aduhub.
@@ -41,8 +45,9 @@ func Usagef(format string, args ...any) error {
 	return WithCode(Usage, fmt.Errorf(format, args...))
 }
 
-// Of returns the exit code for err: 0 for nil, the code of the outermost *Error in its
-// chain, and IO for anything unclassified (a file that cannot be read, a full disk).
+// Of returns the exit code for err: 0 for nil; the code of the outermost *Error in its chain;
+// else what the packages that made the error say it is about (errkind.Of): Input 1, Usage
+// 2, Environment 3; and IO for anything unmarked (a file that cannot be read, a full disk).
 func Of(err error) int {
 	if err == nil {
 		return OK
@@ -50,6 +55,12 @@ func Of(err error) int {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	switch errkind.Of(err) {
+	case errkind.Input:
+		return Invalid
+	case errkind.Usage:
+		return Usage
 	}
 	return IO
 }

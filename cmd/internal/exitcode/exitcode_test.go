@@ -5,10 +5,18 @@ import (
 	"fmt"
 	"io/fs"
 	"testing"
+
+	"github.com/aduflash/aduflash/internal/errkind"
 )
 
 func TestOf(t *testing.T) {
-	base := errors.New("boom")
+	var (
+		base        = errors.New("boom")
+		verdict     = errkind.New(errkind.Input, "bad signature")
+		unknownName = errkind.New(errkind.Usage, "unknown slot")
+		medium      = errkind.New(errkind.Environment, "flash failed")
+		stage       = errkind.New(errkind.Cause, "slot write failed")
+	)
 	cases := []struct {
 		err  error
 		want int
@@ -20,6 +28,15 @@ func TestOf(t *testing.T) {
 		{fmt.Errorf("ctx: %w", InvalidInput(base)), Invalid},
 		{Usagef("bad flag %q", "x"), Usage},
 		{WithCode(IO, InvalidInput(base)), IO},
+		// What the packages say of their errors, when no command said more.
+		{fmt.Errorf("ctx: %w", verdict), Invalid},
+		{fmt.Errorf("ctx: %w", unknownName), Usage},
+		{fmt.Errorf("%w: %w", verdict, medium), IO},
+		{fmt.Errorf("%w: %w", verdict, fs.ErrNotExist), IO},
+		{fmt.Errorf("%w: %w", stage, base), IO},
+		{fmt.Errorf("%w: %w", stage, verdict), Invalid},
+		{WithCode(IO, verdict), IO},
+		{Usagef("bad flag: %w", verdict), Usage},
 	}
 	for i, c := range cases {
 		if got := Of(c.err); got != c.want {
