@@ -19,7 +19,7 @@ import (
 
 // failedThenIdle waits for a Failed report followed by an Idle one for workflow id, and
 // returns the Idle report.
-func failedThenIdle(h *memHub, id string) func() bool {
+func failedThenIdle(h *testHub, id string) func() bool {
 	return func() bool {
 		rs := h.agentReports()
 		for i := 0; i+1 < len(rs); i++ {
@@ -143,9 +143,8 @@ func TestBadInputs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDevice(t, v1)
 			srv := newServer(t)
-			h := newMemHub(d.p)
-			h.full(tc.svc(t, srv))
-			if err := runAgent(t, d.agent(nil), h, failedThenIdle(h, "wf")); err != nil {
+			h := newHub(t)
+			if err := runAgent(t, d.agent(nil), h.deliver(tc.svc(t, srv)), failedThenIdle(h, "wf")); err != nil {
 				t.Fatalf("%v; reports %v", err, h.all())
 			}
 			last := lastState(h)
@@ -174,7 +173,7 @@ func TestBadInputs(t *testing.T) {
 // A desired document that does not parse is rejected (406) and reported as a failure.
 func TestMalformedDesired(t *testing.T) {
 	d := newDevice(t, nil)
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(json.RawMessage(`{"workflow":{"action":"three","id":7}}`))
 	if err := runAgent(t, d.agent(nil), h, func() bool { return stateOf(lastState(h)) == 0 && len(h.agentReports()) >= 3 }); err != nil {
 		t.Fatal(err)
@@ -210,7 +209,7 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 	json.Unmarshal(u.service("wf", ""), &svc)
 	svc["somethingNew"] = []int{1}
 	b, _ := json.Marshal(svc)
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(b)
 	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("%v: %v", err, h.all())
@@ -224,10 +223,10 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 // same way and the agent keeps running.
 func TestBrokenTwinJSON(t *testing.T) {
 	d := newDevice(t, nil)
-	h := newMemHub(d.p)
-	h.ch <- iothub.DesiredUpdate{Full: true, Twin: iothub.Twin{Desired: json.RawMessage(`{"deviceUpdate":{"service":{"workflow":`), Reported: json.RawMessage(`{}`)}, Version: 3}
-	h.ch <- iothub.DesiredUpdate{Patch: json.RawMessage(`[1,2,3]`), Version: 4}
-	if err := runAgent(t, d.agent(nil), h, func() bool { return len(h.agentReports()) >= 5 }); err != nil {
+	h := newHub(t)
+	raw := h.raw(iothub.DesiredUpdate{Full: true, Twin: iothub.Twin{Desired: json.RawMessage(`{"deviceUpdate":{"service":{"workflow":`), Reported: json.RawMessage(`{}`)}, Version: 3},
+		iothub.DesiredUpdate{Patch: json.RawMessage(`[1,2,3]`), Version: 4})
+	if err := runAgent(t, d.agent(nil), raw, func() bool { return len(h.agentReports()) >= 5 }); err != nil {
 		t.Fatal(err)
 	}
 	all := strings.Join(h.all(), "\n")

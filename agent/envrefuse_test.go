@@ -23,7 +23,7 @@ func TestMarkPendingRefusesEnvWithNoValidCopy(t *testing.T) {
 	srv := newServer(t)
 	v2raw := payload(2, 100<<10)
 	u2 := newUpdate(t, srv, "2.0", v2raw, makeImage(t, v2raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(d.p)
+	h := newHub(t)
 
 	f := ubootenv.Format{Size: 0x4000}
 	blob, err := ubootenv.Encode([]ubootenv.Var{{Name: "adu_slot", Value: "A"}}, f, 0)

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -17,19 +16,11 @@ import (
 // while the board's power is off).
 func (d *device) bootFacts() (bootloader.State, bootloader.Floors) {
 	d.t.Helper()
-	bl, err := bootloader.NewUBoot(d.env, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+	f, err := d.Floors()
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	st, err := bl.State()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	f, err := bl.Floors()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	return st, f
+	return d.bootState(), f
 }
 
 // installLocal runs aduagent install of file (served by srv) into the spare bank and leaves
@@ -103,9 +94,7 @@ func TestFloorSurvivesStateWipe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := os.RemoveAll(d.state); err != nil {
-		t.Fatal(err)
-	}
+	d.wipeState()
 	old := makeImage(t, payload(4, 64<<10), "2.1", withCounter(4))
 	refused(t, d, "counter 4 after the wipe", installLocal(t, d, srv, "old.aduimg", old))
 	if err := installLocal(t, d, srv, "same.aduimg", makeImage(t, payload(5, 64<<10), "2.2", withCounter(5))); err != nil {
@@ -134,9 +123,9 @@ func TestFloorMovesIntoBootloader(t *testing.T) {
 	if _, f := d.bootFacts(); !reflect.DeepEqual(f, bootloader.Floors{"rootfs": 7}) {
 		t.Fatalf("bootloader floors after Boot: %v", f)
 	}
-	w := d.env.Writes()
-	if err := d.agent(nil).Boot(context.Background()); err != nil || d.env.Writes() != w {
-		t.Fatalf("a second Boot: %v, %d writes (want none)", err, d.env.Writes()-w)
+	env := d.Flash("env").Counters().Ops
+	if err := d.agent(nil).Boot(context.Background()); err != nil || d.Flash("env").Counters().Ops != env {
+		t.Fatalf("a second Boot: %v, %d flash operations on the environment (want none)", err, d.Flash("env").Counters().Ops-env)
 	}
 }
 

@@ -52,7 +52,7 @@ func TestGoldenReports(t *testing.T) {
 		srv := newServer(t)
 		raw := payload(2, 64<<10)
 		u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-		h := newMemHub(d.p)
+		h := newHub(t)
 		h.full(u.service("6b83a1f2-golden", ""))
 		if err := runAgent(t, d.agent(mod), h, nil); !errors.Is(err, ErrRebooting) {
 			t.Fatal(err)
@@ -66,7 +66,7 @@ func TestGoldenReports(t *testing.T) {
 
 		// A failure: the file is gone (404).
 		d = newDevice(t, payload(1, 64<<10))
-		h = newMemHub(d.p)
+		h = newHub(t)
 		u.url = srv.URL + "/gone"
 		h.full(u.service("6b83a1f2-fail", ""))
 		if err := runAgent(t, d.agent(mod), h, failedThenIdle(h, "6b83a1f2-fail")); err != nil {

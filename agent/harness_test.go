@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,15 +22,13 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/bootloader/sim"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
-	"github.com/aduflash/aduflash/internal/powersim"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
-	"github.com/aduflash/aduflash/journal"
-	"github.com/aduflash/aduflash/mtd/mtdsim"
-	"github.com/aduflash/aduflash/slots"
 )
 
 // ---- images, manifests, the update server ----
@@ -120,7 +117,7 @@ func newServer(t testing.TB) *server {
 			return
 		}
 		var n atomic.Int64
-		http.ServeContent(&countingRW{ResponseWriter: w, n: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
+		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
 		s.sent.Add(n.Load())
 	}))
 	t.Cleanup(s.Close)
@@ -132,17 +129,6 @@ func (s *server) put(name string, data []byte) string {
 	s.files["/"+name] = data
 	s.mu.Unlock()
 	return s.URL + "/" + name
-}
-
-type countingRW struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingRW) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // update is one signed update as the service would deliver it.
@@ -213,76 +199,144 @@ func cancelService() json.RawMessage {
 	return json.RawMessage(`{"workflow":{"action":255,"id":"nodeployment"},"updateManifest":null,"updateManifestSignature":null,"fileUrls":null}`)
 }
 
-// ---- an in-memory hub (the workflow over real MQTT is in hub_test.go); its reported
-// document is merged as the Hub merges it ----
+// ---- the IoT Hub: the stand-in of package hub, over MQTT ----
 
-type memHub struct {
-	mu       sync.Mutex
-	ch       chan iothub.DesiredUpdate
-	reports  []string
-	reported map[string]any
-	version  int64
-	p        *powersim.Power
+// testHub is the device's IoT Hub in these tests: the hub stand-in (package hub) in process
+// on 127.0.0.1, with the device registered, and the device's MQTT connection (iothub.Client)
+// of its current boot. It is the agent's Hub, and keeps every reported patch the device sent
+// over it, in order, as sent.
+type testHub struct {
+	t     testing.TB
+	h     *hub.Hub
+	key   string
+	model string // the model id the device connects with
+
+	mu      sync.Mutex
+	c       *iothub.Client
+	version int64 // the desired $version setService made last
+	patches []string
 }
 
-func newMemHub(p *powersim.Power) *memHub {
-	return &memHub{ch: make(chan iothub.DesiredUpdate, 16), reported: map[string]any{}, p: p}
-}
+const deviceID = "board-1"
 
-func (h *memHub) Desired() <-chan iothub.DesiredUpdate { return h.ch }
-
-func (h *memHub) UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error) {
-	if h.p != nil {
-		if err := h.p.Check(); err != nil {
-			return 0, err
-		}
+// newHub starts a hub with the device registered; the device is not connected yet.
+func newHub(t testing.TB) *testHub {
+	t.Helper()
+	h, err := hub.New(hub.Options{HostName: "localhost", TwinRate: -1})
+	if err != nil {
+		t.Fatal(err)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(patch, &m); err != nil {
+	e := &testHub{t: t, h: h, key: base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")), model: adu.ModelContractV2}
+	t.Cleanup(func() {
+		e.disconnect()
+		h.Close()
+	})
+	if err := h.RegisterDevice(deviceID, e.key); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// connect opens the device's connection of a new boot (closing the last one): the device
+// gets its whole twin on it.
+func (e *testHub) connect() {
+	e.t.Helper()
+	e.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := iothub.Dial(ctx, iothub.Config{
+		Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: deviceID, SharedAccessKey: e.key},
+		Address:  e.h.Addr().String(), InsecurePlainTCP: true, ModelID: e.model,
+		MaxReconnectInterval: 200 * time.Millisecond,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.c = c
+	e.mu.Unlock()
+}
+
+func (e *testHub) disconnect() {
+	e.mu.Lock()
+	c := e.c
+	e.c = nil
+	e.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// setService sets the desired deviceUpdate.service (merged, as the service patches the
+// twin) and returns the desired $version; a connected device gets it as a desired PATCH.
+func (e *testHub) setService(svc json.RawMessage) int64 {
+	e.t.Helper()
+	patch, _ := json.Marshal(map[string]any{"deviceUpdate": map[string]any{"__t": "c", "service": svc}})
+	v, err := e.h.SetDesired(deviceID, patch)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.version = v
+	e.mu.Unlock()
+	return v
+}
+
+// full is a boot with svc in the desired properties: the device connects anew and gets the
+// whole twin.
+func (e *testHub) full(svc json.RawMessage) {
+	e.disconnect()
+	e.setService(svc)
+	e.connect()
+}
+
+// patch delivers svc to the connected device as a desired PATCH.
+func (e *testHub) patch(svc json.RawMessage) { e.setService(svc) }
+
+func (e *testHub) conn() (*iothub.Client, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.c == nil {
+		return nil, iothub.ErrNotConnected
+	}
+	return e.c, nil
+}
+
+func (e *testHub) Desired() <-chan iothub.DesiredUpdate {
+	c, err := e.conn()
+	if err != nil { // as from a closed connection
+		ch := make(chan iothub.DesiredUpdate)
+		close(ch)
+		return ch
+	}
+	return c.Desired()
+}
+
+func (e *testHub) UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error) {
+	c, err := e.conn()
+	if err != nil {
 		return 0, err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.reports = append(h.reports, string(patch))
-	hub.MergePatch(h.reported, m)
-	return int64(len(h.reports)), nil
-}
-
-// full delivers a whole twin with this service property (nil: none).
-func (h *memHub) full(svc json.RawMessage) {
-	h.mu.Lock()
-	h.version++
-	desired := map[string]any{"$version": h.version}
-	if svc != nil {
-		desired["deviceUpdate"] = map[string]any{"__t": "c", "service": json.RawMessage(svc)}
+	v, err := c.UpdateReported(ctx, patch)
+	if err == nil {
+		e.mu.Lock()
+		e.patches = append(e.patches, string(patch))
+		e.mu.Unlock()
 	}
-	d, _ := json.Marshal(desired)
-	r, _ := json.Marshal(h.reported)
-	v := h.version
-	h.mu.Unlock()
-	h.ch <- iothub.DesiredUpdate{Full: true, Twin: iothub.Twin{Desired: d, Reported: r, DesiredVersion: v}, Version: v}
+	return v, err
 }
 
-// patch delivers a desired PATCH with this service property.
-func (h *memHub) patch(svc json.RawMessage) {
-	h.mu.Lock()
-	h.version++
-	v := h.version
-	h.mu.Unlock()
-	d, _ := json.Marshal(map[string]any{"deviceUpdate": map[string]any{"__t": "c", "service": json.RawMessage(svc)}, "$version": v})
-	h.ch <- iothub.DesiredUpdate{Patch: d, Version: v}
-}
-
-func (h *memHub) all() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.reports...)
+// all returns the reported patches the device sent, in order.
+func (e *testHub) all() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.patches...)
 }
 
 // agentReports returns the reported deviceUpdate.agent objects, in order.
-func (h *memHub) agentReports() []map[string]any {
+func (e *testHub) agentReports() []map[string]any {
 	var out []map[string]any
-	for _, r := range h.all() {
+	for _, r := range e.all() {
 		var m struct {
 			DU struct {
 				Agent map[string]any `json:"agent"`
@@ -295,116 +349,150 @@ func (h *memHub) agentReports() []map[string]any {
 	return out
 }
 
-// ---- the simulated board ----
+// agentReported returns the hub's reported deviceUpdate.agent.
+func (e *testHub) agentReported() map[string]any {
+	tw, err := e.h.Twin(deviceID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var doc struct {
+		Reported struct {
+			DU struct {
+				Agent map[string]any `json:"agent"`
+			} `json:"deviceUpdate"`
+		} `json:"reported"`
+	}
+	json.Unmarshal(tw, &doc)
+	return doc.Reported.DU.Agent
+}
 
+// acked tells whether the device acknowledged the desired $version v.
+func (e *testHub) acked(v int64) bool {
+	for _, p := range e.all() {
+		var m struct {
+			DU struct {
+				Service struct {
+					Version int64 `json:"av"`
+				} `json:"service"`
+			} `json:"deviceUpdate"`
+		}
+		if json.Unmarshal([]byte(p), &m) == nil && m.DU.Service.Version == v {
+			return true
+		}
+	}
+	return false
+}
+
+// settled returns a runAgent condition that holds once the agent has handled the twin of
+// the last full: it acknowledges a desired $version before it acts on it and handles
+// desired updates one at a time, so an empty service patch sent after the twin's
+// acknowledgement is acknowledged only after the twin was handled.
+func (e *testHub) settled() func() bool {
+	e.mu.Lock()
+	twin := e.version
+	e.mu.Unlock()
+	var probe int64
+	return func() bool {
+		if probe == 0 {
+			if !e.acked(twin) {
+				return false
+			}
+			probe = e.setService(json.RawMessage(`{}`))
+		}
+		return e.acked(probe)
+	}
+}
+
+// rawDesired is the agent's hub with desired updates the test writes itself, such as the
+// hub stand-in never sends (as IoT Hub, it refuses a desired document that is not a JSON
+// object or is larger than 32 KiB) but a broken gateway might; the reports go to the hub.
+type rawDesired struct {
+	*testHub
+	ch chan iothub.DesiredUpdate
+}
+
+func (r rawDesired) Desired() <-chan iothub.DesiredUpdate { return r.ch }
+
+// raw connects the device and returns its hub with the desired updates evs.
+func (e *testHub) raw(evs ...iothub.DesiredUpdate) rawDesired {
+	e.connect()
+	r := rawDesired{testHub: e, ch: make(chan iothub.DesiredUpdate, len(evs))}
+	for _, ev := range evs {
+		r.ch <- ev
+	}
+	return r
+}
+
+// deliver is a boot with svc in the desired properties, through the hub (full) or, for a
+// document the hub refuses, as a whole twin it never sends.
+func (e *testHub) deliver(svc json.RawMessage) Hub {
+	if len(svc) <= hub.MaxPatchSize {
+		e.full(svc)
+		return e
+	}
+	desired, _ := json.Marshal(map[string]any{"deviceUpdate": map[string]any{"__t": "c", "service": svc}, "$version": 2})
+	return e.raw(iothub.DesiredUpdate{Full: true, Twin: iothub.Twin{Desired: desired, Reported: json.RawMessage(`{}`), DesiredVersion: 2}, Version: 2})
+}
+
+// ---- the simulated board (package devicesim/board, as devicesim runs it) ----
+
+// device is a board with two 1 MiB NAND banks (16 KiB blocks, 512-byte pages), booted into
+// bank A, which runs factory (a raw payload), and the agents the tests start on it.
 type device struct {
+	*board.Board
 	t       testing.TB
-	dir     string
-	p       *powersim.Power
-	nand    map[string]*mtdsim.Flash
-	env     *sim.MemEnv
-	boot    *sim.Device
-	cmdline string
-	state   string
-	cfg     *slots.Config
 	healthy func(bank string) bool
 	// logs, when set, receives the agents' logs.
 	logs io.Writer
 }
 
-const slotsDoc = `
-[slots]
-active = "cmdline"
-sync_interval = "32KiB"
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "nand"
-mtd = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "nand"
-mtd = "rootfs_b"
-`
+// stateDir is the agent's state folder in the board's file system.
+const stateDir = "/var/lib/aduagent"
 
-// newDevice is a board with two 1 MiB NAND slots (16 KiB blocks, 512-byte pages), U-Boot's
-// aduflash preset on a memory env, bank A running factory (a raw payload).
 func newDevice(t testing.TB, factory []byte) *device {
+	return newBoardDevice(t, board.Options{Factory: factory})
+}
+
+// newBoardDevice is newDevice with other options (the geometry defaults to newDevice's).
+func newBoardDevice(t testing.TB, o board.Options) *device {
 	t.Helper()
-	dir := t.TempDir()
-	d := &device{t: t, dir: dir, p: powersim.New(), nand: map[string]*mtdsim.Flash{}, cmdline: filepath.Join(dir, "cmdline"),
-		state: filepath.Join(dir, "state"), healthy: func(string) bool { return true }}
-	for _, sub := range []string{"dev", "sys"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	o.Dir = t.TempDir()
+	if o.SlotSize == 0 {
+		o.SlotSize, o.EraseSize, o.PageSize = 1<<20, 16<<10, 512
 	}
-	for _, b := range []string{"A", "B"} {
-		f, err := mtdsim.NewNAND(1<<20, 16<<10, 512)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.nand[b] = f
+	if o.SyncInterval == 0 {
+		o.SyncInterval = 32 << 10
 	}
-	if factory != nil {
-		img := append(bytes.Clone(factory), bytes.Repeat([]byte{0xff}, (1<<20)-len(factory))...)
-		if err := d.nand["A"].Load(img); err != nil {
-			t.Fatal(err)
-		}
-	}
-	d.env = sim.NewMemEnv(map[string]string{"adu_slot": "A"})
-	d.boot = &sim.Device{Env: d.env, Preset: bootloader.PresetAduflash} // U-Boot's own saves are cut in package bootloader's tests
-	cfg, err := slots.ParseConfig([]byte(slotsDoc))
+	b, err := board.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cfg = cfg
-	d.setCmdline("A")
+	d := &device{Board: b, t: t, healthy: func(string) bool { return true }}
+	d.reset()
 	return d
-}
-
-func (d *device) setCmdline(bank string) {
-	if err := os.WriteFile(d.cmdline, []byte("console=ttyS0 adu.slot="+bank+"\n"), 0o644); err != nil {
-		d.t.Fatal(err)
-	}
 }
 
 // reset is a power cycle: power comes back, U-Boot runs and starts a kernel from a bank.
 func (d *device) reset() sim.Boot {
 	d.t.Helper()
-	if d.p.IsOff() {
-		d.p.On()
-	} // else a cut still ahead stays armed across the reboot
-	b, err := d.boot.Reset()
+	b, err := d.PowerOn()
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	d.setCmdline(string(b.Bank))
 	return b
 }
 
-func (d *device) layout() *slots.Layout {
-	return slots.NewLayout(d.cfg, slots.Env{Dev: filepath.Join(d.dir, "dev"), Sysfs: filepath.Join(d.dir, "sys"), Cmdline: d.cmdline,
-		OpenFlash: func(s *slots.Slot) (slots.Flash, error) {
-			f := d.nand[s.Bank] // the rootfs slots; other classes (reference_test.go) are keyed "<class>/<bank>"
-			if g, ok := d.nand[s.Class+"/"+s.Bank]; ok {
-				f = g
-			}
-			return powersim.Flash{Flash: f, P: d.p}, nil
-		}})
-}
-
 func (d *device) backend() bootloader.Backend {
-	bl, err := bootloader.NewUBoot(powersim.Env{Store: d.env, P: d.p}, bootloader.UBootConfig{Preset: bootloader.PresetAduflash, Attempts: 2})
+	bl, err := d.Bootloader()
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	return bl
 }
 
+// bootState is the bootloader state, whatever the power.
 func (d *device) bootState() bootloader.State {
-	st, err := d.backend().State()
+	st, err := d.BootState()
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -419,14 +507,12 @@ func (d *device) agent(mod func(*Options)) *Agent {
 		logs = io.Discard
 	}
 	o := Options{
-		Settings: Settings{StateDir: d.state, Manufacturer: "Contoso", Model: "Board", ModelID: adu.ModelContractV2, NoBuiltinRoots: true,
+		Settings: Settings{StateDir: stateDir, Manufacturer: "Contoso", Model: "Board", ModelID: adu.ModelContractV2, NoBuiltinRoots: true,
 			HealthChecks: []health.Check{{Name: "app", Command: []string{"app-check"}}}},
-		Layout: d.layout(), Bootloader: d.backend(), JournalFS: powersim.FS{FS: journal.OSFS(), P: d.p},
+		Layout: d.Layout(), Bootloader: d.backend(), JournalFS: d.FS(),
 		Keyring: getKeys(d.t).kr, Roots: []adu.RootKey{getKeys(d.t).signer.RootKey()},
 		HealthOptions: health.Options{Exec: func(ctx context.Context, at health.Attempt) (int, error) {
-			b, _ := os.ReadFile(d.cmdline)
-			bank := strings.TrimSpace(string(b[strings.LastIndex(string(b), "=")+1:]))
-			if d.healthy(bank) {
+			if d.healthy(d.Running()) {
 				return 0, nil
 			}
 			fmt.Fprintln(at.Output, "app did not come up")
@@ -447,13 +533,23 @@ func (d *device) agent(mod func(*Options)) *Agent {
 	return a
 }
 
-// slotHolds tells whether the bank's slot starts with data.
-func (d *device) slotHolds(bank string, data []byte) bool {
-	b := make([]byte, len(data))
-	if _, err := d.nand[bank].ReadAt(b, 0); err != nil {
-		return false
+// wipeState removes every file of the agent's state folder.
+func (d *device) wipeState() {
+	d.t.Helper()
+	names, err := d.FS().ReadDir(stateDir)
+	if err != nil {
+		d.t.Fatal(err)
 	}
-	return bytes.Equal(b, data)
+	for _, n := range names {
+		if err := d.FS().Remove(filepath.Join(stateDir, n)); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+}
+
+// slotHolds tells whether the bank's rootfs slot starts with data.
+func (d *device) slotHolds(bank string, data []byte) bool {
+	return bytes.Equal(d.Slot(bank, len(data)), data)
 }
 
 // runAgent runs a.Run on h until it returns or until done() holds; it returns Run's error

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -14,94 +13,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
-	"github.com/aduflash/aduflash/iothub"
 )
-
-// mqttDevice is the agent's side of a real MQTT connection to the local IoT Hub stand-in.
-// It records every reported patch it sends, in order.
-type mqttDevice struct {
-	*iothub.Client
-	mu      sync.Mutex
-	patches []string
-}
-
-func (m *mqttDevice) UpdateReported(ctx context.Context, patch json.RawMessage) (int64, error) {
-	v, err := m.Client.UpdateReported(ctx, patch)
-	if err == nil {
-		m.mu.Lock()
-		m.patches = append(m.patches, string(patch))
-		m.mu.Unlock()
-	}
-	return v, err
-}
-
-func (m *mqttDevice) sent() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.patches...)
-}
-
-type hubEnv struct {
-	t   *testing.T
-	h   *hub.Hub
-	key string
-}
-
-const deviceID = "board-1"
-
-func newHubEnv(t *testing.T) *hubEnv {
-	h, err := hub.New(hub.Options{HostName: "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	if err := h.RegisterDevice(deviceID, key); err != nil {
-		t.Fatal(err)
-	}
-	return &hubEnv{t: t, h: h, key: key}
-}
-
-func (e *hubEnv) dial(model string) *mqttDevice {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := iothub.Dial(ctx, iothub.Config{
-		Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: deviceID, SharedAccessKey: e.key},
-		Address:  e.h.Addr().String(), InsecurePlainTCP: true, ModelID: model,
-		MaxReconnectInterval: 200 * time.Millisecond,
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(c.Close)
-	return &mqttDevice{Client: c}
-}
-
-func (e *hubEnv) setService(svc json.RawMessage) {
-	e.t.Helper()
-	patch, _ := json.Marshal(map[string]any{"deviceUpdate": map[string]any{"__t": "c", "service": json.RawMessage(svc)}})
-	if _, err := e.h.SetDesired(deviceID, patch); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// agentReported returns the hub's reported deviceUpdate.agent.
-func (e *hubEnv) agentReported() map[string]any {
-	tw, err := e.h.Twin(deviceID)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var doc struct {
-		Reported struct {
-			DU struct {
-				Agent map[string]any `json:"agent"`
-			} `json:"deviceUpdate"`
-		} `json:"reported"`
-	}
-	json.Unmarshal(tw, &doc)
-	return doc.Reported.DU.Agent
-}
 
 // runBackground runs a.Run until stopped. done yields Run's error once; stop cancels and
 // returns it (also after done was read).
@@ -148,9 +60,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // startup, ack, in progress, success after the reboot, failure, cancel mid-download,
 // cancel with nothing running, retry, replacement, duplicates after a reconnect.
 func TestWorkflowOverMQTT(t *testing.T) {
-	e := newHubEnv(t)
 	v1 := payload(1, 64<<10)
 	d := newDevice(t, v1)
+	e := newHub(t)
 	srv := newServer(t)
 
 	// A download that stalls mid-file until released, for cancel and replacement.
@@ -181,11 +93,11 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	slowFile = slow.file
 
 	// 1. Startup with no deployment: device properties, Idle.
-	c := e.dial(adu.ModelContractV2)
+	e.connect()
 	a := d.agent(nil)
-	stop, done := runBackground(a, c)
+	stop, done := runBackground(a, e)
 	waitFor(t, "startup report", func() bool { ag := e.agentReported(); return ag != nil && ag["deviceProperties"] != nil })
-	if got := c.sent()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"DU;agent/1.0.0"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
+	if got := e.all()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"DU;agent/1.0.0"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
 		t.Errorf("startup report %s", got)
 	}
 	if e.h.ModelID(deviceID) != adu.ModelContractV2 {
@@ -217,7 +129,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	// Idle report in between, and runs.
 	e.setService(slow.service("wf-r1", ""))
 	waitFor(t, "wf-r1 in progress", func() bool { return wfID(e.agentReported()) == "wf-r1" })
-	n := len(c.sent())
+	n := len(e.all())
 	e.setService(u2.service("wf-2", ""))
 	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("run after the replacement: %v", err)
@@ -225,7 +137,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	if d.bootState().Pending != "B" {
 		t.Fatalf("replacement not pending: %+v", d.bootState())
 	}
-	for _, p := range c.sent()[n:] {
+	for _, p := range e.all()[n:] {
 		if strings.Contains(p, `"state":0`) || strings.Contains(p, `"state":255`) {
 			t.Errorf("a report between the replaced and the new deployment: %s", p)
 		}
@@ -237,9 +149,8 @@ func TestWorkflowOverMQTT(t *testing.T) {
 
 	// 5. Reboot into B: success is reported after the health check.
 	d.reset()
-	c.Close()
-	c = e.dial(adu.ModelContractV2)
-	stop, done = runBackground(d.agent(nil), c)
+	e.connect()
+	stop, done = runBackground(d.agent(nil), e)
 	waitFor(t, "success", func() bool {
 		ag := e.agentReported()
 		return stateOf(ag) == 0 && wfID(ag) == "wf-2" && ag["installedUpdateId"] == u2.id.InstalledUpdateID()
@@ -249,7 +160,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	// First the success report's own answer must be in: a report whose answer the drop
 	// loses is sent again after the reconnect, rightly.
 	waitFor(t, "the answer to the success report", func() bool {
-		for _, p := range c.sent() {
+		for _, p := range e.all() {
 			if strings.Contains(p, `"state":0`) && strings.Contains(p, `"wf-2"`) && strings.Contains(p, `"installedUpdateId"`) {
 				return true
 			}
@@ -257,13 +168,13 @@ func TestWorkflowOverMQTT(t *testing.T) {
 		return false
 	})
 	hits := srv.hits.Load()
-	n = len(c.sent())
+	n = len(e.all())
 	if err := e.h.Disconnect(deviceID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "reconnect", func() bool { return e.h.Connected(deviceID) })
 	time.Sleep(300 * time.Millisecond)
-	for _, p := range c.sent()[n:] {
+	for _, p := range e.all()[n:] {
 		if strings.Contains(p, `"agent"`) {
 			t.Errorf("report after a reconnect with nothing new: %s", p)
 		}
@@ -284,7 +195,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 		return stateOf(ag) == 0 && wfID(ag) == "wf-3" && lir["resultCode"] == float64(0) && ag["installedUpdateId"] == u2.id.InstalledUpdateID()
 	})
 	sawFailed := false
-	for _, p := range c.sent() {
+	for _, p := range e.all() {
 		if strings.Contains(p, `"state":255`) && strings.Contains(p, "wf-3") {
 			sawFailed = true
 		}
@@ -309,7 +220,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	}
 	stop()
 	var retried bool
-	for _, p := range c.sent() {
+	for _, p := range e.all() {
 		if strings.Contains(p, `"state":6`) && strings.Contains(p, `"retryTimestamp":"2026-11-22T12:00:00Z"`) {
 			retried = true
 		}
@@ -322,8 +233,8 @@ func TestWorkflowOverMQTT(t *testing.T) {
 // Model ;3: the root-key package is fetched, validated, stored and applied; a signing key
 // it disables is refused; a failed fetch falls back to the stored package.
 func TestRootKeyPackageModelV3(t *testing.T) {
-	e := newHubEnv(t)
 	d := newDevice(t, payload(1, 64<<10))
+	e := newHub(t)
 	srv := newServer(t)
 	k := getKeys(t)
 	pkgOK, err := hub.SignRootKeyPackage([]hub.RootPrivateKey{k.signer.RootPrivateKey()}, hub.RootKeyPackageOptions{Version: 1, Published: 1.7e9})
@@ -346,12 +257,13 @@ func TestRootKeyPackageModelV3(t *testing.T) {
 		b, _ := json.Marshal(m)
 		return b
 	}
-	c := e.dial(adu.ModelV3)
+	e.model = adu.ModelV3
+	e.connect()
 	mod := func(o *Options) {
 		o.ModelID = adu.ModelV3
 		o.DeviceInformation = func() DeviceInformation { return DeviceInformation{OSName: "TestOS", TotalMemory: 1024} }
 	}
-	stop, _ := runBackground(d.agent(mod), c)
+	stop, _ := runBackground(d.agent(mod), e)
 	defer stop()
 	// deviceInformation is reported with the ;3 model.
 	waitFor(t, "deviceInformation", func() bool {
@@ -365,7 +277,7 @@ func TestRootKeyPackageModelV3(t *testing.T) {
 	ag := e.agentReported()
 	lir, _ := ag["lastInstallResult"].(map[string]any)
 	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
-		t.Errorf("deny result %v; sent %v", lir, c.sent())
+		t.Errorf("deny result %v; sent %v", lir, e.all())
 	}
 	// The package store keeps version 2; the version-1 package is refused as older, and a
 	// missing package URL falls back to the stored one (still denying).

@@ -3,36 +3,25 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/mtd/mtdsim"
-	"github.com/aduflash/aduflash/slots"
 )
 
 // lieOff is where bank B lies: inside the 200 KiB payload, in its 7th 16 KiB block.
 const lieOff = 100<<10 + 7
 
-// newLyingDevice is newDevice with bank B on NAND or NOR, holding an older image (what a
-// stale read returns) and lying as l says.
-func newLyingDevice(t *testing.T, factory []byte, flash string, l mtdsim.Lie) *device {
+// newLyingDevice is newDevice on NAND or NOR (storage), bank B holding an older image (what
+// a stale read returns) and lying as l says.
+func newLyingDevice(t *testing.T, factory []byte, storage board.Storage, l mtdsim.Lie) *device {
 	t.Helper()
-	d := newDevice(t, factory)
-	if flash == "nor" {
-		cfg, err := slots.ParseConfig([]byte(strings.Replace(slotsDoc, "type = \"nand\"\nmtd = \"rootfs_b\"", "type = \"nor\"\nmtd = \"rootfs_b\"", 1)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.cfg = cfg
-		if d.nand["B"], err = mtdsim.NewNOR(1<<20, 16<<10); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.nand["B"].Load(payload(3, 1<<20)); err != nil {
+	d := newBoardDevice(t, board.Options{Storage: storage, Factory: factory})
+	if err := d.Load("B/rootfs", payload(3, 1<<20)); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.nand["B"].Lie(l); err != nil {
+	if err := d.Flash("B/rootfs").Lie(l); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -43,7 +32,7 @@ func newLyingDevice(t *testing.T, factory []byte, flash string, l mtdsim.Lie) *d
 func deployFails(t *testing.T, d *device, raw, img, v1 []byte, erc adu.ExtendedResultCode) {
 	t.Helper()
 	srv := newServer(t)
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(newUpdate(t, srv, "2.0", raw, img, manifestOpts{}).service("wf", ""))
 	if err := runAgent(t, d.agent(nil), h, failedThenIdle(h, "wf")); err != nil {
 		t.Fatalf("%v; reports %v", err, h.all())
@@ -71,14 +60,14 @@ func deployFails(t *testing.T, d *device, raw, img, v1 []byte, erc adu.ExtendedR
 func TestInstallOntoLyingSlot(t *testing.T) {
 	v1, raw := payload(1, 64<<10), payload(2, 200<<10)
 	img := makeImage(t, raw, "2.0", nil)
-	for _, flash := range []string{"nand", "nor"} {
+	for _, flash := range []board.Storage{board.NAND, board.NOR} {
 		for _, l := range []mtdsim.Lie{
 			{Kind: mtdsim.FlipBit, Off: lieOff, Len: 1},
 			{Kind: mtdsim.Stale, Off: lieOff / (16 << 10) * (16 << 10), Len: 16 << 10},
 			{Kind: mtdsim.ShortRead, Off: lieOff, Len: 1},
 			{Kind: mtdsim.ShortReadErr, Off: lieOff, Len: 1},
 		} {
-			t.Run(flash+"/"+l.Kind.String(), func(t *testing.T) {
+			t.Run(string(flash)+"/"+l.Kind.String(), func(t *testing.T) {
 				l.AfterSync = true
 				deployFails(t, newLyingDevice(t, v1, flash, l), raw, img, v1, ERCVerify)
 			})
@@ -94,12 +83,12 @@ func TestInstallOntoSlotLyingWhileWritten(t *testing.T) {
 	img := makeImage(t, raw, "2.0", nil)
 	lie := mtdsim.Lie{Kind: mtdsim.FlipBit, Off: lieOff, Len: 1}
 	t.Run("nor", func(t *testing.T) {
-		deployFails(t, newLyingDevice(t, v1, "nor", lie), raw, img, v1, ERCVerify)
+		deployFails(t, newLyingDevice(t, v1, board.NOR, lie), raw, img, v1, ERCVerify)
 	})
 	t.Run("nand", func(t *testing.T) {
-		d := newLyingDevice(t, v1, "nand", lie)
+		d := newLyingDevice(t, v1, board.NAND, lie)
 		srv := newServer(t)
-		h := newMemHub(d.p)
+		h := newHub(t)
 		h.full(newUpdate(t, srv, "2.0", raw, img, manifestOpts{}).service("wf", ""))
 		if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 			t.Fatalf("%v; reports %v", err, h.all())
@@ -107,7 +96,7 @@ func TestInstallOntoSlotLyingWhileWritten(t *testing.T) {
 		if st := d.bootState(); st.Pending != "B" {
 			t.Errorf("bootloader %+v, want B pending", st)
 		}
-		if bad := fmt.Sprint(d.nand["B"].BadBlocks()); bad != "[6]" {
+		if bad := fmt.Sprint(d.Flash("B/rootfs").BadBlocks()); bad != "[6]" {
 			t.Errorf("bad blocks of bank B %s, want [6]", bad)
 		}
 	})

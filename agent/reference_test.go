@@ -18,12 +18,11 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
-	"github.com/aduflash/aduflash/mtd/mtdsim"
-	"github.com/aduflash/aduflash/slots"
 )
 
 // ---- manifests with reference steps ----
@@ -160,41 +159,10 @@ func (f *refFixture) setChild(manifest string) {
 	}
 }
 
-const twoClassSlots = slotsDoc + `
-[[slots.slot]]
-class = "app"
-bank = "A"
-type = "nand"
-mtd = "app_a"
-[[slots.slot]]
-class = "app"
-bank = "B"
-type = "nand"
-mtd = "app_b"
-`
-
 // newTwoClassDevice is newDevice with a second slot class, app (256 KiB NAND per bank),
 // bank A's app slot holding appFactory.
 func newTwoClassDevice(t testing.TB, factory, appFactory []byte) *device {
-	t.Helper()
-	d := newDevice(t, factory)
-	cfg, err := slots.ParseConfig([]byte(twoClassSlots))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cfg = cfg
-	for _, b := range []string{"A", "B"} {
-		f, err := mtdsim.NewNAND(256<<10, 16<<10, 512)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.nand["app/"+b] = f
-	}
-	img := append(bytes.Clone(appFactory), bytes.Repeat([]byte{0xff}, (256<<10)-len(appFactory))...)
-	if err := d.nand["app/A"].Load(img); err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return newBoardDevice(t, board.Options{Factory: factory, Classes: []board.Class{{Name: "app", Size: 256 << 10, Factory: appFactory}}})
 }
 
 // stepResults returns lastInstallResult.stepResults of an agent report.
@@ -220,7 +188,7 @@ func TestReferenceStepInstalls(t *testing.T) {
 	srv := newServer(t)
 	f := newRefFixture(t, "2.0", true)
 	u := f.publish(t, srv, "2.0")
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(u.service("wf-ref", ""))
 	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("install: %v\n%v", err, h.all())
@@ -228,7 +196,7 @@ func TestReferenceStepInstalls(t *testing.T) {
 	if st := d.bootState(); st.Pending != "B" {
 		t.Fatalf("bootloader after install: %+v", st)
 	}
-	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "app/B", f.appRaw) || !d.slotHolds("A", v1) || !slotHoldsClass(d, "app/A", app1) {
+	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "B", "app", f.appRaw) || !d.slotHolds("A", v1) || !slotHoldsClass(d, "A", "app", app1) {
 		t.Fatal("after install, B must hold the new rootfs and app, A the old ones")
 	}
 	rec := d.agent(nil).Record()
@@ -285,12 +253,8 @@ func TestReferenceStepInstalls(t *testing.T) {
 	}
 }
 
-func slotHoldsClass(d *device, key string, data []byte) bool {
-	b := make([]byte, len(data))
-	if _, err := d.nand[key].ReadAt(b, 0); err != nil {
-		return false
-	}
-	return bytes.Equal(b, data)
+func slotHoldsClass(d *device, bank, class string, data []byte) bool {
+	return bytes.Equal(d.Content(bank, class, len(data)), data)
 }
 
 // The device of the other tests (one slot class): a parent whose only step is a reference
@@ -309,7 +273,7 @@ func TestReferenceStepOnlyStep(t *testing.T) {
 		manifest: manifestJSON("Board", "3.0", []mstep{{ref: "fchild"}}, files),
 		urls:     map[string]string{"fchild": srv.put("child.json", cf), "fimg": srv.put("rootfs-3.0.aduimg", img)}}
 	u.sig, _ = getKeys(t).signer.Sign([]byte(u.manifest))
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(u.service("wf-only", ""))
 	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("install: %v\n%v", err, h.all())
@@ -402,7 +366,7 @@ func TestReferenceStepFailures(t *testing.T) {
 				}
 				return false
 			}
-			h := newMemHub(d.p)
+			h := newHub(t)
 			h.full(u.service("wf", ""))
 			if err := runAgent(t, d.agent(nil), h, failedThenIdle(h, "wf")); err != nil {
 				t.Fatalf("%v; reports %v", err, h.all())
@@ -425,7 +389,7 @@ func TestReferenceStepFailures(t *testing.T) {
 			if st := d.bootState(); st.Pending != "" || st.Primary != "A" {
 				t.Errorf("bootloader %+v", st)
 			}
-			if !d.slotHolds("A", v1) || !slotHoldsClass(d, "app/A", app1) {
+			if !d.slotHolds("A", v1) || !slotHoldsClass(d, "A", "app", app1) {
 				t.Error("bank A changed")
 			}
 			rec := d.agent(nil).Record()
@@ -478,7 +442,9 @@ func imageStep(file, class, criteria string) manifestgen.StepSpec {
 // deploys the parent over MQTT: the detached manifest file and the fileUrls it makes are
 // what the agent needs, and the deployment ends Succeeded in the Service.
 func TestReferenceStepThroughHubService(t *testing.T) {
-	e := newHubEnv(t)
+	v1, app1 := payload(1, 64<<10), payload(3, 32<<10)
+	d := newTwoClassDevice(t, v1, app1)
+	e := newHub(t)
 	var cur atomic.Pointer[hub.Service]
 	files := httptest.NewServer(http.StripPrefix("/files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cur.Load().FileHandler().ServeHTTP(w, r)
@@ -501,27 +467,24 @@ func TestReferenceStepThroughHubService(t *testing.T) {
 		t.Fatalf("references %v", parent.References)
 	}
 
-	v1, app1 := payload(1, 64<<10), payload(3, 32<<10)
-	d := newTwoClassDevice(t, v1, app1)
-	c := e.dial(adu.ModelContractV2)
-	stop, done := runBackground(d.agent(nil), c)
+	e.connect()
+	stop, done := runBackground(d.agent(nil), e)
 	waitFor(t, "startup report", func() bool { ag := e.agentReported(); return ag != nil && ag["deviceProperties"] != nil })
 	dep, err := svc.Deploy(parent.UpdateID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
-		t.Fatalf("install: %v\n%v", err, c.sent())
+		t.Fatalf("install: %v\n%v", err, e.all())
 	}
 	stop()
-	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "app/B", f.appRaw) || d.bootState().Pending != "B" {
+	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "B", "app", f.appRaw) || d.bootState().Pending != "B" {
 		t.Fatal("bank B not written and pending")
 	}
 
 	d.reset()
-	c.Close()
-	c = e.dial(adu.ModelContractV2)
-	stop, _ = runBackground(d.agent(nil), c)
+	e.connect()
+	stop, _ = runBackground(d.agent(nil), e)
 	defer stop()
 	waitFor(t, "success", func() bool {
 		ag := e.agentReported()
@@ -543,7 +506,7 @@ func TestReferenceStepThroughHubService(t *testing.T) {
 // A version-1 journal (one StepState per manifest step, no step index) is read as such.
 func TestJournalVersion1(t *testing.T) {
 	d := newTwoClassDevice(t, payload(1, 64<<10), payload(3, 32<<10))
-	j, err := journal.Open(d.state, journal.WithName(RecordName))
+	j, err := journal.Open(stateDir, journal.WithFS(d.FS()), journal.WithName(RecordName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,12 +538,12 @@ func TestDetachedManifestWithReferenceStep(t *testing.T) {
 	u.manifest = string(mini)
 	u.sig, _ = getKeys(t).signer.Sign(mini)
 	u.urls["fdet"] = srv.put("detached.json", full)
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(u.service("wf-det", ""))
 	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("install: %v\n%v", err, h.all())
 	}
-	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "app/B", f.appRaw) || d.bootState().Pending != "B" {
+	if !d.slotHolds("B", f.rootfsRaw) || !slotHoldsClass(d, "B", "app", f.appRaw) || d.bootState().Pending != "B" {
 		t.Fatal("bank B not written and pending")
 	}
 }

@@ -24,7 +24,7 @@ func newLogger(w io.Writer) *slog.Logger {
 }
 
 // lastAgent returns the last reported agent object that has a state.
-func lastState(h *memHub) map[string]any {
+func lastState(h *testHub) map[string]any {
 	rs := h.agentReports()
 	for i := len(rs) - 1; i >= 0; i-- {
 		if _, ok := rs[i]["state"]; ok {
@@ -49,7 +49,7 @@ func wfID(ag map[string]any) string {
 }
 
 // succeeded tells whether h's reported properties show the deployment id finished with u.
-func succeeded(h *memHub, id string, u *update) func() bool {
+func succeeded(h *testHub, id string, u *update) func() bool {
 	return func() bool {
 		ag := lastState(h)
 		return stateOf(ag) == 0 && wfID(ag) == id && ag["installedUpdateId"] == u.id.InstalledUpdateID()
@@ -65,7 +65,7 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	srv := newServer(t)
 	v2raw := payload(2, 400<<10)
 	u2 := newUpdate(t, srv, "2.0", v2raw, makeImage(t, v2raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(d.p)
+	h := newHub(t)
 
 	// Deploy v2: the agent writes B, marks it pending and asks for a reboot.
 	h.full(u2.service("wf-2", ""))
@@ -176,8 +176,7 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	n = len(h.agentReports())
 	hits := srv.hits.Load()
 	h.full(u3.service("wf-3", ""))
-	time.Sleep(50 * time.Millisecond)
-	if err := runAgent(t, d.agent(nil), h, func() bool { return true }); err != nil {
+	if err := runAgent(t, d.agent(nil), h, h.settled()); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.agentReports()[n:]; srv.hits.Load() != hits || len(got) != 1 || got[0]["deviceProperties"] == nil { // the startup report only
@@ -192,7 +191,7 @@ func TestHeartbeatDuringHealthChecks(t *testing.T) {
 	srv := newServer(t)
 	raw := payload(2, 64<<10)
 	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(d.p)
+	h := newHub(t)
 	h.full(u.service("wf", ""))
 	if err := runAgent(t, d.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatal(err)
@@ -224,9 +223,9 @@ func TestHeartbeatDuringHealthChecks(t *testing.T) {
 // One agent per state folder: a second one (aduagent install while the daemon runs) is
 // refused until the first closes.
 func TestStateDirLock(t *testing.T) {
-	d := newDevice(t, nil)
+	d, dir := newDevice(t, nil), t.TempDir() // a state folder on the OS's file system, which locks it
 	mk := func() (*Agent, error) {
-		return New(Options{Layout: d.layout(), Bootloader: d.backend(), Settings: Settings{StateDir: d.state, Manufacturer: "Contoso", Model: "Board"}})
+		return New(Options{Layout: d.Layout(), Bootloader: d.backend(), Settings: Settings{StateDir: dir, Manufacturer: "Contoso", Model: "Board"}})
 	}
 	a, err := mk()
 	if err != nil {

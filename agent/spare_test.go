@@ -9,99 +9,47 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/mtd"
-	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
-
-// spareSlots is a board with a kernel beside the rootfs in each bank (copied when an update
-// does not write it), a bootloader slot per bank the updates leave alone, and one data slot
-// that both banks use.
-const spareSlots = slotsDoc + `
-[slots.class.uboot]
-spare = "keep"
-[slots.class.data]
-spare = "shared"
-[[slots.slot]]
-class = "kernel"
-bank = "A"
-type = "nand"
-mtd = "kernel_a"
-[[slots.slot]]
-class = "kernel"
-bank = "B"
-type = "nand"
-mtd = "kernel_b"
-[[slots.slot]]
-class = "uboot"
-bank = "A"
-type = "nand"
-mtd = "uboot_a"
-[[slots.slot]]
-class = "uboot"
-bank = "B"
-type = "nand"
-mtd = "uboot_b"
-[[slots.slot]]
-class = "data"
-type = "nand"
-mtd = "data"
-`
 
 // kernelSize is each bank's kernel slot: three 1 MiB copy units, so that a copy has resume
 // points before its end.
 const kernelSize = 3 << 20
 
-// kernelBoard is the two-class device: bank A runs factory rootfs and kernel; bank B's kernel
-// slot holds what an earlier bank left there (stale, every block different from bank A's).
+// kernelBoard is a board with a kernel beside the rootfs in each bank (copied when an update
+// does not write it), a bootloader slot per bank the updates leave alone, and one data slot
+// that both banks use. Bank A runs factory rootfs and kernel; bank B's kernel slot holds
+// what an earlier bank left there (stale, every block different from bank A's).
 type kernelBoard struct {
 	*device
 	kernel, stale, ubootB, data []byte
 }
 
-func newKernelBoard(t *testing.T) *kernelBoard {
+// newKernelBoard makes the board, with the NAND blocks factoryBad lists bad from the factory.
+func newKernelBoard(t *testing.T, factoryBad map[string][]int) *kernelBoard {
 	t.Helper()
-	d := newDevice(t, payload(1, 64<<10))
-	cfg, err := slots.ParseConfig([]byte(spareSlots))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cfg = cfg
-	b := &kernelBoard{device: d, kernel: payload(20, kernelSize-100<<10), stale: payload(21, kernelSize),
-		ubootB: payload(22, 64<<10), data: payload(23, 64<<10)}
-	for key, content := range map[string][]byte{"kernel/A": b.kernel, "kernel/B": b.stale, "uboot/A": payload(24, 64<<10),
-		"uboot/B": b.ubootB, "data/": b.data} {
-		size := 64 << 10
-		if strings.HasPrefix(key, "kernel") {
-			size = kernelSize
-		}
-		f, err := mtdsim.NewNAND(size, 16<<10, 512)
-		if err != nil {
+	b := &kernelBoard{kernel: payload(20, kernelSize-100<<10), stale: payload(21, kernelSize), ubootB: payload(22, 64<<10), data: payload(23, 64<<10)}
+	b.device = newBoardDevice(t, board.Options{Factory: payload(1, 64<<10), FactoryBad: factoryBad, Classes: []board.Class{
+		{Name: "kernel", Size: kernelSize, Factory: b.kernel},
+		{Name: "uboot", Size: 64 << 10, Factory: payload(24, 64<<10), Spare: "keep"},
+		{Name: "data", Size: 64 << 10, Factory: b.data, Spare: "shared"}}})
+	stale := b.stale[:kernelSize-len(factoryBad["B/kernel"])*16<<10] // as much as its good blocks hold
+	for name, content := range map[string][]byte{"B/kernel": stale, "B/uboot": b.ubootB} {
+		if err := b.Load(name, content); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Load(append(bytes.Clone(content), bytes.Repeat([]byte{0xFF}, size-len(content))...)); err != nil {
-			t.Fatal(err)
-		}
-		d.nand[key] = f
 	}
 	return b
-}
-
-// slot returns the first n bytes of the slot keyed key ("kernel/B"; "A" is bank A's rootfs).
-func (b *kernelBoard) slot(key string, n int) []byte {
-	buf := make([]byte, n)
-	if _, err := b.nand[key].ReadAt(buf, 0); err != nil {
-		b.t.Fatal(err)
-	}
-	return buf
 }
 
 // ops counts the flash operations (erases, programs, bad-block marks) each slot has seen.
 func (b *kernelBoard) ops() map[string]int64 {
 	out := map[string]int64{}
-	for key, f := range b.nand {
-		out[key] = f.Counters().Ops
+	for _, name := range []string{"A/rootfs", "B/rootfs", "A/kernel", "B/kernel", "A/uboot", "B/uboot", "data"} {
+		out[name] = b.Flash(name).Counters().Ops
 	}
 	return out
 }
@@ -131,14 +79,14 @@ func (f hookedFlash) ReadAt(p []byte, off int64) (int, error) {
 	return f.Flash.ReadAt(p, off)
 }
 
-// hooked is the board's layout with the flash of the slot keyed key ("kernel/B") hooked.
+// hooked is the board's layout with the flash of the slot of medium key ("B/kernel") hooked.
 func (b *kernelBoard) hooked(key string, hook hookedFlash) func(*Options) {
 	return func(o *Options) {
-		l := b.layout()
+		l := b.Layout()
 		open := l.Env.OpenFlash
 		l.Env.OpenFlash = func(s *slots.Slot) (slots.Flash, error) {
 			f, err := open(s)
-			if err != nil || s.Class+"/"+s.Bank != key {
+			if err != nil || board.Name(s.Bank, s.Class) != key {
 				return f, err
 			}
 			h := hook
@@ -155,11 +103,11 @@ func (b *kernelBoard) hooked(key string, hook hookedFlash) func(*Options) {
 // manifest's one step. The next update, back into bank A, finds bank A's kernel identical and
 // writes nothing there.
 func TestSpareBankWhole(t *testing.T) {
-	b := newKernelBoard(t)
+	b := newKernelBoard(t, nil)
 	srv := newServer(t)
 	raw := payload(2, 200<<10)
 	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(b.p)
+	h := newHub(t)
 	h.full(u.service("wf", ""))
 	if err := runAgent(t, b.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("%v; reports %v", err, h.all())
@@ -167,16 +115,16 @@ func TestSpareBankWhole(t *testing.T) {
 	if st := b.bootState(); st.Pending != "B" || !b.slotHolds("B", raw) {
 		t.Fatalf("bootloader %+v", st)
 	}
-	if !bytes.Equal(b.slot("kernel/B", kernelSize), b.slot("kernel/A", kernelSize)) {
+	if !bytes.Equal(b.Content("B", "kernel", kernelSize), b.Content("A", "kernel", kernelSize)) {
 		t.Fatal("bank B is pending with a kernel that is not bank A's")
 	}
 	ops := b.ops()
-	for _, key := range []string{"A", "kernel/A", "uboot/A", "uboot/B", "data/"} {
+	for _, key := range []string{"A/rootfs", "A/kernel", "A/uboot", "B/uboot", "data"} {
 		if ops[key] != 0 {
 			t.Errorf("slot %s: %d flash operations, want none", key, ops[key])
 		}
 	}
-	if !bytes.Equal(b.slot("uboot/B", len(b.ubootB)), b.ubootB) || !bytes.Equal(b.slot("data/", len(b.data)), b.data) {
+	if !bytes.Equal(b.Content("B", "uboot", len(b.ubootB)), b.ubootB) || !bytes.Equal(b.Content("", "data", len(b.data)), b.data) {
 		t.Error("the slot left alone or the shared slot changed")
 	}
 	rec := b.agent(nil).Record()
@@ -202,14 +150,14 @@ func TestSpareBankWhole(t *testing.T) {
 	// 3.0 goes into bank A; its kernel (the size the journal knows) is bank B's already.
 	raw3 := payload(3, 100<<10)
 	u3 := newUpdate(t, srv, "3.0", raw3, makeImage(t, raw3, "3.0", nil), manifestOpts{})
-	before := b.ops()["kernel/A"]
+	before := b.ops()["A/kernel"]
 	h.full(u3.service("wf3", ""))
 	if err := runAgent(t, b.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("%v; reports %v", err, h.all())
 	}
 	cs = b.agent(nil).Record().Deployment.Copies
-	if len(cs) != 1 || cs[0].Slot != "kernel-a" || !cs[0].Progress.Done || cs[0].Progress.Stats.BytesWritten != 0 || b.ops()["kernel/A"] != before {
-		t.Fatalf("a kernel already in place was written: %+v, %d operations", cs, b.ops()["kernel/A"]-before)
+	if len(cs) != 1 || cs[0].Slot != "kernel-a" || !cs[0].Progress.Done || cs[0].Progress.Stats.BytesWritten != 0 || b.ops()["A/kernel"] != before {
+		t.Fatalf("a kernel already in place was written: %+v, %d operations", cs, b.ops()["A/kernel"]-before)
 	}
 }
 
@@ -217,24 +165,24 @@ func TestSpareBankWhole(t *testing.T) {
 // copy from its last resume point (not from the start, and without downloading again the
 // rootfs already verified) and ends with a whole bank B that boots and is confirmed.
 func TestSpareCopyPowerCut(t *testing.T) {
-	b := newKernelBoard(t)
+	b := newKernelBoard(t, nil)
 	srv := newServer(t)
 	raw := payload(2, 200<<10)
 	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(b.p)
+	h := newHub(t)
 	// The cut falls on the first erase of bank B's kernel slot past 2 MiB + 160 KiB, after the
 	// copy's resume point at 2 MiB.
-	cut := b.hooked("kernel/B", hookedFlash{beforeErase: func(off int64) error {
-		if off >= 2<<20+160<<10 && !b.p.IsOff() {
-			b.p.CutAfter(0)
+	cut := b.hooked("B/kernel", hookedFlash{beforeErase: func(off int64) error {
+		if off >= 2<<20+160<<10 && !b.Power().IsOff() {
+			b.Power().CutAfter(0)
 		}
 		return nil
 	}})
 	h.full(u.service("wf", ""))
-	if err := runAgent(t, b.agent(cut), h, nil); err == nil || !b.p.IsOff() {
+	if err := runAgent(t, b.agent(cut), h, nil); err == nil || !b.Power().IsOff() {
 		t.Fatalf("the power did not go: %v", err)
 	}
-	b.p.On()
+	b.Power().On()
 	rec := b.agent(nil).Record()
 	if st := b.bootState(); st.Pending != "" || rec.Deployment == nil || rec.Deployment.Phase != PhaseInstall {
 		t.Fatalf("after the cut: bootloader %+v, deployment %+v", st, rec.Deployment)
@@ -260,7 +208,7 @@ func TestSpareCopyPowerCut(t *testing.T) {
 		n := (st.UnitsWritten + st.UnitsSkipped) * st.UnitSize
 		t.Errorf("the resumed copy went over %d bytes, want the %d after its resume point", n, kernelSize-cursor.Offset)
 	}
-	if !bytes.Equal(b.slot("kernel/B", kernelSize), b.slot("kernel/A", kernelSize)) || b.bootState().Pending != "B" {
+	if !bytes.Equal(b.Content("B", "kernel", kernelSize), b.Content("A", "kernel", kernelSize)) || b.bootState().Pending != "B" {
 		t.Fatal("bank B is not whole, or not pending")
 	}
 	b.reset()
@@ -273,12 +221,12 @@ func TestSpareCopyPowerCut(t *testing.T) {
 // A running kernel slot that cannot be read fails the deployment with ERCSlotCopy, in the
 // update's result and its one step's, and nothing pending.
 func TestSpareCopySourceUnreadable(t *testing.T) {
-	b := newKernelBoard(t)
+	b := newKernelBoard(t, nil)
 	srv := newServer(t)
 	raw := payload(2, 200<<10)
 	u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-	h := newMemHub(b.p)
-	ecc := b.hooked("kernel/A", hookedFlash{beforeRead: func(off int64) error {
+	h := newHub(t)
+	ecc := b.hooked("A/kernel", hookedFlash{beforeRead: func(off int64) error {
 		if off >= 1<<20 {
 			return &mtd.BlockError{Op: "read", Off: off, Err: mtd.ErrIO}
 		}
@@ -306,7 +254,7 @@ func TestSpareCopySourceUnreadable(t *testing.T) {
 // aduagent install copies as a deployment does, and its dry run tells what it would copy
 // without writing it; it refuses to write a shared class.
 func TestSpareCopyLocal(t *testing.T) {
-	b := newKernelBoard(t)
+	b := newKernelBoard(t, nil)
 	srv := newServer(t)
 	raw := payload(2, 200<<10)
 	img := makeImage(t, raw, "2.0", nil)
@@ -326,13 +274,13 @@ func TestSpareCopyLocal(t *testing.T) {
 		dep.Copies[0].Progress.Info == nil || dep.Copies[0].Progress.Stats.BytesSkipped != 0 {
 		t.Fatalf("dry run: %v, %+v", err, dep)
 	}
-	if ops := b.ops(); ops["kernel/B"] != 0 || b.bootState().Pending != "" {
+	if ops := b.ops(); ops["B/kernel"] != 0 || b.bootState().Pending != "" {
 		t.Fatalf("the dry run wrote: %v", ops)
 	}
 	if _, err := install(false); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(b.slot("kernel/B", kernelSize), b.slot("kernel/A", kernelSize)) || b.bootState().Pending != "B" {
+	if !bytes.Equal(b.Content("B", "kernel", kernelSize), b.Content("A", "kernel", kernelSize)) || b.bootState().Pending != "B" {
 		t.Fatal("bank B is not whole, or not pending")
 	}
 }
@@ -350,19 +298,14 @@ func TestSpareCopyBadBlocks(t *testing.T) {
 		{"data past the spare's capacity", payload(20, kernelSize), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newKernelBoard(t)
-			if err := b.nand["kernel/A"].Load(append(bytes.Clone(tc.kernel), bytes.Repeat([]byte{0xFF}, kernelSize-len(tc.kernel))...)); err != nil {
+			b := newKernelBoard(t, map[string][]int{"B/kernel": {7}})
+			if err := b.Load("A/kernel", append(bytes.Clone(tc.kernel), bytes.Repeat([]byte{0xFF}, kernelSize-len(tc.kernel))...)); err != nil {
 				t.Fatal(err)
 			}
-			spare, err := mtdsim.NewNAND(kernelSize, 16<<10, 512, mtdsim.WithFactoryBad(7))
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.nand["kernel/B"] = spare
 			srv := newServer(t)
 			raw := payload(2, 200<<10)
 			u := newUpdate(t, srv, "2.0", raw, makeImage(t, raw, "2.0", nil), manifestOpts{})
-			h := newMemHub(b.p)
+			h := newHub(t)
 			h.full(u.service("wf", ""))
 			if !tc.fits {
 				if err := runAgent(t, b.agent(nil), h, failedThenIdle(h, "wf")); err != nil {
@@ -382,14 +325,14 @@ func TestSpareCopyBadBlocks(t *testing.T) {
 			if c.Size != kernelSize-16<<10 {
 				t.Fatalf("copied %d bytes, want the spare's %d", c.Size, kernelSize-16<<10)
 			}
-			s, _ := b.layout().Slot("kernel-b")
-			r, err := b.layout().OpenReader(s)
+			s, _ := b.Layout().Slot("kernel-b")
+			r, err := b.Layout().OpenReader(s)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
 			got := make([]byte, c.Size)
-			if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, b.slot("kernel/A", int(c.Size))) {
+			if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, b.Content("A", "kernel", int(c.Size))) {
 				t.Fatalf("bank B's kernel (bad blocks skipped) is not bank A's: %v", err)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -81,8 +82,8 @@ func (w *world) device(id string, healthy func(string, []byte) bool) *Device {
 	if err := w.h.RegisterDevice(id, key); err != nil {
 		w.t.Fatal(err)
 	}
-	d, err := New(Options{Dir: w.t.TempDir(), Manufacturer: "Contoso", Model: "Toaster", SlotSize: 2 << 20, EraseSize: 64 << 10, PageSize: 2048,
-		Factory: payload(1, 300<<10), Keyring: w.kr, Roots: []adu.RootKey{w.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelV3, Healthy: healthy,
+	d, err := New(Options{Board: board.Options{Dir: w.t.TempDir(), SlotSize: 2 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: payload(1, 300<<10)},
+		Manufacturer: "Contoso", Model: "Toaster", Keyring: w.kr, Roots: []adu.RootKey{w.signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelV3, Healthy: healthy,
 		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
 			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: id, SharedAccessKey: key},
 				Address: w.h.Addr().String(), InsecurePlainTCP: true, ModelID: adu.ModelV3})

@@ -19,8 +19,10 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/devicesim"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/manifestgen"
@@ -104,7 +106,7 @@ func (s *stand) handler(st *hub.Stack) http.Handler {
 			<-r.Context().Done()
 			return
 		}
-		files.ServeHTTP(&counting{ResponseWriter: w, n: &s.served}, r)
+		files.ServeHTTP(httpcount.Writer{ResponseWriter: w, N: &s.served}, r)
 	})
 }
 
@@ -133,17 +135,6 @@ type capture struct {
 func (c *capture) Header() http.Header         { return c.h }
 func (c *capture) WriteHeader(code int)        { c.code = code }
 func (c *capture) Write(p []byte) (int, error) { return c.body.Write(p) }
-
-type counting struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *counting) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
 
 // importUpdate signs raw as version and imports it.
 func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.UpdateID {
@@ -201,8 +192,8 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	if err := s.st.Hub.RegisterDevice(r.id, key); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := devicesim.New(devicesim.Options{Dir: t.TempDir(), Manufacturer: "Contoso", Model: "Toaster", SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048,
-		Factory: payload(1, 256<<10), Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
+	dev, err := devicesim.New(devicesim.Options{Board: board.Options{Dir: t.TempDir(), SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: payload(1, 256<<10)},
+		Manufacturer: "Contoso", Model: "Toaster", Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
 		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
 			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: r.id, SharedAccessKey: key},

@@ -16,6 +16,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/devicesim"
+	simboard "github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/download"
 )
 
@@ -45,9 +46,10 @@ type board struct {
 
 // geometry is the board of each storage: small pages and erase blocks, so that a whole
 // update has many operations.
-func geometry(st devicesim.Storage) devicesim.Options {
-	o := devicesim.Options{Storage: st, SlotSize: 384 << 10, KernelSize: 96 << 10, EraseSize: 4 << 10, SyncInterval: 32 << 10}
-	if st == devicesim.NAND {
+func geometry(st simboard.Storage) simboard.Options {
+	o := simboard.Options{Storage: st, SlotSize: 384 << 10, EraseSize: 4 << 10, SyncInterval: 32 << 10,
+		Classes: []simboard.Class{{Name: "kernel", Size: 96 << 10}}}
+	if st == simboard.NAND {
 		o.SlotSize, o.EraseSize, o.PageSize = 448<<10, 16<<10, 512
 		o.FactoryBad = map[string][]int{"B/rootfs": {2}, "B/kernel": {1}, "env": {0}}
 		o.GoesBad = map[string][]int{"B/rootfs": {6}}
@@ -65,9 +67,8 @@ func (f *Fixture) newBoard(c Case, plan *Plan) (*board, error) {
 	if b.dir, err = os.MkdirTemp("", "powercut-"); err != nil {
 		return nil, err
 	}
-	o := geometry(c.Storage)
-	o.Dir, o.Manufacturer, o.Model, o.ModelID = b.dir, manufacturer, model, adu.ModelContractV3
-	o.Factory, o.Kernel, o.Seed = f.bankA["rootfs"], f.bankA["kernel"], c.seed()
+	o := devicesim.Options{Board: geometry(c.Storage), Manufacturer: manufacturer, Model: model, ModelID: adu.ModelContractV3}
+	o.Board.Dir, o.Board.Factory, o.Board.Classes[0].Factory, o.Board.Seed = b.dir, f.bankA["rootfs"], f.bankA["kernel"], c.seed()
 	o.Keyring, o.Roots, o.NoBuiltinRoots = f.keyring, []adu.RootKey{f.signer.RootKey()}, true
 	o.Healthy = b.healthy
 	o.Connect = func(ctx context.Context) (agent.Hub, func(), error) { return b.twin.connect(ctx) }

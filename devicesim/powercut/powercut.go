@@ -42,7 +42,7 @@ import (
 	"os"
 
 	"github.com/aduflash/aduflash/adu"
-	"github.com/aduflash/aduflash/devicesim"
+	simboard "github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -65,16 +65,16 @@ const (
 
 // Storages, Scenarios and Tears are everything a sweep covers.
 var (
-	Storages  = []devicesim.Storage{devicesim.NAND, devicesim.NOR, devicesim.Block}
+	Storages  = []simboard.Storage{simboard.NAND, simboard.NOR, simboard.Block}
 	Scenarios = []Scenario{Success, Rollback, Reference}
-	Tears     = []devicesim.Tear{devicesim.TearNone, devicesim.TearPartial}
+	Tears     = []simboard.Tear{simboard.TearNone, simboard.TearPartial}
 )
 
 // Case is one cut point.
 type Case struct {
-	Storage  devicesim.Storage
+	Storage  simboard.Storage
 	Scenario Scenario
-	Tear     devicesim.Tear
+	Tear     simboard.Tear
 	Cut      int // the operation the power fails at, counted from 0 at the first power-on
 }
 
@@ -253,17 +253,17 @@ func (u *update) size() int64 {
 
 // Plan is what a board and scenario do without a cut.
 type Plan struct {
-	Storage  devicesim.Storage
+	Storage  simboard.Storage
 	Scenario Scenario
 	// Ops are the operations of the whole run, in order: the cut points.
-	Ops []devicesim.Op
+	Ops []simboard.Op
 	// BankB is what each slot of bank B holds at the end (as many bytes as bank A's or the
 	// update's content of the class, whichever is longer): what bank B may be booted with.
 	BankB map[string][]byte
 }
 
 // Plan runs the update on a board without a cut, checks it, and returns its operations.
-func (f *Fixture) Plan(ctx context.Context, st devicesim.Storage, sc Scenario) (*Plan, error) {
+func (f *Fixture) Plan(ctx context.Context, st simboard.Storage, sc Scenario) (*Plan, error) {
 	b, err := f.newBoard(Case{Storage: st, Scenario: sc, Cut: -1}, nil)
 	if err != nil {
 		return nil, err
@@ -286,10 +286,10 @@ func (f *Fixture) Plan(ctx context.Context, st devicesim.Storage, sc Scenario) (
 // Points returns the cut points of tear mode t: every operation for TearNone, the
 // operations that can be partly applied (page programs, erases, sector and file writes) for
 // TearPartial.
-func (p *Plan) Points(t devicesim.Tear) []int {
+func (p *Plan) Points(t simboard.Tear) []int {
 	var out []int
 	for i, op := range p.Ops {
-		if t == devicesim.TearNone || op.Kind.Tears() {
+		if t == simboard.TearNone || op.Kind.Tears() {
 			out = append(out, i)
 		}
 	}

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/agent"
-	"github.com/aduflash/aduflash/devicesim"
+	simboard "github.com/aduflash/aduflash/devicesim/board"
+	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -20,7 +22,7 @@ import (
 // properties, and what the device reported. Each boot connects anew and gets the whole twin,
 // as from IoT Hub after a reconnect.
 type twin struct {
-	power   *devicesim.Power
+	power   *simboard.Power
 	service json.RawMessage
 
 	mu       sync.Mutex
@@ -104,7 +106,7 @@ func (c conn) UpdateReported(ctx context.Context, patch json.RawMessage) (int64,
 	if c.t.reported == nil {
 		c.t.reported = map[string]any{}
 	}
-	mergePatch(c.t.reported, m)
+	hub.MergePatch(c.t.reported, m)
 	if du, ok := m["deviceUpdate"].(map[string]any); ok {
 		if a, ok := du["agent"].(map[string]any); ok {
 			c.t.agent = append(c.t.agent, a)
@@ -116,25 +118,6 @@ func (c conn) UpdateReported(ctx context.Context, patch json.RawMessage) (int64,
 		fn()
 	}
 	return n, nil
-}
-
-// mergePatch applies a JSON merge patch as IoT Hub does to reported properties.
-func mergePatch(dst, patch map[string]any) {
-	for k, v := range patch {
-		switch pv := v.(type) {
-		case nil:
-			delete(dst, k)
-		case map[string]any:
-			d, ok := dst[k].(map[string]any)
-			if !ok {
-				d = map[string]any{}
-				dst[k] = d
-			}
-			mergePatch(d, pv)
-		default:
-			dst[k] = v
-		}
-	}
 }
 
 // files serves the update files to every board, at /<board>/<file id>, with Range support,
@@ -204,21 +187,10 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.active++
 	f.mu.Unlock()
 	var n atomic.Int64
-	http.ServeContent(&countingWriter{ResponseWriter: w, n: &n}, r, id, time.Unix(1.7e9, 0), bytes.NewReader(data))
+	http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, id, time.Unix(1.7e9, 0), bytes.NewReader(data))
 	f.mu.Lock()
 	a.sent[boot] += n.Load()
 	a.active--
 	f.idle.Broadcast()
 	f.mu.Unlock()
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }

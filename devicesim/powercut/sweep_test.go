@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aduflash/aduflash/devicesim"
+	simboard "github.com/aduflash/aduflash/devicesim/board"
 )
 
 var (
@@ -25,14 +25,14 @@ var (
 // group is the cut points of one storage, scenario and tear mode.
 type group struct {
 	plan   *Plan
-	tear   devicesim.Tear
+	tear   simboard.Tear
 	all    int // cut points of the group
 	points []int
 }
 
 func (g group) name() string { return groupName(g.plan.Storage, g.plan.Scenario, g.tear) }
 
-func groupName(st devicesim.Storage, sc Scenario, t devicesim.Tear) string {
+func groupName(st simboard.Storage, sc Scenario, t simboard.Tear) string {
 	return fmt.Sprintf("%s/%s/%s", st, sc, t)
 }
 

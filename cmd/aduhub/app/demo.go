@@ -27,6 +27,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/devicesim"
+	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -432,9 +433,9 @@ func (d *demo) newDevice(i int) (*demoDevice, error) {
 		logger = slog.New(&timelineHandler{d: d, id: id})
 	}
 	dev, err := devicesim.New(devicesim.Options{
-		Logger: logger,
-		Dir:    filepath.Join(d.work, "devices", id), Manufacturer: demoProvider, Model: demoModel,
-		SlotSize: slot, EraseSize: 128 << 10, PageSize: 2048, Factory: d.v1,
+		Logger:       logger,
+		Board:        board.Options{Dir: filepath.Join(d.work, "devices", id), SlotSize: slot, EraseSize: 128 << 10, PageSize: 2048, Factory: d.v1},
+		Manufacturer: demoProvider, Model: demoModel,
 		Keyring: d.kr, Roots: []adu.RootKey{d.stack.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return !bytes.HasPrefix(content, v3p) },
 		Events:  d.event,

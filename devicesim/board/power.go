@@ -1,4 +1,4 @@
-package devicesim
+package board
 
 import "github.com/aduflash/aduflash/internal/powersim"
 
@@ -9,7 +9,7 @@ var ErrPowerCut = powersim.ErrPowerCut
 // programs, erases, bad-block marks and syncs; block-device sector writes and syncs;
 // journal file operations; U-Boot's and the agent's environment writes are flash or sector
 // operations too) and, armed with CutAt or CutAfter, fails the chosen one and every one
-// after it; the board is dead until PowerOn (or Run) switches it on again.
+// after it; the board is dead until PowerOn switches it on again.
 type Power = powersim.Power
 
 // Tear says how the operation the power fails at ends: not applied (TearNone) or partly

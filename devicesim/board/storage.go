@@ -1,4 +1,4 @@
-package devicesim
+package board
 
 import (
 	"fmt"
@@ -41,50 +41,50 @@ type medium struct {
 
 // newMedium makes a medium of size bytes of the board's storage; eraseSize overrides the
 // erase block (0: Options.EraseSize).
-func (d *Device) newMedium(name string, size, eraseSize int) (medium, error) {
-	opts := []mtdsim.Option{mtdsim.WithSeed(d.o.Seed*1000003 + uint64(len(d.media))), mtdsim.WithName(name)}
+func (b *Board) newMedium(name string, size, eraseSize int) (medium, error) {
+	opts := []mtdsim.Option{mtdsim.WithSeed(b.o.Seed*1000003 + uint64(len(b.media))), mtdsim.WithName(name)}
 	if eraseSize == 0 {
-		eraseSize = d.o.EraseSize
+		eraseSize = b.o.EraseSize
 	}
 	var m medium
 	var err error
-	switch d.o.Storage {
+	switch b.o.Storage {
 	case NOR:
 		m.flash, err = mtdsim.NewNOR(size, eraseSize, opts...)
 	case Block:
 		m.disk, err = mtdsim.NewBlock(size, sectorSize, opts...)
 	default:
-		m.flash, err = mtdsim.NewNAND(size, eraseSize, d.o.PageSize, append(opts, mtdsim.WithFactoryBad(d.o.FactoryBad[name]...))...)
+		m.flash, err = mtdsim.NewNAND(size, eraseSize, b.o.PageSize, append(opts, mtdsim.WithFactoryBad(b.o.FactoryBad[name]...))...)
 	}
 	if err != nil {
-		return m, fmt.Errorf("devicesim: %s: %w", name, err)
+		return m, fmt.Errorf("board: %s: %w", name, err)
 	}
-	for _, b := range d.o.GoesBad[name] {
+	for _, b := range b.o.GoesBad[name] {
 		if m.flash == nil || !m.flash.Info().Type.IsNAND() {
-			return m, fmt.Errorf("devicesim: %s: only NAND blocks go bad", name)
+			return m, fmt.Errorf("board: %s: only NAND blocks go bad", name)
 		}
 		if err := m.flash.FailEraseAt(b); err != nil {
-			return m, fmt.Errorf("devicesim: %s: %w", name, err)
+			return m, fmt.Errorf("board: %s: %w", name, err)
 		}
 	}
-	d.media[name] = m
+	b.media[name] = m
 	return m, nil
 }
 
 // flashOf is the raw flash medium name, behind the power switch when p is set.
-func (d *Device) flashOf(name string, p *powersim.Power) envFlash {
+func (b *Board) flashOf(name string, p *powersim.Power) envFlash {
 	if p == nil {
-		return d.media[name].flash
+		return b.media[name].flash
 	}
-	return powersim.Flash{Flash: d.media[name].flash, P: p, Name: name, Unit: norProgramUnit}
+	return powersim.Flash{Flash: b.media[name].flash, P: p, Name: name, Unit: norProgramUnit}
 }
 
 // diskOf is the block-device medium name, behind the power switch when p is set.
-func (d *Device) diskOf(name string, p *powersim.Power) slots.BlockDevice {
+func (b *Board) diskOf(name string, p *powersim.Power) slots.BlockDevice {
 	if p == nil {
-		return d.media[name].disk
+		return b.media[name].disk
 	}
-	return powersim.Block{Block: d.media[name].disk, P: p, Name: name}
+	return powersim.Block{Block: b.media[name].disk, P: p, Name: name}
 }
 
 // envFlash is raw flash as both the slot writers and the environment use it.
@@ -108,7 +108,7 @@ func (m medium) load(data []byte) error {
 		data = data[copy(raw[i.BlockOffset(b):i.BlockOffset(b+1)], data):]
 	}
 	if len(data) > 0 {
-		return fmt.Errorf("devicesim: %d bytes do not fit in %s", len(data), i.Name)
+		return fmt.Errorf("board: %d bytes do not fit in %s", len(data), i.Name)
 	}
 	return m.flash.Load(raw)
 }
@@ -135,20 +135,20 @@ func (m medium) read(n int) []byte {
 // newEnv makes the medium of the U-Boot environment, writes the factory environment into
 // both copies, and returns the environment behind the power switch and a view for
 // inspection that ignores it.
-func (d *Device) newEnv() (live, inspect *ubootenv.Env, err error) {
-	size, erase := envBlocks*d.o.EraseSize, 0
-	switch d.o.Storage {
+func (b *Board) newEnv() (live, inspect *ubootenv.Env, err error) {
+	size, erase := envBlocks*b.o.EraseSize, 0
+	switch b.o.Storage {
 	case NOR:
 		size, erase = envBlocks*envSize, envSize // 4 KiB sectors, as SPI NOR boards keep their env
 	case Block:
 		size = 2 * envSize
 	}
-	m, err := d.newMedium("env", size, erase)
+	m, err := b.newMedium("env", size, erase)
 	if err != nil {
 		return nil, nil, err
 	}
 	open := func(p *powersim.Power) (*ubootenv.Env, error) {
-		st, err := d.envStorages(m, p)
+		st, err := b.envStorages(m, p)
 		if err != nil {
 			return nil, err
 		}
@@ -156,15 +156,15 @@ func (d *Device) newEnv() (live, inspect *ubootenv.Env, err error) {
 	}
 	factory, err := open(nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("devicesim: environment: %w", err)
+		return nil, nil, fmt.Errorf("board: environment: %w", err)
 	}
 	for range 2 { // both copies
 		if err := factory.Update(map[string]string{"adu_slot": "A"}, nil); err != nil {
-			return nil, nil, fmt.Errorf("devicesim: factory environment: %w", err)
+			return nil, nil, fmt.Errorf("board: factory environment: %w", err)
 		}
 	}
-	if live, err = open(d.power); err != nil {
-		return nil, nil, fmt.Errorf("devicesim: environment: %w", err)
+	if live, err = open(b.power); err != nil {
+		return nil, nil, fmt.Errorf("board: environment: %w", err)
 	}
 	return live, factory, nil
 }
@@ -172,12 +172,12 @@ func (d *Device) newEnv() (live, inspect *ubootenv.Env, err error) {
 // envStorages are the two copies of the environment on medium m (behind p when set): on
 // raw flash as fw_env.config places them (NAND: each in the first good one of two erase
 // blocks), on a block device one after the other.
-func (d *Device) envStorages(m medium, p *powersim.Power) ([]ubootenv.Storage, error) {
+func (b *Board) envStorages(m medium, p *powersim.Power) ([]ubootenv.Storage, error) {
 	if m.disk != nil {
-		dev := d.diskOf("env", p)
+		dev := b.diskOf("env", p)
 		return []ubootenv.Storage{&diskEnv{dev: dev, off: 0}, &diskEnv{dev: dev, off: envSize}}, nil
 	}
-	f := d.flashOf("env", p)
+	f := b.flashOf("env", p)
 	i := f.Info()
 	geo := ubootenv.MTDGeometry{NAND: i.Type.IsNAND(), Size: i.Size, EraseSize: i.EraseSize, WriteSize: i.WriteSize}
 	var st []ubootenv.Storage
@@ -213,28 +213,30 @@ func (e *diskEnv) WriteCopy(p []byte) error {
 	return e.dev.Sync()
 }
 
-// slotsConfig is the [slots] section of the board: banks A and B, each with a rootfs slot
-// and, with a kernel, a kernel slot.
-func (d *Device) slotsConfig() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[slots]\nactive = \"cmdline\"\nsync_interval = %d\nreserve_blocks = %d\n", d.o.SyncInterval, d.o.ReserveBlocks)
-	for _, class := range d.classes() {
-		for _, bank := range []string{"A", "B"} {
-			fmt.Fprintf(&b, "[[slots.slot]]\nclass = %q\nbank = %q\n", class, bank)
-			switch d.o.Storage {
+// slotsConfig is the [slots] section of the board: banks A and B, each with a slot of every
+// class (a shared class: one slot), and the spare policies of the classes.
+func (b *Board) slotsConfig() string {
+	var w strings.Builder
+	fmt.Fprintf(&w, "[slots]\nactive = \"cmdline\"\nsync_interval = %d\nreserve_blocks = %d\n", b.o.SyncInterval, b.o.ReserveBlocks)
+	for _, c := range b.o.classes() {
+		for _, bank := range c.banks() {
+			name := strings.ToLower(strings.TrimSuffix(c.Name+"_"+bank, "_"))
+			fmt.Fprintf(&w, "[[slots.slot]]\nclass = %q\n", c.Name)
+			if bank != "" {
+				fmt.Fprintf(&w, "bank = %q\n", bank)
+			}
+			switch b.o.Storage {
 			case Block:
-				fmt.Fprintf(&b, "type = \"block\"\npath = \"/dev/mmcblk0p%s%s\"\n", class, bank)
+				fmt.Fprintf(&w, "type = \"block\"\npath = \"/dev/mmcblk0p%s\"\n", name)
 			default:
-				fmt.Fprintf(&b, "type = %q\nmtd = \"%s_%s\"\n", d.o.Storage, class, strings.ToLower(bank))
+				fmt.Fprintf(&w, "type = %q\nmtd = %q\n", b.o.Storage, name)
 			}
 		}
 	}
-	return b.String()
-}
-
-func (d *Device) classes() []string {
-	if d.o.Kernel != nil {
-		return []string{"kernel", "rootfs"}
+	for _, c := range b.o.Classes {
+		if c.Spare != "" {
+			fmt.Fprintf(&w, "[slots.class.%s]\nspare = %q\n", c.Name, c.Spare)
+		}
 	}
-	return []string{"rootfs"}
+	return w.String()
 }
