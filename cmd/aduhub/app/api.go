@@ -548,6 +548,9 @@ func (s *server) importUpload(w http.ResponseWriter, r *http.Request) (*hub.Upda
 			return nil, err
 		}
 	}
+	// The upload is in: the import (hashes, signing) may take its time without a read
+	// deadline cutting the connection before the answer.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return s.svc.ImportFrom(manifest, root, files)
 }
 
