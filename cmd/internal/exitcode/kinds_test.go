@@ -25,6 +25,7 @@ import (
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/errkind"
+	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
@@ -198,6 +199,9 @@ var packageErrors = map[string]error{
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
+	// internal/gptdisk
+	"internal/gptdisk.ErrNoGPT":       gptdisk.ErrNoGPT,
+	"internal/gptdisk.ErrNoPartition": gptdisk.ErrNoPartition,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
