@@ -29,6 +29,7 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -202,6 +203,12 @@ var packageErrors = map[string]error{
 	// internal/gptdisk
 	"internal/gptdisk.ErrNoGPT":       gptdisk.ErrNoGPT,
 	"internal/gptdisk.ErrNoPartition": gptdisk.ErrNoPartition,
+	// recovery/ubootscript
+	"recovery/ubootscript.ErrConfig":      ubootscript.ErrConfig,
+	"recovery/ubootscript.ErrUnreachable": ubootscript.ErrUnreachable,
+	"recovery/ubootscript.ErrNeedGPT":     ubootscript.ErrNeedGPT,
+	"recovery/ubootscript.ErrTooLarge":    ubootscript.ErrTooLarge,
+	"recovery/ubootscript.ErrCommand":     ubootscript.ErrCommand,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
