@@ -132,6 +132,9 @@ type Config struct {
 	Log io.Writer
 	// ExtraArgs are appended to QEMU's command line.
 	ExtraArgs []string
+	// Network gives the board QEMU's user network (a virtio-net card; the host's 127.0.0.1 is
+	// 10.0.2.2 to the guest): for u-boot-net.bin (PeerUBootNet). Without it the board has none.
+	Network bool
 }
 
 // ErrPrompt is returned (wrapped) when U-Boot reaches its interactive prompt: the bootcmd
@@ -144,9 +147,13 @@ var ErrTimeout = errors.New("ubootqemu: boot timed out")
 // Args returns QEMU's command line (without the binary) for cfg, as the peer's
 // uboot-mmc-bootcount.sh runs it.
 func Args(cfg Config) []string {
+	nic := "none"
+	if cfg.Network {
+		nic = "user,model=virtio-net-pci"
+	}
 	args := []string{
 		"-M", "virt", "-cpu", "cortex-a57", "-m", "256",
-		"-nographic", "-nic", "none", "-no-reboot",
+		"-nographic", "-nic", nic, "-no-reboot",
 		"-bios", cfg.UBoot,
 		"-device", "sdhci-pci",
 		// not id=sd0: that clashes with the bus QEMU names itself

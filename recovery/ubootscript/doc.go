@@ -39,10 +39,13 @@
 // option for crc32 or hash, which a test of the real peer confirmed. SHA-256 is the default:
 // TFTP is unauthenticated, and a CRC can be forged where a SHA-256 cannot, so the check
 // carries the image's signature, verified on the workstation, to what the board received.
-// The load step also checks that the size arrived whole. Every check that fails prints
-// FailPrefix and the step, and `exit` ends a sourced script there: nothing after it runs, so
-// an image that arrived corrupted is never written. At the prompt `exit` does nothing; a
-// console driver stops at the line.
+// The load step also checks that the size arrived whole. A check that fails prints
+// FailPrefix and the step, and sets adu_failed; every later command that loads, writes or
+// resets is gated on it (`test -z "${adu_failed}" && ...`), so an image that arrived
+// corrupted is never written, nor is the environment, and the board stays at the prompt. The
+// real U-Boot showed why it is done so: its shell ignores `exit` in a sourced script, and it
+// reads a single quote inside double quotes, so no message holds one. A console driver
+// stops at the first failure line.
 //
 // # The environment
 //

@@ -184,7 +184,7 @@ func Generate(b Board, writes []Write, o Options) (*Script, error) {
 		}
 		s.Steps, s.Bank = append(s.Steps, env), bank
 	}
-	s.Steps = append(s.Steps, Step{Name: string(KindReset), Kind: KindReset, Commands: []string{"reset"}})
+	s.Steps = append(s.Steps, Step{Name: string(KindReset), Kind: KindReset, Commands: []string{gate + "reset"}})
 	s.Header = g.header(s, plans)
 	return s, g.checkLines(s)
 }
@@ -246,14 +246,21 @@ func (g *gen) fits(img Image, t *target) error {
 
 func blocks(n int64) int64 { return (n + gptdisk.BlockSize - 1) / gptdisk.BlockSize }
 
-// done is the line a step prints last; guard runs cond and then prints the step's done
-// line, or its failure and exits the script. The condition and the verdict are separate
-// lines so that each stays short.
+// done is the line a step prints last.
 func done(step string) string { return `echo "` + DonePrefix + step + `"` }
 
+// gate prefixes every command that loads, writes or resets: it runs only while no check has
+// failed. U-Boot's shell ignores `exit` in a sourced script (U-Boot 2023.01, seen on the real
+// peer), so a failed check cannot end the script; it sets adu_failed instead.
+const gate = `test -z "${adu_failed}" && `
+
+// guard runs cond (gated) and then prints the step's done line, or, on the first failure,
+// its failure line and sets adu_failed; after an earlier failure it prints nothing. The
+// condition and the verdict are separate lines so that each stays short.
 func guard(cond, step, why string) []string {
-	return []string{"setenv adu_ok", cond + " && setenv adu_ok 1",
-		fmt.Sprintf(`if test -n "${adu_ok}"; then %s; else echo "%s%s: %s"; exit; fi`, done(step), FailPrefix, step, why)}
+	return []string{"setenv adu_ok", gate + cond + " && setenv adu_ok 1",
+		fmt.Sprintf(`if test -n "${adu_ok}"; then %s; elif test -z "${adu_failed}"; then echo "%s%s: %s"; setenv adu_failed 1; fi`,
+			done(step), FailPrefix, step, why)}
 }
 
 func (g *gen) addr() string { return fmt.Sprintf("%#x", int64(g.b.UBoot.LoadAddr)) }
@@ -261,7 +268,7 @@ func (g *gen) addr() string { return fmt.Sprintf("%#x", int64(g.b.UBoot.LoadAddr
 // prepare sets what the other steps rely on: TFTP gives up after one retry instead of
 // starting again forever, and U-Boot knows the MTD partitions.
 func (g *gen) prepare(plans []plan) Step {
-	cmds := []string{"setenv netretry once"}
+	cmds := []string{"setenv adu_failed", "setenv netretry once"}
 	for _, p := range plans {
 		if (p.t.kind == kindNAND || p.t.kind == kindSF) && g.b.UBoot.MTDParts != "" {
 			cmds = append(cmds, "setenv mtdids "+quote(g.b.UBoot.MTDIDs), "setenv mtdparts "+quote(g.b.UBoot.MTDParts))
@@ -285,7 +292,7 @@ func (g *gen) locate(p plan) Step {
 		cmds = append(cmds, "setenv adu_uuid", fmt.Sprintf("part uuid mmc %s:%d adu_uuid", dev, t.part.Number))
 		got, want = got+":${adu_uuid}", want+":"+t.part.UUID
 	}
-	cmds = append(cmds, guard(`test "`+got+`" = "`+want+`"`, name, "the board's GPT differs from "+g.gptName())...)
+	cmds = append(cmds, guard(`test "`+got+`" = "`+want+`"`, name, "the GPT of the board differs from "+g.gptName())...)
 	return Step{Name: name, Kind: KindLocate, Slot: t.slot.Name, Commands: cmds, Done: DonePrefix + name}
 }
 
@@ -293,7 +300,7 @@ func (g *gen) gptName() string {
 	if g.b.GPTName == "" {
 		return "the disk"
 	}
-	return strings.NewReplacer(`"`, "", `$`, "", `\`, "", ";", "").Replace(g.b.GPTName)
+	return strings.NewReplacer(`"`, "", "'", "", `$`, "", `\`, "", ";", "").Replace(g.b.GPTName)
 }
 
 // load fetches the image over TFTP and checks that all of it arrived.
@@ -323,7 +330,7 @@ func (g *gen) checkStep(p plan) Step {
 	img, name := p.w.Image, string(KindCheck)+" "+p.t.slot.Name
 	cmds := append([]string{"setenv adu_want " + g.want(img), "setenv adu_sum"},
 		guard(g.hash(img)+` && test "${adu_sum}" = "${adu_want}"`, name,
-			fmt.Sprintf("%s differs from the workstation's (%s); nothing written", img.Name, g.check))...)
+			fmt.Sprintf("%s differs from what the workstation serves (%s); nothing written", img.Name, g.check))...)
 	return Step{Name: name, Kind: KindCheck, Slot: p.t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: DonePrefix + name}
 }
 
@@ -337,13 +344,13 @@ func (g *gen) write(p plan) Step {
 		n := blocks(img.Size)
 		if pad := n*gptdisk.BlockSize - img.Size; pad > 0 {
 			// The last block's tail is zeros, not whatever the RAM held.
-			cmds = append(cmds, fmt.Sprintf("mw.b %#x 0 %#x", int64(g.b.UBoot.LoadAddr)+img.Size, pad))
+			cmds = append(cmds, gate+fmt.Sprintf("mw.b %#x 0 %#x", int64(g.b.UBoot.LoadAddr)+img.Size, pad))
 		}
 		cond = fmt.Sprintf("mmc dev %d %d && mmc write %s %#x %#x", t.dev, t.hwpart, g.addr(), t.block, n)
 		why = fmt.Sprintf("mmc %d (hardware partition %d) blocks %#x+%#x", t.dev, t.hwpart, t.block, n)
 	case kindNAND:
 		cond = fmt.Sprintf("nand erase.part %s && nand write %s %s %#x", t.name, g.addr(), t.name, img.Size)
-		why = fmt.Sprintf("NAND partition %s (erase failed, or more bad blocks than it has room for)", t.name)
+		why = fmt.Sprintf("NAND partition %s (erase failed or too many bad blocks)", t.name)
 	case kindUBI:
 		cond = fmt.Sprintf("ubi part %s && ubi write %s %s %#x", g.b.UBoot.UBIPart, g.addr(), t.name, img.Size)
 		why = fmt.Sprintf("UBI volume %s on %s", t.name, g.b.UBoot.UBIPart)
@@ -391,12 +398,12 @@ func (g *gen) env() (Step, string, error) {
 	if err != nil {
 		return Step{}, "", err
 	}
-	cmds := []string{"env default -a"}
+	cmds := []string{gate + "env default -a"}
 	for _, k := range slices.Sorted(maps.Keys(vars)) {
 		if !nameRe.MatchString(k) || strings.ContainsAny(vars[k], "'\n") {
 			return Step{}, "", fmt.Errorf("%w: variable %s=%q", ErrCommand, k, vars[k])
 		}
-		cmds = append(cmds, "setenv "+k+" "+quote(vars[k]))
+		cmds = append(cmds, gate+"setenv "+k+" "+quote(vars[k]))
 	}
 	name := string(KindEnv)
 	cmds = append(cmds, guard("saveenv && saveenv", name, "saveenv failed")...)
@@ -432,6 +439,10 @@ func (g *gen) header(s *Script, plans []plan) []string {
 		"Each step prints \""+DonePrefix+"STEP\"; a failed check prints \""+FailPrefix+"...\" and exits.")
 }
 
+// quotedSetenv is a setenv whose value is in single quotes (quote), the only place a single
+// quote may be.
+var quotedSetenv = regexp.MustCompile(`^(` + regexp.QuoteMeta(gate) + `)?setenv [A-Za-z0-9_]+ '[^']*'$`)
+
 // checkLines refuses a script with a command U-Boot would cut or misread.
 func (g *gen) checkLines(s *Script) error {
 	for _, st := range s.Steps {
@@ -439,7 +450,8 @@ func (g *gen) checkLines(s *Script) error {
 			if len(c) > MaxCommand {
 				return fmt.Errorf("%w: step %s: a command of %d bytes (U-Boot takes %d): %.60s...", ErrCommand, st.Name, len(c), MaxCommand, c)
 			}
-			if strings.ContainsAny(c, "\n\r\x00") {
+			// U-Boot's shell reads a single quote even inside double quotes.
+			if strings.ContainsAny(c, "\n\r\x00") || strings.Contains(c, "'") && !quotedSetenv.MatchString(c) {
 				return fmt.Errorf("%w: step %s: %q", ErrCommand, st.Name, c)
 			}
 		}
