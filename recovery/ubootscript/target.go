@@ -79,24 +79,26 @@ func (g *gen) resolveBlock(t *target) error {
 		t.block, t.capacity = uint64(s.Offset)/gptdisk.BlockSize, int64(s.Size)
 		return nil
 	}
+	m := mmcPartRe.FindStringSubmatch(s.Path)
+	if s.PartLabel == "" && s.PartUUID == "" && m == nil {
+		return fmt.Errorf("%w: slot %s: U-Boot knows no name for %s (a block slot is an mmcblkN disk, an mmcblkNpM partition, a partlabel or a partuuid on uboot.mmc_dev)", ErrUnreachable, s.Name, s.Path)
+	}
 	var p gptdisk.Partition
 	tab, err := g.gpt(s)
 	if err != nil {
 		return err
 	}
-	switch m := mmcPartRe.FindStringSubmatch(s.Path); {
+	switch {
 	case s.PartLabel != "":
 		p, err = tab.ByName(s.PartLabel)
 		t.partRef = s.PartLabel
 	case s.PartUUID != "":
 		p, err = tab.ByUUID(s.PartUUID)
 		t.checkUUID = true
-	case m != nil:
+	default:
 		n, _ := strconv.Atoi(m[1])
 		p, err = tab.ByNumber(n)
 		t.partRef = m[1]
-	default:
-		return fmt.Errorf("%w: slot %s: U-Boot knows no name for %s (a block slot is an mmcblkN disk, an mmcblkNpM partition, a partlabel or a partuuid on uboot.mmc_dev)", ErrUnreachable, s.Name, s.Path)
 	}
 	if err != nil {
 		return fmt.Errorf("slot %s: %s: %w", s.Name, g.b.GPTName, err)

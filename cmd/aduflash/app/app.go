@@ -40,6 +40,7 @@ EXAMPLE:
 			e.writeCommand(),
 			e.envCommand(),
 			e.manifestCommand(),
+			e.scriptCommand(),
 		},
 	}
 	cliapp.Prepare(a)
