@@ -87,4 +87,3 @@ func partitionNode(diskDir string, n int) (string, error) {
 	}
 	return "", fs.ErrNotExist
 }
-
