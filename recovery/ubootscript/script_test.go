@@ -354,3 +354,22 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleConfig: the [uboot] section of examples/aduagent.toml reaches every slot of the
+// example: the rootfs by the GPT, the kernel on NAND, the MCU's firmware on SPI NOR.
+func TestExampleConfig(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "examples", "aduagent.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testBoard(t, string(doc))
+	s, err := Generate(b, []Write{{"rootfs-b", img(t, "rootfs.img", 1<<20)}, {"kernel-b", img(t, "Image", 1<<20)}, {"mcu-b", img(t, "mcu.bin", 64<<10)}}, Options{Bank: "B"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"mmc write 0x40400000 0x3000 0x800", "nand erase.part kernel_b", "sf update 0x40400000 0x40000 0x10000", "setenv adu_slot B"} {
+		if !strings.Contains(s.Text(), want) {
+			t.Errorf("the example's script lacks %q", want)
+		}
+	}
+}
