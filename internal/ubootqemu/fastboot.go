@@ -34,7 +34,7 @@ func (p Partition) Size() int64   { return p.Sectors * 512 }
 // FastbootBoard is the net build running `fastboot udp` on an SD card with a GPT, its port
 // forwarded from the host's 127.0.0.1.
 type FastbootBoard struct {
-	*Machine
+	*Session
 	Addr string // 127.0.0.1:PORT
 	Disk string
 }
@@ -59,17 +59,17 @@ func StartFastboot(t testing.TB, disk string, parts []Partition) *FastbootBoard 
 	port := freeUDPPort(t)
 	log, flush := LogWriter(t, "u-boot| ")
 	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk, Log: log,
-		ExtraArgs: UserNet(fmt.Sprintf("udp:127.0.0.1:%d-:%d", port, FastbootPort))})
+		Network: true, HostForwards: []string{fmt.Sprintf("udp:127.0.0.1:%d-:%d", port, FastbootPort)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Stop(); flush() })
+	t.Cleanup(func() { m.Close(); flush() })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := m.WaitFor(ctx, FastbootReady); err != nil {
+	if _, err := m.WaitFor(ctx, FastbootReady, 0); err != nil {
 		t.Fatal(err)
 	}
-	return &FastbootBoard{Machine: m, Addr: fmt.Sprintf("127.0.0.1:%d", port), Disk: disk}
+	return &FastbootBoard{Session: m, Addr: fmt.Sprintf("127.0.0.1:%d", port), Disk: disk}
 }
 
 // makeGPTDisk creates the disk and its GPT with sgdisk; the partitions must leave the

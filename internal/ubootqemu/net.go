@@ -12,8 +12,8 @@ import (
 // The net build of the peer (VARIANT=net of uboot-build-ota.sh): everything of u-boot.bin plus
 // DHCP, TFTP and fastboot over UDP on port 5554 writing to mmc 0. Its fastboot download
 // buffer lies at 0x50000000 and is 128 MiB (CONFIG_FASTBOOT_BUF_ADDR, _SIZE): beyond the
-// 256 MiB of RAM from 0x40000000 that Args gives, where a download crashes U-Boot
-// ("Synchronous Abort"), so UserNet asks for NetMemory.
+// 256 MiB of RAM from 0x40000000 that Args gives otherwise, where a download crashes U-Boot
+// ("Synchronous Abort"), so a board with Config.Network gets NetMemory.
 const (
 	NetMemory = "512" // MiB, -m
 	// FastbootPort is the UDP port of U-Boot's fastboot (CONFIG_UDP_FUNCTION_FASTBOOT_PORT).
@@ -53,16 +53,4 @@ func RequireNet(t testing.TB) string {
 		peers.Missing(t, "U-Boot net build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
 	}
 	return ub
-}
-
-// UserNet returns the QEMU arguments (for Config.ExtraArgs, after Args' "-nic none" and
-// "-m 256", which they override) for a virtio NIC on QEMU's user network, where DHCP gives
-// the guest 10.0.2.15 and the guest reaches the host's 127.0.0.1 as 10.0.2.2, with host
-// forwards such as "udp:127.0.0.1:PORT-:5554", and NetMemory of RAM.
-func UserNet(hostfwd ...string) []string {
-	nic := "user,model=virtio-net-pci"
-	for _, f := range hostfwd {
-		nic += ",hostfwd=" + f
-	}
-	return []string{"-m", NetMemory, "-nic", nic}
 }

@@ -3,6 +3,7 @@ package ubootqemu
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,9 +210,9 @@ func TestBootcountRollback(t *testing.T) {
 	}
 }
 
-// A machine in the background: WaitFor sees the console as it comes, and says so when QEMU
+// A session in the background: WaitFor sees the console as it comes, and says so when QEMU
 // exits before the marker; Wait returns at the exit.
-func TestMachine(t *testing.T) {
+func TestSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots U-Boot under QEMU")
 	}
@@ -225,13 +226,13 @@ func TestMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Stop()
+	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.WaitFor(ctx, "MACHINE-UP"); err != nil {
+	if _, err := m.WaitFor(ctx, "MACHINE-UP", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WaitFor(ctx, "never printed"); err == nil || !strings.Contains(err.Error(), "exited") {
+	if _, err := m.WaitFor(ctx, "never printed", 0); !errors.Is(err, ErrExited) {
 		t.Fatalf("WaitFor after poweroff: %v, want QEMU's exit named", err)
 	}
 	if err := m.Wait(ctx); err != nil {

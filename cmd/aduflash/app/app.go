@@ -35,6 +35,7 @@ EXAMPLE:
 			e.envCommand(),
 			e.manifestCommand(),
 			e.fastbootCommand(),
+			e.scriptCommand(),
 		},
 	}, stdout, stderr)
 }

@@ -25,10 +25,12 @@ import (
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/errkind"
+	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
 	"github.com/aduflash/aduflash/recovery/fastboot"
+	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -205,6 +207,15 @@ var packageErrors = map[string]error{
 	"recovery/fastboot.ErrCommand":    fastboot.ErrCommand,
 	"recovery/fastboot.ErrTooLarge":   fastboot.ErrTooLarge,
 	"recovery/fastboot.ErrAborted":    fastboot.ErrAborted,
+	// internal/gptdisk
+	"internal/gptdisk.ErrNoGPT":       gptdisk.ErrNoGPT,
+	"internal/gptdisk.ErrNoPartition": gptdisk.ErrNoPartition,
+	// recovery/ubootscript
+	"recovery/ubootscript.ErrConfig":      ubootscript.ErrConfig,
+	"recovery/ubootscript.ErrUnreachable": ubootscript.ErrUnreachable,
+	"recovery/ubootscript.ErrNeedGPT":     ubootscript.ErrNeedGPT,
+	"recovery/ubootscript.ErrTooLarge":    ubootscript.ErrTooLarge,
+	"recovery/ubootscript.ErrCommand":     ubootscript.ErrCommand,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
