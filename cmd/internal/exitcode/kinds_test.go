@@ -28,6 +28,7 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -198,6 +199,14 @@ var packageErrors = map[string]error{
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
+	// recovery/tftpserve
+	"recovery/tftpserve.ErrNoTrust":   tftpserve.ErrNoTrust,
+	"recovery/tftpserve.ErrOutside":   tftpserve.ErrOutside,
+	"recovery/tftpserve.ErrNotFound":  tftpserve.ErrNotFound,
+	"recovery/tftpserve.ErrReadOnly":  tftpserve.ErrReadOnly,
+	"recovery/tftpserve.ErrMode":      tftpserve.ErrMode,
+	"recovery/tftpserve.ErrMalformed": tftpserve.ErrMalformed,
+	"recovery/tftpserve.ErrChanged":   tftpserve.ErrChanged,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
