@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/aduflash/aduflash/internal/readahead"
 )
 
 // Defaults of Server.
@@ -101,7 +103,12 @@ func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error 
 		remote := out.RemoteAddr()
 		m = s.Progress(Transfer{File: f, Remote: &remote})
 	}
-	var r io.Reader = &countingReader{r: &guard{ctx: ctx, r: newPinned(src, f.SHA256), name: name}, m: m}
+	// Verification (decompression, chunk hashes, the pinning SHA-256) runs ahead in a
+	// goroutine while the sender waits for acknowledgements: a lock-step transfer has no time
+	// to spare for it between two blocks.
+	ahead := readahead.New(&guard{ctx: ctx, r: newPinned(src, f.SHA256), name: name}, readAheadBlock, readAheadDepth)
+	defer ahead.Close()
+	var r io.Reader = &countingReader{r: ahead, m: m}
 	if s.Tamper != nil {
 		r = s.Tamper(name, r)
 	}
@@ -110,9 +117,16 @@ func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error 
 	return err
 }
 
+// Read-ahead of a transfer: more than an aduimg chunk (1 MiB by default), so that the next
+// chunk is verified while the current one is sent.
+const (
+	readAheadBlock = 256 << 10
+	readAheadDepth = 8
+)
+
 // guard ends a transfer when ctx ends, and wraps every error but io.EOF with the file's name:
-// pin/tftp ends a transfer as complete on a bare io.ErrUnexpectedEOF, which must never come
-// from a failed read.
+// pin/tftp ends a transfer as complete on a bare io.ErrUnexpectedEOF, and so does readahead
+// (which takes it for a short last block), so it must never come from a failed read.
 type guard struct {
 	ctx  context.Context
 	r    io.Reader
