@@ -4,6 +4,9 @@
 // qemu-system-aarch64, so tests can write an environment into a disk image, let U-Boot run
 // its bootcmd (and its bootcount/altbootcmd logic), and read back what U-Boot saved.
 //
+// u-boot-net.bin, the same board with DHCP, TFTP, fastboot over UDP, crc32 and hash, boots
+// the same way with Config.Network set.
+//
 // The environment's bootcmd decides what a boot does; end it with "poweroff" so that QEMU
 // exits, or print a marker and set Config.Marker so that QEMU is stopped when it appears.
 //
@@ -81,8 +84,16 @@ func CreateDisk(path string, size int64) error {
 
 // PeerUBoot returns the path of ../shared/peers/u-boot-qemu-ota/u-boot.bin, or of
 // $ADUFLASH_UBOOT_BIN when set, or "" when neither exists.
-func PeerUBoot() string {
-	if p := os.Getenv("ADUFLASH_UBOOT_BIN"); p != "" {
+func PeerUBoot() string { return peerBuild("ADUFLASH_UBOOT_BIN", "u-boot.bin") }
+
+// PeerUBootNet returns the path of the network build beside it, u-boot-net.bin (the same
+// board and env layout, plus DHCP, TFTP with a settable server port, fastboot over UDP,
+// crc32 and hash), or of $ADUFLASH_UBOOT_NET_BIN when set, or "" when neither exists. Boot
+// it with Config.Network set.
+func PeerUBootNet() string { return peerBuild("ADUFLASH_UBOOT_NET_BIN", "u-boot-net.bin") }
+
+func peerBuild(env, name string) string {
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
@@ -92,7 +103,7 @@ func PeerUBoot() string {
 	if shared == "" {
 		return ""
 	}
-	p := filepath.Join(shared, "peers", "u-boot-qemu-ota", "u-boot.bin")
+	p := filepath.Join(shared, "peers", "u-boot-qemu-ota", name)
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}
@@ -113,6 +124,22 @@ func Require(t testing.TB) string {
 	ub := PeerUBoot()
 	if ub == "" {
 		peers.Missing(t, "U-Boot build not found: ../shared/peers/u-boot-qemu-ota/u-boot.bin (or $ADUFLASH_UBOOT_BIN)")
+		return ""
+	}
+	return ub
+}
+
+// RequireNet returns the peer u-boot-net.bin, or calls peers.Missing when it or
+// qemu-system-aarch64 is absent.
+func RequireNet(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath(QEMUBinary); err != nil {
+		peers.Missing(t, "%s not found (apt-get install qemu-system-arm)", QEMUBinary)
+		return ""
+	}
+	ub := PeerUBootNet()
+	if ub == "" {
+		peers.Missing(t, "U-Boot network build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
 		return ""
 	}
 	return ub

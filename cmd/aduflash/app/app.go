@@ -29,13 +29,15 @@ too large, target in the running bank), 2 usage error, 3 I/O or environment erro
 EXAMPLE:
    aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg disk.img
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg rootfs-b
-   aduflash write --raw sdcard.img /dev/sdb`,
+   aduflash write --raw sdcard.img /dev/sdb
+   aduflash serve --pub release.pub.pem ./recovery`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
 			e.manifestCommand(),
 			e.fastbootCommand(),
 			e.scriptCommand(),
+			e.serveCommand(),
 		},
 	}, stdout, stderr)
 }

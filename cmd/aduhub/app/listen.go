@@ -71,23 +71,6 @@ func checkHostName(h string) error {
 	return nil
 }
 
-// isLoopbackName reports whether host (no port) is localhost or a loopback IP address.
-func isLoopbackName(host string) bool {
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// loopbackListen reports whether a listen address "HOST:PORT" stays on this machine ("" or a
-// name other than localhost do not).
-func loopbackListen(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	return err == nil && isLoopbackName(host)
-}
-
 // withoutDefaultPort returns u without its scheme's default port (http://h:80/x → http://h/x):
 // clients that take everything between // and / for the host name would dial "h:80".
 func withoutDefaultPort(u *url.URL) *url.URL {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/internal/atomicfile"
@@ -143,7 +144,7 @@ func (e *env) serve(c *cli.Context) error {
 	}
 	defer srv.close()
 	e.printServing(srv.info, cfg.token)
-	if c.Bool("expose-to-network") && isLoopbackName(cfg.hostName) {
+	if c.Bool("expose-to-network") && cliapp.IsLoopbackName(cfg.hostName) {
 		fmt.Fprintf(e.stderr, "aduhub: warning: devices elsewhere cannot reach host name %s: give --hostname NAME, the name (or IP address) of this machine\n", cfg.hostName)
 	}
 	// serve.json last: whoever waits for it (the other commands, scripts, tests) finds
@@ -208,7 +209,7 @@ func checkServeFlags(c *cli.Context) (slog.Level, error) {
 		return level, exitcode.Usagef("--max-conns-per-client %d: want 1 or more", n)
 	}
 	for _, f := range []string{"mqtt", "http"} {
-		if a := c.String(f); !loopbackListen(a) && !c.Bool("expose-to-network") {
+		if a := c.String(f); !cliapp.LoopbackListen(a) && !c.Bool("expose-to-network") {
 			return level, exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
 		}
 	}
@@ -453,7 +454,7 @@ func (s *server) hostAllowed(host string) bool {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if isLoopbackName(host) {
+	if cliapp.IsLoopbackName(host) {
 		return true
 	}
 	for _, h := range s.hosts {

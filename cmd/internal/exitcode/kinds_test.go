@@ -31,6 +31,7 @@ import (
 	"github.com/aduflash/aduflash/manifestgen"
 	"github.com/aduflash/aduflash/recovery/fastboot"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
+	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -216,6 +217,14 @@ var packageErrors = map[string]error{
 	"recovery/ubootscript.ErrNeedGPT":     ubootscript.ErrNeedGPT,
 	"recovery/ubootscript.ErrTooLarge":    ubootscript.ErrTooLarge,
 	"recovery/ubootscript.ErrCommand":     ubootscript.ErrCommand,
+	// recovery/tftpserve
+	"recovery/tftpserve.ErrNoTrust":   tftpserve.ErrNoTrust,
+	"recovery/tftpserve.ErrOutside":   tftpserve.ErrOutside,
+	"recovery/tftpserve.ErrNotFound":  tftpserve.ErrNotFound,
+	"recovery/tftpserve.ErrReadOnly":  tftpserve.ErrReadOnly,
+	"recovery/tftpserve.ErrMode":      tftpserve.ErrMode,
+	"recovery/tftpserve.ErrMalformed": tftpserve.ErrMalformed,
+	"recovery/tftpserve.ErrChanged":   tftpserve.ErrChanged,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
