@@ -30,8 +30,8 @@ import (
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
 	"github.com/aduflash/aduflash/recovery/fastboot"
-	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
+	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
 )
 
