@@ -101,15 +101,15 @@ func (o *Options) defaults() {
 
 // Console is one U-Boot console. It is not safe for concurrent use.
 type Console struct {
-	port io.Writer
-	name string
-	opts Options
-	in   inbox
-	rest []byte // received, not yet handed to a handler
-	line   []byte // the line being received
-	last   string // the last non-empty complete line, for messages
-	token  string
-	seq    int
+	port  io.Writer
+	name  string
+	opts  Options
+	in    inbox
+	rest  []byte // received, not yet handed to a handler
+	line  []byte // the line being received
+	last  string // the last non-empty complete line, for messages
+	token string
+	seq   int
 }
 
 // New starts reading port (a serial line, a pty, a socket) for the console named name (for

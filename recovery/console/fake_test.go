@@ -35,9 +35,9 @@ type fakeUBoot struct {
 type fakeStart int
 
 const (
-	inCountdown    fakeStart = iota // banner, then "Hit any key to stop autoboot", waiting for a key
-	promptShown                     // banner, then its prompt
-	promptUnshown                   // at its prompt already: the banner and the prompt went by unseen
+	inCountdown   fakeStart = iota // banner, then "Hit any key to stop autoboot", waiting for a key
+	promptShown                    // banner, then its prompt
+	promptUnshown                  // at its prompt already: the banner and the prompt went by unseen
 )
 
 // newFake returns the console end of a pipe to a fake U-Boot that starts as start says.

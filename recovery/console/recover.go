@@ -24,7 +24,7 @@ type Step struct {
 	// Commands run in order; the step stops at the first that fails.
 	Commands []Command
 	// BadBlockReserve is how many "Skipping bad block" lines (NAND) the step may print; one
-	// more fails it with ErrBadBlocks. Negative: no limit.
+	// more fails it with ErrBadBlocks. 0 (the zero value) allows none; negative: no limit.
 	BadBlockReserve int
 }
 
