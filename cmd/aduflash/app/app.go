@@ -25,7 +25,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
 	a := &cli.App{
 		Name:      "aduflash",
-		Usage:     "write update images to slots, devices and disk or flash images (workstation / device shell)",
+		Usage:     "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
 		Version:   Version,
 		Writer:    stdout,
 		ErrWriter: stderr,
@@ -35,11 +35,13 @@ too large, target in the running bank), 2 usage error, 3 I/O or environment erro
 EXAMPLE:
    aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg disk.img
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg rootfs-b
-   aduflash write --raw sdcard.img /dev/sdb`,
+   aduflash write --raw sdcard.img /dev/sdb
+   aduflash recover --console /dev/ttyUSB0 --ipaddr 192.168.0.2 --serverip 192.168.0.1 --script recover.txt`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
 			e.manifestCommand(),
+			e.recoverCommand(),
 		},
 	}
 	cliapp.Prepare(a)
