@@ -263,7 +263,7 @@ func (c *Console) logLine(text string) {
 // Note writes a line of the tool's own into the log, set apart from the board's lines.
 func (c *Console) Note(format string, args ...any) {
 	if c.opts.Log != nil {
-		fmt.Fprintf(c.opts.Log, "%s# aduflash: %s\n", c.opts.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(format, args...))
+		fmt.Fprintf(c.opts.Log, "%s  # aduflash: %s\n", c.opts.Now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(format, args...))
 	}
 }
 
@@ -427,6 +427,9 @@ func (c *Console) Boot(ctx context.Context, up string, timeout time.Duration) er
 			case complete && !echoed && strings.HasSuffix(text, "reset"):
 				echoed = true
 			case strings.Contains(text, up):
+				if !complete {
+					c.logLine(text) // a login prompt ends without a line break
+				}
 				return true, nil
 			case !complete && c.atPrompt(text):
 				prompt = true

@@ -38,6 +38,20 @@ func recoveryScript(payload []byte, blockA int) string {
 	}, "\n")
 }
 
+// examples/recover-qemu.txt, the script of docs/recovery.md's walkthrough, is this
+// recovery for a 3 MiB image.
+func TestRecoverExampleScript(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("..", "..", "..", "examples", "recover-qemu.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 3<<20)
+	got := strings.ReplaceAll(string(example), "@CRC@", fmt.Sprintf("%08x", crc32.ChecksumIEEE(payload)))
+	if want := recoveryScript(payload, 0x1000); got != want {
+		t.Fatalf("examples/recover-qemu.txt:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 func writeScript(t *testing.T, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "recover.txt")
