@@ -194,3 +194,16 @@ func TestRecoverNoPrompt(t *testing.T) {
 		})
 	}
 }
+
+func TestRecoverBaud(t *testing.T) {
+	script := writeScript(t, "# step: a\ntrue\n")
+	code, _, errOut := run(t, "recover", "--console", "/dev/null", "--baud", "12345", "--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--script", script)
+	if code != exitcode.Usage || !strings.Contains(errOut, "unsupported baud rate: 12345") {
+		t.Fatalf("exit %d, %q; want a usage error naming the rate", code, errOut)
+	}
+	code, _, errOut = run(t, "recover", "--console", "/dev/null", "--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--script", script,
+		"--log", filepath.Join(t.TempDir(), "log"))
+	if code != exitcode.IO || !strings.Contains(errOut, "not a terminal") {
+		t.Fatalf("exit %d, %q; want an I/O error: /dev/null is no serial line", code, errOut)
+	}
+}
