@@ -2,7 +2,7 @@
 # `make cross` builds static binaries for the device architectures into dist/.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w $(foreach c,aduimport aduflash aduagent aduhub,-X github.com/aduflash/aduflash/cmd/$(c)/app.Version=$(VERSION))
+LDFLAGS  := -s -w -X github.com/aduflash/aduflash/cmd/internal/cliapp.Version=$(VERSION)
 CMDS     := $(notdir $(wildcard cmd/adu*))
 PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 

@@ -118,106 +118,158 @@ type Verification struct {
 // as text, so this adds no malleability). The outer signature segment must be base64url
 // without padding, as the service sends it, so that every byte of the JWS is bound.
 func Verify(manifest []byte, jws string, opts VerifyOptions) (*Verification, error) {
-	ve := &VerifyError{}
-	fail := func(step string, err error, format string, args ...any) (*Verification, error) {
-		ve.Step, ve.Err, ve.Detail = step, err, fmt.Sprintf(format, args...)
-		return nil, ve
-	}
-	// 1.
-	parts := strings.Split(jws, ".")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return fail(StepSplit, ErrMalformedJWS, "want 3 non-empty dot-separated parts, got %d", len(parts))
-	}
-	// 2.
-	hdr, err := segmentObject(parts[0])
+	v := &verifying{}
+	parts, err := v.split(StepSplit, "", jws)
 	if err != nil {
-		return fail(StepHeader, ErrMalformedJWS, "%v", err)
+		return nil, err
 	}
-	alg, _, err := hdr.str("alg")
-	if err != nil || alg == "" {
-		return fail(StepHeader, ErrMalformedJWS, "no alg in the header")
+	sjwk, err := v.header(parts[0])
+	if err != nil {
+		return nil, err
 	}
-	if !strings.EqualFold(alg, "RS256") {
-		return fail(StepHeader, ErrUnsupportedAlg, "alg %.20q, want RS256", alg)
+	key, err := v.signingKey(sjwk, &opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.signature(parts, key); err != nil {
+		return nil, err
+	}
+	sum, err := v.manifestHash(parts[1], manifest)
+	if err != nil {
+		return nil, err
+	}
+	return &Verification{RootKID: v.ve.RootKID, SigningKID: v.ve.SigningKID, SigningKey: key, ManifestSHA256: sum}, nil
+}
+
+// verifying is one run of Verify: the steps of §5.2, each a method, and the key ids they
+// learn, which every later failure names.
+type verifying struct{ ve VerifyError }
+
+// fail returns the *VerifyError of a failed step.
+func (v *verifying) fail(step string, err error, format string, args ...any) error {
+	e := v.ve
+	e.Step, e.Err, e.Detail = step, err, fmt.Sprintf(format, args...)
+	return &e
+}
+
+// split cuts a compact JWS (the outer one, or the sjwk: what names it) into its three
+// non-empty parts (steps 1 and 3).
+func (v *verifying) split(step, what, s string) ([]string, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return nil, v.fail(step, ErrMalformedJWS, "%swant 3 non-empty dot-separated parts, got %d", what, len(parts))
+	}
+	return parts, nil
+}
+
+// header reads the JWS header (step 2): alg RS256 and the sjwk it returns.
+func (v *verifying) header(seg string) (string, error) {
+	hdr, err := segmentObject(seg)
+	if err != nil {
+		return "", v.fail(StepHeader, ErrMalformedJWS, "%v", err)
+	}
+	if err := v.checkAlg(StepHeader, hdr, "no alg in the header"); err != nil {
+		return "", err
 	}
 	sjwk, _, err := hdr.str("sjwk")
 	if err != nil || sjwk == "" {
-		return fail(StepHeader, ErrMalformedJWS, "no sjwk (signed signing key) in the header")
+		return "", v.fail(StepHeader, ErrMalformedJWS, "no sjwk (signed signing key) in the header")
 	}
-	// 3.
-	sp := strings.Split(sjwk, ".")
-	if len(sp) != 3 || sp[0] == "" || sp[1] == "" || sp[2] == "" {
-		return fail(StepSJWKHeader, ErrMalformedJWS, "sjwk: want 3 non-empty dot-separated parts, got %d", len(sp))
+	return sjwk, nil
+}
+
+// checkAlg requires alg RS256 (in any case) in a header; missing says that there is none.
+func (v *verifying) checkAlg(step string, hdr object, missing string) error {
+	alg, _, err := hdr.str("alg")
+	if err != nil || alg == "" {
+		return v.fail(step, ErrMalformedJWS, "%s", missing)
+	}
+	if !strings.EqualFold(alg, "RS256") {
+		return v.fail(step, ErrUnsupportedAlg, "alg %.20q, want RS256", alg)
+	}
+	return nil
+}
+
+// signingKey checks the sjwk and returns the signing key it carries (steps 3 to 6): its
+// header names a trusted root key that is not disabled, that root signed it, and the key
+// is a good RSA key that is not disabled.
+func (v *verifying) signingKey(sjwk string, opts *VerifyOptions) (*rsa.PublicKey, error) {
+	sp, err := v.split(StepSJWKHeader, "sjwk: ", sjwk)
+	if err != nil {
+		return nil, err
 	}
 	sh, err := segmentObject(sp[0])
 	if err != nil {
-		return fail(StepSJWKHeader, ErrMalformedJWS, "%v", err)
+		return nil, v.fail(StepSJWKHeader, ErrMalformedJWS, "%v", err)
 	}
 	kid, _, err := sh.str("kid")
 	if err != nil || kid == "" {
-		return fail(StepSJWKHeader, ErrMalformedJWS, "no kid")
+		return nil, v.fail(StepSJWKHeader, ErrMalformedJWS, "no kid")
 	}
-	ve.RootKID = kid
-	salg, _, err := sh.str("alg")
-	if err != nil || salg == "" {
-		return fail(StepSJWKHeader, ErrMalformedJWS, "no alg")
+	v.ve.RootKID = kid
+	if err := v.checkAlg(StepSJWKHeader, sh, "no alg"); err != nil {
+		return nil, err
 	}
-	if !strings.EqualFold(salg, "RS256") {
-		return fail(StepSJWKHeader, ErrUnsupportedAlg, "alg %.20q, want RS256", salg)
-	}
-	// 4.
 	root, err := opts.lookupRoot(kid)
 	if err != nil {
-		return fail(StepRootKey, err, "")
+		return nil, v.fail(StepRootKey, err, "")
 	}
-	// 5.
 	ssig, err := decodeB64(sp[2])
 	if err != nil {
-		return fail(StepSJWKSignature, ErrMalformedJWS, "signature is not base64")
+		return nil, v.fail(StepSJWKSignature, ErrMalformedJWS, "signature is not base64")
 	}
 	if !verifyRS256(root, sp[0]+"."+sp[1], ssig) {
-		return fail(StepSJWKSignature, ErrBadSignature, "")
+		return nil, v.fail(StepSJWKSignature, ErrBadSignature, "")
 	}
-	// 6.
 	jwk, err := segmentObject(sp[1])
 	if err != nil {
-		return fail(StepSigningKey, ErrBadSigningKey, "%v", err)
+		return nil, v.fail(StepSigningKey, ErrBadSigningKey, "%v", err)
 	}
-	ve.SigningKID, _, _ = jwk.str("kid")
+	v.ve.SigningKID, _, _ = jwk.str("kid")
 	key, err := jwkKey(jwk)
 	if err != nil {
-		return fail(StepSigningKey, ErrBadSigningKey, "%v", err)
+		return nil, v.fail(StepSigningKey, ErrBadSigningKey, "%v", err)
 	}
 	if opts.Package != nil && opts.Package.SigningKeyDisabled(key) {
-		return fail(StepSigningKey, ErrDisabledSigningKey, "")
+		return nil, v.fail(StepSigningKey, ErrDisabledSigningKey, "")
 	}
-	// 7.
+	return key, nil
+}
+
+// signature checks the JWS signature by the signing key (step 7); the segment must be
+// unpadded base64url, so that every byte of the JWS is bound.
+func (v *verifying) signature(parts []string, key *rsa.PublicKey) error {
 	sig, err := base64.RawURLEncoding.Strict().DecodeString(parts[2])
 	if err != nil {
-		return fail(StepSignature, ErrMalformedJWS, "signature is not unpadded base64url")
+		return v.fail(StepSignature, ErrMalformedJWS, "signature is not unpadded base64url")
 	}
 	if !verifyRS256(key, parts[0]+"."+parts[1], sig) {
-		return fail(StepSignature, ErrBadSignature, "")
+		return v.fail(StepSignature, ErrBadSignature, "")
 	}
-	// 8.
-	pl, err := segmentObject(parts[1])
+	return nil
+}
+
+// manifestHash checks that the payload's sha256 is the manifest's SHA-256, and returns it
+// (step 8).
+func (v *verifying) manifestHash(seg string, manifest []byte) ([]byte, error) {
+	pl, err := segmentObject(seg)
 	if err != nil {
-		return fail(StepManifestHash, ErrMalformedJWS, "payload: %v", err)
+		return nil, v.fail(StepManifestHash, ErrMalformedJWS, "payload: %v", err)
 	}
 	want, _, err := pl.str("sha256")
 	if err != nil || want == "" {
-		return fail(StepManifestHash, ErrMalformedJWS, "payload has no sha256")
+		return nil, v.fail(StepManifestHash, ErrMalformedJWS, "payload has no sha256")
 	}
 	wantSum, err := decodeB64(want)
 	if err != nil || len(wantSum) != sha256.Size {
-		return fail(StepManifestHash, ErrMalformedJWS, "payload sha256 is not 32 bytes in base64")
+		return nil, v.fail(StepManifestHash, ErrMalformedJWS, "payload sha256 is not 32 bytes in base64")
 	}
 	sum := sha256.Sum256(manifest)
 	if subtle.ConstantTimeCompare(sum[:], wantSum) != 1 {
-		return fail(StepManifestHash, ErrHashMismatch, "signed %s, manifest has %s",
+		return nil, v.fail(StepManifestHash, ErrHashMismatch, "signed %s, manifest has %s",
 			base64.StdEncoding.EncodeToString(wantSum), base64.StdEncoding.EncodeToString(sum[:]))
 	}
-	return &Verification{RootKID: kid, SigningKID: ve.SigningKID, SigningKey: key, ManifestSHA256: sum[:]}, nil
+	return sum[:], nil
 }
 
 // VerifyManifest verifies manifest with Verify and only then parses it (§5.2 step 9). A parse

@@ -150,121 +150,172 @@ type RootKeyPackage struct {
 // ParseRootKeyPackage parses a root-key package. It does not check its signatures; call
 // Validate before trusting it, and refuse IsTest packages on production devices.
 func ParseRootKeyPackage(data []byte) (*RootKeyPackage, error) {
-	wrap := func(err error) error { return fmt.Errorf("%w: %w", ErrBadRootKeyPackage, err) }
+	p, err := parseRootKeyPackage(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRootKeyPackage, err)
+	}
+	return p, nil
+}
+
+func parseRootKeyPackage(data []byte) (*RootKeyPackage, error) {
 	top, err := mustObject(data, "")
 	if err != nil {
-		return nil, wrap(err)
-	}
-	pr, err := mustObject(top.m["protected"], "protected")
-	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	p := &RootKeyPackage{}
+	if err := p.parseProtected(top.m["protected"]); err != nil {
+		return nil, err
+	}
+	if p.Signatures, err = parseSignatures(top.m["signatures"]); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// parseProtected reads the "protected" member: its compact form (what the signatures sign),
+// isTest, version, published, the disabled keys and the root keys.
+func (p *RootKeyPackage) parseProtected(raw json.RawMessage) error {
+	pr, err := mustObject(raw, "protected")
+	if err != nil {
+		return err
+	}
 	var c bytes.Buffer
-	if err := json.Compact(&c, top.m["protected"]); err != nil {
-		return nil, wrap(pathErr("protected", "%v", err))
+	if err := json.Compact(&c, raw); err != nil {
+		return pathErr("protected", "%v", err)
 	}
 	p.protected = c.Bytes()
 	if raw := pr.m["isTest"]; !isNull(raw) {
 		if err := json.Unmarshal(raw, &p.IsTest); err != nil {
-			return nil, wrap(pathErr("protected.isTest", "want a boolean, got %s", kind(raw)))
+			return pathErr("protected.isTest", "want a boolean, got %s", kind(raw))
 		}
 	}
 	if pr.has("version") {
 		if p.Version, err = integer(pr.m["version"], "protected.version", math.MinInt64, math.MaxInt64, false); err != nil {
-			return nil, wrap(err)
+			return err
 		}
 	}
 	if pr.has("published") {
 		if p.Published, err = integer(pr.m["published"], "protected.published", math.MinInt64, math.MaxInt64, false); err != nil {
-			return nil, wrap(err)
+			return err
 		}
 	}
 	if raw := pr.m["disabledRootKeys"]; !isNull(raw) {
 		if kind(raw) != "an array" || json.Unmarshal(raw, &p.DisabledRootKeys) != nil {
-			return nil, wrap(pathErr("protected.disabledRootKeys", "want an array of kids"))
+			return pathErr("protected.disabledRootKeys", "want an array of kids")
 		}
 	}
-	if raw := pr.m["disabledSigningKeys"]; !isNull(raw) {
-		var items []json.RawMessage
-		if kind(raw) != "an array" || json.Unmarshal(raw, &items) != nil {
-			return nil, wrap(pathErr("protected.disabledSigningKeys", "want an array, got %s", kind(raw)))
-		}
-		for i, it := range items {
-			ip := index("protected.disabledSigningKeys", i)
-			o, err := mustObject(it, ip)
-			if err != nil {
-				return nil, wrap(err)
-			}
-			if alg, _ := o.needStr("alg"); !strings.EqualFold(alg, "SHA256") {
-				return nil, wrap(pathErr(join(ip, "alg"), "%.20q, want SHA256", alg))
-			}
-			hs, err := o.needStr("hash")
-			if err != nil {
-				return nil, wrap(err)
-			}
-			h, err := decodeB64(hs)
-			if err != nil || len(h) != 32 {
-				return nil, wrap(pathErr(join(ip, "hash"), "not a base64 SHA-256"))
-			}
-			p.DisabledSigningKeys = append(p.DisabledSigningKeys, h)
-		}
+	if p.DisabledSigningKeys, err = parseDisabledSigningKeys(pr.m["disabledSigningKeys"]); err != nil {
+		return err
 	}
-	rk, err := mustObject(pr.m["rootKeys"], "protected.rootKeys")
+	p.RootKeys, err = parseRootKeys(pr.m["rootKeys"])
+	return err
+}
+
+// parseDisabledSigningKeys reads protected.disabledSigningKeys: SHA-256 hashes of signing keys
+// (null or missing: none).
+func parseDisabledSigningKeys(raw json.RawMessage) ([][]byte, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var items []json.RawMessage
+	if kind(raw) != "an array" || json.Unmarshal(raw, &items) != nil {
+		return nil, pathErr("protected.disabledSigningKeys", "want an array, got %s", kind(raw))
+	}
+	var hashes [][]byte
+	for i, it := range items {
+		ip := index("protected.disabledSigningKeys", i)
+		o, err := mustObject(it, ip)
+		if err != nil {
+			return nil, err
+		}
+		if alg, _ := o.needStr("alg"); !strings.EqualFold(alg, "SHA256") {
+			return nil, pathErr(join(ip, "alg"), "%.20q, want SHA256", alg)
+		}
+		hs, err := o.needStr("hash")
+		if err != nil {
+			return nil, err
+		}
+		h, err := decodeB64(hs)
+		if err != nil || len(h) != 32 {
+			return nil, pathErr(join(ip, "hash"), "not a base64 SHA-256")
+		}
+		hashes = append(hashes, h)
+	}
+	return hashes, nil
+}
+
+// parseRootKeys reads protected.rootKeys: RSA keys by kid, in file order.
+func parseRootKeys(raw json.RawMessage) ([]RootKey, error) {
+	rk, err := mustObject(raw, "protected.rootKeys")
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
-	kids, err := objectKeys(pr.m["rootKeys"])
+	kids, err := objectKeys(raw)
 	if err != nil {
-		return nil, wrap(pathErr("protected.rootKeys", "%v", err))
+		return nil, pathErr("protected.rootKeys", "%v", err)
 	}
+	var keys []RootKey
 	for _, kid := range kids {
-		kp := join("protected.rootKeys", kid)
-		o, err := mustObject(rk.m[kid], kp)
+		k, err := parseRootKey(rk.m[kid], join("protected.rootKeys", kid))
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
-		if kt, _, _ := o.str("keyType"); kt != "RSA" {
-			return nil, wrap(pathErr(join(kp, "keyType"), "%.20q, want RSA", kt))
-		}
-		ns, err := o.needStr("n")
-		if err != nil {
-			return nil, wrap(err)
-		}
-		nb, err := decodeB64(ns)
-		if err != nil {
-			return nil, wrap(pathErr(join(kp, "n"), "not base64"))
-		}
-		e, err := exponent(o, kp)
-		if err != nil {
-			return nil, wrap(err)
-		}
-		k, err := rsaKey(nb, e)
-		if err != nil {
-			return nil, wrap(pathErr(join(kp, "n"), "%v", err))
-		}
-		p.RootKeys = append(p.RootKeys, RootKey{KID: kid, Key: k})
+		keys = append(keys, RootKey{KID: kid, Key: k})
 	}
+	return keys, nil
+}
+
+// parseRootKey reads one root key at path kp: {"keyType": "RSA", "n": …, "e": …}.
+func parseRootKey(raw json.RawMessage, kp string) (*rsa.PublicKey, error) {
+	o, err := mustObject(raw, kp)
+	if err != nil {
+		return nil, err
+	}
+	if kt, _, _ := o.str("keyType"); kt != "RSA" {
+		return nil, pathErr(join(kp, "keyType"), "%.20q, want RSA", kt)
+	}
+	ns, err := o.needStr("n")
+	if err != nil {
+		return nil, err
+	}
+	nb, err := decodeB64(ns)
+	if err != nil {
+		return nil, pathErr(join(kp, "n"), "not base64")
+	}
+	e, err := exponent(o, kp)
+	if err != nil {
+		return nil, err
+	}
+	k, err := rsaKey(nb, e)
+	if err != nil {
+		return nil, pathErr(join(kp, "n"), "%v", err)
+	}
+	return k, nil
+}
+
+// parseSignatures reads the signatures array: one signature of "protected" per root key.
+func parseSignatures(raw json.RawMessage) ([][]byte, error) {
 	var sigs []json.RawMessage
-	if raw := top.m["signatures"]; kind(raw) != "an array" || json.Unmarshal(raw, &sigs) != nil {
-		return nil, wrap(pathErr("signatures", "want an array, got %s", kind(raw)))
+	if kind(raw) != "an array" || json.Unmarshal(raw, &sigs) != nil {
+		return nil, pathErr("signatures", "want an array, got %s", kind(raw))
 	}
+	var out [][]byte
 	for i, s := range sigs {
 		o, err := mustObject(s, index("signatures", i))
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
 		ss, err := o.needStr("sig")
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
 		b, err := decodeB64(ss)
 		if err != nil {
-			return nil, wrap(pathErr(join(index("signatures", i), "sig"), "not base64"))
+			return nil, pathErr(join(index("signatures", i), "sig"), "not base64")
 		}
-		p.Signatures = append(p.Signatures, b)
+		out = append(out, b)
 	}
-	return p, nil
+	return out, nil
 }
 
 // Validate checks the package as the Linux agent does (§5.5): for every root in roots (nil:

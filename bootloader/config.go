@@ -448,6 +448,11 @@ func openUBoot(c Config, s openSettings, cl *closers) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	return NewUBoot(env, c.ubootConfig())
+}
+
+// ubootConfig is the UBootConfig of a normalized u-boot section.
+func (c Config) ubootConfig() UBootConfig {
 	var parts map[Bank]int
 	if c.MenderParts != nil {
 		parts = map[Bank]int{}
@@ -455,7 +460,22 @@ func openUBoot(c Config, s openSettings, cl *closers) (Backend, error) {
 			parts[Bank(k)] = v
 		}
 	}
-	return NewUBoot(env, UBootConfig{Preset: Preset(c.Preset), Banks: toBanks(c.Banks), Attempts: c.Attempts, MenderParts: parts})
+	return UBootConfig{Preset: Preset(c.Preset), Banks: toBanks(c.Banks), Attempts: c.Attempts, MenderParts: parts}
+}
+
+// FreshVars returns the variables that the u-boot section's preset sets in a fresh
+// environment (U-Boot's default one) so that bank primary boots, nothing is on trial and no
+// bank is bad: what a recovery script writes (recovery/ubootscript). Other backend types are
+// ErrConfig.
+func (c Config) FreshVars(primary Bank) (map[string]string, error) {
+	c, err := c.normalized()
+	if err != nil {
+		return nil, err
+	}
+	if c.Type != TypeUBoot {
+		return nil, cfgErr("type", "a fresh U-Boot environment needs type %q, not %q", TypeUBoot, c.Type)
+	}
+	return FreshVars(c.ubootConfig(), primary)
 }
 
 func openMCUboot(c Config, s openSettings, cl *closers) (Backend, error) {

@@ -43,10 +43,27 @@ func tryVar(s Bank) string { return string(s) + "_TRY" }
 
 type grubBank struct{ ok, tried bool }
 
-func (g *GRUB) read() (map[string]string, []Bank, map[Bank]grubBank, error) {
+// grubEnv is the environment block as read: its variables, ORDER completed with every
+// bank, each bank's flags, and the state they make.
+type grubEnv struct {
+	vars  map[string]string
+	order []Bank
+	banks map[Bank]grubBank
+	State
+}
+
+// readFor checks that s is a configured bank and reads the environment.
+func (g *GRUB) readFor(s Bank) (*grubEnv, error) {
+	if err := g.banks.check(s); err != nil {
+		return nil, err
+	}
+	return g.read()
+}
+
+func (g *GRUB) read() (*grubEnv, error) {
 	vars, err := g.store.Vars()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	order := bankList(g.banks).parse(vars["ORDER"])
 	seen := map[Bank]bool{}
@@ -69,24 +86,24 @@ func (g *GRUB) read() (map[string]string, []Bank, map[Bank]grubBank, error) {
 			case v == "1":
 				*dst = true
 			default:
-				return nil, nil, nil, fmt.Errorf("%w: %s=%q is not 0 or 1", ErrBadState, name, v)
+				return nil, fmt.Errorf("%w: %s=%q is not 0 or 1", ErrBadState, name, v)
 			}
 		}
 		banks[s] = b
 	}
-	return vars, order, banks, nil
+	return &grubEnv{vars: vars, order: order, banks: banks, State: grubState(vars, order, banks)}, nil
 }
 
 // State reads the GRUB environment.
 func (g *GRUB) State() (State, error) {
-	vars, order, banks, err := g.read()
+	env, err := g.read()
 	if err != nil {
 		return State{}, err
 	}
-	return g.state(vars, order, banks), nil
+	return env.State, nil
 }
 
-func (g *GRUB) state(vars map[string]string, order []Bank, banks map[Bank]grubBank) State {
+func grubState(vars map[string]string, order []Bank, banks map[Bank]grubBank) State {
 	bad := map[Bank]bool{}
 	for s, b := range banks {
 		bad[s] = !b.ok
@@ -119,26 +136,22 @@ func (g *GRUB) state(vars map[string]string, order []Bank, banks map[Bank]grubBa
 
 // MarkPending puts s first in ORDER, bootable and untried.
 func (g *GRUB) MarkPending(s Bank) error {
-	if err := g.banks.check(s); err != nil {
-		return err
-	}
-	vars, order, banks, err := g.read()
+	env, err := g.readFor(s)
 	if err != nil {
 		return err
 	}
-	st := g.state(vars, order, banks)
-	fallback := st.Primary
-	if st.Pending != "" {
-		fallback = st.Fallback
+	fallback := env.Primary
+	if env.Pending != "" {
+		fallback = env.Fallback
 	}
 	if fallback == s {
 		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimaryBank, s)
 	}
-	if fallback == "" || !banks[fallback].ok {
+	if fallback == "" || !env.banks[fallback].ok {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, s)
 	}
 	newOrder := []Bank{s, fallback}
-	for _, x := range order {
+	for _, x := range env.order {
 		if x != s && x != fallback {
 			newOrder = append(newOrder, x)
 		}
@@ -154,29 +167,25 @@ func (g *GRUB) Confirm(s Bank) error { return g.ConfirmRaising(s, nil) }
 // ConfirmRaising is Confirm that also raises the anti-rollback floors (VarSecFloor) in the
 // same rewrite of the environment block.
 func (g *GRUB) ConfirmRaising(s Bank, raise Floors) error {
-	if err := g.banks.check(s); err != nil {
-		return err
-	}
-	vars, order, banks, err := g.read()
+	env, err := g.readFor(s)
 	if err != nil {
 		return err
 	}
-	st := g.state(vars, order, banks)
-	if st.Pending != s && !(st.Pending == "" && st.Primary == s) {
-		return fmt.Errorf("%w: cannot confirm %s: GRUB boots %s", ErrNotPrimary, s, st.Primary)
+	if env.Pending != s && !(env.Pending == "" && env.Primary == s) {
+		return fmt.Errorf("%w: cannot confirm %s: GRUB boots %s", ErrNotPrimary, s, env.Primary)
 	}
 	set := map[string]string{}
 	var unset []string
-	if vars[tryVar(s)] != "0" {
+	if env.vars[tryVar(s)] != "0" {
 		set[tryVar(s)] = "0"
 	}
-	if vars[okVar(s)] != "1" {
+	if env.vars[okVar(s)] != "1" {
 		set[okVar(s)] = "1"
 	}
-	if _, ok := vars[varPending]; ok {
+	if _, ok := env.vars[varPending]; ok {
 		unset = append(unset, varPending)
 	}
-	if err := raiseInto(set, vars, raise); err != nil {
+	if err := raiseInto(set, env.vars, raise); err != nil {
 		return err
 	}
 	if len(set) == 0 && len(unset) == 0 {
@@ -210,23 +219,19 @@ func (g *GRUB) RaiseFloors(raise Floors) error {
 
 // MarkBad clears s's OK flag; a pending s ends its trial.
 func (g *GRUB) MarkBad(s Bank) error {
-	if err := g.banks.check(s); err != nil {
-		return err
-	}
-	vars, order, banks, err := g.read()
+	env, err := g.readFor(s)
 	if err != nil {
 		return err
 	}
-	st := g.state(vars, order, banks)
-	if st.Pending != s && st.Primary == s {
+	if env.Pending != s && env.Primary == s {
 		return fmt.Errorf("%w: %s is the confirmed bank GRUB boots; put another bank on trial instead", ErrPrimaryBank, s)
 	}
 	set := map[string]string{okVar(s): "0"}
 	var unset []string
-	if vars[varPending] == string(s) {
+	if env.vars[varPending] == string(s) {
 		unset = append(unset, varPending)
 	}
-	if !banks[s].ok && len(unset) == 0 {
+	if !env.banks[s].ok && len(unset) == 0 {
 		return nil
 	}
 	return g.store.Update(set, unset)

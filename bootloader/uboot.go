@@ -106,6 +106,26 @@ func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
 	return u, nil
 }
 
+// FreshVars returns the variables a fresh environment (U-Boot's default one, which has none
+// of the preset's) needs so that bank primary boots by default, nothing is on trial and no
+// bank is bad. The preset reads them back as exactly that state.
+func FreshVars(cfg UBootConfig, primary Bank) (map[string]string, error) {
+	u, err := NewUBoot(nil, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := u.banks.check(primary); err != nil {
+		return nil, err
+	}
+	c := &changes{set: map[string]string{}}
+	u.p.fresh(c, primary)
+	st, err := u.p.state(c.set)
+	if err != nil || st.Primary != primary || st.Pending != "" || len(st.Bad) > 0 {
+		return nil, fmt.Errorf("bootloader: the %s preset's fresh variables read back as %+v (%v), not bank %s primary", cfg.Preset, st, err, primary)
+	}
+	return c.set, nil
+}
+
 // changes is one transaction on the environment.
 type changes struct {
 	set   map[string]string
@@ -124,6 +144,9 @@ type preset interface {
 	setBad(c *changes, st State, s Bank, bad bool)
 	// healthy is Confirm of the primary bank outside a trial: the booted bank is fine.
 	healthy(c *changes, vars map[string]string, st State, s Bank)
+	// fresh sets, over an environment without the preset's variables, s primary with
+	// nothing pending.
+	fresh(c *changes, s Bank)
 }
 
 // State reads the bootloader state.
@@ -390,6 +413,12 @@ func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Ba
 	p.setBad(c, st, s, false)
 }
 
+func (p *aduflashPreset) fresh(c *changes, s Bank) {
+	c.Set(varSlot, string(s))
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
+}
+
 // --- Mender ------------------------------------------------------------------------------
 
 type menderPreset struct {
@@ -462,6 +491,12 @@ func (p *menderPreset) setBad(c *changes, st State, s Bank, bad bool) {
 
 func (p *menderPreset) healthy(c *changes, _ map[string]string, st State, s Bank) {
 	p.setBad(c, st, s, false)
+}
+
+func (p *menderPreset) fresh(c *changes, s Bank) {
+	p.boot(c, s)
+	c.Set(varUpgrade, "0")
+	c.Set(varBootcount, "0")
 }
 
 // --- RAUC --------------------------------------------------------------------------------
@@ -592,4 +627,19 @@ func (p *raucPreset) setBad(c *changes, st State, s Bank, bad bool) {
 		c.Set(leftVar(s), p.attempts())
 	}
 	badList{p.u.banks}.write(c, st, s, bad)
+}
+
+// fresh puts s first in BOOT_ORDER, the other banks after it in their order, each with all
+// its attempts.
+func (p *raucPreset) fresh(c *changes, s Bank) {
+	order := []Bank{s}
+	for _, x := range p.u.banks {
+		if x != s {
+			order = append(order, x)
+		}
+	}
+	c.Set(varBootOrder, joinBanks(order))
+	for _, x := range p.u.banks {
+		c.Set(leftVar(x), p.attempts())
+	}
 }

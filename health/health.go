@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/clock"
 )
 
 // Sentinel errors. Every error Run and Validate return wraps one of them.
@@ -62,19 +64,10 @@ type Attempt struct {
 type ExecFunc func(ctx context.Context, a Attempt) (exitCode int, err error)
 
 // Clock is the time source Run uses for durations, timeouts and retry delays.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
+type Clock = clock.Clock
 
 // SystemClock is the Clock backed by package time.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type SystemClock = clock.System
 
 // Options tune Run. The zero value is usable.
 type Options struct {

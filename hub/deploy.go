@@ -290,17 +290,11 @@ func (s *Service) Deploy(updateID adu.UpdateID, group map[string]string) (*Deplo
 		return nil, err
 	}
 
-	svc := s.serviceObject(u, r.d.ID, "", urls)
-	var errs []error
-	for _, id := range targets {
-		if err := s.writeService(id, svc); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-		}
-	}
+	err = s.sendService(targets, s.serviceObject(u, r.d.ID, "", urls))
 	s.opts.Logger.Info("hub: deployed", "deployment", r.d.ID, "update", updateID.String(), "devices", len(targets))
 	d := r.d
 	d.Devices = slices.Clone(d.Devices)
-	return &d, errors.Join(errs...)
+	return &d, err
 }
 
 func (s *Service) childrenLocked(u *Update) []*Update {
@@ -432,14 +426,10 @@ func (s *Service) Cancel(deploymentID string) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	r := s.deps[deploymentID]
-	if r == nil {
+	r, err := s.activeLocked(deploymentID)
+	if err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrUnknownDeployment, deploymentID)
-	}
-	if r.d.Cancelled {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrDeploymentCancelled, deploymentID)
+		return err
 	}
 	now := s.opts.Now().UTC()
 	r.d.Cancelled, r.d.CancelledAt = true, now
@@ -459,14 +449,32 @@ func (s *Service) Cancel(deploymentID string) error {
 	if err := s.persist(r, seq, data, err); err != nil {
 		return err
 	}
-	svc := s.cancelObject()
+	err = s.sendService(devs, s.cancelObject())
+	s.opts.Logger.Info("hub: cancelled", "deployment", deploymentID, "devices", len(devs))
+	return err
+}
+
+// activeLocked returns the deployment that is not cancelled; s.mu is held.
+func (s *Service) activeLocked(deploymentID string) (*depRecord, error) {
+	r := s.deps[deploymentID]
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownDeployment, deploymentID)
+	}
+	if r.d.Cancelled {
+		return nil, fmt.Errorf("%w: %s", ErrDeploymentCancelled, deploymentID)
+	}
+	return r, nil
+}
+
+// sendService writes the desired service object svc to each device; it returns the failures,
+// each naming its device.
+func (s *Service) sendService(devs []string, svc map[string]any) error {
 	var errs []error
 	for _, id := range devs {
 		if err := s.writeService(id, svc); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", id, err))
 		}
 	}
-	s.opts.Logger.Info("hub: cancelled", "deployment", deploymentID, "devices", len(devs))
 	return errors.Join(errs...)
 }
 
@@ -480,14 +488,10 @@ func (s *Service) Retry(deploymentID string) ([]string, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	r := s.deps[deploymentID]
-	if r == nil {
+	r, err := s.activeLocked(deploymentID)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrUnknownDeployment, deploymentID)
-	}
-	if r.d.Cancelled {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrDeploymentCancelled, deploymentID)
+		return nil, err
 	}
 	u := s.updates[r.d.UpdateID]
 	if u == nil {
@@ -522,15 +526,9 @@ func (s *Service) Retry(deploymentID string) ([]string, error) {
 	if err := s.persist(r, seq, data, err); err != nil {
 		return nil, err
 	}
-	svc := s.serviceObject(u, r.d.ID, tss, urls)
-	var errs []error
-	for _, id := range devs {
-		if err := s.writeService(id, svc); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-		}
-	}
+	err = s.sendService(devs, s.serviceObject(u, r.d.ID, tss, urls))
 	s.opts.Logger.Info("hub: retried", "deployment", deploymentID, "devices", len(devs), "retryTimestamp", tss)
-	return devs, errors.Join(errs...)
+	return devs, err
 }
 
 // Status returns a deployment with its per-device results.

@@ -126,6 +126,11 @@ func (d *rawDevice) publish(t *testing.T, topic string, qos byte, payload []byte
 	tok.WaitTimeout(5 * time.Second) // QoS 1 to a closing connection may never complete
 }
 
+// eventWait bounds the wait for something that must happen (a response, a closed
+// connection): long, since only a failing test waits it out, and a machine busy with other
+// tests (QEMU) can take seconds to schedule the hub.
+const eventWait = 15 * time.Second
+
 // request sends a twin request and waits for its response status.
 func (d *rawDevice) request(t *testing.T, topic string, payload []byte) int {
 	t.Helper()
@@ -134,7 +139,7 @@ func (d *rawDevice) request(t *testing.T, topic string, payload []byte) int {
 		t.Fatal(err)
 	}
 	d.publish(t, topic, 0, payload)
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(eventWait)
 	for {
 		select {
 		case r := <-d.res:
@@ -151,7 +156,7 @@ func (d *rawDevice) expectLost(t *testing.T, what string) {
 	t.Helper()
 	select {
 	case <-d.lost:
-	case <-time.After(5 * time.Second):
+	case <-time.After(eventWait):
 		t.Fatalf("%s: connection not closed by the hub", what)
 	}
 }

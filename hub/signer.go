@@ -127,19 +127,19 @@ func checkKID(kid string) error {
 	return nil
 }
 
+// checkPrivateKey refuses a key that checkPublicKey refuses, or that is not consistent.
 func checkPrivateKey(k *rsa.PrivateKey) error {
-	if k == nil || k.N == nil {
+	if k == nil {
 		return errors.New("no key")
 	}
-	if b := k.N.BitLen(); b < minSignerBits || b > maxSignerBits {
-		return fmt.Errorf("%d-bit modulus, want %d..%d", b, minSignerBits, maxSignerBits)
-	}
-	if k.E != 65537 {
-		return fmt.Errorf("exponent %d, want 65537", k.E)
+	if err := checkPublicKey(&k.PublicKey); err != nil {
+		return err
 	}
 	return k.Validate()
 }
 
+// checkPublicKey refuses a missing key, a modulus outside minSignerBits..maxSignerBits and an
+// exponent other than 65537.
 func checkPublicKey(k *rsa.PublicKey) error {
 	if k == nil || k.N == nil {
 		return errors.New("no key")

@@ -428,13 +428,25 @@ func TestSignerErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, f := range map[string]func() error{
-		"1024 bits":       func() error { _, err := NewSigner(nil, "R", "S", 1024); return err },
-		"8192 bits":       func() error { _, err := NewSigner(nil, "R", "S", 8192); return err },
-		"empty root kid":  func() error { _, err := NewSigner(nil, "", "S", 0); return err },
-		"bad UTF-8 kid":   func() error { _, err := NewSignerFromKeys(s.root, "R", s.signing, "\xff"); return err },
-		"nil root":        func() error { _, err := NewSignerFromKeys(nil, "R", s.signing, "S"); return err },
-		"nil signing":     func() error { _, err := NewSignerFromKeys(s.root, "R", nil, "S"); return err },
-		"small root":      func() error { _, err := NewSignerFromKeys(small, "R", s.signing, "S"); return err },
+		"1024 bits":      func() error { _, err := NewSigner(nil, "R", "S", 1024); return err },
+		"8192 bits":      func() error { _, err := NewSigner(nil, "R", "S", 8192); return err },
+		"empty root kid": func() error { _, err := NewSigner(nil, "", "S", 0); return err },
+		"bad UTF-8 kid":  func() error { _, err := NewSignerFromKeys(s.root, "R", s.signing, "\xff"); return err },
+		"nil root":       func() error { _, err := NewSignerFromKeys(nil, "R", s.signing, "S"); return err },
+		"nil signing":    func() error { _, err := NewSignerFromKeys(s.root, "R", nil, "S"); return err },
+		"small root":     func() error { _, err := NewSignerFromKeys(small, "R", s.signing, "S"); return err },
+		"root exponent 3": func() error {
+			e3 := *s.root
+			e3.E = 3
+			_, err := NewSignerFromKeys(&e3, "R", s.signing, "S")
+			return err
+		},
+		"inconsistent signing key": func() error {
+			bad := *s.signing
+			bad.D = new(big.Int).Add(bad.D, big.NewInt(2))
+			_, err := NewSignerFromKeys(s.root, "R", &bad, "S")
+			return err
+		},
 		"zero Signer":     func() error { _, err := new(Signer).Sign(nil); return err },
 		"no package keys": func() error { _, err := SignRootKeyPackage(nil, RootKeyPackageOptions{}); return err },
 		"duplicate kid": func() error {
@@ -446,6 +458,10 @@ func TestSignerErrors(t *testing.T) {
 			return err
 		},
 		"nil public key": func() error { _, err := MarshalRootKeys([]adu.RootKey{{KID: "R"}}); return err },
+		"public key exponent 3": func() error {
+			_, err := MarshalRootKeys([]adu.RootKey{{KID: "R", Key: &rsa.PublicKey{N: s.root.N, E: 3}}})
+			return err
+		},
 		"small public key": func() error {
 			_, err := MarshalRootKeys([]adu.RootKey{{KID: "R", Key: &small.PublicKey}})
 			return err

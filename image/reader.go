@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"math"
+	"runtime"
 	"sync"
 
 	"github.com/aduflash/aduflash/internal/errkind"
@@ -297,14 +298,52 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
+// ReadChunk reads the next chunk whole into p, which must hold it (Header.ChunkSize bytes
+// do), and returns its size: the bytes Read would return up to the chunk's end (the rest of
+// a chunk that Read handed out in part). It decodes and checks the chunk in p itself, without
+// a copy, so that a consumer holding several buffers (a pipeline) writes one chunk while the
+// Reader loads the next; unlike Read, it uses p as scratch space, so after an error p may
+// hold unverified bytes: only p[:n] was verified. It returns io.EOF after the last chunk.
+func (r *Reader) ReadChunk(p []byte) (int, error) {
+	if len(r.cur) > 0 {
+		n := copy(p, r.cur)
+		r.cur = r.cur[n:]
+		return n, nil
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.next < len(r.v.Chunks) && len(p) < r.v.Chunks[r.next].RawSize {
+		return 0, fmt.Errorf("aduimg: chunk %d has %d bytes, the buffer holds %d", r.next, r.v.Chunks[r.next].RawSize, len(p))
+	}
+	n := min(len(p), r.bufSize())
+	raw := r.loadInto(p[:n:n]) // the decoder writes no further than a chunk
+	if raw == nil {
+		return 0, r.err
+	}
+	return len(raw), nil
+}
+
 // load verifies the next chunk into r.cur, or sets r.err (io.EOF at the end).
 func (r *Reader) load() {
+	if r.buf == nil {
+		r.buf = make([]byte, r.bufSize())
+	}
+	r.cur = r.loadInto(r.buf)
+}
+
+// bufSize is the size of a buffer that holds any chunk (or frame) of the image.
+func (r *Reader) bufSize() int { return int(min(int64(r.v.ChunkSize), r.v.RawSize)) }
+
+// loadInto verifies the next chunk into dst and returns it, or sets r.err (io.EOF at the
+// end, with or without the last chunk).
+func (r *Reader) loadInto(dst []byte) []byte {
 	if r.next == len(r.v.Chunks) {
 		r.err = r.finish()
 		r.release()
-		return
+		return nil
 	}
-	raw, err := r.loadChunk(r.next)
+	raw, err := r.loadChunk(r.next, dst)
 	if err == nil && r.next == len(r.v.Chunks)-1 {
 		err = r.finish() // check the end before handing out the last chunk
 		if err == io.EOF {
@@ -314,15 +353,15 @@ func (r *Reader) load() {
 	if err != nil {
 		r.err = err
 		r.release()
-		return
+		return nil
 	}
 	r.next++
-	r.cur = raw
 	r.end += int64(len(raw))
 	if r.next == len(r.v.Chunks) {
 		r.err = io.EOF
 		r.release()
 	}
+	return raw
 }
 
 func (r *Reader) release() {
@@ -333,17 +372,15 @@ func (r *Reader) release() {
 	r.frame = nil
 }
 
-func (r *Reader) loadChunk(i int) ([]byte, error) {
+// loadChunk reads chunk i's frame and decodes and checks it into dst, which holds the chunk.
+func (r *Reader) loadChunk(i int, dst []byte) ([]byte, error) {
 	c := r.v.Chunks[i]
-	if r.buf == nil {
-		r.buf = make([]byte, min(int64(r.v.ChunkSize), r.v.RawSize))
-	}
 	var in []byte
 	if c.Compression == CompressNone {
-		in = r.buf[:c.RawSize]
+		in = dst[:c.RawSize]
 	} else {
 		if r.frame == nil {
-			r.frame = make([]byte, len(r.buf))
+			r.frame = make([]byte, r.bufSize())
 		}
 		in = r.frame[:c.Length]
 	}
@@ -364,11 +401,11 @@ func (r *Reader) loadChunk(i int) ([]byte, error) {
 			}
 			r.dec = d
 		}
-		out, err := r.dec.DecodeAll(in, r.buf[:0])
+		out, err := r.dec.DecodeAll(in, dst[:0])
 		if err != nil {
 			return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset, Err: err, reason: "zstd frame does not decode"}
 		}
-		if len(out) != c.RawSize || &out[0] != &r.buf[0] {
+		if len(out) != c.RawSize || &out[0] != &dst[0] {
 			return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset,
 				reason: fmt.Sprintf("zstd frame decodes to %d bytes, want %d", len(out), c.RawSize)}
 		}
@@ -504,21 +541,92 @@ func newDecoder(chunkSize int) (*zstd.Decoder, error) {
 }
 
 // VerifyAt reads every chunk of the payload back from ra (e.g. a slot, at payload offsets) and
-// checks it against the header; memory is one chunk. A chunk that does not match is a
-// *ChunkError (ErrChunkHash).
+// checks it against the header. The reads go in order, one at a time (a slot's ReadAt need
+// not be safe for concurrent use); the hashing runs beside them on up to two cores, each
+// holding a chunk, as long as the chunks fit in verifyMemory (three 1 MiB chunks, two of
+// 2 MiB; larger chunks are read and hashed in turn, in one). The first chunk that does not
+// match is a *ChunkError (ErrChunkHash), as a read of the chunks in turn would find it.
 func (h *Header) VerifyAt(ra io.ReaderAt) error {
 	v := h.verified()
-	buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
-	for i, c := range v.Chunks {
-		buf = buf[:c.RawSize]
-		if err := readChunkAt(ra, buf, c.RawOffset); err != nil {
-			return fmt.Errorf("aduimg: reading chunk %d back at payload offset %d: %w", i, c.RawOffset, err)
+	chunk := int(min(int64(v.ChunkSize), v.RawSize))
+	hashers := min(runtime.GOMAXPROCS(0), 2, len(v.Chunks), verifyMemory/max(chunk, 1)-1)
+	if hashers < 1 {
+		buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
+		for i := range v.Chunks {
+			if err := h.verifyChunkAt(ra, i, buf); err != nil {
+				return err
+			}
 		}
-		if err := h.VerifyChunk(i, buf); err != nil {
-			return err
+		return nil
+	}
+	return h.verifyAtParallel(ra, hashers)
+}
+
+// verifyMemory bounds the buffers of VerifyAt when it reads and hashes side by side.
+const verifyMemory = 4 << 20
+
+// verifyChunkAt reads chunk i back from ra into buf's memory and checks it.
+func (h *Header) verifyChunkAt(ra io.ReaderAt, i int, buf []byte) error {
+	c := h.verified().Chunks[i]
+	buf = buf[:c.RawSize]
+	if err := readChunkAt(ra, buf, c.RawOffset); err != nil {
+		return fmt.Errorf("aduimg: reading chunk %d back at payload offset %d: %w", i, c.RawOffset, err)
+	}
+	return h.VerifyChunk(i, buf)
+}
+
+// verifyAtParallel is VerifyAt with the reads in this goroutine and the hashes in hashers
+// others, hashers+1 buffers going round; the error is the one of the lowest chunk that
+// failed. Reading stops at a failed read, and once a bad chunk is found.
+func (h *Header) verifyAtParallel(ra io.ReaderAt, hashers int) error {
+	v := h.verified()
+	type job struct {
+		i   int
+		buf []byte
+	}
+	jobs, free := make(chan job), make(chan []byte, hashers+1)
+	for range hashers + 1 {
+		free <- make([]byte, min(int64(v.ChunkSize), v.RawSize))
+	}
+	var mu sync.Mutex
+	bad, badErr := len(v.Chunks), error(nil)
+	fail := func(i int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i < bad {
+			bad, badErr = i, err
 		}
 	}
-	return nil
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return bad < len(v.Chunks)
+	}
+	var wg sync.WaitGroup
+	for range hashers {
+		wg.Go(func() {
+			for j := range jobs {
+				if err := h.VerifyChunk(j.i, j.buf[:v.Chunks[j.i].RawSize]); err != nil {
+					fail(j.i, err)
+				}
+				free <- j.buf
+			}
+		})
+	}
+	for i, c := range v.Chunks {
+		buf := <-free
+		if failed() {
+			break
+		}
+		if err := readChunkAt(ra, buf[:c.RawSize], c.RawOffset); err != nil {
+			fail(i, fmt.Errorf("aduimg: reading chunk %d back at payload offset %d: %w", i, c.RawOffset, err))
+			break
+		}
+		jobs <- job{i, buf}
+	}
+	close(jobs)
+	wg.Wait()
+	return badErr
 }
 
 // FirstBadChunkAt returns the index of the first chunk of the payload that ra does not hold
@@ -526,9 +634,8 @@ func (h *Header) VerifyAt(ra io.ReaderAt) error {
 func (h *Header) FirstBadChunkAt(ra io.ReaderAt) int {
 	v := h.verified()
 	buf := make([]byte, 0, min(int64(v.ChunkSize), v.RawSize))
-	for i, c := range v.Chunks {
-		buf = buf[:c.RawSize]
-		if readChunkAt(ra, buf, c.RawOffset) != nil || h.VerifyChunk(i, buf) != nil {
+	for i := range v.Chunks {
+		if h.verifyChunkAt(ra, i, buf) != nil {
 			return i
 		}
 	}

@@ -64,7 +64,7 @@ func TestRejectHeaderTooLargeBeforeAllocating(t *testing.T) {
 	for _, hs := range []uint32{MaxHeaderSize + 1, math.MaxUint32} {
 		bad := bytes.Clone(img[:prefixSize])
 		le32(bad[12:], hs)
-		allocated := allocatedDuring(func() {
+		allocated := imagetest.AllocatedDuring(func() {
 			_, err := Verify(bytes.NewReader(bad), VerifyOptions{Keyring: kr})
 			if !errors.Is(err, ErrHeaderTooLarge) || !strings.Contains(err.Error(), "offset 12") {
 				t.Errorf("header size %d: %v", hs, err)
@@ -77,7 +77,7 @@ func TestRejectHeaderTooLargeBeforeAllocating(t *testing.T) {
 	// A header of the maximal size that the stream does not deliver costs little memory either.
 	bad := bytes.Clone(img[:prefixSize])
 	le32(bad[12:], MaxHeaderSize)
-	allocated := allocatedDuring(func() {
+	allocated := imagetest.AllocatedDuring(func() {
 		if _, err := ParseHeader(bytes.NewReader(bad)); !errors.Is(err, ErrTruncated) {
 			t.Errorf("16 MiB header announced, 16 bytes given: %v", err)
 		}
@@ -85,14 +85,6 @@ func TestRejectHeaderTooLargeBeforeAllocating(t *testing.T) {
 	if allocated > 1<<20 {
 		t.Errorf("%d bytes allocated for a 16-byte stream", allocated)
 	}
-}
-
-func allocatedDuring(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 // TestRejectMalformedFields damages single fields so that the header no longer parses.
@@ -392,7 +384,7 @@ func TestForgedHeaderIsNotParsed(t *testing.T) {
 		{"bad signature", VerifyOptions{Keyring: kr}, ErrBadSignature, read},
 	} {
 		var err error
-		allocated := allocatedDuring(func() { _, err = ReadHeader(bytes.NewReader(forged), c.opts) })
+		allocated := imagetest.AllocatedDuring(func() { _, err = ReadHeader(bytes.NewReader(forged), c.opts) })
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}

@@ -26,7 +26,7 @@ func (slotCopy) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 func copyPayload(r *run, src io.Reader, off int64) *payload {
 	from, size := r.src.Copy, r.src.Size
 	return &payload{format: FormatCopy, r: &unitReader{r: src, off: off}, size: size, info: &Info{Format: FormatCopy, RawSize: size},
-		unit: rawUnit, resumable: true,
+		unit: rawUnit, resumable: true, at: func(c slots.Cursor) int64 { return c.Offset },
 		check: func(_ sink, ra io.ReaderAt) error { return compareSlot(ra, from, size) },
 		holds: func(t *slots.Target) (bool, error) {
 			spare, err := t.OpenReader()
@@ -40,6 +40,24 @@ func copyPayload(r *run, src io.Reader, off int64) *payload {
 			}
 			return err == nil, nil // a difference, or a spare that cannot be read: write it
 		}}
+}
+
+// unitReader never reads across a multiple of rawUnit, so that the source stands exactly at
+// a cursor's offset when the slot writer hands it out (the local input's own state is where
+// its reader stands).
+type unitReader struct {
+	r   io.Reader
+	off int64
+}
+
+func (u *unitReader) Read(p []byte) (int, error) {
+	next := (u.off/rawUnit + 1) * rawUnit
+	if int64(len(p)) > next-u.off {
+		p = p[:next-u.off]
+	}
+	n, err := u.r.Read(p)
+	u.off += int64(n)
+	return n, err
 }
 
 // compareSlot compares the first size bytes of slot with those of from: a difference is

@@ -13,6 +13,12 @@
 //	  → read-back (aduimg: every chunk hash over the slot; MCUboot: its hash TLV over what
 //	    was written; raw: the SHA-256 of the slot, or the CRC-32C of every unit written)
 //
+// The stages run side by side on the cores, with a fixed number of buffers between them so
+// that memory does not grow with the file: a goroutine reads the download ahead (the HTTP
+// body and the file hash), another loads the aduimg chunks (decompression, chunk hashes), the
+// caller's goroutine writes the slot; the read-back reads the slot in order and hashes on up
+// to two cores.
+//
 // A slot copy (Source.Copy, FormatCopy) is the same pipeline with another slot as its file:
 // the agent fills the spare bank's slots that an update does not write from the running
 // bank's. Its bytes go in as they are, its read-back compares the slot with the source, read
@@ -39,8 +45,10 @@
 //
 // Record is the one resume record of an install: the download.State (offset, file-hash
 // state, validators) and the slots.Cursor of the slot write, taken together at chunk (aduimg)
-// or unit (raw and copies, 1 MiB) boundaries where the download (a copy's source) is exactly
-// at the cursor's file offset.
+// or unit (raw and copies, 1 MiB) boundaries: the download's state (a copy's source offset)
+// is the one it had at the cursor's file offset (the read-ahead marks it there, and it
+// travels with the chunk to the writer), saved once the slot holds the bytes up to the
+// cursor, synced.
 // Installer.Save persists it; Install continues from it, or starts over when it does not fit
 // (another file, another slot geometry). MCUboot images start over.
 //

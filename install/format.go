@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
@@ -48,7 +49,10 @@ type format interface {
 type payload struct {
 	format string
 	r      io.Reader // the slot's bytes, verified as they pass
-	size   int64     // how many go into the slot
+	// chunks, for an aduimg image, is r itself: its chunks are loaded and checked in a
+	// goroutine ahead of the slot writer (write).
+	chunks *image.Reader
+	size   int64 // how many go into the slot
 	// info is what the image says, when it is known before the first byte (nil for MCUboot,
 	// whose reader asks at its end).
 	info   *Info
@@ -57,8 +61,16 @@ type payload struct {
 	// resumable says whether they are saved.
 	unit      int
 	resumable bool
-	// check reads the slot back (over ra, which counts) after the write.
-	check func(w sink, ra io.ReaderAt) error
+	// stop is the first file offset after off where a cursor may fall (nil: none), at returns
+	// the file offset of cursor c: where the download must stand when c is saved (set for
+	// every resumable payload).
+	stop func(off int64) int64
+	at   func(c slots.Cursor) int64
+	// check reads the slot back (over ra, which counts) after the write; written says it
+	// does so with the slot writer's checksums of what it wrote (sink.VerifyWritten), which
+	// the writer keeps only then.
+	check   func(w sink, ra io.ReaderAt) error
+	written bool
 	// holds, if set, tells whether the slot holds the payload already, before anything is
 	// written (a slot copy compares the slot with its source).
 	holds func(t *slots.Target) (bool, error)
@@ -148,8 +160,10 @@ func aduimgPayload(h *image.Header, src io.Reader, first int) (*payload, error) 
 	}
 	info := &Info{Format: FormatAduimg, Version: h.Version, SlotClass: h.SlotClass, Compatibility: h.Compatibility,
 		SecurityCounter: h.SecurityCounter, RawSize: h.RawSize, KeyID: h.KeyID.String()}
-	return &payload{format: FormatAduimg, r: rd, size: h.RawSize, info: info, header: h.Encoded(),
+	return &payload{format: FormatAduimg, r: rd, chunks: rd, size: h.RawSize, info: info, header: h.Encoded(),
 		unit: h.ChunkSize, resumable: true,
+		stop: func(off int64) int64 { return frameStart(h, nextFrame(h, off)) },
+		at:   func(c slots.Cursor) int64 { return frameStart(h, c.Chunk) },
 		check: func(_ sink, ra io.ReaderAt) error {
 			err := h.VerifyAt(ra)
 			if errors.Is(err, image.ErrChunkHash) {
@@ -167,28 +181,36 @@ func frameStart(h *image.Header, i int) int64 {
 	return h.Chunks[i].Offset
 }
 
+// nextFrame is the index of the first chunk whose frame starts after file offset off
+// (len(h.Chunks) when none does).
+func nextFrame(h *image.Header, off int64) int {
+	return sort.Search(len(h.Chunks), func(i int) bool { return h.Chunks[i].Offset > off })
+}
+
 // rawUnit is the resume granularity of raw files: cursors fall on multiples of it.
 const rawUnit = 1 << 20
 
 // raw: the file as it is, checked by its SHA-256 (in the download) or not at all (--raw).
 type raw struct{}
 
-func (raw) open(r *run, src io.Reader) (*payload, error) { return rawPayload(r, src, 0), nil }
+func (raw) open(r *run, src io.Reader) (*payload, error) { return rawPayload(r, src), nil }
 
 func (raw) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 	c := rec.Cursor
 	if c.ChunkSize != rawUnit || c.Size != r.src.Size || c.Offset != rec.Download.Offset || r.src.SHA256 == nil {
 		return nil, errStale
 	}
-	return rawPayload(r, src, c.Offset), nil
+	return rawPayload(r, src), nil
 }
 
-func rawPayload(r *run, src io.Reader, off int64) *payload {
+func rawPayload(r *run, src io.Reader) *payload {
 	size, sum := r.src.Size, r.src.SHA256
-	p := &payload{format: FormatRaw, r: src, size: size, info: &Info{Format: FormatRaw, RawSize: size}}
+	p := &payload{format: FormatRaw, r: src, size: size, info: &Info{Format: FormatRaw, RawSize: size}, written: sum == nil}
 	if r.src.Local == nil {
 		// Resumable: the cursors' units are the download's stops.
-		p.r, p.unit, p.resumable = &unitReader{r: src, off: off}, rawUnit, true
+		p.unit, p.resumable = rawUnit, true
+		p.stop = func(off int64) int64 { return (off/rawUnit + 1) * rawUnit }
+		p.at = func(c slots.Cursor) int64 { return c.Offset }
 	}
 	p.check = func(w sink, ra io.ReaderAt) error {
 		if sum == nil {
@@ -207,23 +229,6 @@ func rawPayload(r *run, src io.Reader, off int64) *payload {
 		return nil
 	}
 	return p
-}
-
-// unitReader never reads across a multiple of rawUnit, so that the download stands exactly
-// at a cursor's offset when the slot writer hands it out.
-type unitReader struct {
-	r   io.Reader
-	off int64
-}
-
-func (u *unitReader) Read(p []byte) (int, error) {
-	next := (u.off/rawUnit + 1) * rawUnit
-	if int64(len(p)) > next-u.off {
-		p = p[:next-u.off]
-	}
-	n, err := u.r.Read(p)
-	u.off += int64(n)
-	return n, err
 }
 
 // mcubootFormat: header and body stream into the slot; the hash, the signature and the

@@ -2,9 +2,11 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/internal/readahead"
@@ -14,13 +16,20 @@ import (
 // bytes read so far. Its errors (but io.EOF) wrap ErrDownload, ErrFileHash or ErrRead.
 type input interface {
 	io.Reader
+	// State is the download's state after the bytes read so far. Once the input streams,
+	// it is exact at the stops and at the end only (the download is read ahead); elsewhere
+	// its offset is not the reader's, which checkpoint refuses.
 	State() download.State
 	// head returns the file's first n bytes (fewer for a shorter file) and the file from its
 	// start.
 	head(n int) ([]byte, io.Reader, error)
 	// stream is called when the payload starts: what the format needed before it (a header)
-	// is read.
-	stream()
+	// is read. From then on the input is read ahead of its reader in a goroutine, and no
+	// Read runs past a stop: stop(off) is the first file offset after off where State must
+	// be exact (nil: none).
+	stream(stop func(off int64) int64)
+	// close stops the reading ahead and ends the input; it may be called more than once,
+	// and while another goroutine reads (which then fails).
 	close()
 }
 
@@ -46,32 +55,53 @@ func (r *run) openInput() (input, error) {
 		st := r.resume.Download
 		req.Resume = &st
 	}
-	d, err := download.Open(r.ctx, req)
+	// The download has a context of its own, so that close ends a request the read-ahead
+	// waits for.
+	ctx, cancel := context.WithCancel(r.ctx)
+	d, err := download.Open(ctx, req)
 	if err != nil {
+		cancel()
 		if r.resume != nil && errors.Is(err, download.ErrBadState) {
 			return nil, errStale
 		}
 		return nil, fmt.Errorf("%w: %w", ErrDownload, err)
 	}
-	return &fetched{d: d, from: d.State().Offset}, nil
+	return &fetched{d: d, from: d.State().Offset, cancel: cancel}, nil
 }
 
 // closeInput ends the input and counts the bytes it fetched.
 func (r *run) closeInput() {
+	r.input.close()
 	if f, ok := r.input.(*fetched); ok {
 		r.rec.Downloaded += f.d.State().Offset - f.from
 	}
-	r.input.close()
 }
 
-// fetched is a download; its errors say which stage failed.
+// fetched is a download; its errors say which stage failed. Once it streams, a goroutine
+// reads it ahead (the HTTP body and the file hash on one core, what follows on another),
+// marking the download's state after every block.
 type fetched struct {
-	d    *download.Reader
-	from int64
+	d      *download.Reader
+	from   int64
+	cancel context.CancelFunc
+	ahead  *readahead.Reader[download.State]
+	once   sync.Once
 }
+
+// The download's read-ahead: blocks of 256 KiB, four ahead (the agent's memory is small).
+const (
+	fetchBlock = 256 << 10
+	fetchDepth = 4
+)
 
 func (f *fetched) Read(p []byte) (int, error) {
-	n, err := f.d.Read(p)
+	var n int
+	var err error
+	if f.ahead != nil {
+		n, err = f.ahead.Read(p)
+	} else {
+		n, err = f.d.Read(p)
+	}
 	switch {
 	case err == nil, err == io.EOF:
 	case errors.Is(err, download.ErrHashMismatch):
@@ -82,7 +112,13 @@ func (f *fetched) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (f *fetched) State() download.State { return f.d.State() }
+func (f *fetched) State() download.State {
+	if f.ahead == nil {
+		return f.d.State()
+	}
+	st, _ := f.ahead.Mark()
+	return st
+}
 
 // head reads the first bytes and replays them before the rest.
 func (f *fetched) head(n int) ([]byte, io.Reader, error) {
@@ -94,8 +130,24 @@ func (f *fetched) head(n int) ([]byte, io.Reader, error) {
 	return prefix[:k], io.MultiReader(bytes.NewReader(prefix[:k]), f), nil
 }
 
-func (f *fetched) stream() {}
-func (f *fetched) close()  { f.d.Close() }
+func (f *fetched) stream(stop func(off int64) int64) {
+	base := f.d.State().Offset
+	m := readahead.Marks[download.State]{Mark: f.d.State}
+	if stop != nil {
+		m.Stop = func(off int64) int64 { return stop(base+off) - base }
+	}
+	f.ahead = readahead.NewMarked(f.d, fetchBlock, fetchDepth, m)
+}
+
+func (f *fetched) close() {
+	f.once.Do(func() {
+		f.cancel()
+		if f.ahead != nil {
+			f.ahead.Close()
+		}
+		f.d.Close()
+	})
+}
 
 // local is a file or device read once from its start (a slot copy: from where it resumes):
 // straight while the format reads what it needs first (a header the image may be refused
@@ -127,7 +179,7 @@ func (l *local) Read(p []byte) (int, error) {
 
 // WriteTo hands the read-ahead blocks to w as they are, whole units for the slot writer.
 func (l *local) WriteTo(w io.Writer) (int64, error) {
-	l.stream()
+	l.stream(nil)
 	n, err := l.ahead.(io.WriterTo).WriteTo(w)
 	l.off += n
 	return n, l.wrap(err)
@@ -152,7 +204,8 @@ func (l *local) head(n int) ([]byte, io.Reader, error) {
 	return prefix[:k], l, nil
 }
 
-func (l *local) stream() {
+// stream starts the read-ahead; a local file is not resumed, so it has no stops.
+func (l *local) stream(func(int64) int64) {
 	if l.ahead == nil {
 		l.ahead = readahead.New(io.NewSectionReader(l.ra, l.off, l.size-l.off), aheadBlock, aheadDepth)
 	}

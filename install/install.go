@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/aduflash/aduflash/download"
@@ -93,7 +94,8 @@ type Installer struct {
 	// StallTimeout abandons (and retries) a request that delivers no byte for this long
 	// (0: download's default).
 	StallTimeout time.Duration
-	// MaxChunkSize refuses aduimg images with larger chunks (the reader holds about two),
+	// MaxChunkSize refuses aduimg images with larger chunks (an install holds about two: one
+	// on its way to the slot, and a compressed frame; up to three of 1 MiB on their way),
 	// before a payload byte is read (0: no limit).
 	MaxChunkSize int
 	// MaxHeaderSize refuses aduimg images with larger headers before reading them (0: only
@@ -180,6 +182,13 @@ type run struct {
 	resume *Record
 	rec    Record
 	input  input
+	// at is the resume point of a cursor that the chunk being written (or finished)
+	// completes: the download's state after that chunk's frame; chunked says it is set
+	// (aduimg; otherwise the writer's goroutine reads the input, whose state is exact).
+	at      download.State
+	chunked bool
+	// cursorAt is the payload's payload.at: where the download stands at a cursor.
+	cursorAt func(c slots.Cursor) int64
 }
 
 // install is the pipeline: input, format, admission, slot write, read-back.
@@ -211,7 +220,7 @@ func (r *run) install() error {
 		return err
 	}
 	defer w.Close()
-	r.input.stream()
+	r.input.stream(p.stop)
 	if err := r.write(w, p); err != nil {
 		return err
 	}
@@ -291,9 +300,12 @@ func (r *run) openSink(p *payload) (sink, error) {
 	if p.resumable && r.in.Save != nil {
 		// Without anybody keeping the cursors, sync points would only cost time: the
 		// writer then syncs once, at Finish.
+		r.cursorAt = p.at
 		opts = append(opts, slots.WithCursorFunc(r.checkpoint))
 	}
-	if r.in.NoReadBack {
+	if r.in.NoReadBack || !p.written {
+		// Nobody asks for the checksums of what was written (the read-back checks the
+		// chunk hashes, or a SHA-256): the writer need not compute them.
 		opts = append(opts, slots.WithoutReadBack())
 	}
 	opts = append(opts, r.in.WriterOptions...)
@@ -314,8 +326,13 @@ func (r *run) openSink(p *payload) (sink, error) {
 // write streams the payload into the slot and finishes the write.
 func (r *run) write(w sink, p *payload) error {
 	r.stage(StageWrite, p.size)
-	// p.r is the format's reader itself: an aduimg reader writes whole chunks (WriterTo).
-	_, err := io.CopyBuffer(&meterWriter{ctx: r.ctx, w: w, m: r.in.Meter}, p.r, make([]byte, 256<<10))
+	mw := &meterWriter{ctx: r.ctx, w: w, m: r.in.Meter}
+	var err error
+	if p.chunks != nil {
+		err = r.writeChunks(mw, p.chunks)
+	} else {
+		_, err = io.CopyBuffer(mw, p.r, make([]byte, 256<<10))
+	}
 	if err == nil {
 		err = w.Finish()
 	}
@@ -338,11 +355,91 @@ func (r *run) readBack(w sink, p *payload) error {
 	return nil
 }
 
-// checkpoint saves a resume point at cursor c. The payload readers stop at every chunk
-// (aduimg) or unit (raw) boundary, so the download stands exactly at c's file offset; a
-// record that does not fit is refused when it is resumed.
+// chunkMemory bounds the chunks on their way to the slot: three of 1 MiB (one being loaded
+// and checked, one waiting, one being written), two of 2 MiB; larger chunks go one at a
+// time, loaded while the download is read ahead, as the agent's memory is sized for them.
+const chunkMemory = 4 << 20
+
+// chunk is a verified chunk on its way to the slot, with the download's state after its
+// frame; or the error (io.EOF after the last chunk) that ended the image.
+type chunk struct {
+	buf []byte
+	n   int
+	at  download.State
+	err error
+}
+
+// writeChunks writes the image's chunks to w in order, loaded and checked (read, decompressed,
+// hashed) in a goroutine ahead of the slot writer. Each chunk comes with the download's state
+// after its frame, which is the resume point of a cursor the chunk completes.
+func (r *run) writeChunks(w io.Writer, rd *image.Reader) error {
+	h := rd.Header()
+	size := int(min(int64(h.ChunkSize), h.RawSize))
+	buffers := min(3, max(1, chunkMemory/max(size, 1)))
+	free, full, stop := make(chan []byte, buffers), make(chan chunk, 1), make(chan struct{})
+	for range buffers {
+		free <- make([]byte, size)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { r.loadChunks(rd, free, full, stop) })
+	defer func() {
+		close(stop)
+		r.input.close() // a load that waits for the download returns
+		wg.Wait()
+	}()
+	for c := range full {
+		if c.err != nil {
+			if c.err == io.EOF {
+				return nil
+			}
+			return c.err
+		}
+		r.at, r.chunked = c.at, true
+		if _, err := w.Write(c.buf[:c.n]); err != nil {
+			return err
+		}
+		free <- c.buf
+	}
+	return nil
+}
+
+// loadChunks reads chunks from rd into the free buffers and sends them to full, until the
+// image ends (io.EOF), fails, or stop is closed.
+func (r *run) loadChunks(rd *image.Reader, free <-chan []byte, full chan<- chunk, stop <-chan struct{}) {
+	defer close(full)
+	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-stop:
+			return
+		}
+		n, err := rd.ReadChunk(buf)
+		c := chunk{buf: buf, n: n, at: r.input.State(), err: err}
+		select {
+		case full <- c:
+		case <-stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// checkpoint saves a resume point at cursor c, with the download's state at c's file offset:
+// the one that came with the chunk being written (aduimg), or the input's own (raw: the
+// writer's goroutine reads the input, which stops at every unit). A state anywhere else
+// would resume the download where the slot does not stand: it is refused.
 func (r *run) checkpoint(c slots.Cursor) error {
-	r.rec.Cursor, r.rec.Download = &c, r.input.State()
+	at := r.at
+	if !r.chunked {
+		at = r.input.State()
+	}
+	if want := r.cursorAt(c); at.Offset != want {
+		return fmt.Errorf("install: the download stands at file offset %d, cursor %d/%d of %s needs %d", at.Offset, c.Offset, c.Size, c.Slot, want)
+	}
+	r.rec.Cursor, r.rec.Download = &c, at
 	return r.in.Save(r.rec)
 }
 

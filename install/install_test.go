@@ -3,7 +3,11 @@ package install
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -289,5 +293,108 @@ func TestInstallLocal(t *testing.T) {
 	}
 	if _, err := in.Install(context.Background(), Source{Size: 1, SHA256: make([]byte, 32), Local: bytes.NewReader(nil)}, d.target(t, "rootfs-b"), nil); !errors.Is(err, ErrSource) {
 		t.Errorf("a local file with a hash: %v", err)
+	}
+}
+
+// Every resume point saved tells what is durable, though the download and the image's chunks
+// are read ahead of the slot writer: the slot holds the payload up to the cursor, and the
+// download's state is the one at the cursor's file offset (that offset, and the SHA-256
+// state of the file up to it).
+func TestInstallResumePointsMatchTheSlot(t *testing.T) {
+	raw := testData(12, 2<<20+999)
+	small := func(comp image.Compression) func(*image.SignOptions) {
+		return func(o *image.SignOptions) { o.ChunkSize, o.Compression = 64<<10, comp }
+	}
+	for _, tc := range []struct {
+		name, format string
+		file         []byte
+	}{
+		{"aduimg zstd", FormatAduimg, aduimgOf(t, raw, "2.0", small(image.CompressZstd))},
+		{"aduimg", FormatAduimg, aduimgOf(t, raw, "2.0", small(image.CompressNone))},
+		{"raw", FormatRaw, raw},
+	} {
+		d, srv := newDevice(t), newServer(t)
+		src := srv.put(tc.name, tc.file)
+		fileOffset := func(c *slots.Cursor) int64 { return c.Offset }
+		if tc.format == FormatAduimg {
+			h, err := image.ParseHeader(bytes.NewReader(tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fileOffset = func(c *slots.Cursor) int64 { return frameStart(h, c.Chunk) }
+		}
+		in := d.installer(t)
+		in.AllowRaw = true
+		points := 0
+		in.Save = func(rec Record) error {
+			if rec.Done {
+				return nil
+			}
+			points++
+			c := rec.Cursor
+			if want := fileOffset(c); rec.Download.Offset != want {
+				t.Errorf("%s: cursor at %d (chunk %d) saved with the download at %d, want %d", tc.name, c.Offset, c.Chunk, rec.Download.Offset, want)
+			}
+			if !bytes.Equal(rec.Download.Hash, sha256State(t, tc.file[:rec.Download.Offset])) {
+				t.Errorf("%s: the hash state saved at %d is not the one of the file up to there", tc.name, rec.Download.Offset)
+			}
+			if !d.holds("rootfs-b", raw[:c.Offset]) {
+				t.Errorf("%s: cursor at %d saved before the slot holds the payload up to there", tc.name, c.Offset)
+			}
+			return nil
+		}
+		rec, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil)
+		if err != nil || !rec.Done {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if points < 3 {
+			t.Errorf("%s: %d resume points", tc.name, points)
+		}
+	}
+}
+
+// sha256State is the marshaled SHA-256 state after b, as download.State holds it.
+func sha256State(t *testing.T, b []byte) []byte {
+	h := sha256.New()
+	h.Write(b)
+	st, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A write that fails (here: saving the first resume point) ends the install at once, though
+// the chunk loader waits for bytes the server holds back: the download is ended under it.
+func TestInstallWriteFailureEndsTheDownload(t *testing.T) {
+	d := newDevice(t)
+	file := aduimgOf(t, testData(13, 3<<20), "2.0", func(o *image.SignOptions) { o.ChunkSize, o.Compression = 64<<10, image.CompressNone })
+	h, err := image.ParseHeader(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file slot's first resume point comes after its first 1 MiB unit (16 chunks), when
+	// the loader is at chunk 17 or 18 (three chunks on their way): the server sends up to the
+	// start of chunk 17, then nothing until the client goes.
+	cut := h.Chunks[17].Offset + 100
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(file)))
+		w.Write(file[:cut])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(release) })
+	sum := sha256.Sum256(file)
+	in := d.installer(t)
+	cutPower := errors.New("power cut")
+	in.Save = func(Record) error { return cutPower }
+	_, err = in.Install(context.Background(), Source{URL: ts.URL, Size: int64(len(file)), SHA256: sum[:]}, d.target(t, "rootfs-b"), nil)
+	if !errors.Is(err, cutPower) {
+		t.Fatalf("install: %v", err)
 	}
 }

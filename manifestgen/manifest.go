@@ -277,20 +277,13 @@ func (c Compatibility) Get(name string) (string, bool) {
 	return "", false
 }
 
-// MarshalJSON writes the properties in order.
+// MarshalJSON writes the properties in order, as an Object of strings.
 func (c Compatibility) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
+	o := make(Object, len(c))
 	for i, p := range c {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.Write(quote(p.Name))
-		b.WriteByte(':')
-		b.Write(quote(p.Value))
+		o[i] = Member{Name: p.Name, Value: quote(p.Value)}
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return o.MarshalJSON()
 }
 
 // UnmarshalJSON reads an object of string properties in order.

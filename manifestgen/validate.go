@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -669,8 +669,10 @@ func (c *checker) size(path string, n *node) int64 {
 var hashLen = map[string]int{"sha256": 32}
 
 // eachMember calls fn with each member of the object n and its path; a repeated name is
-// reported as a duplicate, and only its first occurrence is passed on.
-func (c *checker) eachMember(path string, n *node, fn func(p string, m member)) {
+// reported as a duplicate, and only its first occurrence is passed on. It returns the names
+// passed on, in order.
+func (c *checker) eachMember(path string, n *node, fn func(p string, m member)) []string {
+	var names []string
 	seen := map[string]bool{}
 	for _, m := range n.members {
 		p := field(path, m.name)
@@ -679,52 +681,47 @@ func (c *checker) eachMember(path string, n *node, fn func(p string, m member)) 
 			continue
 		}
 		seen[m.name] = true
+		names = append(names, m.name)
 		fn(p, m)
 	}
+	return names
 }
 
 func (c *checker) hashes(path string, n *node) {
 	if !c.isKind(path, n, kObject) {
 		return
 	}
-	seen := map[string]bool{}
-	for _, m := range n.members {
-		p := field(path, m.name)
-		if seen[m.name] {
-			c.add(p, "duplicate member")
-			continue
-		}
-		seen[m.name] = true
-		if l := runes(m.name); l < 1 || l > MaxHashNameLength {
-			c.add(p, "hash algorithm name must be 1 to %d characters long, got %d", MaxHashNameLength, l)
-		}
-		if !c.isKind(p, m.val, kString) {
-			continue
-		}
-		s := m.val.str
-		if s == "" {
-			c.add(p, "must not be empty")
-			continue
-		}
-		digest, err := decodeStdBase64(s)
-		if err != nil {
-			c.add(p, "must be standard base64 (with = padding): %v", err)
-			continue
-		}
-		if want, ok := hashLen[m.name]; ok && len(digest) != want {
-			c.add(p, "must encode a %d-byte %s digest, got %d bytes", want, m.name, len(digest))
-		}
+	names := c.eachMember(path, n, c.hash)
+	if len(names) > MaxHashes {
+		slices.Sort(names)
+		c.add(path, "must have at most %d hashes, got %d (%s)", MaxHashes, len(names), strings.Join(names, ", "))
 	}
-	if len(seen) > MaxHashes {
-		names := make([]string, 0, len(seen))
-		for k := range seen {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		c.add(path, "must have at most %d hashes, got %d (%s)", MaxHashes, len(seen), strings.Join(names, ", "))
-	}
-	if !seen["sha256"] {
+	if !slices.Contains(names, "sha256") {
 		c.add(field(path, "sha256"), "is required")
+	}
+}
+
+// hash checks one member of hashes at p: the algorithm name, and the digest in standard
+// base64 (of the algorithm's size where it is known).
+func (c *checker) hash(p string, m member) {
+	if l := runes(m.name); l < 1 || l > MaxHashNameLength {
+		c.add(p, "hash algorithm name must be 1 to %d characters long, got %d", MaxHashNameLength, l)
+	}
+	if !c.isKind(p, m.val, kString) {
+		return
+	}
+	s := m.val.str
+	if s == "" {
+		c.add(p, "must not be empty")
+		return
+	}
+	digest, err := decodeStdBase64(s)
+	if err != nil {
+		c.add(p, "must be standard base64 (with = padding): %v", err)
+		return
+	}
+	if want, ok := hashLen[m.name]; ok && len(digest) != want {
+		c.add(p, "must encode a %d-byte %s digest, got %d bytes", want, m.name, len(digest))
 	}
 }
 

@@ -12,15 +12,9 @@ import (
 // QEMU: nandsim as /dev/mtd0 (128 MiB NAND, 2 KiB pages, factory bad blocks 3 and 7) and a
 // UBI volume on mtdram (/dev/mtd1).
 func TestInVM(t *testing.T) {
-	if vmtest.InGuest() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM (about 10 s under TCG); -short")
-	}
 	vm := vmtest.Run(t, vmtest.Config{
 		Modules: []string{
-			"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7",
+			vmtest.NANDSim,
 			"mtdram total_size=16384 erase_size=128",
 			"ubi",
 		},

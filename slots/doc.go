@@ -10,7 +10,9 @@
 // that every bank uses (SpareShared, a data partition), which is never written. The layout is the [slots] section of the device's TOML config file
 // (see examples/aduagent.toml); LoadConfig reads only that section and ignores the others.
 // A slot names its storage: a file, a block device or partition (by path, GPT PARTLABEL or
-// PARTUUID through /dev/disk/by-partlabel and by-partuuid), an eMMC boot partition (whose
+// PARTUUID through /dev/disk/by-partlabel and by-partuuid, or, on a system without udev
+// (busybox mdev) where those links are missing, from the GPT of each disk in sysfs, read with
+// u-root's GPT reader), an eMMC boot partition (whose
 // /sys/block/<dev>/force_ro is cleared for the write and restored after), a raw MTD device
 // (by name or number, NOR or NAND) or a UBI volume (by name).
 //

@@ -4,6 +4,7 @@ package slots
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -174,3 +175,61 @@ func writeFlashNoVerify(b *testing.B, path string, off, length int64, img []byte
 	}
 	w.Close()
 }
+
+// TestKernelGPT runs in the VM of TestInVMGPT: a virtio disk (ADUFLASH_VM_DISK) with a GPT and
+// no udev. The banks resolve by PARTLABEL and PARTUUID from the GPT, the block writer writes
+// bank B's partition (checked by the host), and bank A, the running one, is refused.
+func TestKernelGPT(t *testing.T) {
+	if os.Getenv("ADUFLASH_VM_DISK") == "" {
+		t.Skip("ADUFLASH_VM_DISK is unset: runs inside the VM (TestInVMGPT)")
+	}
+	if _, err := os.Stat("/dev/disk/by-partlabel"); err == nil {
+		t.Fatal("/dev/disk/by-partlabel exists: the guest should have no udev")
+	}
+	cfg, err := ParseConfig([]byte(gptSlotsTOML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := filepath.Join(t.TempDir(), "cmdline")
+	if err := os.WriteFile(cmdline, []byte("root=PARTLABEL=rootfs_a adu.slot=A\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayout(cfg, Env{Cmdline: cmdline})
+	for slot, want := range map[string]string{"rootfs-a": "/dev/vda1", "rootfs-b": "/dev/vda2"} {
+		s, err := l.Slot(slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := l.Resolve(s); err != nil || got != want {
+			t.Fatalf("Resolve(%s) = %q, %v; want %s", slot, got, err, want)
+		}
+	}
+	a, _ := l.Slot("rootfs-a")
+	if _, err := l.OpenWriter(a, 4096, nil); !errors.Is(err, ErrActiveSlot) {
+		t.Fatalf("writing the running bank A: %v, want ErrActiveSlot", err)
+	}
+	b, _ := l.Slot("rootfs-b")
+	img := kpayload(t, 11, gptPayloadSize)
+	w, err := l.OpenWriter(b, int64(len(img)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Capacity() != 4<<20 {
+		t.Fatalf("bank B's capacity %d, want the partition's 4 MiB", w.Capacity())
+	}
+	if _, err := w.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Verify(bytes.NewReader(img)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gptPayloadSize is what TestKernelGPT writes into bank B (testpayload seed 11).
+const gptPayloadSize = 3<<20 + 1234

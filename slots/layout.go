@@ -147,9 +147,9 @@ func (l *Layout) Resolve(s *Slot) (string, error) {
 	case s.adhoc:
 		return s.Path, nil
 	case s.PartLabel != "":
-		return l.byLink("by-partlabel", s.PartLabel)
+		return l.byLinkOrGPT("by-partlabel", s.PartLabel, "")
 	case s.PartUUID != "":
-		return l.byLink("by-partuuid", strings.ToLower(s.PartUUID))
+		return l.byLinkOrGPT("by-partuuid", "", strings.ToLower(s.PartUUID))
 	case s.Type == TypeUBI:
 		v, err := l.Env.mtdPaths().FindVolume(s.UBIVolume)
 		if err != nil {
@@ -168,6 +168,15 @@ func (l *Layout) Resolve(s *Slot) (string, error) {
 		return p.DevicePath(n), nil
 	}
 	return l.devPath(s.Path), nil
+}
+
+// byLinkOrGPT resolves a partition by name or GUID through udev's /dev/disk/<dir> link, or,
+// on a system without those links (busybox mdev), from the disks' GPTs (byGPT).
+func (l *Layout) byLinkOrGPT(dir, label, uuid string) (string, error) {
+	if _, err := os.Stat(filepath.Join(l.Env.dev(), "disk", dir)); errors.Is(err, fs.ErrNotExist) {
+		return l.byGPT(label, uuid)
+	}
+	return l.byLink(dir, label+uuid)
 }
 
 func (l *Layout) byLink(dir, name string) (string, error) {

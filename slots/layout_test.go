@@ -252,12 +252,19 @@ func TestPartLabelAndForceRO(t *testing.T) {
 	}
 }
 
-func TestLayoutFlashAndSize(t *testing.T) {
+// reservedNANDLayout is layoutDoc with bank A running and slot fw-b 512 KiB of a NAND with
+// one bad block in it and 2 blocks reserved: 5 blocks of 64 KiB to write.
+func reservedNANDLayout(t *testing.T) *Layout {
 	fs := newFakeSystem(t, "adu.slot=A")
 	doc := strings.Replace(layoutDoc, `mtd = "fw_b"`, "mtd = \"fw_b\"\nreserve_blocks = 2\nsize = \"512KiB\"", 1)
 	l := fs.layout(t, doc)
 	dev, _ := mtdsim.NewNAND(1<<20, 64<<10, 2<<10, mtdsim.WithFactoryBad(1))
 	l.Env.OpenFlash = func(s *Slot) (Flash, error) { return dev, nil }
+	return l
+}
+
+func TestLayoutFlashAndSize(t *testing.T) {
+	l := reservedNANDLayout(t)
 	s, _ := l.Slot("fw-b")
 	// 8 blocks in 512 KiB, 1 bad, 2 reserved: 5 blocks.
 	if _, err := l.OpenWriter(s, 5*64<<10+1, nil); !errors.Is(err, ErrTooLarge) {
@@ -280,11 +287,7 @@ func TestLayoutFlashAndSize(t *testing.T) {
 // Prepare resolves a slot once for a write: it refuses the running bank, tells the capacity
 // (NAND: after bad blocks and the reserve) and hands out a target that opens the writer.
 func TestPrepare(t *testing.T) {
-	fs := newFakeSystem(t, "adu.slot=A")
-	doc := strings.Replace(layoutDoc, `mtd = "fw_b"`, "mtd = \"fw_b\"\nreserve_blocks = 2\nsize = \"512KiB\"", 1)
-	l := fs.layout(t, doc)
-	dev, _ := mtdsim.NewNAND(1<<20, 64<<10, 2<<10, mtdsim.WithFactoryBad(1))
-	l.Env.OpenFlash = func(s *Slot) (Flash, error) { return dev, nil }
+	l := reservedNANDLayout(t)
 	a, _ := l.Slot("fw-a")
 	if _, err := l.Prepare(a); !errors.Is(err, ErrActiveSlot) {
 		t.Fatalf("running bank: %v", err)

@@ -111,7 +111,7 @@ func (t *Target) measure() (int64, error) {
 		}
 		return c, nil
 	case s.IsMTD():
-		dev, err := t.openFlashReadOnly()
+		dev, err := t.openFlash(readOnly)
 		if err != nil {
 			return 0, err
 		}
@@ -124,7 +124,7 @@ func (t *Target) measure() (int64, error) {
 			return int64(s.Size), nil
 		}
 	}
-	dev, size, err := t.openBlockReadOnly()
+	dev, size, err := t.openBlock(readOnly)
 	if err != nil {
 		return 0, err
 	}
@@ -152,7 +152,7 @@ func (t *Target) OpenWriter(size int64, resume *Cursor, opts ...Option) (Writer,
 		}
 		return NewVolumeWriter(t.vol, name, size, resume, opts...)
 	case s.IsMTD():
-		dev, err := t.openFlash()
+		dev, err := t.openFlash(readWrite)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +186,7 @@ func (t *Target) openBlockWriter(size int64, resume *Cursor, opts []Option) (Wri
 		cleanup()
 		return nil, err
 	}
-	dev, capacity, err := t.openBlock()
+	dev, capacity, err := t.openBlock(readWrite)
 	if err != nil {
 		return fail(err)
 	}
@@ -207,26 +207,43 @@ func (t *Target) openBlockWriter(size int64, resume *Cursor, opts []Option) (Wri
 	return w, nil
 }
 
-func (t *Target) openFlash() (Flash, error) {
+// access is how a target's storage is opened.
+type access int
+
+const (
+	readOnly access = iota
+	readWrite
+)
+
+// openFlash opens the target's raw flash (through the Env hook when there is one).
+func (t *Target) openFlash(a access) (Flash, error) {
 	if t.l.Env.OpenFlash != nil {
 		return t.l.Env.OpenFlash(t.slot)
 	}
-	d, err := t.l.Env.mtdPaths().Open(t.path)
+	open := t.l.Env.mtdPaths().OpenReadOnly
+	if a == readWrite {
+		open = t.l.Env.mtdPaths().Open
+	}
+	d, err := open(t.path)
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: %w", t.slot, err)
 	}
 	return d, nil
 }
 
-// openBlock opens a file or block device for reading and writing and returns its size
-// (0 for a regular file: it may grow).
-func (t *Target) openBlock() (BlockDevice, int64, error) {
+// openBlock opens the target's file or block device (through the Env hook when there is
+// one) and returns its size (0 for a regular file: it may grow). Opened for writing, a file
+// slot's file is created if it does not exist.
+func (t *Target) openBlock(a access) (BlockDevice, int64, error) {
 	if t.l.Env.OpenBlock != nil {
 		return t.l.Env.OpenBlock(t.slot)
 	}
-	flag := os.O_RDWR
-	if t.slot.Type == TypeFile {
-		flag |= os.O_CREATE
+	flag := os.O_RDONLY
+	if a == readWrite {
+		flag = os.O_RDWR
+		if t.slot.Type == TypeFile {
+			flag |= os.O_CREATE
+		}
 	}
 	f, err := os.OpenFile(t.path, flag, 0o644)
 	if err != nil {

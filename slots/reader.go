@@ -49,7 +49,7 @@ func (t *Target) OpenReader() (Reader, error) {
 		}
 		return &slotReader{name: s.String(), read: t.vol.ReadAt, size: limit(size), close: func() error { return nil }}, nil
 	case s.IsMTD():
-		dev, err := t.openFlashReadOnly()
+		dev, err := t.openFlash(readOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +65,7 @@ func (t *Target) OpenReader() (Reader, error) {
 		}
 		return &slotReader{name: s.String(), read: be.readAt, size: good, close: dev.Close}, nil
 	}
-	dev, size, err := t.openBlockReadOnly()
+	dev, size, err := t.openBlock(readOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -112,42 +112,4 @@ func (r *slotReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-// openFlashReadOnly opens the target's raw flash for reading only.
-func (t *Target) openFlashReadOnly() (Flash, error) {
-	if t.l.Env.OpenFlash != nil {
-		return t.l.Env.OpenFlash(t.slot)
-	}
-	d, err := t.l.Env.mtdPaths().OpenReadOnly(t.path)
-	if err != nil {
-		return nil, fmt.Errorf("slot %s: %w", t.slot, err)
-	}
-	return d, nil
-}
-
-// openBlockReadOnly opens the target's file or block device for reading only and returns its
-// size (0 for a regular file, as openBlock).
-func (t *Target) openBlockReadOnly() (BlockDevice, int64, error) {
-	if t.l.Env.OpenBlock != nil {
-		return t.l.Env.OpenBlock(t.slot)
-	}
-	f, err := os.Open(t.path)
-	if err != nil {
-		return nil, 0, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if fi.Mode().IsRegular() {
-		return f, 0, nil
-	}
-	n, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: cannot tell its size: %w", t.path, err)
-	}
-	return f, n, nil
 }

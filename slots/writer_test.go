@@ -38,6 +38,23 @@ func nor(t *testing.T, size int) *mtdsim.Flash {
 	return f
 }
 
+// writeBlock writes data through a block writer over all of dev and finishes.
+func writeBlock(t *testing.T, dev BlockDevice, data []byte, opts ...Option) Writer {
+	t.Helper()
+	size := int64(len(data))
+	w, err := NewBlockWriter(dev, "t", 0, size, size, nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // writeAll writes s's payload from the writer's cursor on, finishes and verifies.
 func writeAll(t *testing.T, w Writer, s *signed) {
 	t.Helper()
@@ -407,16 +424,7 @@ func TestSyncPointsOnlyForCursorKeepers(t *testing.T) {
 		if keep {
 			opts = append(opts, WithCursorFunc(func(c Cursor) error { cursors = append(cursors, c); return nil }))
 		}
-		w, err := NewBlockWriter(dev, "t", 0, size, size, nil, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Finish(); err != nil {
-			t.Fatal(err)
-		}
+		w := writeBlock(t, dev, data, opts...)
 		syncs := w.Stats().Syncs
 		if keep && (syncs < 8 || len(cursors) < 8) {
 			t.Errorf("with a cursor keeper: %d syncs, %d cursors; want one per MiB", syncs, len(cursors))
@@ -443,16 +451,7 @@ func TestWithoutReadBack(t *testing.T) {
 		if noRB {
 			opts = append(opts, WithoutReadBack())
 		}
-		w, err := NewBlockWriter(dev, "t", 0, size, size, nil, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Finish(); err != nil {
-			t.Fatal(err)
-		}
+		w := writeBlock(t, dev, data, opts...)
 		err = w.VerifyWritten()
 		if noRB && err == nil {
 			t.Error("VerifyWritten after WithoutReadBack passed without checking anything")
@@ -498,17 +497,7 @@ func TestBlockProbeBacksOff(t *testing.T) {
 	if err := sim.Load(old); err != nil {
 		t.Fatal(err)
 	}
-	dev := &countingBlock{BlockDevice: sim}
-	w, err := NewBlockWriter(dev, "t", 0, int64(len(img)), int64(len(img)), nil, WithUnit(unit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(img); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Finish(); err != nil {
-		t.Fatal(err)
-	}
+	w := writeBlock(t, &countingBlock{BlockDevice: sim}, img, WithUnit(unit))
 	if !bytes.Equal(sim.Bytes(), img) {
 		t.Fatal("content differs from the image")
 	}
@@ -522,16 +511,7 @@ func TestBlockProbeBacksOff(t *testing.T) {
 	// A fresh image over different content: after the first run of misses, few reads.
 	fresh, _ := mtdsim.NewBlock(len(img), 512)
 	dev2 := &countingBlock{BlockDevice: fresh}
-	w2, err := NewBlockWriter(dev2, "t", 0, int64(len(img)), int64(len(img)), nil, WithUnit(unit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w2.Write(img); err != nil {
-		t.Fatal(err)
-	}
-	if err := w2.Finish(); err != nil {
-		t.Fatal(err)
-	}
+	writeBlock(t, dev2, img, WithUnit(unit))
 	if max := missRun + units/probeEvery + 2; dev2.reads > max {
 		t.Fatalf("%d reads before writing %d differing units, want at most %d", dev2.reads, units, max)
 	}

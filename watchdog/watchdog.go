@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/clock"
 )
 
 // Sentinel errors.
@@ -65,16 +67,7 @@ type Device interface {
 type Opener func(path string) (Device, error)
 
 // Clock is the time source of a Feeder.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
+type Clock = clock.Clock
 
 // SystemClock is the Clock backed by package time.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type SystemClock = clock.System

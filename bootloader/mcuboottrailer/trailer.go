@@ -280,23 +280,23 @@ func (g geometry) flag(b byte) Flag {
 	return FlagBad
 }
 
-// readFields reads the trailer fields region of a slot.
-func (s Slot) readFields(g geometry) ([]byte, error) {
+// readFields works out the slot's trailer geometry and reads its fields region.
+func (s Slot) readFields() (geometry, []byte, error) {
+	g, err := s.geometry()
+	if err != nil {
+		return geometry{}, nil, err
+	}
 	b := make([]byte, g.fields)
 	off := s.Offset + s.Size - int64(g.fields)
 	if _, err := io.ReadFull(io.NewSectionReader(s.Flash, off, int64(len(b))), b); err != nil {
-		return nil, fmt.Errorf("%w: reading trailer at %d: %w", ErrFlash, off, err)
+		return geometry{}, nil, fmt.Errorf("%w: reading trailer at %d: %w", ErrFlash, off, err)
 	}
-	return b, nil
+	return g, b, nil
 }
 
 // Read reads and decodes a slot's trailer.
 func Read(s Slot) (Status, error) {
-	g, err := s.geometry()
-	if err != nil {
-		return Status{}, err
-	}
-	r, err := s.readFields(g)
+	g, r, err := s.readFields()
 	if err != nil {
 		return Status{}, err
 	}

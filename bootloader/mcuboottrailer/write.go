@@ -94,11 +94,7 @@ func readFull(f Flash, b []byte, off int64) error {
 // s.ImageEnd; otherwise ErrStale is returned and nothing is written. (bootutil itself erases
 // the whole slot when the magic is bad; this package never erases image data.)
 func RequestUpgrade(s Slot, permanent bool) error {
-	g, err := s.geometry()
-	if err != nil {
-		return err
-	}
-	fields, err := s.readFields(g)
+	g, fields, err := s.readFields()
 	if err != nil {
 		return err
 	}
@@ -159,11 +155,7 @@ func (s Slot) eraseFields(g geometry, field string) error {
 // needs nothing; a corrupt magic gives ErrBadMagic. Nothing is ever erased in the primary
 // slot, so a non-erased image_ok unit gives ErrNotErased.
 func Confirm(s Slot) error {
-	g, err := s.geometry()
-	if err != nil {
-		return err
-	}
-	fields, err := s.readFields(g)
+	g, fields, err := s.readFields()
 	if err != nil {
 		return err
 	}

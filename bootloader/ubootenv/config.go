@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/aduflash/aduflash/internal/cnum"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -108,52 +109,6 @@ func classify(d *Device, path, file string) error {
 	return nil
 }
 
-// parseCInt parses like C's %lli / strtoll(s, 0): optional sign, 0x hex, leading-0 octal,
-// else decimal. The whole token must be a number.
-func parseCInt(s string) (int64, error) {
-	neg := false
-	t := s
-	if strings.HasPrefix(t, "-") || strings.HasPrefix(t, "+") {
-		neg = t[0] == '-'
-		t = t[1:]
-	}
-	base := 10
-	switch {
-	case len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X"):
-		base, t = 16, t[2:]
-	case len(t) > 1 && t[0] == '0':
-		base, t = 8, t[1:]
-	}
-	if t == "" || strings.ContainsAny(t, "_+-") {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	v, err := strconv.ParseInt(t, base, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	if neg {
-		v = -v
-	}
-	return v, nil
-}
-
-// parseCHex parses like C's %lx: hexadecimal with an optional 0x prefix — also without
-// the prefix, as in libubootenv and U-Boot's fw_env.c ("4000" means 0x4000).
-func parseCHex(s string) (int64, error) {
-	t := s
-	if len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X") {
-		t = t[2:]
-	}
-	if t == "" || strings.ContainsAny(t, "_+-") {
-		return 0, fmt.Errorf("%q is not a hexadecimal number", s)
-	}
-	v, err := strconv.ParseInt(t, 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a hexadecimal number", s)
-	}
-	return v, nil
-}
-
 // ParseConfig parses the legacy fw_env.config form: one or two lines of
 // "device offset env_size [sector_size [num_sectors [disable_lock]]]", '#' comments.
 // As in libubootenv, offset is a C integer (0x hex, leading-0 octal, decimal, may be
@@ -184,19 +139,19 @@ func ParseConfig(file string, data []byte) (Config, error) {
 			return Config{}, err
 		}
 		var err error
-		if d.Offset, err = parseCInt(fields[1]); err != nil {
+		if d.Offset, err = cnum.ParseInt(fields[1]); err != nil {
 			return Config{}, configErr(file, line, "offset: %v", err)
 		}
-		if d.EnvSize, err = parseCHex(fields[2]); err != nil {
+		if d.EnvSize, err = cnum.ParseHex(fields[2]); err != nil {
 			return Config{}, configErr(file, line, "env size: %v", err)
 		}
 		if len(fields) > 3 {
-			if d.SectorSize, err = parseCHex(fields[3]); err != nil {
+			if d.SectorSize, err = cnum.ParseHex(fields[3]); err != nil {
 				return Config{}, configErr(file, line, "sector size: %v", err)
 			}
 		}
 		if len(fields) > 4 {
-			if d.NumSectors, err = parseCHex(fields[4]); err != nil {
+			if d.NumSectors, err = cnum.ParseHex(fields[4]); err != nil {
 				return Config{}, configErr(file, line, "number of sectors: %v", err)
 			}
 		}
@@ -272,18 +227,17 @@ func ParseConfigYAML(file string, data []byte) ([]Config, error) {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, configErr(file, doc.Line, "top level must be a mapping of namespaces")
 	}
-	top := doc.Content[0]
 	var out []Config
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i], top.Content[i+1]
+	err := eachPair(doc.Content[0], func(k, v *yaml.Node) error {
 		if k.Kind != yaml.ScalarNode || k.Value == "" {
-			return nil, configErr(file, k.Line, "namespace name must be a non-empty string")
+			return configErr(file, k.Line, "namespace name must be a non-empty string")
 		}
 		cfg, err := parseNamespace(file, k.Value, v)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: %s: no namespace", ErrConfig, file)
@@ -303,11 +257,22 @@ func yamlUint(file string, n *yaml.Node, what string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	v, err := parseCInt(s)
+	v, err := cnum.ParseInt(s)
 	if err != nil || v < 0 {
 		return 0, configErr(file, n.Line, "%s: %q is not an unsigned number", what, s)
 	}
 	return v, nil
+}
+
+// eachPair calls f with every key and value of the YAML mapping n, in order, and stops at
+// the first error.
+func eachPair(n *yaml.Node, f func(k, v *yaml.Node) error) error {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if err := f(n.Content[i], n.Content[i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
@@ -317,8 +282,7 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 	}
 	var size int64
 	var devNodes []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	err := eachPair(n, func(k, v *yaml.Node) error {
 		var err error
 		switch k.Value {
 		case "size":
@@ -327,74 +291,25 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 			cfg.LockFile, err = yamlScalar(file, v, "lockfile")
 		case "devices":
 			if v.Kind != yaml.SequenceNode {
-				return Config{}, configErr(file, v.Line, "devices must be a list")
+				return configErr(file, v.Line, "devices must be a list")
 			}
 			devNodes = v.Content
 		case "writelist":
-			if v.Kind != yaml.SequenceNode {
-				return Config{}, configErr(file, v.Line, "writelist must be a list")
-			}
-			seen := map[string]bool{}
-			for _, w := range v.Content {
-				s, err := yamlScalar(file, w, "writelist entry")
-				if err != nil {
-					return Config{}, err
-				}
-				nm, fl, ok := strings.Cut(s, ":")
-				if !ok || nm == "" || fl == "" {
-					return Config{}, configErr(file, w.Line, "writelist entry %q must be name:flags", s)
-				}
-				if seen[nm] {
-					return Config{}, configErr(file, w.Line, "writelist entry %q repeated", nm)
-				}
-				seen[nm] = true
-				cfg.WriteList = append(cfg.WriteList, WriteVar{Name: nm, Flags: fl})
-			}
+			cfg.WriteList, err = parseWriteList(file, v)
 		default:
-			return Config{}, configErr(file, k.Line, "unknown key %q in namespace %s (size, lockfile, devices, writelist)", k.Value, name)
+			return configErr(file, k.Line, "unknown key %q in namespace %s (size, lockfile, devices, writelist)", k.Value, name)
 		}
-		if err != nil {
-			return Config{}, err
-		}
+		return err
+	})
+	if err != nil {
+		return Config{}, err
 	}
 	if len(devNodes) > 2 {
 		return Config{}, configErr(file, devNodes[2].Line, "a third device: at most two copies")
 	}
 	for _, dn := range devNodes {
-		d := Device{Line: dn.Line, EnvSize: size}
-		if dn.Kind != yaml.MappingNode {
-			return Config{}, configErr(file, dn.Line, "device must be a mapping")
-		}
-		path := ""
-		for i := 0; i+1 < len(dn.Content); i += 2 {
-			k, v := dn.Content[i], dn.Content[i+1]
-			var err error
-			switch k.Value {
-			case "path":
-				path, err = yamlScalar(file, v, "path")
-			case "offset":
-				d.Offset, err = yamlUint(file, v, "offset")
-			case "sectorsize":
-				d.SectorSize, err = yamlUint(file, v, "sectorsize")
-			case "disablelock":
-				var s string
-				if s, err = yamlScalar(file, v, "disablelock"); err == nil {
-					switch s {
-					case "yes", "true":
-						d.DisableLock = true
-					case "no", "false":
-					default:
-						err = configErr(file, v.Line, "disablelock: %q is not yes or no", s)
-					}
-				}
-			default:
-				err = configErr(file, k.Line, "unknown device key %q (path, offset, sectorsize, disablelock)", k.Value)
-			}
-			if err != nil {
-				return Config{}, err
-			}
-		}
-		if err := classify(&d, path, file); err != nil {
+		d, err := parseDevice(file, dn, size)
+		if err != nil {
 			return Config{}, err
 		}
 		cfg.Devices = append(cfg.Devices, d)
@@ -406,6 +321,78 @@ func parseNamespace(file, name string, n *yaml.Node) (Config, error) {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// parseWriteList reads a writelist: name:flags entries, each name once.
+func parseWriteList(file string, v *yaml.Node) ([]WriteVar, error) {
+	if v.Kind != yaml.SequenceNode {
+		return nil, configErr(file, v.Line, "writelist must be a list")
+	}
+	var list []WriteVar
+	seen := map[string]bool{}
+	for _, w := range v.Content {
+		s, err := yamlScalar(file, w, "writelist entry")
+		if err != nil {
+			return nil, err
+		}
+		nm, fl, ok := strings.Cut(s, ":")
+		if !ok || nm == "" || fl == "" {
+			return nil, configErr(file, w.Line, "writelist entry %q must be name:flags", s)
+		}
+		if seen[nm] {
+			return nil, configErr(file, w.Line, "writelist entry %q repeated", nm)
+		}
+		seen[nm] = true
+		list = append(list, WriteVar{Name: nm, Flags: fl})
+	}
+	return list, nil
+}
+
+// parseDevice reads one entry of devices, of a namespace whose env is size bytes.
+func parseDevice(file string, dn *yaml.Node, size int64) (Device, error) {
+	d := Device{Line: dn.Line, EnvSize: size}
+	if dn.Kind != yaml.MappingNode {
+		return Device{}, configErr(file, dn.Line, "device must be a mapping")
+	}
+	path := ""
+	err := eachPair(dn, func(k, v *yaml.Node) error {
+		var err error
+		switch k.Value {
+		case "path":
+			path, err = yamlScalar(file, v, "path")
+		case "offset":
+			d.Offset, err = yamlUint(file, v, "offset")
+		case "sectorsize":
+			d.SectorSize, err = yamlUint(file, v, "sectorsize")
+		case "disablelock":
+			d.DisableLock, err = yamlYesNo(file, v, "disablelock")
+		default:
+			err = configErr(file, k.Line, "unknown device key %q (path, offset, sectorsize, disablelock)", k.Value)
+		}
+		return err
+	})
+	if err != nil {
+		return Device{}, err
+	}
+	if err := classify(&d, path, file); err != nil {
+		return Device{}, err
+	}
+	return d, nil
+}
+
+// yamlYesNo reads yes or true, no or false.
+func yamlYesNo(file string, n *yaml.Node, what string) (bool, error) {
+	s, err := yamlScalar(file, n, what)
+	if err != nil {
+		return false, err
+	}
+	switch s {
+	case "yes", "true":
+		return true, nil
+	case "no", "false":
+		return false, nil
+	}
+	return false, configErr(file, n.Line, "%s: %q is not yes or no", what, s)
 }
 
 // IsYAML reports whether a config file's content is the YAML form: a .yaml/.yml name, a

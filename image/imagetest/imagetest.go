@@ -3,7 +3,10 @@
 // tests can use it too.
 package imagetest
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"runtime"
+)
 
 // Sizes of the format that a forged header is built from.
 const (
@@ -45,4 +48,14 @@ func ForgedHeader(signed []byte, chunks int) []byte {
 	sig := int(le.Uint32(signed[12:])) - sigBlock
 	copy(b[size-sigBlock:], signed[sig:sig+sigBlock])
 	return b
+}
+
+// AllocatedDuring returns the bytes the heap handed out while f ran: how a test shows that a
+// reader refused a ForgedHeader before it spent memory on it.
+func AllocatedDuring(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
 }

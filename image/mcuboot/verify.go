@@ -114,13 +114,23 @@ func (img *Image) verify(s *signedRegion, pub crypto.PublicKey) error {
 			return err
 		}
 	}
+	digest, bits, pure, err := img.checkHash(s, pub, keyType)
+	if err != nil || pub == nil {
+		return err
+	}
+	if pure && keyType != image.Ed25519 {
+		return fmt.Errorf("%w: the image has a pure signature (SIG_PURE), which needs an ed25519 key, not %s", ErrKeyMismatch, keyType)
+	}
+	v, err := newSigCheck(img, s, pub, keyType, pure, digest, bits)
+	if err != nil {
+		return err
+	}
+	return v.run()
+}
 
-	// The hash.
-	var (
-		digest []byte
-		pure   bool
-		bits   int
-	)
+// checkHash checks every hash TLV against s (and, with a key, that the key takes its hash).
+// It returns the first one's digest and size, and whether the image has a pure signature.
+func (img *Image) checkHash(s *signedRegion, pub crypto.PublicKey, keyType image.KeyType) (digest []byte, bits int, pure bool, err error) {
 	for _, t := range img.Unprotected.Records {
 		if t.Type == TLVSigPure {
 			pure = true
@@ -130,15 +140,15 @@ func (img *Image) verify(s *signedRegion, pub crypto.PublicKey) error {
 			continue
 		}
 		if pub != nil && !slices.Contains(allowedVerifyHashes(keyType), h.bits) {
-			return fmt.Errorf("%w: the image's %s TLV (offset 0x%x) does not fit the %s key, which needs %s",
+			return nil, 0, false, fmt.Errorf("%w: the image's %s TLV (offset 0x%x) does not fit the %s key, which needs %s",
 				ErrKeyMismatch, t.Name, t.Offset, keyType, hashNames(allowedVerifyHashes(keyType)))
 		}
 		sum, ok := s.sum(h.bits)
 		if !ok {
-			return fmt.Errorf("%w: the image's %s TLV (offset 0x%x) names a hash no trusted key takes", ErrKeyMismatch, t.Name, t.Offset)
+			return nil, 0, false, fmt.Errorf("%w: the image's %s TLV (offset 0x%x) names a hash no trusted key takes", ErrKeyMismatch, t.Name, t.Offset)
 		}
 		if !bytes.Equal(sum, t.Data) {
-			return fmt.Errorf("%w: %s TLV at offset 0x%x holds %s, but header, body and protected TLVs (0x0..0x%x) hash to %s",
+			return nil, 0, false, fmt.Errorf("%w: %s TLV at offset 0x%x holds %s, but header, body and protected TLVs (0x0..0x%x) hash to %s",
 				ErrHashMismatch, t.Name, t.Offset, short(t.Data), img.HashedSize(), short(sum))
 		}
 		if digest == nil {
@@ -146,92 +156,118 @@ func (img *Image) verify(s *signedRegion, pub crypto.PublicKey) error {
 		}
 	}
 	if digest == nil {
-		return fmt.Errorf("%w: the TLV area at 0x%x has no SHA256, SHA384 or SHA512 TLV", ErrMalformed, img.Unprotected.Offset)
+		return nil, 0, false, fmt.Errorf("%w: the TLV area at 0x%x has no SHA256, SHA384 or SHA512 TLV", ErrMalformed, img.Unprotected.Offset)
 	}
-	if pub == nil {
-		return nil
-	}
-	if pure && keyType != image.Ed25519 {
-		return fmt.Errorf("%w: the image has a pure signature (SIG_PURE), which needs an ed25519 key, not %s", ErrKeyMismatch, keyType)
-	}
+	return digest, bits, pure, nil
+}
 
+// sigCheck looks for a signature by one key among an image's TLVs. A signature belongs to the
+// KEYHASH or PUBKEY TLV before it; those of another key are passed over.
+type sigCheck struct {
+	img      *Image
+	s        *signedRegion
+	pub      crypto.PublicKey
+	keyType  image.KeyType
+	pure     bool
+	digest   []byte
+	pubBytes []byte // the key as a PUBKEY TLV holds it
+	keyHash  []byte // its hash, as a KEYHASH TLV holds it
+
+	badSig    error    // the first signature of ours (or of no named key) that failed
+	otherKeys []string // the keys of other KEYHASH and PUBKEY TLVs
+	sigTypes  []string // the signature TLVs seen
+}
+
+func newSigCheck(img *Image, s *signedRegion, pub crypto.PublicKey, keyType image.KeyType, pure bool, digest []byte, bits int) (*sigCheck, error) {
 	pubBytes, err := publicKeyBytes(pub)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hh := hashAlgs[bits].new()
 	hh.Write(pubBytes)
-	keyHash := hh.Sum(nil)
-	want := sigTLV(keyType)
+	return &sigCheck{img: img, s: s, pub: pub, keyType: keyType, pure: pure, digest: digest,
+		pubBytes: pubBytes, keyHash: hh.Sum(nil)}, nil
+}
 
-	const (
-		unknown = iota // no KEYHASH/PUBKEY seen yet
-		ours
-		theirs
-	)
-	state := unknown
-	var (
-		badSig    error
-		otherKeys []string
-		sigTypes  []string
-	)
-	for _, t := range img.Unprotected.Records {
+// The key the TLVs so far name.
+const (
+	noKeyYet = iota // no KEYHASH or PUBKEY seen yet
+	ourKey
+	otherKey
+)
+
+// run walks the TLVs: nil at the first signature of ours that verifies, else the error
+// that says best why none did.
+func (v *sigCheck) run() error {
+	state := noKeyYet
+	for _, t := range v.img.Unprotected.Records {
 		switch t.Type {
-		case TLVKeyHash:
-			if subtle.ConstantTimeCompare(t.Data, keyHash) == 1 {
-				state = ours
-			} else {
-				state = theirs
-				otherKeys = append(otherKeys, "KEYHASH "+short(t.Data))
-			}
-			continue
-		case TLVPubKey:
-			if bytes.Equal(t.Data, pubBytes) {
-				state = ours
-			} else {
-				state = theirs
-				otherKeys = append(otherKeys, "PUBKEY "+short(t.Data))
-			}
-			continue
+		case TLVKeyHash, TLVPubKey:
+			state = v.whoseKey(t)
 		case TLVRSA2048, TLVECDSASig, TLVRSA3072, TLVEd25519:
-		default:
-			continue
-		}
-		sigTypes = append(sigTypes, t.Name)
-		if state == theirs {
-			continue
-		}
-		if t.Type != want {
-			if state == ours {
-				badSig = fmt.Errorf("%w: %s TLV at offset 0x%x follows this key's %s but a %s key makes %s signatures",
-					ErrBadSignature, t.Name, t.Offset, keyTLVName(img), keyType, TLVName(want))
+			v.sigTypes = append(v.sigTypes, t.Name)
+			if state != otherKey && v.signature(t, state) {
+				return nil
 			}
-			continue
-		}
-		sig := t.Data
-		if t.Type == TLVECDSASig && len(sig) >= 2 && int(sig[1])+2 <= len(sig) {
-			sig = sig[:int(sig[1])+2] // drop --pad-sig padding, as imgtool does
-		}
-		if err := checkSignature(s, keyType, pure, digest, pub, sig); err == nil {
-			return nil
-		}
-		if badSig == nil {
-			badSig = fmt.Errorf("%w: %s signature TLV at offset 0x%x (0x%x bytes) does not verify with the %s key %s",
-				ErrBadSignature, t.Name, t.Offset, t.Len, keyType, short(keyHash))
 		}
 	}
-	if badSig != nil {
-		return badSig
+	return v.failure()
+}
+
+// whoseKey tells whether a KEYHASH or PUBKEY TLV names our key, noting other keys.
+func (v *sigCheck) whoseKey(t TLV) int {
+	if t.Type == TLVKeyHash && subtle.ConstantTimeCompare(t.Data, v.keyHash) == 1 ||
+		t.Type == TLVPubKey && bytes.Equal(t.Data, v.pubBytes) {
+		return ourKey
 	}
+	kind := "KEYHASH "
+	if t.Type == TLVPubKey {
+		kind = "PUBKEY "
+	}
+	v.otherKeys = append(v.otherKeys, kind+short(t.Data))
+	return otherKey
+}
+
+// signature checks the signature TLV t, after TLVs naming our key or none: true if it
+// verifies. Else it keeps the failure: the first signature that does not verify, unless a
+// later one of ours is of the wrong type.
+func (v *sigCheck) signature(t TLV, state int) bool {
+	want := sigTLV(v.keyType)
+	if t.Type != want {
+		if state == ourKey {
+			v.badSig = fmt.Errorf("%w: %s TLV at offset 0x%x follows this key's %s but a %s key makes %s signatures",
+				ErrBadSignature, t.Name, t.Offset, keyTLVName(v.img), v.keyType, TLVName(want))
+		}
+		return false
+	}
+	sig := t.Data
+	if t.Type == TLVECDSASig && len(sig) >= 2 && int(sig[1])+2 <= len(sig) {
+		sig = sig[:int(sig[1])+2] // drop --pad-sig padding, as imgtool does
+	}
+	if err := checkSignature(v.s, v.keyType, v.pure, v.digest, v.pub, sig); err == nil {
+		return true
+	}
+	if v.badSig == nil {
+		v.badSig = fmt.Errorf("%w: %s signature TLV at offset 0x%x (0x%x bytes) does not verify with the %s key %s",
+			ErrBadSignature, t.Name, t.Offset, t.Len, v.keyType, short(v.keyHash))
+	}
+	return false
+}
+
+// failure says why no signature verified: a bad signature of ours, none at all, only other
+// keys' signatures, or only signatures of another type.
+func (v *sigCheck) failure() error {
 	switch {
-	case len(sigTypes) == 0:
+	case v.badSig != nil:
+		return v.badSig
+	case len(v.sigTypes) == 0:
 		return fmt.Errorf("%w: the image is not signed (no signature TLV)", ErrKeyMismatch)
-	case len(otherKeys) > 0:
+	case len(v.otherKeys) > 0:
 		return fmt.Errorf("%w: the image is signed for %s, not for this %s key (key hash %s)",
-			ErrKeyMismatch, strings.Join(otherKeys, ", "), keyType, short(keyHash))
+			ErrKeyMismatch, strings.Join(v.otherKeys, ", "), v.keyType, short(v.keyHash))
 	default:
 		return fmt.Errorf("%w: the image has %s signatures, a %s key makes %s signatures",
-			ErrKeyMismatch, strings.Join(sigTypes, ", "), keyType, TLVName(want))
+			ErrKeyMismatch, strings.Join(v.sigTypes, ", "), v.keyType, TLVName(sigTLV(v.keyType)))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"testing/iotest"
 )
@@ -73,4 +74,71 @@ func TestReadAheadWriteTo(t *testing.T) {
 	if _, err := io.Copy(io.Discard, ra2); !errors.Is(err, boom) {
 		t.Fatalf("error through WriteTo: %v", err)
 	}
+}
+
+// Blocks end at the stops, and Mark tells the mark taken there, and at the end, when the
+// consumer stands there.
+func TestReadAheadMarks(t *testing.T) {
+	data := make([]byte, 1000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	src := &offsetReader{r: bytes.NewReader(data)}
+	stops := []int64{10, 250, 260, 700}
+	ra := NewMarked(src, 100, 2, Marks[int64]{
+		Stop: func(off int64) int64 {
+			for _, s := range stops {
+				if s > off {
+					return s
+				}
+			}
+			return 1 << 40
+		},
+		Mark: func() int64 { return src.off },
+	})
+	defer ra.Close()
+	if _, ok := ra.Mark(); ok {
+		t.Fatal("a mark before the first block")
+	}
+	var got []byte
+	var marks []int64
+	buf := make([]byte, 64)
+	for {
+		n, err := ra.Read(buf)
+		got = append(got, buf[:n]...)
+		m, ok := ra.Mark()
+		if ok && m != int64(len(got)) {
+			t.Fatalf("after %d bytes: mark %d", len(got), m)
+		}
+		if ok {
+			marks = append(marks, m)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the data differs")
+	}
+	if want := append(slices.Clone(stops), int64(len(data))); !slices.Equal(slices.Compact(marks), want) {
+		t.Errorf("marks %v, want the stops and the end %v", marks, want)
+	}
+	if m, ok := ra.Mark(); !ok || m != int64(len(data)) {
+		t.Errorf("mark at the end: %d, %v", m, ok)
+	}
+}
+
+// offsetReader counts the bytes read from r.
+type offsetReader struct {
+	r   io.Reader
+	off int64
+}
+
+func (o *offsetReader) Read(p []byte) (int, error) {
+	n, err := o.r.Read(p)
+	o.off += int64(n)
+	return n, err
 }

@@ -132,6 +132,16 @@ type Config struct {
 	Log io.Writer
 	// ExtraArgs are appended to QEMU's command line.
 	ExtraArgs []string
+	// Network gives the board QEMU's user network (a virtio-net card; DHCP gives it 10.0.2.15
+	// and the host's 127.0.0.1 is 10.0.2.2 to the guest) and NetMemory of RAM: for
+	// u-boot-net.bin (PeerUBootNet). Without it the board has none.
+	Network bool
+	// HostForwards are QEMU hostfwd rules of the user network, e.g.
+	// "udp:127.0.0.1:PORT-:5554" for U-Boot's fastboot (with Network).
+	HostForwards []string
+	// ConsolePTY puts the console on a pseudo-terminal instead of QEMU's standard input and
+	// output, and lets a reset reboot the board (StartBoard sets it).
+	ConsolePTY bool
 }
 
 // ErrPrompt is returned (wrapped) when U-Boot reaches its interactive prompt: the bootcmd
@@ -144,15 +154,27 @@ var ErrTimeout = errors.New("ubootqemu: boot timed out")
 // Args returns QEMU's command line (without the binary) for cfg, as the peer's
 // uboot-mmc-bootcount.sh runs it.
 func Args(cfg Config) []string {
-	args := []string{
-		"-M", "virt", "-cpu", "cortex-a57", "-m", "256",
-		"-nographic", "-nic", "none", "-no-reboot",
+	nic, mem := "none", "256"
+	if cfg.Network {
+		nic, mem = "user,model=virtio-net-pci", NetMemory
+		for _, f := range cfg.HostForwards {
+			nic += ",hostfwd=" + f
+		}
+	}
+	console := []string{"-nographic", "-no-reboot"}
+	if cfg.ConsolePTY {
+		console = []string{"-display", "none", "-monitor", "none", "-serial", "pty"}
+	}
+	args := append([]string{
+		"-M", "virt", "-cpu", "cortex-a57", "-m", mem,
+		"-nic", nic}, console...)
+	args = append(args,
 		"-bios", cfg.UBoot,
 		"-device", "sdhci-pci",
 		// not id=sd0: that clashes with the bus QEMU names itself
-		"-drive", "if=none,id=card,file=" + cfg.Disk + ",format=raw",
+		"-drive", "if=none,id=card,file="+cfg.Disk+",format=raw",
 		"-device", "sd-card,drive=card",
-	}
+	)
 	return append(args, cfg.ExtraArgs...)
 }
 

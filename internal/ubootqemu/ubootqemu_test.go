@@ -3,6 +3,7 @@ package ubootqemu
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,5 +207,35 @@ func TestBootcountRollback(t *testing.T) {
 	}
 	if env := fwPrintenv(t, disk); env["bootcount"] != "0" {
 		t.Errorf("bootcount saved as %q with upgrade_available=0", env["bootcount"])
+	}
+}
+
+// A session in the background: WaitFor sees the console as it comes, and says so when QEMU
+// exits before the marker; Wait returns at the exit.
+func TestSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots U-Boot under QEMU")
+	}
+	ub := Require(t)
+	disk := filepath.Join(t.TempDir(), "sd.img")
+	if err := CreateDisk(disk, DefaultDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	writeEnv(t, disk, []string{"bootdelay=0", "bootcmd=echo MACHINE-UP; poweroff"})
+	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := m.WaitFor(ctx, "MACHINE-UP", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WaitFor(ctx, "never printed", 0); !errors.Is(err, ErrExited) {
+		t.Fatalf("WaitFor after poweroff: %v, want QEMU's exit named", err)
+	}
+	if err := m.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
 	}
 }

@@ -21,7 +21,7 @@
 //
 //	func TestKernelVM(t *testing.T) {
 //		vmtest.Run(t, vmtest.Config{
-//			Modules:     []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+//			Modules:     []string{vmtest.NANDSim},
 //			TestPackage: ".",
 //			TestRun:     "TestKernel",
 //			Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0"},
@@ -47,12 +47,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,7 +76,7 @@ const OutDir = "/out"
 // Config describes one VM run.
 type Config struct {
 	// Modules are modprobe argument lines run in the guest before anything else,
-	// e.g. "nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7" or "mtdram total_size=1024".
+	// e.g. NANDSim or "mtdram total_size=1024".
 	Modules []string
 	// Setup are shell lines (busybox sh, set -e) run in the guest after Modules, in /tmp,
 	// with Env exported; mtd-utils and fw_printenv/fw_setenv are on $PATH.
@@ -162,14 +163,18 @@ func goTool() (string, error) {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-// Run boots the VM described by cfg and waits for it. Missing host tools make it call
-// peers.Missing (skip, or fail in CI). The host test fails when the VM does not report,
-// when Setup fails, or when the guest tests fail; the Result is returned for inspection
-// unless the failure was fatal.
+// NANDSim is the Modules line of the NAND most kernel tests use: nandsim as a 128 MiB NAND
+// with 2 KiB pages and factory bad blocks 3 and 7 (/dev/mtd0 when it is the first MTD).
+const NANDSim = "nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"
+
+// Run boots the VM described by cfg and waits for it. It skips the test inside the guest and
+// under go test -short (a VM boots in about 10 s under TCG); missing host tools make it call
+// peers.Missing (skip, or fail in CI). The host test fails when the VM does not report, when
+// Setup fails, or when the guest tests fail; the Result is returned for inspection unless
+// the failure was fatal.
 func Run(t testing.TB, cfg Config) *Result {
 	t.Helper()
-	if err := Requirements(); err != nil {
-		peers.Missing(t, "%v", err)
+	if !hostCanBoot(t) {
 		return nil
 	}
 	start := time.Now()
@@ -177,8 +182,49 @@ func Run(t testing.TB, cfg Config) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	// go test -c runs while the kernel and image base are prepared.
+	m, err := prepare(t, cache, t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &Result{ExitCode: -1, Prepare: time.Since(start)}
+	qerr := m.boot(t, cache, cfg, res)
+	t.Logf("vmtest: kernel %s, prepare %v, VM %v", m.kernel.Version, res.Prepare.Round(time.Millisecond), res.Wall.Round(time.Millisecond))
+	parseResult(res, m.marker, cfg.TestPackage != "")
+	m.collectOut(t, res)
+	judge(t, res, cfg, qerr)
+	return res
+}
+
+// hostCanBoot skips t inside the guest and under -short, and reports whether the host has
+// what Run needs (else peers.Missing has skipped or failed t).
+func hostCanBoot(t testing.TB) bool {
+	t.Helper()
+	if InGuest() {
+		t.Skip("already inside the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM (about 10 s under TCG); -short")
+	}
+	if err := Requirements(); err != nil {
+		peers.Missing(t, "%v", err)
+		return false
+	}
+	return true
+}
+
+// machine is a VM ready to boot: the kernel, this run's initramfs, the virtio disks, and the
+// marker the guest's /init prints before each report.
+type machine struct {
+	kernel *kernel
+	initrd string
+	drives []string // Config.Disk, then the OutDir disk
+	outImg string   // the disk the guest's OutDir comes back on ("" without CollectOut)
+	marker string
+}
+
+// prepare builds what the VM boots, under tmp: the test binary (compiled while the cached
+// kernel and initramfs base are made ready), the disks and the initramfs.
+func prepare(t testing.TB, cache, tmp string, cfg Config) (*machine, error) {
 	type built struct {
 		bin []byte
 		err error
@@ -192,6 +238,28 @@ func Run(t testing.TB, cfg Config) *Result {
 		b, err := buildTest(tmp, cfg)
 		buildc <- built{b, err}
 	}()
+	k, base, err := prepareImage(t, cache)
+	b := <-buildc
+	if err != nil {
+		return nil, err
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	m := &machine{kernel: k, marker: newMarker()}
+	guestDisk, outDev, err := m.attachDisks(tmp, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.initrd = filepath.Join(tmp, "initrd.cpio")
+	if err := writeInitrd(m.initrd, base, cfg, b.bin, m.marker, guestDisk, outDev, len(m.drives)); err != nil {
+		return nil, fmt.Errorf("vmtest: initrd: %w", err)
+	}
+	return m, nil
+}
+
+// prepareImage returns the kernel and the initramfs base, from the cache or made on first use.
+func prepareImage(t testing.TB, cache string) (*kernel, string, error) {
 	var logMu sync.Mutex
 	var logs []string
 	logf := func(f string, a ...any) { logMu.Lock(); logs = append(logs, fmt.Sprintf(f, a...)); logMu.Unlock() }
@@ -200,83 +268,96 @@ func Run(t testing.TB, cfg Config) *Result {
 		t.Log(l)
 	}
 	if err != nil {
-		<-buildc
-		t.Fatal(err)
+		return nil, "", err
 	}
 	busybox, tools, err := findTools()
 	if err != nil {
-		<-buildc
-		t.Fatal(err)
+		return nil, "", err
 	}
 	base, err := buildBase(cache, k, busybox, tools)
 	if err != nil {
-		<-buildc
-		t.Fatalf("vmtest: initramfs base: %v", err)
+		return nil, "", fmt.Errorf("vmtest: initramfs base: %w", err)
 	}
-	b := <-buildc
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	testBin := b.bin
+	return k, base, nil
+}
+
+// newMarker returns a marker for the guest's reports that no console output has by chance.
+func newMarker() string {
 	nonce := make([]byte, 6)
 	rand.Read(nonce)
-	marker := "=== VMTEST-" + hex.EncodeToString(nonce)
+	return "=== VMTEST-" + hex.EncodeToString(nonce)
+}
 
-	var drives []string
-	guestDisk, outDev := "", ""
+// attachDisks lists the virtio disks: Config.Disk and, with CollectOut, an empty image of
+// OutSize bytes for the guest's OutDir. It returns their names in the guest ("" for none).
+func (m *machine) attachDisks(tmp string, cfg Config) (guestDisk, outDev string, err error) {
 	if cfg.Disk != "" {
-		drives = append(drives, cfg.Disk)
+		m.drives = append(m.drives, cfg.Disk)
 		guestDisk = "/dev/vda"
 	}
-	var outImg string
-	if cfg.CollectOut {
-		outImg = filepath.Join(tmp, "out.img")
-		size := cfg.OutSize
-		if size <= 0 {
-			size = 64 << 20
-		}
-		f, err := os.Create(outImg)
-		if err == nil {
-			err = f.Truncate(size)
-			f.Close()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		outDev = "/dev/vd" + string(rune('a'+len(drives)))
-		drives = append(drives, outImg)
+	if !cfg.CollectOut {
+		return guestDisk, "", nil
 	}
+	m.outImg = filepath.Join(tmp, "out.img")
+	size := cfg.OutSize
+	if size <= 0 {
+		size = 64 << 20
+	}
+	f, err := os.Create(m.outImg)
+	if err == nil {
+		err = f.Truncate(size)
+		f.Close()
+	}
+	if err != nil {
+		return "", "", err
+	}
+	outDev = "/dev/vd" + string(rune('a'+len(m.drives)))
+	m.drives = append(m.drives, m.outImg)
+	return guestDisk, outDev, nil
+}
 
-	initrd := filepath.Join(tmp, "initrd.cpio")
-	if err := writeInitrd(initrd, base, cfg, testBin, marker, guestDisk, outDev, len(drives)); err != nil {
-		t.Fatalf("vmtest: initrd: %v", err)
-	}
-	prep := time.Since(start)
-
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Minute
-	}
+// qemuArgs is the machine's QEMU command line.
+func (m *machine) qemuArgs(cfg Config) []string {
 	mem := cfg.Memory
 	if mem <= 0 {
 		mem = 512
 	}
 	args := []string{
 		"-m", strconv.Itoa(mem), "-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", k.Vmlinuz(), "-initrd", initrd,
+		"-kernel", m.kernel.Vmlinuz(), "-initrd", m.initrd,
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet " + cfg.Cmdline),
 	}
-	for _, d := range drives {
+	for _, d := range m.drives {
 		args = append(args, "-drive", "file="+d+",format=raw,if=virtio")
 	}
+	return args
+}
 
+// boot runs the machine once no other VM of this host runs (a lock file in cache), and
+// records its console and wall time in res. It returns QEMU's error.
+func (m *machine) boot(t testing.TB, cache string, cfg Config, res *Result) error {
+	asked := time.Now()
 	unlock, err := lockFile(filepath.Join(cache, "qemu.lock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waited := time.Since(start) - prep
-	if waited > time.Second {
+	defer unlock()
+	if waited := time.Since(asked); waited > time.Second {
 		t.Logf("vmtest: waited %v for another VM to finish", waited.Round(time.Millisecond))
+	}
+	vmStart := time.Now()
+	out, qerr := runQEMU(t, runTimeout(t, cfg), m.qemuArgs(cfg), m.marker)
+	res.Wall = time.Since(vmStart)
+	res.Output = out
+	return qerr
+}
+
+// runTimeout is Config.Timeout (default 5 minutes), cut short to end 15 s before the test's
+// deadline (but never below 10 s).
+func runTimeout(t testing.TB, cfg Config) time.Duration {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
 	}
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if dl, ok := d.Deadline(); ok {
@@ -285,21 +366,23 @@ func Run(t testing.TB, cfg Config) *Result {
 			}
 		}
 	}
-	res := &Result{ExitCode: -1, Prepare: prep}
-	vmStart := time.Now()
-	out, qerr := runQEMU(t, timeout, args, marker)
-	res.Wall = time.Since(vmStart)
-	unlock()
-	res.Output = out
-	t.Logf("vmtest: kernel %s, prepare %v, VM %v", k.Version, prep.Round(time.Millisecond), res.Wall.Round(time.Millisecond))
+	return timeout
+}
 
-	parseResult(res, marker, cfg.TestPackage != "")
-	if outImg != "" && res.Stage != "" {
-		res.Out, err = readOutTar(outImg)
-		if err != nil {
-			t.Errorf("vmtest: reading the guest's %s: %v", OutDir, err)
-		}
+// collectOut reads the files the guest left in OutDir into res.Out, when it asked for them
+// and the guest reported.
+func (m *machine) collectOut(t testing.TB, res *Result) {
+	if m.outImg == "" || res.Stage == "" {
+		return
 	}
+	var err error
+	if res.Out, err = readOutTar(m.outImg); err != nil {
+		t.Errorf("vmtest: reading the guest's %s: %v", OutDir, err)
+	}
+}
+
+// judge fails the host test as the guest's report says.
+func judge(t testing.TB, res *Result, cfg Config, qerr error) {
 	switch {
 	case res.Stage == "":
 		t.Fatalf("vmtest: the guest never reported a result (%v); console above", qerr)
@@ -310,7 +393,6 @@ func Run(t testing.TB, cfg Config) *Result {
 	case cfg.TestPackage != "" && strings.Contains(res.TestOutput, "testing: warning: no tests to run"):
 		t.Errorf("vmtest: no guest test matched -test.run %q", cfg.TestRun)
 	}
-	return res
 }
 
 func buildTest(dir string, cfg Config) ([]byte, error) {
@@ -337,22 +419,47 @@ func buildTest(dir string, cfg Config) ([]byte, error) {
 // shq quotes s for sh.
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
+// writeInitrd writes the run's initramfs to dst: the base, then /init, the setup script, the
+// test binary and Config.Files. disk and outDev are the guest's names of Config.Disk and the
+// OutDir disk ("" for none); ndisks is how many virtio disks there are.
 func writeInitrd(dst, base string, cfg Config, testBin []byte, marker, disk, outDev string, ndisks int) error {
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	bf, err := os.Open(base)
-	if err != nil {
+	if err := copyInto(f, base); err != nil {
 		return err
 	}
-	_, err = io.Copy(f, bf)
-	bf.Close()
-	if err != nil {
+	c := newCPIO(f)
+	c.File("/init", 0o755, []byte(initScript(cfg, guestEnv(cfg, disk, outDev), testBin != nil, marker, outDev)))
+	c.File("/vmtest/setup.sh", 0o755, []byte(setupScript(cfg, ndisks)))
+	if testBin != nil {
+		c.File("/vmtest/guest.test", 0o755, testBin)
+	}
+	if err := addFiles(c, cfg.Files); err != nil {
 		return err
 	}
+	if err := c.Close(); err != nil {
+		return err
+	}
+	return f.Close()
+}
 
+// copyInto appends the file at path to w.
+func copyInto(w io.Writer, path string) error {
+	r, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(w, r)
+	return err
+}
+
+// guestEnv is the environment of Setup and the test binary: GuestEnv=1, the disks' names,
+// and Config.Env.
+func guestEnv(cfg Config, disk, outDev string) map[string]string {
 	env := map[string]string{GuestEnv: "1", "TMPDIR": "/tmp", "HOME": "/tmp",
 		"PATH": "/usr/bin:/bin:/sbin:/usr/sbin"}
 	if disk != "" {
@@ -364,12 +471,11 @@ func writeInitrd(dst, base string, cfg Config, testBin []byte, marker, disk, out
 	for k, v := range cfg.Env {
 		env[k] = v
 	}
-	var keys []string
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	return env
+}
 
+// setupScript waits for the virtio disks, loads Config.Modules and runs Config.Setup.
+func setupScript(cfg Config, ndisks int) string {
 	var setup strings.Builder
 	setup.WriteString("set -ex\ncd /tmp\n")
 	if ndisks > 0 {
@@ -383,32 +489,26 @@ func writeInitrd(dst, base string, cfg Config, testBin []byte, marker, disk, out
 	for _, s := range cfg.Setup {
 		setup.WriteString(s + "\n")
 	}
+	return setup.String()
+}
 
+// initScript is the guest's /init: mount, export env, run the setup script and the test
+// binary (when there is one), send OutDir back on outDev, report behind marker, power off.
+func initScript(cfg Config, env map[string]string, hasTest bool, marker, outDev string) string {
 	var init strings.Builder
 	init.WriteString("#!/bin/busybox sh\n/bin/busybox --install -s /bin\n")
 	init.WriteString("mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev\n")
 	fmt.Fprintf(&init, "M=%s\n", shq(marker))
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(env)) {
 		fmt.Fprintf(&init, "export %s=%s\n", k, shq(env[k]))
 	}
 	init.WriteString(`echo "$M BOOTED uptime=$(cut -d' ' -f1 /proc/uptime)"` + "\n")
 	init.WriteString("sh /vmtest/setup.sh 2>&1; rc=$?\n")
 	init.WriteString(`if [ $rc -ne 0 ]; then echo "$M RC=$rc STAGE=setup"; sync; poweroff -f; sleep 60; fi` + "\n")
-	if testBin != nil {
-		targs := []string{"-test.v"}
-		if cfg.TestRun != "" {
-			targs = append(targs, "-test.run="+cfg.TestRun)
-		}
-		if cfg.Timeout > 0 {
-			targs = append(targs, "-test.timeout="+(cfg.Timeout*9/10).String())
-		}
-		targs = append(targs, cfg.TestArgs...)
-		for i, a := range targs {
-			targs[i] = shq(a)
-		}
+	if hasTest {
 		init.WriteString("mkdir -p /tmp/work; cd /tmp/work\n")
 		init.WriteString(`echo "$M TEST-START uptime=$(cut -d' ' -f1 /proc/uptime)"` + "\n")
-		fmt.Fprintf(&init, "/vmtest/guest.test %s 2>&1; rc=$?\n", strings.Join(targs, " "))
+		fmt.Fprintf(&init, "/vmtest/guest.test %s 2>&1; rc=$?\n", strings.Join(testArgs(cfg), " "))
 		init.WriteString(`echo "$M TEST-END uptime=$(cut -d' ' -f1 /proc/uptime)"` + "\n")
 		init.WriteString("stage=test\n")
 	} else {
@@ -420,28 +520,34 @@ func writeInitrd(dst, base string, cfg Config, testBin []byte, marker, disk, out
 	init.WriteString("sync\n")
 	init.WriteString(`echo "$M RC=$rc STAGE=$stage uptime=$(cut -d' ' -f1 /proc/uptime)"` + "\n")
 	init.WriteString("poweroff -f\nsleep 60\n")
+	return init.String()
+}
 
-	c := newCPIO(f)
-	c.File("/init", 0o755, []byte(init.String()))
-	c.File("/vmtest/setup.sh", 0o755, []byte(setup.String()))
-	if testBin != nil {
-		c.File("/vmtest/guest.test", 0o755, testBin)
+// testArgs are the test binary's arguments, quoted for sh.
+func testArgs(cfg Config) []string {
+	targs := []string{"-test.v"}
+	if cfg.TestRun != "" {
+		targs = append(targs, "-test.run="+cfg.TestRun)
 	}
-	var names []string
-	for n := range cfg.Files {
-		names = append(names, n)
+	if cfg.Timeout > 0 {
+		targs = append(targs, "-test.timeout="+(cfg.Timeout*9/10).String())
 	}
-	sort.Strings(names)
-	for _, n := range names {
+	targs = append(targs, cfg.TestArgs...)
+	for i, a := range targs {
+		targs[i] = shq(a)
+	}
+	return targs
+}
+
+// addFiles puts Config.Files into the initramfs, in name order.
+func addFiles(c *cpioWriter, files map[string][]byte) error {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		if !path.IsAbs(n) {
 			return fmt.Errorf("Config.Files: %q is not an absolute guest path", n)
 		}
-		c.File(n, 0o755, cfg.Files[n])
+		c.File(n, 0o755, files[n])
 	}
-	if err := c.Close(); err != nil {
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 // runQEMU runs qemu-system-x86_64 and streams the console into t.Log line by line. Once the

@@ -76,15 +76,12 @@ func TestParseResult(t *testing.T) {
 
 // TestNandsimVM boots the kernel with nandsim and runs testdata/guestprobe inside it.
 func TestNandsimVM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM (about 10 s under TCG); -short")
-	}
 	disk := filepath.Join(t.TempDir(), "xchg.img")
 	if err := os.WriteFile(disk, append([]byte("HOST"), make([]byte, 1<<20)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	vm := Run(t, Config{
-		Modules: []string{"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"},
+		Modules: []string{NANDSim},
 		Setup: []string{
 			"cat /proc/mtd",
 			"mtdinfo /dev/mtd0",

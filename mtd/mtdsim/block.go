@@ -2,10 +2,6 @@ package mtdsim
 
 import (
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"slices"
-	"sync"
 
 	"github.com/aduflash/aduflash/mtd"
 )
@@ -22,13 +18,9 @@ type BlockCounters struct {
 // implements io.ReaderAt, io.WriterAt, Sync, Size and Close, and is safe for concurrent
 // use.
 type Block struct {
-	mu     sync.Mutex
+	medium
 	sector int
-	data   []byte
 	cnt    BlockCounters
-	pw     power
-	rng    *rand.Rand
-	lies   lies
 }
 
 // NewBlock returns a zero-filled block device of size bytes with sectorSize sectors.
@@ -38,7 +30,7 @@ func NewBlock(size, sectorSize int, opts ...Option) (*Block, error) {
 		return nil, fmt.Errorf("mtdsim: block device size %d, sector %d: %w", size, sectorSize, mtd.ErrUnaligned)
 	}
 	c := newConfig(opts)
-	return &Block{sector: sectorSize, data: make([]byte, size), pw: newPower(), rng: newRand(c.seed)}, nil
+	return &Block{medium: newMedium(make([]byte, size), c.seed), sector: sectorSize}, nil
 }
 
 // Size returns the size in bytes.
@@ -46,33 +38,6 @@ func (b *Block) Size() int64 { return int64(len(b.data)) }
 
 // SectorSize returns the sector size.
 func (b *Block) SectorSize() int { return b.sector }
-
-// ReadAt reads; at the end it returns io.EOF.
-func (b *Block) ReadAt(p []byte, off int64) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.pw.check(); err != nil {
-		return 0, err
-	}
-	if off < 0 || off > int64(len(b.data)) {
-		return 0, fmt.Errorf("mtdsim: read at %#x (size %#x): %w", off, len(b.data), mtd.ErrOutOfRange)
-	}
-	n := copy(p, b.data[off:])
-	if m, err := b.lies.read(p[:n], off); m < n {
-		return m, err
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// Lie makes reads of a range return other bytes than the device holds (see Lie).
-func (b *Block) Lie(l Lie) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.lies.arm(l, b.data)
-}
 
 // WriteAt writes p at off, sector by sector in order (one operation per sector touched).
 // Writes past the end are refused whole with mtd.ErrOutOfRange.
@@ -108,10 +73,9 @@ func (b *Block) WriteAt(p []byte, off int64) (int, error) {
 func (b *Block) Sync() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.pw.check(); err != nil {
+	if err := b.synced(); err != nil {
 		return err
 	}
-	b.lies.synced()
 	b.cnt.Syncs++
 	return nil
 }
@@ -119,46 +83,11 @@ func (b *Block) Sync() error {
 // Close does nothing; the device stays usable (see Flash.Close).
 func (b *Block) Close() error { return nil }
 
-// PowerCutAfter arms a power cut: n more sector writes complete, the next one is torn.
-func (b *Block) PowerCutAfter(n int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pw.arm(int64(max(n, 0)), -1)
-}
-
-// PowerCutAfterBytes arms a power cut after n more written bytes.
-func (b *Block) PowerCutAfterBytes(n int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pw.arm(-1, max(n, 0))
-}
-
-// PowerOn restores power and disarms any pending cut.
-func (b *Block) PowerOn() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pw.on()
-}
-
-// PoweredOff reports whether a power cut happened and PowerOn has not been called.
-func (b *Block) PoweredOff() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.pw.off
-}
-
 // Counters returns the counters.
 func (b *Block) Counters() BlockCounters {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.cnt
-}
-
-// Bytes returns a copy of the content.
-func (b *Block) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.data)
 }
 
 // Load preloads content at offset 0 (not an operation).

@@ -3,10 +3,7 @@ package mtdsim
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"slices"
-	"sync"
 
 	"github.com/aduflash/aduflash/mtd"
 )
@@ -26,20 +23,16 @@ type Counters struct {
 // Flash is a simulated NOR or NAND flash with the method set of *mtd.Device. It is safe
 // for concurrent use.
 type Flash struct {
-	mu          sync.Mutex
+	medium
 	info        mtd.Info
 	strict      bool
 	endurance   int
-	data        []byte
 	programmed  []bool // NAND: page programmed since its last erase
 	bad         []bool
 	failErase   []bool
 	failProgram map[int]bool
 	wear        []int64 // erases per block since creation, for WithEndurance
 	cnt         Counters
-	pw          power
-	rng         *rand.Rand
-	lies        lies
 }
 
 // NewNOR returns an erased (all 0xFF) NOR flash of size bytes with eraseSize blocks.
@@ -64,14 +57,12 @@ func newFlash(t mtd.Type, size, eraseSize, pageSize int, opts []Option) (*Flash,
 		info: mtd.Info{Name: c.name, Type: t, Size: int64(size), EraseSize: eraseSize,
 			WriteSize: pageSize, SubpageSize: pageSize, Writable: true},
 		strict:      c.strict && t == mtd.TypeNOR,
+		medium:      newMedium(bytes.Repeat([]byte{0xFF}, size), c.seed),
 		endurance:   c.endurance,
-		data:        bytes.Repeat([]byte{0xFF}, size),
 		bad:         make([]bool, size/eraseSize),
 		failErase:   make([]bool, size/eraseSize),
 		failProgram: map[int]bool{},
 		wear:        make([]int64, size/eraseSize),
-		pw:          newPower(),
-		rng:         newRand(c.seed),
 	}
 	f.cnt.BlockErases = make([]int64, size/eraseSize)
 	if t.IsNAND() {
@@ -108,34 +99,6 @@ func (f *Flash) setProgrammed(b int, v bool) {
 
 // Info returns the geometry. Writable is always true.
 func (f *Flash) Info() mtd.Info { return f.info }
-
-// ReadAt copies flash content; at the end of the flash it returns io.EOF.
-func (f *Flash) ReadAt(p []byte, off int64) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.pw.check(); err != nil {
-		return 0, err
-	}
-	if off < 0 || off > f.info.Size {
-		return 0, fmt.Errorf("mtdsim: read at %#x (size %#x): %w", off, f.info.Size, mtd.ErrOutOfRange)
-	}
-	n := copy(p, f.data[off:])
-	if m, err := f.lies.read(p[:n], off); m < n {
-		return m, err
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// Lie makes reads of a range return other bytes than the flash holds (see Lie). Lies add
-// up and last for the life of the Flash (they are not part of a Snapshot).
-func (f *Flash) Lie(l Lie) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.lies.arm(l, f.data)
-}
 
 // IsBad reports whether the erase block holding off is bad (always false on NOR).
 func (f *Flash) IsBad(off int64) (bool, error) {
@@ -331,11 +294,7 @@ func (f *Flash) Unlock(off, length int64) error {
 func (f *Flash) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.pw.check(); err != nil {
-		return err
-	}
-	f.lies.synced()
-	return nil
+	return f.synced()
 }
 
 // Close does nothing and never fails: the simulated flash outlives its handles (a
@@ -365,35 +324,6 @@ func (f *Flash) FailProgramAt(page int) error {
 	return nil
 }
 
-// PowerCutAfter arms a power cut: n more operations complete, the next one is torn.
-// It replaces any earlier arming.
-func (f *Flash) PowerCutAfter(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pw.arm(int64(max(n, 0)), -1)
-}
-
-// PowerCutAfterBytes arms a power cut after n more programmed bytes (see package doc).
-func (f *Flash) PowerCutAfterBytes(n int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pw.arm(-1, max(n, 0))
-}
-
-// PowerOn restores power after a cut and disarms any pending cut.
-func (f *Flash) PowerOn() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pw.on()
-}
-
-// PoweredOff reports whether a power cut happened and PowerOn has not been called.
-func (f *Flash) PoweredOff() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.pw.off
-}
-
 // Counters returns a copy of the operation counters.
 func (f *Flash) Counters() Counters {
 	f.mu.Lock()
@@ -421,13 +351,6 @@ func (f *Flash) BadBlocks() []int {
 		}
 	}
 	return out
-}
-
-// Bytes returns a copy of the whole flash content, bad blocks included.
-func (f *Flash) Bytes() []byte {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.data)
 }
 
 // Load preloads content at offset 0 (raw, not an operation, ignores power state). On NAND

@@ -19,9 +19,6 @@ import (
 	"github.com/aduflash/aduflash/slots"
 )
 
-// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduagent/app.Version=…".
-var Version = "dev"
-
 // DefaultConfig is the device configuration file read unless --config names another.
 const DefaultConfig = cliapp.DefaultDeviceConfig
 
@@ -34,11 +31,8 @@ type env struct {
 func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
 	a := &cli.App{
-		Name:      "aduagent",
-		Usage:     "the device's update agent: the Device Update daemon, manual installs, slot and bootloader state, mark-good / mark-bad",
-		Version:   Version,
-		Writer:    stdout,
-		ErrWriter: stderr,
+		Name:  "aduagent",
+		Usage: "the device's update agent: the Device Update daemon, manual installs, slot and bootloader state, mark-good / mark-bad",
 		Description: `All commands read the device configuration (--config, examples/aduagent.toml documents
 every key): the [slots] section (slots, banks, how the running bank is found), the
 [bootloader] section (the boot backend) and the [agent] section (IoT Hub connection, device
@@ -86,8 +80,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
 			&cli.StringFlag{Name: "sysfs-root", Hidden: true})
 	}
-	cliapp.Prepare(a)
-	return a
+	return cliapp.New(a, stdout, stderr)
 }
 
 // globalFlag returns a global flag given after the command name, else before it (or its

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,13 +20,9 @@ import (
 	"github.com/aduflash/aduflash/journal"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
+// run drives aduagent in-process the way main does.
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code = Run(context.Background(), append([]string{"aduagent"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduagent", args...)
 }
 
 func mustWrite(t *testing.T, path string, b []byte) {
@@ -36,20 +32,8 @@ func mustWrite(t *testing.T, path string, b []byte) {
 	}
 }
 
-func TestHelpGolden(t *testing.T) {
-	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if len(clitest.CommandPaths(nil, a.Commands)) != 5 {
-		t.Fatal("command tree changed: run, install, status, mark-good, mark-bad expected")
-	}
-	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
-}
-
-func TestVersion(t *testing.T) {
-	code, out, _ := run(t, "--version")
-	if code != 0 || !strings.Contains(out, "dev") {
-		t.Fatalf("exit %d, %q", code, out)
-	}
-}
+// TestProgram: run, install, status, mark-good, mark-bad; --version; --help goldens.
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 5) }
 
 // fixture: two file slots per bank class, a single-copy U-Boot env in a file with its
 // legacy fw_env.config, a kernel command line saying adu.slot=A, and the config.

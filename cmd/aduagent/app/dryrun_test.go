@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,15 +17,8 @@ import (
 // no bootloader change, no reboot. A tampered image and a bank already pending are refused
 // as install refuses them.
 func TestInstallDryRun(t *testing.T) {
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh")
-	}
 	fx := newAgentFixture(t, "")
-	marker := filepath.Join(fx.dir, "rebooted")
-	b, _ := os.ReadFile(fx.cfg)
-	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `reboot_command = ["false"]`,
-		`reboot_command = ["`+sh+`", "-c", "echo reboot > '`+marker+`'"]`, 1)))
+	marker := fx.rebootMarker(t)
 	tampered := filepath.Join(fx.dir, "tampered.aduimg")
 	img, _ := os.ReadFile(fx.img)
 	img[len(img)-1000] ^= 0x01

@@ -299,16 +299,23 @@ func TestInstallRawAllowed(t *testing.T) {
 	}
 }
 
-func TestInstallReboots(t *testing.T) {
+// rebootMarker makes the config's reboot command write the file whose path it returns (and
+// skips the test without sh).
+func (fx *agentFixture) rebootMarker(t *testing.T) string {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
 		t.Skip("no sh")
 	}
-	fx := newAgentFixture(t, "")
 	marker := filepath.Join(fx.dir, "rebooted")
 	b, _ := os.ReadFile(fx.cfg)
 	mustWrite(t, fx.cfg, []byte(strings.Replace(string(b), `reboot_command = ["false"]`,
 		`reboot_command = ["`+sh+`", "-c", "echo reboot > '`+marker+`'"]`, 1)))
+	return marker
+}
+
+func TestInstallReboots(t *testing.T) {
+	fx := newAgentFixture(t, "")
+	marker := fx.rebootMarker(t)
 	code, out, errOut := fx.run(t, "install", fx.img)
 	if code != 0 || !strings.Contains(out, "bank B is pending: 3 attempt(s) left, then falls back to A; rebooting into it") {
 		t.Fatalf("exit %d %q %q", code, out, errOut)

@@ -153,7 +153,7 @@ func (e *env) run(c *cli.Context) error {
 		})
 		if err == nil {
 			notify("STATUS=running")
-			dm.log.Info("agent running", "device", deviceID(hc.ConnectionString), "model", cfg.ModelID, "version", Version)
+			dm.log.Info("agent running", "device", deviceID(hc.ConnectionString), "model", cfg.ModelID, "version", cliapp.Version)
 			err = dm.ag.Run(ctx, cl)
 			cl.Close()
 		}

@@ -12,9 +12,6 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 )
 
-// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduflash/app.Version=…".
-var Version = "dev"
-
 // env is what every command may use besides its flags and arguments.
 type env struct {
 	stdout, stderr io.Writer
@@ -23,12 +20,9 @@ type env struct {
 // New builds the aduflash command tree writing to stdout and stderr.
 func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
-	a := &cli.App{
-		Name:      "aduflash",
-		Usage:     "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
-		Version:   Version,
-		Writer:    stdout,
-		ErrWriter: stderr,
+	return cliapp.New(&cli.App{
+		Name:  "aduflash",
+		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
 		Description: `Exit codes: 0 ok, 1 invalid input or failed verification (bad image or signature, image
 too large, target in the running bank), 2 usage error, 3 I/O or environment error.
 
@@ -41,11 +35,11 @@ EXAMPLE:
 			e.writeCommand(),
 			e.envCommand(),
 			e.manifestCommand(),
+			e.fastbootCommand(),
+			e.scriptCommand(),
 			e.recoverCommand(),
 		},
-	}
-	cliapp.Prepare(a)
-	return a
+	}, stdout, stderr)
 }
 
 // Run runs aduflash with args (args[0] is the program name) and returns the exit code.

@@ -5,11 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,34 +20,14 @@ import (
 	"github.com/aduflash/aduflash/image/mcuboot"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
+// run drives aduflash in-process the way main does.
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code = Run(context.Background(), append([]string{"aduflash"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduflash", args...)
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	clitest.Golden(t, filepath.Join("testdata", name), got, *update)
-}
-
-func TestHelpGolden(t *testing.T) {
-	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if len(clitest.CommandPaths(nil, a.Commands)) < 3 {
-		t.Fatal("command tree looks truncated")
-	}
-	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
-}
-
-func TestVersion(t *testing.T) {
-	code, out, _ := run(t, "--version")
-	if code != 0 || !strings.Contains(out, "dev") {
-		t.Fatalf("exit %d, %q", code, out)
-	}
-}
+// TestProgram: write, env and its subcommands, manifest and its subcommands; --version;
+// --help goldens.
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 14) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
@@ -259,7 +238,7 @@ func TestWriteForgedHeader(t *testing.T) {
 			code   int
 			stderr string
 		)
-		allocated := allocatedDuring(func() { code, _, stderr = run(t, tc.args...) })
+		allocated := imagetest.AllocatedDuring(func() { code, _, stderr = run(t, tc.args...) })
 		if code != exitcode.Invalid || !strings.Contains(stderr, tc.msg) {
 			t.Errorf("%s: exit %d, stderr %q, want %d and %q", tc.name, code, stderr, exitcode.Invalid, tc.msg)
 		}
@@ -267,15 +246,6 @@ func TestWriteForgedHeader(t *testing.T) {
 			t.Errorf("%s: %d bytes allocated before refusing a %d-byte header, want at most %d", tc.name, allocated, len(header), tc.budget)
 		}
 	}
-}
-
-// allocatedDuring returns the bytes the heap handed out while f ran.
-func allocatedDuring(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 func TestWriteMCUbootAndRaw(t *testing.T) {

@@ -7,14 +7,13 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
+	"github.com/aduflash/aduflash/internal/cnum"
 )
 
 func (e *env) envMkimageCommand() *cli.Command {
@@ -45,26 +44,6 @@ EXAMPLE:
 		},
 		Action: e.envMkimage,
 	}
-}
-
-// parseCInteger parses like strtol(s, NULL, 0): 0x hex, leading-0 octal, else decimal.
-func parseCInteger(s string) (int64, error) {
-	t := s
-	base := 10
-	switch {
-	case len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X"):
-		base, t = 16, t[2:]
-	case len(t) > 1 && t[0] == '0':
-		base, t = 8, t[1:]
-	}
-	if t == "" || strings.ContainsAny(t, "_+-") {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	v, err := strconv.ParseInt(t, base, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a number", s)
-	}
-	return v, nil
 }
 
 // errEnvTooLarge is mkenvimage's "too large for the target environment storage".
@@ -158,11 +137,11 @@ func (e *env) envMkimage(c *cli.Context) error {
 	if err := cliapp.Need(c, "size", "output"); err != nil {
 		return err
 	}
-	size, err := parseCInteger(c.String("size"))
+	size, err := cnum.ParseInt(c.String("size"))
 	if err != nil || size <= 0 || size > 64<<20 {
 		return exitcode.Usagef("%s: -s: bad size %q (1..64 MiB)", c.Command.HelpName, c.String("size"))
 	}
-	pad, err := parseCInteger(c.String("pad"))
+	pad, err := cnum.ParseInt(c.String("pad"))
 	if err != nil || pad < 0 || pad > 255 {
 		return exitcode.Usagef("%s: -p: bad byte %q (0..255)", c.Command.HelpName, c.String("pad"))
 	}

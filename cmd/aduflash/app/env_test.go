@@ -288,6 +288,16 @@ func TestEnvMkimageMatchesMkenvimage(t *testing.T) {
 	if code, _, _ := run(t, "env", "mkimage", "-o", out, in); code != 2 {
 		t.Errorf("no size: exit %d", code)
 	}
+	for _, bad := range [][]string{{"-s", "-8192"}, {"-s", "0x"}, {"-s", "8k"}, {"-s", "1_0"}, {"-s", "0x2000", "-p", "256"}, {"-s", "0x2000", "-p", "-1"}} {
+		if code, _, _ := run(t, append(append([]string{"env", "mkimage"}, bad...), "-o", out, in)...); code != 2 {
+			t.Errorf("%q: exit %d, want 2", bad, code)
+		}
+	}
+	if code, _, stderr := run(t, "env", "mkimage", "-s", "020000", "-p", "0377", "-o", out, in); code != 0 {
+		t.Errorf("C octal size and pad: exit %d %s", code, stderr)
+	} else if data, _ := os.ReadFile(out); len(data) != 0x2000 || data[len(data)-1] != 0xff {
+		t.Errorf("C octal size and pad: %d bytes, last %#x", len(data), data[len(data)-1])
+	}
 	needEnvPeers(t)
 	for _, tc := range []struct {
 		input string

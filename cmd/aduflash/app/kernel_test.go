@@ -94,15 +94,9 @@ func TestKernelEnvOnUBI(t *testing.T) {
 }
 
 func TestEnvInVM(t *testing.T) {
-	if vmtest.InGuest() {
-		t.Skip("already inside the VM")
-	}
-	if testing.Short() {
-		t.Skip("boots a VM (about 10 s under TCG); -short")
-	}
 	vm := vmtest.Run(t, vmtest.Config{
 		Modules: []string{
-			"nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7",
+			vmtest.NANDSim,
 			"mtdram total_size=8192 erase_size=128",
 			"ubi",
 		},

@@ -136,7 +136,7 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 		return err
 	}
 	defer f.Close()
-	if err := sniff(c, res, f, raw, len(pubs) > 0 || keyring != ""); err != nil {
+	if res.Format, err = sniff(c, res.Image, f, raw, len(pubs) > 0 || keyring != ""); err != nil {
 		return err
 	}
 	// Refuse the running bank before reading anything big.
@@ -184,22 +184,22 @@ func (e *env) target(c *cli.Context, res *writeResult) (*slots.Layout, *slots.Sl
 	return l, target, nil
 }
 
-// sniff tells the image's format before anything else is read: an image needs keys, a file
-// that is no image needs --raw.
-func sniff(c *cli.Context, res *writeResult, f io.ReaderAt, raw, keys bool) error {
-	res.Format = install.FormatRaw
+// sniff tells the format of the image file called name before anything else is read: an
+// image needs keys, a file that is no image needs --raw.
+func sniff(c *cli.Context, name string, f io.ReaderAt, raw, keys bool) (string, error) {
 	if raw {
-		return nil
+		return install.FormatRaw, nil
 	}
 	prefix := make([]byte, install.SniffSize)
 	n, _ := f.ReadAt(prefix, 0)
-	if res.Format = install.Sniff(prefix[:n]); res.Format == "" {
-		return exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw writes any file unverified)", res.Image))
+	format := install.Sniff(prefix[:n])
+	if format == "" {
+		return install.FormatRaw, exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw writes any file unverified)", name))
 	}
 	if !keys {
-		return exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, res.Format)
+		return format, exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, format)
 	}
-	return nil
+	return format, nil
 }
 
 // bars shows a progress bar for each stage of the install.

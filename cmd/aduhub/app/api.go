@@ -548,6 +548,9 @@ func (s *server) importUpload(w http.ResponseWriter, r *http.Request) (*hub.Upda
 			return nil, err
 		}
 	}
+	// The upload is in: the import (hashes, signing) may take its time without a read
+	// deadline cutting the connection before the answer.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return s.svc.ImportFrom(manifest, root, files)
 }
 
@@ -712,29 +715,33 @@ func deploymentErr(id string, err error) error {
 
 func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if err := s.svc.Cancel(id); err != nil {
-		writeAPIError(w, deploymentErr(id, err))
-		return
-	}
-	st, err := s.svc.Status(id)
-	if err != nil {
-		writeAPIError(w, deploymentErr(id, err))
+	st, ok := s.statusAfter(w, id, s.svc.Cancel(id))
+	if !ok {
 		return
 	}
 	s.log.Info("deployment cancelled", "deployment", id)
 	writeAPI(w, http.StatusOK, st)
 }
 
+// statusAfter returns the status of deployment id after an action on it that ended with err;
+// when the action or the status failed it has answered with the error, and returns false.
+func (s *server) statusAfter(w http.ResponseWriter, id string, err error) (*hub.DeploymentStatus, bool) {
+	var st *hub.DeploymentStatus
+	if err == nil {
+		st, err = s.svc.Status(id)
+	}
+	if err != nil {
+		writeAPIError(w, deploymentErr(id, err))
+		return nil, false
+	}
+	return st, true
+}
+
 func (s *server) retry(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	devs, err := s.svc.Retry(id)
-	if err != nil {
-		writeAPIError(w, deploymentErr(id, err))
-		return
-	}
-	st, err := s.svc.Status(id)
-	if err != nil {
-		writeAPIError(w, deploymentErr(id, err))
+	st, ok := s.statusAfter(w, id, err)
+	if !ok {
 		return
 	}
 	sort.Strings(devs)

@@ -12,9 +12,6 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 )
 
-// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduhub/app.Version=…".
-var Version = "dev"
-
 // env is what every command may use besides its flags and arguments.
 type env struct {
 	stdout, stderr io.Writer
@@ -23,12 +20,9 @@ type env struct {
 // New builds the aduhub command tree writing to stdout and stderr.
 func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
-	a := &cli.App{
-		Name:      "aduhub",
-		Usage:     "a local IoT Hub + Device Update stand-in, and the end-to-end demo",
-		Version:   Version,
-		Writer:    stdout,
-		ErrWriter: stderr,
+	return cliapp.New(&cli.App{
+		Name:  "aduhub",
+		Usage: "a local IoT Hub + Device Update stand-in, and the end-to-end demo",
 		Description: `Exit codes: 0 ok, 1 invalid input or a step of the demo that did not happen as
 described, 2 usage error, 3 I/O or environment error.
 
@@ -50,9 +44,7 @@ EXAMPLE:
 			e.retryCommand(),
 			e.statusCommand(),
 		},
-	}
-	cliapp.Prepare(a)
-	return a
+	}, stdout, stderr)
 }
 
 // Run runs aduhub with args (args[0] is the program name) and returns the exit code.

@@ -1,30 +1,15 @@
 package app
 
 import (
-	"bytes"
-	"flag"
-	"strings"
+	"io"
 	"testing"
 
 	"github.com/aduflash/aduflash/cmd/internal/clitest"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite golden files under testdata/")
-
-func TestHelpGolden(t *testing.T) {
-	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if n := len(clitest.CommandPaths(nil, a.Commands)); n != 12 {
-		t.Fatalf("command tree changed (%d commands): demo, serve, device add|renew-key|list|remove, import, deploy, cancel, retry, status expected", n)
-	}
-	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return runHub(t, args...) }, *updateGolden)
-}
-
-func TestVersion(t *testing.T) {
-	code, out, _ := runHub(t, "--version")
-	if code != 0 || !strings.Contains(out, "dev") {
-		t.Fatalf("exit %d, %q", code, out)
-	}
-}
+// TestProgram: demo, serve, device add|renew-key|list|remove, import, deploy, cancel, retry,
+// status; --version; --help goldens.
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 12) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

@@ -32,11 +32,20 @@ func (e *env) deviceCommand() *cli.Command {
    aduhub device renew-key dev1
    aduhub device remove dev1`,
 		Subcommands: []*cli.Command{
-			{
-				Name:      "add",
-				Usage:     "register a device and print its connection string",
-				ArgsUsage: "ID",
-				Description: `Registers device ID with a new random SAS key and prints what its agent needs: the
+			e.deviceAddCommand(),
+			e.deviceRenewKeyCommand(),
+			e.deviceListCommand(),
+			e.deviceRemoveCommand(),
+		},
+	}
+}
+
+func (e *env) deviceAddCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "add",
+		Usage:     "register a device and print its connection string",
+		ArgsUsage: "ID",
+		Description: `Registers device ID with a new random SAS key and prints what its agent needs: the
 connection string (agent.connection_string or connection_string_file), the CA certificate to
 trust (agent.ca_file) and the root keys of the update signer (agent.root_keys, with
 no_builtin_roots = true). The key is shown this once: adding a device that is registered
@@ -62,16 +71,19 @@ EXAMPLE:
    aduhub device add --data ./aduhub-data dev1
    aduhub device add --json dev1
    aduhub device add --x509-thumbprint "$(openssl x509 -in dev2.pem -noout -fingerprint -sha256 | cut -d= -f2)" dev2`,
-				Flags: append(deviceFlags("register in"),
-					&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
-					jsonFlag("the device's connection details")),
-				Action: e.deviceAdd,
-			},
-			{
-				Name:      "renew-key",
-				Usage:     "give a device a new SAS key and print its new connection string",
-				ArgsUsage: "ID",
-				Description: `Gives SAS device ID a new random key, as regenerating a device's keys in IoT Hub does,
+		Flags: append(deviceFlags("register in"),
+			&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
+			jsonFlag("the device's connection details")),
+		Action: e.deviceAdd,
+	}
+}
+
+func (e *env) deviceRenewKeyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "renew-key",
+		Usage:     "give a device a new SAS key and print its new connection string",
+		ArgsUsage: "ID",
+		Description: `Gives SAS device ID a new random key, as regenerating a device's keys in IoT Hub does,
 and prints the new connection string (and what else device add prints). The old key stops
 working: a connected device is disconnected and cannot connect again with it.
 
@@ -85,14 +97,17 @@ Exit codes: 0 renewed, 1 device ID is not registered or is an X.509 device, 2 us
 EXAMPLE:
    aduhub device renew-key dev1
    aduhub device renew-key --json dev1`,
-				Flags:  append(deviceFlags("renew in"), jsonFlag("the device's connection details")),
-				Action: e.deviceRenewKey,
-			},
-			{
-				Name:      "list",
-				Usage:     "list the registered devices with their connection and update state",
-				ArgsUsage: " ",
-				Description: `Shows every registered device: whether it is connected, its reported manufacturer/model,
+		Flags:  append(deviceFlags("renew in"), jsonFlag("the device's connection details")),
+		Action: e.deviceRenewKey,
+	}
+}
+
+func (e *env) deviceListCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "list",
+		Usage:     "list the registered devices with their connection and update state",
+		ArgsUsage: " ",
+		Description: `Shows every registered device: whether it is connected, its reported manufacturer/model,
 the agent state (Idle, DeploymentInProgress, Failed), the installed update and the
 deployment it follows. During a deployment it started, CONNECTED also says what the hub
 infers: "installing U", "rebooting into U" (it left with a DISCONNECT, as an agent does to
@@ -101,14 +116,17 @@ boot the update) or "connection lost while installing U".
 EXAMPLE:
    aduhub device list
    aduhub device list --json`,
-				Flags:  append(clientFlags(), jsonFlag("the devices")),
-				Action: e.deviceList,
-			},
-			{
-				Name:      "remove",
-				Usage:     "remove a device: drop its connection, its key or certificate and its twin",
-				ArgsUsage: "ID",
-				Description: `Removes device ID as deleting a device in IoT Hub does: if it is connected, its
+		Flags:  append(clientFlags(), jsonFlag("the devices")),
+		Action: e.deviceList,
+	}
+}
+
+func (e *env) deviceRemoveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "remove",
+		Usage:     "remove a device: drop its connection, its key or certificate and its twin",
+		ArgsUsage: "ID",
+		Description: `Removes device ID as deleting a device in IoT Hub does: if it is connected, its
 connection is closed; it cannot connect again with its key or certificate; its twin is
 deleted. Deployments that list it keep its result, and cancel and retry leave it out.
 Adding a device with the same ID later makes a new device (new key, empty twin).
@@ -124,10 +142,8 @@ EXAMPLE:
    aduhub device remove dev1
    aduhub device remove --data ./aduhub-data dev1
    aduhub device remove --json dev1`,
-				Flags:  append(deviceFlags("remove from"), jsonFlag("the removed device")),
-				Action: e.deviceRemove,
-			},
-		},
+		Flags:  append(deviceFlags("remove from"), jsonFlag("the removed device")),
+		Action: e.deviceRemove,
 	}
 }
 
@@ -682,28 +698,32 @@ EXAMPLE:
 }
 
 func (e *env) cancel(c *cli.Context) error {
+	var st hub.DeploymentStatus
+	return e.deploymentAction(c, "cancel", &st, func(id string) string {
+		return fmt.Sprintf("deployment %s cancelled: %s", id, countsText(st.Counts))
+	})
+}
+
+// deploymentAction runs a command that asks the server for an action (cancel, retry) on the
+// deployment its argument names, and prints the answer, which it decodes into res: as JSON,
+// or as the line that line makes of it.
+func (e *env) deploymentAction(c *cli.Context, action string, res any, line func(id string) string) error {
 	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
 		return err
 	}
 	id := c.Args().First()
-	var st hub.DeploymentStatus
-	if err := postDeployment(c, id, "cancel", &st); err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return cliapp.WriteJSON(e.stdout, st)
-	}
-	fmt.Fprintf(e.stdout, "deployment %s cancelled: %s\n", id, countsText(st.Counts))
-	return nil
-}
-
-// postDeployment asks the server for an action (cancel, retry) on a deployment.
-func postDeployment(c *cli.Context, id, action string, out any) error {
 	cl, err := clientOf(c)
 	if err != nil {
 		return err
 	}
-	return cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/"+action, struct{}{}, out)
+	if err := cl.do(c.Context, http.MethodPost, "/api/deployments/"+url.PathEscape(id)+"/"+action, struct{}{}, res); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return cliapp.WriteJSON(e.stdout, res)
+	}
+	fmt.Fprintln(e.stdout, line(id))
+	return nil
 }
 
 func (e *env) retryCommand() *cli.Command {
@@ -726,19 +746,10 @@ EXAMPLE:
 }
 
 func (e *env) retry(c *cli.Context) error {
-	if err := cliapp.Args(c, 1, 1, "DEPLOYMENT"); err != nil {
-		return err
-	}
-	id := c.Args().First()
 	var resp retryResponse
-	if err := postDeployment(c, id, "retry", &resp); err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return cliapp.WriteJSON(e.stdout, resp)
-	}
-	fmt.Fprintf(e.stdout, "deployment %s: retrying %d device(s): %s\n", id, len(resp.Retried), strings.Join(resp.Retried, ", "))
-	return nil
+	return e.deploymentAction(c, "retry", &resp, func(id string) string {
+		return fmt.Sprintf("deployment %s: retrying %d device(s): %s", id, len(resp.Retried), strings.Join(resp.Retried, ", "))
+	})
 }
 
 func (e *env) statusCommand() *cli.Command {

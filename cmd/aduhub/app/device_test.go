@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -189,14 +188,7 @@ func TestDeviceRemoveOffline(t *testing.T) {
 			t.Errorf("%v: exit %d, %q", args, code, e)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	tf := filepath.Join(t.TempDir(), "token")
-	mustWriteFile(t, tf, []byte(strings.Repeat("t", minTokenLen)))
+	url, tf := deadServer(t)
 	if code, _, e := runHub(t, "device", "remove", "--server", url, "--token-file", tf, "d"); code != exitcode.IO || !strings.Contains(e, "is `aduhub serve` running?") {
 		t.Fatalf("unreachable server: %d %q", code, e)
 	}

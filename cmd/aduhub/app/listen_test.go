@@ -254,7 +254,7 @@ func TestHTTPConnsPerClient(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no place after a connection closed: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(40 * time.Millisecond)
 	}
 }
 
@@ -304,13 +304,15 @@ func mustKey(t *testing.T) crypto.Signer {
 type slowReader struct{ r io.Reader }
 
 func (s slowReader) Read(p []byte) (int, error) {
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(40 * time.Millisecond)
 	return s.r.Read(p)
 }
 
 // An upload may last longer than the read timeout while its bytes keep coming.
 func TestHTTPLongUpload(t *testing.T) {
-	s := serverFor(t, serverConfig{readTimeout: 200 * time.Millisecond, idleTimeout: 200 * time.Millisecond})
+	// 1 MiB in reads 40 ms apart takes over a second, well past the read timeout of 500 ms,
+	// which the gap between two reads stays far from even on a loaded machine.
+	s := serverFor(t, serverConfig{readTimeout: 500 * time.Millisecond, idleTimeout: 500 * time.Millisecond})
 	raw := make([]byte, 1<<20)
 	rand.Read(raw)
 	m, img := procSignedUpdate(t, t.TempDir(), "1.0", raw, mustKey(t))

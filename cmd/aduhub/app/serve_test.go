@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/iothub"
-	"github.com/aduflash/aduflash/manifestgen"
 )
 
 // lockedBuffer is an io.Writer safe for the serve goroutine and the test.
@@ -181,44 +181,28 @@ func (s *hubServe) wantFail(t *testing.T, wantCode int, wantMsg string, args ...
 	}
 }
 
-// signedUpdate builds a signed image and its import manifest (version v) in dir.
+// signedUpdate builds a signed image and its import manifest (version v) in dir, with a new
+// key.
 func signedUpdate(t *testing.T, dir, v string) (manifest, img string) {
 	t.Helper()
 	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img = filepath.Join(dir, "rootfs-"+v+".aduimg")
-	f, err := os.Create(img)
+	return procSignedUpdate(t, dir, v, bytes.Repeat([]byte("aduhub "+v+" "), 4000), k)
+}
+
+// deadServer returns the URL of an address nothing listens on, and a token file for it.
+func deadServer(t *testing.T) (url, tokenFile string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := bytes.Repeat([]byte("aduhub "+v+" "), 4000)
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: v, SlotClass: "rootfs", ChunkSize: 16 << 10}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	spec := manifestgen.Spec{
-		UpdateID:      manifestgen.UpdateID{Provider: "Contoso", Name: "Toaster", Version: v},
-		Compatibility: []manifestgen.Compatibility{{{Name: "manufacturer", Value: "contoso"}, {Name: "model", Value: "toaster"}}},
-		Steps: []manifestgen.StepSpec{{Handler: "aduflash/image:1", Properties: manifestgen.Object{
-			{Name: "installedCriteria", Value: json.RawMessage(`"` + v + `"`)},
-		}}},
-		Files: []manifestgen.FileSpec{{Path: img}},
-	}
-	m, _, err := manifestgen.Build(context.Background(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := manifestgen.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest = filepath.Join(dir, "contoso.toaster."+v+".importmanifest.json")
-	if err := os.WriteFile(manifest, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return manifest, img
+	url = "http://" + ln.Addr().String()
+	ln.Close()
+	tokenFile = filepath.Join(t.TempDir(), "token")
+	mustWriteFile(t, tokenFile, []byte(strings.Repeat("t", minTokenLen)))
+	return url, tokenFile
 }
 
 func dialDevice(t *testing.T, s *hubServe, conn, caFile string) *iothub.Client {
@@ -523,14 +507,7 @@ func TestServeEndToEnd(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	// Nothing listens there: I/O error with a hint.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	tf := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(tf, []byte(strings.Repeat("t", minTokenLen)), 0o600)
+	url, tf := deadServer(t)
 	for _, args := range [][]string{
 		{"status", "--server", url, "--token-file", tf},
 		{"device", "list", "--server", url, "--token-file", tf},
@@ -583,17 +560,12 @@ func runHubFor(t *testing.T, d time.Duration, args ...string) (int, string, stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var o, e bytes.Buffer
-	code := Run(ctx, append([]string{"aduhub"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(ctx, Run, "aduhub", args...)
 }
 
 // runHub runs aduhub in-process and returns its exit code and output.
 func runHub(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code := Run(context.Background(), append([]string{"aduhub"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduhub", args...)
 }
 
 func mustRead(t *testing.T, path string) string {

@@ -12,9 +12,6 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 )
 
-// Version is set at build time with -ldflags "-X github.com/aduflash/aduflash/cmd/aduimport/app.Version=…".
-var Version = "dev"
-
 // env is what every command may use besides its flags and arguments.
 type env struct {
 	stdout, stderr io.Writer
@@ -23,12 +20,9 @@ type env struct {
 // New builds the aduimport command tree writing to stdout and stderr.
 func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
-	a := &cli.App{
-		Name:      "aduimport",
-		Usage:     "sign update images and write ADU import manifests (build host / CI)",
-		Version:   Version,
-		Writer:    stdout,
-		ErrWriter: stderr,
+	return cliapp.New(&cli.App{
+		Name:  "aduimport",
+		Usage: "sign update images and write ADU import manifests (build host / CI)",
 		Description: `Exit codes: 0 ok, 1 invalid input or failed verification, 2 usage error,
 3 I/O or environment error.
 
@@ -45,9 +39,7 @@ EXAMPLE:
 			e.manifestCommand(),
 			e.checkFitCommand(),
 		},
-	}
-	cliapp.Prepare(a)
-	return a
+	}, stdout, stderr)
 }
 
 // Run runs aduimport with args (args[0] is the program name) and returns the exit code.

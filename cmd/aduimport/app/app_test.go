@@ -1,9 +1,8 @@
 package app
 
 import (
-	"bytes"
 	"context"
-	"flag"
+	"io"
 	"path/filepath"
 	"testing"
 
@@ -11,29 +10,20 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
 // run drives aduimport in-process the way main does.
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code = Run(context.Background(), append([]string{"aduimport"}, args...), &o, &e)
-	return code, o.String(), e.String()
+	return clitest.Run(context.Background(), Run, "aduimport", args...)
 }
 
-// golden compares got with testdata/NAME, or rewrites it under -update.
+// golden compares got with testdata/NAME, or rewrites it under go test -update.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	clitest.Golden(t, filepath.Join("testdata", name), got, *update)
+	clitest.Golden(t, filepath.Join("testdata", name), got)
 }
 
-func TestHelpGolden(t *testing.T) {
-	a := New(&bytes.Buffer{}, &bytes.Buffer{})
-	if len(clitest.CommandPaths(nil, a.Commands)) < 7 {
-		t.Fatal("command tree looks truncated")
-	}
-	clitest.HelpGolden(t, a, func(args ...string) (int, string, string) { return run(t, args...) }, *update)
-}
+// TestProgram: keygen, sign, verify, inspect, mcuboot and manifest with their subcommands,
+// check-fit; --version; --help goldens.
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 12) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

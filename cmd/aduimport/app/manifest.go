@@ -139,118 +139,139 @@ EXAMPLE:
 			// Reproducible manifests and golden tests: createdDateTime instead of now.
 			&cli.StringFlag{Name: "created", Hidden: true, Usage: "createdDateTime (RFC 3339) instead of the current time"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := args(c, 0, 0, "no arguments"); err != nil {
-				return err
-			}
-			if err := need(c, "provider", "name", "version"); err != nil {
-				return err
-			}
-			spec := manifestgen.Spec{
-				UpdateID: manifestgen.UpdateID{
-					Provider: c.String("provider"),
-					Name:     c.String("name"),
-					Version:  c.String("version"),
-				},
-				Description: c.String("description"),
-			}
-			if c.IsSet("description") && spec.Description == "" {
-				return exitcode.Usagef("%s: --description must not be empty", c.Command.HelpName)
-			}
-			if c.IsSet("is-deployable") && !c.Bool("is-deployable") {
-				f := false
-				spec.IsDeployable = &f
-			}
-			for _, a := range rec.list {
-				var err error
-				switch a.flag {
-				case "compat":
-					var cp manifestgen.Compatibility
-					if cp, err = manifestgen.ParseCompat(a.value); err == nil {
-						spec.Compatibility = append(spec.Compatibility, cp)
-					}
-				case "step":
-					var st manifestgen.StepSpec
-					if st, err = manifestgen.ParseStep(a.value); err == nil {
-						spec.Steps = append(spec.Steps, st)
-					}
-				case "file":
-					var f manifestgen.FileSpec
-					if f, err = manifestgen.ParseFile(a.value); err == nil {
-						spec.Files = append(spec.Files, f)
-					}
-				case "related-file":
-					var r manifestgen.RelatedFileSpec
-					if r, err = manifestgen.ParseRelatedFile(a.value); err == nil {
-						if len(spec.Files) == 0 {
-							return exitcode.Usagef("%s: --related-file %s comes before any --file; it belongs to the --file before it", c.Command.HelpName, a.value)
-						}
-						last := &spec.Files[len(spec.Files)-1]
-						last.Related = append(last.Related, r)
-					}
-				}
-				if err != nil {
-					return exitcode.WithCode(exitcode.Usage, fmt.Errorf("%s: %w", c.Command.HelpName, err))
-				}
-			}
-			if len(spec.Compatibility) == 0 {
-				return exitcode.Usagef("%s: missing --compat", c.Command.HelpName)
-			}
-			if len(spec.Steps) == 0 {
-				return exitcode.Usagef("%s: missing --step", c.Command.HelpName)
-			}
-			opts := []manifestgen.Option{
-				manifestgen.WithProgress(func(total int64) manifestgen.Meter {
-					if total < progressThreshold {
-						return nil
-					}
-					return progress.New(e.stderr, total, "hashing")
-				}),
-			}
-			created, err := buildTime(c)
-			if err != nil {
-				return err
-			}
-			if !created.IsZero() {
-				opts = append(opts, manifestgen.WithCreated(created))
-			}
-
-			m, warnings, err := manifestgen.Build(c.Context, spec, opts...)
-			for _, w := range warnings {
-				fmt.Fprintf(e.stderr, "aduimport: warning: %s\n", w)
-			}
-			if err == nil {
-				err = imagestep.Complete(m, specPaths(spec))
-			}
-			if err != nil {
-				return err
-			}
-			data, err := manifestgen.Marshal(m)
-			if err != nil {
-				return err
-			}
-			out := c.String("output")
-			if out == "-" {
-				_, err := e.stdout.Write(data)
-				return err
-			}
-			if out == "" {
-				out = m.FileName()
-			}
-			if err := outfile.WriteFile(out, data, 0o644); err != nil {
-				return err
-			}
-			var size int64
-			for _, f := range m.Files {
-				size += f.SizeInBytes
-				for _, r := range f.RelatedFiles {
-					size += r.SizeInBytes
-				}
-			}
-			fmt.Fprintf(e.stdout, "import manifest for %s written to %s (%d file(s), %s)\n", m.UpdateID, out, countFiles(m), progress.Size(size))
-			return nil
-		},
+		Action: func(c *cli.Context) error { return e.manifestCreate(c, rec) },
 	}
+}
+
+// manifestCreate is manifest create's action: the spec from the flags (in their order for
+// rec's), the manifest built from it and checked against the images, written.
+func (e *env) manifestCreate(c *cli.Context, rec *orderedArgs) error {
+	spec, err := createSpec(c, rec)
+	if err != nil {
+		return err
+	}
+	m, err := e.buildManifest(c, spec)
+	if err != nil {
+		return err
+	}
+	return e.writeManifest(c, m)
+}
+
+// createSpec reads the spec of manifest create from its flags; what is missing or does not
+// parse is a usage error.
+func createSpec(c *cli.Context, rec *orderedArgs) (manifestgen.Spec, error) {
+	var spec manifestgen.Spec
+	if err := args(c, 0, 0, "no arguments"); err != nil {
+		return spec, err
+	}
+	if err := need(c, "provider", "name", "version"); err != nil {
+		return spec, err
+	}
+	spec.UpdateID = manifestgen.UpdateID{Provider: c.String("provider"), Name: c.String("name"), Version: c.String("version")}
+	spec.Description = c.String("description")
+	if c.IsSet("description") && spec.Description == "" {
+		return spec, exitcode.Usagef("%s: --description must not be empty", c.Command.HelpName)
+	}
+	if c.IsSet("is-deployable") && !c.Bool("is-deployable") {
+		f := false
+		spec.IsDeployable = &f
+	}
+	for _, a := range rec.list {
+		if err := addOrdered(&spec, a); err != nil {
+			return spec, exitcode.WithCode(exitcode.Usage, fmt.Errorf("%s: %w", c.Command.HelpName, err))
+		}
+	}
+	if len(spec.Compatibility) == 0 {
+		return spec, exitcode.Usagef("%s: missing --compat", c.Command.HelpName)
+	}
+	if len(spec.Steps) == 0 {
+		return spec, exitcode.Usagef("%s: missing --step", c.Command.HelpName)
+	}
+	return spec, nil
+}
+
+// addOrdered parses the value of one repeatable flag into spec: a --related-file goes to the
+// --file before it.
+func addOrdered(spec *manifestgen.Spec, a orderedArg) error {
+	switch a.flag {
+	case "compat":
+		return appendParsed(&spec.Compatibility, manifestgen.ParseCompat, a.value)
+	case "step":
+		return appendParsed(&spec.Steps, manifestgen.ParseStep, a.value)
+	case "file":
+		return appendParsed(&spec.Files, manifestgen.ParseFile, a.value)
+	case "related-file":
+		if len(spec.Files) == 0 {
+			if _, err := manifestgen.ParseRelatedFile(a.value); err != nil {
+				return err
+			}
+			return fmt.Errorf("--related-file %s comes before any --file; it belongs to the --file before it", a.value)
+		}
+		last := &spec.Files[len(spec.Files)-1]
+		return appendParsed(&last.Related, manifestgen.ParseRelatedFile, a.value)
+	}
+	return nil
+}
+
+// appendParsed appends parse(v) to list, or returns parse's error.
+func appendParsed[T any](list *[]T, parse func(string) (T, error), v string) error {
+	x, err := parse(v)
+	if err == nil {
+		*list = append(*list, x)
+	}
+	return err
+}
+
+// buildManifest builds the manifest of spec (hashing with progress on stderr for large
+// payloads, at --created if given), prints Build's warnings, and completes and checks the
+// aduflash/image:1 steps against their images.
+func (e *env) buildManifest(c *cli.Context, spec manifestgen.Spec) (*manifestgen.Manifest, error) {
+	opts := []manifestgen.Option{
+		manifestgen.WithProgress(func(total int64) manifestgen.Meter {
+			if total < progressThreshold {
+				return nil
+			}
+			return progress.New(e.stderr, total, "hashing")
+		}),
+	}
+	created, err := buildTime(c)
+	if err != nil {
+		return nil, err
+	}
+	if !created.IsZero() {
+		opts = append(opts, manifestgen.WithCreated(created))
+	}
+	m, warnings, err := manifestgen.Build(c.Context, spec, opts...)
+	for _, w := range warnings {
+		fmt.Fprintf(e.stderr, "aduimport: warning: %s\n", w)
+	}
+	if err == nil {
+		err = imagestep.Complete(m, specPaths(spec))
+	}
+	return m, err
+}
+
+// writeManifest writes m to --output (- for stdout; default its own file name in the
+// current directory) and says what it wrote.
+func (e *env) writeManifest(c *cli.Context, m *manifestgen.Manifest) error {
+	data, err := manifestgen.Marshal(m)
+	if err != nil {
+		return err
+	}
+	out := c.String("output")
+	if out == "-" {
+		_, err := e.stdout.Write(data)
+		return err
+	}
+	if out == "" {
+		out = m.FileName()
+	}
+	if err := outfile.WriteFile(out, data, 0o644); err != nil {
+		return err
+	}
+	n, size := payloadFiles(m)
+	fmt.Fprintf(e.stdout, "import manifest for %s written to %s (%d file(s), %s)\n", m.UpdateID, out, n, progress.Size(size))
+	return nil
 }
 
 // specPaths maps the file names of a manifest built from spec to the files given.
@@ -262,12 +283,15 @@ func specPaths(spec manifestgen.Spec) func(name string) string {
 	return func(name string) string { return paths[name] }
 }
 
-func countFiles(m *manifestgen.Manifest) int {
-	n := len(m.Files)
+// payloadFiles counts m's files and related files and adds up their sizes.
+func payloadFiles(m *manifestgen.Manifest) (n int, size int64) {
 	for _, f := range m.Files {
-		n += len(f.RelatedFiles)
+		n, size = n+1, size+f.SizeInBytes
+		for _, r := range f.RelatedFiles {
+			n, size = n+1, size+r.SizeInBytes
+		}
 	}
-	return n
+	return n, size
 }
 
 // checkResult is one file's entry in manifest check --json.

@@ -98,66 +98,79 @@ EXAMPLE:
 			&cli.GenericFlag{Name: "custom-tlv", Value: customTLV, Usage: "protected custom TLV TAG=VALUE (TAG 0xa0..0xfffe, VALUE 0x-hex or text); repeatable"},
 			&cli.GenericFlag{Name: "custom-tlv-file", Value: customTLVFile, Usage: "protected custom TLV TAG=FILE, the value read from FILE; repeatable", TakesFile: true},
 		},
-		Action: func(c *cli.Context) error {
-			if err := args(c, 2, 2, "INFILE OUTFILE"); err != nil {
-				return err
-			}
-			if err := need(c, "version", "header-size", "slot-size"); err != nil {
-				return err
-			}
-			in, out := c.Args().Get(0), c.Args().Get(1)
-			for _, f := range []string{in, out} {
-				if strings.EqualFold(filepath.Ext(f), ".hex") {
-					return exitcode.Usagef("%s: %s: Intel HEX files are not supported; convert with objcopy -I ihex -O binary", c.Command.HelpName, f)
-				}
-			}
-			o, err := mcubootSignOptions(c, customTLV.vals, customTLVFile.vals)
-			if err != nil {
-				return err
-			}
-			var key crypto.Signer
-			if c.String("key") != "" {
-				k, err := image.LoadPrivateKey(c.String("key"))
-				if err != nil {
-					return err
-				}
-				key = k
-			}
-			payload, err := mcubootRead(in, mcuboot.MaxSize)
-			if err != nil {
-				return err
-			}
-			signed, err := mcuboot.Sign(payload, key, o)
-			if err != nil {
-				return fmt.Errorf("%s: %w", in, err)
-			}
-			if err := outfile.WriteFile(out, signed, 0o644); err != nil {
-				return err
-			}
-			img, err := mcuboot.Parse(signed)
-			if err != nil {
-				return fmt.Errorf("internal error: the signed image does not parse: %w", err)
-			}
-			what := "unsigned"
-			if key != nil {
-				t, _ := image.TypeOf(key.Public())
-				what = "signed with " + string(t)
-			}
-			extra := ""
-			if sc, ok := img.SecurityCounter(); ok {
-				extra += fmt.Sprintf(", security counter 0x%x", sc)
-			}
-			if img.Trailer != nil {
-				extra += fmt.Sprintf(", padded to 0x%x", len(signed))
-				if img.Trailer.Confirmed() {
-					extra += " (confirmed)"
-				}
-			}
-			fmt.Fprintf(e.stdout, "%s: version %s, header 0x%x, image 0x%x bytes, %s%s -> %s (0x%x bytes)\n",
-				in, img.Header.Version, img.Header.HeaderSize, img.Header.ImageSize, what, extra, out, len(signed))
-			return nil
-		},
+		Action: func(c *cli.Context) error { return e.mcubootSign(c, customTLV.vals, customTLVFile.vals) },
 	}
+}
+
+// mcubootSign is mcuboot sign's action: INFILE signed with the options of the flags (and
+// the values of the custom TLV flags), written to OUTFILE, and described.
+func (e *env) mcubootSign(c *cli.Context, customTLV, customTLVFile []string) error {
+	if err := args(c, 2, 2, "INFILE OUTFILE"); err != nil {
+		return err
+	}
+	if err := need(c, "version", "header-size", "slot-size"); err != nil {
+		return err
+	}
+	in, out := c.Args().Get(0), c.Args().Get(1)
+	for _, f := range []string{in, out} {
+		if strings.EqualFold(filepath.Ext(f), ".hex") {
+			return exitcode.Usagef("%s: %s: Intel HEX files are not supported; convert with objcopy -I ihex -O binary", c.Command.HelpName, f)
+		}
+	}
+	o, err := mcubootSignOptions(c, customTLV, customTLVFile)
+	if err != nil {
+		return err
+	}
+	key, err := optionalSigner(c.String("key"))
+	if err != nil {
+		return err
+	}
+	payload, err := mcubootRead(in, mcuboot.MaxSize)
+	if err != nil {
+		return err
+	}
+	signed, err := mcuboot.Sign(payload, key, o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	if err := outfile.WriteFile(out, signed, 0o644); err != nil {
+		return err
+	}
+	img, err := mcuboot.Parse(signed)
+	if err != nil {
+		return fmt.Errorf("internal error: the signed image does not parse: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "%s: %s -> %s (0x%x bytes)\n", in, describeSigned(img, key, len(signed)), out, len(signed))
+	return nil
+}
+
+// optionalSigner loads the private key at path, or returns nil for no path.
+func optionalSigner(path string) (crypto.Signer, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return image.LoadPrivateKey(path)
+}
+
+// describeSigned says what mcuboot sign made: version, header and image size, the key type,
+// the security counter and the padding (of a size bytes image).
+func describeSigned(img *mcuboot.Image, key crypto.Signer, size int) string {
+	what := "unsigned"
+	if key != nil {
+		t, _ := image.TypeOf(key.Public())
+		what = "signed with " + string(t)
+	}
+	extra := ""
+	if sc, ok := img.SecurityCounter(); ok {
+		extra += fmt.Sprintf(", security counter 0x%x", sc)
+	}
+	if img.Trailer != nil {
+		extra += fmt.Sprintf(", padded to 0x%x", size)
+		if img.Trailer.Confirmed() {
+			extra += " (confirmed)"
+		}
+	}
+	return fmt.Sprintf("version %s, header 0x%x, image 0x%x bytes, %s%s", img.Header.Version, img.Header.HeaderSize, img.Header.ImageSize, what, extra)
 }
 
 // mcubootSignOptions turns the sign flags into SignOptions; every bad value is a usage error.

@@ -2,11 +2,11 @@ package app
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,14 +16,6 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
 )
-
-// mcubootRun runs aduimport in-process with args after "aduimport".
-func mcubootRun(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	code := Run(context.Background(), append([]string{"aduimport"}, args...), &o, &e)
-	return code, o.String(), e.String()
-}
 
 // mcubootFixture writes keys and a payload into a temporary directory.
 type mcubootFixture struct {
@@ -82,13 +74,14 @@ func (f *mcubootFixture) path(name string) string { return filepath.Join(f.dir, 
 func TestMcubootSignVerifyDump(t *testing.T) {
 	f := newMcubootFixture(t)
 	out := f.path("app.signed.bin")
-	code, stdout, stderr := mcubootRun(t, "mcuboot", "sign", "-k", f.key, "-v", "1.2.3+4", "-H", "0x200", "--pad-header",
+	code, stdout, stderr := run(t, "mcuboot", "sign", "-k", f.key, "-v", "1.2.3+4", "-H", "0x200", "--pad-header",
 		"-S", "0x10000", "--align", "4", "-s", "auto", "--confirm", f.in, out)
 	if code != 0 {
 		t.Fatalf("sign: exit %d, stderr %q", code, stderr)
 	}
-	if !strings.Contains(stdout, "1.2.3+4") || !strings.Contains(stdout, "confirmed") {
-		t.Errorf("sign output %q", stdout)
+	if want := fmt.Sprintf("%s: version 1.2.3+4, header 0x200, image 0x%x bytes, signed with ed25519, security counter 0x1020003, padded to 0x10000 (confirmed) -> %s (0x10000 bytes)\n",
+		f.in, len(f.payload), out); stdout != want {
+		t.Errorf("sign output %q, want %q", stdout, want)
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
@@ -106,14 +99,14 @@ func TestMcubootSignVerifyDump(t *testing.T) {
 	}
 
 	for _, key := range []string{f.pub, f.key} {
-		code, stdout, stderr = mcubootRun(t, "mcuboot", "verify", "-k", key, out)
+		code, stdout, stderr = run(t, "mcuboot", "verify", "-k", key, out)
 		if code != 0 || !strings.Contains(stdout, "Image was correctly validated") || !strings.Contains(stdout, "Image version: 1.2.3+4") ||
 			!strings.Contains(stdout, "Image digest: ") {
 			t.Errorf("verify -k %s: exit %d, stdout %q, stderr %q", filepath.Base(key), code, stdout, stderr)
 		}
 	}
 
-	code, stdout, stderr = mcubootRun(t, "mcuboot", "dump", out)
+	code, stdout, stderr = run(t, "mcuboot", "dump", out)
 	if code != 0 {
 		t.Fatalf("dump: exit %d, %s", code, stderr)
 	}
@@ -122,7 +115,7 @@ func TestMcubootSignVerifyDump(t *testing.T) {
 			t.Errorf("dump lacks %q:\n%s", s, stdout)
 		}
 	}
-	code, stdout, stderr = mcubootRun(t, "mcuboot", "dump", "--json", out)
+	code, stdout, stderr = run(t, "mcuboot", "dump", "--json", out)
 	if code != 0 {
 		t.Fatalf("dump --json: exit %d, %s", code, stderr)
 	}
@@ -192,7 +185,7 @@ func TestMcubootSignMatchesImgtool(t *testing.T) {
 			}
 			out := filepath.Join(f.dir, c.golden+".bin")
 			args := append(append([]string{"mcuboot", "sign", "-k", f.goldenKey}, c.args...), in, out)
-			code, _, stderr := mcubootRun(t, args...)
+			code, _, stderr := run(t, args...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -211,7 +204,7 @@ func TestMcubootSignMatchesImgtool(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(f.dir, "file-tlv.bin")
-	if code, _, stderr := mcubootRun(t, "mcuboot", "sign", "-k", f.key, "-v", "1", "-H", "32", "--pad-header", "-S", "0x10000",
+	if code, _, stderr := run(t, "mcuboot", "sign", "-k", f.key, "-v", "1", "-H", "32", "--pad-header", "-S", "0x10000",
 		"--custom-tlv-file", "0xa0="+val, in, out); code != 0 {
 		t.Fatalf("--custom-tlv-file: exit %d: %s", code, stderr)
 	}
@@ -225,7 +218,7 @@ func TestMcubootSignMatchesImgtool(t *testing.T) {
 func TestMcubootFailures(t *testing.T) {
 	f := newMcubootFixture(t)
 	good := f.path("good.bin")
-	if code, _, stderr := mcubootRun(t, "mcuboot", "sign", "-k", f.key, "-v", "1.0.0", "-H", "0x20", "--pad-header", "-S", "0x10000", "-s", "3", f.in, good); code != 0 {
+	if code, _, stderr := run(t, "mcuboot", "sign", "-k", f.key, "-v", "1.0.0", "-H", "0x20", "--pad-header", "-S", "0x10000", "-s", "3", f.in, good); code != 0 {
 		t.Fatalf("sign: exit %d: %s", code, stderr)
 	}
 	data, err := os.ReadFile(good)
@@ -320,7 +313,7 @@ func TestMcubootFailures(t *testing.T) {
 		{"unknown subcommand", []string{"create"}, exitcode.Usage, "unknown command"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, stdout, stderr := mcubootRun(t, append([]string{"mcuboot"}, c.args...)...)
+			code, stdout, stderr := run(t, append([]string{"mcuboot"}, c.args...)...)
 			if code != c.code || !strings.Contains(stderr, c.msg) {
 				t.Errorf("aduimport mcuboot %s: exit %d, stderr %q; want exit %d mentioning %q (stdout %q)",
 					strings.Join(c.args, " "), code, stderr, c.code, c.msg, stdout)

@@ -21,6 +21,19 @@ import (
 // that aduagent reads unless --config names another, and that aduflash's examples use.
 const DefaultDeviceConfig = "/etc/aduflash/aduagent.toml"
 
+// Version is the toolkit's version, which every binary reports (--version). It is set at
+// build time with -ldflags "-X github.com/aduflash/aduflash/cmd/internal/cliapp.Version=…".
+var Version = "dev"
+
+// New finishes a program's command tree a: its output goes to stdout and stderr, it reports
+// Version, and the conventions are applied (Prepare).
+func New(a *cli.App, stdout, stderr io.Writer) *cli.App {
+	a.Version = Version
+	a.Writer, a.ErrWriter = stdout, stderr
+	Prepare(a)
+	return a
+}
+
 // Prepare applies the conventions to a built command tree. Call it last, after Commands are set.
 func Prepare(a *cli.App) {
 	a.HideHelpCommand = true

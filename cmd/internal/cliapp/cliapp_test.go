@@ -13,8 +13,8 @@ import (
 )
 
 func testApp(out, errOut *bytes.Buffer) *cli.App {
-	a := &cli.App{
-		Name: "tool", Writer: out, ErrWriter: errOut,
+	return New(&cli.App{
+		Name: "tool",
 		Commands: []*cli.Command{
 			{Name: "do", Flags: []cli.Flag{&cli.StringFlag{Name: "x"}}, Action: func(c *cli.Context) error {
 				if err := Args(c, 1, 1, "FILE"); err != nil {
@@ -35,9 +35,7 @@ func testApp(out, errOut *bytes.Buffer) *cli.App {
 			}},
 			{Name: "group", Subcommands: []*cli.Command{{Name: "leaf", Action: func(*cli.Context) error { return nil }}}},
 		},
-	}
-	Prepare(a)
-	return a
+	}, out, errOut)
 }
 
 func TestConventions(t *testing.T) {

@@ -25,10 +25,13 @@ import (
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/errkind"
+	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
 	"github.com/aduflash/aduflash/recovery/console"
+	"github.com/aduflash/aduflash/recovery/fastboot"
+	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -216,6 +219,21 @@ var packageErrors = map[string]error{
 	"recovery/console.ErrScript":         console.ErrScript,
 	"recovery/console.ErrSerial":         console.ErrSerial,
 	"recovery/console.ErrBaud":           console.ErrBaud,
+	// recovery/fastboot
+	"recovery/fastboot.ErrNoResponse": fastboot.ErrNoResponse,
+	"recovery/fastboot.ErrProtocol":   fastboot.ErrProtocol,
+	"recovery/fastboot.ErrCommand":    fastboot.ErrCommand,
+	"recovery/fastboot.ErrTooLarge":   fastboot.ErrTooLarge,
+	"recovery/fastboot.ErrAborted":    fastboot.ErrAborted,
+	// internal/gptdisk
+	"internal/gptdisk.ErrNoGPT":       gptdisk.ErrNoGPT,
+	"internal/gptdisk.ErrNoPartition": gptdisk.ErrNoPartition,
+	// recovery/ubootscript
+	"recovery/ubootscript.ErrConfig":      ubootscript.ErrConfig,
+	"recovery/ubootscript.ErrUnreachable": ubootscript.ErrUnreachable,
+	"recovery/ubootscript.ErrNeedGPT":     ubootscript.ErrNeedGPT,
+	"recovery/ubootscript.ErrTooLarge":    ubootscript.ErrTooLarge,
+	"recovery/ubootscript.ErrCommand":     ubootscript.ErrCommand,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
@@ -226,6 +244,7 @@ var packageErrors = map[string]error{
 	"iothub.StatusError":            &iothub.StatusError{Status: 500},
 	"journal.CorruptError":          &journal.CorruptError{},
 	"recovery/console.StepError":    &console.StepError{Err: console.ErrTimeout},
+	"recovery/fastboot.FailError":   &fastboot.FailError{},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
@@ -357,6 +376,10 @@ func TestChains(t *testing.T) {
 		// transfer is a failed verification, a TFTP timeout the network's fault.
 		{"crc mismatch in U-Boot", &console.StepError{Step: "load", Err: fmt.Errorf("%w: the output lacks \"==> 1c291ca3\"", console.ErrCheck)}, Invalid},
 		{"tftp timeout", &console.StepError{Step: "load", Err: fmt.Errorf("%w: U-Boot printed \"Retry count exceeded\"", console.ErrTransfer)}, IO},
+		// recovery/fastboot: a download abandoned because the image failed its check is a
+		// verdict on the image; one whose file could not be read is not.
+		{"fastboot bad chunk", fmt.Errorf("%w: %w", fastboot.ErrAborted, &image.ChunkError{}), Invalid},
+		{"fastboot unreadable", fmt.Errorf("%w: %w", fastboot.ErrAborted, io.ErrUnexpectedEOF), IO},
 	} {
 		if got := Of(c.err); got != c.want {
 			t.Errorf("%s: Of(%v) = %d, want %d", c.name, c.err, got, c.want)

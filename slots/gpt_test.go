@@ -1,0 +1,104 @@
+package slots
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aduflash/aduflash/internal/gptdisk"
+)
+
+// gptDiskParts are the banks' partitions of the test disks: 4 MiB each at 1 MiB and 5 MiB.
+var gptDiskParts = []gptdisk.Partition{
+	{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: 2048, LastLBA: 10239},
+	{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: 10240, LastLBA: 18431},
+}
+
+// writeGPTDisk makes a 16 MiB disk image with gptDiskParts.
+func writeGPTDisk(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(16 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := gptdisk.Write(f, 16<<20/512, "0a0b0c0d-0e0f-1011-1213-141516171819", 128, gptDiskParts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const gptSlotsTOML = `
+[slots]
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "block"
+partlabel = "rootfs_a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "block"
+partuuid = "6E8C21A2-0C1A-4D3E-9F00-0000000000B2"
+`
+
+// TestPartitionsWithoutUdev: with no /dev/disk links (busybox mdev), slots by PARTLABEL and
+// PARTUUID are found on the disks' GPTs through sysfs.
+func TestPartitionsWithoutUdev(t *testing.T) {
+	root := t.TempDir()
+	dev, sys := filepath.Join(root, "dev"), filepath.Join(root, "sys")
+	for _, d := range []string{dev, filepath.Join(sys, "block", "vda", "vda1"), filepath.Join(sys, "block", "vda", "vda2"), filepath.Join(sys, "block", "vdb")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeGPTDisk(t, filepath.Join(dev, "vda"))
+	for name, content := range map[string]string{
+		filepath.Join(sys, "block", "vda", "vda1", "partition"): "1\n",
+		filepath.Join(sys, "block", "vda", "vda2", "partition"): "2\n",
+		filepath.Join(dev, "vdb"):                               "no partition table here",
+	} {
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := ParseConfig([]byte(gptSlotsTOML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayout(cfg, Env{Dev: dev, Sysfs: sys})
+	for slot, want := range map[string]string{"rootfs-a": "vda1", "rootfs-b": "vda2"} {
+		s, err := l.Slot(slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := l.Resolve(s); err != nil || got != filepath.Join(dev, want) {
+			t.Fatalf("Resolve(%s) = %q, %v; want %s", slot, got, err, want)
+		}
+	}
+
+	// A label on two disks names no one place.
+	if err := os.MkdirAll(filepath.Join(sys, "block", "vdc", "vdc1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeGPTDisk(t, filepath.Join(dev, "vdc"))
+	if err := os.WriteFile(filepath.Join(sys, "block", "vdc", "vdc1", "partition"), []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := l.Slot("rootfs-a")
+	if _, err := l.Resolve(s); !errors.Is(err, ErrUnknownSlot) || !strings.Contains(err.Error(), "two disks") {
+		t.Fatalf("a label on two disks: %v", err)
+	}
+
+	// With udev's links present, they are the truth: no GPT is read.
+	if err := os.MkdirAll(filepath.Join(dev, "disk", "by-partlabel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Resolve(s); !errors.Is(err, ErrUnknownSlot) || !strings.Contains(err.Error(), "by-partlabel") {
+		t.Fatalf("with /dev/disk/by-partlabel but no link: %v", err)
+	}
+}
