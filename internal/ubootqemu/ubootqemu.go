@@ -166,6 +166,9 @@ type Config struct {
 	// HostForwards are QEMU hostfwd rules of the user network, e.g.
 	// "udp:127.0.0.1:PORT-:5554" for U-Boot's fastboot (with Network).
 	HostForwards []string
+	// ConsolePTY puts the console on a pseudo-terminal instead of QEMU's standard input and
+	// output, and lets a reset reboot the board (StartBoard sets it).
+	ConsolePTY bool
 }
 
 // ErrPrompt is returned (wrapped) when U-Boot reaches its interactive prompt: the bootcmd
@@ -185,15 +188,20 @@ func Args(cfg Config) []string {
 			nic += ",hostfwd=" + f
 		}
 	}
-	args := []string{
+	console := []string{"-nographic", "-no-reboot"}
+	if cfg.ConsolePTY {
+		console = []string{"-display", "none", "-monitor", "none", "-serial", "pty"}
+	}
+	args := append([]string{
 		"-M", "virt", "-cpu", "cortex-a57", "-m", mem,
-		"-nographic", "-nic", nic, "-no-reboot",
+		"-nic", nic}, console...)
+	args = append(args,
 		"-bios", cfg.UBoot,
 		"-device", "sdhci-pci",
 		// not id=sd0: that clashes with the bus QEMU names itself
-		"-drive", "if=none,id=card,file=" + cfg.Disk + ",format=raw",
+		"-drive", "if=none,id=card,file="+cfg.Disk+",format=raw",
 		"-device", "sd-card,drive=card",
-	}
+	)
 	return append(args, cfg.ExtraArgs...)
 }
 

@@ -22,7 +22,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 	e := &env{stdout: stdout, stderr: stderr}
 	return cliapp.New(&cli.App{
 		Name:  "aduflash",
-		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell)",
+		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
 		Description: `Exit codes: 0 ok, 1 invalid input or failed verification (bad image or signature, image
 too large, target in the running bank), 2 usage error, 3 I/O or environment error.
 
@@ -30,7 +30,8 @@ EXAMPLE:
    aduflash write --pub release.pub.pem rootfs-1.2.0.aduimg disk.img
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg rootfs-b
    aduflash write --raw sdcard.img /dev/sdb
-   aduflash serve --pub release.pub.pem ./recovery`,
+   aduflash serve --pub release.pub.pem ./recovery
+   aduflash recover --console /dev/ttyUSB0 --ipaddr 192.168.0.2 --serverip 192.168.0.1 --script recover.txt`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
@@ -38,6 +39,7 @@ EXAMPLE:
 			e.fastbootCommand(),
 			e.scriptCommand(),
 			e.serveCommand(),
+			e.recoverCommand(),
 		},
 	}, stdout, stderr)
 }

@@ -27,7 +27,7 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 // TestProgram: write, env and its subcommands, manifest and its subcommands; --version;
 // --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 14) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 15) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

@@ -29,6 +29,7 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/recovery/fastboot"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
@@ -202,6 +203,23 @@ var packageErrors = map[string]error{
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
+	// recovery/console
+	"recovery/console.ErrTransfer":       console.ErrTransfer,
+	"recovery/console.ErrCheck":          console.ErrCheck,
+	"recovery/console.ErrBadImage":       console.ErrBadImage,
+	"recovery/console.ErrUnknownCommand": console.ErrUnknownCommand,
+	"recovery/console.ErrBadBlocks":      console.ErrBadBlocks,
+	"recovery/console.ErrCommand":        console.ErrCommand,
+	"recovery/console.ErrNoPrompt":       console.ErrNoPrompt,
+	"recovery/console.ErrEcho":           console.ErrEcho,
+	"recovery/console.ErrTimeout":        console.ErrTimeout,
+	"recovery/console.ErrClosed":         console.ErrClosed,
+	"recovery/console.ErrBootFailed":     console.ErrBootFailed,
+	"recovery/console.ErrBadCommand":     console.ErrBadCommand,
+	"recovery/console.ErrPlan":           console.ErrPlan,
+	"recovery/console.ErrScript":         console.ErrScript,
+	"recovery/console.ErrSerial":         console.ErrSerial,
+	"recovery/console.ErrBaud":           console.ErrBaud,
 	// recovery/fastboot
 	"recovery/fastboot.ErrNoResponse": fastboot.ErrNoResponse,
 	"recovery/fastboot.ErrProtocol":   fastboot.ErrProtocol,
@@ -234,6 +252,7 @@ var packageErrors = map[string]error{
 	"download.StatusError":          &download.StatusError{StatusCode: 404},
 	"iothub.StatusError":            &iothub.StatusError{Status: 500},
 	"journal.CorruptError":          &journal.CorruptError{},
+	"recovery/console.StepError":    &console.StepError{Err: console.ErrTimeout},
 	"recovery/fastboot.FailError":   &fastboot.FailError{},
 }
 
@@ -362,6 +381,10 @@ func TestChains(t *testing.T) {
 		// agent.Config: a root-key file that is not there.
 		{"missing root keys", fmt.Errorf("%w: agent.root_keys: %w", agent.ErrConfig, fs.ErrNotExist), IO},
 		{"bad keyring", fmt.Errorf("%w: agent.keyring/pub: %w", agent.ErrConfig, image.ErrBadKey), Invalid},
+		// recovery/console: a step's error takes the kind of what U-Boot said; a damaged
+		// transfer is a failed verification, a TFTP timeout the network's fault.
+		{"crc mismatch in U-Boot", &console.StepError{Step: "load", Err: fmt.Errorf("%w: the output lacks \"==> 1c291ca3\"", console.ErrCheck)}, Invalid},
+		{"tftp timeout", &console.StepError{Step: "load", Err: fmt.Errorf("%w: U-Boot printed \"Retry count exceeded\"", console.ErrTransfer)}, IO},
 		// recovery/fastboot: a download abandoned because the image failed its check is a
 		// verdict on the image; one whose file could not be read is not.
 		{"fastboot bad chunk", fmt.Errorf("%w: %w", fastboot.ErrAborted, &image.ChunkError{}), Invalid},

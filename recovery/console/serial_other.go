@@ -1,0 +1,14 @@
+//go:build !linux
+
+package console
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+)
+
+// Open opens a serial line; this build supports Linux only.
+func Open(path string, baud int) (*os.File, error) {
+	return nil, fmt.Errorf("%w: %s: opening a serial line is supported on Linux only", ErrSerial, runtime.GOOS)
+}
