@@ -60,17 +60,17 @@ func BenchmarkRecoverOverhead(b *testing.B) {
 			var err error
 			if path == "console" {
 				var out, errOut bytes.Buffer
-				code := Run(context.Background(), []string{"aduflash", "recover", "--console", board.Console, "--ipaddr", "10.0.2.15",
+				code := Run(context.Background(), []string{"aduflash", "recover", "--console", board.PTY, "--ipaddr", "10.0.2.15",
 					"--serverip", "10.0.2.2", "--tftp-port", fmt.Sprint(srv.Port), "--script", script, "--up", up,
 					"--log", filepath.Join(dir, "console.log")}, &out, &errOut)
 				if code != 0 {
 					err = fmt.Errorf("exit %d: %s", code, errOut.String())
 				}
 			} else {
-				err = typeStraight(board.Console, srv.Port, scriptText, up)
+				err = typeStraight(board.PTY, srv.Port, scriptText, up)
 			}
 			took := time.Since(start)
-			board.Stop()
+			board.Close()
 			if err != nil {
 				b.Fatalf("%s: %v", path, err)
 			}
@@ -98,7 +98,7 @@ func median(d []time.Duration) time.Duration {
 }
 
 // startBricked writes a bricked card (env copies erased, slots garbage) and boots it.
-func startBricked(b *testing.B, ub, disk string, size int64) *ubootqemu.Board {
+func startBricked(b *testing.B, ub, disk string, size int64) *ubootqemu.Session {
 	if err := ubootqemu.CreateDisk(disk, size); err != nil {
 		b.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func startBricked(b *testing.B, ub, disk string, size int64) *ubootqemu.Board {
 	f.WriteAt(erased, ubootqemu.EnvOffsetRedund)
 	f.WriteAt(bytes.Repeat([]byte{0x5a}, 1<<20), slotA)
 	f.Close()
-	board, err := ubootqemu.StartBoard(context.Background(), ubootqemu.Config{UBoot: ub, Disk: disk})
+	board, err := ubootqemu.Start(context.Background(), ubootqemu.Config{UBoot: ub, Disk: disk, Network: true, ConsolePTY: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -56,12 +56,12 @@ func newBrickedBoard(t *testing.T, payloadSize int) *brickedBoard {
 	if err := os.WriteFile(filepath.Join(b.tftpDir, "rootfs.img"), b.payload, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	qemu, err := ubootqemu.StartBoard(context.Background(), ubootqemu.Config{UBoot: ub, Disk: b.disk})
+	qemu, err := ubootqemu.Start(context.Background(), ubootqemu.Config{UBoot: ub, Disk: b.disk, Network: true, ConsolePTY: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(qemu.Stop)
-	b.console = qemu.Console
+	t.Cleanup(qemu.Close)
+	b.console = qemu.PTY
 	return b
 }
 
