@@ -217,7 +217,6 @@ var packageErrors = map[string]error{
 	"recovery/console.ErrBootFailed":     console.ErrBootFailed,
 	"recovery/console.ErrBadCommand":     console.ErrBadCommand,
 	"recovery/console.ErrPlan":           console.ErrPlan,
-	"recovery/console.ErrScript":         console.ErrScript,
 	"recovery/console.ErrSerial":         console.ErrSerial,
 	"recovery/console.ErrBaud":           console.ErrBaud,
 	// recovery/fastboot
