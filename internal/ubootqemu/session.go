@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -16,8 +17,14 @@ import (
 const Prompt = "=> "
 
 // Session is a running U-Boot whose console a test reads and types into (QEMU's serial
-// console on its standard input and output), as a person at the bench would.
+// console on its standard input and output), as a person at the bench would; or, with
+// Config.ConsolePTY, whose console is a pseudo-terminal (PTY) that the program under test opens
+// as it would open a board's serial line.
 type Session struct {
+	// PTY is the console's pseudo-terminal (/dev/pts/N) with Config.ConsolePTY, else "". The
+	// session's own console (Console, WaitFor, Send) then holds only what QEMU prints.
+	PTY string
+
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	log   io.Writer
@@ -30,7 +37,8 @@ type Session struct {
 }
 
 // Start boots U-Boot (cfg as for Boot; Marker is not used) and returns the session; Close
-// ends it. QEMU stops on its own when U-Boot resets (-no-reboot) or powers off.
+// ends it. QEMU stops on its own when U-Boot powers off, and when it resets unless the
+// console is on a pty (Config.ConsolePTY: a reset reboots the board, as on the bench).
 func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.UBoot == "" || cfg.Disk == "" {
 		return nil, errors.New("ubootqemu: Config.UBoot and Config.Disk are required")
@@ -56,7 +64,32 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		s.mu.Unlock()
 		close(s.exited)
 	}()
+	if cfg.ConsolePTY {
+		if err := s.findPTY(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+var ptyLine = regexp.MustCompile(`char device redirected to (/dev/pts/\d+)`)
+
+// findPTY waits until QEMU names the console's pty (it does before the board starts).
+func (s *Session) findPTY(ctx context.Context) error {
+	end, err := s.WaitFor(ctx, "char device redirected to ", 0)
+	if err == nil {
+		_, err = s.WaitFor(ctx, "\n", end)
+	}
+	if err != nil {
+		return fmt.Errorf("ubootqemu: QEMU named no console pty: %w: %q", err, s.Console())
+	}
+	m := ptyLine.FindStringSubmatch(s.Console())
+	if m == nil {
+		return fmt.Errorf("ubootqemu: QEMU named no console pty: %q", s.Console())
+	}
+	s.PTY = m[1]
+	return nil
 }
 
 // read copies the console into the session's buffer, without carriage returns.
@@ -168,6 +201,9 @@ func (s *Session) Interrupt(ctx context.Context) (int, error) {
 		}
 	}
 }
+
+// Exited is closed once QEMU has exited (poweroff, Close, or a failure).
+func (s *Session) Exited() <-chan struct{} { return s.exited }
 
 // Wait waits until QEMU exits (U-Boot reset or powered off) and returns its error.
 func (s *Session) Wait(ctx context.Context) error {

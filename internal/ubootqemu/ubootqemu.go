@@ -167,7 +167,7 @@ type Config struct {
 	// "udp:127.0.0.1:PORT-:5554" for U-Boot's fastboot (with Network).
 	HostForwards []string
 	// ConsolePTY puts the console on a pseudo-terminal instead of QEMU's standard input and
-	// output, and lets a reset reboot the board (StartBoard sets it).
+	// output (Start: Session.PTY), and lets a reset reboot the board.
 	ConsolePTY bool
 }
 

@@ -239,3 +239,40 @@ func TestSession(t *testing.T) {
 		t.Fatalf("Wait: %v", err)
 	}
 }
+
+// A session whose console is a pty: U-Boot prints on the pty (its bootcmd's line read there),
+// and a reset reboots the board instead of ending QEMU.
+func TestSessionPTY(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots U-Boot under QEMU")
+	}
+	ub := Require(t)
+	disk := filepath.Join(t.TempDir(), "sd.img")
+	if err := CreateDisk(disk, DefaultDiskSize); err != nil {
+		t.Fatal(err)
+	}
+	writeEnv(t, disk, []string{"bootdelay=0", "bootcmd=echo BOARD-UP; sleep 1; reset"})
+	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk, ConsolePTY: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if !strings.HasPrefix(m.PTY, "/dev/pts/") {
+		t.Fatalf("PTY = %q", m.PTY)
+	}
+	pty, err := os.Open(m.PTY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pty.Close()
+	pty.SetReadDeadline(time.Now().Add(time.Minute))
+	var seen bytes.Buffer
+	buf := make([]byte, 4096)
+	for strings.Count(seen.String(), "BOARD-UP\r\n") < 2 { // printed again after a reset
+		n, err := pty.Read(buf)
+		if err != nil {
+			t.Fatalf("reading the pty: %v (read %q)", err, seen.String())
+		}
+		seen.Write(buf[:n])
+	}
+}

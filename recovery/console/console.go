@@ -53,8 +53,26 @@ var (
 	ErrClosed = errkind.New(errkind.Environment, "console: closed")
 	// ErrBootFailed: after the reset the board came back to the U-Boot prompt instead of up.
 	ErrBootFailed = errkind.New(errkind.Environment, "console: the board did not boot")
-	// ErrBadCommand: a command holds a line break or another control character.
-	ErrBadCommand = errkind.New(errkind.Input, "console: command has a control character")
+	// ErrBadCommand: a command holds a line break or another control character, or is
+	// longer than MaxCommand.
+	ErrBadCommand = errkind.New(errkind.Input, "console: command has a control character or is too long")
+)
+
+// MaxLine is the longest line typed at U-Boot's prompt: its console buffer
+// (CONFIG_SYS_CBSIZE) is 256 bytes on many boards, the terminating NUL included. A longer line
+// is refused (ErrBadCommand), never cut.
+const MaxLine = 255
+
+// MaxCommand is the longest command Run takes: MaxLine less the status marker it appends,
+// "; echo @@ADU<token>.<n> $?" (the token tokenBytes in hex, n at most seqDigits digits).
+// recovery/ubootscript writes no longer command.
+const MaxCommand = MaxLine - (len("; echo @@ADU") + 2*tokenBytes + len(".") + seqDigits + len(" $?"))
+
+// The status marker's random token (bytes), and the digits of its sequence number (which
+// then starts at 1 again).
+const (
+	tokenBytes = 4
+	seqDigits  = 6
 )
 
 // Options tune a Console; the zero value gives the defaults.
@@ -116,7 +134,7 @@ type Console struct {
 // messages). Close stops it; closing port is the caller's.
 func New(port io.ReadWriter, name string, opts Options) *Console {
 	opts.defaults()
-	var tok [4]byte
+	var tok [tokenBytes]byte
 	rand.Read(tok[:])
 	c := &Console{port: port, name: name, opts: opts, in: inbox{ready: make(chan struct{}, 1)}, token: hex.EncodeToString(tok[:])}
 	go c.in.fill(port)
@@ -345,7 +363,12 @@ func (c *Console) exec(ctx context.Context, command string, timeout time.Duratio
 	if strings.IndexFunc(command, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) >= 0 {
 		return Result{}, fmt.Errorf("%w: %q", ErrBadCommand, command)
 	}
-	c.seq++
+	if len(command) > MaxCommand {
+		return Result{}, fmt.Errorf("%w: %d bytes, U-Boot's console takes %d with the status marker: %.40q...", ErrBadCommand, len(command), MaxCommand, command)
+	}
+	if c.seq++; len(strconv.Itoa(c.seq)) > seqDigits {
+		c.seq = 1
+	}
 	marker := fmt.Sprintf("@@ADU%s.%d", c.token, c.seq)
 	typed := "echo " + marker + " $?"
 	if command != "" {

@@ -240,21 +240,62 @@ func TestRunStepStopsAtFirstError(t *testing.T) {
 	}
 }
 
-// NAND: bad blocks skipped up to the reserve are fine; one more fails the step.
-func TestRunStepBadBlocks(t *testing.T) {
+// A step's own failure line (FailPrefix) ends it: a failed check of what the board received
+// when the step checks (ErrCheck: exit 1), else a command that did not do its job; the line
+// says what failed, so the error names no command.
+func TestRunStepFailureLine(t *testing.T) {
+	for _, c := range []struct {
+		checks bool
+		want   error
+		kind   errkind.Kind
+	}{{true, ErrCheck, errkind.Input}, {false, ErrCommand, errkind.Environment}} {
+		f, con, _ := attached(t, promptShown)
+		f.cmds["verdict"] = func([]string) ([]string, int) {
+			return []string{FailPrefix + "check rootfs-a: rootfs.img differs from what the workstation serves (sha256); nothing written\n"}, 0
+		}
+		wrote := false
+		f.cmds["write"] = func([]string) ([]string, int) { wrote = true; return nil, 0 }
+		s := Step{Name: "check rootfs-a", Image: "rootfs.img", Checks: c.checks,
+			Commands: []Command{{Line: "verdict", Expect: []string{DonePrefix + "check rootfs-a"}}, {Line: "write"}}}
+		err := con.RunStep(context.Background(), s, nil)
+		var se *StepError
+		if !errors.Is(err, c.want) || errkind.Of(err) != c.kind || !errors.As(err, &se) || se.Command != "" || wrote {
+			t.Fatalf("Checks %v: RunStep = %v (ran on: %v), want %v without a command", c.checks, err, wrote, c.want)
+		}
+		if want := `step "check rootfs-a" (image rootfs.img): console: `; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "differs from what the workstation serves") {
+			t.Errorf("error %q", err)
+		}
+	}
+}
+
+// A command longer than MaxCommand is refused before anything is typed; one of MaxCommand
+// bytes fits U-Boot's line with the marker, whatever its sequence number.
+func TestRunLineLength(t *testing.T) {
 	f, c, _ := attached(t, promptShown)
-	f.cmds["nand"] = func([]string) ([]string, int) {
-		return []string{"\nNAND write: device 0 offset 0x200000, size 0x300000\n",
-			"Skipping bad block 0x00220000\n", "Skipping bad block 0x00260000\n", "Skipping bad block 0x00280000\n",
-			" 3145728 bytes written: OK\n"}, 0
+	long := "echo " + strings.Repeat("x", MaxCommand-len("echo "))
+	c.seq = 999998 // the next marker has six digits, then the count starts again
+	for range 3 {
+		if _, err := c.Run(context.Background(), long, nil); err != nil {
+			t.Fatalf("a command of MaxCommand bytes: %v", err)
+		}
 	}
-	s := Step{Name: "write rootfs A", Commands: []Command{{Line: "nand write ${loadaddr} rootfs-a ${filesize}"}}, BadBlockReserve: 3}
-	if err := c.RunStep(context.Background(), s, nil); err != nil {
-		t.Fatalf("3 bad blocks, reserve 3: %v", err)
+	f.mu.Lock()
+	typed := slices.Clone(f.ran[len(f.ran)-3:])
+	f.mu.Unlock()
+	if !strings.Contains(typed[0], ".999999 $?") || len(typed[0]) != MaxLine {
+		t.Fatalf("typed %q (%d bytes), want a line of MaxLine with a six-digit marker", typed[0], len(typed[0]))
 	}
-	s.BadBlockReserve = 2
-	if err := c.RunStep(context.Background(), s, nil); !errors.Is(err, ErrBadBlocks) {
-		t.Fatalf("3 bad blocks, reserve 2: %v, want ErrBadBlocks", err)
+	for _, l := range typed {
+		if len(l) > MaxLine {
+			t.Fatalf("typed %d bytes, more than MaxLine", len(l))
+		}
+	}
+	if !strings.HasSuffix(typed[1], ".1 $?") {
+		t.Fatalf("after 999999 the marker is %q, want 1", typed[1])
+	}
+	n := len(f.commandsRun())
+	if _, err := c.Run(context.Background(), long+"x", nil); !errors.Is(err, ErrBadCommand) || len(f.commandsRun()) != n {
+		t.Fatalf("a command of MaxCommand+1 bytes: %v", err)
 	}
 }
 
@@ -305,7 +346,7 @@ func TestRecoverFake(t *testing.T) {
 	if err := Recover(context.Background(), con, plan, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"", "setenv ipaddr 10.0.2.15", "setenv serverip 10.0.2.2", "setenv tftpdstp 6969", "setenv netretry no",
+	want := []string{"", "setenv ipaddr 10.0.2.15", "setenv serverip 10.0.2.2", "setenv tftpdstp 6969",
 		"tftpboot ${loadaddr} a.img", "mmc write ${loadaddr} 0x1000 0x10", "reset"}
 	if got := f.commandsRun(); !slices.Equal(got, want) {
 		t.Fatalf("ran\n%q\nwant\n%q", got, want)

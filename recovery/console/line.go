@@ -24,7 +24,9 @@ var (
 	// ErrUnknownCommand: this U-Boot lacks a command the script uses ("Unknown command 'x' -
 	// try 'help'"): the script does not fit the board.
 	ErrUnknownCommand = errkind.New(errkind.Input, "console: U-Boot does not know the command")
-	// ErrBadBlocks: NAND skipped more bad blocks than the slot's reserve can absorb.
+	// ErrBadBlocks: NAND's bad blocks leave the image too little room in its partition
+	// ("Size of write exceeds partition or device limit"): more went bad than the slot's
+	// reserve, which the script counted against the image, absorbs.
 	ErrBadBlocks = errkind.New(errkind.Environment, "console: bad blocks beyond the reserve")
 	// ErrCommand: a command failed (a non-zero status, "ERROR", "## Error", "FAILED") in a
 	// way none of the other errors describes.
@@ -43,14 +45,15 @@ const (
 	Progress
 	// Transferred: "Bytes transferred = N (hex)"; Line.Bytes is N.
 	Transferred
-	// BadBlock: "Skipping bad block 0x…" of nand write/read.
-	BadBlock
+	// StepFailed: a step's own check failed: FailPrefix, the step and why. Whether that is
+	// ErrCheck or ErrCommand is the step's (Step.Checks).
+	StepFailed
 )
 
 // Line is what ParseLine found in one line of U-Boot output.
 type Line struct {
 	Kind  LineKind
-	Err   error // for Failure: ErrTransfer, ErrCheck, ErrBadImage, ErrUnknownCommand or ErrCommand
+	Err   error // for Failure: ErrTransfer, ErrCheck, ErrBadImage, ErrUnknownCommand, ErrBadBlocks or ErrCommand
 	Marks int   // for Progress: hash marks on the line
 	Bytes int64 // for Transferred: the byte count
 }
@@ -71,7 +74,8 @@ var failures = []struct {
 	{"Bad Data CRC", ErrBadImage},
 	{"Bad Header Checksum", ErrBadImage},
 	{"Wrong Image Format", ErrBadImage},
-	{"** ERROR **", ErrCheck}, // hash -v / crc32 -v: "... ==> 1c291ca3 != 12345678 ** ERROR **"
+	{"** ERROR **", ErrCheck},                                         // hash -v / crc32 -v: "... ==> 1c291ca3 != 12345678 ** ERROR **"
+	{"Size of write exceeds partition or device limit", ErrBadBlocks}, // nand write, bad blocks skipped
 	{"## Error", ErrCommand},
 	{"ERROR", ErrCommand}, // "0 blocks written: ERROR", "*** ERROR: ..."
 	{"FAILED", ErrCommand},
@@ -92,8 +96,8 @@ func ParseLine(s string) Line {
 		}
 		return Line{Kind: Failure, Err: ErrTransfer}
 	}
-	if strings.HasPrefix(s, "Skipping bad block") {
-		return Line{Kind: BadBlock}
+	if strings.HasPrefix(s, FailPrefix) {
+		return Line{Kind: StepFailed}
 	}
 	if n, ok := marks(s); ok {
 		return Line{Kind: Progress, Marks: n}

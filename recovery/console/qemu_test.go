@@ -23,12 +23,12 @@ func realBoard(t *testing.T) string {
 	if err := ubootqemu.CreateDisk(disk, ubootqemu.DefaultDiskSize); err != nil {
 		t.Fatal(err)
 	}
-	b, err := ubootqemu.StartBoard(context.Background(), ubootqemu.Config{UBoot: ub, Disk: disk})
+	b, err := ubootqemu.Start(context.Background(), ubootqemu.Config{UBoot: ub, Disk: disk, Network: true, ConsolePTY: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Stop)
-	return b.Console
+	t.Cleanup(b.Close)
+	return b.PTY
 }
 
 // openConsole opens the pty as aduflash opens a serial line; close ends it (or the test).

@@ -15,18 +15,27 @@ import (
 // write a fresh environment. It is all this package needs of a script.
 type Step struct {
 	Name string
-	// Image is the file the step loads over TFTP ("" for none): errors name it, and its
-	// transfer gets a progress bar.
+	// Image is the file the step loads over TFTP, or checks or writes ("" for none): errors
+	// name it, and its transfer gets a progress bar.
 	Image string
 	// Size is Image's size in bytes (0: unknown): the progress bar's total, and the count
 	// U-Boot's "Bytes transferred = N" must report.
 	Size int64
 	// Commands run in order; the step stops at the first that fails.
 	Commands []Command
-	// BadBlockReserve is how many "Skipping bad block" lines (NAND) the step may print; one
-	// more fails it with ErrBadBlocks. 0 (the zero value) allows none; negative: no limit.
-	BadBlockReserve int
+	// Checks says the step checks what the board received (an image's size or hash, the
+	// board's partition table) and changes nothing: when it prints FailPrefix, the check
+	// failed (ErrCheck: a damaged transfer, a board other than the one described). Any other
+	// step that prints it failed to do its job (ErrCommand).
+	Checks bool
 }
+
+// What a step prints for a driver to follow it (recovery/ubootscript's do): DonePrefix and
+// its name once it succeeded; FailPrefix, its name and why when it failed.
+const (
+	DonePrefix = "aduflash: ok: "
+	FailPrefix = "aduflash: FAILED: "
+)
 
 // Command is one U-Boot command line and the values that prove it did its job.
 type Command struct {
@@ -47,8 +56,7 @@ type Network struct {
 var ErrPlan = errkind.New(errkind.Usage, "console: invalid recovery plan")
 
 // Step returns the commands that set the board's network up: its address (static, or DHCP
-// without autoload), the server's address and port, and netretry=no so that a transfer that
-// times out fails instead of starting over for ever.
+// without autoload), the server's address and port.
 func (n Network) Step() (Step, error) {
 	var cmds []string
 	if n.IPAddr == "dhcp" {
@@ -69,7 +77,6 @@ func (n Network) Step() (Step, error) {
 	if n.Port != 0 && n.Port != 69 {
 		cmds = append(cmds, fmt.Sprintf("setenv tftpdstp %d", n.Port))
 	}
-	cmds = append(cmds, "setenv netretry no")
 	s := Step{Name: "network"}
 	for _, l := range cmds {
 		s.Commands = append(s.Commands, Command{Line: l})
@@ -147,6 +154,7 @@ func Recover(ctx context.Context, c *Console, plan Plan, obs Observer) error {
 }
 
 // StepError says which step failed, on which image and command, and what U-Boot printed.
+// Command is "" when the step's own failure line (FailPrefix) says what failed.
 type StepError struct {
 	Step, Image, Command string
 	Err                  error // what went wrong: one of this package's errors, wrapped
@@ -171,8 +179,8 @@ func (e *StepError) Unwrap() error { return e.Err }
 func (e *StepError) ErrorKind() errkind.Kind { return errkind.Cause }
 
 // RunStep runs the commands of one step and checks each: its exit status, the lines it
-// printed (the first error U-Boot prints interrupts it), the values it must print, the byte
-// count of a transfer and the bad blocks skipped. obs may be nil.
+// printed (the first error U-Boot prints, or the step's own failure line, interrupts it),
+// the values it must print and the byte count of a transfer. obs may be nil.
 func (c *Console) RunStep(ctx context.Context, s Step, obs Observer) error {
 	c.Note("step %q", s.Name)
 	w := &stepWatch{step: s, obs: obs}
@@ -183,7 +191,11 @@ func (c *Console) RunStep(ctx context.Context, s Step, obs Observer) error {
 		}
 		w.endTransfer(err)
 		if err != nil {
-			return &StepError{Step: s.Name, Image: s.Image, Command: cmd.Line, Err: err}
+			se := &StepError{Step: s.Name, Image: s.Image, Command: cmd.Line, Err: err}
+			if w.failedLine {
+				se.Command = ""
+			}
+			return se
 		}
 	}
 	return nil
@@ -216,7 +228,8 @@ type stepWatch struct {
 	meter     Meter
 	counted   int64 // bytes added to meter
 	lineMarks int   // hash marks of the current line already counted
-	badBlocks int
+	// failedLine: the step printed its own failure line (FailPrefix).
+	failedLine bool
 }
 
 // blockSize is U-Boot's default TFTP block size (CONFIG_TFTP_BLOCKSIZE): it prints a hash
@@ -237,10 +250,12 @@ func (w *stepWatch) line(text string, complete bool) error {
 	switch l.Kind {
 	case Failure:
 		return fmt.Errorf("%w: U-Boot printed %q", l.Err, strings.TrimSpace(text))
-	case BadBlock:
-		if w.badBlocks++; w.step.BadBlockReserve >= 0 && w.badBlocks > w.step.BadBlockReserve {
-			return fmt.Errorf("%w: %d bad blocks skipped, the reserve is %d (%q)", ErrBadBlocks, w.badBlocks, w.step.BadBlockReserve, strings.TrimSpace(text))
+	case StepFailed:
+		w.failedLine = true
+		if w.step.Checks {
+			return fmt.Errorf("%w: %s", ErrCheck, strings.TrimSpace(text))
 		}
+		return fmt.Errorf("%w: %s", ErrCommand, strings.TrimSpace(text))
 	case Transferred:
 		if w.step.Size > 0 && l.Bytes != w.step.Size {
 			return fmt.Errorf("%w: U-Boot received %d bytes, the image has %d", ErrCheck, l.Bytes, w.step.Size)

@@ -9,29 +9,32 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/install"
 )
 
 // Formats of served files.
 const (
-	FormatAduimg  = "aduimg"  // served as its verified payload
-	FormatMCUboot = "mcuboot" // served as it is, once its signature checked
-	FormatRaw     = "raw"     // neither: served as it is
+	FormatAduimg  = install.FormatAduimg  // served as its verified payload
+	FormatMCUboot = install.FormatMCUboot // served as it is, once its signature checked
+	FormatRaw     = install.FormatRaw     // neither (or Options.Raw): served as it is
 )
 
 // File is one file of the catalog, described by the bytes a transfer of it sends.
 type File struct {
-	Name     string       `json:"name"` // the TFTP name: slash-separated, relative to the folder
-	Format   string       `json:"format"`
-	Version  string       `json:"version,omitempty"` // a signed image's version
-	Size     int64        `json:"size"`              // bytes served: an aduimg's payload size
-	CRC32    CRC32        `json:"crc32"`             // of the bytes served (U-Boot's crc32)
-	SHA256   image.Digest `json:"sha256"`            // of the bytes served
-	FileSize int64        `json:"file_size"`         // the file's own size in the folder
+	Name      string       `json:"name"` // the TFTP name: slash-separated, relative to the folder
+	Format    string       `json:"format"`
+	Version   string       `json:"version,omitempty"`    // a signed image's version
+	SlotClass string       `json:"slot_class,omitempty"` // the slot class an aduimg is signed for
+	Size      int64        `json:"size"`                 // bytes served: an aduimg's payload size
+	CRC32     CRC32        `json:"crc32"`                // of the bytes served (U-Boot's crc32)
+	SHA256    image.Digest `json:"sha256"`               // of the bytes served
+	FileSize  int64        `json:"file_size"`            // the file's own size in the folder
 }
 
 // Skipped is an entry of the folder that is not served, and why.
@@ -70,22 +73,32 @@ type Meter interface {
 	End(err error)
 }
 
-// Options of Open.
+// Options of Open and OpenFiles.
 type Options struct {
 	// Keyring holds the keys signed images must verify with. Without one, a folder that
 	// holds a signed image is refused (ErrNoTrust).
 	Keyring *image.Keyring
+	// Raw serves every file as it is, a signed image too, without checking it.
+	Raw bool
 	// Progress, if set, is called before each file is verified, with its name and the size
 	// it will be served with, and gets the bytes as they are verified.
 	Progress func(name string, size int64) Meter
 }
 
-// Catalog is the verified content of a folder, fixed when it was opened.
+// Catalog is the verified content of a folder, or of a list of files, fixed when it was
+// opened.
 type Catalog struct {
-	root    *os.Root
-	keyring *image.Keyring
-	files   []File // by name
+	roots   []*os.Root
+	opts    Options
+	files   []entry // by name
 	skipped []Skipped
+}
+
+// entry is a served file and where it is: a name inside one of the catalog's roots.
+type entry struct {
+	File
+	root *os.Root
+	path string
 }
 
 // Open verifies every file of dir (see the package doc) and returns the catalog of what
@@ -95,19 +108,75 @@ func Open(ctx context.Context, dir string, o Options) (*Catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Catalog{root: root, keyring: o.Keyring}
-	if err := c.scan(ctx, o.Progress); err != nil {
-		root.Close()
+	c := &Catalog{roots: []*os.Root{root}, opts: o}
+	if err := c.scan(ctx, root); err != nil {
+		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// Close releases the folder.
-func (c *Catalog) Close() error { return c.root.Close() }
+// OpenFiles verifies the files at paths as Open verifies a folder's and returns the catalog
+// that serves each under its base name ("images/rootfs.aduimg" as "rootfs.aduimg"), in the
+// order given. A symbolic link is served under its own name. A path that is not a regular
+// file, and two paths with one base name, are refused (ErrNotServable).
+func OpenFiles(ctx context.Context, paths []string, o Options) (*Catalog, error) {
+	c := &Catalog{opts: o}
+	if err := c.add(ctx, paths); err != nil {
+		c.Close()
+		return nil, err
+	}
+	slices.SortFunc(c.files, func(a, b entry) int { return strings.Compare(a.Name, b.Name) })
+	return c, nil
+}
+
+// add verifies each file of paths into the catalog, each under a root of its folder.
+func (c *Catalog) add(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		name := filepath.Base(p)
+		if slices.ContainsFunc(c.files, func(e entry) bool { return e.Name == name }) {
+			return fmt.Errorf("%s: %w: another file is served as %q", p, ErrNotServable, name)
+		}
+		target, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(target); err != nil {
+			return err
+		} else if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s: %w: not a regular file (%s)", p, ErrNotServable, st.Mode().Type())
+		}
+		root, err := os.OpenRoot(filepath.Dir(target))
+		if err != nil {
+			return err
+		}
+		c.roots = append(c.roots, root)
+		e := entry{File: File{Name: name}, root: root, path: filepath.Base(target)}
+		if err := c.verify(ctx, &e); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		c.files = append(c.files, e)
+	}
+	return nil
+}
+
+// Close releases the folders.
+func (c *Catalog) Close() error {
+	var errs []error
+	for _, r := range c.roots {
+		errs = append(errs, r.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // Files returns the served files, sorted by name.
-func (c *Catalog) Files() []File { return slices.Clone(c.files) }
+func (c *Catalog) Files() []File {
+	files := make([]File, len(c.files))
+	for i, e := range c.files {
+		files[i] = e.File
+	}
+	return files
+}
 
 // Skipped returns the entries of the folder that are not served.
 func (c *Catalog) Skipped() []Skipped { return slices.Clone(c.skipped) }
@@ -115,12 +184,17 @@ func (c *Catalog) Skipped() []Skipped { return slices.Clone(c.skipped) }
 // Lookup returns the catalog's file of a requested name: ErrOutside for a name that is not a
 // clean relative name (it could leave the folder), ErrNotFound for one the catalog lacks.
 func (c *Catalog) Lookup(name string) (File, error) {
+	e, err := c.lookup(name)
+	return e.File, err
+}
+
+func (c *Catalog) lookup(name string) (entry, error) {
 	if err := checkName(name); err != nil {
-		return File{}, err
+		return entry{}, err
 	}
-	i, ok := slices.BinarySearchFunc(c.files, name, func(f File, n string) int { return strings.Compare(f.Name, n) })
+	i, ok := slices.BinarySearchFunc(c.files, name, func(e entry, n string) int { return strings.Compare(e.Name, n) })
 	if !ok {
-		return File{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+		return entry{}, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	return c.files[i], nil
 }
@@ -134,9 +208,9 @@ func checkName(name string) error {
 	return nil
 }
 
-// scan walks the folder and verifies each file it will serve.
-func (c *Catalog) scan(ctx context.Context, progress func(string, int64) Meter) error {
-	return fs.WalkDir(c.root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
+// scan walks the folder of root and verifies each file it will serve.
+func (c *Catalog) scan(ctx context.Context, root *os.Root) error {
+	return fs.WalkDir(root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
 		switch {
 		case err != nil:
 			c.skip(name, "unreadable: "+errors.Unwrap(err).Error())
@@ -147,7 +221,7 @@ func (c *Catalog) scan(ctx context.Context, progress func(string, int64) Meter) 
 			c.skip(name, "a name TFTP clients cannot ask for (backslash)")
 			return nil
 		}
-		info, err := c.root.Stat(name) // follows a symbolic link, but only inside the folder
+		info, err := root.Stat(name) // follows a symbolic link, but only inside the folder
 		switch {
 		case err != nil && d.Type()&fs.ModeSymlink != 0:
 			c.skip(name, "a symbolic link out of the folder or to nothing")
@@ -158,11 +232,11 @@ func (c *Catalog) scan(ctx context.Context, progress func(string, int64) Meter) 
 			c.skip(name, "not a regular file ("+info.Mode().Type().String()+")")
 			return nil
 		}
-		f, err := c.verify(ctx, name, progress)
-		if err != nil {
+		e := entry{File: File{Name: name}, root: root, path: name}
+		if err := c.verify(ctx, &e); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		c.files = append(c.files, f)
+		c.files = append(c.files, e)
 		return nil
 	})
 }
@@ -171,30 +245,32 @@ func (c *Catalog) skip(name, reason string) {
 	c.skipped = append(c.skipped, Skipped{Name: name, Reason: reason})
 }
 
-// verify reads a file's served bytes once, through their verification, and describes them.
-func (c *Catalog) verify(ctx context.Context, name string, progress func(string, int64) Meter) (f File, err error) {
-	src, err := c.open(name)
+// verify reads a file's served bytes once, through their verification, and describes them
+// in e.File (whose Name is set).
+func (c *Catalog) verify(ctx context.Context, e *entry) (err error) {
+	src, err := c.open(*e)
 	if err != nil {
-		return File{}, err
+		return err
 	}
 	defer src.Close()
 	var m Meter = nopMeter{}
-	if progress != nil {
-		m = progress(name, src.size)
+	if c.opts.Progress != nil {
+		m = c.opts.Progress(e.Name, src.Info.RawSize)
 	}
 	defer func() { m.End(err) }()
 	crc, sum := crc32.NewIEEE(), sha256.New()
 	in := &countingReader{r: &ctxReader{ctx: ctx, r: src}, m: m}
 	n, err := io.Copy(io.MultiWriter(crc, sum), in)
 	if err != nil {
-		return File{}, err
+		return err
 	}
-	if n != src.size {
-		return File{}, fmt.Errorf("%w: %d bytes served, %d expected", ErrChanged, n, src.size)
+	if n != src.Info.RawSize {
+		return fmt.Errorf("%w: %d bytes served, %d expected", ErrChanged, n, src.Info.RawSize)
 	}
-	f = File{Name: name, Format: src.format, Version: src.version, Size: n, CRC32: CRC32(crc.Sum32()), FileSize: src.fileSize}
-	copy(f.SHA256[:], sum.Sum(nil))
-	return f, nil
+	e.Format, e.Version, e.SlotClass = src.Info.Format, src.Info.Version, src.Info.SlotClass
+	e.Size, e.CRC32, e.FileSize = n, CRC32(crc.Sum32()), src.fileSize
+	copy(e.SHA256[:], sum.Sum(nil))
+	return nil
 }
 
 type nopMeter struct{}

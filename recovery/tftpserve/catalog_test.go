@@ -1,6 +1,7 @@
 package tftpserve
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -50,8 +51,8 @@ func TestOpenCatalog(t *testing.T) {
 	}
 	want := []File{
 		{Name: "app.signed.bin", Format: FormatMCUboot, Version: "1.2.0+0", Size: int64(len(fx.mcu)), FileSize: int64(len(fx.mcu))},
-		{Name: "latest.aduimg", Format: FormatAduimg, Version: "1.2.0", Size: int64(len(fx.payload)), FileSize: aduimg.Size()},
-		{Name: "rootfs.aduimg", Format: FormatAduimg, Version: "1.2.0", Size: int64(len(fx.payload)), FileSize: aduimg.Size()},
+		{Name: "latest.aduimg", Format: FormatAduimg, Version: "1.2.0", SlotClass: "rootfs", Size: int64(len(fx.payload)), FileSize: aduimg.Size()},
+		{Name: "rootfs.aduimg", Format: FormatAduimg, Version: "1.2.0", SlotClass: "rootfs", Size: int64(len(fx.payload)), FileSize: aduimg.Size()},
 		{Name: "sub/boot.cmd", Format: FormatRaw, Size: int64(len(fx.raw)), FileSize: int64(len(fx.raw))},
 	}
 	for i, b := range [][]byte{fx.mcu, fx.payload, fx.payload, fx.raw} {
@@ -213,5 +214,72 @@ func TestLookup(t *testing.T) {
 		case tc.want != nil && !errors.Is(err, tc.want):
 			t.Errorf("Lookup(%q) = %+v, %v; want %v", tc.name, f, err, tc.want)
 		}
+	}
+}
+
+// OpenFiles serves files of several folders, each under its base name (a link under its
+// own), verified as Open verifies a folder's; it refuses two files of one name and what is
+// not a regular file. The server sends each from its own folder.
+func TestOpenFiles(t *testing.T) {
+	fx := newFixture(t, 100<<10)
+	link := filepath.Join(t.TempDir(), "latest.aduimg")
+	if err := os.Symlink(filepath.Join(fx.dir, "rootfs.aduimg"), link); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{filepath.Join(fx.dir, "sub", "boot.cmd"), link, filepath.Join(fx.dir, "app.signed.bin")}
+	c, err := OpenFiles(context.Background(), paths, Options{Keyring: fx.keyring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var names []string
+	for _, f := range c.Files() {
+		names = append(names, f.Name+":"+f.Format)
+	}
+	if strings.Join(names, " ") != "app.signed.bin:mcuboot boot.cmd:raw latest.aduimg:aduimg" {
+		t.Fatalf("files %q", names)
+	}
+	if f, err := c.Lookup("latest.aduimg"); err != nil || f.SHA256 != sha256.Sum256(fx.payload) {
+		t.Fatalf("latest.aduimg: %+v, %v; want the payload", f, err)
+	}
+	addr, _ := serve(t, &Server{Catalog: c})
+	if got, _, err := get(t, addr, "latest.aduimg", 0); err != nil || !bytes.Equal(got, fx.payload) {
+		t.Fatalf("latest.aduimg is not served as the payload: %v", err)
+	}
+	if _, err := c.Lookup("rootfs.aduimg"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a file beside a given one is served: %v", err)
+	}
+
+	other := filepath.Join(t.TempDir(), "rootfs.aduimg")
+	if err := os.WriteFile(other, []byte("another"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string][]string{
+		"two of one name": {filepath.Join(fx.dir, "rootfs.aduimg"), other},
+		"a folder":        {fx.dir},
+	} {
+		if _, err := OpenFiles(context.Background(), bad, Options{Keyring: fx.keyring}); !errors.Is(err, ErrNotServable) {
+			t.Errorf("%s: OpenFiles = %v, want ErrNotServable", name, err)
+		}
+	}
+	if _, err := OpenFiles(context.Background(), []string{link}, Options{}); !errors.Is(err, ErrNoTrust) {
+		t.Errorf("a signed image without keys: %v, want ErrNoTrust", err)
+	}
+}
+
+// Options.Raw serves a signed image as its bytes, unchecked.
+func TestOpenRaw(t *testing.T) {
+	fx := newFixture(t, 10<<10)
+	c, err := OpenFiles(context.Background(), []string{filepath.Join(fx.dir, "rootfs.aduimg")}, Options{Raw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	file, err := os.ReadFile(filepath.Join(fx.dir, "rootfs.aduimg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Files(); len(f) != 1 || f[0].Format != FormatRaw || f[0].SHA256 != sha256.Sum256(file) {
+		t.Fatalf("files %+v, want the aduimg file as it is", f)
 	}
 }

@@ -15,7 +15,11 @@
 //   - any other file (a U-Boot script, an environment image): its bytes as they are.
 //
 // A signed image that does not verify, or one found without a trusted key, fails Open:
-// nothing is offered that could not be checked. Files added later are not served.
+// nothing is offered that could not be checked. Files added later are not served. Opening
+// and verifying a file is install.OpenPayload's, as for aduflash write and fastboot.
+//
+// OpenFiles makes the catalog of a list of files instead (what aduflash recover and script
+// are given), each served under its base name; Options.Raw serves every file as it is.
 //
 // # Serving
 //

@@ -17,6 +17,9 @@ var (
 	ErrMode = errkind.New(errkind.Input, "illegal TFTP operation: only octet (binary) mode is served")
 	// ErrMalformed: a request that is not opcode, name, NUL, mode, NUL[, options]; TFTP code 4.
 	ErrMalformed = errkind.New(errkind.Input, "illegal TFTP operation: malformed request")
+	// ErrNotServable: a file given to OpenFiles that is not a regular file, or whose name
+	// another file of the list already has.
+	ErrNotServable = errkind.New(errkind.Usage, "tftpserve: cannot serve the file")
 	// ErrChanged: a file no longer holds what the catalog recorded when it was opened; the
 	// transfer ends with a TFTP error before its last byte.
 	ErrChanged = errkind.New(errkind.Input, "the file changed since the catalog was made (restart the server)")

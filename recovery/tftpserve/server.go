@@ -84,17 +84,18 @@ func (s *Server) retries() int {
 
 // send serves one accepted read request: the file's verified bytes, pinned to the catalog.
 func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error {
-	f, err := s.Catalog.Lookup(name)
+	e, err := s.Catalog.lookup(name)
 	if err != nil {
 		return err
 	}
-	src, err := s.Catalog.open(name)
+	f := e.File
+	src, err := s.Catalog.open(e)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer src.Close()
-	if src.format != f.Format || src.size != f.Size {
-		return fmt.Errorf("%s: %w: now %s of %d bytes, the catalog says %s of %d", name, ErrChanged, src.format, src.size, f.Format, f.Size)
+	if src.Info.Format != f.Format || src.Info.RawSize != f.Size {
+		return fmt.Errorf("%s: %w: now %s of %d bytes, the catalog says %s of %d", name, ErrChanged, src.Info.Format, src.Info.RawSize, f.Format, f.Size)
 	}
 	out := rf.(tftp.OutgoingTransfer)
 	out.SetSize(f.Size)

@@ -9,29 +9,25 @@ import (
 	"os"
 
 	"github.com/aduflash/aduflash/image"
-	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/install"
 )
 
-// source is a file of the folder opened for the bytes it is served as, verified as they
-// stream: Open reads it once to make the catalog, and every transfer reads it again.
+// source is a file of the catalog opened for the bytes it is served as, verified as they
+// stream (install.OpenPayload): Open reads it once to make the catalog, and every transfer
+// reads it again.
 type source struct {
-	io.Reader
-	f               *os.File
-	format, version string
-	size            int64 // bytes served
-	fileSize        int64
+	*install.Payload
+	f        *os.File
+	fileSize int64
 }
 
 func (s *source) Close() error { return s.f.Close() }
 
-// sniffSize is how many first bytes tell an aduimg or an MCUboot image.
-const sniffSize = 16
-
-// open opens a file of the catalog's folder (never outside it: os.Root) and the reader of its
+// open opens a file of the catalog (never outside its folder: os.Root) and the reader of its
 // served bytes: an aduimg's verified payload, an MCUboot image checked as it streams, or the
 // file as it is.
-func (c *Catalog) open(name string) (*source, error) {
-	f, err := c.root.OpenFile(name, openFlags, 0)
+func (c *Catalog) open(e entry) (*source, error) {
+	f, err := e.root.OpenFile(e.path, openFlags, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -51,29 +47,17 @@ func (c *Catalog) reader(f *os.File) (*source, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: not a regular file any more", ErrChanged)
 	}
-	size := st.Size()
-	s := &source{Reader: io.LimitReader(f, size), f: f, format: FormatRaw, size: size, fileSize: size}
-	prefix := make([]byte, sniffSize)
+	prefix := make([]byte, install.SniffSize)
 	n, _ := f.ReadAt(prefix, 0)
-	signed := image.IsImage(prefix[:n]) || mcuboot.IsImage(prefix[:n])
-	switch {
-	case signed && c.keyring == nil:
+	raw := c.opts.Raw || install.Sniff(prefix[:n]) == ""
+	if !raw && c.opts.Keyring == nil {
 		return nil, ErrNoTrust
-	case image.IsImage(prefix[:n]):
-		rd, err := image.NewReader(f, image.VerifyOptions{Keyring: c.keyring})
-		if err != nil {
-			return nil, err
-		}
-		h := rd.Header()
-		s.Reader, s.format, s.version, s.size = rd, FormatAduimg, h.Version, h.RawSize
-	case mcuboot.IsImage(prefix[:n]):
-		rd, err := mcuboot.NewReader(s.Reader, size, c.keyring, nil)
-		if err != nil {
-			return nil, err
-		}
-		s.Reader, s.format, s.version = rd, FormatMCUboot, rd.Header().Version.String()
 	}
-	return s, nil
+	p, err := install.OpenPayload(f, st.Size(), c.opts.Keyring, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &source{Payload: p, f: f, fileSize: st.Size()}, nil
 }
 
 // pinned hands out the bytes of r, holding the last one back until r ended and their SHA-256

@@ -3,6 +3,7 @@ package ubootscript
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/internal/tomlsection"
@@ -29,6 +30,12 @@ type Config struct {
 	UBIPart string `toml:"ubi_part"`
 	// SFProbe are the arguments of `sf probe` for NOR slots on SPI flash (default "0").
 	SFProbe string `toml:"sf_probe"`
+	// Env ([uboot.env]) holds variables the fresh environment sets after `env default -a`,
+	// before the [bootloader] preset's: what the board's default environment
+	// (CONFIG_EXTRA_ENV_SETTINGS) lacks, e.g. the boot script's adu_load and adu_root_A, or
+	// a bootcmd. Names of letters, digits and '_'; values without a single quote or a line
+	// break; the preset's own variables are refused.
+	Env map[string]string `toml:"env"`
 
 	mtd []MTDDevice
 	ids []MTDID
@@ -83,6 +90,11 @@ func (c *Config) normalize() error {
 		if k.v != "" && !k.re.MatchString(k.v) {
 			return fmt.Errorf("%w: uboot.%s = %q: U-Boot's shell would read it otherwise (want e.g. %s)", ErrConfig, k.key, k.v,
 				map[string]string{"mtdids": "nand0=gpmi-nand", "mtdparts": "mtdparts=gpmi-nand:4m(boot),-(ubi)", "ubi_part": "ubi", "sf_probe": "0:0"}[k.key])
+		}
+	}
+	for k, v := range c.Env {
+		if !envName.MatchString(k) || strings.ContainsAny(v, "'\n\r\x00") {
+			return fmt.Errorf("%w: uboot.env.%s = %q: a name of letters, digits and '_', a value without a single quote or a line break", ErrConfig, k, v)
 		}
 	}
 	if (c.MTDIDs == "") != (c.MTDParts == "") {

@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/internal/peers"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
+	"github.com/aduflash/aduflash/recovery/console"
 )
 
 // The SD card of the real-U-Boot tests: the peer's redundant env at 1 MiB and 1.125 MiB
@@ -77,10 +78,10 @@ func TestRealUBootRecovers(t *testing.T) {
 	}
 	t.Run("recovers", func(t *testing.T) {
 		b := newBricked(t, uboot, payload)
-		console := b.recover(t, nil)
-		for _, want := range []string{DonePrefix + "locate rootfs-a", DonePrefix + "check rootfs-a", DonePrefix + "verify rootfs-a", DonePrefix + "env"} {
-			if !strings.Contains(console, want) {
-				t.Fatalf("the console lacks %q", want)
+		transcript := b.recover(t, nil)
+		for _, want := range []string{console.DonePrefix + "locate rootfs-a", console.DonePrefix + "check rootfs-a", console.DonePrefix + "verify rootfs-a", console.DonePrefix + "env"} {
+			if !strings.Contains(transcript, want) {
+				t.Fatalf("the transcript lacks %q", want)
 			}
 		}
 		got := b.read(t, rootfsAByte, int64(len(payload)+212))
@@ -92,12 +93,12 @@ func TestRealUBootRecovers(t *testing.T) {
 	t.Run("corrupted transfer", func(t *testing.T) {
 		b := newBricked(t, uboot, payload)
 		before := b.read(t, 0, sdSize)
-		console := b.recover(t, func(served []byte) { served[len(served)/2] ^= 0x20 })
-		if !strings.Contains(console, FailPrefix+"check rootfs-a") {
+		transcript := b.recover(t, func(served []byte) { served[len(served)/2] ^= 0x20 })
+		if !strings.Contains(transcript, console.FailPrefix+"check rootfs-a") {
 			t.Fatalf("U-Boot's check did not fail")
 		}
-		for _, never := range []string{"blocks written", "Saving Environment", "resetting", DonePrefix + "write", DonePrefix + "env"} {
-			if strings.Contains(console, never) {
+		for _, never := range []string{"blocks written", "Saving Environment", "resetting", console.DonePrefix + "write", console.DonePrefix + "env"} {
+			if strings.Contains(transcript, never) {
 				t.Fatalf("after the failed check the script went on: %q", never)
 			}
 		}
@@ -179,7 +180,7 @@ func (b *bricked) read(t *testing.T, off, n int64) []byte {
 
 // recover serves the script image and the payload (changed by spoil, if given) with
 // in.tftpd, boots U-Boot, stops autoboot, points it at the server and sources the script;
-// it returns the console once U-Boot reset (the script's end) or exited the script.
+// it returns the transcript once U-Boot reset (the script's end) or exited the script.
 func (b *bricked) recover(t *testing.T, spoil func([]byte)) string {
 	scr, err := b.script.Image(ImageOptions{Name: "aduflash recovery", Arch: "arm64", Time: time.Unix(0, 0)})
 	if err != nil {
@@ -223,7 +224,7 @@ func (b *bricked) recover(t *testing.T, spoil func([]byte)) string {
 	}
 	if spoil != nil {
 		// The script exits at the failed check and U-Boot shows its prompt again.
-		if _, err := s.WaitFor(ctx, FailPrefix, from); err != nil {
+		if _, err := s.WaitFor(ctx, console.FailPrefix, from); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.WaitFor(ctx, "\n"+ubootqemu.Prompt, from); err != nil {
@@ -234,11 +235,11 @@ func (b *bricked) recover(t *testing.T, spoil func([]byte)) string {
 	if err := s.Wait(ctx); err != nil {
 		t.Fatalf("QEMU: %v", err)
 	}
-	console := s.Console()[from:]
-	if strings.Contains(console, FailPrefix) || !strings.Contains(console, "resetting ...") {
+	transcript := s.Console()[from:]
+	if strings.Contains(transcript, console.FailPrefix) || !strings.Contains(transcript, "resetting ...") {
 		t.Fatalf("the script did not run to its reset")
 	}
-	return console
+	return transcript
 }
 
 // startTFTPD runs Debian's in.tftpd serving dir on a UDP socket of 127.0.0.1 that the test

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -90,19 +91,10 @@ const (
 	KindReset   Kind = "reset"   // reset the board
 )
 
-// What a step prints: DonePrefix + its name once it succeeded, FailPrefix + its name and what
-// failed when it did (and then the script exits, before anything else is written).
-const (
-	DonePrefix = "aduflash: ok: "
-	FailPrefix = "aduflash: FAILED: "
-)
-
-// MaxCommand is the longest command line a script holds: U-Boot's console buffer
-// (CONFIG_SYS_CBSIZE) is 256 bytes on many boards, the terminating NUL included.
-const MaxCommand = 255
-
 // Step is one named group of U-Boot commands. A console driver types the commands in order
-// at the prompt and waits for Done; the script image runs them all.
+// at the prompt and waits for Done (ConsoleSteps); the script image runs them all. A step
+// prints console.DonePrefix and its name once it succeeded, console.FailPrefix, its name and
+// what failed when it did (and then nothing that loads, writes or resets runs any more).
 type Step struct {
 	Name     string   // the kind and the slot: "load rootfs-a"; "env"; "reset"
 	Kind     Kind     //
@@ -134,6 +126,29 @@ func (s *Script) Text() string {
 		}
 	}
 	return b.String()
+}
+
+// ConsoleSteps returns the steps as recovery/console runs them at the prompt, one command at
+// a time, each step done once its last command printed Done. Locate, load and check steps
+// check what the board received (console.Step.Checks: their failure is a failed check). The
+// reset step is left out: the console resets the board itself and watches it boot.
+func (s *Script) ConsoleSteps() []console.Step {
+	var out []console.Step
+	for _, st := range s.Steps {
+		if st.Kind == KindReset {
+			continue
+		}
+		cs := console.Step{Name: st.Name, Checks: st.Kind == KindLocate || st.Kind == KindLoad || st.Kind == KindCheck}
+		if st.Image != nil {
+			cs.Image, cs.Size = st.Image.Name, st.Image.Size
+		}
+		for _, c := range st.Commands {
+			cs.Commands = append(cs.Commands, console.Command{Line: c})
+		}
+		cs.Commands[len(cs.Commands)-1].Expect = []string{st.Done}
+		out = append(out, cs)
+	}
+	return out
 }
 
 // gen holds what Generate works from.
@@ -190,7 +205,11 @@ func Generate(b Board, writes []Write, o Options) (*Script, error) {
 }
 
 // nameRe is what a name passed to U-Boot may hold: its shell would interpret anything else.
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
+// envName is what the name of a variable the script sets may hold.
+var (
+	nameRe  = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
+	envName = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+)
 
 // plan resolves every write's slot and checks that its image fits the slot and the RAM.
 func (g *gen) plan(writes []Write) ([]plan, error) {
@@ -247,7 +266,7 @@ func (g *gen) fits(img Image, t *target) error {
 func blocks(n int64) int64 { return (n + gptdisk.BlockSize - 1) / gptdisk.BlockSize }
 
 // done is the line a step prints last.
-func done(step string) string { return `echo "` + DonePrefix + step + `"` }
+func done(step string) string { return `echo "` + console.DonePrefix + step + `"` }
 
 // gate prefixes every command that loads, writes or resets: it runs only while no check has
 // failed. U-Boot's shell ignores `exit` in a sourced script (U-Boot 2023.01, seen on the real
@@ -256,11 +275,16 @@ const gate = `test -z "${adu_failed}" && `
 
 // guard runs cond (gated) and then prints the step's done line, or, on the first failure,
 // its failure line and sets adu_failed; after an earlier failure it prints nothing. The
-// condition and the verdict are separate lines so that each stays short.
+// message, the condition and the verdict are separate lines so that each stays short; the
+// condition's line ends with status 0 whatever cond does (the verdict is the next line's),
+// which a console driver checks of every line.
 func guard(cond, step, why string) []string {
-	return []string{"setenv adu_ok", gate + cond + " && setenv adu_ok 1",
-		fmt.Sprintf(`if test -n "${adu_ok}"; then %s; elif test -z "${adu_failed}"; then echo "%s%s: %s"; setenv adu_failed 1; fi`,
-			done(step), FailPrefix, step, why)}
+	return []string{
+		"setenv adu_why " + quote(step+": "+why),
+		"if " + gate + cond + "; then setenv adu_ok 1; else setenv adu_ok; fi",
+		fmt.Sprintf(`if test -n "${adu_ok}"; then %s; elif test -z "${adu_failed}"; then echo "%s${adu_why}"; setenv adu_failed 1; fi`,
+			done(step), console.FailPrefix),
+	}
 }
 
 func (g *gen) addr() string { return fmt.Sprintf("%#x", int64(g.b.UBoot.LoadAddr)) }
@@ -276,24 +300,25 @@ func (g *gen) prepare(plans []plan) Step {
 		}
 	}
 	name := string(KindPrepare)
-	return Step{Name: name, Kind: KindPrepare, Commands: append(cmds, done(name)), Done: DonePrefix + name}
+	return Step{Name: name, Kind: KindPrepare, Commands: append(cmds, done(name)), Done: console.DonePrefix + name}
 }
 
 // locate checks, before anything is loaded, that the board's own GPT has the slot's
-// partition where the workstation's disk has it.
+// partition where the workstation's disk has it. A partition the board lacks leaves the
+// variables empty (part fails without a word), which the comparison reports.
 func (g *gen) locate(p plan) Step {
 	t, name := p.t, string(KindLocate)+" "+p.t.slot.Name
 	dev := fmt.Sprint(t.dev)
-	cmds := []string{"setenv adu_start", "setenv adu_blocks", "mmc dev " + dev,
-		"part start mmc " + dev + " " + t.partRef + " adu_start",
-		"part size mmc " + dev + " " + t.partRef + " adu_blocks"}
+	cmds := []string{"mmc dev " + dev,
+		"part start mmc " + dev + " " + t.partRef + " adu_start || setenv adu_start",
+		"part size mmc " + dev + " " + t.partRef + " adu_blocks || setenv adu_blocks"}
 	got, want := "${adu_start}:${adu_blocks}", fmt.Sprintf("%x:%x", t.part.FirstLBA, t.part.Blocks())
 	if t.checkUUID {
-		cmds = append(cmds, "setenv adu_uuid", fmt.Sprintf("part uuid mmc %s:%d adu_uuid", dev, t.part.Number))
+		cmds = append(cmds, fmt.Sprintf("part uuid mmc %s:%d adu_uuid || setenv adu_uuid", dev, t.part.Number))
 		got, want = got+":${adu_uuid}", want+":"+t.part.UUID
 	}
 	cmds = append(cmds, guard(`test "`+got+`" = "`+want+`"`, name, "the GPT of the board differs from "+g.gptName())...)
-	return Step{Name: name, Kind: KindLocate, Slot: t.slot.Name, Commands: cmds, Done: DonePrefix + name}
+	return Step{Name: name, Kind: KindLocate, Slot: t.slot.Name, Commands: cmds, Done: console.DonePrefix + name}
 }
 
 func (g *gen) gptName() string {
@@ -309,7 +334,7 @@ func (g *gen) load(p plan) Step {
 	cmds := append([]string{"setenv filesize"}, guard(
 		fmt.Sprintf(`tftpboot %s %s && test "${filesize}" = "%x"`, g.addr(), img.Name, img.Size),
 		name, fmt.Sprintf("%s did not arrive whole (%d bytes)", img.Name, img.Size))...)
-	return Step{Name: name, Kind: KindLoad, Slot: p.t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: DonePrefix + name}
+	return Step{Name: name, Kind: KindLoad, Slot: p.t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: console.DonePrefix + name}
 }
 
 // want is the image's hash as U-Boot's hash command prints it.
@@ -331,7 +356,7 @@ func (g *gen) checkStep(p plan) Step {
 	cmds := append([]string{"setenv adu_want " + g.want(img), "setenv adu_sum"},
 		guard(g.hash(img)+` && test "${adu_sum}" = "${adu_want}"`, name,
 			fmt.Sprintf("%s differs from what the workstation serves (%s); nothing written", img.Name, g.check))...)
-	return Step{Name: name, Kind: KindCheck, Slot: p.t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: DonePrefix + name}
+	return Step{Name: name, Kind: KindCheck, Slot: p.t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: console.DonePrefix + name}
 }
 
 // write writes the image in RAM into its slot.
@@ -359,7 +384,7 @@ func (g *gen) write(p plan) Step {
 		why = fmt.Sprintf("SPI flash %s at %#x", g.b.UBoot.SFProbe, t.offset)
 	}
 	cmds = append(cmds, guard(cond, name, "could not write "+why)...)
-	return Step{Name: name, Kind: KindWrite, Slot: t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: DonePrefix + name, Writes: true}
+	return Step{Name: name, Kind: KindWrite, Slot: t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: console.DonePrefix + name, Writes: true}
 }
 
 // verify reads the slot back into RAM and compares its hash with the workstation's.
@@ -378,11 +403,12 @@ func (g *gen) verify(p plan) Step {
 	}
 	cmds := append([]string{"setenv adu_sum"}, guard(read+" && "+g.hash(img)+` && test "${adu_sum}" = "${adu_want}"`, name,
 		fmt.Sprintf("slot %s reads back different from %s", t.slot.Name, img.Name))...)
-	return Step{Name: name, Kind: KindVerify, Slot: t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: DonePrefix + name}
+	return Step{Name: name, Kind: KindVerify, Slot: t.slot.Name, Image: &p.w.Image, Commands: cmds, Done: console.DonePrefix + name}
 }
 
-// env replaces the environment with U-Boot's default one plus the preset's variables for
-// the bank, and saves it twice, so that both copies of a redundant environment hold it.
+// env replaces the environment with U-Boot's default one plus the board's variables
+// (uboot.env) and the preset's for the bank, and saves it twice, so that both copies of a
+// redundant environment hold it.
 func (g *gen) env() (Step, string, error) {
 	if g.b.Env == nil {
 		return Step{}, "", fmt.Errorf("%w: a fresh environment needs the [bootloader] section (type u-boot)", ErrConfig)
@@ -398,16 +424,23 @@ func (g *gen) env() (Step, string, error) {
 	if err != nil {
 		return Step{}, "", err
 	}
-	cmds := []string{gate + "env default -a"}
-	for _, k := range slices.Sorted(maps.Keys(vars)) {
-		if !nameRe.MatchString(k) || strings.ContainsAny(vars[k], "'\n") {
-			return Step{}, "", fmt.Errorf("%w: variable %s=%q", ErrCommand, k, vars[k])
+	for k := range g.b.UBoot.Env {
+		if _, ok := vars[k]; ok {
+			return Step{}, "", fmt.Errorf("%w: uboot.env.%s: the [bootloader] preset sets it for the bank", ErrConfig, k)
 		}
-		cmds = append(cmds, gate+"setenv "+k+" "+quote(vars[k]))
+	}
+	cmds := []string{gate + "env default -a"}
+	for _, set := range []map[string]string{g.b.UBoot.Env, vars} {
+		for _, k := range slices.Sorted(maps.Keys(set)) {
+			if !envName.MatchString(k) || strings.ContainsAny(set[k], "'\n") {
+				return Step{}, "", fmt.Errorf("%w: variable %s=%q", ErrCommand, k, set[k])
+			}
+			cmds = append(cmds, gate+"setenv "+k+" "+quote(set[k]))
+		}
 	}
 	name := string(KindEnv)
 	cmds = append(cmds, guard("saveenv && saveenv", name, "saveenv failed")...)
-	return Step{Name: name, Kind: KindEnv, Commands: cmds, Done: DonePrefix + name, Writes: true}, bank, nil
+	return Step{Name: name, Kind: KindEnv, Commands: cmds, Done: console.DonePrefix + name, Writes: true}, bank, nil
 }
 
 // quote makes v one word of U-Boot's shell: as it is when it holds nothing the shell reads,
@@ -436,7 +469,8 @@ func (g *gen) header(s *Script, plans []plan) []string {
 	return append(h, "",
 		"Before: network up (dhcp, or ipaddr), serverip, and tftpdstp when the TFTP server",
 		"does not listen on port 69. Run it: tftpboot ${scriptaddr} FILE.scr; source ${scriptaddr}",
-		"Each step prints \""+DonePrefix+"STEP\"; a failed check prints \""+FailPrefix+"...\" and exits.")
+		"Each step prints \""+console.DonePrefix+"STEP\"; a failed step prints \""+console.FailPrefix+"...\",",
+		"and nothing after it loads, writes or resets.")
 }
 
 // quotedSetenv is a setenv whose value is in single quotes (quote), the only place a single
@@ -447,8 +481,8 @@ var quotedSetenv = regexp.MustCompile(`^(` + regexp.QuoteMeta(gate) + `)?setenv 
 func (g *gen) checkLines(s *Script) error {
 	for _, st := range s.Steps {
 		for _, c := range st.Commands {
-			if len(c) > MaxCommand {
-				return fmt.Errorf("%w: step %s: a command of %d bytes (U-Boot takes %d): %.60s...", ErrCommand, st.Name, len(c), MaxCommand, c)
+			if len(c) > console.MaxCommand {
+				return fmt.Errorf("%w: step %s: a command of %d bytes (U-Boot takes %d with the console's status marker): %.60s...", ErrCommand, st.Name, len(c), console.MaxCommand, c)
 			}
 			// U-Boot's shell reads a single quote even inside double quotes.
 			if strings.ContainsAny(c, "\n\r\x00") || strings.Contains(c, "'") && !quotedSetenv.MatchString(c) {

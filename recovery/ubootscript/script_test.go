@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -215,7 +217,7 @@ func TestSteps(t *testing.T) {
 	var names []string
 	for _, st := range s.Steps {
 		names = append(names, st.Name)
-		if st.Kind != KindReset && st.Done != DonePrefix+st.Name {
+		if st.Kind != KindReset && st.Done != console.DonePrefix+st.Name {
 			t.Errorf("step %s: Done %q", st.Name, st.Done)
 		}
 		if st.Writes != (st.Kind == KindWrite || st.Kind == KindEnv) {
@@ -334,7 +336,7 @@ func TestLineLimit(t *testing.T) {
 	b := testBoard(t, boardTOML)
 	long := strings.Repeat("x", 200)
 	_, err := Generate(b, []Write{{"rootfs-a", img(t, long, 4096)}}, Options{})
-	if !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), "U-Boot takes 255") {
+	if !errors.Is(err, ErrCommand) || !strings.Contains(err.Error(), fmt.Sprintf("U-Boot takes %d", console.MaxCommand)) {
 		t.Fatalf("Generate with a 200-byte image name = %v, want ErrCommand", err)
 	}
 }
@@ -370,6 +372,76 @@ func TestExampleConfig(t *testing.T) {
 	for _, want := range []string{"mmc write 0x40400000 0x3000 0x800", "nand erase.part kernel_b", "sf update 0x40400000 0x40000 0x10000", "setenv adu_slot B"} {
 		if !strings.Contains(s.Text(), want) {
 			t.Errorf("the example's script lacks %q", want)
+		}
+	}
+}
+
+// TestConsoleSteps: what recovery/console runs: every step but the reset, each done when its
+// last command printed Done; the steps that check what the board received are marked so,
+// and the steps of an image name it. Every line fits the console with its status marker.
+func TestConsoleSteps(t *testing.T) {
+	b := testBoard(t, boardTOML)
+	s, err := Generate(b, []Write{{"rootfs-a", img(t, "rootfs.img", 4096)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := s.ConsoleSteps()
+	var got []string
+	for i, cs := range steps {
+		st := s.Steps[i]
+		mark := ""
+		if cs.Checks {
+			mark = "?"
+		}
+		got = append(got, cs.Name+mark)
+		if cs.Name != st.Name || len(cs.Commands) != len(st.Commands) {
+			t.Fatalf("step %d: %+v from %+v", i, cs, st)
+		}
+		for j, c := range cs.Commands {
+			if c.Line != st.Commands[j] || len(c.Line) > console.MaxCommand {
+				t.Errorf("step %s: command %q", cs.Name, c.Line)
+			}
+			if want := j == len(cs.Commands)-1; want != (len(c.Expect) == 1 && c.Expect[0] == st.Done) {
+				t.Errorf("step %s: command %d expects %q", cs.Name, j, c.Expect)
+			}
+		}
+		if (st.Image != nil) != (cs.Image == "rootfs.img" && cs.Size == 4096) {
+			t.Errorf("step %s: image %q of %d bytes", cs.Name, cs.Image, cs.Size)
+		}
+	}
+	if want := "prepare|locate rootfs-a?|load rootfs-a?|check rootfs-a?|write rootfs-a|verify rootfs-a|env"; strings.Join(got, "|") != want {
+		t.Fatalf("console steps %s, want %s", strings.Join(got, "|"), want)
+	}
+}
+
+// TestBoardEnv: [uboot.env] variables go into the fresh environment after U-Boot's default
+// ones and before the preset's; one the preset sets, and names or values U-Boot's shell would
+// read otherwise, are refused.
+func TestBoardEnv(t *testing.T) {
+	doc := strings.Replace(boardTOML, "[bootloader]", "[uboot.env]\nbootcmd = \"echo booting bank ${adu_slot}; run adu_load\"\nadu_load = \"load mmc 1:2 ${kernel_addr_r} Image\"\n\n[bootloader]", 1)
+	s, err := Generate(testBoard(t, doc), []Write{{"boot-a", img(t, "boot.img", 4096)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := s.Text()
+	order := []string{"env default -a", "setenv adu_load 'load mmc 1:2 ${kernel_addr_r} Image'",
+		"setenv bootcmd 'echo booting bank ${adu_slot}; run adu_load'", "setenv adu_slot A", "saveenv"}
+	at := 0
+	for _, want := range order {
+		i := strings.Index(text[at:], want)
+		if i < 0 {
+			t.Fatalf("the env step lacks %q after the previous lines:\n%s", want, text)
+		}
+		at += i
+	}
+	b := testBoard(t, doc)
+	b.UBoot.Env = map[string]string{"adu_slot": "B"}
+	if _, err := Generate(b, nil, Options{}); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "uboot.env.adu_slot") {
+		t.Fatalf("a preset variable in uboot.env: %v, want ErrConfig", err)
+	}
+	for _, bad := range []string{"\"a b\" = \"x\"", "x = \"it's\""} {
+		if _, err := ParseConfig([]byte("[uboot]\nload_addr = 1\nload_size = 1\n[uboot.env]\n" + bad + "\n")); !errors.Is(err, ErrConfig) {
+			t.Errorf("uboot.env %s: %v, want ErrConfig", bad, err)
 		}
 	}
 }

@@ -15,11 +15,17 @@ import (
 // env is what every command may use besides its flags and arguments.
 type env struct {
 	stdout, stderr io.Writer
+	// tamper, when set, changes the bytes aduflash recover's TFTP server sends, after they
+	// were verified (tftpserve.Server.Tamper): the tests' damaged transfer. Nil in the binary.
+	tamper func(name string, r io.Reader) io.Reader
 }
 
 // New builds the aduflash command tree writing to stdout and stderr.
 func New(stdout, stderr io.Writer) *cli.App {
-	e := &env{stdout: stdout, stderr: stderr}
+	return newApp(&env{stdout: stdout, stderr: stderr})
+}
+
+func newApp(e *env) *cli.App {
 	return cliapp.New(&cli.App{
 		Name:  "aduflash",
 		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
@@ -31,7 +37,8 @@ EXAMPLE:
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg rootfs-b
    aduflash write --raw sdcard.img /dev/sdb
    aduflash serve --pub release.pub.pem ./recovery
-   aduflash recover --console /dev/ttyUSB0 --ipaddr 192.168.0.2 --serverip 192.168.0.1 --script recover.txt`,
+   aduflash recover --config board.toml --pub release.pub.pem --console /dev/ttyUSB0 --ipaddr 192.168.50.2 \
+       --listen 192.168.50.1:69 --expose-to-network rootfs-1.2.0.aduimg`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
@@ -41,7 +48,7 @@ EXAMPLE:
 			e.serveCommand(),
 			e.recoverCommand(),
 		},
-	}, stdout, stderr)
+	}, e.stdout, e.stderr)
 }
 
 // Run runs aduflash with args (args[0] is the program name) and returns the exit code.

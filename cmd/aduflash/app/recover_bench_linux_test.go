@@ -6,76 +6,60 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/aduflash/aduflash/internal/tftptest"
-	"github.com/aduflash/aduflash/internal/ubootqemu"
+	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/recovery/console"
+	"github.com/aduflash/aduflash/recovery/tftpserve"
+	"github.com/aduflash/aduflash/recovery/ubootscript"
+	"github.com/aduflash/aduflash/slots"
 )
 
-// BenchmarkRecoverOverhead: a whole recovery of a 64 MiB root file system (TFTP, crc32 in
-// U-Boot, mmc write, fresh env, reset, boot seen) through aduflash recover, against the same
-// commands typed straight into U-Boot by a plain script (Ctrl-C until the prompt, then each
-// line and a wait for the next prompt, no echo check, no markers, no classification). The
-// two alternate on a freshly started board each time; the medians are reported, with the
-// overhead of the console path in percent (target ≤ 10). scripts/bench-recover runs it.
+// BenchmarkRecoverOverhead: a whole recovery of a 64 MiB root file system (the aduimg
+// verified, TFTP, sha256 in U-Boot, mmc write, read back, fresh env, reset, boot seen) through
+// aduflash recover, against the same generated commands typed straight into U-Boot by a plain
+// script (Ctrl-C until the prompt, then each line and a wait for the next prompt, no echo
+// check, no markers, no classification) with the same image verified into the same TFTP
+// server's catalog first. The two alternate on a freshly started board each time; the
+// medians are reported, with the overhead of the console path in percent (target ≤ 10).
+// scripts/bench-recover runs it.
 func BenchmarkRecoverOverhead(b *testing.B) {
 	size := 64 << 20
 	if s := os.Getenv("BENCH_RECOVER_MIB"); s != "" {
 		fmt.Sscan(s, &size)
 		size <<= 20
 	}
-	ub := ubootqemu.RequireNet(b)
-	dir := b.TempDir()
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = byte(i*7 + i>>13)
-	}
-	tftpDir := filepath.Join(dir, "tftp")
-	os.MkdirAll(tftpDir, 0o755)
-	if err := os.WriteFile(filepath.Join(tftpDir, "rootfs.img"), payload, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	srv := tftptest.Start(b, tftpDir, nil)
-	scriptText := recoveryScript(payload, slotA/512)
-	script := filepath.Join(dir, "recover.txt")
-	os.WriteFile(script, []byte(scriptText), 0o644)
-	disk := filepath.Join(dir, "sd.img")
-	diskSize := int64(ubootqemu.DefaultDiskSize)
-	for diskSize < int64(slotA+size+(1<<20)) {
+	diskSize := int64(16 << 20)
+	for slotSize(diskSize) < int64(size) {
 		diskSize *= 2
 	}
-	const up = "booting bank A"
-
+	board := newBrickedBoard(b, size, diskSize)
 	var viaConsole, typed []time.Duration
 	for i := 0; i < b.N; i++ {
 		for _, path := range []string{"console", "typed"} {
-			board := startBricked(b, ub, disk, diskSize)
+			board.boot(b)
 			start := time.Now()
 			var err error
 			if path == "console" {
-				var out, errOut bytes.Buffer
-				code := Run(context.Background(), []string{"aduflash", "recover", "--console", board.Console, "--ipaddr", "10.0.2.15",
-					"--serverip", "10.0.2.2", "--tftp-port", fmt.Sprint(srv.Port), "--script", script, "--up", up,
-					"--log", filepath.Join(dir, "console.log")}, &out, &errOut)
-				if code != 0 {
-					err = fmt.Errorf("exit %d: %s", code, errOut.String())
+				if code, _, errOut, _ := board.recover(b, nil); code != 0 {
+					err = fmt.Errorf("exit %d: %s", code, errOut)
 				}
 			} else {
-				err = typeStraight(board.Console, srv.Port, scriptText, up)
+				err = board.typeStraight()
 			}
 			took := time.Since(start)
-			board.Stop()
+			board.stop()
 			if err != nil {
 				b.Fatalf("%s: %v", path, err)
 			}
-			got, _ := os.ReadFile(disk)
-			if !bytes.Equal(got[slotA:slotA+size], payload) {
+			got, _ := os.ReadFile(board.disk)
+			if !bytes.Equal(got[slotA:slotA+size], board.payload) {
 				b.Fatalf("%s: slot A does not hold the payload", path)
 			}
 			if path == "console" {
@@ -97,39 +81,28 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// startBricked writes a bricked card (env copies erased, slots garbage) and boots it.
-func startBricked(b *testing.B, ub, disk string, size int64) *ubootqemu.Board {
-	if err := ubootqemu.CreateDisk(disk, size); err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	erased := bytes.Repeat([]byte{0xff}, ubootqemu.EnvSize)
-	f.WriteAt(erased, ubootqemu.EnvOffset)
-	f.WriteAt(erased, ubootqemu.EnvOffsetRedund)
-	f.WriteAt(bytes.Repeat([]byte{0x5a}, 1<<20), slotA)
-	f.Close()
-	board, err := ubootqemu.StartBoard(context.Background(), ubootqemu.Config{UBoot: ub, Disk: disk})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return board
-}
-
-// typeStraight is the baseline: the recovery's commands typed into U-Boot as a plain expect
-// script would, each followed by a wait for the next prompt.
-func typeStraight(pty string, port int, scriptText, up string) error {
-	steps, err := console.ParseScript(strings.NewReader(scriptText))
+// typeStraight is the baseline: the image verified into a catalog, served, and the
+// generator's commands typed into U-Boot as a plain expect script would, each followed by a
+// wait for the next prompt.
+func (b *brickedBoard) typeStraight() error {
+	cat, steps, err := b.generate()
 	if err != nil {
 		return err
 	}
-	all, err := console.Plan{Network: console.Network{IPAddr: "10.0.2.15", ServerIP: "10.0.2.2", Port: port}, Steps: steps}.Script()
+	defer cat.Close()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	f, err := console.Open(pty, 115200)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&tftpserve.Server{Catalog: cat}).Serve(ctx, conn) }()
+	defer func() { cancel(); <-done }()
+	all, err := console.Plan{Network: console.Network{IPAddr: "10.0.2.15", ServerIP: "10.0.2.2", Port: conn.LocalAddr().(*net.UDPAddr).Port}, Steps: steps}.Script()
+	if err != nil {
+		return err
+	}
+	f, err := console.Open(b.console, 115200)
 	if err != nil {
 		return err
 	}
@@ -152,10 +125,57 @@ func typeStraight(pty string, port int, scriptText, up string) error {
 		}
 	}
 	f.Write([]byte("reset\r"))
-	if !t.waitFor(up, 5*time.Minute) {
+	if !t.waitFor(bootedBankA, 5*time.Minute) {
 		return errors.New("the board did not come up")
 	}
 	return nil
+}
+
+// generate verifies the image into a catalog and generates the steps from the board's
+// config, as aduflash recover does.
+func (b *brickedBoard) generate() (*tftpserve.Catalog, []console.Step, error) {
+	kr, err := image.LoadTrust("", []string{b.pub})
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := tftpserve.OpenFiles(context.Background(), []string{b.image}, tftpserve.Options{Keyring: kr})
+	if err != nil {
+		return nil, nil, err
+	}
+	f := cat.Files()[0]
+	board, err := b.ubootBoard()
+	if err == nil {
+		var s *ubootscript.Script
+		img := ubootscript.Image{Name: f.Name, Size: f.Size, CRC32: uint32(f.CRC32), SHA256: f.SHA256}
+		if s, err = ubootscript.Generate(board, []ubootscript.Write{{Slot: "rootfs-a", Image: img}}, ubootscript.Options{}); err == nil {
+			return cat, s.ConsoleSteps(), nil
+		}
+	}
+	cat.Close()
+	return nil, nil, err
+}
+
+func (b *brickedBoard) ubootBoard() (ubootscript.Board, error) {
+	var board ubootscript.Board
+	var err error
+	if board.Slots, err = slots.ParseConfig([]byte(boardTOML)); err != nil {
+		return board, err
+	}
+	if board.UBoot, err = ubootscript.ParseConfig([]byte(boardTOML)); err != nil {
+		return board, err
+	}
+	bc, err := bootloader.ParseConfig([]byte(boardTOML))
+	if err != nil {
+		return board, err
+	}
+	board.Env = &bc
+	disk, err := os.Open(b.disk)
+	if err != nil {
+		return board, err
+	}
+	defer disk.Close()
+	board.GPT, err = gptdisk.Read(disk)
+	return board, err
 }
 
 type typist struct {

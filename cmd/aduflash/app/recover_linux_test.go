@@ -3,8 +3,10 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
-	"math/rand/v2"
+	"io"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,84 +15,186 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/aduflash/aduflash/bootloader/ubootenv"
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
-	"github.com/aduflash/aduflash/internal/tftptest"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 )
 
-// The bricked SD card of the QEMU board: both rootfs slots garbage, both environment copies
-// erased (U-Boot starts with its built-in environment, whose bootcmd tries a network boot).
+// The QEMU board's SD card: the redundant environment at 1 MiB and 1.125 MiB, then a GPT with
+// the banks' root file systems from 2 MiB on, each half of the rest (less 1 MiB for the backup
+// GPT), in whole MiB.
 const (
-	slotA = 2 << 20 // bytes from the start of the card; block 0x1000
-	slotB = 8 << 20
+	slotA       = 2 << 20 // rootfs_a's first byte
+	bootedBankA = "booting bank A"
 )
 
+func slotSize(disk int64) int64 { return (disk - slotA - 1<<20) / 2 &^ (1<<20 - 1) }
+
+// boardTOML is the QEMU board's device config: the banks by GPT label, the RAM U-Boot loads
+// into, and a bootcmd for the fresh environment that says which bank it boots, then powers
+// off (the board has no kernel to boot).
+const boardTOML = `[slots]
+banks = ["A", "B"]
+[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "block"
+partlabel = "rootfs_a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "block"
+partlabel = "rootfs_b"
+
+[uboot]
+load_addr = 0x40400000
+load_size = "128MiB"
+mmc_dev = 0
+
+[uboot.env]
+bootcmd = "echo booting bank ${adu_slot}; poweroff"
+
+[bootloader]
+type = "u-boot"
+preset = "aduflash"
+`
+
+// brickedBoard is the QEMU board with a bricked SD card: both rootfs slots garbage, both
+// environment copies erased (U-Boot starts with its built-in environment, whose bootcmd
+// tries a network boot); and a signed image of a root file system to recover it with.
 type brickedBoard struct {
-	disk, console, tftpDir string
-	payload, before        []byte
+	uboot, disk, console, dir, config, pub, image string
+	diskSize                                      int64
+	payload, before                               []byte
+	qemu                                          *ubootqemu.Session
 }
 
-func newBrickedBoard(t *testing.T, payloadSize int) *brickedBoard {
+// newBrickedBoard makes the signed image of a payload of payloadSize random bytes and the
+// board's config; boot starts the board on a bricked card of diskSize bytes.
+func newBrickedBoard(t testing.TB, payloadSize int, diskSize int64) *brickedBoard {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("QEMU test; skipped under -short")
 	}
-	ub := ubootqemu.RequireNet(t)
 	dir := t.TempDir()
-	b := &brickedBoard{disk: filepath.Join(dir, "sd.img"), tftpDir: filepath.Join(dir, "tftp")}
-	rng := rand.NewChaCha8([32]byte{1})
-	disk := make([]byte, ubootqemu.DefaultDiskSize)
-	rng.Read(disk[slotA:])
+	b := &brickedBoard{uboot: ubootqemu.RequireNet(t), dir: dir, disk: filepath.Join(dir, "sd.img"), diskSize: diskSize,
+		config: filepath.Join(dir, "board.toml"), pub: filepath.Join(dir, "release.pub.pem"), image: filepath.Join(dir, "rootfs.aduimg")}
+	b.payload = make([]byte, payloadSize)
+	mrand.NewChaCha8([32]byte{2}).Read(b.payload)
+	b.signImage(t)
+	if err := os.WriteFile(b.config, []byte(boardTOML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// boot writes the bricked card and starts the board with its console on a pty; the board
+// stops when the test ends, or at stop.
+func (b *brickedBoard) boot(t testing.TB) {
+	t.Helper()
+	b.writeDisk(t)
+	qemu, err := ubootqemu.Start(context.Background(), ubootqemu.Config{UBoot: b.uboot, Disk: b.disk, Network: true, ConsolePTY: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(qemu.Close)
+	b.qemu, b.console = qemu, qemu.PTY
+}
+
+func (b *brickedBoard) stop() { b.qemu.Close() }
+
+// writeDisk makes the card: the GPT, garbage in both slots, both env copies erased.
+func (b *brickedBoard) writeDisk(t testing.TB) {
+	disk := make([]byte, b.diskSize)
+	size, slotB := slotSize(b.diskSize), slotA+slotSize(b.diskSize)
+	if err := gptdisk.Write(memDisk(disk), uint64(b.diskSize/512), "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
+		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: slotA / 512, LastLBA: uint64(slotA+size)/512 - 1},
+		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: uint64(slotB) / 512, LastLBA: uint64(slotB+size)/512 - 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mrand.NewChaCha8([32]byte{1}).Read(disk[slotA : slotB+size])
 	erased := bytes.Repeat([]byte{0xff}, ubootqemu.EnvSize)
 	copy(disk[ubootqemu.EnvOffset:], erased)
 	copy(disk[ubootqemu.EnvOffsetRedund:], erased)
 	b.before = disk
-	b.payload = make([]byte, payloadSize)
-	rand.NewChaCha8([32]byte{2}).Read(b.payload)
 	if err := os.WriteFile(b.disk, disk, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(b.tftpDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(b.tftpDir, "rootfs.img"), b.payload, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	qemu, err := ubootqemu.StartBoard(context.Background(), ubootqemu.Config{UBoot: ub, Disk: b.disk})
+}
+
+type memDisk []byte
+
+func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:], p), nil }
+
+// signImage signs the payload as an aduimg of the rootfs class and writes the public key.
+func (b *brickedBoard) signImage(t testing.TB) {
+	key, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(qemu.Stop)
-	b.console = qemu.Console
-	return b
+	pem, err := image.MarshalPublicKeyPEM(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.pub, pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(b.image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := image.Sign(f, bytes.NewReader(b.payload), int64(len(b.payload)), key, image.SignOptions{
+		Version: "1.2.0", SlotClass: "rootfs", Compression: image.CompressZstd, Created: time.Unix(1e9, 0)}); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// recover runs aduflash recover against the board with a TFTP server on port.
-func (b *brickedBoard) recover(t *testing.T, port int) (code int, stdout, stderr, log string) {
+// args are aduflash recover's arguments for the board: the TFTP server on a free port of
+// 127.0.0.1, reached by the board as 10.0.2.2.
+func (b *brickedBoard) args(log string) []string {
+	return []string{"recover", "--config", b.config, "--pub", b.pub, "--gpt", b.disk, "--console", b.console,
+		"--ipaddr", "10.0.2.15", "--serverip", "10.0.2.2", "--listen", "127.0.0.1:0",
+		"--up", bootedBankA, "--log", log, "--prompt-timeout", "1m", b.image}
+}
+
+// recover runs aduflash recover against the board; tamper, if set, changes what its TFTP
+// server sends.
+func (b *brickedBoard) recover(t testing.TB, tamper func(string, io.Reader) io.Reader) (code int, stdout, stderr, log string) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "console.log")
-	script := writeScript(t, recoveryScript(b.payload, slotA/512))
-	code, stdout, stderr = run(t, "recover", "--console", b.console, "--ipaddr", "10.0.2.15", "--serverip", "10.0.2.2",
-		"--tftp-port", fmt.Sprint(port), "--script", script, "--up", "booting bank A", "--log", logPath, "--prompt-timeout", "1m")
+	main := func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return cliapp.Run(ctx, newApp(&env{stdout: stdout, stderr: stderr, tamper: tamper}), args, stderr)
+	}
+	code, stdout, stderr = clitest.Run(context.Background(), main, "aduflash", b.args(logPath)...)
 	l, _ := os.ReadFile(logPath)
 	return code, stdout, stderr, string(l)
 }
 
 // A bricked board comes back: the rootfs of bank A and a fresh environment written through
-// the real U-Boot's console, the board reset and seen booting bank A; bank B untouched.
+// the real U-Boot's console with the images served by recover itself, the board reset and
+// seen booting bank A; slot A holds the payload, bank B and the GPT are untouched, and both
+// environment copies hold the fresh environment with bank A primary.
 func TestRecoverBrickedBoard(t *testing.T) {
-	b := newBrickedBoard(t, 3<<20)
-	srv := tftptest.Start(t, b.tftpDir, nil)
-	code, out, errOut, log := b.recover(t, srv.Port)
+	b := newBrickedBoard(t, 3<<20+100, ubootqemu.DefaultDiskSize)
+	b.boot(t)
+	code, out, errOut, log := b.recover(t, nil)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nlog:\n%s", code, out, errOut, log)
 	}
-	for _, want := range []string{"step network: ok", "step load rootfs A: ok", "step write rootfs A: ok", "step environment: ok", `recovered in`} {
+	for _, want := range []string{"step network: ok", "step locate rootfs-a: ok", "step load rootfs-a: ok", "step check rootfs-a: ok",
+		"step write rootfs-a: ok", "step verify rootfs-a: ok", "step env: ok", "recovered in"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	for _, want := range []string{fmt.Sprintf("Bytes transferred = %d", len(b.payload)), "blocks written: OK", "booting bank A"} {
+	for _, want := range []string{fmt.Sprintf("Bytes transferred = %d", len(b.payload)), "aduflash: ok: check rootfs-a",
+		"blocks written: OK", bootedBankA, "msg=request", "file=rootfs.aduimg", "msg=sent"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console log lacks %q", want)
 		}
@@ -99,24 +203,44 @@ func TestRecoverBrickedBoard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(disk[slotA:slotA+len(b.payload)], b.payload) {
+	end := slotA + len(b.payload)
+	if !bytes.Equal(disk[slotA:end], b.payload) {
 		t.Error("slot A does not hold the payload")
 	}
-	if !bytes.Equal(disk[slotA+len(b.payload):], b.before[slotA+len(b.payload):]) {
-		t.Error("bytes past the payload changed (slot A's tail or slot B)")
+	if pad := (512 - end%512) % 512; !bytes.Equal(disk[end:end+pad], make([]byte, pad)) || !bytes.Equal(disk[end+pad:], b.before[end+pad:]) {
+		t.Error("bytes past the payload's last block changed (slot B, the backup GPT), or its tail is not zeros")
+	}
+	if !bytes.Equal(disk[:ubootqemu.EnvOffset], b.before[:ubootqemu.EnvOffset]) {
+		t.Error("the GPT changed")
+	}
+	for i, off := range []int64{ubootqemu.EnvOffset, ubootqemu.EnvOffsetRedund} {
+		blk, err := ubootenv.Decode(disk[off:off+ubootqemu.EnvSize], ubootenv.Format{Size: ubootqemu.EnvSize, Redundant: true})
+		if err != nil {
+			t.Fatalf("env copy %d: %v", i+1, err)
+		}
+		vars := map[string]string{}
+		for _, v := range blk.Vars {
+			vars[v.Name] = v.Value
+		}
+		if vars["adu_slot"] != "A" || vars["upgrade_available"] != "0" || !strings.HasPrefix(vars["bootcmd"], "echo booting bank") {
+			t.Errorf("env copy %d: adu_slot=%q upgrade_available=%q bootcmd=%q", i+1, vars["adu_slot"], vars["upgrade_available"], vars["bootcmd"])
+		}
 	}
 }
 
-// A transfer damaged on the way: U-Boot's CRC-32 differs from the workstation's, so nothing
-// is written (the card is byte for byte the bricked one) and recover exits 1 naming the image.
+// A transfer damaged on the way (the server flips a byte after it was verified): U-Boot's
+// SHA-256 differs from the catalog's, so nothing is written (the card is byte for byte the
+// bricked one) and recover exits 1 naming the image.
 func TestRecoverCorruptedTransfer(t *testing.T) {
-	b := newBrickedBoard(t, 1<<20)
-	srv := tftptest.Start(t, b.tftpDir, map[string]int64{"rootfs.img": 123456})
-	code, out, errOut, log := b.recover(t, srv.Port)
+	b := newBrickedBoard(t, 1<<20, ubootqemu.DefaultDiskSize)
+	b.boot(t)
+	flip := func(name string, r io.Reader) io.Reader { return &flipper{r: r, at: 123456} }
+	code, out, errOut, log := b.recover(t, flip)
 	if code != exitcode.Invalid {
 		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s\nlog:\n%s", code, exitcode.Invalid, out, errOut, log)
 	}
-	for _, want := range []string{`step "load rootfs A" (image rootfs.img)`, "check failed", "hash crc32"} {
+	for _, want := range []string{`step "check rootfs-a" (image rootfs.aduimg)`, "check failed",
+		"rootfs.aduimg differs from what the workstation serves (sha256); nothing written"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q: %s", want, errOut)
 		}
@@ -131,6 +255,22 @@ func TestRecoverCorruptedTransfer(t *testing.T) {
 	if !bytes.Equal(disk, b.before) {
 		t.Error("the card changed although the check failed")
 	}
+}
+
+// flipper inverts the byte at offset at of what it reads.
+type flipper struct {
+	r   io.Reader
+	at  int64
+	off int64
+}
+
+func (f *flipper) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if i := f.at - f.off; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
 }
 
 // openPTY returns a pseudo-terminal's master and its slave's path: a stand-in for a serial
@@ -155,6 +295,7 @@ func openPTY(t *testing.T) (*os.File, string) {
 // A board whose U-Boot never shows a prompt (it prints garbage, or nothing): exit 3 with an
 // error that names the console and what it saw.
 func TestRecoverNoPrompt(t *testing.T) {
+	fx, disk := scriptFixture(t)
 	for name, c := range map[string]struct{ garbage, want string }{
 		"garbage": {"\x00\xfe Starting kernel ...\r\n", `last line: "`},
 		"silent":  {"", "nothing received"},
@@ -180,9 +321,9 @@ func TestRecoverNoPrompt(t *testing.T) {
 					}
 				}()
 			}
-			script := writeScript(t, "# step: a\ntrue\n")
-			code, _, errOut := run(t, "recover", "--console", pty, "--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--script", script,
-				"--prompt-timeout", "500ms", "--log", filepath.Join(t.TempDir(), "log"))
+			code, _, errOut := run(t, "recover", "--config", fx.cfg, "--pub", fx.pub, "--gpt", disk, "--console", pty,
+				"--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--listen", "127.0.0.1:0", "--prompt-timeout", "500ms",
+				"--log", filepath.Join(t.TempDir(), "log"), fx.img)
 			if code != exitcode.IO {
 				t.Fatalf("exit %d, want %d: %s", code, exitcode.IO, errOut)
 			}
@@ -196,13 +337,14 @@ func TestRecoverNoPrompt(t *testing.T) {
 }
 
 func TestRecoverBaud(t *testing.T) {
-	script := writeScript(t, "# step: a\ntrue\n")
-	code, _, errOut := run(t, "recover", "--console", "/dev/null", "--baud", "12345", "--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--script", script)
+	fx, disk := scriptFixture(t)
+	args := []string{"recover", "--config", fx.cfg, "--pub", fx.pub, "--gpt", disk, "--console", "/dev/null",
+		"--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--listen", "127.0.0.1:0", "--log", filepath.Join(t.TempDir(), "log")}
+	code, _, errOut := run(t, append(args, "--baud", "12345", fx.img)...)
 	if code != exitcode.Usage || !strings.Contains(errOut, "unsupported baud rate: 12345") {
 		t.Fatalf("exit %d, %q; want a usage error naming the rate", code, errOut)
 	}
-	code, _, errOut = run(t, "recover", "--console", "/dev/null", "--ipaddr", "dhcp", "--serverip", "10.0.2.2", "--script", script,
-		"--log", filepath.Join(t.TempDir(), "log"))
+	code, _, errOut = run(t, append(args, fx.img)...)
 	if code != exitcode.IO || !strings.Contains(errOut, "not a terminal") {
 		t.Fatalf("exit %d, %q; want an I/O error: /dev/null is no serial line", code, errOut)
 	}

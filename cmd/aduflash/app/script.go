@@ -4,25 +4,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
-	"github.com/aduflash/aduflash/cmd/internal/infile"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
-	"github.com/aduflash/aduflash/image"
-	"github.com/aduflash/aduflash/image/mcuboot"
-	"github.com/aduflash/aduflash/install"
-	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
-	"github.com/aduflash/aduflash/slots"
 )
 
 func (e *env) scriptCommand() *cli.Command {
@@ -58,20 +49,12 @@ for a GPT slot, an unknown class or bank); 3 I/O error.
 EXAMPLE:
    aduflash script --config board.toml --pub release.pub.pem --gpt sdcard.img --mkimage recover.scr rootfs-1.2.0.aduimg
    aduflash script --config board.toml --raw --bank B -o recover.txt rootfs=rootfs.ext4 kernel=Image`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` ([slots], [uboot], [bootloader])", Value: cliapp.DefaultDeviceConfig, TakesFile: true},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
-			&cli.BoolFlag{Name: "raw", Usage: "take the IMAGEs as they are, without signature checks"},
-			&cli.StringFlag{Name: "bank", Usage: "the `BANK` written and made primary (default: the first bank)"},
-			&cli.StringFlag{Name: "gpt", Usage: "the disk image or block device whose GPT places the GPT slots", TakesFile: true},
-			&cli.StringFlag{Name: "check", Value: string(ubootscript.CheckSHA256), Usage: "how U-Boot checks images: sha256 or crc32 (faster; catches corruption, not forgery)"},
-			&cli.BoolFlag{Name: "keep-env", Usage: "leave the board's environment as it is (no fresh env, no bank made primary)"},
+		Flags: append(recoveryFlags(),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the commands to `FILE` ('-' = stdout)", TakesFile: true},
 			&cli.StringFlag{Name: "mkimage", Usage: "write the U-Boot script image to `FILE`", TakesFile: true},
 			&cli.StringFlag{Name: "name", Value: "aduflash recovery", Usage: "the script image's `NAME` (mkimage -n, at most 32 bytes)"},
 			&cli.StringFlag{Name: "arch", Value: "arm", Usage: "the script image's architecture (mkimage -A): arm, arm64, riscv, ..."},
-		},
+		),
 		Action: e.script,
 	}
 }
@@ -80,143 +63,16 @@ func (e *env) script(c *cli.Context) error {
 	if err := cliapp.Args(c, 1, -1, "[CLASS=]IMAGE..."); err != nil {
 		return err
 	}
-	raw, pubs, keyring := c.Bool("raw"), c.StringSlice("pub"), c.String("keyring")
-	if raw == (len(pubs) > 0 || keyring != "") {
-		return exitcode.Usagef("%s: give --pub or --keyring to verify the images, or --raw to take them as they are", c.Command.HelpName)
-	}
-	board, err := loadBoard(c)
+	r, err := e.newRecovery(c)
 	if err != nil {
 		return err
 	}
-	var kr *image.Keyring
-	if !raw {
-		if kr, err = image.LoadTrust(keyring, pubs); err != nil {
-			return err
-		}
-	}
-	bank := c.String("bank")
-	if bank == "" && len(board.Slots.Banks) > 0 {
-		bank = board.Slots.Banks[0]
-	}
-	var writes []ubootscript.Write
-	for _, arg := range c.Args().Slice() {
-		w, err := scriptWrite(board.Slots, bank, arg, kr)
-		if err != nil {
-			return err
-		}
-		writes = append(writes, w)
-	}
-	s, err := ubootscript.Generate(board, writes, ubootscript.Options{Bank: bank, Check: ubootscript.Check(c.String("check")), KeepEnv: c.Bool("keep-env")})
-	if err != nil {
+	defer r.Close()
+	if err := e.writeScript(c, r.script); err != nil {
 		return err
 	}
-	if err := e.writeScript(c, s); err != nil {
-		return err
-	}
-	e.summary(board.Slots, bank, writes, s)
+	e.summary(r)
 	return nil
-}
-
-// loadBoard reads the config's sections and the GPT the script needs.
-func loadBoard(c *cli.Context) (ubootscript.Board, error) {
-	path := c.String("config")
-	var b ubootscript.Board
-	var err error
-	if b.Slots, err = slots.LoadConfig(path); err != nil {
-		return b, err
-	}
-	if b.UBoot, err = ubootscript.LoadConfig(path); err != nil {
-		return b, err
-	}
-	if !c.Bool("keep-env") {
-		bc, err := bootloader.LoadConfig(path)
-		if err != nil {
-			return b, err
-		}
-		b.Env = &bc
-	}
-	if disk := c.String("gpt"); disk != "" {
-		f, err := os.Open(disk)
-		if err != nil {
-			return b, err
-		}
-		defer f.Close()
-		if b.GPT, err = gptdisk.Read(f); err != nil {
-			return b, fmt.Errorf("%s: %w", disk, err)
-		}
-		b.GPTName = filepath.Base(disk)
-	}
-	return b, nil
-}
-
-// scriptWrite verifies the image of arg ([CLASS=]FILE) and returns what the board receives,
-// going to bank's slot of its class.
-func scriptWrite(cfg *slots.Config, bank, arg string, kr *image.Keyring) (ubootscript.Write, error) {
-	class, path, named := strings.Cut(arg, "=")
-	if !named {
-		path, class = arg, ""
-	}
-	f, size, err := infile.OpenSized(path)
-	if err != nil {
-		return ubootscript.Write{}, err
-	}
-	defer f.Close()
-	name := filepath.Base(path)
-	var (
-		img      ubootscript.Image
-		imgClass string
-	)
-	prefix := make([]byte, install.SniffSize)
-	n, _ := f.ReadAt(prefix, 0)
-	switch format := install.Sniff(prefix[:n]); {
-	case kr == nil:
-		img, err = ubootscript.ImageOf(name, io.NewSectionReader(f, 0, size))
-	case format == install.FormatAduimg:
-		var r *image.Reader
-		if r, err = image.NewReader(io.NewSectionReader(f, 0, size), image.VerifyOptions{Keyring: kr}); err == nil {
-			imgClass = r.Header().SlotClass
-			img, err = ubootscript.ImageOf(name, r)
-		}
-	case format == install.FormatMCUboot:
-		var r *mcuboot.Reader
-		if r, err = mcuboot.NewReader(io.NewSectionReader(f, 0, size), size, kr, nil); err == nil {
-			img, err = ubootscript.ImageOf(name, r)
-		}
-	default:
-		return ubootscript.Write{}, exitcode.InvalidInput(fmt.Errorf("%s: neither an aduimg nor an MCUboot image (--raw takes any file)", path))
-	}
-	if err != nil {
-		return ubootscript.Write{}, fmt.Errorf("%s: %w", path, err)
-	}
-	slot, err := slotOf(cfg, bank, class, imgClass, path)
-	if err != nil {
-		return ubootscript.Write{}, err
-	}
-	return ubootscript.Write{Slot: slot, Image: img}, nil
-}
-
-// slotOf returns the slot an image goes to: bank's slot of the class the argument names, or
-// the image's, or the config's only class.
-func slotOf(cfg *slots.Config, bank, class, imgClass, path string) (string, error) {
-	switch {
-	case class != "" && imgClass != "" && class != imgClass:
-		return "", exitcode.InvalidInput(fmt.Errorf("%s: the image is signed for slot class %q, not %q", path, imgClass, class))
-	case class == "":
-		class = imgClass
-	}
-	if class == "" {
-		classes := cfg.BankedClasses()
-		if len(classes) != 1 {
-			return "", exitcode.Usagef("%s: name its slot class (CLASS=%s; the config has %s)", path, path, strings.Join(classes, ", "))
-		}
-		class = classes[0]
-	}
-	for _, s := range cfg.ForClass(class) {
-		if s.Bank == bank || s.Bank == "" {
-			return s.Name, nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s: no slot of class %q in bank %q", slots.ErrUnknownSlot, path, class, bank)
 }
 
 // writeScript writes the text (-o, or stdout) and the script image (--mkimage).
@@ -251,9 +107,10 @@ func (e *env) writeScript(c *cli.Context, s *ubootscript.Script) error {
 
 // summary tells on stderr what the script does, and which classes of the bank it leaves
 // alone.
-func (e *env) summary(cfg *slots.Config, bank string, writes []ubootscript.Write, s *ubootscript.Script) {
+func (e *env) summary(r *recovery) {
+	cfg, bank, s := r.slots, r.bank, r.script
 	var written []string
-	for _, w := range writes {
+	for _, w := range r.writes {
 		fmt.Fprintf(e.stderr, "%s -> %s: %d bytes, sha256 %x\n", w.Image.Name, w.Slot, w.Image.Size, w.Image.SHA256)
 		if sc, err := cfg.Slot(w.Slot); err == nil {
 			written = append(written, sc.Class)
