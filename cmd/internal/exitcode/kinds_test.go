@@ -34,6 +34,7 @@ import (
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/smp"
 )
 
 // packageErrors holds every exported sentinel error and error type of the packages whose
@@ -243,6 +244,16 @@ var packageErrors = map[string]error{
 	"recovery/tftpserve.ErrMalformed":   tftpserve.ErrMalformed,
 	"recovery/tftpserve.ErrChanged":     tftpserve.ErrChanged,
 	"recovery/tftpserve.ErrNotServable": tftpserve.ErrNotServable,
+	// smp
+	"smp.ErrTimeout":      smp.ErrTimeout,
+	"smp.ErrClosed":       smp.ErrClosed,
+	"smp.ErrFrame":        smp.ErrFrame,
+	"smp.ErrPacket":       smp.ErrPacket,
+	"smp.ErrReply":        smp.ErrReply,
+	"smp.ErrDevice":       smp.ErrDevice,
+	"smp.ErrNotSupported": smp.ErrNotSupported,
+	"smp.ErrTooLarge":     smp.ErrTooLarge,
+	"smp.ErrMismatch":     smp.ErrMismatch,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
@@ -254,6 +265,7 @@ var packageErrors = map[string]error{
 	"journal.CorruptError":          &journal.CorruptError{},
 	"recovery/console.StepError":    &console.StepError{Err: console.ErrTimeout},
 	"recovery/fastboot.FailError":   &fastboot.FailError{},
+	"smp.DeviceError":               &smp.DeviceError{},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
