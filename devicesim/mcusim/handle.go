@@ -277,9 +277,10 @@ func (m *MCU) upload(b []byte) reply {
 	}
 	off, data, s := *req.Off, req.Data, &m.session
 	m.stats.Data += int64(len(data))
-	if s.open {
-		m.stats.Resent += max(0, min(off+int64(len(data)), s.off)-off)
+	if off == 0 && !bytes.Equal(req.Sha, m.ackedSha) {
+		m.acked, m.ackedSha = 0, bytes.Clone(req.Sha)
 	}
+	m.stats.Resent += max(0, min(off+int64(len(data)), m.acked)-off)
 	if off == 0 && !(s.open && s.off > 0 && req.Sha != nil && bytes.Equal(req.Sha, s.sha) && req.Len != nil && *req.Len == s.size) {
 		if r := m.newUpload(req.Len, req.Sha); r != nil {
 			return r
@@ -325,6 +326,7 @@ func (m *MCU) newUpload(size *int64, sha []byte) reply {
 
 func (m *MCU) uploadReply() reply {
 	s := m.session
+	m.acked = max(m.acked, s.off)
 	r := reply{"off": s.off}
 	if s.off == s.size && s.sha != nil {
 		ok, err := m.uploadMatches()

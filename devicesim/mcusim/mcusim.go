@@ -105,9 +105,12 @@ type Stats struct {
 	Requests int   // SMP requests handled (faulted ones included)
 	Boots    int   // resets and power-ons, the first included
 	Data     int64 // upload data bytes received
-	// Resent is upload data received for offsets the MCU had already acknowledged and kept
-	// (below its session's offset).
+	// Resent is upload data received again for offsets the MCU had acknowledged before (in
+	// any reply of the upload of the same image, across resets and power cuts).
 	Resent int64
+	// BadBoots counts resets after which the primary slot did not hold an image that
+	// verifies against Config.Keyring (with a Keyring only): a real MCU would not boot.
+	BadBoots int
 }
 
 // MCU is the simulated MCU. Its methods may be called from several goroutines.
@@ -119,6 +122,10 @@ type MCU struct {
 	session session
 	stats   Stats
 	after   func() // runs after the current reply leaves (a requested reset)
+	// acked is the highest offset acknowledged for the image with ackedSha: what Stats.Resent
+	// is measured against (the test's view, kept across resets).
+	acked    int64
+	ackedSha []byte
 }
 
 // New powers the MCU on: the primary slot holds cfg.Primary, the rest is erased.
@@ -205,6 +212,15 @@ func (m *MCU) reset() error {
 		return fmt.Errorf("mcusim: MCUboot: %w", err)
 	}
 	m.session = m.loadSession()
+	if m.cfg.Keyring != nil {
+		data, err := m.read(0, m.cfg.SlotSize)
+		if err != nil {
+			return err
+		}
+		if _, err := mcuboot.VerifyTrusted(data, m.cfg.Keyring); err != nil {
+			m.stats.BadBoots++
+		}
+	}
 	return nil
 }
 
