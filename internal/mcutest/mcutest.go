@@ -4,13 +4,17 @@
 package mcutest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/aduflash/aduflash/devicesim/mcusim"
@@ -32,6 +36,11 @@ func NewSigner(t testing.TB) *Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signer(t, k)
+}
+
+func signer(t testing.TB, k crypto.Signer) *Signer {
+	t.Helper()
 	kr, err := image.NewKeyring(k.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -112,4 +121,44 @@ func Connect(t testing.TB, mcu *mcusim.MCU, so smp.SerialOptions, o smp.Options)
 		<-done
 	})
 	return c
+}
+
+// LoadSigner reads a private key PEM file (a peer's compiled-in key).
+func LoadSigner(t testing.TB, path string) *Signer {
+	t.Helper()
+	k, err := image.LoadPrivateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer(t, k)
+}
+
+// StartBootSerial runs the bs_host peer (MCUboot's serial recovery; peers.BootSerial builds
+// it) on a new pty with slot files in dir and the given extra arguments, until the test
+// ends, and returns the pty's path.
+func StartBootSerial(t testing.TB, bin, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-d", dir}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("bs_host's log:\n%s", stderr.String())
+		}
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pty, ok := strings.CutPrefix(strings.TrimSpace(line), "PTY ")
+	if err != nil || !ok {
+		t.Fatalf("bs_host printed %q (%v), not its pty", line, err)
+	}
+	return pty
 }
