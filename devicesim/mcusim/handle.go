@@ -129,7 +129,7 @@ func (m *MCU) params([]byte) reply {
 func (m *MCU) info([]byte) reply {
 	v := "none"
 	if img, err := mcuboot.Parse(m.slotBytes(0)); err == nil {
-		v = listVersion(img.Header.Version)
+		v = img.Header.Version.Short()
 	}
 	return reply{"output": "mcusim " + v + " mcuboot"}
 }
@@ -150,11 +150,10 @@ func (m *MCU) listedImage(i int) *listed {
 	if err != nil {
 		return nil
 	}
-	t := img.Find(mcuboot.TLVSHA256)
-	if t == nil {
+	if img.Hash() == nil {
 		return nil
 	}
-	return &listed{img: img, hash: t.Data}
+	return &listed{img: img, hash: img.Hash()}
 }
 
 // list is the image list, with the flags Zephyr's img_mgmt derives from the swap type.
@@ -169,7 +168,7 @@ func (m *MCU) list() (reply, error) {
 		if l == nil {
 			continue
 		}
-		e := reply{"image": 0, "slot": i, "version": listVersion(l.img.Header.Version), "hash": l.hash,
+		e := reply{"image": 0, "slot": i, "version": l.img.Header.Version.Short(), "hash": l.hash,
 			"bootable": l.img.Header.Flags&mcuboot.FlagNonBootable == 0,
 			"active":   i == 0, "confirmed": false, "pending": false, "permanent": false}
 		switch swap {
@@ -336,14 +335,4 @@ func (m *MCU) uploadReply() reply {
 		r["match"] = ok
 	}
 	return r
-}
-
-// listVersion formats a version as MCUboot and Zephyr list it: "1.2.3", and ".4" after it for
-// a build number that is not 0.
-func listVersion(v mcuboot.Version) string {
-	s := fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Revision)
-	if v.Build != 0 {
-		s += fmt.Sprintf(".%d", v.Build)
-	}
-	return s
 }

@@ -96,11 +96,10 @@ func Hash(t testing.TB, img []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlv := p.Find(mcuboot.TLVSHA256)
-	if tlv == nil {
-		t.Fatal("image without a SHA256 TLV")
+	if p.Hash() == nil {
+		t.Fatal("image without a hash TLV")
 	}
-	return tlv.Data
+	return p.Hash()
 }
 
 // Connect serves mcu on one end of an in-memory serial line until the test ends and returns

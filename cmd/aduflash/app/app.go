@@ -47,6 +47,7 @@ EXAMPLE:
 			e.scriptCommand(),
 			e.serveCommand(),
 			e.recoverCommand(),
+			e.mcuCommand(),
 		},
 	}, e.stdout, e.stderr)
 }

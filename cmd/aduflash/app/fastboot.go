@@ -115,17 +115,24 @@ func (e *env) fastbootRun(c *cli.Context, res *fastbootResult, check func() erro
 	if err := cliapp.Need(c, "udp"); err != nil {
 		return err
 	}
+	return e.remoteRun(c, &res.Seconds, res, res.mark, check, func() error { return e.session(c, res, do) }, text)
+}
+
+// remoteRun runs a command on a remote device: check (what needs no device; nil: nothing),
+// then session, timed into *seconds. It prints the result: with --json res as JSON (mark
+// records the outcome in it), else the line text returns.
+func (e *env) remoteRun(c *cli.Context, seconds *float64, res any, mark func(bool, int, string), check, session func() error, text func() string) error {
 	start := time.Now()
 	var err error
 	if check != nil {
 		err = check()
 	}
 	if err == nil {
-		err = e.session(c, res, do)
+		err = session()
 	}
-	res.Seconds = time.Since(start).Seconds()
+	*seconds = time.Since(start).Seconds()
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, mark)
 	}
 	if err != nil {
 		return err
