@@ -79,20 +79,26 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	}
 }
 
-// uart paces reads or writes at byteTime per byte, as a UART does.
+// uart paces reads or writes at byteTime per byte, as a UART does. The pace is kept while
+// bytes are pending, even when the simulator itself was scheduled late (a loaded machine):
+// only a line that was idle starts a new schedule.
 type uart struct {
 	r        io.Reader
 	w        io.Writer
 	byteTime time.Duration
-	next     time.Time
+	next     time.Time // when the bytes passed so far have gone over the line
 }
 
-// uartChunk is how many bytes pass between two waits.
-const uartChunk = 16
+// uartChunk is how many bytes pass between two waits; a Read that blocks longer than
+// uartIdle found the line idle.
+const (
+	uartChunk = 16
+	uartIdle  = time.Millisecond
+)
 
-func (u *uart) wait(n int) {
-	now := time.Now()
-	if u.next.Before(now) {
+// pass waits until n more bytes have gone over the line; idle starts the schedule anew.
+func (u *uart) pass(n int, idle bool) {
+	if now := time.Now(); idle && now.After(u.next) {
 		u.next = now
 	}
 	u.next = u.next.Add(time.Duration(n) * u.byteTime)
@@ -100,8 +106,9 @@ func (u *uart) wait(n int) {
 }
 
 func (u *uart) Read(p []byte) (int, error) {
+	start := time.Now()
 	n, err := u.r.Read(p[:min(len(p), uartChunk)])
-	u.wait(n)
+	u.pass(n, time.Since(start) > uartIdle)
 	return n, err
 }
 
@@ -109,8 +116,8 @@ func (u *uart) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
 		n, err := u.w.Write(p[done:min(len(p), done+uartChunk)])
+		u.pass(n, done == 0)
 		done += n
-		u.wait(n)
 		if err != nil {
 			return done, err
 		}
