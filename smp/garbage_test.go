@@ -63,7 +63,7 @@ func TestGarbledReplies(t *testing.T) {
 		"other command": {func(h smp.Header) []byte {
 			return answer(h, echoed, func(r *smp.Header) { r.ID = 9 })
 		}, []error{smp.ErrTimeout, smp.ErrPacket}, "group 0 command 9"},
-		"silent": {func(smp.Header) []byte { return []byte("booting...\r\n") }, []error{smp.ErrTimeout}, "sent 2 times"},
+		"silent":       {func(smp.Header) []byte { return []byte("booting...\r\n") }, []error{smp.ErrTimeout}, "sent 2 times"},
 		"device error": {func(h smp.Header) []byte { return answer(h, []byte{0xa1, 0x62, 'r', 'c', 0x03}, nil) }, []error{smp.ErrDevice}, "rc 3 (invalid argument)"},
 	} {
 		t.Run(name, func(t *testing.T) {
