@@ -234,7 +234,7 @@ func TestUDP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.ServeUDP(ctx, pc)
-	u, err := smp.DialUDP(ctx, pc.LocalAddr().String())
+	u, err := smp.Open(ctx, smp.Endpoint{UDP: pc.LocalAddr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,4 +244,15 @@ func TestUDP(t *testing.T) {
 		t.Fatalf("echo = %q, %v", r, err)
 	}
 	upload(t, c, m, s.Image(t, "2.0.0", 9000), 0)
+}
+
+func TestEndpoint(t *testing.T) {
+	for _, e := range []smp.Endpoint{{}, {Port: "/dev/ttyACM0", UDP: "10.0.0.2"}} {
+		if _, err := smp.Open(context.Background(), e); !errors.Is(err, smp.ErrEndpoint) {
+			t.Errorf("%+v: %v, want ErrEndpoint", e, err)
+		}
+	}
+	if s := (smp.Endpoint{UDP: "10.0.0.2"}).String(); s != "10.0.0.2:1337" {
+		t.Errorf("UDP endpoint %q", s)
+	}
 }

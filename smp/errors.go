@@ -27,6 +27,8 @@ var (
 	ErrNotSupported = errkind.New(errkind.Environment, "smp: command not supported by the device")
 	// ErrTooLarge: a request does not fit the device's packet size, or an image its slot.
 	ErrTooLarge = errkind.New(errkind.Input, "smp: too large")
+	// ErrEndpoint: an Endpoint that names no MCU, or two.
+	ErrEndpoint = errkind.New(errkind.Usage, "smp: endpoint")
 	// ErrMismatch: the device says the uploaded bytes do not match their SHA-256.
 	ErrMismatch = errkind.New(errkind.Environment, "smp: the device's copy does not match the image")
 )

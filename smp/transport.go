@@ -61,6 +61,40 @@ func NewSerial(rw io.ReadWriter, o SerialOptions) *Serial {
 	return s
 }
 
+// Endpoint names an MCU's SMP server: a serial line (Port, at Baud, in lines of at most
+// LineSize bytes) or a UDP address (UDP, host[:port]). Exactly one of Port and UDP is set.
+type Endpoint struct {
+	Port     string `json:"port,omitempty"`
+	Baud     int    `json:"baud,omitempty"`      // 0: 115200
+	LineSize int    `json:"line_size,omitempty"` // 0: DefaultLineSize
+	UDP      string `json:"udp,omitempty"`
+}
+
+// String names the endpoint: the serial line's path, or host:port.
+func (e Endpoint) String() string {
+	if e.Port != "" {
+		return e.Port
+	}
+	return UDPAddr(e.UDP)
+}
+
+// Open opens the endpoint's transport.
+func Open(ctx context.Context, e Endpoint) (Transport, error) {
+	switch {
+	case e.Port != "" && e.UDP != "":
+		return nil, fmt.Errorf("%w: %s and %s: a serial line and a UDP address", ErrEndpoint, e.Port, e.UDP)
+	case e.Port != "":
+		baud := e.Baud
+		if baud == 0 {
+			baud = 115200
+		}
+		return OpenSerial(e.Port, baud, SerialOptions{LineSize: e.LineSize})
+	case e.UDP != "":
+		return DialUDP(ctx, e.UDP)
+	}
+	return nil, fmt.Errorf("%w: neither a serial line nor a UDP address", ErrEndpoint)
+}
+
 // OpenSerial opens a serial line (a tty or a pseudo-terminal: raw mode, 8N1, no flow control,
 // at baud; Linux only) and runs the console framing over it.
 func OpenSerial(path string, baud int, o SerialOptions) (*Serial, error) {

@@ -163,6 +163,8 @@ type mcuResult struct {
 	Seconds  float64    `json:"seconds"`
 	Error    string     `json:"error,omitempty"`
 	ExitCode int        `json:"exit_code"`
+
+	endpoint smp.Endpoint
 }
 
 func (r *mcuResult) mark(ok bool, exitCode int, msg string) {
@@ -187,31 +189,20 @@ func (e *env) mcuRun(c *cli.Context, res *mcuResult, check func() error, do func
 
 // mcuTarget checks that exactly one of --port and --udp names the MCU.
 func (e *env) mcuTarget(c *cli.Context, res *mcuResult) error {
-	port, udp := c.String("port"), c.String("udp")
-	switch {
-	case port != "" && udp != "":
+	res.endpoint = smp.Endpoint{Port: c.String("port"), Baud: c.Int("baud"), LineSize: c.Int("line-size"), UDP: c.String("udp")}
+	switch ep := res.endpoint; {
+	case ep.Port != "" && ep.UDP != "":
 		return exitcode.Usagef("%s: --port and --udp name two MCUs; give one", c.Command.HelpName)
-	case port != "":
-		res.Device = port
-	case udp != "":
-		res.Device = smp.UDPAddr(udp)
-	default:
+	case ep.Port == "" && ep.UDP == "":
 		return exitcode.Usagef("%s: missing --port or --udp", c.Command.HelpName)
 	}
+	res.Device = res.endpoint.String()
 	return nil
 }
 
 // mcuSession connects to the MCU and runs do.
 func (e *env) mcuSession(c *cli.Context, res *mcuResult, do func(*smp.Client) error) error {
-	var (
-		t   smp.Transport
-		err error
-	)
-	if c.String("port") != "" {
-		t, err = smp.OpenSerial(res.Device, c.Int("baud"), smp.SerialOptions{LineSize: c.Int("line-size")})
-	} else {
-		t, err = smp.DialUDP(c.Context, res.Device)
-	}
+	t, err := smp.Open(c.Context, res.endpoint)
 	if err != nil {
 		return fmt.Errorf("%s: %w", res.Device, err)
 	}

@@ -254,6 +254,7 @@ var packageErrors = map[string]error{
 	"smp.ErrNotSupported": smp.ErrNotSupported,
 	"smp.ErrTooLarge":     smp.ErrTooLarge,
 	"smp.ErrMismatch":     smp.ErrMismatch,
+	"smp.ErrEndpoint":     smp.ErrEndpoint,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
