@@ -54,6 +54,10 @@ func TestCommands(t *testing.T) {
 	if err := c.Erase(ctx, 0); !errors.Is(err, smp.ErrDevice) {
 		t.Fatalf("erasing the running slot: %v, want a device error", err)
 	}
+	v2 := mcutest.Connect(t, m, smp.SerialOptions{}, smp.Options{Version: 2, Timeout: fast.Timeout})
+	if r, err := v2.Echo(ctx, "v2"); err != nil || r != "v2" {
+		t.Fatalf("SMP version 2 echo = %q, %v", r, err)
+	}
 }
 
 // upload sends img and checks that it landed in the secondary slot.
