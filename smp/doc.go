@@ -12,9 +12,9 @@
 //     lines that start with 0x06 0x09 for a packet's first line and 0x04 0x14 for the
 //     others, base64 of the packet's length, the packet and its CRC-16/XMODEM, a newline)
 //     over any io.ReadWriter (Serial; OpenSerial opens a tty), and UDP (DialUDP, port 1337 by
-//     default), one packet per datagram. Lines are at most 127 bytes by default (MCUboot's
-//     and Zephyr's frame limit; SerialOptions.LineSize), and multi-line replies are
-//     reassembled whatever their line length.
+//     default), one packet per datagram; Open opens either from an Endpoint. Lines are at
+//     most 127 bytes by default (MCUboot's and Zephyr's frame limit; SerialOptions.LineSize),
+//     and multi-line replies are reassembled whatever their line length.
 //   - Commands (Client): Echo, Reset, Params (os group "mcumgr params"), OSInfo; ImageState,
 //     Test, Confirm, Erase, SlotInfo and Upload. Upload sends "len" and "sha" on the frame at
 //     offset 0 and resumes from the offset the device reports: a device that answers a frame

@@ -48,9 +48,6 @@ func AppendFrame(dst, pkt []byte, lineSize int) []byte {
 	return dst
 }
 
-// FrameOverhead is how many line bytes a packet of n bytes takes in lines of lineSize.
-func FrameOverhead(n, lineSize int) int { return len(AppendFrame(nil, make([]byte, n), lineSize)) - n }
-
 // Reassembler turns serial lines back into SMP packets, whatever the sender's line length.
 // Lines that do not start with a marker are console output and are skipped.
 type Reassembler struct {

@@ -105,9 +105,6 @@ func OpenSerial(path string, baud int, o SerialOptions) (*Serial, error) {
 	return NewSerial(f, o), nil
 }
 
-// LineSize is the longest line the transport sends.
-func (s *Serial) LineSize() int { return s.lineSize }
-
 // Send writes pkt as serial lines.
 func (s *Serial) Send(ctx context.Context, pkt []byte) error {
 	if err := ctx.Err(); err != nil {
