@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aduflash/aduflash/devicesim/mcusim"
@@ -149,9 +150,10 @@ func TestMCURefuses(t *testing.T) {
 // An upload cut by an MCU that stops answering is finished by --resume from the offset the
 // MCU reports: no byte it acknowledged goes again beyond one frame.
 func TestMCUResume(t *testing.T) {
-	mute := true
+	var mute atomic.Bool
+	mute.Store(true)
 	fx := newMCUFixture(t, mcusim.Config{Fault: func(n int, h smp.Header) mcusim.Fault {
-		if mute && n > 15 {
+		if mute.Load() && n > 15 {
 			return mcusim.Fault{Kind: mcusim.FaultReset}
 		}
 		return mcusim.Fault{}
@@ -159,7 +161,7 @@ func TestMCUResume(t *testing.T) {
 	if code, _, errOut := fx.run(t, "upload", "--pub", fx.pub, "--json", fx.img); code != 3 || fx.mcu.Stats().Data == 0 {
 		t.Fatalf("cut upload: exit %d, %q", code, errOut)
 	}
-	mute = false
+	mute.Store(false)
 	code, out, errOut := fx.run(t, "upload", "--pub", fx.pub, "--resume", "--json", fx.img)
 	var res mcuResult
 	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || !res.OK || res.Hash != fx.hash {
