@@ -5,7 +5,6 @@ package mcutest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -20,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/devicesim/mcusim"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/peers"
 	"github.com/aduflash/aduflash/smp"
 )
 
@@ -142,18 +142,7 @@ func StartBootSerial(t testing.TB, bin, dir string, args ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("bs_host's log:\n%s", stderr.String())
-		}
-	})
+	peers.Start(t, "bs_host", cmd)
 	line, err := bufio.NewReader(out).ReadString('\n')
 	pty, ok := strings.CutPrefix(strings.TrimSpace(line), "PTY ")
 	if err != nil || !ok {

@@ -145,3 +145,21 @@ func MCUmgr(t testing.TB) string {
 	}
 	return p
 }
+
+// Start starts a peer's process for t, keeping its standard error, and kills it when t ends,
+// logging what it wrote there under name.
+func Start(t testing.TB, name string, cmd *exec.Cmd) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if stderr.Len() > 0 {
+			t.Logf("%s: %s", name, stderr.String())
+		}
+	})
+}

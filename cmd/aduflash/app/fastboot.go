@@ -150,16 +150,28 @@ func (e *env) session(c *cli.Context, res *fastbootResult, do func(*fastboot.Cli
 			fmt.Fprintf(info, "%s: %s\n", res.Device, msg)
 		}
 	}}
-	client, err := fastboot.Dial(c.Context, res.Device, opts)
-	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+	dial := func() (*fastboot.Client, error) { return fastboot.Dial(c.Context, res.Device, opts) }
+	return deviceSession(res.Device, dial, &res.Stats, do)
+}
+
+// statClient is a client of a remote device that counts its traffic.
+type statClient[S any] interface {
+	Close() error
+	Stats() S
+}
+
+// deviceSession runs do with the client open makes, keeps the client's counters in *stats,
+// and names device in an error.
+func deviceSession[C statClient[S], S any](device string, open func() (C, error), stats **S, do func(C) error) error {
+	client, err := open()
+	if err == nil {
+		defer client.Close()
+		err = do(client)
+		st := client.Stats()
+		*stats = &st
 	}
-	defer client.Close()
-	err = do(client)
-	st := client.Stats()
-	res.Stats = &st
 	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+		return fmt.Errorf("%s: %w", device, err)
 	}
 	return nil
 }

@@ -202,19 +202,14 @@ func (e *env) mcuTarget(c *cli.Context, res *mcuResult) error {
 
 // mcuSession connects to the MCU and runs do.
 func (e *env) mcuSession(c *cli.Context, res *mcuResult, do func(*smp.Client) error) error {
-	t, err := smp.Open(c.Context, res.endpoint)
-	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+	open := func() (*smp.Client, error) {
+		t, err := smp.Open(c.Context, res.endpoint)
+		if err != nil {
+			return nil, err
+		}
+		return smp.NewClient(t, smp.Options{Timeout: c.Duration("timeout"), MaxPacket: c.Int("mtu")}), nil
 	}
-	client := smp.NewClient(t, smp.Options{Timeout: c.Duration("timeout"), MaxPacket: c.Int("mtu")})
-	defer client.Close()
-	err = do(client)
-	st := client.Stats()
-	res.Stats = &st
-	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
-	}
-	return nil
+	return deviceSession(res.Device, open, &res.Stats, do)
 }
 
 // mcuPayload is an MCUboot image verified in memory before it is sent.
