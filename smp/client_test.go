@@ -121,6 +121,9 @@ func TestUploadTestConfirmRevert(t *testing.T) {
 		t.Fatalf("after confirm and reset: %+v", a)
 	}
 
+	// The secondary slot holds 1.0.0 since the swap: the same image again goes whole.
+	upload(t, c, m, v2, 0)
+
 	v3 := s.Image(t, "3.0.0", 25000)
 	upload(t, c, m, v3, 0)
 	if _, err := c.Test(ctx, mcutest.Hash(t, v3)); err != nil {

@@ -205,13 +205,20 @@ func (m *MCU) reset() error {
 	m.flash.PowerOn()
 	m.stats.Boots++
 	m.after = nil
-	if err := m.checkSecondary(); err != nil {
+	erased, err := m.checkSecondary()
+	if err != nil {
 		return err
 	}
 	if _, err := m.boot.Reset(); err != nil {
 		return fmt.Errorf("mcusim: MCUboot: %w", err)
 	}
 	m.session = m.loadSession()
+	if erased || m.boot.LastSwap != mcuboottrailer.SwapNone {
+		// The secondary slot no longer holds the upload: it cannot be resumed.
+		if err := m.closeSession(); err != nil {
+			return err
+		}
+	}
 	if m.cfg.Keyring != nil {
 		data, err := m.read(0, m.cfg.SlotSize)
 		if err != nil {
@@ -225,23 +232,23 @@ func (m *MCU) reset() error {
 }
 
 // checkSecondary erases a secondary image marked for a swap whose signature fails, as
-// MCUboot does (only with a Keyring).
-func (m *MCU) checkSecondary() error {
+// MCUboot does (only with a Keyring), and says whether it did.
+func (m *MCU) checkSecondary() (bool, error) {
 	if m.cfg.Keyring == nil {
-		return nil
+		return false, nil
 	}
 	swap, err := mcuboottrailer.State(m.boot.Primary, m.boot.Secondary)
 	if err != nil || (swap != mcuboottrailer.SwapTest && swap != mcuboottrailer.SwapPerm) {
-		return err
+		return false, err
 	}
 	data, err := m.read(m.cfg.SlotSize, m.cfg.SlotSize)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if _, verr := mcuboot.VerifyTrusted(data, m.cfg.Keyring); verr == nil {
-		return nil
+		return false, nil
 	}
-	return m.flash.Erase(m.cfg.SlotSize, m.cfg.SlotSize)
+	return true, m.flash.Erase(m.cfg.SlotSize, m.cfg.SlotSize)
 }
 
 func (m *MCU) read(off, n int64) ([]byte, error) {
