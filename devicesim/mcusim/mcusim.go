@@ -75,7 +75,8 @@ type Config struct {
 	// Baud paces ServeSerial like a UART at that rate, 10 bits a byte each way (0: no pacing).
 	Baud int
 	// Fault, if set, is called with every request (numbered from 1 since New) before it
-	// runs, and says what happens to it.
+	// runs, and says what happens to it. It runs with the MCU locked: it must not call the
+	// MCU's methods.
 	Fault func(n int, h smp.Header) Fault
 }
 
