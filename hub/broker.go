@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -77,6 +78,8 @@ func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
 	switch {
 	case strings.ContainsAny(topic, "+#\x00") || topic == "":
 		return "not a valid topic name"
+	case isDPS(cl):
+		return dpsPublishRefused(topic)
 	case strings.HasPrefix(topic, "$iothub/twin/"):
 		return ""
 	case strings.HasPrefix(topic, "$iothub/methods/res/"):
@@ -95,6 +98,9 @@ func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
 // subscribeAllowed: the twin topics, direct methods, and the device's own
 // cloud-to-device topic.
 func subscribeAllowed(cl *mqtt.Client, filter string) bool {
+	if isDPS(cl) {
+		return filter == dps.FilterReplies
+	}
 	return strings.HasPrefix(filter, "$iothub/twin/") ||
 		strings.HasPrefix(filter, "$iothub/methods/POST/") ||
 		strings.HasPrefix(filter, "devices/"+cl.ID+"/messages/devicebound/")
@@ -122,6 +128,9 @@ func parseUsername(u string) (host, deviceID string, q url.Values, err error) {
 
 func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h := k.h
+	if scope, regID, ok := parseDPSUsername(string(pk.Connect.Username)); ok {
+		return k.authenticateDPS(cl, pk, scope, regID)
+	}
 	d, q, ok := k.authenticate(cl, pk)
 	if !ok {
 		return false
@@ -220,6 +229,9 @@ func (k *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*device, url.Va
 // goroutine deletes it).
 func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
+	if isDPS(cl) {
+		return
+	}
 	h.staleMu.Lock()
 	old, ok := h.stale[cl.ID]
 	delete(h.stale, cl.ID)
@@ -240,6 +252,10 @@ func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // dropped here.
 func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
+	if isDPS(cl) {
+		h.opts.Logger.Info("hub: DPS registration connected", "registration", cl.ID, "remote", cl.Net.Remote)
+		return
+	}
 	h.mu.Lock()
 	_, registered := h.devices[cl.ID]
 	h.mu.Unlock()
@@ -258,6 +274,12 @@ func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 
 // OnDisconnect records and logs the end of a device's connection.
 func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if isDPS(cl) {
+		k.h.dpsMu.Lock()
+		delete(k.h.dps, cl)
+		k.h.dpsMu.Unlock()
+		return
+	}
 	k.h.disconnected(cl, err)
 }
 
@@ -278,7 +300,10 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // device publish reaches another subscriber: telemetry and method responses
 // are acknowledged (QoS 1) and dropped.
 func (k *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if strings.HasPrefix(pk.TopicName, "$iothub/twin/") {
+	switch {
+	case isDPS(cl):
+		k.handleDPS(cl, pk.TopicName, pk.Payload)
+	case strings.HasPrefix(pk.TopicName, "$iothub/twin/"):
 		k.handleTwin(cl, pk.TopicName, pk.Payload)
 	}
 	return pk, packets.CodeSuccessIgnore

@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,6 +78,9 @@ type Options struct {
 	// TwinFloodLimit is disconnected. Default DefaultTwinFloodLimit;
 	// negative: never disconnect for flooding.
 	TwinFloodLimit int
+	// IDScope is the id scope of the provisioning service the Hub also is (see
+	// AddEnrollment). Default DefaultIDScope.
+	IDScope string
 }
 
 // Hub is a running IoT Hub stand-in.
@@ -112,6 +116,12 @@ type Hub struct {
 	connMu sync.Mutex
 	conns  map[string]*connState // device id → its last connection (see Connection)
 
+	enrollMu    sync.Mutex
+	enrollments []Enrollment // sorted by id; see AddEnrollment
+
+	dpsMu sync.Mutex
+	dps   map[*mqtt.Client]*dpsClient // authenticated registrations
+
 	accepted acceptGate // accepted connections mochi has not read from yet (see firstReadConn)
 }
 
@@ -125,9 +135,10 @@ func New(opts Options) (*Hub, error) {
 		stale:   map[string]*mqtt.Client{},
 		quota:   map[string]*bucket{},
 		conns:   map[string]*connState{},
+		dps:     map[*mqtt.Client]*dpsClient{},
 	}
 	if opts.DataDir != "" {
-		if err := h.loadDevices(); err != nil {
+		if err := errors.Join(h.loadDevices(), h.loadEnrollments()); err != nil {
 			if opts.Listener != nil {
 				_ = opts.Listener.Close()
 			}
@@ -167,6 +178,9 @@ func (opts Options) withDefaults() Options {
 	}
 	if opts.TwinFloodLimit == 0 {
 		opts.TwinFloodLimit = DefaultTwinFloodLimit
+	}
+	if opts.IDScope == "" {
+		opts.IDScope = DefaultIDScope
 	}
 	return opts
 }

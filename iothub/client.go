@@ -335,8 +335,7 @@ func (c *Client) openConn(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 	return conn, nil
 }
 
-// open dials the address and runs TLS (unless InsecurePlainTCP) and the WebSocket upgrade
-// (with WebSocket) over the connection.
+// open opens the connection (transport) and keeps it as the one a forced reconnect drops.
 func (c *Client) open() (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
 	defer cancel()
@@ -347,33 +346,21 @@ func (c *Client) open() (net.Conn, error) {
 		case <-ctx.Done():
 		}
 	}()
-	conn, err := c.cfg.Dial(ctx, "tcp", c.cfg.Address)
+	conn, err := c.transport().Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", c.cfg.Address, err)
-	}
-	if !c.cfg.InsecurePlainTCP {
-		tcfg := c.tlsConfig()
-		tc := tls.Client(conn, tcfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = conn.Close()
-			peer := c.cfg.Address
-			if host, _, _ := net.SplitHostPort(peer); host != tcfg.ServerName {
-				peer += fmt.Sprintf(" (server name %q)", tcfg.ServerName)
-			}
-			return nil, fmt.Errorf("TLS handshake with %s: %w", peer, err)
-		}
-		conn = tc
-	}
-	if c.cfg.WebSocket {
-		if conn, err = c.upgradeWebSocket(ctx, conn); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	dc := &dropConn{Conn: conn}
 	c.mu.Lock()
 	c.conn = dc
 	c.mu.Unlock()
 	return dc, nil
+}
+
+// transport is how the client reaches its address.
+func (c *Client) transport() Transport {
+	return Transport{Address: c.cfg.Address, WebSocket: c.cfg.WebSocket, NoClientCert: !c.id.X509,
+		InsecurePlainTCP: c.cfg.InsecurePlainTCP, Dial: c.cfg.Dial, TLSConfig: c.tlsConfig(), Logger: c.log}
 }
 
 // errDropped is what Read returns after dropConn.drop: paho ignores
@@ -401,32 +388,7 @@ func (d *dropConn) Read(p []byte) (int, error) {
 }
 
 func (c *Client) tlsConfig() *tls.Config {
-	var t *tls.Config
-	if c.cfg.TLSConfig != nil {
-		t = c.cfg.TLSConfig.Clone()
-	} else {
-		t = &tls.Config{}
-	}
-	if t.RootCAs == nil {
-		t.RootCAs = AzureRootCAs()
-	}
-	if t.ServerName == "" {
-		host, _, _ := net.SplitHostPort(c.cfg.Address)
-		t.ServerName = host
-	}
-	if t.MinVersion < tls.VersionTLS12 {
-		t.MinVersion = tls.VersionTLS12
-	}
-	if c.cfg.WebSocket && t.Renegotiation == tls.RenegotiateNever {
-		// An HTTPS front end may renegotiate (TLS 1.2) to ask for a client
-		// certificate after seeing the request; the Azure SDKs' TLS stacks
-		// allow that, Go's does not by default.
-		t.Renegotiation = tls.RenegotiateOnceAsClient
-	}
-	if c.cfg.ClientCertificate != nil {
-		t.Certificates = append(t.Certificates, *c.cfg.ClientCertificate)
-	}
-	return t
+	return CompleteTLSConfig(c.cfg.TLSConfig, c.cfg.Address, c.cfg.WebSocket, c.cfg.ClientCertificate)
 }
 
 func (c *Client) onConnect(mc paho.Client) {
