@@ -319,7 +319,6 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-
 // wait waits for a paho token within ctx.
 func wait(ctx context.Context, tok paho.Token) error {
 	select {
