@@ -308,6 +308,9 @@ func (c *Client) credentials() (string, string) {
 // cause (dial, TLS handshake); a network error after it (writing CONNECT, reading CONNACK,
 // e.g. a TLS 1.3 server refusing the client certificate) is named as such.
 func connectError(addr string, err error) error {
+	if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+		return fmt.Errorf("%w: %w: %s: %w", ErrConnect, ErrUnauthorized, addr, err)
+	}
 	var oe *openError
 	if errors.As(err, &oe) {
 		return fmt.Errorf("%w: %w", ErrConnect, oe.err)
