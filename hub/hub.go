@@ -78,6 +78,10 @@ type Options struct {
 	// TwinFloodLimit is disconnected. Default DefaultTwinFloodLimit;
 	// negative: never disconnect for flooding.
 	TwinFloodLimit int
+	// WebSocketAddress, if set, is listened on for MQTT over WebSockets at
+	// /$iothub/websocket (IoT Hub's port-443 endpoint), with TLSConfig if set: SAS
+	// authentication only (X.509 needs the TLS connection itself).
+	WebSocketAddress string
 	// IDScope is the id scope of the provisioning service the Hub also is (see
 	// AddEnrollment). Default DefaultIDScope.
 	IDScope string
@@ -121,6 +125,8 @@ type Hub struct {
 
 	dpsMu sync.Mutex
 	dps   map[*mqtt.Client]*dpsClient // authenticated registrations
+
+	ws *wsServer // nil without Options.WebSocketAddress
 
 	accepted acceptGate // accepted connections mochi has not read from yet (see firstReadConn)
 }
@@ -200,6 +206,11 @@ func (h *Hub) serve(ln net.Listener) error {
 	}
 	if err := h.srv.AddListener(listeners.NewNet("iothub", ln)); err != nil {
 		return fmt.Errorf("hub: add listener: %w", err)
+	}
+	if h.opts.WebSocketAddress != "" {
+		if err := h.startWebSocket(); err != nil {
+			return err
+		}
 	}
 	if err := h.srv.Serve(); err != nil {
 		return fmt.Errorf("hub: serve: %w", err)
