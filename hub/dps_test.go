@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/dps"
+	"github.com/aduflash/aduflash/iothub"
 )
 
 func dpsConfig(h *Hub, regID, key string) dps.Config {
@@ -99,5 +100,32 @@ func TestDPSEnrollmentValidation(t *testing.T) {
 		if err := h.AddEnrollment(e); err == nil {
 			t.Errorf("AddEnrollment(%+v) accepted", e)
 		}
+	}
+}
+
+// TestModuleIdentity: a module connects with its own key as "{deviceId}/{moduleId}"; the
+// device's key is not the module's; removing the device removes its modules.
+func TestModuleIdentity(t *testing.T) {
+	h := newHub(t, Options{})
+	if err := h.RegisterModule("dev1", "mod", key2); !errors.Is(err, ErrUnknownDevice) {
+		t.Errorf("a module of an unknown device: %v", err)
+	}
+	_ = h.RegisterDevice("dev1", key1)
+	if err := h.RegisterModule("dev1", "mod", key2); err != nil {
+		t.Fatal(err)
+	}
+	cfg := cfgFor(h, "dev1", key2)
+	cfg.Identity.ModuleID = "mod"
+	c := dial(t, cfg)
+	c.Close()
+	cfg.Identity.SharedAccessKey = key1
+	if _, err := iothub.Dial(context.Background(), cfg); !errors.Is(err, iothub.ErrUnauthorized) {
+		t.Errorf("the module with the device's key: %v, want ErrUnauthorized", err)
+	}
+	if err := h.RemoveDevice("dev1"); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.Devices(); len(d) != 0 {
+		t.Errorf("after removing the device: %v", d)
 	}
 }
