@@ -135,8 +135,16 @@ type Connector struct {
 	DPS       *dps.Config
 	CachePath string
 	// Proxy names the proxy the connections go through ("" none), for logs.
-	Proxy  string
+	Proxy string
+	// Logger receives what the Connector does (registrations); nil logs nothing.
 	Logger *slog.Logger
+}
+
+func (cn *Connector) log() *slog.Logger {
+	if cn.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return cn.Logger
 }
 
 // Connector returns the Connector of this section: the HubConfig (connection string) or the
@@ -240,7 +248,7 @@ func (cn *Connector) Dial(ctx context.Context) (*iothub.Client, error) {
 	}
 	a, ok, err := dps.LoadAssignment(cn.CachePath, cn.DPS.IDScope, cn.DPS.RegistrationID)
 	if err != nil {
-		cn.Logger.Warn("cannot use the stored DPS assignment; registering again", "err", err)
+		cn.log().Warn("cannot use the stored DPS assignment; registering again", "err", err)
 	}
 	if !ok {
 		if a, err = cn.register(ctx); err != nil {
@@ -251,7 +259,7 @@ func (cn *Connector) Dial(ctx context.Context) (*iothub.Client, error) {
 	if !ok || !errors.Is(err, iothub.ErrUnauthorized) {
 		return cl, err
 	}
-	cn.Logger.Info("the hub refused the stored DPS assignment (device moved, deleted or re-keyed); registering again",
+	cn.log().Info("the hub refused the stored DPS assignment (device moved, deleted or re-keyed); registering again",
 		"hub", a.AssignedHub, "device", a.DeviceID, "err", err)
 	if a, err = cn.register(ctx); err != nil {
 		return nil, err
@@ -261,7 +269,7 @@ func (cn *Connector) Dial(ctx context.Context) (*iothub.Client, error) {
 
 // register registers with DPS and stores the assignment.
 func (cn *Connector) register(ctx context.Context) (dps.Assignment, error) {
-	cn.Logger.Info("registering with DPS", "endpoint", cn.DPS.Endpoint, "idScope", cn.DPS.IDScope, "registrationId", cn.DPS.RegistrationID)
+	cn.log().Info("registering with DPS", "endpoint", cn.DPS.Endpoint, "idScope", cn.DPS.IDScope, "registrationId", cn.DPS.RegistrationID)
 	a, err := dps.Register(ctx, *cn.DPS)
 	if err != nil {
 		if errors.Is(err, dps.ErrInvalidConfig) {
@@ -269,7 +277,7 @@ func (cn *Connector) register(ctx context.Context) (dps.Assignment, error) {
 		}
 		return a, err
 	}
-	cn.Logger.Info("DPS assigned the device", "hub", a.AssignedHub, "device", a.DeviceID)
+	cn.log().Info("DPS assigned the device", "hub", a.AssignedHub, "device", a.DeviceID)
 	if err := dps.SaveAssignment(cn.CachePath, a); err != nil {
 		return a, err
 	}
