@@ -54,8 +54,8 @@ type Config struct {
 	// wss://{Address}/$iothub/websocket, IoT Hub's endpoint on port 443 for
 	// networks that block 8883. SAS clients add ?iothub-no-client-cert=true
 	// as the Azure SDKs do; X.509 client certificates work as on 8883. The
-	// CONNECT is unchanged. No HTTP proxy is used: to reach IoT Hub through
-	// one, tunnel in Dial (e.g. with HTTP CONNECT).
+	// CONNECT is unchanged. To reach IoT Hub through an HTTP proxy, tunnel in
+	// Dial (ProxyDial).
 	WebSocket bool
 	// Dial opens the TCP connection (TLS, and the WebSocket if enabled, run
 	// over it). Default: (&net.Dialer{}).DialContext.
