@@ -163,7 +163,7 @@ func (e *env) install(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	src, err := installSource(ctx, c.Args().First(), size)
+	src, err := installSource(ctx, cfg.HTTPClient(), c.Args().First(), size)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,7 @@ func printCopies(w io.Writer, r *installResult) {
 }
 
 // installSource turns FILE or URL into the agent's Source, with its size (size < 0: find it).
-func installSource(ctx context.Context, arg string, size int64) (agent.Source, error) {
+func installSource(ctx context.Context, hc *http.Client, arg string, size int64) (agent.Source, error) {
 	u, err := url.Parse(arg)
 	isURL := err == nil && (u.Scheme == "http" || u.Scheme == "https" || u.Scheme == "file") && len(u.Scheme) > 1
 	if !isURL {
@@ -318,7 +318,7 @@ func installSource(ctx context.Context, arg string, size int64) (agent.Source, e
 		if err != nil {
 			return src, exitcode.Usagef("%s: %v", arg, err)
 		}
-		resp, err := agent.DefaultHTTPClient().Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return src, exitcode.WithCode(exitcode.IO, fmt.Errorf("HEAD %s: %w", arg, err))
 		}

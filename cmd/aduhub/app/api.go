@@ -2,8 +2,6 @@ package app
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,6 +145,9 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /api/devices", s.addDevice)
 	mux.HandleFunc("POST /api/devices/{id}/renew-key", s.renewKey)
 	mux.HandleFunc("DELETE /api/devices/{id}", s.removeDevice)
+	mux.HandleFunc("GET /api/enrollments", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, listEnrollments(s.hub)) })
+	mux.HandleFunc("POST /api/enrollments", s.addEnrollment)
+	mux.HandleFunc("DELETE /api/enrollments/{id}", s.removeEnrollment)
 	mux.HandleFunc("GET /api/updates", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, nonNil(s.svc.Updates())) })
 	mux.HandleFunc("POST /api/updates", s.importUpdate)
 	mux.HandleFunc("GET /api/deployments", func(w http.ResponseWriter, r *http.Request) {
@@ -401,9 +402,7 @@ func renewDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
 
 // setDeviceKey registers id with a new random SAS key.
 func setDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
-	b := make([]byte, 32)
-	rand.Read(b)
-	key := base64.StdEncoding.EncodeToString(b)
+	key := newKey()
 	if err := h.RegisterDevice(id, key); err != nil {
 		return nil, &httpError{http.StatusInternalServerError, err}
 	}
