@@ -191,3 +191,11 @@ func (x *Index) Wanted() map[image.Digest]int {
 	}
 	return m
 }
+
+// RoleProperty is the related-file property (in an ADU import manifest) that tells an image's
+// adaptive index (RoleIndex) from its chunk store (RoleStore).
+const (
+	RoleProperty = "aduflash.adaptive"
+	RoleIndex    = "index"
+	RoleStore    = "store"
+)
