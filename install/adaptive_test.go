@@ -140,6 +140,11 @@ func TestAdaptiveFallback(t *testing.T) {
 			other.HeaderSHA256[0] ^= 1
 			c.src.Adaptive.Index = &other
 		}},
+		{"index of another payload", "index of another image", func(c *adaptiveCase) {
+			other := *c.index
+			other.PayloadSHA256[0] ^= 1
+			c.src.Adaptive.Index = &other
+		}},
 		{"held slot unreadable", "scanning rootfs-a", func(c *adaptiveCase) {
 			c.src.Adaptive.Held[0].R = failingReaderAt{}
 		}},
@@ -248,4 +253,113 @@ func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
 	}
 	t.Fatal("nothing to fetch")
 	return adaptive.Entry{}
+}
+
+// A power cut after every resume point: the install resumes from the last one saved, puts
+// the payload into the slot, and the resumed attempt plans to fetch no more than the cut one
+// did (what the slot holds up to the cursor, and what was written after it, is not fetched
+// again); once the cursor passed fetched chunks, less.
+func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
+	c := newAdaptiveCase(t)
+	fresh := testData(99, 600<<10)
+	c.new = append(append(append([]byte(nil), c.old[:1<<20]...), fresh...), c.old[1<<20:]...)
+	c.img = aduimgOf(t, c.new, "3.1", nil)
+	_, kr := key(t)
+	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
+	var store bytes.Buffer
+	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	c.store = store.Bytes()
+	c.src = c.srv.put("rootfs.aduimg", c.img)
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive = c.adaptive()
+	whole, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("power cut")
+	for k := 1; ; k++ {
+		os.Remove(filepath.Join(c.d.dir, "rootfs-B"))
+		in := c.d.installer(t)
+		var saved *Record
+		n := 0
+		in.Save = func(r Record) error {
+			if n++; n > k {
+				return cut
+			}
+			r.Header = append([]byte(nil), r.Header...)
+			saved = &r
+			return nil
+		}
+		_, err := c.install(t, in, nil)
+		if err == nil {
+			if k == 1 {
+				t.Fatal("no resume point")
+			}
+			return
+		}
+		if !errors.Is(err, cut) {
+			t.Fatalf("cut after %d saves: %v", k, err)
+		}
+		rec, err := c.install(t, c.d.installer(t), saved)
+		if err != nil || rec.Format != FormatAdaptive || !c.d.holds("rootfs-b", c.new) {
+			t.Fatalf("resumed after %d saves (cursor %+v): %v, format %s", k, saved.Cursor, err, rec.Format)
+		}
+		if rec.Adaptive.Planned > whole.Adaptive.Planned ||
+			saved.Cursor.Offset > (1<<20)+int64(len(fresh)) && rec.Adaptive.Planned >= whole.Adaptive.Planned {
+			t.Fatalf("resumed at %d: plans %d bytes, an install from the start %d", saved.Cursor.Offset, rec.Adaptive.Planned, whole.Adaptive.Planned)
+		}
+	}
+}
+
+// A forged index (its chunks those of another payload, its header and payload hashes this
+// image's) is refused at the first aduimg chunk that does not match the signed header,
+// before that chunk is written.
+func TestAdaptiveRefusesForgedIndex(t *testing.T) {
+	c := newAdaptiveCase(t)
+	forged := append([]byte(nil), c.new...)
+	at := len(forged) / 3
+	forged[at] ^= 0xFF
+	var store bytes.Buffer
+	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.HeaderSHA256, x.HeaderSize, x.PayloadSHA256 = c.index.HeaderSHA256, c.index.HeaderSize, c.index.PayloadSHA256
+	c.srv.put("rootfs.aduchunks", store.Bytes())
+	c.src.Adaptive.Index = x
+	before := bytes.Repeat([]byte{0xA5}, len(c.new))
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.srv.Config.Handler = rangeOnly(c.srv.Config.Handler)
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, "does not match the header") {
+		t.Fatalf("install: %v, %+v; want the forged index refused", err, rec.Adaptive)
+	}
+	cs := 32 << 10
+	from := at / cs * cs
+	if slot := c.d.file("rootfs-b"); !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
+		t.Fatalf("the aduimg chunk at %d, which the forged index changes, was written", from)
+	}
+}
+
+// rangeOnly refuses whole-file requests (no fallback download: the refusal is the verdict).
+func rangeOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// signedHeader is the header of raw signed as the tests sign.
+func signedHeader(t *testing.T, raw []byte) *image.Header {
+	_, kr := key(t)
+	rd, err := image.NewReader(bytes.NewReader(aduimgOf(t, raw, "x", nil)), image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd.Header()
 }
