@@ -35,6 +35,7 @@ EXAMPLE:
 			e.signCommand(),
 			e.verifyCommand(),
 			e.inspectCommand(),
+			e.indexCommand(),
 			e.mcubootCommand(),
 			e.manifestCommand(),
 			e.checkFitCommand(),
