@@ -173,7 +173,7 @@ func (e *env) install(c *cli.Context) error {
 		return err
 	}
 	src.SHA256 = sum
-	af, err := adaptiveFiles(ctx, c.String("index"), c.String("chunks"))
+	af, err := adaptiveFiles(ctx, cfg.HTTPClient(), c.String("index"), c.String("chunks"))
 	if err != nil {
 		return err
 	}
@@ -291,18 +291,18 @@ func printAdaptive(w io.Writer, r *installResult) {
 
 // adaptiveFiles names the adaptive index and chunk store of --index and --chunks (both or
 // neither).
-func adaptiveFiles(ctx context.Context, index, chunks string) (*agent.AdaptiveFiles, error) {
+func adaptiveFiles(ctx context.Context, hc *http.Client, index, chunks string) (*agent.AdaptiveFiles, error) {
 	if index == "" && chunks == "" {
 		return nil, nil
 	}
 	if index == "" || chunks == "" {
 		return nil, exitcode.Usagef("--index and --chunks go together")
 	}
-	is, err := installSource(ctx, index, -1)
+	is, err := installSource(ctx, hc, index, -1)
 	if err != nil {
 		return nil, err
 	}
-	cs, err := installSource(ctx, chunks, 0)
+	cs, err := installSource(ctx, hc, chunks, 0)
 	if err != nil {
 		return nil, err
 	}
