@@ -38,6 +38,7 @@ EXAMPLE:
 			e.mcubootCommand(),
 			e.manifestCommand(),
 			e.checkFitCommand(),
+			e.publishCommand(),
 		},
 	}, stdout, stderr)
 }
