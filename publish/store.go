@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -198,7 +200,34 @@ var sasSignature = regexp.MustCompile(`([?&]sig=)[^&\s"']+`)
 // whole URL), so that CI logs do not hand out write access to the container.
 type redacted struct{ err error }
 
-func (r redacted) Error() string { return sasSignature.ReplaceAllString(r.err.Error(), "${1}REDACTED") }
+func (r redacted) Error() string {
+	msg := r.err.Error()
+	var re *azcore.ResponseError
+	if errors.As(r.err, &re) {
+		msg = strings.Replace(msg, re.Error(), oneLine(re), 1)
+	}
+	return sasSignature.ReplaceAllString(msg, "${1}REDACTED")
+}
+
+// storageMessage is the first line of the <Message> of a storage error answer.
+var storageMessage = regexp.MustCompile(`<Message>([^<\r\n]*)`)
+
+// oneLine is azcore's many-line error of a storage answer as one line: the request, the
+// status, the error code and the storage service's message.
+func oneLine(re *azcore.ResponseError) string {
+	msg := fmt.Sprintf("%d %s", re.StatusCode, re.ErrorCode)
+	if resp := re.RawResponse; resp != nil {
+		if resp.Request != nil {
+			msg = resp.Request.Method + " " + resp.Request.URL.Path + ": " + msg
+		}
+		if b, err := runtime.Payload(resp); err == nil {
+			if m := storageMessage.FindSubmatch(b); m != nil {
+				msg += ": " + strings.TrimSpace(string(m[1]))
+			}
+		}
+	}
+	return msg
+}
 func (r redacted) Unwrap() error { return r.err }
 
 func redact(err error) error { return redacted{err} }

@@ -47,7 +47,8 @@ w it is used as it is), or --container C with $AZURE_STORAGE_CONNECTION_STRING (
 development account in tests), or --container C --storage-account A
 (https://A.blob.core.windows.net/C). Without a SAS or connection string, the default chain
 reaches the container ("Storage Blob Data Contributor" on it) and the read URLs are user
-delegation SAS.
+delegation SAS ("Storage Blob Delegator" on the storage account: the key that signs them is
+the account's). A missing container is created.
 
 Request logs of the Azure SDK: AZURE_SDK_GO_LOGGING=all. Exit codes: 0 imported (or, without
 --wait, import started), 1 invalid manifest, files that do not match it, or an import the
@@ -104,6 +105,12 @@ func (e *env) publish(c *cli.Context) error {
 	}
 	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), uploadSize(u), "uploading")
 	p.Upload.Progress = bar.Add
+	manifestBlob := publish.BlobName(u, u.Manifest.Name)
+	p.Uploaded = func(up publish.Uploaded) { // the manifest goes last: the uploads are done
+		if up.Blob == manifestBlob {
+			bar.Finish()
+		}
+	}
 	res, err := p.Publish(c.Context, u)
 	bar.End(err)
 	if c.Bool("json") {
