@@ -95,13 +95,27 @@ func (e *env) publish(c *cli.Context) error {
 	if err := publishFlags(c); err != nil {
 		return err
 	}
+	res, err := e.checkAndPublish(c)
+	if c.Bool("json") {
+		rep := &publishReport{Result: res}
+		return cliapp.JSONVerdict(e.stdout, rep, err, func(ok bool, code int, msg string) { rep.OK, rep.ExitCode, rep.Error = ok, code, msg })
+	}
+	if err == nil {
+		e.printPublished(res)
+	}
+	return err
+}
+
+// checkAndPublish builds the publisher, checks the manifest and the files, then publishes
+// them with a progress bar of the upload.
+func (e *env) checkAndPublish(c *cli.Context) (*publish.Result, error) {
+	p, err := e.publisher(c) // no request yet: a bad endpoint or URL is refused before the files are read
+	if err != nil {
+		return nil, err
+	}
 	u, err := publish.Check(c.Context, c.String("manifest"), c.Args().Slice(), e.hashMeter(c))
 	if err != nil {
-		return err
-	}
-	p, err := e.publisher(c)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), uploadSize(u), "uploading")
 	p.Upload.Progress = bar.Add
@@ -113,14 +127,7 @@ func (e *env) publish(c *cli.Context) error {
 	}
 	res, err := p.Publish(c.Context, u)
 	bar.End(err)
-	if c.Bool("json") {
-		rep := &publishReport{Result: res}
-		return cliapp.JSONVerdict(e.stdout, rep, err, func(ok bool, code int, msg string) { rep.OK, rep.ExitCode, rep.Error = ok, code, msg })
-	}
-	if err == nil {
-		e.printPublished(res)
-	}
-	return err
+	return res, err
 }
 
 // publishFlags checks what publish needs besides the files.

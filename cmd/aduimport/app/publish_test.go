@@ -281,3 +281,26 @@ func TestPublishRefusesAnOperationOnAnotherHost(t *testing.T) {
 		t.Fatalf("exit %d, %d requests elsewhere: %s", code, len(elsewhere.calls()), errOut)
 	}
 }
+
+func TestPublishUsageErrors(t *testing.T) {
+	t.Setenv(connStringEnv, "")
+	base := []string{"publish", "--manifest", "m.importmanifest.json", "--endpoint", "https://a.api.adu.microsoft.com", "--instance", "i"}
+	for _, extra := range [][]string{
+		{"f.bin"},                     // no container
+		{"--container", "c", "f.bin"}, // which account?
+		{"--container", "c", "--blob-url", "https://x/c", "f.bin"}, // both
+		{"--storage-account", "a", "--container", "c"},             // no file
+		{"--blob-url", "https://x/c", "--block-size", "10", "f.bin"},
+		{"--blob-url", "https://x/c", "--parallel", "0", "f.bin"},
+		{"--blob-url", "https://x/c", "--friendly-name", "", "f.bin"},
+	} {
+		if code, _, errOut := run(t, append(base, extra...)...); code != exitcode.Usage {
+			t.Errorf("publish %q: exit %d, want %d: %s", extra, code, exitcode.Usage, errOut)
+		}
+	}
+	// An http endpoint beyond this machine is refused before the files are read.
+	code, _, errOut := run(t, "publish", "--manifest", "m.importmanifest.json", "--endpoint", "http://a.example", "--instance", "i", "--blob-url", "https://x/c", "f.bin")
+	if code != exitcode.Usage || !strings.Contains(errOut, "https only") {
+		t.Errorf("http endpoint: exit %d: %s", code, errOut)
+	}
+}
