@@ -49,10 +49,12 @@ type operations struct {
 	mu    sync.Mutex
 	byID  map[string]*publish.Operation
 	order []string
-	// bg is the context of the imports running; stop ends them and waits.
+	// bg is the context of the imports running; stop ends them and waits; closed (under mu)
+	// refuses new ones from then on.
 	bg     context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	closed bool
 }
 
 func newOperations() *operations {
@@ -60,8 +62,22 @@ func newOperations() *operations {
 	return &operations{byID: map[string]*publish.Operation{}, bg: ctx, cancel: cancel}
 }
 
-// stop cancels the imports running and waits for them.
+// start runs f in the background unless stop was called; it reports whether it did.
+func (o *operations) start(f func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	o.wg.Go(f)
+	return true
+}
+
+// stop cancels the imports running and waits for them; no import starts after it.
 func (o *operations) stop() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
 	o.cancel()
 	o.wg.Wait()
 }
@@ -133,8 +149,11 @@ func (s *server) aduImport(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	op := &publish.Operation{OperationID: newOperationID(), Status: publish.StatusNotStarted, CreatedDateTime: now, LastActionDateTime: now}
+	if !s.ops.start(func() { s.runImport(op, req, r.PathValue("instance"), items[0].FriendlyName) }) {
+		writeADUError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "aduhub is stopping")
+		return
+	}
 	s.ops.add(op)
-	s.ops.wg.Go(func() { s.runImport(op, req, r.PathValue("instance"), items[0].FriendlyName) })
 	loc := "/deviceUpdate/" + url.PathEscape(r.PathValue("instance")) + "/updates/operations/" + op.OperationID + "?api-version=" + publish.DefaultAPIVersion
 	w.Header().Set("Operation-Location", loc)
 	w.WriteHeader(http.StatusAccepted)
