@@ -251,7 +251,7 @@ func (a *Agent) checkImage(class string, info ImageInfo) error {
 	var running string
 	active, _ := a.activeBank()
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			running = b.Versions[class]
 		}
 	})
@@ -324,7 +324,7 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 		Phase: PhaseInstall, Started: a.o.Now().UTC()}
 	var running *BankInfo
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			c := *b
 			running = &c
 		}

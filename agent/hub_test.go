@@ -97,7 +97,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	a := d.agent(nil)
 	stop, done := runBackground(a, e)
 	waitFor(t, "startup report", func() bool { ag := e.agentReported(); return ag != nil && ag["deviceProperties"] != nil })
-	if got := e.all()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"DU;agent/1.0.0"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
+	if got := e.all()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"aduflash;agent/0.0.0-dev"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
 		t.Errorf("startup report %s", got)
 	}
 	if e.h.ModelID(deviceID) != adu.ModelContractV2 {

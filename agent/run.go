@@ -232,8 +232,10 @@ func (a *Agent) startupReport(ctx context.Context, idle bool) {
 		}
 		if info.SWVersion == "" {
 			a.view(func(r *Record) {
-				if active, err := a.activeBank(); err == nil && r.Banks[active] != nil && r.Banks[active].UpdateID != nil {
-					info.SWVersion = r.Banks[active].UpdateID.Version
+				if active, err := a.activeBank(); err == nil {
+					if b := a.bank(r, active); b != nil && b.UpdateID != nil {
+						info.SWVersion = b.UpdateID.Version
+					}
 				}
 			})
 		}
@@ -251,7 +253,7 @@ func (a *Agent) installedUpdateID() string {
 	}
 	var id string
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil && b.UpdateID != nil {
+		if b := a.bank(r, active); b != nil && b.UpdateID != nil {
 			id = b.UpdateID.InstalledUpdateID()
 		}
 	})

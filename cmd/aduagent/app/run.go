@@ -216,6 +216,7 @@ func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Opt
 		return o, nil, d.bootErr
 	}
 	o.Layout, o.Bootloader, o.Logger = d.layout, d.backend, log
+	o.AduVer = agent.AduVer(cliapp.Version)
 	return o, d, nil
 }
 
