@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,9 @@ type Options struct {
 	// installedCriteria equal to its version in every slot class (nil: such a bank holds
 	// nothing known).
 	FactoryUpdateID *adu.UpdateID
+	// DeviceName names the device in the blob paths of log uploads (the IoT Hub device id;
+	// default the host name).
+	DeviceName string
 	// DeviceInformation is reported with the non-contract models (nil: ReadDeviceInformation).
 	DeviceInformation func() DeviceInformation
 
@@ -152,6 +156,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.AduVer == "" {
 		o.AduVer = AduVer("")
+	}
+	if o.DeviceName == "" {
+		o.DeviceName, _ = os.Hostname()
 	}
 	if o.CompatPropertyNames == "" {
 		o.CompatPropertyNames = DefaultCompatPropertyNames

@@ -84,6 +84,9 @@ type Settings struct {
 	// MaxTrialReboots bounds reboots into a pending bank that come back in the old one
 	// before the update counts as rolled back (0: New's default, 3).
 	MaxTrialReboots int `toml:"max_trial_reboots"`
+
+	// Diagnostics ([agent.diagnostics]) are the logs a remote log collection uploads.
+	Diagnostics Diagnostics `toml:"diagnostics"`
 }
 
 // Config is the [agent] section of the device configuration: how the agent reaches IoT Hub,
@@ -202,6 +205,7 @@ func ParseConfig(data []byte) (Config, error) {
 		func() error { return c.checkWatchdog(written) },
 		c.checkLogLevel,
 		c.checkFactoryUpdateID,
+		c.Diagnostics.check,
 	} {
 		if err := check(); err != nil {
 			return c, err

@@ -47,6 +47,8 @@ func TestConfigSample(t *testing.T) {
 				{Name: "network", Command: []string{"/bin/ping", "-c", "1", "-W", "5", "contoso.azure-devices.net"},
 					Retries: 2, RetryDelay: 5 * time.Second, Env: []string{"LC_ALL=C"}},
 			},
+			Diagnostics: Diagnostics{Files: []string{"/var/log/aduagent/"}, MaxFileSize: 1 << 20, MaxTotalSize: 16 << 20, CommandTimeout: 30 * time.Second,
+				Commands: map[string][]string{"journal": {"journalctl", "-b", "--no-pager", "-o", "short-iso", "-n", "20000"}}},
 		},
 		ConnectionStringFile: "/etc/aduflash/connection-string",
 		Pub:                  []string{"/etc/aduflash/release.pub.pem"},
@@ -451,4 +453,21 @@ func parseAndOptions(doc string) (Options, error) {
 		return Options{}, err
 	}
 	return c.Options()
+}
+
+func TestDiagnosticsConfig(t *testing.T) {
+	base := "[agent]\nmanufacturer = \"m\"\nmodel = \"x\"\nallow_raw = true\n[agent.diagnostics]\n"
+	for _, tc := range []struct{ table, err string }{
+		{"files = [\"/var/log/a.log\"]\n[agent.diagnostics.commands]\njournal = [\"journalctl\"]\n", ""},
+		{"files = [\"var/log/a.log\"]\n", "agent.diagnostics.files: entry 0"},
+		{"[agent.diagnostics.commands]\n\"../x\" = [\"true\"]\n", "agent.diagnostics.commands.../x"},
+		{"[agent.diagnostics.commands]\nj = []\n", "agent.diagnostics.commands.j: empty"},
+		{"command_timeout = \"-1s\"\n", "cannot be negative"},
+		{"paths = [\"/x\"]\n", "paths"},
+	} {
+		_, err := ParseConfig([]byte(base + tc.table))
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: %v, want %q", tc.table, err, tc.err)
+		}
+	}
 }

@@ -69,6 +69,8 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 	var cur *job
 	var waiting *request // a deployment rejected while cur runs, taken up when cur ends
 	var lastAck int64 = noAck
+	diag := diagnosticsState{lastAck: noAck}
+	defer func() { diag.job.stop() }()
 	started := false
 	tick := time.NewTicker(a.o.HeartbeatInterval)
 	defer tick.Stop()
@@ -118,6 +120,7 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 			if ev.Full {
 				doc, reported = ev.Twin.Desired, ev.Twin.Reported
 			}
+			a.onDiagnostics(ctx, doc, &diag)
 			d, err := adu.ParseDesired(doc)
 			if ev.Full && !started {
 				started = true

@@ -119,6 +119,7 @@ func (e *env) run(c *cli.Context) error {
 		return err
 	}
 	defer d.close()
+	o.DeviceName = deviceID(hc.ConnectionString) // log uploads are filed under it
 	o.Reboot = rebootFunc(cfg.RebootCommand, dm.log)
 	o.Heartbeat = dm.beat // the feeders, started below before anything runs
 	if dm.ag, err = agent.New(o); err != nil {
