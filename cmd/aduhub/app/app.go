@@ -43,6 +43,7 @@ EXAMPLE:
 			e.cancelCommand(),
 			e.retryCommand(),
 			e.statusCommand(),
+			e.logsCommand(),
 		},
 	}, stdout, stderr)
 }
