@@ -160,6 +160,7 @@ var packageErrors = map[string]error{
 	"hub.ErrNotRegular":          hub.ErrNotRegular,
 	"hub.ErrUpdateExists":        hub.ErrUpdateExists,
 	"hub.ErrUnknownEnrollment":   hub.ErrUnknownEnrollment,
+	"hub.ErrLogStore":            hub.ErrLogStore,
 	"hub.ErrUnknownUpdate":       hub.ErrUnknownUpdate,
 	"hub.ErrImportFiles":         hub.ErrImportFiles,
 	"hub.ErrNotDeployable":       hub.ErrNotDeployable,
