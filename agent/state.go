@@ -52,6 +52,9 @@ type Record struct {
 	Last *Outcome `json:"last,omitempty"`
 	// Deployment is the deployment in progress, if any.
 	Deployment *Deployment `json:"deployment,omitempty"`
+	// LogCollection is the operationId of the last log collection that finished: the same
+	// request delivered again (a reconnect, a restart) uploads nothing again.
+	LogCollection string `json:"log_collection,omitempty"`
 }
 
 // BankInfo is what one bank holds.
@@ -123,6 +126,9 @@ type StepState struct {
 	FileName string     `json:"file_name,omitempty"`
 	Criteria string     `json:"installed_criteria,omitempty"`
 	Source   Source     `json:"source"`
+	// Adaptive names the file's adaptive index and chunk store (downloadHandler
+	// DownloadHandlerAdaptive); nil: the file is downloaded.
+	Adaptive *AdaptiveFiles `json:"adaptive,omitempty"`
 	// Progress is the install's resume record.
 	Progress install.Record `json:"progress"`
 }

@@ -38,11 +38,13 @@ EXAMPLE:
 			e.demoCommand(),
 			e.serveCommand(),
 			e.deviceCommand(),
+			e.enrollmentCommand(),
 			e.importCommand(),
 			e.deployCommand(),
 			e.cancelCommand(),
 			e.retryCommand(),
 			e.statusCommand(),
+			e.logsCommand(),
 		},
 	}, stdout, stderr)
 }
