@@ -1,29 +1,20 @@
 package hub
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/syncbuf"
 )
 
 // logBuffer collects a text slog handler's lines; safe for the hub's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -31,10 +22,8 @@ func (l *logBuffer) logger() *slog.Logger {
 
 // line returns the first log line matching every pattern, or "".
 func (l *logBuffer) line(patterns ...string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 next:
-	for _, ln := range strings.Split(l.b.String(), "\n") {
+	for _, ln := range strings.Split(l.String(), "\n") {
 		for _, p := range patterns {
 			if !regexp.MustCompile(p).MatchString(ln) {
 				continue next
@@ -54,9 +43,7 @@ func (l *logBuffer) wait(t *testing.T, patterns ...string) string {
 			return ln
 		}
 		if time.Now().After(deadline) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("no log line matching %q in:\n%s", patterns, l.b.String())
+			t.Fatalf("no log line matching %q in:\n%s", patterns, l.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,26 +22,9 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/iothub"
 )
-
-// lockedBuffer is an io.Writer safe for the serve goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // hubServe is aduhub serve running in-process on 127.0.0.1:0 ports.
 type hubServe struct {
@@ -50,13 +32,13 @@ type hubServe struct {
 	info     serveInfo
 	cancel   context.CancelFunc
 	done     chan int
-	out, err *lockedBuffer
+	out, err *syncbuf.Buffer
 }
 
 func startServe(t *testing.T, dir string, extra ...string) *hubServe {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &hubServe{dir: dir, cancel: cancel, done: make(chan int, 1), out: &lockedBuffer{}, err: &lockedBuffer{}}
+	s := &hubServe{dir: dir, cancel: cancel, done: make(chan int, 1), out: &syncbuf.Buffer{}, err: &syncbuf.Buffer{}}
 	args := append([]string{"aduhub", "serve", "--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	go func() { s.done <- Run(ctx, args, s.out, s.err) }()
 	deadline := time.Now().Add(10 * time.Second)
