@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // gptDiskParts are the banks' partitions of the test disks: 4 MiB each at 1 MiB and 5 MiB.
@@ -34,12 +35,7 @@ func writeGPTDisk(t testing.TB, path string) {
 
 const gptSlotsTOML = `
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
+` + slotstest.RootfsA + `[[slots.slot]]
 class = "rootfs"
 bank = "B"
 type = "block"

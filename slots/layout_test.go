@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/mtd/mtdsim"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // fakeSystem builds a fake /dev (partitions as regular files, by-partlabel and by-partuuid
@@ -48,12 +49,7 @@ func must(t *testing.T, err error) {
 
 const layoutDoc = `
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
+` + slotstest.RootfsA + `[[slots.slot]]
 class = "rootfs"
 bank = "B"
 type = "block"

@@ -14,6 +14,7 @@ import (
 	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -26,12 +27,7 @@ const boardTOML = `
 banks = ["A", "B"]
 reserve_blocks = 2
 
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-
+` + slotstest.RootfsA + `
 [[slots.slot]]
 class = "rootfs"
 bank = "B"

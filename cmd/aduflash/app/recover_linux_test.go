@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // The QEMU board's SD card: the redundant environment at 1 MiB and 1.125 MiB, then a GPT with
@@ -39,17 +40,7 @@ func slotSize(disk int64) int64 { return (disk - slotA - 1<<20) / 2 &^ (1<<20 - 
 // off (the board has no kernel to boot).
 const boardTOML = `[slots]
 banks = ["A", "B"]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "block"
-partlabel = "rootfs_b"
-
+` + slotstest.RootfsA + slotstest.RootfsB + `
 [uboot]
 load_addr = 0x40400000
 load_size = "128MiB"
