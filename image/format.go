@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/aduflash/aduflash/internal/enumname"
 	"github.com/aduflash/aduflash/internal/errkind"
 )
 
@@ -112,16 +113,10 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("%w: compression %q is not one of none, zstd", ErrInvalidOption, s)
 }
 
+var compressionNames = []string{CompressNone: "none", CompressZstd: "zstd"}
+
 // String returns "none", "zstd", or "compression(N)" for unknown values.
-func (c Compression) String() string {
-	switch c {
-	case CompressNone:
-		return "none"
-	case CompressZstd:
-		return "zstd"
-	}
-	return fmt.Sprintf("compression(%d)", uint8(c))
-}
+func (c Compression) String() string { return enumname.Name(c, "compression", compressionNames) }
 
 // MarshalText implements encoding.TextMarshaler.
 func (c Compression) MarshalText() ([]byte, error) {
