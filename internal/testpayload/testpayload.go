@@ -68,3 +68,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Bytes returns the size bytes of New(seed, size) in memory.
+func Bytes(seed uint64, size int64) []byte {
+	b, _ := io.ReadAll(New(seed, size)) // a Reader never fails
+	return b
+}

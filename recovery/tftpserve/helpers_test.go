@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,7 +43,7 @@ func newFixture(t testing.TB, payloadSize int64) *fixture {
 		t.Fatal(err)
 	}
 	fx := &fixture{dir: t.TempDir(), key: key, keyring: kr}
-	fx.payload = payloadOf(t, 1, payloadSize)
+	fx.payload = testpayload.Bytes(1, payloadSize)
 	fx.signAduimg(t, "rootfs.aduimg", fx.payload, key)
 	if fx.mcu, err = mcuboot.Sign(fx.payload[:min(len(fx.payload), 50<<10)], key, mcuboot.SignOptions{
 		Version: mcuboot.Version{Major: 1, Minor: 2}, HeaderSize: 0x200, PadHeader: true}); err != nil {
@@ -54,15 +53,6 @@ func newFixture(t testing.TB, payloadSize int64) *fixture {
 	fx.raw = []byte("setenv bootcmd 'echo hello'\n")
 	fx.write(t, "sub/boot.cmd", fx.raw)
 	return fx
-}
-
-func payloadOf(t testing.TB, seed uint64, size int64) []byte {
-	t.Helper()
-	b, err := io.ReadAll(testpayload.New(seed, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func (fx *fixture) write(t testing.TB, name string, b []byte) {
