@@ -3,7 +3,6 @@ package ubootscript
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,13 +10,12 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/internal/golden"
 	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
 	"github.com/aduflash/aduflash/slots/slotstest"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // boardTOML is a board with a slot of every storage U-Boot writes: GPT partitions by name and
 // by PARTUUID, a raw offset of the disk, an eMMC boot partition, NAND partitions, UBI volumes
@@ -160,23 +158,6 @@ func img(t testing.TB, name string, n int) Image {
 	return im
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "golden", name)
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -run %s -update to accept):\n%s", path, t.Name(), got)
-	}
-}
-
 // TestGolden: one script per storage kind, bank A made primary (bank B for the B slots).
 func TestGolden(t *testing.T) {
 	for _, tc := range []struct {
@@ -198,7 +179,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name+".txt", s.Text())
+			golden.Check(t, filepath.Join("testdata", "golden", tc.name+".txt"), s.Text())
 		})
 	}
 }
