@@ -4,8 +4,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -393,11 +394,7 @@ func encodeMetadata(version, slotClass string, compat, meta map[string]string) (
 		if len(set.m) > math.MaxUint16 {
 			return nil, fmt.Errorf("%s has %d entries, more than %d", set.name, len(set.m), math.MaxUint16)
 		}
-		keys := make([]string, 0, len(set.m))
-		for k := range set.m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(set.m))
 		var n [2]byte
 		le16(n[:], uint16(len(keys)))
 		b = append(b, n[:]...)
