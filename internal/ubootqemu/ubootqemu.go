@@ -45,6 +45,15 @@ const (
 	DefaultDiskSize = 16 << 20
 )
 
+// UBootTOML is the [uboot] section of a device config for this board: images load into RAM
+// at 0x40400000 (above U-Boot's own use of the virt machine's RAM from 0x40000000), and the
+// SD card is mmc 0.
+const UBootTOML = `[uboot]
+load_addr = 0x40400000
+load_size = "128MiB"
+mmc_dev = 0
+`
+
 // EnvLayout describes where the environment copies live on the disk image.
 type EnvLayout struct {
 	Offset, OffsetRedund int64 // copy 1 and copy 2, bytes from the start of the disk

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/image/testkey"
 	"github.com/aduflash/aduflash/internal/testpayload"
 )
 
@@ -34,17 +34,11 @@ const chunkSize = 64 << 10
 
 func newFixture(t testing.TB, payloadSize int64) *fixture {
 	t.Helper()
-	key, err := image.GenerateKey(image.Ed25519, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := image.NewKeyring(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, kr := testkey.New(t)
 	fx := &fixture{dir: t.TempDir(), key: key, keyring: kr}
 	fx.payload = testpayload.Bytes(1, payloadSize)
 	fx.signAduimg(t, "rootfs.aduimg", fx.payload, key)
+	var err error
 	if fx.mcu, err = mcuboot.Sign(fx.payload[:min(len(fx.payload), 50<<10)], key, mcuboot.SignOptions{
 		Version: mcuboot.Version{Major: 1, Minor: 2}, HeaderSize: 0x200, PadHeader: true}); err != nil {
 		t.Fatal(err)

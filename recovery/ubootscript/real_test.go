@@ -34,11 +34,7 @@ const realTOML = `
 [slots]
 banks = ["A", "B"]
 ` + slotstest.RootfsA + slotstest.RootfsB + `
-[uboot]
-load_addr = 0x40400000
-load_size = "128MiB"
-mmc_dev = 0
-
+` + ubootqemu.UBootTOML + `
 [bootloader]
 type = "u-boot"
 preset = "aduflash"

@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -20,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/testkey"
 	"github.com/aduflash/aduflash/internal/gptdisk"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 	"github.com/aduflash/aduflash/slots/slotstest"
@@ -41,11 +41,7 @@ func slotSize(disk int64) int64 { return (disk - slotA - 1<<20) / 2 &^ (1<<20 - 
 const boardTOML = `[slots]
 banks = ["A", "B"]
 ` + slotstest.RootfsA + slotstest.RootfsB + `
-[uboot]
-load_addr = 0x40400000
-load_size = "128MiB"
-mmc_dev = 0
-
+` + ubootqemu.UBootTOML + `
 [uboot.env]
 bootcmd = "echo booting bank ${adu_slot}; poweroff"
 
@@ -124,15 +120,8 @@ func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:]
 
 // signImage signs the payload as an aduimg of the rootfs class and writes the public key.
 func (b *brickedBoard) signImage(t testing.TB) {
-	key, err := image.GenerateKey(image.Ed25519, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := image.MarshalPublicKeyPEM(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(b.pub, pem, 0o644); err != nil {
+	key, _ := testkey.New(t)
+	if err := os.WriteFile(b.pub, testkey.PEM(t, key), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Create(b.image)
