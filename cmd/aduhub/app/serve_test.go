@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // hubServe is aduhub serve running in-process on 127.0.0.1:0 ports.
@@ -189,39 +189,7 @@ func deadServer(t *testing.T) (url, tokenFile string) {
 
 func dialDevice(t *testing.T, s *hubServe, conn, caFile string) *iothub.Client {
 	t.Helper()
-	pool, err := iothub.LoadCAFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := iothub.Dial(ctx, iothub.Config{
-		ConnectionString: conn,
-		ModelID:          "dtmi:azure:iot:deviceUpdateContractModel;2",
-		Address:          s.info.MQTT,
-		TLSConfig:        &tls.Config{RootCAs: pool},
-		RequestTimeout:   5 * time.Second,
-		ConnectTimeout:   5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-func nextDesired(t *testing.T, c *iothub.Client) iothub.DesiredUpdate {
-	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("Desired closed")
-		}
-		return u
-	case <-time.After(10 * time.Second):
-		t.Fatal("no desired twin event")
-	}
-	return iothub.DesiredUpdate{}
+	return iothubtest.Dial(t, deviceConfig(t, s, conn, caFile))
 }
 
 func reportAgent(t *testing.T, c *iothub.Client, agent string) {
@@ -286,7 +254,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// A device as the agent would be: TLS with the CA file, the connection string, reported
 	// deviceProperties and its installed update.
 	c := dialDevice(t, s, added.ConnectionString, added.CAFile)
-	if u := nextDesired(t, c); !u.Full {
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal("no full twin first")
 	}
 	old := adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: "0.9"}.InstalledUpdateID()
@@ -315,7 +283,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if len(dep.Devices) != 1 || dep.Devices[0] != "dev1" || dep.Counts.InProgress != 1 {
 		t.Fatalf("%+v", dep)
 	}
-	des, err := adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err := adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || des.Service == nil || des.Service.Workflow == nil || des.Service.Workflow.ID != dep.ID {
 		t.Fatalf("desired: %+v %v", des, err)
 	}
@@ -385,7 +353,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// retryTimestamp; a second retry has nothing to retry; cancel; cancel again is refused.
 	var dep2 hub.DeploymentStatus
 	s.mustCLI(t, &dep2, "deploy", "--json", "--update", "Contoso/Toaster/2.0")
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 	s.wantFail(t, exitcode.Invalid, "no failed devices", "retry", dep2.ID)
 	reportAgent(t, c, `{"state":6,"workflow":{"action":3,"id":"`+dep2.ID+`"}}`)
 	reportAgent(t, c, `{"state":255,"workflow":{"action":3,"id":"`+dep2.ID+`"},"lastInstallResult":{"resultCode":0,"extendedResultCodes":"30501028","resultDetails":"health check failed"}}`)
@@ -402,7 +370,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if len(rr.Retried) != 1 || rr.Deployment.Counts.InProgress != 1 {
 		t.Fatalf("%+v", rr)
 	}
-	des, err = adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err = adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || des.Service.Workflow.ID != dep2.ID || des.Service.Workflow.RetryTimestamp == "" {
 		t.Fatalf("retry desired: %+v %v", des, err)
 	}
@@ -410,7 +378,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if out := s.mustCLI(t, nil, "cancel", dep2.ID); !strings.Contains(out, "1 cancelled") {
 		t.Fatalf("cancel: %s", out)
 	}
-	des, err = adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err = adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || !des.Service.IsCancel() {
 		t.Fatalf("cancel desired: %+v %v", des, err)
 	}
@@ -465,7 +433,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	// The device reconnects with the same connection string and CA.
 	c2 := dialDevice(t, s2, added.ConnectionString, added.CAFile)
-	if u := nextDesired(t, c2); !u.Full {
+	if u := iothubtest.NextDesired(t, c2); !u.Full {
 		t.Fatal("no full twin")
 	}
 
