@@ -13,6 +13,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/chantest"
 )
 
 // runBackground runs a.Run until stopped. done yields Run's error once; stop cancels and
@@ -36,13 +37,7 @@ func runBackground(a *Agent, h Hub) (stop func() error, done <-chan error) {
 
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(15 * time.Second):
-		t.Fatal("timed out waiting for the agent to stop")
-	}
-	return nil
+	return chantest.Recv(t, done, 15*time.Second, "end of the agent's run")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -38,6 +38,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/aduflash/aduflash/internal/chantest"
 	"github.com/aduflash/aduflash/internal/peers"
 	"github.com/aduflash/aduflash/internal/syncbuf"
 )
@@ -719,13 +720,7 @@ func mosqRespond(t *testing.T, b *mosqBrokerProc, pool *x509.CertPool, cert tls.
 
 func (r *mosqResponder) next(t *testing.T, what string) mosqMsg {
 	t.Helper()
-	select {
-	case m := <-r.reqs:
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatalf("responder got no %s", what)
-		return mosqMsg{}
-	}
+	return chantest.Recv(t, r.reqs, 5*time.Second, what+" at the responder")
 }
 
 func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
@@ -740,16 +735,7 @@ func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
 
 func mosqNextDesired(t *testing.T, c *Client) DesiredUpdate {
 	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("Desired channel closed")
-		}
-		return u
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event on Desired")
-		return DesiredUpdate{}
-	}
+	return chantest.Recv(t, c.Desired(), 5*time.Second, "desired-property update")
 }
 
 func mosqJSONEqual(t *testing.T, what string, got json.RawMessage, want string) {

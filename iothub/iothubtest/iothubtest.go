@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aduflash/aduflash/internal/chantest"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -30,14 +31,5 @@ func Dial(t testing.TB, cfg iothub.Config) *iothub.Client {
 // none comes within Timeout or the channel closes.
 func NextDesired(t testing.TB, c *iothub.Client) iothub.DesiredUpdate {
 	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("the Desired channel closed")
-		}
-		return u
-	case <-time.After(Timeout):
-		t.Fatalf("no desired-property update within %v", Timeout)
-	}
-	return iothub.DesiredUpdate{}
+	return chantest.Recv(t, c.Desired(), Timeout, "desired-property update")
 }
