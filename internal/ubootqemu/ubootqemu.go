@@ -252,30 +252,19 @@ func Boot(ctx context.Context, cfg Config) (string, error) {
 	)
 	go func() {
 		defer close(readDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := pr.Read(buf)
-			if n > 0 {
-				chunk := bytes.ReplaceAll(buf[:n], []byte("\r"), nil)
-				if cfg.Log != nil {
-					cfg.Log.Write(chunk)
-				}
-				mu.Lock()
-				console.Write(chunk)
-				s := console.Bytes()
-				if cfg.Marker != "" && !sawMark && bytes.Contains(s, []byte(cfg.Marker)) {
-					sawMark = true
-					cancel()
-				} else if why == nil && !sawMark && bytes.HasSuffix(s, []byte("\n=> ")) {
-					why = ErrPrompt
-					cancel()
-				}
-				mu.Unlock()
+		readConsole(pr, cfg.Log, func(chunk []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			console.Write(chunk)
+			s := console.Bytes()
+			if cfg.Marker != "" && !sawMark && bytes.Contains(s, []byte(cfg.Marker)) {
+				sawMark = true
+				cancel()
+			} else if why == nil && !sawMark && bytes.HasSuffix(s, []byte("\n=> ")) {
+				why = ErrPrompt
+				cancel()
 			}
-			if err != nil {
-				return
-			}
-		}
+		})
 	}()
 	werr := cmd.Wait()
 	pw.Close()
