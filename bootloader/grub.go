@@ -195,27 +195,11 @@ func (g *GRUB) ConfirmRaising(s Bank, raise Floors) error {
 }
 
 // Floors reads the anti-rollback floors (VarSecFloor).
-func (g *GRUB) Floors() (Floors, error) {
-	vars, err := g.store.Vars()
-	if err != nil {
-		return nil, err
-	}
-	return floorsOf(vars)
-}
+func (g *GRUB) Floors() (Floors, error) { return storeFloors(g.store) }
 
 // RaiseFloors raises the anti-rollback floors in one rewrite of the environment block; none
 // when no floor rises.
-func (g *GRUB) RaiseFloors(raise Floors) error {
-	vars, err := g.store.Vars()
-	if err != nil {
-		return err
-	}
-	set := map[string]string{}
-	if err := raiseInto(set, vars, raise); err != nil || len(set) == 0 {
-		return err
-	}
-	return g.store.Update(set, nil)
-}
+func (g *GRUB) RaiseFloors(raise Floors) error { return raiseStoreFloors(g.store, raise) }
 
 // MarkBad clears s's OK flag; a pending s ends its trial.
 func (g *GRUB) MarkBad(s Bank) error {
