@@ -140,12 +140,9 @@ func (g *GRUB) MarkPending(s Bank) error {
 	if err != nil {
 		return err
 	}
-	fallback := env.Primary
-	if env.Pending != "" {
-		fallback = env.Fallback
-	}
-	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimaryBank, s)
+	fallback, err := env.trialFallback(s, "GRUB")
+	if err != nil {
+		return err
 	}
 	if fallback == "" || !env.banks[fallback].ok {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, s)

@@ -186,12 +186,9 @@ func (u *UBoot) MarkPending(s Bank) error {
 	if err != nil {
 		return err
 	}
-	fallback := st.Primary
-	if st.Pending != "" {
-		fallback = st.Fallback
-	}
-	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank the bootloader returns to; it cannot be put on trial", ErrPrimaryBank, s)
+	fallback, err := st.trialFallback(s, "the bootloader")
+	if err != nil {
+		return err
 	}
 	if fallback == "" {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, st.Primary)
