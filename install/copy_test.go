@@ -66,23 +66,10 @@ func TestCopySlotResume(t *testing.T) {
 	}
 	src := Source{Size: int64(len(data)), Copy: d.running(t, "rootfs-a", data)}
 	in := d.installer(t)
-	var saved []Record
-	stop := errors.New("power cut")
-	in.Save = func(r Record) error {
-		saved = append(saved, r)
-		if len(saved) == 3 {
-			return stop
-		}
-		return nil
-	}
-	if _, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil); !errors.Is(err, stop) {
-		t.Fatalf("cut: %v", err)
-	}
-	last := saved[1]
+	last := d.installCut(t, in, src)
 	if last.Format != FormatCopy || last.Cursor == nil || last.Cursor.Offset == 0 || last.Download.Offset != last.Cursor.Offset {
 		t.Fatalf("resume record %+v", last)
 	}
-	in.Save = nil
 	rec, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), &last)
 	if err != nil || !rec.Done || !bytes.Equal(d.file("rootfs-b")[:len(data)], data) {
 		t.Fatalf("resumed: %v, done %v", err, rec.Done)

@@ -2,9 +2,11 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -189,6 +191,26 @@ func (d *device) file(name string) []byte {
 func (d *device) holds(name string, want []byte) bool {
 	b := d.file(name)
 	return len(b) >= len(want) && bytes.Equal(b[:len(want)], want)
+}
+
+// installCut installs src into rootfs-b with in, the power failing as the third resume
+// record is saved, and returns the record before it: the one a resume starts from.
+func (d *device) installCut(t testing.TB, in *Installer, src Source) Record {
+	t.Helper()
+	var saved []Record
+	cut := errors.New("power cut")
+	in.Save = func(r Record) error {
+		saved = append(saved, r)
+		if len(saved) == 3 {
+			return cut
+		}
+		return nil
+	}
+	if _, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil); !errors.Is(err, cut) {
+		t.Fatalf("install cut at its third record: %v", err)
+	}
+	in.Save = nil
+	return saved[1]
 }
 
 func (d *device) installer(t testing.TB) *Installer {
