@@ -88,7 +88,7 @@ EXAMPLE:
 
 // fastbootResult is what a fastboot subcommand prints with --json.
 type fastbootResult struct {
-	OK        bool            `json:"ok"`
+	cliapp.Outcome
 	Device    string          `json:"device"`
 	Command   string          `json:"command"`
 	Partition string          `json:"partition,omitempty"`
@@ -100,12 +100,6 @@ type fastbootResult struct {
 	Value     *string         `json:"value,omitempty"`
 	Stats     *fastboot.Stats `json:"stats,omitempty"`
 	Seconds   float64         `json:"seconds"`
-	Error     string          `json:"error,omitempty"`
-	ExitCode  int             `json:"exit_code"`
-}
-
-func (r *fastbootResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 // fastbootRun runs a subcommand: check (what needs no board; nil: nothing), then do in a
@@ -125,7 +119,7 @@ func (e *env) fastbootRun(c *cli.Context, res *fastbootResult, check func() erro
 	}
 	res.Seconds = time.Since(start).Seconds()
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	if err != nil {
 		return err

@@ -88,14 +88,12 @@ EXAMPLE:
 
 // recoverResult is what recover prints with --json.
 type recoverResult struct {
-	OK       bool             `json:"ok"`
-	Bank     string           `json:"bank,omitempty"`
-	Images   []tftpserve.File `json:"images"`
-	Steps    []stepResult     `json:"steps"`
-	Up       bool             `json:"up"` // the board printed --up after the reset
-	Seconds  float64          `json:"seconds"`
-	Error    string           `json:"error,omitempty"`
-	ExitCode int              `json:"exit_code"`
+	cliapp.Outcome
+	Bank    string           `json:"bank,omitempty"`
+	Images  []tftpserve.File `json:"images"`
+	Steps   []stepResult     `json:"steps"`
+	Up      bool             `json:"up"` // the board printed --up after the reset
+	Seconds float64          `json:"seconds"`
 }
 
 type stepResult struct {
@@ -104,15 +102,11 @@ type stepResult struct {
 	Seconds float64 `json:"seconds"`
 }
 
-func (r *recoverResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
-}
-
 func (e *env) recover(c *cli.Context) error {
 	res := &recoverResult{Images: []tftpserve.File{}, Steps: []stepResult{}}
 	err := e.runRecovery(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	return err
 }
