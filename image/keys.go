@@ -220,29 +220,23 @@ func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
 }
 
 // LoadPrivateKey reads a private key PEM file.
-func LoadPrivateKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParsePrivateKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
-}
+func LoadPrivateKey(path string) (crypto.Signer, error) { return loadPEM(path, ParsePrivateKeyPEM) }
 
 // LoadPublicKey reads a public (or private) key PEM file and returns the public key.
-func LoadPublicKey(path string) (crypto.PublicKey, error) {
+func LoadPublicKey(path string) (crypto.PublicKey, error) { return loadPEM(path, ParsePublicKeyPEM) }
+
+// loadPEM reads the key file at path with parse; a parse error names the file.
+func loadPEM[K any](path string, parse func([]byte) (K, error)) (K, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		var zero K
+		return zero, err
 	}
-	k, err := ParsePublicKeyPEM(data)
+	k, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		err = fmt.Errorf("%s: %w", path, err)
 	}
-	return k, nil
+	return k, err
 }
 
 // KeyIDSize is the length in bytes of a KeyID.

@@ -126,29 +126,26 @@ const QEMUBinary = "qemu-system-aarch64"
 // qemu-system-aarch64 (Debian package qemu-system-arm) is absent.
 func Require(t testing.TB) string {
 	t.Helper()
-	if _, err := exec.LookPath(QEMUBinary); err != nil {
-		peers.Missing(t, "%s not found (apt-get install qemu-system-arm)", QEMUBinary)
-		return ""
-	}
-	ub := PeerUBoot()
-	if ub == "" {
-		peers.Missing(t, "U-Boot build not found: ../shared/peers/u-boot-qemu-ota/u-boot.bin (or $ADUFLASH_UBOOT_BIN)")
-		return ""
-	}
-	return ub
+	return require(t, PeerUBoot(), "U-Boot build not found: ../shared/peers/u-boot-qemu-ota/u-boot.bin (or $ADUFLASH_UBOOT_BIN)")
 }
 
 // RequireNet returns the peer u-boot-net.bin, or calls peers.Missing when it or
 // qemu-system-aarch64 is absent.
 func RequireNet(t testing.TB) string {
 	t.Helper()
+	return require(t, PeerUBootNet(), "U-Boot network build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
+}
+
+// require returns the U-Boot build ub, or calls peers.Missing (saying missing when ub is "")
+// when it or QEMU is absent.
+func require(t testing.TB, ub, missing string) string {
+	t.Helper()
 	if _, err := exec.LookPath(QEMUBinary); err != nil {
 		peers.Missing(t, "%s not found (apt-get install qemu-system-arm)", QEMUBinary)
 		return ""
 	}
-	ub := PeerUBootNet()
 	if ub == "" {
-		peers.Missing(t, "U-Boot network build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
+		peers.Missing(t, "%s", missing)
 		return ""
 	}
 	return ub
