@@ -14,8 +14,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/tomlsection"
 )
 
 // KeyType names a signature algorithm and key size. The names are the ones imgtool uses for
@@ -220,23 +221,13 @@ func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
 }
 
 // LoadPrivateKey reads a private key PEM file.
-func LoadPrivateKey(path string) (crypto.Signer, error) { return loadPEM(path, ParsePrivateKeyPEM) }
+func LoadPrivateKey(path string) (crypto.Signer, error) {
+	return tomlsection.LoadFile(path, ParsePrivateKeyPEM)
+}
 
 // LoadPublicKey reads a public (or private) key PEM file and returns the public key.
-func LoadPublicKey(path string) (crypto.PublicKey, error) { return loadPEM(path, ParsePublicKeyPEM) }
-
-// loadPEM reads the key file at path with parse; a parse error names the file.
-func loadPEM[K any](path string, parse func([]byte) (K, error)) (K, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var zero K
-		return zero, err
-	}
-	k, err := parse(data)
-	if err != nil {
-		err = fmt.Errorf("%s: %w", path, err)
-	}
-	return k, err
+func LoadPublicKey(path string) (crypto.PublicKey, error) {
+	return tomlsection.LoadFile(path, ParsePublicKeyPEM)
 }
 
 // KeyIDSize is the length in bytes of a KeyID.
