@@ -12,6 +12,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/internal/golden"
 	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
 	"github.com/aduflash/aduflash/slots/slotstest"
@@ -111,25 +112,13 @@ preset = "aduflash"
 // testGPT is the disk's table: rootfs_a at block 0x1000, rootfs_b at 0x3000, 0x2000 blocks each.
 func testGPT(t testing.TB) *gptdisk.Table {
 	t.Helper()
-	const blocks = 0x6000
-	d := make(memDisk, blocks*gptdisk.BlockSize)
-	err := gptdisk.Write(d, blocks, "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
-		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: 0x1000, LastLBA: 0x2fff},
-		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: 0x3000, LastLBA: 0x4fff},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := gpttest.Disk(t, 0x6000*gptdisk.BlockSize, gpttest.Banks(0x1000, 0x3000, 0x2000))
 	tab, err := gptdisk.Read(bytes.NewReader(d))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tab
 }
-
-type memDisk []byte
-
-func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:], p), nil }
 
 func testBoard(t testing.TB, doc string) Board {
 	t.Helper()

@@ -20,7 +20,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/testkey"
-	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 	"github.com/aduflash/aduflash/slots/slotstest"
 )
@@ -96,14 +96,8 @@ func (b *brickedBoard) stop() { b.qemu.Close() }
 
 // writeDisk makes the card: the GPT, garbage in both slots, both env copies erased.
 func (b *brickedBoard) writeDisk(t testing.TB) {
-	disk := make([]byte, b.diskSize)
 	size, slotB := slotSize(b.diskSize), slotA+slotSize(b.diskSize)
-	if err := gptdisk.Write(memDisk(disk), uint64(b.diskSize/512), "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
-		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: slotA / 512, LastLBA: uint64(slotA+size)/512 - 1},
-		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: uint64(slotB) / 512, LastLBA: uint64(slotB+size)/512 - 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	disk := gpttest.Disk(t, b.diskSize, gpttest.Banks(slotA/512, uint64(slotB)/512, uint64(size)/512))
 	mrand.NewChaCha8([32]byte{1}).Read(disk[slotA : slotB+size])
 	erased := bytes.Repeat([]byte{0xff}, ubootqemu.EnvSize)
 	copy(disk[ubootqemu.EnvOffset:], erased)
@@ -113,10 +107,6 @@ func (b *brickedBoard) writeDisk(t testing.TB) {
 		t.Fatal(err)
 	}
 }
-
-type memDisk []byte
-
-func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:], p), nil }
 
 // signImage signs the payload as an aduimg of the rootfs class and writes the public key.
 func (b *brickedBoard) signImage(t testing.TB) {
