@@ -21,6 +21,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/testkey"
 	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
+	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 	"github.com/aduflash/aduflash/slots/slotstest"
 )
@@ -204,7 +205,7 @@ func TestRecoverBrickedBoard(t *testing.T) {
 func TestRecoverCorruptedTransfer(t *testing.T) {
 	b := newBrickedBoard(t, 1<<20, ubootqemu.DefaultDiskSize)
 	b.boot(t)
-	flip := func(name string, r io.Reader) io.Reader { return &flipper{r: r, at: 123456} }
+	flip := func(name string, r io.Reader) io.Reader { return testpayload.Flip(r, 123456) }
 	code, out, errOut, log := b.recover(t, flip)
 	if code != exitcode.Invalid {
 		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s\nlog:\n%s", code, exitcode.Invalid, out, errOut, log)
@@ -225,22 +226,6 @@ func TestRecoverCorruptedTransfer(t *testing.T) {
 	if !bytes.Equal(disk, b.before) {
 		t.Error("the card changed although the check failed")
 	}
-}
-
-// flipper inverts the byte at offset at of what it reads.
-type flipper struct {
-	r   io.Reader
-	at  int64
-	off int64
-}
-
-func (f *flipper) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
-	if i := f.at - f.off; i >= 0 && i < int64(n) {
-		p[i] ^= 0xff
-	}
-	f.off += int64(n)
-	return n, err
 }
 
 // openPTY returns a pseudo-terminal's master and its slave's path: a stand-in for a serial
