@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/internal/vmtest"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -21,10 +22,7 @@ import (
 
 func kernelNAND(t testing.TB) (string, mtd.Info) {
 	t.Helper()
-	path := os.Getenv("ADUFLASH_MTD_DEV")
-	if path == "" {
-		t.Skip("ADUFLASH_MTD_DEV is unset: runs inside the VM (TestInVM)")
-	}
+	path := vmtest.Need(t, "ADUFLASH_MTD_DEV", "runs inside the VM (TestInVM)")
 	d, err := mtd.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -171,9 +169,7 @@ func writeFlashNoVerify(b *testing.B, path string, off, length int64, img []byte
 // no udev. The banks resolve by PARTLABEL and PARTUUID from the GPT, the block writer writes
 // bank B's partition (checked by the host), and bank A, the running one, is refused.
 func TestKernelGPT(t *testing.T) {
-	if os.Getenv("ADUFLASH_VM_DISK") == "" {
-		t.Skip("ADUFLASH_VM_DISK is unset: runs inside the VM (TestInVMGPT)")
-	}
+	vmtest.Need(t, "ADUFLASH_VM_DISK", "runs inside the VM (TestInVMGPT)")
 	if _, err := os.Stat("/dev/disk/by-partlabel"); err == nil {
 		t.Fatal("/dev/disk/by-partlabel exists: the guest should have no udev")
 	}

@@ -69,6 +69,17 @@ const GuestEnv = "ADUFLASH_VMTEST"
 // InGuest reports whether the calling test binary runs inside a vmtest VM.
 func InGuest() bool { return os.Getenv(GuestEnv) == "1" }
 
+// Need returns the environment variable name, which the VM sets for a test that runs inside
+// it, or skips the test where it is unset (outside the VM), saying hint.
+func Need(t testing.TB, name, hint string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Skipf("%s is unset: %s", name, hint)
+	}
+	return v
+}
+
 // OutDir is the guest directory whose files come back in Result.Out when Config.CollectOut
 // is set; its path is also in the guest's $ADUFLASH_VM_OUT.
 const OutDir = "/out"
