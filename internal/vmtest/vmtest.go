@@ -178,6 +178,18 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // with 2 KiB pages and factory bad blocks 3 and 7 (/dev/mtd0 when it is the first MTD).
 const NANDSim = "nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"
 
+// NANDAndUBI returns the Modules and Setup of the MTD tests' VM: NANDSim as /dev/mtd0, and
+// UBI on an mtdram device of ramKiB KiB (/dev/mtd1) attached as ubi0 with the volumes, each
+// given as ubimkvol takes it ("-N name -s size").
+func NANDAndUBI(ramKiB int, volumes ...string) (modules, setup []string) {
+	modules = []string{NANDSim, fmt.Sprintf("mtdram total_size=%d erase_size=128", ramKiB), "ubi"}
+	setup = []string{"ubiformat -y /dev/mtd1", "ubiattach -p /dev/mtd1"}
+	for _, v := range volumes {
+		setup = append(setup, "ubimkvol /dev/ubi0 "+v)
+	}
+	return modules, setup
+}
+
 // Run boots the VM described by cfg and waits for it. It skips the test inside the guest and
 // under go test -short (a VM boots in about 10 s under TCG); missing host tools make it call
 // peers.Missing (skip, or fail in CI). The host test fails when the VM does not report, when

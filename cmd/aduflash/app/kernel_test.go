@@ -89,18 +89,10 @@ func TestKernelEnvOnUBI(t *testing.T) {
 }
 
 func TestEnvInVM(t *testing.T) {
+	modules, setup := vmtest.NANDAndUBI(8192, "-N env1 -s 256KiB", "-N env2 -s 256KiB")
 	vm := vmtest.Run(t, vmtest.Config{
-		Modules: []string{
-			vmtest.NANDSim,
-			"mtdram total_size=8192 erase_size=128",
-			"ubi",
-		},
-		Setup: []string{
-			"ubiformat -y /dev/mtd1",
-			"ubiattach -p /dev/mtd1",
-			"ubimkvol /dev/ubi0 -N env1 -s 256KiB",
-			"ubimkvol /dev/ubi0 -N env2 -s 256KiB",
-		},
+		Modules:     modules,
+		Setup:       setup,
 		TestPackage: ".",
 		TestRun:     "^TestKernel",
 		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0", "ADUFLASH_UBI_ENV": "1"},
