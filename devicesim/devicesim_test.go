@@ -122,16 +122,8 @@ func (w *world) deploy(id, wf string, raw []byte, version string) adu.UpdateID {
 }
 
 func (w *world) reported(id string) map[string]any {
-	tw, _ := w.h.Twin(id)
-	var doc struct {
-		Reported struct {
-			DU struct {
-				Agent map[string]any `json:"agent"`
-			} `json:"deviceUpdate"`
-		} `json:"reported"`
-	}
-	json.Unmarshal(tw, &doc)
-	return doc.Reported.DU.Agent
+	ag, _ := w.h.ReportedAgent(id)
+	return ag
 }
 
 func (w *world) waitFor(what string, cond func() bool) {

@@ -118,6 +118,30 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	return v, nil
 }
 
+// ReportedAgent returns the deviceUpdate.agent member of the device's reported properties,
+// decoded as encoding/json does (nil when the device reported none): what its agent last
+// said of its state, workflow and install.
+func (h *Hub) ReportedAgent(id string) (map[string]any, error) {
+	return h.deviceUpdateMember(id, "reported", "agent")
+}
+
+// deviceUpdateMember decodes member of the deviceUpdate component in the device's "desired"
+// or "reported" properties (which); a member that is absent or not an object reads as nil.
+func (h *Hub) deviceUpdateMember(id, which, member string) (map[string]any, error) {
+	tw, err := h.Twin(id)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]struct {
+		DeviceUpdate map[string]json.RawMessage `json:"deviceUpdate"`
+	}
+	var m map[string]any
+	if json.Unmarshal(tw, &doc) == nil {
+		_ = json.Unmarshal(doc[which].DeviceUpdate[member], &m)
+	}
+	return m, nil
+}
+
 func (d *device) twinJSON() (json.RawMessage, error) {
 	des := make(map[string]any, len(d.desired)+1)
 	for k, v := range d.desired {
