@@ -21,6 +21,7 @@ import (
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/internal/testwait"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -128,13 +129,7 @@ func (w *world) reported(id string) map[string]any {
 
 func (w *world) waitFor(what string, cond func() bool) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(w.t, 30*time.Second, what, cond)
 }
 
 func state(ag map[string]any) (int, string, string) {

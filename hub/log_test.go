@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/internal/syncbuf"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // logBuffer collects a text slog handler's lines; safe for the hub's goroutines.
@@ -107,13 +108,7 @@ func TestConnectionsAreLoggedAndKept(t *testing.T) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, what, cond)
 }
 
 // What a device reports, what the hub writes to it, its file requests and its results are

@@ -38,9 +38,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/aduflash/aduflash/internal/chantest"
 	"github.com/aduflash/aduflash/internal/peers"
 	"github.com/aduflash/aduflash/internal/syncbuf"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 const (
@@ -720,7 +720,7 @@ func mosqRespond(t *testing.T, b *mosqBrokerProc, pool *x509.CertPool, cert tls.
 
 func (r *mosqResponder) next(t *testing.T, what string) mosqMsg {
 	t.Helper()
-	return chantest.Recv(t, r.reqs, 5*time.Second, what+" at the responder")
+	return testwait.Recv(t, r.reqs, 5*time.Second, what+" at the responder")
 }
 
 func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
@@ -735,7 +735,7 @@ func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
 
 func mosqNextDesired(t *testing.T, c *Client) DesiredUpdate {
 	t.Helper()
-	return chantest.Recv(t, c.Desired(), 5*time.Second, "desired-property update")
+	return testwait.Recv(t, c.Desired(), 5*time.Second, "desired-property update")
 }
 
 func mosqJSONEqual(t *testing.T, what string, got json.RawMessage, want string) {

@@ -28,7 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/aduflash/aduflash/internal/chantest"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // What IoT Hub's CONNECT username must be for mosqHub / mosqDeviceID / mosqModelID.
@@ -152,7 +152,7 @@ func (h *wsTestHub) snapshot() ([]wsUpgrade, []wsConnect) {
 
 func (h *wsTestHub) nextTwinRequest(t *testing.T, what string) mosqMsg {
 	t.Helper()
-	return chantest.Recv(t, h.twinReqs, 5*time.Second, what+" at the broker")
+	return testwait.Recv(t, h.twinReqs, 5*time.Second, what+" at the broker")
 }
 
 // wsChanListener is the net.Listener mochi serves: the upgraded WebSockets.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aduflash/aduflash/internal/chantest"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 func startFeeder(ctx context.Context, f *Feeder) <-chan error {
@@ -18,7 +18,7 @@ func startFeeder(ctx context.Context, f *Feeder) <-chan error {
 
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
-	return chantest.Recv(t, done, 2*time.Second, "return of Run")
+	return testwait.Recv(t, done, 2*time.Second, "return of Run")
 }
 
 func TestFeederFeedsWhileHealthyThenStops(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aduflash/aduflash/internal/chantest"
+	"github.com/aduflash/aduflash/internal/testwait"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -31,5 +31,5 @@ func Dial(t testing.TB, cfg iothub.Config) *iothub.Client {
 // none comes within Timeout or the channel closes.
 func NextDesired(t testing.TB, c *iothub.Client) iothub.DesiredUpdate {
 	t.Helper()
-	return chantest.Recv(t, c.Desired(), Timeout, "desired-property update")
+	return testwait.Recv(t, c.Desired(), Timeout, "desired-property update")
 }

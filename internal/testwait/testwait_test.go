@@ -1,4 +1,4 @@
-package chantest
+package testwait
 
 import (
 	"testing"
@@ -32,5 +32,20 @@ func TestRecv(t *testing.T) {
 	Recv(f, ch, time.Second, "a number")
 	if !f.failed {
 		t.Fatal("Recv on a closed channel did not fail")
+	}
+}
+
+// TestUntil: a condition that comes true ends the wait; one that never does fails the test.
+func TestUntil(t *testing.T) {
+	start := time.Now()
+	f := &fatalT{}
+	Until(f, time.Minute, "a moment", func() bool { return time.Since(start) > 20*time.Millisecond })
+	if f.failed {
+		t.Fatal("Until failed although the condition came true")
+	}
+	f = &fatalT{}
+	Until(f, 20*time.Millisecond, "never", func() bool { return false })
+	if !f.failed {
+		t.Fatal("Until did not fail on a condition that never holds")
 	}
 }
