@@ -19,11 +19,7 @@ func (d *device) running(t *testing.T, name string, data []byte) slots.Reader {
 	if err := os.WriteFile(filepath.Join(d.dir, strings.Replace(name, "-a", "-A", 1)), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.layout.Slot(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := d.layout.OpenReader(s)
+	r, err := d.layout.OpenReader(d.slot(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
