@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,25 @@ import (
 // HandlerImage is the update handler this agent implements: one image file per step,
 // written into the spare bank's slot of the step's class.
 const HandlerImage = "aduflash/image:1"
+
+// AgentName is how deviceProperties.aduVer names this agent.
+const AgentName = "aduflash"
+
+// AduVer is deviceProperties.aduVer of this agent at version: "aduflash;agent/1.2.0", the
+// "<agent>;agent/<version>" form of Microsoft's Linux agent ("DU;agent/1.1.0") and of the NetX
+// Duo agent ("AzureRTOS;agent/6.2.0"), which the service takes. A leading "v" is dropped; a
+// version that does not start with a digit (a development build: "dev", a commit) is
+// reported as "0.0.0-<version>".
+func AduVer(version string) string {
+	v := strings.TrimPrefix(strings.TrimSpace(version), "v")
+	if v == "" {
+		v = "dev"
+	}
+	if v[0] < '0' || v[0] > '9' {
+		v = "0.0.0-" + v
+	}
+	return AgentName + ";agent/" + v
+}
 
 // Journal file names in the state folder.
 const (
@@ -50,9 +70,17 @@ type Options struct {
 	// Keyring holds the keys trusted to sign images.
 	Keyring *image.Keyring
 
-	// AduVer is deviceProperties.aduVer (default "DU;agent/1.1.0" for the ;3 models,
-	// "DU;agent/1.0.0" otherwise: the protocol level this agent speaks).
+	// AduVer is deviceProperties.aduVer (default AduVer(""); aduagent reports AduVer of its
+	// build's version).
 	AduVer string
+	// FactoryUpdateID is the update the factory image is: a bank the agent has no record of
+	// (it never wrote it) is taken to hold it, reported as installedUpdateId with
+	// installedCriteria equal to its version in every slot class (nil: such a bank holds
+	// nothing known).
+	FactoryUpdateID *adu.UpdateID
+	// DeviceName names the device in the blob paths of log uploads (the IoT Hub device id;
+	// default the host name).
+	DeviceName string
 	// DeviceInformation is reported with the non-contract models (nil: ReadDeviceInformation).
 	DeviceInformation func() DeviceInformation
 
@@ -127,10 +155,10 @@ func New(o Options) (*Agent, error) {
 		return nil, fmt.Errorf("%w: model: %w", ErrConfig, err)
 	}
 	if o.AduVer == "" {
-		o.AduVer = "DU;agent/1.0.0"
-		if iface == adu.InterfaceV2 {
-			o.AduVer = "DU;agent/1.1.0"
-		}
+		o.AduVer = AduVer("")
+	}
+	if o.DeviceName == "" {
+		o.DeviceName, _ = os.Hostname()
 	}
 	if o.CompatPropertyNames == "" {
 		o.CompatPropertyNames = DefaultCompatPropertyNames

@@ -31,17 +31,31 @@ type handlerProperties struct {
 	SlotClass         string `json:"slotClass"`
 }
 
-// deploy runs one deployment of the service: verify, plan, install every step into the
-// spare bank, mark it pending. resume is the journal's record of this deployment.
-func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *Deployment) jobResult {
+// deploy runs one deployment of the service in the order of the embedded agents:
+// authenticate the manifest, then accept or reject the request (answer: the
+// writable-property ack; a rejected request changes no state), and only once accepted report
+// DeploymentInProgress, plan, install every step into the spare bank, mark it pending.
+// resume is the journal's record of this deployment.
+func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *Deployment, answer func(rejected error)) jobResult {
 	wf := *svc.Workflow
 	res := jobResult{wf: wf}
+	a.log.Info("deployment", "workflow", wf.ID, "retryTimestamp", wf.RetryTimestamp, "resume", resume != nil)
+	if err := a.authenticate(ctx, svc); err != nil {
+		if ctx.Err() != nil {
+			res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, ctx.Err())
+			return res
+		}
+		a.log.Warn("deployment rejected: the manifest is not authentic", "workflow", wf.ID, "err", err)
+		answer(err)
+		res.rejected = true
+		return res
+	}
+	answer(nil)
 	a.report(ctx, &adu.AgentProperties{State: statePtr(adu.StateDeploymentInProgress),
 		Workflow:          &adu.Workflow{Action: adu.ActionProcessDeployment, ID: wf.ID, RetryTimestamp: wf.RetryTimestamp},
 		LastInstallResult: &adu.InstallResult{ResultCode: adu.ResultSuccess, NullStepResults: true}})
-	a.log.Info("deployment", "workflow", wf.ID, "retryTimestamp", wf.RetryTimestamp, "resume", resume != nil)
 
-	m, err := a.verifyManifest(ctx, svc)
+	m, err := a.loadManifest(ctx, svc)
 	if err != nil {
 		res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, err)
 		return res
@@ -262,7 +276,7 @@ func (a *Agent) checkImage(class string, info ImageInfo) error {
 	var running string
 	active, _ := a.activeBank()
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			running = b.Versions[class]
 		}
 	})
@@ -335,7 +349,7 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 		Phase: PhaseInstall, Started: a.o.Now().UTC()}
 	var running *BankInfo
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			c := *b
 			running = &c
 		}
@@ -423,21 +437,28 @@ func (a *Agent) fail(wf adu.Workflow, uid adu.UpdateID, steps int, cause error) 
 	return out, err
 }
 
-// verifyManifest checks the manifest signature (after updating the root-key package on
-// interface ;2) and parses it, fetching the full manifest of a detached one.
-func (a *Agent) verifyManifest(ctx context.Context, svc *adu.ServiceProperties) (*adu.Manifest, error) {
+// authenticate checks the manifest signature (after updating the root-key package on
+// interface ;2): whether the request comes from the service at all.
+func (a *Agent) authenticate(ctx context.Context, svc *adu.ServiceProperties) error {
 	if svc.UpdateManifest == "" || svc.UpdateManifestSignature == "" {
-		return nil, fmt.Errorf("%w: updateManifest or updateManifestSignature missing", ErrBadManifest)
+		return fmt.Errorf("%w: updateManifest or updateManifestSignature missing", ErrBadManifest)
 	}
 	opts := adu.VerifyOptions{Roots: a.o.Roots, NoBuiltinRoots: a.o.NoBuiltinRoots}
 	if a.iface == adu.InterfaceV2 {
 		pkg, err := a.rootKeyPackage(ctx, svc.RootKeyPackageURL)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		opts.Package = pkg
 	}
-	m, _, err := adu.VerifyManifest([]byte(svc.UpdateManifest), svc.UpdateManifestSignature, opts)
+	_, err := adu.Verify([]byte(svc.UpdateManifest), svc.UpdateManifestSignature, opts)
+	return err
+}
+
+// loadManifest parses the authenticated manifest, fetching the full manifest of a detached
+// one.
+func (a *Agent) loadManifest(ctx context.Context, svc *adu.ServiceProperties) (*adu.Manifest, error) {
+	m, err := adu.ParseManifest([]byte(svc.UpdateManifest))
 	if err != nil {
 		return nil, err
 	}

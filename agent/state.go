@@ -52,6 +52,9 @@ type Record struct {
 	Last *Outcome `json:"last,omitempty"`
 	// Deployment is the deployment in progress, if any.
 	Deployment *Deployment `json:"deployment,omitempty"`
+	// LogCollection is the operationId of the last log collection that finished: the same
+	// request delivered again (a reconnect, a restart) uploads nothing again.
+	LogCollection string `json:"log_collection,omitempty"`
 }
 
 // BankInfo is what one bank holds.

@@ -252,18 +252,7 @@ func startTFTPD(t *testing.T, dir string) int {
 	}
 	cmd := exec.Command("in.tftpd", append(args, dir)...)
 	cmd.Stdin = sock
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if stderr.Len() > 0 {
-			t.Logf("in.tftpd: %s", stderr.String())
-		}
-	})
+	peers.Start(t, "in.tftpd", cmd)
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 

@@ -26,9 +26,10 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return clitest.Run(context.Background(), Run, "aduflash", args...)
 }
 
-// TestProgram: write, env and its subcommands, manifest and its subcommands; --version;
+// TestProgram: write, env, manifest, fastboot and mcu with their subcommands, script, serve,
+// recover; --version;
 // --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 15) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 23) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

@@ -109,17 +109,24 @@ func (e *env) fastbootRun(c *cli.Context, res *fastbootResult, check func() erro
 	if err := cliapp.Need(c, "udp"); err != nil {
 		return err
 	}
+	return e.remoteRun(c, &res.Seconds, res, res.Mark, check, func() error { return e.session(c, res, do) }, text)
+}
+
+// remoteRun runs a command on a remote device: check (what needs no device; nil: nothing),
+// then session, timed into *seconds. It prints the result: with --json res as JSON (mark
+// records the outcome in it), else the line text returns.
+func (e *env) remoteRun(c *cli.Context, seconds *float64, res any, mark func(bool, int, string), check, session func() error, text func() string) error {
 	start := time.Now()
 	var err error
 	if check != nil {
 		err = check()
 	}
 	if err == nil {
-		err = e.session(c, res, do)
+		err = session()
 	}
-	res.Seconds = time.Since(start).Seconds()
+	*seconds = time.Since(start).Seconds()
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, mark)
 	}
 	if err != nil {
 		return err
@@ -137,16 +144,28 @@ func (e *env) session(c *cli.Context, res *fastbootResult, do func(*fastboot.Cli
 			fmt.Fprintf(info, "%s: %s\n", res.Device, msg)
 		}
 	}}
-	client, err := fastboot.Dial(c.Context, res.Device, opts)
-	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+	dial := func() (*fastboot.Client, error) { return fastboot.Dial(c.Context, res.Device, opts) }
+	return deviceSession(res.Device, dial, &res.Stats, do)
+}
+
+// statClient is a client of a remote device that counts its traffic.
+type statClient[S any] interface {
+	Close() error
+	Stats() S
+}
+
+// deviceSession runs do with the client open makes, keeps the client's counters in *stats,
+// and names device in an error.
+func deviceSession[C statClient[S], S any](device string, open func() (C, error), stats **S, do func(C) error) error {
+	client, err := open()
+	if err == nil {
+		defer client.Close()
+		err = do(client)
+		st := client.Stats()
+		*stats = &st
 	}
-	defer client.Close()
-	err = do(client)
-	st := client.Stats()
-	res.Stats = &st
 	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+		return fmt.Errorf("%s: %w", device, err)
 	}
 	return nil
 }

@@ -164,6 +164,8 @@ func (s *server) handler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/deployments/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /api/deployments/{id}/retry", s.retry)
+	mux.HandleFunc("POST /api/devices/{id}/logs", s.startLogs)
+	mux.HandleFunc("GET /api/devices/{id}/logs/{op}", s.showLogs)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, &httpError{http.StatusNotFound, fmt.Errorf("no API route %s %s", r.Method, r.URL.Path)})
 	})
@@ -174,6 +176,7 @@ func (s *server) handler() http.Handler {
 	// and the login; everything else needs the token.
 	top := http.NewServeMux()
 	top.Handle("/files/", s.svc.FileHandler())
+	top.HandleFunc("/blobs/", s.blobs)
 	top.HandleFunc("GET /login", s.auth.login)
 	top.Handle("/", s.auth.require(mux))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -327,6 +327,10 @@ type server struct {
 	ops     *operations
 	// regMu orders device registrations (look up, then register) among requests.
 	regMu sync.Mutex
+	// logs is the blob stand-in of log collections (logStore opens it).
+	logsOnce sync.Once
+	logs     *hub.LogStore
+	logsErr  error
 }
 
 // withDefaults fills in the limits and the host name left zero.
@@ -423,6 +427,9 @@ func (s *server) stop() {
 	}
 	if s.importDir != nil {
 		s.importDir.Close()
+	}
+	if s.logs != nil {
+		s.logs.Close()
 	}
 }
 

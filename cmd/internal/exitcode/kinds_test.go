@@ -35,6 +35,7 @@ import (
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/smp"
 )
 
 // packageErrors holds every exported sentinel error and error type of the packages whose
@@ -160,6 +161,7 @@ var packageErrors = map[string]error{
 	"hub.ErrNotRegular":          hub.ErrNotRegular,
 	"hub.ErrUpdateExists":        hub.ErrUpdateExists,
 	"hub.ErrUnknownEnrollment":   hub.ErrUnknownEnrollment,
+	"hub.ErrLogStore":            hub.ErrLogStore,
 	"hub.ErrUnknownUpdate":       hub.ErrUnknownUpdate,
 	"hub.ErrImportFiles":         hub.ErrImportFiles,
 	"hub.ErrNotDeployable":       hub.ErrNotDeployable,
@@ -258,6 +260,17 @@ var packageErrors = map[string]error{
 	"recovery/tftpserve.ErrMalformed":   tftpserve.ErrMalformed,
 	"recovery/tftpserve.ErrChanged":     tftpserve.ErrChanged,
 	"recovery/tftpserve.ErrNotServable": tftpserve.ErrNotServable,
+	// smp
+	"smp.ErrTimeout":      smp.ErrTimeout,
+	"smp.ErrClosed":       smp.ErrClosed,
+	"smp.ErrFrame":        smp.ErrFrame,
+	"smp.ErrPacket":       smp.ErrPacket,
+	"smp.ErrReply":        smp.ErrReply,
+	"smp.ErrDevice":       smp.ErrDevice,
+	"smp.ErrNotSupported": smp.ErrNotSupported,
+	"smp.ErrTooLarge":     smp.ErrTooLarge,
+	"smp.ErrMismatch":     smp.ErrMismatch,
+	"smp.ErrEndpoint":     smp.ErrEndpoint,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
@@ -271,6 +284,7 @@ var packageErrors = map[string]error{
 	"recovery/fastboot.FailError":   &fastboot.FailError{},
 	"publish.OperationError":        &publish.OperationError{Op: &publish.Operation{}},
 	"publish.APIError":              &publish.APIError{Status: 500},
+	"smp.DeviceError":               &smp.DeviceError{},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
