@@ -3,8 +3,9 @@ package adu
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -249,7 +250,7 @@ func parseFiles(o object) (map[string]File, error) {
 		return map[string]File{}, err
 	}
 	files := make(map[string]File, len(fo.m))
-	for _, id := range sortedKeys(fo.m) {
+	for _, id := range slices.Sorted(maps.Keys(fo.m)) {
 		p := join("files", id)
 		f, err := mustObject(fo.m[id], p)
 		if err != nil {
@@ -276,7 +277,7 @@ func parseFiles(o object) (map[string]File, error) {
 			return nil, err
 		} else if ok {
 			e.RelatedFiles = make(map[string]RelatedFile, len(rf.m))
-			for _, rid := range sortedKeys(rf.m) {
+			for _, rid := range slices.Sorted(maps.Keys(rf.m)) {
 				r, err := mustObject(rf.m[rid], join(rf.path, rid))
 				if err != nil {
 					return nil, err
@@ -379,15 +380,6 @@ func parseStep(raw json.RawMessage, path string, files map[string]File) (Step, e
 		return s, pathErr(join(path, "type"), "unknown step type %.40q", s.Type)
 	}
 	return s, nil
-}
-
-func sortedKeys(m map[string]json.RawMessage) []string {
-	k := make([]string, 0, len(m))
-	for s := range m {
-		k = append(k, s)
-	}
-	sort.Strings(k)
-	return k
 }
 
 // ParseDetachedManifestFile returns the manifest text of a downloaded detached or child

@@ -390,19 +390,11 @@ func (e *testHub) agentReports() []map[string]any {
 
 // agentReported returns the hub's reported deviceUpdate.agent.
 func (e *testHub) agentReported() map[string]any {
-	tw, err := e.h.Twin(deviceID)
+	ag, err := e.h.ReportedAgent(deviceID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var doc struct {
-		Reported struct {
-			DU struct {
-				Agent map[string]any `json:"agent"`
-			} `json:"deviceUpdate"`
-		} `json:"reported"`
-	}
-	json.Unmarshal(tw, &doc)
-	return doc.Reported.DU.Agent
+	return ag
 }
 
 // acked tells whether the device acknowledged the desired $version v.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // runBackground runs a.Run until stopped. done yields Run's error once; stop cancels and
@@ -33,24 +34,12 @@ func runBackground(a *Agent, h Hub) (stop func() error, done <-chan error) {
 
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(15 * time.Second):
-		t.Fatal("timed out waiting for the agent to stop")
-	}
-	return nil
+	return testwait.Recv(t, done, 15*time.Second, "end of the agent's run")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 15*time.Second, what, cond)
 }
 
 // Every branch of the workflow (spec §6) through the hub over a real MQTT connection:

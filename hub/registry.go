@@ -119,25 +119,24 @@ func (h *Hub) Devices() []string {
 
 // DeviceKey returns the device's base64 SAS key ("" for X.509 devices).
 func (h *Hub) DeviceKey(id string) (string, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.devices[id]
-	if d == nil {
-		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
-	}
-	return d.key, nil
+	return h.deviceText(id, func(d *device) string { return d.key })
 }
 
 // DeviceThumbprint returns the SHA-256 thumbprint (lower-case hex) of the
 // client certificate the device authenticates with ("" for SAS devices).
 func (h *Hub) DeviceThumbprint(id string) (string, error) {
+	return h.deviceText(id, func(d *device) string { return d.thumbprint })
+}
+
+// deviceText returns what field reads of the registered device id.
+func (h *Hub) deviceText(id string, field func(*device) string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d := h.devices[id]
 	if d == nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	return d.thumbprint, nil
+	return field(d), nil
 }
 
 // RemoveDevice deletes a device, as deleting a device identity in IoT Hub
@@ -187,13 +186,7 @@ func (h *Hub) RemoveDevice(id string) error {
 		cl.Stop(packets.ErrNotAuthorized)
 	}
 
-	h.obsMu.Lock()
-	fns := make([]func(string), 0, len(h.removedFn))
-	for _, fn := range h.removedFn {
-		fns = append(fns, fn)
-	}
-	h.obsMu.Unlock()
-	for _, fn := range fns {
+	for _, fn := range h.removed.list() {
 		fn(id)
 	}
 	return h.unpersist(id, d, seq)
@@ -201,21 +194,7 @@ func (h *Hub) RemoveDevice(id string) error {
 
 // onRemoved registers fn to be called after a device was removed (the
 // Service stops following it). The returned func unregisters fn.
-func (h *Hub) onRemoved(fn func(deviceID string)) (remove func()) {
-	h.obsMu.Lock()
-	defer h.obsMu.Unlock()
-	if h.removedFn == nil {
-		h.removedFn = map[int]func(string){}
-	}
-	n := h.obsNext
-	h.obsNext++
-	h.removedFn[n] = fn
-	return func() {
-		h.obsMu.Lock()
-		delete(h.removedFn, n)
-		h.obsMu.Unlock()
-	}
-}
+func (h *Hub) onRemoved(fn func(deviceID string)) (remove func()) { return h.removed.add(fn) }
 
 // ParseThumbprint checks a SHA-256 certificate thumbprint (64 hex digits, ':'
 // separators and either case allowed) and returns it as Thumbprint writes

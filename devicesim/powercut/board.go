@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/aduflash/aduflash/devicesim"
 	simboard "github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 )
 
 // Bounds of one case: boots after which the update must be over, and how long one boot of
@@ -40,7 +40,7 @@ type board struct {
 	dir  string
 	dev  *devicesim.Device
 	twin *twin
-	log  lockedBuffer
+	log  syncbuf.Buffer
 	res  Result
 }
 
@@ -338,16 +338,3 @@ func (b *board) checkRolledBack(st bootloader.State, rec agent.Record) {
 		b.problem("at the end: the failure was never reported (state Failed)")
 	}
 }
-
-// lockedBuffer is a log buffer safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.String() }

@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -113,7 +114,7 @@ type runningAgent struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	done   chan int
-	stderr syncBuffer
+	stderr syncbuf.Buffer
 	code   int
 	ended  bool
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // run drives aduflash in-process the way main does.
@@ -110,17 +111,7 @@ func newFixture(t *testing.T) *fixture {
 	mustWrite(t, fx.cfg, []byte(`[agent]
 whatever = "ignored"
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "block"
-partlabel = "rootfs_b"
-[[slots.slot]]
+`+slotstest.RootfsA+slotstest.RootfsB+`[[slots.slot]]
 class = "firmware"
 bank = "A"
 type = "block"

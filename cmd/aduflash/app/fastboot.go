@@ -88,7 +88,7 @@ EXAMPLE:
 
 // fastbootResult is what a fastboot subcommand prints with --json.
 type fastbootResult struct {
-	OK        bool            `json:"ok"`
+	cliapp.Outcome
 	Device    string          `json:"device"`
 	Command   string          `json:"command"`
 	Partition string          `json:"partition,omitempty"`
@@ -100,12 +100,6 @@ type fastbootResult struct {
 	Value     *string         `json:"value,omitempty"`
 	Stats     *fastboot.Stats `json:"stats,omitempty"`
 	Seconds   float64         `json:"seconds"`
-	Error     string          `json:"error,omitempty"`
-	ExitCode  int             `json:"exit_code"`
-}
-
-func (r *fastbootResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 // fastbootRun runs a subcommand: check (what needs no board; nil: nothing), then do in a
@@ -115,7 +109,7 @@ func (e *env) fastbootRun(c *cli.Context, res *fastbootResult, check func() erro
 	if err := cliapp.Need(c, "udp"); err != nil {
 		return err
 	}
-	return e.remoteRun(c, &res.Seconds, res, res.mark, check, func() error { return e.session(c, res, do) }, text)
+	return e.remoteRun(c, &res.Seconds, res, res.Mark, check, func() error { return e.session(c, res, do) }, text)
 }
 
 // remoteRun runs a command on a remote device: check (what needs no device; nil: nothing),

@@ -67,7 +67,7 @@ EXAMPLE:
 }
 
 type manifestVerdict struct {
-	OK              bool   `json:"ok"`
+	cliapp.Outcome
 	Manifest        string `json:"manifest"`
 	Signature       string `json:"signature,omitempty"`
 	RootKID         string `json:"root_kid,omitempty"`
@@ -84,12 +84,6 @@ type manifestVerdict struct {
 	Detached        string `json:"detached_manifest_file_id,omitempty"`
 	FailedStep      string `json:"failed_step,omitempty"`
 	ERC             string `json:"extended_result_code,omitempty"`
-	Error           string `json:"error,omitempty"`
-	ExitCode        int    `json:"exit_code"`
-}
-
-func (r *manifestVerdict) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 func (e *env) manifestVerify(c *cli.Context) error {
@@ -111,7 +105,7 @@ func (e *env) manifestVerify(c *cli.Context) error {
 	}
 	err := e.doManifestVerify(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	if err != nil {
 		return err

@@ -150,25 +150,19 @@ type mcuImage struct {
 
 // mcuResult is what an mcu subcommand prints with --json.
 type mcuResult struct {
-	OK       bool       `json:"ok"`
-	Device   string     `json:"device"`
-	Command  string     `json:"command"`
-	Image    string     `json:"image,omitempty"`
-	Version  string     `json:"version,omitempty"`
-	Hash     string     `json:"hash,omitempty"`
-	Size     int64      `json:"size,omitempty"`
-	Images   []mcuImage `json:"images,omitempty"`
-	Echo     *string    `json:"echo,omitempty"`
-	Stats    *smp.Stats `json:"stats,omitempty"`
-	Seconds  float64    `json:"seconds"`
-	Error    string     `json:"error,omitempty"`
-	ExitCode int        `json:"exit_code"`
+	cliapp.Outcome
+	Device  string     `json:"device"`
+	Command string     `json:"command"`
+	Image   string     `json:"image,omitempty"`
+	Version string     `json:"version,omitempty"`
+	Hash    string     `json:"hash,omitempty"`
+	Size    int64      `json:"size,omitempty"`
+	Images  []mcuImage `json:"images,omitempty"`
+	Echo    *string    `json:"echo,omitempty"`
+	Stats   *smp.Stats `json:"stats,omitempty"`
+	Seconds float64    `json:"seconds"`
 
 	endpoint smp.Endpoint
-}
-
-func (r *mcuResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 func (r *mcuResult) setImages(list []smp.SlotState) {
@@ -184,7 +178,7 @@ func (e *env) mcuRun(c *cli.Context, res *mcuResult, check func() error, do func
 	if err := e.mcuTarget(c, res); err != nil {
 		return err
 	}
-	return e.remoteRun(c, &res.Seconds, res, res.mark, check, func() error { return e.mcuSession(c, res, do) }, text)
+	return e.remoteRun(c, &res.Seconds, res, res.Mark, check, func() error { return e.mcuSession(c, res, do) }, text)
 }
 
 // mcuTarget checks that exactly one of --port and --udp names the MCU.

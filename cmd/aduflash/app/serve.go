@@ -76,17 +76,11 @@ EXAMPLE:
 
 // serveResult is the catalog serve prints.
 type serveResult struct {
-	OK       bool                `json:"ok"`
-	Dir      string              `json:"dir"`
-	Listen   string              `json:"listen,omitempty"`
-	Files    []tftpserve.File    `json:"files"`
-	Skipped  []tftpserve.Skipped `json:"skipped,omitempty"`
-	Error    string              `json:"error,omitempty"`
-	ExitCode int                 `json:"exit_code"`
-}
-
-func (r *serveResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
+	cliapp.Outcome
+	Dir     string              `json:"dir"`
+	Listen  string              `json:"listen,omitempty"`
+	Files   []tftpserve.File    `json:"files"`
+	Skipped []tftpserve.Skipped `json:"skipped,omitempty"`
 }
 
 func (e *env) serve(c *cli.Context) error {
@@ -96,7 +90,7 @@ func (e *env) serve(c *cli.Context) error {
 	res := &serveResult{Dir: c.Args().First(), Files: []tftpserve.File{}}
 	cat, conn, err := e.startServe(c, res)
 	if c.Bool("json") {
-		err = cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		err = cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	} else if err == nil {
 		e.printCatalog(res)
 	}

@@ -68,7 +68,7 @@ EXAMPLE:
 }
 
 type writeResult struct {
-	OK       bool        `json:"ok"`
+	cliapp.Outcome
 	Image    string      `json:"image"`
 	Target   string      `json:"target"`
 	Slot     string      `json:"slot,omitempty"`
@@ -82,12 +82,6 @@ type writeResult struct {
 	Verified bool        `json:"verified"`
 	DryRun   bool        `json:"dry_run,omitempty"`
 	Seconds  float64     `json:"seconds"`
-	Error    string      `json:"error,omitempty"`
-	ExitCode int         `json:"exit_code"`
-}
-
-func (r *writeResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 func (e *env) write(c *cli.Context) error {
@@ -97,7 +91,7 @@ func (e *env) write(c *cli.Context) error {
 	res := &writeResult{Image: c.Args().Get(0), Target: c.Args().Get(1), DryRun: c.Bool("dry-run")}
 	err := e.doWrite(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	if err != nil {
 		return err

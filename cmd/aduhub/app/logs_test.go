@@ -9,6 +9,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // aduhub logs collect: the device gets the request in its desired diagnosticInformation,
@@ -19,9 +20,9 @@ func TestLogsCollect(t *testing.T) {
 	var added deviceAdded
 	s.mustCLI(t, &added, "device", "add", "--json", "dev1")
 	c := dialDevice(t, s, added.ConnectionString, added.CAFile)
-	nextDesired(t, c) // the twin at connect
+	iothubtest.NextDesired(t, c) // the twin at connect
 	device := func(result int, upload bool) {
-		d := nextDesired(t, c)
+		d := iothubtest.NextDesired(t, c)
 		req, err := adu.ParseDiagnosticsDesired(d.Patch)
 		if err != nil || req.Request == nil {
 			t.Errorf("desired %s: %v", d.Patch, err)

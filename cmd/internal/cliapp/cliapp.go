@@ -147,6 +147,19 @@ func WriteJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// Outcome is how a command ended, the first members of its --json result: ok, the error's
+// message and the exit code. Embed it in a result and pass its Mark to JSONVerdict.
+type Outcome struct {
+	OK       bool   `json:"ok"`
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// Mark records how the command ended.
+func (o *Outcome) Mark(ok bool, exitCode int, msg string) {
+	o.OK, o.ExitCode, o.Error = ok, exitCode, msg
+}
+
 // JSONVerdict ends a command that prints its result as JSON: mark records the outcome of err
 // in res (ok, exit code, message), res is printed, and the error is returned silenced (it is
 // in the JSON already), so the exit code still tells the outcome.
