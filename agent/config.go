@@ -16,6 +16,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/bytesize"
@@ -107,6 +108,25 @@ type Config struct {
 	HubAddress string `toml:"hub_address"`
 	// WebSocket carries MQTT over WebSockets on port 443.
 	WebSocket bool `toml:"websocket"`
+	// Proxy ("http://host:port") carries every connection of the agent (IoT Hub and DPS over
+	// WebSockets through CONNECT, downloads); "" = the environment's (HTTPS_PROXY,
+	// HTTP_PROXY, NO_PROXY, as net/http reads them).
+	Proxy string `toml:"proxy"`
+
+	// Provisioning is how the device gets its IoT Hub identity: ProvisionConnectionString
+	// (default) or ProvisionDPS, with the keys below (see Connector).
+	Provisioning string `toml:"provisioning"`
+	// DPS: the id scope, the registration id, the endpoint (default
+	// dps.DefaultGlobalEndpoint), and one credential: the device's key (individual
+	// enrollment), an enrollment group's key (the device's is derived), inline or in a file,
+	// or X509Cert and X509Key.
+	IDScope          string `toml:"id_scope"`
+	RegistrationID   string `toml:"registration_id"`
+	GlobalEndpoint   string `toml:"global_endpoint"`
+	SymmetricKey     string `toml:"symmetric_key"`
+	SymmetricKeyFile string `toml:"symmetric_key_file"`
+	GroupKey         string `toml:"group_key"`
+	GroupKeyFile     string `toml:"group_key_file"`
 
 	// Keyring (a keyring file) and Pub (PEM public key files) are the trusted image keys.
 	Keyring string   `toml:"keyring"`
@@ -156,6 +176,8 @@ func defaultConfig() Config {
 			HealthTimeout:       DefaultHealthTimeout,
 		},
 		RebootCommand:        DefaultRebootCommand(),
+		Provisioning:         ProvisionConnectionString,
+		GlobalEndpoint:       dps.DefaultGlobalEndpoint,
 		DownloadAttempts:     DefaultDownloadAttempts,
 		DownloadBackoff:      DefaultDownloadBackoff,
 		DownloadMaxBackoff:   DefaultDownloadMaxBackoff,
@@ -187,7 +209,9 @@ func ParseConfig(data []byte) (Config, error) {
 	written := func(key string) bool { return md.IsDefined("agent", key) }
 	for _, check := range []func() error{
 		func() error { return c.checkNotEmpty(written) },
+		func() error { return c.checkProvisioning(written) },
 		c.checkConnection,
+		c.checkProxy,
 		c.checkModelID,
 		c.checkIdentity,
 		c.checkProperties,
@@ -248,7 +272,7 @@ func (c *Config) checkConnection() error {
 			return err
 		}
 	}
-	if c.ConnectionString == "" && c.ConnectionStringFile == "" && c.X509Cert != "" {
+	if c.ConnectionString == "" && c.ConnectionStringFile == "" && c.X509Cert != "" && c.Provisioning != ProvisionDPS {
 		return cfgErr("x509_cert", "set, but there is no connection_string or connection_string_file (HostName=…;DeviceId=…;x509=true)")
 	}
 	if c.HubAddress != "" {
@@ -593,6 +617,35 @@ func cfgCheckAddress(a string) error {
 	return nil
 }
 
+// addTLS loads the client certificate (x509_cert, x509_key) and the CA bundle (ca_file)
+// into hc, where configured.
+func (c Config) addTLS(hc *iothub.Config) error {
+	if c.X509Cert != "" {
+		for _, p := range []string{c.X509Cert, c.X509Key} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("agent.x509_cert/x509_key: %w", err)
+			}
+		}
+		cert, err := tls.LoadX509KeyPair(c.X509Cert, c.X509Key)
+		if err != nil {
+			return cfgErr("x509_cert", "%s / %s: %v", c.X509Cert, c.X509Key, err)
+		}
+		hc.ClientCertificate = &cert
+	}
+	if c.CAFile == "" {
+		return nil
+	}
+	if _, err := os.Stat(c.CAFile); err != nil {
+		return fmt.Errorf("agent.ca_file: %w", err)
+	}
+	pool, err := iothub.LoadCAFile(c.CAFile)
+	if err != nil {
+		return cfgErr("ca_file", "%v", err)
+	}
+	hc.TLSConfig = &tls.Config{RootCAs: pool}
+	return nil
+}
+
 // Level is the slog level of LogLevel.
 func (c Config) Level() slog.Level {
 	switch c.LogLevel {
@@ -698,27 +751,5 @@ func (c Config) HubConfig() (iothub.Config, error) {
 		cs, _ := iothub.ParseConnectionString(s) // ReadConnectionString parsed it
 		hc.Address = iothub.DefaultAddress(cs, c.WebSocket)
 	}
-	if c.X509Cert != "" {
-		for _, p := range []string{c.X509Cert, c.X509Key} {
-			if _, err := os.Stat(p); err != nil {
-				return hc, fmt.Errorf("agent.x509_cert/x509_key: %w", err)
-			}
-		}
-		cert, err := tls.LoadX509KeyPair(c.X509Cert, c.X509Key)
-		if err != nil {
-			return hc, cfgErr("x509_cert", "%s / %s: %v", c.X509Cert, c.X509Key, err)
-		}
-		hc.ClientCertificate = &cert
-	}
-	if c.CAFile != "" {
-		if _, err := os.Stat(c.CAFile); err != nil {
-			return hc, fmt.Errorf("agent.ca_file: %w", err)
-		}
-		pool, err := iothub.LoadCAFile(c.CAFile)
-		if err != nil {
-			return hc, cfgErr("ca_file", "%v", err)
-		}
-		hc.TLSConfig = &tls.Config{RootCAs: pool}
-	}
-	return hc, nil
+	return hc, c.addTLS(&hc)
 }

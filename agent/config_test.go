@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
 )
@@ -49,6 +50,8 @@ func TestConfigSample(t *testing.T) {
 			},
 		},
 		ConnectionStringFile: "/etc/aduflash/connection-string",
+		Provisioning:         ProvisionConnectionString,
+		GlobalEndpoint:       dps.DefaultGlobalEndpoint,
 		Pub:                  []string{"/etc/aduflash/release.pub.pem"},
 		RebootCommand:        []string{"systemctl", "reboot"},
 		SystemdWatchdog:      true,
@@ -70,7 +73,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{Settings: Settings{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
 		StateDir: "/var/lib/aduflash", MaxChunkSize: DefaultMaxChunkSize, HealthTimeout: 5 * time.Minute}, Pub: []string{"k.pem"}, RebootCommand: []string{"systemctl", "reboot"},
-		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute}
+		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute,
+		Provisioning: ProvisionConnectionString, GlobalEndpoint: dps.DefaultGlobalEndpoint}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 	}
@@ -268,6 +272,7 @@ pub = ["` + pub + `"]
 func TestConfigErrors(t *testing.T) {
 	const base = "manufacturer = \"m\"\nmodel = \"x\"\npub = [\"k.pem\"]\n"
 	sas := `connection_string = "HostName=h;DeviceId=d;SharedAccessKey=` + cfgTestKey + `"` + "\n"
+	const dpsBase = "provisioning = \"dps\"\nid_scope = \"0ne1\"\nregistration_id = \"r\"\n"
 	for _, tc := range []struct {
 		name, body, key string
 	}{
@@ -290,6 +295,17 @@ func TestConfigErrors(t *testing.T) {
 		{"cert without key", base + sas + "x509_cert = \"c\"\n", "agent.x509_key"},
 		{"key without cert", base + sas + "x509_key = \"k\"\n", "agent.x509_cert"},
 		{"cert without connection", base + "x509_cert = \"c\"\nx509_key = \"k\"\n", "agent.x509_cert"},
+		{"unknown provisioning", base + "provisioning = \"tpm\"\n", "agent.provisioning"},
+		{"dps key without dps", base + sas + "id_scope = \"0ne1\"\n", "agent.id_scope: only with provisioning"},
+		{"dps with connection string", base + sas + dpsBase + "group_key = \"" + cfgTestKey + "\"\n", "agent.connection_string: not with provisioning"},
+		{"dps without id scope", base + "provisioning = \"dps\"\nregistration_id = \"r\"\ngroup_key = \"" + cfgTestKey + "\"\n", "agent.id_scope"},
+		{"dps bad registration id", base + "provisioning = \"dps\"\nid_scope = \"0ne1\"\nregistration_id = \"a/b\"\ngroup_key = \"" + cfgTestKey + "\"\n", "agent.registration_id"},
+		{"dps without credential", base + dpsBase, "exactly one credential"},
+		{"dps two credentials", base + dpsBase + "group_key = \"" + cfgTestKey + "\"\nsymmetric_key = \"" + cfgTestKey + "\"\n", "exactly one credential"},
+		{"dps bad endpoint", base + dpsBase + "global_endpoint = \"https://x/\"\ngroup_key = \"" + cfgTestKey + "\"\n", "agent.global_endpoint"},
+		{"proxy https", base + sas + "proxy = \"https://p:3128\"\n", "agent.proxy"},
+		{"proxy no host", base + sas + "proxy = \"http://\"\n", "agent.proxy"},
+		{"proxy path", base + sas + "proxy = \"http://p:3128/x\"\n", "agent.proxy"},
 		{"model id", base + "model_id = \"dtmi:contoso:x;1\"\n", "agent.model_id"},
 		{"interface as model id", base + "model_id = \"dtmi:azure:iot:deviceUpdate;2\"\n", "agent.model_id"},
 		{"no manufacturer", "model = \"x\"\npub = [\"k\"]\n", "agent.manufacturer"},

@@ -150,9 +150,20 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 			resume = &p
 		}
 	}
+	src := st.Source
+	ad, done, why := a.adaptiveSource(ctx, st.Adaptive, st.Class)
+	defer done()
+	if why != "" {
+		a.log.Warn("adaptive download not possible; downloading the whole file", "file", st.FileName, "why", why)
+	}
+	src.Adaptive = ad
 	a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
-		"resume_at", st.Progress.Download.Offset, "dry_run", dryRun)
-	st.Progress, err = in.Install(ctx, st.Source, target, resume)
+		"resume_at", st.Progress.Download.Offset, "adaptive", ad != nil, "dry_run", dryRun)
+	st.Progress, err = in.Install(ctx, src, target, resume)
+	if ad := st.Progress.Adaptive; ad != nil {
+		a.log.Info("adaptive download", "file", st.FileName, "fetched", ad.Fetched, "reused", ad.Reused, "requests", ad.Requests,
+			"planned", ad.Planned, "fallback", ad.Fallback)
+	}
 	return err
 }
 
@@ -372,7 +383,8 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
 		}
 		dep.Steps = append(dep.Steps, StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, Slot: slot.Name, FileID: fid,
-			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum}})
+			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum},
+			Adaptive: adaptiveFiles(f, svc.FileURLs)})
 		if hp.InstalledCriteria == "" || running == nil || running.Criteria[class] != hp.InstalledCriteria {
 			installed = false
 		}

@@ -12,6 +12,10 @@ import (
 // of one class, without the service.
 type LocalInstall struct {
 	Source Source
+	// Adaptive, if set, names the file's adaptive index and chunk store: the install fetches
+	// only the chunks the running bank's slot lacks (its index is trusted through the image's
+	// signed header it names, which every chunk is checked against).
+	Adaptive *AdaptiveFiles
 	// Class is the slot class (default: the only configured class).
 	Class string
 	// Criteria is recorded as the class's installedCriteria once the bank is confirmed
@@ -67,7 +71,7 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		}
 	})
 	dep := &Deployment{Local: true, Bank: spare, From: active, Phase: PhaseInstall, Started: a.o.Now().UTC(),
-		Steps:  []StepState{{Class: class, Slot: slot.Name, FileName: li.Source.URL, Criteria: li.Criteria, Source: li.Source}},
+		Steps:  []StepState{{Class: class, Slot: slot.Name, FileName: li.Source.URL, Criteria: li.Criteria, Source: li.Source, Adaptive: li.Adaptive}},
 		Copies: copies}
 	if busy != nil {
 		switch {

@@ -123,6 +123,9 @@ type StepState struct {
 	FileName string     `json:"file_name,omitempty"`
 	Criteria string     `json:"installed_criteria,omitempty"`
 	Source   Source     `json:"source"`
+	// Adaptive names the file's adaptive index and chunk store (downloadHandler
+	// DownloadHandlerAdaptive); nil: the file is downloaded.
+	Adaptive *AdaptiveFiles `json:"adaptive,omitempty"`
 	// Progress is the install's resume record.
 	Progress install.Record `json:"progress"`
 }

@@ -75,6 +75,18 @@ type Device struct {
 // stateDir is the agent's state folder in the board's file system.
 const stateDir = "/var/lib/aduagent"
 
+// ConnectWith is an Options.Connect that connects with cn: a connection string, or DPS
+// (the device registers on its first boot and keeps the assignment for the next ones).
+func ConnectWith(cn *agent.Connector) func(ctx context.Context) (agent.Hub, func(), error) {
+	return func(ctx context.Context) (agent.Hub, func(), error) {
+		c, err := cn.Dial(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	}
+}
+
 // New builds a device that has never booted.
 func New(o Options) (*Device, error) {
 	if o.Connect == nil || o.Manufacturer == "" || o.Model == "" {

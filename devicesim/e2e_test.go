@@ -20,6 +20,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/devicesim"
 	"github.com/aduflash/aduflash/devicesim/board"
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/httpcount"
@@ -188,21 +189,22 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	k, _ := image.GenerateKey(image.Ed25519, rand.Reader)
 	kr, _ := image.NewKeyring(k.Public())
 	r := &rig{t: t, s: s, key: k, id: "toaster-1"}
-	key := base64.StdEncoding.EncodeToString([]byte("toaster-1-key-0123456789abcdef01"))
-	if err := s.st.Hub.RegisterDevice(r.id, key); err != nil {
+	// The device is not registered: it provisions itself through the hub's DPS, as an
+	// enrollment group's device does.
+	groupKey := base64.StdEncoding.EncodeToString([]byte("toaster-group-key-0123456789abcd"))
+	if err := s.st.Hub.AddEnrollment(hub.Enrollment{ID: "toasters", Group: true, Key: groupKey}); err != nil {
 		t.Fatal(err)
+	}
+	key, _ := dps.DeriveKey(groupKey, r.id)
+	cn := &agent.Connector{
+		Hub:       iothub.Config{Address: s.mqttAddr, InsecurePlainTCP: true, ModelID: adu.ModelContractV3, MaxReconnectInterval: 200 * time.Millisecond},
+		DPS:       &dps.Config{IDScope: s.st.Hub.IDScope(), RegistrationID: r.id, SymmetricKey: key, Endpoint: s.mqttAddr, InsecurePlainTCP: true},
+		CachePath: filepath.Join(t.TempDir(), agent.DPSCacheFile),
 	}
 	dev, err := devicesim.New(devicesim.Options{Board: board.Options{Dir: t.TempDir(), SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: payload(1, 256<<10)},
 		Manufacturer: "Contoso", Model: "Toaster", Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
-		Connect: func(ctx context.Context) (agent.Hub, func(), error) {
-			c, err := iothub.Dial(ctx, iothub.Config{Identity: iothub.ConnectionString{HostName: "localhost", DeviceID: r.id, SharedAccessKey: key},
-				Address: s.mqttAddr, InsecurePlainTCP: true, ModelID: adu.ModelContractV3, MaxReconnectInterval: 200 * time.Millisecond})
-			if err != nil {
-				return nil, nil, err
-			}
-			return c, c.Close, nil
-		},
+		Connect: devicesim.ConnectWith(cn),
 		Agent: func(o *agent.Options) {
 			o.Retry.Sleep = func(ctx context.Context, d time.Duration) error { return s.waitUp(ctx) }
 		},

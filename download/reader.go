@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/clock"
 )
 
 // Reader is a download read as a stream: Read hands out the file's bytes in order from the
@@ -324,7 +326,7 @@ func (r *Reader) retry(t *transient) error {
 	r.res.Retries++
 	sleep := p.Sleep
 	if sleep == nil {
-		sleep = sleepCtx
+		sleep = clock.Sleep
 	}
 	return sleep(r.ctx, d)
 }

@@ -11,6 +11,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -77,6 +78,8 @@ func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
 	switch {
 	case strings.ContainsAny(topic, "+#\x00") || topic == "":
 		return "not a valid topic name"
+	case isDPS(cl):
+		return dpsPublishRefused(topic)
 	case strings.HasPrefix(topic, "$iothub/twin/"):
 		return ""
 	case strings.HasPrefix(topic, "$iothub/methods/res/"):
@@ -84,7 +87,7 @@ func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
 			return "method response without a subscription to $iothub/methods/POST/#"
 		}
 		return ""
-	case topic == "devices/"+cl.ID+"/messages/events" || strings.HasPrefix(topic, "devices/"+cl.ID+"/messages/events/"):
+	case topic == telemetryTopic(cl.ID) || strings.HasPrefix(topic, telemetryTopic(cl.ID)+"/"):
 		return ""
 	case strings.HasPrefix(topic, "devices/"):
 		return "not the device's own telemetry topic"
@@ -95,33 +98,61 @@ func (h *Hub) publishRefused(cl *mqtt.Client, topic string) string {
 // subscribeAllowed: the twin topics, direct methods, and the device's own
 // cloud-to-device topic.
 func subscribeAllowed(cl *mqtt.Client, filter string) bool {
+	if isDPS(cl) {
+		return filter == dps.FilterReplies
+	}
 	return strings.HasPrefix(filter, "$iothub/twin/") ||
 		strings.HasPrefix(filter, "$iothub/methods/POST/") ||
 		strings.HasPrefix(filter, "devices/"+cl.ID+"/messages/devicebound/")
 }
 
-// parseUsername splits "{host}/{deviceId}/?api-version=…[&model-id=…]".
-func parseUsername(u string) (host, deviceID string, q url.Values, err error) {
+// parseUsername splits "{host}/{deviceId}/[{moduleId}/]?api-version=…[&model-id=…]".
+func parseUsername(u string) (host, deviceID, moduleID string, q url.Values, err error) {
 	path, query, ok := strings.Cut(u, "?")
 	if !ok {
-		return "", "", nil, errors.New("no '?' in username")
+		return "", "", "", nil, errors.New("no '?' in username")
 	}
 	parts := strings.Split(path, "/")
+	if len(parts) == 4 && parts[3] == "" && parts[2] != "" {
+		moduleID = parts[2]
+		parts = parts[:3]
+		parts[2] = ""
+	}
 	if len(parts) != 3 || parts[2] != "" || parts[0] == "" || parts[1] == "" {
-		return "", "", nil, errors.New("username path is not {host}/{deviceId}/")
+		return "", "", "", nil, errors.New("username path is not {host}/{deviceId}/ or {host}/{deviceId}/{moduleId}/")
 	}
 	q, err = url.ParseQuery(query)
 	if err != nil {
-		return "", "", nil, fmt.Errorf("username query: %w", err)
+		return "", "", "", nil, fmt.Errorf("username query: %w", err)
 	}
 	if q.Get("api-version") == "" {
-		return "", "", nil, errors.New("username lacks api-version")
+		return "", "", "", nil, errors.New("username lacks api-version")
 	}
-	return parts[0], parts[1], q, nil
+	return parts[0], parts[1], moduleID, q, nil
+}
+
+// identityID is the registry id of a device or of a module: "{deviceId}" or
+// "{deviceId}/{moduleId}", the MQTT client id IoT Hub requires of it.
+func identityID(deviceID, moduleID string) string {
+	if moduleID == "" {
+		return deviceID
+	}
+	return deviceID + "/" + moduleID
+}
+
+// telemetryTopic is the device-to-cloud topic of a device or module id.
+func telemetryTopic(id string) string {
+	if dev, mod, ok := strings.Cut(id, "/"); ok {
+		return "devices/" + dev + "/modules/" + mod + "/messages/events"
+	}
+	return "devices/" + id + "/messages/events"
 }
 
 func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	h := k.h
+	if scope, regID, ok := parseDPSUsername(string(pk.Connect.Username)); ok {
+		return k.authenticateDPS(cl, pk, scope, regID)
+	}
 	d, q, ok := k.authenticate(cl, pk)
 	if !ok {
 		return false
@@ -157,31 +188,32 @@ func (k *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 func (k *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*device, url.Values, bool) {
 	h := k.h
 	log := h.opts.Logger
-	host, devID, q, err := parseUsername(string(pk.Connect.Username))
+	host, devID, modID, q, err := parseUsername(string(pk.Connect.Username))
 	if err != nil {
 		log.Info("hub: refused CONNECT", "client", cl.ID, "err", err)
 		return nil, nil, false
 	}
-	if !strings.EqualFold(host, h.opts.HostName) || devID != cl.ID {
+	id := identityID(devID, modID)
+	if !strings.EqualFold(host, h.opts.HostName) || id != cl.ID {
 		log.Info("hub: refused CONNECT: host/device mismatch", "client", cl.ID, "username", string(pk.Connect.Username))
 		return nil, nil, false
 	}
 	if pk.Connect.WillFlag {
 		w := pk.Connect.WillTopic
-		if w != "devices/"+devID+"/messages/events" && !strings.HasPrefix(w, "devices/"+devID+"/messages/events/") {
-			log.Info("hub: refused CONNECT: will topic", "device", devID, "topic", w)
+		if w != telemetryTopic(id) && !strings.HasPrefix(w, telemetryTopic(id)+"/") {
+			log.Info("hub: refused CONNECT: will topic", "device", id, "topic", w)
 			return nil, nil, false
 		}
 	}
 	h.mu.Lock()
-	d := h.devices[devID]
+	d := h.devices[id]
 	var key, tp string
 	if d != nil {
 		key, tp = d.key, d.thumbprint
 	}
 	h.mu.Unlock()
 	if d == nil {
-		log.Info("hub: refused CONNECT: unknown device", "device", devID)
+		log.Info("hub: refused CONNECT: unknown device", "device", id)
 		return nil, nil, false
 	}
 	if len(pk.Connect.Password) > 0 {
@@ -190,21 +222,21 @@ func (k *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*device, url.Va
 		}
 		tok, err := iothub.ParseSASToken(string(pk.Connect.Password))
 		if err == nil {
-			err = tok.Verify(key, iothub.ResourceURI(host, devID, ""), h.opts.Now())
+			err = tok.Verify(key, iothub.ResourceURI(host, devID, modID), h.opts.Now())
 		}
 		if err != nil {
-			log.Info("hub: refused CONNECT: SAS", "device", devID, "err", err)
+			log.Info("hub: refused CONNECT: SAS", "device", id, "err", err)
 			return nil, nil, false
 		}
 	} else {
 		tc, ok := cl.Net.Conn.(*tls.Conn)
 		if !ok || tp == "" {
-			log.Info("hub: refused CONNECT: no password and no X.509 identity", "device", devID)
+			log.Info("hub: refused CONNECT: no password and no X.509 identity", "device", id)
 			return nil, nil, false
 		}
 		certs := tc.ConnectionState().PeerCertificates
 		if len(certs) == 0 || Thumbprint(certs[0].Raw) != tp {
-			log.Info("hub: refused CONNECT: client certificate thumbprint mismatch", "device", devID)
+			log.Info("hub: refused CONNECT: client certificate thumbprint mismatch", "device", id)
 			return nil, nil, false
 		}
 	}
@@ -220,6 +252,9 @@ func (k *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*device, url.Va
 // goroutine deletes it).
 func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
+	if isDPS(cl) {
+		return
+	}
 	h.staleMu.Lock()
 	old, ok := h.stale[cl.ID]
 	delete(h.stale, cl.ID)
@@ -240,6 +275,10 @@ func (k *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // dropped here.
 func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h := k.h
+	if isDPS(cl) {
+		h.opts.Logger.Info("hub: DPS registration connected", "registration", cl.ID, "remote", cl.Net.Remote)
+		return
+	}
 	h.mu.Lock()
 	_, registered := h.devices[cl.ID]
 	h.mu.Unlock()
@@ -258,6 +297,12 @@ func (k *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 
 // OnDisconnect records and logs the end of a device's connection.
 func (k *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if isDPS(cl) {
+		k.h.dpsMu.Lock()
+		delete(k.h.dps, cl)
+		k.h.dpsMu.Unlock()
+		return
+	}
 	k.h.disconnected(cl, err)
 }
 
@@ -278,7 +323,10 @@ func (k *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // device publish reaches another subscriber: telemetry and method responses
 // are acknowledged (QoS 1) and dropped.
 func (k *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if strings.HasPrefix(pk.TopicName, "$iothub/twin/") {
+	switch {
+	case isDPS(cl):
+		k.handleDPS(cl, pk.TopicName, pk.Payload)
+	case strings.HasPrefix(pk.TopicName, "$iothub/twin/"):
 		k.handleTwin(cl, pk.TopicName, pk.Payload)
 	}
 	return pk, packets.CodeSuccessIgnore

@@ -12,8 +12,13 @@
 // New. LoadOrCreateCA makes (and keeps) a local CA and a server certificate
 // for TLS, whose PEM devices trust instead of the Azure roots.
 //
-// Scope of Hub: device identities only (no modules), MQTT 3.1.1 over TCP or
-// TLS (no WebSockets), twins only (no telemetry routing, C2D messages, direct
+// Module identities (RegisterModule) connect as "{deviceId}/{moduleId}" with their own key
+// and twin, and are listed and deployed to under that id. The Hub is also a Device
+// Provisioning Service on the same listener (id scope, individual and group enrollments:
+// AddEnrollment; see dps.go). With Options.WebSocketAddress it serves MQTT over WebSockets
+// at /$iothub/websocket as well.
+//
+// Scope of Hub: MQTT 3.1.1 over TCP, TLS or WebSockets (SAS only over WebSockets), twins only (no telemetry routing, C2D messages, direct
 // methods, tags, or service-side REST API). One connection per device id: a
 // new CONNECT takes over (drops) the previous connection. RemoveDevice deletes
 // a device as IoT Hub does (connection and session dropped, credentials and

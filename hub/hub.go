@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,6 +78,13 @@ type Options struct {
 	// TwinFloodLimit is disconnected. Default DefaultTwinFloodLimit;
 	// negative: never disconnect for flooding.
 	TwinFloodLimit int
+	// WebSocketAddress, if set, is listened on for MQTT over WebSockets at
+	// /$iothub/websocket (IoT Hub's port-443 endpoint), with TLSConfig if set: SAS
+	// authentication only (X.509 needs the TLS connection itself).
+	WebSocketAddress string
+	// IDScope is the id scope of the provisioning service the Hub also is (see
+	// AddEnrollment). Default DefaultIDScope.
+	IDScope string
 }
 
 // Hub is a running IoT Hub stand-in.
@@ -112,6 +120,14 @@ type Hub struct {
 	connMu sync.Mutex
 	conns  map[string]*connState // device id → its last connection (see Connection)
 
+	enrollMu    sync.Mutex
+	enrollments []Enrollment // sorted by id; see AddEnrollment
+
+	dpsMu sync.Mutex
+	dps   map[*mqtt.Client]*dpsClient // authenticated registrations
+
+	ws *wsServer // nil without Options.WebSocketAddress
+
 	accepted acceptGate // accepted connections mochi has not read from yet (see firstReadConn)
 }
 
@@ -125,9 +141,10 @@ func New(opts Options) (*Hub, error) {
 		stale:   map[string]*mqtt.Client{},
 		quota:   map[string]*bucket{},
 		conns:   map[string]*connState{},
+		dps:     map[*mqtt.Client]*dpsClient{},
 	}
 	if opts.DataDir != "" {
-		if err := h.loadDevices(); err != nil {
+		if err := errors.Join(h.loadDevices(), h.loadEnrollments()); err != nil {
 			if opts.Listener != nil {
 				_ = opts.Listener.Close()
 			}
@@ -168,6 +185,9 @@ func (opts Options) withDefaults() Options {
 	if opts.TwinFloodLimit == 0 {
 		opts.TwinFloodLimit = DefaultTwinFloodLimit
 	}
+	if opts.IDScope == "" {
+		opts.IDScope = DefaultIDScope
+	}
 	return opts
 }
 
@@ -186,6 +206,11 @@ func (h *Hub) serve(ln net.Listener) error {
 	}
 	if err := h.srv.AddListener(listeners.NewNet("iothub", ln)); err != nil {
 		return fmt.Errorf("hub: add listener: %w", err)
+	}
+	if h.opts.WebSocketAddress != "" {
+		if err := h.startWebSocket(); err != nil {
+			return err
+		}
 	}
 	if err := h.srv.Serve(); err != nil {
 		return fmt.Errorf("hub: serve: %w", err)

@@ -191,7 +191,7 @@ func TestRefused(t *testing.T) {
 	ctx := context.Background()
 
 	cfg := cfgFor(h, "dev1", key2)
-	if _, err := iothub.Dial(ctx, cfg); !errors.Is(err, iothub.ErrConnect) {
+	if _, err := iothub.Dial(ctx, cfg); !errors.Is(err, iothub.ErrConnect) || !errors.Is(err, iothub.ErrUnauthorized) {
 		t.Fatalf("bad key: %v", err)
 	}
 	cfg = cfgFor(h, "dev1", key1)
@@ -200,7 +200,7 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("expired token: %v", err)
 	}
 	cfg = cfgFor(h, "nodev", key1)
-	if _, err := iothub.Dial(ctx, cfg); !errors.Is(err, iothub.ErrConnect) {
+	if _, err := iothub.Dial(ctx, cfg); !errors.Is(err, iothub.ErrConnect) || !errors.Is(err, iothub.ErrUnauthorized) {
 		t.Fatalf("unknown device: %v", err)
 	}
 	cfg = cfgFor(h, "dev1", key1)

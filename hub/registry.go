@@ -61,6 +61,31 @@ func (h *Hub) RegisterDevice(id, keyB64 string) error {
 	return h.persist(id, d, seq, data, err)
 }
 
+// RegisterModule registers (or re-keys) module moduleID of the registered device deviceID
+// with a base64 SAS key, as a module identity in IoT Hub (an IoT Edge module such as
+// IoTHubDeviceUpdate): it connects with the client id "{deviceId}/{moduleId}" and its own
+// twin, and is listed, deployed to and removed (RemoveDevice) under that id. Removing the
+// device removes its modules.
+func (h *Hub) RegisterModule(deviceID, moduleID, keyB64 string) error {
+	if moduleID == "" || strings.ContainsAny(moduleID, "/#+?") {
+		return fmt.Errorf("%w: module id %q", ErrInvalidOption, moduleID)
+	}
+	if _, err := base64.StdEncoding.DecodeString(keyB64); err != nil || keyB64 == "" {
+		return fmt.Errorf("%w: %s/%s", ErrInvalidKey, deviceID, moduleID)
+	}
+	id := identityID(deviceID, moduleID)
+	h.mu.Lock()
+	if h.devices[deviceID] == nil {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s (the module's device)", ErrUnknownDevice, deviceID)
+	}
+	d := h.deviceLocked(id)
+	d.key = keyB64
+	seq, data, err := h.snapshotLocked(id, d)
+	h.mu.Unlock()
+	return h.persist(id, d, seq, data, err)
+}
+
 // RegisterDeviceX509 registers a device authenticated by a client
 // certificate with the given SHA-256 thumbprint (hex, case-insensitive,
 // optional ':' separators). See Thumbprint.
@@ -125,6 +150,15 @@ func (h *Hub) DeviceThumbprint(id string) (string, error) {
 // An unknown id is an error wrapping ErrUnknownDevice. If deleting the file
 // fails the error is returned, but the running Hub has removed the device.
 func (h *Hub) RemoveDevice(id string) error {
+	if !strings.Contains(id, "/") {
+		for _, m := range h.Devices() {
+			if strings.HasPrefix(m, id+"/") {
+				if err := h.RemoveDevice(m); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	h.mu.Lock()
 	d := h.devices[id]
 	if d == nil {

@@ -56,7 +56,7 @@ func classify(err error, slot string) error {
 	case errors.As(err, &rf):
 		return rf.error
 	case errors.Is(err, ErrDownload), errors.Is(err, ErrRead), errors.Is(err, ErrFileHash), errors.Is(err, ErrImage),
-		errors.Is(err, ErrSlot), errors.Is(err, ErrRawNotAllowed), errors.Is(err, ErrSlotClass),
+		errors.Is(err, ErrSlot), errors.Is(err, ErrAdaptive), errors.Is(err, ErrRawNotAllowed), errors.Is(err, ErrSlotClass),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	case image.Rejected(err), mcuboot.Rejected(err):

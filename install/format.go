@@ -49,9 +49,9 @@ type format interface {
 type payload struct {
 	format string
 	r      io.Reader // the slot's bytes, verified as they pass
-	// chunks, for an aduimg image, is r itself: its chunks are loaded and checked in a
-	// goroutine ahead of the slot writer (write).
-	chunks *image.Reader
+	// chunks, for an aduimg image, is r itself (adaptive: the assembly): its chunks of unit
+	// bytes are loaded and checked in a goroutine ahead of the slot writer (write).
+	chunks chunkReader
 	size   int64 // how many go into the slot
 	// info is what the image says, when it is known before the first byte (nil for MCUboot,
 	// whose reader asks at its end).
@@ -74,6 +74,11 @@ type payload struct {
 	// holds, if set, tells whether the slot holds the payload already, before anything is
 	// written (a slot copy compares the slot with its source).
 	holds func(t *slots.Target) (bool, error)
+}
+
+// chunkReader hands out a payload by chunks, each checked before it is (image.Reader).
+type chunkReader interface {
+	ReadChunk(p []byte) (int, error)
 }
 
 func formatNamed(name string) (format, bool) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 
 	"github.com/aduflash/aduflash/download"
@@ -35,6 +36,13 @@ type input interface {
 
 // openInput opens the download (from the resume record's state) or the local file.
 func (r *run) openInput() (input, error) {
+	if r.src.Adaptive != nil {
+		a := &assembly{r: r, ad: r.src.Adaptive, x: r.src.Adaptive.Index, baseDownloaded: r.rec.Downloaded}
+		if r.rec.Adaptive != nil {
+			a.base = *r.rec.Adaptive
+		}
+		return a, nil
+	}
 	if r.src.Local != nil {
 		return &local{ra: r.src.Local, size: r.src.Size}, nil
 	}
@@ -45,11 +53,7 @@ func (r *run) openInput() (input, error) {
 		}
 		return l, nil
 	}
-	client := r.in.HTTP
-	if client == nil {
-		client = DefaultHTTPClient()
-	}
-	req := download.Request{URL: r.src.URL, Size: r.src.Size, SHA256: r.src.SHA256, Client: client,
+	req := download.Request{URL: r.src.URL, Size: r.src.Size, SHA256: r.src.SHA256, Client: r.client(),
 		Retry: r.in.Retry, StallTimeout: r.in.StallTimeout}
 	if r.resume != nil {
 		st := r.resume.Download
@@ -69,11 +73,22 @@ func (r *run) openInput() (input, error) {
 	return &fetched{d: d, from: d.State().Offset, cancel: cancel}, nil
 }
 
+// client is the installer's HTTP client, or DefaultHTTPClient.
+func (r *run) client() *http.Client {
+	if r.in.HTTP != nil {
+		return r.in.HTTP
+	}
+	return DefaultHTTPClient()
+}
+
 // closeInput ends the input and counts the bytes it fetched.
 func (r *run) closeInput() {
 	r.input.close()
-	if f, ok := r.input.(*fetched); ok {
-		r.rec.Downloaded += f.d.State().Offset - f.from
+	switch in := r.input.(type) {
+	case *fetched:
+		r.rec.Downloaded += in.d.State().Offset - in.from
+	case *assembly:
+		in.count(&r.rec)
 	}
 }
 

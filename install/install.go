@@ -29,6 +29,10 @@ type Source struct {
 	// The agent fills the spare bank's slots that an update does not write from the running
 	// bank's, opened read-only (slots.Layout.OpenReader).
 	Copy slots.Reader `json:"-"`
+	// Adaptive, if set, assembles the aduimg image at URL from what the device holds and the
+	// chunks of its chunk store it lacks (FormatAdaptive), and falls back to downloading URL
+	// when that cannot go on (see the package doc).
+	Adaptive *Adaptive `json:"-"`
 }
 
 // Info is what the installer learnt about an image; Installer.Check decides whether it may
@@ -64,6 +68,8 @@ type Record struct {
 	Info         *Info       `json:"info,omitempty"`
 	Stats        slots.Stats `json:"stats"`
 	Downloaded   int64       `json:"downloaded"` // bytes fetched, all attempts
+	// Adaptive is what an adaptive install fetched and reused, and why it fell back.
+	Adaptive *AdaptiveRecord `json:"adaptive,omitempty"`
 }
 
 // Meter follows the stages of an install, for progress bars and watchdogs.
@@ -130,6 +136,14 @@ func DefaultHTTPClient() *http.Client {
 // point of the same file. It returns the final record (Done; in a dry run, Info and the
 // verdict) or the record so far with the error.
 func (in *Installer) Install(ctx context.Context, src Source, target *slots.Target, resume *Record) (Record, error) {
+	if src.Adaptive != nil && !in.Raw && src.Local == nil && src.Copy == nil {
+		return in.installAdaptive(ctx, src, target, resume)
+	}
+	return in.install(ctx, src, target, resume)
+}
+
+// install is Install of one format: the adaptive one, or the file's.
+func (in *Installer) install(ctx context.Context, src Source, target *slots.Target, resume *Record) (Record, error) {
 	if src.Size < 0 {
 		return Record{}, fmt.Errorf("%w: negative size %d", ErrSource, src.Size)
 	}
@@ -153,7 +167,7 @@ func (in *Installer) Install(ctx context.Context, src Source, target *slots.Targ
 	err := r.install()
 	if err != nil && resume != nil && errors.Is(err, errStale) {
 		// The resume point does not fit (other file, other slot geometry): start over.
-		r = &run{in: in, ctx: ctx, src: src, target: target, rec: Record{Downloaded: r.rec.Downloaded}}
+		r = &run{in: in, ctx: ctx, src: src, target: target, rec: Record{Downloaded: r.rec.Downloaded, Adaptive: r.rec.Adaptive}}
 		err = r.install()
 	}
 	return r.rec, err
@@ -189,6 +203,8 @@ type run struct {
 	chunked bool
 	// cursorAt is the payload's payload.at: where the download stands at a cursor.
 	cursorAt func(c slots.Cursor) int64
+	// closers close what the format opened besides the input (a slot read as a source).
+	closers []func() error
 }
 
 // install is the pipeline: input, format, admission, slot write, read-back.
@@ -199,6 +215,11 @@ func (r *run) install() error {
 	}
 	r.input = in
 	defer r.closeInput()
+	defer func() {
+		for _, c := range r.closers {
+			c()
+		}
+	}()
 	p, err := r.payload()
 	if err != nil {
 		return r.classify(err)
@@ -214,6 +235,9 @@ func (r *run) install() error {
 	}
 	if there, err := r.alreadyThere(p); err != nil || there {
 		return err
+	}
+	if r.in.DryRun && p.format == FormatAdaptive {
+		return r.done() // the plan says what it would fetch; nothing is
 	}
 	w, err := r.openSink(p)
 	if err != nil {
@@ -239,6 +263,15 @@ func (r *run) classify(err error) error { return classify(err, r.slot()) }
 
 // payload is the format's view of the file: sniffed, or the resume record's.
 func (r *run) payload() (*payload, error) {
+	if r.resume != nil && r.resume.Format == FormatAdaptive {
+		if r.src.Adaptive == nil {
+			return nil, errStale
+		}
+		return adaptiveFormat{}.resume(r, r.input, r.resume)
+	}
+	if r.src.Adaptive != nil {
+		return adaptiveFormat{}.open(r, r.input)
+	}
 	if r.resume != nil {
 		f, ok := formatNamed(r.resume.Format)
 		if !ok {
@@ -329,7 +362,7 @@ func (r *run) write(w sink, p *payload) error {
 	mw := &meterWriter{ctx: r.ctx, w: w, m: r.in.Meter}
 	var err error
 	if p.chunks != nil {
-		err = r.writeChunks(mw, p.chunks)
+		err = r.writeChunks(mw, p.chunks, int(min(int64(p.unit), p.size)))
 	} else {
 		_, err = io.CopyBuffer(mw, p.r, make([]byte, 256<<10))
 	}
@@ -372,9 +405,7 @@ type chunk struct {
 // writeChunks writes the image's chunks to w in order, loaded and checked (read, decompressed,
 // hashed) in a goroutine ahead of the slot writer. Each chunk comes with the download's state
 // after its frame, which is the resume point of a cursor the chunk completes.
-func (r *run) writeChunks(w io.Writer, rd *image.Reader) error {
-	h := rd.Header()
-	size := int(min(int64(h.ChunkSize), h.RawSize))
+func (r *run) writeChunks(w io.Writer, rd chunkReader, size int) error {
 	buffers := min(3, max(1, chunkMemory/max(size, 1)))
 	free, full, stop := make(chan []byte, buffers), make(chan chunk, 1), make(chan struct{})
 	for range buffers {
@@ -405,7 +436,7 @@ func (r *run) writeChunks(w io.Writer, rd *image.Reader) error {
 
 // loadChunks reads chunks from rd into the free buffers and sends them to full, until the
 // image ends (io.EOF), fails, or stop is closed.
-func (r *run) loadChunks(rd *image.Reader, free <-chan []byte, full chan<- chunk, stop <-chan struct{}) {
+func (r *run) loadChunks(rd chunkReader, free <-chan []byte, full chan<- chunk, stop <-chan struct{}) {
 	defer close(full)
 	for {
 		var buf []byte
@@ -440,6 +471,7 @@ func (r *run) checkpoint(c slots.Cursor) error {
 		return fmt.Errorf("install: the download stands at file offset %d, cursor %d/%d of %s needs %d", at.Offset, c.Offset, c.Size, c.Slot, want)
 	}
 	r.rec.Cursor, r.rec.Download = &c, at
+	r.countAssembly()
 	return r.in.Save(r.rec)
 }
 
@@ -447,10 +479,18 @@ func (r *run) checkpoint(c slots.Cursor) error {
 func (r *run) done() error {
 	r.rec.Done, r.rec.Cursor = true, nil
 	r.rec.Download = r.input.State()
+	r.countAssembly()
 	if r.in.DryRun || r.in.Save == nil {
 		return nil
 	}
 	return r.in.Save(r.rec)
+}
+
+// countAssembly puts an adaptive install's counts into the record.
+func (r *run) countAssembly() {
+	if a, ok := r.input.(*assembly); ok {
+		a.count(&r.rec)
+	}
 }
 
 func (r *run) stage(name string, total int64) {

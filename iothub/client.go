@@ -54,8 +54,8 @@ type Config struct {
 	// wss://{Address}/$iothub/websocket, IoT Hub's endpoint on port 443 for
 	// networks that block 8883. SAS clients add ?iothub-no-client-cert=true
 	// as the Azure SDKs do; X.509 client certificates work as on 8883. The
-	// CONNECT is unchanged. No HTTP proxy is used: to reach IoT Hub through
-	// one, tunnel in Dial (e.g. with HTTP CONNECT).
+	// CONNECT is unchanged. To reach IoT Hub through an HTTP proxy, tunnel in
+	// Dial (ProxyDial).
 	WebSocket bool
 	// Dial opens the TCP connection (TLS, and the WebSocket if enabled, run
 	// over it). Default: (&net.Dialer{}).DialContext.
@@ -308,6 +308,9 @@ func (c *Client) credentials() (string, string) {
 // cause (dial, TLS handshake); a network error after it (writing CONNECT, reading CONNACK,
 // e.g. a TLS 1.3 server refusing the client certificate) is named as such.
 func connectError(addr string, err error) error {
+	if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+		return fmt.Errorf("%w: %w: %s: %w", ErrConnect, ErrUnauthorized, addr, err)
+	}
 	var oe *openError
 	if errors.As(err, &oe) {
 		return fmt.Errorf("%w: %w", ErrConnect, oe.err)
@@ -335,8 +338,7 @@ func (c *Client) openConn(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 	return conn, nil
 }
 
-// open dials the address and runs TLS (unless InsecurePlainTCP) and the WebSocket upgrade
-// (with WebSocket) over the connection.
+// open opens the connection (transport) and keeps it as the one a forced reconnect drops.
 func (c *Client) open() (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ConnectTimeout)
 	defer cancel()
@@ -347,33 +349,21 @@ func (c *Client) open() (net.Conn, error) {
 		case <-ctx.Done():
 		}
 	}()
-	conn, err := c.cfg.Dial(ctx, "tcp", c.cfg.Address)
+	conn, err := c.transport().Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", c.cfg.Address, err)
-	}
-	if !c.cfg.InsecurePlainTCP {
-		tcfg := c.tlsConfig()
-		tc := tls.Client(conn, tcfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = conn.Close()
-			peer := c.cfg.Address
-			if host, _, _ := net.SplitHostPort(peer); host != tcfg.ServerName {
-				peer += fmt.Sprintf(" (server name %q)", tcfg.ServerName)
-			}
-			return nil, fmt.Errorf("TLS handshake with %s: %w", peer, err)
-		}
-		conn = tc
-	}
-	if c.cfg.WebSocket {
-		if conn, err = c.upgradeWebSocket(ctx, conn); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	dc := &dropConn{Conn: conn}
 	c.mu.Lock()
 	c.conn = dc
 	c.mu.Unlock()
 	return dc, nil
+}
+
+// transport is how the client reaches its address.
+func (c *Client) transport() Transport {
+	return Transport{Address: c.cfg.Address, WebSocket: c.cfg.WebSocket, NoClientCert: !c.id.X509,
+		InsecurePlainTCP: c.cfg.InsecurePlainTCP, Dial: c.cfg.Dial, TLSConfig: c.tlsConfig(), Logger: c.log}
 }
 
 // errDropped is what Read returns after dropConn.drop: paho ignores
@@ -401,32 +391,7 @@ func (d *dropConn) Read(p []byte) (int, error) {
 }
 
 func (c *Client) tlsConfig() *tls.Config {
-	var t *tls.Config
-	if c.cfg.TLSConfig != nil {
-		t = c.cfg.TLSConfig.Clone()
-	} else {
-		t = &tls.Config{}
-	}
-	if t.RootCAs == nil {
-		t.RootCAs = AzureRootCAs()
-	}
-	if t.ServerName == "" {
-		host, _, _ := net.SplitHostPort(c.cfg.Address)
-		t.ServerName = host
-	}
-	if t.MinVersion < tls.VersionTLS12 {
-		t.MinVersion = tls.VersionTLS12
-	}
-	if c.cfg.WebSocket && t.Renegotiation == tls.RenegotiateNever {
-		// An HTTPS front end may renegotiate (TLS 1.2) to ask for a client
-		// certificate after seeing the request; the Azure SDKs' TLS stacks
-		// allow that, Go's does not by default.
-		t.Renegotiation = tls.RenegotiateOnceAsClient
-	}
-	if c.cfg.ClientCertificate != nil {
-		t.Certificates = append(t.Certificates, *c.cfg.ClientCertificate)
-	}
-	return t
+	return CompleteTLSConfig(c.cfg.TLSConfig, c.cfg.Address, c.cfg.WebSocket, c.cfg.ClientCertificate)
 }
 
 func (c *Client) onConnect(mc paho.Client) {

@@ -12,14 +12,16 @@
 //   - optionally MQTT over WebSockets (Config.WebSocket): TLS to port 443,
 //     then a WebSocket to /$iothub/websocket with subprotocol "mqtt"
 //     (SAS clients add ?iothub-no-client-cert=true, as the Azure SDKs do),
-//     carrying the same MQTT session; SAS and X.509 both work over it. No
-//     HTTP proxy support of its own: tunnel through one in Config.Dial;
+//     carrying the same MQTT session; SAS and X.509 both work over it. An HTTP
+//     proxy is used by tunnelling through it in Config.Dial (ProxyDial: HTTP
+//     CONNECT); Transport opens these connections for other MQTT endpoints
+//     (the Device Provisioning Service, package dps);
 //   - the device twin: full GET, reported-property PATCH and desired-property
 //     notifications with $rid request tracking, plus a full twin GET after
 //     every (re)connect, delivered as a "full twin" event.
 //
 // Out of scope: device-to-cloud telemetry, cloud-to-device messages, direct
-// methods, DPS provisioning, module twins beyond the CONNECT/SAS identity,
+// methods, DPS provisioning (package dps), module twins beyond the CONNECT/SAS identity,
 // and MQTT 5.
 //
 // The package keeps no package-level mutable state, never panics on input,

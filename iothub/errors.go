@@ -24,6 +24,10 @@ var (
 	ErrInvalidTopic = errkind.New(errkind.Input, "iothub: invalid topic")
 	// ErrConnect reports a failed MQTT connection attempt (refused or network error).
 	ErrConnect = errkind.New(errkind.Environment, "iothub: connect failed")
+	// ErrUnauthorized is wrapped with ErrConnect when IoT Hub refused the CONNECT's
+	// credentials (CONNACK "not authorized" or "bad user name or password"): an unknown or
+	// deleted device, a wrong key or certificate.
+	ErrUnauthorized = errkind.New(errkind.Environment, "iothub: not authorized")
 	// ErrNotConnected reports a request made while the client is disconnected.
 	ErrNotConnected = errkind.New(errkind.Environment, "iothub: not connected")
 	// ErrClosed reports use of a closed Client.

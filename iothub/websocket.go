@@ -32,22 +32,21 @@ const (
 	WebSocketSubprotocol = "mqtt"
 )
 
-// webSocketURL is the endpoint URL for the current Config: wss (ws with
-// InsecurePlainTCP) to Address, without the port if it is the scheme's
-// default, so that the Host header reads like the SDKs'.
-func (c *Client) webSocketURL() *url.URL {
-	u := &url.URL{Scheme: "wss", Host: c.cfg.Address, Path: WebSocketPath}
+// webSocketURL is the endpoint URL: wss (ws with InsecurePlainTCP) to Address, without
+// the port if it is the scheme's default, so that the Host header reads like the SDKs'.
+func (t Transport) webSocketURL() *url.URL {
+	u := &url.URL{Scheme: "wss", Host: t.Address, Path: WebSocketPath}
 	defPort := "443"
-	if c.cfg.InsecurePlainTCP {
+	if t.InsecurePlainTCP {
 		u.Scheme, defPort = "ws", "80"
 	}
-	if host, port, err := net.SplitHostPort(c.cfg.Address); err == nil && port == defPort {
+	if host, port, err := net.SplitHostPort(t.Address); err == nil && port == defPort {
 		u.Host = host
 		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
 			u.Host = "[" + host + "]"
 		}
 	}
-	if !c.id.X509 {
+	if t.NoClientCert {
 		u.RawQuery = WebSocketNoClientCertQuery
 	}
 	return u
@@ -56,14 +55,14 @@ func (c *Client) webSocketURL() *url.URL {
 // upgradeWebSocket runs the WebSocket opening handshake over conn (already
 // TLS unless InsecurePlainTCP) and returns a net.Conn carrying MQTT in
 // binary messages. conn is closed on failure.
-func (c *Client) upgradeWebSocket(ctx context.Context, conn net.Conn) (net.Conn, error) {
-	u := c.webSocketURL()
+func (t Transport) upgradeWebSocket(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	u := t.webSocketURL()
 	given := func(context.Context, string, string) (net.Conn, error) { return conn, nil }
 	d := &websocket.Dialer{
 		NetDialContext:    given, // ws://
 		NetDialTLSContext: given, // wss://: the TLS handshake is done
 		Subprotocols:      []string{WebSocketSubprotocol},
-		// Proxy nil: Config.Dial is the place to tunnel through a proxy.
+		// Proxy nil: Dial is the place to tunnel through a proxy (ProxyDial).
 	}
 	ws, resp, err := d.DialContext(ctx, u.String(), nil)
 	if err != nil {
@@ -78,11 +77,16 @@ func (c *Client) upgradeWebSocket(ctx context.Context, conn net.Conn) (net.Conn,
 		}
 		return nil, fmt.Errorf("websocket handshake with %s: %w", u.Redacted(), err)
 	}
-	if p := ws.Subprotocol(); p != WebSocketSubprotocol {
-		c.log.Debug("iothub: server did not confirm the WebSocket subprotocol", "requested", WebSocketSubprotocol, "got", p)
+	if p := ws.Subprotocol(); p != WebSocketSubprotocol && t.Logger != nil {
+		t.Logger.Debug("iothub: server did not confirm the WebSocket subprotocol", "requested", WebSocketSubprotocol, "got", p)
 	}
-	return &wsConn{ws: ws}, nil
+	return NewWebSocketConn(ws), nil
 }
+
+// NewWebSocketConn presents a WebSocket as the byte stream MQTT expects (either side of
+// the connection): writes go out as binary messages, reads concatenate incoming binary
+// messages and skip text ones.
+func NewWebSocketConn(ws *websocket.Conn) net.Conn { return &wsConn{ws: ws} }
 
 // wsConn presents a WebSocket as the byte stream MQTT expects: writes go
 // out as binary messages, reads concatenate incoming messages.

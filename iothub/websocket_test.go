@@ -462,7 +462,7 @@ func TestWebSocketAddressAndURL(t *testing.T) {
 		}
 		c := &Client{cfg: cfg, id: id}
 		if tc.wantURL != "" {
-			if got := c.webSocketURL().String(); got != tc.wantURL {
+			if got := c.transport().webSocketURL().String(); got != tc.wantURL {
 				t.Errorf("URL = %q, want %q", got, tc.wantURL)
 			}
 		}

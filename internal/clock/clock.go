@@ -2,7 +2,10 @@
 // a dependency, so that tests can pass a fake one.
 package clock
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock tells the time and waits.
 type Clock interface {
@@ -18,3 +21,15 @@ func (System) Now() time.Time { return time.Now() }
 
 // After returns time.After(d).
 func (System) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Sleep waits for d, or until ctx ends (then it returns ctx's error).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/bytesize"
 )
 
@@ -75,6 +76,8 @@ EXAMPLE:
 			&cli.StringFlag{Name: "class", Usage: "the slot `CLASS` to write (default: the device's only class)"},
 			&cli.StringFlag{Name: "sha256", Usage: "the file's SHA-256 (`HEX`), checked over the whole file"},
 			&cli.StringFlag{Name: "size", Usage: "the file's size in bytes (`N`, also \"64MiB\"), for URLs that do not tell it"},
+			&cli.StringFlag{Name: "index", Usage: "the image's adaptive index (`FILE` or URL, aduimport index): fetch only the chunks the running bank lacks"},
+			&cli.StringFlag{Name: "chunks", Usage: "the image's chunk store (`URL` or FILE) that --index describes"},
 			&cli.BoolFlag{Name: "no-reboot", Usage: "leave the bank pending without rebooting"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "download and check the file as the install would, and write nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as one JSON object"},
@@ -106,6 +109,8 @@ type installResult struct {
 	Bootloader *bootloader.State `json:"bootloader,omitempty"`
 	// DryRun: nothing was written; OK says the install would have made the bank pending.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Adaptive is what an adaptive install (--index) fetched, reused and planned.
+	Adaptive *install.AdaptiveRecord `json:"adaptive,omitempty"`
 	// Copies are the bank's slots of the other classes, filled from the running bank.
 	Copies []copyResult `json:"copies,omitempty"`
 }
@@ -163,11 +168,15 @@ func (e *env) install(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	src, err := installSource(ctx, c.Args().First(), size)
+	src, err := installSource(ctx, cfg.HTTPClient(), c.Args().First(), size)
 	if err != nil {
 		return err
 	}
 	src.SHA256 = sum
+	af, err := adaptiveFiles(ctx, cfg.HTTPClient(), c.String("index"), c.String("chunks"))
+	if err != nil {
+		return err
+	}
 
 	o, d, err := agentOptions(c, cfg, log)
 	if err != nil {
@@ -184,12 +193,12 @@ func (e *env) install(c *cli.Context) error {
 	}
 	defer ag.Close()
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
-	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
+	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Adaptive: af, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
 	if dep != nil {
 		res.Bank, res.From, res.Copies = dep.Bank, dep.From, copiesOf(dep)
 		if len(dep.Steps) == 1 {
 			st := dep.Steps[0]
-			res.Class, res.Slot, res.Format = st.Class, st.Slot, st.Progress.Format
+			res.Class, res.Slot, res.Format, res.Adaptive = st.Class, st.Slot, st.Progress.Format, st.Progress.Adaptive
 			if info := st.Progress.Info; info != nil {
 				res.Version, res.KeyID, res.Bytes = info.Version, info.KeyID, info.RawSize
 				if res.Format == "" {
@@ -243,6 +252,7 @@ func printInstall(w io.Writer, r *installResult) {
 	if r.Version != "" {
 		fmt.Fprintf(w, "  version: %s\n", r.Version)
 	}
+	printAdaptive(w, r)
 	if r.DryRun {
 		fmt.Fprintf(w, "  bytes:   %d would be written (file %d)\n", r.Bytes, r.Size)
 		printCopies(w, r)
@@ -265,6 +275,40 @@ func printInstall(w io.Writer, r *installResult) {
 	fmt.Fprintf(w, "%s; the next reboot boots it on trial, and aduagent run confirms it after its health checks (or aduagent mark-good)\n", pending)
 }
 
+// printAdaptive says what an adaptive install fetched and reused, or would fetch.
+func printAdaptive(w io.Writer, r *installResult) {
+	ad := r.Adaptive
+	switch {
+	case ad == nil:
+	case ad.Fallback != "":
+		fmt.Fprintf(w, "  fetch:   the whole file (adaptive download not possible: %s)\n", ad.Fallback)
+	case r.DryRun:
+		fmt.Fprintf(w, "  fetch:   %d bytes of chunks would be fetched (file %d), the rest taken from bank %s\n", ad.Planned, r.Size, r.From)
+	default:
+		fmt.Fprintf(w, "  fetch:   %d bytes fetched in %d requests (file %d), %d bytes reused from bank %s\n", ad.Fetched, ad.Requests, r.Size, ad.Reused, r.From)
+	}
+}
+
+// adaptiveFiles names the adaptive index and chunk store of --index and --chunks (both or
+// neither).
+func adaptiveFiles(ctx context.Context, hc *http.Client, index, chunks string) (*agent.AdaptiveFiles, error) {
+	if index == "" && chunks == "" {
+		return nil, nil
+	}
+	if index == "" || chunks == "" {
+		return nil, exitcode.Usagef("--index and --chunks go together")
+	}
+	is, err := installSource(ctx, hc, index, -1)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := installSource(ctx, hc, chunks, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &agent.AdaptiveFiles{Index: is, Store: cs}, nil
+}
+
 // printCopies lists the slots filled from the running bank.
 func printCopies(w io.Writer, r *installResult) {
 	for _, c := range r.Copies {
@@ -280,7 +324,7 @@ func printCopies(w io.Writer, r *installResult) {
 }
 
 // installSource turns FILE or URL into the agent's Source, with its size (size < 0: find it).
-func installSource(ctx context.Context, arg string, size int64) (agent.Source, error) {
+func installSource(ctx context.Context, hc *http.Client, arg string, size int64) (agent.Source, error) {
 	u, err := url.Parse(arg)
 	isURL := err == nil && (u.Scheme == "http" || u.Scheme == "https" || u.Scheme == "file") && len(u.Scheme) > 1
 	if !isURL {
@@ -318,7 +362,7 @@ func installSource(ctx context.Context, arg string, size int64) (agent.Source, e
 		if err != nil {
 			return src, exitcode.Usagef("%s: %v", arg, err)
 		}
-		resp, err := agent.DefaultHTTPClient().Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return src, exitcode.WithCode(exitcode.IO, fmt.Errorf("HEAD %s: %w", arg, err))
 		}

@@ -100,18 +100,21 @@ func (e *env) run(c *cli.Context) error {
 	}
 	dm := &daemon{cfg: cfg, log: newLogger(e.stderr, cfg.Level(), os.Getenv("JOURNAL_STREAM") != "")}
 	// Check the connection settings before touching anything.
-	hc, err := cfg.HubConfig()
+	cn, err := cfg.Connector(dm.log)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	dm.warnSecretsReadable(path, hc)
-	hc.Logger = dm.log.With("component", "iothub")
-	hc.OnConnectionChange = func(up bool, err error) {
+	dm.warnSecretsReadable(path, cn.Hub)
+	cn.Hub.Logger = dm.log.With("component", "iothub")
+	cn.Hub.OnConnectionChange = func(up bool, err error) {
 		if up {
-			dm.log.Info("connected to IoT Hub", "address", hc.Address)
+			dm.log.Info("connected to IoT Hub", "address", cn.Hub.Address)
 		} else {
 			dm.log.Warn("IoT Hub connection lost", "err", err)
 		}
+	}
+	if cn.Proxy != "" {
+		dm.log.Info("connecting through a proxy, MQTT over WebSockets", "proxy", cn.Proxy)
 	}
 
 	o, d, err := agentOptions(c, cfg, dm.log)
@@ -148,12 +151,12 @@ func (e *env) run(c *cli.Context) error {
 		var cl *iothub.Client
 		err = dm.busy(ctx, 0, func() error {
 			var derr error
-			cl, derr = dm.dial(ctx, hc)
+			cl, derr = dm.dial(ctx, cn)
 			return derr
 		})
 		if err == nil {
 			notify("STATUS=running")
-			dm.log.Info("agent running", "device", deviceID(hc.ConnectionString), "model", cfg.ModelID, "version", cliapp.Version)
+			dm.log.Info("agent running", "device", deviceID(cn), "model", cfg.ModelID, "version", cliapp.Version)
 			err = dm.ag.Run(ctx, cl)
 			cl.Close()
 		}
@@ -192,6 +195,11 @@ func (dm *daemon) warnSecretsReadable(configPath string, hc iothub.Config) {
 			warn(configPath, "the config holds the device key (agent.connection_string) and is readable by others; chmod 600 it, or move the string to agent.connection_string_file (mode 600)")
 		}
 	}
+	for _, f := range []string{dm.cfg.SymmetricKeyFile, dm.cfg.GroupKeyFile} {
+		if f != "" {
+			warn(f, "the DPS key file is readable by others; chmod 600 it")
+		}
+	}
 	if f := dm.cfg.X509Key; f != "" {
 		warn(f, "the device's private key file (agent.x509_key) is readable by others; chmod 600 it")
 	}
@@ -215,7 +223,7 @@ func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Opt
 		d.close()
 		return o, nil, d.bootErr
 	}
-	o.Layout, o.Bootloader, o.Logger = d.layout, d.backend, log
+	o.Layout, o.Bootloader, o.Logger, o.HTTP = d.layout, d.backend, log, cfg.HTTPClient()
 	return o, d, nil
 }
 
@@ -316,19 +324,20 @@ func (dm *daemon) busy(ctx context.Context, limit time.Duration, fn func() error
 	return fn()
 }
 
-// dial connects to IoT Hub, retrying connection failures with backoff until ctx ends.
-func (dm *daemon) dial(ctx context.Context, hc iothub.Config) (*iothub.Client, error) {
+// dial connects to IoT Hub (registering with DPS first if so configured), retrying
+// failures other than the settings' with backoff until ctx ends.
+func (dm *daemon) dial(ctx context.Context, cn *agent.Connector) (*iothub.Client, error) {
 	backoff := time.Second
 	for {
-		cl, err := iothub.Dial(ctx, hc)
+		cl, err := cn.Dial(ctx)
 		if err == nil {
 			return cl, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !errors.Is(err, iothub.ErrConnect) {
-			return nil, fmt.Errorf("%w: %w", agent.ErrConfig, err)
+		if errors.Is(err, agent.ErrConfig) {
+			return nil, err
 		}
 		args := []any{"in", backoff, "err", err}
 		if h := tlsHint(err); h != "" {
@@ -397,8 +406,13 @@ func rebootFunc(argv []string, log *slog.Logger) func(context.Context) error {
 	}
 }
 
-func deviceID(cs string) string {
-	if id, err := iothub.ParseConnectionString(cs); err == nil {
+// deviceID names the device in logs: its connection string's device id, or its DPS
+// registration id.
+func deviceID(cn *agent.Connector) string {
+	if cn.DPS != nil {
+		return cn.DPS.RegistrationID
+	}
+	if id, err := iothub.ParseConnectionString(cn.Hub.ConnectionString); err == nil {
 		return id.DeviceID
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -65,13 +66,24 @@ type reportedAgent struct {
 	InstalledUpdateID   string            `json:"installedUpdateId"`
 }
 
-// waitReported polls the twin until pred holds for the reported agent.
+// waitReported polls dev1's twin until pred holds for the reported agent.
 func waitReported(t *testing.T, h *testHub, pred func(*reportedAgent) bool) *reportedAgent {
 	t.Helper()
-	deadline := time.Now().Add(4 * time.Second)
+	return waitReportedOf(t, h, "dev1", pred)
+}
+
+// waitReportedOf polls the twin of device id (which may not be registered yet) until pred
+// holds for the reported agent.
+func waitReportedOf(t *testing.T, h *testHub, id string, pred func(*reportedAgent) bool) *reportedAgent {
+	t.Helper()
+	deadline := time.Now().Add(8 * time.Second)
 	var last json.RawMessage
 	for time.Now().Before(deadline) {
-		twin, err := h.Twin("dev1")
+		twin, err := h.Twin(id)
+		if errors.Is(err, hub.ErrUnknownDevice) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,8 +2,6 @@ package app
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,6 +145,9 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /api/devices", s.addDevice)
 	mux.HandleFunc("POST /api/devices/{id}/renew-key", s.renewKey)
 	mux.HandleFunc("DELETE /api/devices/{id}", s.removeDevice)
+	mux.HandleFunc("GET /api/enrollments", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, listEnrollments(s.hub)) })
+	mux.HandleFunc("POST /api/enrollments", s.addEnrollment)
+	mux.HandleFunc("DELETE /api/enrollments/{id}", s.removeEnrollment)
 	mux.HandleFunc("GET /api/updates", func(w http.ResponseWriter, r *http.Request) { writeAPI(w, http.StatusOK, nonNil(s.svc.Updates())) })
 	mux.HandleFunc("POST /api/updates", s.importUpdate)
 	mux.HandleFunc("GET /api/deployments", func(w http.ResponseWriter, r *http.Request) {
@@ -167,6 +168,7 @@ func (s *server) handler() http.Handler {
 		writeAPIError(w, &httpError{http.StatusNotFound, fmt.Errorf("no API route %s %s", r.Method, r.URL.Path)})
 	})
 	mux.HandleFunc("GET /{$}", s.page)
+	s.aduRoutes(mux)
 
 	// Public: the update files (their URLs are the secret, as the service's CDN URLs are)
 	// and the login; everything else needs the token.
@@ -401,9 +403,7 @@ func renewDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
 
 // setDeviceKey registers id with a new random SAS key.
 func setDeviceKey(h *hub.Hub, id string) (*deviceAdded, error) {
-	b := make([]byte, 32)
-	rand.Read(b)
-	key := base64.StdEncoding.EncodeToString(b)
+	key := newKey()
 	if err := h.RegisterDevice(id, key); err != nil {
 		return nil, &httpError{http.StatusInternalServerError, err}
 	}
@@ -520,21 +520,12 @@ func (s *server) importUpload(w http.ResponseWriter, r *http.Request) (*hub.Upda
 	if err != nil {
 		return nil, err
 	}
-	sizes := importFileSizes(m)
-	uploads := filepath.Join(s.info.DataDir, uploadsDir)
-	if err := os.MkdirAll(uploads, 0o700); err != nil {
-		return nil, err
-	}
-	stage, err := os.MkdirTemp(uploads, "import-")
+	sizes := hub.ImportFileSizes(m)
+	root, done, err := hub.StageDir(filepath.Join(s.info.DataDir, uploadsDir))
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(stage)
-	root, err := os.OpenRoot(stage)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	defer done()
 	files := map[string]string{}
 	for {
 		p, err := mr.NextPart()
@@ -615,18 +606,6 @@ func stageUpload(root *os.Root, p *multipart.Part, sizes map[string]int64, files
 	}
 	files[name] = staged
 	return nil
-}
-
-// importFileSizes maps the manifest's files and related files to their sizes.
-func importFileSizes(m *manifestgen.Manifest) map[string]int64 {
-	sizes := map[string]int64{}
-	for _, f := range m.Files {
-		sizes[f.Filename] = f.SizeInBytes
-		for _, r := range f.RelatedFiles {
-			sizes[r.Filename] = r.SizeInBytes
-		}
-	}
-	return sizes
 }
 
 // parseImportManifest parses an import manifest, saying first whether it is JSON at all (an

@@ -38,6 +38,7 @@ EXAMPLE:
 			e.demoCommand(),
 			e.serveCommand(),
 			e.deviceCommand(),
+			e.enrollmentCommand(),
 			e.importCommand(),
 			e.deployCommand(),
 			e.cancelCommand(),

@@ -559,7 +559,7 @@ func openUploads(m *manifestgen.Manifest, paths []string) (files []*os.File, err
 			files = nil
 		}
 	}()
-	sizes := importFileSizes(m)
+	sizes := hub.ImportFileSizes(m)
 	given := map[string]string{}
 	var problems []string
 	for _, p := range paths {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/devicesim"
 	"github.com/aduflash/aduflash/devicesim/board"
+	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -93,6 +93,9 @@ type demoDevice struct {
 	key string
 	dev *devicesim.Device
 }
+
+// demoEnrollment is the DPS enrollment group of the demo's devices.
+const demoEnrollment = "demo-devices"
 
 const (
 	demoProvider   = "Contoso"
@@ -244,8 +247,13 @@ func (d *demo) importUpdates(ctx context.Context, images [2]string) error {
 // powerOn makes the devices, powers them on and waits until each has connected and reported
 // its properties; stop powers them off.
 func (d *demo) powerOn(ctx context.Context) (stop func(), err error) {
+	groupKey := newKey()
+	if err := d.stack.Hub.AddEnrollment(hub.Enrollment{ID: demoEnrollment, Group: true, Key: groupKey}); err != nil {
+		return nil, err
+	}
+	d.say("DPS enrollment group %s (id scope %s): each device registers with its key derived from the group key and is assigned to the hub", demoEnrollment, d.stack.Hub.IDScope())
 	for i := 0; i < d.n; i++ {
-		dd, err := d.newDevice(i)
+		dd, err := d.newDevice(i, groupKey)
 		if err != nil {
 			return nil, err
 		}
@@ -415,12 +423,10 @@ func (d *demo) event(e devicesim.Event) {
 	}
 }
 
-func (d *demo) newDevice(i int) (*demoDevice, error) {
+func (d *demo) newDevice(i int, groupKey string) (*demoDevice, error) {
 	id := fmt.Sprintf("device-%03d", i+1)
-	kb := make([]byte, 32)
-	rand.Read(kb)
-	key := base64.StdEncoding.EncodeToString(kb)
-	if err := d.stack.Hub.RegisterDevice(id, key); err != nil {
+	key, err := dps.DeriveKey(groupKey, id)
+	if err != nil {
 		return nil, err
 	}
 	slot := 8 << 20
@@ -439,7 +445,7 @@ func (d *demo) newDevice(i int) (*demoDevice, error) {
 		Keyring: d.kr, Roots: []adu.RootKey{d.stack.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return !bytes.HasPrefix(content, v3p) },
 		Events:  d.event,
-		Connect: d.connect(id, key),
+		Connect: devicesim.ConnectWith(d.connector(id, key, logger)),
 	})
 	if err != nil {
 		return nil, err
@@ -447,18 +453,14 @@ func (d *demo) newDevice(i int) (*demoDevice, error) {
 	return &demoDevice{id: id, key: key, dev: dev}, nil
 }
 
-// connect opens the IoT Hub connection of device id, over TLS trusting the local CA.
-func (d *demo) connect(id, key string) func(ctx context.Context) (agent.Hub, func(), error) {
-	return func(ctx context.Context) (agent.Hub, func(), error) {
-		c, err := iothub.Dial(ctx, iothub.Config{
-			Identity: iothub.ConnectionString{HostName: d.stack.Hub.HostName(), DeviceID: id, SharedAccessKey: key},
-			Address:  d.stack.MQTTAddr, TLSConfig: d.stack.CA.ClientTLSConfig(), ModelID: adu.ModelContractV3,
-			MaxReconnectInterval: time.Second,
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		return c, c.Close, nil
+// connector connects device id through the hub's DPS (the group enrollment), over TLS
+// trusting the local CA, keeping its assignment in the device's folder.
+func (d *demo) connector(id, key string, log *slog.Logger) *agent.Connector {
+	tc := d.stack.CA.ClientTLSConfig()
+	return &agent.Connector{
+		Hub:       iothub.Config{Address: d.stack.MQTTAddr, TLSConfig: tc, ModelID: adu.ModelContractV3, MaxReconnectInterval: time.Second},
+		DPS:       &dps.Config{IDScope: d.stack.Hub.IDScope(), RegistrationID: id, SymmetricKey: key, Endpoint: d.stack.MQTTAddr, TLSConfig: tc},
+		CachePath: filepath.Join(d.work, "devices", id, agent.DPSCacheFile), Logger: log,
 	}
 }
 

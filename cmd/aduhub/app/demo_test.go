@@ -3,8 +3,12 @@ package app
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aduflash/aduflash/agent"
 )
 
 // The demo is the README's main command: it must pass, and say what happened.
@@ -17,7 +21,12 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("--devices %s: exit %d\n%s\n%s", n, code, out.String(), errb.String())
 		}
 		s := out.String()
+		// The devices provisioned themselves through the hub's DPS: each kept its assignment.
+		if _, err := os.Stat(filepath.Join(work, "devices", "device-001", agent.DPSCacheFile)); err != nil {
+			t.Errorf("--devices %s: device-001 did not register through DPS: %v", n, err)
+		}
 		for _, want := range []string{
+			"DPS enrollment group demo-devices",
 			"2.0 confirmed on every device: running bank B, nothing pending",
 			"3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed",
 			"0/32000020 ×" + n, "700 ×" + n, "demo passed",

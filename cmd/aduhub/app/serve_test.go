@@ -103,7 +103,7 @@ func (s *hubServe) cli(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var o, e bytes.Buffer
 	n := 1 // the command's words
-	if args[0] == "device" {
+	if args[0] == "device" || args[0] == "enrollment" {
 		n = 2
 	}
 	full := append(append(append([]string{"aduhub"}, args[:n]...), "--server", s.info.HTTP, "--token-file", s.tokenFile()), args[n:]...)

@@ -35,9 +35,11 @@ EXAMPLE:
 			e.signCommand(),
 			e.verifyCommand(),
 			e.inspectCommand(),
+			e.indexCommand(),
 			e.mcubootCommand(),
 			e.manifestCommand(),
 			e.checkFitCommand(),
+			e.publishCommand(),
 		},
 	}, stdout, stderr)
 }

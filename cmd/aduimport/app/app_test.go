@@ -21,9 +21,9 @@ func golden(t *testing.T, name, got string) {
 	clitest.Golden(t, filepath.Join("testdata", name), got)
 }
 
-// TestProgram: keygen, sign, verify, inspect, mcuboot and manifest with their subcommands,
+// TestProgram: keygen, sign, verify, inspect, index, mcuboot and manifest with their subcommands,
 // check-fit; --version; --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 12) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 14) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

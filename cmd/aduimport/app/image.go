@@ -139,23 +139,34 @@ Trust comes from --pub (repeatable) or a --keyring file, which can also revoke k
 EXAMPLE:
    aduimport verify --pub release.pub.pem rootfs-1.2.0.aduimg
    aduimport verify --keyring /etc/aduflash/keyring.toml --max-size 512MiB rootfs-1.2.0.aduimg`,
-		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		Flags: append(trustFlags(),
 			&cli.StringFlag{Name: "max-size", Usage: "refuse payloads larger than `SIZE` (the target slot's size)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
-		},
+		),
 		Action: e.verify,
 	}
+}
+
+// trustFlags are --pub and --keyring, which name the keys an image may be signed with.
+func trustFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
+		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+	}
+}
+
+// trust loads the keyring of --pub and --keyring, one of which is needed.
+func trust(c *cli.Context) (*image.Keyring, error) {
+	pubs := c.StringSlice("pub")
+	if len(pubs) == 0 && c.String("keyring") == "" {
+		return nil, exitcode.Usagef("%s: give --pub KEY.pub.pem or --keyring FILE", c.Command.HelpName)
+	}
+	return image.LoadTrust(c.String("keyring"), pubs)
 }
 
 func (e *env) verify(c *cli.Context) error {
 	if err := args(c, 1, 1, "IMAGE"); err != nil {
 		return err
-	}
-	pubs := c.StringSlice("pub")
-	if len(pubs) == 0 && c.String("keyring") == "" {
-		return exitcode.Usagef("%s: give --pub KEY.pub.pem or --keyring FILE", c.Command.HelpName)
 	}
 	var maxSize int64
 	if s := c.String("max-size"); s != "" {
@@ -165,7 +176,7 @@ func (e *env) verify(c *cli.Context) error {
 		}
 		maxSize = n
 	}
-	kr, err := image.LoadTrust(c.String("keyring"), pubs)
+	kr, err := trust(c)
 	if err != nil {
 		return err
 	}

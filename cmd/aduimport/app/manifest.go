@@ -3,8 +3,6 @@ package app
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
@@ -20,9 +18,6 @@ import (
 // progressThreshold is the total payload size from which manifest create shows hashing
 // progress on stderr; below it hashing takes well under a second.
 const progressThreshold = 64 << 20
-
-// maxManifestSize caps what manifest check reads: import manifests are a few KiB.
-const maxManifestSize = 8 << 20
 
 func (e *env) manifestCommand() *cli.Command {
 	return &cli.Command{
@@ -326,7 +321,7 @@ EXAMPLE:
 			invalid, unreadable := 0, 0
 			for _, name := range c.Args().Slice() {
 				r := checkResult{File: name, Violations: []manifestgen.Violation{}}
-				data, err := readManifest(name)
+				data, err := manifestgen.ReadFile(name)
 				if err != nil {
 					unreadable++
 					r.Error = err.Error()
@@ -376,21 +371,4 @@ EXAMPLE:
 			return err
 		},
 	}
-}
-
-// readManifest reads a manifest file, refusing anything far larger than a manifest.
-func readManifest(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(data) > maxManifestSize {
-		return nil, fmt.Errorf("%s: larger than %s, not an import manifest", name, progress.Size(maxManifestSize))
-	}
-	return data, nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/publish"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/recovery/fastboot"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
@@ -166,6 +167,17 @@ var packageErrors = map[string]error{
 	"hub.ErrDeploymentCancelled": hub.ErrDeploymentCancelled,
 	"hub.ErrNoFailedDevices":     hub.ErrNoFailedDevices,
 	"hub.ErrSigner":              hub.ErrSigner,
+	"hub.ErrURLNotAllowed":       hub.ErrURLNotAllowed,
+	"hub.ErrImportManifest":      hub.ErrImportManifest,
+	"hub.ErrDownload":            hub.ErrDownload,
+	// publish
+	"publish.ErrFiles":           publish.ErrFiles,
+	"publish.ErrUpdateExists":    publish.ErrUpdateExists,
+	"publish.ErrImportFailed":    publish.ErrImportFailed,
+	"publish.ErrEndpoint":        publish.ErrEndpoint,
+	"publish.ErrForeignLocation": publish.ErrForeignLocation,
+	"publish.ErrAPI":             publish.ErrAPI,
+	"publish.ErrTokenFile":       publish.ErrTokenFile,
 	// iothub
 	"iothub.ErrInvalidConnectionString": iothub.ErrInvalidConnectionString,
 	"iothub.ErrInvalidConfig":           iothub.ErrInvalidConfig,
@@ -266,6 +278,8 @@ var packageErrors = map[string]error{
 	"recovery/console.StepError":    &console.StepError{Err: console.ErrTimeout},
 	"recovery/fastboot.FailError":   &fastboot.FailError{},
 	"smp.DeviceError":               &smp.DeviceError{},
+	"publish.OperationError":        &publish.OperationError{Op: &publish.Operation{}},
+	"publish.APIError":              &publish.APIError{Status: 500},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
@@ -287,7 +301,7 @@ func TestEveryErrorHasAKind(t *testing.T) {
 			t.Errorf("%s (%v) does not say what it is about: make it with errkind.New, or give its type an ErrorKind method", name, err)
 			continue
 		}
-		want := map[errkind.Kind]int{errkind.Input: Invalid, errkind.Usage: Usage, errkind.Environment: IO, errkind.Cause: IO}[m.ErrorKind()]
+		want := map[errkind.Kind]int{errkind.Input: Invalid, errkind.Usage: Usage, errkind.Environment: IO, errkind.Cause: IO, errkind.Exists: Exists}[m.ErrorKind()]
 		if got := Of(err); got != want {
 			t.Errorf("Of(%s) = %d, want %d for a %s error", name, got, want, m.ErrorKind())
 		}

@@ -1,0 +1,133 @@
+package adaptive
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+
+	"github.com/aduflash/aduflash/image"
+)
+
+// Params are the content-defined chunker's sizes: no cut before Min bytes, cuts about every
+// Avg bytes (a power of two), a forced cut at Max. The index carries them, so that a device
+// cuts what it holds at the same places.
+type Params struct {
+	Min, Avg, Max int
+}
+
+// DefaultParams: 2, 8 and 32 KiB (docs/adaptive.md has the measurements behind them).
+var DefaultParams = Params{Min: 2 << 10, Avg: 8 << 10, Max: 32 << 10}
+
+// Limits of Params.
+const (
+	MinChunk = 64
+	MaxChunk = 1 << 20
+)
+
+// Check refuses sizes a chunker cannot use.
+func (p Params) Check() error {
+	switch {
+	case p.Min < MinChunk || p.Max > MaxChunk:
+		return fmt.Errorf("%w: chunk sizes %d…%d outside %d…%d", ErrMalformed, p.Min, p.Max, MinChunk, MaxChunk)
+	case p.Avg&(p.Avg-1) != 0 || p.Avg < p.Min || p.Avg > p.Max:
+		return fmt.Errorf("%w: average chunk size %d is not a power of two in [%d, %d]", ErrMalformed, p.Avg, p.Min, p.Max)
+	}
+	return nil
+}
+
+// gear is the rolling hash's table: the first 8 bytes of SHA-256("aduflash gear" ‖ i) for
+// every byte value i (docs/adaptive.md).
+var gear = func() (t [256]uint64) {
+	for i := range t {
+		s := sha256.Sum256([]byte{'a', 'd', 'u', 'f', 'l', 'a', 's', 'h', ' ', 'g', 'e', 'a', 'r', byte(i)})
+		t[i] = binary.LittleEndian.Uint64(s[:8])
+	}
+	return t
+}()
+
+// masks are FastCDC's normalized masks: one bit harder than Avg before it, one bit easier
+// after; the hash's top bits are compared, as they depend on the most bytes.
+func (p Params) masks() (hard, easy uint64) {
+	b := bits.TrailingZeros(uint(p.Avg))
+	return ^uint64(0) << (64 - b - 1), ^uint64(0) << (64 - b + 1)
+}
+
+// Cut returns the length of the chunk at the start of b: b holds the rest of the data, or at
+// least Max bytes of it.
+func (p Params) Cut(b []byte) int {
+	n := min(len(b), p.Max)
+	if n <= p.Min {
+		return n
+	}
+	hard, easy := p.masks()
+	var h uint64
+	i := p.Min
+	for normal := min(p.Avg, n); i < normal; i++ {
+		h = h<<1 + gear[b[i]]
+		if h&hard == 0 {
+			return i + 1
+		}
+	}
+	for ; i < n; i++ {
+		h = h<<1 + gear[b[i]]
+		if h&easy == 0 {
+			return i + 1
+		}
+	}
+	return n
+}
+
+// Split cuts r into chunks and calls fn with each one's offset and bytes (valid during the
+// call only), until r ends or fn fails.
+func (p Params) Split(r io.Reader, fn func(off int64, chunk []byte) error) error {
+	buf := make([]byte, max(4*p.Max, 1<<20))
+	var off int64
+	have, eof := 0, false
+	for {
+		for !eof && have < len(buf) {
+			n, err := r.Read(buf[have:])
+			have += n
+			if errors.Is(err, io.EOF) {
+				eof = true
+			} else if err != nil {
+				return err
+			}
+		}
+		if have == 0 {
+			return nil
+		}
+		start := 0
+		for have-start >= p.Max || (eof && start < have) {
+			n := p.Cut(buf[start:have])
+			if err := fn(off, buf[start:start+n]); err != nil {
+				return err
+			}
+			off += int64(n)
+			start += n
+		}
+		have = copy(buf, buf[start:have])
+	}
+}
+
+// Location is where a chunk lies on the device: in which source, at which offset.
+type Location struct {
+	Source int
+	Offset int64
+}
+
+// Scan cuts what r holds with p and records in found, for every chunk whose hash wanted
+// names, where the first such chunk lies (source is the caller's number for r).
+func (p Params) Scan(r io.Reader, source int, wanted map[image.Digest]int, found map[image.Digest]Location) error {
+	return p.Split(r, func(off int64, chunk []byte) error {
+		d := image.Digest(sha256.Sum256(chunk))
+		if size, ok := wanted[d]; ok && size == len(chunk) {
+			if _, seen := found[d]; !seen {
+				found[d] = Location{Source: source, Offset: off}
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,511 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/errkind"
+	"github.com/aduflash/aduflash/slots"
+)
+
+// FormatAdaptive is an aduimg image assembled from chunks the device holds and chunks fetched
+// from its chunk store (Source.Adaptive).
+const FormatAdaptive = "adaptive"
+
+// ErrAdaptive: the adaptive install cannot go on (the server ignores Range, the index does
+// not fit the image, a chunk does not match, what the device holds cannot be read); Install
+// falls back to the full download and says why in Record.Adaptive.Fallback.
+var ErrAdaptive = errkind.New(errkind.Cause, "install: adaptive download failed")
+
+// Adaptive is what an adaptive install needs besides the image's own URL, size and SHA-256
+// (Source), which it falls back to.
+type Adaptive struct {
+	// Index is the image's adaptive index, which the caller checked against the update
+	// manifest's SHA-256 of the index file.
+	Index *adaptive.Index
+	// StoreURL is the chunk store's URL (HTTP Range requests).
+	StoreURL string
+	// Held is what the device holds that may share chunks with the image (the running bank's
+	// slot of the image's class, opened read-only); the target slot's current content is
+	// scanned too, unless it is a UBI volume (whose update erases it first).
+	Held []Held
+}
+
+// Held is one thing the device holds: Size bytes of R.
+type Held struct {
+	Name string
+	R    io.ReaderAt
+	Size int64
+}
+
+// AdaptiveRecord is what an adaptive install did, all attempts together.
+type AdaptiveRecord struct {
+	Fetched  int64 `json:"fetched"`  // bytes fetched from the chunk store (and the header)
+	Reused   int64 `json:"reused"`   // payload bytes taken from what the device holds
+	Requests int   `json:"requests"` // HTTP requests
+	// Planned is how many bytes the last plan fetches (a dry run: what an install would).
+	Planned  int64  `json:"planned"`
+	Fallback string `json:"fallback,omitempty"` // why the install fell back to the full download
+}
+
+// Limits of the requests: about 1 MiB each (what ADU's CDN serves best), never more than
+// 100 MB, and a gap of up to 4 KiB between two needed frames fetched rather than split.
+const (
+	rangeTarget = 1 << 20
+	rangeGap    = 4 << 10
+)
+
+// installAdaptive runs an adaptive install, and the full one when it cannot go on.
+func (in *Installer) installAdaptive(ctx context.Context, src Source, target *slots.Target, resume *Record) (Record, error) {
+	if resume != nil && resume.Format != FormatAdaptive {
+		full := src
+		full.Adaptive = nil
+		return in.Install(ctx, full, target, resume)
+	}
+	rec, err := in.install(ctx, src, target, resume)
+	if err == nil || !errors.Is(err, ErrAdaptive) || ctx.Err() != nil {
+		return rec, err
+	}
+	ad := rec.Adaptive
+	if ad == nil {
+		ad = &AdaptiveRecord{}
+	}
+	ad.Fallback = err.Error()
+	full := src
+	full.Adaptive = nil
+	frec, ferr := in.install(ctx, full, target, nil)
+	frec.Adaptive = ad
+	frec.Downloaded += rec.Downloaded
+	return frec, ferr
+}
+
+// assembly is the input of an adaptive install: the payload, put together chunk by chunk
+// from what the device holds and ranges of the chunk store, each chunk checked against the
+// index, each aduimg chunk against the signed header before it is handed on.
+type assembly struct {
+	r       *run
+	ad      *Adaptive
+	x       *adaptive.Index
+	h       *image.Header
+	planned int64 // bytes the plan fetches
+
+	held  []Held
+	found map[image.Digest]adaptive.Location
+	plan  []int // entries to fetch, in payload order
+	// next is the aduimg chunk ReadChunk fills next, entry the index entry it takes bytes
+	// from, at the offset in the payload reached.
+	next, entry int
+	at          int64
+	whole       sha256Hash // the payload's hash, when assembled from its start
+	dec         *adaptive.Decoder
+	// last and lastEntry are the bytes of the entry taken last.
+	last      []byte
+	lastEntry int
+	buf       []byte
+
+	// fetched and requests count what the fetches cost (two goroutines fetch), reused what
+	// the device held; closeInput adds them to the record.
+	fetched, requests atomic.Int64
+	reused            int64
+	// base and baseDownloaded are the record's counts when the attempt began.
+	base           AdaptiveRecord
+	baseDownloaded int64
+
+	cancel context.CancelFunc
+	frames chan fetchedRange
+	cur    *fetchedRange
+	planAt int // next plan item ReadChunk takes
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+type sha256Hash interface {
+	io.Writer
+	Sum([]byte) []byte
+}
+
+// fetchedRange is the frames of plan items [from, to), or the error that ended the fetch.
+type fetchedRange struct {
+	from, to int
+	base     int64
+	data     []byte
+	err      error
+}
+
+func (a *assembly) Read([]byte) (int, error) {
+	return 0, errors.New("install: an assembly is read by chunks")
+}
+
+func (a *assembly) State() download.State {
+	if a.h == nil {
+		return download.State{}
+	}
+	return download.State{Size: a.h.RawSize, Offset: a.at}
+}
+
+func (a *assembly) head(int) ([]byte, io.Reader, error) { return nil, a, nil }
+
+// stream starts fetching the plan's ranges in a goroutine, ahead of the assembly.
+func (a *assembly) stream(func(int64) int64) {
+	if a.frames != nil || a.h == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(a.r.ctx)
+	a.cancel = cancel
+	a.frames = make(chan fetchedRange, 2)
+	a.wg.Go(func() { a.fetchPlan(ctx) })
+}
+
+// count sets rec's counts: those of the attempts before this one (base) and this one's.
+func (a *assembly) count(rec *Record) {
+	ad := a.base
+	n := a.fetched.Load()
+	ad.Fetched += n
+	ad.Requests += int(a.requests.Load())
+	ad.Reused += a.reused
+	ad.Planned = a.planned
+	rec.Adaptive, rec.Downloaded = &ad, a.baseDownloaded+n
+}
+
+func (a *assembly) close() {
+	a.once.Do(func() {
+		if a.cancel != nil {
+			a.cancel()
+			for range a.frames {
+			}
+			a.wg.Wait()
+		}
+		if a.dec != nil {
+			a.dec.Close()
+		}
+	})
+}
+
+// adaptiveFormat: the image's header fetched by Range and checked against the index, then the
+// payload assembled.
+type adaptiveFormat struct{}
+
+func (adaptiveFormat) open(r *run, _ io.Reader) (*payload, error) {
+	a := r.input.(*assembly)
+	hdr, err := a.fetch(r.src.URL, r.src.Size, 0, a.x.HeaderSize)
+	if err != nil {
+		return nil, err
+	}
+	if image.Digest(sha256.Sum256(hdr)) != a.x.HeaderSHA256 {
+		return nil, fmt.Errorf("%w: %w: the header served at %s", ErrAdaptive, adaptive.ErrMismatch, r.src.URL)
+	}
+	h, err := r.readHeader(bytes.NewReader(hdr))
+	if err != nil {
+		return nil, err
+	}
+	if h.ImageSize != r.src.Size {
+		return nil, fmt.Errorf("%w: the image is %d bytes, the manifest says %d", ErrImage, h.ImageSize, r.src.Size)
+	}
+	return a.payload(h, 0)
+}
+
+func (adaptiveFormat) resume(r *run, _ io.Reader, rec *Record) (*payload, error) {
+	a, ok := r.input.(*assembly)
+	if !ok || len(rec.Header) == 0 {
+		return nil, errStale
+	}
+	h, err := r.readHeader(bytes.NewReader(rec.Header))
+	if err != nil {
+		return nil, err
+	}
+	c := rec.Cursor
+	if c.ChunkSize != h.ChunkSize || c.Chunk < 0 || c.Chunk > len(h.Chunks) || c.Size != h.RawSize || c.Offset != rec.Download.Offset ||
+		c.Offset != int64(c.Chunk)*int64(h.ChunkSize) && c.Chunk < len(h.Chunks) {
+		return nil, errStale
+	}
+	return a.payload(h, c.Chunk)
+}
+
+// payload checks the index against the verified header, finds what the device holds and
+// plans the fetches from aduimg chunk first on.
+func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
+	if err := a.x.Matches(h); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAdaptive, err)
+	}
+	a.h, a.next = h, first
+	if first < len(h.Chunks) {
+		a.at = int64(first) * int64(h.ChunkSize)
+	} else {
+		a.at = h.RawSize
+	}
+	if first == 0 {
+		a.whole = sha256.New()
+	}
+	if err := a.scan(); err != nil {
+		return nil, err
+	}
+	a.makePlan()
+	dec, err := adaptive.NewDecoder(a.x.Params)
+	if err != nil {
+		return nil, err
+	}
+	a.dec, a.buf = dec, make([]byte, a.x.Params.Max)
+	p, err := aduimgPayload(h, bytes.NewReader(nil), first)
+	if err != nil {
+		return nil, err
+	}
+	p.format, p.chunks, p.r, p.stop = FormatAdaptive, a, nil, nil
+	p.at = func(c slots.Cursor) int64 { return c.Offset }
+	return p, nil
+}
+
+// scan finds the index's chunks in what the device holds and in the target slot.
+func (a *assembly) scan() error {
+	a.held = append([]Held(nil), a.ad.Held...)
+	t := a.r.target
+	if t.Slot().Type != slots.TypeUBI {
+		if sr, err := t.OpenReader(); err == nil {
+			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: sr.Size()})
+			a.r.closers = append(a.r.closers, sr.Close)
+		}
+	}
+	wanted := a.x.Wanted()
+	a.found = make(map[image.Digest]adaptive.Location, len(wanted))
+	for i, hd := range a.held {
+		if err := a.x.Params.Scan(io.NewSectionReader(hd.R, 0, hd.Size), i, wanted, a.found); err != nil {
+			return fmt.Errorf("%w: %w: scanning %s: %w", ErrAdaptive, ErrRead, hd.Name, err)
+		}
+	}
+	return nil
+}
+
+// makePlan lists the entries from the assembly's offset on that are fetched.
+func (a *assembly) makePlan() {
+	a.entry = a.entryAt(a.at)
+	prev := int64(-1)
+	for i := a.entry; i < len(a.x.Entries); i++ {
+		e := a.x.Entries[i]
+		if _, ok := a.found[e.SHA256]; ok {
+			continue
+		}
+		a.plan = append(a.plan, i)
+		if e.Frame != prev {
+			a.planned += int64(e.FrameN)
+		}
+		prev = e.Frame
+	}
+}
+
+// entryAt is the index of the entry holding payload offset off.
+func (a *assembly) entryAt(off int64) int {
+	es := a.x.Entries
+	lo, hi := 0, len(es)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if es[m].Offset+int64(es[m].Size) <= off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// ReadChunk fills p with the next aduimg chunk, checked against the signed header (the last
+// one only after the whole payload's hash, when assembled from the start).
+func (a *assembly) ReadChunk(p []byte) (int, error) {
+	if a.next >= len(a.h.Chunks) {
+		return 0, io.EOF
+	}
+	c := a.h.Chunks[a.next]
+	p = p[:c.RawSize]
+	for filled := 0; filled < c.RawSize; {
+		raw, err := a.entryBytes()
+		if err != nil {
+			return 0, err
+		}
+		e := a.x.Entries[a.entry]
+		from := a.at + int64(filled) - e.Offset
+		n := copy(p[filled:], raw[from:])
+		filled += n
+		if from+int64(n) == int64(e.Size) {
+			a.entry++
+		}
+	}
+	if err := a.h.VerifyChunk(a.next, p); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrAdaptive, err)
+	}
+	if a.whole != nil {
+		a.whole.Write(p)
+		if a.next == len(a.h.Chunks)-1 && image.Digest(a.whole.Sum(nil)) != a.h.PayloadSHA256 {
+			return 0, fmt.Errorf("%w: %w", ErrAdaptive, image.ErrPayloadHash)
+		}
+	}
+	a.next++
+	a.at += int64(c.RawSize)
+	return c.RawSize, nil
+}
+
+// entryBytes returns the bytes of entry a.entry, kept while a chunk boundary splits them.
+func (a *assembly) entryBytes() ([]byte, error) {
+	if a.last != nil && a.lastEntry == a.entry {
+		return a.last, nil
+	}
+	raw, err := a.chunk(a.entry)
+	a.last, a.lastEntry = raw, a.entry
+	return raw, err
+}
+
+// chunk returns entry i's bytes, checked: from the device where it holds them (fetched alone
+// when they no longer match), else the next frame of the plan's ranges.
+func (a *assembly) chunk(i int) ([]byte, error) {
+	e := a.x.Entries[i]
+	if loc, ok := a.found[e.SHA256]; ok {
+		raw := a.buf[:e.Size]
+		hd := a.held[loc.Source]
+		if _, err := hd.R.ReadAt(raw, loc.Offset); err == nil && adaptive.Verify(e, raw) == nil {
+			a.reused += int64(e.Size)
+			return raw, nil
+		}
+		frame, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
+		if err != nil {
+			return nil, err
+		}
+		return a.decode(e, frame)
+	}
+	frame, err := a.nextFrame(i)
+	if err != nil {
+		return nil, err
+	}
+	return a.decode(e, frame)
+}
+
+func (a *assembly) decode(e adaptive.Entry, frame []byte) ([]byte, error) {
+	raw, err := a.dec.Chunk(e, frame)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrAdaptive, a.ad.StoreURL, err)
+	}
+	return raw, nil
+}
+
+// nextFrame returns the frame of entry i, the next item of the plan, from the fetched ranges.
+func (a *assembly) nextFrame(i int) ([]byte, error) {
+	if a.planAt >= len(a.plan) || a.plan[a.planAt] != i {
+		return nil, fmt.Errorf("install: adaptive: entry %d is not the plan's next", i)
+	}
+	for a.cur == nil || a.planAt >= a.cur.to {
+		fr, ok := <-a.frames
+		if !ok {
+			return nil, fmt.Errorf("%w: the chunk store's fetch ended early", ErrAdaptive)
+		}
+		if fr.err != nil {
+			return nil, fr.err
+		}
+		a.cur = &fr
+	}
+	a.planAt++
+	e := a.x.Entries[i]
+	off := e.Frame - a.cur.base
+	return a.cur.data[off : off+int64(e.FrameN)], nil
+}
+
+// fetchPlan fetches the plan's frames in coalesced ranges, in order, and sends them on.
+func (a *assembly) fetchPlan(ctx context.Context) {
+	defer close(a.frames)
+	for from := 0; from < len(a.plan); {
+		to, start, end := a.coalesce(from)
+		data, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, start, end-start)
+		select {
+		case a.frames <- fetchedRange{from: from, to: to, base: start, data: data, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+		from = to
+	}
+}
+
+// coalesce returns the plan items [from, to) that one request fetches, and its byte range:
+// frames in store order with gaps of at most rangeGap, up to about rangeTarget bytes.
+func (a *assembly) coalesce(from int) (to int, start, end int64) {
+	es := a.x.Entries
+	first := es[a.plan[from]]
+	start, end = first.Frame, first.Frame+int64(first.FrameN)
+	to = from + 1
+	for ; to < len(a.plan); to++ {
+		e := es[a.plan[to]]
+		fs, fe := e.Frame, e.Frame+int64(e.FrameN)
+		if fs >= start && fe <= end {
+			continue // a repeat of a frame in the range
+		}
+		if fs < end || fs-end > rangeGap || fe-start > rangeTarget {
+			break
+		}
+		end = fe
+	}
+	return to, start, end
+}
+
+// fetch gets n bytes at off of the file at url (size bytes) with one Range request (a few
+// tries on network and server errors). A server that answers with the whole file, or with
+// another range, ends the adaptive install.
+func (a *assembly) fetch(url string, size, off, n int64) ([]byte, error) {
+	var err error
+	for try := 0; try < 3; try++ {
+		var b []byte
+		if b, err = a.get(url, size, off, n); err == nil {
+			return b, nil
+		}
+		var t *transientErr
+		if !errors.As(err, &t) || a.r.ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: %s bytes %d-%d: %w", ErrAdaptive, url, off, off+n-1, err)
+}
+
+type transientErr struct{ error }
+
+func (t *transientErr) Unwrap() error { return t.error }
+
+func (a *assembly) get(url string, size, off, n int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(a.r.ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
+	req.Header.Set("Accept-Encoding", "identity")
+	a.requests.Add(1)
+	resp, err := a.r.client().Do(req)
+	if err != nil {
+		return nil, &transientErr{err}
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return nil, fmt.Errorf("the server ignores Range (200 OK)")
+	case resp.StatusCode >= 500:
+		return nil, &transientErr{&download.StatusError{StatusCode: resp.StatusCode, Status: resp.Status}}
+	case resp.StatusCode != http.StatusPartialContent:
+		return nil, &download.StatusError{StatusCode: resp.StatusCode, Status: resp.Status}
+	}
+	want := fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size)
+	if got := resp.Header.Get("Content-Range"); got != want {
+		return nil, fmt.Errorf("%w: Content-Range %q, asked for %q", download.ErrBadResponse, got, want)
+	}
+	b := make([]byte, n)
+	k, err := io.ReadFull(resp.Body, b)
+	a.fetched.Add(int64(k))
+	if err != nil {
+		return nil, &transientErr{err}
+	}
+	return b, nil
+}

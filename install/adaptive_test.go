@@ -1,0 +1,365 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
+)
+
+// adaptiveCase is an update from old to new: new's aduimg image, index and chunk store on
+// a server, old in bank A's rootfs slot.
+type adaptiveCase struct {
+	d        *device
+	srv      *server
+	old, new []byte
+	img      []byte
+	index    *adaptive.Index
+	store    []byte
+	src      Source
+}
+
+// edit returns a copy of b with a few changes: bytes changed in place, some inserted, some
+// removed.
+func edit(b []byte) []byte {
+	out := append([]byte(nil), b[:len(b)/4]...)
+	out = append(out, []byte("a few inserted bytes")...)
+	out = append(out, b[len(b)/4:len(b)/2]...)
+	out = append(out, b[len(b)/2+5000:]...)
+	for i := 3 * len(out) / 4; i < 3*len(out)/4+300; i++ {
+		out[i] ^= 0x55
+	}
+	return out
+}
+
+func newAdaptiveCase(t *testing.T) *adaptiveCase {
+	t.Helper()
+	c := &adaptiveCase{d: newDevice(t), srv: newServer(t), old: testData(7, 3<<20)}
+	c.new = edit(c.old)
+	c.img = aduimgOf(t, c.new, "3.1", nil)
+	_, kr := key(t)
+	rd, err := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var store bytes.Buffer
+	if c.index, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store); err != nil {
+		t.Fatal(err)
+	}
+	c.store = store.Bytes()
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-A"), c.old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.src = c.srv.put("rootfs.aduimg", c.img)
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive = c.adaptive()
+	return c
+}
+
+// adaptive is the Source.Adaptive of the case: the index, the store's URL, bank A's slot.
+func (c *adaptiveCase) adaptive() *Adaptive {
+	f, err := os.Open(filepath.Join(c.d.dir, "rootfs-A"))
+	if err != nil {
+		panic(err)
+	}
+	return &Adaptive{Index: c.index, StoreURL: c.srv.URL + "/rootfs.aduchunks",
+		Held: []Held{{Name: "rootfs-a", R: f, Size: int64(len(c.old))}}}
+}
+
+// install installs the case's source into rootfs-b.
+func (c *adaptiveCase) install(t *testing.T, in *Installer, resume *Record) (Record, error) {
+	t.Helper()
+	return in.Install(context.Background(), c.src, c.d.target(t, "rootfs-b"), resume)
+}
+
+// An adaptive install fetches the chunks bank A lacks, in few requests, and puts the image's
+// payload into the spare slot, read back.
+func TestAdaptiveInstall(t *testing.T) {
+	c := newAdaptiveCase(t)
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := rec.Adaptive
+	if !rec.Done || rec.Format != FormatAdaptive || ad == nil || ad.Fallback != "" {
+		t.Fatalf("record %+v, adaptive %+v", rec, ad)
+	}
+	if !c.d.holds("rootfs-b", c.new) {
+		t.Fatal("the slot does not hold the new payload")
+	}
+	header := c.index.HeaderSize
+	if ad.Fetched != ad.Planned+header || rec.Downloaded != ad.Fetched || ad.Reused+ad.Planned < int64(len(c.new))/2 {
+		t.Errorf("fetched %d, planned %d (+ %d of header), reused %d, downloaded %d", ad.Fetched, ad.Planned, header, ad.Reused, rec.Downloaded)
+	}
+	if ad.Fetched > int64(len(c.img))/10 || ad.Requests > 6 {
+		t.Errorf("fetched %d bytes of a %d-byte image in %d requests", ad.Fetched, len(c.img), ad.Requests)
+	}
+	t.Logf("fetched %d bytes in %d requests, reused %d; the image is %d bytes", ad.Fetched, ad.Requests, ad.Reused, len(c.img))
+}
+
+// A dry run plans what an install would fetch, and fetches only the header.
+func TestAdaptiveDryRun(t *testing.T) {
+	c := newAdaptiveCase(t)
+	in := c.d.installer(t)
+	in.DryRun = true
+	rec, err := c.install(t, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Adaptive == nil || rec.Adaptive.Planned != real.Adaptive.Planned || rec.Adaptive.Fetched != c.index.HeaderSize || c.d.holds("rootfs-b", c.new) != true {
+		t.Fatalf("dry run %+v, install %+v", rec.Adaptive, real.Adaptive)
+	}
+}
+
+// Each thing that stops an adaptive install falls back to the full download, which
+// installs the image, and the record says why.
+func TestAdaptiveFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name, why string
+		mod       func(c *adaptiveCase)
+	}{
+		{"server ignores Range", "ignores Range", func(c *adaptiveCase) {
+			c.srv.Config.Handler = ignoreRange(c.srv.Config.Handler)
+		}},
+		{"index of another image", "index of another image", func(c *adaptiveCase) {
+			other := *c.index
+			other.HeaderSHA256[0] ^= 1
+			c.src.Adaptive.Index = &other
+		}},
+		{"index of another payload", "index of another image", func(c *adaptiveCase) {
+			other := *c.index
+			other.PayloadSHA256[0] ^= 1
+			c.src.Adaptive.Index = &other
+		}},
+		{"held slot unreadable", "scanning rootfs-a", func(c *adaptiveCase) {
+			c.src.Adaptive.Held[0].R = failingReaderAt{}
+		}},
+		{"store missing", "404", func(c *adaptiveCase) { c.src.Adaptive.StoreURL = c.srv.URL + "/nothing" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newAdaptiveCase(t)
+			tc.mod(c)
+			rec, err := c.install(t, c.d.installer(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Format != FormatAduimg || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, tc.why) || !c.d.holds("rootfs-b", c.new) {
+				t.Fatalf("format %s, adaptive %+v; want a fallback for %q", rec.Format, rec.Adaptive, tc.why)
+			}
+		})
+	}
+}
+
+// A chunk that does not match the index, or served from another offset of the store, is
+// refused before its aduimg chunk reaches the slot.
+func TestAdaptiveRefusesBadChunks(t *testing.T) {
+	for _, tc := range []struct {
+		name, why string
+		store     func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc
+	}{
+		{"tampered frame", "chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+			b := append([]byte(nil), c.store...)
+			b[e.Frame+int64(e.FrameN)/2] ^= 1
+			return serveBytes(b)
+		}},
+		{"bytes of another offset under the asked range", "chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+			return serveBytes(append(append(append([]byte(nil), c.store[:e.Frame]...), c.store[e.Frame+1:]...), 0))
+		}},
+		{"another range", "Content-Range", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				var a, b int64
+				fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+				r.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", a+1, b))
+				serveBytes(c.store)(w, r)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newAdaptiveCase(t)
+			before := bytes.Repeat([]byte{0xA5}, len(c.new))
+			if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e := c.firstFetched(t)
+			store := tc.store(c, e)
+			c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.URL.Path == "/rootfs.aduchunks":
+					store(w, r)
+				case r.Header.Get("Range") == "":
+					http.NotFound(w, r) // no full download: the refusal is the verdict
+				default:
+					serveBytes(c.img)(w, r)
+				}
+			})
+			rec, err := c.install(t, c.d.installer(t), nil)
+			if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, tc.why) {
+				t.Fatalf("install: %v, %+v; want a refusal for %q, and the fallback's download to fail", err, rec.Adaptive, tc.why)
+			}
+			slot := c.d.file("rootfs-b")
+			cs := int64(32 << 10)
+			from := e.Offset / cs * cs
+			if !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
+				t.Fatalf("the aduimg chunk at %d, holding the refused chunk at %d, was written", from, e.Offset)
+			}
+		})
+	}
+}
+
+// serveBytes serves b with Range support.
+func serveBytes(b []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(b))
+	}
+}
+
+// ignoreRange serves every request whole.
+func ignoreRange(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Range")
+		h.ServeHTTP(w, r)
+	})
+}
+
+type failingReaderAt struct{}
+
+func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New("unreadable") }
+
+// firstFetched is the first entry the case's install fetches.
+func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
+	have := map[image.Digest]bool{}
+	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
+		have[sha256.Sum256(b)] = true
+		return nil
+	})
+	for _, e := range c.index.Entries {
+		if !have[e.SHA256] {
+			return e
+		}
+	}
+	t.Fatal("nothing to fetch")
+	return adaptive.Entry{}
+}
+
+// A power cut after every resume point: the install resumes from the last one saved, puts
+// the payload into the slot, and the resumed attempt plans to fetch no more than the cut one
+// did (what the slot holds up to the cursor, and what was written after it, is not fetched
+// again); once the cursor passed fetched chunks, less.
+func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
+	c := newAdaptiveCase(t)
+	fresh := testData(99, 600<<10)
+	c.new = append(append(append([]byte(nil), c.old[:1<<20]...), fresh...), c.old[1<<20:]...)
+	c.img = aduimgOf(t, c.new, "3.1", nil)
+	_, kr := key(t)
+	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
+	var store bytes.Buffer
+	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	c.store = store.Bytes()
+	c.src = c.srv.put("rootfs.aduimg", c.img)
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive = c.adaptive()
+	whole, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := errors.New("power cut")
+	for k := 1; ; k++ {
+		os.Remove(filepath.Join(c.d.dir, "rootfs-B"))
+		in := c.d.installer(t)
+		var saved *Record
+		n := 0
+		in.Save = func(r Record) error {
+			if n++; n > k {
+				return cut
+			}
+			r.Header = append([]byte(nil), r.Header...)
+			saved = &r
+			return nil
+		}
+		_, err := c.install(t, in, nil)
+		if err == nil {
+			if k == 1 {
+				t.Fatal("no resume point")
+			}
+			return
+		}
+		if !errors.Is(err, cut) {
+			t.Fatalf("cut after %d saves: %v", k, err)
+		}
+		rec, err := c.install(t, c.d.installer(t), saved)
+		if err != nil || rec.Format != FormatAdaptive || !c.d.holds("rootfs-b", c.new) {
+			t.Fatalf("resumed after %d saves (cursor %+v): %v, format %s", k, saved.Cursor, err, rec.Format)
+		}
+		if rec.Adaptive.Planned > whole.Adaptive.Planned ||
+			saved.Cursor.Offset > (1<<20)+int64(len(fresh)) && rec.Adaptive.Planned >= whole.Adaptive.Planned {
+			t.Fatalf("resumed at %d: plans %d bytes, an install from the start %d", saved.Cursor.Offset, rec.Adaptive.Planned, whole.Adaptive.Planned)
+		}
+	}
+}
+
+// A forged index (its chunks those of another payload, its header and payload hashes this
+// image's) is refused at the first aduimg chunk that does not match the signed header,
+// before that chunk is written.
+func TestAdaptiveRefusesForgedIndex(t *testing.T) {
+	c := newAdaptiveCase(t)
+	forged := append([]byte(nil), c.new...)
+	at := len(forged) / 3
+	forged[at] ^= 0xFF
+	var store bytes.Buffer
+	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.HeaderSHA256, x.HeaderSize, x.PayloadSHA256 = c.index.HeaderSHA256, c.index.HeaderSize, c.index.PayloadSHA256
+	c.srv.put("rootfs.aduchunks", store.Bytes())
+	c.src.Adaptive.Index = x
+	before := bytes.Repeat([]byte{0xA5}, len(c.new))
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.srv.Config.Handler = rangeOnly(c.srv.Config.Handler)
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, "does not match the header") {
+		t.Fatalf("install: %v, %+v; want the forged index refused", err, rec.Adaptive)
+	}
+	cs := 32 << 10
+	from := at / cs * cs
+	if slot := c.d.file("rootfs-b"); !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
+		t.Fatalf("the aduimg chunk at %d, which the forged index changes, was written", from)
+	}
+}
+
+// rangeOnly refuses whole-file requests (no fallback download: the refusal is the verdict).
+func rangeOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// signedHeader is the header of raw signed as the tests sign.
+func signedHeader(t *testing.T, raw []byte) *image.Header {
+	_, kr := key(t)
+	rd, err := image.NewReader(bytes.NewReader(aduimgOf(t, raw, "x", nil)), image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd.Header()
+}
