@@ -140,6 +140,7 @@ var packageErrors = map[string]error{
 	"install.ErrSlotClass":     install.ErrSlotClass,
 	"install.ErrSlot":          install.ErrSlot,
 	"install.ErrVerify":        install.ErrVerify,
+	"install.ErrAdaptive":      install.ErrAdaptive,
 	// download
 	"download.ErrTooLong":      download.ErrTooLong,
 	"download.ErrTruncated":    download.ErrTruncated,
@@ -159,6 +160,7 @@ var packageErrors = map[string]error{
 	"hub.ErrTwinTooLarge":        hub.ErrTwinTooLarge,
 	"hub.ErrNotRegular":          hub.ErrNotRegular,
 	"hub.ErrUpdateExists":        hub.ErrUpdateExists,
+	"hub.ErrUnknownEnrollment":   hub.ErrUnknownEnrollment,
 	"hub.ErrUnknownUpdate":       hub.ErrUnknownUpdate,
 	"hub.ErrImportFiles":         hub.ErrImportFiles,
 	"hub.ErrNotDeployable":       hub.ErrNotDeployable,
@@ -180,6 +182,7 @@ var packageErrors = map[string]error{
 	"publish.ErrTokenFile":       publish.ErrTokenFile,
 	// iothub
 	"iothub.ErrInvalidConnectionString": iothub.ErrInvalidConnectionString,
+	"iothub.ErrUnauthorized":            iothub.ErrUnauthorized,
 	"iothub.ErrInvalidConfig":           iothub.ErrInvalidConfig,
 	"iothub.ErrInvalidKey":              iothub.ErrInvalidKey,
 	"iothub.ErrInvalidSASToken":         iothub.ErrInvalidSASToken,
