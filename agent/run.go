@@ -169,7 +169,7 @@ func (a *Agent) onService(ctx context.Context, svc *adu.ServiceProperties, full 
 		return nil, nil
 	}
 	if dep != nil && (dep.Local || dep.WorkflowID != wf.ID || dep.RetryTimestamp != wf.RetryTimestamp || dep.Phase != PhaseInstall) {
-		if dep.Phase == PhasePending && !dep.Local && dep.WorkflowID == wf.ID {
+		if (dep.Phase == PhasePending || dep.Phase == PhaseMCU) && !dep.Local && dep.WorkflowID == wf.ID {
 			return nil, nil // Boot finishes it
 		}
 		a.log.Info("dropping an unfinished deployment", "workflow", dep.WorkflowID, "phase", dep.Phase)

@@ -89,17 +89,7 @@ func TestClassTables(t *testing.T) {
 spare = "keep"
 [slots.class.data]
 spare = "shared"
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "file"
-path = "/a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "file"
-path = "/b"
-[[slots.slot]]
+` + abFileSlots + `[[slots.slot]]
 class = "boot"
 bank = "A"
 type = "file"

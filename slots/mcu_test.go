@@ -137,17 +137,7 @@ health_command = ["/bin/true"]
 }
 
 var mcuDoc = []byte(`[slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "file"
-path = "/a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "file"
-path = "/b"
-[[slots.mcu]]
+` + abFileSlots + `[[slots.mcu]]
 class = "motor"
 transport = "udp"
 address = "127.0.0.1:1337"

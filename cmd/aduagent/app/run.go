@@ -224,6 +224,10 @@ func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Opt
 		return o, nil, d.bootErr
 	}
 	o.Layout, o.Bootloader, o.Logger, o.HTTP = d.layout, d.backend, log, cfg.HTTPClient()
+	if o.MCUKeyrings, err = agent.LoadMCUKeyrings(d.layout.Config); err != nil {
+		d.close()
+		return o, nil, err
+	}
 	return o, d, nil
 }
 
