@@ -133,9 +133,6 @@ func (a *Agent) updateMCUs(ctx context.Context, dep *Deployment) error {
 			return err
 		}
 		st.MCU.Result = res
-		if res.ResultCode != adu.ResultApplySuccess {
-			break
-		}
 	}
 	return a.finishMCUs(dep)
 }
@@ -197,7 +194,7 @@ func (a *Agent) updateMCU(ctx context.Context, i int, st *StepState) (*StepOutco
 func (a *Agent) mcuOutcome(st *StepState, cause error) *StepOutcome {
 	rc, erc := ResultFor(cause)
 	if isMCUCode(erc) {
-		erc += 0
+		erc += adu.ExtendedResultCode(st.MCU.Index & 0xF)
 	}
 	a.log.Warn("MCU update failed", "mcu", st.MCU.Name, "erc", erc.String(), "err", cause)
 	return &StepOutcome{ResultCode: rc, ExtendedResultCode: erc, Details: cause.Error()}
@@ -503,7 +500,7 @@ func (r *mcuRun) revert(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if false {
+	if img != nil && img.Active && !img.Confirmed {
 		list, err := r.resetAndWait(ctx)
 		if err != nil {
 			return fmt.Errorf("%w: %s; the reset to revert it: %w", ErrMCUHealth, why, err)
@@ -567,7 +564,7 @@ func (a *Agent) finishMCUs(dep *Deployment) error {
 			}
 			r.MCUs[s.Class] = info
 		}
-		if true {
+		if out.Succeeded {
 			if r.Banks == nil {
 				r.Banks = map[string]*BankInfo{}
 			}
