@@ -302,13 +302,7 @@ func (a *Agent) Boot(ctx context.Context) error {
 	if err := a.bootBank(ctx); err != nil {
 		return err
 	}
-	var dep *Deployment
-	a.view(func(r *Record) {
-		if r.Deployment != nil && r.Deployment.Phase == PhaseMCU {
-			d := *r.Deployment
-			dep = &d
-		}
-	})
+	dep := a.deploymentIn(PhaseMCU)
 	if dep == nil {
 		return nil
 	}
@@ -317,15 +311,21 @@ func (a *Agent) Boot(ctx context.Context) error {
 	return a.updateMCUs(ctx, dep)
 }
 
-// bootBank finishes a deployment whose bank was marked pending: see Boot.
-func (a *Agent) bootBank(ctx context.Context) error {
+// deploymentIn returns a copy of the deployment in progress when it is in phase (nil: none).
+func (a *Agent) deploymentIn(phase string) *Deployment {
 	var dep *Deployment
 	a.view(func(r *Record) {
-		if r.Deployment != nil && r.Deployment.Phase == PhasePending {
+		if r.Deployment != nil && r.Deployment.Phase == phase {
 			d := *r.Deployment
 			dep = &d
 		}
 	})
+	return dep
+}
+
+// bootBank finishes a deployment whose bank was marked pending: see Boot.
+func (a *Agent) bootBank(ctx context.Context) error {
+	dep := a.deploymentIn(PhasePending)
 	if dep == nil {
 		return nil
 	}

@@ -391,16 +391,9 @@ func (r *mcuRun) test(ctx context.Context) error {
 
 // reset resets the MCU into the image marked for test and waits for it to run it.
 func (r *mcuRun) reset(ctx context.Context) error {
-	_, img, err := r.image(ctx)
+	img, err := r.resetWhen(ctx, func(i *smp.SlotState) bool { return i.Pending && !i.Active })
 	if err != nil {
 		return err
-	}
-	if img != nil && img.Pending && !img.Active {
-		list, err := r.resetAndWait(ctx)
-		if err != nil {
-			return err
-		}
-		img = smp.FindImage(list, r.st.MCU.Hash)
 	}
 	switch {
 	case img != nil && img.Active && img.Confirmed:
@@ -409,6 +402,20 @@ func (r *mcuRun) reset(ctx context.Context) error {
 		return r.next(MCUPhaseCheck, nil)
 	}
 	return fmt.Errorf("%w: after the reset the MCU does not run the new image (MCUboot refused or reverted it)", ErrMCUBoot)
+}
+
+// resetWhen looks at the step's image on the MCU and, when cond holds of it, resets the MCU
+// and waits for it; it returns the image's entry after that (nil: not listed).
+func (r *mcuRun) resetWhen(ctx context.Context, cond func(*smp.SlotState) bool) (*smp.SlotState, error) {
+	_, img, err := r.image(ctx)
+	if err != nil || img == nil || !cond(img) {
+		return img, err
+	}
+	list, err := r.resetAndWait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return smp.FindImage(list, r.st.MCU.Hash), nil
 }
 
 // resetAndWait resets the MCU (once: a second reset would revert a test image) and waits
@@ -491,16 +498,9 @@ func (r *mcuRun) healthy(ctx context.Context) string {
 // revert resets the MCU once more so that MCUboot swaps the old image back.
 func (r *mcuRun) revert(ctx context.Context) error {
 	why := r.st.MCU.Why
-	_, img, err := r.image(ctx)
+	img, err := r.resetWhen(ctx, func(i *smp.SlotState) bool { return i.Active && !i.Confirmed })
 	if err != nil {
-		return err
-	}
-	if img != nil && img.Active && !img.Confirmed {
-		list, err := r.resetAndWait(ctx)
-		if err != nil {
-			return fmt.Errorf("%w: %s; the reset to revert it: %w", ErrMCUHealth, why, err)
-		}
-		img = smp.FindImage(list, r.st.MCU.Hash)
+		return fmt.Errorf("%w: %s; the revert: %w", ErrMCUHealth, why, err)
 	}
 	if img != nil && img.Active {
 		return fmt.Errorf("%w: %s, and the MCU still runs the new image", ErrMCUNotReverted, why)
