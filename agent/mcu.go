@@ -283,6 +283,10 @@ func active(list []smp.SlotState) *smp.SlotState {
 // download, file hash, MCUboot hash and signature, the caller's checks, the MCU's writer),
 // after deciding an image the MCU runs on trial (a reset: MCUboot reverts it).
 func (r *mcuRun) upload(ctx context.Context) error {
+	if p := r.st.Progress; p.Done && p.Info != nil && len(p.Info.ImageHash) > 0 {
+		// Streamed and verified before a power cut took the next phase's save.
+		return r.next(MCUPhaseTest, func(m *MCUStep) { m.Hash = p.Info.ImageHash })
+	}
 	list, _, err := r.image(ctx)
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/devicesim/mcusim"
@@ -136,4 +138,23 @@ func (p powered) Send(ctx context.Context, pkt []byte) error {
 		return fmt.Errorf("%w: %w", smp.ErrClosed, err)
 	}
 	return p.Transport.Send(ctx, pkt)
+}
+
+// MCUImages returns the attached MCU's image list, as an SMP image state read answers it.
+func (d *Device) MCUImages() ([]smp.SlotState, error) {
+	if d.mcu == nil {
+		return nil, fmt.Errorf("devicesim: no MCU attached")
+	}
+	req := smp.EncodePacket(smp.Header{Op: smp.OpRead, Group: smp.GroupImage, ID: smp.IDState, Seq: 1}, []byte{0xa0})
+	_, body, err := smp.DecodePacket(d.mcu.sim.Handle(req))
+	if err != nil {
+		return nil, fmt.Errorf("devicesim: the MCU's image list: %w", err)
+	}
+	var list struct {
+		Images []smp.SlotState `cbor:"images"`
+	}
+	if err := cbor.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("devicesim: the MCU's image list: %w", err)
+	}
+	return list.Images, nil
 }
