@@ -109,7 +109,7 @@ type Fixture struct {
 	keyring *image.Keyring
 	bankA   map[string][]byte // bank A's content at first power-on, per slot class
 	// mcuA is the MCU's image at first power-on (1.0.0); the MCU scenario installs 2.0.0.
-	mcuA []byte
+	mcuA    []byte
 	updates map[Scenario]*update
 	files   *files
 	srv     *httptest.Server
