@@ -330,3 +330,58 @@ func TestMCUImageRefused(t *testing.T) {
 		b.checkRuns("motor", "1.0.0")
 	}
 }
+
+// An MCU reset at every frame of its upload (before the frame, or after it with the reply
+// lost), and a power cut of the MCU in the frame's first or second flash write: the upload
+// goes on from where the MCU stands, the update completes, the MCU always boots a good
+// image, and no byte it acknowledged is sent again beyond one frame.
+func TestMCUFaultAtEveryFrame(t *testing.T) {
+	frames := uploadFrames(t)
+	faults := []mcusim.Fault{{Kind: mcusim.FaultReset}, {Kind: mcusim.FaultLostReply}, {Kind: mcusim.FaultPowerCut}, {Kind: mcusim.FaultPowerCut, Ops: 1}}
+	step := 1
+	if testing.Short() {
+		step = 3
+	}
+	for k := 0; k < frames; k += step {
+		for _, f := range faults {
+			t.Run(fmt.Sprintf("frame %d fault %d ops %d", k, f.Kind, f.Ops), func(t *testing.T) {
+				seen := 0
+				b := newMCUBoard(t, map[string]func(int, smp.Header) mcusim.Fault{"motor": func(_ int, h smp.Header) mcusim.Fault {
+					if h.Group == smp.GroupImage && h.ID == smp.IDUpload {
+						if seen++; seen == k+1 {
+							return f
+						}
+					}
+					return mcusim.Fault{}
+				}}, "motor")
+				ms, mf := b.mcuImage("motor", "2.0.0", 16000)
+				if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil {
+					t.Fatal(err)
+				}
+				if rc, erc, _, _ := b.lastResult(); rc != 700 {
+					t.Fatalf("result %v %v", rc, erc)
+				}
+				b.checkRuns("motor", "2.0.0")
+				if st := b.mcus["motor"].sim.Stats(); st.Resent > int64(fastSMP.MaxPacket) {
+					t.Errorf("%d acknowledged bytes sent again, more than a frame", st.Resent)
+				}
+			})
+		}
+	}
+}
+
+// uploadFrames counts the upload frames of the image of TestMCUFaultAtEveryFrame.
+func uploadFrames(t *testing.T) int {
+	n := 0
+	b := newMCUBoard(t, map[string]func(int, smp.Header) mcusim.Fault{"motor": func(_ int, h smp.Header) mcusim.Fault {
+		if h.Group == smp.GroupImage && h.ID == smp.IDUpload {
+			n++
+		}
+		return mcusim.Fault{}
+	}}, "motor")
+	ms, mf := b.mcuImage("motor", "2.0.0", 16000)
+	if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil || n == 0 {
+		t.Fatalf("%v, %d frames", err, n)
+	}
+	return n
+}
