@@ -385,3 +385,32 @@ func uploadFrames(t *testing.T) int {
 	}
 	return n
 }
+
+// An MCU that loses its upload at a reset (Zephyr keeps it in RAM) answers the next frame
+// with offset 0: the agent streams the image again from the start, and the update completes.
+func TestMCULosesUploadAtReset(t *testing.T) {
+	var b *mcuBoard
+	frames := 0
+	b = newMCUBoard(t, map[string]func(int, smp.Header) mcusim.Fault{"motor": func(_ int, h smp.Header) mcusim.Fault {
+		if h.Group != smp.GroupImage || h.ID != smp.IDUpload {
+			return mcusim.Fault{}
+		}
+		if frames++; frames != 6 {
+			return mcusim.Fault{}
+		}
+		// The upload state (after both slots) is gone with the reset.
+		m := b.mcus["motor"].sim
+		if err := m.Flash().Erase(2*mcusim.DefaultSlotSize, 4*mcusim.DefaultEraseSize); err != nil {
+			t.Error(err)
+		}
+		return mcusim.Fault{Kind: mcusim.FaultReset}
+	}}, "motor")
+	ms, mf := b.mcuImage("motor", "2.0.0", 16000)
+	if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil {
+		t.Fatal(err)
+	}
+	if rc, erc, _, _ := b.lastResult(); rc != 700 {
+		t.Fatalf("result %v %v", rc, erc)
+	}
+	b.checkRuns("motor", "2.0.0")
+}

@@ -144,3 +144,20 @@ address = "127.0.0.1:1337"
 slot_size = "4KiB"
 #extra
 `)
+
+// An MCU that keeps answering the offset it stands at without taking the frame stops the
+// write after a few frames.
+func TestMCUWriterStalls(t *testing.T) {
+	c := mcuConfig(t, "")
+	w, err := NewLayout(c, Env{}).MCUTarget(c.MCU("motor"), stuckMCU{}).OpenWriter(1000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(payload(1000, 3)); err == nil || !strings.Contains(err.Error(), "without taking the data") {
+		t.Fatalf("a stuck MCU: %v", err)
+	}
+}
+
+type stuckMCU struct{}
+
+func (stuckMCU) Upload(off int64, data []byte) (int, int64, error) { return min(len(data), 100), off, nil }
