@@ -353,12 +353,22 @@ func (r *mcuRun) stream(ctx context.Context, running string) (install.Record, er
 		a.log.Warn("the MCU lost its upload; streaming again (what it holds is skipped)", "mcu", r.cfg.Name, "err", err)
 	}
 	st.Progress = rec
-	if err != nil && (errors.Is(err, smp.ErrTimeout) || errors.Is(err, smp.ErrClosed)) {
-		err = fmt.Errorf("%w: %w", ErrMCUUnreachable, err)
-	} else if err != nil && (errors.Is(err, smp.ErrDevice) || errors.Is(err, smp.ErrReply) || errors.Is(err, smp.ErrTooLarge)) {
-		err = fmt.Errorf("%w: %w", ErrMCUUpload, err)
+	return rec, mcuUploadError(err)
+}
+
+// mcuUploadError says what an upload's error is about: an MCU that does not answer, or one
+// that does not take the image (its writer failed: a refusal, a stall, a lost upload, its
+// copy not matching); the image's own faults (signature, size, version) stay as they are.
+func mcuUploadError(err error) error {
+	switch {
+	case err == nil, errors.Is(err, errJournal):
+		return err
+	case errors.Is(err, smp.ErrTimeout), errors.Is(err, smp.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrMCUUnreachable, err)
+	case errors.Is(err, install.ErrSlot) && !errors.Is(err, slots.ErrTooLarge), errors.Is(err, smp.ErrDevice), errors.Is(err, smp.ErrReply):
+		return fmt.Errorf("%w: %w", ErrMCUUpload, err)
 	}
-	return rec, err
+	return err
 }
 
 // mcuLink is slots.MCULink over an SMP client, for one image.

@@ -414,3 +414,28 @@ func TestMCULosesUploadAtReset(t *testing.T) {
 	}
 	b.checkRuns("motor", "2.0.0")
 }
+
+// An MCU that runs the step's image confirmed already (the journal that knew it is gone) is
+// not reset again: the agent uploads the image (the MCU's upload state, outlived by the swap,
+// does not match its slot: erased and sent whole), finds it running confirmed, and is done.
+func TestMCUAlreadyRunsImage(t *testing.T) {
+	b := newMCUBoard(t, nil, "motor")
+	ms, mf := b.mcuImage("motor", "2.0.0", 16000)
+	u := b.publish("2.0", []mstep{ms}, []mfile{mf})
+	if err := b.deploy(u, "wf", ""); err != nil {
+		t.Fatal(err)
+	}
+	b.checkRuns("motor", "2.0.0")
+	b.wipeState()
+	boots := b.mcus["motor"].sim.Stats().Boots
+	if err := b.deploy(u, "wf-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if rc, erc, _, _ := b.lastResult(); rc != 700 {
+		t.Fatalf("result %v %v", rc, erc)
+	}
+	b.checkRuns("motor", "2.0.0")
+	if n := b.mcus["motor"].sim.Stats().Boots - boots; n != 0 {
+		t.Errorf("the MCU running the image confirmed was reset %d times", n)
+	}
+}
