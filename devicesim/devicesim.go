@@ -4,6 +4,9 @@
 // simulated file system) running the real update agent (package agent), rebooting when the
 // agent asks and after power cuts.
 //
+// An MCU may be attached to the board (Options.MCU, mcu.go): a simulated MCU with MCUboot
+// behind an SMP server on UDP at 127.0.0.1, which the agent updates as a slot of the gateway.
+//
 // Scope: the board's life cycle (power on, U-Boot, kernel command line, the agent, reboot, a
 // power cut at any flash, environment or journal operation, U-Boot's own environment saves
 // included, tearing it or not: see board.Power). The IoT Hub connection is the caller's:

@@ -160,4 +160,6 @@ func TestMCUWriterStalls(t *testing.T) {
 
 type stuckMCU struct{}
 
-func (stuckMCU) Upload(off int64, data []byte) (int, int64, error) { return min(len(data), 100), off, nil }
+func (stuckMCU) Upload(off int64, data []byte) (int, int64, error) {
+	return min(len(data), 100), off, nil
+}
