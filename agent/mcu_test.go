@@ -362,14 +362,7 @@ func TestMCUFaultAtEveryFrame(t *testing.T) {
 					}
 					return mcusim.Fault{}
 				}}, "motor")
-				ms, mf := b.mcuImage("motor", "2.0.0", 16000)
-				if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil {
-					t.Fatal(err)
-				}
-				if rc, erc, _, _ := b.lastResult(); rc != 700 {
-					t.Fatalf("result %v %v", rc, erc)
-				}
-				b.checkRuns("motor", "2.0.0")
+				b.updateMotor()
 				// A request the transport sends again after its timeout (its reply lost, or
 				// late on a loaded machine) is the same frame: each may count once more.
 				if st, again := b.mcus["motor"].sim.Stats(), b.transportResends(); st.Resent > int64(fastSMP.MaxPacket)*int64(1+again) {
@@ -378,6 +371,20 @@ func TestMCUFaultAtEveryFrame(t *testing.T) {
 			})
 		}
 	}
+}
+
+// updateMotor deploys an update of the motor MCU alone to 2.0.0 and checks that it succeeded
+// and the MCU runs it.
+func (b *mcuBoard) updateMotor() {
+	b.t.Helper()
+	ms, mf := b.mcuImage("motor", "2.0.0", 16000)
+	if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil {
+		b.t.Fatal(err)
+	}
+	if rc, erc, _, _ := b.lastResult(); rc != 700 {
+		b.t.Fatalf("result %v %v", rc, erc)
+	}
+	b.checkRuns("motor", "2.0.0")
 }
 
 // transportResends counts the requests the agents' SMP clients sent again after a timeout.
@@ -426,14 +433,7 @@ func TestMCULosesUploadAtReset(t *testing.T) {
 		}
 		return mcusim.Fault{Kind: mcusim.FaultReset}
 	}}, "motor")
-	ms, mf := b.mcuImage("motor", "2.0.0", 16000)
-	if err := b.deploy(b.publish("2.0", []mstep{ms}, []mfile{mf}), "wf", ""); err != nil {
-		t.Fatal(err)
-	}
-	if rc, erc, _, _ := b.lastResult(); rc != 700 {
-		t.Fatalf("result %v %v", rc, erc)
-	}
-	b.checkRuns("motor", "2.0.0")
+	b.updateMotor()
 }
 
 // An MCU that runs the step's image confirmed already (the journal that knew it is gone) is
