@@ -146,9 +146,14 @@ func (b *mcuBoard) publish(version string, steps []mstep, files []mfile) *refUpd
 // deployment's end (Idle after it) or reboots; it returns Run's error.
 func (b *mcuBoard) deploy(u *refUpdate, id, retry string) error {
 	b.t.Helper()
+	before := len(b.h.agentReports())
 	b.h.full(u.service(id, retry))
 	return runAgent(b.t, b.agent(), b.h, func() bool {
-		ag := lastState(b.h)
+		rs := b.h.agentReports()
+		if len(rs) <= before {
+			return false // only what this boot reports counts
+		}
+		ag := rs[len(rs)-1]
 		lir, _ := ag["lastInstallResult"].(map[string]any)
 		return lir != nil && stateOf(ag) == 0 && wfID(ag) == id && resultCodeOf(lir) != float64(adu.ResultSuccess)
 	})
