@@ -465,3 +465,22 @@ func TestMCUAlreadyRunsImage(t *testing.T) {
 		t.Errorf("the MCU running the image confirmed was reset %d times", n)
 	}
 }
+
+// An MCU's own keys (keyring, pub) are loaded for its class; an MCU without them has none
+// (the agent's keys verify its images); a key file that is missing is an error naming the MCU.
+func TestLoadMCUKeyrings(t *testing.T) {
+	s := mcutest.NewSigner(t)
+	_, pub := s.WriteKeys(t, t.TempDir())
+	c := &slots.Config{MCUs: []slots.MCUConfig{{Name: "motor", Class: "motor", Pub: []string{pub}}, {Name: "radio", Class: "radio"}}}
+	krs, err := LoadMCUKeyrings(c)
+	if err != nil || len(krs) != 1 || krs["motor"] == nil {
+		t.Fatalf("%v, %v", krs, err)
+	}
+	if _, err := mcuboot.VerifyTrusted(s.Image(t, "1.0.0", 1000), krs["motor"]); err != nil {
+		t.Fatalf("the motor's key does not verify its image: %v", err)
+	}
+	c.MCUs[1].Pub = []string{pub + ".missing"}
+	if _, err := LoadMCUKeyrings(c); err == nil || !strings.Contains(err.Error(), "slots.mcu radio") {
+		t.Fatalf("a missing key file: %v", err)
+	}
+}
