@@ -87,6 +87,9 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 		dep.resumeCopies(resume)
 		dep.Started = resume.Started
 	}
+	if dep.skipBank() {
+		return a.deployMCUs(ctx, dep, res)
+	}
 	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
 		res.err = err
 		return res
@@ -125,8 +128,8 @@ func (a *Agent) installBank(ctx context.Context, dep *Deployment, dryRun bool) e
 func (a *Agent) installSteps(ctx context.Context, dep *Deployment, dryRun bool) error {
 	for i := range dep.Steps {
 		st := &dep.Steps[i]
-		if st.Progress.Done {
-			continue // written and read back before a restart
+		if st.Progress.Done || st.MCU != nil {
+			continue // written and read back before a restart; an MCU's step comes after the bank's
 		}
 		if err := a.installStep(ctx, i, st, dryRun); err != nil {
 			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
@@ -348,10 +351,15 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 	dep := &Deployment{WorkflowID: wf.ID, RetryTimestamp: wf.RetryTimestamp, UpdateID: m.UpdateID, Bank: spare, From: active,
 		Phase: PhaseInstall, Started: a.o.Now().UTC()}
 	var running *BankInfo
+	mcus := map[string]*MCUInfo{}
 	a.view(func(r *Record) {
 		if b := a.bank(r, active); b != nil {
 			c := *b
 			running = &c
+		}
+		for class, m := range r.MCUs {
+			c := *m
+			mcus[class] = &c
 		}
 	})
 	installed := true
@@ -382,10 +390,6 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 			return nil, false, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
 		}
 		seen[class] = true
-		slot, err := a.spareSlot(spare, class)
-		if err != nil {
-			return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
-		}
 		fid := s.Files[0]
 		f := ps.files[fid]
 		url := svc.FileURLs[fid]
@@ -396,17 +400,46 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 		if sum == nil {
 			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
 		}
-		dep.Steps = append(dep.Steps, StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, Slot: slot.Name, FileID: fid,
+		st := StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, FileID: fid,
 			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum},
-			Adaptive: adaptiveFiles(f, svc.FileURLs)})
-		if hp.InstalledCriteria == "" || running == nil || running.Criteria[class] != hp.InstalledCriteria {
-			installed = false
+			Adaptive: adaptiveFiles(f, svc.FileURLs)}
+		if mcu := a.o.Layout.Config.MCU(class); mcu != nil {
+			st.Slot, st.MCU = mcu.Name, &MCUStep{Name: mcu.Name, Index: a.mcuIndex(class)}
+			st.Installed = hp.InstalledCriteria != "" && mcus[class] != nil && mcus[class].Criteria == hp.InstalledCriteria
+		} else {
+			slot, err := a.spareSlot(spare, class)
+			if err != nil {
+				return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
+			}
+			st.Slot = slot.Name
+			st.Installed = hp.InstalledCriteria != "" && running != nil && running.Criteria[class] == hp.InstalledCriteria
+		}
+		installed = installed && st.Installed
+		dep.Steps = append(dep.Steps, st)
+	}
+	if !dep.skipBank() {
+		// The bank is written whole: a step whose class it holds already is written too.
+		for i := range dep.Steps {
+			if dep.Steps[i].MCU == nil {
+				dep.Steps[i].Installed = false
+			}
+		}
+		if dep.Copies, err = a.planCopies(active, spare, seen); err != nil {
+			return nil, false, err
 		}
 	}
-	if dep.Copies, err = a.planCopies(active, spare, seen); err != nil {
-		return nil, false, err
-	}
 	return dep, installed, nil
+}
+
+// skipBank tells whether the deployment leaves the gateway's banks alone: it has no bank
+// step, or the running bank holds every one of them (a retry that only an MCU needs).
+func (d *Deployment) skipBank() bool {
+	for _, s := range d.Steps {
+		if s.MCU == nil && !s.Installed {
+			return false
+		}
+	}
+	return true
 }
 
 // classes returns the slot classes of the banks (a shared class is none of them).

@@ -26,6 +26,12 @@
 //     same spare bank, which switches in one bootloader transition), compatibility and
 //     version checks before the first byte is written, root-key packages on interface ;2,
 //     deviceInformation.
+//   - MCUs attached to the gateway (mcu.go): a step whose slotClass is a [[slots.mcu]]'s
+//     class uploads its MCUboot image into that MCU over SMP (through install, verified as it
+//     streams), tests it, resets the MCU, health-checks it and confirms it or lets MCUboot
+//     revert it; MCU steps run once the gateway's bank is confirmed (or at once when the
+//     deployment writes no bank), each to its own result, and their phases are in the
+//     journal, so that Boot finishes them after a power cut.
 //   - Record: everything that must survive a power cut, in one journal file (package
 //     journal) replaced atomically: the deployment in progress with each step's and each
 //     copy's resume record (install.Record: slot cursor, download state with the file hash;

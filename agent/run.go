@@ -214,7 +214,7 @@ func (a *Agent) onService(ctx context.Context, req request, cur *job) (*job, *re
 		return nil, nil, nil
 	}
 	if dep != nil && (dep.Local || dep.WorkflowID != wf.ID || dep.RetryTimestamp != wf.RetryTimestamp || dep.Phase != PhaseInstall) {
-		if dep.Phase == PhasePending && !dep.Local && dep.WorkflowID == wf.ID {
+		if (dep.Phase == PhasePending || dep.Phase == PhaseMCU) && !dep.Local && dep.WorkflowID == wf.ID {
 			a.answer(ctx, req.version, nil)
 			return nil, nil, nil // Boot finishes it
 		}

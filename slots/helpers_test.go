@@ -66,3 +66,16 @@ func (s *signed) from(t testing.TB, chunk int) io.Reader {
 	}
 	return r
 }
+
+// abFileSlots are the [[slots.slot]] entries of a rootfs in file slots /a and /b.
+const abFileSlots = `[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "file"
+path = "/a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "file"
+path = "/b"
+`

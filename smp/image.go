@@ -167,6 +167,33 @@ func (c *Client) Upload(ctx context.Context, img io.ReaderAt, size int64, sha []
 	}
 }
 
+// UploadFrame sends one upload frame of an image of size bytes (sha its SHA-256): the start
+// of data, the image's bytes at off, as much as fits the negotiated packet ("len" and "sha"
+// go with the frame at offset 0). It returns how many bytes it sent and the offset the
+// device reports, which is off+sent when it took them and where its upload stands otherwise
+// (a device that resumes by sha answers the frame at 0 with its offset). For callers that
+// stream an image they do not hold whole; Upload is the loop over it for one that does.
+func (c *Client) UploadFrame(ctx context.Context, off, size int64, sha, data []byte) (int, int64, error) {
+	if size <= 0 || off < 0 || off >= size || len(data) == 0 {
+		return 0, 0, fmt.Errorf("%w: image upload: %d bytes at %d of a %d-byte image", ErrReply, len(data), off, size)
+	}
+	maxPkt, err := c.packetSize(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	req := uploadReq{Off: off}
+	if off == 0 {
+		req.Len, req.Sha = size, sha
+	}
+	n, err := chunkSize(req, maxPkt, min(int64(len(data)), size-off))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Data = data[:n]
+	next, err := c.uploadFrame(ctx, req, size)
+	return n, next, err
+}
+
 // uploadFrame sends one frame and returns the offset the device reports.
 func (c *Client) uploadFrame(ctx context.Context, req uploadReq, size int64) (int64, error) {
 	var rsp uploadRsp

@@ -226,6 +226,10 @@ func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Opt
 	}
 	o.Layout, o.Bootloader, o.Logger, o.HTTP = d.layout, d.backend, log, cfg.HTTPClient()
 	o.AduVer = agent.AduVer(cliapp.Version)
+	if o.MCUKeyrings, err = agent.LoadMCUKeyrings(d.layout.Config); err != nil {
+		d.close()
+		return o, nil, err
+	}
 	return o, d, nil
 }
 

@@ -123,6 +123,8 @@ var packageErrors = map[string]error{
 	"bootloader/mcuboottrailer.ErrFlash":     mcuboottrailer.ErrFlash,
 	// slots
 	"slots.ErrConfig":           slots.ErrConfig,
+	"slots.ErrMCUBehind":        slots.ErrMCUBehind,
+	"slots.ErrNoReadBack":       slots.ErrNoReadBack,
 	"slots.ErrUnknownSlot":      slots.ErrUnknownSlot,
 	"slots.ErrActiveSlot":       slots.ErrActiveSlot,
 	"slots.ErrActiveUnknown":    slots.ErrActiveUnknown,
@@ -218,6 +220,11 @@ var packageErrors = map[string]error{
 	"agent.ErrConfig":             agent.ErrConfig,
 	"agent.ErrBusy":               agent.ErrBusy,
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
+	"agent.ErrMCUUnreachable":     agent.ErrMCUUnreachable,
+	"agent.ErrMCUUpload":          agent.ErrMCUUpload,
+	"agent.ErrMCUBoot":            agent.ErrMCUBoot,
+	"agent.ErrMCUHealth":          agent.ErrMCUHealth,
+	"agent.ErrMCUNotReverted":     agent.ErrMCUNotReverted,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
 	// recovery/console
