@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/limitread"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -529,17 +530,12 @@ func (e *env) importUpdate(c *cli.Context) error {
 // readImportManifest reads and parses an import manifest file: a file that is not JSON or
 // is too large to be one (an image given for the manifest) is invalid input.
 func readImportManifest(name string) ([]byte, *manifestgen.Manifest, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAPIBody+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(b) > maxAPIBody {
+	b, err := limitread.File(name, maxAPIBody)
+	if errors.Is(err, limitread.ErrTooLarge) {
 		return nil, nil, exitcode.InvalidInput(fmt.Errorf("%s: over %d bytes, so not an import manifest (aduimport manifest create writes one)", name, maxAPIBody))
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	m, err := parseImportManifest(b)
 	if err != nil {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -21,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/limitread"
 )
 
 func (e *env) signCommand() *cli.Command {
@@ -274,12 +276,12 @@ func (e *env) inspect(c *cli.Context) error {
 		}
 		return writeHeaderText(e.stdout, path, h, c.Bool("chunks"))
 	case mcuboot.IsImage(prefix):
-		data, err := io.ReadAll(io.LimitReader(br, maxMCUbootImage+1))
+		data, err := limitread.All(br, maxMCUbootImage)
+		if errors.Is(err, limitread.ErrTooLarge) {
+			return exitcode.InvalidInput(fmt.Errorf("%s: larger than %s: not an MCU image", path, progress.Size(maxMCUbootImage)))
+		}
 		if err != nil {
 			return err
-		}
-		if len(data) > maxMCUbootImage {
-			return exitcode.InvalidInput(fmt.Errorf("%s: larger than %s: not an MCU image", path, progress.Size(maxMCUbootImage)))
 		}
 		img, err := mcuboot.Parse(data)
 		if err != nil {
