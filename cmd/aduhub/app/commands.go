@@ -183,17 +183,19 @@ func onRegistry(c *cli.Context, online func(*apiClient) error, offline func(dir 
 	return offline(dir)
 }
 
-// openRegistry opens the device registry of a data folder that no server serves.
-func openRegistry(dir string) (*hub.Hub, error) {
+// withRegistry runs fn on the device registry of a data folder that no server serves; the
+// API errors fn returns get the exit code the server would have given them (offlineErr).
+func withRegistry(dir string, fn func(*hub.Hub) error) error {
 	name, err := hostNameOf(dir, "")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h, err := hub.New(hub.Options{HostName: name, Address: "127.0.0.1:0", DataDir: dir})
 	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
+		return fmt.Errorf("device registry: %w", err)
 	}
-	return h, nil
+	defer h.Close()
+	return offlineErr(fn(h))
 }
 
 func (e *env) deviceAdd(c *cli.Context) error {
@@ -252,14 +254,13 @@ func addOffline(dir string, req addRequest) (*deviceAdded, error) {
 	if _, err := hub.LoadOrCreateSigner(filepath.Join(dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits); err != nil {
 		return nil, fmt.Errorf("update signer: %w", err)
 	}
-	h, err := openRegistry(dir)
+	var added *deviceAdded
+	err := withRegistry(dir, func(h *hub.Hub) (err error) {
+		added, err = registerDevice(h, req.DeviceID, req.X509Thumbprint)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer h.Close()
-	added, err := registerDevice(h, req.DeviceID, req.X509Thumbprint)
-	if err != nil {
-		return nil, offlineErr(err)
 	}
 	return withFiles(added, dir), nil
 }
@@ -303,17 +304,13 @@ func (e *env) deviceRenewKey(c *cli.Context) error {
 		if err := registryExists(dir, id); err != nil {
 			return err
 		}
-		h, err := openRegistry(dir)
-		if err != nil {
+		return withRegistry(dir, func(h *hub.Hub) error {
+			a, err := renewDeviceKey(h, id)
+			if err == nil {
+				added = withFiles(a, dir)
+			}
 			return err
-		}
-		defer h.Close()
-		a, err := renewDeviceKey(h, id)
-		if err != nil {
-			return offlineErr(err)
-		}
-		added = withFiles(a, dir)
-		return nil
+		})
 	})
 	if err != nil {
 		return err
@@ -380,19 +377,14 @@ func removeOffline(dir, id string) error {
 	if err := registryExists(dir, id); err != nil {
 		return err
 	}
-	h, err := openRegistry(dir)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := removeDevice(h, id); err != nil {
+	return withRegistry(dir, func(h *hub.Hub) error {
+		err := removeDevice(h, id)
 		var he *httpError
 		if errors.As(err, &he) && he.status == http.StatusNotFound {
 			return exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
 		}
-		return offlineErr(err)
-	}
-	return nil
+		return err
+	})
 }
 
 func (e *env) deviceList(c *cli.Context) error {

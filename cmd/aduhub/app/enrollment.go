@@ -162,16 +162,10 @@ func newKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// onHub runs fn on the server's hub (through the API: online) or on the data folder.
+// onEnrollments runs an enrollment command through the server's API (online) or on the
+// data folder's hub (offline).
 func onEnrollments(c *cli.Context, online func(*apiClient) error, offline func(*hub.Hub) error) error {
-	return onRegistry(c, online, func(dir string) error {
-		h, err := openRegistry(dir)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		return offlineErr(offline(h))
-	})
+	return onRegistry(c, online, func(dir string) error { return withRegistry(dir, offline) })
 }
 
 func (e *env) enrollmentAdd(c *cli.Context) error {
