@@ -142,19 +142,11 @@ Trust comes from --pub (repeatable) or a --keyring file, which can also revoke k
 EXAMPLE:
    aduimport verify --pub release.pub.pem rootfs-1.2.0.aduimg
    aduimport verify --keyring /etc/aduflash/keyring.toml --max-size 512MiB rootfs-1.2.0.aduimg`,
-		Flags: append(trustFlags(),
+		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "max-size", Usage: "refuse payloads larger than `SIZE` (the target slot's size)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
 		),
 		Action: e.verify,
-	}
-}
-
-// trustFlags are --pub and --keyring, which name the keys an image may be signed with.
-func trustFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
 	}
 }
 
