@@ -47,7 +47,7 @@ EXAMPLE:
 		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "raw", Usage: "flash IMAGE as it is, without signature checks"},
 			&cli.DurationFlag{Name: "timeout", Value: fastboot.DefaultTimeout, Usage: "wait `DURATION` for an answer before sending a packet again (each packet up to 120 times, the first 4 times)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		}),
 		Subcommands: []*cli.Command{
 			{

@@ -34,7 +34,7 @@ func mcuFlags() []cli.Flag {
 		&cli.IntFlag{Name: "line-size", Value: smp.DefaultLineSize, Usage: "longest serial line sent, in `BYTES` (markers and newline included; MCUs with a 128-byte line buffer need ≤ 128)"},
 		&cli.IntFlag{Name: "mtu", Usage: "largest SMP packet in `BYTES` (default: the MCU's mcumgr params, else 256)"},
 		&cli.DurationFlag{Name: "timeout", Value: smp.DefaultTimeout, Usage: "wait `DURATION` for a reply before sending a request again (3 times)"},
-		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		cliapp.JSONFlag("the result"),
 	}
 }
 

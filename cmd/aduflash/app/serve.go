@@ -67,7 +67,7 @@ EXAMPLE:
 		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: tftpserve.DefaultTimeout, Usage: "wait `DURATION` for each block's acknowledgement before sending it again (at most 5 times)"},
 			&cli.BoolFlag{Name: "list", Usage: "print the catalog and exit without serving"},
-			&cli.BoolFlag{Name: "json", Usage: "print the catalog as JSON"},
+			cliapp.JSONFlag("the catalog"),
 		}),
 		Action: e.serve,
 	}

@@ -55,7 +55,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (TOML with a [slots] section): slot names, running-bank protection", TakesFile: true},
 		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "raw", Usage: "write IMAGE as it is, without signature checks"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 			&cli.BoolFlag{Name: "no-verify", Usage: "skip the read-back pass after writing (the image is still verified while it streams)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "read and check everything (image, slot, fit) but write nothing; exit as a real run would"},
 			// Roots of a fake or mounted system, for tests and offline use.

@@ -74,7 +74,7 @@ EXAMPLE:
    aduhub device add --x509-thumbprint "$(openssl x509 -in dev2.pem -noout -fingerprint -sha256 | cut -d= -f2)" dev2`,
 		Flags: append(deviceFlags("register in"),
 			&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
-			jsonFlag("the device's connection details")),
+			cliapp.JSONFlag("the device's connection details")),
 		Action: e.deviceAdd,
 	}
 }
@@ -98,7 +98,7 @@ Exit codes: 0 renewed, 1 device ID is not registered or is an X.509 device, 2 us
 EXAMPLE:
    aduhub device renew-key dev1
    aduhub device renew-key --json dev1`,
-		Flags:  append(deviceFlags("renew in"), jsonFlag("the device's connection details")),
+		Flags:  append(deviceFlags("renew in"), cliapp.JSONFlag("the device's connection details")),
 		Action: e.deviceRenewKey,
 	}
 }
@@ -117,7 +117,7 @@ boot the update) or "connection lost while installing U".
 EXAMPLE:
    aduhub device list
    aduhub device list --json`,
-		Flags:  append(clientFlags(), jsonFlag("the devices")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the devices")),
 		Action: e.deviceList,
 	}
 }
@@ -143,7 +143,7 @@ EXAMPLE:
    aduhub device remove dev1
    aduhub device remove --data ./aduhub-data dev1
    aduhub device remove --json dev1`,
-		Flags:  append(deviceFlags("remove from"), jsonFlag("the removed device")),
+		Flags:  append(deviceFlags("remove from"), cliapp.JSONFlag("the removed device")),
 		Action: e.deviceRemove,
 	}
 }
@@ -458,7 +458,7 @@ EXAMPLE:
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the import manifest `FILE`", TakesFile: true},
 			&cli.BoolFlag{Name: "from-import-dir", Usage: "FILE... are paths inside the server's import folder (serve --import-dir), not uploaded"},
-			jsonFlag("the imported update"),
+			cliapp.JSONFlag("the imported update"),
 		}, clientFlags()...),
 		Action: e.importUpdate,
 	}
@@ -607,7 +607,7 @@ EXAMPLE:
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "update", Aliases: []string{"u"}, Usage: "the update as `PROVIDER/NAME/VERSION`"},
 			&cli.StringFlag{Name: "group", Usage: "only devices whose deviceProperties have all of `k=v,...`"},
-			jsonFlag("the deployment"),
+			cliapp.JSONFlag("the deployment"),
 		}, clientFlags()...),
 		Action: e.deploy,
 	}
@@ -680,7 +680,7 @@ server cannot be reached.
 
 EXAMPLE:
    aduhub cancel 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the deployment")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the deployment")),
 		Action: e.cancel,
 	}
 }
@@ -728,7 +728,7 @@ error, 3 the server cannot be reached.
 
 EXAMPLE:
    aduhub retry 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the devices retried and the deployment")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the devices retried and the deployment")),
 		Action: e.retry,
 	}
 }
@@ -755,7 +755,7 @@ Exit codes: 0 shown, 1 unknown deployment, 2 usage error, 3 the server cannot be
 EXAMPLE:
    aduhub status
    aduhub status --json 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the deployment (an array of all without DEPLOYMENT)")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the deployment (an array of all without DEPLOYMENT)")),
 		Action: e.status,
 	}
 }

@@ -43,7 +43,7 @@ EXAMPLE:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (TOML with a [slots] section); required", TakesFile: true},
 			&cli.StringFlag{Name: "class", Usage: "slot `CLASS` for images that name none (MCUboot images, aduimg without a class)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		},
 		Action: e.checkFit,
 	}

@@ -49,7 +49,7 @@ EXAMPLE:
 			&cli.StringSliceFlag{Name: "meta", Usage: "free-form metadata `k=v[,k=v...]` (repeatable)"},
 			&cli.Uint64Flag{Name: "security-counter", Usage: "anti-rollback `COUNTER`: devices refuse images below their own"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write", TakesFile: true},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		},
 		Action: e.sign,
 	}
@@ -144,7 +144,7 @@ EXAMPLE:
    aduimport verify --keyring /etc/aduflash/keyring.toml --max-size 512MiB rootfs-1.2.0.aduimg`,
 		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "max-size", Usage: "refuse payloads larger than `SIZE` (the target slot's size)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
+			cliapp.JSONFlag("the verdict"),
 		),
 		Action: e.verify,
 	}
@@ -229,7 +229,7 @@ EXAMPLE:
    aduimport inspect rootfs-1.2.0.aduimg
    aduimport inspect --json zephyr.signed.bin | jq .version`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print the header as JSON"},
+			cliapp.JSONFlag("the header"),
 			&cli.BoolFlag{Name: "chunks", Usage: "list every chunk (aduimg, text output)"},
 		},
 		Action: e.inspect,

@@ -38,7 +38,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "index", Usage: "index `FILE` to write (default IMAGE.aduidx)", TakesFile: true},
 			&cli.StringFlag{Name: "store", Usage: "chunk store `FILE` to write (default IMAGE.aduchunks)", TakesFile: true},
 			&cli.StringFlag{Name: "chunks", Value: "2KiB,8KiB,32KiB", Usage: "chunk sizes `MIN,AVG,MAX` (AVG a power of two)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		),
 		Action: e.index,
 	}

@@ -183,3 +183,8 @@ func TrustFlags(pubAliases ...string) []cli.Flag {
 		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
 	}
 }
+
+// JSONFlag is --json, which prints what (e.g. "the result") as JSON instead of text.
+func JSONFlag(what string) cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print " + what + " as JSON"}
+}
