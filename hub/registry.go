@@ -53,12 +53,7 @@ func (h *Hub) RegisterDevice(id, keyB64 string) error {
 	if _, err := base64.StdEncoding.DecodeString(keyB64); err != nil || keyB64 == "" {
 		return fmt.Errorf("%w: %s", ErrInvalidKey, id)
 	}
-	h.mu.Lock()
-	d := h.deviceLocked(id)
-	d.key = keyB64
-	seq, data, err := h.snapshotLocked(id, d)
-	h.mu.Unlock()
-	return h.persist(id, d, seq, data, err)
+	return h.saveDevice(id, func(d *device) { d.key = keyB64 })
 }
 
 // RegisterModule registers (or re-keys) module moduleID of the registered device deviceID
@@ -97,9 +92,14 @@ func (h *Hub) RegisterDeviceX509(id, thumbprintSHA256 string) error {
 	if err != nil {
 		return fmt.Errorf("%w: thumbprint for %s: %w", ErrInvalidKey, id, err)
 	}
+	return h.saveDevice(id, func(d *device) { d.thumbprint = tp })
+}
+
+// saveDevice sets the credential of device id (registering it if new) and persists it.
+func (h *Hub) saveDevice(id string, set func(*device)) error {
 	h.mu.Lock()
 	d := h.deviceLocked(id)
-	d.thumbprint = tp
+	set(d)
 	seq, data, err := h.snapshotLocked(id, d)
 	h.mu.Unlock()
 	return h.persist(id, d, seq, data, err)

@@ -1,5 +1,6 @@
-// Package limitread reads whole files that must be small (manifests, MCU images), refusing
-// a larger one after limit+1 bytes instead of reading it all.
+// Package limitread reads whole files and streams that must be small (manifests, MCU
+// images, request bodies), refusing a larger one after limit+1 bytes instead of reading it
+// all.
 package limitread
 
 import (
@@ -9,7 +10,7 @@ import (
 	"os"
 )
 
-// ErrTooLarge: the file has more than the limit's bytes.
+// ErrTooLarge: the file or stream has more than the limit's bytes.
 var ErrTooLarge = errors.New("file larger than the limit")
 
 // File reads the file at path, at most limit bytes; a larger file is ErrTooLarge.
@@ -19,12 +20,22 @@ func File(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	b, err := All(f, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return b, nil
+}
+
+// All reads r to its end, at most limit bytes; a longer stream is ErrTooLarge once limit+1
+// bytes were read.
+func All(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, limit)
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
 	}
 	return b, nil
 }

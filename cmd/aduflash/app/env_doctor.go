@@ -50,7 +50,7 @@ EXAMPLE:
    aduflash env doctor
    aduflash env doctor -c /etc/fw_env.config --json`,
 		Flags: append(envConfigFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			cliapp.JSONFlag("the report"),
 		),
 		Action: e.envDoctor,
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -41,14 +42,13 @@ EXAMPLE:
    aduflash fastboot --udp 192.168.1.50 --pub release.pub.pem flash rootfs_a rootfs-1.2.0.aduimg
    aduflash fastboot --udp 127.0.0.1:15554 getvar version
    aduflash fastboot --udp 192.168.1.50 reboot`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "udp", Usage: "the board's `HOST[:PORT]` (port 5554 by default)"},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "raw", Usage: "flash IMAGE as it is, without signature checks"},
 			&cli.DurationFlag{Name: "timeout", Value: fastboot.DefaultTimeout, Usage: "wait `DURATION` for an answer before sending a packet again (each packet up to 120 times, the first 4 times)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
-		},
+			cliapp.JSONFlag("the result"),
+		}),
 		Subcommands: []*cli.Command{
 			{
 				Name:      "flash",

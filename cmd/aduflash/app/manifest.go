@@ -60,7 +60,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "twin", Usage: "twin document `FILE` carrying both, instead of --manifest and --signature", TakesFile: true},
 			&cli.StringSliceFlag{Name: "root-keys", Usage: "extra trusted root keys `FILE` (JSON list like rootkeys.json; repeatable)", TakesFile: true},
 			&cli.BoolFlag{Name: "installable", Usage: "also fail (exit 1) when this agent would not install the manifest (its manifestVersion)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
+			cliapp.JSONFlag("the verdict"),
 		},
 		Action: e.manifestVerify,
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -33,7 +34,7 @@ func mcuFlags() []cli.Flag {
 		&cli.IntFlag{Name: "line-size", Value: smp.DefaultLineSize, Usage: "longest serial line sent, in `BYTES` (markers and newline included; MCUs with a 128-byte line buffer need ≤ 128)"},
 		&cli.IntFlag{Name: "mtu", Usage: "largest SMP packet in `BYTES` (default: the MCU's mcumgr params, else 256)"},
 		&cli.DurationFlag{Name: "timeout", Value: smp.DefaultTimeout, Usage: "wait `DURATION` for a reply before sending a request again (3 times)"},
-		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		cliapp.JSONFlag("the result"),
 	}
 }
 
@@ -78,12 +79,10 @@ EXAMPLE:
    aduflash mcu upload --port /dev/ttyACM0 --pub mcu.pub.pem app-1.2.0.signed.bin
    aduflash mcu upload --udp 192.168.1.60 --keyring keyring.toml --slot-size 393216 --json app.signed.bin
    aduflash mcu upload --port /dev/ttyUSB0 --line-size 128 --pub mcu.pub.pem --resume app.signed.bin`,
-				Flags: append(mcuFlags(),
-					&cli.StringSliceFlag{Name: "pub", Aliases: []string{"key"}, Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-					&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+				Flags: slices.Concat(mcuFlags(), cliapp.TrustFlags("key"), []cli.Flag{
 					&cli.Int64Flag{Name: "slot-size", Usage: "the MCU's slot size in `BYTES` (default: from the MCU's slot info)"},
 					&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted upload of IMAGE from the offset the MCU reports"},
-				),
+				}),
 				Action: e.mcuUpload,
 			},
 			{

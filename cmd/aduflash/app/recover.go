@@ -80,7 +80,7 @@ EXAMPLE:
 			&cli.DurationFlag{Name: "boot-timeout", Value: 5 * time.Minute, Usage: "how long the board may take to print --up after the reset"},
 			&cli.StringFlag{Name: "log", Value: "aduflash-recover.log", Usage: "`FILE` that gets every console line, timestamped (appended)", TakesFile: true},
 			&cli.BoolFlag{Name: "dry-run", Usage: "verify the images and print what would be typed; open no console and no port"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		),
 		Action: e.recover,
 	}

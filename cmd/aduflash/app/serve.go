@@ -61,15 +61,14 @@ EXAMPLE:
    aduflash serve --pub release.pub.pem ./recovery
    aduflash serve --list --json --keyring keyring.toml ./recovery
    aduflash serve --listen 0.0.0.0:69 --expose-to-network --pub release.pub.pem ./recovery`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: DefaultTFTPListen, Usage: "UDP `ADDR` to take requests on"},
 			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow a --listen address other than loopback: whoever reaches it can read the served files"},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: tftpserve.DefaultTimeout, Usage: "wait `DURATION` for each block's acknowledgement before sending it again (at most 5 times)"},
 			&cli.BoolFlag{Name: "list", Usage: "print the catalog and exit without serving"},
-			&cli.BoolFlag{Name: "json", Usage: "print the catalog as JSON"},
-		},
+			cliapp.JSONFlag("the catalog"),
+		}),
 		Action: e.serve,
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/limitread"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -561,12 +562,12 @@ func readManifestPart(mr *multipart.Reader) ([]byte, *manifestgen.Manifest, erro
 	if p.FormName() != uploadManifestPart {
 		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: the first part is %q, want %q", p.FormName(), uploadManifestPart)}
 	}
-	b, err := io.ReadAll(io.LimitReader(p, maxAPIBody+1))
+	b, err := limitread.All(p, maxAPIBody)
+	if errors.Is(err, limitread.ErrTooLarge) {
+		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("import manifest over %d bytes: not an import manifest", maxAPIBody)}
+	}
 	if err != nil {
 		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
-	}
-	if len(b) > maxAPIBody {
-		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("import manifest over %d bytes: not an import manifest", maxAPIBody)}
 	}
 	m, err := parseImportManifest(b)
 	if err != nil {

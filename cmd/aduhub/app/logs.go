@@ -117,7 +117,7 @@ reached.
 EXAMPLE:
    aduhub logs collect board-1
    aduhub logs collect --timeout 5m --json board-1`,
-			Flags: append(clientFlags(), jsonFlag("the collection"),
+			Flags: append(clientFlags(), cliapp.JSONFlag("the collection"),
 				&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the device's result"}),
 			Action: e.logsCollect,
 		}},

@@ -34,11 +34,11 @@ EXAMPLE:
    aduimport index --pub release.pub.pem rootfs-1.3.0.aduimg
    aduimport manifest create ... --file rootfs-1.3.0.aduimg,downloadHandler=aduflash/adaptive:1 \
        --related-file rootfs-1.3.0.aduidx --related-file rootfs-1.3.0.aduchunks`,
-		Flags: append(trustFlags(),
+		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "index", Usage: "index `FILE` to write (default IMAGE.aduidx)", TakesFile: true},
 			&cli.StringFlag{Name: "store", Usage: "chunk store `FILE` to write (default IMAGE.aduchunks)", TakesFile: true},
 			&cli.StringFlag{Name: "chunks", Value: "2KiB,8KiB,32KiB", Usage: "chunk sizes `MIN,AVG,MAX` (AVG a power of two)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		),
 		Action: e.index,
 	}

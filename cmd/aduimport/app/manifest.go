@@ -311,7 +311,7 @@ EXAMPLE:
    aduimport manifest check Contoso.Toaster.1.0.importmanifest.json
    aduimport manifest check --json *.importmanifest.json`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+			cliapp.JSONFlag("the results"),
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, -1, "one or more manifest files"); err != nil {

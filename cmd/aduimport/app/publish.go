@@ -72,7 +72,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "friendly-name", Usage: "the update's friendly `NAME` in the portal (1-512 characters)"},
 			&cli.StringFlag{Name: "api-version", Value: publish.DefaultAPIVersion, Usage: "the Device Update API `VERSION`"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until the import succeeds or fails"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 			&cli.StringFlag{Name: "token-file", Usage: "send the bearer token in `FILE` to the Device Update API instead of the default credential chain", TakesFile: true},
 			&cli.Int64Flag{Name: "block-size", Value: publish.DefaultBlockSize, Usage: "upload blocks of `BYTES`"},
 			&cli.IntFlag{Name: "parallel", Value: publish.DefaultParallel, Usage: "blocks uploaded at a time (`N`)"},

@@ -174,3 +174,17 @@ func JSONVerdict(w io.Writer, res any, err error, mark func(ok bool, exitCode in
 	}
 	return Silent(err)
 }
+
+// TrustFlags are --pub and --keyring, which name the keys an image may be signed with
+// (image.LoadTrust reads them); pubAliases are other names of --pub.
+func TrustFlags(pubAliases ...string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "pub", Aliases: pubAliases, Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
+		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+	}
+}
+
+// JSONFlag is --json, which prints what (e.g. "the result") as JSON instead of text.
+func JSONFlag(what string) cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print " + what + " as JSON"}
+}
