@@ -2,14 +2,19 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
+
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/azuritetest"
 )
 
 // logFixture is a device on model ;3 with logs to collect, its hub, and the hub's blob store
@@ -84,6 +89,44 @@ func (fx *logFixture) sas(t *testing.T) string {
 	return u
 }
 
+// stored returns the blobs of the hub's store under prefix, by name, with their bytes.
+func (fx *logFixture) stored(t *testing.T, prefix string) map[string][]byte {
+	t.Helper()
+	blobs, err := fx.store.Blobs("logs", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, b := range blobs {
+		if out[b.Name], err = fx.store.ReadBlob("logs", b.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// checkUploaded checks that blobs (by name, with their bytes) are the fixture's logs as
+// operation opID uploads them: under <device>/<opID>/, the directory's files (big.log cut to
+// its newest max_file_size bytes behind a note) and the command's output.
+func (fx *logFixture) checkUploaded(t *testing.T, opID string, blobs map[string][]byte) {
+	t.Helper()
+	dir := deviceID + "/" + opID + "/files/" + strings.TrimPrefix(filepath.ToSlash(fx.dir), "/")
+	note := "[aduagent: the first 1976 bytes are left out (agent.diagnostics.max_file_size)]\n"
+	want := map[string]string{
+		deviceID + "/" + opID + "/commands/journal.txt": "journal line\n",
+		dir + "/agent.log": "agent started\n",
+		dir + "/big.log":   note + string(fx.big[len(fx.big)-logMaxFile:]),
+	}
+	for name, w := range want {
+		if got, ok := blobs[name]; !ok || string(got) != w {
+			t.Errorf("blob %s: %t, %d bytes starting %.90q; want %d bytes starting %.90q", name, ok, len(got), got, len(w), w)
+		}
+	}
+	if len(blobs) != len(want) {
+		t.Errorf("%d blobs %q, want %d", len(blobs), slices.Sorted(maps.Keys(blobs)), len(want))
+	}
+}
+
 // A log collection end to end through the hub: the request is acknowledged, the configured
 // files (a directory's, a missing one left out) and the command's output are uploaded under
 // <device>/<operationId>/, a log longer than max_file_size is cut to its newest bytes behind a
@@ -93,27 +136,7 @@ func TestLogCollection(t *testing.T) {
 	if code := fx.collect(t, "op-1", fx.sas(t)); code != int(adu.DiagnosticsSuccess) {
 		t.Fatalf("result %d", code)
 	}
-	blobs, err := fx.store.Blobs("logs", deviceID+"/op-1/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, b := range blobs {
-		names = append(names, strings.TrimPrefix(b.Name, deviceID+"/op-1/"))
-	}
-	dir := strings.TrimPrefix(filepath.ToSlash(fx.dir), "/")
-	want := []string{"commands/journal.txt", "files/" + dir + "/agent.log", "files/" + dir + "/big.log"}
-	if strings.Join(names, " ") != strings.Join(want, " ") {
-		t.Fatalf("blobs %q, want %q", names, want)
-	}
-	big, err := fx.store.ReadBlob("logs", deviceID+"/op-1/files/"+dir+"/big.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	note := "[aduagent: the first 1976 bytes are left out (agent.diagnostics.max_file_size)]\n"
-	if string(big) != note+string(fx.big[len(fx.big)-logMaxFile:]) {
-		t.Errorf("big.log uploaded as %d bytes starting %.90q", len(big), big)
-	}
+	fx.checkUploaded(t, "op-1", fx.stored(t, deviceID+"/op-1/"))
 	if !strings.Contains(strings.Join(fx.h.all(), "\n"), `{"diagnosticInformation":{"__t":"c","service":{"ac":200,`) {
 		t.Error("the request was not acknowledged")
 	}
@@ -124,6 +147,19 @@ func TestLogCollection(t *testing.T) {
 	if st.job != nil {
 		t.Error("op-1 collected again")
 	}
+}
+
+// The same collection into Azurite, Blob Storage's emulator, with a container SAS as the
+// service gives one (create and write): the blobs land there with the logs' names and bytes,
+// and the device reports success.
+func TestLogCollectionIntoAzurite(t *testing.T) {
+	az := azuritetest.Start(t)
+	c := az.Container(t, "logs")
+	fx := newLogFixture(t)
+	if code := fx.collect(t, "op-az", azuritetest.SAS(t, c, sas.ContainerPermissions{Create: true, Write: true})); code != int(adu.DiagnosticsSuccess) {
+		t.Fatalf("result %d", code)
+	}
+	fx.checkUploaded(t, "op-az", azuritetest.Blobs(t, c, deviceID+"/op-az/"))
 }
 
 // Uploads that fail are reported with the Linux agent's codes, and a hostile request is

@@ -5,67 +5,18 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
-	"sync/atomic"
 	"testing"
 
 	"github.com/aduflash/aduflash/internal/azuritetest"
 	"github.com/aduflash/aduflash/internal/publishtest"
 )
 
-// blobProxy stands between Store and Azurite and counts the block bytes that reach
-// Azurite (PUT ?comp=block answered 201) and the requests; after cutAfter blocks it calls
-// cut (the test cancels the upload there).
-type blobProxy struct {
-	url        string
-	blockBytes atomic.Int64
-	blocks     atomic.Int64
-	requests   atomic.Int64
-	cutAfter   int64
-	cut        func()
-}
-
-func newBlobProxy(t *testing.T, az *azuritetest.Blob) *blobProxy {
+// proxyStore is the container of the development account reached through p.
+func proxyStore(t *testing.T, p *azuritetest.Proxy, container string) *Store {
 	t.Helper()
-	target, _ := url.Parse("http://" + az.Host)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.ErrorLog = log.New(io.Discard, "", 0) // the cut requests
-	p := &blobProxy{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.requests.Add(1)
-		isBlock := r.Method == http.MethodPut && r.URL.Query().Get("comp") == "block"
-		rec := &statusRecorder{ResponseWriter: w}
-		rp.ServeHTTP(rec, r)
-		if isBlock && rec.status == http.StatusCreated {
-			p.blockBytes.Add(r.ContentLength)
-			if n := p.blocks.Add(1); n == p.cutAfter && p.cut != nil {
-				p.cut()
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	p.url = srv.URL + "/" + azuritetest.Account
-	return p
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (p *blobProxy) store(t *testing.T, container string) *Store {
-	t.Helper()
-	s, err := StoreFromConnectionString(azuritetest.ConnectionString(p.url), container, nil)
+	s, err := StoreFromConnectionString(azuritetest.ConnectionString(p.AccountURL), container, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +30,9 @@ func (p *blobProxy) store(t *testing.T, container string) *Store {
 // does not have, so no block's bytes reach it twice, and the blob is the file.
 func TestUploadResumesACutUpload(t *testing.T) {
 	az := azuritetest.Start(t)
-	proxy := newBlobProxy(t, az)
-	store := proxy.store(t, "updates")
+	ctx, cancel := context.WithCancel(context.Background())
+	proxy := az.Proxy(t, 10, cancel)
+	store := proxyStore(t, proxy, "updates")
 	const size, blockSize = 3<<20 + 12345, 128 << 10 // 25 blocks
 	w := publishtest.Write(t, t.TempDir(), "1.0", publishtest.Payload{Name: "rootfs.bin", Size: size, Seed: 7})
 	u, err := Check(context.Background(), w.Manifest, w.Files, nil)
@@ -90,12 +42,10 @@ func TestUploadResumesACutUpload(t *testing.T) {
 	f := u.Files[0]
 	opts := UploadOptions{BlockSize: blockSize, Parallel: 2}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	proxy.cutAfter, proxy.cut = 10, cancel
 	if _, err := store.Upload(ctx, BlobName(u, f.Name), f, opts); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cut upload: %v, want context.Canceled", err)
 	}
-	firstBytes := proxy.blockBytes.Load()
+	firstBytes := proxy.BlockBytes()
 	if firstBytes < 10*blockSize || firstBytes >= size {
 		t.Fatalf("the cut upload staged %d bytes, want from %d to below %d", firstBytes, 10*blockSize, size)
 	}
@@ -106,7 +56,7 @@ func TestUploadResumesACutUpload(t *testing.T) {
 	}
 	// A block in flight when the upload was cut may have been staged without the proxy
 	// seeing its answer: the second run may find more than firstBytes staged, never less.
-	second := proxy.blockBytes.Load() - firstBytes
+	second := proxy.BlockBytes() - firstBytes
 	if second != up.Sent || up.Sent > size-firstBytes || up.Resumed < firstBytes || up.Sent+up.Resumed != size || up.Existed {
 		t.Errorf("second run: %+v, %d block bytes reached Azurite; want at most %d sent (nothing the first run staged) and the rest resumed",
 			up, second, size-firstBytes)
@@ -118,8 +68,8 @@ func TestUploadResumesACutUpload(t *testing.T) {
 // other bytes is replaced.
 func TestUploadSkipsTheSameBlobAndReplacesAnother(t *testing.T) {
 	az := azuritetest.Start(t)
-	proxy := newBlobProxy(t, az)
-	store := proxy.store(t, "updates")
+	proxy := az.Proxy(t, 0, nil)
+	store := proxyStore(t, proxy, "updates")
 	dir := t.TempDir()
 	w := publishtest.Write(t, dir, "1.0", publishtest.Payload{Name: "fw.bin", Size: 300 << 10, Seed: 1})
 	u, err := Check(context.Background(), w.Manifest, w.Files, nil)
@@ -130,10 +80,10 @@ func TestUploadSkipsTheSameBlobAndReplacesAnother(t *testing.T) {
 	if _, err := store.Upload(context.Background(), "x/fw.bin", f, UploadOptions{BlockSize: 64 << 10}); err != nil {
 		t.Fatal(err)
 	}
-	before := proxy.blockBytes.Load()
+	before := proxy.BlockBytes()
 	up, err := store.Upload(context.Background(), "x/fw.bin", f, UploadOptions{BlockSize: 64 << 10})
-	if err != nil || !up.Existed || up.Sent != 0 || proxy.blockBytes.Load() != before {
-		t.Fatalf("second upload of the same file: %+v, %v; %d block bytes sent", up, err, proxy.blockBytes.Load()-before)
+	if err != nil || !up.Existed || up.Sent != 0 || proxy.BlockBytes() != before {
+		t.Fatalf("second upload of the same file: %+v, %v; %d block bytes sent", up, err, proxy.BlockBytes()-before)
 	}
 	// The same name and length, other bytes (another build): sent again.
 	w2 := publishtest.Write(t, t.TempDir(), "1.0", publishtest.Payload{Name: "fw.bin", Size: 300 << 10, Seed: 2})

@@ -1,7 +1,8 @@
 // Package peers finds the real tools that interop tests run against (imgtool, and later
 // fw_printenv, QEMU, mosquitto, ...) and decides what a test does when one is missing: it
-// skips with a message naming what to install, except when ADUFLASH_REQUIRE_PEERS=1 (set by
-// scripts/test in CI), where a missing peer fails the test so that CI cannot pass by skipping.
+// skips with a message naming what to install, except in CI (CI=true, as GitHub Actions,
+// GitLab and Azure Pipelines set it; or ADUFLASH_REQUIRE_PEERS=1, which scripts/test sets
+// there), where a missing peer fails the test so that CI cannot pass by skipping.
 package peers
 
 import (
@@ -19,8 +20,8 @@ import (
 // Missing skips t, or fails it when peers are required, with a message naming the peer.
 func Missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("ADUFLASH_REQUIRE_PEERS") == "1" {
-		t.Fatalf("required peer missing (ADUFLASH_REQUIRE_PEERS=1): "+format, args...)
+	if os.Getenv("ADUFLASH_REQUIRE_PEERS") == "1" || os.Getenv("CI") == "true" {
+		t.Fatalf("required peer missing (CI=true or ADUFLASH_REQUIRE_PEERS=1): "+format, args...)
 	}
 	t.Skipf("peer missing, skipping: "+format, args...)
 }
