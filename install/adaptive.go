@@ -108,7 +108,10 @@ type assembly struct {
 	next, entry int
 	at          int64
 	whole       sha256Hash // the payload's hash, when assembled from its start
-	dec         *adaptive.Decoder
+	// dec decodes frames; close may end it while a load decodes (decMu), after which
+	// decoding fails.
+	decMu sync.Mutex
+	dec   *adaptive.Decoder
 	// last and lastEntry are the bytes of the entry taken last.
 	last      []byte
 	lastEntry int
@@ -186,8 +189,11 @@ func (a *assembly) close() {
 			}
 			a.wg.Wait()
 		}
+		a.decMu.Lock()
+		defer a.decMu.Unlock()
 		if a.dec != nil {
 			a.dec.Close()
+			a.dec = nil
 		}
 	})
 }
@@ -363,13 +369,18 @@ func (a *assembly) entryBytes() ([]byte, error) {
 }
 
 // chunk returns entry i's bytes, checked: from the device where it holds them (fetched alone
-// when they no longer match), else the next frame of the plan's ranges.
+// when they no longer match), else the next frame of the plan's ranges. A read that fails
+// ends the attempt (the scan read it all: the device is failing or losing power), with no
+// fallback that would fetch what the next attempt's scan may find.
 func (a *assembly) chunk(i int) ([]byte, error) {
 	e := a.x.Entries[i]
 	if loc, ok := a.found[e.SHA256]; ok {
 		raw := a.buf[:e.Size]
 		hd := a.held[loc.Source]
-		if _, err := hd.R.ReadAt(raw, loc.Offset); err == nil && adaptive.Verify(e, raw) == nil {
+		if _, err := hd.R.ReadAt(raw, loc.Offset); err != nil {
+			return nil, fmt.Errorf("%w: %s at %d: %w", ErrRead, hd.Name, loc.Offset, err)
+		}
+		if adaptive.Verify(e, raw) == nil {
 			a.reused += int64(e.Size)
 			return raw, nil
 		}
@@ -387,6 +398,11 @@ func (a *assembly) chunk(i int) ([]byte, error) {
 }
 
 func (a *assembly) decode(e adaptive.Entry, frame []byte) ([]byte, error) {
+	a.decMu.Lock()
+	defer a.decMu.Unlock()
+	if a.dec == nil {
+		return nil, fmt.Errorf("install: adaptive: the chunk at payload offset %d: %w", e.Offset, errEnded)
+	}
 	raw, err := a.dec.Chunk(e, frame)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrAdaptive, a.ad.StoreURL, err)

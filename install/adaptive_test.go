@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,4 +364,95 @@ func signedHeader(t *testing.T, raw []byte) *image.Header {
 		t.Fatal(err)
 	}
 	return rd.Header()
+}
+
+// heldChunk is a chunk of old that the index names once (no other entry reuses it): where it
+// lies in old, and its entry.
+func (c *adaptiveCase) heldChunk(t *testing.T) (int64, adaptive.Entry) {
+	t.Helper()
+	count := map[image.Digest]int{}
+	for _, e := range c.index.Entries {
+		count[e.SHA256]++
+	}
+	var at int64 = -1
+	var entry adaptive.Entry
+	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
+		d := image.Digest(sha256.Sum256(b))
+		if at < 0 && count[d] == 1 {
+			for _, e := range c.index.Entries {
+				if e.SHA256 == d {
+					at, entry = off, e
+				}
+			}
+		}
+		return nil
+	})
+	if at < 0 {
+		t.Fatal("no chunk of the old payload that the index names once")
+	}
+	return at, entry
+}
+
+// atWrite calls fn when the install starts writing: after the scan, before the assembly.
+type atWrite func()
+
+func (f atWrite) Stage(name string, _ int64) {
+	if name == StageWrite {
+		f()
+	}
+}
+func (atWrite) Add(int64) {}
+
+// A chunk of bank A that no longer matches when the assembly takes it (changed since the
+// scan) is fetched alone, checked, and the install goes on.
+func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
+	c := newAdaptiveCase(t)
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at, e := c.heldChunk(t)
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at+int64(e.Size)/2] ^= 1 })
+	rec, err := c.install(t, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := rec.Adaptive
+	if rec.Format != FormatAdaptive || ad.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("format %s, adaptive %+v", rec.Format, ad)
+	}
+	if want := c.index.HeaderSize + ad.Planned + int64(e.FrameN); ad.Fetched != want {
+		t.Fatalf("fetched %d bytes; want the header, the plan and the changed chunk's frame: %d", ad.Fetched, want)
+	}
+}
+
+// A held chunk that cannot be read when the assembly takes it (read before by the scan: the
+// device is failing or losing power) ends the attempt with a read error: no fallback fetches
+// what the next attempt's scan may find.
+func TestAdaptiveHeldReadFailureEndsAttempt(t *testing.T) {
+	c := newAdaptiveCase(t)
+	var gone atomic.Bool
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: dying{bytes.NewReader(c.old), &gone}, Size: int64(len(c.old))}}
+	c.srv.Config.Handler = rangeOnly(c.srv.Config.Handler)
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { gone.Store(true) })
+	rec, err := c.install(t, in, nil)
+	if !errors.Is(err, ErrRead) || rec.Adaptive == nil || rec.Adaptive.Fallback != "" {
+		t.Fatalf("install: %v, %+v; want a read error and no fallback", err, rec.Adaptive)
+	}
+	if rec.Adaptive.Fetched > c.index.HeaderSize+rec.Adaptive.Planned {
+		t.Fatalf("fetched %d bytes; the header and the plan are %d", rec.Adaptive.Fetched, c.index.HeaderSize+rec.Adaptive.Planned)
+	}
+}
+
+// dying reads r until gone is set, then fails.
+type dying struct {
+	r    io.ReaderAt
+	gone *atomic.Bool
+}
+
+func (d dying) ReadAt(p []byte, off int64) (int, error) {
+	if d.gone.Load() {
+		return 0, errors.New("no power")
+	}
+	return d.r.ReadAt(p, off)
 }
