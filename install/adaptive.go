@@ -423,6 +423,10 @@ func (a *assembly) nextFrame(i int) ([]byte, error) {
 		if fr.err != nil {
 			return nil, fr.err
 		}
+		if fr.from != a.planAt {
+			// close drains the ranges while a load may still wait for one: the load ends.
+			return nil, fmt.Errorf("install: adaptive: plan item %d: %w", a.planAt, errEnded)
+		}
 		a.cur = &fr
 	}
 	a.planAt++
