@@ -11,6 +11,16 @@ import (
 	"github.com/aduflash/aduflash/image"
 )
 
+// IndexImage verifies the aduimg image read from img with kr (its signature, every chunk) and
+// builds its index with p, writing the store: what aduimport index does.
+func IndexImage(img io.Reader, kr *image.Keyring, p Params, store io.Writer) (*Index, error) {
+	rd, err := image.NewReader(img, image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		return nil, err
+	}
+	return Build(rd.Header(), rd, p, store)
+}
+
 // Build cuts the payload of the verified image h (read from payload) into chunks with p and
 // writes the store: its header, then each chunk's frame at its first occurrence (zstd, or its
 // bytes where zstd would not make it smaller). It returns the index of what it wrote.

@@ -63,12 +63,8 @@ func StoreBound(x *adaptive.Index, held map[image.Digest]bool, verified int64) i
 // Index verifies the aduimg image img with kr and returns its adaptive index (default
 // chunker) and the index file's and the chunk store's bytes.
 func Index(img []byte, kr *image.Keyring) (x *adaptive.Index, index, store []byte, err error) {
-	rd, err := image.NewReader(bytes.NewReader(img), image.VerifyOptions{Keyring: kr})
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	var st bytes.Buffer
-	if x, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &st); err != nil {
+	if x, err = adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &st); err != nil {
 		return nil, nil, nil, err
 	}
 	return x, x.Encode(), st.Bytes(), nil

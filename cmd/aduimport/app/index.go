@@ -13,7 +13,6 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/infile"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
-	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/internal/bytesize"
 )
@@ -70,12 +69,7 @@ func (e *env) index(c *cli.Context) error {
 	}
 	defer store.Abort()
 	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "index")
-	rd, err := image.NewReader(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr})
-	if err != nil {
-		bar.End(err)
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	x, err := adaptive.Build(rd.Header(), rd, params, store)
+	x, err := adaptive.IndexImage(bar.Reader(bufio.NewReaderSize(f, 1<<20)), kr, params, store)
 	bar.End(err)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
