@@ -21,7 +21,7 @@ import (
 func newAdaptiveUpdate(t *testing.T, srv *server, version string, raw []byte, mod, serve func(idx []byte) []byte) *update {
 	t.Helper()
 	file := makeImage(t, raw, version, nil)
-	_, idx, store, err := adaptivetest.Index(file, getKeys(t).kr)
+	_, idx, store, err := adaptivetest.Index(file, getKeys(t).kr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -199,13 +199,14 @@ func (s *stand) importAdaptive(k crypto.Signer, kr *image.Keyring, raw []byte, v
 	return id, x, n
 }
 
-// writeIndex writes the adaptive index and chunk store of the image at path beside it.
+// writeIndex writes the adaptive index and chunk store of the image at path beside it, with
+// delta frames against the factory payload.
 func writeIndex(t *testing.T, path string, kr *image.Keyring) (*adaptive.Index, int64) {
 	img, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, idx, store, err := adaptivetest.Index(img, kr)
+	x, idx, store, err := adaptivetest.Index(img, kr, factory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestAdaptiveDeploymentThroughHub(t *testing.T) {
 		t.Fatalf("after 2.0: running %s", r.dev.Running())
 	}
 	up, _ := s.st.Service.Update(u2)
-	bound := indexLen + x.HeaderSize + adaptivetest.StoreBound(x, adaptivetest.Held(x, factory), 0)
+	bound := indexLen + x.HeaderSize + adaptivetest.StoreBound(x, adaptivetest.Held(x, r.dev.Slot("A", 4<<20)), 0)
 	if got := s.served.Load(); got > bound || got == 0 {
 		t.Fatalf("served %d bytes; the index, the header and the chunks bank A lacks are %d (the image is %d)", got, bound, up.Files[0].SizeInBytes)
 	}

@@ -3,7 +3,6 @@ package install
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +54,7 @@ func newAdaptiveCase(t *testing.T) *adaptiveCase {
 		t.Fatal(err)
 	}
 	var store bytes.Buffer
-	if c.index, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store); err != nil {
+	if c.index, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.store = store.Bytes()
@@ -243,13 +242,13 @@ func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New
 
 // firstFetched is the first entry the case's install fetches.
 func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
-	have := map[image.Digest]bool{}
+	have := map[adaptive.Sum]bool{}
 	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
-		have[sha256.Sum256(b)] = true
+		have[adaptive.SumOf(b)] = true
 		return nil
 	})
 	for _, e := range c.index.Entries {
-		if !have[e.SHA256] {
+		if !have[e.Sum] {
 			return e
 		}
 	}
@@ -269,7 +268,7 @@ func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
 	_, kr := key(t)
 	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
 	var store bytes.Buffer
-	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
 	c.store = store.Bytes()
 	c.src = c.srv.put("rootfs.aduimg", c.img)
 	c.srv.put("rootfs.aduchunks", c.store)
@@ -322,7 +321,7 @@ func TestAdaptiveRefusesForgedIndex(t *testing.T) {
 	at := len(forged) / 3
 	forged[at] ^= 0xFF
 	var store bytes.Buffer
-	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store)
+	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,17 +369,17 @@ func signedHeader(t *testing.T, raw []byte) *image.Header {
 // lies in old, and its entry.
 func (c *adaptiveCase) heldChunk(t *testing.T) (int64, adaptive.Entry) {
 	t.Helper()
-	count := map[image.Digest]int{}
+	count := map[adaptive.Sum]int{}
 	for _, e := range c.index.Entries {
-		count[e.SHA256]++
+		count[e.Sum]++
 	}
 	var at int64 = -1
 	var entry adaptive.Entry
 	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
-		d := image.Digest(sha256.Sum256(b))
+		d := adaptive.SumOf(b)
 		if at < 0 && count[d] == 1 {
 			for _, e := range c.index.Entries {
-				if e.SHA256 == d {
+				if e.Sum == d {
 					at, entry = off, e
 				}
 			}
@@ -455,4 +454,66 @@ func (d dying) ReadAt(p []byte, off int64) (int, error) {
 		return 0, errors.New("no power")
 	}
 	return d.r.ReadAt(p, off)
+}
+
+// withBase rebuilds the case's index and store with delta frames against the old payload.
+func (c *adaptiveCase) withBase(t *testing.T) {
+	t.Helper()
+	_, kr := key(t)
+	var store bytes.Buffer
+	x, err := adaptive.IndexImage(bytes.NewReader(c.img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(c.old), Size: int64(len(c.old))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.index, c.store = x, store.Bytes()
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive.Index = x
+}
+
+// With delta frames in the store, a chunk that changed a little is fetched as its delta
+// against the chunk bank A holds at its place: fewer bytes than its own frame, the payload
+// the same. A base that no longer matches when it is taken gets the chunk's own frame.
+func TestAdaptiveDeltaFrames(t *testing.T) {
+	c := newAdaptiveCase(t)
+	plain, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.withBase(t)
+	spare := filepath.Join(c.d.dir, "rootfs-B")
+	os.Remove(spare) // what the spare holds is scanned too
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if err != nil || rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	if rec.Adaptive.Fetched >= plain.Adaptive.Fetched {
+		t.Fatalf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+	}
+	t.Logf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+
+	var e adaptive.Entry
+	for _, e = range c.index.Entries {
+		if e.Delta != nil {
+			break
+		}
+	}
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at := -1 // where bank A holds the delta's base first
+	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
+		if at < 0 && adaptive.SumOf(b) == e.Delta.Base {
+			at = int(off)
+		}
+		return nil
+	})
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at] ^= 1 })
+	os.Remove(spare)
+	again, err := c.install(t, in, nil)
+	if err != nil || again.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install with a changed base: %v, %+v", err, again.Adaptive)
+	}
+	if want := rec.Adaptive.Fetched + int64(e.FrameN); again.Adaptive.Fetched != want {
+		t.Fatalf("fetched %d bytes with a changed base; want %d (its chunk's own frame besides)", again.Adaptive.Fetched, want)
+	}
 }

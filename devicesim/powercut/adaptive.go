@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"slices"
 
-	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/internal/adaptivetest"
 )
@@ -20,7 +19,7 @@ const (
 type adaptiveFiles struct {
 	index    *adaptive.Index
 	indexLen int64
-	held     map[image.Digest]bool
+	held     map[adaptive.Sum]bool
 }
 
 // adaptiveUpdate is an update of the rootfs with an adaptive index: bank A's rootfs with fresh
@@ -32,7 +31,7 @@ func (f *Fixture) adaptiveUpdate(key crypto.Signer) (*update, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, idx, store, err := adaptivetest.Index(img, f.keyring)
+	x, idx, store, err := adaptivetest.Index(img, f.keyring, old)
 	if err != nil {
 		return nil, err
 	}

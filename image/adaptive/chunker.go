@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-
-	"github.com/aduflash/aduflash/image"
 )
 
 // Params are the content-defined chunker's sizes: no cut before Min bytes, cuts about every
@@ -18,8 +16,9 @@ type Params struct {
 	Min, Avg, Max int
 }
 
-// DefaultParams: 2, 8 and 32 KiB (docs/adaptive.md has the measurements behind them).
-var DefaultParams = Params{Min: 2 << 10, Avg: 8 << 10, Max: 32 << 10}
+// DefaultParams: 8, 32 and 128 KiB (docs/adaptive.md has the measurements behind them: with
+// delta frames, fewer and larger chunks fetch less, the index being smaller).
+var DefaultParams = Params{Min: 8 << 10, Avg: 32 << 10, Max: 128 << 10}
 
 // Limits of Params.
 const (
@@ -118,14 +117,15 @@ type Location struct {
 	Offset int64
 }
 
-// Scan cuts what r holds with p and records in found, for every chunk whose hash wanted
-// names, where the first such chunk lies (source is the caller's number for r).
-func (p Params) Scan(r io.Reader, source int, wanted map[image.Digest]int, found map[image.Digest]Location) error {
+// Scan cuts what r holds with p and records in found, for every chunk whose Sum wanted
+// names (with its size), where the first such chunk lies (source is the caller's number for
+// r).
+func (p Params) Scan(r io.Reader, source int, wanted map[Sum]int, found map[Sum]Location) error {
 	return p.Split(r, func(off int64, chunk []byte) error {
-		d := image.Digest(sha256.Sum256(chunk))
-		if size, ok := wanted[d]; ok && size == len(chunk) {
-			if _, seen := found[d]; !seen {
-				found[d] = Location{Source: source, Offset: off}
+		s := SumOf(chunk)
+		if size, ok := wanted[s]; ok && size == len(chunk) {
+			if _, seen := found[s]; !seen {
+				found[s] = Location{Source: source, Offset: off}
 			}
 		}
 		return nil

@@ -4,7 +4,6 @@ package adaptivetest
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"math/rand/v2"
 	"sort"
 
@@ -25,10 +24,10 @@ func Noise(seed byte, n int) []byte {
 
 // Held is the set of the hashes of the chunks x's chunker cuts data into: what a device
 // holding data finds.
-func Held(x *adaptive.Index, data []byte) map[image.Digest]bool {
-	held := map[image.Digest]bool{}
+func Held(x *adaptive.Index, data []byte) map[adaptive.Sum]bool {
+	held := map[adaptive.Sum]bool{}
 	x.Params.Split(bytes.NewReader(data), func(_ int64, chunk []byte) error {
-		held[sha256.Sum256(chunk)] = true
+		held[adaptive.SumOf(chunk)] = true
 		return nil
 	})
 	return held
@@ -36,15 +35,19 @@ func Held(x *adaptive.Index, data []byte) map[image.Digest]bool {
 
 // StoreBound is the most an install may fetch from x's chunk store when the device holds the
 // chunks held and has verified the payload up to offset verified: the frames of the chunks it
-// lacks that end past verified, each once, and the gaps of up to RangeGap between them that a
-// coalesced request spans.
-func StoreBound(x *adaptive.Index, held map[image.Digest]bool, verified int64) int64 {
+// lacks that end past verified (their delta frames where it holds their bases), each once,
+// and the gaps of up to RangeGap between them that a coalesced request spans.
+func StoreBound(x *adaptive.Index, held map[adaptive.Sum]bool, verified int64) int64 {
 	var frames [][2]int64
 	seen := map[int64]bool{}
 	for _, e := range x.Entries {
-		if e.Offset+int64(e.Size) > verified && !held[e.SHA256] && !seen[e.Frame] {
-			seen[e.Frame] = true
-			frames = append(frames, [2]int64{e.Frame, e.Frame + int64(e.FrameN)})
+		off, n := e.Frame, e.FrameN
+		if d := e.Delta; d != nil && held[d.Base] {
+			off, n = d.Frame, d.FrameN
+		}
+		if e.Offset+int64(e.Size) > verified && !held[e.Sum] && !seen[off] {
+			seen[off] = true
+			frames = append(frames, [2]int64{off, off + int64(n)})
 		}
 	}
 	sort.Slice(frames, func(i, j int) bool { return frames[i][0] < frames[j][0] })
@@ -61,10 +64,15 @@ func StoreBound(x *adaptive.Index, held map[image.Digest]bool, verified int64) i
 }
 
 // Index verifies the aduimg image img with kr and returns its adaptive index (default
-// chunker) and the index file's and the chunk store's bytes.
-func Index(img []byte, kr *image.Keyring) (x *adaptive.Index, index, store []byte, err error) {
+// chunker; delta frames against base, if set) and the index file's and the chunk store's
+// bytes.
+func Index(img []byte, kr *image.Keyring, base []byte) (x *adaptive.Index, index, store []byte, err error) {
+	var b *adaptive.Base
+	if base != nil {
+		b = &adaptive.Base{R: bytes.NewReader(base), Size: int64(len(base))}
+	}
 	var st bytes.Buffer
-	if x, err = adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &st); err != nil {
+	if x, err = adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &st, b); err != nil {
 		return nil, nil, nil, err
 	}
 	return x, x.Encode(), st.Bytes(), nil

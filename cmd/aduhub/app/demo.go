@@ -269,7 +269,7 @@ func writeIndex(path string, kr *image.Keyring) (*adaptive.Index, error) {
 		return nil, err
 	}
 	var store bytes.Buffer
-	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store)
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, nil)
 	if err != nil {
 		return nil, err
 	}

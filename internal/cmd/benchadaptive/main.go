@@ -73,7 +73,7 @@ func measure(dir, a, b, fs string) error {
 		return err
 	}
 	var store bytes.Buffer
-	x, err := adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	x, err := adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
 	if err != nil {
 		return err
 	}
