@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -288,20 +289,23 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 	return p, nil
 }
 
-// scan finds the index's chunks in what the device holds and in the target slot.
+// scan finds the index's chunks in what the device holds and, when the install resumes, in
+// what an earlier attempt wrote into the target slot past the resume point; each thing on
+// every core at once.
 func (a *assembly) scan() error {
 	a.held = append([]Held(nil), a.ad.Held...)
-	t := a.r.target
-	if t.Slot().Type != slots.TypeUBI {
+	from := make([]int64, len(a.held))
+	if t := a.r.target; a.at > 0 && a.at < a.h.RawSize && t.Slot().Type != slots.TypeUBI {
 		if sr, err := t.OpenReader(); err == nil {
-			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: sr.Size()})
+			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: min(sr.Size(), a.h.RawSize)})
+			from = append(from, a.at)
 			a.r.closers = append(a.r.closers, sr.Close)
 		}
 	}
 	wanted := a.x.Wanted()
 	a.found = make(map[adaptive.Sum]adaptive.Location, len(wanted))
 	for i, hd := range a.held {
-		if err := a.x.Params.Scan(io.NewSectionReader(hd.R, 0, hd.Size), i, wanted, a.found); err != nil {
+		if err := a.x.Params.Scan(hd.R, i, from[i], hd.Size-from[i], runtime.GOMAXPROCS(0), wanted, a.found); err != nil {
 			return fmt.Errorf("%w: %w: scanning %s: %w", ErrAdaptive, ErrRead, hd.Name, err)
 		}
 	}

@@ -212,3 +212,27 @@ func TestDeltaFrames(t *testing.T) {
 		t.Fatal("no delta frame for chunks that changed a byte")
 	}
 }
+
+// A scan on several goroutines finds what one pass finds, at the same places, but for the
+// chunks across the start of a part.
+func TestScanInParts(t *testing.T) {
+	p := payload(7, 8<<20)
+	var store bytes.Buffer
+	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
+	wanted := x.Wanted()
+	one, four := map[adaptive.Sum]adaptive.Location{}, map[adaptive.Sum]adaptive.Location{}
+	if err := x.Params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 1, wanted, one); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 4, wanted, four); err != nil {
+		t.Fatal(err)
+	}
+	for s, loc := range four {
+		if one[s] != loc {
+			t.Fatalf("chunk %s: at %+v in parts, at %+v in one pass", s, loc, one[s])
+		}
+	}
+	if len(one) != len(x.Entries) || len(four) < len(one)-3*2 {
+		t.Fatalf("%d chunks of %d found in one pass, %d in four parts", len(one), len(x.Entries), len(four))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync"
 )
 
 // Params are the content-defined chunker's sizes: no cut before Min bytes, cuts about every
@@ -117,17 +118,48 @@ type Location struct {
 	Offset int64
 }
 
-// Scan cuts what r holds with p and records in found, for every chunk whose Sum wanted
-// names (with its size), where the first such chunk lies (source is the caller's number for
-// r).
-func (p Params) Scan(r io.Reader, source int, wanted map[Sum]int, found map[Sum]Location) error {
-	return p.Split(r, func(off int64, chunk []byte) error {
-		s := SumOf(chunk)
-		if size, ok := wanted[s]; ok && size == len(chunk) {
+// Scan cuts bytes [from, from+n) of r with p and records in found, for every chunk whose Sum
+// wanted names (with its size), where the first such chunk lies (source is the caller's
+// number for r). It cuts parts of the range on up to parts goroutines at once, each part
+// from its start (a chunk across the start of a part may be missed); what it records is
+// what one pass would, but for those.
+func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Sum]int, found map[Sum]Location) error {
+	step := max(n/int64(max(parts, 1)), int64(p.Max)*16)
+	var starts []int64
+	for off := from; off < from+n; off += step {
+		starts = append(starts, off)
+	}
+	maps := make([]map[Sum]Location, len(starts))
+	errs := make([]error, len(starts))
+	var wg sync.WaitGroup
+	for i, off := range starts {
+		maps[i] = map[Sum]Location{}
+		wg.Go(func() {
+			end := min(off+step, from+n)
+			if i == len(starts)-1 {
+				end = from + n
+			}
+			errs[i] = p.Split(io.NewSectionReader(r, off, end-off), func(at int64, chunk []byte) error {
+				s := SumOf(chunk)
+				if size, ok := wanted[s]; ok && size == len(chunk) {
+					if _, seen := maps[i][s]; !seen {
+						maps[i][s] = Location{Source: source, Offset: off + at}
+					}
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	for i, m := range maps {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		for s, loc := range m {
 			if _, seen := found[s]; !seen {
-				found[s] = Location{Source: source, Offset: off}
+				found[s] = loc
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
