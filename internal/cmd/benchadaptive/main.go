@@ -1,6 +1,7 @@
 // Command benchadaptive measures adaptive installs on image pairs (scripts/bench-adaptive):
 // benchadaptive -dir DIR A:B... reads DIR/A.ext4 and DIR/B.ext4 (and .sqfs) and prints, per
-// pair, the bytes an adaptive install of B on a device holding A fetches over loopback HTTP,
+// pair, the bytes an adaptive install of B on a device holding A fetches over loopback HTTP
+// (the index built with A as the base of delta frames),
 // against the zstd image, zstd --patch-from and a 4 KiB block-hash index, and the install's
 // wall time against a full install.
 package main
@@ -68,12 +69,8 @@ func measure(dir, a, b, fs string) error {
 	}
 	f.Close()
 	img, _ := os.ReadFile(imgPath)
-	rd, err := image.NewReader(bytes.NewReader(img), image.VerifyOptions{Keyring: kr})
-	if err != nil {
-		return err
-	}
 	var store bytes.Buffer
-	x, err := adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(old), Size: int64(len(old))})
 	if err != nil {
 		return err
 	}
