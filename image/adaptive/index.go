@@ -210,8 +210,9 @@ func (x *Index) parseEntries(b []byte, n int) error {
 	r := &entryReader{b: b}
 	x.Entries = make([]Entry, n)
 	var firsts []int // entries of first occurrences, in order
+	var deltas []*Delta
 	seen := map[Sum]bool{}
-	var off int64
+	var off, deltaEnd int64
 	frame := int64(StoreHeader)
 	for i := range x.Entries {
 		e := &x.Entries[i]
@@ -234,12 +235,13 @@ func (x *Index) parseEntries(b []byte, n int) error {
 			e.Frame = frame
 			frame += int64(e.FrameN)
 			if tag == tagDelta {
-				d := &Delta{Frame: frame}
+				d := &Delta{Frame: deltaEnd}
 				copy(d.Base[:], r.bytes(len(d.Base)))
 				d.BaseSize = r.size(1, x.Params.Max)
 				d.FrameN = r.size(1, e.FrameN-1)
-				frame += int64(d.FrameN)
+				deltaEnd += int64(d.FrameN)
 				e.Delta = d
+				deltas = append(deltas, d)
 			}
 			if r.err == nil && seen[e.Sum] {
 				r.err = errors.New("a chunk seen before, not encoded as a repeat")
@@ -254,6 +256,10 @@ func (x *Index) parseEntries(b []byte, n int) error {
 		}
 		off += int64(e.Size)
 	}
+	for _, d := range deltas {
+		d.Frame += frame // the delta frames follow the chunks' frames
+	}
+	frame += deltaEnd
 	switch {
 	case len(r.b) != 0:
 		return fmt.Errorf("%w: %d bytes after the last entry", ErrMalformed, len(r.b))

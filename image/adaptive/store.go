@@ -2,6 +2,7 @@ package adaptive
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -38,6 +39,9 @@ type builder struct {
 	frame int64
 	first map[Sum]Entry
 	buf   []byte
+	// deltas are the delta frames, written after the last chunk's frame; their entries'
+	// Delta.Frame is relative to their start until then.
+	deltas bytes.Buffer
 	// base's chunks in order, where each one first lies, and the base chunk after the last
 	// chunk the payload shares with base.
 	base       *Base
@@ -54,9 +58,9 @@ type baseChunk struct {
 
 // Build cuts the payload of the verified image h (read from payload) into chunks with p and
 // writes the store: its header, then each chunk's frame at its first occurrence (zstd, or its
-// bytes where zstd would not make it smaller), and after it the chunk's delta frame against a
-// chunk of base where that is shorter (base may be nil). It returns the index of what it
-// wrote.
+// bytes where zstd would not make it smaller), then the delta frames, in the same order, of
+// the chunks that have one: against a chunk of base, where that is shorter (base may be nil;
+// the delta frames are kept in memory until the end). It returns the index of what it wrote.
 func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *Base) (*Index, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
@@ -80,6 +84,9 @@ func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *
 		return nil, err
 	}
 	if err := p.Split(payload, b.add); err != nil {
+		return nil, err
+	}
+	if err := b.writeDeltas(); err != nil {
 		return nil, err
 	}
 	if err := b.w.Flush(); err != nil {
@@ -164,10 +171,21 @@ func (b *builder) delta(chunk []byte, bc baseChunk, full int) (*Delta, error) {
 	if len(frame)+deltaGain > full {
 		return nil, nil
 	}
-	d := &Delta{Base: bc.sum, BaseSize: bc.size, Frame: b.frame, FrameN: len(frame)}
-	_, err = b.w.Write(frame)
-	b.frame += int64(len(frame))
-	return d, err
+	d := &Delta{Base: bc.sum, BaseSize: bc.size, Frame: int64(b.deltas.Len()), FrameN: len(frame)}
+	b.deltas.Write(frame)
+	return d, nil
+}
+
+// writeDeltas writes the delta frames after the chunks' frames, where the entries now say.
+func (b *builder) writeDeltas() error {
+	for _, e := range b.x.Entries {
+		if e.Delta != nil && !e.Repeats {
+			e.Delta.Frame += b.frame
+		}
+	}
+	n, err := b.w.Write(b.deltas.Bytes())
+	b.frame += int64(n)
+	return err
 }
 
 // deltaDictID is the dictionary id of delta frames; deltaWindow their window (the base chunk
