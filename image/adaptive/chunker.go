@@ -124,6 +124,12 @@ type Location struct {
 // from its start (a chunk across the start of a part may be missed); what it records is
 // what one pass would, but for those.
 func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Sum]int, found map[Sum]Location) error {
+	sizes := make([]bool, p.Max+1) // a chunk of a size nothing wanted has is not hashed
+	for _, size := range wanted {
+		if size <= p.Max {
+			sizes[size] = true
+		}
+	}
 	step := max(n/int64(max(parts, 1)), int64(p.Max)*16)
 	var starts []int64
 	for off := from; off < from+n; off += step {
@@ -140,6 +146,9 @@ func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted
 				end = from + n
 			}
 			errs[i] = p.Split(io.NewSectionReader(r, off, end-off), func(at int64, chunk []byte) error {
+				if !sizes[len(chunk)] {
+					return nil
+				}
 				s := SumOf(chunk)
 				if size, ok := wanted[s]; ok && size == len(chunk) {
 					if _, seen := maps[i][s]; !seen {
