@@ -8,14 +8,20 @@ import (
 
 // Seeds live in testdata/fuzz/<Name>/ (from the real capture); f.Add adds a few more.
 
+// refused tells whether a twin parser refused doc, failing on an error that is not
+// ErrMalformed.
+func refused(t *testing.T, err error) bool {
+	if err != nil && !errors.Is(err, ErrMalformed) {
+		t.Fatalf("error not ErrMalformed: %v", err)
+	}
+	return err != nil
+}
+
 func FuzzParseServiceProperties(f *testing.F) {
 	f.Add([]byte(`{"deviceUpdate":{"service":{"workflow":{"action":255,"id":"nodeployment"},"updateManifest":null},"__t":"c"},"$version":6}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		d, err := ParseDesired(doc)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error not ErrMalformed: %v", err)
-			}
+		if refused(t, err) {
 			return
 		}
 		if d.Service != nil {
@@ -72,6 +78,21 @@ func FuzzVerify(f *testing.F) {
 		var ve *VerifyError
 		if !errors.As(err, &ve) || ve.ExtendedResultCode() == 0 {
 			t.Fatalf("not a VerifyError: %v", err)
+		}
+	})
+}
+
+func FuzzParseDiagnosticsDesired(f *testing.F) {
+	f.Add([]byte(`{"diagnosticInformation":{"__t":"c","service":{"operationId":"op-1","storageSasUrl":"https://a.blob.core.windows.net/logs?sv=2021-08-06&sig=x"}},"$version":4}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		d, err := ParseDiagnosticsDesired(doc)
+		if refused(t, err) {
+			return
+		}
+		if d.Request != nil {
+			if _, err := DiagnosticsReport(DiagnosticsSuccess, d.Request.OperationID); err != nil {
+				t.Fatalf("report: %v", err)
+			}
 		}
 	})
 }

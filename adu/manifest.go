@@ -3,8 +3,9 @@ package adu
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,6 +14,29 @@ import (
 
 // ErrUnsupportedManifestVersion: manifestVersion is not 4 or 5 (ERC 0x8030000A).
 var ErrUnsupportedManifestVersion = errkind.New(errkind.Input, "unsupported manifest version")
+
+// The manifestVersion range ParseManifest takes (its leading integer), as the Linux agent's
+// SUPPORTED_UPDATE_MANIFEST_VERSION_MIN/MAX.
+const (
+	MinManifestVersion = 4
+	MaxManifestVersion = 5
+)
+
+// ManifestVersionOf returns the manifestVersion member of a manifest as written ("" when the
+// manifest is no JSON object or has none): what a refusal of an unsupported version names.
+func ManifestVersionOf(manifest []byte) string {
+	o, err := mustObject(manifest, "")
+	if err != nil {
+		return ""
+	}
+	if s, ok, err := o.str("manifestVersion"); err == nil && ok {
+		return s
+	}
+	if kind(o.m["manifestVersion"]) == "a number" {
+		return string(o.m["manifestVersion"])
+	}
+	return ""
+}
 
 // UpdateID names an update.
 type UpdateID struct {
@@ -207,15 +231,15 @@ func manifestVersion(o object) (string, int, error) {
 	case "a number": // never seen; tolerated
 		s = string(raw)
 	case "nothing", "null":
-		return "", 0, pathErr("manifestVersion", "missing (legacy or not an update manifest): %v", ErrUnsupportedManifestVersion)
+		return "", 0, fmt.Errorf("adu: manifestVersion: missing (legacy or not an update manifest): %w", ErrUnsupportedManifestVersion)
 	default:
 		return "", 0, pathErr("manifestVersion", "want a string, got %s", kind(raw))
 	}
 	// The Linux agent reads the leading integer: "4", "4.0", "5", "5.0".
 	whole, frac, _ := strings.Cut(s, ".")
 	n, err := strconv.Atoi(whole)
-	if err != nil || strings.Trim(frac, "0") != "" || (n != 4 && n != 5) {
-		return s, 0, fmt.Errorf("adu: manifestVersion %.20q: %w (want 4 or 5)", s, ErrUnsupportedManifestVersion)
+	if err != nil || strings.Trim(frac, "0") != "" || n < MinManifestVersion || n > MaxManifestVersion {
+		return s, 0, fmt.Errorf("adu: manifestVersion %.20q: %w (want %d to %d)", s, ErrUnsupportedManifestVersion, MinManifestVersion, MaxManifestVersion)
 	}
 	return s, n, nil
 }
@@ -226,7 +250,7 @@ func parseFiles(o object) (map[string]File, error) {
 		return map[string]File{}, err
 	}
 	files := make(map[string]File, len(fo.m))
-	for _, id := range sortedKeys(fo.m) {
+	for _, id := range slices.Sorted(maps.Keys(fo.m)) {
 		p := join("files", id)
 		f, err := mustObject(fo.m[id], p)
 		if err != nil {
@@ -253,7 +277,7 @@ func parseFiles(o object) (map[string]File, error) {
 			return nil, err
 		} else if ok {
 			e.RelatedFiles = make(map[string]RelatedFile, len(rf.m))
-			for _, rid := range sortedKeys(rf.m) {
+			for _, rid := range slices.Sorted(maps.Keys(rf.m)) {
 				r, err := mustObject(rf.m[rid], join(rf.path, rid))
 				if err != nil {
 					return nil, err
@@ -356,15 +380,6 @@ func parseStep(raw json.RawMessage, path string, files map[string]File) (Step, e
 		return s, pathErr(join(path, "type"), "unknown step type %.40q", s.Type)
 	}
 	return s, nil
-}
-
-func sortedKeys(m map[string]json.RawMessage) []string {
-	k := make([]string, 0, len(m))
-	for s := range m {
-		k = append(k, s)
-	}
-	sort.Strings(k)
-	return k
 }
 
 // ParseDetachedManifestFile returns the manifest text of a downloaded detached or child

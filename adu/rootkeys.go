@@ -73,21 +73,9 @@ func ParseRootKeys(data []byte) ([]RootKey, error) {
 		if kty, ok, _ := o.str("kty"); ok && kty != "RSA" {
 			return nil, pathErr(join(p, "kty"), "%.20q, want RSA", kty)
 		}
-		ns, err := o.needStr("n")
+		k, err := rsaKeyOf(o, p)
 		if err != nil {
 			return nil, err
-		}
-		nb, err := decodeB64(ns)
-		if err != nil {
-			return nil, pathErr(join(p, "n"), "not base64")
-		}
-		e, err := exponent(o, p)
-		if err != nil {
-			return nil, err
-		}
-		k, err := rsaKey(nb, e)
-		if err != nil {
-			return nil, pathErr(join(p, "n"), "%v", err)
 		}
 		out = append(out, RootKey{KID: kid, Key: k})
 	}
@@ -274,21 +262,27 @@ func parseRootKey(raw json.RawMessage, kp string) (*rsa.PublicKey, error) {
 	if kt, _, _ := o.str("keyType"); kt != "RSA" {
 		return nil, pathErr(join(kp, "keyType"), "%.20q, want RSA", kt)
 	}
+	return rsaKeyOf(o, kp)
+}
+
+// rsaKeyOf reads the RSA public key of the key object o at path p: its modulus n (base64)
+// and its exponent (see exponent).
+func rsaKeyOf(o object, p string) (*rsa.PublicKey, error) {
 	ns, err := o.needStr("n")
 	if err != nil {
 		return nil, err
 	}
 	nb, err := decodeB64(ns)
 	if err != nil {
-		return nil, pathErr(join(kp, "n"), "not base64")
+		return nil, pathErr(join(p, "n"), "not base64")
 	}
-	e, err := exponent(o, kp)
+	e, err := exponent(o, p)
 	if err != nil {
 		return nil, err
 	}
 	k, err := rsaKey(nb, e)
 	if err != nil {
-		return nil, pathErr(join(kp, "n"), "%v", err)
+		return nil, pathErr(join(p, "n"), "%v", err)
 	}
 	return k, nil
 }

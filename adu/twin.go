@@ -140,40 +140,65 @@ type Desired struct {
 // "$version":N}), or a service-side twin ({"properties":{"desired":{…}}}). "__t",
 // "$metadata" and unknown members are ignored. Errors name the JSON path.
 func ParseDesired(doc []byte) (*Desired, error) {
-	top, err := mustObject(doc, "")
+	svc, path, v, err := desiredService(doc, ComponentName)
 	if err != nil {
 		return nil, err
 	}
-	d := top
-	if p, ok, err := top.obj("properties"); err != nil {
-		return nil, err
-	} else if ok {
-		top = p
-	}
-	if top.has("desired") {
-		if d, err = mustObject(top.m["desired"], join(top.path, "desired")); err != nil {
-			return nil, err
-		}
-	} else {
-		d = top
-	}
-	out := &Desired{}
-	if d.has("$version") {
-		if out.Version, err = integer(d.m["$version"], join(d.path, "$version"), 0, math.MaxInt64, false); err != nil {
-			return nil, err
-		}
-		out.HasVersion = true
-	}
-	du, ok, err := d.obj(ComponentName)
-	if err != nil || !ok {
-		return out, err
-	}
-	if du.has("service") {
-		if out.Service, err = parseService(du.m["service"], join(du.path, "service")); err != nil {
+	out := &Desired{Version: v.version, HasVersion: v.has}
+	if svc != nil {
+		if out.Service, err = parseService(svc, path); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// desiredService returns the writable "service" property of component in a twin document
+// (nil when absent or null) with its JSON path, and the desired $version.
+func desiredService(doc []byte, component string) (json.RawMessage, string, desiredVersion, error) {
+	d, v, err := desiredHead(doc)
+	if err != nil {
+		return nil, "", v, err
+	}
+	c, ok, err := d.obj(component)
+	if err != nil || !ok || !c.has("service") {
+		return nil, "", v, err
+	}
+	return c.m["service"], join(c.path, "service"), v, nil
+}
+
+// desiredObject returns the desired properties of a twin document in any of the forms
+// ParseDesired takes.
+func desiredObject(doc []byte) (object, error) {
+	top, err := mustObject(doc, "")
+	if err != nil {
+		return object{}, err
+	}
+	if p, ok, err := top.obj("properties"); err != nil {
+		return object{}, err
+	} else if ok {
+		top = p
+	}
+	if top.has("desired") {
+		return mustObject(top.m["desired"], join(top.path, "desired"))
+	}
+	return top, nil
+}
+
+// desiredVersion is the desired $version (has: the document carries one).
+type desiredVersion struct {
+	version int64
+	has     bool
+}
+
+// desiredHead returns the desired properties of a twin document and their $version.
+func desiredHead(doc []byte) (object, desiredVersion, error) {
+	d, err := desiredObject(doc)
+	if err != nil || !d.has("$version") {
+		return d, desiredVersion{}, err
+	}
+	v, err := integer(d.m["$version"], join(d.path, "$version"), 0, math.MaxInt64, false)
+	return d, desiredVersion{v, true}, err
 }
 
 // Ack codes of the writable-property acknowledgement (§2.4).
@@ -188,6 +213,9 @@ type Ack struct {
 	Version     int64           // desired $version that carried the update
 	Description string          // "ad", omitted when ""
 	Value       json.RawMessage // "value"; nil gives {} as the embedded SDK sends
+	// Component is the PnP component whose "service" property is acknowledged ("":
+	// ComponentName, deviceUpdate).
+	Component string
 }
 
 // Patch renders the reported patch {"deviceUpdate":{"__t":"c","service":{"ac":…,"av":…,
@@ -210,7 +238,11 @@ func (a Ack) Patch() ([]byte, error) {
 		v = c.Bytes()
 	}
 	s.raw("value", v)
-	return componentPatch("service", s.bytes())
+	component := a.Component
+	if component == "" {
+		component = ComponentName
+	}
+	return componentPatchOf(component, "service", s.bytes())
 }
 
 // State is agent.state (§6.1).
@@ -275,11 +307,16 @@ func (a *AgentProperties) Patch(iface string) ([]byte, error) {
 }
 
 func componentPatch(prop string, value []byte) ([]byte, error) {
+	return componentPatchOf(ComponentName, prop, value)
+}
+
+// componentPatchOf renders {"<component>":{"__t":"c","<prop>":value}}.
+func componentPatchOf(component, prop string, value []byte) ([]byte, error) {
 	var c ordered
 	c.add("__t", "c")
 	c.raw(prop, value)
 	var top ordered
-	top.raw(ComponentName, c.bytes())
+	top.raw(component, c.bytes())
 	return top.bytes(), top.err
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,11 +21,31 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/smp"
 )
 
 // HandlerImage is the update handler this agent implements: one image file per step,
 // written into the spare bank's slot of the step's class.
 const HandlerImage = "aduflash/image:1"
+
+// AgentName is how deviceProperties.aduVer names this agent.
+const AgentName = "aduflash"
+
+// AduVer is deviceProperties.aduVer of this agent at version: "aduflash;agent/1.2.0", the
+// "<agent>;agent/<version>" form of Microsoft's Linux agent ("DU;agent/1.1.0") and of the NetX
+// Duo agent ("AzureRTOS;agent/6.2.0"), which the service takes. A leading "v" is dropped; a
+// version that does not start with a digit (a development build: "dev", a commit) is
+// reported as "0.0.0-<version>".
+func AduVer(version string) string {
+	v := strings.TrimPrefix(strings.TrimSpace(version), "v")
+	if v == "" {
+		v = "dev"
+	}
+	if v[0] < '0' || v[0] > '9' {
+		v = "0.0.0-" + v
+	}
+	return AgentName + ";agent/" + v
+}
 
 // Journal file names in the state folder.
 const (
@@ -49,10 +70,23 @@ type Options struct {
 	JournalFS  journal.FS // nil: the OS file system
 	// Keyring holds the keys trusted to sign images.
 	Keyring *image.Keyring
+	// MCUKeyrings hold the keys of the attached MCUs that have their own, by class
+	// (LoadMCUKeyrings); the others' images are verified with Keyring.
+	MCUKeyrings map[string]*image.Keyring
+	// OpenMCU connects to an attached MCU (nil: DialMCU).
+	OpenMCU func(ctx context.Context, m *slots.MCUConfig) (*smp.Client, error)
 
-	// AduVer is deviceProperties.aduVer (default "DU;agent/1.1.0" for the ;3 models,
-	// "DU;agent/1.0.0" otherwise: the protocol level this agent speaks).
+	// AduVer is deviceProperties.aduVer (default AduVer(""); aduagent reports AduVer of its
+	// build's version).
 	AduVer string
+	// FactoryUpdateID is the update the factory image is: a bank the agent has no record of
+	// (it never wrote it) is taken to hold it, reported as installedUpdateId with
+	// installedCriteria equal to its version in every slot class (nil: such a bank holds
+	// nothing known).
+	FactoryUpdateID *adu.UpdateID
+	// DeviceName names the device in the blob paths of log uploads (the IoT Hub device id;
+	// default the host name).
+	DeviceName string
 	// DeviceInformation is reported with the non-contract models (nil: ReadDeviceInformation).
 	DeviceInformation func() DeviceInformation
 
@@ -127,10 +161,10 @@ func New(o Options) (*Agent, error) {
 		return nil, fmt.Errorf("%w: model: %w", ErrConfig, err)
 	}
 	if o.AduVer == "" {
-		o.AduVer = "DU;agent/1.0.0"
-		if iface == adu.InterfaceV2 {
-			o.AduVer = "DU;agent/1.1.0"
-		}
+		o.AduVer = AduVer("")
+	}
+	if o.DeviceName == "" {
+		o.DeviceName, _ = os.Hostname()
 	}
 	if o.CompatPropertyNames == "" {
 		o.CompatPropertyNames = DefaultCompatPropertyNames
@@ -293,13 +327,33 @@ func (a *Agent) spareBank(active string) (string, error) {
 func (a *Agent) Boot(ctx context.Context) error {
 	a.booted = true
 	a.syncFloors()
+	if err := a.bootBank(ctx); err != nil {
+		return err
+	}
+	dep := a.deploymentIn(PhaseMCU)
+	if dep == nil {
+		return nil
+	}
+	// The gateway's part is done; its MCUs come next (an MCU left on trial gets its decision).
+	a.log.Info("updating the attached MCUs of a deployment after start", "workflow", dep.WorkflowID, "update", dep.UpdateID.String())
+	return a.updateMCUs(ctx, dep)
+}
+
+// deploymentIn returns a copy of the deployment in progress when it is in phase (nil: none).
+func (a *Agent) deploymentIn(phase string) *Deployment {
 	var dep *Deployment
 	a.view(func(r *Record) {
-		if r.Deployment != nil && r.Deployment.Phase == PhasePending {
+		if r.Deployment != nil && r.Deployment.Phase == phase {
 			d := *r.Deployment
 			dep = &d
 		}
 	})
+	return dep
+}
+
+// bootBank finishes a deployment whose bank was marked pending: see Boot.
+func (a *Agent) bootBank(ctx context.Context) error {
+	dep := a.deploymentIn(PhasePending)
 	if dep == nil {
 		return nil
 	}
@@ -380,6 +434,23 @@ func (a *Agent) trial(ctx context.Context, dep *Deployment, st bootloader.State)
 }
 
 func (a *Agent) finishSucceeded(dep *Deployment) error {
+	if dep.hasMCUs() {
+		// The bank is confirmed; the MCUs come next (mcu.go), and the update counts as
+		// installed once they took it.
+		a.healthy.Store(true)
+		if err := a.save(func(r *Record) {
+			var prev *adu.UpdateID
+			if b := r.Banks[dep.From]; b != nil {
+				prev = b.UpdateID
+			}
+			r.recordBank(dep, prev)
+			r.Deployment.Phase = PhaseMCU
+		}); err != nil {
+			return err
+		}
+		a.syncFloors()
+		return nil
+	}
 	out := &Outcome{WorkflowID: dep.WorkflowID, RetryTimestamp: dep.RetryTimestamp, Local: dep.Local, UpdateID: dep.UpdateID,
 		Succeeded: true, ResultCode: adu.ResultApplySuccess, Bank: dep.Bank, Finished: a.o.Now().UTC()}
 	for range dep.manifestSteps() {
@@ -387,14 +458,7 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	}
 	a.healthy.Store(true)
 	err := a.save(func(r *Record) {
-		bi := dep.bankInfo()
-		for class, n := range dep.floors() {
-			r.raiseFloor(class, n)
-		}
-		if r.Banks == nil {
-			r.Banks = map[string]*BankInfo{}
-		}
-		r.Banks[dep.Bank] = bi
+		r.recordBank(dep, &dep.UpdateID)
 		r.Last, r.Deployment = out, nil
 	})
 	if err != nil {
@@ -402,6 +466,20 @@ func (a *Agent) finishSucceeded(dep *Deployment) error {
 	}
 	a.syncFloors() // the bank may have been confirmed without them (aduagent mark-good)
 	return nil
+}
+
+// recordBank records what the confirmed bank of dep holds (uid: the update it counts as
+// installed) and raises the floors of its classes.
+func (r *Record) recordBank(dep *Deployment, uid *adu.UpdateID) {
+	bi := dep.bankInfo()
+	bi.UpdateID = uid
+	for class, n := range dep.floors() {
+		r.raiseFloor(class, n)
+	}
+	if r.Banks == nil {
+		r.Banks = map[string]*BankInfo{}
+	}
+	r.Banks[dep.Bank] = bi
 }
 
 // bankInfo is what the deployment's bank holds: what its steps wrote, and what its copies
@@ -420,6 +498,9 @@ func (d *Deployment) bankInfo() *BankInfo {
 		}
 	}
 	for _, s := range d.Steps {
+		if s.MCU != nil {
+			continue
+		}
 		if info := s.Progress.Info; info != nil {
 			put(s.Class, s.Criteria, info.Version, info.RawSize)
 		} else {

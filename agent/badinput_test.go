@@ -31,8 +31,9 @@ func failedThenIdle(h *testHub, id string) func() bool {
 	}
 }
 
-// Every bad input ends in Failed then Idle with the documented extended result code,
-// with nothing pending in the bootloader and the running bank untouched.
+// Every bad input of an authentic deployment ends in Failed then Idle with the documented
+// extended result code, with nothing pending in the bootloader and the running bank
+// untouched (one that is not authentic is rejected in the ack: TestRejected).
 func TestBadInputs(t *testing.T) {
 	v1 := payload(1, 64<<10)
 	raw := payload(2, 200<<10)
@@ -56,19 +57,6 @@ func TestBadInputs(t *testing.T) {
 		erc  adu.ExtendedResultCode
 		hits bool // the update server may be asked
 	}{
-		{"bad signature", func(t *testing.T, srv *server) json.RawMessage {
-			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
-			u.manifest = strings.Replace(u.manifest, `"2.0"`, `"2.1"`, 1) // signed text changed
-			return u.service("wf", "")
-		}, adu.ERCManifestValidationFailed, false},
-		{"unknown root kid", func(t *testing.T, srv *server) json.RawMessage {
-			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
-			parts := strings.Split(u.sig, ".")
-			hdr := `{"alg":"RS256","sjwk":"` + strings.Repeat("A", 10) + `"}`
-			parts[0] = b64url([]byte(hdr))
-			u.sig = strings.Join(parts, ".")
-			return u.service("wf", "")
-		}, 0, false},
 		{"hash mismatch", func(t *testing.T, srv *server) json.RawMessage {
 			return newUpdate(t, srv, "2.0", raw, good, manifestOpts{sha: bytes.Repeat([]byte{7}, 32)}).service("wf", "")
 		}, ERCFileHash, true},
@@ -118,6 +106,12 @@ func TestBadInputs(t *testing.T) {
 		{"raw file not allowed", func(t *testing.T, srv *server) json.RawMessage {
 			return newUpdate(t, srv, "2.0", raw, raw, manifestOpts{}).service("wf", "")
 		}, ERCRawNotAllowed, true},
+		{"authentic manifest of a version the agent does not install", func(t *testing.T, srv *server) json.RawMessage {
+			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
+			u.manifest = strings.Replace(u.manifest, `"manifestVersion":"5.0"`, `"manifestVersion":"3"`, 1)
+			u.sig, _ = getKeys(t).signer.Sign([]byte(u.manifest))
+			return u.service("wf", "")
+		}, adu.ERCUnsupportedManifestVersion, false},
 		{"wrong types in the manifest", func(t *testing.T, srv *server) json.RawMessage {
 			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
 			m := strings.Replace(u.manifest, `"updateId":{"provider":"Contoso","name":"Board","version":"2.0"}`, `"updateId":"Contoso/Board/2.0"`, 1)
@@ -126,16 +120,6 @@ func TestBadInputs(t *testing.T) {
 			}
 			u.manifest = m
 			u.sig, _ = getKeys(t).signer.Sign([]byte(m))
-			return u.service("wf", "")
-		}, adu.ERCManifestValidationFailed, false},
-		{"huge manifest", func(t *testing.T, srv *server) json.RawMessage {
-			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
-			u.manifest = `{"x":"` + strings.Repeat("A", 300<<10) + `"}`
-			return u.service("wf", "")
-		}, adu.ERCManifestValidationFailed, false},
-		{"unknown fields change the signed text", func(t *testing.T, srv *server) json.RawMessage {
-			u := newUpdate(t, srv, "2.0", raw, good, manifestOpts{})
-			u.manifest = strings.Replace(u.manifest, `{"updateId"`, `{"futureField":{"a":[1,2]},"updateId"`, 1)
 			return u.service("wf", "")
 		}, adu.ERCManifestValidationFailed, false},
 	}

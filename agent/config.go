@@ -85,6 +85,9 @@ type Settings struct {
 	// MaxTrialReboots bounds reboots into a pending bank that come back in the old one
 	// before the update counts as rolled back (0: New's default, 3).
 	MaxTrialReboots int `toml:"max_trial_reboots"`
+
+	// Diagnostics ([agent.diagnostics]) are the logs a remote log collection uploads.
+	Diagnostics Diagnostics `toml:"diagnostics"`
 }
 
 // Config is the [agent] section of the device configuration: how the agent reaches IoT Hub,
@@ -154,6 +157,10 @@ type Config struct {
 
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `toml:"log_level"`
+
+	// FactoryUpdateID ([agent.factory_update_id]) is the update the factory image is
+	// (Options.FactoryUpdateID).
+	FactoryUpdateID *FactoryUpdateID `toml:"factory_update_id"`
 }
 
 // Defaults of the download keys.
@@ -221,6 +228,8 @@ func ParseConfig(data []byte) (Config, error) {
 		c.checkDownloads,
 		func() error { return c.checkWatchdog(written) },
 		c.checkLogLevel,
+		c.checkFactoryUpdateID,
+		c.Diagnostics.check,
 	} {
 		if err := check(); err != nil {
 			return c, err
@@ -471,6 +480,13 @@ func (c *Config) checkLogLevel() error {
 	return cfgErr("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 }
 
+func (c *Config) checkFactoryUpdateID() error {
+	if c.FactoryUpdateID == nil {
+		return nil
+	}
+	return c.FactoryUpdateID.check()
+}
+
 // Properties are the [agent.properties] entries, name = "value".
 type Properties []adu.DeviceProperty
 
@@ -680,6 +696,13 @@ func (c Config) Options() (Options, error) {
 		if o.Roots, err = adu.ParseRootKeys(b); err != nil {
 			return o, fmt.Errorf("%w: agent.root_keys: %s: %w", ErrConfig, c.RootKeys, err)
 		}
+	}
+	if c.FactoryUpdateID != nil {
+		id, err := c.FactoryUpdateID.resolve()
+		if err != nil {
+			return o, err
+		}
+		o.FactoryUpdateID = id
 	}
 	if c.NoBuiltinRoots && len(o.Roots) == 0 {
 		return o, cfgErr("no_builtin_roots", "set without root_keys: no manifest would ever verify")

@@ -48,6 +48,8 @@ func TestConfigSample(t *testing.T) {
 				{Name: "network", Command: []string{"/bin/ping", "-c", "1", "-W", "5", "contoso.azure-devices.net"},
 					Retries: 2, RetryDelay: 5 * time.Second, Env: []string{"LC_ALL=C"}},
 			},
+			Diagnostics: Diagnostics{Files: []string{"/var/log/aduagent/"}, MaxFileSize: 1 << 20, MaxTotalSize: 16 << 20, CommandTimeout: 30 * time.Second,
+				Commands: map[string][]string{"journal": {"journalctl", "-b", "--no-pager", "-o", "short-iso", "-n", "20000"}}},
 		},
 		ConnectionStringFile: "/etc/aduflash/connection-string",
 		Provisioning:         ProvisionConnectionString,
@@ -60,6 +62,7 @@ func TestConfigSample(t *testing.T) {
 		DownloadBackoff:      time.Second,
 		DownloadMaxBackoff:   time.Minute,
 		DownloadStallTimeout: time.Minute,
+		FactoryUpdateID:      &FactoryUpdateID{Provider: "contoso", Name: "toaster", Version: "1.0.0"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("sample:\n got %+v\nwant %+v", c, want)
@@ -418,5 +421,69 @@ func TestConfigErrorsWritten(t *testing.T) {
 				t.Errorf("error %v, want ErrConfig with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestFactoryUpdateIDConfig(t *testing.T) {
+	dir := t.TempDir()
+	osRelease, version := filepath.Join(dir, "os-release"), filepath.Join(dir, "version")
+	for name, text := range map[string]string{osRelease: "NAME=\"Poky\"\nVERSION_ID=\"4.2.1\"\n", version: "2.0.3\n"} {
+		if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := "[agent]\nmanufacturer = \"Contoso\"\nmodel = \"Board\"\nallow_raw = true\n[agent.factory_update_id]\nprovider = \"Contoso\"\nname = \"Board\"\n"
+	for _, tc := range []struct{ table, want, err string }{
+		{`version = "1.0"`, "1.0", ""},
+		{"version_file = " + quote(osRelease) + "\nversion_key = \"VERSION_ID\"", "4.2.1", ""},
+		{"version_file = " + quote(version), "2.0.3", ""},
+		{"version_file = " + quote(osRelease) + "\nversion_key = \"BUILD_ID\"", "", "no BUILD_ID="},
+		{"", "", "give version or version_file"},
+		{"version = \"1.0\"\nversion_file = " + quote(version), "", "give version or version_file"},
+		{"version = \"1.0\"\nversion_key = \"X\"", "", "version_key: set without version_file"},
+		{"version = \"1.0\"\nbuild = \"x\"", "", "build"},
+	} {
+		o, err := parseAndOptions(base + tc.table + "\n")
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.table, err, tc.err)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.table, err)
+		case o.FactoryUpdateID == nil || *o.FactoryUpdateID != (adu.UpdateID{Provider: "Contoso", Name: "Board", Version: tc.want}):
+			t.Errorf("%q: %+v, want version %s", tc.table, o.FactoryUpdateID, tc.want)
+		}
+	}
+	if _, err := parseAndOptions(strings.Replace(base, `provider = "Contoso"`, `provider = "Con toso"`, 1) + "version = \"1\"\n"); err == nil ||
+		!strings.Contains(err.Error(), "agent.factory_update_id.provider") {
+		t.Errorf("bad provider: %v", err)
+	}
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+func parseAndOptions(doc string) (Options, error) {
+	c, err := ParseConfig([]byte(doc))
+	if err != nil {
+		return Options{}, err
+	}
+	return c.Options()
+}
+
+func TestDiagnosticsConfig(t *testing.T) {
+	base := "[agent]\nmanufacturer = \"m\"\nmodel = \"x\"\nallow_raw = true\n[agent.diagnostics]\n"
+	for _, tc := range []struct{ table, err string }{
+		{"files = [\"/var/log/a.log\"]\n[agent.diagnostics.commands]\njournal = [\"journalctl\"]\n", ""},
+		{"files = [\"var/log/a.log\"]\n", "agent.diagnostics.files: entry 0"},
+		{"[agent.diagnostics.commands]\n\"../x\" = [\"true\"]\n", "agent.diagnostics.commands.../x"},
+		{"[agent.diagnostics.commands]\nj = []\n", "agent.diagnostics.commands.j: empty"},
+		{"command_timeout = \"-1s\"\n", "cannot be negative"},
+		{"paths = [\"/x\"]\n", "paths"},
+	} {
+		_, err := ParseConfig([]byte(base + tc.table))
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: %v, want %q", tc.table, err, tc.err)
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 func (a *Agent) planCopies(active, spare string, written map[string]bool) ([]CopyState, error) {
 	var running BankInfo
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			running = *b
 		}
 	})

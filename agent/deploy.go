@@ -31,17 +31,31 @@ type handlerProperties struct {
 	SlotClass         string `json:"slotClass"`
 }
 
-// deploy runs one deployment of the service: verify, plan, install every step into the
-// spare bank, mark it pending. resume is the journal's record of this deployment.
-func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *Deployment) jobResult {
+// deploy runs one deployment of the service in the order of the embedded agents:
+// authenticate the manifest, then accept or reject the request (answer: the
+// writable-property ack; a rejected request changes no state), and only once accepted report
+// DeploymentInProgress, plan, install every step into the spare bank, mark it pending.
+// resume is the journal's record of this deployment.
+func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *Deployment, answer func(rejected error)) jobResult {
 	wf := *svc.Workflow
 	res := jobResult{wf: wf}
+	a.log.Info("deployment", "workflow", wf.ID, "retryTimestamp", wf.RetryTimestamp, "resume", resume != nil)
+	if err := a.authenticate(ctx, svc); err != nil {
+		if ctx.Err() != nil {
+			res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, ctx.Err())
+			return res
+		}
+		a.log.Warn("deployment rejected: the manifest is not authentic", "workflow", wf.ID, "err", err)
+		answer(err)
+		res.rejected = true
+		return res
+	}
+	answer(nil)
 	a.report(ctx, &adu.AgentProperties{State: statePtr(adu.StateDeploymentInProgress),
 		Workflow:          &adu.Workflow{Action: adu.ActionProcessDeployment, ID: wf.ID, RetryTimestamp: wf.RetryTimestamp},
 		LastInstallResult: &adu.InstallResult{ResultCode: adu.ResultSuccess, NullStepResults: true}})
-	a.log.Info("deployment", "workflow", wf.ID, "retryTimestamp", wf.RetryTimestamp, "resume", resume != nil)
 
-	m, err := a.verifyManifest(ctx, svc)
+	m, err := a.loadManifest(ctx, svc)
 	if err != nil {
 		res.outcome, res.err = a.fail(wf, adu.UpdateID{}, 0, err)
 		return res
@@ -72,6 +86,9 @@ func (a *Agent) deploy(ctx context.Context, svc *adu.ServiceProperties, resume *
 		}
 		dep.resumeCopies(resume)
 		dep.Started = resume.Started
+	}
+	if dep.skipBank() {
+		return a.deployMCUs(ctx, dep, res)
 	}
 	if err := a.save(func(r *Record) { r.Deployment = dep }); err != nil {
 		res.err = err
@@ -111,8 +128,8 @@ func (a *Agent) installBank(ctx context.Context, dep *Deployment, dryRun bool) e
 func (a *Agent) installSteps(ctx context.Context, dep *Deployment, dryRun bool) error {
 	for i := range dep.Steps {
 		st := &dep.Steps[i]
-		if st.Progress.Done {
-			continue // written and read back before a restart
+		if st.Progress.Done || st.MCU != nil {
+			continue // written and read back before a restart; an MCU's step comes after the bank's
 		}
 		if err := a.installStep(ctx, i, st, dryRun); err != nil {
 			return fmt.Errorf("%s (%s → %s): %w", st.label(), st.FileName, st.Slot, err)
@@ -274,7 +291,7 @@ func (a *Agent) checkImage(class string, info ImageInfo) error {
 	var running string
 	active, _ := a.activeBank()
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			running = b.Versions[class]
 		}
 	})
@@ -346,10 +363,15 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 	dep := &Deployment{WorkflowID: wf.ID, RetryTimestamp: wf.RetryTimestamp, UpdateID: m.UpdateID, Bank: spare, From: active,
 		Phase: PhaseInstall, Started: a.o.Now().UTC()}
 	var running *BankInfo
+	mcus := map[string]*MCUInfo{}
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil {
+		if b := a.bank(r, active); b != nil {
 			c := *b
 			running = &c
+		}
+		for class, m := range r.MCUs {
+			c := *m
+			mcus[class] = &c
 		}
 	})
 	installed := true
@@ -380,10 +402,6 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 			return nil, false, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
 		}
 		seen[class] = true
-		slot, err := a.spareSlot(spare, class)
-		if err != nil {
-			return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
-		}
 		fid := s.Files[0]
 		f := ps.files[fid]
 		url := svc.FileURLs[fid]
@@ -394,17 +412,46 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 		if sum == nil {
 			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
 		}
-		dep.Steps = append(dep.Steps, StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, Slot: slot.Name, FileID: fid,
+		st := StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, FileID: fid,
 			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum},
-			Adaptive: adaptiveFiles(f, svc.FileURLs)})
-		if hp.InstalledCriteria == "" || running == nil || running.Criteria[class] != hp.InstalledCriteria {
-			installed = false
+			Adaptive: adaptiveFiles(f, svc.FileURLs)}
+		if mcu := a.o.Layout.Config.MCU(class); mcu != nil {
+			st.Slot, st.MCU = mcu.Name, &MCUStep{Name: mcu.Name, Index: a.mcuIndex(class)}
+			st.Installed = hp.InstalledCriteria != "" && mcus[class] != nil && mcus[class].Criteria == hp.InstalledCriteria
+		} else {
+			slot, err := a.spareSlot(spare, class)
+			if err != nil {
+				return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
+			}
+			st.Slot = slot.Name
+			st.Installed = hp.InstalledCriteria != "" && running != nil && running.Criteria[class] == hp.InstalledCriteria
+		}
+		installed = installed && st.Installed
+		dep.Steps = append(dep.Steps, st)
+	}
+	if !dep.skipBank() {
+		// The bank is written whole: a step whose class it holds already is written too.
+		for i := range dep.Steps {
+			if dep.Steps[i].MCU == nil {
+				dep.Steps[i].Installed = false
+			}
+		}
+		if dep.Copies, err = a.planCopies(active, spare, seen); err != nil {
+			return nil, false, err
 		}
 	}
-	if dep.Copies, err = a.planCopies(active, spare, seen); err != nil {
-		return nil, false, err
-	}
 	return dep, installed, nil
+}
+
+// skipBank tells whether the deployment leaves the gateway's banks alone: it has no bank
+// step, or the running bank holds every one of them (a retry that only an MCU needs).
+func (d *Deployment) skipBank() bool {
+	for _, s := range d.Steps {
+		if s.MCU == nil && !s.Installed {
+			return false
+		}
+	}
+	return true
 }
 
 // classes returns the slot classes of the banks (a shared class is none of them).
@@ -435,21 +482,28 @@ func (a *Agent) fail(wf adu.Workflow, uid adu.UpdateID, steps int, cause error) 
 	return out, err
 }
 
-// verifyManifest checks the manifest signature (after updating the root-key package on
-// interface ;2) and parses it, fetching the full manifest of a detached one.
-func (a *Agent) verifyManifest(ctx context.Context, svc *adu.ServiceProperties) (*adu.Manifest, error) {
+// authenticate checks the manifest signature (after updating the root-key package on
+// interface ;2): whether the request comes from the service at all.
+func (a *Agent) authenticate(ctx context.Context, svc *adu.ServiceProperties) error {
 	if svc.UpdateManifest == "" || svc.UpdateManifestSignature == "" {
-		return nil, fmt.Errorf("%w: updateManifest or updateManifestSignature missing", ErrBadManifest)
+		return fmt.Errorf("%w: updateManifest or updateManifestSignature missing", ErrBadManifest)
 	}
 	opts := adu.VerifyOptions{Roots: a.o.Roots, NoBuiltinRoots: a.o.NoBuiltinRoots}
 	if a.iface == adu.InterfaceV2 {
 		pkg, err := a.rootKeyPackage(ctx, svc.RootKeyPackageURL)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		opts.Package = pkg
 	}
-	m, _, err := adu.VerifyManifest([]byte(svc.UpdateManifest), svc.UpdateManifestSignature, opts)
+	_, err := adu.Verify([]byte(svc.UpdateManifest), svc.UpdateManifestSignature, opts)
+	return err
+}
+
+// loadManifest parses the authenticated manifest, fetching the full manifest of a detached
+// one.
+func (a *Agent) loadManifest(ctx context.Context, svc *adu.ServiceProperties) (*adu.Manifest, error) {
+	m, err := adu.ParseManifest([]byte(svc.UpdateManifest))
 	if err != nil {
 		return nil, err
 	}

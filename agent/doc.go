@@ -17,13 +17,21 @@
 //     the running slot, skipped where identical) before the bank is marked pending, unless
 //     the config keeps or shares the class ([slots.class.NAME] spare); the copies are no
 //     manifest steps and have no step results.
-//   - Agent: the state machine of spec §6 (startup report, ack, state 6, success,
-//     Failed-then-Idle, cancel, retry by retryTimestamp, replacement, duplicates never
-//     re-run), the handler "aduflash/image:1" (handlerProperties installedCriteria and
+//   - Agent: the state machine of spec §6 (startup report; the manifest authenticated
+//     before the request is accepted in the ack, a request that is not authentic or arrives
+//     while another deployment is installed rejected there with no state change; state 6,
+//     success, Failed-then-Idle, cancel, retry by retryTimestamp, duplicates never re-run),
+//     the handler "aduflash/image:1" (handlerProperties installedCriteria and
 //     slotClass; one image file per step; every step, a child update's too, goes into the
 //     same spare bank, which switches in one bootloader transition), compatibility and
 //     version checks before the first byte is written, root-key packages on interface ;2,
 //     deviceInformation.
+//   - MCUs attached to the gateway (mcu.go): a step whose slotClass is a [[slots.mcu]]'s
+//     class uploads its MCUboot image into that MCU over SMP (through install, verified as it
+//     streams), tests it, resets the MCU, health-checks it and confirms it or lets MCUboot
+//     revert it; MCU steps run once the gateway's bank is confirmed (or at once when the
+//     deployment writes no bank), each to its own result, and their phases are in the
+//     journal, so that Boot finishes them after a power cut.
 //   - Record: everything that must survive a power cut, in one journal file (package
 //     journal) replaced atomically: the deployment in progress with each step's and each
 //     copy's resume record (install.Record: slot cursor, download state with the file hash;

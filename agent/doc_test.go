@@ -22,6 +22,8 @@ func TestDocumentedResultCodes(t *testing.T) {
 		"ERCActiveUnknown": ERCActiveUnknown, "ERCSlotCopy": ERCSlotCopy, "ERCHealth": ERCHealth, "ERCRolledBack": ERCRolledBack, "ERCMissingFile": ERCMissingFile,
 		"ERCInternal": ERCInternal, "ERCDownload": ERCDownload, "ERCDownloadTooLong": ERCDownloadTooLong,
 		"ERCDownloadTruncated": ERCDownloadTruncated, "ERCDownloadChanged": ERCDownloadChanged, "ERCFileHash": ERCFileHash,
+		"ERCMCUUnreachable": ERCMCUUnreachable, "ERCMCUUpload": ERCMCUUpload, "ERCMCUBoot": ERCMCUBoot, "ERCMCUHealth": ERCMCUHealth,
+		"ERCMCUNotReverted": ERCMCUNotReverted,
 	}
 	rows := regexp.MustCompile(`(?m)^\| (ERC\w+) \| ([0-9A-F]{8}) \|`).FindAllStringSubmatch(string(b), -1)
 	seen := map[string]bool{}

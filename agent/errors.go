@@ -7,6 +7,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/errkind"
 	"github.com/aduflash/aduflash/slots"
@@ -41,6 +42,19 @@ var (
 	// ErrSlotCopy: a slot of the spare bank that the update does not write could not be
 	// filled from the running bank (CopyState); the cause it wraps tells its kind.
 	ErrSlotCopy = errkind.New(errkind.Cause, "agent: copying a slot from the running bank failed")
+	// ErrMCUUnreachable: an attached MCU does not answer (unplugged, powered off, its line
+	// cannot be opened, no reply after a reset).
+	ErrMCUUnreachable = errkind.New(errkind.Environment, "agent: the MCU does not answer")
+	// ErrMCUUpload: an attached MCU refused the upload, or its copy does not match the image.
+	ErrMCUUpload = errkind.New(errkind.Environment, "agent: the MCU refused the image")
+	// ErrMCUBoot: after its reset the MCU does not run the new image (MCUboot refused it or
+	// reverted it).
+	ErrMCUBoot = errkind.New(errkind.Environment, "agent: the MCU did not boot the new image")
+	// ErrMCUHealth: the MCU failed its health check on the new image, and was reverted.
+	ErrMCUHealth = errkind.New(errkind.Input, "agent: the MCU failed its health check")
+	// ErrMCUNotReverted: the MCU failed its health check and still runs the new image (the
+	// reset that reverts it did not).
+	ErrMCUNotReverted = errkind.New(errkind.Environment, "agent: the MCU was not reverted")
 )
 
 // Extended result codes of this agent (spec §7.2): handler failures in facility 3
@@ -76,12 +90,19 @@ var (
 	ERCHealth             = handlerERC(0x020)
 	ERCRolledBack         = handlerERC(0x021)
 	ERCMissingFile        = handlerERC(0x030)
-	ERCInternal           = handlerERC(0xFFF)
-	ERCDownload           = downloadERC(0x001) // transport failure after retries
-	ERCDownloadTooLong    = downloadERC(0x002)
-	ERCDownloadTruncated  = downloadERC(0x003)
-	ERCDownloadChanged    = downloadERC(0x004)
-	ERCFileHash           = downloadERC(0x010)
+	// The MCU codes (0x1R0–0x1RF) carry the MCU's place among the configured [[slots.mcu]]
+	// (0–15) in their last hex digit; the constants are those of the first MCU.
+	ERCMCUUnreachable    = handlerERC(0x100)
+	ERCMCUUpload         = handlerERC(0x110)
+	ERCMCUBoot           = handlerERC(0x120)
+	ERCMCUHealth         = handlerERC(0x130)
+	ERCMCUNotReverted    = handlerERC(0x140)
+	ERCInternal          = handlerERC(0xFFF)
+	ERCDownload          = downloadERC(0x001) // transport failure after retries
+	ERCDownloadTooLong   = downloadERC(0x002)
+	ERCDownloadTruncated = downloadERC(0x003)
+	ERCDownloadChanged   = downloadERC(0x004)
+	ERCFileHash          = downloadERC(0x010)
 )
 
 // ResultFor maps a deployment error to what the service is told: the result code (failure,
@@ -94,6 +115,16 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultApplySuccess, adu.ERCNone
 	case errors.Is(err, context.Canceled):
 		return adu.ResultFailureCancelled, adu.ERCNone
+	case errors.Is(err, ErrMCUUnreachable):
+		return adu.ResultFailure, ERCMCUUnreachable
+	case errors.Is(err, ErrMCUUpload):
+		return adu.ResultFailure, ERCMCUUpload
+	case errors.Is(err, ErrMCUBoot):
+		return adu.ResultFailure, ERCMCUBoot
+	case errors.Is(err, ErrMCUHealth):
+		return adu.ResultFailure, ERCMCUHealth
+	case errors.Is(err, ErrMCUNotReverted):
+		return adu.ResultFailure, ERCMCUNotReverted
 	case errors.Is(err, ErrSlotCopy):
 		// Whatever stopped it (an unreadable running slot, a spare too small or sharing its
 		// storage, a read-back mismatch): it is no verdict on the update's files.
@@ -136,7 +167,7 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultFailure, ERCDownloadChanged
 	case errors.Is(err, ErrDownload):
 		return adu.ResultFailure, ERCDownload
-	case errors.Is(err, image.ErrUnknownKey), errors.Is(err, image.ErrRevokedKey):
+	case errors.Is(err, image.ErrUnknownKey), errors.Is(err, image.ErrRevokedKey), errors.Is(err, mcuboot.ErrKeyMismatch):
 		return adu.ResultFailure, ERCImageUnknownKey
 	case errors.Is(err, image.ErrBadSignature):
 		return adu.ResultFailure, ERCImageSignature
@@ -160,4 +191,9 @@ func ResultFor(err error) (adu.ResultCode, adu.ExtendedResultCode) {
 		return adu.ResultFailure, ERCRolledBack
 	}
 	return adu.ResultFailure, ERCInternal
+}
+
+// isMCUCode tells the MCU codes, whose last hex digit names the MCU.
+func isMCUCode(erc adu.ExtendedResultCode) bool {
+	return erc >= ERCMCUUnreachable && erc < ERCMCUNotReverted+0x10
 }

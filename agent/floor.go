@@ -81,7 +81,7 @@ func (a *Agent) syncFloors() {
 func (d *Deployment) floors() bootloader.Floors {
 	f := bootloader.Floors{}
 	for _, s := range d.Steps {
-		if i := s.Progress.Info; i != nil && i.SecurityCounter > f[s.Class] {
+		if i := s.Progress.Info; s.MCU == nil && i != nil && i.SecurityCounter > f[s.Class] {
 			f[s.Class] = i.SecurityCounter
 		}
 	}

@@ -2,34 +2,18 @@ package agent
 
 import (
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/internal/golden"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
-
-// golden compares the reported patches with testdata/golden/name, one per line.
-func golden(t *testing.T, name string, patches []string) {
+// checkPatches compares the reported patches with testdata/golden/name, one per line.
+func checkPatches(t *testing.T, name string, patches []string) {
 	t.Helper()
-	got := strings.Join(patches, "\n") + "\n"
-	path := filepath.Join("testdata", "golden", name)
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./agent -run Golden -update writes it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\ngot:\n%swant:\n%s", name, got, want)
-	}
+	golden.Check(t, filepath.Join("testdata", "golden", name), strings.Join(patches, "\n")+"\n")
 }
 
 // The reported patches of a whole deployment, byte for byte, for both wire forms: the
@@ -62,7 +46,7 @@ func TestGoldenReports(t *testing.T) {
 		if err := runAgent(t, d.agent(mod), h, succeeded(h, "6b83a1f2-golden", u)); err != nil {
 			t.Fatal(err)
 		}
-		golden(t, "success-"+suffix+".txt", h.all())
+		checkPatches(t, "success-"+suffix+".txt", h.all())
 
 		// A failure: the file is gone (404).
 		d = newDevice(t, payload(1, 64<<10))
@@ -72,6 +56,6 @@ func TestGoldenReports(t *testing.T) {
 		if err := runAgent(t, d.agent(mod), h, failedThenIdle(h, "6b83a1f2-fail")); err != nil {
 			t.Fatal(err)
 		}
-		golden(t, "failure-"+suffix+".txt", h.all())
+		checkPatches(t, "failure-"+suffix+".txt", h.all())
 	}
 }

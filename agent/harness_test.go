@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,6 +123,44 @@ func newServer(t testing.TB) *server {
 	}))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// stall makes the server answer every request for name with the first 1000 bytes of its
+// file (half of a shorter one) and then hold it, until release; afterwards the file is served as put left it (drop
+// it first for a 404).
+func (s *server) stall(name string) (release func()) {
+	gate := make(chan struct{})
+	var once sync.Once
+	s.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		s.mu.Lock()
+		data, ok := s.files["/"+name]
+		s.mu.Unlock()
+		select {
+		case <-gate:
+			return false
+		default:
+		}
+		if !ok || r.URL.Path != "/"+name {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(200)
+		w.Write(data[:min(1000, len(data)/2)])
+		w.(http.Flusher).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+		return true
+	}
+	return func() { once.Do(func() { close(gate) }) }
+}
+
+// drop removes the file name: requests for it get 404.
+func (s *server) drop(name string) {
+	s.mu.Lock()
+	delete(s.files, "/"+name)
+	s.mu.Unlock()
 }
 
 func (s *server) put(name string, data []byte) string {
@@ -351,19 +390,11 @@ func (e *testHub) agentReports() []map[string]any {
 
 // agentReported returns the hub's reported deviceUpdate.agent.
 func (e *testHub) agentReported() map[string]any {
-	tw, err := e.h.Twin(deviceID)
+	ag, err := e.h.ReportedAgent(deviceID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var doc struct {
-		Reported struct {
-			DU struct {
-				Agent map[string]any `json:"agent"`
-			} `json:"deviceUpdate"`
-		} `json:"reported"`
-	}
-	json.Unmarshal(tw, &doc)
-	return doc.Reported.DU.Agent
+	return ag
 }
 
 // acked tells whether the device acknowledged the desired $version v.

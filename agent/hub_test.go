@@ -4,15 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // runBackground runs a.Run until stopped. done yields Run's error once; stop cancels and
@@ -36,24 +34,12 @@ func runBackground(a *Agent, h Hub) (stop func() error, done <-chan error) {
 
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(15 * time.Second):
-		t.Fatal("timed out waiting for the agent to stop")
-	}
-	return nil
+	return testwait.Recv(t, done, 15*time.Second, "end of the agent's run")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 15*time.Second, what, cond)
 }
 
 // Every branch of the workflow (spec §6) through the hub over a real MQTT connection:
@@ -65,39 +51,17 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	e := newHub(t)
 	srv := newServer(t)
 
-	// A download that stalls mid-file until released, for cancel and replacement.
-	var gate chan struct{}
-	var gmu sync.Mutex
-	var slowFile []byte
-	srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
-		gmu.Lock()
-		g := gate
-		gmu.Unlock()
-		if g == nil || !strings.Contains(r.URL.Path, "slow") {
-			return false
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(slowFile)))
-		w.WriteHeader(200)
-		w.Write(slowFile[:1000])
-		w.(http.Flusher).Flush()
-		select {
-		case <-g:
-		case <-r.Context().Done():
-		}
-		return true
-	}
 	raw2 := payload(2, 128<<10)
 	u2 := newUpdate(t, srv, "2.0", raw2, makeImage(t, raw2, "2.0", nil), manifestOpts{})
 	slow := newUpdate(t, srv, "9.0", raw2, makeImage(t, raw2, "9.0", nil), manifestOpts{})
 	slow.url = srv.put("slow.aduimg", slow.file)
-	slowFile = slow.file
 
 	// 1. Startup with no deployment: device properties, Idle.
 	e.connect()
 	a := d.agent(nil)
 	stop, done := runBackground(a, e)
 	waitFor(t, "startup report", func() bool { ag := e.agentReported(); return ag != nil && ag["deviceProperties"] != nil })
-	if got := e.all()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"DU;agent/1.0.0"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
+	if got := e.all()[0]; got != `{"deviceUpdate":{"__t":"c","agent":{"deviceProperties":{"manufacturer":"Contoso","model":"Board","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2","aduVer":"aduflash;agent/0.0.0-dev"},"compatPropertyNames":"manufacturer,model","state":0}}}` {
 		t.Errorf("startup report %s", got)
 	}
 	if e.h.ModelID(deviceID) != adu.ModelContractV2 {
@@ -108,10 +72,9 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	e.setService(cancelService())
 	waitFor(t, "cancel idle", func() bool { return wfID(e.agentReported()) == adu.NoDeployment })
 
-	// 3. A deployment that is cancelled mid-download: Idle, resultCode -1, its own workflow.
-	gmu.Lock()
-	gate = make(chan struct{})
-	gmu.Unlock()
+	// 3. A deployment that is cancelled mid-download (it stalls until released): Idle,
+	// resultCode -1, its own workflow.
+	release := srv.stall("slow.aduimg")
 	e.setService(slow.service("wf-slow", ""))
 	waitFor(t, "state 6", func() bool { ag := e.agentReported(); return stateOf(ag) == 6 && wfID(ag) == "wf-slow" })
 	waitFor(t, "download started", func() bool { return srv.hits.Load() > 0 })
@@ -125,27 +88,29 @@ func TestWorkflowOverMQTT(t *testing.T) {
 		t.Fatalf("pending after cancel: %+v", st)
 	}
 
-	// 4. Replacement: a second deployment while the first one downloads cancels it with no
-	// Idle report in between, and runs.
+	// 4. A second deployment while the first one downloads is rejected in the ack with no
+	// state report (TestBusyRejected follows it further); after the first is cancelled, it
+	// runs.
 	e.setService(slow.service("wf-r1", ""))
 	waitFor(t, "wf-r1 in progress", func() bool { return wfID(e.agentReported()) == "wf-r1" })
 	n := len(e.all())
-	e.setService(u2.service("wf-2", ""))
-	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
-		t.Fatalf("run after the replacement: %v", err)
-	}
-	if d.bootState().Pending != "B" {
-		t.Fatalf("replacement not pending: %+v", d.bootState())
-	}
+	v := e.setService(u2.service("wf-2", ""))
+	waitFor(t, "wf-2 rejected", func() bool { code, _ := ackOf(e, v); return code == adu.AckRejected })
 	for _, p := range e.all()[n:] {
-		if strings.Contains(p, `"state":0`) || strings.Contains(p, `"state":255`) {
-			t.Errorf("a report between the replaced and the new deployment: %s", p)
+		if strings.Contains(p, `"state"`) {
+			t.Errorf("a state report for the rejected deployment: %s", p)
 		}
 	}
-	gmu.Lock()
-	close(gate)
-	gate = nil
-	gmu.Unlock()
+	e.setService(cancelService())
+	waitFor(t, "wf-r1 cancelled", func() bool { ag := e.agentReported(); return stateOf(ag) == 0 && wfID(ag) == "wf-r1" })
+	e.setService(u2.service("wf-2", ""))
+	if err := waitDone(t, done); !errors.Is(err, ErrRebooting) {
+		t.Fatalf("run after wf-2: %v", err)
+	}
+	if d.bootState().Pending != "B" {
+		t.Fatalf("wf-2 not pending: %+v", d.bootState())
+	}
+	release()
 
 	// 5. Reboot into B: success is reported after the health check.
 	d.reset()
@@ -271,27 +236,31 @@ func TestRootKeyPackageModelV3(t *testing.T) {
 		return strings.Contains(string(tw), `"osName":"TestOS"`)
 	})
 
-	// The deny package disables the signing key: Failed with the disabled-key code.
-	e.setService(svc("wf-deny", denyURL))
-	waitFor(t, "refused", func() bool { ag := e.agentReported(); return stateOf(ag) == 0 && wfID(ag) == "wf-deny" })
-	ag := e.agentReported()
-	lir, _ := ag["lastInstallResult"].(map[string]any)
-	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
-		t.Errorf("deny result %v; sent %v", lir, e.all())
+	// Each refusal is a rejected request: ack 406 with the code, no state reported.
+	states := len(stateReports(e)) // the startup's Idle
+	rejected := func(id, pkgURL string) string {
+		t.Helper()
+		v := e.setService(svc(id, pkgURL))
+		waitFor(t, id+" answered", func() bool { code, _ := ackOf(e, v); return code != 0 })
+		code, desc := ackOf(e, v)
+		if code != adu.AckRejected {
+			t.Errorf("%s: ack %d %q", id, code, desc)
+		}
+		return desc
+	}
+	// The deny package disables the signing key.
+	if desc := rejected("wf-deny", denyURL); !strings.HasPrefix(desc, adu.ERCSigningKeyDisabled.String()) {
+		t.Errorf("deny: %q; sent %v", desc, e.all())
 	}
 	// The package store keeps version 2; the version-1 package is refused as older, and a
 	// missing package URL falls back to the stored one (still denying).
-	e.setService(svc("wf-gone", srv.URL+"/missing.json"))
-	waitFor(t, "refused again", func() bool { ag := e.agentReported(); return wfID(ag) == "wf-gone" && stateOf(ag) == 0 })
-	lir, _ = e.agentReported()["lastInstallResult"].(map[string]any)
-	if lir["extendedResultCodes"] != adu.ERCSigningKeyDisabled.String() {
-		t.Errorf("with the package URL gone, the stored package should still deny: %v", lir)
+	if desc := rejected("wf-gone", srv.URL+"/missing.json"); !strings.HasPrefix(desc, adu.ERCSigningKeyDisabled.String()) {
+		t.Errorf("with the package URL gone, the stored package should still deny: %q", desc)
 	}
-	// An older package (version 1) is refused.
-	e.setService(svc("wf-old", okURL))
-	waitFor(t, "older package refused", func() bool { ag := e.agentReported(); return wfID(ag) == "wf-old" && stateOf(ag) == 0 })
-	lir, _ = e.agentReported()["lastInstallResult"].(map[string]any)
-	if lir["extendedResultCodes"] != adu.ERCRootKeyPackageParse.String() || !strings.Contains(lir["resultDetails"].(string), "older") {
-		t.Errorf("older package: %v", lir)
+	if desc := rejected("wf-old", okURL); !strings.HasPrefix(desc, adu.ERCRootKeyPackageParse.String()) || !strings.Contains(desc, "older") {
+		t.Errorf("older package: %q", desc)
+	}
+	if s := stateReports(e); len(s) != states {
+		t.Errorf("state reported for rejected requests: %s", s[states:])
 	}
 }

@@ -77,6 +77,8 @@ func (a *Agent) InstallLocal(ctx context.Context, li LocalInstall) (*Deployment,
 		switch {
 		case busy.Phase == PhasePending:
 			return nil, fmt.Errorf("%w: bank %s is pending a reboot (deployment %q); reboot first", ErrBusy, busy.Bank, busy.WorkflowID)
+		case busy.Phase == PhaseMCU:
+			return nil, fmt.Errorf("%w: deployment %q is updating the attached MCUs; aduagent run finishes it", ErrBusy, busy.WorkflowID)
 		case li.DryRun:
 		case busy.Local && busy.Bank == spare && len(busy.Steps) == 1 && busy.Steps[0].Slot == slot.Name &&
 			busy.Steps[0].Source.URL == li.Source.URL && busy.Steps[0].Source.Size == li.Source.Size:

@@ -18,12 +18,42 @@ type job struct {
 	done   chan jobResult
 }
 
-// jobResult is how a deployment ended: reboot (the bank is pending), or an outcome to report.
+// jobResult is how a deployment ended: reboot (the bank is pending), rejected (not
+// authentic: answered in the ack, nothing to report), or an outcome to report.
 type jobResult struct {
-	wf      adu.Workflow
-	reboot  bool
-	outcome *Outcome
-	err     error // an error that stopped the job without an outcome (journal I/O)
+	wf       adu.Workflow
+	reboot   bool
+	rejected bool
+	outcome  *Outcome
+	err      error // an error that stopped the job without an outcome (journal I/O)
+}
+
+// request is a service property to act on, with the desired $version that carried it
+// (noAck: none to acknowledge, already acknowledged or absent).
+type request struct {
+	svc      *adu.ServiceProperties
+	version  int64
+	full     bool
+	reported json.RawMessage
+}
+
+const noAck = -1
+
+// answer acknowledges the request's $version: accepted (nil) or rejected with why.
+func (a *Agent) answer(ctx context.Context, version int64, rejected error) {
+	if version == noAck {
+		return
+	}
+	ack := adu.Ack{Code: adu.AckAccepted, Version: version}
+	if rejected != nil {
+		ack.Code, ack.Description = adu.AckRejected, truncate(rejected.Error(), 256)
+		if _, erc := ResultFor(rejected); !errors.Is(rejected, ErrBusy) && erc != adu.ERCNone {
+			ack.Description = truncate(erc.String()+": "+rejected.Error(), 256)
+		}
+	}
+	if patch, err := ack.Patch(); err == nil {
+		a.send(ctx, patch)
+	}
 }
 
 // Run is the daemon: it finishes what the last start left (Boot), then follows the
@@ -37,7 +67,10 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 		}
 	}
 	var cur *job
-	var lastAck int64 = -1
+	var waiting *request // a deployment rejected while cur runs, taken up when cur ends
+	var lastAck int64 = noAck
+	diag := diagnosticsState{lastAck: noAck}
+	defer func() { diag.job.stop() }()
 	started := false
 	tick := time.NewTicker(a.o.HeartbeatInterval)
 	defer tick.Stop()
@@ -70,6 +103,13 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 			if err := a.jobEnded(ctx, res); err != nil {
 				return err
 			}
+			if waiting != nil {
+				next, w, err := a.onService(ctx, *waiting, nil)
+				if err != nil {
+					return err
+				}
+				cur, waiting = next, w
+			}
 		case ev, ok := <-hub.Desired():
 			if !ok {
 				return fmt.Errorf("the IoT Hub connection closed: %w", iothub.ErrClosed)
@@ -80,6 +120,7 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 			if ev.Full {
 				doc, reported = ev.Twin.Desired, ev.Twin.Reported
 			}
+			a.onDiagnostics(ctx, doc, &diag)
 			d, err := adu.ParseDesired(doc)
 			if ev.Full && !started {
 				started = true
@@ -95,58 +136,61 @@ func (a *Agent) Run(ctx context.Context, hub Hub) error {
 			if d.Service == nil {
 				continue
 			}
+			req := request{svc: d.Service, version: noAck, full: ev.Full, reported: reported}
 			if d.HasVersion && d.Version != lastAck {
 				lastAck = d.Version
-				a.ack(ctx, d.Version)
+				req.version = d.Version
 			}
-			next, err := a.onService(ctx, d.Service, ev.Full, reported, cur)
+			next, w, err := a.onService(ctx, req, cur)
 			if err != nil {
 				return err
 			}
-			cur = next
+			cur, waiting = next, w
 		}
 	}
 }
 
-// onService acts on the service property; it returns the job that runs afterwards.
-func (a *Agent) onService(ctx context.Context, svc *adu.ServiceProperties, full bool, reported json.RawMessage, cur *job) (*job, error) {
+// onService acts on the service property; it returns the job that runs afterwards, and the
+// request that waits for it to end (a deployment rejected because cur runs). Every request
+// with a $version is answered: accepted, or rejected (a deployment that arrives while
+// another is being installed, or whose manifest is not authentic) with no state reported.
+func (a *Agent) onService(ctx context.Context, req request, cur *job) (*job, *request, error) {
+	svc, full, reported := req.svc, req.full, req.reported
 	wf := svc.Workflow
+	if wf == nil || svc.IsCancel() || wf.Action != adu.ActionProcessDeployment {
+		a.answer(ctx, req.version, nil)
+	}
 	if wf == nil {
-		return cur, nil
+		return cur, nil, nil
 	}
 	if svc.IsCancel() {
 		if cur != nil {
 			a.log.Info("cancel requested", "workflow", cur.wf.ID)
 			cur.cancel()
-			return cur, nil // its end reports the cancel
+			return cur, nil, nil // its end reports the cancel
 		}
 		if !(full && reportedIs(reported, func(ag *reportedAgent) bool { return ag.State != nil && *ag.State == 0 && ag.Workflow.Action == 255 })) &&
 			!a.cancelIdleSent {
 			a.report(ctx, &adu.AgentProperties{State: statePtr(adu.StateIdle), Workflow: &adu.Workflow{Action: adu.ActionCancel, ID: adu.NoDeployment}})
 		}
 		a.cancelIdleSent = true
-		return nil, nil
+		return nil, nil, nil
 	}
 	if wf.Action != adu.ActionProcessDeployment {
 		a.log.Warn("ignoring an unsupported workflow action", "action", int(wf.Action), "workflow", wf.ID)
-		return cur, nil
+		return cur, nil, nil
 	}
 	a.cancelIdleSent = false
 	if cur != nil {
 		if cur.wf.ID == wf.ID && cur.wf.RetryTimestamp == wf.RetryTimestamp {
-			return cur, nil // the same deployment, delivered again
+			a.answer(ctx, req.version, nil)
+			return cur, nil, nil // the same deployment, delivered again
 		}
-		// Retry (new retryTimestamp) or replacement (new id): stop the running one first,
-		// with no report in between.
-		a.log.Info("replacing the running deployment", "running", cur.wf.ID, "new", wf.ID, "retryTimestamp", wf.RetryTimestamp)
-		cur.cancel()
-		res := <-cur.done
-		if res.reboot {
-			// It got as far as marking its bank pending: that bank is on trial now, and a
-			// new deployment would overwrite it. Reboot into it first; the service
-			// re-sends the new deployment after the reboot.
-			return nil, a.jobEnded(ctx, res)
-		}
+		// Another deployment (a new id, or a retry) while one is being installed: rejected
+		// with no state change; taken up when the running one ends without a reboot.
+		a.log.Info("rejecting a deployment while another is being installed", "running", cur.wf.ID, "new", wf.ID, "retryTimestamp", wf.RetryTimestamp)
+		a.answer(ctx, req.version, fmt.Errorf("%w: deployment %s is being installed", ErrBusy, cur.wf.ID))
+		return cur, &req, nil
 	}
 	var last *Outcome
 	var dep *Deployment
@@ -163,14 +207,16 @@ func (a *Agent) onService(ctx context.Context, svc *adu.ServiceProperties, full 
 	if last != nil && !last.Local && last.WorkflowID == wf.ID && last.RetryTimestamp == wf.RetryTimestamp {
 		// Finished before (this process or an earlier start): never run it again, but make
 		// sure the service saw the outcome.
+		a.answer(ctx, req.version, nil)
 		if full && !a.outcomeReported(reported, last) {
 			a.reportOutcome(ctx, last)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if dep != nil && (dep.Local || dep.WorkflowID != wf.ID || dep.RetryTimestamp != wf.RetryTimestamp || dep.Phase != PhaseInstall) {
-		if dep.Phase == PhasePending && !dep.Local && dep.WorkflowID == wf.ID {
-			return nil, nil // Boot finishes it
+		if (dep.Phase == PhasePending || dep.Phase == PhaseMCU) && !dep.Local && dep.WorkflowID == wf.ID {
+			a.answer(ctx, req.version, nil)
+			return nil, nil, nil // Boot finishes it
 		}
 		a.log.Info("dropping an unfinished deployment", "workflow", dep.WorkflowID, "phase", dep.Phase)
 		dep = nil
@@ -179,9 +225,9 @@ func (a *Agent) onService(ctx context.Context, svc *adu.ServiceProperties, full 
 	j := &job{wf: *wf, cancel: cancel, done: make(chan jobResult, 1)}
 	go func() {
 		defer cancel()
-		j.done <- a.deploy(jctx, svc, dep)
+		j.done <- a.deploy(jctx, svc, dep, func(rejected error) { a.answer(jctx, req.version, rejected) })
 	}()
-	return j, nil
+	return j, nil, nil
 }
 
 // jobEnded reports a finished deployment, or reboots into the pending bank.
@@ -232,8 +278,10 @@ func (a *Agent) startupReport(ctx context.Context, idle bool) {
 		}
 		if info.SWVersion == "" {
 			a.view(func(r *Record) {
-				if active, err := a.activeBank(); err == nil && r.Banks[active] != nil && r.Banks[active].UpdateID != nil {
-					info.SWVersion = r.Banks[active].UpdateID.Version
+				if active, err := a.activeBank(); err == nil {
+					if b := a.bank(r, active); b != nil && b.UpdateID != nil {
+						info.SWVersion = b.UpdateID.Version
+					}
 				}
 			})
 		}
@@ -251,18 +299,11 @@ func (a *Agent) installedUpdateID() string {
 	}
 	var id string
 	a.view(func(r *Record) {
-		if b := r.Banks[active]; b != nil && b.UpdateID != nil {
+		if b := a.bank(r, active); b != nil && b.UpdateID != nil {
 			id = b.UpdateID.InstalledUpdateID()
 		}
 	})
 	return id
-}
-
-func (a *Agent) ack(ctx context.Context, version int64) {
-	patch, err := adu.Ack{Code: adu.AckAccepted, Version: version}.Patch()
-	if err == nil {
-		a.send(ctx, patch)
-	}
 }
 
 // malformed handles a desired document that does not parse: it is acknowledged as

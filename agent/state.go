@@ -20,8 +20,9 @@ import (
 // own; New carries them over (legacyProgress), so an install started by an older agent
 // resumes where it stopped. Version 5 added Deployment.Copies (the spare bank's slots filled
 // from the running bank) and BankInfo.Sizes; nothing is carried over: a deployment an older
-// agent started plans its copies when it resumes.
-const StateVersion = 5
+// agent started plans its copies when it resumes. Version 6 added MCU steps (StepState.MCU,
+// StepState.Installed, PhaseMCU) and Record.MCUs; an earlier record has none.
+const StateVersion = 6
 
 // Phases of a deployment.
 const (
@@ -30,6 +31,9 @@ const (
 	// PhasePending: every slot is written and verified; the bank is (being) marked pending
 	// and the device reboots into it.
 	PhasePending = "pending"
+	// PhaseMCU: the gateway's bank is confirmed (or none was written); the attached MCUs
+	// are being updated (mcu.go).
+	PhaseMCU = "mcu"
 )
 
 // Record is everything the agent keeps across reboots, in one journal file replaced
@@ -52,6 +56,11 @@ type Record struct {
 	Last *Outcome `json:"last,omitempty"`
 	// Deployment is the deployment in progress, if any.
 	Deployment *Deployment `json:"deployment,omitempty"`
+	// LogCollection is the operationId of the last log collection that finished: the same
+	// request delivered again (a reconnect, a restart) uploads nothing again.
+	LogCollection string `json:"log_collection,omitempty"`
+	// MCUs maps an attached MCU's class to what the agent installed on it.
+	MCUs map[string]*MCUInfo `json:"mcus,omitempty"`
 }
 
 // BankInfo is what one bank holds.
@@ -128,6 +137,11 @@ type StepState struct {
 	Adaptive *AdaptiveFiles `json:"adaptive,omitempty"`
 	// Progress is the install's resume record.
 	Progress install.Record `json:"progress"`
+	// MCU is set for a step that updates an attached MCU (Slot is the MCU's name).
+	MCU *MCUStep `json:"mcu,omitempty"`
+	// Installed: the slot or MCU held the step's installedCriteria before the deployment;
+	// nothing is written, the step is reported as skipped.
+	Installed bool `json:"installed,omitempty"`
 }
 
 // CopyState is a slot of the spare bank that no step of the deployment writes and whose class

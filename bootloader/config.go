@@ -332,39 +332,22 @@ type FlashOpener func(dev string) (mcuboottrailer.Flash, mtd.Info, func() error,
 type OpenOption func(*openSettings)
 
 type openSettings struct {
-	sysfs, dev string
-	flash      FlashOpener
+	paths mtd.Paths
+	flash FlashOpener
 }
 
 // WithSysfsRoot sets where sysfs is mounted (default "/sys"): MTD and UBI look-ups, eMMC
 // boot partitions' force_ro.
-func WithSysfsRoot(root string) OpenOption { return func(s *openSettings) { s.sysfs = root } }
+func WithSysfsRoot(root string) OpenOption { return func(s *openSettings) { s.paths.Sysfs = root } }
 
 // WithDevRoot sets the /dev directory (default "/dev"): /dev/... paths of fw_env.config's
 // MTD devices and of the mcuboot keys are looked up under it, as are MTD and UBI devices
 // found by name or number.
-func WithDevRoot(root string) OpenOption { return func(s *openSettings) { s.dev = root } }
+func WithDevRoot(root string) OpenOption { return func(s *openSettings) { s.paths.Dev = root } }
 
 // WithFlashOpener replaces how the mcuboot backend opens its primary and secondary devices
 // (default: MTD through package mtd, Linux only). Tests pass a file-backed opener.
 func WithFlashOpener(f FlashOpener) OpenOption { return func(s *openSettings) { s.flash = f } }
-
-func (s openSettings) sysfsRoot() string {
-	if s.sysfs == "" {
-		return "/sys"
-	}
-	return s.sysfs
-}
-
-// devPath maps a /dev/... path under the dev root.
-func (s openSettings) devPath(p string) string {
-	if s.dev == "" || !strings.HasPrefix(p, "/dev/") {
-		return p
-	}
-	return s.dev + strings.TrimPrefix(p, "/dev")
-}
-
-func (s openSettings) mtdPaths() mtd.Paths { return mtd.Paths{Sysfs: s.sysfs, Dev: s.dev} }
 
 // closers collects the close functions of what Open opened.
 type closers []func() error

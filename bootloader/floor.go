@@ -77,6 +77,29 @@ func floorsOf(vars map[string]string) (Floors, error) {
 	return parseFloors(vars[VarSecFloor])
 }
 
+// storeFloors reads the floors of the environment in store.
+func storeFloors(store EnvStore) (Floors, error) {
+	vars, err := store.Vars()
+	if err != nil {
+		return nil, err
+	}
+	return floorsOf(vars)
+}
+
+// raiseStoreFloors raises the floors of the environment in store in one write; none when
+// no floor rises.
+func raiseStoreFloors(store EnvStore, raise Floors) error {
+	vars, err := store.Vars()
+	if err != nil {
+		return err
+	}
+	set := map[string]string{}
+	if err := raiseInto(set, vars, raise); err != nil || len(set) == 0 {
+		return err
+	}
+	return store.Update(set, nil)
+}
+
 // raiseInto adds to set the VarSecFloor value that raises the floors in vars to at least
 // raise, if any floor rises.
 func raiseInto(set, vars map[string]string, raise Floors) error {

@@ -140,12 +140,9 @@ func (g *GRUB) MarkPending(s Bank) error {
 	if err != nil {
 		return err
 	}
-	fallback := env.Primary
-	if env.Pending != "" {
-		fallback = env.Fallback
-	}
-	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank GRUB returns to; it cannot be put on trial", ErrPrimaryBank, s)
+	fallback, err := env.trialFallback(s, "GRUB")
+	if err != nil {
+		return err
 	}
 	if fallback == "" || !env.banks[fallback].ok {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, s)
@@ -195,27 +192,11 @@ func (g *GRUB) ConfirmRaising(s Bank, raise Floors) error {
 }
 
 // Floors reads the anti-rollback floors (VarSecFloor).
-func (g *GRUB) Floors() (Floors, error) {
-	vars, err := g.store.Vars()
-	if err != nil {
-		return nil, err
-	}
-	return floorsOf(vars)
-}
+func (g *GRUB) Floors() (Floors, error) { return storeFloors(g.store) }
 
 // RaiseFloors raises the anti-rollback floors in one rewrite of the environment block; none
 // when no floor rises.
-func (g *GRUB) RaiseFloors(raise Floors) error {
-	vars, err := g.store.Vars()
-	if err != nil {
-		return err
-	}
-	set := map[string]string{}
-	if err := raiseInto(set, vars, raise); err != nil || len(set) == 0 {
-		return err
-	}
-	return g.store.Update(set, nil)
-}
+func (g *GRUB) RaiseFloors(raise Floors) error { return raiseStoreFloors(g.store, raise) }
 
 // MarkBad clears s's OK flag; a pending s ends its trial.
 func (g *GRUB) MarkBad(s Bank) error {

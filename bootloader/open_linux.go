@@ -26,7 +26,7 @@ var (
 func openEnvStorage(d ubootenv.Device, s openSettings) (ubootenv.Storage, func() error, error) {
 	switch d.Kind {
 	case ubootenv.KindMTD:
-		dev, err := s.mtdPaths().Open(s.devPath(d.Path))
+		dev, err := s.paths.Open(s.paths.DevPath(d.Path))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ubootenv.ErrStorage, err)
 		}
@@ -46,7 +46,7 @@ func openEnvStorage(d ubootenv.Device, s openSettings) (ubootenv.Storage, func()
 		return &ubootenv.UBIStorage{Vol: v, Name: v.Path}, nil, nil
 	}
 	st := &ubootenv.FileStorage{Path: d.Path, Offset: d.Offset}
-	if p := ubootenv.ForceROPath(s.sysfsRoot(), d.Path); p != "" {
+	if p := ubootenv.ForceROPath(s.paths.SysfsRoot(), d.Path); p != "" {
 		if _, err := os.Stat(p); err == nil {
 			st.ForceRO = p
 		}
@@ -57,8 +57,8 @@ func openEnvStorage(d ubootenv.Device, s openSettings) (ubootenv.Storage, func()
 // findEnvVolume finds the UBI volume of /dev/ubiX_Y, /dev/ubiX:NAME or /dev/mtdN:NAME (the
 // last one needs MTD N attached to UBI already: it is not attached here).
 func findEnvVolume(d ubootenv.Device, s openSettings) (*mtd.Volume, error) {
-	p := s.mtdPaths()
-	ubiClass := filepath.Join(s.sysfsRoot(), "class", "ubi")
+	p := s.paths
+	ubiClass := filepath.Join(s.paths.SysfsRoot(), "class", "ubi")
 	wrap := func(err error) error { return fmt.Errorf("%w: %w", ubootenv.ErrStorage, err) }
 	if m := reEnvUBIVol.FindStringSubmatch(d.Path); m != nil && d.Volume == "" {
 		base := "ubi" + m[1] + "_" + m[2]
@@ -98,13 +98,13 @@ func findEnvVolume(d ubootenv.Device, s openSettings) (*mtd.Volume, error) {
 // openMTDFlash opens an MCUboot slot's MTD device: a number (mtdN), a path (/dev/mtdN,
 // under the dev root) or an MTD name.
 func (s openSettings) openMTDFlash(name string) (mcuboottrailer.Flash, mtd.Info, func() error, error) {
-	p := s.mtdPaths()
+	p := s.paths
 	var dev *mtd.Device
 	var err error
 	if n, convErr := strconv.Atoi(name); convErr == nil {
 		dev, err = p.OpenByNumber(n)
 	} else if strings.Contains(name, "/") {
-		dev, err = p.Open(s.devPath(name))
+		dev, err = p.Open(s.paths.DevPath(name))
 	} else {
 		dev, err = p.OpenByName(name)
 	}

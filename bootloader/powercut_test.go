@@ -79,6 +79,14 @@ type transition struct {
 	do   func(e *envFlash, env *ubootenv.Env) error
 }
 
+// trialOfB marks bank B pending and lets U-Boot boot it once: a trial under way.
+func (e *envFlash) trialOfB(t *testing.T, env *ubootenv.Env) {
+	t.Helper()
+	must(t, e.backend(t, env).MarkPending("B"))
+	_, err := (&sim.Device{Env: env}).Reset()
+	must(t, err)
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -96,25 +104,17 @@ var transitions = []transition{
 		return err
 	}},
 	{"Confirm", func(t *testing.T, e *envFlash) {
-		env := e.open(t)
-		must(t, e.backend(t, env).MarkPending("B"))
-		_, err := (&sim.Device{Env: env}).Reset()
-		must(t, err)
+		e.trialOfB(t, e.open(t))
 	}, func(e *envFlash, env *ubootenv.Env) error { return e.backendNoT(env).Confirm("B") }},
 	{"Confirm raising the floor", func(t *testing.T, e *envFlash) {
 		env := e.open(t)
 		must(t, e.backend(t, env).RaiseFloors(bootloader.Floors{"rootfs": 3}))
-		must(t, e.backend(t, env).MarkPending("B"))
-		_, err := (&sim.Device{Env: env}).Reset()
-		must(t, err)
+		e.trialOfB(t, env)
 	}, func(e *envFlash, env *ubootenv.Env) error {
 		return e.backendNoT(env).ConfirmRaising("B", bootloader.Floors{"rootfs": 8})
 	}},
 	{"MarkBad", func(t *testing.T, e *envFlash) {
-		env := e.open(t)
-		must(t, e.backend(t, env).MarkPending("B"))
-		_, err := (&sim.Device{Env: env}).Reset()
-		must(t, err)
+		e.trialOfB(t, e.open(t))
 	}, func(e *envFlash, env *ubootenv.Env) error { return e.backendNoT(env).MarkBad("B") }},
 	{"U-Boot rolls back (altbootcmd)", func(t *testing.T, e *envFlash) {
 		env := e.open(t)

@@ -151,3 +151,17 @@ func sortedBanks(set map[Bank]bool) []Bank {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }
+
+// trialFallback returns the bank that a trial of s returns to: the fallback of the trial
+// running now, else the primary. s itself cannot be it (loader names the bootloader in the
+// error): a trial needs a way back.
+func (st State) trialFallback(s Bank, loader string) (Bank, error) {
+	fallback := st.Primary
+	if st.Pending != "" {
+		fallback = st.Fallback
+	}
+	if fallback == s {
+		return "", fmt.Errorf("%w: %s is the bank %s returns to; it cannot be put on trial", ErrPrimaryBank, s, loader)
+	}
+	return fallback, nil
+}

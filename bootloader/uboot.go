@@ -79,7 +79,7 @@ func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
 	}
 	switch cfg.Preset {
 	case PresetAduflash, "":
-		u.p = &aduflashPreset{u: u}
+		u.p = &aduflashPreset{badListed{u}}
 	case PresetMender:
 		if len(u.banks) != 2 {
 			return nil, fmt.Errorf("the mender preset has exactly two banks, not %d", len(u.banks))
@@ -96,7 +96,7 @@ func NewUBoot(store EnvStore, cfg UBootConfig) (*UBoot, error) {
 		if parts[u.banks[0]] == parts[u.banks[1]] {
 			return nil, fmt.Errorf("mender preset: banks %s share partition %d", u.banks, parts[u.banks[0]])
 		}
-		u.p = &menderPreset{u: u, parts: parts}
+		u.p = &menderPreset{badListed: badListed{u}, parts: parts}
 	case PresetRAUC:
 		u.p = &raucPreset{u: u}
 	default:
@@ -186,12 +186,9 @@ func (u *UBoot) MarkPending(s Bank) error {
 	if err != nil {
 		return err
 	}
-	fallback := st.Primary
-	if st.Pending != "" {
-		fallback = st.Fallback
-	}
-	if fallback == s {
-		return fmt.Errorf("%w: %s is the bank the bootloader returns to; it cannot be put on trial", ErrPrimaryBank, s)
+	fallback, err := st.trialFallback(s, "the bootloader")
+	if err != nil {
+		return err
 	}
 	if fallback == "" {
 		return fmt.Errorf("%w: every bank but %s is bad", ErrNoFallback, st.Primary)
@@ -226,27 +223,11 @@ func (u *UBoot) ConfirmRaising(s Bank, raise Floors) error {
 }
 
 // Floors reads the anti-rollback floors (VarSecFloor).
-func (u *UBoot) Floors() (Floors, error) {
-	vars, err := u.store.Vars()
-	if err != nil {
-		return nil, err
-	}
-	return floorsOf(vars)
-}
+func (u *UBoot) Floors() (Floors, error) { return storeFloors(u.store) }
 
 // RaiseFloors raises the anti-rollback floors in one environment write; none when no floor
 // rises.
-func (u *UBoot) RaiseFloors(raise Floors) error {
-	vars, err := u.store.Vars()
-	if err != nil {
-		return err
-	}
-	c := &changes{set: map[string]string{}}
-	if err := raiseInto(c.set, vars, raise); err != nil {
-		return err
-	}
-	return u.commit(c)
-}
+func (u *UBoot) RaiseFloors(raise Floors) error { return raiseStoreFloors(u.store, raise) }
 
 // MarkBad records that s must not be booted.
 func (u *UBoot) MarkBad(s Bank) error {
@@ -326,9 +307,21 @@ func (b badList) write(c *changes, st State, s Bank, bad bool) {
 	}
 }
 
+// badListed is the bad-bank bookkeeping of the presets that keep it in varBad (aduflash and
+// Mender): a bank is marked bad or, once healthy, good again in the list.
+type badListed struct{ u *UBoot }
+
+func (p badListed) setBad(c *changes, st State, s Bank, bad bool) {
+	badList{p.u.banks}.write(c, st, s, bad)
+}
+
+func (p badListed) healthy(c *changes, _ map[string]string, st State, s Bank) {
+	p.setBad(c, st, s, false)
+}
+
 // --- aduflash ----------------------------------------------------------------------------
 
-type aduflashPreset struct{ u *UBoot }
+type aduflashPreset struct{ badListed }
 
 // AduflashAltBootCmd is the rollback PresetAduflash writes into altbootcmd with every
 // MarkPending, so that a trial never starts without it: U-Boot runs it instead of bootcmd once
@@ -405,14 +398,6 @@ func (p *aduflashPreset) cancel(c *changes, st State, s, fallback Bank) {
 	p.setBad(c, st, s, true)
 }
 
-func (p *aduflashPreset) setBad(c *changes, st State, s Bank, bad bool) {
-	badList{p.u.banks}.write(c, st, s, bad)
-}
-
-func (p *aduflashPreset) healthy(c *changes, _ map[string]string, st State, s Bank) {
-	p.setBad(c, st, s, false)
-}
-
 func (p *aduflashPreset) fresh(c *changes, s Bank) {
 	c.Set(varSlot, string(s))
 	c.Set(varUpgrade, "0")
@@ -422,7 +407,7 @@ func (p *aduflashPreset) fresh(c *changes, s Bank) {
 // --- Mender ------------------------------------------------------------------------------
 
 type menderPreset struct {
-	u     *UBoot
+	badListed
 	parts map[Bank]int
 }
 
@@ -483,14 +468,6 @@ func (p *menderPreset) cancel(c *changes, st State, s, fallback Bank) {
 	c.Set(varUpgrade, "0")
 	c.Set(varBootcount, "0")
 	p.setBad(c, st, s, true)
-}
-
-func (p *menderPreset) setBad(c *changes, st State, s Bank, bad bool) {
-	badList{p.u.banks}.write(c, st, s, bad)
-}
-
-func (p *menderPreset) healthy(c *changes, _ map[string]string, st State, s Bank) {
-	p.setBad(c, st, s, false)
 }
 
 func (p *menderPreset) fresh(c *changes, s Bank) {

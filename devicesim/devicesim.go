@@ -4,6 +4,9 @@
 // simulated file system) running the real update agent (package agent), rebooting when the
 // agent asks and after power cuts.
 //
+// An MCU may be attached to the board (Options.MCU, mcu.go): a simulated MCU with MCUboot
+// behind an SMP server on UDP at 127.0.0.1, which the agent updates as a slot of the gateway.
+//
 // Scope: the board's life cycle (power on, U-Boot, kernel command line, the agent, reboot, a
 // power cut at any flash, environment or journal operation, U-Boot's own environment saves
 // included, tearing it or not: see board.Power). The IoT Hub connection is the caller's:
@@ -53,6 +56,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Agent, if set, adjusts the agent's options before each boot.
 	Agent func(*agent.Options)
+	// MCU, if set, attaches a simulated MCU to the board (mcu.go).
+	MCU *MCUOptions
 }
 
 // Event is something that happened on the board.
@@ -69,7 +74,8 @@ type Event struct {
 // Device is a simulated board running the update agent.
 type Device struct {
 	*board.Board
-	o Options
+	o   Options
+	mcu *attachedMCU
 }
 
 // stateDir is the agent's state folder in the board's file system.
@@ -95,11 +101,20 @@ func New(o Options) (*Device, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	d := &Device{o: o}
+	if o.MCU != nil {
+		var err error
+		if d.mcu, err = attachMCU(o.MCU, &o.Board); err != nil {
+			return nil, err
+		}
+	}
 	b, err := board.New(o.Board)
 	if err != nil {
+		d.Close()
 		return nil, fmt.Errorf("devicesim: %w", err)
 	}
-	return &Device{Board: b, o: o}, nil
+	d.Board = b
+	return d, nil
 }
 
 // Record returns the agent's journal record (what each bank holds, the last outcome),
@@ -186,6 +201,9 @@ func (d *Device) RunAgent(ctx context.Context) error {
 		Layout: d.Layout(), Bootloader: bl, JournalFS: d.FS(),
 		Keyring: d.o.Keyring, Roots: d.o.Roots,
 		HealthOptions: health.Options{Exec: func(ctx context.Context, at health.Attempt) (int, error) {
+			if at.Argv[0] == mcuCheck {
+				return d.mcu.check(at)
+			}
 			bank := d.Running()
 			if d.o.Healthy == nil || d.o.Healthy(bank, d.Slot(bank, math.MaxInt)) {
 				return 0, nil
@@ -209,6 +227,9 @@ func (d *Device) RunAgent(ctx context.Context) error {
 		Logger:         d.o.Logger,
 		ReportAttempts: 2,
 		ReportBackoff:  100 * time.Millisecond,
+	}
+	if d.mcu != nil {
+		d.mcu.agentOptions(&o, d.Power(), d.o.Keyring)
 	}
 	if d.o.Agent != nil {
 		d.o.Agent(&o)

@@ -21,6 +21,7 @@ import (
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/internal/testwait"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -122,27 +123,13 @@ func (w *world) deploy(id, wf string, raw []byte, version string) adu.UpdateID {
 }
 
 func (w *world) reported(id string) map[string]any {
-	tw, _ := w.h.Twin(id)
-	var doc struct {
-		Reported struct {
-			DU struct {
-				Agent map[string]any `json:"agent"`
-			} `json:"deviceUpdate"`
-		} `json:"reported"`
-	}
-	json.Unmarshal(tw, &doc)
-	return doc.Reported.DU.Agent
+	ag, _ := w.h.ReportedAgent(id)
+	return ag
 }
 
 func (w *world) waitFor(what string, cond func() bool) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(w.t, 30*time.Second, what, cond)
 }
 
 func state(ag map[string]any) (int, string, string) {

@@ -363,21 +363,13 @@ func (s *Service) cancelObject() map[string]any {
 // writeService replaces the device's desired deviceUpdate.service with svc.
 // Called with sendMu held.
 func (s *Service) writeService(deviceID string, svc map[string]any) error {
-	tw, err := s.hub.Twin(deviceID)
+	old, err := s.hub.deviceUpdateMember(deviceID, "desired", "service")
 	if err != nil {
 		return err
 	}
-	var doc struct {
-		Desired struct {
-			DeviceUpdate struct {
-				Service map[string]any `json:"service"`
-			} `json:"deviceUpdate"`
-		} `json:"desired"`
-	}
-	_ = json.Unmarshal(tw, &doc)
 	patch := map[string]any{"deviceUpdate": map[string]any{
 		"__t":     "c",
-		"service": replacePatch(doc.Desired.DeviceUpdate.Service, svc),
+		"service": replacePatch(old, svc),
 	}}
 	b, err := marshal(patch)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 func dpsConfig(h *Hub, regID, key string) dps.Config {
@@ -45,7 +46,7 @@ func TestDPSGroupEnrollment(t *testing.T) {
 	if !slices.Contains(h.Devices(), "toaster-7") {
 		t.Fatalf("devices %v: the assignment did not register toaster-7", h.Devices())
 	}
-	c := dial(t, cfgFor(h, a.DeviceID, devKey))
+	c := iothubtest.Dial(t, cfgFor(h, a.DeviceID, devKey))
 	c.Close()
 
 	// The group key itself is not the device's key.
@@ -116,7 +117,7 @@ func TestModuleIdentity(t *testing.T) {
 	}
 	cfg := cfgFor(h, "dev1", key2)
 	cfg.Identity.ModuleID = "mod"
-	c := dial(t, cfg)
+	c := iothubtest.Dial(t, cfg)
 	c.Close()
 	cfg.Identity.SharedAccessKey = key1
 	if _, err := iothub.Dial(context.Background(), cfg); !errors.Is(err, iothub.ErrUnauthorized) {

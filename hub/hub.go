@@ -109,10 +109,8 @@ type Hub struct {
 	staleMu sync.Mutex
 	stale   map[string]*mqtt.Client
 
-	obsMu     sync.Mutex
-	observers map[int]func(deviceID string, patch json.RawMessage)
-	removedFn map[int]func(deviceID string) // see onRemoved
-	obsNext   int
+	reported observers[func(deviceID string, patch json.RawMessage)] // see OnReported
+	removed  observers[func(deviceID string)]                        // see onRemoved
 
 	quotaMu sync.Mutex
 	quota   map[string]*bucket

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 const (
@@ -52,32 +53,6 @@ func cfgFor(h *Hub, dev, key string) iothub.Config {
 	}
 }
 
-func dial(t *testing.T, cfg iothub.Config) *iothub.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := iothub.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-func next(t *testing.T, c *iothub.Client) iothub.DesiredUpdate {
-	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("Desired channel closed")
-		}
-		return u
-	case <-time.After(10 * time.Second):
-		t.Fatal("no twin event")
-	}
-	return iothub.DesiredUpdate{}
-}
-
 func asMap(t *testing.T, b []byte) map[string]any {
 	t.Helper()
 	var m map[string]any
@@ -95,14 +70,14 @@ func TestConnectTwinRoundTrip(t *testing.T) {
 	if _, err := h.SetDesired("dev1", json.RawMessage(`{"deviceUpdate":{"__t":"c","service":{"workflow":{"action":3,"id":"w1"}}}}`)); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, cfgFor(h, "dev1", key1))
+	c := iothubtest.Dial(t, cfgFor(h, "dev1", key1))
 	if got := h.ModelID("dev1"); got != modelID {
 		t.Fatalf("model id %q", got)
 	}
 	ctx := context.Background()
 
 	// First event: the full twin.
-	u := next(t, c)
+	u := iothubtest.NextDesired(t, c)
 	if !u.Full || u.Version != 2 || u.Twin.ReportedVersion != 1 {
 		t.Fatalf("first event %+v", u)
 	}
@@ -141,7 +116,7 @@ func TestConnectTwinRoundTrip(t *testing.T) {
 	if err != nil || dv != 3 {
 		t.Fatalf("SetDesired %d %v", dv, err)
 	}
-	u = next(t, c)
+	u = iothubtest.NextDesired(t, c)
 	if u.Full || u.Version != 3 {
 		t.Fatalf("patch event %+v", u)
 	}
@@ -157,8 +132,8 @@ func TestConnectTwinRoundTrip(t *testing.T) {
 func TestMalformedRequestsGet400(t *testing.T) {
 	h := newHub(t, Options{})
 	_ = h.RegisterDevice("dev1", key1)
-	c := dial(t, cfgFor(h, "dev1", key1))
-	_ = next(t, c)
+	c := iothubtest.Dial(t, cfgFor(h, "dev1", key1))
+	_ = iothubtest.NextDesired(t, c)
 	// Bypass the client's own validation by crafting raw requests via the hook.
 	k := &hook{h: h}
 	cl, ok := h.srv.Clients.Get("dev1")
@@ -209,7 +184,7 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("wrong host: %v", err)
 	}
 	// Sanity: the right key with the right clock works.
-	dial(t, cfgFor(h, "dev1", key1))
+	iothubtest.Dial(t, cfgFor(h, "dev1", key1))
 }
 
 func TestReconnectAfterKick(t *testing.T) {
@@ -224,14 +199,14 @@ func TestReconnectAfterKick(t *testing.T) {
 		}
 		last.Store(up)
 	}
-	c := dial(t, cfg)
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfg)
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatalf("%+v", u)
 	}
 	if _, err := h.SetDesired("dev1", json.RawMessage(`{"x":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	if u := next(t, c); u.Full || u.Version != 2 {
+	if u := iothubtest.NextDesired(t, c); u.Full || u.Version != 2 {
 		t.Fatalf("%+v", u)
 	}
 	if err := h.Disconnect("dev1"); err != nil {
@@ -241,7 +216,7 @@ func TestReconnectAfterKick(t *testing.T) {
 	// or, when the client was back before the change, a desired patch follows that twin.
 	_, _ = h.SetDesired("dev1", json.RawMessage(`{"y":2}`))
 	for full, gotY := false, false; !full || !gotY; {
-		u := next(t, c)
+		u := iothubtest.NextDesired(t, c)
 		var m map[string]any
 		if u.Full {
 			full = true
@@ -282,12 +257,12 @@ func TestSASRenewal(t *testing.T) {
 	_ = h.RegisterDevice("dev1", key1)
 	cfg := cfgFor(h, "dev1", key1)
 	cfg.TokenTTL = 2 * time.Second // renewal reconnect after 1.6 s
-	c := dial(t, cfg)
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfg)
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal(u)
 	}
 	start := time.Now()
-	if u := next(t, c); !u.Full {
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatalf("expected full twin after renewal, got %+v", u)
 	}
 	if el := time.Since(start); el > 5*time.Second {
@@ -317,9 +292,9 @@ func TestDuplicateDeviceID(t *testing.T) {
 		}
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
-	a := dial(t, cfgA)
-	_ = next(t, a)
-	b := dial(t, cfgFor(h, "dev1", key1))
+	a := iothubtest.Dial(t, cfgA)
+	_ = iothubtest.NextDesired(t, a)
+	b := iothubtest.Dial(t, cfgFor(h, "dev1", key1))
 	select {
 	case <-lostA:
 	case <-time.After(5 * time.Second):
@@ -331,7 +306,7 @@ func TestDuplicateDeviceID(t *testing.T) {
 	if _, err := a.GetTwin(context.Background()); !errors.Is(err, iothub.ErrNotConnected) {
 		t.Fatalf("A GetTwin: %v", err)
 	}
-	_ = next(t, b)
+	_ = iothubtest.NextDesired(t, b)
 	if _, err := b.GetTwin(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -384,8 +359,8 @@ func TestTLSAndX509(t *testing.T) {
 	cfg := cfgFor(h, "dev1", key1)
 	cfg.InsecurePlainTCP = false
 	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: testHost}
-	c := dial(t, cfg)
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfg)
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal(u)
 	}
 
@@ -403,8 +378,8 @@ func TestTLSAndX509(t *testing.T) {
 		ClientCertificate: &devCert,
 		ModelID:           modelID,
 	}
-	x := dial(t, xc)
-	if u := next(t, x); !u.Full {
+	x := iothubtest.Dial(t, xc)
+	if u := iothubtest.NextDesired(t, x); !u.Full {
 		t.Fatal(u)
 	}
 	if _, err := x.UpdateReported(context.Background(), json.RawMessage(`{"x509":true}`)); err != nil {
@@ -425,8 +400,8 @@ func TestPassedListener(t *testing.T) {
 	}
 	h := newHub(t, Options{Listener: ln})
 	_ = h.RegisterDevice("dev1", key1)
-	c := dial(t, cfgFor(h, "dev1", key1))
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfgFor(h, "dev1", key1))
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal(u)
 	}
 	if !h.Connected("dev1") {

@@ -132,13 +132,7 @@ func (s *Service) referencedUpdates(uid adu.UpdateID, m *manifestgen.Manifest) (
 // checkImportFiles checks that files names exactly the files m needs (payloads and related
 // files).
 func checkImportFiles(m *manifestgen.Manifest, files map[string]string) error {
-	need := map[string]bool{}
-	for _, f := range m.Files {
-		need[f.Filename] = true
-		for _, r := range f.RelatedFiles {
-			need[r.Filename] = true
-		}
-	}
+	need := ImportFileSizes(m)
 	var problems []string
 	for name := range need {
 		if _, ok := files[name]; !ok {
@@ -146,7 +140,7 @@ func checkImportFiles(m *manifestgen.Manifest, files map[string]string) error {
 		}
 	}
 	for name := range files {
-		if !need[name] {
+		if _, ok := need[name]; !ok {
 			problems = append(problems, fmt.Sprintf("%q is not in the import manifest", name))
 		}
 	}

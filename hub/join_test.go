@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // joinEnv is a started env with update 1.0 imported and a deployment of it
@@ -100,12 +101,12 @@ func TestJoinLateDevice(t *testing.T) {
 	if err := e.hub.RegisterDevice("late", key1); err != nil {
 		t.Fatal(err)
 	}
-	late := dial(t, cfgFor(e.hub, "late", key1))
-	if u := next(t, late); !u.Full {
+	late := iothubtest.Dial(t, cfgFor(e.hub, "late", key1))
+	if u := iothubtest.NextDesired(t, late); !u.Full {
 		t.Fatalf("first twin event %+v", u)
 	}
 	report(t, late, agentProps("a", "toaster", oldInstalled))
-	up := next(t, late)
+	up := iothubtest.NextDesired(t, late)
 	des, err := adu.ParseDesired(up.Patch)
 	if err != nil || des.Service == nil || des.Service.Workflow == nil {
 		t.Fatalf("%s: %v", up.Patch, err)

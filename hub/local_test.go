@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // URLs the stack hands out carry no default port: a client that takes everything between //
@@ -75,7 +77,7 @@ func TestLocal(t *testing.T) {
 	cfg := cfgFor(st.Hub, "dev1", key1)
 	cfg.InsecurePlainTCP, cfg.Address, cfg.TLSConfig = false, st.MQTTAddr, st.CA.ClientTLSConfig()
 	cfg.TLSConfig.ServerName = "bench.example"
-	dial(t, cfg).Close()
+	iothubtest.Dial(t, cfg).Close()
 
 	// A file at its URL on this machine.
 	im, files := buildImport(t, "1.0", nil, payload(1000, 1))

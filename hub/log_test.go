@@ -1,29 +1,21 @@
 package hub
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/syncbuf"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // logBuffer collects a text slog handler's lines; safe for the hub's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -31,10 +23,8 @@ func (l *logBuffer) logger() *slog.Logger {
 
 // line returns the first log line matching every pattern, or "".
 func (l *logBuffer) line(patterns ...string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 next:
-	for _, ln := range strings.Split(l.b.String(), "\n") {
+	for _, ln := range strings.Split(l.String(), "\n") {
 		for _, p := range patterns {
 			if !regexp.MustCompile(p).MatchString(ln) {
 				continue next
@@ -54,9 +44,7 @@ func (l *logBuffer) wait(t *testing.T, patterns ...string) string {
 			return ln
 		}
 		if time.Now().After(deadline) {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("no log line matching %q in:\n%s", patterns, l.b.String())
+			t.Fatalf("no log line matching %q in:\n%s", patterns, l.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -120,13 +108,7 @@ func TestConnectionsAreLoggedAndKept(t *testing.T) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, what, cond)
 }
 
 // What a device reports, what the hub writes to it, its file requests and its results are

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,9 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+	"github.com/aduflash/aduflash/internal/golden"
+)
 
 // importFile writes data as name into dir and returns its import manifest entry members
 // (filename, sizeInBytes, hashes with sha256 and, if sha512, sha512 too).
@@ -95,19 +94,7 @@ func TestUpdateManifestGolden(t *testing.T) {
 		}
 		got.WriteString(normalizeManifest(u) + "\n")
 	}
-	path := filepath.Join("testdata", "golden", "updatemanifests.json")
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(got.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./hub -run Golden -update writes it)", err)
-	}
-	if got.String() != string(want) {
-		t.Errorf("update manifests differ:\ngot:\n%swant:\n%s", got.String(), want)
-	}
+	golden.Check(t, filepath.Join("testdata", "golden", "updatemanifests.json"), got.String())
 }
 
 // normalizeManifest replaces u's file ids in its manifest by F1, F2, … in order of

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // Register, desired, reported (over MQTT), close, reopen on the same folder:
@@ -36,8 +37,8 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if _, err := h.SetDesired("dev1", json.RawMessage(`{"deviceUpdate":{"__t":"c","service":{"workflow":{"action":3,"id":"w1"}}},"big":12345678901234567890}`)); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, cfgFor(h, "dev1", key1))
-	next(t, c)
+	c := iothubtest.Dial(t, cfgFor(h, "dev1", key1))
+	iothubtest.NextDesired(t, c)
 	if _, err := c.UpdateReported(context.Background(), json.RawMessage(`{"deviceUpdate":{"__t":"c","agent":{"state":0}},"n":{"x":"<y>"}}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +75,8 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Fatal("thumbprint lost")
 	}
 	// The device connects with its key and sees the same twin; versions continue.
-	c2 := dial(t, cfgFor(h2, "dev1", key1))
-	u := next(t, c2)
+	c2 := iothubtest.Dial(t, cfgFor(h2, "dev1", key1))
+	u := iothubtest.NextDesired(t, c2)
 	if !u.Full || u.Version != 2 || u.Twin.ReportedVersion != 2 {
 		t.Fatalf("full twin after restart: %+v", u)
 	}
@@ -90,7 +91,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Fatalf("wrong key accepted after restart: %v", err)
 	}
 	cfg := cfgFor(h2, odd, key1)
-	dial(t, cfg)
+	iothubtest.Dial(t, cfg)
 
 	// A corrupt device file makes New fail rather than lose devices silently.
 	if err := os.WriteFile(filepath.Join(dir, "devices", "bad.json"), []byte("{"), 0o600); err != nil {
@@ -144,8 +145,8 @@ func TestLocalCA(t *testing.T) {
 	cfg := cfgFor(h, "dev1", key1)
 	cfg.InsecurePlainTCP = false
 	cfg.TLSConfig = &tls.Config{RootCAs: pool} // ServerName: 127.0.0.1 from Address
-	c := dial(t, cfg)
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfg)
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal(u)
 	}
 	cfg.TLSConfig = &tls.Config{} // Azure roots: refused
@@ -157,18 +158,18 @@ func TestLocalCA(t *testing.T) {
 	c.Close()
 	cfg.TLSConfig = ca.ClientTLSConfig()
 	cfg.TLSConfig.ServerName = "localhost"
-	dial(t, cfg)
+	iothubtest.Dial(t, cfg)
 
 	cert, err := ca.IssueClientCertificate("devx")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = h.RegisterDeviceX509("devx", Thumbprint(cert.Certificate[0]))
-	x := dial(t, iothub.Config{
+	x := iothubtest.Dial(t, iothub.Config{
 		ConnectionString: "HostName=" + testHost + ";DeviceId=devx;x509=true",
 		Address:          h.Addr().String(), TLSConfig: ca.ClientTLSConfig(), ClientCertificate: &cert, ModelID: modelID,
 	})
-	if u := next(t, x); !u.Full {
+	if u := iothubtest.NextDesired(t, x); !u.Full {
 		t.Fatal(u)
 	}
 

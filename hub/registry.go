@@ -53,12 +53,7 @@ func (h *Hub) RegisterDevice(id, keyB64 string) error {
 	if _, err := base64.StdEncoding.DecodeString(keyB64); err != nil || keyB64 == "" {
 		return fmt.Errorf("%w: %s", ErrInvalidKey, id)
 	}
-	h.mu.Lock()
-	d := h.deviceLocked(id)
-	d.key = keyB64
-	seq, data, err := h.snapshotLocked(id, d)
-	h.mu.Unlock()
-	return h.persist(id, d, seq, data, err)
+	return h.saveDevice(id, func(d *device) { d.key = keyB64 })
 }
 
 // RegisterModule registers (or re-keys) module moduleID of the registered device deviceID
@@ -97,9 +92,14 @@ func (h *Hub) RegisterDeviceX509(id, thumbprintSHA256 string) error {
 	if err != nil {
 		return fmt.Errorf("%w: thumbprint for %s: %w", ErrInvalidKey, id, err)
 	}
+	return h.saveDevice(id, func(d *device) { d.thumbprint = tp })
+}
+
+// saveDevice sets the credential of device id (registering it if new) and persists it.
+func (h *Hub) saveDevice(id string, set func(*device)) error {
 	h.mu.Lock()
 	d := h.deviceLocked(id)
-	d.thumbprint = tp
+	set(d)
 	seq, data, err := h.snapshotLocked(id, d)
 	h.mu.Unlock()
 	return h.persist(id, d, seq, data, err)
@@ -119,25 +119,24 @@ func (h *Hub) Devices() []string {
 
 // DeviceKey returns the device's base64 SAS key ("" for X.509 devices).
 func (h *Hub) DeviceKey(id string) (string, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d := h.devices[id]
-	if d == nil {
-		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
-	}
-	return d.key, nil
+	return h.deviceText(id, func(d *device) string { return d.key })
 }
 
 // DeviceThumbprint returns the SHA-256 thumbprint (lower-case hex) of the
 // client certificate the device authenticates with ("" for SAS devices).
 func (h *Hub) DeviceThumbprint(id string) (string, error) {
+	return h.deviceText(id, func(d *device) string { return d.thumbprint })
+}
+
+// deviceText returns what field reads of the registered device id.
+func (h *Hub) deviceText(id string, field func(*device) string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d := h.devices[id]
 	if d == nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownDevice, id)
 	}
-	return d.thumbprint, nil
+	return field(d), nil
 }
 
 // RemoveDevice deletes a device, as deleting a device identity in IoT Hub
@@ -187,13 +186,7 @@ func (h *Hub) RemoveDevice(id string) error {
 		cl.Stop(packets.ErrNotAuthorized)
 	}
 
-	h.obsMu.Lock()
-	fns := make([]func(string), 0, len(h.removedFn))
-	for _, fn := range h.removedFn {
-		fns = append(fns, fn)
-	}
-	h.obsMu.Unlock()
-	for _, fn := range fns {
+	for _, fn := range h.removed.list() {
 		fn(id)
 	}
 	return h.unpersist(id, d, seq)
@@ -201,21 +194,7 @@ func (h *Hub) RemoveDevice(id string) error {
 
 // onRemoved registers fn to be called after a device was removed (the
 // Service stops following it). The returned func unregisters fn.
-func (h *Hub) onRemoved(fn func(deviceID string)) (remove func()) {
-	h.obsMu.Lock()
-	defer h.obsMu.Unlock()
-	if h.removedFn == nil {
-		h.removedFn = map[int]func(string){}
-	}
-	n := h.obsNext
-	h.obsNext++
-	h.removedFn[n] = fn
-	return func() {
-		h.obsMu.Lock()
-		delete(h.removedFn, n)
-		h.obsMu.Unlock()
-	}
-}
+func (h *Hub) onRemoved(fn func(deviceID string)) (remove func()) { return h.removed.add(fn) }
 
 // ParseThumbprint checks a SHA-256 certificate thumbprint (64 hex digits, ':'
 // separators and either case allowed) and returns it as Thumbprint writes

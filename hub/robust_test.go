@@ -21,6 +21,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // Bad device behaviour against the hub (issue 5): each is refused the way IoT
@@ -181,8 +182,8 @@ func wellBehaved(t *testing.T, h *Hub) {
 	if err := h.RegisterDevice(id, key3); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, cfgFor(h, id, key3))
-	if u := next(t, c); !u.Full {
+	c := iothubtest.Dial(t, cfgFor(h, id, key3))
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatalf("first event %+v", u)
 	}
 	ctx := context.Background()
@@ -192,7 +193,7 @@ func wellBehaved(t *testing.T, h *Hub) {
 	if _, err := h.SetDesired(id, json.RawMessage(`{"x":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	if u := next(t, c); u.Full || u.Version != 2 {
+	if u := iothubtest.NextDesired(t, c); u.Full || u.Version != 2 {
 		t.Fatalf("desired notification %+v", u)
 	}
 	tw, err := c.GetTwin(ctx)
@@ -215,8 +216,8 @@ func TestRefusedConnects(t *testing.T) {
 			kicked.Add(1)
 		}
 	}
-	c1 := dial(t, cfg)
-	_ = next(t, c1)
+	c1 := iothubtest.Dial(t, cfg)
+	_ = iothubtest.NextDesired(t, c1)
 
 	user := func(host, dev string) string { return iothub.Username(host, dev, "", "", modelID) }
 	for _, tc := range []struct {
@@ -440,8 +441,8 @@ func TestTwinFlood(t *testing.T) {
 	h := newHub(t, Options{TwinFloodLimit: -1}) // count 429s, never disconnect
 	_ = h.RegisterDevice("flood", key1)
 	_ = h.RegisterDevice("quiet", key2)
-	q := dial(t, cfgFor(h, "quiet", key2))
-	_ = next(t, q)
+	q := iothubtest.Dial(t, cfgFor(h, "quiet", key2))
+	_ = iothubtest.NextDesired(t, q)
 	f := mustRaw(t, h, goodRaw(h, "flood", key1))
 	f.subscribe(t, iothub.FilterTwinResponses)
 

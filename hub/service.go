@@ -223,22 +223,16 @@ func updateKey(u adu.UpdateID) string {
 }
 
 func (s *Service) load() error {
-	ents, err := os.ReadDir(s.updatesDir())
+	updates, err := readJSONDir[Update](s.updatesDir())
 	if err != nil {
-		return fmt.Errorf("hub: service data dir: %w", err)
+		return err
 	}
-	for _, e := range ents {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		var u Update
-		if err := readJSON(filepath.Join(s.updatesDir(), e.Name()), &u); err != nil {
-			return err
-		}
-		s.addUpdateLocked(&u)
+	for _, u := range updates {
+		s.addUpdateLocked(u)
 	}
 	// Files no update names are left-overs of an interrupted import.
-	if ents, err = os.ReadDir(s.filesDir()); err != nil {
+	ents, err := os.ReadDir(s.filesDir())
+	if err != nil {
 		return fmt.Errorf("hub: service data dir: %w", err)
 	}
 	for _, e := range ents {
@@ -246,18 +240,12 @@ func (s *Service) load() error {
 			_ = os.Remove(filepath.Join(s.filesDir(), e.Name()))
 		}
 	}
-	if ents, err = os.ReadDir(s.deploymentsDir()); err != nil {
-		return fmt.Errorf("hub: service data dir: %w", err)
+	stored, err := readJSONDir[storedDeployment](s.deploymentsDir())
+	if err != nil {
+		return err
 	}
 	var recs []*depRecord
-	for _, e := range ents {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		var sd storedDeployment
-		if err := readJSON(filepath.Join(s.deploymentsDir(), e.Name()), &sd); err != nil {
-			return err
-		}
+	for _, sd := range stored {
 		r := &depRecord{d: sd.Deployment, devs: sd.Devices}
 		if r.devs == nil {
 			r.devs = map[string]*DeviceStatus{}
@@ -294,6 +282,26 @@ func (s *Service) load() error {
 		}
 	}
 	return s.persistAll(saves)
+}
+
+// readJSONDir reads every .json file of dir (not hidden ones) as a T, in name order.
+func readJSONDir[T any](dir string) ([]*T, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hub: service data dir: %w", err)
+	}
+	var out []*T
+	for _, e := range ents {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		v := new(T)
+		if err := readJSON(filepath.Join(dir, e.Name()), v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func readJSON(path string, v any) error {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -394,10 +395,10 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 		}
 	}
 	// a1 and b1 are real MQTT devices; "other" reports through the hub; "silent" never reports.
-	a1 := dial(t, cfgFor(e.hub, "a1", key1))
-	b1 := dial(t, cfgFor(e.hub, "b1", key1))
-	next(t, a1)
-	next(t, b1)
+	a1 := iothubtest.Dial(t, cfgFor(e.hub, "a1", key1))
+	b1 := iothubtest.Dial(t, cfgFor(e.hub, "b1", key1))
+	iothubtest.NextDesired(t, a1)
+	iothubtest.NextDesired(t, b1)
 	props := func(ring, model string) string {
 		return `{"deviceProperties":{"manufacturer":"contoso","model":"` + model + `","ring":"` + ring + `","contractModelId":"dtmi:azure:iot:deviceUpdateContractModel;2"},"compatPropertyNames":"manufacturer,model","state":0,"installedUpdateId":` + strconvQuote(old) + `}`
 	}
@@ -424,7 +425,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	wantState(t, e.svc, dA.ID, "a1", DeviceInProgress)
 
 	// The desired service as the device receives it.
-	up := next(t, a1)
+	up := iothubtest.NextDesired(t, a1)
 	des, err := adu.ParseDesired(up.Patch)
 	if err != nil || des.Service == nil {
 		t.Fatalf("%s: %v", up.Patch, err)
@@ -478,7 +479,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if err != nil || !slices.Equal(dB.Devices, []string{"b1"}) {
 		t.Fatalf("ring b: %v %v", dB, err)
 	}
-	next(t, b1)
+	iothubtest.NextDesired(t, b1)
 	report(t, b1, `{"state":6,"workflow":{"action":3,"id":"`+dB.ID+`"}}`)
 	report(t, b1, `{"state":255,"workflow":{"action":3,"id":"`+dB.ID+`"},"lastInstallResult":{"resultCode":0,"extendedResultCodes":"30501028,A0000FFF","resultDetails":"InstallUpdate: installation failed."}}`)
 	d := wantState(t, e.svc, dB.ID, "b1", DeviceFailed)
@@ -496,7 +497,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if err != nil || !slices.Equal(retried, []string{"b1"}) {
 		t.Fatalf("retry: %v %v", retried, err)
 	}
-	up = next(t, b1)
+	up = iothubtest.NextDesired(t, b1)
 	des, err = adu.ParseDesired(up.Patch)
 	if err != nil || des.Service.Workflow.ID != dB.ID || des.Service.Workflow.Action != adu.ActionProcessDeployment || des.Service.UpdateManifest != u.Manifest {
 		t.Fatalf("retry patch %s: %v", up.Patch, err)
@@ -521,7 +522,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if _, err := e.svc.Retry(dB.ID); err != nil {
 		t.Fatal(err)
 	}
-	up = next(t, b1)
+	up = iothubtest.NextDesired(t, b1)
 	des, _ = adu.ParseDesired(up.Patch)
 	ts2 := des.Service.Workflow.RetryTimestamp
 	if ts2 == ts1 || ts2 == "" {
@@ -538,8 +539,8 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if err != nil || !slices.Equal(dAll.Devices, []string{"a1", "b1"}) {
 		t.Fatalf("all: %v %v", dAll, err)
 	}
-	next(t, a1)
-	next(t, b1)
+	iothubtest.NextDesired(t, a1)
+	iothubtest.NextDesired(t, b1)
 	if d := wantState(t, e.svc, dB.ID, "b1", DeviceFailed); d.SupersededBy != dAll.ID {
 		t.Fatalf("%+v", d)
 	}
@@ -552,7 +553,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if err := e.svc.Cancel(dAll.ID); err != nil {
 		t.Fatal(err)
 	}
-	up = next(t, a1)
+	up = iothubtest.NextDesired(t, a1)
 	p := asMap(t, up.Patch)
 	svcPatch := p["deviceUpdate"].(map[string]any)["service"].(map[string]any)
 	wf := svcPatch["workflow"].(map[string]any)
@@ -594,7 +595,7 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next(t, b1)
+	iothubtest.NextDesired(t, b1)
 	report(t, b1, `{"state":6,"workflow":{"action":3,"id":"`+dLast.ID+`"}}`)
 
 	// Restart Service and Hub on the same folder.
@@ -636,8 +637,8 @@ func TestDeployStatusCancelRetryRestart(t *testing.T) {
 	if _, err := e2.svc.Import(im, files); !errors.Is(err, ErrUpdateExists) {
 		t.Fatalf("duplicate after restart: %v", err)
 	}
-	b2 := dial(t, cfgFor(e2.hub, "b1", key1))
-	if u := next(t, b2); !u.Full {
+	b2 := iothubtest.Dial(t, cfgFor(e2.hub, "b1", key1))
+	if u := iothubtest.NextDesired(t, b2); !u.Full {
 		t.Fatal(u)
 	}
 	report(t, b2, `{"state":0,"workflow":{"action":3,"id":"`+dLast.ID+`"},"installedUpdateId":`+strconvQuote(installed)+`,"lastInstallResult":{"resultCode":700,"extendedResultCodes":"00000000"}}`)

@@ -371,59 +371,60 @@ func SignRootKeyPackage(roots []RootPrivateKey, opts RootKeyPackageOptions) ([]b
 	}
 	rk.WriteByte('}')
 
-	var dr bytes.Buffer
-	dr.WriteByte('[')
-	for i, kid := range opts.DisabledRootKeys {
+	dr, err := jsonArray(len(opts.DisabledRootKeys), func(i int) ([]byte, error) {
+		kid := opts.DisabledRootKeys[i]
 		if err := checkKID(kid); err != nil {
 			return nil, fmt.Errorf("%w: root-key package: disabledRootKeys[%d]: %w", ErrSigner, i, err)
 		}
-		if i > 0 {
-			dr.WriteByte(',')
-		}
-		dr.Write(jsonStr(kid))
+		return jsonStr(kid), nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	dr.WriteByte(']')
-	var ds bytes.Buffer
-	ds.WriteByte('[')
-	for i, h := range opts.DisabledSigningKeys {
-		e, err := jsonObject("alg", jsonStr("SHA256"), "hash", jsonStr(b64u(h[:])))
-		if err != nil {
-			return nil, err
-		}
-		if i > 0 {
-			ds.WriteByte(',')
-		}
-		ds.Write(e)
+	ds, err := jsonArray(len(opts.DisabledSigningKeys), func(i int) ([]byte, error) {
+		return jsonObject("alg", jsonStr("SHA256"), "hash", jsonStr(b64u(opts.DisabledSigningKeys[i][:])))
+	})
+	if err != nil {
+		return nil, err
 	}
-	ds.WriteByte(']')
-
 	protected, err := jsonObject(
 		"isTest", opts.IsTest,
 		"version", opts.Version,
 		"published", opts.Published,
-		"disabledRootKeys", jsonValue(dr.Bytes()),
-		"disabledSigningKeys", jsonValue(ds.Bytes()),
+		"disabledRootKeys", dr,
+		"disabledSigningKeys", ds,
 		"rootKeys", jsonValue(rk.Bytes()),
 	)
 	if err != nil {
 		return nil, err
 	}
-	var sigs bytes.Buffer
-	sigs.WriteByte('[')
-	for i, r := range roots {
-		sig, err := rs256(r.Key, string(protected))
+	sigs, err := jsonArray(len(roots), func(i int) ([]byte, error) {
+		sig, err := rs256(roots[i].Key, string(protected))
 		if err != nil {
-			return nil, fmt.Errorf("%w: root-key package: signing with %s: %w", ErrSigner, r.KID, err)
+			return nil, fmt.Errorf("%w: root-key package: signing with %s: %w", ErrSigner, roots[i].KID, err)
 		}
-		e, err := jsonObject("alg", jsonStr("RS256"), "sig", jsonStr(sig))
+		return jsonObject("alg", jsonStr("RS256"), "sig", jsonStr(sig))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return jsonObject("protected", jsonValue(protected), "signatures", sigs)
+}
+
+// jsonArray writes the compact JSON array of the n elements that elem encodes, in order.
+func jsonArray(n int, elem func(i int) ([]byte, error)) (jsonValue, error) {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i := range n {
+		e, err := elem(i)
 		if err != nil {
 			return nil, err
 		}
 		if i > 0 {
-			sigs.WriteByte(',')
+			b.WriteByte(',')
 		}
-		sigs.Write(e)
+		b.Write(e)
 	}
-	sigs.WriteByte(']')
-	return jsonObject("protected", jsonValue(protected), "signatures", jsonValue(sigs.Bytes()))
+	b.WriteByte(']')
+	return b.Bytes(), nil
 }

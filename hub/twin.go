@@ -20,29 +20,13 @@ const MaxPatchSize = 32 * 1024
 // fn runs on the device's connection goroutine: keep it short and do not
 // call Disconnect for that device from it. The returned func unregisters fn.
 func (h *Hub) OnReported(fn func(deviceID string, patch json.RawMessage)) (remove func()) {
-	h.obsMu.Lock()
-	defer h.obsMu.Unlock()
-	if h.observers == nil {
-		h.observers = map[int]func(string, json.RawMessage){}
-	}
-	n := h.obsNext
-	h.obsNext++
-	h.observers[n] = fn
-	return func() {
-		h.obsMu.Lock()
-		delete(h.observers, n)
-		h.obsMu.Unlock()
-	}
+	return h.reported.add(fn)
 }
 
 // applyReported merges patch into the device's reported properties, stores
 // the twin and tells the observers. It returns the new reported $version.
 func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
-	p, err := decodePatch(patch)
-	if err != nil {
-		return 0, err
-	}
-	v, err := h.mergeTwin(id, "reported", p)
+	p, v, err := h.mergePatch(id, "reported", patch)
 	if err != nil {
 		return 0, err
 	}
@@ -51,16 +35,21 @@ func (h *Hub) applyReported(id string, patch []byte) (int64, error) {
 		return v, nil
 	}
 	h.opts.Logger.Debug("hub: reported properties", "device", id, "version", v, "patch", string(body))
-	h.obsMu.Lock()
-	obs := make([]func(string, json.RawMessage), 0, len(h.observers))
-	for _, fn := range h.observers {
-		obs = append(obs, fn)
-	}
-	h.obsMu.Unlock()
-	for _, fn := range obs {
+	for _, fn := range h.reported.list() {
 		fn(id, body)
 	}
 	return v, nil
+}
+
+// mergePatch decodes patch and merges it into the device's "desired" or "reported"
+// document (mergeTwin); it returns the decoded patch and the new $version.
+func (h *Hub) mergePatch(id, which string, patch []byte) (map[string]any, int64, error) {
+	p, err := decodePatch(patch)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := h.mergeTwin(id, which, p)
+	return p, v, err
 }
 
 // mergeTwin merges the decoded patch p into the device's "desired" or "reported" document
@@ -112,11 +101,7 @@ func (h *Hub) Twin(id string) (json.RawMessage, error) {
 // document larger than MaxPatchSize (IoT Hub's 32 KB) is refused with
 // ErrTwinTooLarge and changes nothing.
 func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
-	p, err := decodePatch(patch)
-	if err != nil {
-		return 0, err
-	}
-	v, err := h.mergeTwin(id, "desired", p)
+	p, v, err := h.mergePatch(id, "desired", patch)
 	if err != nil {
 		return 0, err
 	}
@@ -131,6 +116,30 @@ func (h *Hub) SetDesired(id string, patch json.RawMessage) (int64, error) {
 	err = h.sendTo(id, topic, body)
 	h.opts.Logger.Debug("hub: desired properties", "device", id, "version", v, "delivered", err == nil, "patch", string(body))
 	return v, nil
+}
+
+// ReportedAgent returns the deviceUpdate.agent member of the device's reported properties,
+// decoded as encoding/json does (nil when the device reported none): what its agent last
+// said of its state, workflow and install.
+func (h *Hub) ReportedAgent(id string) (map[string]any, error) {
+	return h.deviceUpdateMember(id, "reported", "agent")
+}
+
+// deviceUpdateMember decodes member of the deviceUpdate component in the device's "desired"
+// or "reported" properties (which); a member that is absent or not an object reads as nil.
+func (h *Hub) deviceUpdateMember(id, which, member string) (map[string]any, error) {
+	tw, err := h.Twin(id)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]struct {
+		DeviceUpdate map[string]json.RawMessage `json:"deviceUpdate"`
+	}
+	var m map[string]any
+	if json.Unmarshal(tw, &doc) == nil {
+		_ = json.Unmarshal(doc[which].DeviceUpdate[member], &m)
+	}
+	return m, nil
 }
 
 func (d *device) twinJSON() (json.RawMessage, error) {

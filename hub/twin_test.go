@@ -1,29 +1,28 @@
 package hub
 
 import (
-	"encoding/json"
+	"errors"
 	"testing"
 )
 
-// MergePatch is RFC 7386 on decoded objects: null deletes, objects merge (replacing a
-// non-object), anything else replaces.
-func TestMergePatch(t *testing.T) {
-	for _, c := range []struct{ doc, patch, want string }{
-		{`{"a":1,"b":{"c":2,"d":3}}`, `{"a":null,"b":{"c":null,"e":[1]}}`, `{"b":{"d":3,"e":[1]}}`},
-		{`{"a":"x"}`, `{"a":{"b":{"c":null,"d":1}}}`, `{"a":{"b":{"d":1}}}`},
-		{`{"a":{"b":1}}`, `{"a":[1,{"c":null}]}`, `{"a":[1,{"c":null}]}`},
-		{`{}`, `{"gone":null}`, `{}`},
-	} {
-		var doc, patch map[string]any
-		if err := json.Unmarshal([]byte(c.doc), &doc); err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal([]byte(c.patch), &patch); err != nil {
-			t.Fatal(err)
-		}
-		MergePatch(doc, patch)
-		if got, _ := json.Marshal(doc); string(got) != c.want {
-			t.Errorf("MergePatch(%s, %s) = %s, want %s", c.doc, c.patch, got, c.want)
-		}
+// TestReportedAgent: the device's reported deviceUpdate.agent as encoding/json decodes it,
+// nil before any report, ErrUnknownDevice for a device that is not registered.
+func TestReportedAgent(t *testing.T) {
+	h := newHub(t, Options{})
+	if err := h.RegisterDevice("dev1", key1); err != nil {
+		t.Fatal(err)
+	}
+	if ag, err := h.ReportedAgent("dev1"); ag != nil || err != nil {
+		t.Fatalf("before a report: %v, %v", ag, err)
+	}
+	if _, err := h.applyReported("dev1", []byte(`{"deviceUpdate":{"__t":"c","agent":{"state":6,"workflow":{"id":"w1"}}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	ag, err := h.ReportedAgent("dev1")
+	if err != nil || ag["state"] != float64(6) || ag["workflow"].(map[string]any)["id"] != "w1" {
+		t.Fatalf("after a report: %v, %v", ag, err)
+	}
+	if _, err := h.ReportedAgent("nobody"); !errors.Is(err, ErrUnknownDevice) {
+		t.Fatalf("unknown device: %v", err)
 	}
 }

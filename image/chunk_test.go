@@ -18,8 +18,7 @@ func TestReadChunk(t *testing.T) {
 	kr := keyringFor(t, key)
 	for _, comp := range compressions {
 		data := payload(5*MinChunkSize+77, 3)
-		opts := baseOpts()
-		opts.Compression = comp
+		opts := compressedOpts(comp)
 		img, _ := sign(t, key, data, opts)
 		rd, err := NewReader(bytes.NewReader(img), VerifyOptions{Keyring: kr})
 		if err != nil {

@@ -4,13 +4,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/aduflash/aduflash/internal/enumname"
 	"github.com/aduflash/aduflash/internal/errkind"
 )
 
@@ -112,16 +114,10 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("%w: compression %q is not one of none, zstd", ErrInvalidOption, s)
 }
 
+var compressionNames = []string{CompressNone: "none", CompressZstd: "zstd"}
+
 // String returns "none", "zstd", or "compression(N)" for unknown values.
-func (c Compression) String() string {
-	switch c {
-	case CompressNone:
-		return "none"
-	case CompressZstd:
-		return "zstd"
-	}
-	return fmt.Sprintf("compression(%d)", uint8(c))
-}
+func (c Compression) String() string { return enumname.Name(c, "compression", compressionNames) }
 
 // MarshalText implements encoding.TextMarshaler.
 func (c Compression) MarshalText() ([]byte, error) {
@@ -398,11 +394,7 @@ func encodeMetadata(version, slotClass string, compat, meta map[string]string) (
 		if len(set.m) > math.MaxUint16 {
 			return nil, fmt.Errorf("%s has %d entries, more than %d", set.name, len(set.m), math.MaxUint16)
 		}
-		keys := make([]string, 0, len(set.m))
-		for k := range set.m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		keys := slices.Sorted(maps.Keys(set.m))
 		var n [2]byte
 		le16(n[:], uint16(len(keys)))
 		b = append(b, n[:]...)

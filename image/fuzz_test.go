@@ -39,8 +39,7 @@ func fuzzSeeds(t testing.TB) map[string]fuzzSeed {
 	out := map[string]fuzzSeed{}
 	for _, comp := range compressions {
 		for _, n := range []int{0, 1, MinChunkSize + 7, 2*MinChunkSize + 100} {
-			opts := baseOpts()
-			opts.Compression = comp
+			opts := compressedOpts(comp)
 			if n == 1 {
 				opts.Compatibility, opts.Meta, opts.SlotClass = nil, nil, ""
 			}

@@ -101,6 +101,20 @@ func baseOpts() SignOptions {
 	}
 }
 
+// compressedOpts are baseOpts with compression comp.
+func compressedOpts(comp Compression) SignOptions {
+	opts := baseOpts()
+	opts.Compression = comp
+	return opts
+}
+
+// benchOpts are the options of the benchmarks: compression comp, chunks of the default size.
+func benchOpts(comp Compression) SignOptions {
+	opts := compressedOpts(comp)
+	opts.ChunkSize = DefaultChunkSize
+	return opts
+}
+
 // payload returns n deterministic bytes that are partly compressible: runs of text
 // alternate with random bytes.
 func payload(n int, seed uint64) []byte {

@@ -31,8 +31,7 @@ func TestRoundTripAllKeysAndCompressions(t *testing.T) {
 			for _, n := range sizesFor(MinChunkSize) {
 				t.Run(fmt.Sprintf("%s/%s/%d", kt, comp, n), func(t *testing.T) {
 					data := payload(n, uint64(n))
-					opts := baseOpts()
-					opts.Compression = comp
+					opts := compressedOpts(comp)
 					img, sh := sign(t, key, data, opts)
 					got, h, err := readAll(t, img, VerifyOptions{Keyring: kr, MaxRawSize: int64(n)})
 					if err != nil {
@@ -217,8 +216,7 @@ func TestSmallReads(t *testing.T) {
 	kr := keyringFor(t, key)
 	for _, comp := range compressions {
 		data := payload(3*MinChunkSize+100, 5)
-		opts := baseOpts()
-		opts.Compression = comp
+		opts := compressedOpts(comp)
 		img, _ := sign(t, key, data, opts)
 		// Source delivering one byte per Read, consumer reading 1..13 bytes at a time.
 		rd, err := NewReader(iotest.OneByteReader(bytes.NewReader(img)), VerifyOptions{Keyring: kr})
@@ -259,8 +257,7 @@ func TestResume(t *testing.T) {
 	kr := keyringFor(t, key)
 	for _, comp := range compressions {
 		data := payload(5*MinChunkSize+321, 6)
-		opts := baseOpts()
-		opts.Compression = comp
+		opts := compressedOpts(comp)
 		img, _ := sign(t, key, data, opts)
 		for i := 0; i <= 6; i++ {
 			rd, err := NewReaderAt(bytes.NewReader(img), i, VerifyOptions{Keyring: kr})
@@ -367,8 +364,7 @@ func TestConcurrencyDoesNotChangeTheImage(t *testing.T) {
 	key := testKeys.get(t, Ed25519) // deterministic signatures
 	data := payload(37*MinChunkSize+99, 11)
 	for _, comp := range compressions {
-		opts := baseOpts()
-		opts.Compression = comp
+		opts := compressedOpts(comp)
 		opts.Concurrency = 1
 		want, _ := sign(t, key, data, opts)
 		for _, c := range []int{2, 3, 8} {

@@ -14,8 +14,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/aduflash/aduflash/internal/tomlsection"
 )
 
 // KeyType names a signature algorithm and key size. The names are the ones imgtool uses for
@@ -221,28 +222,12 @@ func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
 
 // LoadPrivateKey reads a private key PEM file.
 func LoadPrivateKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParsePrivateKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
+	return tomlsection.LoadFile(path, ParsePrivateKeyPEM)
 }
 
 // LoadPublicKey reads a public (or private) key PEM file and returns the public key.
 func LoadPublicKey(path string) (crypto.PublicKey, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParsePublicKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
+	return tomlsection.LoadFile(path, ParsePublicKeyPEM)
 }
 
 // KeyIDSize is the length in bytes of a KeyID.

@@ -23,8 +23,7 @@ func smallImage(t *testing.T, comp Compression) ([]byte, []byte, *Keyring) {
 	t.Helper()
 	key := testKeys.get(t, Ed25519)
 	data := payload(3*MinChunkSize+50, 21)
-	opts := baseOpts()
-	opts.Compression = comp
+	opts := compressedOpts(comp)
 	img, _ := sign(t, key, data, opts)
 	return img, data, keyringFor(t, key)
 }
@@ -578,8 +577,7 @@ func TestSignErrors(t *testing.T) {
 		return err
 	}
 	for _, comp := range compressions {
-		opts := baseOpts()
-		opts.Compression = comp
+		opts := compressedOpts(comp)
 		if err := sign(nil, bytes.NewReader(data[:len(data)-1]), int64(len(data)), opts); !errors.Is(err, ErrPayloadSize) {
 			t.Errorf("%s: short payload: %v", comp, err)
 		}

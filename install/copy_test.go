@@ -19,11 +19,7 @@ func (d *device) running(t *testing.T, name string, data []byte) slots.Reader {
 	if err := os.WriteFile(filepath.Join(d.dir, strings.Replace(name, "-a", "-A", 1)), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.layout.Slot(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := d.layout.OpenReader(s)
+	r, err := d.layout.OpenReader(d.slot(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,23 +62,10 @@ func TestCopySlotResume(t *testing.T) {
 	}
 	src := Source{Size: int64(len(data)), Copy: d.running(t, "rootfs-a", data)}
 	in := d.installer(t)
-	var saved []Record
-	stop := errors.New("power cut")
-	in.Save = func(r Record) error {
-		saved = append(saved, r)
-		if len(saved) == 3 {
-			return stop
-		}
-		return nil
-	}
-	if _, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil); !errors.Is(err, stop) {
-		t.Fatalf("cut: %v", err)
-	}
-	last := saved[1]
+	last := d.installCut(t, in, src)
 	if last.Format != FormatCopy || last.Cursor == nil || last.Cursor.Offset == 0 || last.Download.Offset != last.Cursor.Offset {
 		t.Fatalf("resume record %+v", last)
 	}
-	in.Save = nil
 	rec, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), &last)
 	if err != nil || !rec.Done || !bytes.Equal(d.file("rootfs-b")[:len(data)], data) {
 		t.Fatalf("resumed: %v, done %v", err, rec.Done)

@@ -27,12 +27,7 @@ func TestDryRun(t *testing.T) {
 	}
 	raw := testData(10, 700<<10)
 	img := aduimgOf(t, raw, "2.0", nil)
-	h, err := image.ParseHeader(bytes.NewReader(img))
-	if err != nil {
-		t.Fatal(err)
-	}
-	badChunk := bytes.Clone(img)
-	badChunk[h.Chunks[5].Offset+10] ^= 1
+	badChunk := changedChunk(t, img, 5)
 	mcu := mcubootOf(t, testData(11, 50<<10), 1)
 	badSig := bytes.Clone(mcu)
 	badSig[len(badSig)-20] ^= 1

@@ -246,7 +246,8 @@ func (mcubootFormat) open(r *run, src io.Reader) (*payload, error) {
 	}
 	rd, err := mcuboot.NewReader(src, r.src.Size, r.in.Keyring, func(img *mcuboot.Image) error {
 		sc, _ := img.SecurityCounter() // the signed SEC_CNT TLV; 0 without one
-		return r.admit(Info{Format: FormatMCUboot, Version: img.Header.Version.String(), SecurityCounter: uint64(sc), RawSize: r.src.Size})
+		return r.admit(Info{Format: FormatMCUboot, Version: img.Header.Version.String(), SecurityCounter: uint64(sc), RawSize: r.src.Size,
+			ImageHash: img.Hash()})
 	})
 	if err != nil {
 		return nil, err

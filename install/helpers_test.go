@@ -2,9 +2,11 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,11 +52,27 @@ func testData(seed uint64, n int) []byte {
 	return b
 }
 
+// testChunkSize is the chunk size of the aduimg images aduimgOf signs.
+const testChunkSize = 32 << 10
+
+// changedChunk returns img with a byte of chunk i changed: its signature holds, the chunk's
+// hash does not.
+func changedChunk(t testing.TB, img []byte, i int) []byte {
+	t.Helper()
+	h, err := image.ParseHeader(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(img)
+	bad[h.Chunks[i].Offset+10] ^= 1
+	return bad
+}
+
 // aduimgOf signs raw as an aduimg image of class rootfs, 32 KiB chunks.
 func aduimgOf(t testing.TB, raw []byte, version string, mod func(*image.SignOptions)) []byte {
 	t.Helper()
 	k, _ := key(t)
-	o := image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 32 << 10, Compression: image.CompressZstd,
+	o := image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: testChunkSize, Compression: image.CompressZstd,
 		Created: time.Unix(1.7e9, 0)}
 	if mod != nil {
 		mod(&o)
@@ -165,14 +183,20 @@ func newDevice(t testing.TB) *device {
 	return &device{dir: dir, layout: slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})}
 }
 
-// target prepares the slot called name for a write.
-func (d *device) target(t testing.TB, name string) *slots.Target {
+// slot returns the slot called name.
+func (d *device) slot(t testing.TB, name string) *slots.Slot {
 	t.Helper()
 	s, err := d.layout.Slot(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg, err := d.layout.Prepare(s)
+	return s
+}
+
+// target prepares the slot called name for a write.
+func (d *device) target(t testing.TB, name string) *slots.Target {
+	t.Helper()
+	tg, err := d.layout.Prepare(d.slot(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +213,26 @@ func (d *device) file(name string) []byte {
 func (d *device) holds(name string, want []byte) bool {
 	b := d.file(name)
 	return len(b) >= len(want) && bytes.Equal(b[:len(want)], want)
+}
+
+// installCut installs src into rootfs-b with in, the power failing as the third resume
+// record is saved, and returns the record before it: the one a resume starts from.
+func (d *device) installCut(t testing.TB, in *Installer, src Source) Record {
+	t.Helper()
+	var saved []Record
+	cut := errors.New("power cut")
+	in.Save = func(r Record) error {
+		saved = append(saved, r)
+		if len(saved) == 3 {
+			return cut
+		}
+		return nil
+	}
+	if _, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil); !errors.Is(err, cut) {
+		t.Fatalf("install cut at its third record: %v", err)
+	}
+	in.Save = nil
+	return saved[1]
 }
 
 func (d *device) installer(t testing.TB) *Installer {

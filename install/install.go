@@ -46,6 +46,9 @@ type Info struct {
 	SecurityCounter uint64            `json:"security_counter,omitempty"` // aduimg header, MCUboot SEC_CNT TLV (0 without)
 	RawSize         int64             `json:"raw_size"`                   // bytes into the slot
 	KeyID           string            `json:"key_id,omitempty"`
+	// ImageHash is an MCUboot image's hash (its SHA256 TLV, the hash MCUboot and mcumgr's
+	// image list name it by), known at the image's end.
+	ImageHash []byte `json:"image_hash,omitempty"`
 	// CounterUnknown: SecurityCounter is not known yet. An MCUboot image's SEC_CNT TLV comes
 	// after its body, so Check sees the header's facts before the first byte is written
 	// (CounterUnknown set: judge all but the counter) and the whole again at the end.

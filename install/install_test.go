@@ -78,23 +78,10 @@ func TestInstallResume(t *testing.T) {
 		src := srv.put(tc.format, tc.file)
 		in := d.installer(t)
 		in.AllowRaw = true
-		var saved []Record
-		stop := errors.New("power cut")
-		in.Save = func(r Record) error {
-			saved = append(saved, r)
-			if len(saved) == 3 {
-				return stop
-			}
-			return nil
-		}
-		if _, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), nil); !errors.Is(err, stop) {
-			t.Fatalf("%s: %v", tc.format, err)
-		}
-		last := saved[1] // the record the cut did not get to replace
+		last := d.installCut(t, in, src)
 		if last.Cursor == nil || last.Download.Offset == 0 || last.Download.Offset >= src.Size {
 			t.Fatalf("%s: resume record %+v", tc.format, last)
 		}
-		in.Save = nil
 		sent := srv.sent.Load()
 		rec, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), &last)
 		if err != nil {

@@ -45,23 +45,18 @@ func TestOpenPayloadRefused(t *testing.T) {
 	_, kr := key(t)
 	raw := testData(5, 150<<10)
 	img := aduimgOf(t, raw, "1.0.0", nil)
-	h, err := image.ParseHeader(bytes.NewReader(img))
-	if err != nil {
-		t.Fatal(err)
-	}
 	badSig := bytes.Clone(img)
 	badSig[104] ^= 1 // the metadata after the fixed part: signed
 	if _, err := OpenPayload(bytes.NewReader(badSig), int64(len(badSig)), kr, false); !errors.Is(err, ErrImage) || !errors.Is(err, image.ErrBadSignature) {
 		t.Fatalf("a bad signature: %v, want ErrImage around image.ErrBadSignature", err)
 	}
-	badChunk := bytes.Clone(img)
-	badChunk[h.Chunks[2].Offset+10] ^= 1
+	badChunk := changedChunk(t, img, 2)
 	p, err := OpenPayload(bytes.NewReader(badChunk), int64(len(badChunk)), kr, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := io.ReadAll(p)
-	if !errors.Is(err, image.ErrChunkHash) || len(got) != 2*h.ChunkSize {
+	if !errors.Is(err, image.ErrChunkHash) || len(got) != 2*testChunkSize {
 		t.Fatalf("a bad chunk 2: %d bytes, %v; want chunks 0 and 1, then image.ErrChunkHash", len(got), err)
 	}
 

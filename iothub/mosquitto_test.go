@@ -39,6 +39,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/aduflash/aduflash/internal/peers"
+	"github.com/aduflash/aduflash/internal/syncbuf"
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 const (
@@ -287,7 +289,7 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 			brokerRe: `alert bad certificate`,
 		}} {
 			t.Run(tc.name, func(t *testing.T) {
-				mark := b.logLen()
+				mark := b.log.Len()
 				tc.cfg.ConnectTimeout = 5 * time.Second
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -309,8 +311,8 @@ func TestMosquittoTLSClientCertificate(t *testing.T) {
 					t.Errorf("Dial error %q carries the MQTT library's wrapping", err)
 				}
 				b.waitLogFrom(t, mark, tc.brokerRe)
-				if regexp.MustCompile(`New client connected`).MatchString(b.logSince(mark)) {
-					t.Errorf("mosquitto accepted the connection:\n%s", b.logSince(mark))
+				if regexp.MustCompile(`New client connected`).MatchString(b.log.Since(mark)) {
+					t.Errorf("mosquitto accepted the connection:\n%s", b.log.Since(mark))
 				}
 			})
 		}
@@ -470,26 +472,7 @@ func (c *mosqCert) writePEM(t *testing.T, dir, name string) {
 
 type mosqBrokerProc struct {
 	port, port2 int
-	mu          sync.Mutex
-	log         bytes.Buffer
-}
-
-func (b *mosqBrokerProc) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.log.Write(p)
-}
-
-func (b *mosqBrokerProc) logLen() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.log.Len()
-}
-
-func (b *mosqBrokerProc) logSince(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.log.Bytes()[n:])
+	log         syncbuf.Buffer // mosquitto's output
 }
 
 // waitLog waits up to 5 s for a broker log line matching re.
@@ -503,9 +486,9 @@ func (b *mosqBrokerProc) waitLogFrom(t *testing.T, mark int, re string) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(5 * time.Second)
-	for !rx.MatchString(b.logSince(mark)) {
+	for !rx.MatchString(b.log.Since(mark)) {
 		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not log %q; log:\n%s", re, b.logSince(0))
+			t.Fatalf("mosquitto did not log %q; log:\n%s", re, b.log.Since(0))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -549,7 +532,7 @@ func mosqStart(t *testing.T, dir string) *mosqBrokerProc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(mosqBroker, "-c", confPath)
-	cmd.Stdout, cmd.Stderr = b, b
+	cmd.Stdout, cmd.Stderr = &b.log, &b.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +547,7 @@ func mosqStart(t *testing.T, dir string) *mosqBrokerProc {
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", b.logSince(0))
+			t.Logf("mosquitto log:\n%s", b.log.Since(0))
 		}
 	})
 	// Wait for both ports.
@@ -578,11 +561,11 @@ func mosqStart(t *testing.T, dir string) *mosqBrokerProc {
 			}
 			select {
 			case <-exited:
-				t.Fatalf("mosquitto exited: %s", b.logSince(0))
+				t.Fatalf("mosquitto exited: %s", b.log.Since(0))
 			default:
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("mosquitto does not listen on 127.0.0.1:%d: %v\n%s", port, err, b.logSince(0))
+				t.Fatalf("mosquitto does not listen on 127.0.0.1:%d: %v\n%s", port, err, b.log.Since(0))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -737,13 +720,7 @@ func mosqRespond(t *testing.T, b *mosqBrokerProc, pool *x509.CertPool, cert tls.
 
 func (r *mosqResponder) next(t *testing.T, what string) mosqMsg {
 	t.Helper()
-	select {
-	case m := <-r.reqs:
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatalf("responder got no %s", what)
-		return mosqMsg{}
-	}
+	return testwait.Recv(t, r.reqs, 5*time.Second, what+" at the responder")
 }
 
 func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
@@ -758,16 +735,7 @@ func mosqCheckRequest(t *testing.T, m mosqMsg, topicRe, payload string) {
 
 func mosqNextDesired(t *testing.T, c *Client) DesiredUpdate {
 	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("Desired channel closed")
-		}
-		return u
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event on Desired")
-		return DesiredUpdate{}
-	}
+	return testwait.Recv(t, c.Desired(), 5*time.Second, "desired-property update")
 }
 
 func mosqJSONEqual(t *testing.T, what string, got json.RawMessage, want string) {

@@ -27,6 +27,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 // What IoT Hub's CONNECT username must be for mosqHub / mosqDeviceID / mosqModelID.
@@ -150,13 +152,7 @@ func (h *wsTestHub) snapshot() ([]wsUpgrade, []wsConnect) {
 
 func (h *wsTestHub) nextTwinRequest(t *testing.T, what string) mosqMsg {
 	t.Helper()
-	select {
-	case m := <-h.twinReqs:
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no %s reached the broker", what)
-		return mosqMsg{}
-	}
+	return testwait.Recv(t, h.twinReqs, 5*time.Second, what+" at the broker")
 }
 
 // wsChanListener is the net.Listener mochi serves: the upgraded WebSockets.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -135,7 +136,7 @@ func (m *memFS) SyncDir(dir string) error {
 	if err := m.step(); err != nil {
 		return err
 	}
-	m.synced = maps(m.live)
+	m.synced = maps.Clone(m.live)
 	m.changes = nil
 	return nil
 }
@@ -195,7 +196,7 @@ func (m *memFS) put(name string, data []byte) {
 	defer m.mu.Unlock()
 	p := filepath.Join(m.dir, name)
 	m.live[p] = &inode{data: slices.Clone(data), synced: slices.Clone(data)}
-	m.synced = maps(m.live)
+	m.synced = maps.Clone(m.live)
 	m.changes = nil
 }
 
@@ -247,14 +248,6 @@ func (f *memFile) Close() error {
 	return nil
 }
 
-func maps(src map[string]*inode) map[string]*inode {
-	dst := make(map[string]*inode, len(src))
-	for k, v := range src {
-		dst[k] = v
-	}
-	return dst
-}
-
 // crashState is one file system that a power cut could leave behind.
 type crashState struct {
 	fs   *memFS
@@ -267,7 +260,7 @@ func (m *memFS) crashStates() []crashState {
 	defer m.mu.Unlock()
 	var out []crashState
 	for k := 0; k <= len(m.changes); k++ {
-		entries := maps(m.synced)
+		entries := maps.Clone(m.synced)
 		for _, c := range m.changes[:k] {
 			switch c.op {
 			case "create":
@@ -281,11 +274,7 @@ func (m *memFS) crashStates() []crashState {
 				delete(entries, c.a)
 			}
 		}
-		paths := make([]string, 0, len(entries))
-		for p := range entries {
-			paths = append(paths, p)
-		}
-		sort.Strings(paths)
+		paths := slices.Sorted(maps.Keys(entries))
 		// Cartesian product of each file's possible contents.
 		type pick struct {
 			contents map[string][]byte
@@ -315,7 +304,7 @@ func (m *memFS) crashStates() []crashState {
 			for p, data := range pk.contents {
 				n.live[p] = &inode{data: slices.Clone(data), synced: slices.Clone(data)}
 			}
-			n.synced = maps(n.live)
+			n.synced = maps.Clone(n.live)
 			out = append(out, crashState{fs: n, desc: pk.desc})
 		}
 	}

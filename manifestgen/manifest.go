@@ -30,6 +30,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/aduflash/aduflash/internal/limitread"
 )
 
 // ManifestVersion is the only import manifest version this package writes and accepts.
@@ -320,3 +322,16 @@ var bom = []byte{0xEF, 0xBB, 0xBF}
 
 // trimBOM drops a UTF-8 byte order mark, which Windows tools (PowerShell's AduCmdlets) write.
 func trimBOM(data []byte) []byte { return bytes.TrimPrefix(data, bom) }
+
+// MaxManifestSize is the most ReadFile reads: import manifests are a few KiB.
+const MaxManifestSize = 8 << 20
+
+// ReadFile reads the import manifest file name, refusing anything larger than
+// MaxManifestSize as not a manifest (an image given for it) before it reads it all.
+func ReadFile(name string) ([]byte, error) {
+	data, err := limitread.File(name, MaxManifestSize)
+	if errors.Is(err, limitread.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w: not an import manifest", ErrInvalid, err)
+	}
+	return data, err
+}

@@ -350,6 +350,14 @@ func (c *checker) str(path string, n *node, min, max int) (string, bool) {
 	return n.str, true
 }
 
+// name checks the name of a member at path: 1 to max characters (what names the kind of
+// member in the message).
+func (c *checker) name(path, what, name string, max int) {
+	if l := runes(name); l < 1 || l > max {
+		c.add(path, "%s name must be 1 to %d characters long, got %d", what, max, l)
+	}
+}
+
 func (c *checker) pattern(path, s string, re *regexp.Regexp) bool {
 	if !re.MatchString(s) {
 		c.add(path, "must match %s, got %q", re, s)
@@ -454,9 +462,7 @@ func (c *checker) compatibility(path string, n *node) {
 		}
 		c.count(p, len(e.members), 1, MaxCompatProperties, "properties")
 		c.eachMember(p, e, func(mp string, m member) {
-			if l := runes(m.name); l < 1 || l > MaxCompatNameLength {
-				c.add(mp, "property name must be 1 to %d characters long, got %d", MaxCompatNameLength, l)
-			}
+			c.name(mp, "property", m.name, MaxCompatNameLength)
 			c.str(mp, m.val, 1, MaxCompatValueLength)
 		})
 	}
@@ -616,9 +622,7 @@ func (c *checker) relatedFile(path string, n *node) int64 {
 			}
 			c.count(p, len(v.members), 0, MaxRelatedProperties, "properties")
 			c.eachMember(p, v, func(mp string, m member) {
-				if l := runes(m.name); l < 1 || l > MaxRelatedPropertyName {
-					c.add(mp, "property name must be 1 to %d characters long, got %d", MaxRelatedPropertyName, l)
-				}
+				c.name(mp, "property", m.name, MaxRelatedPropertyName)
 				l := len(m.val.raw)
 				if m.val.kind == kString {
 					l = runes(m.val.str)
@@ -704,9 +708,7 @@ func (c *checker) hashes(path string, n *node) {
 // hash checks one member of hashes at p: the algorithm name, and the digest in standard
 // base64 (of the algorithm's size where it is known).
 func (c *checker) hash(p string, m member) {
-	if l := runes(m.name); l < 1 || l > MaxHashNameLength {
-		c.add(p, "hash algorithm name must be 1 to %d characters long, got %d", MaxHashNameLength, l)
-	}
+	c.name(p, "hash algorithm", m.name, MaxHashNameLength)
 	if !c.isKind(p, m.val, kString) {
 		return
 	}

@@ -16,14 +16,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/aduflash/aduflash/internal/vmtest"
 )
 
 func kernelDevice(t *testing.T) *Device {
 	t.Helper()
-	path := os.Getenv("ADUFLASH_MTD_DEV")
-	if path == "" {
-		t.Skip("ADUFLASH_MTD_DEV is unset: set it to a scratch MTD device (e.g. /dev/mtd0 from nandsim badblocks=3,7) to run kernel tests")
-	}
+	path := vmtest.Need(t, "ADUFLASH_MTD_DEV", "set it to a scratch MTD device (e.g. /dev/mtd0 from nandsim badblocks=3,7) to run kernel tests")
 	d, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -174,10 +173,7 @@ func TestKernelBadBlocks(t *testing.T) {
 }
 
 func TestKernelUBIUpdate(t *testing.T) {
-	name := os.Getenv("ADUFLASH_UBI_VOL")
-	if name == "" {
-		t.Skip("ADUFLASH_UBI_VOL is unset: set it to the name of a scratch UBI volume to run the UBI update test")
-	}
+	name := vmtest.Need(t, "ADUFLASH_UBI_VOL", "set it to the name of a scratch UBI volume to run the UBI update test")
 	v, err := FindVolume(name)
 	if err != nil {
 		t.Fatal(err)
@@ -289,10 +285,7 @@ func TestKernelAgainstMTDUtils(t *testing.T) {
 
 // ubiupdatevol's volume content read by us, and ours compared byte for byte by cmp.
 func TestKernelUBIAgainstUbiupdatevol(t *testing.T) {
-	name := os.Getenv("ADUFLASH_UBI_VOL")
-	if name == "" {
-		t.Skip("ADUFLASH_UBI_VOL is unset")
-	}
+	name := vmtest.Need(t, "ADUFLASH_UBI_VOL", "runs inside the VM")
 	if _, err := exec.LookPath("ubiupdatevol"); err != nil {
 		t.Skipf("ubiupdatevol not on PATH: %v", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+
+	"github.com/aduflash/aduflash/internal/enumname"
 )
 
 // Sentinel errors. Every error returned by this package and by mtd/mtdsim wraps one of
@@ -66,18 +68,13 @@ const (
 	TypeMLCNAND   Type = 8
 )
 
-var typeNames = [...]string{
+var typeNames = []string{
 	TypeAbsent: "absent", TypeRAM: "ram", TypeROM: "rom", TypeNOR: "nor", TypeNAND: "nand",
-	5: "", TypeDataFlash: "dataflash", TypeUBIVolume: "ubi", TypeMLCNAND: "mlc-nand",
+	TypeDataFlash: "dataflash", TypeUBIVolume: "ubi", TypeMLCNAND: "mlc-nand",
 }
 
 // String returns the name sysfs uses (/sys/class/mtd/mtdN/type).
-func (t Type) String() string {
-	if int(t) < len(typeNames) && typeNames[t] != "" {
-		return typeNames[t]
-	}
-	return fmt.Sprintf("unknown(%d)", uint8(t))
-}
+func (t Type) String() string { return enumname.Name(t, "unknown", typeNames) }
 
 // ParseType parses a sysfs type name ("nor", "nand", "mlc-nand", ...).
 func ParseType(s string) (Type, error) {

@@ -20,7 +20,8 @@ type Paths struct {
 	Dev   string // default "/dev"
 }
 
-func (p Paths) sysfs() string {
+// SysfsRoot returns where sysfs is mounted: Sysfs, or /sys.
+func (p Paths) SysfsRoot() string {
 	if p.Sysfs == "" {
 		return "/sys"
 	}
@@ -32,6 +33,15 @@ func (p Paths) dev() string {
 		return "/dev"
 	}
 	return p.Dev
+}
+
+// DevPath maps a /dev/... path (a config's device path) under Dev; other paths, and every
+// path when Dev is empty, stay as they are.
+func (p Paths) DevPath(path string) string {
+	if p.Dev == "" || !strings.HasPrefix(path, "/dev/") {
+		return path
+	}
+	return p.Dev + strings.TrimPrefix(path, "/dev")
 }
 
 var (
@@ -74,10 +84,10 @@ func (p Paths) InfoFromSysfs(n int) (Info, error) {
 	if n < 0 {
 		return Info{}, fmt.Errorf("mtd: mtd%d: %w", n, ErrNotFound)
 	}
-	dir := filepath.Join(p.sysfs(), "class", "mtd", "mtd"+strconv.Itoa(n))
+	dir := filepath.Join(p.SysfsRoot(), "class", "mtd", "mtd"+strconv.Itoa(n))
 	if _, err := os.Stat(dir); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return Info{}, fmt.Errorf("mtd: mtd%d in %s: %w", n, p.sysfs(), ErrNotFound)
+			return Info{}, fmt.Errorf("mtd: mtd%d in %s: %w", n, p.SysfsRoot(), ErrNotFound)
 		}
 		return Info{}, fmt.Errorf("mtd: %w", err)
 	}
@@ -132,7 +142,7 @@ func InfoFromSysfs(n int) (Info, error) { return Paths{}.InfoFromSysfs(n) }
 // FindMTD returns the number N of the MTD device whose sysfs name is name. With several
 // matches the lowest number wins. Read-only aliases (mtdNro) are not listed by sysfs.
 func (p Paths) FindMTD(name string) (int, error) {
-	dir := filepath.Join(p.sysfs(), "class", "mtd")
+	dir := filepath.Join(p.SysfsRoot(), "class", "mtd")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -251,7 +261,7 @@ func (v *Volume) Size() int64 {
 // FindVolume finds the UBI volume called name under Sysfs/class/ubi/ubiX_Y and fills in
 // its geometry. With several matches (several UBI devices) the lowest X, then Y wins.
 func (p Paths) FindVolume(name string) (*Volume, error) {
-	dir := filepath.Join(p.sysfs(), "class", "ubi")
+	dir := filepath.Join(p.SysfsRoot(), "class", "ubi")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

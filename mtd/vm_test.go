@@ -12,17 +12,10 @@ import (
 // QEMU: nandsim as /dev/mtd0 (128 MiB NAND, 2 KiB pages, factory bad blocks 3 and 7) and a
 // UBI volume on mtdram (/dev/mtd1).
 func TestInVM(t *testing.T) {
+	modules, setup := vmtest.NANDAndUBI(16384, "-N scratch -s 4MiB")
 	vm := vmtest.Run(t, vmtest.Config{
-		Modules: []string{
-			vmtest.NANDSim,
-			"mtdram total_size=16384 erase_size=128",
-			"ubi",
-		},
-		Setup: []string{
-			"ubiformat -y /dev/mtd1",
-			"ubiattach -p /dev/mtd1",
-			"ubimkvol /dev/ubi0 -N scratch -s 4MiB",
-		},
+		Modules:     modules,
+		Setup:       setup,
 		TestPackage: ".",
 		TestRun:     "^TestKernel",
 		Env: map[string]string{

@@ -172,18 +172,7 @@ func (w *ubiWriter) Finish() error {
 }
 
 func (w *ubiWriter) ReadAt(p []byte, off int64) (int, error) {
-	if off >= w.size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if rest := w.size - off; int64(want) > rest {
-		p = p[:rest]
-	}
-	n, err := readFull(w.vol.ReadAt, p, off)
-	if err == nil && n < want {
-		err = io.EOF
-	}
-	return n, err
+	return readWritten(w.vol.ReadAt, w.size, p, off)
 }
 
 func (w *ubiWriter) Cursor() Cursor           { return w.cur }

@@ -100,6 +100,8 @@ type Config struct {
 	Slots []SlotConfig `toml:"slot"`
 	// Classes are the [slots.class.NAME] tables, by class name.
 	Classes map[string]ClassConfig `toml:"class"`
+	// MCUs are the [[slots.mcu]] entries: MCUs attached to the gateway (mcu.go).
+	MCUs []MCUConfig `toml:"mcu"`
 }
 
 // ClassConfig is a [slots.class.NAME] table: how the banks treat one slot class.
@@ -230,6 +232,9 @@ func (c *Config) normalize() error {
 	if err := c.checkClassTables(classBanks); err != nil {
 		return err
 	}
+	if err := c.normalizeMCUs(); err != nil {
+		return err
+	}
 	return c.checkEveryClassInEveryBank(classBanks)
 }
 
@@ -277,10 +282,8 @@ func validBankName(b string) bool { return b != "" && !strings.ContainsAny(b, "/
 // slot of its class per bank (classBanks lists the banks that have one so far), the storage
 // keys its type takes.
 func (c *Config) normalizeSlot(where string, s *SlotConfig, classBanks []string) error {
-	// The class names the slot ("B/rootfs") and its anti-rollback floor in the bootloader
-	// environment ("rootfs:7"): no '/', no space, no control character.
-	if s.Class == "" || strings.ContainsFunc(s.Class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
-		return cfgErr("%s: class %q: want a name such as rootfs", where, s.Class)
+	if err := checkClassName(s.Class); err != nil {
+		return cfgErr("%s: %v", where, err)
 	}
 	if err := c.checkBank(where, s, classBanks); err != nil {
 		return err
@@ -300,6 +303,15 @@ func (c *Config) normalizeSlot(where string, s *SlotConfig, classBanks []string)
 	}
 	if s.EraseSize < 0 || s.EraseSize > 0 && s.Offset%s.EraseSize != 0 && s.IsMTD() {
 		return cfgErr("%s: offset %d is not a multiple of erase_size %d", where, s.Offset, s.EraseSize)
+	}
+	return nil
+}
+
+// checkClassName: a class names slots ("B/rootfs") and anti-rollback floors in the
+// bootloader environment ("rootfs:7"): no '/', no space, no control character.
+func checkClassName(class string) error {
+	if class == "" || strings.ContainsFunc(class, func(r rune) bool { return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return fmt.Errorf("class %q: want a name such as rootfs", class)
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ func TestExampleConfig(t *testing.T) {
 	if s, err := c.Slot("mcu-b"); err != nil || s.Offset != 256<<10 || s.MCUbootAlign != 4 {
 		t.Fatalf("mcu-b: %+v %v", s, err)
 	}
+	if m := c.MCU("motor-fw"); m == nil || m.Name != "motor" || m.Transport != MCUSerial || m.Port != "/dev/ttyACM0" || m.SlotSize != 256<<10 || m.LineSize != 128 {
+		t.Fatalf("the example's MCU: %+v", m)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -89,17 +92,7 @@ func TestClassTables(t *testing.T) {
 spare = "keep"
 [slots.class.data]
 spare = "shared"
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "file"
-path = "/a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "file"
-path = "/b"
-[[slots.slot]]
+` + abFileSlots + `[[slots.slot]]
 class = "boot"
 bank = "A"
 type = "file"

@@ -16,6 +16,13 @@
 // /sys/block/<dev>/force_ro is cleared for the write and restored after), a raw MTD device
 // (by name or number, NOR or NAND) or a UBI volume (by name).
 //
+// An MCU attached to the gateway (a [[slots.mcu]] entry: serial port or UDP address, slot
+// size, its keys and health command) is a slot that no bank owns, of a class of its own
+// (Config.MCU). Layout.MCUTarget makes it a write target over an MCULink (which the agent
+// implements with an SMP client): its writer streams an image into the MCU's upload slot
+// frame by frame, skipping what the MCU reports it holds, and stops with ErrMCUBehind when
+// the MCU lost its upload. Nothing is read back: the MCU checks the image's SHA-256.
+//
 // Which bank is active comes from the kernel command line (/proc/cmdline, or the file the
 // config's cmdline_file names: a key such as adu.slot=B, or root= naming one slot's device,
 // PARTUUID, PARTLABEL or UBI volume) or from the bootloader state (Primary, when nothing is

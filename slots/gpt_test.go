@@ -7,39 +7,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // gptDiskParts are the banks' partitions of the test disks: 4 MiB each at 1 MiB and 5 MiB.
-var gptDiskParts = []gptdisk.Partition{
-	{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: 2048, LastLBA: 10239},
-	{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: 10240, LastLBA: 18431},
-}
+var gptDiskParts = gpttest.Banks(2048, 10240, 8192)
 
 // writeGPTDisk makes a 16 MiB disk image with gptDiskParts.
-func writeGPTDisk(t testing.TB, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(16 << 20); err != nil {
-		t.Fatal(err)
-	}
-	if err := gptdisk.Write(f, 16<<20/512, "0a0b0c0d-0e0f-1011-1213-141516171819", 128, gptDiskParts); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeGPTDisk(t testing.TB, path string) { gpttest.WriteFile(t, path, 16<<20, gptDiskParts) }
 
 const gptSlotsTOML = `
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
+` + slotstest.RootfsA + `[[slots.slot]]
 class = "rootfs"
 bank = "B"
 type = "block"

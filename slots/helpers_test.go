@@ -2,13 +2,13 @@ package slots
 
 import (
 	"bytes"
-	"crypto/rand"
 	"io"
 	mrand "math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/testkey"
 )
 
 type memAt struct{ b []byte }
@@ -43,14 +43,7 @@ type signed struct {
 
 func makeImage(t testing.TB, raw []byte, chunk int) *signed {
 	t.Helper()
-	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := image.NewKeyring(k.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, kr := testkey.New(t)
 	out := &memAt{}
 	if _, _, err := image.Sign(out, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{
 		Version: "1.0", SlotClass: "rootfs", ChunkSize: chunk, Compression: image.CompressZstd, Created: time.Unix(1e9, 0)}); err != nil {
@@ -73,3 +66,16 @@ func (s *signed) from(t testing.TB, chunk int) io.Reader {
 	}
 	return r
 }
+
+// abFileSlots are the [[slots.slot]] entries of a rootfs in file slots /a and /b.
+const abFileSlots = `[[slots.slot]]
+class = "rootfs"
+bank = "A"
+type = "file"
+path = "/a"
+[[slots.slot]]
+class = "rootfs"
+bank = "B"
+type = "file"
+path = "/b"
+`

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/internal/testpayload"
+	"github.com/aduflash/aduflash/internal/vmtest"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -21,25 +22,13 @@ import (
 
 func kernelNAND(t testing.TB) (string, mtd.Info) {
 	t.Helper()
-	path := os.Getenv("ADUFLASH_MTD_DEV")
-	if path == "" {
-		t.Skip("ADUFLASH_MTD_DEV is unset: runs inside the VM (TestInVM)")
-	}
+	path := vmtest.Need(t, "ADUFLASH_MTD_DEV", "runs inside the VM (TestInVM)")
 	d, err := mtd.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	return path, d.Info()
-}
-
-func kpayload(t testing.TB, seed uint64, n int64) []byte {
-	t.Helper()
-	b, err := io.ReadAll(testpayload.New(seed, n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func sh(t testing.TB, name string, args ...string) {
@@ -84,8 +73,8 @@ func TestKernelFlashWriterAgainstNandwrite(t *testing.T) {
 		}
 	}
 	bs := int64(info.EraseSize)
-	length := 64 * bs                  // blocks 0..63: bad blocks 3 and 7 inside
-	img := kpayload(t, 9, 6<<20+12345) // an end that is not page-aligned
+	length := 64 * bs                        // blocks 0..63: bad blocks 3 and 7 inside
+	img := testpayload.Bytes(9, 6<<20+12345) // an end that is not page-aligned
 	st := writeFlash(t, path, 0, length, img)
 	if st.BadSkipped != 2 {
 		t.Errorf("stepped over %d bad blocks, want 2 (3 and 7)", st.BadSkipped)
@@ -130,7 +119,7 @@ func TestKernelFlashWriterAgainstNandwrite(t *testing.T) {
 func BenchmarkKernelMTDWrite(b *testing.B) {
 	path, info := kernelNAND(b)
 	bs := int64(info.EraseSize)
-	imgs := [][]byte{kpayload(b, 1, 16<<20), kpayload(b, 2, 16<<20)}
+	imgs := [][]byte{testpayload.Bytes(1, 16<<20), testpayload.Bytes(2, 16<<20)}
 	b.SetBytes(16 << 20)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -145,7 +134,7 @@ func BenchmarkKernelNandwrite(b *testing.B) {
 	var files []string
 	for i, seed := range []uint64{3, 4} {
 		f := filepath.Join(dir, strconv.Itoa(i))
-		if err := os.WriteFile(f, kpayload(b, seed, 16<<20), 0o644); err != nil {
+		if err := os.WriteFile(f, testpayload.Bytes(seed, 16<<20), 0o644); err != nil {
 			b.Fatal(err)
 		}
 		files = append(files, f)
@@ -180,9 +169,7 @@ func writeFlashNoVerify(b *testing.B, path string, off, length int64, img []byte
 // no udev. The banks resolve by PARTLABEL and PARTUUID from the GPT, the block writer writes
 // bank B's partition (checked by the host), and bank A, the running one, is refused.
 func TestKernelGPT(t *testing.T) {
-	if os.Getenv("ADUFLASH_VM_DISK") == "" {
-		t.Skip("ADUFLASH_VM_DISK is unset: runs inside the VM (TestInVMGPT)")
-	}
+	vmtest.Need(t, "ADUFLASH_VM_DISK", "runs inside the VM (TestInVMGPT)")
 	if _, err := os.Stat("/dev/disk/by-partlabel"); err == nil {
 		t.Fatal("/dev/disk/by-partlabel exists: the guest should have no udev")
 	}
@@ -209,7 +196,7 @@ func TestKernelGPT(t *testing.T) {
 		t.Fatalf("writing the running bank A: %v, want ErrActiveSlot", err)
 	}
 	b, _ := l.Slot("rootfs-b")
-	img := kpayload(t, 11, gptPayloadSize)
+	img := testpayload.Bytes(11, gptPayloadSize)
 	w, err := l.OpenWriter(b, int64(len(img)), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/mtd/mtdsim"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // fakeSystem builds a fake /dev (partitions as regular files, by-partlabel and by-partuuid
@@ -39,6 +40,16 @@ func newFakeSystem(t *testing.T, cmdline string) *fakeSystem {
 	return fs
 }
 
+// writeVerified writes raw through w, finishes, verifies what was written and closes.
+func writeVerified(t *testing.T, w Writer, raw []byte) {
+	t.Helper()
+	_, err := w.Write(raw)
+	must(t, err)
+	must(t, w.Finish())
+	must(t, w.Verify(bytes.NewReader(raw)))
+	must(t, w.Close())
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -48,12 +59,7 @@ func must(t *testing.T, err error) {
 
 const layoutDoc = `
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
+` + slotstest.RootfsA + `[[slots.slot]]
 class = "rootfs"
 bank = "B"
 type = "block"
@@ -210,11 +216,7 @@ func TestPartLabelAndForceRO(t *testing.T) {
 	raw := payload(300<<10, 9)
 	w, err := l.OpenWriter(s, int64(len(raw)), nil)
 	must(t, err)
-	_, err = w.Write(raw)
-	must(t, err)
-	must(t, w.Finish())
-	must(t, w.Verify(bytes.NewReader(raw)))
-	must(t, w.Close())
+	writeVerified(t, w, raw)
 	got, _ := os.ReadFile(filepath.Join(fs.dev, "mmcblk0p3"))
 	if !bytes.Equal(got[:len(raw)], raw) {
 		t.Fatal("partition content differs")
@@ -301,11 +303,7 @@ func TestPrepare(t *testing.T) {
 	raw := payload(5*64<<10, 3)
 	w, err := tg.OpenWriter(int64(len(raw)), nil)
 	must(t, err)
-	_, err = w.Write(raw)
-	must(t, err)
-	must(t, w.Finish())
-	must(t, w.Verify(bytes.NewReader(raw)))
-	must(t, w.Close())
+	writeVerified(t, w, raw)
 }
 
 // A shared slot is in use by the running bank whichever bank runs: it is never written,

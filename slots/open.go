@@ -15,8 +15,9 @@ import (
 type Target struct {
 	l        *Layout
 	slot     *Slot
-	path     string // the resolved storage ("" when it could not be resolved, e.g. behind an Env hook)
-	vol      Volume // a UBI slot's volume
+	path     string  // the resolved storage ("" when it could not be resolved, e.g. behind an Env hook)
+	vol      Volume  // a UBI slot's volume
+	mcu      MCULink // an MCU's upload (MCUTarget)
 	capacity int64
 }
 
@@ -146,6 +147,8 @@ func (t *Target) OpenWriter(size int64, resume *Cursor, opts ...Option) (Writer,
 	opts = append(base, opts...)
 	name := s.String()
 	switch {
+	case t.mcu != nil:
+		return t.openMCUWriter(size)
 	case s.Type == TypeUBI:
 		if s.Size > 0 && size > int64(s.Size) {
 			return nil, fmt.Errorf("%w: %s: the payload has %d bytes, the slot takes %d (size in the config)", ErrTooLarge, name, size, s.Size)

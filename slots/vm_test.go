@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/internal/vmtest"
 )
 
@@ -69,7 +70,7 @@ func TestInVMGPT(t *testing.T) {
 	if _, err := f.ReadAt(got, 10240*512); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, kpayload(t, 11, gptPayloadSize)) {
+	if !bytes.Equal(got, testpayload.Bytes(11, gptPayloadSize)) {
 		t.Fatal("bank B's partition of the disk image does not hold what the guest wrote")
 	}
 }

@@ -311,18 +311,7 @@ func (w *streamWriter) ReadAt(p []byte, off int64) (int, error) {
 	if w.closed {
 		return 0, errors.New("slots: read after Close")
 	}
-	if off >= w.size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if rest := w.size - off; int64(want) > rest {
-		p = p[:rest]
-	}
-	n, err := readFull(w.be.readAt, p, off)
-	if err == nil && n < want {
-		err = io.EOF
-	}
-	return n, err
+	return readWritten(w.be.readAt, w.size, p, off)
 }
 
 func (w *streamWriter) Verify(r io.Reader) error { return VerifyReader(w, w.size, r) }
@@ -380,6 +369,23 @@ func VerifyReader(ra io.ReaderAt, size int64, r io.Reader) error {
 		}
 	}
 	return nil
+}
+
+// readWritten is a writer's ReadAt over the size bytes written so far: it fills p from off,
+// up to size, with readFull, and says io.EOF when p reaches past size.
+func readWritten(read func([]byte, int64) (int, error), size int64, p []byte, off int64) (int, error) {
+	if off >= size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rest := size - off; int64(want) > rest {
+		p = p[:rest]
+	}
+	n, err := readFull(read, p, off)
+	if err == nil && n < want {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // readFull reads len(p) bytes at off with read (a ReadAt). A read that returns fewer bytes

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/testwait"
 )
 
 func startFeeder(ctx context.Context, f *Feeder) <-chan error {
@@ -16,13 +18,7 @@ func startFeeder(ctx context.Context, f *Feeder) <-chan error {
 
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(2 * time.Second):
-		t.Fatal("Run did not return")
-		return nil
-	}
+	return testwait.Recv(t, done, 2*time.Second, "return of Run")
 }
 
 func TestFeederFeedsWhileHealthyThenStops(t *testing.T) {

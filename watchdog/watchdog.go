@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/internal/clock"
+	"github.com/aduflash/aduflash/internal/enumname"
 )
 
 // Sentinel errors.
@@ -40,15 +41,9 @@ const (
 	CloseDisarm
 )
 
-func (m CloseMode) String() string {
-	switch m {
-	case CloseArmed:
-		return "armed"
-	case CloseDisarm:
-		return "disarm"
-	}
-	return fmt.Sprintf("CloseMode(%d)", int(m))
-}
+var closeModeNames = []string{CloseArmed: "armed", CloseDisarm: "disarm"}
+
+func (m CloseMode) String() string { return enumname.Name(m, "CloseMode", closeModeNames) }
 
 // Device is a watchdog timer.
 type Device interface {

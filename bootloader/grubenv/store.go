@@ -3,7 +3,8 @@ package grubenv
 import (
 	"errors"
 	"io/fs"
-	"sort"
+	"maps"
+	"slices"
 )
 
 // Store is a GRUB environment file seen as package bootloader's EnvStore: Vars reads the file,
@@ -34,11 +35,7 @@ func (s Store) Update(set map[string]string, unset []string) error {
 		for _, n := range unset {
 			e.Unset(n)
 		}
-		names := make([]string, 0, len(set))
-		for n := range set {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		names := slices.Sorted(maps.Keys(set))
 		for _, n := range names {
 			if err := e.Set(n, set[n]); err != nil {
 				return err

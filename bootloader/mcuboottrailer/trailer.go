@@ -20,6 +20,7 @@ import (
 	"io"
 
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/enumname"
 	"github.com/aduflash/aduflash/internal/errkind"
 )
 
@@ -86,17 +87,9 @@ const (
 	MagicUnset MagicState = 3 // all 16 bytes erased
 )
 
-func (m MagicState) String() string {
-	switch m {
-	case MagicGood:
-		return "good"
-	case MagicBad:
-		return "bad"
-	case MagicUnset:
-		return "unset"
-	}
-	return fmt.Sprintf("MagicState(%d)", int(m))
-}
+var magicStateNames = []string{MagicGood: "good", MagicBad: "bad", MagicUnset: "unset"}
+
+func (m MagicState) String() string { return enumname.Name(m, "MagicState", magicStateNames) }
 
 // Flag is the state of image_ok or copy_done, numbered as bootutil's BOOT_FLAG_*.
 type Flag int
@@ -108,17 +101,9 @@ const (
 	FlagUnset Flag = 3 // erased
 )
 
-func (f Flag) String() string {
-	switch f {
-	case FlagSet:
-		return "set"
-	case FlagBad:
-		return "bad"
-	case FlagUnset:
-		return "unset"
-	}
-	return fmt.Sprintf("Flag(%d)", int(f))
-}
+var flagNames = []string{FlagSet: "set", FlagBad: "bad", FlagUnset: "unset"}
+
+func (f Flag) String() string { return enumname.Name(f, "Flag", flagNames) }
 
 // SwapType is what MCUboot does at the next reset (bootutil's BOOT_SWAP_TYPE_*).
 type SwapType int
@@ -131,19 +116,9 @@ const (
 	SwapRevert SwapType = mcuboot.SwapTypeRevert
 )
 
-func (s SwapType) String() string {
-	switch s {
-	case SwapNone:
-		return "none"
-	case SwapTest:
-		return "test"
-	case SwapPerm:
-		return "perm"
-	case SwapRevert:
-		return "revert"
-	}
-	return fmt.Sprintf("SwapType(%d)", int(s))
-}
+var swapTypeNames = []string{SwapNone: "none", SwapTest: "test", SwapPerm: "perm", SwapRevert: "revert"}
+
+func (s SwapType) String() string { return enumname.Name(s, "SwapType", swapTypeNames) }
 
 // Status is a slot's trailer as bootutil's boot_read_swap_state decodes it, plus the raw
 // swap_info byte and swap_size.

@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/aduflash/aduflash/internal/cnum"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/aduflash/aduflash/internal/cnum"
+	"github.com/aduflash/aduflash/internal/enumname"
 )
 
 // DeviceKind is what a fw_env.config device path names.
@@ -26,17 +28,9 @@ const (
 	KindUBI
 )
 
-func (k DeviceKind) String() string {
-	switch k {
-	case KindFile:
-		return "file"
-	case KindMTD:
-		return "mtd"
-	case KindUBI:
-		return "ubi"
-	}
-	return fmt.Sprintf("DeviceKind(%d)", int(k))
-}
+var deviceKindNames = []string{KindFile: "file", KindMTD: "mtd", KindUBI: "ubi"}
+
+func (k DeviceKind) String() string { return enumname.Name(k, "DeviceKind", deviceKindNames) }
 
 // Device is one env copy's location from fw_env.config.
 type Device struct {

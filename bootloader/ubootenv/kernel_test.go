@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aduflash/aduflash/internal/vmtest"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -17,10 +18,7 @@ import (
 // lands in block 4), copy 2 from block 6 (good; block 7 is bad). We write it, libubootenv's
 // fw_printenv reads it, its fw_setenv writes, we read. Runs in the VM (TestInVM).
 func TestKernelNANDEnvWithBadBlock(t *testing.T) {
-	path := os.Getenv("ADUFLASH_MTD_DEV")
-	if path == "" {
-		t.Skip("ADUFLASH_MTD_DEV is unset: runs inside the VM (TestInVM)")
-	}
+	path := vmtest.Need(t, "ADUFLASH_MTD_DEV", "runs inside the VM (TestInVM)")
 	for _, tool := range []string{"fw_printenv", "fw_setenv"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not on PATH: %v", tool, err)

@@ -1,6 +1,10 @@
 package ubootenv
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/aduflash/aduflash/internal/enumname"
+)
 
 // FlagScheme is how the flags byte of a redundant env orders the two copies.
 type FlagScheme int
@@ -21,15 +25,9 @@ const (
 	FlagObsolete byte = 0
 )
 
-func (s FlagScheme) String() string {
-	switch s {
-	case FlagsSerial:
-		return "serial"
-	case FlagsBoolean:
-		return "boolean"
-	}
-	return fmt.Sprintf("FlagScheme(%d)", int(s))
-}
+var flagSchemeNames = []string{FlagsSerial: "serial", FlagsBoolean: "boolean"}
+
+func (s FlagScheme) String() string { return enumname.Name(s, "FlagScheme", flagSchemeNames) }
 
 // CopyState is what selection needs to know about one copy.
 type CopyState struct {

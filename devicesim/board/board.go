@@ -52,6 +52,9 @@ type Options struct {
 	SyncInterval int
 	// Seed seeds what a power cut tears and loses (default 1).
 	Seed uint64
+	// MCUs are MCUs attached to the board, in its [slots] configuration (over UDP: Name,
+	// Class, Address, SlotSize, BootTimeout, the first word of HealthCommand).
+	MCUs []slots.MCUConfig
 }
 
 // Class is a slot class of the board besides rootfs.

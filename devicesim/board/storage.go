@@ -238,5 +238,14 @@ func (b *Board) slotsConfig() string {
 			fmt.Fprintf(&w, "[slots.class.%s]\nspare = %q\n", c.Name, c.Spare)
 		}
 	}
+	for _, m := range b.o.MCUs {
+		fmt.Fprintf(&w, "[[slots.mcu]]\nname = %q\nclass = %q\ntransport = \"udp\"\naddress = %q\nslot_size = %d\n", m.Name, m.Class, m.Address, m.SlotSize)
+		if m.BootTimeout > 0 {
+			fmt.Fprintf(&w, "boot_timeout = %q\n", m.BootTimeout)
+		}
+		if len(m.HealthCommand) > 0 {
+			fmt.Fprintf(&w, "health_command = [%q]\n", m.HealthCommand[0])
+		}
+	}
 	return w.String()
 }

@@ -9,7 +9,7 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +18,10 @@ import (
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/devicesim"
 	simboard "github.com/aduflash/aduflash/devicesim/board"
+	"github.com/aduflash/aduflash/devicesim/mcusim"
 	"github.com/aduflash/aduflash/download"
+	"github.com/aduflash/aduflash/internal/syncbuf"
+	"github.com/aduflash/aduflash/smp"
 )
 
 // Bounds of one case: boots after which the update must be over, and how long one boot of
@@ -41,7 +44,7 @@ type board struct {
 	dir  string
 	dev  *devicesim.Device
 	twin *twin
-	log  lockedBuffer
+	log  syncbuf.Buffer
 	res  Result
 }
 
@@ -75,6 +78,12 @@ func (f *Fixture) newBoard(c Case, plan *Plan) (*board, error) {
 	o.Connect = func(ctx context.Context) (agent.Hub, func(), error) { return b.twin.connect(ctx) }
 	o.Logger = slog.New(slog.NewTextHandler(&b.log, nil))
 	o.Agent = agentOptions
+	if c.Scenario == MCU {
+		// Replies come at once: a timeout long enough that no request goes twice on a loaded
+		// machine keeps the operations of every run those of the plan.
+		o.MCU = &devicesim.MCUOptions{Class: mcuClass, Sim: mcusim.Config{Primary: f.mcuA, Keyring: f.keyring, SlotSize: mcuSlotSize},
+			SMP: smp.Options{Timeout: 3 * time.Second, EraseTimeout: 3 * time.Second, Retries: 2}}
+	}
 	o.Events = func(e devicesim.Event) {
 		if e.Kind == "power-cut" && e.Detail == "U-Boot" {
 			b.res.InUBoot = true
@@ -103,6 +112,7 @@ func (b *board) healthy(bank string, rootfs []byte) bool {
 }
 
 func (b *board) close() {
+	b.dev.Close()
 	b.f.files.forget(b.id)
 	os.RemoveAll(b.dir)
 }
@@ -305,7 +315,40 @@ func (b *board) checkEnd() {
 	} else {
 		b.checkInstalled(st, rec)
 	}
+	if b.c.Scenario == MCU {
+		b.checkMCU(rec)
+	}
 }
+
+// checkMCU checks that the MCU runs the update's image confirmed, never booted a bad image,
+// and was not sent again, beyond one frame, what it had acknowledged.
+func (b *board) checkMCU(rec agent.Record) {
+	m := b.dev.MCU()
+	st := m.Stats()
+	if st.BadBoots != 0 {
+		b.problem("the MCU booted %d times without a good image", st.BadBoots)
+	}
+	if st.Resent > maxFrame {
+		b.problem("%d bytes the MCU had acknowledged were sent again, more than a frame", st.Resent)
+	}
+	list, err := b.dev.MCUImages()
+	if err != nil {
+		b.problem("at the end: %v", err)
+		return
+	}
+	var run *smp.SlotState
+	for i := range list {
+		if list[i].Active {
+			run = &list[i]
+		}
+	}
+	if run == nil || !run.Confirmed || !strings.HasPrefix(run.Version, "2.") || rec.MCUs[mcuClass] == nil {
+		b.problem("at the end: the MCU's images %+v, the journal %+v", list, rec.MCUs)
+	}
+}
+
+// maxFrame is the most data one upload frame carries (mcusim's default buffer).
+const maxFrame = mcusim.DefaultBufSize
 
 // checkCut checks that the power went once, at the operation the plan has at the cut point.
 func (b *board) checkCut() {
@@ -355,16 +398,3 @@ func (b *board) checkRolledBack(st bootloader.State, rec agent.Record) {
 		b.problem("at the end: the failure was never reported (state Failed)")
 	}
 }
-
-// lockedBuffer is a log buffer safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.String() }

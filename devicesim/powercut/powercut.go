@@ -51,6 +51,7 @@ import (
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/testpayload"
 )
 
@@ -70,12 +71,16 @@ const (
 	// Adaptive: an update of the rootfs, mostly bank A's, with an adaptive index and chunk
 	// store: the device fetches only the chunks it lacks, and never one it verified before.
 	Adaptive Scenario = "adaptive"
+	// MCU: an inline rootfs step and a step for the MCU attached to the board (MCUboot
+	// behind SMP on UDP), which the agent updates once the new bank is confirmed; every
+	// SMP request the gateway sends is an operation, and a cut point. It succeeds.
+	MCU Scenario = "mcu"
 )
 
 // Storages, Scenarios and Tears are everything a sweep covers.
 var (
 	Storages  = []simboard.Storage{simboard.NAND, simboard.NOR, simboard.Block}
-	Scenarios = []Scenario{Success, Rollback, Reference, Adaptive}
+	Scenarios = []Scenario{Success, Rollback, Reference, Adaptive, MCU}
 	Tears     = []simboard.Tear{simboard.TearNone, simboard.TearPartial}
 )
 
@@ -111,6 +116,8 @@ type Fixture struct {
 	signer  *hub.Signer
 	keyring *image.Keyring
 	bankA   map[string][]byte // bank A's content at first power-on, per slot class
+	// mcuA is the MCU's image at first power-on (1.0.0); the MCU scenario installs 2.0.0.
+	mcuA    []byte
 	updates map[Scenario]*update
 	files   *files
 	srv     *httptest.Server
@@ -176,12 +183,44 @@ func NewFixture() (*Fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.updates = map[Scenario]*update{Success: single, Rollback: single, Reference: ref, Adaptive: ad}
-	byID := maps.Clone(ref.files)
-	maps.Copy(byID, ad.files)
-	f.files = newFiles(byID)
+	mcu, err := f.signMCU(key, images["rootfs"])
+	if err != nil {
+		return nil, err
+	}
+	mcu.writes = single.writes
+	f.updates = map[Scenario]*update{Success: single, Rollback: single, Reference: ref, Adaptive: ad, MCU: mcu}
+	all := map[string][]byte{"fmcu": mcu.files["fmcu"]}
+	maps.Copy(all, ref.files)
+	maps.Copy(all, ad.files)
+	f.files = newFiles(all)
 	f.srv = httptest.NewServer(f.files)
 	return f, nil
+}
+
+// The MCU scenario's MCU: its class, slot size and images' size.
+const (
+	mcuClass    = "mcu"
+	mcuSlotSize = 64 << 10
+	mcuImage    = 24 << 10
+)
+
+// signMCU signs the MCU's images (1.0.0 at first power-on, 2.0.0 in the update) and the
+// update of the MCU scenario: rootfs and MCU.
+func (f *Fixture) signMCU(key crypto.Signer, rootfs []byte) (*update, error) {
+	var imgs [2][]byte
+	for i := range imgs {
+		img, err := mcuboot.Sign(payload(uint64(20+i), mcuImage), key, mcuboot.SignOptions{Version: mcuboot.Version{Major: uint8(i + 1)}, HeaderSize: 0x200, PadHeader: true})
+		if err != nil {
+			return nil, err
+		}
+		imgs[i] = img
+	}
+	f.mcuA = imgs[0]
+	u, err := f.sign("Toaster", map[string][]byte{"froot": rootfs, "fmcu": imgs[1]}, step{file: "froot", class: "rootfs"}, step{file: "fmcu", class: mcuClass})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // Close stops the file server.

@@ -154,6 +154,16 @@ func (v Version) String() string {
 	return fmt.Sprintf("%d.%d.%d+%d", v.Major, v.Minor, v.Revision, v.Build)
 }
 
+// Short formats v as MCUboot and mcumgr image lists show it: "1.2.3", with ".4" after it for
+// a build number that is not 0.
+func (v Version) Short() string {
+	s := fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Revision)
+	if v.Build != 0 {
+		s += fmt.Sprintf(".%d", v.Build)
+	}
+	return s
+}
+
 // MarshalText implements encoding.TextMarshaler (JSON shows the version as "1.2.3+4").
 func (v Version) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse, Verify, WriteText and the JSON encoding: none may
@@ -85,7 +86,7 @@ func isOneOf(err error, errs []error) bool {
 
 // fuzzSeeds are small real images: each key type, protected TLVs, padding and trailers.
 func fuzzSeeds(t *testing.T) map[string][]byte {
-	p := testPayload(48)
+	p := mcuboottest.Payload(48)
 	seeds := map[string][]byte{}
 	add := func(name string, k crypto.Signer, o SignOptions) {
 		b, err := Sign(p, k, o)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
 var (
@@ -42,19 +43,6 @@ func otherEd25519Key() ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed([]byte("aduflash mcuboot another key....")[:32])
 }
 
-// testPayload is a deterministic application binary of n bytes.
-func testPayload(n int) []byte {
-	b := make([]byte, n)
-	x := uint32(0x12345678)
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
-	}
-	return b
-}
-
 func u32(v uint32) *uint32 { return &v }
 
 func mustVersion(t testing.TB, s string) Version {
@@ -80,7 +68,7 @@ type goldenCase struct {
 }
 
 // goldenPayload is the application binary of the golden images.
-func goldenPayload() []byte { return testPayload(1000) }
+func goldenPayload() []byte { return mcuboottest.Payload(1000) }
 
 func goldenInput(c goldenCase) []byte {
 	p := goldenPayload()

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 	"github.com/aduflash/aduflash/internal/peers"
 )
 
@@ -389,7 +390,7 @@ func interopKeyType(t *testing.T, kt image.KeyType) {
 	}
 
 	// Phase 2: imgtool signs with both keys; it verifies and dumps our images.
-	payload := testPayload(3000)
+	payload := mcuboottest.Payload(3000)
 	in := writeFile(t, dir, "app.bin", payload)
 	type flagSet struct {
 		name string
@@ -575,7 +576,7 @@ func TestInteropLimits(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	key := writeFile(t, dir, "k.pem", privPEM(t, goldenKey()))
-	payload := testPayload(1000)
+	payload := mcuboottest.Payload(1000)
 	in := writeFile(t, dir, "app.bin", payload)
 	opts := SignOptions{Version: v1234, HeaderSize: 0x20, PadHeader: true, Align: 4}
 	img, err := Sign(payload, goldenKey(), opts)

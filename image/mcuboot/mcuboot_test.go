@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -137,7 +138,7 @@ func TestTrailerMagicAndLayout(t *testing.T) {
 // The layout of a signed image, byte by byte.
 func TestSignLayout(t *testing.T) {
 	k := goldenKey()
-	payload := testPayload(1000)
+	payload := mcuboottest.Payload(1000)
 	img, err := Sign(payload, k, SignOptions{Version: Version{1, 2, 3, 4}, HeaderSize: 0x200, PadHeader: true,
 		SlotSize: 0x10000, SecurityCounter: u32(0x01020003), LoadAddr: 0x20001000})
 	if err != nil {
@@ -237,7 +238,7 @@ func TestSignKeyTypes(t *testing.T) {
 		t.Run(string(c.kt), func(t *testing.T) {
 			k := testKey(t, c.kt)
 			for _, format := range []KeyFormat{KeyFormatHash, KeyFormatFull} {
-				data, err := Sign(testPayload(500), k, SignOptions{Version: Version{1, 0, 0, 0}, PadHeader: true, PublicKeyFormat: format})
+				data, err := Sign(mcuboottest.Payload(500), k, SignOptions{Version: Version{1, 0, 0, 0}, PadHeader: true, PublicKeyFormat: format})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -261,7 +262,7 @@ func TestSignKeyTypes(t *testing.T) {
 }
 
 func TestSignPadConfirm(t *testing.T) {
-	payload := testPayload(100)
+	payload := mcuboottest.Payload(100)
 	base := SignOptions{Version: Version{1, 0, 0, 0}, PadHeader: true, SlotSize: 0x1000, Align: 4}
 	unpadded, err := Sign(payload, goldenKey(), base)
 	if err != nil {
@@ -331,7 +332,7 @@ func TestSignPadConfirm(t *testing.T) {
 
 func TestSignErrors(t *testing.T) {
 	k := goldenKey()
-	payload := testPayload(1000)
+	payload := mcuboottest.Payload(1000)
 	img, _ := Sign(payload, k, SignOptions{PadHeader: true})
 	tsize, _ := TrailerSize(TrailerOptions{})
 	if _, err := Sign(payload, k, SignOptions{PadHeader: true, SlotSize: len(img) + tsize}); err != nil {
@@ -381,7 +382,7 @@ func TestSignErrors(t *testing.T) {
 
 func TestVerifyFailures(t *testing.T) {
 	k := goldenKey()
-	good, err := Sign(testPayload(1000), k, SignOptions{Version: v1234, HeaderSize: 0x80, PadHeader: true, SecurityCounter: u32(5), SlotSize: 0x1000, Confirm: true})
+	good, err := Sign(mcuboottest.Payload(1000), k, SignOptions{Version: v1234, HeaderSize: 0x80, PadHeader: true, SecurityCounter: u32(5), SlotSize: 0x1000, Confirm: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,8 +399,8 @@ func TestVerifyFailures(t *testing.T) {
 	sig := img.Find(TLVEd25519)
 	keyhash := img.Find(TLVKeyHash)
 	hashTLV := img.Find(TLVSHA256)
-	unsigned, _ := Sign(testPayload(1000), nil, SignOptions{PadHeader: true})
-	other, _ := Sign(testPayload(1000), otherEd25519Key(), SignOptions{PadHeader: true})
+	unsigned, _ := Sign(mcuboottest.Payload(1000), nil, SignOptions{PadHeader: true})
+	other, _ := Sign(mcuboottest.Payload(1000), otherEd25519Key(), SignOptions{PadHeader: true})
 	le := binary.LittleEndian
 	setU16 := func(b []byte, off int, v uint16) []byte {
 		c := bytes.Clone(b)
@@ -462,7 +463,7 @@ func TestVerifyFailures(t *testing.T) {
 
 // A padded slot's trailer is read back whatever the bootloader wrote into it.
 func TestParseTrailerFields(t *testing.T) {
-	img, err := Sign(testPayload(100), goldenKey(), SignOptions{PadHeader: true, SlotSize: 0x800, Align: 8, MaxSectors: 8, Pad: true})
+	img, err := Sign(mcuboottest.Payload(100), goldenKey(), SignOptions{PadHeader: true, SlotSize: 0x800, Align: 8, MaxSectors: 8, Pad: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +493,7 @@ func TestParseTrailerFields(t *testing.T) {
 }
 
 func TestIsImage(t *testing.T) {
-	good, _ := Sign(testPayload(10), nil, SignOptions{PadHeader: true})
+	good, _ := Sign(mcuboottest.Payload(10), nil, SignOptions{PadHeader: true})
 	if !IsImage(good) || !IsImage(good[:4]) {
 		t.Error("IsImage rejects an image")
 	}
@@ -647,7 +648,7 @@ func TestParseDependenciesAndCustomTLV(t *testing.T) {
 // Every prefix and many single-byte corruptions of real images parse or fail cleanly.
 func TestParseRobust(t *testing.T) {
 	k := goldenKey()
-	img, err := Sign(testPayload(300), k, SignOptions{Version: v1234, PadHeader: true, SecurityCounter: u32(1), SlotSize: 0x800, MaxSectors: 4, Confirm: true})
+	img, err := Sign(mcuboottest.Payload(300), k, SignOptions{Version: v1234, PadHeader: true, SecurityCounter: u32(1), SlotSize: 0x800, MaxSectors: 4, Confirm: true})
 	if err != nil {
 		t.Fatal(err)
 	}

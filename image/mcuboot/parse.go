@@ -219,3 +219,14 @@ func parseArea(b []byte, off, total int, magic uint16, what string) (*TLVArea, e
 	}
 	return a, nil
 }
+
+// Hash returns the image hash TLV's value (SHA256, SHA384 or SHA512): what MCUboot and mcumgr
+// name an image by in their image lists. Nil when the image has none.
+func (img *Image) Hash() []byte {
+	for _, t := range []uint16{TLVSHA256, TLVSHA384, TLVSHA512} {
+		if tlv := img.Find(t); tlv != nil {
+			return tlv.Data
+		}
+	}
+	return nil
+}

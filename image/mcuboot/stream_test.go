@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
 // keyring returns a keyring trusting keys.
@@ -109,7 +110,7 @@ func TestStreamMatchesVerifyTrusted(t *testing.T) {
 // trusts, a refusal of the caller's check) is refused at the end of the stream, and nothing
 // of its TLV areas is handed out: a slot written from the stream never holds it whole.
 func TestStreamWithholdsTheTLVs(t *testing.T) {
-	data, err := Sign(testPayload(20_000), testKey(t, image.ECDSAP256), SignOptions{Version: v1234, HeaderSize: 0x200, PadHeader: true, SecurityCounter: u32(3)})
+	data, err := Sign(mcuboottest.Payload(20_000), testKey(t, image.ECDSAP256), SignOptions{Version: v1234, HeaderSize: 0x200, PadHeader: true, SecurityCounter: u32(3)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestStreamWithholdsTheTLVs(t *testing.T) {
 // Reading back finds a byte that differs from what streamed, in the signed region and in
 // the TLV areas or padding after it.
 func TestStreamVerifyAt(t *testing.T) {
-	data, err := Sign(testPayload(5000), goldenKey(), SignOptions{Version: v1234, HeaderSize: 0x20, PadHeader: true, SlotSize: 0x2000, Pad: true})
+	data, err := Sign(mcuboottest.Payload(5000), goldenKey(), SignOptions{Version: v1234, HeaderSize: 0x20, PadHeader: true, SlotSize: 0x2000, Pad: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestStreamVerifyAt(t *testing.T) {
 // An image checked with ECDSA or RSA keys streams in the reader's own small buffers: a 4 MiB
 // image costs well under 1 MiB of allocations (Verify would hold all of it).
 func TestStreamMemory(t *testing.T) {
-	data, err := Sign(testPayload(4<<20), testKey(t, image.ECDSAP256), SignOptions{Version: v1234, HeaderSize: 0x200, PadHeader: true})
+	data, err := Sign(mcuboottest.Payload(4<<20), testKey(t, image.ECDSAP256), SignOptions{Version: v1234, HeaderSize: 0x200, PadHeader: true})
 	if err != nil {
 		t.Fatal(err)
 	}

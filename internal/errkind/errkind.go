@@ -1,6 +1,7 @@
 // Package errkind lets a package say, where it defines a sentinel error, what the error is
-// about: a verdict on the input (Input), a name the caller got wrong (Usage), or a device,
-// file system, network or peer that failed (Environment). Commands turn the kind into an
+// about: a verdict on the input (Input), a name the caller got wrong (Usage), a thing to
+// create that exists already (Exists), or a device, file system, network or peer that failed
+// (Environment). Commands turn the kind into an
 // exit code (cmd/internal/exitcode) without naming the sentinels.
 //
 //	ErrBadSignature = errkind.New(errkind.Input, "aduimg: bad signature")
@@ -31,9 +32,12 @@ const (
 	// Cause: a stage's sentinel that always wraps the error that made the stage fail; that
 	// error tells the kind.
 	Cause
+	// Exists: what the caller asked to create exists already (an update imported before), so
+	// a pipeline that runs twice can tell "done before" from a failure.
+	Exists
 )
 
-var names = [...]string{"unmarked", "input", "usage", "environment", "cause"}
+var names = [...]string{"unmarked", "input", "usage", "environment", "cause", "exists"}
 
 func (k Kind) String() string {
 	if int(k) < len(names) {
@@ -88,6 +92,8 @@ func Of(err error) Kind {
 func rank(k Kind) int {
 	switch k {
 	case Environment:
+		return 4
+	case Exists:
 		return 3
 	case Input:
 		return 2

@@ -20,6 +20,7 @@ func TestOf(t *testing.T) {
 		name  = New(Usage, "unknown name")
 		disk  = New(Environment, "disk")
 		stage = New(Cause, "stage failed")
+		dup   = New(Exists, "exists already")
 		plain = errors.New("plain")
 	)
 	cases := []struct {
@@ -41,6 +42,10 @@ func TestOf(t *testing.T) {
 		{"input wins over usage", fmt.Errorf("%w: %w", bad, name), Input},
 		{"input wins over usage, either side", errors.Join(name, bad), Input},
 		{"environment wins over usage", errors.Join(name, disk), Environment},
+		{"exists", fmt.Errorf("ctx: %w", dup), Exists},
+		{"exists wins over input, either side", errors.Join(dup, bad), Exists},
+		{"exists wins over input inside it", fmt.Errorf("%w: %w", bad, dup), Exists},
+		{"environment wins over exists", fmt.Errorf("%w: %w", dup, disk), Environment},
 		{"missing file", fmt.Errorf("%w: %w", bad, fs.ErrNotExist), Environment},
 		{"permission", fs.ErrPermission, Environment},
 		{"cancelled", fmt.Errorf("%w: %w", bad, context.Canceled), Environment},

@@ -31,8 +31,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/aduflash/aduflash/image"
@@ -334,11 +335,7 @@ func imageFiles(m *manifestgen.Manifest) []string {
 // compatViolations reports each compatibility set that gives a property another value than
 // the image is signed for. A property the set does not name cannot be checked here.
 func compatViolations(sets []manifestgen.Compatibility, name string, f facts) []manifestgen.Violation {
-	keys := make([]string, 0, len(f.Compatibility))
-	for k := range f.Compatibility {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(f.Compatibility))
 	var vs []manifestgen.Violation
 	for j, set := range sets {
 		for _, p := range set {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -53,7 +54,7 @@ func (m *MemFS) Inspect() journal.FS { return inspect{m} }
 func (m *MemFS) settle() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	entries := maps(m.synced)
+	entries := maps.Clone(m.synced)
 	byDir := map[string][]change{}
 	var dirs []string
 	for _, c := range m.changes {
@@ -69,11 +70,7 @@ func (m *MemFS) settle() {
 			c.apply(entries)
 		}
 	}
-	paths := make([]string, 0, len(entries))
-	for p := range entries {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
+	paths := slices.Sorted(maps.Keys(entries))
 	for _, p := range paths {
 		ino := entries[p]
 		if tail, ok := bytes.CutPrefix(ino.data, ino.synced); ok {
@@ -83,7 +80,7 @@ func (m *MemFS) settle() {
 		}
 		ino.synced = slices.Clone(ino.data)
 	}
-	m.live, m.synced, m.changes = entries, maps(entries), nil
+	m.live, m.synced, m.changes = entries, maps.Clone(entries), nil
 }
 
 func (c change) apply(entries map[string]*inode) {
@@ -98,14 +95,6 @@ func (c change) apply(entries map[string]*inode) {
 	case "remove":
 		delete(entries, c.a)
 	}
-}
-
-func maps(src map[string]*inode) map[string]*inode {
-	dst := make(map[string]*inode, len(src))
-	for k, v := range src {
-		dst[k] = v
-	}
-	return dst
 }
 
 // MkdirAll succeeds: folders exist as the paths in them do.

@@ -68,6 +68,7 @@ const (
 	Rename     Kind = "rename"
 	SyncDir    Kind = "sync-dir"
 	Remove     Kind = "remove"
+	SMP        Kind = "smp" // a request the gateway sends to an attached MCU
 )
 
 // Tears reports whether an operation of kind k can be partly applied.

@@ -68,3 +68,26 @@ func (r *Reader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Bytes returns the size bytes of New(seed, size) in memory.
+func Bytes(seed uint64, size int64) []byte {
+	b, _ := io.ReadAll(New(seed, size)) // a Reader never fails
+	return b
+}
+
+// Flip returns r with the byte at offset at inverted: a transfer damaged on the way.
+func Flip(r io.Reader, at int64) io.Reader { return &flipper{r: r, at: at} }
+
+type flipper struct {
+	r       io.Reader
+	at, off int64
+}
+
+func (f *flipper) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if i := f.at - f.off; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
+}

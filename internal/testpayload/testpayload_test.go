@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"testing"
+	"testing/iotest"
 )
 
 func TestDeterministicAndSized(t *testing.T) {
@@ -34,5 +35,19 @@ func TestDeterministicAndSized(t *testing.T) {
 	y, _ := io.ReadAll(New(2, 1<<20))
 	if bytes.Equal(x, y) {
 		t.Fatal("different seeds gave the same payload")
+	}
+}
+
+// TestFlip: only the byte at the offset differs, whatever the reads' sizes.
+func TestFlip(t *testing.T) {
+	want := Bytes(3, 10000)
+	got, err := io.ReadAll(iotest.HalfReader(Flip(bytes.NewReader(want), 4321)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = bytes.Clone(want)
+	want[4321] ^= 0xff
+	if !bytes.Equal(got, want) {
+		t.Fatal("Flip changed other bytes than the one at its offset, or not that one")
 	}
 }

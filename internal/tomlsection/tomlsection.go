@@ -117,9 +117,9 @@ func Subkeys(md toml.MetaData, path ...string) []string {
 	return names
 }
 
-// LoadFile reads the config file path and parses it with parse (a package's ParseConfig);
-// a parse error is prefixed with the path, a read error is returned as it is (callers test
-// it with errors.Is, e.g. fs.ErrNotExist).
+// LoadFile reads the file path and parses it with parse (a package's ParseConfig, or the
+// parser of a key file); a parse error is prefixed with the path, a read error is returned
+// as it is (callers test it with errors.Is, e.g. fs.ErrNotExist).
 func LoadFile[T any](path string, parse func([]byte) (T, error)) (T, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

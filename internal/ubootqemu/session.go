@@ -94,19 +94,27 @@ func (s *Session) findPTY(ctx context.Context) error {
 
 // read copies the console into the session's buffer, without carriage returns.
 func (s *Session) read(r io.Reader) {
+	readConsole(r, s.log, func(chunk []byte) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.console.Write(chunk)
+		close(s.grew)
+		s.grew = make(chan struct{})
+	})
+}
+
+// readConsole reads QEMU's console output from r until it ends, and passes each chunk,
+// without carriage returns, to log (when not nil) and to got.
+func readConsole(r io.Reader, log io.Writer, got func(chunk []byte)) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
 			chunk := bytes.ReplaceAll(buf[:n], []byte("\r"), nil)
-			if s.log != nil {
-				s.log.Write(chunk)
+			if log != nil {
+				log.Write(chunk)
 			}
-			s.mu.Lock()
-			s.console.Write(chunk)
-			close(s.grew)
-			s.grew = make(chan struct{})
-			s.mu.Unlock()
+			got(chunk)
 		}
 		if err != nil {
 			return

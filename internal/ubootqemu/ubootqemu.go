@@ -45,6 +45,15 @@ const (
 	DefaultDiskSize = 16 << 20
 )
 
+// UBootTOML is the [uboot] section of a device config for this board: images load into RAM
+// at 0x40400000 (above U-Boot's own use of the virt machine's RAM from 0x40000000), and the
+// SD card is mmc 0.
+const UBootTOML = `[uboot]
+load_addr = 0x40400000
+load_size = "128MiB"
+mmc_dev = 0
+`
+
 // EnvLayout describes where the environment copies live on the disk image.
 type EnvLayout struct {
 	Offset, OffsetRedund int64 // copy 1 and copy 2, bytes from the start of the disk
@@ -117,29 +126,26 @@ const QEMUBinary = "qemu-system-aarch64"
 // qemu-system-aarch64 (Debian package qemu-system-arm) is absent.
 func Require(t testing.TB) string {
 	t.Helper()
-	if _, err := exec.LookPath(QEMUBinary); err != nil {
-		peers.Missing(t, "%s not found (apt-get install qemu-system-arm)", QEMUBinary)
-		return ""
-	}
-	ub := PeerUBoot()
-	if ub == "" {
-		peers.Missing(t, "U-Boot build not found: ../shared/peers/u-boot-qemu-ota/u-boot.bin (or $ADUFLASH_UBOOT_BIN)")
-		return ""
-	}
-	return ub
+	return require(t, PeerUBoot(), "U-Boot build not found: ../shared/peers/u-boot-qemu-ota/u-boot.bin (or $ADUFLASH_UBOOT_BIN)")
 }
 
 // RequireNet returns the peer u-boot-net.bin, or calls peers.Missing when it or
 // qemu-system-aarch64 is absent.
 func RequireNet(t testing.TB) string {
 	t.Helper()
+	return require(t, PeerUBootNet(), "U-Boot network build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
+}
+
+// require returns the U-Boot build ub, or calls peers.Missing (saying missing when ub is "")
+// when it or QEMU is absent.
+func require(t testing.TB, ub, missing string) string {
+	t.Helper()
 	if _, err := exec.LookPath(QEMUBinary); err != nil {
 		peers.Missing(t, "%s not found (apt-get install qemu-system-arm)", QEMUBinary)
 		return ""
 	}
-	ub := PeerUBootNet()
 	if ub == "" {
-		peers.Missing(t, "U-Boot network build not found: ../shared/peers/u-boot-qemu-ota/u-boot-net.bin (or $ADUFLASH_UBOOT_NET_BIN)")
+		peers.Missing(t, "%s", missing)
 		return ""
 	}
 	return ub
@@ -243,30 +249,19 @@ func Boot(ctx context.Context, cfg Config) (string, error) {
 	)
 	go func() {
 		defer close(readDone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := pr.Read(buf)
-			if n > 0 {
-				chunk := bytes.ReplaceAll(buf[:n], []byte("\r"), nil)
-				if cfg.Log != nil {
-					cfg.Log.Write(chunk)
-				}
-				mu.Lock()
-				console.Write(chunk)
-				s := console.Bytes()
-				if cfg.Marker != "" && !sawMark && bytes.Contains(s, []byte(cfg.Marker)) {
-					sawMark = true
-					cancel()
-				} else if why == nil && !sawMark && bytes.HasSuffix(s, []byte("\n=> ")) {
-					why = ErrPrompt
-					cancel()
-				}
-				mu.Unlock()
+		readConsole(pr, cfg.Log, func(chunk []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			console.Write(chunk)
+			s := console.Bytes()
+			if cfg.Marker != "" && !sawMark && bytes.Contains(s, []byte(cfg.Marker)) {
+				sawMark = true
+				cancel()
+			} else if why == nil && !sawMark && bytes.HasSuffix(s, []byte("\n=> ")) {
+				why = ErrPrompt
+				cancel()
 			}
-			if err != nil {
-				return
-			}
-		}
+		})
 	}()
 	werr := cmd.Wait()
 	pw.Close()

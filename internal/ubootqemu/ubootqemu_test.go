@@ -210,23 +210,31 @@ func TestBootcountRollback(t *testing.T) {
 	}
 }
 
-// A session in the background: WaitFor sees the console as it comes, and says so when QEMU
-// exits before the marker; Wait returns at the exit.
-func TestSession(t *testing.T) {
+// startSession starts a session (cfg with U-Boot and a fresh disk filled in) whose
+// environment runs bootcmd at once; it ends with the test.
+func startSession(t *testing.T, bootcmd string, cfg Config) *Session {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("boots U-Boot under QEMU")
 	}
-	ub := Require(t)
-	disk := filepath.Join(t.TempDir(), "sd.img")
-	if err := CreateDisk(disk, DefaultDiskSize); err != nil {
+	cfg.UBoot = Require(t)
+	cfg.Disk = filepath.Join(t.TempDir(), "sd.img")
+	if err := CreateDisk(cfg.Disk, DefaultDiskSize); err != nil {
 		t.Fatal(err)
 	}
-	writeEnv(t, disk, []string{"bootdelay=0", "bootcmd=echo MACHINE-UP; poweroff"})
-	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk})
+	writeEnv(t, cfg.Disk, []string{"bootdelay=0", "bootcmd=" + bootcmd})
+	m, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// A session in the background: WaitFor sees the console as it comes, and says so when QEMU
+// exits before the marker; Wait returns at the exit.
+func TestSession(t *testing.T) {
+	m := startSession(t, "echo MACHINE-UP; poweroff", Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := m.WaitFor(ctx, "MACHINE-UP", 0); err != nil {
@@ -243,20 +251,7 @@ func TestSession(t *testing.T) {
 // A session whose console is a pty: U-Boot prints on the pty (its bootcmd's line read there),
 // and a reset reboots the board instead of ending QEMU.
 func TestSessionPTY(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots U-Boot under QEMU")
-	}
-	ub := Require(t)
-	disk := filepath.Join(t.TempDir(), "sd.img")
-	if err := CreateDisk(disk, DefaultDiskSize); err != nil {
-		t.Fatal(err)
-	}
-	writeEnv(t, disk, []string{"bootdelay=0", "bootcmd=echo BOARD-UP; sleep 1; reset"})
-	m, err := Start(context.Background(), Config{UBoot: ub, Disk: disk, ConsolePTY: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := startSession(t, "echo BOARD-UP; sleep 1; reset", Config{ConsolePTY: true})
 	if !strings.HasPrefix(m.PTY, "/dev/pts/") {
 		t.Fatalf("PTY = %q", m.PTY)
 	}

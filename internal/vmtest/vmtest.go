@@ -69,6 +69,17 @@ const GuestEnv = "ADUFLASH_VMTEST"
 // InGuest reports whether the calling test binary runs inside a vmtest VM.
 func InGuest() bool { return os.Getenv(GuestEnv) == "1" }
 
+// Need returns the environment variable name, which the VM sets for a test that runs inside
+// it, or skips the test where it is unset (outside the VM), saying hint.
+func Need(t testing.TB, name, hint string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Skipf("%s is unset: %s", name, hint)
+	}
+	return v
+}
+
 // OutDir is the guest directory whose files come back in Result.Out when Config.CollectOut
 // is set; its path is also in the guest's $ADUFLASH_VM_OUT.
 const OutDir = "/out"
@@ -166,6 +177,18 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // NANDSim is the Modules line of the NAND most kernel tests use: nandsim as a 128 MiB NAND
 // with 2 KiB pages and factory bad blocks 3 and 7 (/dev/mtd0 when it is the first MTD).
 const NANDSim = "nandsim id_bytes=0x20,0xa1,0x00,0x15 badblocks=3,7"
+
+// NANDAndUBI returns the Modules and Setup of the MTD tests' VM: NANDSim as /dev/mtd0, and
+// UBI on an mtdram device of ramKiB KiB (/dev/mtd1) attached as ubi0 with the volumes, each
+// given as ubimkvol takes it ("-N name -s size").
+func NANDAndUBI(ramKiB int, volumes ...string) (modules, setup []string) {
+	modules = []string{NANDSim, fmt.Sprintf("mtdram total_size=%d erase_size=128", ramKiB), "ubi"}
+	setup = []string{"ubiformat -y /dev/mtd1", "ubiattach -p /dev/mtd1"}
+	for _, v := range volumes {
+		setup = append(setup, "ubimkvol /dev/ubi0 "+v)
+	}
+	return modules, setup
+}
 
 // Run boots the VM described by cfg and waits for it. It skips the test inside the guest and
 // under go test -short (a VM boots in about 10 s under TCG); missing host tools make it call

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/aduflash/aduflash/internal/enumname"
 	"github.com/aduflash/aduflash/mtd"
 )
 
@@ -25,19 +26,9 @@ const (
 	ShortReadErr
 )
 
-func (k LieKind) String() string {
-	switch k {
-	case FlipBit:
-		return "flipped bit"
-	case Stale:
-		return "stale"
-	case ShortRead:
-		return "short read"
-	case ShortReadErr:
-		return "short read with an error"
-	}
-	return fmt.Sprintf("LieKind(%d)", int(k))
-}
+var lieKindNames = []string{FlipBit: "flipped bit", Stale: "stale", ShortRead: "short read", ShortReadErr: "short read with an error"}
+
+func (k LieKind) String() string { return enumname.Name(k, "LieKind", lieKindNames) }
 
 // Lie makes reads of the range [Off, Off+Len) return other bytes than the medium holds,
 // for testing that read-back verification catches it. Writes, erases and the inspection

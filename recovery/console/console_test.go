@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/internal/errkind"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 )
 
 const banner = "\nU-Boot 2023.01\n\nDRAM:  256 MiB\nLoading Environment from MMC... *** Warning - bad CRC, using default environment\n\nNet:   eth0: virtio-net#32\n"
@@ -20,10 +21,10 @@ func fastOptions(log io.Writer) Options {
 	return Options{PromptTimeout: 2 * time.Second, ProbeInterval: 20 * time.Millisecond, EchoTimeout: time.Second, CommandTimeout: 2 * time.Second, Log: log}
 }
 
-func attached(t *testing.T, start fakeStart) (*fakeUBoot, *Console, *logBuffer) {
+func attached(t *testing.T, start fakeStart) (*fakeUBoot, *Console, *syncbuf.Buffer) {
 	t.Helper()
 	f, port := newFake(t, banner, start)
-	log := &logBuffer{}
+	log := &syncbuf.Buffer{}
 	c := New(port, "fake", fastOptions(log))
 	t.Cleanup(c.Close)
 	if err := c.Attach(context.Background()); err != nil {

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -199,21 +198,3 @@ func newSilent(t *testing.T, garbage string, every time.Duration) io.ReadWriter 
 
 func (s *silentPort) Read(p []byte) (int, error)  { return s.r.Read(p) }
 func (s *silentPort) Write(p []byte) (int, error) { return len(p), nil }
-
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

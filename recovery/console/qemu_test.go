@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 )
 
@@ -32,7 +33,7 @@ func realBoard(t *testing.T) string {
 }
 
 // openConsole opens the pty as aduflash opens a serial line; close ends it (or the test).
-func openConsole(t *testing.T, pty string, log *logBuffer) (c *Console, close func()) {
+func openConsole(t *testing.T, pty string, log *syncbuf.Buffer) (c *Console, close func()) {
 	t.Helper()
 	f, err := Open(pty, 115200)
 	if err != nil {
@@ -50,7 +51,7 @@ func openConsole(t *testing.T, pty string, log *logBuffer) (c *Console, close fu
 func TestRealUBootConsole(t *testing.T) {
 	pty := realBoard(t)
 	ctx := context.Background()
-	log := &logBuffer{}
+	log := &syncbuf.Buffer{}
 	c, closeFirst := openConsole(t, pty, log)
 	if err := c.Attach(ctx); err != nil {
 		t.Fatalf("Attach: %v\n%s", err, log)
@@ -61,7 +62,7 @@ func TestRealUBootConsole(t *testing.T) {
 	}
 	closeFirst()
 
-	log2 := &logBuffer{}
+	log2 := &syncbuf.Buffer{}
 	c, _ = openConsole(t, pty, log2)
 	if err := c.Attach(ctx); err != nil {
 		t.Fatalf("second Attach (banner long gone): %v\n%s", err, log2)

@@ -365,13 +365,9 @@ func TestPendingCommandOfEarlierSession(t *testing.T) {
 }
 
 func TestNoResponse(t *testing.T) {
-	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	silent := silentUDP(t)
 	opts := fastboot.Options{Timeout: 10 * time.Millisecond, ConnectAttempts: 3}
-	_, err = fastboot.Dial(context.Background(), silent.LocalAddr().String(), opts)
+	_, err := fastboot.Dial(context.Background(), silent.LocalAddr().String(), opts)
 	if !errors.Is(err, fastboot.ErrNoResponse) || !strings.Contains(err.Error(), "query packet 0 sent 3 times") {
 		t.Fatalf("got %v, want ErrNoResponse after 3 queries", err)
 	}
@@ -387,12 +383,19 @@ func TestNoResponse(t *testing.T) {
 	}
 }
 
-func TestCancel(t *testing.T) {
-	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+// silentUDP is a UDP port of 127.0.0.1 where nothing answers; it closes with the test.
+func silentUDP(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer silent.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestCancel(t *testing.T) {
+	silent := silentUDP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {

@@ -32,16 +32,11 @@ func tftpHPA(t *testing.T, addr string, mode string, commands ...string) string 
 func TestTFTPHPAClient(t *testing.T) {
 	fx := newFixture(t, 1<<20+1)
 	addr, l := serve(t, &Server{Catalog: fx.open(t)})
-	out := filepath.Join(t.TempDir(), "got")
-	if msg := tftpHPA(t, addr, "binary", "get", "rootfs.aduimg", out); msg != "" {
-		t.Fatalf("tftp: %s", msg)
-	}
-	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, fx.payload) {
-		t.Fatalf("tftp got %d bytes (%v), not the payload", len(got), err)
-	}
+	fx.getWithTFTPHPA(t, addr)
 	if r := l.lastRequest(t); len(r.Options) != 0 {
 		t.Errorf("tftp-hpa asked for options %v", r.Options)
 	}
+	out := filepath.Join(t.TempDir(), "got")
 	local := filepath.Join(t.TempDir(), "local")
 	if err := os.WriteFile(local, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -74,6 +69,13 @@ func TestTFTPHPABlockRollOver(t *testing.T) {
 	}
 	fx := newFixture(t, 33<<20+77)
 	addr, _ := serve(t, &Server{Catalog: fx.open(t)})
+	fx.getWithTFTPHPA(t, addr)
+}
+
+// getWithTFTPHPA gets rootfs.aduimg from the server at addr with tftp-hpa, in binary mode,
+// and checks that it is the payload.
+func (fx *fixture) getWithTFTPHPA(t *testing.T, addr string) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "got")
 	if msg := tftpHPA(t, addr, "binary", "get", "rootfs.aduimg", out); msg != "" {
 		t.Fatalf("tftp: %s", msg)

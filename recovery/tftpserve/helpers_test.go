@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/image/testkey"
 	"github.com/aduflash/aduflash/internal/testpayload"
 )
 
@@ -35,17 +34,11 @@ const chunkSize = 64 << 10
 
 func newFixture(t testing.TB, payloadSize int64) *fixture {
 	t.Helper()
-	key, err := image.GenerateKey(image.Ed25519, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := image.NewKeyring(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, kr := testkey.New(t)
 	fx := &fixture{dir: t.TempDir(), key: key, keyring: kr}
-	fx.payload = payloadOf(t, 1, payloadSize)
+	fx.payload = testpayload.Bytes(1, payloadSize)
 	fx.signAduimg(t, "rootfs.aduimg", fx.payload, key)
+	var err error
 	if fx.mcu, err = mcuboot.Sign(fx.payload[:min(len(fx.payload), 50<<10)], key, mcuboot.SignOptions{
 		Version: mcuboot.Version{Major: 1, Minor: 2}, HeaderSize: 0x200, PadHeader: true}); err != nil {
 		t.Fatal(err)
@@ -54,15 +47,6 @@ func newFixture(t testing.TB, payloadSize int64) *fixture {
 	fx.raw = []byte("setenv bootcmd 'echo hello'\n")
 	fx.write(t, "sub/boot.cmd", fx.raw)
 	return fx
-}
-
-func payloadOf(t testing.TB, seed uint64, size int64) []byte {
-	t.Helper()
-	b, err := io.ReadAll(testpayload.New(seed, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func (fx *fixture) write(t testing.TB, name string, b []byte) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aduflash/aduflash/internal/testpayload"
 )
 
 // A read request gets the verified bytes the catalog describes, with tsize and the blksize
@@ -206,7 +208,7 @@ func TestTamper(t *testing.T) {
 		if name != "rootfs.aduimg" {
 			return r
 		}
-		return &flipAt{r: r, at: at}
+		return testpayload.Flip(r, at)
 	}}
 	addr, _ := serve(t, srv)
 	got, _, err := get(t, addr, "rootfs.aduimg", 1468)
@@ -214,26 +216,10 @@ func TestTamper(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := bytes.Clone(fx.payload)
-	want[at] ^= 1
+	want[at] ^= 0xff
 	if !bytes.Equal(got, want) {
 		t.Fatal("the client did not get the payload with the one byte flipped")
 	}
-}
-
-// flipAt flips the lowest bit of the byte at offset at.
-type flipAt struct {
-	r   io.Reader
-	off int64
-	at  int64
-}
-
-func (f *flipAt) Read(b []byte) (int, error) {
-	n, err := f.r.Read(b)
-	if f.at >= f.off && f.at < f.off+int64(n) {
-		b[f.at-f.off] ^= 1
-	}
-	f.off += int64(n)
-	return n, err
 }
 
 // Ending the context stops the server: Serve returns, the port is closed, and a transfer

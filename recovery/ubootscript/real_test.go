@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/internal/peers"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
 	"github.com/aduflash/aduflash/recovery/console"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // The SD card of the real-U-Boot tests: the peer's redundant env at 1 MiB and 1.125 MiB
@@ -32,22 +33,8 @@ const (
 const realTOML = `
 [slots]
 banks = ["A", "B"]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "block"
-partlabel = "rootfs_b"
-
-[uboot]
-load_addr = 0x40400000
-load_size = "128MiB"
-mmc_dev = 0
-
+` + slotstest.RootfsA + slotstest.RootfsB + `
+` + ubootqemu.UBootTOML + `
 [bootloader]
 type = "u-boot"
 preset = "aduflash"
@@ -265,18 +252,7 @@ func startTFTPD(t *testing.T, dir string) int {
 	}
 	cmd := exec.Command("in.tftpd", append(args, dir)...)
 	cmd.Stdin = sock
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if stderr.Len() > 0 {
-			t.Logf("in.tftpd: %s", stderr.String())
-		}
-	})
+	peers.Start(t, "in.tftpd", cmd)
 	return pc.LocalAddr().(*net.UDPAddr).Port
 }
 

@@ -3,7 +3,6 @@ package ubootscript
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,12 +10,13 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/bootloader"
+	"github.com/aduflash/aduflash/internal/golden"
 	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // boardTOML is a board with a slot of every storage U-Boot writes: GPT partitions by name and
 // by PARTUUID, a raw offset of the disk, an eMMC boot partition, NAND partitions, UBI volumes
@@ -26,12 +26,7 @@ const boardTOML = `
 banks = ["A", "B"]
 reserve_blocks = 2
 
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-
+` + slotstest.RootfsA + `
 [[slots.slot]]
 class = "rootfs"
 bank = "B"
@@ -117,25 +112,13 @@ preset = "aduflash"
 // testGPT is the disk's table: rootfs_a at block 0x1000, rootfs_b at 0x3000, 0x2000 blocks each.
 func testGPT(t testing.TB) *gptdisk.Table {
 	t.Helper()
-	const blocks = 0x6000
-	d := make(memDisk, blocks*gptdisk.BlockSize)
-	err := gptdisk.Write(d, blocks, "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
-		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: 0x1000, LastLBA: 0x2fff},
-		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: 0x3000, LastLBA: 0x4fff},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := gpttest.Disk(t, 0x6000*gptdisk.BlockSize, gpttest.Banks(0x1000, 0x3000, 0x2000))
 	tab, err := gptdisk.Read(bytes.NewReader(d))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tab
 }
-
-type memDisk []byte
-
-func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:], p), nil }
 
 func testBoard(t testing.TB, doc string) Board {
 	t.Helper()
@@ -164,23 +147,6 @@ func img(t testing.TB, name string, n int) Image {
 	return im
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", "golden", name)
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -run %s -update to accept):\n%s", path, t.Name(), got)
-	}
-}
-
 // TestGolden: one script per storage kind, bank A made primary (bank B for the B slots).
 func TestGolden(t *testing.T) {
 	for _, tc := range []struct {
@@ -202,7 +168,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tc.name+".txt", s.Text())
+			golden.Check(t, filepath.Join("testdata", "golden", tc.name+".txt"), s.Text())
 		})
 	}
 }

@@ -8,12 +8,14 @@ import (
 )
 
 // TestImportGraph keeps aduagent, the binary that ships to devices, free of the host tools'
-// packages (DESIGN.md §3): the import manifest generator, the local hub, the recovery
-// server, the CLI progress bars and the libraries behind them.
+// packages (DESIGN.md §3): the import manifest generator, the local hub, the publisher (and
+// Entra ID sign-in), the recovery server, the CLI progress bars and the libraries behind them.
 func TestImportGraph(t *testing.T) {
 	forbidden := []string{
 		"github.com/aduflash/aduflash/manifestgen",
 		"github.com/aduflash/aduflash/hub",
+		"github.com/aduflash/aduflash/publish",
+		"github.com/Azure/azure-sdk-for-go/sdk/azidentity",
 		"github.com/aduflash/aduflash/recovery",
 		"github.com/aduflash/aduflash/cmd/internal/progress",
 		"github.com/cheggaaa/pb/v3",

@@ -14,13 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 )
 
 // agentFixture is the status fixture with a real [agent] section, a trusted signing key and
@@ -31,24 +31,6 @@ type agentFixture struct {
 	key     crypto.Signer // trusted
 	payload []byte
 	img     string // rootfs 1.2.0, signed by key
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newAgentFixture builds the fixture; agentExtra are further [agent] keys.
@@ -366,8 +348,8 @@ func TestInstallUsage(t *testing.T) {
 }
 
 // runCtx runs aduagent with a context, output buffers safe for the daemon's goroutines.
-func runCtx(ctx context.Context, args ...string) (int, *syncBuffer, *syncBuffer) {
-	var o, e syncBuffer
+func runCtx(ctx context.Context, args ...string) (int, *syncbuf.Buffer, *syncbuf.Buffer) {
+	var o, e syncbuf.Buffer
 	code := Run(ctx, append([]string{"aduagent"}, args...), &o, &e)
 	return code, &o, &e
 }

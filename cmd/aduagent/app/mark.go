@@ -31,7 +31,7 @@ EXAMPLE:
    aduagent mark-good
    aduagent mark-good A
    aduagent mark-good --json`,
-		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}},
+		Flags:  []cli.Flag{cliapp.JSONFlag("the result")},
 		Action: e.markGood,
 	}
 }
@@ -54,7 +54,7 @@ cannot be read or written.
 EXAMPLE:
    aduagent mark-bad B
    aduagent mark-bad --json B`,
-		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}},
+		Flags:  []cli.Flag{cliapp.JSONFlag("the result")},
 		Action: e.markBad,
 	}
 }

@@ -122,6 +122,7 @@ func (e *env) run(c *cli.Context) error {
 		return err
 	}
 	defer d.close()
+	o.DeviceName = deviceID(cn) // log uploads are filed under it
 	o.Reboot = rebootFunc(cfg.RebootCommand, dm.log)
 	o.Heartbeat = dm.beat // the feeders, started below before anything runs
 	if dm.ag, err = agent.New(o); err != nil {
@@ -224,6 +225,11 @@ func agentOptions(c *cli.Context, cfg agent.Config, log *slog.Logger) (agent.Opt
 		return o, nil, d.bootErr
 	}
 	o.Layout, o.Bootloader, o.Logger, o.HTTP = d.layout, d.backend, log, cfg.HTTPClient()
+	o.AduVer = agent.AduVer(cliapp.Version)
+	if o.MCUKeyrings, err = agent.LoadMCUKeyrings(d.layout.Config); err != nil {
+		d.close()
+		return o, nil, err
+	}
 	return o, d, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -113,7 +114,7 @@ type runningAgent struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	done   chan int
-	stderr syncBuffer
+	stderr syncbuf.Buffer
 	code   int
 	ended  bool
 }
@@ -164,7 +165,7 @@ func TestRunStartupReport(t *testing.T) {
 	ra := startRun(t, fx)
 	a := waitReported(t, h, func(a *reportedAgent) bool { return a.DeviceProperties != nil && a.State != nil })
 	want := map[string]string{"manufacturer": "contoso", "model": "toaster", "hwrev": "2",
-		"contractModelId": adu.ModelContractV3, "aduVer": "DU;agent/1.1.0"}
+		"contractModelId": adu.ModelContractV3, "aduVer": "aduflash;agent/0.0.0-dev"}
 	for k, v := range want {
 		if a.DeviceProperties[k] != v {
 			t.Errorf("deviceProperties.%s = %q, want %q (%v)", k, a.DeviceProperties[k], v, a.DeviceProperties)

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -335,6 +337,10 @@ func printJournal(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "  installed:      %s\n", installedString(rec, r.Active, r.ActiveError == ""))
 	fmt.Fprintf(w, "  in progress:    %s\n", deploymentString(rec.Deployment))
 	fmt.Fprintf(w, "  last:           %s\n", outcomeString(rec.Last))
+	for _, class := range slices.Sorted(maps.Keys(rec.MCUs)) {
+		m := rec.MCUs[class]
+		fmt.Fprintf(w, "  MCU %-10s  %s (installedCriteria %q, image %x…)\n", class+":", m.Version, m.Criteria, m.Hash[:min(len(m.Hash), 8)])
+	}
 	floor := bootloader.Floors(rec.SecurityFloors).String()
 	switch {
 	case floor != "":
@@ -395,10 +401,30 @@ func deploymentString(d *agent.Deployment) string {
 		}
 	case d.Phase == agent.PhasePending:
 		s += "written and verified, being marked pending"
+	case d.Phase == agent.PhaseMCU:
+		s += "updating the attached MCUs:"
+		for _, st := range d.Steps {
+			if st.MCU != nil && !st.Installed {
+				s += " " + st.MCU.Name + " " + mcuPhase(st.MCU)
+			}
+		}
 	default:
 		s += fmt.Sprintf("writing, %d of %d file(s) written and verified", done, len(d.Steps))
 	}
 	return s
+}
+
+// mcuPhase names where an MCU's step stands.
+func mcuPhase(m *agent.MCUStep) string {
+	switch {
+	case m.Result != nil && m.Result.ExtendedResultCode != 0:
+		return "(failed " + m.Result.ExtendedResultCode.String() + ")"
+	case m.Result != nil:
+		return "(done)"
+	case m.Phase == agent.MCUPhaseUpload:
+		return "(upload)"
+	}
+	return "(" + m.Phase + ")"
 }
 
 // outcomeString describes the last finished deployment.

@@ -28,7 +28,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 func newApp(e *env) *cli.App {
 	return cliapp.New(&cli.App{
 		Name:  "aduflash",
-		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console",
+		Usage: "write update images to slots, devices and disk or flash images (workstation / device shell); recover boards through U-Boot's console; update MCUs over mcumgr/SMP",
 		Description: `Exit codes: 0 ok, 1 invalid input or failed verification (bad image or signature, image
 too large, target in the running bank), 2 usage error, 3 I/O or environment error.
 
@@ -38,7 +38,8 @@ EXAMPLE:
    aduflash write --raw sdcard.img /dev/sdb
    aduflash serve --pub release.pub.pem ./recovery
    aduflash recover --config board.toml --pub release.pub.pem --console /dev/ttyUSB0 --ipaddr 192.168.50.2 \
-       --listen 192.168.50.1:69 --expose-to-network rootfs-1.2.0.aduimg`,
+       --listen 192.168.50.1:69 --expose-to-network rootfs-1.2.0.aduimg
+   aduflash mcu upload --port /dev/ttyACM0 --pub mcu.pub.pem app-1.2.0.signed.bin`,
 		Commands: []*cli.Command{
 			e.writeCommand(),
 			e.envCommand(),
@@ -47,6 +48,7 @@ EXAMPLE:
 			e.scriptCommand(),
 			e.serveCommand(),
 			e.recoverCommand(),
+			e.mcuCommand(),
 		},
 	}, e.stdout, e.stderr)
 }

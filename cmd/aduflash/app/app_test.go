@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // run drives aduflash in-process the way main does.
@@ -25,9 +26,10 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return clitest.Run(context.Background(), Run, "aduflash", args...)
 }
 
-// TestProgram: write, env and its subcommands, manifest and its subcommands; --version;
+// TestProgram: write, env, manifest, fastboot and mcu with their subcommands, script, serve,
+// recover; --version;
 // --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 15) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 23) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
@@ -109,17 +111,7 @@ func newFixture(t *testing.T) *fixture {
 	mustWrite(t, fx.cfg, []byte(`[agent]
 whatever = "ignored"
 [slots]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "block"
-partlabel = "rootfs_b"
-[[slots.slot]]
+`+slotstest.RootfsA+slotstest.RootfsB+`[[slots.slot]]
 class = "firmware"
 bank = "A"
 type = "block"

@@ -137,7 +137,7 @@ func envOpen(c *cli.Context, opts ubootenv.Options) (*ubootenv.Env, func(), erro
 	for _, w := range cfg.WriteList {
 		opts.WriteList = append(opts.WriteList, w.Name)
 	}
-	roots := envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}
+	roots := flagRoots(c)
 	var storages []ubootenv.Storage
 	var closers []func()
 	closeAll := func() {
@@ -160,36 +160,6 @@ func envOpen(c *cli.Context, opts ubootenv.Options) (*ubootenv.Env, func(), erro
 		return nil, nil, err
 	}
 	return ue, closeAll, nil
-}
-
-// envRoots are the sysfs and /dev roots of device look-ups ("" = the real ones).
-type envRoots struct{ sysfs, dev string }
-
-func (r envRoots) sysfsRoot() string {
-	if r.sysfs == "" {
-		return "/sys"
-	}
-	return r.sysfs
-}
-
-// devPath maps a /dev/... path of the config under the dev root.
-func (r envRoots) devPath(p string) string {
-	if r.dev == "" || !strings.HasPrefix(p, "/dev/") {
-		return p
-	}
-	return r.dev + strings.TrimPrefix(p, "/dev")
-}
-
-// fileStorage is the storage of a file or block device, with the force_ro handling of eMMC
-// boot partitions that ubootenv.Open applies.
-func fileStorage(d ubootenv.Device, roots envRoots) *ubootenv.FileStorage {
-	st := &ubootenv.FileStorage{Path: d.Path, Offset: d.Offset}
-	if p := ubootenv.ForceROPath(roots.sysfsRoot(), d.Path); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			st.ForceRO = p
-		}
-	}
-	return st
 }
 
 // loadDefaults reads a default environment file (-f), or returns nil when none is given.

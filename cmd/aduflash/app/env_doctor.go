@@ -50,7 +50,7 @@ EXAMPLE:
    aduflash env doctor
    aduflash env doctor -c /etc/fw_env.config --json`,
 		Flags: append(envConfigFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			cliapp.JSONFlag("the report"),
 		),
 		Action: e.envDoctor,
 	}
@@ -137,10 +137,10 @@ func mtdDoctorDevice(name string, dev ubootenv.MTD, info mtd.Info, cd ubootenv.D
 }
 
 // openDoctorDevice opens one copy's medium read-only where it can.
-func openDoctorDevice(cd ubootenv.Device, roots envRoots) *doctorDevice {
+func openDoctorDevice(cd ubootenv.Device, roots mtd.Paths) *doctorDevice {
 	switch cd.Kind {
 	case ubootenv.KindMTD:
-		dev, err := mtd.Paths{Sysfs: roots.sysfs, Dev: roots.dev}.Open(roots.devPath(cd.Path))
+		dev, err := roots.Open(roots.DevPath(cd.Path))
 		if err != nil {
 			return &doctorDevice{openErr: err}
 		}
@@ -263,7 +263,7 @@ func (e *env) envDoctor(c *cli.Context) error {
 	if err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
 	}
-	rep, err := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")})
+	rep, err := runDoctor(c.String("config"), c.String("namespace"), flagRoots(c))
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (e *env) envDoctor(c *cli.Context) error {
 }
 
 // runDoctor loads the config, opens every copy's device read-only and diagnoses them.
-func runDoctor(config, namespace string, roots envRoots) (*doctorReport, error) {
+func runDoctor(config, namespace string, roots mtd.Paths) (*doctorReport, error) {
 	rep := &doctorReport{Config: config, Namespace: namespace}
 	cfg, err := doctorConfig(config, namespace, rep)
 	if err != nil {
@@ -326,7 +326,7 @@ func explainNoValidCopy(c *cli.Context, err error) error {
 		next += "; --force writes anyway, and what is there is lost"
 	}
 	found := err.Error()
-	if rep, derr := runDoctor(c.String("config"), c.String("namespace"), envRoots{sysfs: c.String("sysfs-root"), dev: c.String("dev-root")}); derr == nil {
+	if rep, derr := runDoctor(c.String("config"), c.String("namespace"), flagRoots(c)); derr == nil {
 		var msgs []string
 		for _, f := range rep.Findings {
 			if f.Severity == "error" && f.Copy != 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -41,14 +42,13 @@ EXAMPLE:
    aduflash fastboot --udp 192.168.1.50 --pub release.pub.pem flash rootfs_a rootfs-1.2.0.aduimg
    aduflash fastboot --udp 127.0.0.1:15554 getvar version
    aduflash fastboot --udp 192.168.1.50 reboot`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "udp", Usage: "the board's `HOST[:PORT]` (port 5554 by default)"},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "raw", Usage: "flash IMAGE as it is, without signature checks"},
 			&cli.DurationFlag{Name: "timeout", Value: fastboot.DefaultTimeout, Usage: "wait `DURATION` for an answer before sending a packet again (each packet up to 120 times, the first 4 times)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
-		},
+			cliapp.JSONFlag("the result"),
+		}),
 		Subcommands: []*cli.Command{
 			{
 				Name:      "flash",
@@ -88,7 +88,7 @@ EXAMPLE:
 
 // fastbootResult is what a fastboot subcommand prints with --json.
 type fastbootResult struct {
-	OK        bool            `json:"ok"`
+	cliapp.Outcome
 	Device    string          `json:"device"`
 	Command   string          `json:"command"`
 	Partition string          `json:"partition,omitempty"`
@@ -100,12 +100,6 @@ type fastbootResult struct {
 	Value     *string         `json:"value,omitempty"`
 	Stats     *fastboot.Stats `json:"stats,omitempty"`
 	Seconds   float64         `json:"seconds"`
-	Error     string          `json:"error,omitempty"`
-	ExitCode  int             `json:"exit_code"`
-}
-
-func (r *fastbootResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 // fastbootRun runs a subcommand: check (what needs no board; nil: nothing), then do in a
@@ -115,17 +109,24 @@ func (e *env) fastbootRun(c *cli.Context, res *fastbootResult, check func() erro
 	if err := cliapp.Need(c, "udp"); err != nil {
 		return err
 	}
+	return e.remoteRun(c, &res.Seconds, res, res.Mark, check, func() error { return e.session(c, res, do) }, text)
+}
+
+// remoteRun runs a command on a remote device: check (what needs no device; nil: nothing),
+// then session, timed into *seconds. It prints the result: with --json res as JSON (mark
+// records the outcome in it), else the line text returns.
+func (e *env) remoteRun(c *cli.Context, seconds *float64, res any, mark func(bool, int, string), check, session func() error, text func() string) error {
 	start := time.Now()
 	var err error
 	if check != nil {
 		err = check()
 	}
 	if err == nil {
-		err = e.session(c, res, do)
+		err = session()
 	}
-	res.Seconds = time.Since(start).Seconds()
+	*seconds = time.Since(start).Seconds()
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, mark)
 	}
 	if err != nil {
 		return err
@@ -143,16 +144,28 @@ func (e *env) session(c *cli.Context, res *fastbootResult, do func(*fastboot.Cli
 			fmt.Fprintf(info, "%s: %s\n", res.Device, msg)
 		}
 	}}
-	client, err := fastboot.Dial(c.Context, res.Device, opts)
-	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+	dial := func() (*fastboot.Client, error) { return fastboot.Dial(c.Context, res.Device, opts) }
+	return deviceSession(res.Device, dial, &res.Stats, do)
+}
+
+// statClient is a client of a remote device that counts its traffic.
+type statClient[S any] interface {
+	Close() error
+	Stats() S
+}
+
+// deviceSession runs do with the client open makes, keeps the client's counters in *stats,
+// and names device in an error.
+func deviceSession[C statClient[S], S any](device string, open func() (C, error), stats **S, do func(C) error) error {
+	client, err := open()
+	if err == nil {
+		defer client.Close()
+		err = do(client)
+		st := client.Stats()
+		*stats = &st
 	}
-	defer client.Close()
-	err = do(client)
-	st := client.Stats()
-	res.Stats = &st
 	if err != nil {
-		return fmt.Errorf("%s: %w", res.Device, err)
+		return fmt.Errorf("%s: %w", device, err)
 	}
 	return nil
 }

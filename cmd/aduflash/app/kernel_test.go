@@ -16,10 +16,7 @@ import (
 // blocks 3 and 7), set and printed by aduflash, read by fw_printenv, written by fw_setenv,
 // and reported healthy by doctor. Runs in the VM (TestEnvInVM).
 func TestKernelEnvOnNAND(t *testing.T) {
-	dev := os.Getenv("ADUFLASH_MTD_DEV")
-	if dev == "" {
-		t.Skip("ADUFLASH_MTD_DEV is unset: runs inside the VM (TestEnvInVM)")
-	}
+	dev := vmtest.Need(t, "ADUFLASH_MTD_DEV", "runs inside the VM (TestEnvInVM)")
 	cfg := filepath.Join(t.TempDir(), "fw_env.config")
 	conf := dev + " 0x60000 0x4000 0x20000 2\n" + dev + " 0xc0000 0x4000 0x20000 2\n"
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
@@ -63,9 +60,7 @@ func TestKernelEnvOnNAND(t *testing.T) {
 // aduflash env on UBI: a redundant env in two UBI volumes (on mtdram), set by aduflash, read
 // by fw_printenv, written by fw_setenv, read by aduflash.
 func TestKernelEnvOnUBI(t *testing.T) {
-	if os.Getenv("ADUFLASH_UBI_ENV") == "" {
-		t.Skip("ADUFLASH_UBI_ENV is unset: runs inside the VM (TestEnvInVM)")
-	}
+	vmtest.Need(t, "ADUFLASH_UBI_ENV", "runs inside the VM (TestEnvInVM)")
 	cfg := filepath.Join(t.TempDir(), "fw_env.config")
 	if err := os.WriteFile(cfg, []byte("/dev/ubi0:env1 0x0 0x4000\n/dev/ubi0:env2 0x0 0x4000\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -94,18 +89,10 @@ func TestKernelEnvOnUBI(t *testing.T) {
 }
 
 func TestEnvInVM(t *testing.T) {
+	modules, setup := vmtest.NANDAndUBI(8192, "-N env1 -s 256KiB", "-N env2 -s 256KiB")
 	vm := vmtest.Run(t, vmtest.Config{
-		Modules: []string{
-			vmtest.NANDSim,
-			"mtdram total_size=8192 erase_size=128",
-			"ubi",
-		},
-		Setup: []string{
-			"ubiformat -y /dev/mtd1",
-			"ubiattach -p /dev/mtd1",
-			"ubimkvol /dev/ubi0 -N env1 -s 256KiB",
-			"ubimkvol /dev/ubi0 -N env2 -s 256KiB",
-		},
+		Modules:     modules,
+		Setup:       setup,
 		TestPackage: ".",
 		TestRun:     "^TestKernel",
 		Env:         map[string]string{"ADUFLASH_MTD_DEV": "/dev/mtd0", "ADUFLASH_UBI_ENV": "1"},

@@ -42,27 +42,32 @@ kid: the two built-in production roots (ADU.200702.R, ADU.200703.R) and those of
 (a JSON list of {"kid","n","e"} in the format of the ADU rootkeys.json). Then the JWS must be
 signed by that signing key and carry the SHA-256 of the manifest bytes. The verdict names the
 root and signing key ids, or the step that failed. After a good signature the manifest is
-parsed (version 4 or 5).
+parsed. The signature verdict stands on its own: a manifest with a good signature whose
+manifestVersion this agent does not install (it installs 4 and 5) is "signature valid, not
+installable by this agent", exit 0; with --installable that exits 1. The JSON has
+signature_valid, installable and not_installable (why).
 
-Exit codes: 0 verified; 1 not verified (or the manifest or a root-key file is invalid); 2 usage
-error; 3 a file cannot be read.
+Exit codes: 0 verified; 1 not verified (or the manifest or a root-key file is invalid, or not
+installable with --installable); 2 usage error; 3 a file cannot be read.
 
 EXAMPLE:
    aduflash manifest verify --manifest manifest.json --signature manifest.sig.jws
-   aduflash manifest verify --twin desired.json --root-keys rootkeys_test.json --json`,
+   aduflash manifest verify --twin desired.json --root-keys rootkeys_test.json --json
+   aduflash manifest verify --manifest manifest.json --signature manifest.sig.jws --installable`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "update manifest `FILE` (the exact updateManifest string)", TakesFile: true},
 			&cli.StringFlag{Name: "signature", Aliases: []string{"s"}, Usage: "signature `FILE` (the updateManifestSignature compact JWS)", TakesFile: true},
 			&cli.StringFlag{Name: "twin", Usage: "twin document `FILE` carrying both, instead of --manifest and --signature", TakesFile: true},
 			&cli.StringSliceFlag{Name: "root-keys", Usage: "extra trusted root keys `FILE` (JSON list like rootkeys.json; repeatable)", TakesFile: true},
-			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
+			&cli.BoolFlag{Name: "installable", Usage: "also fail (exit 1) when this agent would not install the manifest (its manifestVersion)"},
+			cliapp.JSONFlag("the verdict"),
 		},
 		Action: e.manifestVerify,
 	}
 }
 
 type manifestVerdict struct {
-	OK              bool   `json:"ok"`
+	cliapp.Outcome
 	Manifest        string `json:"manifest"`
 	Signature       string `json:"signature,omitempty"`
 	RootKID         string `json:"root_kid,omitempty"`
@@ -71,17 +76,14 @@ type manifestVerdict struct {
 	SHA256          string `json:"sha256,omitempty"`
 	UpdateID        string `json:"update_id,omitempty"`
 	ManifestVersion string `json:"manifest_version,omitempty"`
+	SignatureValid  bool   `json:"signature_valid"`
+	Installable     bool   `json:"installable"`
+	NotInstallable  string `json:"not_installable,omitempty"`
 	Steps           int    `json:"steps,omitempty"`
 	Files           int    `json:"files,omitempty"`
 	Detached        string `json:"detached_manifest_file_id,omitempty"`
 	FailedStep      string `json:"failed_step,omitempty"`
 	ERC             string `json:"extended_result_code,omitempty"`
-	Error           string `json:"error,omitempty"`
-	ExitCode        int    `json:"exit_code"`
-}
-
-func (r *manifestVerdict) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 func (e *env) manifestVerify(c *cli.Context) error {
@@ -103,18 +105,24 @@ func (e *env) manifestVerify(c *cli.Context) error {
 	}
 	err := e.doManifestVerify(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "VERIFIED %s\n", res.Manifest)
+	if !res.Installable {
+		fmt.Fprintf(e.stdout, "VERIFIED %s: signature valid, not installable by this agent (%s)\n", res.Manifest, res.NotInstallable)
+	} else {
+		fmt.Fprintf(e.stdout, "VERIFIED %s\n", res.Manifest)
+	}
 	fmt.Fprintf(e.stdout, "  root key:    %s (%s)\n", res.RootKID, res.RootSource)
 	fmt.Fprintf(e.stdout, "  signing key: %s\n", res.SigningKID)
 	fmt.Fprintf(e.stdout, "  sha256:      %s\n", res.SHA256)
-	if res.Detached != "" {
+	switch {
+	case !res.Installable:
+	case res.Detached != "":
 		fmt.Fprintf(e.stdout, "  update:      %s (manifest v%s, detached: the full manifest is file %s)\n", res.UpdateID, res.ManifestVersion, res.Detached)
-	} else {
+	default:
 		fmt.Fprintf(e.stdout, "  update:      %s (manifest v%s, %s, %s)\n", res.UpdateID, res.ManifestVersion, plural(res.Steps, "step"), plural(res.Files, "file"))
 	}
 	return nil
@@ -172,8 +180,16 @@ func (e *env) doManifestVerify(c *cli.Context, res *manifestVerdict) error {
 	}
 	m, v, err := adu.VerifyManifest(manifest, jws, opts)
 	if v != nil {
+		res.SignatureValid = true
 		res.RootKID, res.SigningKID = v.RootKID, v.SigningKID
 		res.SHA256 = base64.StdEncoding.EncodeToString(v.ManifestSHA256)
+		res.RootSource = "built-in"
+		if s, ok := sources[v.RootKID]; ok {
+			res.RootSource = s
+		}
+	}
+	if v != nil && errors.Is(err, adu.ErrUnsupportedManifestVersion) {
+		return notInstallable(c, res, manifest)
 	}
 	if err != nil {
 		var ve *adu.VerifyError
@@ -189,13 +205,25 @@ func (e *env) doManifestVerify(c *cli.Context, res *manifestVerdict) error {
 		}
 		return exitcode.InvalidInput(fmt.Errorf("%s: %s", res.Manifest, msg))
 	}
-	res.RootSource = "built-in"
-	if s, ok := sources[v.RootKID]; ok {
-		res.RootSource = s
-	}
+	res.Installable = true
 	res.UpdateID = m.UpdateID.String()
 	res.ManifestVersion = m.ManifestVersion
 	res.Steps, res.Files, res.Detached = len(m.Steps), len(m.Files), m.DetachedManifestFileID
+	return nil
+}
+
+// notInstallable records a good signature over a manifest whose manifestVersion this agent
+// does not install: a verdict on the signature (nil), or with --installable a failure.
+func notInstallable(c *cli.Context, res *manifestVerdict, manifest []byte) error {
+	res.ManifestVersion = adu.ManifestVersionOf(manifest)
+	have := "manifestVersion " + res.ManifestVersion
+	if res.ManifestVersion == "" {
+		have = "no manifestVersion"
+	}
+	res.NotInstallable = fmt.Sprintf("%s; supported %d, %d", have, adu.MinManifestVersion, adu.MaxManifestVersion)
+	if c.Bool("installable") {
+		return exitcode.InvalidInput(fmt.Errorf("%s: signature valid, not installable by this agent (%s)", res.Manifest, res.NotInstallable))
+	}
 	return nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/hub"
 )
 
 const aduTestdata = "../../../adu/testdata/"
@@ -88,5 +90,57 @@ func TestManifestVerify(t *testing.T) {
 	}
 	if code, _, _ := run(t, "manifest"); code != exitcode.Usage {
 		t.Errorf("manifest alone: exit %d", code)
+	}
+}
+
+// A manifest signed by a trusted root whose manifestVersion the agent does not install: the
+// signature verdict is "valid" (exit 0), the installability is shown in text and JSON, and
+// --installable makes it a failure.
+func TestManifestVerifyNotInstallable(t *testing.T) {
+	signer, err := hub.NewSigner(nil, "TEST.R", "TEST.R.S", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := hub.MarshalRootKeys([]adu.RootKey{signer.RootKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := []byte(`{"manifestVersion":"1.0","updateId":{"provider":"Contoso","name":"Legacy","version":"1.0"},"updateType":"microsoft/swupdate:1","installedCriteria":"1.0"}`)
+	jws, err := signer.Sign(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := t.TempDir()
+	m, s, r := filepath.Join(d, "m.json"), filepath.Join(d, "m.jws"), filepath.Join(d, "roots.json")
+	mustWrite(t, m, manifest)
+	mustWrite(t, s, []byte(jws))
+	mustWrite(t, r, roots)
+	args := []string{"manifest", "verify", "--manifest", m, "--signature", s, "--root-keys", r}
+
+	const verdict = "signature valid, not installable by this agent (manifestVersion 1.0; supported 4, 5)"
+	code, out, errOut := run(t, args...)
+	if code != 0 || !strings.Contains(out, verdict) || !strings.Contains(out, "TEST.R.S") {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = run(t, append(args, "--json")...)
+	var v manifestVerdict
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 || !v.OK || !v.SignatureValid || v.Installable ||
+		v.NotInstallable != "manifestVersion 1.0; supported 4, 5" || v.ManifestVersion != "1.0" {
+		t.Errorf("--json: exit %d %+v %v", code, v, err)
+	}
+	code, _, errOut = run(t, append(args, "--installable")...)
+	if code != exitcode.Invalid || !strings.Contains(errOut, verdict) {
+		t.Errorf("--installable: exit %d %s", code, errOut)
+	}
+	code, out, _ = run(t, append(args, "--installable", "--json")...)
+	v = manifestVerdict{}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != exitcode.Invalid || v.OK || !v.SignatureValid || v.Installable {
+		t.Errorf("--installable --json: exit %d %+v %v", code, v, err)
+	}
+	// The real v4 manifest stays installable, with or without the flag.
+	code, out, _ = run(t, "manifest", "verify", "--manifest", aduTestdata+"manifest_v4.json", "--signature", aduTestdata+"manifest_v4.sig.jws", "--installable", "--json")
+	v = manifestVerdict{}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 || !v.SignatureValid || !v.Installable || v.NotInstallable != "" {
+		t.Errorf("v4 --installable: exit %d %+v %v", code, v, err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,6 +17,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 )
@@ -80,7 +80,7 @@ EXAMPLE:
 			&cli.DurationFlag{Name: "boot-timeout", Value: 5 * time.Minute, Usage: "how long the board may take to print --up after the reset"},
 			&cli.StringFlag{Name: "log", Value: "aduflash-recover.log", Usage: "`FILE` that gets every console line, timestamped (appended)", TakesFile: true},
 			&cli.BoolFlag{Name: "dry-run", Usage: "verify the images and print what would be typed; open no console and no port"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		),
 		Action: e.recover,
 	}
@@ -88,14 +88,12 @@ EXAMPLE:
 
 // recoverResult is what recover prints with --json.
 type recoverResult struct {
-	OK       bool             `json:"ok"`
-	Bank     string           `json:"bank,omitempty"`
-	Images   []tftpserve.File `json:"images"`
-	Steps    []stepResult     `json:"steps"`
-	Up       bool             `json:"up"` // the board printed --up after the reset
-	Seconds  float64          `json:"seconds"`
-	Error    string           `json:"error,omitempty"`
-	ExitCode int              `json:"exit_code"`
+	cliapp.Outcome
+	Bank    string           `json:"bank,omitempty"`
+	Images  []tftpserve.File `json:"images"`
+	Steps   []stepResult     `json:"steps"`
+	Up      bool             `json:"up"` // the board printed --up after the reset
+	Seconds float64          `json:"seconds"`
 }
 
 type stepResult struct {
@@ -104,15 +102,11 @@ type stepResult struct {
 	Seconds float64 `json:"seconds"`
 }
 
-func (r *recoverResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
-}
-
 func (e *env) recover(c *cli.Context) error {
 	res := &recoverResult{Images: []tftpserve.File{}, Steps: []stepResult{}}
 	err := e.runRecovery(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	return err
 }
@@ -202,7 +196,7 @@ func (e *env) recoverBoard(c *cli.Context, cat *tftpserve.Catalog, plan console.
 		return fmt.Errorf("log: %w", err)
 	}
 	defer logf.Close()
-	logw := &lockedWriter{w: logf}
+	logw := syncbuf.NewWriter(logf)
 	con := console.New(port, c.String("console"), console.Options{
 		Prompt:         c.String("prompt"),
 		PromptTimeout:  c.Duration("prompt-timeout"),
@@ -254,18 +248,6 @@ func (e *env) serveWhile(ctx context.Context, cat *tftpserve.Catalog, conn net.P
 		}
 	}()
 	return func() { cancel(); <-done }
-}
-
-// lockedWriter lets the console and the TFTP server write one log.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // printPlan prints the session a recovery would type, step by step.

@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -20,8 +19,11 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/clitest"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
-	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/image/testkey"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
+	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/internal/ubootqemu"
+	"github.com/aduflash/aduflash/slots/slotstest"
 )
 
 // The QEMU board's SD card: the redundant environment at 1 MiB and 1.125 MiB, then a GPT with
@@ -39,22 +41,8 @@ func slotSize(disk int64) int64 { return (disk - slotA - 1<<20) / 2 &^ (1<<20 - 
 // off (the board has no kernel to boot).
 const boardTOML = `[slots]
 banks = ["A", "B"]
-[[slots.slot]]
-class = "rootfs"
-bank = "A"
-type = "block"
-partlabel = "rootfs_a"
-[[slots.slot]]
-class = "rootfs"
-bank = "B"
-type = "block"
-partlabel = "rootfs_b"
-
-[uboot]
-load_addr = 0x40400000
-load_size = "128MiB"
-mmc_dev = 0
-
+` + slotstest.RootfsA + slotstest.RootfsB + `
+` + ubootqemu.UBootTOML + `
 [uboot.env]
 bootcmd = "echo booting bank ${adu_slot}; poweroff"
 
@@ -109,14 +97,8 @@ func (b *brickedBoard) stop() { b.qemu.Close() }
 
 // writeDisk makes the card: the GPT, garbage in both slots, both env copies erased.
 func (b *brickedBoard) writeDisk(t testing.TB) {
-	disk := make([]byte, b.diskSize)
 	size, slotB := slotSize(b.diskSize), slotA+slotSize(b.diskSize)
-	if err := gptdisk.Write(memDisk(disk), uint64(b.diskSize/512), "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
-		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: slotA / 512, LastLBA: uint64(slotA+size)/512 - 1},
-		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: uint64(slotB) / 512, LastLBA: uint64(slotB+size)/512 - 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	disk := gpttest.Disk(t, b.diskSize, gpttest.Banks(slotA/512, uint64(slotB)/512, uint64(size)/512))
 	mrand.NewChaCha8([32]byte{1}).Read(disk[slotA : slotB+size])
 	erased := bytes.Repeat([]byte{0xff}, ubootqemu.EnvSize)
 	copy(disk[ubootqemu.EnvOffset:], erased)
@@ -127,21 +109,10 @@ func (b *brickedBoard) writeDisk(t testing.TB) {
 	}
 }
 
-type memDisk []byte
-
-func (d memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(d[off:], p), nil }
-
 // signImage signs the payload as an aduimg of the rootfs class and writes the public key.
 func (b *brickedBoard) signImage(t testing.TB) {
-	key, err := image.GenerateKey(image.Ed25519, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := image.MarshalPublicKeyPEM(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(b.pub, pem, 0o644); err != nil {
+	key, _ := testkey.New(t)
+	if err := os.WriteFile(b.pub, testkey.PEM(t, key), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Create(b.image)
@@ -234,7 +205,7 @@ func TestRecoverBrickedBoard(t *testing.T) {
 func TestRecoverCorruptedTransfer(t *testing.T) {
 	b := newBrickedBoard(t, 1<<20, ubootqemu.DefaultDiskSize)
 	b.boot(t)
-	flip := func(name string, r io.Reader) io.Reader { return &flipper{r: r, at: 123456} }
+	flip := func(name string, r io.Reader) io.Reader { return testpayload.Flip(r, 123456) }
 	code, out, errOut, log := b.recover(t, flip)
 	if code != exitcode.Invalid {
 		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s\nlog:\n%s", code, exitcode.Invalid, out, errOut, log)
@@ -255,22 +226,6 @@ func TestRecoverCorruptedTransfer(t *testing.T) {
 	if !bytes.Equal(disk, b.before) {
 		t.Error("the card changed although the check failed")
 	}
-}
-
-// flipper inverts the byte at offset at of what it reads.
-type flipper struct {
-	r   io.Reader
-	at  int64
-	off int64
-}
-
-func (f *flipper) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
-	if i := f.at - f.off; i >= 0 && i < int64(n) {
-		p[i] ^= 0xff
-	}
-	f.off += int64(n)
-	return n, err
 }
 
 // openPTY returns a pseudo-terminal's master and its slave's path: a stand-in for a serial

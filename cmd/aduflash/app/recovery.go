@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -22,16 +23,15 @@ import (
 // recoveryFlags are the flags of aduflash script and aduflash recover that say what is
 // written where: the device config, the images' trust, the bank, the GPT, the check.
 func recoveryFlags() []cli.Flag {
-	return []cli.Flag{
+	return slices.Concat([]cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` ([slots], [uboot], [bootloader])", Value: cliapp.DefaultDeviceConfig, TakesFile: true},
-		&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+	}, cliapp.TrustFlags(), []cli.Flag{
 		&cli.BoolFlag{Name: "raw", Usage: "take the IMAGEs as they are, without signature checks"},
 		&cli.StringFlag{Name: "bank", Usage: "the `BANK` written and made primary (default: the first bank)"},
 		&cli.StringFlag{Name: "gpt", Usage: "the disk image or block device whose GPT places the GPT slots", TakesFile: true},
 		&cli.StringFlag{Name: "check", Value: string(ubootscript.CheckSHA256), Usage: "how U-Boot checks images: sha256 or crc32 (faster; catches corruption, not forgery)"},
 		&cli.BoolFlag{Name: "keep-env", Usage: "leave the board's environment as it is (no fresh env, no bank made primary)"},
-	}
+	})
 }
 
 // recovery is a generated recovery: the verified images, as the TFTP server serves them, and

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
-	"github.com/aduflash/aduflash/internal/gptdisk"
+	"github.com/aduflash/aduflash/internal/gptdisk/gpttest"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
 )
 
@@ -33,20 +33,7 @@ type = "u-boot"
 preset = "rauc"
 `)...))
 	disk = filepath.Join(fx.dir, "sdcard.img")
-	f, err := os.Create(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(16 << 20); err != nil {
-		t.Fatal(err)
-	}
-	if err := gptdisk.Write(f, 16<<20/512, "0a0b0c0d-0e0f-1011-1213-141516171819", 128, []gptdisk.Partition{
-		{Number: 1, Name: "rootfs_a", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000a1", FirstLBA: 0x1000, LastLBA: 0x2fff},
-		{Number: 2, Name: "rootfs_b", UUID: "6e8c21a2-0c1a-4d3e-9f00-0000000000b2", FirstLBA: 0x3000, LastLBA: 0x4fff},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	gpttest.WriteFile(t, disk, 16<<20, gpttest.Banks(0x1000, 0x3000, 0x2000))
 	return fx, disk
 }
 

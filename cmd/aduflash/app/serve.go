@@ -61,32 +61,25 @@ EXAMPLE:
    aduflash serve --pub release.pub.pem ./recovery
    aduflash serve --list --json --keyring keyring.toml ./recovery
    aduflash serve --listen 0.0.0.0:69 --expose-to-network --pub release.pub.pem ./recovery`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: DefaultTFTPListen, Usage: "UDP `ADDR` to take requests on"},
 			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow a --listen address other than loopback: whoever reaches it can read the served files"},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: tftpserve.DefaultTimeout, Usage: "wait `DURATION` for each block's acknowledgement before sending it again (at most 5 times)"},
 			&cli.BoolFlag{Name: "list", Usage: "print the catalog and exit without serving"},
-			&cli.BoolFlag{Name: "json", Usage: "print the catalog as JSON"},
-		},
+			cliapp.JSONFlag("the catalog"),
+		}),
 		Action: e.serve,
 	}
 }
 
 // serveResult is the catalog serve prints.
 type serveResult struct {
-	OK       bool                `json:"ok"`
-	Dir      string              `json:"dir"`
-	Listen   string              `json:"listen,omitempty"`
-	Files    []tftpserve.File    `json:"files"`
-	Skipped  []tftpserve.Skipped `json:"skipped,omitempty"`
-	Error    string              `json:"error,omitempty"`
-	ExitCode int                 `json:"exit_code"`
-}
-
-func (r *serveResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
+	cliapp.Outcome
+	Dir     string              `json:"dir"`
+	Listen  string              `json:"listen,omitempty"`
+	Files   []tftpserve.File    `json:"files"`
+	Skipped []tftpserve.Skipped `json:"skipped,omitempty"`
 }
 
 func (e *env) serve(c *cli.Context) error {
@@ -96,7 +89,7 @@ func (e *env) serve(c *cli.Context) error {
 	res := &serveResult{Dir: c.Args().First(), Files: []tftpserve.File{}}
 	cat, conn, err := e.startServe(c, res)
 	if c.Bool("json") {
-		err = cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		err = cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	} else if err == nil {
 		e.printCatalog(res)
 	}

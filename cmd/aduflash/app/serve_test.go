@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pin/tftp/v3"
 
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 )
 
@@ -99,13 +99,13 @@ func TestServeServes(t *testing.T) {
 	dir := serveDir(t, fx)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Run(ctx, []string{"aduflash", "serve", "--json", "--listen", "127.0.0.1:0", "--pub", fx.pub, dir}, &stdout, &stderr)
 	}()
 	var res serveResult
-	stdout.waitFor(t, func(s string) bool { return json.Unmarshal([]byte(s), &res) == nil })
+	waitFor(t, &stdout, func(s string) bool { return json.Unmarshal([]byte(s), &res) == nil })
 	if res.Listen == "" || !strings.HasPrefix(res.Listen, "127.0.0.1:") {
 		t.Fatalf("listening on %q", res.Listen)
 	}
@@ -125,7 +125,7 @@ func TestServeServes(t *testing.T) {
 	if _, err := c.Receive("../etc/passwd", "octet"); err == nil || !strings.Contains(err.Error(), "code: 2") {
 		t.Errorf("traversal: %v", err)
 	}
-	stderr.waitFor(t, func(s string) bool {
+	waitFor(t, &stderr, func(s string) bool {
 		return strings.Contains(s, "msg=sent") && strings.Contains(s, "file=rootfs.aduimg bytes="+strconv.Itoa(len(fx.payload))) &&
 			strings.Contains(s, `msg="request refused"`) && strings.Contains(s, "file=../etc/passwd")
 	})
@@ -135,31 +135,13 @@ func TestServeServes(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an output a running command writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitFor waits until ok holds for what was written.
-func (l *lockedBuffer) waitFor(t *testing.T, ok func(string) bool) {
+// waitFor waits until ok holds for what a running command wrote to out.
+func waitFor(t *testing.T, out *syncbuf.Buffer, ok func(string) bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !ok(l.String()) {
+	for !ok(out.String()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting; output so far:\n%s", l.String())
+			t.Fatalf("gave up waiting; output so far:\n%s", out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

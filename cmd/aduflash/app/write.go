@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -50,25 +51,24 @@ EXAMPLE:
    aduflash write --config ` + cliapp.DefaultDeviceConfig + ` --keyring /etc/aduflash/keyring.toml rootfs-1.2.0.aduimg B/rootfs
    aduflash write --pub mcu.pub.pem app.signed.bin /dev/mtd4
    aduflash write --raw --json u-boot.bin /dev/mmcblk0boot0`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (TOML with a [slots] section): slot names, running-bank protection", TakesFile: true},
-			&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-			&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.BoolFlag{Name: "raw", Usage: "write IMAGE as it is, without signature checks"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 			&cli.BoolFlag{Name: "no-verify", Usage: "skip the read-back pass after writing (the image is still verified while it streams)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "read and check everything (image, slot, fit) but write nothing; exit as a real run would"},
 			// Roots of a fake or mounted system, for tests and offline use.
 			&cli.StringFlag{Name: "dev-root", Hidden: true},
 			&cli.StringFlag{Name: "sysfs-root", Hidden: true},
 			&cli.StringFlag{Name: "cmdline-file", Hidden: true},
-		},
+		}),
 		Action: e.write,
 	}
 }
 
 type writeResult struct {
-	OK       bool        `json:"ok"`
+	cliapp.Outcome
 	Image    string      `json:"image"`
 	Target   string      `json:"target"`
 	Slot     string      `json:"slot,omitempty"`
@@ -82,12 +82,6 @@ type writeResult struct {
 	Verified bool        `json:"verified"`
 	DryRun   bool        `json:"dry_run,omitempty"`
 	Seconds  float64     `json:"seconds"`
-	Error    string      `json:"error,omitempty"`
-	ExitCode int         `json:"exit_code"`
-}
-
-func (r *writeResult) mark(ok bool, exitCode int, msg string) {
-	r.OK, r.ExitCode, r.Error = ok, exitCode, msg
 }
 
 func (e *env) write(c *cli.Context) error {
@@ -97,7 +91,7 @@ func (e *env) write(c *cli.Context) error {
 	res := &writeResult{Image: c.Args().Get(0), Target: c.Args().Get(1), DryRun: c.Bool("dry-run")}
 	err := e.doWrite(c, res)
 	if c.Bool("json") {
-		return cliapp.JSONVerdict(e.stdout, res, err, res.mark)
+		return cliapp.JSONVerdict(e.stdout, res, err, res.Mark)
 	}
 	if err != nil {
 		return err

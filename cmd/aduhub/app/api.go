@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/limitread"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -164,15 +165,19 @@ func (s *server) handler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/deployments/{id}/cancel", s.cancel)
 	mux.HandleFunc("POST /api/deployments/{id}/retry", s.retry)
+	mux.HandleFunc("POST /api/devices/{id}/logs", s.startLogs)
+	mux.HandleFunc("GET /api/devices/{id}/logs/{op}", s.showLogs)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, &httpError{http.StatusNotFound, fmt.Errorf("no API route %s %s", r.Method, r.URL.Path)})
 	})
 	mux.HandleFunc("GET /{$}", s.page)
+	s.aduRoutes(mux)
 
 	// Public: the update files (their URLs are the secret, as the service's CDN URLs are)
 	// and the login; everything else needs the token.
 	top := http.NewServeMux()
 	top.Handle("/files/", s.svc.FileHandler())
+	top.HandleFunc("/blobs/", s.blobs)
 	top.HandleFunc("GET /login", s.auth.login)
 	top.Handle("/", s.auth.require(mux))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -519,21 +524,12 @@ func (s *server) importUpload(w http.ResponseWriter, r *http.Request) (*hub.Upda
 	if err != nil {
 		return nil, err
 	}
-	sizes := importFileSizes(m)
-	uploads := filepath.Join(s.info.DataDir, uploadsDir)
-	if err := os.MkdirAll(uploads, 0o700); err != nil {
-		return nil, err
-	}
-	stage, err := os.MkdirTemp(uploads, "import-")
+	sizes := hub.ImportFileSizes(m)
+	root, done, err := hub.StageDir(filepath.Join(s.info.DataDir, uploadsDir))
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(stage)
-	root, err := os.OpenRoot(stage)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
+	defer done()
 	files := map[string]string{}
 	for {
 		p, err := mr.NextPart()
@@ -566,12 +562,12 @@ func readManifestPart(mr *multipart.Reader) ([]byte, *manifestgen.Manifest, erro
 	if p.FormName() != uploadManifestPart {
 		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: the first part is %q, want %q", p.FormName(), uploadManifestPart)}
 	}
-	b, err := io.ReadAll(io.LimitReader(p, maxAPIBody+1))
+	b, err := limitread.All(p, maxAPIBody)
+	if errors.Is(err, limitread.ErrTooLarge) {
+		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("import manifest over %d bytes: not an import manifest", maxAPIBody)}
+	}
 	if err != nil {
 		return nil, nil, &httpError{http.StatusBadRequest, fmt.Errorf("import upload: %w", err)}
-	}
-	if len(b) > maxAPIBody {
-		return nil, nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Errorf("import manifest over %d bytes: not an import manifest", maxAPIBody)}
 	}
 	m, err := parseImportManifest(b)
 	if err != nil {
@@ -614,18 +610,6 @@ func stageUpload(root *os.Root, p *multipart.Part, sizes map[string]int64, files
 	}
 	files[name] = staged
 	return nil
-}
-
-// importFileSizes maps the manifest's files and related files to their sizes.
-func importFileSizes(m *manifestgen.Manifest) map[string]int64 {
-	sizes := map[string]int64{}
-	for _, f := range m.Files {
-		sizes[f.Filename] = f.SizeInBytes
-		for _, r := range f.RelatedFiles {
-			sizes[r.Filename] = r.SizeInBytes
-		}
-	}
-	return sizes
 }
 
 // parseImportManifest parses an import manifest, saying first whether it is JSON at all (an

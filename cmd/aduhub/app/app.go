@@ -44,6 +44,7 @@ EXAMPLE:
 			e.cancelCommand(),
 			e.retryCommand(),
 			e.statusCommand(),
+			e.logsCommand(),
 		},
 	}, stdout, stderr)
 }

@@ -9,7 +9,7 @@ import (
 
 // TestProgram: demo, serve, device add|renew-key|list|remove, import, deploy, cancel, retry,
 // status; --version; --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 16) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 18) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

@@ -17,6 +17,7 @@ import (
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/internal/peers"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // chromiumPath is Debian's Chromium (apt-get install chromium), which scripts/test installs.
@@ -91,7 +92,7 @@ func TestPageInBrowser(t *testing.T) {
 	m1, img1 := signedUpdate(t, dir, "1.0")
 	s.mustCLI(t, nil, "import", "--manifest", m1, img1)
 	c := dialDevice(t, s, added.ConnectionString, added.CAFile)
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 	old := adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: "0.9"}.InstalledUpdateID()
 	// Many properties, to take the width the ids need.
 	reportAgent(t, c, `{"deviceProperties":{"manufacturer":"contoso","model":"toaster","ring":"a","hwrev":"2","site":"kitchen-north-wing",`+
@@ -125,7 +126,7 @@ func TestPageInBrowser(t *testing.T) {
 		t.Fatalf("after deploying from the page (%q): %+v", got, all)
 	}
 	dep := all[0]
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 
 	// The device starts it, reports bank B pending (as aduagent does before its reboot), then
 	// leaves to boot the update (an agent's DISCONNECT).
@@ -141,12 +142,12 @@ func TestPageInBrowser(t *testing.T) {
 
 	// Back up on the old bank: failed. Retry from the page.
 	c = dialDevice(t, s, added.ConnectionString, added.CAFile)
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 	reportAgent(t, c, `{"state":255,"workflow":{"action":3,"id":"`+dep.ID+`"},"lastInstallResult":{"resultCode":0,"extendedResultCodes":"32000020","resultDetails":"health check failed"}}`)
 	waitPage(t, ctx, "the retry button", `document.querySelector('button[data-action=retry]') !== null`)
 	click(t, ctx, `button[data-action=retry]`)
 	message(t, ctx, "retrying 1 device(s): "+devID)
-	des, err := adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err := adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || des.Service == nil || des.Service.Workflow.ID != dep.ID || des.Service.Workflow.RetryTimestamp == "" {
 		t.Fatalf("retry from the page: %+v %v", des, err)
 	}

@@ -44,10 +44,6 @@ func clientFlags() []cli.Flag {
 	}
 }
 
-func jsonFlag(what string) cli.Flag {
-	return &cli.BoolFlag{Name: "json", Usage: "print " + what + " as JSON"}
-}
-
 // clientOf makes the client of a command: --server (or the server serving --data, or the
 // default address) with the API token (see clientToken).
 func clientOf(c *cli.Context) (*apiClient, error) {

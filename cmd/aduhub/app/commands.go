@@ -19,6 +19,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
+	"github.com/aduflash/aduflash/internal/limitread"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -73,7 +74,7 @@ EXAMPLE:
    aduhub device add --x509-thumbprint "$(openssl x509 -in dev2.pem -noout -fingerprint -sha256 | cut -d= -f2)" dev2`,
 		Flags: append(deviceFlags("register in"),
 			&cli.StringFlag{Name: "x509-thumbprint", Usage: "register an X.509 device: the SHA-256 `THUMBPRINT` (hex) of its client certificate, instead of a SAS key"},
-			jsonFlag("the device's connection details")),
+			cliapp.JSONFlag("the device's connection details")),
 		Action: e.deviceAdd,
 	}
 }
@@ -97,7 +98,7 @@ Exit codes: 0 renewed, 1 device ID is not registered or is an X.509 device, 2 us
 EXAMPLE:
    aduhub device renew-key dev1
    aduhub device renew-key --json dev1`,
-		Flags:  append(deviceFlags("renew in"), jsonFlag("the device's connection details")),
+		Flags:  append(deviceFlags("renew in"), cliapp.JSONFlag("the device's connection details")),
 		Action: e.deviceRenewKey,
 	}
 }
@@ -116,7 +117,7 @@ boot the update) or "connection lost while installing U".
 EXAMPLE:
    aduhub device list
    aduhub device list --json`,
-		Flags:  append(clientFlags(), jsonFlag("the devices")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the devices")),
 		Action: e.deviceList,
 	}
 }
@@ -142,7 +143,7 @@ EXAMPLE:
    aduhub device remove dev1
    aduhub device remove --data ./aduhub-data dev1
    aduhub device remove --json dev1`,
-		Flags:  append(deviceFlags("remove from"), jsonFlag("the removed device")),
+		Flags:  append(deviceFlags("remove from"), cliapp.JSONFlag("the removed device")),
 		Action: e.deviceRemove,
 	}
 }
@@ -182,17 +183,19 @@ func onRegistry(c *cli.Context, online func(*apiClient) error, offline func(dir 
 	return offline(dir)
 }
 
-// openRegistry opens the device registry of a data folder that no server serves.
-func openRegistry(dir string) (*hub.Hub, error) {
+// withRegistry runs fn on the device registry of a data folder that no server serves; the
+// API errors fn returns get the exit code the server would have given them (offlineErr).
+func withRegistry(dir string, fn func(*hub.Hub) error) error {
 	name, err := hostNameOf(dir, "")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h, err := hub.New(hub.Options{HostName: name, Address: "127.0.0.1:0", DataDir: dir})
 	if err != nil {
-		return nil, fmt.Errorf("device registry: %w", err)
+		return fmt.Errorf("device registry: %w", err)
 	}
-	return h, nil
+	defer h.Close()
+	return offlineErr(fn(h))
 }
 
 func (e *env) deviceAdd(c *cli.Context) error {
@@ -251,14 +254,13 @@ func addOffline(dir string, req addRequest) (*deviceAdded, error) {
 	if _, err := hub.LoadOrCreateSigner(filepath.Join(dir, signerDir), nil, rootKID, signingKID, hub.DefaultSignerBits); err != nil {
 		return nil, fmt.Errorf("update signer: %w", err)
 	}
-	h, err := openRegistry(dir)
+	var added *deviceAdded
+	err := withRegistry(dir, func(h *hub.Hub) (err error) {
+		added, err = registerDevice(h, req.DeviceID, req.X509Thumbprint)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer h.Close()
-	added, err := registerDevice(h, req.DeviceID, req.X509Thumbprint)
-	if err != nil {
-		return nil, offlineErr(err)
 	}
 	return withFiles(added, dir), nil
 }
@@ -302,17 +304,13 @@ func (e *env) deviceRenewKey(c *cli.Context) error {
 		if err := registryExists(dir, id); err != nil {
 			return err
 		}
-		h, err := openRegistry(dir)
-		if err != nil {
+		return withRegistry(dir, func(h *hub.Hub) error {
+			a, err := renewDeviceKey(h, id)
+			if err == nil {
+				added = withFiles(a, dir)
+			}
 			return err
-		}
-		defer h.Close()
-		a, err := renewDeviceKey(h, id)
-		if err != nil {
-			return offlineErr(err)
-		}
-		added = withFiles(a, dir)
-		return nil
+		})
 	})
 	if err != nil {
 		return err
@@ -379,19 +377,14 @@ func removeOffline(dir, id string) error {
 	if err := registryExists(dir, id); err != nil {
 		return err
 	}
-	h, err := openRegistry(dir)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := removeDevice(h, id); err != nil {
+	return withRegistry(dir, func(h *hub.Hub) error {
+		err := removeDevice(h, id)
 		var he *httpError
 		if errors.As(err, &he) && he.status == http.StatusNotFound {
 			return exitcode.InvalidInput(fmt.Errorf("device %q is not registered in %s", id, dir))
 		}
-		return offlineErr(err)
-	}
-	return nil
+		return err
+	})
 }
 
 func (e *env) deviceList(c *cli.Context) error {
@@ -465,7 +458,7 @@ EXAMPLE:
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "manifest", Aliases: []string{"m"}, Usage: "the import manifest `FILE`", TakesFile: true},
 			&cli.BoolFlag{Name: "from-import-dir", Usage: "FILE... are paths inside the server's import folder (serve --import-dir), not uploaded"},
-			jsonFlag("the imported update"),
+			cliapp.JSONFlag("the imported update"),
 		}, clientFlags()...),
 		Action: e.importUpdate,
 	}
@@ -529,17 +522,12 @@ func (e *env) importUpdate(c *cli.Context) error {
 // readImportManifest reads and parses an import manifest file: a file that is not JSON or
 // is too large to be one (an image given for the manifest) is invalid input.
 func readImportManifest(name string) ([]byte, *manifestgen.Manifest, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAPIBody+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(b) > maxAPIBody {
+	b, err := limitread.File(name, maxAPIBody)
+	if errors.Is(err, limitread.ErrTooLarge) {
 		return nil, nil, exitcode.InvalidInput(fmt.Errorf("%s: over %d bytes, so not an import manifest (aduimport manifest create writes one)", name, maxAPIBody))
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	m, err := parseImportManifest(b)
 	if err != nil {
@@ -559,7 +547,7 @@ func openUploads(m *manifestgen.Manifest, paths []string) (files []*os.File, err
 			files = nil
 		}
 	}()
-	sizes := importFileSizes(m)
+	sizes := hub.ImportFileSizes(m)
 	given := map[string]string{}
 	var problems []string
 	for _, p := range paths {
@@ -619,7 +607,7 @@ EXAMPLE:
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "update", Aliases: []string{"u"}, Usage: "the update as `PROVIDER/NAME/VERSION`"},
 			&cli.StringFlag{Name: "group", Usage: "only devices whose deviceProperties have all of `k=v,...`"},
-			jsonFlag("the deployment"),
+			cliapp.JSONFlag("the deployment"),
 		}, clientFlags()...),
 		Action: e.deploy,
 	}
@@ -692,7 +680,7 @@ server cannot be reached.
 
 EXAMPLE:
    aduhub cancel 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the deployment")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the deployment")),
 		Action: e.cancel,
 	}
 }
@@ -740,7 +728,7 @@ error, 3 the server cannot be reached.
 
 EXAMPLE:
    aduhub retry 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the devices retried and the deployment")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the devices retried and the deployment")),
 		Action: e.retry,
 	}
 }
@@ -767,7 +755,7 @@ Exit codes: 0 shown, 1 unknown deployment, 2 usage error, 3 the server cannot be
 EXAMPLE:
    aduhub status
    aduhub status --json 6f1c2d0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f`,
-		Flags:  append(clientFlags(), jsonFlag("the deployment (an array of all without DEPLOYMENT)")),
+		Flags:  append(clientFlags(), cliapp.JSONFlag("the deployment (an array of all without DEPLOYMENT)")),
 		Action: e.status,
 	}
 }

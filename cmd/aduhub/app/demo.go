@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,11 +32,14 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/devicesim"
 	"github.com/aduflash/aduflash/devicesim/board"
+	"github.com/aduflash/aduflash/devicesim/mcusim"
 	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/httpcount"
+	"github.com/aduflash/aduflash/internal/imagestep"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/manifestgen"
@@ -59,10 +61,15 @@ func (e *env) demoCommand() *cli.Command {
     it asks;
   - deploys 2.0: download (with a progress bar), write into bank B, pending, reboot, health
     check, confirm, success reported; then 3.0: written into bank A, reboot, the health check
-    fails, bank A is marked bad, reboot back into B, Failed reported, the device still on 2.0;
-    then 3.1, 2.0 with a few changes, published with an adaptive index and chunk store: the
-    device fetches only the chunks bank B lacks (the timeline says how many bytes), writes
-    bank A, reboots into it and confirms it.
+    fails, bank A is marked bad, reboot back into B, Failed reported, the device still on 2.0.
+  - with an MCU (--mcu, the default): each device has an MCU behind it (MCUboot and an SMP
+    server on UDP at 127.0.0.1); 2.0 updates it too once the gateway confirmed bank B
+    (upload, test, reset, health check, confirm), and 2.1 ships an MCU image whose
+    application does not come up: the agent resets the MCU again, MCUboot reverts it, and
+    2.1 is reported Failed with the MCU's health-check code (32000130);
+  - deploys 3.1, 2.0 with a few changes, published with an adaptive index and chunk store:
+    the device fetches only the chunks bank B lacks (the timeline says how many bytes),
+    writes bank A, reboots into it and confirms it.
 Prints a timeline and a summary table. Exit code 0 only if every step happened as described.
 
 With --devices N, N devices take part at once; the timeline then shows the counts.
@@ -74,6 +81,7 @@ EXAMPLE:
 			&cli.IntFlag{Name: "devices", Value: 1, Usage: "how many simulated devices (1–500)"},
 			&cli.StringFlag{Name: "work", Usage: "keep the hub's data, keys and images in `DIR` (default: a temporary folder, removed)"},
 			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Minute, Usage: "give up after this long"},
+			&cli.BoolFlag{Name: "mcu", Value: true, Usage: "attach a simulated MCU to each device, updated by 2.0 and by the failing 2.1 (--mcu=false: the gateways alone)"},
 		},
 		Action: e.demo,
 	}
@@ -99,6 +107,10 @@ type demo struct {
 	// after its timeline line): a failed deployment is over for a device once it is Idle
 	// again, not at its Failed report.
 	idle map[string]string
+	// mcu: each device has an MCU; mcuImages are its factory image (1.0.0), 2.0's (2.0.0)
+	// and 2.1's (2.1.0, whose application does not come up).
+	mcu       bool
+	mcuImages [3][]byte
 }
 
 type demoDevice struct {
@@ -111,6 +123,7 @@ type demoDevice struct {
 const demoEnrollment = "demo-devices"
 
 const (
+	demoMCUClass   = "mcu"
 	demoProvider   = "Contoso"
 	demoName       = "Toaster"
 	demoModel      = "Toaster"
@@ -139,7 +152,7 @@ func (e *env) demo(c *cli.Context) error {
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return exitcode.WithCode(exitcode.IO, err)
 	}
-	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work, idle: map[string]string{}}
+	d := &demo{out: e.stdout, start: time.Now(), n: n, work: work, idle: map[string]string{}, mcu: c.Bool("mcu")}
 	err := d.run(ctx)
 	if d.stack != nil {
 		d.stack.Close()
@@ -186,11 +199,19 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	deps := []*hub.DeploymentStatus{st2, st3}
+	if d.mcu {
+		st21, err := d.deployFailingMCU(ctx)
+		if err != nil {
+			return err
+		}
+		deps = append(deps, st21)
+	}
 	st31, err := d.deployAdaptive(ctx)
 	if err != nil {
 		return err
 	}
-	d.summary(st2, st3, st31)
+	d.summary(append(deps, st31)...)
 	return nil
 }
 
@@ -216,7 +237,11 @@ func (d *demo) prepare() ([3]string, error) {
 	if err != nil {
 		return [3]string{}, exitcode.WithCode(exitcode.IO, err)
 	}
-	return d.signImages(k)
+	files, err := d.signImages(k)
+	if err != nil || !d.mcu {
+		return files, err
+	}
+	return files, d.signMCUImages(k)
 }
 
 // signImages signs the payloads of 2.0, of 3.0 (whose application will not come up) and of
@@ -246,11 +271,11 @@ func (d *demo) signImages(k crypto.Signer) ([3]string, error) {
 		}
 		d.say("signed rootfs-%s.aduimg: %s payload, %d chunks, zstd, key %s", u.version, progress.Size(h.RawSize), len(h.Chunks), h.KeyID)
 	}
-	x, err := writeIndex(files[2], d.kr)
+	x, err := writeIndex(files[2], d.v2, d.kr)
 	if err != nil {
 		return files, err
 	}
-	d.say("indexed rootfs-3.1.aduimg: %d content-defined chunks, index %s, chunk store %s", len(x.Entries), progress.Size(int64(len(x.Encode()))), progress.Size(x.StoreSize))
+	d.say("indexed rootfs-3.1.aduimg against 2.0: %d content-defined chunks, index %s, chunk store %s", len(x.Entries), progress.Size(int64(len(x.Encode()))), progress.Size(x.StoreSize))
 	return files, nil
 }
 
@@ -262,47 +287,61 @@ func noise(n int) []byte {
 }
 
 // writeIndex writes the adaptive index and chunk store of the image at path beside it
-// (rootfs-3.1.aduidx and .aduchunks), as aduimport index does.
-func writeIndex(path string, kr *image.Keyring) (*adaptive.Index, error) {
+// (rootfs-3.1.aduidx and .aduchunks), with delta frames against the payload base, as
+// aduimport index --base does.
+func writeIndex(path string, base []byte, kr *image.Keyring) (*adaptive.Index, error) {
 	img, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	var store bytes.Buffer
-	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, nil)
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(base), Size: int64(len(base))})
 	if err != nil {
 		return nil, err
 	}
-	base := strings.TrimSuffix(path, ".aduimg")
-	return x, errors.Join(os.WriteFile(base+".aduidx", x.Encode(), 0o644), os.WriteFile(base+".aduchunks", store.Bytes(), 0o644))
+	stem := strings.TrimSuffix(path, ".aduimg")
+	return x, errors.Join(os.WriteFile(stem+".aduidx", x.Encode(), 0o644), os.WriteFile(stem+".aduchunks", store.Bytes(), 0o644))
 }
 
-// importUpdates writes the import manifests of the images of 2.0, 3.0 and 3.1 (its adaptive
-// index and chunk store as related files) and imports them.
+// importUpdates writes the import manifests of the images of 2.0 and 3.0 and imports them.
 func (d *demo) importUpdates(ctx context.Context, images [3]string) error {
 	d.say("local IoT Hub on mqtts://%s (local CA), update files on %s", d.stack.MQTTAddr, d.stack.HTTPURL)
-	for i, version := range []string{"2.0", "3.0", "3.1"} {
-		files := map[string]string{filepath.Base(images[i]): images[i]}
-		var related []string
-		if version == "3.1" {
-			base := strings.TrimSuffix(images[i], ".aduimg")
-			related = []string{base + ".aduidx", base + ".aduchunks"}
-			for _, p := range related {
-				files[filepath.Base(p)] = p
-			}
-		}
-		im, err := importManifest(ctx, images[i], version, related...)
+	stem := strings.TrimSuffix(images[2], ".aduimg")
+	updates := []struct {
+		version string
+		files   []string
+		classes []string
+	}{{"2.0", []string{images[0]}, []string{"rootfs"}}, {"3.0", []string{images[1]}, []string{"rootfs"}},
+		// 3.1's image with its adaptive index and chunk store, its related files.
+		{"3.1", []string{images[2], stem + ".aduidx", stem + ".aduchunks"}, []string{"rootfs"}}}
+	if d.mcu {
+		dir := filepath.Dir(images[0])
+		updates[0].files = append(updates[0].files, filepath.Join(dir, "mcu-2.0.0.bin"))
+		updates[0].classes = append(updates[0].classes, demoMCUClass)
+		updates = append(updates, struct {
+			version string
+			files   []string
+			classes []string
+		}{"2.1", []string{filepath.Join(dir, "mcu-2.1.0.bin")}, []string{demoMCUClass}})
+	}
+	for _, u := range updates {
+		im, err := importManifest(ctx, u.version, u.files, u.classes)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(filepath.Dir(images[i]), "rootfs-"+version+".importmanifest.json"), im, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(filepath.Dir(images[0]), "toaster-"+u.version+".importmanifest.json"), im, 0o644); err != nil {
 			return err
 		}
-		up, err := d.stack.Service.Import(im, files)
-		if err != nil {
-			return fmt.Errorf("importing %s: %w", version, err)
+		paths := map[string]string{}
+		for _, f := range u.files {
+			paths[filepath.Base(f)] = f
 		}
-		d.say("imported %s/%s %s: update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version, len(up.Manifest), d.stack.Signer.SigningKID())
+		up, err := d.stack.Service.Import(im, paths)
+		if err != nil {
+			return fmt.Errorf("importing %s: %w", u.version, err)
+		}
+		d.say("imported %s/%s %s (%s): update manifest signed (%d bytes, signature by %s)", up.UpdateID.Provider, up.UpdateID.Name, up.UpdateID.Version,
+			strings.Join(u.classes, " + "), len(up.Manifest), d.stack.Signer.SigningKID())
 	}
 	return nil
 }
@@ -331,7 +370,13 @@ func (d *demo) powerOn(ctx context.Context) (stop func(), err error) {
 			dd.dev.Run(dctx)
 		}()
 	}
-	stop = func() { cancel(); wg.Wait() }
+	stop = func() {
+		cancel()
+		wg.Wait()
+		for _, dd := range d.devices {
+			dd.dev.Close()
+		}
+	}
 	d.say("%d simulated device(s) powered on: NAND banks A/B, U-Boot env (aduflash preset), bank A holds the factory image", d.n)
 	if err := d.waitFor(ctx, "every device to connect and report its properties", func() (bool, string) {
 		ok := 0
@@ -359,6 +404,12 @@ func (d *demo) deployGood(ctx context.Context) (*hub.DeploymentStatus, error) {
 		return nil, err
 	}
 	d.say("2.0 confirmed on every device: running bank B, nothing pending")
+	if d.mcu {
+		if err := d.checkMCUs("2.0", 2, 0); err != nil {
+			return nil, err
+		}
+		d.say("MCU image 2.0.0 confirmed on every device's MCU (after the gateway confirmed bank B)")
+	}
 	return st, nil
 }
 
@@ -380,24 +431,23 @@ func (d *demo) confirmed(st *hub.DeploymentStatus, bank string, raw []byte) erro
 	return nil
 }
 
-// deployFailing deploys 3.0, whose application does not come up, and checks that every
-// device failed it with the health check's code, is Idle again and reports 2.0 as installed,
-// running bank B, with bank A marked bad.
-func (d *demo) deployFailing(ctx context.Context) (*hub.DeploymentStatus, error) {
-	st, err := d.deploy(ctx, "3.0", " (its application will not come up)", "bank A")
+// deployFailed deploys version (see deploy) and checks that every device failed it with erc
+// and is Idle again, reporting 2.0 as installed and running it from bank B.
+func (d *demo) deployFailed(ctx context.Context, version, note, bank string, erc adu.ExtendedResultCode) (*hub.DeploymentStatus, error) {
+	st, err := d.deploy(ctx, version, note, bank)
 	if err != nil {
 		return nil, err
 	}
 	if st.Counts.Failed != d.n {
-		return nil, fmt.Errorf("3.0: %d of %d devices failed, want all", st.Counts.Failed, d.n)
+		return nil, fmt.Errorf("%s: %d of %d devices failed, want all", version, st.Counts.Failed, d.n)
 	}
 	for _, r := range st.Results {
-		if !strings.Contains(r.ExtendedResultCodes, agent.ERCHealth.String()) {
-			return nil, fmt.Errorf("%s: 3.0 failed with %q, want the health-check code %s", r.DeviceID, r.ExtendedResultCodes, agent.ERCHealth)
+		if !strings.Contains(r.ExtendedResultCodes, erc.String()) {
+			return nil, fmt.Errorf("%s: %s failed with %q, want %s", r.DeviceID, version, r.ExtendedResultCodes, erc)
 		}
 	}
 	u2 := adu.UpdateID{Provider: demoProvider, Name: demoName, Version: "2.0"}
-	if err := d.waitFor(ctx, "every device to report 2.0 again", func() (bool, string) {
+	err = d.waitFor(ctx, "every device to report 2.0 again", func() (bool, string) {
 		ok := 0
 		for _, dd := range d.devices {
 			if d.idleAfter(dd.id) == st.ID && installed(d.stack.Hub, dd.id) == u2.InstalledUpdateID() && dd.dev.Running() == "B" {
@@ -405,7 +455,74 @@ func (d *demo) deployFailing(ctx context.Context) (*hub.DeploymentStatus, error)
 			}
 		}
 		return ok == d.n, fmt.Sprintf("%d/%d back on 2.0", ok, d.n)
-	}); err != nil {
+	})
+	return st, err
+}
+
+// checkMCUs checks that every device's MCU runs major.minor and never booted a bad image.
+func (d *demo) checkMCUs(update string, major, minor uint8) error {
+	for _, dd := range d.devices {
+		m := dd.dev.MCU()
+		img := m.Running()
+		if img == nil || img.Header.Version.Major != major || img.Header.Version.Minor != minor || m.Stats().BadBoots != 0 {
+			return fmt.Errorf("%s: after %s its MCU runs %v (%d boots without a good image)", dd.id, update, img, m.Stats().BadBoots)
+		}
+	}
+	return nil
+}
+
+// deployFailingMCU deploys 2.1, an MCU image whose application does not come up, and checks
+// that every device failed it with the MCU's health-check code, its MCU reverted by MCUboot
+// to 2.0.0, and the gateway still on 2.0 in bank B (no reboot for an MCU update).
+func (d *demo) deployFailingMCU(ctx context.Context) (*hub.DeploymentStatus, error) {
+	boots := make([]int, len(d.devices))
+	for i, dd := range d.devices {
+		boots[i] = dd.dev.Boots()
+	}
+	st, err := d.deployFailed(ctx, "2.1", " (an MCU image whose application will not come up)", "", agent.ERCMCUHealth)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkMCUs("2.1", 2, 0); err != nil {
+		return nil, err
+	}
+	for i, dd := range d.devices {
+		if dd.dev.Boots() != boots[i] || dd.dev.Running() != "B" {
+			return nil, fmt.Errorf("%s: the gateway rebooted for an MCU update (now bank %s)", dd.id, dd.dev.Running())
+		}
+	}
+	d.say("2.1 reverted on every device's MCU by MCUboot: it runs 2.0.0 again; the gateway stayed on 2.0 without a reboot")
+	return st, nil
+}
+
+// signMCUImages signs the MCU's images (MCUboot format, the same key): its factory 1.0.0,
+// 2.0's 2.0.0 and 2.1's 2.1.0, whose application does not come up.
+func (d *demo) signMCUImages(k crypto.Signer) error {
+	dir := filepath.Join(d.work, "images")
+	for i, version := range []string{"1.0.0", "2.0.0", "2.1.0"} {
+		v, err := mcuboot.ParseVersion(version)
+		if err != nil {
+			return err
+		}
+		img, err := mcuboot.Sign(payload(uint64(10+i), 24<<10), k, mcuboot.SignOptions{Version: v, HeaderSize: 0x200, PadHeader: true})
+		if err != nil {
+			return err
+		}
+		d.mcuImages[i] = img
+		if err := os.WriteFile(filepath.Join(dir, "mcu-"+version+".bin"), img, 0o644); err != nil {
+			return err
+		}
+	}
+	d.say("signed the MCU's images mcu-1.0.0.bin (its factory image), mcu-2.0.0.bin and mcu-2.1.0.bin: MCUboot format, %s each", progress.Size(int64(len(d.mcuImages[1]))))
+	return nil
+}
+
+// deployFailing deploys 3.0, whose application does not come up, and checks that every
+// device failed it with the health check's code, is Idle again and reports 2.0 as installed,
+// running bank B, with bank A marked bad.
+func (d *demo) deployFailing(ctx context.Context) (*hub.DeploymentStatus, error) {
+	st, err := d.deployFailed(ctx, "3.0", " (its application will not come up)", "bank A", agent.ERCHealth)
+	if err != nil {
 		return nil, err
 	}
 	for _, dd := range d.devices {
@@ -414,30 +531,6 @@ func (d *demo) deployFailing(ctx context.Context) (*hub.DeploymentStatus, error)
 		}
 	}
 	d.say("3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed")
-	return st, nil
-}
-
-// deployAdaptive deploys 3.1 (2.0's payload with a few changes, with its adaptive index) and
-// checks that every device runs it from bank A, nothing pending, having fetched less than a
-// quarter of the image.
-func (d *demo) deployAdaptive(ctx context.Context) (*hub.DeploymentStatus, error) {
-	before := d.served.Load()
-	st, err := d.deploy(ctx, "3.1", " (adaptive: only the chunks bank B lacks are fetched)", "bank A")
-	if err != nil {
-		return nil, err
-	}
-	if err := d.confirmed(st, "A", d.v31); err != nil {
-		return nil, err
-	}
-	up, err := d.stack.Service.Update(st.UpdateID)
-	if err != nil {
-		return nil, err
-	}
-	served, size := (d.served.Load()-before)/int64(d.n), up.Files[0].SizeInBytes
-	if served*4 > size {
-		return nil, fmt.Errorf("3.1: each device fetched %d bytes of a %d-byte image, not only its changed chunks", served, size)
-	}
-	d.say("3.1 confirmed on every device: running bank A, nothing pending; each fetched %s of the %s image", progress.Size(served), progress.Size(size))
 	return st, nil
 }
 
@@ -450,7 +543,7 @@ func (d *demo) deploy(ctx context.Context, version, note, bank string) (*hub.Dep
 		return nil, fmt.Errorf("deploying %s: %w", version, err)
 	}
 	d.say("deployment %s: %s to %d device(s)%s", short(dep.ID), u, len(dep.Devices), note)
-	if d.n == 1 {
+	if d.n == 1 && bank != "" {
 		d.bar.start(d.out, int64(d.size), "device-001: download → verify → write "+bank)
 	}
 	st, err := d.waitDeployment(ctx, dep.ID)
@@ -535,7 +628,13 @@ func (d *demo) newDevice(i int, groupKey string) (*demoDevice, error) {
 	if d.n == 1 {
 		logger = slog.New(&timelineHandler{d: d, id: id})
 	}
+	var mcu *devicesim.MCUOptions
+	if d.mcu {
+		mcu = &devicesim.MCUOptions{Class: demoMCUClass, Sim: mcusim.Config{Primary: d.mcuImages[0], Keyring: d.kr, SlotSize: 64 << 10},
+			Healthy: func(img *mcuboot.Image) bool { return img.Header.Version.Minor != 1 }}
+	}
 	dev, err := devicesim.New(devicesim.Options{
+		MCU:          mcu,
 		Logger:       logger,
 		Board:        board.Options{Dir: filepath.Join(d.work, "devices", id), SlotSize: slot, EraseSize: 128 << 10, PageSize: 2048, Factory: d.v1},
 		Manufacturer: demoProvider, Model: demoModel,
@@ -681,29 +780,67 @@ func signImage(path string, raw []byte, k crypto.Signer, version string) (*image
 	return h, f.Sync()
 }
 
-// importManifest writes the import manifest of one image, as aduimport manifest create does;
-// related, if given, are its adaptive index and chunk store.
-func importManifest(ctx context.Context, file, version string, related ...string) ([]byte, error) {
+// deployAdaptive deploys 3.1 (2.0's payload with a few changes, with its adaptive index) and
+// checks that every device runs it from bank A, nothing pending, having fetched less than a
+// quarter of the image.
+func (d *demo) deployAdaptive(ctx context.Context) (*hub.DeploymentStatus, error) {
+	before := d.served.Load()
+	st, err := d.deploy(ctx, "3.1", " (adaptive: only the chunks bank B lacks are fetched)", "bank A")
+	if err != nil {
+		return nil, err
+	}
+	if err := d.confirmed(st, "A", d.v31); err != nil {
+		return nil, err
+	}
+	up, err := d.stack.Service.Update(st.UpdateID)
+	if err != nil {
+		return nil, err
+	}
+	served, size := (d.served.Load()-before)/int64(d.n), up.Files[0].SizeInBytes
+	if served*4 > size {
+		return nil, fmt.Errorf("3.1: each device fetched %d bytes of a %d-byte image, not only its changed chunks", served, size)
+	}
+	d.say("3.1 confirmed on every device: running bank A, nothing pending; each fetched %s of the %s image", progress.Size(served), progress.Size(size))
+	return st, nil
+}
+
+// importManifest writes the import manifest of an update whose step i writes files[i] into
+// slot class classes[i], as aduimport manifest create does.
+func importManifest(ctx context.Context, version string, files, classes []string) ([]byte, error) {
 	compat, err := manifestgen.ParseCompat("manufacturer=" + demoProvider + ",model=" + demoModel)
 	if err != nil {
 		return nil, err
 	}
-	step, err := manifestgen.ParseStep(`handler=aduflash/image:1,properties={"installedCriteria":"` + version + `","slotClass":"rootfs"}`)
-	if err != nil {
-		return nil, err
+	var steps []manifestgen.StepSpec
+	var fss []manifestgen.FileSpec
+	for i, file := range files[:len(classes)] {
+		criteria := version // installedCriteria: the image's version
+		if classes[i] == demoMCUClass {
+			v, err := mcuboot.ParseVersion(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "mcu-"), ".bin"))
+			if err != nil {
+				return nil, err
+			}
+			criteria = v.String()
+		}
+		step, err := manifestgen.ParseStep(`handler=aduflash/image:1,files=` + filepath.Base(file) +
+			`,properties={"installedCriteria":"` + criteria + `","slotClass":"` + classes[i] + `"}`)
+		if err != nil {
+			return nil, err
+		}
+		fs, err := manifestgen.ParseFile(file)
+		if err != nil {
+			return nil, err
+		}
+		steps, fss = append(steps, step), append(fss, fs)
 	}
-	fs, err := manifestgen.ParseFile(file)
-	if err != nil {
-		return nil, err
+	for _, file := range files[len(classes):] {
+		fss[0].Related = append(fss[0].Related, manifestgen.RelatedFileSpec{Path: file})
 	}
-	for i, p := range related {
-		fs.DownloadHandler = agent.DownloadHandlerAdaptive
-		role := []string{adaptive.RoleIndex, adaptive.RoleStore}[i]
-		fs.Related = append(fs.Related, manifestgen.RelatedFileSpec{Path: p,
-			Properties: manifestgen.Object{}.With(adaptive.RoleProperty, json.RawMessage(strconv.Quote(role)))})
+	if err := imagestep.NameAdaptive(&manifestgen.Spec{Files: fss}); err != nil {
+		return nil, err
 	}
 	m, _, err := manifestgen.Build(ctx, manifestgen.Spec{UpdateID: manifestgen.UpdateID{Provider: demoProvider, Name: demoName, Version: version},
-		Compatibility: []manifestgen.Compatibility{compat}, Steps: []manifestgen.StepSpec{step}, Files: []manifestgen.FileSpec{fs}})
+		Compatibility: []manifestgen.Compatibility{compat}, Steps: steps, Files: fss})
 	if err != nil {
 		return nil, err
 	}
@@ -827,10 +964,11 @@ func (h *timelineHandler) Handle(_ context.Context, r slog.Record) error {
 			return true
 		})
 		h.d.say("%s agent: adaptive download: fetched %s of the %s image, reused %s from %s", h.id, progress.Size(fetched), progress.Size(size), progress.Size(reused), from)
-	case "health checks passed; bank confirmed", "rolling back", "slot written and verified", "deployment failed":
+	case "health checks passed; bank confirmed", "rolling back", "slot written and verified", "deployment failed",
+		"updating an MCU", "MCU updated and confirmed", "the MCU failed its health check: reverting", "MCU update failed":
 		var attrs []string
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "bank" || a.Key == "slot" || a.Key == "reason" || a.Key == "err" {
+			if a.Key == "bank" || a.Key == "slot" || a.Key == "reason" || a.Key == "err" || a.Key == "mcu" || a.Key == "why" {
 				attrs = append(attrs, a.Key+"="+a.Value.String())
 			}
 			return true

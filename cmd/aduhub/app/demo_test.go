@@ -31,6 +31,9 @@ func TestDemo(t *testing.T) {
 			"3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed",
 			"3.1 confirmed on every device: running bank A, nothing pending; each fetched",
 			"0/32000020 ×" + n, "700 ×" + n, "demo passed",
+			"MCU image 2.0.0 confirmed on every device's MCU (after the gateway confirmed bank B)",
+			"2.1 reverted on every device's MCU by MCUboot: it runs 2.0.0 again; the gateway stayed on 2.0 without a reboot",
+			"0/32000130 ×" + n,
 		} {
 			if !strings.Contains(s, want) {
 				t.Errorf("--devices %s: output lacks %q:\n%s", n, want, s)

@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // deviceConfig is what a device needs to dial serve with its connection string.
@@ -83,11 +84,11 @@ func TestDeviceRemoveOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := nextDesired(t, c1); !u.Full {
+	if u := iothubtest.NextDesired(t, c1); !u.Full {
 		t.Fatal("no full twin")
 	}
 	c2 := dialDevice(t, s, dev2.ConnectionString, dev2.CAFile)
-	nextDesired(t, c2)
+	iothubtest.NextDesired(t, c2)
 
 	out := s.mustCLI(t, nil, "device", "remove", "dev1")
 	if out != "removed device dev1\n" {
@@ -239,7 +240,7 @@ func TestDeviceAddX509(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := nextDesired(t, c); !u.Full {
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal("no full twin")
 	}
 	other, err := ca.IssueClientCertificate("xdev")
@@ -341,7 +342,7 @@ func TestDeviceKeyShownOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 
 	var renewed deviceAdded
 	s.mustCLI(t, &renewed, "device", "renew-key", "--json", "dev1")

@@ -62,7 +62,7 @@ EXAMPLE:
 		Flags: append(deviceFlags("enroll in"),
 			&cli.BoolFlag{Name: "group", Usage: "an enrollment group: devices derive their keys from its key"},
 			&cli.StringFlag{Name: "x509-thumbprint", Usage: "an individual X.509 enrollment: the SHA-256 `THUMBPRINT` (hex) of the device's certificate"},
-			jsonFlag("the enrollment with its key")),
+			cliapp.JSONFlag("the enrollment with its key")),
 		Action: e.enrollmentAdd,
 	}
 }
@@ -75,7 +75,7 @@ func (e *env) enrollmentListCommand() *cli.Command {
 		Description: `EXAMPLE:
    aduhub enrollment list
    aduhub enrollment list --json`,
-		Flags:  append(deviceFlags("list in"), jsonFlag("the enrollments")),
+		Flags:  append(deviceFlags("list in"), cliapp.JSONFlag("the enrollments")),
 		Action: e.enrollmentList,
 	}
 }
@@ -93,7 +93,7 @@ or the data folder cannot be written.
 
 EXAMPLE:
    aduhub enrollment remove toasters`,
-		Flags:  append(deviceFlags("remove from"), jsonFlag("the removed enrollment")),
+		Flags:  append(deviceFlags("remove from"), cliapp.JSONFlag("the removed enrollment")),
 		Action: e.enrollmentRemove,
 	}
 }
@@ -162,16 +162,10 @@ func newKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// onHub runs fn on the server's hub (through the API: online) or on the data folder.
+// onEnrollments runs an enrollment command through the server's API (online) or on the
+// data folder's hub (offline).
 func onEnrollments(c *cli.Context, online func(*apiClient) error, offline func(*hub.Hub) error) error {
-	return onRegistry(c, online, func(dir string) error {
-		h, err := openRegistry(dir)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		return offlineErr(offline(h))
-	})
+	return onRegistry(c, online, func(dir string) error { return withRegistry(dir, offline) })
 }
 
 func (e *env) enrollmentAdd(c *cli.Context) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
 
 // URLs aduhub hands out carry no default port: a client that takes everything between //
@@ -78,7 +79,7 @@ func TestServeHostName(t *testing.T) {
 	if !strings.HasPrefix(dev.ConnectionString, "HostName="+name+";DeviceId=dev1;") || dev.MQTT != name+":"+mqttPort {
 		t.Fatalf("%+v", dev)
 	}
-	if u := nextDesired(t, dialDevice(t, s, dev.ConnectionString, dev.CAFile)); !u.Full {
+	if u := iothubtest.NextDesired(t, dialDevice(t, s, dev.ConnectionString, dev.CAFile)); !u.Full {
 		t.Fatal("no full twin")
 	}
 	// HTTP answers requests for the name, not for others (DNS rebinding).
@@ -106,7 +107,7 @@ func TestServeHostName(t *testing.T) {
 	if s2.info.HostName != name {
 		t.Fatalf("after a restart: host name %s", s2.info.HostName)
 	}
-	if u := nextDesired(t, dialDevice(t, s2, off.ConnectionString, off.CAFile)); !u.Full {
+	if u := iothubtest.NextDesired(t, dialDevice(t, s2, off.ConnectionString, off.CAFile)); !u.Full {
 		t.Fatal("no full twin")
 	}
 

@@ -23,6 +23,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader/ubootenv"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -34,7 +35,7 @@ type procRig struct {
 	hubDir   string
 	hubCmd   *exec.Cmd
 	hubDone  chan error
-	hubErr   *lockedBuffer
+	hubErr   *syncbuf.Buffer
 	info     serveInfo
 	dev      string // the device's folder
 	cfg      string // its aduagent.toml
@@ -43,7 +44,7 @@ type procRig struct {
 	marker   string // reboot-requested
 	agentCmd *exec.Cmd
 	agentEnd chan error
-	agentErr *lockedBuffer // every run of the agent, one after another
+	agentErr *syncbuf.Buffer // every run of the agent, one after another
 	boots    int
 
 	root, slotA, slotB string
@@ -72,7 +73,7 @@ func buildProcBinaries(t *testing.T, dir string) {
 func (r *procRig) startProcHub() {
 	t := r.t
 	t.Helper()
-	r.hubErr = &lockedBuffer{}
+	r.hubErr = &syncbuf.Buffer{}
 	args := append([]string{"serve", "--data", r.hubDir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "info"}, r.hubArgs...)
 	r.hubCmd = exec.Command(filepath.Join(r.bin, "aduhub"), args...)
 	r.hubCmd.Stderr = r.hubErr
@@ -341,7 +342,7 @@ func newProcRig(t *testing.T, po procOptions) *procRig {
 	start := time.Now()
 	root := t.TempDir()
 	r := &procRig{t: t, root: root, start: start, bin: filepath.Join(root, "bin"), hubDir: filepath.Join(root, "hub"), dev: filepath.Join(root, "device"),
-		agentErr: &lockedBuffer{}, hubArgs: po.hubArgs}
+		agentErr: &syncbuf.Buffer{}, hubArgs: po.hubArgs}
 	for _, d := range []string{r.bin, r.dev} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

@@ -77,6 +77,12 @@ try device keys on MQTT, download update files whose URL they know, and try API 
 Import requests carry the files (aduhub import uploads them). With --import-dir DIR they may
 instead name regular files inside DIR by relative path; nothing outside DIR is read.
 
+The Device Update import API (POST /deviceUpdate/INSTANCE/updates:import, its operations and
+GET of an update; what aduimport publish calls) is served on --http with the API token as
+the bearer token. Its requests name the files by URL, which the server then fetches: only
+http(s) URLs on a --blob-host HOST[:PORT] (none by default: the API refuses every import),
+without redirects, no more bytes than the manifest gives each file.
+
 Exit codes: 0 stopped by a signal, 2 usage error (also a non-loopback address without
 --expose-to-network), 3 an address in use, the data folder not writable, or DIR already
 served by another aduhub.
@@ -94,6 +100,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "hostname", Usage: "the host `NAME` or IP address devices reach this machine by: in connection strings, the MQTT server certificate and file URLs (default: the one remembered in the data folder, else localhost)"},
 			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow --mqtt and --http addresses other than loopback: MQTT (device keys and certificates) and HTTP (update files by URL; API and web page by token) become reachable from the network"},
 			&cli.StringFlag{Name: "import-dir", Usage: "let import requests name regular files inside `DIR` instead of uploading them", TakesFile: true},
+			&cli.StringSliceFlag{Name: "blob-host", Usage: "let updates:import requests (aduimport publish) name files on `HOST[:PORT]` (a Blob Storage endpoint, e.g. Azurite's 127.0.0.1:10000); repeat for more"},
 			&cli.StringFlag{Name: "file-url", Usage: "the base `URL` devices download update files from (default: http://HOSTNAME:PORT/files of --http); for a proxy or a cache in front of this server that passes …/FILEID/NAME on to /files/FILEID/NAME"},
 			&cli.BoolFlag{Name: "tls", Value: true, Usage: "MQTT over TLS with the local CA (--tls=false: plain TCP, for clients that allow it)"},
 			&cli.IntFlag{Name: "max-conns-per-client", Value: defaultMaxConnsPerClient, Usage: "HTTP connections one IP address may hold open at a time (`N`)"},
@@ -165,7 +172,8 @@ func (e *env) serve(c *cli.Context) error {
 // serveConfig checks serve's flags and prepares its data folder: not served by another
 // aduhub, its host name, import folder and API token.
 func (e *env) serveConfig(c *cli.Context) (serverConfig, error) {
-	cfg := serverConfig{mqtt: c.String("mqtt"), http: c.String("http"), tls: c.Bool("tls"), maxConnsPerClient: c.Int("max-conns-per-client")}
+	cfg := serverConfig{mqtt: c.String("mqtt"), http: c.String("http"), tls: c.Bool("tls"), maxConnsPerClient: c.Int("max-conns-per-client"),
+		blobHosts: c.StringSlice("blob-host")}
 	level, err := checkServeFlags(c)
 	if err != nil {
 		return cfg, err
@@ -211,6 +219,11 @@ func checkServeFlags(c *cli.Context) (slog.Level, error) {
 	for _, f := range []string{"mqtt", "http"} {
 		if a := c.String(f); !cliapp.LoopbackListen(a) && !c.Bool("expose-to-network") {
 			return level, exitcode.Usagef("--%s %s listens beyond this machine: add --expose-to-network to let the network reach MQTT (device keys and certificates) and HTTP (update files by URL, the API and web page by token)", f, a)
+		}
+	}
+	for _, h := range c.StringSlice("blob-host") {
+		if h == "" || strings.ContainsAny(h, "/?#@ ") {
+			return level, exitcode.Usagef("--blob-host %q: want HOST or HOST:PORT", h)
 		}
 	}
 	if h := c.String("hostname"); h != "" {
@@ -288,6 +301,7 @@ type serverConfig struct {
 	hostName          string // the IoT Hub host name devices use
 	fileURL           string // "": http://hostName:port/files
 	importDir         string // "": uploads only
+	blobHosts         []string
 	tls               bool
 	token             string // the API token
 	maxConnsPerClient int    // 0: defaultMaxConnsPerClient
@@ -307,8 +321,16 @@ type server struct {
 	hosts     []string // the Host names HTTP requests may carry (besides loopback ones)
 	importDir *os.Root // nil: uploads only
 	readIdle  time.Duration
+	// fetcher fetches the files of updates:import requests (--blob-host); ops are their
+	// operations.
+	fetcher *hub.Fetcher
+	ops     *operations
 	// regMu orders device registrations (look up, then register) among requests.
 	regMu sync.Mutex
+	// logs is the blob stand-in of log collections (logStore opens it).
+	logsOnce sync.Once
+	logs     *hub.LogStore
+	logsErr  error
 }
 
 // withDefaults fills in the limits and the host name left zero.
@@ -330,7 +352,8 @@ func (cfg serverConfig) withDefaults() serverConfig {
 
 func startServer(cfg serverConfig) (_ *server, err error) {
 	cfg = cfg.withDefaults()
-	s := &server{log: cfg.log, auth: newAuth(cfg.token), readIdle: cfg.readTimeout}
+	s := &server{log: cfg.log, auth: newAuth(cfg.token), readIdle: cfg.readTimeout,
+		fetcher: &hub.Fetcher{Hosts: cfg.blobHosts}, ops: newOperations()}
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -398,11 +421,15 @@ func (s *server) close() {
 // stop stops the local stack (letting HTTP requests in flight finish for a few seconds) and
 // closes the import folder.
 func (s *server) stop() {
+	s.ops.stop()
 	if s.stack != nil {
 		s.stack.Close()
 	}
 	if s.importDir != nil {
 		s.importDir.Close()
+	}
+	if s.logs != nil {
+		s.logs.Close()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,26 +21,10 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/iothub"
+	"github.com/aduflash/aduflash/iothub/iothubtest"
 )
-
-// lockedBuffer is an io.Writer safe for the serve goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // hubServe is aduhub serve running in-process on 127.0.0.1:0 ports.
 type hubServe struct {
@@ -50,13 +32,13 @@ type hubServe struct {
 	info     serveInfo
 	cancel   context.CancelFunc
 	done     chan int
-	out, err *lockedBuffer
+	out, err *syncbuf.Buffer
 }
 
 func startServe(t *testing.T, dir string, extra ...string) *hubServe {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &hubServe{dir: dir, cancel: cancel, done: make(chan int, 1), out: &lockedBuffer{}, err: &lockedBuffer{}}
+	s := &hubServe{dir: dir, cancel: cancel, done: make(chan int, 1), out: &syncbuf.Buffer{}, err: &syncbuf.Buffer{}}
 	args := append([]string{"aduhub", "serve", "--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	go func() { s.done <- Run(ctx, args, s.out, s.err) }()
 	deadline := time.Now().Add(10 * time.Second)
@@ -103,7 +85,7 @@ func (s *hubServe) cli(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var o, e bytes.Buffer
 	n := 1 // the command's words
-	if args[0] == "device" || args[0] == "enrollment" {
+	if args[0] == "device" || args[0] == "enrollment" || args[0] == "logs" {
 		n = 2
 	}
 	full := append(append(append([]string{"aduhub"}, args[:n]...), "--server", s.info.HTTP, "--token-file", s.tokenFile()), args[n:]...)
@@ -207,39 +189,7 @@ func deadServer(t *testing.T) (url, tokenFile string) {
 
 func dialDevice(t *testing.T, s *hubServe, conn, caFile string) *iothub.Client {
 	t.Helper()
-	pool, err := iothub.LoadCAFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := iothub.Dial(ctx, iothub.Config{
-		ConnectionString: conn,
-		ModelID:          "dtmi:azure:iot:deviceUpdateContractModel;2",
-		Address:          s.info.MQTT,
-		TLSConfig:        &tls.Config{RootCAs: pool},
-		RequestTimeout:   5 * time.Second,
-		ConnectTimeout:   5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
-func nextDesired(t *testing.T, c *iothub.Client) iothub.DesiredUpdate {
-	t.Helper()
-	select {
-	case u, ok := <-c.Desired():
-		if !ok {
-			t.Fatal("Desired closed")
-		}
-		return u
-	case <-time.After(10 * time.Second):
-		t.Fatal("no desired twin event")
-	}
-	return iothub.DesiredUpdate{}
+	return iothubtest.Dial(t, deviceConfig(t, s, conn, caFile))
 }
 
 func reportAgent(t *testing.T, c *iothub.Client, agent string) {
@@ -304,7 +254,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// A device as the agent would be: TLS with the CA file, the connection string, reported
 	// deviceProperties and its installed update.
 	c := dialDevice(t, s, added.ConnectionString, added.CAFile)
-	if u := nextDesired(t, c); !u.Full {
+	if u := iothubtest.NextDesired(t, c); !u.Full {
 		t.Fatal("no full twin first")
 	}
 	old := adu.UpdateID{Provider: "Contoso", Name: "Toaster", Version: "0.9"}.InstalledUpdateID()
@@ -333,7 +283,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if len(dep.Devices) != 1 || dep.Devices[0] != "dev1" || dep.Counts.InProgress != 1 {
 		t.Fatalf("%+v", dep)
 	}
-	des, err := adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err := adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || des.Service == nil || des.Service.Workflow == nil || des.Service.Workflow.ID != dep.ID {
 		t.Fatalf("desired: %+v %v", des, err)
 	}
@@ -403,7 +353,7 @@ func TestServeEndToEnd(t *testing.T) {
 	// retryTimestamp; a second retry has nothing to retry; cancel; cancel again is refused.
 	var dep2 hub.DeploymentStatus
 	s.mustCLI(t, &dep2, "deploy", "--json", "--update", "Contoso/Toaster/2.0")
-	nextDesired(t, c)
+	iothubtest.NextDesired(t, c)
 	s.wantFail(t, exitcode.Invalid, "no failed devices", "retry", dep2.ID)
 	reportAgent(t, c, `{"state":6,"workflow":{"action":3,"id":"`+dep2.ID+`"}}`)
 	reportAgent(t, c, `{"state":255,"workflow":{"action":3,"id":"`+dep2.ID+`"},"lastInstallResult":{"resultCode":0,"extendedResultCodes":"30501028","resultDetails":"health check failed"}}`)
@@ -420,7 +370,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if len(rr.Retried) != 1 || rr.Deployment.Counts.InProgress != 1 {
 		t.Fatalf("%+v", rr)
 	}
-	des, err = adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err = adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || des.Service.Workflow.ID != dep2.ID || des.Service.Workflow.RetryTimestamp == "" {
 		t.Fatalf("retry desired: %+v %v", des, err)
 	}
@@ -428,7 +378,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if out := s.mustCLI(t, nil, "cancel", dep2.ID); !strings.Contains(out, "1 cancelled") {
 		t.Fatalf("cancel: %s", out)
 	}
-	des, err = adu.ParseDesired(nextDesired(t, c).Patch)
+	des, err = adu.ParseDesired(iothubtest.NextDesired(t, c).Patch)
 	if err != nil || !des.Service.IsCancel() {
 		t.Fatalf("cancel desired: %+v %v", des, err)
 	}
@@ -483,7 +433,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	// The device reconnects with the same connection string and CA.
 	c2 := dialDevice(t, s2, added.ConnectionString, added.CAFile)
-	if u := nextDesired(t, c2); !u.Full {
+	if u := iothubtest.NextDesired(t, c2); !u.Full {
 		t.Fatal("no full twin")
 	}
 

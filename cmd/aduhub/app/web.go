@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"html/template"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -287,11 +289,7 @@ func groupText(g map[string]string) string {
 
 // keyValues is m as k=v texts, sorted by key.
 func keyValues(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	kv := make([]string, len(keys))
 	for i, k := range keys {
 		kv[i] = k + "=" + m[k]

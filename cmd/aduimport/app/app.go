@@ -39,6 +39,7 @@ EXAMPLE:
 			e.mcubootCommand(),
 			e.manifestCommand(),
 			e.checkFitCommand(),
+			e.publishCommand(),
 		},
 	}, stdout, stderr)
 }

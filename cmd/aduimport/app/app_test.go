@@ -23,7 +23,7 @@ func golden(t *testing.T, name, got string) {
 
 // TestProgram: keygen, sign, verify, inspect, index, mcuboot and manifest with their subcommands,
 // check-fit; --version; --help goldens.
-func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 13) }
+func TestProgram(t *testing.T) { clitest.Program(t, Run, New(io.Discard, io.Discard), 14) }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{

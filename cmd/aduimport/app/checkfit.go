@@ -14,6 +14,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/progress"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/limitread"
 	"github.com/aduflash/aduflash/slots"
 )
 
@@ -42,7 +43,7 @@ EXAMPLE:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "device config `FILE` (TOML with a [slots] section); required", TakesFile: true},
 			&cli.StringFlag{Name: "class", Usage: "slot `CLASS` for images that name none (MCUboot images, aduimg without a class)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		},
 		Action: e.checkFit,
 	}
@@ -138,13 +139,13 @@ func checkImageFit(cfg *slots.Config, path, class string) ([]fitRow, error) {
 		}
 	case mcuboot.IsImage(prefix[:n]):
 		row.Format = "mcuboot"
-		data, err := io.ReadAll(io.LimitReader(f, mcuboot.MaxSize+1))
-		if err != nil {
-			return nil, err
-		}
-		if len(data) > mcuboot.MaxSize {
+		data, err := limitread.All(f, mcuboot.MaxSize)
+		if errors.Is(err, limitread.ErrTooLarge) {
 			row.Problem = fmt.Sprintf("larger than %d bytes", mcuboot.MaxSize)
 			return []fitRow{row}, nil
+		}
+		if err != nil {
+			return nil, err
 		}
 		if mcu, err = mcuboot.Parse(data); err != nil {
 			row.Problem = err.Error()

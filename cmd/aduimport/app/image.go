@@ -2,10 +2,12 @@ package app
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/bytesize"
+	"github.com/aduflash/aduflash/internal/limitread"
 )
 
 func (e *env) signCommand() *cli.Command {
@@ -46,7 +49,7 @@ EXAMPLE:
 			&cli.StringSliceFlag{Name: "meta", Usage: "free-form metadata `k=v[,k=v...]` (repeatable)"},
 			&cli.Uint64Flag{Name: "security-counter", Usage: "anti-rollback `COUNTER`: devices refuse images below their own"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "image `FILE` to write", TakesFile: true},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		},
 		Action: e.sign,
 	}
@@ -139,19 +142,11 @@ Trust comes from --pub (repeatable) or a --keyring file, which can also revoke k
 EXAMPLE:
    aduimport verify --pub release.pub.pem rootfs-1.2.0.aduimg
    aduimport verify --keyring /etc/aduflash/keyring.toml --max-size 512MiB rootfs-1.2.0.aduimg`,
-		Flags: append(trustFlags(),
+		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "max-size", Usage: "refuse payloads larger than `SIZE` (the target slot's size)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the verdict as JSON"},
+			cliapp.JSONFlag("the verdict"),
 		),
 		Action: e.verify,
-	}
-}
-
-// trustFlags are --pub and --keyring, which name the keys an image may be signed with.
-func trustFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "pub", Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
-		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
 	}
 }
 
@@ -234,7 +229,7 @@ EXAMPLE:
    aduimport inspect rootfs-1.2.0.aduimg
    aduimport inspect --json zephyr.signed.bin | jq .version`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print the header as JSON"},
+			cliapp.JSONFlag("the header"),
 			&cli.BoolFlag{Name: "chunks", Usage: "list every chunk (aduimg, text output)"},
 		},
 		Action: e.inspect,
@@ -273,12 +268,12 @@ func (e *env) inspect(c *cli.Context) error {
 		}
 		return writeHeaderText(e.stdout, path, h, c.Bool("chunks"))
 	case mcuboot.IsImage(prefix):
-		data, err := io.ReadAll(io.LimitReader(br, maxMCUbootImage+1))
+		data, err := limitread.All(br, maxMCUbootImage)
+		if errors.Is(err, limitread.ErrTooLarge) {
+			return exitcode.InvalidInput(fmt.Errorf("%s: larger than %s: not an MCU image", path, progress.Size(maxMCUbootImage)))
+		}
 		if err != nil {
 			return err
-		}
-		if len(data) > maxMCUbootImage {
-			return exitcode.InvalidInput(fmt.Errorf("%s: larger than %s: not an MCU image", path, progress.Size(maxMCUbootImage)))
 		}
 		img, err := mcuboot.Parse(data)
 		if err != nil {
@@ -337,11 +332,7 @@ func writeHeaderText(w io.Writer, path string, h *image.Header, chunks bool) err
 }
 
 func joinKV(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = k + "=" + m[k]

@@ -42,12 +42,12 @@ EXAMPLE:
    aduimport index --pub release.pub.pem --base rootfs-1.2.0.aduimg rootfs-1.3.0.aduimg
    aduimport manifest create ... --file rootfs-1.3.0.aduimg \
        --related-file rootfs-1.3.0.aduidx --related-file rootfs-1.3.0.aduchunks`,
-		Flags: append(trustFlags(),
+		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "index", Usage: "index `FILE` to write (default IMAGE.aduidx)", TakesFile: true},
 			&cli.StringFlag{Name: "store", Usage: "chunk store `FILE` to write (default IMAGE.aduchunks)", TakesFile: true},
 			&cli.StringFlag{Name: "base", Usage: "write delta frames against the payload of the aduimg image `FILE` (what devices run now)", TakesFile: true},
 			&cli.StringFlag{Name: "chunks", Value: chunkDefault, Usage: "chunk sizes `MIN,AVG,MAX` (AVG a power of two)"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			cliapp.JSONFlag("the result"),
 		),
 		Action: e.index,
 	}

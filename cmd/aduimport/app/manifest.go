@@ -3,8 +3,6 @@ package app
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
@@ -20,9 +18,6 @@ import (
 // progressThreshold is the total payload size from which manifest create shows hashing
 // progress on stderr; below it hashing takes well under a second.
 const progressThreshold = 64 << 20
-
-// maxManifestSize caps what manifest check reads: import manifests are a few KiB.
-const maxManifestSize = 8 << 20
 
 func (e *env) manifestCommand() *cli.Command {
 	return &cli.Command{
@@ -319,7 +314,7 @@ EXAMPLE:
    aduimport manifest check Contoso.Toaster.1.0.importmanifest.json
    aduimport manifest check --json *.importmanifest.json`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
+			cliapp.JSONFlag("the results"),
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, -1, "one or more manifest files"); err != nil {
@@ -329,7 +324,7 @@ EXAMPLE:
 			invalid, unreadable := 0, 0
 			for _, name := range c.Args().Slice() {
 				r := checkResult{File: name, Violations: []manifestgen.Violation{}}
-				data, err := readManifest(name)
+				data, err := manifestgen.ReadFile(name)
 				if err != nil {
 					unreadable++
 					r.Error = err.Error()
@@ -379,21 +374,4 @@ EXAMPLE:
 			return err
 		},
 	}
-}
-
-// readManifest reads a manifest file, refusing anything far larger than a manifest.
-func readManifest(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(data) > maxManifestSize {
-		return nil, fmt.Errorf("%s: larger than %s, not an import manifest", name, progress.Size(maxManifestSize))
-	}
-	return data, nil
 }

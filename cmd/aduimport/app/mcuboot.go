@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/limitread"
 )
 
 // mcubootCommand groups sign, verify and dump of MCUboot images (package image/mcuboot).
@@ -485,17 +484,9 @@ EXAMPLE:
 
 // mcubootRead reads a whole file of at most limit bytes; a larger file is invalid input.
 func mcubootRead(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	b, err := limitread.File(path, limit)
+	if errors.Is(err, limitread.ErrTooLarge) {
+		return nil, exitcode.InvalidInput(fmt.Errorf("%w: %w", mcuboot.ErrTooLarge, err))
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, exitcode.InvalidInput(fmt.Errorf("%s: %w: more than %d bytes", path, mcuboot.ErrTooLarge, limit))
-	}
-	return b, nil
+	return b, err
 }

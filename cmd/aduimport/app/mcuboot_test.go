@@ -15,6 +15,7 @@ import (
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
 // mcubootFixture writes keys and a payload into a temporary directory.
@@ -147,15 +148,7 @@ func TestMcubootSignVerifyDump(t *testing.T) {
 // images of package image/mcuboot are imgtool 2.4.0's output for its golden key).
 func TestMcubootSignMatchesImgtool(t *testing.T) {
 	f := newMcubootFixture(t)
-	// mcuboot's goldenPayload: 1000 bytes of xorshift32 from 0x12345678.
-	payload := make([]byte, 1000)
-	x := uint32(0x12345678)
-	for i := range payload {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		payload[i] = byte(x)
-	}
+	payload := mcuboottest.Payload(1000)
 	in := filepath.Join(f.dir, "golden.in")
 	if err := os.WriteFile(in, payload, 0o600); err != nil {
 		t.Fatal(err)

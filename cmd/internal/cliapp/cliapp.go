@@ -147,6 +147,19 @@ func WriteJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// Outcome is how a command ended, the first members of its --json result: ok, the error's
+// message and the exit code. Embed it in a result and pass its Mark to JSONVerdict.
+type Outcome struct {
+	OK       bool   `json:"ok"`
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// Mark records how the command ended.
+func (o *Outcome) Mark(ok bool, exitCode int, msg string) {
+	o.OK, o.ExitCode, o.Error = ok, exitCode, msg
+}
+
 // JSONVerdict ends a command that prints its result as JSON: mark records the outcome of err
 // in res (ok, exit code, message), res is printed, and the error is returned silenced (it is
 // in the JSON already), so the exit code still tells the outcome.
@@ -160,4 +173,18 @@ func JSONVerdict(w io.Writer, res any, err error, mark func(ok bool, exitCode in
 		return jerr
 	}
 	return Silent(err)
+}
+
+// TrustFlags are --pub and --keyring, which name the keys an image may be signed with
+// (image.LoadTrust reads them); pubAliases are other names of --pub.
+func TrustFlags(pubAliases ...string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "pub", Aliases: pubAliases, Usage: "trusted public key `PEM` file (repeatable)", TakesFile: true},
+		&cli.StringFlag{Name: "keyring", Usage: "keyring `FILE` (TOML: trusted keys and revoked key ids)", TakesFile: true},
+	}
+}
+
+// JSONFlag is --json, which prints what (e.g. "the result") as JSON instead of text.
+func JSONFlag(what string) cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print " + what + " as JSON"}
 }

@@ -99,25 +99,26 @@ func TestWriteJSON(t *testing.T) {
 	}
 }
 
+// TestJSONVerdict: the result embedding Outcome opens with how the command ended (ok, the
+// error, the exit code), and the error comes back silenced with its exit code.
 func TestJSONVerdict(t *testing.T) {
 	type res struct {
-		OK   bool   `json:"ok"`
-		Code int    `json:"exit_code"`
-		Msg  string `json:"error,omitempty"`
+		Outcome
+		Name string `json:"name"`
 	}
 	for _, err := range []error{nil, exitcode.InvalidInput(errors.New("bad image"))} {
 		var out bytes.Buffer
-		r := &res{}
-		got := JSONVerdict(&out, r, err, func(ok bool, code int, msg string) { r.OK, r.Code, r.Msg = ok, code, msg })
+		r := &res{Name: "x"}
+		got := JSONVerdict(&out, r, err, r.Mark)
 		if exitcode.Of(got) != exitcode.Of(err) {
 			t.Errorf("err %v: returned exit %d", err, exitcode.Of(got))
 		}
-		want := `"ok": true`
+		want := "{\n  \"ok\": true,\n  \"exit_code\": 0,\n  \"name\": \"x\"\n}\n"
 		if err != nil {
-			want = `"error": "bad image"`
+			want = "{\n  \"ok\": false,\n  \"error\": \"bad image\",\n  \"exit_code\": 1,\n  \"name\": \"x\"\n}\n"
 		}
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("err %v: printed %s", err, out.String())
+		if out.String() != want {
+			t.Errorf("err %v: printed %s, want %s", err, out.String(), want)
 		}
 		var errOut bytes.Buffer
 		a := &cli.App{Name: "x", ErrWriter: &errOut, Action: func(*cli.Context) error { return got }}

@@ -6,9 +6,7 @@ package clitest
 import (
 	"bytes"
 	"context"
-	"flag"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,30 +14,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
+	"github.com/aduflash/aduflash/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
-// Golden compares got with the file at path, or rewrites the file under go test -update.
-func Golden(t testing.TB, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it)\n--- got:\n%s\n--- want:\n%s", path, got, want)
-	}
-}
+// Golden compares got with the golden file at path, or rewrites it under go test -update
+// (golden.Check).
+func Golden(t testing.TB, path, got string) { golden.Check(t, path, got) }
 
 // Main is a binary's testable entry point: its app.Run.
 type Main func(ctx context.Context, args []string, stdout, stderr io.Writer) int

@@ -18,6 +18,9 @@ const (
 	Invalid = 1
 	Usage   = 2
 	IO      = 3
+	// Exists: nothing was done because it was done before (an update already imported); a
+	// pipeline may treat it as success or not.
+	Exists = 4
 )
 
 // Error carries the exit code a command's failure should end with.
@@ -47,7 +50,7 @@ func Usagef(format string, args ...any) error {
 
 // Of returns the exit code for err: 0 for nil; the code of the outermost *Error in its chain;
 // else what the packages that made the error say it is about (errkind.Of): Input 1, Usage
-// 2, Environment 3; and IO for anything unmarked (a file that cannot be read, a full disk).
+// 2, Environment 3, Exists 4; and IO for anything unmarked (a file that cannot be read, a full disk).
 func Of(err error) int {
 	if err == nil {
 		return OK
@@ -61,6 +64,8 @@ func Of(err error) int {
 		return Invalid
 	case errkind.Usage:
 		return Usage
+	case errkind.Exists:
+		return Exists
 	}
 	return IO
 }

@@ -16,6 +16,7 @@ func TestOf(t *testing.T) {
 		unknownName = errkind.New(errkind.Usage, "unknown slot")
 		medium      = errkind.New(errkind.Environment, "flash failed")
 		stage       = errkind.New(errkind.Cause, "slot write failed")
+		imported    = errkind.New(errkind.Exists, "update exists")
 	)
 	cases := []struct {
 		err  error
@@ -37,6 +38,9 @@ func TestOf(t *testing.T) {
 		{fmt.Errorf("%w: %w", stage, verdict), Invalid},
 		{WithCode(IO, verdict), IO},
 		{Usagef("bad flag: %w", verdict), Usage},
+		{fmt.Errorf("ctx: %w", imported), Exists},
+		{fmt.Errorf("%w: %w", verdict, imported), Exists},
+		{fmt.Errorf("%w: %w", imported, medium), IO},
 	}
 	for i, c := range cases {
 		if got := Of(c.err); got != c.want {

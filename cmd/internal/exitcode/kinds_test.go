@@ -29,11 +29,13 @@ import (
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/manifestgen"
+	"github.com/aduflash/aduflash/publish"
 	"github.com/aduflash/aduflash/recovery/console"
 	"github.com/aduflash/aduflash/recovery/fastboot"
 	"github.com/aduflash/aduflash/recovery/tftpserve"
 	"github.com/aduflash/aduflash/recovery/ubootscript"
 	"github.com/aduflash/aduflash/slots"
+	"github.com/aduflash/aduflash/smp"
 )
 
 // packageErrors holds every exported sentinel error and error type of the packages whose
@@ -121,6 +123,8 @@ var packageErrors = map[string]error{
 	"bootloader/mcuboottrailer.ErrFlash":     mcuboottrailer.ErrFlash,
 	// slots
 	"slots.ErrConfig":           slots.ErrConfig,
+	"slots.ErrMCUBehind":        slots.ErrMCUBehind,
+	"slots.ErrNoReadBack":       slots.ErrNoReadBack,
 	"slots.ErrUnknownSlot":      slots.ErrUnknownSlot,
 	"slots.ErrActiveSlot":       slots.ErrActiveSlot,
 	"slots.ErrActiveUnknown":    slots.ErrActiveUnknown,
@@ -138,6 +142,7 @@ var packageErrors = map[string]error{
 	"install.ErrSlotClass":     install.ErrSlotClass,
 	"install.ErrSlot":          install.ErrSlot,
 	"install.ErrVerify":        install.ErrVerify,
+	"install.ErrAdaptive":      install.ErrAdaptive,
 	// download
 	"download.ErrTooLong":      download.ErrTooLong,
 	"download.ErrTruncated":    download.ErrTruncated,
@@ -157,6 +162,8 @@ var packageErrors = map[string]error{
 	"hub.ErrTwinTooLarge":        hub.ErrTwinTooLarge,
 	"hub.ErrNotRegular":          hub.ErrNotRegular,
 	"hub.ErrUpdateExists":        hub.ErrUpdateExists,
+	"hub.ErrUnknownEnrollment":   hub.ErrUnknownEnrollment,
+	"hub.ErrLogStore":            hub.ErrLogStore,
 	"hub.ErrUnknownUpdate":       hub.ErrUnknownUpdate,
 	"hub.ErrImportFiles":         hub.ErrImportFiles,
 	"hub.ErrNotDeployable":       hub.ErrNotDeployable,
@@ -165,8 +172,20 @@ var packageErrors = map[string]error{
 	"hub.ErrDeploymentCancelled": hub.ErrDeploymentCancelled,
 	"hub.ErrNoFailedDevices":     hub.ErrNoFailedDevices,
 	"hub.ErrSigner":              hub.ErrSigner,
+	"hub.ErrURLNotAllowed":       hub.ErrURLNotAllowed,
+	"hub.ErrImportManifest":      hub.ErrImportManifest,
+	"hub.ErrDownload":            hub.ErrDownload,
+	// publish
+	"publish.ErrFiles":           publish.ErrFiles,
+	"publish.ErrUpdateExists":    publish.ErrUpdateExists,
+	"publish.ErrImportFailed":    publish.ErrImportFailed,
+	"publish.ErrEndpoint":        publish.ErrEndpoint,
+	"publish.ErrForeignLocation": publish.ErrForeignLocation,
+	"publish.ErrAPI":             publish.ErrAPI,
+	"publish.ErrTokenFile":       publish.ErrTokenFile,
 	// iothub
 	"iothub.ErrInvalidConnectionString": iothub.ErrInvalidConnectionString,
+	"iothub.ErrUnauthorized":            iothub.ErrUnauthorized,
 	"iothub.ErrInvalidConfig":           iothub.ErrInvalidConfig,
 	"iothub.ErrInvalidKey":              iothub.ErrInvalidKey,
 	"iothub.ErrInvalidSASToken":         iothub.ErrInvalidSASToken,
@@ -201,6 +220,11 @@ var packageErrors = map[string]error{
 	"agent.ErrConfig":             agent.ErrConfig,
 	"agent.ErrBusy":               agent.ErrBusy,
 	"agent.ErrSlotCopy":           agent.ErrSlotCopy,
+	"agent.ErrMCUUnreachable":     agent.ErrMCUUnreachable,
+	"agent.ErrMCUUpload":          agent.ErrMCUUpload,
+	"agent.ErrMCUBoot":            agent.ErrMCUBoot,
+	"agent.ErrMCUHealth":          agent.ErrMCUHealth,
+	"agent.ErrMCUNotReverted":     agent.ErrMCUNotReverted,
 	// journal
 	"journal.ErrCorrupt": journal.ErrCorrupt,
 	// recovery/console
@@ -243,6 +267,17 @@ var packageErrors = map[string]error{
 	"recovery/tftpserve.ErrMalformed":   tftpserve.ErrMalformed,
 	"recovery/tftpserve.ErrChanged":     tftpserve.ErrChanged,
 	"recovery/tftpserve.ErrNotServable": tftpserve.ErrNotServable,
+	// smp
+	"smp.ErrTimeout":      smp.ErrTimeout,
+	"smp.ErrClosed":       smp.ErrClosed,
+	"smp.ErrFrame":        smp.ErrFrame,
+	"smp.ErrPacket":       smp.ErrPacket,
+	"smp.ErrReply":        smp.ErrReply,
+	"smp.ErrDevice":       smp.ErrDevice,
+	"smp.ErrNotSupported": smp.ErrNotSupported,
+	"smp.ErrTooLarge":     smp.ErrTooLarge,
+	"smp.ErrMismatch":     smp.ErrMismatch,
+	"smp.ErrEndpoint":     smp.ErrEndpoint,
 	// error types
 	"image.ChunkError":              &image.ChunkError{},
 	"manifestgen.ValidationError":   &manifestgen.ValidationError{},
@@ -254,6 +289,9 @@ var packageErrors = map[string]error{
 	"journal.CorruptError":          &journal.CorruptError{},
 	"recovery/console.StepError":    &console.StepError{Err: console.ErrTimeout},
 	"recovery/fastboot.FailError":   &fastboot.FailError{},
+	"publish.OperationError":        &publish.OperationError{Op: &publish.Operation{}},
+	"publish.APIError":              &publish.APIError{Status: 500},
+	"smp.DeviceError":               &smp.DeviceError{},
 }
 
 // TestEveryErrorHasAKind: each exported sentinel error (Err...) and error type of these
@@ -275,7 +313,7 @@ func TestEveryErrorHasAKind(t *testing.T) {
 			t.Errorf("%s (%v) does not say what it is about: make it with errkind.New, or give its type an ErrorKind method", name, err)
 			continue
 		}
-		want := map[errkind.Kind]int{errkind.Input: Invalid, errkind.Usage: Usage, errkind.Environment: IO, errkind.Cause: IO}[m.ErrorKind()]
+		want := map[errkind.Kind]int{errkind.Input: Invalid, errkind.Usage: Usage, errkind.Environment: IO, errkind.Cause: IO, errkind.Exists: Exists}[m.ErrorKind()]
 		if got := Of(err); got != want {
 			t.Errorf("Of(%s) = %d, want %d for a %s error", name, got, want, m.ErrorKind())
 		}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package console
+package serial
 
 import (
 	"fmt"
@@ -11,4 +11,9 @@ import (
 // Open opens a serial line; this build supports Linux only.
 func Open(path string, baud int) (*os.File, error) {
 	return nil, fmt.Errorf("%w: %s: opening a serial line is supported on Linux only", ErrSerial, runtime.GOOS)
+}
+
+// OpenPTY makes a pseudo-terminal; this build supports Linux only.
+func OpenPTY() (*PTY, error) {
+	return nil, fmt.Errorf("%w: %s: pseudo-terminals are supported on Linux only", ErrSerial, runtime.GOOS)
 }

@@ -1,6 +1,7 @@
-package console
+package serial
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -34,6 +35,17 @@ func Open(path string, baud int) (*os.File, error) {
 }
 
 func setRaw(fd int, speed uint32) error {
+	if err := setTermios(fd, speed); err != nil {
+		return err
+	}
+	if err := unix.IoctlSetInt(fd, unix.TIOCEXCL, 0); err != nil {
+		return fmt.Errorf("exclusive use: %w", err)
+	}
+	return unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIOFLUSH)
+}
+
+// setTermios puts a terminal in raw mode, 8N1, no flow control, at speed.
+func setTermios(fd int, speed uint32) error {
 	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
 		return fmt.Errorf("not a terminal: %w", err)
@@ -48,8 +60,47 @@ func setRaw(fd int, speed uint32) error {
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
 		return fmt.Errorf("setting raw mode: %w", err)
 	}
-	if err := unix.IoctlSetInt(fd, unix.TIOCEXCL, 0); err != nil {
-		return fmt.Errorf("exclusive use: %w", err)
+	return nil
+}
+
+// OpenPTY opens a new pseudo-terminal: its master side for the program that plays the
+// device, and its slave, opened here too and kept open in raw mode so that the master never
+// sees a hang-up between two clients. Clients open PTY.Path as they would a serial line.
+func OpenPTY() (*PTY, error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSerial, err)
 	}
-	return unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIOFLUSH)
+	p := &PTY{Master: m}
+	if err := p.openSlave(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%w: pseudo-terminal: %w", ErrSerial, err)
+	}
+	return p, nil
+}
+
+func (p *PTY) openSlave() error {
+	// Through SyscallConn, not Fd, so that the master stays in Go's poller (Close ends a Read).
+	rc, err := p.Master.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var n uint32
+	cerr := rc.Control(func(fd uintptr) {
+		if err = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); err != nil {
+			err = fmt.Errorf("unlocking: %w", err)
+			return
+		}
+		if n, err = unix.IoctlGetUint32(int(fd), unix.TIOCGPTN); err != nil {
+			err = fmt.Errorf("its number: %w", err)
+		}
+	})
+	if err = errors.Join(cerr, err); err != nil {
+		return err
+	}
+	p.Path = fmt.Sprintf("/dev/pts/%d", n)
+	if p.slave, err = os.OpenFile(p.Path, os.O_RDWR|unix.O_NOCTTY, 0); err != nil {
+		return err
+	}
+	return setTermios(int(p.slave.Fd()), unix.B115200)
 }
