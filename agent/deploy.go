@@ -177,11 +177,23 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 	a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
 		"resume_at", st.Progress.Download.Offset, "adaptive", ad != nil, "dry_run", dryRun)
 	st.Progress, err = in.Install(ctx, src, target, resume)
-	if ad := st.Progress.Adaptive; ad != nil {
-		a.log.Info("adaptive download", "file", st.FileName, "fetched", ad.Fetched, "reused", ad.Reused, "requests", ad.Requests,
-			"planned", ad.Planned, "fallback", ad.Fallback)
+	if rec := st.Progress.Adaptive; rec != nil {
+		a.log.Info("adaptive download", "file", st.FileName, "size", st.Source.Size, "fetched", rec.Fetched, "reused", rec.Reused,
+			"from", heldNames(ad), "requests", rec.Requests, "planned", rec.Planned, "fallback", rec.Fallback)
 	}
 	return err
+}
+
+// heldNames names what an adaptive install took chunks from besides the target slot.
+func heldNames(ad *install.Adaptive) string {
+	if ad == nil {
+		return ""
+	}
+	var names []string
+	for _, h := range ad.Held {
+		names = append(names, h.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // saveProgress records a resume record in the journal (its image header apart), where at

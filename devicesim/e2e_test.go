@@ -7,10 +7,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +27,8 @@ import (
 	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/adaptivetest"
 	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
@@ -139,6 +145,12 @@ func (c *capture) Write(p []byte) (int, error) { return c.body.Write(p) }
 
 // importUpdate signs raw as version and imports it.
 func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.UpdateID {
+	return s.importWith(k, raw, version, nil)
+}
+
+// importWith signs raw as version and imports it; with, if set, adds files beside the image
+// (related files, by base name → path) before the manifest is built.
+func (s *stand) importWith(k crypto.Signer, raw []byte, version string, with func(path string, f *manifestgen.FileSpec, files map[string]string)) adu.UpdateID {
 	s.t.Helper()
 	dir := s.t.TempDir()
 	path := filepath.Join(dir, "rootfs-"+version+".aduimg")
@@ -153,28 +165,71 @@ func (s *stand) importUpdate(k crypto.Signer, raw []byte, version string) adu.Up
 	compat, _ := manifestgen.ParseCompat("manufacturer=Contoso,model=Toaster")
 	step, _ := manifestgen.ParseStep(`handler=aduflash/image:1,properties={"installedCriteria":"` + version + `","slotClass":"rootfs"}`)
 	fs, _ := manifestgen.ParseFile(path)
+	files := map[string]string{filepath.Base(path): path}
+	if with != nil {
+		with(path, &fs, files)
+	}
 	m, _, err := manifestgen.Build(context.Background(), manifestgen.Spec{UpdateID: manifestgen.UpdateID{Provider: "Contoso", Name: "Toaster", Version: version},
 		Compatibility: []manifestgen.Compatibility{compat}, Steps: []manifestgen.StepSpec{step}, Files: []manifestgen.FileSpec{fs}})
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	im, _ := manifestgen.Marshal(m)
-	up, err := s.st.Service.Import(im, map[string]string{filepath.Base(path): path})
+	up, err := s.st.Service.Import(im, files)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	return up.UpdateID
 }
 
+// importAdaptive is importUpdate with the image's adaptive index and chunk store as its
+// related files (download handler aduflash/adaptive:1); it returns the index and its size.
+func (s *stand) importAdaptive(k crypto.Signer, kr *image.Keyring, raw []byte, version string) (adu.UpdateID, *adaptive.Index, int64) {
+	var x *adaptive.Index
+	var n int64
+	id := s.importWith(k, raw, version, func(path string, f *manifestgen.FileSpec, files map[string]string) {
+		x, n = writeIndex(s.t, path, kr)
+		f.DownloadHandler = agent.DownloadHandlerAdaptive
+		for ext, role := range map[string]string{".aduidx": adaptive.RoleIndex, ".aduchunks": adaptive.RoleStore} {
+			p := strings.TrimSuffix(path, ".aduimg") + ext
+			f.Related = append(f.Related, manifestgen.RelatedFileSpec{Path: p, Properties: manifestgen.Object{}.With(adaptive.RoleProperty, json.RawMessage(strconv.Quote(role)))})
+			files[filepath.Base(p)] = p
+		}
+	})
+	return id, x, n
+}
+
+// writeIndex writes the adaptive index and chunk store of the image at path beside it, with
+// delta frames against the factory payload.
+func writeIndex(t *testing.T, path string, kr *image.Keyring) (*adaptive.Index, int64) {
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, idx, store, err := adaptivetest.Index(img, kr, factory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(path, ".aduimg")
+	if err := errors.Join(os.WriteFile(base+".aduidx", idx, 0o644), os.WriteFile(base+".aduchunks", store, 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	return x, int64(len(idx))
+}
+
 type rig struct {
 	t     *testing.T
 	s     *stand
 	key   crypto.Signer
+	kr    *image.Keyring
 	dev   *devicesim.Device
 	id    string
 	stop  func()
 	slotN int
 }
+
+// factory is what bank A's rootfs slot of a rig's device holds at first power-on.
+var factory = payload(1, 256<<10)
 
 func payload(seed uint64, n int) []byte {
 	b := make([]byte, n)
@@ -188,7 +243,7 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 	s := newStand(t)
 	k, _ := image.GenerateKey(image.Ed25519, rand.Reader)
 	kr, _ := image.NewKeyring(k.Public())
-	r := &rig{t: t, s: s, key: k, id: "toaster-1"}
+	r := &rig{t: t, s: s, key: k, kr: kr, id: "toaster-1"}
 	// The device is not registered: it provisions itself through the hub's DPS, as an
 	// enrollment group's device does.
 	groupKey := base64.StdEncoding.EncodeToString([]byte("toaster-group-key-0123456789abcd"))
@@ -201,7 +256,7 @@ func newRig(t *testing.T, healthy func(content []byte) bool) *rig {
 		DPS:       &dps.Config{IDScope: s.st.Hub.IDScope(), RegistrationID: r.id, SymmetricKey: key, Endpoint: s.mqttAddr, InsecurePlainTCP: true},
 		CachePath: filepath.Join(t.TempDir(), agent.DPSCacheFile),
 	}
-	dev, err := devicesim.New(devicesim.Options{Board: board.Options{Dir: t.TempDir(), SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: payload(1, 256<<10)},
+	dev, err := devicesim.New(devicesim.Options{Board: board.Options{Dir: t.TempDir(), SlotSize: 4 << 20, EraseSize: 64 << 10, PageSize: 2048, Factory: factory},
 		Manufacturer: "Contoso", Model: "Toaster", Keyring: kr, Roots: []adu.RootKey{s.st.Signer.RootKey()}, NoBuiltinRoots: true, ModelID: adu.ModelContractV3,
 		Healthy: func(bank string, content []byte) bool { return healthy == nil || healthy(content) },
 		Connect: devicesim.ConnectWith(cn),
@@ -350,4 +405,29 @@ func TestEndToEndAgainstStandIn(t *testing.T) {
 		t.Errorf("served %d bytes for a %d-byte file across one power cut", got, size)
 	}
 	t.Logf("v4: %d bytes served for a %d-byte file, %d boots", s.served.Load()-before, size, r.dev.Boots())
+}
+
+// An adaptive deployment through the stand-in: the hub imports 2.0 with its adaptive index and
+// chunk store as related files; the device installs it from bank A's slot and the chunks it
+// lacks and reports success, and the hub served no more than the index, the image's header
+// and the frames of the chunks bank A lacks.
+func TestAdaptiveDeploymentThroughHub(t *testing.T) {
+	r := newRig(t, nil)
+	s := r.s
+	v2 := slices.Concat(factory[:100<<10], adaptivetest.Noise(2, 20<<10), factory[100<<10:], adaptivetest.Noise(3, 10<<10))
+	u2, x, indexLen := s.importAdaptive(r.key, r.kr, v2, "2.0")
+	dep, err := s.st.Service.Deploy(u2, map[string]string{"manufacturer": "Contoso", "model": "Toaster"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("the adaptive deployment to succeed", func() bool { return r.deviceState(dep.ID) == hub.DeviceSucceeded })
+	if r.dev.Running() != "B" || !bytes.Equal(r.dev.Slot("B", len(v2)), v2) {
+		t.Fatalf("after 2.0: running %s", r.dev.Running())
+	}
+	up, _ := s.st.Service.Update(u2)
+	bound := indexLen + x.HeaderSize + adaptivetest.StoreBound(x, adaptivetest.Held(x, r.dev.Slot("A", 4<<20)), 0)
+	if got := s.served.Load(); got > bound || got == 0 {
+		t.Fatalf("served %d bytes; the index, the header and the chunks bank A lacks are %d (the image is %d)", got, bound, up.Files[0].SizeInBytes)
+	}
+	t.Logf("served %d bytes of a %d-byte image (bound %d)", s.served.Load(), up.Files[0].SizeInBytes, bound)
 }

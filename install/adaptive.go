@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -101,14 +102,19 @@ type assembly struct {
 	planned int64 // bytes the plan fetches
 
 	held  []Held
-	found map[image.Digest]adaptive.Location
-	plan  []int // entries to fetch, in payload order
+	found map[adaptive.Sum]adaptive.Location
+	plan  []planItem // frames to fetch, in payload order
 	// next is the aduimg chunk ReadChunk fills next, entry the index entry it takes bytes
 	// from, at the offset in the payload reached.
 	next, entry int
 	at          int64
 	whole       sha256Hash // the payload's hash, when assembled from its start
-	dec         *adaptive.Decoder
+	// dec decodes frames; close may end it while a load decodes (decMu), after which
+	// decoding fails.
+	decMu sync.Mutex
+	dec   *adaptive.Decoder
+	// baseBuf holds the base chunk of a delta frame.
+	baseBuf []byte
 	// last and lastEntry are the bytes of the entry taken last.
 	last      []byte
 	lastEntry int
@@ -128,6 +134,21 @@ type assembly struct {
 	planAt int // next plan item ReadChunk takes
 	wg     sync.WaitGroup
 	once   sync.Once
+}
+
+// planItem is a frame the plan fetches: entry's, or its delta frame.
+type planItem struct {
+	entry int
+	delta bool
+}
+
+// frame is where the item's frame lies in the store.
+func (a *assembly) frame(it planItem) (off int64, n int) {
+	e := a.x.Entries[it.entry]
+	if it.delta {
+		return e.Delta.Frame, e.Delta.FrameN
+	}
+	return e.Frame, e.FrameN
 }
 
 type sha256Hash interface {
@@ -186,8 +207,11 @@ func (a *assembly) close() {
 			}
 			a.wg.Wait()
 		}
+		a.decMu.Lock()
+		defer a.decMu.Unlock()
 		if a.dec != nil {
 			a.dec.Close()
+			a.dec = nil
 		}
 	})
 }
@@ -255,7 +279,7 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.dec, a.buf = dec, make([]byte, a.x.Params.Max)
+	a.dec, a.buf, a.baseBuf = dec, make([]byte, a.x.Params.Max), make([]byte, a.x.Params.Max)
 	p, err := aduimgPayload(h, bytes.NewReader(nil), first)
 	if err != nil {
 		return nil, err
@@ -265,40 +289,48 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 	return p, nil
 }
 
-// scan finds the index's chunks in what the device holds and in the target slot.
+// scan finds the index's chunks in what the device holds and, when the install resumes, in
+// what an earlier attempt wrote into the target slot past the resume point; each thing on
+// every core at once.
 func (a *assembly) scan() error {
 	a.held = append([]Held(nil), a.ad.Held...)
-	t := a.r.target
-	if t.Slot().Type != slots.TypeUBI {
+	from := make([]int64, len(a.held))
+	if t := a.r.target; a.at > 0 && a.at < a.h.RawSize && t.Slot().Type != slots.TypeUBI {
 		if sr, err := t.OpenReader(); err == nil {
-			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: sr.Size()})
+			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: min(sr.Size(), a.h.RawSize)})
+			from = append(from, a.at)
 			a.r.closers = append(a.r.closers, sr.Close)
 		}
 	}
 	wanted := a.x.Wanted()
-	a.found = make(map[image.Digest]adaptive.Location, len(wanted))
+	a.found = make(map[adaptive.Sum]adaptive.Location, len(wanted))
 	for i, hd := range a.held {
-		if err := a.x.Params.Scan(io.NewSectionReader(hd.R, 0, hd.Size), i, wanted, a.found); err != nil {
+		if err := a.x.Params.Scan(hd.R, i, from[i], hd.Size-from[i], runtime.GOMAXPROCS(0), wanted, a.found); err != nil {
 			return fmt.Errorf("%w: %w: scanning %s: %w", ErrAdaptive, ErrRead, hd.Name, err)
 		}
 	}
 	return nil
 }
 
-// makePlan lists the entries from the assembly's offset on that are fetched.
+// makePlan lists the frames to fetch from the assembly's offset on: of each entry the device
+// does not hold, its delta frame when the device holds its base, else its frame.
 func (a *assembly) makePlan() {
 	a.entry = a.entryAt(a.at)
 	prev := int64(-1)
 	for i := a.entry; i < len(a.x.Entries); i++ {
 		e := a.x.Entries[i]
-		if _, ok := a.found[e.SHA256]; ok {
+		if _, ok := a.found[e.Sum]; ok {
 			continue
 		}
-		a.plan = append(a.plan, i)
-		if e.Frame != prev {
-			a.planned += int64(e.FrameN)
+		it := planItem{entry: i}
+		if e.Delta != nil {
+			_, it.delta = a.found[e.Delta.Base]
 		}
-		prev = e.Frame
+		a.plan = append(a.plan, it)
+		if off, n := a.frame(it); off != prev {
+			a.planned += int64(n)
+			prev = off
+		}
 	}
 }
 
@@ -363,56 +395,100 @@ func (a *assembly) entryBytes() ([]byte, error) {
 }
 
 // chunk returns entry i's bytes, checked: from the device where it holds them (fetched alone
-// when they no longer match), else the next frame of the plan's ranges.
+// when they no longer match), else the next frame of the plan's ranges. A read that fails
+// ends the attempt (the scan read it all: the device is failing or losing power), with no
+// fallback that would fetch what the next attempt's scan may find.
 func (a *assembly) chunk(i int) ([]byte, error) {
 	e := a.x.Entries[i]
-	if loc, ok := a.found[e.SHA256]; ok {
-		raw := a.buf[:e.Size]
-		hd := a.held[loc.Source]
-		if _, err := hd.R.ReadAt(raw, loc.Offset); err == nil && adaptive.Verify(e, raw) == nil {
-			a.reused += int64(e.Size)
-			return raw, nil
-		}
-		frame, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
+	if loc, ok := a.found[e.Sum]; ok {
+		raw, err := a.read(loc, a.buf[:e.Size])
 		if err != nil {
 			return nil, err
 		}
-		return a.decode(e, frame)
+		if adaptive.Verify(e, raw) == nil {
+			a.reused += int64(e.Size)
+			return raw, nil
+		}
+		return a.fetchAlone(e)
 	}
-	frame, err := a.nextFrame(i)
+	it, frame, err := a.nextFrame(i)
+	if err != nil || !it.delta {
+		return a.decode(e, nil, frame, err)
+	}
+	base, err := a.read(a.found[e.Delta.Base], a.baseBuf[:e.Delta.BaseSize])
 	if err != nil {
 		return nil, err
 	}
-	return a.decode(e, frame)
+	if adaptive.VerifyBase(e, base) != nil {
+		return a.fetchAlone(e)
+	}
+	return a.decode(e, base, frame, nil)
 }
 
-func (a *assembly) decode(e adaptive.Entry, frame []byte) ([]byte, error) {
-	raw, err := a.dec.Chunk(e, frame)
+// read reads into p what the device holds at loc.
+func (a *assembly) read(loc adaptive.Location, p []byte) ([]byte, error) {
+	hd := a.held[loc.Source]
+	if _, err := hd.R.ReadAt(p, loc.Offset); err != nil {
+		return nil, fmt.Errorf("%w: %s at %d: %w", ErrRead, hd.Name, loc.Offset, err)
+	}
+	return p, nil
+}
+
+// fetchAlone fetches e's frame by itself: what the device held of it (or of its delta's
+// base) no longer matches.
+func (a *assembly) fetchAlone(e adaptive.Entry) ([]byte, error) {
+	frame, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
+	return a.decode(e, nil, frame, err)
+}
+
+// decode checks frame (fetched with err) and returns the chunk it holds: a delta against
+// base when base is set.
+func (a *assembly) decode(e adaptive.Entry, base, frame []byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	a.decMu.Lock()
+	defer a.decMu.Unlock()
+	if a.dec == nil {
+		return nil, fmt.Errorf("install: adaptive: the chunk at payload offset %d: %w", e.Offset, errEnded)
+	}
+	var raw []byte
+	if base != nil {
+		raw, err = a.dec.Delta(e, base, frame)
+	} else {
+		raw, err = a.dec.Chunk(e, frame)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrAdaptive, a.ad.StoreURL, err)
 	}
 	return raw, nil
 }
 
-// nextFrame returns the frame of entry i, the next item of the plan, from the fetched ranges.
-func (a *assembly) nextFrame(i int) ([]byte, error) {
-	if a.planAt >= len(a.plan) || a.plan[a.planAt] != i {
-		return nil, fmt.Errorf("install: adaptive: entry %d is not the plan's next", i)
+// nextFrame returns the next item of the plan, entry i's, and its frame from the fetched
+// ranges.
+func (a *assembly) nextFrame(i int) (planItem, []byte, error) {
+	if a.planAt >= len(a.plan) || a.plan[a.planAt].entry != i {
+		return planItem{}, nil, fmt.Errorf("install: adaptive: entry %d is not the plan's next", i)
 	}
 	for a.cur == nil || a.planAt >= a.cur.to {
 		fr, ok := <-a.frames
 		if !ok {
-			return nil, fmt.Errorf("%w: the chunk store's fetch ended early", ErrAdaptive)
+			return planItem{}, nil, fmt.Errorf("%w: the chunk store's fetch ended early", ErrAdaptive)
 		}
 		if fr.err != nil {
-			return nil, fr.err
+			return planItem{}, nil, fr.err
+		}
+		if fr.from != a.planAt {
+			// close drains the ranges while a load may still wait for one: the load ends.
+			return planItem{}, nil, fmt.Errorf("install: adaptive: plan item %d: %w", a.planAt, errEnded)
 		}
 		a.cur = &fr
 	}
+	it := a.plan[a.planAt]
 	a.planAt++
-	e := a.x.Entries[i]
-	off := e.Frame - a.cur.base
-	return a.cur.data[off : off+int64(e.FrameN)], nil
+	off, n := a.frame(it)
+	off -= a.cur.base
+	return it, a.cur.data[off : off+int64(n)], nil
 }
 
 // fetchPlan fetches the plan's frames in coalesced ranges, in order, and sends them on.
@@ -436,13 +512,12 @@ func (a *assembly) fetchPlan(ctx context.Context) {
 // coalesce returns the plan items [from, to) that one request fetches, and its byte range:
 // frames in store order with gaps of at most rangeGap, up to about rangeTarget bytes.
 func (a *assembly) coalesce(from int) (to int, start, end int64) {
-	es := a.x.Entries
-	first := es[a.plan[from]]
-	start, end = first.Frame, first.Frame+int64(first.FrameN)
+	start, n := a.frame(a.plan[from])
+	end = start + int64(n)
 	to = from + 1
 	for ; to < len(a.plan); to++ {
-		e := es[a.plan[to]]
-		fs, fe := e.Frame, e.Frame+int64(e.FrameN)
+		fs, n := a.frame(a.plan[to])
+		fe := fs + int64(n)
 		if fs >= start && fe <= end {
 			continue // a repeat of a frame in the range
 		}

@@ -3,13 +3,14 @@ package install
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func newAdaptiveCase(t *testing.T) *adaptiveCase {
 		t.Fatal(err)
 	}
 	var store bytes.Buffer
-	if c.index, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store); err != nil {
+	if c.index, err = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil); err != nil {
 		t.Fatal(err)
 	}
 	c.store = store.Bytes()
@@ -241,13 +242,13 @@ func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New
 
 // firstFetched is the first entry the case's install fetches.
 func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
-	have := map[image.Digest]bool{}
+	have := map[adaptive.Sum]bool{}
 	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
-		have[sha256.Sum256(b)] = true
+		have[adaptive.SumOf(b)] = true
 		return nil
 	})
 	for _, e := range c.index.Entries {
-		if !have[e.SHA256] {
+		if !have[e.Sum] {
 			return e
 		}
 	}
@@ -267,7 +268,7 @@ func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
 	_, kr := key(t)
 	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
 	var store bytes.Buffer
-	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
 	c.store = store.Bytes()
 	c.src = c.srv.put("rootfs.aduimg", c.img)
 	c.srv.put("rootfs.aduchunks", c.store)
@@ -320,7 +321,7 @@ func TestAdaptiveRefusesForgedIndex(t *testing.T) {
 	at := len(forged) / 3
 	forged[at] ^= 0xFF
 	var store bytes.Buffer
-	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store)
+	x, err := adaptive.Build(signedHeader(t, forged), bytes.NewReader(forged), adaptive.DefaultParams, &store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +363,157 @@ func signedHeader(t *testing.T, raw []byte) *image.Header {
 		t.Fatal(err)
 	}
 	return rd.Header()
+}
+
+// heldChunk is a chunk of old that the index names once (no other entry reuses it): where it
+// lies in old, and its entry.
+func (c *adaptiveCase) heldChunk(t *testing.T) (int64, adaptive.Entry) {
+	t.Helper()
+	count := map[adaptive.Sum]int{}
+	for _, e := range c.index.Entries {
+		count[e.Sum]++
+	}
+	var at int64 = -1
+	var entry adaptive.Entry
+	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
+		d := adaptive.SumOf(b)
+		if at < 0 && count[d] == 1 {
+			for _, e := range c.index.Entries {
+				if e.Sum == d {
+					at, entry = off, e
+				}
+			}
+		}
+		return nil
+	})
+	if at < 0 {
+		t.Fatal("no chunk of the old payload that the index names once")
+	}
+	return at, entry
+}
+
+// atWrite calls fn when the install starts writing: after the scan, before the assembly.
+type atWrite func()
+
+func (f atWrite) Stage(name string, _ int64) {
+	if name == StageWrite {
+		f()
+	}
+}
+func (atWrite) Add(int64) {}
+
+// A chunk of bank A that no longer matches when the assembly takes it (changed since the
+// scan) is fetched alone, checked, and the install goes on.
+func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
+	c := newAdaptiveCase(t)
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at, e := c.heldChunk(t)
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at+int64(e.Size)/2] ^= 1 })
+	rec, err := c.install(t, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := rec.Adaptive
+	if rec.Format != FormatAdaptive || ad.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("format %s, adaptive %+v", rec.Format, ad)
+	}
+	if want := c.index.HeaderSize + ad.Planned + int64(e.FrameN); ad.Fetched != want {
+		t.Fatalf("fetched %d bytes; want the header, the plan and the changed chunk's frame: %d", ad.Fetched, want)
+	}
+}
+
+// A held chunk that cannot be read when the assembly takes it (read before by the scan: the
+// device is failing or losing power) ends the attempt with a read error: no fallback fetches
+// what the next attempt's scan may find.
+func TestAdaptiveHeldReadFailureEndsAttempt(t *testing.T) {
+	c := newAdaptiveCase(t)
+	var gone atomic.Bool
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: dying{bytes.NewReader(c.old), &gone}, Size: int64(len(c.old))}}
+	c.srv.Config.Handler = rangeOnly(c.srv.Config.Handler)
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { gone.Store(true) })
+	rec, err := c.install(t, in, nil)
+	if !errors.Is(err, ErrRead) || rec.Adaptive == nil || rec.Adaptive.Fallback != "" {
+		t.Fatalf("install: %v, %+v; want a read error and no fallback", err, rec.Adaptive)
+	}
+	if rec.Adaptive.Fetched > c.index.HeaderSize+rec.Adaptive.Planned {
+		t.Fatalf("fetched %d bytes; the header and the plan are %d", rec.Adaptive.Fetched, c.index.HeaderSize+rec.Adaptive.Planned)
+	}
+}
+
+// dying reads r until gone is set, then fails.
+type dying struct {
+	r    io.ReaderAt
+	gone *atomic.Bool
+}
+
+func (d dying) ReadAt(p []byte, off int64) (int, error) {
+	if d.gone.Load() {
+		return 0, errors.New("no power")
+	}
+	return d.r.ReadAt(p, off)
+}
+
+// withBase rebuilds the case's index and store with delta frames against the old payload.
+func (c *adaptiveCase) withBase(t *testing.T) {
+	t.Helper()
+	_, kr := key(t)
+	var store bytes.Buffer
+	x, err := adaptive.IndexImage(bytes.NewReader(c.img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(c.old), Size: int64(len(c.old))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.index, c.store = x, store.Bytes()
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive.Index = x
+}
+
+// With delta frames in the store, a chunk that changed a little is fetched as its delta
+// against the chunk bank A holds at its place: fewer bytes than its own frame, the payload
+// the same. A base that no longer matches when it is taken gets the chunk's own frame.
+func TestAdaptiveDeltaFrames(t *testing.T) {
+	c := newAdaptiveCase(t)
+	plain, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.withBase(t)
+	spare := filepath.Join(c.d.dir, "rootfs-B")
+	os.Remove(spare) // what the spare holds is scanned too
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if err != nil || rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	if rec.Adaptive.Fetched >= plain.Adaptive.Fetched {
+		t.Fatalf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+	}
+	t.Logf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+
+	var e adaptive.Entry
+	for _, e = range c.index.Entries {
+		if e.Delta != nil {
+			break
+		}
+	}
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at := -1 // where bank A holds the delta's base first
+	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
+		if at < 0 && adaptive.SumOf(b) == e.Delta.Base {
+			at = int(off)
+		}
+		return nil
+	})
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at] ^= 1 })
+	os.Remove(spare)
+	again, err := c.install(t, in, nil)
+	if err != nil || again.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install with a changed base: %v, %+v", err, again.Adaptive)
+	}
+	if want := rec.Adaptive.Fetched + int64(e.FrameN); again.Adaptive.Fetched != want {
+		t.Fatalf("fetched %d bytes with a changed base; want %d (its chunk's own frame besides)", again.Adaptive.Fetched, want)
+	}
 }

@@ -64,3 +64,6 @@ func classify(err error, slot string) error {
 	}
 	return fmt.Errorf("%w: writing %s: %w", ErrSlot, slot, err)
 }
+
+// errEnded: the input was closed while a chunk was being loaded (the write had failed).
+var errEnded = errors.New("install: the input ended")

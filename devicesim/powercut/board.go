@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -139,11 +140,13 @@ func (b *board) run(ctx context.Context) Result {
 		}
 		b.res.Boots = boot
 		b.checkBank(boot, string(started.Bank))
-		left := b.leftToVerify()
+		left, verified := b.leftToVerify()
 		over, err := b.boot(ctx, boot)
-		if sent := b.f.files.sentIn(b.id, boot); sent > left {
-			b.problem("boot %d downloaded %d bytes; the journal had verified all but %d", boot, sent, left)
+		sent := b.f.files.sentIn(b.id, boot)
+		if n := sum(sent); n > left {
+			b.problem("boot %d downloaded %d bytes; the journal had verified all but %d", boot, n, left)
 		}
+		b.checkFetched(boot, sent, verified)
 		b.checkFloors(boot)
 		if over || ctx.Err() != nil {
 			break
@@ -221,26 +224,40 @@ func firstDiff(a, b []byte) int {
 }
 
 // leftToVerify is how many bytes of the update's files the journal has not verified in the
-// slots yet: all a start may download.
-func (b *board) leftToVerify() int64 {
-	left := b.u.size()
+// slots yet (all a start may download), and how far it verified the first step's payload.
+func (b *board) leftToVerify() (left, verified int64) {
+	left = b.u.size()
 	rec, err := b.dev.Record()
 	if err != nil {
 		b.problem("reading the journal: %v", err)
-		return left
+		return left, 0
 	}
 	if rec.Deployment == nil {
-		return left
+		return left, 0
 	}
-	for _, st := range rec.Deployment.Steps {
+	for i, st := range rec.Deployment.Steps {
 		switch p := st.Progress; {
 		case p.Done:
 			left -= st.Source.Size
+			if i == 0 {
+				verified = math.MaxInt64
+			}
 		case p.Cursor != nil:
 			left -= p.Download.Offset
+			if i == 0 {
+				verified = p.Cursor.Offset
+			}
 		}
 	}
-	return left
+	return left, verified
+}
+
+func sum(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // checkFloors checks that the bootloader holds the image's anti-rollback floor exactly

@@ -7,7 +7,8 @@
 // during the update, SPI NOR, or a block device; each bank with a kernel and a rootfs
 // slot), a scenario (an update of the rootfs alone that succeeds; the same update failing
 // its health check in the new bank, so that the device rolls back; an update with an inline
-// rootfs step and a reference step whose child update writes the kernel), the operation the
+// rootfs step and a reference step whose child update writes the kernel; an adaptive update
+// of the rootfs, fetched as the chunks bank A lacks), the operation the
 // power fails at, counted from the first power-on, and how that operation tears (Case). The
 // operations are those the same run does without a cut (Fixture.Plan): every flash page
 // program, erase, bad-block mark and sync, sector write, journal file operation and
@@ -22,7 +23,9 @@
 //     what the uncut run left in it — never a half-written slot;
 //   - the bootloader holds the image's anti-rollback floor exactly while it holds bank B
 //     confirmed;
-//   - no start downloaded more than the journal had left to verify before it;
+//   - no start downloaded more than the journal had left to verify before it; an adaptive
+//     one fetched the index once, the image's header only, and from the chunk store only
+//     the chunks bank A lacks past what the journal had verified (no verified chunk again);
 //   - in the end the update is installed, confirmed and reported, or (rollback) bank A runs
 //     confirmed, bank B is marked bad and the failure is recorded and reported; nothing is
 //     pending, and the power went exactly once, at the operation the plan has there.
@@ -43,9 +46,11 @@ import (
 	"os"
 
 	"github.com/aduflash/aduflash/adu"
+	"github.com/aduflash/aduflash/agent"
 	simboard "github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/testpayload"
 )
@@ -63,6 +68,9 @@ const (
 	// Reference: an inline rootfs step and a reference step to a child update that writes
 	// the kernel; it succeeds.
 	Reference Scenario = "reference"
+	// Adaptive: an update of the rootfs, mostly bank A's, with an adaptive index and chunk
+	// store: the device fetches only the chunks it lacks, and never one it verified before.
+	Adaptive Scenario = "adaptive"
 	// MCU: an inline rootfs step and a step for the MCU attached to the board (MCUboot
 	// behind SMP on UDP), which the agent updates once the new bank is confirmed; every
 	// SMP request the gateway sends is an operation, and a cut point. It succeeds.
@@ -72,7 +80,7 @@ const (
 // Storages, Scenarios and Tears are everything a sweep covers.
 var (
 	Storages  = []simboard.Storage{simboard.NAND, simboard.NOR, simboard.Block}
-	Scenarios = []Scenario{Success, Rollback, Reference, MCU}
+	Scenarios = []Scenario{Success, Rollback, Reference, Adaptive, MCU}
 	Tears     = []simboard.Tear{simboard.TearNone, simboard.TearPartial}
 )
 
@@ -122,6 +130,8 @@ type update struct {
 	m, sig string
 	files  map[string][]byte // by file id; ids are unique across the fixture's updates
 	writes map[string][]byte // by slot class: the raw payload
+	// adaptive is the adaptive index of the Adaptive scenario's image (nil in the others).
+	adaptive *adaptiveFiles
 }
 
 // Sizes of the payloads. With the board geometry of newBoard they make a whole update do
@@ -169,14 +179,19 @@ func NewFixture() (*Fixture, error) {
 	}
 	ref.files["fkern"] = images["kernel"]
 	ref.writes = map[string][]byte{"rootfs": rootfs, "kernel": kernel}
+	ad, err := f.adaptiveUpdate(key)
+	if err != nil {
+		return nil, err
+	}
 	mcu, err := f.signMCU(key, images["rootfs"])
 	if err != nil {
 		return nil, err
 	}
 	mcu.writes = single.writes
-	f.updates = map[Scenario]*update{Success: single, Rollback: single, Reference: ref, MCU: mcu}
+	f.updates = map[Scenario]*update{Success: single, Rollback: single, Reference: ref, Adaptive: ad, MCU: mcu}
 	all := map[string][]byte{"fmcu": mcu.files["fmcu"]}
 	maps.Copy(all, ref.files)
+	maps.Copy(all, ad.files)
 	f.files = newFiles(all)
 	f.srv = httptest.NewServer(f.files)
 	return f, nil
@@ -235,9 +250,10 @@ func signImage(key crypto.Signer, raw []byte, class, version string) ([]byte, er
 	return file, err
 }
 
-// step is a step of an update manifest: an inline step writing file into class, or a
-// reference step to the child manifest file ref.
-type step struct{ file, class, ref string }
+// step is a step of an update manifest: an inline step writing file into class (with an
+// adaptive index and chunk store when index and store name them), or a reference step to
+// the child manifest file ref.
+type step struct{ file, class, ref, index, store string }
 
 // manifestJSON renders the update manifest Contoso/name 2.0 with these files and steps.
 func manifestJSON(name string, files map[string][]byte, steps ...step) string {
@@ -252,14 +268,34 @@ func manifestJSON(name string, files map[string][]byte, steps ...step) string {
 	}
 	fs := map[string]any{}
 	for id, data := range files {
-		sum := sha256.Sum256(data)
-		fs[id] = map[string]any{"fileName": id + ".bin", "sizeInBytes": len(data), "hashes": map[string]string{"sha256": base64.StdEncoding.EncodeToString(sum[:])}}
+		fs[id] = fileJSON(id, data)
+	}
+	for _, s := range steps {
+		if s.index != "" {
+			fs[s.file].(map[string]any)["downloadHandler"] = map[string]string{"id": agent.DownloadHandlerAdaptive}
+			fs[s.file].(map[string]any)["relatedFiles"] = map[string]any{
+				s.index: related(fs, s.index, adaptive.RoleIndex), s.store: related(fs, s.store, adaptive.RoleStore)}
+		}
 	}
 	m, _ := json.Marshal(map[string]any{"manifestVersion": "5.0", "createdDateTime": "2026-11-22T10:00:00Z",
 		"updateId":      adu.UpdateID{Provider: manufacturer, Name: name, Version: "2.0"},
 		"compatibility": []map[string]string{{"manufacturer": manufacturer, "model": model}},
 		"instructions":  map[string]any{"steps": ss}, "files": fs})
 	return string(m)
+}
+
+// fileJSON is the update manifest's entry of a file.
+func fileJSON(id string, data []byte) map[string]any {
+	sum := sha256.Sum256(data)
+	return map[string]any{"fileName": id + ".bin", "sizeInBytes": len(data), "hashes": map[string]string{"sha256": base64.StdEncoding.EncodeToString(sum[:])}}
+}
+
+// related moves file id of fs into a related file with the adaptive role.
+func related(fs map[string]any, id, role string) map[string]any {
+	r := fs[id].(map[string]any)
+	delete(fs, id)
+	r["properties"] = map[string]string{adaptive.RoleProperty: role}
+	return r
 }
 
 // sign makes the update Contoso/name 2.0 of these files and steps, signed.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -133,8 +134,8 @@ type files struct {
 // account is one board's downloads.
 type account struct {
 	boot   int
-	sent   map[int]int64 // body bytes of the requests that started in each boot
-	active int           // requests being served
+	sent   map[int]map[string]int64 // body bytes of the requests that started in each boot, by file id
+	active int                      // requests being served
 }
 
 func newFiles(byID map[string][]byte) *files {
@@ -149,15 +150,18 @@ func (f *files) startBoot(board string, boot int) {
 	defer f.mu.Unlock()
 	a := f.boards[board]
 	if a == nil {
-		a = &account{sent: map[int]int64{}}
+		a = &account{sent: map[int]map[string]int64{}}
 		f.boards[board] = a
 	}
 	a.boot = boot
+	if a.sent[boot] == nil {
+		a.sent[boot] = map[string]int64{}
+	}
 }
 
 // sentIn waits until no request of the board is being served and returns the bytes sent in
-// a boot.
-func (f *files) sentIn(board string, boot int) int64 {
+// a boot, by file id.
+func (f *files) sentIn(board string, boot int) map[string]int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := f.boards[board]
@@ -165,9 +169,9 @@ func (f *files) sentIn(board string, boot int) int64 {
 		f.idle.Wait()
 	}
 	if a == nil {
-		return 0
+		return nil
 	}
-	return a.sent[boot]
+	return maps.Clone(a.sent[boot])
 }
 
 // forget drops a board's account.
@@ -189,7 +193,7 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var n atomic.Int64
 	http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, id, time.Unix(1.7e9, 0), bytes.NewReader(data))
 	f.mu.Lock()
-	a.sent[boot] += n.Load()
+	a.sent[boot][id] += n.Load()
 	a.active--
 	f.idle.Broadcast()
 	f.mu.Unlock()

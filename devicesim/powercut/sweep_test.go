@@ -20,6 +20,7 @@ var (
 	perGroup  = flag.Int("sweep.n", 25, "cut points per storage, scenario and tear mode in a sample")
 	seed      = flag.Uint64("sweep.seed", 1, "seed of the sample")
 	workers   = flag.Int("sweep.workers", 0, "cases run at once (0: GOMAXPROCS)")
+	only      = flag.String("sweep.scenario", "", "run only this scenario (empty: all)")
 )
 
 // group is the cut points of one storage, scenario and tear mode.
@@ -101,6 +102,9 @@ func plan(t *testing.T, ctx context.Context, f *Fixture) []group {
 	var notWhole []string
 	for _, st := range Storages {
 		for _, sc := range Scenarios {
+			if *only != "" && string(sc) != *only {
+				continue
+			}
 			p, err := f.Plan(ctx, st, sc)
 			if err != nil {
 				t.Fatal(err)

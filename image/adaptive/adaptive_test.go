@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -52,9 +53,9 @@ func (w *writerAt) WriteAt(p []byte, off int64) (int, error) {
 
 func TestBuildParseRoundTrip(t *testing.T) {
 	p := payload(1, 300<<10)
-	p = append(p, p[:100<<10]...) // repeats
+	p = append(p, p...) // repeats
 	var store bytes.Buffer
-	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store)
+	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 	dec, _ := adaptive.NewDecoder(y.Params)
 	var got []byte
 	for i, e := range y.Entries {
-		if e != x.Entries[i] {
+		if !reflect.DeepEqual(e, x.Entries[i]) {
 			t.Fatalf("entry %d: parsed %+v, built %+v", i, e, x.Entries[i])
 		}
 		if e.Repeats {
@@ -91,12 +92,12 @@ func TestCutsResync(t *testing.T) {
 	a := payload(2, 1<<20)
 	b := append(append(append([]byte{}, a[:300000]...), []byte("inserted bytes")...), a[300000:]...)
 	var sa, sb bytes.Buffer
-	xa, _ := adaptive.Build(header(a), bytes.NewReader(a), adaptive.DefaultParams, &sa)
-	xb, _ := adaptive.Build(header(b), bytes.NewReader(b), adaptive.DefaultParams, &sb)
+	xa, _ := adaptive.Build(header(a), bytes.NewReader(a), adaptive.DefaultParams, &sa, nil)
+	xb, _ := adaptive.Build(header(b), bytes.NewReader(b), adaptive.DefaultParams, &sb, nil)
 	have := xa.Wanted()
 	var missing int
 	for _, e := range xb.Entries {
-		if _, ok := have[e.SHA256]; !ok {
+		if _, ok := have[e.Sum]; !ok {
 			missing += e.Size
 		}
 	}
@@ -108,16 +109,23 @@ func TestCutsResync(t *testing.T) {
 func TestParseRefuses(t *testing.T) {
 	p := payload(3, 100<<10)
 	var store bytes.Buffer
-	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store)
+	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
 	good := x.Encode()
 	for name, mod := range map[string]func(b []byte) []byte{
-		"magic":     func(b []byte) []byte { b[1] = 'X'; return b },
-		"version":   func(b []byte) []byte { b[8] = 2; return b },
-		"truncated": func(b []byte) []byte { return b[:len(b)-1] },
-		"raw size":  func(b []byte) []byte { b[32]++; return b },
-		"store":     func(b []byte) []byte { b[40]++; return b },
-		"avg":       func(b []byte) []byte { b[20]++; return b },
-		"frame":     func(b []byte) []byte { b[120+36] = 0xff; b[120+37] = 0xff; return b },
+		"magic":        func(b []byte) []byte { b[1] = 'X'; return b },
+		"version":      func(b []byte) []byte { b[8] = 1; return b },
+		"truncated":    func(b []byte) []byte { return b[:len(b)-1] },
+		"trailing":     func(b []byte) []byte { return append(b, 0) },
+		"raw size":     func(b []byte) []byte { b[32]++; return b },
+		"store":        func(b []byte) []byte { b[40]++; return b },
+		"avg":          func(b []byte) []byte { b[20]++; return b },
+		"tag":          func(b []byte) []byte { b[120] = 3; return b },
+		"repeat first": func(b []byte) []byte { b[120] = 1; return b },
+		// the first entry's frame length (after tag, sum and a two-byte size) longer than its chunk
+		"frame": func(b []byte) []byte { b[120+1+16+2] = 0xff; b[120+1+16+3] = 0x7f; return b },
+		"overlong size": func(b []byte) []byte {
+			return append(append(append([]byte(nil), b[:120+17]...), b[120+17]|0x80, b[120+18]|0x80, 0), b[120+19:]...)
+		},
 	} {
 		if _, err := adaptive.ParseIndex(mod(append([]byte(nil), good...))); !errors.Is(err, adaptive.ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
@@ -128,7 +136,7 @@ func TestParseRefuses(t *testing.T) {
 func TestChunkRefusesTamperedFrame(t *testing.T) {
 	p := payload(4, 64<<10)
 	var store bytes.Buffer
-	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store)
+	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
 	dec, _ := adaptive.NewDecoder(x.Params)
 	e := x.Entries[0]
 	frame := append([]byte(nil), store.Bytes()[e.Frame:e.Frame+int64(e.FrameN)]...)
@@ -141,7 +149,7 @@ func TestChunkRefusesTamperedFrame(t *testing.T) {
 func FuzzParseIndex(f *testing.F) {
 	p := payload(5, 40<<10)
 	var store bytes.Buffer
-	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store)
+	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
 	f.Add(x.Encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		x, err := adaptive.ParseIndex(b)
@@ -152,4 +160,79 @@ func FuzzParseIndex(f *testing.F) {
 			t.Fatal("an accepted index does not encode to its bytes")
 		}
 	})
+}
+
+// A chunk that changed a little gets a delta frame against the chunk of the base at its place,
+// shorter than its own frame; decoded against that base chunk it is the chunk, and a tampered
+// delta frame is refused.
+func TestDeltaFrames(t *testing.T) {
+	old := payload(6, 512<<10)
+	p := append([]byte(nil), old...)
+	for i := 100 << 10; i < 400<<10; i += 20 << 10 {
+		p[i] ^= 0x5a // a byte changed every 20 KiB
+	}
+	var store bytes.Buffer
+	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(old), Size: int64(len(old))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := adaptive.ParseIndex(x.Encode())
+	if err != nil || !reflect.DeepEqual(x, y) {
+		t.Fatalf("parsed %v, equal %v", err, reflect.DeepEqual(x, y))
+	}
+	held := map[adaptive.Sum][]byte{}
+	adaptive.DefaultParams.Split(bytes.NewReader(old), func(_ int64, c []byte) error {
+		held[adaptive.SumOf(c)] = append([]byte(nil), c...)
+		return nil
+	})
+	dec, _ := adaptive.NewDecoder(x.Params)
+	deltas := 0
+	for _, e := range x.Entries {
+		d := e.Delta
+		if d == nil || e.Repeats {
+			continue
+		}
+		deltas++
+		base := held[d.Base]
+		if base == nil || d.FrameN >= e.FrameN {
+			t.Fatalf("delta of the chunk at %d: base held %v, %d bytes against a frame of %d", e.Offset, base != nil, d.FrameN, e.FrameN)
+		}
+		frame := store.Bytes()[d.Frame : d.Frame+int64(d.FrameN)]
+		raw, err := dec.Delta(e, base, frame)
+		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
+			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
+		}
+		bad := append([]byte(nil), frame...)
+		bad[len(bad)/2] ^= 1
+		if _, err := dec.Delta(e, base, bad); !errors.Is(err, adaptive.ErrChunkHash) {
+			t.Fatalf("tampered delta frame: %v, want ErrChunkHash", err)
+		}
+	}
+	if deltas == 0 {
+		t.Fatal("no delta frame for chunks that changed a byte")
+	}
+}
+
+// A scan on several goroutines finds what one pass finds, at the same places, but for the
+// chunks across the start of a part.
+func TestScanInParts(t *testing.T) {
+	p := payload(7, 8<<20)
+	var store bytes.Buffer
+	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
+	wanted := x.Wanted()
+	one, four := map[adaptive.Sum]adaptive.Location{}, map[adaptive.Sum]adaptive.Location{}
+	if err := x.Params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 1, wanted, one); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 4, wanted, four); err != nil {
+		t.Fatal(err)
+	}
+	for s, loc := range four {
+		if one[s] != loc {
+			t.Fatalf("chunk %s: at %+v in parts, at %+v in one pass", s, loc, one[s])
+		}
+	}
+	if len(one) != len(x.Entries) || len(four) < len(one)-3*2 {
+		t.Fatalf("%d chunks of %d found in one pass, %d in four parts", len(one), len(x.Entries), len(four))
+	}
 }

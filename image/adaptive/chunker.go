@@ -7,8 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-
-	"github.com/aduflash/aduflash/image"
+	"sync"
 )
 
 // Params are the content-defined chunker's sizes: no cut before Min bytes, cuts about every
@@ -18,8 +17,9 @@ type Params struct {
 	Min, Avg, Max int
 }
 
-// DefaultParams: 2, 8 and 32 KiB (docs/adaptive.md has the measurements behind them).
-var DefaultParams = Params{Min: 2 << 10, Avg: 8 << 10, Max: 32 << 10}
+// DefaultParams: 8, 32 and 128 KiB (docs/adaptive.md has the measurements behind them: with
+// delta frames, fewer and larger chunks fetch less, the index being smaller).
+var DefaultParams = Params{Min: 8 << 10, Avg: 32 << 10, Max: 128 << 10}
 
 // Limits of Params.
 const (
@@ -118,16 +118,57 @@ type Location struct {
 	Offset int64
 }
 
-// Scan cuts what r holds with p and records in found, for every chunk whose hash wanted
-// names, where the first such chunk lies (source is the caller's number for r).
-func (p Params) Scan(r io.Reader, source int, wanted map[image.Digest]int, found map[image.Digest]Location) error {
-	return p.Split(r, func(off int64, chunk []byte) error {
-		d := image.Digest(sha256.Sum256(chunk))
-		if size, ok := wanted[d]; ok && size == len(chunk) {
-			if _, seen := found[d]; !seen {
-				found[d] = Location{Source: source, Offset: off}
+// Scan cuts bytes [from, from+n) of r with p and records in found, for every chunk whose Sum
+// wanted names (with its size), where the first such chunk lies (source is the caller's
+// number for r). It cuts parts of the range on up to parts goroutines at once, each part
+// from its start (a chunk across the start of a part may be missed); what it records is
+// what one pass would, but for those.
+func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Sum]int, found map[Sum]Location) error {
+	sizes := make([]bool, p.Max+1) // a chunk of a size nothing wanted has is not hashed
+	for _, size := range wanted {
+		if size <= p.Max {
+			sizes[size] = true
+		}
+	}
+	step := max(n/int64(max(parts, 1)), int64(p.Max)*16)
+	var starts []int64
+	for off := from; off < from+n; off += step {
+		starts = append(starts, off)
+	}
+	maps := make([]map[Sum]Location, len(starts))
+	errs := make([]error, len(starts))
+	var wg sync.WaitGroup
+	for i, off := range starts {
+		maps[i] = map[Sum]Location{}
+		wg.Go(func() {
+			end := min(off+step, from+n)
+			if i == len(starts)-1 {
+				end = from + n
+			}
+			errs[i] = p.Split(io.NewSectionReader(r, off, end-off), func(at int64, chunk []byte) error {
+				if !sizes[len(chunk)] {
+					return nil
+				}
+				s := SumOf(chunk)
+				if size, ok := wanted[s]; ok && size == len(chunk) {
+					if _, seen := maps[i][s]; !seen {
+						maps[i][s] = Location{Source: source, Offset: off + at}
+					}
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	for i, m := range maps {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		for s, loc := range m {
+			if _, seen := found[s]; !seen {
+				found[s] = loc
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }

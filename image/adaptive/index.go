@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/internal/errkind"
@@ -29,28 +31,61 @@ var (
 // Sizes of the encodings.
 const (
 	indexFixed = 120
-	entrySize  = 40
 	// StoreHeader is the size of the store's header: frames start there.
 	StoreHeader = 16
-	// MaxIndexSize bounds an index a reader takes: 4 million chunks, 40 GiB at 8 KiB.
-	MaxIndexSize = indexFixed + entrySize*(4<<20)
+	// MaxIndexSize bounds an index a reader takes (about 4 million chunks).
+	MaxIndexSize = indexFixed + 40*(4<<20)
+	// indexVersion is the format of the index this package writes and reads.
+	indexVersion = 2
 )
+
+// Entry tags (docs/adaptive.md).
+const (
+	tagChunk  = 0 // a chunk first seen here, its frame next in the store
+	tagRepeat = 1 // a chunk seen before: the ordinal of its first occurrence among first occurrences
+	tagDelta  = 2 // as tagChunk, followed by a delta frame against a chunk of the previous image
+)
+
+// Sum is a chunk's hash in the index: the first 16 bytes of its SHA-256. A server that wants
+// bytes of its own taken for a chunk must find a second preimage of 128 bits, and every
+// aduimg chunk assembled from chunks is checked against the image's signed header besides.
+type Sum [16]byte
+
+// SumOf returns the Sum of a chunk.
+func SumOf(chunk []byte) Sum {
+	d := sha256.Sum256(chunk)
+	return Sum(d[:16])
+}
+
+func (s Sum) String() string { return fmt.Sprintf("%x", s[:]) }
 
 // Entry is one chunk of the payload, in payload order.
 type Entry struct {
-	SHA256  image.Digest
+	Sum     Sum
 	Offset  int64 // in the payload
 	Size    int   // raw bytes
 	Frame   int64 // where its frame lies in the store (a repeat: its first occurrence's)
 	FrameN  int   // frame length: Size for a stored chunk, less for zstd
 	Repeats bool  // its frame is an earlier entry's
+	// Delta, if set, is a shorter frame of the chunk: a zstd delta against a chunk of the
+	// previous image, for a device that holds that chunk.
+	Delta *Delta
+}
+
+// Delta is a changed chunk's frame as one zstd frame whose raw dictionary is a chunk of the
+// previous image (Base, BaseSize bytes), which the device may hold.
+type Delta struct {
+	Base     Sum
+	BaseSize int
+	Frame    int64
+	FrameN   int
 }
 
 // Compressed tells whether the chunk's frame is zstd (shorter than the chunk) or its bytes.
 func (e Entry) Compressed() bool { return e.FrameN < e.Size }
 
 // Index is the adaptive index of one aduimg image: how its payload is cut into chunks, each
-// chunk's SHA-256, and where the chunk's frame lies in the store file.
+// chunk's hash, and where the chunk's frames lie in the store file.
 type Index struct {
 	Params        Params
 	RawSize       int64
@@ -63,10 +98,10 @@ type Index struct {
 
 // Encode returns the index file's bytes.
 func (x *Index) Encode() []byte {
-	b := make([]byte, indexFixed, indexFixed+entrySize*len(x.Entries))
+	b := make([]byte, indexFixed, indexFixed+24*len(x.Entries))
 	copy(b, IndexMagic)
 	le := binary.LittleEndian
-	le.PutUint16(b[8:], 1)
+	le.PutUint16(b[8:], indexVersion)
 	le.PutUint32(b[12:], uint32(len(x.Entries)))
 	le.PutUint32(b[16:], uint32(x.Params.Min))
 	le.PutUint32(b[20:], uint32(x.Params.Avg))
@@ -76,14 +111,24 @@ func (x *Index) Encode() []byte {
 	copy(b[48:], x.PayloadSHA256[:])
 	copy(b[80:], x.HeaderSHA256[:])
 	le.PutUint64(b[112:], uint64(x.HeaderSize))
+	ordinal := map[Sum]int{}
 	for _, e := range x.Entries {
-		var ent [entrySize]byte
-		copy(ent[:], e.SHA256[:])
-		le.PutUint32(ent[32:], uint32(e.Size))
-		if !e.Repeats {
-			le.PutUint32(ent[36:], uint32(e.FrameN))
+		if e.Repeats {
+			b = append(b, tagRepeat)
+			b = binary.AppendUvarint(b, uint64(ordinal[e.Sum]))
+			continue
 		}
-		b = append(b, ent[:]...)
+		ordinal[e.Sum] = len(ordinal)
+		tag := byte(tagChunk)
+		if e.Delta != nil {
+			tag = tagDelta
+		}
+		b = append(append(b, tag), e.Sum[:]...)
+		b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(e.Size)), uint64(e.FrameN))
+		if d := e.Delta; d != nil {
+			b = append(b, d.Base[:]...)
+			b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(d.BaseSize)), uint64(d.FrameN))
+		}
 	}
 	return b
 }
@@ -96,7 +141,7 @@ func IsStore(prefix []byte) bool { return bytes.HasPrefix(prefix, StoreMagic) }
 
 // ParseIndex reads an index file, checking every rule of the format: the frames it names lie
 // in the store one after the other, the chunks add up to the payload, a repeat names a chunk
-// seen before.
+// seen before, a delta frame is shorter than the chunk's frame.
 func ParseIndex(b []byte) (*Index, error) {
 	if len(b) < indexFixed || !IsIndex(b) {
 		return nil, fmt.Errorf("%w: no index magic, or shorter than %d bytes", ErrMalformed, indexFixed)
@@ -105,15 +150,15 @@ func ParseIndex(b []byte) (*Index, error) {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(b), MaxIndexSize)
 	}
 	le := binary.LittleEndian
-	if v := le.Uint16(b[8:]); v != 1 {
-		return nil, fmt.Errorf("%w: format version %d, not 1", ErrMalformed, v)
+	if v := le.Uint16(b[8:]); v != indexVersion {
+		return nil, fmt.Errorf("%w: format version %d, not %d", ErrMalformed, v, indexVersion)
 	}
 	if le.Uint16(b[10:]) != 0 || le.Uint32(b[28:]) != 0 {
 		return nil, fmt.Errorf("%w: reserved bytes are not zero", ErrMalformed)
 	}
 	n := int(le.Uint32(b[12:]))
-	if len(b) != indexFixed+entrySize*n {
-		return nil, fmt.Errorf("%w: %d bytes for %d entries, want %d", ErrMalformed, len(b), n, indexFixed+entrySize*n)
+	if n > (len(b)-indexFixed)/2 {
+		return nil, fmt.Errorf("%w: %d entries in %d bytes", ErrMalformed, n, len(b)-indexFixed)
 	}
 	x := &Index{Params: Params{Min: int(le.Uint32(b[16:])), Avg: int(le.Uint32(b[20:])), Max: int(le.Uint32(b[24:]))},
 		RawSize: int64(le.Uint64(b[32:])), StoreSize: int64(le.Uint64(b[40:])), HeaderSize: int64(le.Uint64(b[112:]))}
@@ -131,40 +176,96 @@ func ParseIndex(b []byte) (*Index, error) {
 	return x, nil
 }
 
+// entryReader reads the encoded entries.
+type entryReader struct {
+	b   []byte
+	err error
+}
+
+func (r *entryReader) bytes(n int) []byte {
+	if r.err != nil || len(r.b) < n {
+		r.err = io.ErrUnexpectedEOF
+		return make([]byte, n)
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+// size reads a uvarint in [lo, hi], in its shortest encoding.
+func (r *entryReader) size(lo, hi int) int {
+	v, k := binary.Uvarint(r.b)
+	if r.err == nil && (k <= 0 || k != len(binary.AppendUvarint(nil, v)) || v < uint64(lo) || v > uint64(hi)) {
+		r.err = fmt.Errorf("a number outside [%d, %d]", lo, hi)
+	}
+	if r.err != nil {
+		return lo
+	}
+	r.b = r.b[k:]
+	return int(v)
+}
+
 // parseEntries fills x.Entries from n encoded entries and checks them against the sizes.
 func (x *Index) parseEntries(b []byte, n int) error {
-	le := binary.LittleEndian
+	r := &entryReader{b: b}
 	x.Entries = make([]Entry, n)
-	first := make(map[image.Digest]int, n)
-	var off int64
+	var firsts []int // entries of first occurrences, in order
+	var deltas []*Delta
+	seen := map[Sum]bool{}
+	var off, deltaEnd int64
 	frame := int64(StoreHeader)
 	for i := range x.Entries {
-		ent := b[i*entrySize:]
 		e := &x.Entries[i]
-		copy(e.SHA256[:], ent[:32])
-		e.Size, e.FrameN, e.Offset = int(le.Uint32(ent[32:])), int(le.Uint32(ent[36:])), off
-		if e.Size < 1 || e.Size > x.Params.Max {
-			return fmt.Errorf("%w: entry %d: chunk of %d bytes, not in [1, %d]", ErrMalformed, i, e.Size, x.Params.Max)
-		}
-		if j, seen := first[e.SHA256]; seen {
-			if e.FrameN != 0 || x.Entries[j].Size != e.Size {
-				return fmt.Errorf("%w: entry %d repeats entry %d with another frame or size", ErrMalformed, i, j)
+		e.Offset = off
+		switch tag := r.bytes(1)[0]; {
+		case r.err != nil:
+		case tag == tagRepeat:
+			j := r.size(0, max(len(firsts)-1, 0))
+			if r.err == nil && len(firsts) == 0 {
+				r.err = errors.New("a repeat before any chunk")
 			}
-			e.Frame, e.FrameN, e.Repeats = x.Entries[j].Frame, x.Entries[j].FrameN, true
-		} else {
-			if e.FrameN < 1 || e.FrameN > e.Size {
-				return fmt.Errorf("%w: entry %d: frame of %d bytes for a chunk of %d", ErrMalformed, i, e.FrameN, e.Size)
+			if r.err == nil {
+				f := x.Entries[firsts[j]]
+				e.Sum, e.Size, e.Frame, e.FrameN, e.Delta, e.Repeats = f.Sum, f.Size, f.Frame, f.FrameN, f.Delta, true
 			}
-			first[e.SHA256] = i
+		case tag == tagChunk || tag == tagDelta:
+			copy(e.Sum[:], r.bytes(len(e.Sum)))
+			e.Size = r.size(1, x.Params.Max)
+			e.FrameN = r.size(1, e.Size)
 			e.Frame = frame
 			frame += int64(e.FrameN)
+			if tag == tagDelta {
+				d := &Delta{Frame: deltaEnd}
+				copy(d.Base[:], r.bytes(len(d.Base)))
+				d.BaseSize = r.size(1, x.Params.Max)
+				d.FrameN = r.size(1, e.FrameN-1)
+				deltaEnd += int64(d.FrameN)
+				e.Delta = d
+				deltas = append(deltas, d)
+			}
+			if r.err == nil && seen[e.Sum] {
+				r.err = errors.New("a chunk seen before, not encoded as a repeat")
+			}
+			seen[e.Sum] = true
+			firsts = append(firsts, i)
+		default:
+			r.err = fmt.Errorf("tag %d", tag)
+		}
+		if r.err != nil {
+			return fmt.Errorf("%w: entry %d: %w", ErrMalformed, i, r.err)
 		}
 		off += int64(e.Size)
 	}
-	if off != x.RawSize {
-		return fmt.Errorf("%w: the chunks hold %d bytes, the payload %d", ErrMalformed, off, x.RawSize)
+	for _, d := range deltas {
+		d.Frame += frame // the delta frames follow the chunks' frames
 	}
-	if frame != x.StoreSize {
+	frame += deltaEnd
+	switch {
+	case len(r.b) != 0:
+		return fmt.Errorf("%w: %d bytes after the last entry", ErrMalformed, len(r.b))
+	case off != x.RawSize:
+		return fmt.Errorf("%w: the chunks hold %d bytes, the payload %d", ErrMalformed, off, x.RawSize)
+	case frame != x.StoreSize:
 		return fmt.Errorf("%w: the frames end at %d, the store at %d", ErrMalformed, frame, x.StoreSize)
 	}
 	return nil
@@ -183,11 +284,15 @@ func (x *Index) Matches(h *image.Header) error {
 	return nil
 }
 
-// Wanted is the set of chunk hashes the index names.
-func (x *Index) Wanted() map[image.Digest]int {
-	m := make(map[image.Digest]int, len(x.Entries))
+// Wanted is the set of chunks the index names, and the bases of its delta frames, with
+// their sizes: what a device looks for in what it holds.
+func (x *Index) Wanted() map[Sum]int {
+	m := make(map[Sum]int, len(x.Entries))
 	for _, e := range x.Entries {
-		m[e.SHA256] = e.Size
+		m[e.Sum] = e.Size
+		if d := e.Delta; d != nil {
+			m[d.Base] = d.BaseSize
+		}
 	}
 	return m
 }

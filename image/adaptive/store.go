@@ -2,6 +2,7 @@ package adaptive
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -11,10 +12,56 @@ import (
 	"github.com/aduflash/aduflash/image"
 )
 
+// IndexImage verifies the aduimg image read from img with kr (its signature, every chunk) and
+// builds its index with p, writing the store (with delta frames against base, if set): what
+// aduimport index does.
+func IndexImage(img io.Reader, kr *image.Keyring, p Params, store io.Writer, base *Base) (*Index, error) {
+	rd, err := image.NewReader(img, image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		return nil, err
+	}
+	return Build(rd.Header(), rd, p, store, base)
+}
+
+// Base is the payload of the image the devices are expected to run (Size bytes of R): a
+// chunk of the new payload that it lacks gets a delta frame against the base chunk at its
+// place, the one after the last chunk both share.
+type Base struct {
+	R    io.ReaderAt
+	Size int64
+}
+
+// builder writes the store and the entries of Build.
+type builder struct {
+	x     *Index
+	w     *bufio.Writer
+	enc   *zstd.Encoder
+	frame int64
+	first map[Sum]Entry
+	buf   []byte
+	// deltas are the delta frames, written after the last chunk's frame; their entries'
+	// Delta.Frame is relative to their start until then.
+	deltas bytes.Buffer
+	// base's chunks in order, where each one first lies, and the base chunk after the last
+	// chunk the payload shares with base.
+	base       *Base
+	baseChunks []baseChunk
+	baseAt     map[Sum]int
+	next       int
+}
+
+type baseChunk struct {
+	sum  Sum
+	off  int64
+	size int
+}
+
 // Build cuts the payload of the verified image h (read from payload) into chunks with p and
 // writes the store: its header, then each chunk's frame at its first occurrence (zstd, or its
-// bytes where zstd would not make it smaller). It returns the index of what it wrote.
-func Build(h *image.Header, payload io.Reader, p Params, store io.Writer) (*Index, error) {
+// bytes where zstd would not make it smaller), then the delta frames, in the same order, of
+// the chunks that have one: against a chunk of base, where that is shorter (base may be nil;
+// the delta frames are kept in memory until the end). It returns the index of what it wrote.
+func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *Base) (*Index, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
@@ -25,48 +72,127 @@ func Build(h *image.Header, payload io.Reader, p Params, store io.Writer) (*Inde
 	}
 	defer enc.Close()
 	hdr := h.Encoded()
-	x := &Index{Params: p, RawSize: h.RawSize, PayloadSHA256: h.PayloadSHA256, HeaderSHA256: sha256.Sum256(hdr), HeaderSize: int64(len(hdr))}
-	w := bufio.NewWriterSize(store, 1<<20)
+	b := &builder{x: &Index{Params: p, RawSize: h.RawSize, PayloadSHA256: h.PayloadSHA256, HeaderSHA256: sha256.Sum256(hdr), HeaderSize: int64(len(hdr))},
+		w: bufio.NewWriterSize(store, 1<<20), enc: enc, frame: StoreHeader, first: map[Sum]Entry{}, base: base}
+	if err := b.cutBase(); err != nil {
+		return nil, err
+	}
 	head := make([]byte, StoreHeader)
 	copy(head, StoreMagic)
 	head[8] = 1
-	if _, err := w.Write(head); err != nil {
+	if _, err := b.w.Write(head); err != nil {
 		return nil, err
 	}
-	frame := int64(StoreHeader)
-	first := map[image.Digest]Entry{}
-	var buf []byte
-	err = p.Split(payload, func(off int64, chunk []byte) error {
-		e := Entry{SHA256: sha256.Sum256(chunk), Offset: off, Size: len(chunk)}
-		if f, seen := first[e.SHA256]; seen {
-			e.Frame, e.FrameN, e.Repeats = f.Frame, f.FrameN, true
-			x.Entries = append(x.Entries, e)
-			return nil
-		}
-		buf = enc.EncodeAll(chunk, buf[:0])
-		out := buf
-		if len(buf) >= len(chunk) {
-			out = chunk
-		}
-		e.Frame, e.FrameN = frame, len(out)
-		frame += int64(len(out))
-		first[e.SHA256] = e
-		x.Entries = append(x.Entries, e)
-		_, err := w.Write(out)
-		return err
-	})
-	if err != nil {
+	if err := p.Split(payload, b.add); err != nil {
 		return nil, err
 	}
-	if err := w.Flush(); err != nil {
+	if err := b.writeDeltas(); err != nil {
 		return nil, err
 	}
-	x.StoreSize = frame
-	if n := sumSizes(x.Entries); n != h.RawSize {
+	if err := b.w.Flush(); err != nil {
+		return nil, err
+	}
+	b.x.StoreSize = b.frame
+	if n := sumSizes(b.x.Entries); n != h.RawSize {
 		return nil, fmt.Errorf("%w: the payload read has %d bytes, the image %d", ErrMalformed, n, h.RawSize)
 	}
-	return x, nil
+	return b.x, nil
 }
+
+// cutBase cuts the base payload into chunks.
+func (b *builder) cutBase() error {
+	if b.base == nil {
+		return nil
+	}
+	b.baseAt = map[Sum]int{}
+	return b.x.Params.Split(io.NewSectionReader(b.base.R, 0, b.base.Size), func(off int64, chunk []byte) error {
+		s := SumOf(chunk)
+		if _, seen := b.baseAt[s]; !seen {
+			b.baseAt[s] = len(b.baseChunks)
+		}
+		b.baseChunks = append(b.baseChunks, baseChunk{sum: s, off: off, size: len(chunk)})
+		return nil
+	})
+}
+
+// add appends the entry of the chunk at off, writing its frames at its first occurrence.
+func (b *builder) add(off int64, chunk []byte) error {
+	e := Entry{Sum: SumOf(chunk), Offset: off, Size: len(chunk)}
+	j, inBase := b.baseAt[e.Sum]
+	if inBase {
+		b.next = j + 1
+	}
+	if f, seen := b.first[e.Sum]; seen {
+		e.Frame, e.FrameN, e.Delta, e.Repeats = f.Frame, f.FrameN, f.Delta, true
+		b.x.Entries = append(b.x.Entries, e)
+		return nil
+	}
+	b.buf = b.enc.EncodeAll(chunk, b.buf[:0])
+	out := b.buf
+	if len(out) >= len(chunk) {
+		out = chunk
+	}
+	e.Frame, e.FrameN = b.frame, len(out)
+	if _, err := b.w.Write(out); err != nil {
+		return err
+	}
+	b.frame += int64(len(out))
+	if !inBase && b.next < len(b.baseChunks) {
+		d, err := b.delta(chunk, b.baseChunks[b.next], len(out))
+		if err != nil {
+			return err
+		}
+		e.Delta = d
+		b.next++
+	}
+	b.first[e.Sum] = e
+	b.x.Entries = append(b.x.Entries, e)
+	return nil
+}
+
+// deltaGain is how much shorter than the chunk's own frame a delta frame must be to be
+// written (it costs an index entry of about this many bytes more).
+const deltaGain = 24
+
+// delta writes the delta frame of chunk against base chunk bc when it is at least deltaGain
+// bytes shorter than full, and returns its entry (nil when it is not).
+func (b *builder) delta(chunk []byte, bc baseChunk, full int) (*Delta, error) {
+	dict := make([]byte, bc.size)
+	if _, err := b.base.R.ReadAt(dict, bc.off); err != nil {
+		return nil, fmt.Errorf("adaptive: reading the base at %d: %w", bc.off, err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(deltaWindow(b.x.Params)), zstd.WithEncoderCRC(false), zstd.WithEncoderDictRaw(deltaDictID, dict))
+	if err != nil {
+		return nil, fmt.Errorf("adaptive: %w", err)
+	}
+	defer enc.Close()
+	frame := enc.EncodeAll(chunk, nil)
+	if len(frame)+deltaGain > full {
+		return nil, nil
+	}
+	d := &Delta{Base: bc.sum, BaseSize: bc.size, Frame: int64(b.deltas.Len()), FrameN: len(frame)}
+	b.deltas.Write(frame)
+	return d, nil
+}
+
+// writeDeltas writes the delta frames after the chunks' frames, where the entries now say.
+func (b *builder) writeDeltas() error {
+	for _, e := range b.x.Entries {
+		if e.Delta != nil && !e.Repeats {
+			e.Delta.Frame += b.frame
+		}
+	}
+	n, err := b.w.Write(b.deltas.Bytes())
+	b.frame += int64(n)
+	return err
+}
+
+// deltaDictID is the dictionary id of delta frames; deltaWindow their window (the base chunk
+// and the chunk).
+const deltaDictID = 1
+
+func deltaWindow(p Params) int { return zstdWindow(2 * p.Max) }
 
 func sumSizes(es []Entry) int64 {
 	var n int64
@@ -87,6 +213,7 @@ func zstdWindow(maxChunk int) int {
 
 // Decoder turns frames into the chunks they hold, checked against their entries.
 type Decoder struct {
+	p   Params
 	dec *zstd.Decoder
 	buf []byte
 }
@@ -99,7 +226,7 @@ func NewDecoder(p Params) (*Decoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adaptive: %w", err)
 	}
-	return &Decoder{dec: d, buf: make([]byte, 0, p.Max)}, nil
+	return &Decoder{p: p, dec: d, buf: make([]byte, 0, p.Max)}, nil
 }
 
 // Close releases the decoder.
@@ -121,10 +248,39 @@ func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
 	return raw, Verify(e, raw)
 }
 
+// Delta returns the bytes e's delta frame holds, decoded against base (the chunk e.Delta
+// names, which the caller checked), or an error wrapping ErrChunkHash when they are not
+// e's chunk.
+func (d *Decoder) Delta(e Entry, base, frame []byte) ([]byte, error) {
+	if e.Delta == nil || len(frame) != e.Delta.FrameN || len(base) != e.Delta.BaseSize {
+		return nil, fmt.Errorf("%w: chunk at payload offset %d: a delta frame of %d bytes against %d, not the index's", ErrChunkHash, e.Offset, len(frame), len(base))
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(uint64(deltaWindow(d.p))), zstd.WithDecoderMaxMemory(uint64(d.p.Max)),
+		zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderDictRaw(deltaDictID, base))
+	if err != nil {
+		return nil, fmt.Errorf("adaptive: %w", err)
+	}
+	defer dec.Close()
+	raw, err := dec.DecodeAll(frame, d.buf[:0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: delta of the chunk at payload offset %d (store offset %d): %w", ErrChunkHash, e.Offset, e.Delta.Frame, err)
+	}
+	return raw, Verify(e, raw)
+}
+
 // Verify checks that raw is e's chunk.
 func Verify(e Entry, raw []byte) error {
-	if len(raw) != e.Size || image.Digest(sha256.Sum256(raw)) != e.SHA256 {
+	if len(raw) != e.Size || SumOf(raw) != e.Sum {
 		return fmt.Errorf("%w: chunk at payload offset %d (%d bytes, store offset %d)", ErrChunkHash, e.Offset, e.Size, e.Frame)
+	}
+	return nil
+}
+
+// VerifyBase checks that raw is the base chunk of e's delta frame.
+func VerifyBase(e Entry, raw []byte) error {
+	if e.Delta == nil || len(raw) != e.Delta.BaseSize || SumOf(raw) != e.Delta.Base {
+		return fmt.Errorf("%w: the base of the delta of the chunk at payload offset %d", ErrChunkHash, e.Offset)
 	}
 	return nil
 }

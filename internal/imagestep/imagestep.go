@@ -17,7 +17,9 @@
 //     version (for MCUboot the version as imgtool writes it, 1.2.3+4; 1.2.3 means 1.2.3+0).
 //
 // Complete first fills in what a step leaves out and its images say: installedCriteria (the
-// version) and slotClass (an aduimg image's class). Headers are read but not verified: the
+// version) and slotClass (an aduimg image's class). NameAdaptive, before the manifest is
+// built, gives a related file that is an adaptive index or chunk store its property
+// aduflash.adaptive and its file the download handler aduflash/adaptive:1. Headers are read but not verified: the
 // signature is the device's to check, and a forged header only earns a refusal there.
 //
 // The package sits between manifestgen (which imports only the standard library) and the
@@ -35,6 +37,7 @@ import (
 	"strings"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/manifestgen"
 )
@@ -213,6 +216,55 @@ func fillDefaults(m *manifestgen.Manifest, imgs map[string]facts) {
 		}
 		m.Instructions.Steps[i] = st
 	}
+}
+
+// NameAdaptive gives the related files of spec that are an adaptive index or chunk store (by
+// their magic) the related-file property that tells them apart, where they have none, and
+// their file the download handler aduflash/adaptive:1, where it has none.
+func NameAdaptive(spec *manifestgen.Spec) error {
+	for i := range spec.Files {
+		f := &spec.Files[i]
+		for j := range f.Related {
+			r := &f.Related[j]
+			role, err := adaptiveRole(r.Path)
+			if err != nil {
+				return err
+			}
+			if role == "" {
+				continue
+			}
+			if _, set := r.Properties.Get(adaptive.RoleProperty); !set {
+				b, _ := json.Marshal(role) // a string always encodes
+				r.Properties = r.Properties.With(adaptive.RoleProperty, b)
+			}
+			if f.DownloadHandler == "" {
+				f.DownloadHandler = AdaptiveHandler
+			}
+		}
+	}
+	return nil
+}
+
+// AdaptiveHandler is the download handler of an image with an adaptive index
+// (agent.DownloadHandlerAdaptive).
+const AdaptiveHandler = "aduflash/adaptive:1"
+
+// adaptiveRole tells whether the file at p is an adaptive index or chunk store ("": neither).
+func adaptiveRole(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, len(adaptive.IndexMagic))
+	n, _ := io.ReadFull(f, head)
+	switch head = head[:n]; {
+	case adaptive.IsIndex(head):
+		return adaptive.RoleIndex, nil
+	case adaptive.IsStore(head):
+		return adaptive.RoleStore, nil
+	}
+	return "", nil
 }
 
 // violations applies the rules of the package comment, in document order: compatibility,

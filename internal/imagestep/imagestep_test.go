@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,8 +18,8 @@ import (
 )
 
 func TestHandlerIsTheAgents(t *testing.T) {
-	if Handler != agent.HandlerImage {
-		t.Fatalf("Handler %q, aduagent runs %q", Handler, agent.HandlerImage)
+	if Handler != agent.HandlerImage || AdaptiveHandler != agent.DownloadHandlerAdaptive {
+		t.Fatalf("Handler %q, AdaptiveHandler %q; aduagent runs %q, %q", Handler, AdaptiveHandler, agent.HandlerImage, agent.DownloadHandlerAdaptive)
 	}
 }
 
@@ -223,6 +224,32 @@ func TestCompleteFillsWhatTheImageSays(t *testing.T) {
 	}
 	if hp := m.Instructions.Steps[2].HandlerProperties; hp != nil {
 		t.Errorf("the microsoft/script:1 step got handlerProperties %v", hp)
+	}
+}
+
+// Related files that are an adaptive index and chunk store get the property that tells them
+// apart, and their file the adaptive download handler; a property or handler given is kept,
+// and other related files are left alone.
+func TestNameAdaptive(t *testing.T) {
+	fs := newFiles(t)
+	fs.write("rootfs.aduidx", append([]byte("\x89ADUIDX\n"), make([]byte, 200)...))
+	fs.write("rootfs.aduchunks", append([]byte("\x89ADUCHK\n"), make([]byte, 8)...))
+	fs.write("other.bin", []byte("a delta of another kind"))
+	given, _ := manifestgen.ParseObject([]byte(`{"aduflash.adaptive":"store","x":1}`))
+	spec := manifestgen.Spec{Files: []manifestgen.FileSpec{{Path: fs.path("rootfs.aduimg"), Related: []manifestgen.RelatedFileSpec{
+		{Path: fs.path("rootfs.aduidx")}, {Path: fs.path("rootfs.aduchunks"), Properties: given}, {Path: fs.path("other.bin")}}},
+		{Path: fs.path("other.aduimg"), DownloadHandler: "x/y:1", Related: []manifestgen.RelatedFileSpec{{Path: fs.path("rootfs.aduidx")}}}}}
+	if err := NameAdaptive(&spec); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range spec.Files[0].Related {
+		b, _ := json.Marshal(r.Properties)
+		got = append(got, string(b))
+	}
+	if want := []string{`{"aduflash.adaptive":"index"}`, `{"aduflash.adaptive":"store","x":1}`, `{}`}; !slices.Equal(got, want) ||
+		spec.Files[0].DownloadHandler != AdaptiveHandler || spec.Files[1].DownloadHandler != "x/y:1" {
+		t.Fatalf("related files' properties %v, download handlers %q, %q; want %v and %s, x/y:1", got, spec.Files[0].DownloadHandler, spec.Files[1].DownloadHandler, want, AdaptiveHandler)
 	}
 }
 

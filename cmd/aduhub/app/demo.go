@@ -10,11 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +26,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/agent"
+	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/progress"
@@ -31,7 +36,10 @@ import (
 	"github.com/aduflash/aduflash/dps"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/httpcount"
+	"github.com/aduflash/aduflash/internal/imagestep"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/manifestgen"
@@ -58,7 +66,10 @@ func (e *env) demoCommand() *cli.Command {
     server on UDP at 127.0.0.1); 2.0 updates it too once the gateway confirmed bank B
     (upload, test, reset, health check, confirm), and 2.1 ships an MCU image whose
     application does not come up: the agent resets the MCU again, MCUboot reverts it, and
-    2.1 is reported Failed with the MCU's health-check code (32000130).
+    2.1 is reported Failed with the MCU's health-check code (32000130);
+  - deploys 3.1, 2.0 with a few changes, published with an adaptive index and chunk store:
+    the device fetches only the chunks bank B lacks (the timeline says how many bytes),
+    writes bank A, reboots into it and confirms it.
 Prints a timeline and a summary table. Exit code 0 only if every step happened as described.
 
 With --devices N, N devices take part at once; the timeline then shows the counts.
@@ -85,11 +96,13 @@ type demo struct {
 	stack *hub.Stack
 	kr    *image.Keyring
 	size  int // bytes of each image's payload
-	// v1 is the factory payload, v2 2.0's, v3p the start of 3.0's (whose application fails).
-	v1, v2, v3p []byte
-	devices     []*demoDevice
-	bar         download   // device-001's download (with one device)
-	mu          sync.Mutex // serialises timeline lines; guards idle
+	// v1 is the factory payload, v2 2.0's, v3p the start of 3.0's (whose application fails),
+	// v31 3.1's (2.0's with a few changes).
+	v1, v2, v3p, v31 []byte
+	devices          []*demoDevice
+	bar              download     // device-001's download (with one device)
+	served           atomic.Int64 // bytes the hub's file server sent
+	mu               sync.Mutex   // serialises timeline lines; guards idle
 	// idle is, per device, the workflow id of its last report of state 0 Idle (recorded
 	// after its timeline line): a failed deployment is over for a device once it is Idle
 	// again, not at its Failed report.
@@ -186,32 +199,43 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !d.mcu {
-		d.summary(st2, st3)
-		return nil
+	deps := []*hub.DeploymentStatus{st2, st3}
+	if d.mcu {
+		st21, err := d.deployFailingMCU(ctx)
+		if err != nil {
+			return err
+		}
+		deps = append(deps, st21)
 	}
-	st21, err := d.deployFailingMCU(ctx)
+	st31, err := d.deployAdaptive(ctx)
 	if err != nil {
 		return err
 	}
-	d.summary(st2, st3, st21)
+	d.summary(append(deps, st31)...)
 	return nil
 }
 
 // prepare makes the keys and the local stand-in (MQTT over TLS with a local CA, files over
-// HTTP, both on 127.0.0.1), and signs the images of 2.0 and 3.0; it returns their files.
-func (d *demo) prepare() ([2]string, error) {
+// HTTP, both on 127.0.0.1, the bytes served counted), and signs the images of 2.0, 3.0 and
+// 3.1; it returns their files.
+func (d *demo) prepare() ([3]string, error) {
 	d.say("generating keys: image signing key (ed25519), Device Update root and signing keys (RSA)")
 	k, err := image.GenerateKey(image.Ed25519, rand.Reader)
 	if err != nil {
-		return [2]string{}, err
+		return [3]string{}, err
 	}
 	if d.kr, err = image.NewKeyring(k.Public()); err != nil {
-		return [2]string{}, err
+		return [3]string{}, err
 	}
-	d.stack, err = hub.Local(hub.LocalOptions{DataDir: filepath.Join(d.work, "hub"), TLS: true, RootKID: demoRootKID, SigningKID: demoSigningKID})
+	d.stack, err = hub.Local(hub.LocalOptions{DataDir: filepath.Join(d.work, "hub"), TLS: true, RootKID: demoRootKID, SigningKID: demoSigningKID,
+		HTTPHandler: func(st *hub.Stack) http.Handler {
+			files := st.Files()
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				files.ServeHTTP(httpcount.Writer{ResponseWriter: w, N: &d.served}, r)
+			})
+		}})
 	if err != nil {
-		return [2]string{}, exitcode.WithCode(exitcode.IO, err)
+		return [3]string{}, exitcode.WithCode(exitcode.IO, err)
 	}
 	files, err := d.signImages(k)
 	if err != nil || !d.mcu {
@@ -220,10 +244,10 @@ func (d *demo) prepare() ([2]string, error) {
 	return files, d.signMCUImages(k)
 }
 
-// signImages signs the payloads of 2.0 and of 3.0 (whose application will not come up) as
-// image files.
-func (d *demo) signImages(k crypto.Signer) ([2]string, error) {
-	var files [2]string
+// signImages signs the payloads of 2.0, of 3.0 (whose application will not come up) and of
+// 3.1 (2.0's with a few changes, with its adaptive index and chunk store) as image files.
+func (d *demo) signImages(k crypto.Signer) ([3]string, error) {
+	var files [3]string
 	d.size = 4 << 20
 	if d.n > 10 {
 		d.size = 1 << 20
@@ -231,6 +255,7 @@ func (d *demo) signImages(k crypto.Signer) ([2]string, error) {
 	d.v1, d.v2 = payload(1, d.size), payload(2, d.size)
 	v3 := payload(3, d.size)
 	d.v3p = v3[:4096]
+	d.v31 = slices.Concat(d.v2[:d.size/4], noise(d.size/64), d.v2[d.size/4+d.size/64:])
 	imgDir := filepath.Join(d.work, "images")
 	if err := os.MkdirAll(imgDir, 0o755); err != nil {
 		return files, err
@@ -238,7 +263,7 @@ func (d *demo) signImages(k crypto.Signer) ([2]string, error) {
 	for i, u := range []struct {
 		version string
 		raw     []byte
-	}{{"2.0", d.v2}, {"3.0", v3}} {
+	}{{"2.0", d.v2}, {"3.0", v3}, {"3.1", d.v31}} {
 		files[i] = filepath.Join(imgDir, "rootfs-"+u.version+".aduimg")
 		h, err := signImage(files[i], u.raw, k, u.version)
 		if err != nil {
@@ -246,17 +271,49 @@ func (d *demo) signImages(k crypto.Signer) ([2]string, error) {
 		}
 		d.say("signed rootfs-%s.aduimg: %s payload, %d chunks, zstd, key %s", u.version, progress.Size(h.RawSize), len(h.Chunks), h.KeyID)
 	}
+	x, err := writeIndex(files[2], d.v2, d.kr)
+	if err != nil {
+		return files, err
+	}
+	d.say("indexed rootfs-3.1.aduimg against 2.0: %d content-defined chunks, index %s, chunk store %s", len(x.Entries), progress.Size(int64(len(x.Encode()))), progress.Size(x.StoreSize))
 	return files, nil
 }
 
+// noise is n incompressible bytes: what 3.1 changes.
+func noise(n int) []byte {
+	b := make([]byte, n)
+	mrand.NewChaCha8([32]byte{31}).Read(b)
+	return b
+}
+
+// writeIndex writes the adaptive index and chunk store of the image at path beside it
+// (rootfs-3.1.aduidx and .aduchunks), with delta frames against the payload base, as
+// aduimport index --base does.
+func writeIndex(path string, base []byte, kr *image.Keyring) (*adaptive.Index, error) {
+	img, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var store bytes.Buffer
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(base), Size: int64(len(base))})
+	if err != nil {
+		return nil, err
+	}
+	stem := strings.TrimSuffix(path, ".aduimg")
+	return x, errors.Join(os.WriteFile(stem+".aduidx", x.Encode(), 0o644), os.WriteFile(stem+".aduchunks", store.Bytes(), 0o644))
+}
+
 // importUpdates writes the import manifests of the images of 2.0 and 3.0 and imports them.
-func (d *demo) importUpdates(ctx context.Context, images [2]string) error {
+func (d *demo) importUpdates(ctx context.Context, images [3]string) error {
 	d.say("local IoT Hub on mqtts://%s (local CA), update files on %s", d.stack.MQTTAddr, d.stack.HTTPURL)
+	stem := strings.TrimSuffix(images[2], ".aduimg")
 	updates := []struct {
 		version string
 		files   []string
 		classes []string
-	}{{"2.0", []string{images[0]}, []string{"rootfs"}}, {"3.0", []string{images[1]}, []string{"rootfs"}}}
+	}{{"2.0", []string{images[0]}, []string{"rootfs"}}, {"3.0", []string{images[1]}, []string{"rootfs"}},
+		// 3.1's image with its adaptive index and chunk store, its related files.
+		{"3.1", []string{images[2], stem + ".aduidx", stem + ".aduchunks"}, []string{"rootfs"}}}
 	if d.mcu {
 		dir := filepath.Dir(images[0])
 		updates[0].files = append(updates[0].files, filepath.Join(dir, "mcu-2.0.0.bin"))
@@ -343,16 +400,8 @@ func (d *demo) deployGood(ctx context.Context) (*hub.DeploymentStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Counts.Succeeded != d.n {
-		return nil, fmt.Errorf("2.0: %d of %d devices succeeded", st.Counts.Succeeded, d.n)
-	}
-	for _, dd := range d.devices {
-		if dd.dev.Running() != "B" || !bytes.Equal(dd.dev.Slot("B", len(d.v2)), d.v2) {
-			return nil, fmt.Errorf("%s: after 2.0 it runs bank %s", dd.id, dd.dev.Running())
-		}
-		if bs, err := dd.dev.BootState(); err != nil || bs.Pending != "" || bs.Primary != "B" {
-			return nil, fmt.Errorf("%s: after 2.0 the bootloader state is %+v (%v)", dd.id, bs, err)
-		}
+	if err := d.confirmed(st, "B", d.v2); err != nil {
+		return nil, err
 	}
 	d.say("2.0 confirmed on every device: running bank B, nothing pending")
 	if d.mcu {
@@ -362,6 +411,24 @@ func (d *demo) deployGood(ctx context.Context) (*hub.DeploymentStatus, error) {
 		d.say("MCU image 2.0.0 confirmed on every device's MCU (after the gateway confirmed bank B)")
 	}
 	return st, nil
+}
+
+// confirmed checks that every device succeeded st's update and runs raw from bank, primary,
+// nothing pending or bad.
+func (d *demo) confirmed(st *hub.DeploymentStatus, bank string, raw []byte) error {
+	v := st.UpdateID.Version
+	if st.Counts.Succeeded != d.n {
+		return fmt.Errorf("%s: %d of %d devices succeeded", v, st.Counts.Succeeded, d.n)
+	}
+	for _, dd := range d.devices {
+		if dd.dev.Running() != bank || !bytes.Equal(dd.dev.Slot(bank, len(raw)), raw) {
+			return fmt.Errorf("%s: after %s it runs bank %s", dd.id, v, dd.dev.Running())
+		}
+		if bs, err := dd.dev.BootState(); err != nil || bs.Pending != "" || string(bs.Primary) != bank || bs.IsBad(bootloader.Bank(bank)) {
+			return fmt.Errorf("%s: after %s the bootloader state is %+v (%v)", dd.id, v, bs, err)
+		}
+	}
+	return nil
 }
 
 // deployFailed deploys version (see deploy) and checks that every device failed it with erc
@@ -713,6 +780,30 @@ func signImage(path string, raw []byte, k crypto.Signer, version string) (*image
 	return h, f.Sync()
 }
 
+// deployAdaptive deploys 3.1 (2.0's payload with a few changes, with its adaptive index) and
+// checks that every device runs it from bank A, nothing pending, having fetched less than a
+// quarter of the image.
+func (d *demo) deployAdaptive(ctx context.Context) (*hub.DeploymentStatus, error) {
+	before := d.served.Load()
+	st, err := d.deploy(ctx, "3.1", " (adaptive: only the chunks bank B lacks are fetched)", "bank A")
+	if err != nil {
+		return nil, err
+	}
+	if err := d.confirmed(st, "A", d.v31); err != nil {
+		return nil, err
+	}
+	up, err := d.stack.Service.Update(st.UpdateID)
+	if err != nil {
+		return nil, err
+	}
+	served, size := (d.served.Load()-before)/int64(d.n), up.Files[0].SizeInBytes
+	if served*4 > size {
+		return nil, fmt.Errorf("3.1: each device fetched %d bytes of a %d-byte image, not only its changed chunks", served, size)
+	}
+	d.say("3.1 confirmed on every device: running bank A, nothing pending; each fetched %s of the %s image", progress.Size(served), progress.Size(size))
+	return st, nil
+}
+
 // importManifest writes the import manifest of an update whose step i writes files[i] into
 // slot class classes[i], as aduimport manifest create does.
 func importManifest(ctx context.Context, version string, files, classes []string) ([]byte, error) {
@@ -722,7 +813,7 @@ func importManifest(ctx context.Context, version string, files, classes []string
 	}
 	var steps []manifestgen.StepSpec
 	var fss []manifestgen.FileSpec
-	for i, file := range files {
+	for i, file := range files[:len(classes)] {
 		criteria := version // installedCriteria: the image's version
 		if classes[i] == demoMCUClass {
 			v, err := mcuboot.ParseVersion(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "mcu-"), ".bin"))
@@ -741,6 +832,12 @@ func importManifest(ctx context.Context, version string, files, classes []string
 			return nil, err
 		}
 		steps, fss = append(steps, step), append(fss, fs)
+	}
+	for _, file := range files[len(classes):] {
+		fss[0].Related = append(fss[0].Related, manifestgen.RelatedFileSpec{Path: file})
+	}
+	if err := imagestep.NameAdaptive(&manifestgen.Spec{Files: fss}); err != nil {
+		return nil, err
 	}
 	m, _, err := manifestgen.Build(ctx, manifestgen.Spec{UpdateID: manifestgen.UpdateID{Provider: demoProvider, Name: demoName, Version: version},
 		Compatibility: []manifestgen.Compatibility{compat}, Steps: steps, Files: fss})
@@ -850,6 +947,23 @@ func (h *timelineHandler) WithGroup(string) slog.Handler            { return h }
 
 func (h *timelineHandler) Handle(_ context.Context, r slog.Record) error {
 	switch r.Message {
+	case "adaptive download":
+		var fetched, reused, size int64
+		var from string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "fetched":
+				fetched = a.Value.Int64()
+			case "reused":
+				reused = a.Value.Int64()
+			case "size":
+				size = a.Value.Int64()
+			case "from":
+				from = a.Value.String()
+			}
+			return true
+		})
+		h.d.say("%s agent: adaptive download: fetched %s of the %s image, reused %s from %s", h.id, progress.Size(fetched), progress.Size(size), progress.Size(reused), from)
 	case "health checks passed; bank confirmed", "rolling back", "slot written and verified", "deployment failed",
 		"updating an MCU", "MCU updated and confirmed", "the MCU failed its health check: reverting", "MCU update failed":
 		var attrs []string

@@ -29,6 +29,7 @@ func TestDemo(t *testing.T) {
 			"DPS enrollment group demo-devices",
 			"2.0 confirmed on every device: running bank B, nothing pending",
 			"3.0 rolled back on every device: bank A marked bad, running bank B, 2.0 reported as installed",
+			"3.1 confirmed on every device: running bank A, nothing pending; each fetched",
 			"0/32000020 ×" + n, "700 ×" + n, "demo passed",
 			"MCU image 2.0.0 confirmed on every device's MCU (after the gateway confirmed bank B)",
 			"2.1 reverted on every device's MCU by MCUboot: it runs 2.0.0 again; the gateway stayed on 2.0 without a reboot",
@@ -40,7 +41,8 @@ func TestDemo(t *testing.T) {
 		}
 		if n == "1" {
 			for _, want := range []string{"state 6 DeploymentInProgress", "bank B pending in U-Boot's environment", "U-Boot starts bank B",
-				"health checks passed; bank confirmed", "state 255 Failed, resultCode 0, extendedResultCodes 32000020", "state 0 Idle, installedUpdateId 2.0, resultCode 0"} {
+				"health checks passed; bank confirmed", "state 255 Failed, resultCode 0, extendedResultCodes 32000020", "state 0 Idle, installedUpdateId 2.0, resultCode 0",
+				"adaptive download: fetched", "reused 3.9 MiB from rootfs-b", "state 0 Idle, installedUpdateId 3.1, resultCode 700"} {
 				if !strings.Contains(s, want) {
 					t.Errorf("timeline lacks %q:\n%s", want, s)
 				}

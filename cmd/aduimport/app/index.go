@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"cmp"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -25,19 +27,26 @@ func (e *env) indexCommand() *cli.Command {
 		ArgsUsage: "IMAGE",
 		Description: `Verifies IMAGE (signature, every chunk) while it cuts the payload into
 content-defined chunks, and writes two files for the image's related files:
-the index (the chunks' sizes and SHA-256, bound to the image's signed header)
+the index (the chunks' sizes and hashes, bound to the image's signed header)
 and the chunk store (each chunk compressed on its own, fetched by HTTP Range).
 Default names: IMAGE without .aduimg, plus .aduidx and .aduchunks.
+With --base, the image the devices run now (verified with the same keys):
+a chunk of IMAGE that it lacks also gets a delta frame against the chunk
+of the base at its place, which a device that holds that chunk fetches
+instead (zstd with the base chunk as dictionary; the result is checked
+against the chunk's hash as any other).
 See docs/adaptive.md.
 
 EXAMPLE:
    aduimport index --pub release.pub.pem rootfs-1.3.0.aduimg
-   aduimport manifest create ... --file rootfs-1.3.0.aduimg,downloadHandler=aduflash/adaptive:1 \
+   aduimport index --pub release.pub.pem --base rootfs-1.2.0.aduimg rootfs-1.3.0.aduimg
+   aduimport manifest create ... --file rootfs-1.3.0.aduimg \
        --related-file rootfs-1.3.0.aduidx --related-file rootfs-1.3.0.aduchunks`,
 		Flags: append(cliapp.TrustFlags(),
 			&cli.StringFlag{Name: "index", Usage: "index `FILE` to write (default IMAGE.aduidx)", TakesFile: true},
 			&cli.StringFlag{Name: "store", Usage: "chunk store `FILE` to write (default IMAGE.aduchunks)", TakesFile: true},
-			&cli.StringFlag{Name: "chunks", Value: "2KiB,8KiB,32KiB", Usage: "chunk sizes `MIN,AVG,MAX` (AVG a power of two)"},
+			&cli.StringFlag{Name: "base", Usage: "write delta frames against the payload of the aduimg image `FILE` (what devices run now)", TakesFile: true},
+			&cli.StringFlag{Name: "chunks", Value: chunkDefault, Usage: "chunk sizes `MIN,AVG,MAX` (AVG a power of two)"},
 			cliapp.JSONFlag("the result"),
 		),
 		Action: e.index,
@@ -57,8 +66,8 @@ func (e *env) index(c *cli.Context) error {
 		return err
 	}
 	path := c.Args().First()
-	base := strings.TrimSuffix(path, ".aduimg")
-	idxPath, storePath := cmp.Or(c.String("index"), base+".aduidx"), cmp.Or(c.String("store"), base+".aduchunks")
+	stem := strings.TrimSuffix(path, ".aduimg")
+	idxPath, storePath := cmp.Or(c.String("index"), stem+".aduidx"), cmp.Or(c.String("store"), stem+".aduchunks")
 	f, size, err := infile.OpenSized(path)
 	if err != nil {
 		return err
@@ -69,13 +78,15 @@ func (e *env) index(c *cli.Context) error {
 		return err
 	}
 	defer store.Abort()
-	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "index")
-	rd, err := image.NewReader(bar.Reader(bufio.NewReaderSize(f, 1<<20)), image.VerifyOptions{Keyring: kr})
+	base, err := e.basePayload(c, kr)
 	if err != nil {
-		bar.End(err)
-		return fmt.Errorf("%s: %w", path, err)
+		return err
 	}
-	x, err := adaptive.Build(rd.Header(), rd, params, store)
+	if base != nil {
+		defer base.R.(*os.File).Close()
+	}
+	bar := progress.New(progress.Output(e.stderr, c.Bool("json")), size, "index")
+	x, err := adaptive.IndexImage(bar.Reader(bufio.NewReaderSize(f, 1<<20)), kr, params, store, base)
 	bar.End(err)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -98,6 +109,38 @@ func (e *env) index(c *cli.Context) error {
 		idxPath, len(x.Entries), progress.Size(x.RawSize), params.Min, params.Avg, params.Max, storePath, progress.Size(x.StoreSize))
 	return nil
 }
+
+// basePayload verifies the --base image and returns its payload, in an unlinked temporary
+// file (nil without --base).
+func (e *env) basePayload(c *cli.Context, kr *image.Keyring) (*adaptive.Base, error) {
+	path := c.String("base")
+	if path == "" {
+		return nil, nil
+	}
+	f, _, err := infile.OpenSized(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := image.NewReader(bufio.NewReaderSize(f, 1<<20), image.VerifyOptions{Keyring: kr})
+	if err != nil {
+		return nil, fmt.Errorf("--base %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp("", "aduimport-base-")
+	if err != nil {
+		return nil, exitcode.WithCode(exitcode.IO, err)
+	}
+	os.Remove(tmp.Name())
+	n, err := io.Copy(tmp, rd)
+	if err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("--base %s: %w", path, err)
+	}
+	return &adaptive.Base{R: tmp, Size: n}, nil
+}
+
+// chunkDefault is the default of --chunks: adaptive.DefaultParams.
+var chunkDefault = fmt.Sprintf("%dKiB,%dKiB,%dKiB", adaptive.DefaultParams.Min>>10, adaptive.DefaultParams.Avg>>10, adaptive.DefaultParams.Max>>10)
 
 // parseChunkParams reads MIN,AVG,MAX.
 func parseChunkParams(s string) (adaptive.Params, error) {

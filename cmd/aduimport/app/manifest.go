@@ -236,6 +236,9 @@ func (e *env) buildManifest(c *cli.Context, spec manifestgen.Spec) (*manifestgen
 	if !created.IsZero() {
 		opts = append(opts, manifestgen.WithCreated(created))
 	}
+	if err := imagestep.NameAdaptive(&spec); err != nil {
+		return nil, err
+	}
 	m, warnings, err := manifestgen.Build(c.Context, spec, opts...)
 	for _, w := range warnings {
 		fmt.Fprintf(e.stderr, "aduimport: warning: %s\n", w)

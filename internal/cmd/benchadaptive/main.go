@@ -1,6 +1,7 @@
 // Command benchadaptive measures adaptive installs on image pairs (scripts/bench-adaptive):
 // benchadaptive -dir DIR A:B... reads DIR/A.ext4 and DIR/B.ext4 (and .sqfs) and prints, per
-// pair, the bytes an adaptive install of B on a device holding A fetches over loopback HTTP,
+// pair, the bytes an adaptive install of B on a device holding A fetches over loopback HTTP
+// (the index built with A as the base of delta frames),
 // against the zstd image, zstd --patch-from and a 4 KiB block-hash index, and the install's
 // wall time against a full install.
 package main
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -28,6 +30,7 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".", "folder of the images")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the adaptive installs to `FILE`")
 	flag.Parse()
 	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %8s %8s %8s %8s\n", "pair", "fs", "B zstd", "patch", "4K index", "adaptive", "(index)", "/patch", "/4K", "time", "/full")
 	for _, pair := range flag.Args() {
@@ -40,6 +43,9 @@ func main() {
 		}
 	}
 }
+
+// cpuProfile names the file of -cpuprofile ("": none).
+var cpuProfile string
 
 func measure(dir, a, b, fs string) error {
 	work, err := os.MkdirTemp(dir, "run")
@@ -68,12 +74,8 @@ func measure(dir, a, b, fs string) error {
 	}
 	f.Close()
 	img, _ := os.ReadFile(imgPath)
-	rd, err := image.NewReader(bytes.NewReader(img), image.VerifyOptions{Keyring: kr})
-	if err != nil {
-		return err
-	}
 	var store bytes.Buffer
-	x, err := adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store)
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(old), Size: int64(len(old))})
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,12 @@ func measure(dir, a, b, fs string) error {
 		return err
 	}
 	src.Adaptive = &install.Adaptive{Index: x, StoreURL: srv.URL + "/b.aduchunks", Held: []install.Held{{Name: "A", R: bytes.NewReader(old), Size: int64(len(old))}}}
+	stop, err := profile(fs)
+	if err != nil {
+		return err
+	}
 	rec, adTime, err := installOnce(work, old, src, kr)
+	stop()
 	if err != nil {
 		return err
 	}
@@ -110,6 +117,22 @@ func measure(dir, a, b, fs string) error {
 	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %7.2f× %7.2f× %7.2fs %7.2f×\n", a+"→"+b, fs, mb(int64(len(img))), mb(patch), mb(blocks),
 		mb(fetched), mb(int64(len(idx))), float64(fetched)/float64(patch), float64(fetched)/float64(blocks), adTime.Seconds(), adTime.Seconds()/fullTime.Seconds())
 	return nil
+}
+
+// profile starts the CPU profile of one adaptive install (-cpuprofile FILE: FILE.fs).
+func profile(fs string) (stop func(), err error) {
+	if cpuProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(cpuProfile + "." + fs)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func mb(n int64) string { return fmt.Sprintf("%.2f MB", float64(n)/1e6) }
