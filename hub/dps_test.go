@@ -130,3 +130,33 @@ func TestModuleIdentity(t *testing.T) {
 		t.Errorf("after removing the device: %v", d)
 	}
 }
+
+// TestDPSX509Enrollment: a device with an individual X.509 enrollment registers over TLS with
+// its client certificate (no SAS token), is assigned, and connects to the hub with the same
+// certificate; another certificate of the same name is refused by DPS.
+func TestDPSX509Enrollment(t *testing.T) {
+	pki := newTestPKI(t)
+	h := newHub(t, Options{TLSConfig: pki.serverTLS()})
+	dev := pki.leaf("dev-x509", false)
+	if err := h.AddEnrollment(Enrollment{ID: "dev-x509", Thumbprint: Thumbprint(dev.Certificate[0])}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := dps.Config{IDScope: h.IDScope(), RegistrationID: "dev-x509", ClientCertificate: &dev,
+		Endpoint: h.Addr().String(), TLSConfig: pki.clientTLS()}
+	a, err := register(t, cfg)
+	if err != nil || a.DeviceID != "dev-x509" {
+		t.Fatalf("registration: %+v, %v", a, err)
+	}
+	x := iothubtest.Dial(t, iothub.Config{
+		ConnectionString: "HostName=" + testHost + ";DeviceId=" + a.DeviceID + ";x509=true",
+		Address:          h.Addr().String(), TLSConfig: pki.clientTLS(), ClientCertificate: &dev, ModelID: modelID,
+	})
+	if u := iothubtest.NextDesired(t, x); !u.Full {
+		t.Fatal(u)
+	}
+	other := pki.leaf("dev-x509", false)
+	cfg.ClientCertificate = &other
+	if _, err := register(t, cfg); !errors.Is(err, dps.ErrConnect) {
+		t.Errorf("another certificate of the same name: %v, want ErrConnect", err)
+	}
+}

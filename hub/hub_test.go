@@ -312,7 +312,15 @@ func TestDuplicateDeviceID(t *testing.T) {
 	}
 }
 
-func TestTLSAndX509(t *testing.T) {
+// testPKI is a CA with leaf certificates for the hub (server) and for devices (clients).
+type testPKI struct {
+	t     *testing.T
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+	pool  *x509.CertPool
+}
+
+func newTestPKI(t *testing.T) *testPKI {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
@@ -324,36 +332,48 @@ func TestTLSAndX509(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(cn string, server bool) tls.Certificate {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature,
-		}
-		if server {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-			tmpl.DNSNames = []string{testHost}
-		} else {
-			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-	}
-	srvCert := leaf(testHost, true)
-	devCert := leaf("dev-x509", false)
-	h := newHub(t, Options{TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{srvCert},
-		ClientAuth:   tls.RequestClientCert,
-		MinVersion:   tls.VersionTLS12,
-	}})
-	_ = h.RegisterDevice("dev1", key1)
-	_ = h.RegisterDeviceX509("dev-x509", Thumbprint(devCert.Certificate[0]))
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
+	return &testPKI{t: t, ca: ca, caKey: caKey, pool: pool}
+}
+
+// leaf issues a certificate for cn: the hub's (server, for testHost) or a device's (client).
+func (p *testPKI) leaf(cn string, server bool) tls.Certificate {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames = []string{testHost}
+	} else {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &k.PublicKey, p.caKey)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// serverTLS is the hub's TLS configuration: its certificate, client certificates asked for.
+func (p *testPKI) serverTLS() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{p.leaf(testHost, true)}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+}
+
+// clientTLS trusts the hub's certificate.
+func (p *testPKI) clientTLS() *tls.Config { return &tls.Config{RootCAs: p.pool, ServerName: testHost} }
+
+func TestTLSAndX509(t *testing.T) {
+	pki := newTestPKI(t)
+	leaf := pki.leaf
+	devCert := leaf("dev-x509", false)
+	h := newHub(t, Options{TLSConfig: pki.serverTLS()})
+	_ = h.RegisterDevice("dev1", key1)
+	_ = h.RegisterDeviceX509("dev-x509", Thumbprint(devCert.Certificate[0]))
+	pool := pki.pool
 
 	// SAS over TLS.
 	cfg := cfgFor(h, "dev1", key1)
