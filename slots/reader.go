@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // Reader reads a slot without writing it: the running bank's slot that a deployment copies
@@ -82,9 +83,12 @@ func (t *Target) OpenReader() (Reader, error) {
 	return &slotReader{name: s.String(), read: read, size: limit(max(size-base, 0)), close: dev.Close}, nil
 }
 
-// slotReader reads the first size logical bytes of a slot through read.
+// slotReader reads the first size logical bytes of a slot through read. Its reads take
+// turns: a flash backend keeps the block it read last, so parallel ReadAt calls (which
+// io.ReaderAt allows, and the adaptive scan makes) must not run through it at once.
 type slotReader struct {
 	name  string
+	mu    sync.Mutex
 	read  func(p []byte, off int64) (int, error)
 	size  int64
 	close func() error
@@ -104,7 +108,9 @@ func (r *slotReader) ReadAt(p []byte, off int64) (int, error) {
 	if rest := r.size - off; int64(want) > rest {
 		p = p[:rest]
 	}
+	r.mu.Lock()
 	n, err := readFull(r.read, p, off)
+	r.mu.Unlock()
 	if err != nil {
 		return n, fmt.Errorf("slots: reading %s at %d: %w", r.name, off, err)
 	}

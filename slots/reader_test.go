@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aduflash/aduflash/mtd/mtdsim"
@@ -47,6 +48,20 @@ func TestOpenReaderFlash(t *testing.T) {
 	if ops := devA.Counters().Ops; ops != before {
 		t.Fatalf("reading the running bank's slot did %d flash operations", ops-before)
 	}
+	// Parallel reads, as io.ReaderAt allows (the race detector watches them in CI).
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			buf := make([]byte, 3000)
+			for off := int64(g * 7000); off+int64(len(buf)) <= int64(len(raw)); off += 4 * 7000 {
+				if _, err := r.ReadAt(buf, off); err != nil || !bytes.Equal(buf, raw[off:off+int64(len(buf))]) {
+					t.Errorf("parallel read at %d: %v", off, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 	// The capacity of the running bank's slot is measured without writing either.
 	if c, err := l.Capacity(a); err != nil || c != 5*64*kib || devA.Counters().Ops != before {
 		t.Fatalf("capacity %d, %v", c, err)
