@@ -51,7 +51,8 @@ type Network struct {
 	ServerIP string // the TFTP server's IPv4 address as the board sees it
 	Port     int    // the server's UDP port; 0 or 69: U-Boot's default. Others need CONFIG_TFTP_PORT (env tftpdstp)
 	// Window is how many blocks U-Boot asks the server to send per acknowledgement (RFC
-	// 7440, env tftpwindowsize; U-Boot's CONFIG_TFTP_WINDOWSIZE); 0 or 1: lock-step.
+	// 7440, env tftpwindowsize; a U-Boot without windowsize support ignores it); 0 or 1:
+	// lock-step.
 	Window int
 }
 

@@ -98,9 +98,6 @@ func (e *clientError) Error() string {
 	return fmt.Sprintf("the client ended the transfer: TFTP error %d: %q", e.code, e.msg)
 }
 
-// ErrNoAck: a client that acknowledged nothing new through Timeout × (Retries+1).
-var ErrNoAck = errors.New("no acknowledgement from the client")
-
 // windowSender is one windowed transfer. Blocks are numbered from 1 (the OACK is 0) without
 // limit; on the wire they roll over from 65535 to 0, as pin/tftp and U-Boot count.
 type windowSender struct {
