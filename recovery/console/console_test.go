@@ -340,14 +340,14 @@ func TestRecoverFake(t *testing.T) {
 	con := New(port, "fake", fastOptions(nil))
 	defer con.Close()
 	plan := Plan{
-		Network: Network{IPAddr: "10.0.2.15", ServerIP: "10.0.2.2", Port: 6969},
+		Network: Network{IPAddr: "10.0.2.15", ServerIP: "10.0.2.2", Port: 6969, Window: 16},
 		Steps:   []Step{{Name: "load", Commands: []Command{{Line: "tftpboot ${loadaddr} a.img"}}}, {Name: "write", Commands: []Command{{Line: "mmc write ${loadaddr} 0x1000 0x10"}}}},
 		Up:      "booting bank A",
 	}
 	if err := Recover(context.Background(), con, plan, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"", "setenv ipaddr 10.0.2.15", "setenv serverip 10.0.2.2", "setenv tftpdstp 6969",
+	want := []string{"", "setenv ipaddr 10.0.2.15", "setenv serverip 10.0.2.2", "setenv tftpdstp 6969", "setenv tftpwindowsize 16",
 		"tftpboot ${loadaddr} a.img", "mmc write ${loadaddr} 0x1000 0x10", "reset"}
 	if got := f.commandsRun(); !slices.Equal(got, want) {
 		t.Fatalf("ran\n%q\nwant\n%q", got, want)
@@ -359,6 +359,7 @@ func TestPlanRefuses(t *testing.T) {
 		{Network: Network{IPAddr: "10.0.2.15; mmc erase", ServerIP: "10.0.2.2"}},
 		{Network: Network{IPAddr: "dhcp", ServerIP: "::1"}},
 		{Network: Network{IPAddr: "dhcp", ServerIP: "10.0.2.2", Port: 70000}},
+		{Network: Network{IPAddr: "dhcp", ServerIP: "10.0.2.2", Window: -1}},
 		{Network: Network{IPAddr: "dhcp", ServerIP: "10.0.2.2"}, Steps: []Step{{Name: "empty"}}},
 	} {
 		if _, err := p.Script(); !errors.Is(err, ErrPlan) {

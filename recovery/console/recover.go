@@ -50,13 +50,17 @@ type Network struct {
 	IPAddr   string // the board's IPv4 address, or "dhcp"
 	ServerIP string // the TFTP server's IPv4 address as the board sees it
 	Port     int    // the server's UDP port; 0 or 69: U-Boot's default. Others need CONFIG_TFTP_PORT (env tftpdstp)
+	// Window is how many blocks U-Boot asks the server to send per acknowledgement (RFC
+	// 7440, env tftpwindowsize; a U-Boot without windowsize support ignores it); 0 or 1:
+	// lock-step.
+	Window int
 }
 
 // ErrPlan: a recovery plan that cannot be run (a bad address, a step with no commands).
 var ErrPlan = errkind.New(errkind.Usage, "console: invalid recovery plan")
 
 // Step returns the commands that set the board's network up: its address (static, or DHCP
-// without autoload), the server's address and port.
+// without autoload), the server's address and port, the TFTP window.
 func (n Network) Step() (Step, error) {
 	var cmds []string
 	if n.IPAddr == "dhcp" {
@@ -76,6 +80,12 @@ func (n Network) Step() (Step, error) {
 	}
 	if n.Port != 0 && n.Port != 69 {
 		cmds = append(cmds, fmt.Sprintf("setenv tftpdstp %d", n.Port))
+	}
+	if n.Window < 0 || n.Window > 65535 {
+		return Step{}, fmt.Errorf("%w: TFTP window %d", ErrPlan, n.Window)
+	}
+	if n.Window > 1 {
+		cmds = append(cmds, fmt.Sprintf("setenv tftpwindowsize %d", n.Window))
 	}
 	s := Step{Name: "network"}
 	for _, l := range cmds {

@@ -23,4 +23,7 @@ var (
 	// ErrChanged: a file no longer holds what the catalog recorded when it was opened; the
 	// transfer ends with a TFTP error before its last byte.
 	ErrChanged = errkind.New(errkind.Input, "the file changed since the catalog was made (restart the server)")
+	// ErrNoAck: a client of a windowed transfer that acknowledged nothing new through
+	// Timeout × (Retries+1).
+	ErrNoAck = errkind.New(errkind.Environment, "no acknowledgement from the client")
 )

@@ -70,3 +70,23 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAck: whatever a client sends during a windowed transfer, the sender moves only within
+// the window it sent: an ACK it takes names a block from the last acknowledged one to the
+// window's last, however the 16-bit numbers roll over.
+func FuzzAck(f *testing.F) {
+	f.Add([]byte{0, opACK, 0, 16}, 0, 16)
+	f.Add([]byte{0, opACK, 0, 0}, 65530, 16)
+	f.Add([]byte{0, opACK, 0xff, 0xff}, -1, 1)
+	f.Add(append([]byte{0, opERROR, 0, 3}, "disk full\x00"...), 7, 4)
+	f.Fuzz(func(t *testing.T, p []byte, acked, sent int) {
+		if acked < -1 || sent < 0 || sent > MaxWindow {
+			return
+		}
+		ws := &windowSender{acked: acked, nacked: -1, pending: make([][]byte, sent)}
+		k, ok, err := ws.ack(p)
+		if ok && (err != nil || k < max(acked, 0) || k > acked+sent) {
+			t.Fatalf("ack(%x) after block %d with %d sent: block %d", p, acked, sent, k)
+		}
+	})
+}

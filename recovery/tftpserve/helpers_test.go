@@ -195,15 +195,7 @@ func get(t testing.TB, addr, name string, blksize int) ([]byte, int64, error) {
 // exchange sends one raw datagram to addr and returns the first answer, from any port.
 func exchange(t testing.TB, addr string, p []byte) []byte {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	to, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, to := loopbackUDP(t, addr)
 	if _, err := c.WriteTo(p, to); err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +206,22 @@ func exchange(t testing.TB, addr string, p []byte) []byte {
 		t.Fatalf("no answer to %q: %v", p, err)
 	}
 	return buf[:n]
+}
+
+// loopbackUDP opens a UDP socket on 127.0.0.1, closed when the test ends, and resolves addr
+// (the server's).
+func loopbackUDP(t testing.TB, addr string) (*net.UDPConn, *net.UDPAddr) {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, to
 }
 
 // rrq builds a request packet.

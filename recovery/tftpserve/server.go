@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/pin/tftp/v3"
@@ -26,6 +27,11 @@ type Server struct {
 	// (default DefaultTimeout); Retries how many times (default DefaultRetries).
 	Timeout time.Duration
 	Retries int
+	// Window is the most blocks sent before an acknowledgement (RFC 7440) to a client whose
+	// read request asks for a window (option windowsize): 0 is DefaultWindow, 1 negotiates
+	// none (every transfer lock-step), more than MaxWindow is MaxWindow. Requests without the
+	// option are served lock-step.
+	Window int
 	// OnRequest, if set, is called for every request that reaches the server's port, accepted
 	// or refused, before it is answered (from the one goroutine that reads the port).
 	OnRequest func(Request)
@@ -57,11 +63,13 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	// network carries (U-Boot 1468).
 	t.SetBlockSizeNegotiation(false)
 	done := make(chan error, 1)
-	go func() { done <- t.Serve(&requestFilter{PacketConn: conn, ctx: ctx, s: s, buf: make([]byte, 65536)}) }()
+	f := &requestFilter{PacketConn: conn, ctx: ctx, s: s, buf: make([]byte, 65536)}
+	go func() { done <- t.Serve(f) }()
 	select {
 	case <-ctx.Done():
 		t.Shutdown()
 		<-done
+		f.windowed.Wait()
 		return nil
 	case err := <-done:
 		return fmt.Errorf("tftpserve: %w", err)
@@ -82,8 +90,20 @@ func (s *Server) retries() int {
 	return DefaultRetries
 }
 
-// send serves one accepted read request: the file's verified bytes, pinned to the catalog.
+// send serves one accepted read request through pin/tftp (lock-step, one block per ACK).
 func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error {
+	out := rf.(tftp.OutgoingTransfer)
+	remote := out.RemoteAddr()
+	return s.stream(ctx, name, &remote, func(f File, r io.Reader) error {
+		out.SetSize(f.Size)
+		_, err := rf.ReadFrom(r)
+		return err
+	})
+}
+
+// stream hands transmit the file's verified bytes, pinned to the catalog, and follows the
+// transfer to remote with Progress until transmit returns.
+func (s *Server) stream(ctx context.Context, name string, remote net.Addr, transmit func(File, io.Reader) error) error {
 	e, err := s.Catalog.lookup(name)
 	if err != nil {
 		return err
@@ -97,12 +117,9 @@ func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error 
 	if src.Info.Format != f.Format || src.Info.RawSize != f.Size {
 		return fmt.Errorf("%s: %w: now %s of %d bytes, the catalog says %s of %d", name, ErrChanged, src.Info.Format, src.Info.RawSize, f.Format, f.Size)
 	}
-	out := rf.(tftp.OutgoingTransfer)
-	out.SetSize(f.Size)
 	var m Meter = nopMeter{}
 	if s.Progress != nil {
-		remote := out.RemoteAddr()
-		m = s.Progress(Transfer{File: f, Remote: &remote})
+		m = s.Progress(Transfer{File: f, Remote: remote})
 	}
 	// Verification (decompression, chunk hashes, the pinning SHA-256) runs ahead in a
 	// goroutine while the sender waits for acknowledgements: a lock-step transfer has no time
@@ -113,7 +130,7 @@ func (s *Server) send(ctx context.Context, name string, rf io.ReaderFrom) error 
 	if s.Tamper != nil {
 		r = s.Tamper(name, r)
 	}
-	_, err = rf.ReadFrom(r)
+	err = transmit(f, r)
 	m.End(err)
 	return err
 }
@@ -153,6 +170,8 @@ type requestFilter struct {
 	ctx context.Context
 	s   *Server
 	buf []byte // a whole datagram: a request longer than pin/tftp's buffer is refused, not cut
+	// windowed are the transfers with a window, served here rather than by pin/tftp.
+	windowed sync.WaitGroup
 }
 
 func (f *requestFilter) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -171,8 +190,9 @@ func (f *requestFilter) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// admit tells whether a datagram goes on to pin/tftp: an accepted read request. Refused
-// requests are answered with a TFTP error; anything else gets no answer.
+// admit tells whether a datagram goes on to pin/tftp: an accepted read request without a
+// window. Refused requests are answered with a TFTP error; accepted ones with a window are
+// served by sendWindowed; anything else gets no answer.
 func (f *requestFilter) admit(p []byte, room int, addr net.Addr) bool {
 	if _, ok := addr.(*net.UDPAddr); !ok {
 		return false
@@ -191,6 +211,10 @@ func (f *requestFilter) admit(p []byte, room int, addr net.Addr) bool {
 	}
 	if req.Err != nil {
 		f.PacketConn.WriteTo(errorPacket(req.Err), addr) // best effort, as any UDP answer
+		return false
+	}
+	if w := f.s.windowFor(req.Options); w > 1 {
+		f.windowed.Go(func() { f.s.sendWindowed(f.ctx, f.PacketConn.LocalAddr(), req, w) })
 		return false
 	}
 	return true

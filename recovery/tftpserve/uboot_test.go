@@ -84,22 +84,7 @@ func TestUBoot(t *testing.T) {
 		"tftpboot ${loadaddr} bad.aduimg", "echo bad: $?",
 		"tftpboot ${loadaddr} missing.bin", "echo missing: $?",
 		"tftpboot ${loadaddr} ../../etc/passwd", "echo outside: $?")
-	crcs := crcLine.FindAllStringSubmatch(out, -1)
-	if len(crcs) != 2 {
-		t.Fatalf("U-Boot printed %d crc32 lines, want 2", len(crcs))
-	}
-	for i, name := range []string{"rootfs.aduimg", "app.signed.bin"} {
-		f, err := c.Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if crcs[i][1] != f.CRC32.String() {
-			t.Errorf("%s: U-Boot's crc32 %s, the catalog's %s", name, crcs[i][1], f.CRC32)
-		}
-		if want := fmt.Sprintf("Bytes transferred = %d ", f.Size); !strings.Contains(out, want) {
-			t.Errorf("%s: U-Boot did not say %q", name, want)
-		}
-	}
+	checkLoaded(t, out, c, "rootfs.aduimg", "app.signed.bin")
 	for _, want := range []string{"TFTP error: 'bad.aduimg: aduimg: chunk ", "bad: 1", "TFTP error: 'file not found: \"missing.bin\"' (1)", "missing: 1",
 		"TFTP error: 'access violation", "(2)", "outside: 1", "Not retrying..."} {
 		if !strings.Contains(out, want) {
@@ -111,6 +96,43 @@ func TestUBoot(t *testing.T) {
 		if r.Name == "rootfs.aduimg" && (r.Options["blksize"] != "1468" || r.Options["timeout"] != "5") {
 			t.Errorf("U-Boot's request: %+v", r)
 		}
+	}
+}
+
+// checkLoaded checks that U-Boot loaded each of names, in order, and that the crc32 it printed
+// of each is the catalog's.
+func checkLoaded(t *testing.T, out string, c *Catalog, names ...string) {
+	t.Helper()
+	crcs := crcLine.FindAllStringSubmatch(out, -1)
+	if len(crcs) != len(names) {
+		t.Fatalf("U-Boot printed %d crc32 lines, want %d", len(crcs), len(names))
+	}
+	for i, name := range names {
+		f, err := c.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if crcs[i][1] != f.CRC32.String() {
+			t.Errorf("%s: U-Boot's crc32 %s, the catalog's %s", name, crcs[i][1], f.CRC32)
+		}
+		if want := fmt.Sprintf("Bytes transferred = %d ", f.Size); !strings.Contains(out, want) {
+			t.Errorf("%s: U-Boot did not say %q", name, want)
+		}
+	}
+}
+
+// U-Boot with tftpwindowsize 16 asks for a window, and loads the payload in windows of 16
+// blocks (acknowledging every 16th) to the catalog's crc32.
+func TestUBootWindow(t *testing.T) {
+	u := newUBoot(t)
+	fx := newFixture(t, 3<<20+123)
+	c := fx.open(t)
+	addr, l := serve(t, &Server{Catalog: c, Window: 16})
+	out := u.run(t, portOf(t, addr), 90*time.Second,
+		"setenv tftpwindowsize 16", "tftpboot ${loadaddr} rootfs.aduimg", "crc32 ${loadaddr} ${filesize}")
+	checkLoaded(t, out, c, "rootfs.aduimg")
+	if r := l.lastRequest(t); r.Options["windowsize"] != "16" {
+		t.Errorf("U-Boot's request: %+v", r)
 	}
 }
 

@@ -37,7 +37,8 @@ the bank primary, saved to both copies. The IMAGEs, --config, --bank, --gpt, --p
 
 It sends Ctrl-C until a prompt answers (power the board on, or reset it, while it waits; a
 board already at its prompt, or in the middle of a banner, is fine), sets the board's
-network (--ipaddr or DHCP, serverip, the server's port as tftpdstp), then types one command
+network (--ipaddr or DHCP, serverip, the server's port as tftpdstp, tftpwindowsize as
+--window unless 1: U-Boot then loads in windows of that many blocks), then types one command
 at a time: its echo is checked before Enter (a character lost on the line never runs a
 different command) and its output read up to its exit status. The first error U-Boot prints
 (a TFTP error or timeout, a failed check, an unknown command, "ERROR") or a non-zero status
@@ -72,6 +73,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "serverip", Usage: "this machine's IPv4 `ADDRESS` as the board sees it (default: the --listen address)"},
 			&cli.StringFlag{Name: "listen", Value: DefaultTFTPListen, Usage: "UDP `ADDR` the TFTP server takes requests on"},
 			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow a --listen address other than loopback: whoever reaches it can read the IMAGEs"},
+			windowFlag(),
 			&cli.StringFlag{Name: "up", Value: "login:", Usage: "`TEXT` of a line that proves the board is up after the reset"},
 			&cli.BoolFlag{Name: "no-reset", Usage: "leave the board at its prompt after the last step"},
 			&cli.StringFlag{Name: "prompt", Value: "=> ", Usage: "U-Boot's `PROMPT` (CONFIG_SYS_PROMPT)"},
@@ -151,8 +153,11 @@ func recoverPlan(c *cli.Context) (console.Plan, error) {
 	if !cliapp.LoopbackListen(listen) && !c.Bool("expose-to-network") {
 		return console.Plan{}, exitcode.Usagef("--listen %s takes requests from beyond this machine: add --expose-to-network to let the network read the images", listen)
 	}
+	if err := checkWindow(c); err != nil {
+		return console.Plan{}, err
+	}
 	plan := console.Plan{
-		Network:     console.Network{IPAddr: c.String("ipaddr"), ServerIP: c.String("serverip")},
+		Network:     console.Network{IPAddr: c.String("ipaddr"), ServerIP: c.String("serverip"), Window: c.Int("window")},
 		Up:          c.String("up"),
 		BootTimeout: c.Duration("boot-timeout"),
 	}
@@ -205,7 +210,7 @@ func (e *env) recoverBoard(c *cli.Context, cat *tftpserve.Catalog, plan console.
 	})
 	defer con.Close()
 
-	stop := e.serveWhile(c.Context, cat, conn, logw)
+	stop := e.serveWhile(c.Context, &tftpserve.Server{Catalog: cat, Window: plan.Network.Window}, conn, logw)
 	defer stop()
 	if !c.Bool("json") {
 		var names []string
@@ -234,12 +239,12 @@ func (e *env) recoverBoard(c *cli.Context, cat *tftpserve.Catalog, plan console.
 	return nil
 }
 
-// serveWhile serves cat on conn, its requests and transfers logged to log, until the
-// returned stop is called.
-func (e *env) serveWhile(ctx context.Context, cat *tftpserve.Catalog, conn net.PacketConn, log io.Writer) (stop func()) {
+// serveWhile serves with srv (its Catalog and Window set) on conn, its requests and transfers
+// logged to log, until the returned stop is called.
+func (e *env) serveWhile(ctx context.Context, srv *tftpserve.Server, conn net.PacketConn, log io.Writer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	l := slog.New(slog.NewTextHandler(log, nil)).With("tftp", conn.LocalAddr().String())
-	srv := &tftpserve.Server{Catalog: cat, OnRequest: logRequest(l), Progress: e.transferMeter(l, false), Tamper: e.tamper}
+	srv.OnRequest, srv.Progress, srv.Tamper = logRequest(l), e.transferMeter(l, false), e.tamper
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -24,7 +24,7 @@ func TestRecoverDryRun(t *testing.T) {
 	}
 	sum := sha256.Sum256(fx.payload)
 	for _, want := range []string{
-		"# step: network\nsetenv ipaddr 10.0.2.15\nsetenv serverip 10.0.2.2\nsetenv tftpdstp 6969\n# step: prepare\n",
+		"# step: network\nsetenv ipaddr 10.0.2.15\nsetenv serverip 10.0.2.2\nsetenv tftpdstp 6969\nsetenv tftpwindowsize 16\n# step: prepare\n",
 		fmt.Sprintf("# step: load rootfs-b (image rootfs.aduimg, %d bytes)\n", len(fx.payload)),
 		fmt.Sprintf("tftpboot 0x40400000 rootfs.aduimg && test \"${filesize}\" = \"%x\"", len(fx.payload)),
 		"setenv adu_want " + hex.EncodeToString(sum[:]),

@@ -43,8 +43,8 @@ listens. The catalog is printed (--json: as JSON): each file's name, format, ver
 later are not served changed: each transfer is verified again and must match the catalog
 to its last byte, or it ends with a TFTP error. Files added later are not served.
 
-Read requests (octet mode; blksize, tsize) get the file; everything else is refused with a
-TFTP error and logged: writes (access violation), names that are absolute or hold "..",
+Read requests (octet mode; blksize, tsize, windowsize up to --window) get the file;
+everything else is refused with a TFTP error and logged: writes (access violation), names that are absolute or hold "..",
 names not in the catalog, netascii mode. Each request is logged on stderr; each transfer
 shows a progress bar on a terminal and a log line when it ends.
 
@@ -66,11 +66,25 @@ EXAMPLE:
 			&cli.BoolFlag{Name: "expose-to-network", Usage: "allow a --listen address other than loopback: whoever reaches it can read the served files"},
 		}, cliapp.TrustFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: tftpserve.DefaultTimeout, Usage: "wait `DURATION` for each block's acknowledgement before sending it again (at most 5 times)"},
+			windowFlag(),
 			&cli.BoolFlag{Name: "list", Usage: "print the catalog and exit without serving"},
 			cliapp.JSONFlag("the catalog"),
 		}),
 		Action: e.serve,
 	}
+}
+
+// windowFlag is --window of serve and recover: the TFTP window (RFC 7440) served.
+func windowFlag() cli.Flag {
+	return &cli.IntFlag{Name: "window", Value: tftpserve.DefaultWindow, Usage: fmt.Sprintf("send up to `N` blocks per acknowledgement to a client that asks for a window (RFC 7440; U-Boot: setenv tftpwindowsize N); 1 to %d, 1: one block at a time", tftpserve.MaxWindow)}
+}
+
+// checkWindow refuses a --window the server does not serve.
+func checkWindow(c *cli.Context) error {
+	if w := c.Int("window"); w < 1 || w > tftpserve.MaxWindow {
+		return exitcode.Usagef("--window %d: want 1 to %d", w, tftpserve.MaxWindow)
+	}
+	return nil
 }
 
 // serveResult is the catalog serve prints.
@@ -101,7 +115,7 @@ func (e *env) serve(c *cli.Context) error {
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
-	srv := &tftpserve.Server{Catalog: cat, Timeout: c.Duration("timeout"), OnRequest: logRequest(log),
+	srv := &tftpserve.Server{Catalog: cat, Timeout: c.Duration("timeout"), Window: c.Int("window"), OnRequest: logRequest(log),
 		Progress: e.transferMeter(log, progress.IsTerminal(e.stderr))}
 	fmt.Fprintf(e.stderr, "aduflash serve: %d files of %s on %s (TFTP, read only); Ctrl-C stops\n", len(res.Files), res.Dir, res.Listen)
 	return srv.Serve(c.Context, conn)
@@ -112,6 +126,9 @@ func (e *env) startServe(c *cli.Context, res *serveResult) (*tftpserve.Catalog, 
 	listen := c.String("listen")
 	if _, _, err := net.SplitHostPort(listen); err != nil {
 		return nil, nil, exitcode.Usagef("--listen %q: want HOST:PORT (%v)", listen, err)
+	}
+	if err := checkWindow(c); err != nil {
+		return nil, nil, err
 	}
 	if !cliapp.LoopbackListen(listen) && !c.Bool("expose-to-network") {
 		return nil, nil, exitcode.Usagef("--listen %s takes requests from beyond this machine: add --expose-to-network to let the network read the served files", listen)
