@@ -121,9 +121,9 @@ type assembly struct {
 	buf       []byte
 
 	// fetched and requests count what the fetches cost (two goroutines fetch), reused what
-	// the device held; closeInput adds them to the record.
-	fetched, requests atomic.Int64
-	reused            int64
+	// the device held (counted by the loader, read by the writer's checkpoints); closeInput
+	// adds them to the record.
+	fetched, requests, reused atomic.Int64
 	// base and baseDownloaded are the record's counts when the attempt began.
 	base           AdaptiveRecord
 	baseDownloaded int64
@@ -194,7 +194,7 @@ func (a *assembly) count(rec *Record) {
 	n := a.fetched.Load()
 	ad.Fetched += n
 	ad.Requests += int(a.requests.Load())
-	ad.Reused += a.reused
+	ad.Reused += a.reused.Load()
 	ad.Planned = a.planned
 	rec.Adaptive, rec.Downloaded = &ad, a.baseDownloaded+n
 }
@@ -406,7 +406,7 @@ func (a *assembly) chunk(i int) ([]byte, error) {
 			return nil, err
 		}
 		if adaptive.Verify(e, raw) == nil {
-			a.reused += int64(e.Size)
+			a.reused.Add(int64(e.Size))
 			return raw, nil
 		}
 		return a.fetchAlone(e)
