@@ -259,6 +259,7 @@ var packageErrors = map[string]error{
 	"recovery/ubootscript.ErrTooLarge":    ubootscript.ErrTooLarge,
 	"recovery/ubootscript.ErrCommand":     ubootscript.ErrCommand,
 	// recovery/tftpserve
+	"recovery/tftpserve.ErrNoAck":       tftpserve.ErrNoAck,
 	"recovery/tftpserve.ErrNoTrust":     tftpserve.ErrNoTrust,
 	"recovery/tftpserve.ErrOutside":     tftpserve.ErrOutside,
 	"recovery/tftpserve.ErrNotFound":    tftpserve.ErrNotFound,
