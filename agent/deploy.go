@@ -333,17 +333,8 @@ func (a *Agent) checkCompatibility(compat map[string]string) error {
 // child updates its reference steps name (fetched here), into slot writes. installed is
 // true when every step's installedCriteria is what the running bank holds.
 func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc *adu.ServiceProperties) (*Deployment, bool, error) {
-	if len(m.Compatibility) > 0 {
-		ok := false
-		for _, c := range m.Compatibility {
-			if a.checkCompatibility(c) == nil {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return nil, false, fmt.Errorf("%w: none of the manifest's %d compatibility sets matches this device", ErrIncompatible, len(m.Compatibility))
-		}
+	if err := a.checkManifestCompatible(m); err != nil {
+		return nil, false, err
 	}
 	if len(m.Steps) == 0 {
 		return nil, false, fmt.Errorf("%w: the manifest has no steps", ErrBadManifest)
@@ -377,54 +368,9 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 	installed := true
 	seen := map[string]bool{}
 	for _, ps := range steps {
-		s, at := ps.step, ps.at.label()
-		if !strings.EqualFold(s.Handler, HandlerImage) {
-			return nil, false, fmt.Errorf("%w: %s wants %q; this agent runs %q", ErrUnsupportedHandler, at, s.Handler, HandlerImage)
-		}
-		var hp handlerProperties
-		if len(s.HandlerProperties) > 0 {
-			if err := json.Unmarshal(s.HandlerProperties, &hp); err != nil {
-				return nil, false, fmt.Errorf("%w: %s handlerProperties: %v", ErrBadManifest, at, err)
-			}
-		}
-		if len(s.Files) != 1 {
-			return nil, false, fmt.Errorf("%w: %s has %d files; %s takes exactly one image", ErrBadManifest, at, len(s.Files), HandlerImage)
-		}
-		class := hp.SlotClass
-		if class == "" {
-			classes := a.classes()
-			if len(classes) != 1 {
-				return nil, false, fmt.Errorf("%w: %s has no handlerProperties.slotClass and the device has %d slot classes", ErrBadManifest, at, len(classes))
-			}
-			class = classes[0]
-		}
-		if seen[class] {
-			return nil, false, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
-		}
-		seen[class] = true
-		fid := s.Files[0]
-		f := ps.files[fid]
-		url := svc.FileURLs[fid]
-		if url == "" {
-			return nil, false, fmt.Errorf("%w: file %s (%s)", ErrMissingFile, fid, f.FileName)
-		}
-		sum := fileSHA256(f.Hashes)
-		if sum == nil {
-			return nil, false, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
-		}
-		st := StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, FileID: fid,
-			FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum},
-			Adaptive: adaptiveFiles(f, svc.FileURLs)}
-		if mcu := a.o.Layout.Config.MCU(class); mcu != nil {
-			st.Slot, st.MCU = mcu.Name, &MCUStep{Name: mcu.Name, Index: a.mcuIndex(class)}
-			st.Installed = hp.InstalledCriteria != "" && mcus[class] != nil && mcus[class].Criteria == hp.InstalledCriteria
-		} else {
-			slot, err := a.spareSlot(spare, class)
-			if err != nil {
-				return nil, false, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
-			}
-			st.Slot = slot.Name
-			st.Installed = hp.InstalledCriteria != "" && running != nil && running.Criteria[class] == hp.InstalledCriteria
+		st, err := a.planStep(ps, svc, spare, running, mcus, seen)
+		if err != nil {
+			return nil, false, err
 		}
 		installed = installed && st.Installed
 		dep.Steps = append(dep.Steps, st)
@@ -441,6 +387,77 @@ func (a *Agent) plan(ctx context.Context, wf adu.Workflow, m *adu.Manifest, svc 
 		}
 	}
 	return dep, installed, nil
+}
+
+// checkManifestCompatible refuses a manifest none of whose compatibility sets (if it has any)
+// matches this device.
+func (a *Agent) checkManifestCompatible(m *adu.Manifest) error {
+	if len(m.Compatibility) == 0 {
+		return nil
+	}
+	for _, c := range m.Compatibility {
+		if a.checkCompatibility(c) == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: none of the manifest's %d compatibility sets matches this device", ErrIncompatible, len(m.Compatibility))
+}
+
+// planStep checks one inline step (handler, properties, its one file and URL, its slot class
+// not written twice: seen) and makes its state: into the spare bank's slot of the class, or
+// into the attached MCU of that class; Installed when the running bank (or the MCU) already
+// holds its installedCriteria.
+func (a *Agent) planStep(ps plannedStep, svc *adu.ServiceProperties, spare string, running *BankInfo, mcus map[string]*MCUInfo, seen map[string]bool) (StepState, error) {
+	s, at := ps.step, ps.at.label()
+	if !strings.EqualFold(s.Handler, HandlerImage) {
+		return StepState{}, fmt.Errorf("%w: %s wants %q; this agent runs %q", ErrUnsupportedHandler, at, s.Handler, HandlerImage)
+	}
+	var hp handlerProperties
+	if len(s.HandlerProperties) > 0 {
+		if err := json.Unmarshal(s.HandlerProperties, &hp); err != nil {
+			return StepState{}, fmt.Errorf("%w: %s handlerProperties: %v", ErrBadManifest, at, err)
+		}
+	}
+	if len(s.Files) != 1 {
+		return StepState{}, fmt.Errorf("%w: %s has %d files; %s takes exactly one image", ErrBadManifest, at, len(s.Files), HandlerImage)
+	}
+	class := hp.SlotClass
+	if class == "" {
+		classes := a.classes()
+		if len(classes) != 1 {
+			return StepState{}, fmt.Errorf("%w: %s has no handlerProperties.slotClass and the device has %d slot classes", ErrBadManifest, at, len(classes))
+		}
+		class = classes[0]
+	}
+	if seen[class] {
+		return StepState{}, fmt.Errorf("%w: two steps write slot class %s", ErrBadManifest, class)
+	}
+	seen[class] = true
+	fid := s.Files[0]
+	f := ps.files[fid]
+	url := svc.FileURLs[fid]
+	if url == "" {
+		return StepState{}, fmt.Errorf("%w: file %s (%s)", ErrMissingFile, fid, f.FileName)
+	}
+	sum := fileSHA256(f.Hashes)
+	if sum == nil {
+		return StepState{}, fmt.Errorf("%w: file %s has no sha256 hash", ErrBadManifest, f.FileName)
+	}
+	st := StepState{Step: ps.at.Step, Child: ps.at.Child, Class: class, FileID: fid,
+		FileName: f.FileName, Criteria: hp.InstalledCriteria, Source: Source{URL: url, Size: f.SizeInBytes, SHA256: sum},
+		Adaptive: adaptiveFiles(f, svc.FileURLs)}
+	if mcu := a.o.Layout.Config.MCU(class); mcu != nil {
+		st.Slot, st.MCU = mcu.Name, &MCUStep{Name: mcu.Name, Index: a.mcuIndex(class)}
+		st.Installed = hp.InstalledCriteria != "" && mcus[class] != nil && mcus[class].Criteria == hp.InstalledCriteria
+	} else {
+		slot, err := a.spareSlot(spare, class)
+		if err != nil {
+			return StepState{}, fmt.Errorf("%w: %s: slot class %q in bank %s: %w", ErrSlotClass, at, class, spare, err)
+		}
+		st.Slot = slot.Name
+		st.Installed = hp.InstalledCriteria != "" && running != nil && running.Criteria[class] == hp.InstalledCriteria
+	}
+	return st, nil
 }
 
 // skipBank tells whether the deployment leaves the gateway's banks alone: it has no bank
