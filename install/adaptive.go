@@ -241,16 +241,15 @@ func (adaptiveFormat) open(r *run, _ io.Reader) (*payload, error) {
 
 func (adaptiveFormat) resume(r *run, _ io.Reader, rec *Record) (*payload, error) {
 	a, ok := r.input.(*assembly)
-	if !ok || len(rec.Header) == 0 {
+	if !ok {
 		return nil, errStale
 	}
-	h, err := r.readHeader(bytes.NewReader(rec.Header))
+	h, err := r.resumeHeader(rec)
 	if err != nil {
 		return nil, err
 	}
 	c := rec.Cursor
-	if c.ChunkSize != h.ChunkSize || c.Chunk < 0 || c.Chunk > len(h.Chunks) || c.Size != h.RawSize || c.Offset != rec.Download.Offset ||
-		c.Offset != int64(c.Chunk)*int64(h.ChunkSize) && c.Chunk < len(h.Chunks) {
+	if c.Offset != rec.Download.Offset || c.Offset != int64(c.Chunk)*int64(h.ChunkSize) && c.Chunk < len(h.Chunks) {
 		return nil, errStale
 	}
 	return a.payload(h, c.Chunk)

@@ -134,6 +134,19 @@ func (aduimg) open(r *run, src io.Reader) (*payload, error) {
 }
 
 func (aduimg) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
+	h, err := r.resumeHeader(rec)
+	if err != nil {
+		return nil, err
+	}
+	if frameStart(h, rec.Cursor.Chunk) != rec.Download.Offset {
+		return nil, errStale
+	}
+	return aduimgPayload(h, src, rec.Cursor.Chunk)
+}
+
+// resumeHeader is the aduimg header a record kept, verified again, if the record's slot
+// cursor stands at one of its chunks (errStale if not, or if no header was kept).
+func (r *run) resumeHeader(rec *Record) (*image.Header, error) {
 	if len(rec.Header) == 0 {
 		return nil, errStale
 	}
@@ -142,10 +155,10 @@ func (aduimg) resume(r *run, src io.Reader, rec *Record) (*payload, error) {
 		return nil, err
 	}
 	c := rec.Cursor
-	if c.ChunkSize != h.ChunkSize || c.Chunk < 0 || c.Chunk > len(h.Chunks) || c.Size != h.RawSize || frameStart(h, c.Chunk) != rec.Download.Offset {
+	if c.ChunkSize != h.ChunkSize || c.Chunk < 0 || c.Chunk > len(h.Chunks) || c.Size != h.RawSize {
 		return nil, errStale
 	}
-	return aduimgPayload(h, src, c.Chunk)
+	return h, nil
 }
 
 // readHeader reads and verifies an aduimg header: a trusted key, a payload the slot holds,
