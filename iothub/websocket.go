@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -95,6 +96,12 @@ type wsConn struct {
 	rmu sync.Mutex
 	r   io.Reader // current message, nil between messages
 	wmu sync.Mutex
+	// wdl is the write deadline last set. gorilla/websocket allows one
+	// writer at a time and its deadline setter counts as one, while MQTT
+	// servers (mochi) refresh deadlines from their read loop as their
+	// write loop sends; so the deadline is kept here and handed to the
+	// WebSocket under wmu, right before each message goes out.
+	wdl atomic.Pointer[time.Time]
 }
 
 var _ net.Conn = (*wsConn)(nil)
@@ -132,6 +139,13 @@ func (c *wsConn) Read(p []byte) (int, error) {
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	var dl time.Time
+	if p := c.wdl.Load(); p != nil {
+		dl = *p
+	}
+	if err := c.ws.SetWriteDeadline(dl); err != nil {
+		return 0, err
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -145,14 +159,21 @@ func (c *wsConn) Close() error {
 	return c.ws.Close()
 }
 
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline applies to the next message written and, through the
+// network connection underneath (safe to call at any time), to one being
+// written now.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wdl.Store(&t)
+	return c.ws.NetConn().SetWriteDeadline(t)
+}
 
 func (c *wsConn) SetDeadline(t time.Time) error {
 	if err := c.ws.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.ws.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }

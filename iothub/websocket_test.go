@@ -544,3 +544,86 @@ func TestLoadCAFile(t *testing.T) {
 		}
 	})
 }
+
+// wsPair is a WebSocket connection as NewWebSocketConn presents it, and the
+// bytes its server side received.
+func wsPair(t *testing.T) (net.Conn, <-chan []byte) {
+	t.Helper()
+	got := make(chan []byte, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		var all []byte
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				got <- all
+				return
+			}
+			all = append(all, b...)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewWebSocketConn(ws)
+	t.Cleanup(func() { c.Close() })
+	return c, got
+}
+
+// TestWebSocketConnDeadlineWhileWriting: an MQTT server refreshes a
+// connection's deadlines from its read loop while its write loop sends
+// (mochi-mqtt does); gorilla/websocket forbids that on its own Conn, so
+// wsConn must serialise it. The race detector (CI's -race run) fails this
+// test when it does not; without it, every byte must still arrive.
+func TestWebSocketConnDeadlineWhileWriting(t *testing.T) {
+	c, got := wsPair(t)
+	const n = 200
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range n {
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+		}
+	}()
+	for i := range n {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	wg.Wait()
+	c.Close()
+	select {
+	case b := <-got:
+		if len(b) != n {
+			t.Fatalf("the server received %d bytes, want %d", len(b), n)
+		}
+		for i, v := range b {
+			if v != byte(i) {
+				t.Fatalf("byte %d = %d, out of order", i, v)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server never saw the connection close")
+	}
+}
+
+// TestWebSocketConnWriteDeadlineApplies: a deadline set through the
+// net.Conn reaches the next write.
+func TestWebSocketConnWriteDeadlineApplies(t *testing.T) {
+	c, _ := wsPair(t)
+	if err := c.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Write([]byte("late"))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("write after a past deadline = %v, want a timeout", err)
+	}
+}
