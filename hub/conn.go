@@ -111,13 +111,16 @@ func (h *Hub) connected(cl *mqtt.Client) {
 }
 
 // disconnected records and logs the end of a device's connection (one that a newer
-// connection replaced is only logged, and a removed device's is not recorded).
+// connection replaced is only logged, and a removed device's is not recorded). The broker
+// stops a connection that a newer one takes over before it runs the newer one's hooks, so
+// the newer one may not be recorded yet: the stop cause tells.
 func (h *Hub) disconnected(cl *mqtt.Client, err error) {
 	now := h.opts.Now()
 	clean := errors.Is(cl.StopCause(), packets.CodeDisconnect)
+	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
 	h.connMu.Lock()
 	c := h.conns[cl.ID]
-	current := c != nil && c.cl == cl
+	current := c != nil && c.cl == cl && !takenOver
 	var up time.Duration
 	if current {
 		up = now.Sub(c.Since)
@@ -125,7 +128,7 @@ func (h *Hub) disconnected(cl *mqtt.Client, err error) {
 	}
 	h.connMu.Unlock()
 	if !current {
-		if c != nil {
+		if c != nil || takenOver {
 			h.opts.Logger.Info("hub: an earlier connection of the device ended", "device", cl.ID, "remote", cl.Net.Remote, "why", fmt.Sprint(cl.StopCause()))
 		}
 		return

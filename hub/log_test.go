@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/aduflash/aduflash/internal/syncbuf"
 	"github.com/aduflash/aduflash/internal/testwait"
 )
@@ -103,6 +106,26 @@ func TestConnectionsAreLoggedAndKept(t *testing.T) {
 	}
 	if c := h.Connection("dev"); c != (Connection{}) {
 		t.Fatalf("after the removal: %+v", c)
+	}
+}
+
+// The broker stops a connection that a newer one of the device takes over before the newer
+// one is recorded: its end must not be taken for the device's (it was, now and then, under
+// load).
+func TestTakenOverEndsBeforeTheNewConnectionIsRecorded(t *testing.T) {
+	var logs logBuffer
+	h := newHub(t, Options{Logger: logs.logger()})
+	old := &mqtt.Client{ID: "dev"}
+	old.Net.Remote = "127.0.0.1:1"
+	h.connected(old)
+	old.Stop(packets.ErrSessionTakenOver)
+	h.disconnected(old, errors.New("read: use of closed network connection"))
+	if c := h.Connection("dev"); !c.Connected {
+		t.Errorf("after a takeover whose newer connection is not recorded yet: %+v", c)
+	}
+	if logs.line(`msg="hub: an earlier connection of the device ended" device=dev`) == "" ||
+		logs.line(`msg="hub: device disconnected"`) != "" {
+		t.Errorf("log:\n%s", logs.String())
 	}
 }
 
