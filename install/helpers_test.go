@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/slots"
 )
@@ -123,7 +124,7 @@ func newServer(t testing.TB) *server {
 			http.NotFound(w, r)
 			return
 		}
-		http.ServeContent(&countingRW{w, &s.sent}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
+		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &s.sent}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -142,17 +143,6 @@ func (s *server) lastRange() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ranges[len(s.ranges)-1]
-}
-
-type countingRW struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingRW) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // device is a layout of file slots (rootfs and firmware in banks A and B) running bank A.
