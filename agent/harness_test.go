@@ -87,10 +87,7 @@ func makeImage(t testing.TB, raw []byte, version string, mod func(*image.SignOpt
 	return b
 }
 
-func payload(seed uint64, n int) []byte {
-	b, _ := io.ReadAll(testpayload.New(seed, int64(n)))
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 // server serves files with Range support and counts the body bytes it sent.
 type server struct {

@@ -36,11 +36,7 @@ type world struct {
 	sign   func(raw []byte, version string) []byte
 }
 
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	testpayload.New(seed, int64(n)).Read(b)
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 func newWorld(t *testing.T) *world {
 	h, err := hub.New(hub.Options{HostName: "localhost"})

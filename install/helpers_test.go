@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -48,10 +47,7 @@ func key(t testing.TB) (crypto.Signer, *image.Keyring) {
 	return testKey, kr
 }
 
-func testData(seed uint64, n int) []byte {
-	b, _ := io.ReadAll(testpayload.New(seed, int64(n)))
-	return b
-}
+func testData(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 // testChunkSize is the chunk size of the aduimg images aduimgOf signs.
 const testChunkSize = 32 << 10
