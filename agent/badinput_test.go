@@ -72,7 +72,7 @@ func TestBadInputs(t *testing.T) {
 			return u.service("wf", "")
 		}, downloadERC(404), true},
 		{"connection reset mid-download, every attempt", func(t *testing.T, srv *server) json.RawMessage {
-			srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 				hj := w.(http.Hijacker)
 				c, _, _ := hj.Hijack()
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(good))
@@ -137,8 +137,8 @@ func TestBadInputs(t *testing.T) {
 			if lir["resultCode"] != float64(0) || (tc.erc != 0 && erc != tc.erc) || erc == 0 {
 				t.Errorf("result %v (erc %s), want erc %s", lir, erc, tc.erc)
 			}
-			if !tc.hits && srv.hits.Load() != 0 {
-				t.Errorf("%d downloads for an update refused before downloading", srv.hits.Load())
+			if !tc.hits && srv.Hits.Load() != 0 {
+				t.Errorf("%d downloads for an update refused before downloading", srv.Hits.Load())
 			}
 			if st := d.bootState(); st.Pending != "" || st.Primary != "A" {
 				t.Errorf("bootloader %+v", st)

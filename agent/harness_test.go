@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,35 +88,15 @@ func makeImage(t testing.TB, raw []byte, version string, mod func(*image.SignOpt
 
 func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
-// server serves files with Range support and counts the body bytes it sent.
+// server serves files with Range support and counts the requests and body bytes.
 type server struct {
 	*httptest.Server
-	mu    sync.Mutex
-	files map[string][]byte
-	sent  atomic.Int64
-	hits  atomic.Int64
-	// hook, if set, may answer a request itself (return true).
-	hook func(w http.ResponseWriter, r *http.Request) bool
+	httpcount.Files
 }
 
 func newServer(t testing.TB) *server {
-	s := &server{files: map[string][]byte{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		if s.hook != nil && s.hook(w, r) {
-			return
-		}
-		s.mu.Lock()
-		data, ok := s.files[r.URL.Path]
-		s.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		var n atomic.Int64
-		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
-		s.sent.Add(n.Load())
-	}))
+	s := &server{}
+	s.Server = httptest.NewServer(&s.Files)
 	t.Cleanup(s.Close)
 	return s
 }
@@ -128,10 +107,8 @@ func newServer(t testing.TB) *server {
 func (s *server) stall(name string) (release func()) {
 	gate := make(chan struct{})
 	var once sync.Once
-	s.hook = func(w http.ResponseWriter, r *http.Request) bool {
-		s.mu.Lock()
-		data, ok := s.files["/"+name]
-		s.mu.Unlock()
+	s.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		data, ok := s.Get("/" + name)
 		select {
 		case <-gate:
 			return false
@@ -154,16 +131,10 @@ func (s *server) stall(name string) (release func()) {
 }
 
 // drop removes the file name: requests for it get 404.
-func (s *server) drop(name string) {
-	s.mu.Lock()
-	delete(s.files, "/"+name)
-	s.mu.Unlock()
-}
+func (s *server) drop(name string) { s.Drop("/" + name) }
 
 func (s *server) put(name string, data []byte) string {
-	s.mu.Lock()
-	s.files["/"+name] = data
-	s.mu.Unlock()
+	s.Put("/"+name, data)
 	return s.URL + "/" + name
 }
 

@@ -8,13 +8,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,42 +101,21 @@ func mcubootOf(t testing.TB, raw []byte, sc uint32) []byte {
 // server serves files over HTTP with Range support and records the Range of each request.
 type server struct {
 	*httptest.Server
-	mu     sync.Mutex
-	files  map[string][]byte
-	ranges []string
-	sent   atomic.Int64
+	httpcount.Files
 }
 
 func newServer(t testing.TB) *server {
-	s := &server{files: map[string][]byte{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		data, ok := s.files[r.URL.Path]
-		s.ranges = append(s.ranges, r.Header.Get("Range"))
-		s.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &s.sent}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
-	}))
+	s := &server{}
+	s.Server = httptest.NewServer(&s.Files)
 	t.Cleanup(s.Close)
 	return s
 }
 
 // put serves data as name and returns its Source.
 func (s *server) put(name string, data []byte) Source {
-	s.mu.Lock()
-	s.files["/"+name] = data
-	s.mu.Unlock()
+	s.Put("/"+name, data)
 	sum := sha256.Sum256(data)
 	return Source{URL: s.URL + "/" + name, Size: int64(len(data)), SHA256: sum[:]}
-}
-
-func (s *server) lastRange() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ranges[len(s.ranges)-1]
 }
 
 // device is a layout of file slots (rootfs and firmware in banks A and B) running bank A.
