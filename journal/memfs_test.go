@@ -44,7 +44,10 @@ func newMemFS(dir string) *memFS {
 	return &memFS{dir: dir, fs: memfs.New(), cutAfter: -1}
 }
 
-func (m *memFS) step() error {
+// do runs op as one operation: it fails without effect once the power is cut.
+func (m *memFS) do(op func() error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.yield {
 		m.mu.Unlock()
 		runtime.Gosched()
@@ -54,7 +57,7 @@ func (m *memFS) step() error {
 		return errPowerCut
 	}
 	m.ops++
-	return nil
+	return op()
 }
 
 func (m *memFS) inDir(p string) error {
@@ -65,91 +68,79 @@ func (m *memFS) inDir(p string) error {
 }
 
 func (m *memFS) MkdirAll(dir string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	if dir != m.dir {
-		return fmt.Errorf("memfs: only folder %s exists", m.dir)
-	}
-	return nil
+	return m.do(func() error {
+		if dir != m.dir {
+			return fmt.Errorf("memfs: only folder %s exists", m.dir)
+		}
+		return nil
+	})
 }
 
 func (m *memFS) CreateTemp(dir, pattern string) (File, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	if err := m.inDir(filepath.Join(dir, pattern)); err != nil {
-		return nil, err
-	}
-	name, ino := m.fs.CreateTemp(dir, pattern)
-	m.inflight++
-	if m.inflight > 1 {
-		m.overlap = true
-	}
-	return &memFile{m: m, name: name, ino: ino}, nil
+	var f File
+	err := m.do(func() error {
+		if err := m.inDir(filepath.Join(dir, pattern)); err != nil {
+			return err
+		}
+		name, ino := m.fs.CreateTemp(dir, pattern)
+		m.inflight++
+		if m.inflight > 1 {
+			m.overlap = true
+		}
+		f = &memFile{m: m, name: name, ino: ino}
+		return nil
+	})
+	return f, err
 }
 
 func (m *memFS) Rename(oldpath, newpath string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	if m.inDir(newpath) != nil {
-		return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
-	}
-	if err := m.fs.Rename(oldpath, newpath); err != nil {
-		return err
-	}
-	m.inflight--
-	return nil
+	return m.do(func() error {
+		if m.inDir(newpath) != nil {
+			return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
+		}
+		if err := m.fs.Rename(oldpath, newpath); err != nil {
+			return err
+		}
+		m.inflight--
+		return nil
+	})
 }
 
 func (m *memFS) SyncDir(dir string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	m.fs.SyncDir(m.dir)
-	return nil
+	return m.do(func() error {
+		m.fs.SyncDir(m.dir)
+		return nil
+	})
 }
 
 func (m *memFS) Remove(name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	if err := m.fs.Remove(name); err != nil {
-		return err
-	}
-	if strings.Contains(filepath.Base(name), tempInfix) {
-		m.inflight--
-	}
-	return nil
+	return m.do(func() error {
+		if err := m.fs.Remove(name); err != nil {
+			return err
+		}
+		if strings.Contains(filepath.Base(name), tempInfix) {
+			m.inflight--
+		}
+		return nil
+	})
 }
 
 func (m *memFS) ReadFile(name string, limit int64) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	return m.fs.ReadFile(name, limit)
+	var b []byte
+	err := m.do(func() (err error) {
+		b, err = m.fs.ReadFile(name, limit)
+		return err
+	})
+	return b, err
 }
 
 func (m *memFS) ReadDir(dir string) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	return m.names(), nil
+	var names []string
+	err := m.do(func() error {
+		names = m.names()
+		return nil
+	})
+	return names, err
 }
 
 // names lists the live entries (base names, sorted).
@@ -171,44 +162,27 @@ type memFile struct {
 
 func (f *memFile) Name() string { return f.name }
 
+// do runs op as an operation of the file system on the open file.
+func (f *memFile) do(op func()) error {
+	return f.m.do(func() error {
+		if f.closed {
+			return fs.ErrClosed
+		}
+		op()
+		return nil
+	})
+}
+
 func (f *memFile) Write(p []byte) (int, error) {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
+	if err := f.do(func() { f.ino.Data = append(f.ino.Data, p...) }); err != nil {
 		return 0, err
 	}
-	if f.closed {
-		return 0, fs.ErrClosed
-	}
-	f.ino.Data = append(f.ino.Data, p...)
 	return len(p), nil
 }
 
-func (f *memFile) Sync() error {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
-		return err
-	}
-	if f.closed {
-		return fs.ErrClosed
-	}
-	f.ino.Synced = slices.Clone(f.ino.Data)
-	return nil
-}
+func (f *memFile) Sync() error { return f.do(func() { f.ino.Synced = slices.Clone(f.ino.Data) }) }
 
-func (f *memFile) Close() error {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
-		return err
-	}
-	if f.closed {
-		return fs.ErrClosed
-	}
-	f.closed = true
-	return nil
-}
+func (f *memFile) Close() error { return f.do(func() { f.closed = true }) }
 
 // crashState is one file system that a power cut could leave behind.
 type crashState struct {
