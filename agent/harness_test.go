@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
@@ -66,24 +66,16 @@ func getKeys(t testing.TB) keys {
 // makeImage signs raw as an aduimg image.
 func makeImage(t testing.TB, raw []byte, version string, mod func(*image.SignOptions)) []byte {
 	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "img")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	o := image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 32 << 10, Compression: image.CompressZstd,
 		Created: time.Unix(1.7e9, 0), Compatibility: map[string]string{"model": "Board"}}
 	if mod != nil {
 		mod(&o)
 	}
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), getKeys(t).img, o); err != nil {
+	var out imagetest.Buffer
+	if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), getKeys(t).img, o); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return out.Bytes()
 }
 
 func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/internal/testwait"
@@ -53,13 +53,11 @@ func newWorld(t *testing.T) *world {
 	w.files = httptest.NewServer(&w.served)
 	t.Cleanup(w.files.Close)
 	w.sign = func(raw []byte, version string) []byte {
-		f, _ := os.CreateTemp(t.TempDir(), "img")
-		defer f.Close()
-		if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 64 << 10}); err != nil {
+		var out imagetest.Buffer
+		if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 64 << 10}); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := os.ReadFile(f.Name())
-		return b
+		return out.Bytes()
 	}
 	return w
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot"
 	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
@@ -72,19 +73,11 @@ func aduimgOf(t testing.TB, raw []byte, version string, mod func(*image.SignOpti
 	if mod != nil {
 		mod(&o)
 	}
-	f, err := os.CreateTemp(t.TempDir(), "img")
-	if err != nil {
+	var out imagetest.Buffer
+	if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), k, o); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, o); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return out.Bytes()
 }
 
 // mcubootOf signs raw as an MCUboot image with security counter sc.
