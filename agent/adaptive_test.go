@@ -93,10 +93,10 @@ func TestAdaptiveIndexUnobtainable(t *testing.T) {
 			if st := d.bootState(); st.Pending != "B" || !d.slotHolds("B", v2) {
 				t.Fatalf("after install: %+v, bank B holds v2: %v", st, d.slotHolds("B", v2))
 			}
-			whole := srv.sent.Load() >= int64(len(u.file))
+			whole := srv.Sent.Load() >= int64(len(u.file))
 			fellBack := strings.Contains(logs.String(), "adaptive download not possible")
 			if whole != (tc.why != "") || fellBack != (tc.why != "") || !strings.Contains(logs.String(), tc.why) {
-				t.Fatalf("served %d bytes of a %d-byte image, fell back: %v; want a fallback for %q\n%s", srv.sent.Load(), len(u.file), fellBack, tc.why, logs.String())
+				t.Fatalf("served %d bytes of a %d-byte image, fell back: %v; want a fallback for %q\n%s", srv.Sent.Load(), len(u.file), fellBack, tc.why, logs.String())
 			}
 		})
 	}

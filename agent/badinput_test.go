@@ -14,6 +14,7 @@ import (
 
 	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/iothub"
 )
 
@@ -43,11 +44,11 @@ func TestBadInputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out memAt
+		var out imagetest.Buffer
 		if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: "2.0", SlotClass: "rootfs"}); err != nil {
 			t.Fatal(err)
 		}
-		return out.b
+		return out.Bytes()
 	}
 	tampered := bytes.Clone(good)
 	tampered[len(tampered)-100] ^= 0x40
@@ -72,7 +73,7 @@ func TestBadInputs(t *testing.T) {
 			return u.service("wf", "")
 		}, downloadERC(404), true},
 		{"connection reset mid-download, every attempt", func(t *testing.T, srv *server) json.RawMessage {
-			srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 				hj := w.(http.Hijacker)
 				c, _, _ := hj.Hijack()
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(good))
@@ -137,8 +138,8 @@ func TestBadInputs(t *testing.T) {
 			if lir["resultCode"] != float64(0) || (tc.erc != 0 && erc != tc.erc) || erc == 0 {
 				t.Errorf("result %v (erc %s), want erc %s", lir, erc, tc.erc)
 			}
-			if !tc.hits && srv.hits.Load() != 0 {
-				t.Errorf("%d downloads for an update refused before downloading", srv.hits.Load())
+			if !tc.hits && srv.Hits.Load() != 0 {
+				t.Errorf("%d downloads for an update refused before downloading", srv.Hits.Load())
 			}
 			if st := d.bootState(); st.Pending != "" || st.Primary != "A" {
 				t.Errorf("bootloader %+v", st)
@@ -169,17 +170,6 @@ func TestMalformedDesired(t *testing.T) {
 }
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-// memAt is an in-memory io.WriterAt.
-type memAt struct{ b []byte }
-
-func (m *memAt) WriteAt(p []byte, off int64) (int, error) {
-	if end := int(off) + len(p); end > len(m.b) {
-		m.b = append(m.b, make([]byte, end-len(m.b))...)
-	}
-	copy(m.b[off:], p)
-	return len(p), nil
-}
 
 // Unknown members of a signed manifest and of the service object are ignored.
 func TestUnknownFieldsIgnored(t *testing.T) {

@@ -12,11 +12,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/iothub"
@@ -67,60 +66,29 @@ func getKeys(t testing.TB) keys {
 // makeImage signs raw as an aduimg image.
 func makeImage(t testing.TB, raw []byte, version string, mod func(*image.SignOptions)) []byte {
 	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "img")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	o := image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 32 << 10, Compression: image.CompressZstd,
 		Created: time.Unix(1.7e9, 0), Compatibility: map[string]string{"model": "Board"}}
 	if mod != nil {
 		mod(&o)
 	}
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), getKeys(t).img, o); err != nil {
+	var out imagetest.Buffer
+	if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), getKeys(t).img, o); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return out.Bytes()
 }
 
-func payload(seed uint64, n int) []byte {
-	b, _ := io.ReadAll(testpayload.New(seed, int64(n)))
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
-// server serves files with Range support and counts the body bytes it sent.
+// server serves files with Range support and counts the requests and body bytes.
 type server struct {
 	*httptest.Server
-	mu    sync.Mutex
-	files map[string][]byte
-	sent  atomic.Int64
-	hits  atomic.Int64
-	// hook, if set, may answer a request itself (return true).
-	hook func(w http.ResponseWriter, r *http.Request) bool
+	httpcount.Files
 }
 
 func newServer(t testing.TB) *server {
-	s := &server{files: map[string][]byte{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		if s.hook != nil && s.hook(w, r) {
-			return
-		}
-		s.mu.Lock()
-		data, ok := s.files[r.URL.Path]
-		s.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		var n atomic.Int64
-		http.ServeContent(httpcount.Writer{ResponseWriter: w, N: &n}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
-		s.sent.Add(n.Load())
-	}))
+	s := &server{}
+	s.Server = httptest.NewServer(&s.Files)
 	t.Cleanup(s.Close)
 	return s
 }
@@ -131,10 +99,8 @@ func newServer(t testing.TB) *server {
 func (s *server) stall(name string) (release func()) {
 	gate := make(chan struct{})
 	var once sync.Once
-	s.hook = func(w http.ResponseWriter, r *http.Request) bool {
-		s.mu.Lock()
-		data, ok := s.files["/"+name]
-		s.mu.Unlock()
+	s.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		data, ok := s.Get("/" + name)
 		select {
 		case <-gate:
 			return false
@@ -157,16 +123,10 @@ func (s *server) stall(name string) (release func()) {
 }
 
 // drop removes the file name: requests for it get 404.
-func (s *server) drop(name string) {
-	s.mu.Lock()
-	delete(s.files, "/"+name)
-	s.mu.Unlock()
-}
+func (s *server) drop(name string) { s.Drop("/" + name) }
 
 func (s *server) put(name string, data []byte) string {
-	s.mu.Lock()
-	s.files["/"+name] = data
-	s.mu.Unlock()
+	s.Put("/"+name, data)
 	return s.URL + "/" + name
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/aduflash/aduflash/adu"
@@ -80,7 +79,7 @@ func TestInstallForgedHeader(t *testing.T) {
 		if tc.want == image.ErrHeaderTooLarge {
 			in.MaxHeaderSize = MaxHeaderSize
 		}
-		allocated := allocatedDuring(func() { _, err = in.Install(context.Background(), src, target, nil) })
+		allocated := imagetest.AllocatedDuring(func() { _, err = in.Install(context.Background(), src, target, nil) })
 		if _, erc := ResultFor(err); !errors.Is(err, tc.want) || erc != tc.erc {
 			t.Errorf("%s: %v (erc %s), want %v (erc %s)", tc.name, err, erc, tc.want, tc.erc)
 		}
@@ -88,15 +87,6 @@ func TestInstallForgedHeader(t *testing.T) {
 			t.Errorf("%s: %d bytes allocated before refusing a %d-byte header, want at most %d", tc.name, allocated, len(header), tc.budget)
 		}
 	}
-}
-
-// allocatedDuring returns the bytes the heap handed out while f ran.
-func allocatedDuring(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 // The agent's installer reads no header larger than MaxHeaderSize.

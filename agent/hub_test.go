@@ -77,7 +77,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 	release := srv.stall("slow.aduimg")
 	e.setService(slow.service("wf-slow", ""))
 	waitFor(t, "state 6", func() bool { ag := e.agentReported(); return stateOf(ag) == 6 && wfID(ag) == "wf-slow" })
-	waitFor(t, "download started", func() bool { return srv.hits.Load() > 0 })
+	waitFor(t, "download started", func() bool { return srv.Hits.Load() > 0 })
 	e.setService(cancelService())
 	waitFor(t, "cancelled", func() bool {
 		ag := e.agentReported()
@@ -132,7 +132,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 		}
 		return false
 	})
-	hits := srv.hits.Load()
+	hits := srv.Hits.Load()
 	n = len(e.all())
 	if err := e.h.Disconnect(deviceID); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestWorkflowOverMQTT(t *testing.T) {
 			t.Errorf("report after a reconnect with nothing new: %s", p)
 		}
 	}
-	if srv.hits.Load() != hits {
+	if srv.Hits.Load() != hits {
 		t.Error("the finished deployment downloaded again after the reconnect")
 	}
 
@@ -169,10 +169,10 @@ func TestWorkflowOverMQTT(t *testing.T) {
 		t.Error("no Failed (255) report before Idle")
 	}
 	// The same id again (no retryTimestamp): ignored.
-	hits = srv.hits.Load()
+	hits = srv.Hits.Load()
 	e.setService(u3.service("wf-3", ""))
 	time.Sleep(200 * time.Millisecond)
-	if srv.hits.Load() != hits {
+	if srv.Hits.Load() != hits {
 		t.Error("a failed deployment re-ran without a retry")
 	}
 	u3.url = good

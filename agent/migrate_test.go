@@ -58,7 +58,7 @@ func TestResumeJournalVersion3(t *testing.T) {
 		srv := newServer(t)
 		var mu sync.Mutex
 		var ranges []string
-		srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 			mu.Lock()
 			ranges = append(ranges, r.Header.Get("Range"))
 			mu.Unlock()
@@ -86,7 +86,7 @@ func TestResumeJournalVersion3(t *testing.T) {
 		}
 		asVersion3(t, d, tc.mangle)
 
-		sent := srv.sent.Load()
+		sent := srv.Sent.Load()
 		mu.Lock()
 		ranges = nil
 		mu.Unlock()
@@ -101,8 +101,8 @@ func TestResumeJournalVersion3(t *testing.T) {
 		mu.Lock()
 		first := ranges[0]
 		mu.Unlock()
-		if first != want || srv.sent.Load()-sent != fetched {
-			t.Errorf("%s: second start began with Range %q and fetched %d bytes; want %q and %d", tc.name, first, srv.sent.Load()-sent, want, fetched)
+		if first != want || srv.Sent.Load()-sent != fetched {
+			t.Errorf("%s: second start began with Range %q and fetched %d bytes; want %q and %d", tc.name, first, srv.Sent.Load()-sent, want, fetched)
 		}
 		if r, _ := loadRecord(t, d); r.Version != StateVersion {
 			t.Errorf("%s: journal version %d", tc.name, r.Version)

@@ -86,8 +86,8 @@ func TestRejected(t *testing.T) {
 			if s := stateReports(h); len(s) > 0 {
 				t.Errorf("state reported for a rejected request: %s", s)
 			}
-			if srv.hits.Load() != 0 {
-				t.Errorf("%d downloads for a rejected request", srv.hits.Load())
+			if srv.Hits.Load() != 0 {
+				t.Errorf("%d downloads for a rejected request", srv.Hits.Load())
 			}
 			if st := d.bootState(); st.Pending != "" || st.Primary != "A" {
 				t.Errorf("bootloader %+v", st)
@@ -117,7 +117,7 @@ func TestBusyRejected(t *testing.T) {
 	stop, done := runBackground(d.agent(nil), h)
 	defer stop()
 	h.setService(slow.service("wf-1", ""))
-	waitFor(t, "wf-1 downloading", func() bool { return stateOf(lastState(h)) == 6 && srv.hits.Load() > 0 })
+	waitFor(t, "wf-1 downloading", func() bool { return stateOf(lastState(h)) == 6 && srv.Hits.Load() > 0 })
 	n := len(h.all())
 	v2 := h.setService(u2.service("wf-2", ""))
 	waitFor(t, "wf-2 rejected", func() bool { code, _ := ackOf(h, v2); return code != 0 })

@@ -234,7 +234,7 @@ func TestReferenceStepInstalls(t *testing.T) {
 	// Deployed again (another workflow): every step of the parent and of the child is what
 	// bank B holds, so nothing is downloaded but the child manifest.
 	var payloads atomic.Int64
-	srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, ".aduimg") {
 			payloads.Add(1)
 		}
@@ -360,7 +360,7 @@ func TestReferenceStepFailures(t *testing.T) {
 				tc.urls(f, u, srv)
 			}
 			var payloads atomic.Int64
-			srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 				if strings.HasSuffix(r.URL.Path, ".aduimg") {
 					payloads.Add(1)
 				}

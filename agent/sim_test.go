@@ -82,7 +82,7 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if len(rs) < 2 || rs[0]["deviceProperties"] == nil || stateOf(rs[len(rs)-1]) != 6 || wfID(rs[len(rs)-1]) != "wf-2" {
 		t.Fatalf("reports before the reboot: %v", h.all())
 	}
-	served := srv.sent.Load()
+	served := srv.Sent.Load()
 	if served != int64(len(u2.file)) {
 		t.Errorf("served %d bytes for a %d-byte file", served, len(u2.file))
 	}
@@ -103,7 +103,7 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	if lir["resultCode"] != float64(700) {
 		t.Errorf("success report: %v", ag)
 	}
-	if srv.sent.Load() != served {
+	if srv.Sent.Load() != served {
 		t.Error("the confirmed update was downloaded again")
 	}
 
@@ -174,13 +174,13 @@ func TestSimulatedUpdateThenRollback(t *testing.T) {
 	// The same deployment delivered again is not run again, and nothing is reported when the
 	// twin already shows its outcome.
 	n = len(h.agentReports())
-	hits := srv.hits.Load()
+	hits := srv.Hits.Load()
 	h.full(u3.service("wf-3", ""))
 	if err := runAgent(t, d.agent(nil), h, h.settled()); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.agentReports()[n:]; srv.hits.Load() != hits || len(got) != 1 || got[0]["deviceProperties"] == nil { // the startup report only
-		t.Errorf("a finished deployment ran again: %d requests, reports %v", srv.hits.Load()-hits, got)
+	if got := h.agentReports()[n:]; srv.Hits.Load() != hits || len(got) != 1 || got[0]["deviceProperties"] == nil { // the startup report only
+		t.Errorf("a finished deployment ran again: %d requests, reports %v", srv.Hits.Load()-hits, got)
 	}
 }
 

@@ -195,12 +195,12 @@ func TestSpareCopyPowerCut(t *testing.T) {
 	if boot := b.reset(); boot.Bank != "A" {
 		t.Fatalf("U-Boot started bank %s", boot.Bank)
 	}
-	sent := srv.sent.Load()
+	sent := srv.Sent.Load()
 	h.full(u.service("wf", ""))
 	if err := runAgent(t, b.agent(nil), h, nil); !errors.Is(err, ErrRebooting) {
 		t.Fatalf("resumed: %v; reports %v", err, h.all())
 	}
-	if again := srv.sent.Load() - sent; again != 0 {
+	if again := srv.Sent.Load() - sent; again != 0 {
 		t.Errorf("the resumed deployment downloaded %d bytes again", again)
 	}
 	c := b.agent(nil).Record().Deployment.Copies[0]

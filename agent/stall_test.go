@@ -20,7 +20,7 @@ func TestDownloadStallTimeout(t *testing.T) {
 	url := srv.put("stall.aduimg", img)
 	var requests atomic.Int32
 	var resumedAt atomic.Value
-	srv.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	srv.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if requests.Add(1) > 1 {
 			resumedAt.Store(r.Header.Get("Range"))
 			return false

@@ -8,9 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +18,8 @@ import (
 	"github.com/aduflash/aduflash/devicesim/board"
 	"github.com/aduflash/aduflash/hub"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/internal/testwait"
 	"github.com/aduflash/aduflash/iothub"
@@ -30,17 +30,12 @@ type world struct {
 	h      *hub.Hub
 	signer *hub.Signer
 	files  *httptest.Server
-	mu     sync.Mutex
-	served map[string][]byte
+	served httpcount.Files
 	kr     *image.Keyring
 	sign   func(raw []byte, version string) []byte
 }
 
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	testpayload.New(seed, int64(n)).Read(b)
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 func newWorld(t *testing.T) *world {
 	h, err := hub.New(hub.Options{HostName: "localhost"})
@@ -54,26 +49,15 @@ func newWorld(t *testing.T) *world {
 	}
 	k, _ := image.GenerateKey(image.Ed25519, rand.Reader)
 	kr, _ := image.NewKeyring(k.Public())
-	w := &world{t: t, h: h, signer: s, served: map[string][]byte{}, kr: kr}
-	w.files = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		w.mu.Lock()
-		b, ok := w.served[r.URL.Path]
-		w.mu.Unlock()
-		if !ok {
-			http.NotFound(rw, r)
-			return
-		}
-		http.ServeContent(rw, r, "f", time.Unix(0, 0), bytes.NewReader(b))
-	}))
+	w := &world{t: t, h: h, signer: s, kr: kr}
+	w.files = httptest.NewServer(&w.served)
 	t.Cleanup(w.files.Close)
 	w.sign = func(raw []byte, version string) []byte {
-		f, _ := os.CreateTemp(t.TempDir(), "img")
-		defer f.Close()
-		if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 64 << 10}); err != nil {
+		var out imagetest.Buffer
+		if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{Version: version, SlotClass: "rootfs", ChunkSize: 64 << 10}); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := os.ReadFile(f.Name())
-		return b
+		return out.Bytes()
 	}
 	return w
 }
@@ -103,9 +87,7 @@ func (w *world) device(id string, healthy func(string, []byte) bool) *Device {
 func (w *world) deploy(id, wf string, raw []byte, version string) adu.UpdateID {
 	file := w.sign(raw, version)
 	name := fmt.Sprintf("/rootfs-%s.aduimg", version)
-	w.mu.Lock()
-	w.served[name] = file
-	w.mu.Unlock()
+	w.served.Put(name, file)
 	sum := sha256.Sum256(file)
 	m := fmt.Sprintf(`{"updateId":{"provider":"Contoso","name":"Toaster","version":%q},"compatibility":[{"manufacturer":"Contoso","model":"Toaster"}],"instructions":{"steps":[{"handler":"aduflash/image:1","files":["f0"],"handlerProperties":{"installedCriteria":%q,"slotClass":"rootfs"}}]},"files":{"f0":{"fileName":"rootfs.aduimg","sizeInBytes":%d,"hashes":{"sha256":%q}}},"createdDateTime":"2026-11-22T10:00:00Z","manifestVersion":"5.0"}`,
 		version, version, len(file), base64.StdEncoding.EncodeToString(sum[:]))

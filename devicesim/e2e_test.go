@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -231,11 +230,7 @@ type rig struct {
 // factory is what bank A's rootfs slot of a rig's device holds at first power-on.
 var factory = payload(1, 256<<10)
 
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	io.ReadFull(testpayload.New(seed, int64(n)), b)
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 // newRig starts a stand and one device running against it; healthy says which contents pass
 // the health check.

@@ -417,33 +417,46 @@ func replacePatch(old, new map[string]any) map[string]any {
 func (s *Service) Cancel(deploymentID string) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	r, err := s.activeLocked(deploymentID)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	now := s.opts.Now().UTC()
-	r.d.Cancelled, r.d.CancelledAt = true, now
 	var devs []string
-	for _, id := range r.d.Devices {
-		if s.current[id] != deploymentID {
-			continue
+	err := s.changeActive(deploymentID, func(r *depRecord) error {
+		now := s.opts.Now().UTC()
+		r.d.Cancelled, r.d.CancelledAt = true, now
+		for _, id := range r.d.Devices {
+			if s.current[id] != deploymentID {
+				continue
+			}
+			delete(s.current, id)
+			devs = append(devs, id)
+			if ds := r.devs[id]; ds.State == DeviceInProgress {
+				ds.State, ds.UpdatedAt = DeviceCancelled, now
+			}
 		}
-		delete(s.current, id)
-		devs = append(devs, id)
-		if ds := r.devs[id]; ds.State == DeviceInProgress {
-			ds.State, ds.UpdatedAt = DeviceCancelled, now
-		}
-	}
-	seq, data, err := s.snapshotLocked(r)
-	s.mu.Unlock()
-	if err := s.persist(r, seq, data, err); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	err = s.sendService(devs, s.cancelObject())
 	s.opts.Logger.Info("hub: cancelled", "deployment", deploymentID, "devices", len(devs))
 	return err
+}
+
+// changeActive applies change to the active deployment deploymentID with s.mu held and
+// stores the deployment unless change fails. The caller holds s.sendMu, so that what it
+// sends afterwards goes out in the order of the changes.
+func (s *Service) changeActive(deploymentID string, change func(*depRecord) error) error {
+	s.mu.Lock()
+	r, err := s.activeLocked(deploymentID)
+	if err == nil {
+		err = change(r)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	seq, data, err := s.snapshotLocked(r)
+	s.mu.Unlock()
+	return s.persist(r, seq, data, err)
 }
 
 // activeLocked returns the deployment that is not cancelled; s.mu is held.
@@ -479,46 +492,43 @@ func (s *Service) sendService(devs []string, svc map[string]any) error {
 func (s *Service) Retry(deploymentID string) ([]string, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	r, err := s.activeLocked(deploymentID)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	u := s.updates[r.d.UpdateID]
-	if u == nil {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrUnknownUpdate, r.d.UpdateID)
-	}
-	var devs []string
-	for _, id := range r.d.Devices {
-		if s.current[id] == deploymentID && r.devs[id].State == DeviceFailed {
-			devs = append(devs, id)
+	var (
+		u    *Update
+		devs []string
+		tss  string
+		urls map[string]string
+	)
+	err := s.changeActive(deploymentID, func(r *depRecord) error {
+		if u = s.updates[r.d.UpdateID]; u == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownUpdate, r.d.UpdateID)
 		}
-	}
-	if len(devs) == 0 {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s", ErrNoFailedDevices, deploymentID)
-	}
-	now := s.opts.Now().UTC()
-	ts := now
-	if prev, err := time.Parse(time.RFC3339Nano, r.d.RetryTimestamp); err == nil && !ts.After(prev) {
-		ts = prev.Add(time.Microsecond)
-	}
-	tss := ts.Format(time.RFC3339Nano)
-	r.d.RetryTimestamp = tss
-	for _, id := range devs {
-		ds := r.devs[id]
-		*ds = DeviceStatus{DeviceID: id, State: DeviceInProgress, InstalledUpdateID: ds.InstalledUpdateID,
-			AgentState: ds.AgentState, RetryTimestamp: tss, UpdatedAt: now}
-	}
-	seq, data, err := s.snapshotLocked(r)
-	urls := maps.Clone(r.d.FileURLs)
-	s.mu.Unlock()
-	if err := s.persist(r, seq, data, err); err != nil {
+		for _, id := range r.d.Devices {
+			if s.current[id] == deploymentID && r.devs[id].State == DeviceFailed {
+				devs = append(devs, id)
+			}
+		}
+		if len(devs) == 0 {
+			return fmt.Errorf("%w: %s", ErrNoFailedDevices, deploymentID)
+		}
+		now := s.opts.Now().UTC()
+		ts := now
+		if prev, err := time.Parse(time.RFC3339Nano, r.d.RetryTimestamp); err == nil && !ts.After(prev) {
+			ts = prev.Add(time.Microsecond)
+		}
+		tss = ts.Format(time.RFC3339Nano)
+		r.d.RetryTimestamp = tss
+		for _, id := range devs {
+			ds := r.devs[id]
+			*ds = DeviceStatus{DeviceID: id, State: DeviceInProgress, InstalledUpdateID: ds.InstalledUpdateID,
+				AgentState: ds.AgentState, RetryTimestamp: tss, UpdatedAt: now}
+		}
+		urls = maps.Clone(r.d.FileURLs)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	err = s.sendService(devs, s.serviceObject(u, r.d.ID, tss, urls))
+	err = s.sendService(devs, s.serviceObject(u, deploymentID, tss, urls))
 	s.opts.Logger.Info("hub: retried", "deployment", deploymentID, "devices", len(devs), "retryTimestamp", tss)
 	return devs, err
 }

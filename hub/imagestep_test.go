@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/manifestgen"
 )
 
@@ -20,22 +21,13 @@ func aduimg(t *testing.T, model string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "img")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	p := payload(5000, 3)
-	if _, _, err := image.Sign(f, bytes.NewReader(p), int64(len(p)), key, image.SignOptions{
+	var out imagetest.Buffer
+	if _, _, err := image.Sign(&out, bytes.NewReader(p), int64(len(p)), key, image.SignOptions{
 		Version: "1.0", SlotClass: "rootfs", Compatibility: map[string]string{"manufacturer": "contoso", "model": model}}); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return out.Bytes()
 }
 
 // An image signed for other devices than the manifest's is refused at import, not on the

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aduflash/aduflash/image/imagetest"
 )
 
 // keyCache generates each key type at most once per test binary (RSA key generation is slow).
@@ -57,20 +59,6 @@ func keyringFor(t testing.TB, keys ...crypto.Signer) *Keyring {
 		}
 	}
 	return kr
-}
-
-// memFile is an in-memory io.WriterAt.
-type memFile struct{ b []byte }
-
-func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
-	}
-	copy(m.b[off:], p)
-	return len(p), nil
 }
 
 // discardAt counts what is written and keeps only the header (the first keep bytes).
@@ -169,15 +157,15 @@ func (g *genReader) Read(p []byte) (int, error) {
 // sign makes an image in memory.
 func sign(t testing.TB, key crypto.Signer, data []byte, opts SignOptions) ([]byte, *Header) {
 	t.Helper()
-	var f memFile
+	var f imagetest.Buffer
 	h, n, err := Sign(&f, bytes.NewReader(data), int64(len(data)), key, opts)
 	if err != nil {
 		t.Fatalf("Sign: %v", err)
 	}
-	if n != int64(len(f.b)) || n != h.ImageSize {
-		t.Fatalf("Sign returned size %d, header says %d, wrote %d", n, h.ImageSize, len(f.b))
+	if n != int64(len(f.Bytes())) || n != h.ImageSize {
+		t.Fatalf("Sign returned size %d, header says %d, wrote %d", n, h.ImageSize, len(f.Bytes()))
 	}
-	return f.b, h
+	return f.Bytes(), h
 }
 
 // resign replaces the signature of img's header (after a test changed signed bytes).

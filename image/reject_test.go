@@ -571,7 +571,7 @@ func TestSignErrors(t *testing.T) {
 	data := payload(10*MinChunkSize, 25)
 	sign := func(out io.WriterAt, r io.Reader, size int64, opts SignOptions) error {
 		if out == nil {
-			out = &memFile{}
+			out = &imagetest.Buffer{}
 		}
 		_, _, err := Sign(out, r, size, key, opts)
 		return err
@@ -626,7 +626,7 @@ func TestSignErrors(t *testing.T) {
 	if err := sign(nil, src, 1<<40, baseOpts()); !errors.Is(err, ErrHeaderTooLarge) || src.n != 0 {
 		t.Errorf("1 TiB in 4 KiB chunks: %v (read %d bytes)", err, src.n)
 	}
-	if _, _, err := Sign(&memFile{}, bytes.NewReader(data), 10, nil, baseOpts()); !errors.Is(err, ErrBadKey) {
+	if _, _, err := Sign(&imagetest.Buffer{}, bytes.NewReader(data), 10, nil, baseOpts()); !errors.Is(err, ErrBadKey) {
 		t.Errorf("nil key: %v", err)
 	}
 }
@@ -643,7 +643,7 @@ func TestSignErrorsLeaveNoGoroutines(t *testing.T) {
 		if _, _, err := Sign(w, bytes.NewReader(data), int64(len(data)), key, opts); err == nil {
 			t.Fatal("no error")
 		}
-		if _, _, err := Sign(&memFile{}, bytes.NewReader(data[:i*5000]), int64(len(data)), key, opts); !errors.Is(err, ErrPayloadSize) {
+		if _, _, err := Sign(&imagetest.Buffer{}, bytes.NewReader(data[:i*5000]), int64(len(data)), key, opts); !errors.Is(err, ErrPayloadSize) {
 			t.Fatal(err)
 		}
 	}

@@ -8,20 +8,19 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot"
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/testpayload"
 	"github.com/aduflash/aduflash/slots"
 )
@@ -47,10 +46,7 @@ func key(t testing.TB) (crypto.Signer, *image.Keyring) {
 	return testKey, kr
 }
 
-func testData(seed uint64, n int) []byte {
-	b, _ := io.ReadAll(testpayload.New(seed, int64(n)))
-	return b
-}
+func testData(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 // testChunkSize is the chunk size of the aduimg images aduimgOf signs.
 const testChunkSize = 32 << 10
@@ -77,19 +73,11 @@ func aduimgOf(t testing.TB, raw []byte, version string, mod func(*image.SignOpti
 	if mod != nil {
 		mod(&o)
 	}
-	f, err := os.CreateTemp(t.TempDir(), "img")
-	if err != nil {
+	var out imagetest.Buffer
+	if _, _, err := image.Sign(&out, bytes.NewReader(raw), int64(len(raw)), k, o); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, _, err := image.Sign(f, bytes.NewReader(raw), int64(len(raw)), k, o); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return out.Bytes()
 }
 
 // mcubootOf signs raw as an MCUboot image with security counter sc.
@@ -106,53 +94,21 @@ func mcubootOf(t testing.TB, raw []byte, sc uint32) []byte {
 // server serves files over HTTP with Range support and records the Range of each request.
 type server struct {
 	*httptest.Server
-	mu     sync.Mutex
-	files  map[string][]byte
-	ranges []string
-	sent   atomic.Int64
+	httpcount.Files
 }
 
 func newServer(t testing.TB) *server {
-	s := &server{files: map[string][]byte{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		data, ok := s.files[r.URL.Path]
-		s.ranges = append(s.ranges, r.Header.Get("Range"))
-		s.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		http.ServeContent(&countingRW{w, &s.sent}, r, "f", time.Unix(1.7e9, 0), bytes.NewReader(data))
-	}))
+	s := &server{}
+	s.Server = httptest.NewServer(&s.Files)
 	t.Cleanup(s.Close)
 	return s
 }
 
 // put serves data as name and returns its Source.
 func (s *server) put(name string, data []byte) Source {
-	s.mu.Lock()
-	s.files["/"+name] = data
-	s.mu.Unlock()
+	s.Put("/"+name, data)
 	sum := sha256.Sum256(data)
 	return Source{URL: s.URL + "/" + name, Size: int64(len(data)), SHA256: sum[:]}
-}
-
-func (s *server) lastRange() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ranges[len(s.ranges)-1]
-}
-
-type countingRW struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (c *countingRW) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // device is a layout of file slots (rootfs and firmware in banks A and B) running bank A.

@@ -82,15 +82,15 @@ func TestInstallResume(t *testing.T) {
 		if last.Cursor == nil || last.Download.Offset == 0 || last.Download.Offset >= src.Size {
 			t.Fatalf("%s: resume record %+v", tc.format, last)
 		}
-		sent := srv.sent.Load()
+		sent := srv.Sent.Load()
 		rec, err := in.Install(context.Background(), src, d.target(t, "rootfs-b"), &last)
 		if err != nil {
 			t.Fatalf("%s: resumed: %v", tc.format, err)
 		}
-		if got := srv.lastRange(); got != "bytes="+strconv.FormatInt(last.Download.Offset, 10)+"-" {
+		if got := srv.LastRange(); got != "bytes="+strconv.FormatInt(last.Download.Offset, 10)+"-" {
 			t.Errorf("%s: resumed with Range %q, the record is at %d", tc.format, got, last.Download.Offset)
 		}
-		if again := srv.sent.Load() - sent; again != src.Size-last.Download.Offset {
+		if again := srv.Sent.Load() - sent; again != src.Size-last.Download.Offset {
 			t.Errorf("%s: the resumed install fetched %d bytes, want %d", tc.format, again, src.Size-last.Download.Offset)
 		}
 		if !rec.Done || !d.holds("rootfs-b", raw) {

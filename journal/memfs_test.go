@@ -8,20 +8,16 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
+
+	"github.com/aduflash/aduflash/internal/memfs"
 )
 
 var errPowerCut = errors.New("memfs: power cut")
 
 // memFS is an in-memory, single-folder FS that tells what a power cut would
-// leave behind.
-//
-// Model: every file (inode) has its written data and the data as of its last
-// Sync; the folder has its live entries and the entries as of its last
-// SyncDir, plus the ordered list of entry changes (create, rename, remove)
-// since then. After a power cut:
+// leave behind (the model is package memfs): after a power cut
 //   - the folder holds the synced entries plus any prefix of the changes made
 //     since (a rename before the folder sync may or may not have happened, and
 //     journalling file systems keep metadata changes in order);
@@ -34,12 +30,9 @@ var errPowerCut = errors.New("memfs: power cut")
 type memFS struct {
 	mu       sync.Mutex
 	dir      string
-	live     map[string]*inode // path -> file
-	synced   map[string]*inode
-	changes  []change
+	fs       *memfs.FS
 	ops      int
 	cutAfter int
-	seq      int
 	// in-flight temporary files (created, not yet renamed or removed); more
 	// than one at a time means two Saves overlapped.
 	inflight int
@@ -47,19 +40,14 @@ type memFS struct {
 	yield    bool // runtime.Gosched in every operation, to shake out races
 }
 
-type inode struct{ data, synced []byte }
-
-type change struct {
-	op   string // "create", "rename", "remove"
-	a, b string
-	ino  *inode
-}
-
 func newMemFS(dir string) *memFS {
-	return &memFS{dir: dir, live: map[string]*inode{}, synced: map[string]*inode{}, cutAfter: -1}
+	return &memFS{dir: dir, fs: memfs.New(), cutAfter: -1}
 }
 
-func (m *memFS) step() error {
+// do runs op as one operation: it fails without effect once the power is cut.
+func (m *memFS) do(op func() error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.yield {
 		m.mu.Unlock()
 		runtime.Gosched()
@@ -69,7 +57,7 @@ func (m *memFS) step() error {
 		return errPowerCut
 	}
 	m.ops++
-	return nil
+	return op()
 }
 
 func (m *memFS) inDir(p string) error {
@@ -80,173 +68,121 @@ func (m *memFS) inDir(p string) error {
 }
 
 func (m *memFS) MkdirAll(dir string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	if dir != m.dir {
-		return fmt.Errorf("memfs: only folder %s exists", m.dir)
-	}
-	return nil
+	return m.do(func() error {
+		if dir != m.dir {
+			return fmt.Errorf("memfs: only folder %s exists", m.dir)
+		}
+		return nil
+	})
 }
 
 func (m *memFS) CreateTemp(dir, pattern string) (File, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	m.seq++
-	i := strings.LastIndex(pattern, "*")
-	name := filepath.Join(dir, pattern[:i]+fmt.Sprint(m.seq)+pattern[i+1:])
-	if err := m.inDir(name); err != nil {
-		return nil, err
-	}
-	ino := &inode{}
-	m.live[name] = ino
-	m.changes = append(m.changes, change{op: "create", a: name, ino: ino})
-	m.inflight++
-	if m.inflight > 1 {
-		m.overlap = true
-	}
-	return &memFile{m: m, name: name, ino: ino}, nil
+	var f File
+	err := m.do(func() error {
+		if err := m.inDir(filepath.Join(dir, pattern)); err != nil {
+			return err
+		}
+		name, ino := m.fs.CreateTemp(dir, pattern)
+		m.inflight++
+		if m.inflight > 1 {
+			m.overlap = true
+		}
+		f = &memFile{m: m, name: name, ino: ino}
+		return nil
+	})
+	return f, err
 }
 
 func (m *memFS) Rename(oldpath, newpath string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	ino, ok := m.live[oldpath]
-	if !ok || m.inDir(newpath) != nil {
-		return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
-	}
-	m.live[newpath] = ino
-	delete(m.live, oldpath)
-	m.changes = append(m.changes, change{op: "rename", a: oldpath, b: newpath})
-	m.inflight--
-	return nil
+	return m.do(func() error {
+		if m.inDir(newpath) != nil {
+			return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
+		}
+		if err := m.fs.Rename(oldpath, newpath); err != nil {
+			return err
+		}
+		m.inflight--
+		return nil
+	})
 }
 
 func (m *memFS) SyncDir(dir string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	m.synced = maps.Clone(m.live)
-	m.changes = nil
-	return nil
+	return m.do(func() error {
+		m.fs.SyncDir(m.dir)
+		return nil
+	})
 }
 
 func (m *memFS) Remove(name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return err
-	}
-	if _, ok := m.live[name]; !ok {
-		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
-	}
-	if strings.Contains(filepath.Base(name), tempInfix) {
-		m.inflight--
-	}
-	delete(m.live, name)
-	m.changes = append(m.changes, change{op: "remove", a: name})
-	return nil
+	return m.do(func() error {
+		if err := m.fs.Remove(name); err != nil {
+			return err
+		}
+		if strings.Contains(filepath.Base(name), tempInfix) {
+			m.inflight--
+		}
+		return nil
+	})
 }
 
 func (m *memFS) ReadFile(name string, limit int64) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	ino, ok := m.live[name]
-	if !ok {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-	}
-	return slices.Clone(ino.data[:min(int64(len(ino.data)), limit+1)]), nil
+	var b []byte
+	err := m.do(func() (err error) {
+		b, err = m.fs.ReadFile(name, limit)
+		return err
+	})
+	return b, err
 }
 
 func (m *memFS) ReadDir(dir string) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.step(); err != nil {
-		return nil, err
-	}
-	return m.names(), nil
+	var names []string
+	err := m.do(func() error {
+		names = m.names()
+		return nil
+	})
+	return names, err
 }
 
 // names lists the live entries (base names, sorted).
-func (m *memFS) names() []string {
-	var names []string
-	for p := range m.live {
-		names = append(names, filepath.Base(p))
-	}
-	sort.Strings(names)
-	return names
-}
+func (m *memFS) names() []string { return m.fs.ReadDir(m.dir) }
 
 // put creates a durable file (synced data, synced folder entry).
 func (m *memFS) put(name string, data []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := filepath.Join(m.dir, name)
-	m.live[p] = &inode{data: slices.Clone(data), synced: slices.Clone(data)}
-	m.synced = maps.Clone(m.live)
-	m.changes = nil
+	m.fs.Put(filepath.Join(m.dir, name), data)
 }
 
 type memFile struct {
 	m      *memFS
 	name   string
-	ino    *inode
+	ino    *memfs.Inode
 	closed bool
 }
 
 func (f *memFile) Name() string { return f.name }
 
+// do runs op as an operation of the file system on the open file.
+func (f *memFile) do(op func()) error {
+	return f.m.do(func() error {
+		if f.closed {
+			return fs.ErrClosed
+		}
+		op()
+		return nil
+	})
+}
+
 func (f *memFile) Write(p []byte) (int, error) {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
+	if err := f.do(func() { f.ino.Data = append(f.ino.Data, p...) }); err != nil {
 		return 0, err
 	}
-	if f.closed {
-		return 0, fs.ErrClosed
-	}
-	f.ino.data = append(f.ino.data, p...)
 	return len(p), nil
 }
 
-func (f *memFile) Sync() error {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
-		return err
-	}
-	if f.closed {
-		return fs.ErrClosed
-	}
-	f.ino.synced = slices.Clone(f.ino.data)
-	return nil
-}
+func (f *memFile) Sync() error { return f.do(func() { f.ino.Synced = slices.Clone(f.ino.Data) }) }
 
-func (f *memFile) Close() error {
-	f.m.mu.Lock()
-	defer f.m.mu.Unlock()
-	if err := f.m.step(); err != nil {
-		return err
-	}
-	if f.closed {
-		return fs.ErrClosed
-	}
-	f.closed = true
-	return nil
-}
+func (f *memFile) Close() error { return f.do(func() { f.closed = true }) }
 
 // crashState is one file system that a power cut could leave behind.
 type crashState struct {
@@ -259,28 +195,16 @@ func (m *memFS) crashStates() []crashState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []crashState
-	for k := 0; k <= len(m.changes); k++ {
-		entries := maps.Clone(m.synced)
-		for _, c := range m.changes[:k] {
-			switch c.op {
-			case "create":
-				entries[c.a] = c.ino
-			case "rename":
-				if ino, ok := entries[c.a]; ok {
-					entries[c.b] = ino
-					delete(entries, c.a)
-				}
-			case "remove":
-				delete(entries, c.a)
-			}
-		}
+	changes := m.fs.Unsynced()
+	for k := 0; k <= changes; k++ {
+		entries := m.fs.AfterCut(func(_ string, n int) int { return min(k, n) })
 		paths := slices.Sorted(maps.Keys(entries))
 		// Cartesian product of each file's possible contents.
 		type pick struct {
 			contents map[string][]byte
 			desc     string
 		}
-		picks := []pick{{contents: map[string][]byte{}, desc: fmt.Sprintf("%d/%d folder changes", k, len(m.changes))}}
+		picks := []pick{{contents: map[string][]byte{}, desc: fmt.Sprintf("%d/%d folder changes", k, changes)}}
 		for _, p := range paths {
 			var next []pick
 			for _, c := range contentChoices(entries[p]) {
@@ -302,9 +226,8 @@ func (m *memFS) crashStates() []crashState {
 		for _, pk := range picks {
 			n := newMemFS(m.dir)
 			for p, data := range pk.contents {
-				n.live[p] = &inode{data: slices.Clone(data), synced: slices.Clone(data)}
+				n.fs.Put(p, data)
 			}
-			n.synced = maps.Clone(n.live)
 			out = append(out, crashState{fs: n, desc: pk.desc})
 		}
 	}
@@ -316,13 +239,13 @@ type content struct {
 	desc string
 }
 
-func contentChoices(ino *inode) []content {
-	if slices.Equal(ino.data, ino.synced) {
-		return []content{{data: ino.synced}}
+func contentChoices(ino *memfs.Inode) []content {
+	if slices.Equal(ino.Data, ino.Synced) {
+		return []content{{data: ino.Synced}}
 	}
-	d := ino.data
-	out := []content{{data: ino.synced, desc: "unsynced writes lost"}}
-	seen := map[string]bool{string(ino.synced): true}
+	d := ino.Data
+	out := []content{{data: ino.Synced, desc: "unsynced writes lost"}}
+	seen := map[string]bool{string(ino.Synced): true}
 	add := func(b []byte, desc string) {
 		if !seen[string(b)] {
 			seen[string(b)] = true

@@ -8,17 +8,9 @@ import (
 	"time"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/testkey"
 )
-
-type memAt struct{ b []byte }
-
-func (m *memAt) WriteAt(p []byte, off int64) (int, error) {
-	if end := int(off) + len(p); end > len(m.b) {
-		m.b = append(m.b, make([]byte, end-len(m.b))...)
-	}
-	return copy(m.b[off:], p), nil
-}
 
 func payload(n int, seed uint64) []byte {
 	r := mrand.New(mrand.NewPCG(seed, 7))
@@ -44,17 +36,17 @@ type signed struct {
 func makeImage(t testing.TB, raw []byte, chunk int) *signed {
 	t.Helper()
 	k, kr := testkey.New(t)
-	out := &memAt{}
+	out := &imagetest.Buffer{}
 	if _, _, err := image.Sign(out, bytes.NewReader(raw), int64(len(raw)), k, image.SignOptions{
 		Version: "1.0", SlotClass: "rootfs", ChunkSize: chunk, Compression: image.CompressZstd, Created: time.Unix(1e9, 0)}); err != nil {
 		t.Fatal(err)
 	}
 	opts := image.VerifyOptions{Keyring: kr}
-	h, err := image.ReadHeader(bytes.NewReader(out.b), opts)
+	h, err := image.ReadHeader(bytes.NewReader(out.Bytes()), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &signed{raw: raw, img: out.b, h: h, opts: opts}
+	return &signed{raw: raw, img: out.Bytes(), h: h, opts: opts}
 }
 
 // from returns a verified payload reader from chunk i on.

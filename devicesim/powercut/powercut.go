@@ -226,11 +226,7 @@ func (f *Fixture) signMCU(key crypto.Signer, rootfs []byte) (*update, error) {
 // Close stops the file server.
 func (f *Fixture) Close() { f.srv.Close() }
 
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	testpayload.New(seed, int64(n)).Read(b)
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 func signImage(key crypto.Signer, raw []byte, class, version string) ([]byte, error) {
 	out, err := os.CreateTemp("", "powercut-*.aduimg")

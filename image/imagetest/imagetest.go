@@ -5,6 +5,7 @@ package imagetest
 
 import (
 	"encoding/binary"
+	"errors"
 	"runtime"
 )
 
@@ -59,3 +60,21 @@ func AllocatedDuring(f func()) uint64 {
 	runtime.ReadMemStats(&b)
 	return b.TotalAlloc - a.TotalAlloc
 }
+
+// Buffer is an io.WriterAt in memory: where a test signs an image (image.Sign writes the
+// frames, then the header in front of them) to have its bytes. The zero value is empty.
+type Buffer struct{ b []byte }
+
+// WriteAt writes p at off, growing the buffer as needed.
+func (m *Buffer) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("imagetest: negative offset")
+	}
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+// Bytes returns what was written.
+func (m *Buffer) Bytes() []byte { return m.b }

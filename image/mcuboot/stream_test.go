@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/imagetest"
 	"github.com/aduflash/aduflash/image/mcuboot/mcuboottest"
 )
 
@@ -178,20 +178,19 @@ func TestStreamMemory(t *testing.T) {
 	}
 	kr := keyring(t, testKey(t, image.ECDSAP256), testKey(t, image.RSA2048))
 	buf := make([]byte, 64<<10)
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	rd, err := NewReader(bytes.NewReader(data), int64(len(data)), kr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for err == nil {
-		_, err = rd.Read(buf)
-	}
-	runtime.ReadMemStats(&b)
+	got := imagetest.AllocatedDuring(func() {
+		var rd io.Reader
+		if rd, err = NewReader(bytes.NewReader(data), int64(len(data)), kr, nil); err != nil {
+			return
+		}
+		for err == nil {
+			_, err = rd.Read(buf)
+		}
+	})
 	if err != io.EOF {
 		t.Fatal(err)
 	}
-	if got := b.TotalAlloc - a.TotalAlloc; got > 1<<20 {
+	if got > 1<<20 {
 		t.Errorf("streaming a %d-byte image allocated %d bytes", len(data), got)
 	}
 }

@@ -3,15 +3,12 @@ package powersim
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
 	"maps"
-	"path/filepath"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
+	"github.com/aduflash/aduflash/internal/memfs"
 	"github.com/aduflash/aduflash/journal"
 )
 
@@ -19,28 +16,17 @@ import (
 // what a real one may lose: a file keeps the data of its last Sync plus a prefix of what
 // was written since, and a folder keeps its entries as of its last SyncDir plus a prefix of
 // the creations, renames and removals made since (journalling file systems keep metadata
-// changes in order). The prefix lengths are drawn from the switch's seed when the power
-// comes back. It is safe for concurrent use.
+// changes in order; the model is package memfs). The prefix lengths are drawn from the
+// switch's seed when the power comes back. It is safe for concurrent use.
 type MemFS struct {
-	p       *Power
-	mu      sync.Mutex
-	live    map[string]*inode // path → file
-	synced  map[string]*inode // the entries as of each folder's last SyncDir
-	changes []change          // folder changes since their folder's last SyncDir
-	seq     int
-}
-
-type inode struct{ data, synced []byte }
-
-type change struct {
-	op   string // "create", "rename", "remove"
-	a, b string
-	ino  *inode
+	p  *Power
+	mu sync.Mutex
+	fs *memfs.FS
 }
 
 // NewMemFS returns an empty file system behind p.
 func NewMemFS(p *Power) *MemFS {
-	m := &MemFS{p: p, live: map[string]*inode{}, synced: map[string]*inode{}}
+	m := &MemFS{p: p, fs: memfs.New()}
 	p.AfterCut(m.settle)
 	return m
 }
@@ -54,47 +40,18 @@ func (m *MemFS) Inspect() journal.FS { return inspect{m} }
 func (m *MemFS) settle() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	entries := maps.Clone(m.synced)
-	byDir := map[string][]change{}
-	var dirs []string
-	for _, c := range m.changes {
-		d := filepath.Dir(c.a)
-		if byDir[d] == nil {
-			dirs = append(dirs, d)
-		}
-		byDir[d] = append(byDir[d], c)
-	}
-	for _, d := range dirs {
-		cs := byDir[d]
-		for _, c := range cs[:m.p.intN(len(cs)+1)] {
-			c.apply(entries)
-		}
-	}
+	entries := m.fs.AfterCut(func(_ string, n int) int { return m.p.intN(n + 1) })
 	paths := slices.Sorted(maps.Keys(entries))
 	for _, p := range paths {
 		ino := entries[p]
-		if tail, ok := bytes.CutPrefix(ino.data, ino.synced); ok {
-			ino.data = append(slices.Clone(ino.synced), tail[:m.p.intN(len(tail)+1)]...)
+		if tail, ok := bytes.CutPrefix(ino.Data, ino.Synced); ok {
+			ino.Data = append(slices.Clone(ino.Synced), tail[:m.p.intN(len(tail)+1)]...)
 		} else {
-			ino.data = slices.Clone(ino.synced)
+			ino.Data = slices.Clone(ino.Synced)
 		}
-		ino.synced = slices.Clone(ino.data)
+		ino.Synced = slices.Clone(ino.Data)
 	}
-	m.live, m.synced, m.changes = entries, maps.Clone(entries), nil
-}
-
-func (c change) apply(entries map[string]*inode) {
-	switch c.op {
-	case "create":
-		entries[c.a] = c.ino
-	case "rename":
-		if ino, ok := entries[c.a]; ok {
-			entries[c.b] = ino
-			delete(entries, c.a)
-		}
-	case "remove":
-		delete(entries, c.a)
-	}
+	m.fs.Restore(entries)
 }
 
 // MkdirAll succeeds: folders exist as the paths in them do.
@@ -105,12 +62,7 @@ func (m *MemFS) CreateTemp(dir, pattern string) (journal.File, error) {
 	err := m.p.Do(Op{FileCreate, "journal"}, func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		m.seq++
-		i := strings.LastIndex(pattern, "*")
-		name := filepath.Join(dir, pattern[:i]+fmt.Sprint(m.seq)+pattern[i+1:])
-		ino := &inode{}
-		m.live[name] = ino
-		m.changes = append(m.changes, change{op: "create", a: name, ino: ino})
+		name, ino := m.fs.CreateTemp(dir, pattern)
 		f = &memFile{m: m, name: name, ino: ino}
 		return nil
 	}, nil)
@@ -121,14 +73,7 @@ func (m *MemFS) Rename(oldpath, newpath string) error {
 	return m.p.Do(Op{Rename, "journal"}, func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		ino, ok := m.live[oldpath]
-		if !ok {
-			return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
-		}
-		m.live[newpath] = ino
-		delete(m.live, oldpath)
-		m.changes = append(m.changes, change{op: "rename", a: oldpath, b: newpath})
-		return nil
+		return m.fs.Rename(oldpath, newpath)
 	}, nil)
 }
 
@@ -136,15 +81,7 @@ func (m *MemFS) SyncDir(dir string) error {
 	return m.p.Do(Op{SyncDir, "journal"}, func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		var rest []change
-		for _, c := range m.changes {
-			if filepath.Dir(c.a) == filepath.Clean(dir) {
-				c.apply(m.synced)
-			} else {
-				rest = append(rest, c)
-			}
-		}
-		m.changes = rest
+		m.fs.SyncDir(dir)
 		return nil
 	}, nil)
 }
@@ -153,12 +90,7 @@ func (m *MemFS) Remove(name string) error {
 	return m.p.Do(Op{Remove, "journal"}, func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if _, ok := m.live[name]; !ok {
-			return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
-		}
-		delete(m.live, name)
-		m.changes = append(m.changes, change{op: "remove", a: name})
-		return nil
+		return m.fs.Remove(name)
 	}, nil)
 }
 
@@ -172,11 +104,7 @@ func (m *MemFS) ReadFile(name string, limit int64) ([]byte, error) {
 func (m *MemFS) readFile(name string, limit int64) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ino, ok := m.live[name]
-	if !ok {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-	}
-	return slices.Clone(ino.data[:min(int64(len(ino.data)), limit+1)]), nil
+	return m.fs.ReadFile(name, limit)
 }
 
 func (m *MemFS) ReadDir(dir string) ([]string, error) {
@@ -189,20 +117,13 @@ func (m *MemFS) ReadDir(dir string) ([]string, error) {
 func (m *MemFS) readDir(dir string) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var names []string
-	for p := range m.live {
-		if filepath.Dir(p) == filepath.Clean(dir) {
-			names = append(names, filepath.Base(p))
-		}
-	}
-	sort.Strings(names)
-	return names
+	return m.fs.ReadDir(dir)
 }
 
 type memFile struct {
 	m      *MemFS
 	name   string
-	ino    *inode
+	ino    *memfs.Inode
 	closed bool
 }
 
@@ -211,7 +132,7 @@ func (f *memFile) Name() string { return f.name }
 func (f *memFile) Write(p []byte) (int, error) {
 	add := func(b []byte) {
 		f.m.mu.Lock()
-		f.ino.data = append(f.ino.data, b...)
+		f.ino.Data = append(f.ino.Data, b...)
 		f.m.mu.Unlock()
 	}
 	err := f.m.p.Do(Op{FileWrite, "journal"}, func() error {
@@ -231,7 +152,7 @@ func (f *memFile) Sync() error {
 	return f.m.p.Do(Op{FileSync, "journal"}, func() error {
 		f.m.mu.Lock()
 		defer f.m.mu.Unlock()
-		f.ino.synced = slices.Clone(f.ino.data)
+		f.ino.Synced = slices.Clone(f.ino.Data)
 		return nil
 	}, nil)
 }

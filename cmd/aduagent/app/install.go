@@ -80,7 +80,7 @@ EXAMPLE:
 			&cli.StringFlag{Name: "chunks", Usage: "the image's chunk store (`URL` or FILE) that --index describes"},
 			&cli.BoolFlag{Name: "no-reboot", Usage: "leave the bank pending without rebooting"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "download and check the file as the install would, and write nothing"},
-			&cli.BoolFlag{Name: "json", Usage: "print the result as one JSON object"},
+			cliapp.JSONFlag("the result"),
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log the agent's steps to stderr"},
 		},
 		Action: e.install,

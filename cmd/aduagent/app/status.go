@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/adu"
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
@@ -382,17 +383,13 @@ func deploymentString(d *agent.Deployment) string {
 	if d == nil {
 		return "none"
 	}
-	what := d.UpdateID.String()
-	if d.Local {
-		what = "local install of " + what
-	}
 	done := 0
 	for _, st := range d.Steps {
 		if st.Progress.Done {
 			done++
 		}
 	}
-	s := fmt.Sprintf("%s into bank %s (from %s), started %s: ", what, d.Bank, d.From, d.Started.UTC().Format(time.DateTime+" UTC"))
+	s := fmt.Sprintf("%s into bank %s (from %s), started %s: ", updateName(d.UpdateID, d.Local), d.Bank, d.From, d.Started.UTC().Format(time.DateTime+" UTC"))
 	switch {
 	case d.Phase == agent.PhasePending && d.PendingMarked:
 		s += "pending in the bootloader, waiting for the reboot into it"
@@ -414,6 +411,14 @@ func deploymentString(d *agent.Deployment) string {
 	return s
 }
 
+// updateName names the update of a deployment, which a local install says it was.
+func updateName(id adu.UpdateID, local bool) string {
+	if local {
+		return "local install of " + id.String()
+	}
+	return id.String()
+}
+
 // mcuPhase names where an MCU's step stands.
 func mcuPhase(m *agent.MCUStep) string {
 	switch {
@@ -432,10 +437,7 @@ func outcomeString(o *agent.Outcome) string {
 	if o == nil {
 		return "none"
 	}
-	what := o.UpdateID.String()
-	if o.Local {
-		what = "local install of " + what
-	}
+	what := updateName(o.UpdateID, o.Local)
 	if o.Bank != "" {
 		what += " into bank " + o.Bank
 	}

@@ -10,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aduflash/aduflash/internal/httpcount"
 	"github.com/aduflash/aduflash/internal/publishtest"
 	"github.com/aduflash/aduflash/publish"
 )
@@ -21,26 +21,20 @@ import (
 // blobHost is a stand-in blob store: it serves files by path, and counts requests.
 type blobHost struct {
 	srv      *httptest.Server
-	files    map[string][]byte
+	files    httpcount.Files
 	redirect map[string]string // path → where to redirect
-	requests atomic.Int64
 }
 
 func newBlobHost(t *testing.T) *blobHost {
-	b := &blobHost{files: map[string][]byte{}, redirect: map[string]string{}}
-	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.requests.Add(1)
-		if to, ok := b.redirect[r.URL.Path]; ok {
+	b := &blobHost{redirect: map[string]string{}}
+	b.files.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		to, ok := b.redirect[r.URL.Path]
+		if ok {
 			http.Redirect(w, r, to, http.StatusFound)
-			return
 		}
-		data, ok := b.files[r.URL.Path]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		_, _ = w.Write(data)
-	}))
+		return ok
+	}
+	b.srv = httptest.NewServer(&b.files)
 	t.Cleanup(b.srv.Close)
 	return b
 }
@@ -55,15 +49,17 @@ func (b *blobHost) put(t *testing.T, w publishtest.Update, data map[string][]byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.files["/c/manifest.json"] = manifest
+	b.files.Put("/c/manifest.json", manifest)
 	sum := sha256.Sum256(manifest)
 	item := publish.ImportItem{ImportManifest: publish.ManifestRef{URL: b.srv.URL + "/c/manifest.json?sig=s", SizeInBytes: int64(len(manifest)),
 		Hashes: map[string]string{"sha256": base64.StdEncoding.EncodeToString(sum[:])}}}
 	for _, p := range w.Files {
 		name := filepath.Base(p)
-		if b.files["/c/"+name] = data[name]; data[name] == nil {
-			b.files["/c/"+name], _ = os.ReadFile(p)
+		file := data[name]
+		if file == nil {
+			file, _ = os.ReadFile(p)
 		}
+		b.files.Put("/c/"+name, file)
 		item.Files = append(item.Files, publish.FileRef{Filename: name, URL: b.srv.URL + "/c/" + name + "?sig=s"})
 	}
 	return []publish.ImportItem{item}
@@ -162,7 +158,7 @@ func TestADUImportFetchesOnlyWhatItMay(t *testing.T) {
 		!strings.Contains(op.Error.Message, "more bytes than its sizeInBytes") {
 		t.Errorf("a longer file: %+v", op.Error)
 	}
-	if n := elsewhere.requests.Load(); n != 0 {
+	if n := elsewhere.files.Hits.Load(); n != 0 {
 		t.Errorf("the hub sent %d request(s) to a host it may not reach", n)
 	}
 	none := startServe(t, t.TempDir())

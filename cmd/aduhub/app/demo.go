@@ -759,11 +759,7 @@ func short(id string) string {
 	return id
 }
 
-func payload(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	io.ReadFull(testpayload.New(seed, int64(n)), b)
-	return b
-}
+func payload(seed uint64, n int) []byte { return testpayload.Bytes(seed, int64(n)) }
 
 // signImage signs raw as an aduimg image file.
 func signImage(path string, raw []byte, k crypto.Signer, version string) (*image.Header, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
 	"github.com/aduflash/aduflash/cmd/internal/outfile"
 	"github.com/aduflash/aduflash/image"
@@ -454,7 +455,7 @@ EXAMPLE:
    aduimport mcuboot dump app.signed.bin
    aduimport mcuboot dump --json app.signed.bin | jq .header.version`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of text"},
+			cliapp.JSONFlag("the header, TLVs and trailer"),
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1, "FILE"); err != nil {

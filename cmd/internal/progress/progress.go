@@ -87,10 +87,18 @@ func (b *Bar) Add(n int64) {
 }
 
 // Reader counts what is read through it.
-func (b *Bar) Reader(r io.Reader) io.Reader { return &countingReader{r: r, b: b} }
+func (b *Bar) Reader(r io.Reader) io.Reader { return io.TeeReader(r, counter{b}) }
 
 // Writer counts what is written through it.
 func (b *Bar) Writer(w io.Writer) io.Writer { return &countingWriter{w: w, b: b} }
+
+// counter is a Writer that only counts: where a Reader's bytes are teed to.
+type counter struct{ b *Bar }
+
+func (c counter) Write(p []byte) (int, error) {
+	c.b.Add(int64(len(p)))
+	return len(p), nil
+}
 
 // Finish ends the bar and, in plain mode, prints a summary with the throughput.
 func (b *Bar) Finish() { b.End(nil) }
@@ -121,17 +129,6 @@ func (b *Bar) End(err error) {
 		rate = fmt.Sprintf(", %s/s", Size(int64(float64(b.done)/s)))
 	}
 	fmt.Fprintf(b.out, "%s: done, %s in %s%s\n", b.label, Size(b.done), el.Round(time.Millisecond), rate)
-}
-
-type countingReader struct {
-	r io.Reader
-	b *Bar
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.b.Add(int64(n))
-	return n, err
 }
 
 type countingWriter struct {
