@@ -18,6 +18,7 @@ import (
 	"github.com/aduflash/aduflash/download"
 	"github.com/aduflash/aduflash/health"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/iothub"
 	"github.com/aduflash/aduflash/journal"
 	"github.com/aduflash/aduflash/slots"
@@ -111,8 +112,11 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// OnBytes, if set, is told how many payload bytes went into a slot.
 	OnBytes func(n int64)
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Meter, if set, follows the stages of every slot write (progress bars); an
+	// install.AdaptiveMeter also hears what an adaptive install fetched and reused.
+	Meter  install.Meter
+	Logger *slog.Logger
+	Now    func() time.Time
 	// ReportAttempts bounds the tries of one reported patch (default 3), ReportBackoff the
 	// pause between them (default 2s).
 	ReportAttempts int

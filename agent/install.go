@@ -33,22 +33,45 @@ func (a *Agent) installer(class string) *install.Installer {
 		Retry: a.o.Retry, StallTimeout: a.o.StallTimeout, MaxChunkSize: int(a.o.MaxChunkSize),
 		MaxHeaderSize: MaxHeaderSize,
 		WriterOptions: a.o.WriterOptions, Check: func(info ImageInfo) error { return a.checkImage(class, info) }}
+	in.Meter = a.o.Meter
 	if a.o.OnBytes != nil {
-		in.Meter = &bytesMeter{fn: a.o.OnBytes}
+		in.Meter = &bytesMeter{fn: a.o.OnBytes, next: a.o.Meter}
 	}
 	return in
 }
 
-// bytesMeter tells Options.OnBytes of the payload bytes written into a slot.
+// bytesMeter tells Options.OnBytes of the payload bytes written into a slot, and passes
+// everything on to Options.Meter.
 type bytesMeter struct {
 	fn      func(n int64)
+	next    install.Meter // nil: none
 	writing bool
 }
 
-func (m *bytesMeter) Stage(name string, _ int64) { m.writing = name == install.StageWrite }
+func (m *bytesMeter) Stage(name string, total int64) {
+	m.writing = name == install.StageWrite
+	if m.next != nil {
+		m.next.Stage(name, total)
+	}
+}
 
 func (m *bytesMeter) Add(n int64) {
 	if m.writing {
 		m.fn(n)
+	}
+	if m.next != nil {
+		m.next.Add(n)
+	}
+}
+
+func (m *bytesMeter) Fetched(n int64) {
+	if am, ok := m.next.(install.AdaptiveMeter); ok {
+		am.Fetched(n)
+	}
+}
+
+func (m *bytesMeter) Reused(n int64) {
+	if am, ok := m.next.(install.AdaptiveMeter); ok {
+		am.Reused(n)
 	}
 }

@@ -83,6 +83,15 @@ type Meter interface {
 	Add(n int64)
 }
 
+// AdaptiveMeter is a Meter that an adaptive install also tells, as it goes, of the bytes it
+// fetched (chunk frames and the header) and of the payload bytes it took from what the
+// device holds.
+type AdaptiveMeter interface {
+	Meter
+	Fetched(n int64)
+	Reused(n int64)
+}
+
 // Stages a Meter is told of.
 const (
 	StageWrite    = "write"

@@ -22,6 +22,7 @@ import (
 	"github.com/aduflash/aduflash/bootloader"
 	"github.com/aduflash/aduflash/cmd/internal/cliapp"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/lines"
 	"github.com/aduflash/aduflash/install"
 	"github.com/aduflash/aduflash/internal/bytesize"
 )
@@ -184,6 +185,8 @@ func (e *env) install(c *cli.Context) error {
 	}
 	defer d.close()
 	dryRun := c.Bool("dry-run")
+	bars := installBars(e.stderr, c.Bool("json"), dryRun)
+	o.Meter = bars
 	if !c.Bool("no-reboot") && !dryRun {
 		o.Reboot = rebootFunc(cfg.RebootCommand, log)
 	}
@@ -194,6 +197,7 @@ func (e *env) install(c *cli.Context) error {
 	defer ag.Close()
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
 	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Adaptive: af, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
+	bars.End(err)
 	if dep != nil {
 		res.Bank, res.From, res.Copies = dep.Bank, dep.From, copiesOf(dep)
 		if len(dep.Steps) == 1 {
@@ -273,6 +277,15 @@ func printInstall(w io.Writer, r *installResult) {
 		return
 	}
 	fmt.Fprintf(w, "%s; the next reboot boots it on trial, and aduagent run confirms it after its health checks (or aduagent mark-good)\n", pending)
+}
+
+// installBars shows the install's stages in plain lines on stderr (a device's console or
+// log: no terminal bars on the device), or nowhere when the result is printed as JSON.
+func installBars(stderr io.Writer, json, dryRun bool) *lines.Stages {
+	if json {
+		stderr = nil
+	}
+	return lines.NewStages(func(total int64, label string) lines.Bar { return lines.New(stderr, total, label) }, dryRun)
 }
 
 // printAdaptive says what an adaptive install fetched and reused, or would fetch.

@@ -129,8 +129,15 @@ func TestInstallSigned(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if errOut != "" {
-		t.Errorf("stderr: %q", errOut)
+	// stderr has the progress of the write and the read-back (plain lines: not a terminal),
+	// and nothing else.
+	if !strings.Contains(errOut, "write: done, 700.1 KiB") || !strings.Contains(errOut, "verify: done, 700.1 KiB") {
+		t.Errorf("no progress of both stages on stderr: %q", errOut)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if !strings.HasPrefix(l, "write: ") && !strings.HasPrefix(l, "verify: ") {
+			t.Errorf("stderr: %q", l)
+		}
 	}
 	if b := fx.slotB(t); !bytes.Equal(b[:len(fx.payload)], fx.payload) {
 		t.Error("slot B does not hold the payload")

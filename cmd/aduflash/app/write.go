@@ -145,11 +145,11 @@ func (e *env) doWrite(c *cli.Context, res *writeResult) error {
 			return err
 		}
 	}
-	bars := &bars{out: progress.Output(e.stderr, c.Bool("json")), dryRun: res.DryRun}
+	bars := progress.NewStages(progress.Output(e.stderr, c.Bool("json")), res.DryRun)
 	start := time.Now()
 	in.Meter = bars
 	rec, err := in.Install(c.Context, install.Source{Size: size, Local: f}, target, nil)
-	bars.end(err)
+	bars.End(err)
 	res.Seconds = time.Since(start).Seconds()
 	if i := rec.Info; i != nil {
 		res.Format, res.Version, res.Size = i.Format, i.Version, i.RawSize
@@ -194,28 +194,4 @@ func sniff(c *cli.Context, name string, f io.ReaderAt, raw, keys bool) (string, 
 		return format, exitcode.Usagef("%s: an %s image needs --pub or --keyring (or --raw)", c.Command.HelpName, format)
 	}
 	return format, nil
-}
-
-// bars shows a progress bar for each stage of the install.
-type bars struct {
-	out    io.Writer
-	dryRun bool
-	bar    *progress.Bar
-}
-
-func (b *bars) Stage(name string, total int64) {
-	b.end(nil)
-	if b.dryRun {
-		name = "check"
-	}
-	b.bar = progress.New(b.out, total, name)
-}
-
-func (b *bars) Add(n int64) { b.bar.Add(n) }
-
-func (b *bars) end(err error) {
-	if b.bar != nil {
-		b.bar.End(err)
-		b.bar = nil
-	}
 }

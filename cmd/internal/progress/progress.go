@@ -1,11 +1,10 @@
 // Package progress shows how far a long byte stream has come: a cheggaaa/pb bar with
-// throughput and ETA when the output is a terminal, and a few plain lines (every 10 % and a
-// summary) when it is a log or a pipe. It belongs to the host CLIs; the device agent does not
-// import it.
+// throughput and ETA when the output is a terminal, and a few plain lines (package lines:
+// every 10 % and a summary) when it is a log or a pipe. It belongs to the host CLIs; the
+// device agent does not import it (it uses package lines).
 package progress
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -14,19 +13,15 @@ import (
 	"github.com/cheggaaa/pb/v3"
 	"github.com/cheggaaa/pb/v3/termutil"
 	"github.com/mattn/go-isatty"
+
+	"github.com/aduflash/aduflash/cmd/internal/lines"
 )
 
 // Bar counts bytes of one operation.
 type Bar struct {
 	mu       sync.Mutex
-	out      io.Writer
-	label    string
-	total    int64
-	done     int64
-	lastTen  int64
-	start    time.Time
-	now      func() time.Time
-	bar      *pb.ProgressBar
+	bar      *pb.ProgressBar // on a terminal
+	lines    *lines.Counter  // elsewhere
 	finished bool
 }
 
@@ -46,21 +41,21 @@ func Output(stderr io.Writer, json bool) io.Writer {
 }
 
 // New starts a bar for an operation of total bytes (≤ 0: unknown) that writes to out. On a
-// terminal it draws a bar; otherwise it prints plain lines. A nil out gives a silent bar.
+// terminal it draws a bar; otherwise it prints plain lines (package lines). A nil out gives
+// a silent bar.
 func New(out io.Writer, total int64, label string) *Bar {
-	b := &Bar{out: out, label: label, total: total, now: time.Now}
-	b.start = b.now()
-	if out != nil && IsTerminal(out) {
-		b.bar = pb.New64(total).SetTemplate(pb.Full).SetWriter(out).
-			Set(pb.Bytes, true).Set(pb.SIBytesPrefix, false).Set("prefix", label+" ").
-			SetRefreshRate(200 * time.Millisecond)
-		// A terminal that reports no size (a serial console, `script` without a window)
-		// would get a zero-width, invisible bar.
-		if w, err := termutil.TerminalWidth(); err != nil || w <= 0 {
-			b.bar.SetWidth(80)
-		}
-		b.bar.Start()
+	if out == nil || !IsTerminal(out) {
+		return &Bar{lines: lines.New(out, total, label)}
 	}
+	b := &Bar{bar: pb.New64(total).SetTemplate(pb.Full).SetWriter(out).
+		Set(pb.Bytes, true).Set(pb.SIBytesPrefix, false).Set("prefix", label+" ").
+		SetRefreshRate(200 * time.Millisecond)}
+	// A terminal that reports no size (a serial console, `script` without a window) would
+	// get a zero-width, invisible bar.
+	if w, err := termutil.TerminalWidth(); err != nil || w <= 0 {
+		b.bar.SetWidth(80)
+	}
+	b.bar.Start()
 	return b
 }
 
@@ -69,22 +64,31 @@ func (b *Bar) Add(n int64) {
 	if b == nil || n == 0 {
 		return
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.done += n
-	if b.bar != nil {
-		b.bar.Add64(n)
+	if b.bar == nil {
+		b.lines.Add(n)
 		return
 	}
-	if b.out == nil || b.total <= 0 {
-		return
-	}
-	ten := b.done * 10 / b.total
-	if ten > b.lastTen && ten < 10 {
-		b.lastTen = ten
-		fmt.Fprintf(b.out, "%s: %d%% (%s of %s)\n", b.label, ten*10, Size(b.done), Size(b.total))
-	}
+	b.bar.Add64(n)
 }
+
+// SetDetail makes the bar show detail's text after its figures, read at every redraw (a
+// terminal) or plain line: what the count alone does not say, such as where the bytes
+// came from. detail must be safe to call from any goroutine.
+func (b *Bar) SetDetail(detail func() string) {
+	if b == nil {
+		return
+	}
+	if b.bar == nil {
+		b.lines.SetDetail(detail)
+		return
+	}
+	b.bar.Set("suffix", lazy(detail))
+}
+
+// lazy is a detail that pb formats (fmt.Stringer) each time it draws.
+type lazy func() string
+
+func (l lazy) String() string { return l() }
 
 // Reader counts what is read through it.
 func (b *Bar) Reader(r io.Reader) io.Reader { return io.TeeReader(r, counter{b}) }
@@ -110,25 +114,16 @@ func (b *Bar) End(err error) {
 	if b == nil {
 		return
 	}
+	if b.bar == nil {
+		b.lines.End(err)
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.finished {
-		return
-	}
-	b.finished = true
-	if b.bar != nil {
+	if !b.finished {
+		b.finished = true
 		b.bar.Finish()
-		return
 	}
-	if b.out == nil || err != nil {
-		return
-	}
-	el := b.now().Sub(b.start)
-	rate := ""
-	if s := el.Seconds(); s > 0 {
-		rate = fmt.Sprintf(", %s/s", Size(int64(float64(b.done)/s)))
-	}
-	fmt.Fprintf(b.out, "%s: done, %s in %s%s\n", b.label, Size(b.done), el.Round(time.Millisecond), rate)
 }
 
 type countingWriter struct {
@@ -143,15 +138,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // Size formats a byte count with binary units (B, KiB, MiB, GiB, TiB).
-func Size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
+func Size(n int64) string { return lines.Size(n) }
+
+// NewStages shows the stages of an install on out (nil: nowhere), a bar each (see
+// lines.Stages).
+func NewStages(out io.Writer, dryRun bool) *lines.Stages {
+	return lines.NewStages(func(total int64, label string) lines.Bar { return New(out, total, label) }, dryRun)
 }
