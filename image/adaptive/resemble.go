@@ -24,26 +24,30 @@ func anchors(chunk []byte, out []uint64) []uint64 {
 	return slices.Compact(out)
 }
 
-// resemblance maps the anchors of the base's chunks to the first chunk holding each. The
-// base's last chunk is never a base: a device whose slot is longer than the base payload
-// cuts it otherwise, running on into what follows it.
+// resemblance maps the anchors of the base's chunks to the first maxHolders distinct chunks
+// holding each. The base's last chunk is never a base: a device whose slot is longer than the
+// base payload cuts it otherwise, running on into what follows it.
 type resemblance struct {
-	at    map[uint64]int32
+	at    map[uint64][]int32
 	votes map[int32]int
 	buf   []uint64
 	last  int
 }
 
+// maxHolders is how many base chunks an anchor counts for (docs/adaptive.md: counting it for
+// the first one only let common bytes, such as file headers, outvote a file's old version).
+const maxHolders = 8
+
 func newResemblance() *resemblance {
-	return &resemblance{at: map[uint64]int32{}, votes: map[int32]int{}}
+	return &resemblance{at: map[uint64][]int32{}, votes: map[int32]int{}}
 }
 
 // add notes the anchors of base chunk i.
 func (r *resemblance) add(i int, chunk []byte) {
 	r.buf = anchors(chunk, r.buf)
 	for _, h := range r.buf {
-		if _, seen := r.at[h]; !seen {
-			r.at[h] = int32(i)
+		if l := r.at[h]; len(l) < maxHolders {
+			r.at[h] = append(l, int32(i))
 		}
 	}
 }
@@ -55,13 +59,14 @@ func (r *resemblance) best(chunk []byte) (int, bool) {
 	clear(r.votes)
 	best, most := int32(-1), 0
 	for _, h := range r.buf {
-		i, ok := r.at[h]
-		if !ok || int(i) == r.last {
-			continue
-		}
-		r.votes[i]++
-		if v := r.votes[i]; v > most || v == most && i < best {
-			best, most = i, v
+		for _, i := range r.at[h] {
+			if int(i) == r.last {
+				continue
+			}
+			r.votes[i]++
+			if v := r.votes[i]; v > most || v == most && i < best {
+				best, most = i, v
+			}
 		}
 	}
 	return int(best), most > 0
