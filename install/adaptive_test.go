@@ -478,8 +478,9 @@ func (c *adaptiveCase) withBase(t *testing.T) {
 }
 
 // With delta frames in the store, a chunk that changed a little is fetched as its delta
-// against the chunk bank A holds at its place: fewer bytes than its own frame, the payload
-// the same. A base that no longer matches when it is taken gets the chunk's own frame.
+// against the chunks of bank A most like it: fewer bytes than its own frame, the payload the
+// same. A base chunk that no longer matches when it is taken gets the chunks whose delta
+// frames it is a base of their own frames.
 func TestAdaptiveDeltaFrames(t *testing.T) {
 	c := newAdaptiveCase(t)
 	plain, rec := c.installWithDeltas(t)
