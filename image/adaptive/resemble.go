@@ -9,7 +9,7 @@ import "slices"
 // anchors is its most similar one (docs/adaptive.md: measured against the chunk at its place).
 const anchorBits = 8
 
-// anchors appends the distinct anchors of chunk to out, sorted.
+// anchors returns the distinct anchors of chunk, sorted, in out's storage.
 func anchors(chunk []byte, out []uint64) []uint64 {
 	out = out[:0]
 	mask := uint64(1<<anchorBits-1) << (64 - anchorBits)

@@ -160,10 +160,13 @@ func (b *builder) delta(chunk []byte, full int) (*Delta, error) {
 		return nil, nil
 	}
 	bases := b.dictAround(like)
-	first, last := b.baseChunks[bases[0]], b.baseChunks[bases[len(bases)-1]]
-	dict := make([]byte, last.off+int64(last.size)-first.off)
-	if _, err := b.base.R.ReadAt(dict, first.off); err != nil {
-		return nil, fmt.Errorf("adaptive: reading the base at %d: %w", first.off, err)
+	var dict []byte
+	for _, i := range bases {
+		bc := b.baseChunks[i]
+		dict = append(dict, make([]byte, bc.size)...)
+		if _, err := b.base.R.ReadAt(dict[len(dict)-bc.size:], bc.off); err != nil {
+			return nil, fmt.Errorf("adaptive: reading the base at %d: %w", bc.off, err)
+		}
 	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(deltaWindow(b.x.Params)), zstd.WithEncoderCRC(false), zstd.WithEncoderDictRaw(deltaDictID, dict))
@@ -281,7 +284,7 @@ func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
 // Delta returns the bytes e's delta frame holds, decoded against dict (the base chunks
 // e.Delta names, one after the other, which the caller checked with VerifyBases), or an
 // error wrapping ErrChunkHash when they are not e's chunk. Besides dict (at most MaxDict
-// bytes) and the chunk, decoding holds the frame's sequences: nothing sized by the window.
+// bytes) and the chunk, decoding allocates the decoder's state (docs/adaptive.md).
 func (d *Decoder) Delta(e Entry, dict, frame []byte) ([]byte, error) {
 	if e.Delta == nil || len(frame) != e.Delta.FrameN || len(dict) != e.Delta.DictSize() {
 		return nil, fmt.Errorf("%w: chunk at payload offset %d: a delta frame of %d bytes against %d, not the index's", ErrChunkHash, e.Offset, len(frame), len(dict))
