@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -113,8 +114,8 @@ type assembly struct {
 	// decoding fails.
 	decMu sync.Mutex
 	dec   *adaptive.Decoder
-	// baseBuf holds the base chunk of a delta frame.
-	baseBuf []byte
+	// dict holds the base chunks of a delta frame.
+	dict []byte
 	// last and lastEntry are the bytes of the entry taken last.
 	last      []byte
 	lastEntry int
@@ -278,7 +279,7 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.dec, a.buf, a.baseBuf = dec, make([]byte, a.x.Params.Max), make([]byte, a.x.Params.Max)
+	a.dec, a.buf = dec, make([]byte, a.x.Params.Max)
 	p, err := aduimgPayload(h, bytes.NewReader(nil), first)
 	if err != nil {
 		return nil, err
@@ -322,9 +323,7 @@ func (a *assembly) makePlan() {
 			continue
 		}
 		it := planItem{entry: i}
-		if e.Delta != nil {
-			_, it.delta = a.found[e.Delta.Base]
-		}
+		it.delta = e.Delta != nil && a.holdsBases(e.Delta)
 		a.plan = append(a.plan, it)
 		if off, n := a.frame(it); off != prev {
 			a.planned += int64(n)
@@ -414,14 +413,38 @@ func (a *assembly) chunk(i int) ([]byte, error) {
 	if err != nil || !it.delta {
 		return a.decode(e, nil, frame, err)
 	}
-	base, err := a.read(a.found[e.Delta.Base], a.baseBuf[:e.Delta.BaseSize])
+	dict, err := a.readBases(e.Delta)
 	if err != nil {
 		return nil, err
 	}
-	if adaptive.VerifyBase(e, base) != nil {
+	if adaptive.VerifyBases(e, dict) != nil {
 		return a.fetchAlone(e)
 	}
-	return a.decode(e, base, frame, nil)
+	return a.decode(e, dict, frame, nil)
+}
+
+// holdsBases tells whether the device holds every base chunk of d.
+func (a *assembly) holdsBases(d *adaptive.Delta) bool {
+	for _, bc := range d.Bases {
+		if _, ok := a.found[bc.Sum]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// readBases reads the base chunks of d, one after the other, into the dictionary buffer
+// (at most adaptive.MaxDict bytes).
+func (a *assembly) readBases(d *adaptive.Delta) ([]byte, error) {
+	a.dict = slices.Grow(a.dict[:0], d.DictSize())[:d.DictSize()]
+	at := 0
+	for _, bc := range d.Bases {
+		if _, err := a.read(a.found[bc.Sum], a.dict[at:at+bc.Size]); err != nil {
+			return nil, err
+		}
+		at += bc.Size
+	}
+	return a.dict, nil
 }
 
 // read reads into p what the device holds at loc.
@@ -441,8 +464,8 @@ func (a *assembly) fetchAlone(e adaptive.Entry) ([]byte, error) {
 }
 
 // decode checks frame (fetched with err) and returns the chunk it holds: a delta against
-// base when base is set.
-func (a *assembly) decode(e adaptive.Entry, base, frame []byte, err error) ([]byte, error) {
+// dict when dict is set.
+func (a *assembly) decode(e adaptive.Entry, dict, frame []byte, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -452,8 +475,8 @@ func (a *assembly) decode(e adaptive.Entry, base, frame []byte, err error) ([]by
 		return nil, fmt.Errorf("install: adaptive: the chunk at payload offset %d: %w", e.Offset, errEnded)
 	}
 	var raw []byte
-	if base != nil {
-		raw, err = a.dec.Delta(e, base, frame)
+	if dict != nil {
+		raw, err = a.dec.Delta(e, dict, frame)
 	} else {
 		raw, err = a.dec.Chunk(e, frame)
 	}

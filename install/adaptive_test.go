@@ -16,6 +16,7 @@ import (
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/adaptivetest"
 )
 
 // adaptiveCase is an update from old to new: new's aduimg image, index and chunk store on
@@ -45,8 +46,14 @@ func edit(b []byte) []byte {
 
 func newAdaptiveCase(t *testing.T) *adaptiveCase {
 	t.Helper()
+	return newAdaptiveCaseOf(t, edit)
+}
+
+// newAdaptiveCaseOf is the case of an update from old to change(old).
+func newAdaptiveCaseOf(t *testing.T, change func(old []byte) []byte) *adaptiveCase {
+	t.Helper()
 	c := &adaptiveCase{d: newDevice(t), srv: newServer(t), old: testData(7, 3<<20)}
-	c.new = edit(c.old)
+	c.new = change(c.old)
 	c.img = aduimgOf(t, c.new, "3.1", nil)
 	_, kr := key(t)
 	rd, err := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
@@ -471,49 +478,93 @@ func (c *adaptiveCase) withBase(t *testing.T) {
 }
 
 // With delta frames in the store, a chunk that changed a little is fetched as its delta
-// against the chunk bank A holds at its place: fewer bytes than its own frame, the payload
-// the same. A base that no longer matches when it is taken gets the chunk's own frame.
+// against the chunks of bank A most like it: fewer bytes than its own frame, the payload the
+// same. A base chunk that no longer matches when it is taken gets the chunks whose delta
+// frames it is a base of their own frames.
 func TestAdaptiveDeltaFrames(t *testing.T) {
 	c := newAdaptiveCase(t)
-	plain, err := c.install(t, c.d.installer(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.withBase(t)
-	spare := filepath.Join(c.d.dir, "rootfs-B")
-	os.Remove(spare) // what the spare holds is scanned too
-	rec, err := c.install(t, c.d.installer(t), nil)
-	if err != nil || rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
-		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
-	}
+	plain, rec := c.installWithDeltas(t)
 	if rec.Adaptive.Fetched >= plain.Adaptive.Fetched {
 		t.Fatalf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
 	}
-	t.Logf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
 
-	var e adaptive.Entry
-	for _, e = range c.index.Entries {
-		if e.Delta != nil {
-			break
-		}
-	}
+	base, refetch := c.changedBase(t)
 	held := append([]byte(nil), c.old...)
 	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
-	at := -1 // where bank A holds the delta's base first
+	at := -1 // where bank A holds the base chunk first
 	c.index.Params.Split(bytes.NewReader(c.old), func(off int64, b []byte) error {
-		if at < 0 && adaptive.SumOf(b) == e.Delta.Base {
+		if at < 0 && adaptive.SumOf(b) == base {
 			at = int(off)
 		}
 		return nil
 	})
 	in := c.d.installer(t)
 	in.Meter = atWrite(func() { held[at] ^= 1 })
-	os.Remove(spare)
+	os.Remove(filepath.Join(c.d.dir, "rootfs-B"))
 	again, err := c.install(t, in, nil)
 	if err != nil || again.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
 		t.Fatalf("install with a changed base: %v, %+v", err, again.Adaptive)
 	}
-	if want := rec.Adaptive.Fetched + int64(e.FrameN); again.Adaptive.Fetched != want {
-		t.Fatalf("fetched %d bytes with a changed base; want %d (its chunk's own frame besides)", again.Adaptive.Fetched, want)
+	if want := rec.Adaptive.Fetched + refetch; again.Adaptive.Fetched != want {
+		t.Fatalf("fetched %d bytes with a changed base; want %d (the own frames of the chunks whose delta it is a base of, besides)", again.Adaptive.Fetched, want)
 	}
+}
+
+// changedBase returns a base chunk of a delta frame that is not a chunk of the new payload
+// (the old version of a changed chunk), and what the install fetches besides when it no
+// longer matches: the own frames of the chunks whose delta frames it is a base of.
+func (c *adaptiveCase) changedBase(t *testing.T) (adaptive.Sum, int64) {
+	t.Helper()
+	inNew := map[adaptive.Sum]bool{}
+	for _, e := range c.index.Entries {
+		inNew[e.Sum] = true
+	}
+	var base adaptive.Sum
+	var refetch int64
+	for _, e := range c.index.Entries {
+		if e.Delta == nil {
+			continue
+		}
+		for _, bc := range e.Delta.Bases {
+			if refetch == 0 && !inNew[bc.Sum] {
+				base = bc.Sum
+			}
+			if bc.Sum == base && !inNew[base] {
+				refetch += int64(e.FrameN)
+			}
+		}
+	}
+	if refetch == 0 {
+		t.Fatal("no delta frame against a chunk the new payload lacks")
+	}
+	return base, refetch
+}
+
+// A region of bank A that moved and changed (a new version of a file an ext4 image writes
+// elsewhere) is fetched as delta frames against its old chunks, wherever they lie in the
+// slot, and decoded into the image's payload.
+func TestAdaptiveDeltaAgainstMovedChunks(t *testing.T) {
+	c := newAdaptiveCaseOf(t, func(old []byte) []byte { p, _ := adaptivetest.Moved(old); return p })
+	plain, rec := c.installWithDeltas(t)
+	if rec.Adaptive.Fetched > plain.Adaptive.Fetched-adaptivetest.MovedLen/2 {
+		t.Fatalf("fetched %d bytes with delta frames, %d without: the moved region's deltas were not fetched", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+	}
+}
+
+// installWithDeltas installs the case without delta frames (plain), then with them (rec),
+// into an empty spare slot (what the spare holds is scanned too), checking the payload.
+func (c *adaptiveCase) installWithDeltas(t *testing.T) (plain, rec Record) {
+	t.Helper()
+	plain, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.withBase(t)
+	os.Remove(filepath.Join(c.d.dir, "rootfs-B"))
+	rec, err = c.install(t, c.d.installer(t), nil)
+	if err != nil || rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	t.Logf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
+	return plain, rec
 }

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/adaptivetest"
 )
 
 // payload is n pseudo-random bytes from seed, half of them compressible text.
@@ -114,6 +116,7 @@ func TestParseRefuses(t *testing.T) {
 	for name, mod := range map[string]func(b []byte) []byte{
 		"magic":        func(b []byte) []byte { b[1] = 'X'; return b },
 		"version":      func(b []byte) []byte { b[8] = 1; return b },
+		"version 2":    func(b []byte) []byte { b[8] = 2; return b },
 		"truncated":    func(b []byte) []byte { return b[:len(b)-1] },
 		"trailing":     func(b []byte) []byte { return append(b, 0) },
 		"raw size":     func(b []byte) []byte { b[32]++; return b },
@@ -133,6 +136,38 @@ func TestParseRefuses(t *testing.T) {
 	}
 }
 
+// A delta frame's dictionary is bounded: at most MaxBases base chunks, MaxDict bytes.
+func TestParseRefusesLargeDictionaries(t *testing.T) {
+	old := payload(3, 512<<10)
+	p := append([]byte(nil), old...)
+	p[200<<10] ^= 1
+	x, _ := buildWithBase(t, p, old)
+	i := slices.IndexFunc(x.Entries, func(e adaptive.Entry) bool { return e.Delta != nil })
+	if i < 0 {
+		t.Fatal("no delta frame")
+	}
+	d := x.Entries[i].Delta
+	bc := d.Bases[0]
+	for name, bases := range map[string][]adaptive.BaseChunk{
+		"none":                    nil,
+		"more than MaxBases":      slices.Repeat([]adaptive.BaseChunk{bc}, adaptive.MaxBases+1),
+		"more than MaxDict bytes": slices.Repeat([]adaptive.BaseChunk{{Sum: bc.Sum, Size: adaptive.MaxDict/4 + 1}}, 4),
+	} {
+		y := *x
+		y.Params.Max = adaptive.MaxChunk
+		y.Entries = slices.Clone(x.Entries)
+		y.Entries[i].Delta = &adaptive.Delta{Bases: bases, FrameN: d.FrameN}
+		if _, err := adaptive.ParseIndex(y.Encode()); !errors.Is(err, adaptive.ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+	y := *x
+	y.Params.Max = adaptive.MaxChunk
+	if _, err := adaptive.ParseIndex(y.Encode()); err != nil {
+		t.Fatalf("the index with chunks up to 1 MiB: %v", err)
+	}
+}
+
 func TestChunkRefusesTamperedFrame(t *testing.T) {
 	p := payload(4, 64<<10)
 	var store bytes.Buffer
@@ -147,9 +182,10 @@ func TestChunkRefusesTamperedFrame(t *testing.T) {
 }
 
 func FuzzParseIndex(f *testing.F) {
-	p := payload(5, 40<<10)
-	var store bytes.Buffer
-	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
+	old := payload(5, 40<<10)
+	p := append([]byte(nil), old...)
+	p[20<<10] ^= 1
+	x, _ := buildWithBase(f, p, old)
 	f.Add(x.Encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		x, err := adaptive.ParseIndex(b)
@@ -162,15 +198,90 @@ func FuzzParseIndex(f *testing.F) {
 	})
 }
 
-// A chunk that changed a little gets a delta frame against the chunk of the base at its place,
-// shorter than its own frame; decoded against that base chunk it is the chunk, and a tampered
-// delta frame is refused.
+// A chunk that changed a little gets a delta frame against the chunks of the base most like
+// it, shorter than its own frame; decoded against those base chunks it is the chunk, and a
+// tampered delta frame is refused.
 func TestDeltaFrames(t *testing.T) {
 	old := payload(6, 512<<10)
 	p := append([]byte(nil), old...)
 	for i := 100 << 10; i < 400<<10; i += 20 << 10 {
 		p[i] ^= 0x5a // a byte changed every 20 KiB
 	}
+	x, store := buildWithBase(t, p, old)
+	dec, _ := adaptive.NewDecoder(x.Params)
+	deltas := 0
+	for _, e := range x.Entries {
+		d := e.Delta
+		if d == nil || e.Repeats {
+			continue
+		}
+		deltas++
+		dict := heldChunks(old).dict(t, e)
+		if d.FrameN >= e.FrameN {
+			t.Fatalf("delta of the chunk at %d: %d bytes against a frame of %d", e.Offset, d.FrameN, e.FrameN)
+		}
+		frame := store[d.Frame : d.Frame+int64(d.FrameN)]
+		raw, err := dec.Delta(e, dict, frame)
+		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
+			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
+		}
+		bad := append([]byte(nil), frame...)
+		bad[len(bad)/2] ^= 1
+		if _, err := dec.Delta(e, dict, bad); !errors.Is(err, adaptive.ErrChunkHash) {
+			t.Fatalf("tampered delta frame: %v, want ErrChunkHash", err)
+		}
+		dict[len(dict)-1] ^= 1
+		if err := adaptive.VerifyBases(e, dict); !errors.Is(err, adaptive.ErrChunkHash) {
+			t.Fatalf("changed base chunk: %v, want ErrChunkHash", err)
+		}
+	}
+	if deltas == 0 {
+		t.Fatal("no delta frame for chunks that changed a byte")
+	}
+}
+
+// A region of the base that moved and changed (a new version of a file an ext4 image writes
+// elsewhere) gets delta frames against its old chunks, not the unrelated ones at its new
+// place, with the old chunk's neighbours in the dictionary: a chunk that spans two old
+// chunks (a cut gone) is a few copies too.
+func TestDeltaAgainstMovedChunks(t *testing.T) {
+	old := payload(8, 2<<20)
+	p, from := adaptivetest.Moved(old)
+	x, store := buildWithBase(t, p, old)
+	held := heldChunks(old)
+	dec, _ := adaptive.NewDecoder(x.Params)
+	checked := 0
+	for _, e := range x.Entries {
+		if e.Offset == 0 || e.Offset+int64(e.Size) > adaptivetest.MovedLen {
+			continue // the region's first and last chunks hold bytes of elsewhere too
+		}
+		d := e.Delta
+		if _, ok := held.at[e.Sum]; ok || e.Repeats {
+			continue
+		}
+		if d == nil || d.FrameN > e.Size/16 {
+			t.Fatalf("chunk at %d (%d bytes, a frame of %d): delta %+v, want one of at most %d bytes", e.Offset, e.Size, e.FrameN, d, e.Size/16)
+		}
+		for _, bc := range d.Bases {
+			if at := held.at[bc.Sum]; at < int64(from-x.Params.Max) || at > int64(from+adaptivetest.MovedLen) {
+				t.Fatalf("chunk at %d: a base chunk at %d of the base, outside the region moved from %d", e.Offset, at, from)
+			}
+		}
+		raw, err := dec.Delta(e, held.dict(t, e), store[d.Frame:d.Frame+int64(d.FrameN)])
+		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
+			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
+		}
+		checked++
+	}
+	if checked < 2 {
+		t.Fatalf("%d changed chunks in the moved region", checked)
+	}
+}
+
+// buildWithBase builds p's index and store with delta frames against old, and checks that
+// the index parses to itself.
+func buildWithBase(t testing.TB, p, old []byte) (*adaptive.Index, []byte) {
+	t.Helper()
 	var store bytes.Buffer
 	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, &adaptive.Base{R: bytes.NewReader(old), Size: int64(len(old))})
 	if err != nil {
@@ -180,37 +291,42 @@ func TestDeltaFrames(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(x, y) {
 		t.Fatalf("parsed %v, equal %v", err, reflect.DeepEqual(x, y))
 	}
-	held := map[adaptive.Sum][]byte{}
-	adaptive.DefaultParams.Split(bytes.NewReader(old), func(_ int64, c []byte) error {
-		held[adaptive.SumOf(c)] = append([]byte(nil), c...)
+	return x, store.Bytes()
+}
+
+// held is what a device holding a payload finds: its chunks by hash, and where each lies.
+type held struct {
+	chunk map[adaptive.Sum][]byte
+	at    map[adaptive.Sum]int64
+}
+
+func heldChunks(data []byte) held {
+	h := held{chunk: map[adaptive.Sum][]byte{}, at: map[adaptive.Sum]int64{}}
+	adaptive.DefaultParams.Split(bytes.NewReader(data), func(off int64, c []byte) error {
+		s := adaptive.SumOf(c)
+		if _, ok := h.at[s]; !ok {
+			h.chunk[s], h.at[s] = append([]byte(nil), c...), off
+		}
 		return nil
 	})
-	dec, _ := adaptive.NewDecoder(x.Params)
-	deltas := 0
-	for _, e := range x.Entries {
-		d := e.Delta
-		if d == nil || e.Repeats {
-			continue
+	return h
+}
+
+// dict is the dictionary of e's delta frame from the chunks held, checked.
+func (h held) dict(t *testing.T, e adaptive.Entry) []byte {
+	t.Helper()
+	var dict []byte
+	for _, bc := range e.Delta.Bases {
+		c, ok := h.chunk[bc.Sum]
+		if !ok {
+			t.Fatalf("delta of the chunk at %d: base chunk %s not held", e.Offset, bc.Sum)
 		}
-		deltas++
-		base := held[d.Base]
-		if base == nil || d.FrameN >= e.FrameN {
-			t.Fatalf("delta of the chunk at %d: base held %v, %d bytes against a frame of %d", e.Offset, base != nil, d.FrameN, e.FrameN)
-		}
-		frame := store.Bytes()[d.Frame : d.Frame+int64(d.FrameN)]
-		raw, err := dec.Delta(e, base, frame)
-		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
-			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
-		}
-		bad := append([]byte(nil), frame...)
-		bad[len(bad)/2] ^= 1
-		if _, err := dec.Delta(e, base, bad); !errors.Is(err, adaptive.ErrChunkHash) {
-			t.Fatalf("tampered delta frame: %v, want ErrChunkHash", err)
-		}
+		dict = append(dict, c...)
 	}
-	if deltas == 0 {
-		t.Fatal("no delta frame for chunks that changed a byte")
+	if err := adaptive.VerifyBases(e, dict); err != nil {
+		t.Fatal(err)
 	}
+	return dict
 }
 
 // A scan on several goroutines finds what one pass finds, at the same places, but for the

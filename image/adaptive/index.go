@@ -36,7 +36,11 @@ const (
 	// MaxIndexSize bounds an index a reader takes (about 4 million chunks).
 	MaxIndexSize = indexFixed + 40*(4<<20)
 	// indexVersion is the format of the index this package writes and reads.
-	indexVersion = 2
+	indexVersion = 3
+	// MaxBases and MaxDict bound a delta frame's dictionary: at most MaxBases base chunks,
+	// MaxDict bytes together (what a device holds in memory to decode one delta frame).
+	MaxBases = 8
+	MaxDict  = 1 << 20
 )
 
 // Entry tags (docs/adaptive.md).
@@ -72,13 +76,27 @@ type Entry struct {
 	Delta *Delta
 }
 
-// Delta is a changed chunk's frame as one zstd frame whose raw dictionary is a chunk of the
-// previous image (Base, BaseSize bytes), which the device may hold.
+// Delta is a changed chunk's frame as one zstd frame whose raw dictionary is chunks of the
+// previous image (Bases, one after the other), which the device may hold.
 type Delta struct {
-	Base     Sum
-	BaseSize int
-	Frame    int64
-	FrameN   int
+	Bases  []BaseChunk
+	Frame  int64
+	FrameN int
+}
+
+// BaseChunk is a chunk of the previous image in a delta frame's dictionary.
+type BaseChunk struct {
+	Sum  Sum
+	Size int
+}
+
+// DictSize is the size of the delta frame's dictionary: its base chunks' sizes added up.
+func (d *Delta) DictSize() int {
+	n := 0
+	for _, b := range d.Bases {
+		n += b.Size
+	}
+	return n
 }
 
 // Compressed tells whether the chunk's frame is zstd (shorter than the chunk) or its bytes.
@@ -126,8 +144,11 @@ func (x *Index) Encode() []byte {
 		b = append(append(b, tag), e.Sum[:]...)
 		b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(e.Size)), uint64(e.FrameN))
 		if d := e.Delta; d != nil {
-			b = append(b, d.Base[:]...)
-			b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(d.BaseSize)), uint64(d.FrameN))
+			b = binary.AppendUvarint(b, uint64(len(d.Bases)))
+			for _, bc := range d.Bases {
+				b = binary.AppendUvarint(append(b, bc.Sum[:]...), uint64(bc.Size))
+			}
+			b = binary.AppendUvarint(b, uint64(d.FrameN))
 		}
 	}
 	return b
@@ -205,6 +226,22 @@ func (r *entryReader) size(lo, hi int) int {
 	return int(v)
 }
 
+// delta reads a delta frame's fields: its base chunks (at most MaxBases, MaxDict bytes
+// together) and its length (shorter than the chunk's own frame, frameN).
+func (r *entryReader) delta(p Params, frameN int) *Delta {
+	d := &Delta{Bases: make([]BaseChunk, r.size(1, MaxBases))}
+	for i := range d.Bases {
+		bc := &d.Bases[i]
+		copy(bc.Sum[:], r.bytes(len(bc.Sum)))
+		bc.Size = r.size(1, p.Max)
+	}
+	if r.err == nil && d.DictSize() > MaxDict {
+		r.err = fmt.Errorf("a delta dictionary of %d bytes, more than %d", d.DictSize(), MaxDict)
+	}
+	d.FrameN = r.size(1, frameN-1)
+	return d
+}
+
 // parseEntries fills x.Entries from n encoded entries and checks them against the sizes.
 func (x *Index) parseEntries(b []byte, n int) error {
 	r := &entryReader{b: b}
@@ -235,10 +272,8 @@ func (x *Index) parseEntries(b []byte, n int) error {
 			e.Frame = frame
 			frame += int64(e.FrameN)
 			if tag == tagDelta {
-				d := &Delta{Frame: deltaEnd}
-				copy(d.Base[:], r.bytes(len(d.Base)))
-				d.BaseSize = r.size(1, x.Params.Max)
-				d.FrameN = r.size(1, e.FrameN-1)
+				d := r.delta(x.Params, e.FrameN)
+				d.Frame = deltaEnd
 				deltaEnd += int64(d.FrameN)
 				e.Delta = d
 				deltas = append(deltas, d)
@@ -291,7 +326,9 @@ func (x *Index) Wanted() map[Sum]int {
 	for _, e := range x.Entries {
 		m[e.Sum] = e.Size
 		if d := e.Delta; d != nil {
-			m[d.Base] = d.BaseSize
+			for _, bc := range d.Bases {
+				m[bc.Sum] = bc.Size
+			}
 		}
 	}
 	return m

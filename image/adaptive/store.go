@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -24,8 +25,8 @@ func IndexImage(img io.Reader, kr *image.Keyring, p Params, store io.Writer, bas
 }
 
 // Base is the payload of the image the devices are expected to run (Size bytes of R): a
-// chunk of the new payload that it lacks gets a delta frame against the base chunk at its
-// place, the one after the last chunk both share.
+// chunk of the new payload that it lacks gets a delta frame against the base chunks most
+// like it (resemble.go): the one that holds the most of its anchors, and its neighbours.
 type Base struct {
 	R    io.ReaderAt
 	Size int64
@@ -42,12 +43,11 @@ type builder struct {
 	// deltas are the delta frames, written after the last chunk's frame; their entries'
 	// Delta.Frame is relative to their start until then.
 	deltas bytes.Buffer
-	// base's chunks in order, where each one first lies, and the base chunk after the last
-	// chunk the payload shares with base.
+	// base's chunks in order, where each one first lies, and the anchors of its chunks.
 	base       *Base
 	baseChunks []baseChunk
 	baseAt     map[Sum]int
-	next       int
+	like       *resemblance
 }
 
 type baseChunk struct {
@@ -99,29 +99,28 @@ func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *
 	return b.x, nil
 }
 
-// cutBase cuts the base payload into chunks.
+// cutBase cuts the base payload into chunks and notes the anchors of each distinct one.
 func (b *builder) cutBase() error {
 	if b.base == nil {
 		return nil
 	}
-	b.baseAt = map[Sum]int{}
-	return b.x.Params.Split(io.NewSectionReader(b.base.R, 0, b.base.Size), func(off int64, chunk []byte) error {
+	b.baseAt, b.like = map[Sum]int{}, newResemblance()
+	err := b.x.Params.Split(io.NewSectionReader(b.base.R, 0, b.base.Size), func(off int64, chunk []byte) error {
 		s := SumOf(chunk)
 		if _, seen := b.baseAt[s]; !seen {
 			b.baseAt[s] = len(b.baseChunks)
+			b.like.add(len(b.baseChunks), chunk)
 		}
 		b.baseChunks = append(b.baseChunks, baseChunk{sum: s, off: off, size: len(chunk)})
 		return nil
 	})
+	b.like.last = len(b.baseChunks) - 1
+	return err
 }
 
 // add appends the entry of the chunk at off, writing its frames at its first occurrence.
 func (b *builder) add(off int64, chunk []byte) error {
 	e := Entry{Sum: SumOf(chunk), Offset: off, Size: len(chunk)}
-	j, inBase := b.baseAt[e.Sum]
-	if inBase {
-		b.next = j + 1
-	}
 	if f, seen := b.first[e.Sum]; seen {
 		e.Frame, e.FrameN, e.Delta, e.Repeats = f.Frame, f.FrameN, f.Delta, true
 		b.x.Entries = append(b.x.Entries, e)
@@ -137,13 +136,12 @@ func (b *builder) add(off int64, chunk []byte) error {
 		return err
 	}
 	b.frame += int64(len(out))
-	if !inBase && b.next < len(b.baseChunks) {
-		d, err := b.delta(chunk, b.baseChunks[b.next], len(out))
+	if _, inBase := b.baseAt[e.Sum]; !inBase && b.base != nil {
+		d, err := b.delta(chunk, len(out))
 		if err != nil {
 			return err
 		}
 		e.Delta = d
-		b.next++
 	}
 	b.first[e.Sum] = e
 	b.x.Entries = append(b.x.Entries, e)
@@ -154,12 +152,21 @@ func (b *builder) add(off int64, chunk []byte) error {
 // written (it costs an index entry of about this many bytes more).
 const deltaGain = 24
 
-// delta writes the delta frame of chunk against base chunk bc when it is at least deltaGain
-// bytes shorter than full, and returns its entry (nil when it is not).
-func (b *builder) delta(chunk []byte, bc baseChunk, full int) (*Delta, error) {
-	dict := make([]byte, bc.size)
-	if _, err := b.base.R.ReadAt(dict, bc.off); err != nil {
-		return nil, fmt.Errorf("adaptive: reading the base at %d: %w", bc.off, err)
+// delta writes the delta frame of chunk against the base chunks most like it when it is at
+// least deltaGain bytes shorter than full, and returns its entry (nil when it is not).
+func (b *builder) delta(chunk []byte, full int) (*Delta, error) {
+	like, ok := b.like.best(chunk)
+	if !ok {
+		return nil, nil
+	}
+	bases := b.dictAround(like)
+	var dict []byte
+	for _, i := range bases {
+		bc := b.baseChunks[i]
+		dict = append(dict, make([]byte, bc.size)...)
+		if _, err := b.base.R.ReadAt(dict[len(dict)-bc.size:], bc.off); err != nil {
+			return nil, fmt.Errorf("adaptive: reading the base at %d: %w", bc.off, err)
+		}
 	}
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(deltaWindow(b.x.Params)), zstd.WithEncoderCRC(false), zstd.WithEncoderDictRaw(deltaDictID, dict))
@@ -171,9 +178,35 @@ func (b *builder) delta(chunk []byte, bc baseChunk, full int) (*Delta, error) {
 	if len(frame)+deltaGain > full {
 		return nil, nil
 	}
-	d := &Delta{Base: bc.sum, BaseSize: bc.size, Frame: int64(b.deltas.Len()), FrameN: len(frame)}
+	d := &Delta{Frame: int64(b.deltas.Len()), FrameN: len(frame)}
+	for _, i := range bases {
+		d.Bases = append(d.Bases, BaseChunk{Sum: b.baseChunks[i].sum, Size: b.baseChunks[i].size})
+	}
 	b.deltas.Write(frame)
 	return d, nil
+}
+
+// dictSpan is how many base chunks a delta frame's dictionary takes on each side of the
+// most similar one (docs/adaptive.md: a file that moved and grew still finds its old bytes).
+const dictSpan = 1
+
+// dictAround returns the base chunks of the dictionary for base chunk i: it and its
+// neighbours, consecutive in the base (but its last chunk), at most MaxBases and MaxDict
+// bytes.
+func (b *builder) dictAround(i int) []int {
+	out := []int{i}
+	size := b.baseChunks[i].size
+	for k := 1; k <= dictSpan; k++ {
+		for _, j := range []int{i - k, i + k} {
+			if j < 0 || j >= b.like.last || len(out) == MaxBases || size+b.baseChunks[j].size > MaxDict {
+				continue
+			}
+			out = append(out, j)
+			size += b.baseChunks[j].size
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // writeDeltas writes the delta frames after the chunks' frames, where the entries now say.
@@ -188,11 +221,11 @@ func (b *builder) writeDeltas() error {
 	return err
 }
 
-// deltaDictID is the dictionary id of delta frames; deltaWindow their window (the base chunk
-// and the chunk).
+// deltaDictID is the dictionary id of delta frames; deltaWindow their encoder's window (the
+// dictionary and the chunk: matches reach the whole dictionary).
 const deltaDictID = 1
 
-func deltaWindow(p Params) int { return zstdWindow(2 * p.Max) }
+func deltaWindow(p Params) int { return 2 * zstdWindow(MaxDict+p.Max) }
 
 func sumSizes(es []Entry) int64 {
 	var n int64
@@ -248,16 +281,17 @@ func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
 	return raw, Verify(e, raw)
 }
 
-// Delta returns the bytes e's delta frame holds, decoded against base (the chunk e.Delta
-// names, which the caller checked), or an error wrapping ErrChunkHash when they are not
-// e's chunk.
-func (d *Decoder) Delta(e Entry, base, frame []byte) ([]byte, error) {
-	if e.Delta == nil || len(frame) != e.Delta.FrameN || len(base) != e.Delta.BaseSize {
-		return nil, fmt.Errorf("%w: chunk at payload offset %d: a delta frame of %d bytes against %d, not the index's", ErrChunkHash, e.Offset, len(frame), len(base))
+// Delta returns the bytes e's delta frame holds, decoded against dict (the base chunks
+// e.Delta names, one after the other, which the caller checked with VerifyBases), or an
+// error wrapping ErrChunkHash when they are not e's chunk. Besides dict (at most MaxDict
+// bytes) and the chunk, decoding allocates the decoder's state (docs/adaptive.md).
+func (d *Decoder) Delta(e Entry, dict, frame []byte) ([]byte, error) {
+	if e.Delta == nil || len(frame) != e.Delta.FrameN || len(dict) != e.Delta.DictSize() {
+		return nil, fmt.Errorf("%w: chunk at payload offset %d: a delta frame of %d bytes against %d, not the index's", ErrChunkHash, e.Offset, len(frame), len(dict))
 	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(uint64(deltaWindow(d.p))), zstd.WithDecoderMaxMemory(uint64(d.p.Max)),
-		zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderDictRaw(deltaDictID, base))
+		zstd.WithDecoderMaxWindow(uint64(zstdWindow(d.p.Max))), zstd.WithDecoderMaxMemory(uint64(d.p.Max)),
+		zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderDictRaw(deltaDictID, dict))
 	if err != nil {
 		return nil, fmt.Errorf("adaptive: %w", err)
 	}
@@ -277,10 +311,16 @@ func Verify(e Entry, raw []byte) error {
 	return nil
 }
 
-// VerifyBase checks that raw is the base chunk of e's delta frame.
-func VerifyBase(e Entry, raw []byte) error {
-	if e.Delta == nil || len(raw) != e.Delta.BaseSize || SumOf(raw) != e.Delta.Base {
-		return fmt.Errorf("%w: the base of the delta of the chunk at payload offset %d", ErrChunkHash, e.Offset)
+// VerifyBases checks that dict is the base chunks of e's delta frame, one after the other.
+func VerifyBases(e Entry, dict []byte) error {
+	if e.Delta == nil || len(dict) != e.Delta.DictSize() {
+		return fmt.Errorf("%w: the dictionary of the delta of the chunk at payload offset %d", ErrChunkHash, e.Offset)
+	}
+	for i, bc := range e.Delta.Bases {
+		if SumOf(dict[:bc.Size]) != bc.Sum {
+			return fmt.Errorf("%w: base chunk %d of the delta of the chunk at payload offset %d", ErrChunkHash, i, e.Offset)
+		}
+		dict = dict[bc.Size:]
 	}
 	return nil
 }

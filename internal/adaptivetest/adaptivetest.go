@@ -42,7 +42,7 @@ func StoreBound(x *adaptive.Index, held map[adaptive.Sum]bool, verified int64) i
 	seen := map[int64]bool{}
 	for _, e := range x.Entries {
 		off, n := e.Frame, e.FrameN
-		if d := e.Delta; d != nil && held[d.Base] {
+		if d := e.Delta; d != nil && holdsAll(held, d.Bases) {
 			off, n = d.Frame, d.FrameN
 		}
 		if e.Offset+int64(e.Size) > verified && !held[e.Sum] && !seen[off] {
@@ -63,6 +63,15 @@ func StoreBound(x *adaptive.Index, held map[adaptive.Sum]bool, verified int64) i
 	return n
 }
 
+func holdsAll(held map[adaptive.Sum]bool, bases []adaptive.BaseChunk) bool {
+	for _, bc := range bases {
+		if !held[bc.Sum] {
+			return false
+		}
+	}
+	return true
+}
+
 // Index verifies the aduimg image img with kr and returns its adaptive index (default
 // chunker; delta frames against base, if set) and the index file's and the chunk store's
 // bytes.
@@ -76,4 +85,30 @@ func Index(img []byte, kr *image.Keyring, base []byte) (x *adaptive.Index, index
 		return nil, nil, nil, err
 	}
 	return x, x.Encode(), st.Bytes(), nil
+}
+
+// MovedLen is the length of the region Moved moves.
+const MovedLen = 512 << 10
+
+// Moved returns a copy of old (at least 2 MiB) in which the region of MovedLen bytes at
+// from = len(old)/4 moved to the front, changed as a new version of a file that an ext4
+// image writes elsewhere would be: a byte changed every 40 KiB, and the byte before one of
+// its chunk cuts (so that two chunks of old become one); noise takes its place.
+func Moved(old []byte) (moved []byte, from int) {
+	from = len(old) / 4
+	region := append([]byte(nil), old[from:from+MovedLen]...)
+	for i := 20 << 10; i < len(region); i += 40 << 10 {
+		region[i] ^= 0x5a
+	}
+	cut := -1
+	adaptive.DefaultParams.Split(bytes.NewReader(old), func(off int64, chunk []byte) error {
+		if end := int(off) + len(chunk); cut < 0 && end > from+MovedLen/4 && end < from+3*MovedLen/4 {
+			cut = end - from
+		}
+		return nil
+	})
+	region[cut-1] ^= 0xa5
+	moved = append(region, old[:from]...)
+	moved = append(moved, Noise(1, MovedLen)...)
+	return append(moved, old[from+MovedLen:]...), from
 }

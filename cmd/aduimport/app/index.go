@@ -31,10 +31,11 @@ the index (the chunks' sizes and hashes, bound to the image's signed header)
 and the chunk store (each chunk compressed on its own, fetched by HTTP Range).
 Default names: IMAGE without .aduimg, plus .aduidx and .aduchunks.
 With --base, the image the devices run now (verified with the same keys):
-a chunk of IMAGE that it lacks also gets a delta frame against the chunk
-of the base at its place, which a device that holds that chunk fetches
-instead (zstd with the base chunk as dictionary; the result is checked
-against the chunk's hash as any other).
+a chunk of IMAGE that it lacks also gets a delta frame against the chunks
+of the base most like it (the one sharing the most content, and its
+neighbours), which a device that holds those chunks fetches instead (zstd
+with them as dictionary, each checked first; the result is checked against
+the chunk's hash as any other).
 See docs/adaptive.md.
 
 EXAMPLE:
