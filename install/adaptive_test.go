@@ -191,10 +191,7 @@ func TestAdaptiveRefusesBadChunks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newAdaptiveCase(t)
-			before := bytes.Repeat([]byte{0xA5}, len(c.new))
-			if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			before := c.fillSpare(t)
 			e := c.firstFetched(t)
 			store := tc.store(c, e)
 			c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -211,13 +208,30 @@ func TestAdaptiveRefusesBadChunks(t *testing.T) {
 			if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, tc.why) {
 				t.Fatalf("install: %v, %+v; want a refusal for %q, and the fallback's download to fail", err, rec.Adaptive, tc.why)
 			}
-			slot := c.d.file("rootfs-b")
-			cs := int64(32 << 10)
-			from := e.Offset / cs * cs
-			if !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
-				t.Fatalf("the aduimg chunk at %d, holding the refused chunk at %d, was written", from, e.Offset)
-			}
+			c.unwritten(t, before, e.Offset)
 		})
+	}
+}
+
+// fillSpare fills the spare slot with a pattern, returned, that no payload byte is.
+func (c *adaptiveCase) fillSpare(t *testing.T) []byte {
+	t.Helper()
+	before := bytes.Repeat([]byte{0xA5}, len(c.new))
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return before
+}
+
+// unwritten fails t unless the spare slot's aduimg chunk (32 KiB) holding payload offset off
+// still holds what it held before the install.
+func (c *adaptiveCase) unwritten(t *testing.T, before []byte, off int64) {
+	t.Helper()
+	slot := c.d.file("rootfs-b")
+	cs := int64(32 << 10)
+	from := off / cs * cs
+	if !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
+		t.Fatalf("the aduimg chunk at %d, holding payload offset %d, was written", from, off)
 	}
 }
 
@@ -422,6 +436,37 @@ func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
 	if want := c.index.HeaderSize + ad.Planned + int64(e.FrameN); ad.Fetched != want {
 		t.Fatalf("fetched %d bytes; want the header, the plan and the changed chunk's frame: %d", ad.Fetched, want)
 	}
+}
+
+// Bytes the device held that changed since the scan never reach the slot: the aduimg chunk
+// holding them does not match the signed header, and when their chunk cannot be fetched
+// alone either, the install falls back (here to a download that fails) with that aduimg
+// chunk unwritten.
+func TestAdaptiveChangedHeldChunkNotWritten(t *testing.T) {
+	c := newAdaptiveCase(t)
+	before := c.fillSpare(t)
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at, e := c.heldChunk(t)
+	alone := fmt.Sprintf("bytes=%d-%d", e.Frame, e.Frame+int64(e.FrameN)-1)
+	c.srv.Config.Handler = rangeOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == alone {
+			http.NotFound(w, r)
+			return
+		}
+		data := c.img
+		if r.URL.Path == "/rootfs.aduchunks" {
+			data = c.store
+		}
+		serveBytes(data)(w, r)
+	}))
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at+int64(e.Size)/2] ^= 1 })
+	rec, err := c.install(t, in, nil)
+	if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, "404") {
+		t.Fatalf("install: %v, %+v; want the chunk's fetch refused, and the fallback's download to fail", err, rec.Adaptive)
+	}
+	c.unwritten(t, before, e.Offset+int64(e.Size)/2)
 }
 
 // A held chunk that cannot be read when the assembly takes it (read before by the scan: the
