@@ -110,13 +110,13 @@ func measure(dir, a, b, fs string) error {
 	ad := full
 	ad.Adaptive = &install.Adaptive{Index: x, StoreURL: srv.URL + "/b.aduchunks", Held: []install.Held{{Name: "A", R: bytes.NewReader(old), Size: int64(len(old))}}}
 	var rec install.Record
-	var fullTimes, adTimes, ratios []float64
+	var fullTimes, adTimes, ratios, cpuRatios []float64
 	for i := range max(runs, 1) {
-		_, fullTime, err := installOnce(work, old, full, kr, profileName(i, fs+".full"))
+		_, fullTime, fullCPU, err := installOnce(work, old, full, kr, profileName(i, fs+".full"))
 		if err != nil {
 			return err
 		}
-		r, adTime, err := installOnce(work, old, ad, kr, profileName(i, fs))
+		r, adTime, adCPU, err := installOnce(work, old, ad, kr, profileName(i, fs))
 		if err != nil {
 			return err
 		}
@@ -126,12 +126,13 @@ func measure(dir, a, b, fs string) error {
 		rec = r
 		fullTimes, adTimes = append(fullTimes, fullTime.Seconds()), append(adTimes, adTime.Seconds())
 		ratios = append(ratios, adTime.Seconds()/fullTime.Seconds())
+		cpuRatios = append(cpuRatios, adCPU.Seconds()/fullCPU.Seconds())
 	}
 	fetched := rec.Adaptive.Fetched + int64(len(idx))
 	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %8s %8s %7.2fs %7.2f×\n", a+"→"+b, fs, mb(int64(len(img))), mb(patch), mb(blocks),
 		mb(fetched), mb(int64(len(idx))), ratio(fetched, patch), ratio(fetched, blocks), median(adTimes), median(adTimes)/median(fullTimes))
 	if runs > 1 {
-		fmt.Printf("  full %s\n  adaptive %s\n  ÷ full %s\n", list(fullTimes, "%.2fs"), list(adTimes, "%.2fs"), list(ratios, "%.2f×"))
+		fmt.Printf("  full %s\n  adaptive %s\n  ÷ full %s\n  CPU ÷ full %s\n", list(fullTimes, "%.2fs"), list(adTimes, "%.2fs"), list(ratios, "%.2f×"), list(cpuRatios, "%.2f×"))
 	}
 	return nil
 }
@@ -190,8 +191,9 @@ func ratio(n, of int64) string {
 }
 
 // installOnce installs src into a fresh file slot B of a device running A (holding old), with
-// a CPU profile into prof ("": none).
-func installOnce(work string, old []byte, src install.Source, kr *image.Keyring, prof string) (install.Record, time.Duration, error) {
+// a CPU profile into prof ("": none); it returns the wall and the CPU time (of the process:
+// the HTTP server's included) of the install.
+func installOnce(work string, old []byte, src install.Source, kr *image.Keyring, prof string) (install.Record, time.Duration, time.Duration, error) {
 	cmdline := filepath.Join(work, "cmdline")
 	os.WriteFile(cmdline, []byte("adu.slot=A\n"), 0o644)
 	os.WriteFile(filepath.Join(work, "slot-A"), old, 0o644)
@@ -199,26 +201,26 @@ func installOnce(work string, old []byte, src install.Source, kr *image.Keyring,
 	cfg, err := slots.ParseConfig([]byte(fmt.Sprintf("[slots]\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"A\"\ntype = \"file\"\npath = %q\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"B\"\ntype = \"file\"\npath = %q\n",
 		filepath.Join(work, "slot-A"), filepath.Join(work, "slot-B"))))
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, 0, 0, err
 	}
 	l := slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})
 	s, err := l.Slot("rootfs-b")
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, 0, 0, err
 	}
 	t, err := l.Prepare(s)
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, 0, 0, err
 	}
 	stop, err := profile(prof)
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, 0, 0, err
 	}
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	rec, err := (&install.Installer{Keyring: kr}).Install(context.Background(), src, t, nil)
-	d := time.Since(start)
+	d, c := time.Since(start), cpuTime()-cpu
 	stop()
-	return rec, d, err
+	return rec, d, c, err
 }
 
 // patchFrom is the size of zstd --patch-from=a b (level 9, long mode: level 19 takes minutes per pair here).
