@@ -465,7 +465,9 @@ func (a *assembly) check(p []byte) error {
 	}
 	if err := a.h.VerifyChunkHashing(a.next, p, a.whole); err != nil {
 		if kept != nil {
-			a.whole.UnmarshalBinary(kept)
+			if rerr := a.whole.UnmarshalBinary(kept); rerr != nil {
+				return fmt.Errorf("install: adaptive: the payload's SHA-256: %w", rerr)
+			}
 		}
 		return fmt.Errorf("%w: %w", ErrAdaptive, err)
 	}

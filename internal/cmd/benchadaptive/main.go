@@ -111,28 +111,32 @@ func measure(dir, a, b, fs string) error {
 	ad.Adaptive = &install.Adaptive{Index: x, StoreURL: srv.URL + "/b.aduchunks", Held: []install.Held{{Name: "A", R: bytes.NewReader(old), Size: int64(len(old))}}}
 	var rec install.Record
 	var fullTimes, adTimes, ratios, cpuRatios []float64
+	var fullStages, adStages []string
 	for i := range max(runs, 1) {
-		_, fullTime, fullCPU, err := installOnce(work, old, full, kr, profileName(i, fs+".full"))
+		_, fullT, err := installOnce(work, old, full, kr, profileName(i, fs+".full"))
 		if err != nil {
 			return err
 		}
-		r, adTime, adCPU, err := installOnce(work, old, ad, kr, profileName(i, fs))
+		r, adT, err := installOnce(work, old, ad, kr, profileName(i, fs))
 		if err != nil {
 			return err
 		}
+		fullTime, adTime := fullT.wall, adT.wall
+		fullStages, adStages = append(fullStages, fullT.stages()), append(adStages, adT.stages())
 		if r.Adaptive == nil || r.Adaptive.Fallback != "" || r.Format != install.FormatAdaptive {
 			return fmt.Errorf("no adaptive install: %+v", r.Adaptive)
 		}
 		rec = r
 		fullTimes, adTimes = append(fullTimes, fullTime.Seconds()), append(adTimes, adTime.Seconds())
 		ratios = append(ratios, adTime.Seconds()/fullTime.Seconds())
-		cpuRatios = append(cpuRatios, adCPU.Seconds()/fullCPU.Seconds())
+		cpuRatios = append(cpuRatios, adT.cpu.Seconds()/fullT.cpu.Seconds())
 	}
 	fetched := rec.Adaptive.Fetched + int64(len(idx))
 	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %8s %8s %7.2fs %7.2f×\n", a+"→"+b, fs, mb(int64(len(img))), mb(patch), mb(blocks),
 		mb(fetched), mb(int64(len(idx))), ratio(fetched, patch), ratio(fetched, blocks), median(adTimes), median(adTimes)/median(fullTimes))
 	if runs > 1 {
 		fmt.Printf("  full %s\n  adaptive %s\n  ÷ full %s\n  CPU ÷ full %s\n", list(fullTimes, "%.2fs"), list(adTimes, "%.2fs"), list(ratios, "%.2f×"), list(cpuRatios, "%.2f×"))
+		fmt.Printf("  full: before the write + write + read-back %s\n  adaptive: the same %s\n", strings.Join(fullStages, ","), strings.Join(adStages, ","))
 	}
 	return nil
 }
@@ -190,10 +194,39 @@ func ratio(n, of int64) string {
 	return fmt.Sprintf("%.2f×", float64(n)/float64(of))
 }
 
+// timing is what an install took: wall and CPU time (of the process: the HTTP server's
+// included), and when its stages began (install.Meter), from its start.
+type timing struct {
+	wall, cpu     time.Duration
+	write, verify time.Duration
+}
+
+// stages prints the wall time before the write (header, and an adaptive install's scan), of
+// the write and of the read-back.
+func (t timing) stages() string {
+	return fmt.Sprintf(" %.2f+%.2f+%.2fs", t.write.Seconds(), (t.verify - t.write).Seconds(), (t.wall - t.verify).Seconds())
+}
+
+// stageClock notes when the install's stages begin.
+type stageClock struct {
+	start time.Time
+	t     *timing
+}
+
+func (c stageClock) Stage(name string, _ int64) {
+	switch name {
+	case install.StageWrite:
+		c.t.write = time.Since(c.start)
+	case install.StageReadBack:
+		c.t.verify = time.Since(c.start)
+	}
+}
+
+func (stageClock) Add(int64) {}
+
 // installOnce installs src into a fresh file slot B of a device running A (holding old), with
-// a CPU profile into prof ("": none); it returns the wall and the CPU time (of the process:
-// the HTTP server's included) of the install.
-func installOnce(work string, old []byte, src install.Source, kr *image.Keyring, prof string) (install.Record, time.Duration, time.Duration, error) {
+// a CPU profile into prof ("": none), and times it.
+func installOnce(work string, old []byte, src install.Source, kr *image.Keyring, prof string) (install.Record, timing, error) {
 	cmdline := filepath.Join(work, "cmdline")
 	os.WriteFile(cmdline, []byte("adu.slot=A\n"), 0o644)
 	os.WriteFile(filepath.Join(work, "slot-A"), old, 0o644)
@@ -201,26 +234,27 @@ func installOnce(work string, old []byte, src install.Source, kr *image.Keyring,
 	cfg, err := slots.ParseConfig([]byte(fmt.Sprintf("[slots]\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"A\"\ntype = \"file\"\npath = %q\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"B\"\ntype = \"file\"\npath = %q\n",
 		filepath.Join(work, "slot-A"), filepath.Join(work, "slot-B"))))
 	if err != nil {
-		return install.Record{}, 0, 0, err
+		return install.Record{}, timing{}, err
 	}
 	l := slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})
 	s, err := l.Slot("rootfs-b")
 	if err != nil {
-		return install.Record{}, 0, 0, err
+		return install.Record{}, timing{}, err
 	}
 	t, err := l.Prepare(s)
 	if err != nil {
-		return install.Record{}, 0, 0, err
+		return install.Record{}, timing{}, err
 	}
 	stop, err := profile(prof)
 	if err != nil {
-		return install.Record{}, 0, 0, err
+		return install.Record{}, timing{}, err
 	}
+	var tm timing
 	start, cpu := time.Now(), cpuTime()
-	rec, err := (&install.Installer{Keyring: kr}).Install(context.Background(), src, t, nil)
-	d, c := time.Since(start), cpuTime()-cpu
+	rec, err := (&install.Installer{Keyring: kr, Meter: stageClock{start, &tm}}).Install(context.Background(), src, t, nil)
+	tm.wall, tm.cpu = time.Since(start), cpuTime()-cpu
 	stop()
-	return rec, d, c, err
+	return rec, tm, err
 }
 
 // patchFrom is the size of zstd --patch-from=a b (level 9, long mode: level 19 takes minutes per pair here).
