@@ -401,10 +401,17 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 }
 
 // fill puts the entries' bytes of aduimg chunk a.next into p, noting the pieces the device
-// held.
+// held. Held entries that lie whole in p, one after the other on the device as in the
+// payload, are read into p at once.
 func (a *assembly) fill(p []byte) error {
 	a.spans = a.spans[:0]
 	for filled := 0; filled < len(p); {
+		if n, err := a.readRun(p, filled); err != nil {
+			return err
+		} else if n > 0 {
+			filled += n
+			continue
+		}
 		raw, held, err := a.entryBytes()
 		if err != nil {
 			return err
@@ -421,6 +428,35 @@ func (a *assembly) fill(p []byte) error {
 		}
 	}
 	return nil
+}
+
+// readRun reads into p at off the held entries from a.entry on that lie whole in p and one
+// after the other on the device, and returns how many bytes they are (0: a.entry is not
+// such an entry).
+func (a *assembly) readRun(p []byte, off int) (int, error) {
+	var first adaptive.Location
+	n, i := 0, a.entry
+	for ; i < len(a.x.Entries); i++ {
+		e := a.x.Entries[i]
+		loc, held := a.found[e.Sum]
+		if !held || e.Offset != a.at+int64(off+n) || off+n+e.Size > len(p) ||
+			n > 0 && (loc.Source != first.Source || loc.Offset != first.Offset+int64(n)) {
+			break
+		}
+		if n == 0 {
+			first = loc
+		}
+		a.spans = append(a.spans, heldSpan{entry: i, off: off + n, n: e.Size})
+		n += e.Size
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := a.read(first, p[off:off+n]); err != nil {
+		return 0, err
+	}
+	a.entry = i
+	return n, nil
 }
 
 // refill takes the held pieces of p again, each entry checked against the index and fetched

@@ -45,9 +45,16 @@ func edit(b []byte) []byte {
 
 func newAdaptiveCase(t *testing.T) *adaptiveCase {
 	t.Helper()
+	return newAdaptiveCaseOf(t, edit, nil)
+}
+
+// newAdaptiveCaseOf is newAdaptiveCase with the new payload made from the old by change and
+// signed with mod's options.
+func newAdaptiveCaseOf(t *testing.T, change func([]byte) []byte, mod func(*image.SignOptions)) *adaptiveCase {
+	t.Helper()
 	c := &adaptiveCase{d: newDevice(t), srv: newServer(t), old: testData(7, 3<<20)}
-	c.new = edit(c.old)
-	c.img = aduimgOf(t, c.new, "3.1", nil)
+	c.new = change(c.old)
+	c.img = aduimgOf(t, c.new, "3.1", mod)
 	_, kr := key(t)
 	rd, err := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
 	if err != nil {
@@ -106,6 +113,49 @@ func TestAdaptiveInstall(t *testing.T) {
 		t.Errorf("fetched %d bytes of a %d-byte image in %d requests", ad.Fetched, len(c.img), ad.Requests)
 	}
 	t.Logf("fetched %d bytes in %d requests, reused %d; the image is %d bytes", ad.Fetched, ad.Requests, ad.Reused, len(c.img))
+}
+
+// The assembly reads what it takes from bank A once (no second pass to check it: the aduimg
+// chunks' checks cover it), chunks that are neighbours in bank A as in the payload in one
+// read; here, with chunks of bank A removed, not all of them are.
+func TestAdaptiveReadsHeldOnce(t *testing.T) {
+	removeChunks := func(old []byte) []byte {
+		var cuts []int
+		adaptive.DefaultParams.Split(bytes.NewReader(old), func(off int64, _ []byte) error {
+			cuts = append(cuts, int(off))
+			return nil
+		})
+		return edit(append(append([]byte(nil), old[:cuts[3]]...), old[cuts[6]:]...))
+	}
+	c := newAdaptiveCaseOf(t, removeChunks, func(o *image.SignOptions) { o.ChunkSize = 1 << 20 })
+	held := &countingReaderAt{r: bytes.NewReader(c.old)}
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: held, Size: int64(len(c.old))}}
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held.reads.Store(0); held.bytes.Store(0) })
+	rec, err := c.install(t, in, nil)
+	if err != nil || rec.Adaptive.Fallback != "" {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	if n := held.bytes.Load(); n != rec.Adaptive.Reused {
+		t.Errorf("the assembly read %d bytes of bank A, it took %d", n, rec.Adaptive.Reused)
+	}
+	entries := len(c.index.Entries) - len(c.lacking(t))
+	if n := held.reads.Load(); n*4 > int64(entries) {
+		t.Errorf("%d reads of bank A for %d chunks", n, entries)
+	}
+	t.Logf("%d bytes of bank A in %d reads, %d chunks", held.bytes.Load(), held.reads.Load(), entries)
+}
+
+// countingReaderAt counts the reads of r and their bytes.
+type countingReaderAt struct {
+	r            io.ReaderAt
+	reads, bytes atomic.Int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.reads.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return c.r.ReadAt(p, off)
 }
 
 // A dry run plans what an install would fetch, and fetches only the header.
@@ -256,18 +306,27 @@ func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New
 
 // firstFetched is the first entry the case's install fetches.
 func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
+	fetched := c.lacking(t)
+	if len(fetched) == 0 {
+		t.Fatal("nothing to fetch")
+	}
+	return fetched[0]
+}
+
+// lacking is the entries bank A lacks: those the case's install fetches.
+func (c *adaptiveCase) lacking(t *testing.T) []adaptive.Entry {
 	have := map[adaptive.Sum]bool{}
 	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
 		have[adaptive.SumOf(b)] = true
 		return nil
 	})
+	var fetched []adaptive.Entry
 	for _, e := range c.index.Entries {
 		if !have[e.Sum] {
-			return e
+			fetched = append(fetched, e)
 		}
 	}
-	t.Fatal("nothing to fetch")
-	return adaptive.Entry{}
+	return fetched
 }
 
 // A power cut after every resume point: the install resumes from the last one saved, puts
