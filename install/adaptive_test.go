@@ -476,7 +476,8 @@ func (f atWrite) Stage(name string, _ int64) {
 func (atWrite) Add(int64) {}
 
 // A chunk of bank A that no longer matches when the assembly takes it (changed since the
-// scan) is fetched alone, checked, and the install goes on.
+// scan) fails its aduimg chunk's check; then the chunks of bank A in it are checked against
+// the index, the changed one is fetched alone, checked, and the install goes on.
 func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
 	c := newAdaptiveCase(t)
 	held := append([]byte(nil), c.old...)
