@@ -195,16 +195,18 @@ func ratio(n, of int64) string {
 }
 
 // timing is what an install took: wall and CPU time (of the process: the HTTP server's
-// included), and when its stages began (install.Meter), from its start.
+// included), and both when its stages began (install.Meter), from its start.
 type timing struct {
-	wall, cpu     time.Duration
-	write, verify time.Duration
+	wall, cpu                 time.Duration
+	write, verify             time.Duration
+	writeCPU, verifyCPU, cpu0 time.Duration
 }
 
-// stages prints the wall time before the write (header, and an adaptive install's scan), of
-// the write and of the read-back.
+// stages prints the wall (and CPU) time before the write (header, and an adaptive install's
+// scan), of the write and of the read-back.
 func (t timing) stages() string {
-	return fmt.Sprintf(" %.2f+%.2f+%.2fs", t.write.Seconds(), (t.verify - t.write).Seconds(), (t.wall - t.verify).Seconds())
+	return fmt.Sprintf(" %.2f+%.2f+%.2fs (CPU %.2f+%.2f+%.2fs)", t.write.Seconds(), (t.verify - t.write).Seconds(), (t.wall - t.verify).Seconds(),
+		t.writeCPU.Seconds(), (t.verifyCPU - t.writeCPU).Seconds(), (t.cpu - t.verifyCPU).Seconds())
 }
 
 // stageClock notes when the install's stages begin.
@@ -216,9 +218,9 @@ type stageClock struct {
 func (c stageClock) Stage(name string, _ int64) {
 	switch name {
 	case install.StageWrite:
-		c.t.write = time.Since(c.start)
+		c.t.write, c.t.writeCPU = time.Since(c.start), cpuTime()-c.t.cpu0
 	case install.StageReadBack:
-		c.t.verify = time.Since(c.start)
+		c.t.verify, c.t.verifyCPU = time.Since(c.start), cpuTime()-c.t.cpu0
 	}
 }
 
@@ -250,9 +252,10 @@ func installOnce(work string, old []byte, src install.Source, kr *image.Keyring,
 		return install.Record{}, timing{}, err
 	}
 	var tm timing
-	start, cpu := time.Now(), cpuTime()
+	start := time.Now()
+	tm.cpu0 = cpuTime()
 	rec, err := (&install.Installer{Keyring: kr, Meter: stageClock{start, &tm}}).Install(context.Background(), src, t, nil)
-	tm.wall, tm.cpu = time.Since(start), cpuTime()-cpu
+	tm.wall, tm.cpu = time.Since(start), cpuTime()-tm.cpu0
 	stop()
 	return rec, tm, err
 }
