@@ -411,20 +411,13 @@ func (r *Reader) loadChunk(i int, dst []byte) ([]byte, error) {
 		}
 		raw = out
 	}
-	// The whole-payload hash runs alongside the chunk hash (joined before returning, so no
-	// goroutine outlives the call); if the chunk is bad the reader stops anyway.
-	var wg sync.WaitGroup
-	if r.whole != nil {
-		if len(raw) >= 64<<10 {
-			wg.Go(func() { r.whole.Write(raw) })
-		} else {
-			r.whole.Write(raw)
+	// If the chunk is bad the reader stops: what the whole-payload hash took does not matter.
+	if err := r.v.VerifyChunkHashing(i, raw, r.whole); err != nil {
+		var ce *ChunkError
+		if errors.As(err, &ce) {
+			ce.FrameOffset = c.Offset
 		}
-	}
-	sum := Digest(sha256.Sum256(raw))
-	wg.Wait()
-	if sum != c.SHA256 {
-		return nil, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: c.Offset, reason: "SHA-256 does not match the header"}
+		return nil, err
 	}
 	return raw, nil
 }
@@ -515,6 +508,23 @@ func (h *Header) VerifyChunk(i int, raw []byte) error {
 		return &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: "SHA-256 does not match the header"}
 	}
 	return nil
+}
+
+// VerifyChunkHashing is VerifyChunk, with raw written to whole (the payload's hash so far;
+// nil: none) alongside, on another core for a large chunk (joined before it returns, so no
+// goroutine outlives the call). whole takes raw even when the chunk does not match.
+func (h *Header) VerifyChunkHashing(i int, raw []byte, whole hash.Hash) error {
+	var wg sync.WaitGroup
+	if whole != nil {
+		if len(raw) >= 64<<10 {
+			wg.Go(func() { whole.Write(raw) })
+		} else {
+			whole.Write(raw)
+		}
+	}
+	err := h.VerifyChunk(i, raw)
+	wg.Wait()
+	return err
 }
 
 // zstd settings shared by the writer and the reader.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"runtime"
@@ -109,16 +111,20 @@ type assembly struct {
 	// from, at the offset in the payload reached.
 	next, entry int
 	at          int64
-	whole       sha256Hash // the payload's hash, when assembled from its start
+	whole       payloadHash // the payload's hash, when assembled from its start
+	// spans are the pieces of aduimg chunk next taken from the device, unchecked.
+	spans []heldSpan
 	// dec decodes frames; close may end it while a load decodes (decMu), after which
 	// decoding fails.
 	decMu sync.Mutex
 	dec   *adaptive.Decoder
 	// dict holds the base chunks of a delta frame.
 	dict []byte
-	// last and lastEntry are the bytes of the entry taken last.
+	// last, lastEntry and lastHeld are the bytes of the entry taken last, and whether the
+	// device held them.
 	last      []byte
 	lastEntry int
+	lastHeld  bool
 	buf       []byte
 
 	// fetched and requests count what the fetches cost (two goroutines fetch), reused what
@@ -152,9 +158,20 @@ func (a *assembly) frame(it planItem) (off int64, n int) {
 	return e.Frame, e.FrameN
 }
 
-type sha256Hash interface {
-	io.Writer
-	Sum([]byte) []byte
+// payloadHash is a SHA-256 whose state can be kept and restored (sha256.New's), so that an
+// aduimg chunk that does not match can be taken out of it again.
+type payloadHash interface {
+	hash.Hash
+	encoding.BinaryMarshaler
+	encoding.BinaryUnmarshaler
+}
+
+// heldSpan is a piece of an aduimg chunk taken from the device: n bytes of entry at from,
+// at off in the chunk.
+type heldSpan struct {
+	entry  int
+	from   int64
+	off, n int
 }
 
 // fetchedRange is the frames of plan items [from, to), or the error that ended the fetch.
@@ -269,7 +286,11 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 		a.at = h.RawSize
 	}
 	if first == 0 {
-		a.whole = sha256.New()
+		w, ok := sha256.New().(payloadHash)
+		if !ok {
+			return nil, errors.New("install: adaptive: the payload's SHA-256 cannot keep its state")
+		}
+		a.whole = w
 	}
 	if err := a.scan(); err != nil {
 		return nil, err
@@ -348,67 +369,174 @@ func (a *assembly) entryAt(off int64) int {
 }
 
 // ReadChunk fills p with the next aduimg chunk, checked against the signed header (the last
-// one only after the whole payload's hash, when assembled from the start).
+// one only after the whole payload's hash, when assembled from the start). The pieces the
+// device held were hashed by the scan and are not hashed again unless the aduimg chunk does
+// not match: then each is checked against the index, one that no longer matches is fetched
+// alone, and the chunk is checked again.
 func (a *assembly) ReadChunk(p []byte) (int, error) {
 	if a.next >= len(a.h.Chunks) {
 		return 0, io.EOF
 	}
-	c := a.h.Chunks[a.next]
-	p = p[:c.RawSize]
-	for filled := 0; filled < c.RawSize; {
-		raw, err := a.entryBytes()
-		if err != nil {
+	p = p[:a.h.Chunks[a.next].RawSize]
+	if err := a.fill(p); err != nil {
+		return 0, err
+	}
+	err := a.check(p)
+	if err != nil && len(a.spans) > 0 {
+		if err = a.refill(p); err != nil {
 			return 0, err
+		}
+		err = a.check(p)
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range a.spans {
+		a.reused.Add(int64(s.n))
+	}
+	a.next++
+	a.at += int64(len(p))
+	return len(p), nil
+}
+
+// fill puts the entries' bytes of aduimg chunk a.next into p, noting the pieces the device
+// held. Held entries that lie whole in p, one after the other on the device as in the
+// payload, are read into p at once.
+func (a *assembly) fill(p []byte) error {
+	a.spans = a.spans[:0]
+	for filled := 0; filled < len(p); {
+		if n, err := a.readRun(p, filled); err != nil {
+			return err
+		} else if n > 0 {
+			filled += n
+			continue
+		}
+		raw, held, err := a.entryBytes()
+		if err != nil {
+			return err
 		}
 		e := a.x.Entries[a.entry]
 		from := a.at + int64(filled) - e.Offset
 		n := copy(p[filled:], raw[from:])
+		if held {
+			a.spans = append(a.spans, heldSpan{entry: a.entry, from: from, off: filled, n: n})
+		}
 		filled += n
 		if from+int64(n) == int64(e.Size) {
 			a.entry++
 		}
 	}
-	if err := a.h.VerifyChunk(a.next, p); err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrAdaptive, err)
+	return nil
+}
+
+// readRun reads into p at off the held entries from a.entry on that lie whole in p and one
+// after the other on the device, and returns how many bytes they are (0: a.entry is not
+// such an entry).
+func (a *assembly) readRun(p []byte, off int) (int, error) {
+	var first adaptive.Location
+	n, i := 0, a.entry
+	for ; i < len(a.x.Entries); i++ {
+		e := a.x.Entries[i]
+		loc, held := a.found[e.Sum]
+		if !held || e.Offset != a.at+int64(off+n) || off+n+e.Size > len(p) ||
+			n > 0 && (loc.Source != first.Source || loc.Offset != first.Offset+int64(n)) {
+			break
+		}
+		if n == 0 {
+			first = loc
+		}
+		a.spans = append(a.spans, heldSpan{entry: i, off: off + n, n: e.Size})
+		n += e.Size
 	}
-	if a.whole != nil {
-		a.whole.Write(p)
-		if a.next == len(a.h.Chunks)-1 && image.Digest(a.whole.Sum(nil)) != a.h.PayloadSHA256 {
-			return 0, fmt.Errorf("%w: %w", ErrAdaptive, image.ErrPayloadHash)
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := a.read(first, p[off:off+n]); err != nil {
+		return 0, err
+	}
+	a.entry = i
+	return n, nil
+}
+
+// refill takes the held pieces of p again, each entry checked against the index and fetched
+// alone when it no longer matches (the device's bytes changed since the scan). The pieces
+// that stay held are those of entries still matching.
+func (a *assembly) refill(p []byte) error {
+	if !a.lastHeld {
+		a.last = bytes.Clone(a.last) // a fetch below decodes over it
+	}
+	spans := a.spans[:0]
+	for _, s := range a.spans {
+		e := a.x.Entries[s.entry]
+		raw, err := a.read(a.found[e.Sum], make([]byte, e.Size))
+		if err != nil {
+			return err
+		}
+		held := adaptive.Verify(e, raw) == nil
+		if held {
+			spans = append(spans, s)
+		} else if raw, err = a.fetchAlone(e); err != nil {
+			return err
+		}
+		copy(p[s.off:s.off+s.n], raw[s.from:])
+		if s.entry == a.lastEntry {
+			a.last, a.lastHeld = raw, held
 		}
 	}
-	a.next++
-	a.at += int64(c.RawSize)
-	return c.RawSize, nil
+	a.spans = spans
+	return nil
 }
 
-// entryBytes returns the bytes of entry a.entry, kept while a chunk boundary splits them.
-func (a *assembly) entryBytes() ([]byte, error) {
-	if a.last != nil && a.lastEntry == a.entry {
-		return a.last, nil
+// check checks aduimg chunk a.next against the signed header and, when the payload is
+// assembled from its start, adds it to the payload's hash (alongside), which it checks at
+// the last chunk. A chunk that does not match leaves the payload's hash as it was.
+func (a *assembly) check(p []byte) error {
+	var kept []byte
+	if a.whole != nil {
+		var err error
+		if kept, err = a.whole.MarshalBinary(); err != nil {
+			return fmt.Errorf("install: adaptive: the payload's SHA-256: %w", err)
+		}
 	}
-	raw, err := a.chunk(a.entry)
-	a.last, a.lastEntry = raw, a.entry
-	return raw, err
+	if err := a.h.VerifyChunkHashing(a.next, p, a.whole); err != nil {
+		if kept != nil {
+			if rerr := a.whole.UnmarshalBinary(kept); rerr != nil {
+				return fmt.Errorf("install: adaptive: the payload's SHA-256: %w", rerr)
+			}
+		}
+		return fmt.Errorf("%w: %w", ErrAdaptive, err)
+	}
+	if a.whole != nil && a.next == len(a.h.Chunks)-1 && image.Digest(a.whole.Sum(nil)) != a.h.PayloadSHA256 {
+		return fmt.Errorf("%w: %w", ErrAdaptive, image.ErrPayloadHash)
+	}
+	return nil
 }
 
-// chunk returns entry i's bytes, checked: from the device where it holds them (fetched alone
-// when they no longer match), else the next frame of the plan's ranges. A read that fails
-// ends the attempt (the scan read it all: the device is failing or losing power), with no
-// fallback that would fetch what the next attempt's scan may find.
+// entryBytes returns the bytes of entry a.entry, kept while a chunk boundary splits them, and
+// whether they are what the device holds (unchecked: the aduimg chunk's check covers them).
+func (a *assembly) entryBytes() ([]byte, bool, error) {
+	if a.last != nil && a.lastEntry == a.entry {
+		return a.last, a.lastHeld, nil
+	}
+	e := a.x.Entries[a.entry]
+	loc, held := a.found[e.Sum]
+	var raw []byte
+	var err error
+	if held {
+		raw, err = a.read(loc, a.buf[:e.Size])
+	} else {
+		raw, err = a.chunk(a.entry)
+	}
+	a.last, a.lastEntry, a.lastHeld = raw, a.entry, held
+	return raw, held, err
+}
+
+// chunk returns entry i's bytes, checked, from the next frame of the plan's ranges. A read
+// of the base of a delta frame that fails ends the attempt (the scan read it all: the device
+// is failing or losing power), with no fallback that would fetch what the next attempt's
+// scan may find.
 func (a *assembly) chunk(i int) ([]byte, error) {
 	e := a.x.Entries[i]
-	if loc, ok := a.found[e.Sum]; ok {
-		raw, err := a.read(loc, a.buf[:e.Size])
-		if err != nil {
-			return nil, err
-		}
-		if adaptive.Verify(e, raw) == nil {
-			a.reused.Add(int64(e.Size))
-			return raw, nil
-		}
-		return a.fetchAlone(e)
-	}
 	it, frame, err := a.nextFrame(i)
 	if err != nil || !it.delta {
 		return a.decode(e, nil, frame, err)

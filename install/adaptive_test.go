@@ -46,15 +46,16 @@ func edit(b []byte) []byte {
 
 func newAdaptiveCase(t *testing.T) *adaptiveCase {
 	t.Helper()
-	return newAdaptiveCaseOf(t, edit)
+	return newAdaptiveCaseOf(t, edit, nil)
 }
 
-// newAdaptiveCaseOf is the case of an update from old to change(old).
-func newAdaptiveCaseOf(t *testing.T, change func(old []byte) []byte) *adaptiveCase {
+// newAdaptiveCaseOf is newAdaptiveCase with the new payload made from the old by change and
+// signed with mod's options.
+func newAdaptiveCaseOf(t *testing.T, change func([]byte) []byte, mod func(*image.SignOptions)) *adaptiveCase {
 	t.Helper()
 	c := &adaptiveCase{d: newDevice(t), srv: newServer(t), old: testData(7, 3<<20)}
 	c.new = change(c.old)
-	c.img = aduimgOf(t, c.new, "3.1", nil)
+	c.img = aduimgOf(t, c.new, "3.1", mod)
 	_, kr := key(t)
 	rd, err := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
 	if err != nil {
@@ -113,6 +114,49 @@ func TestAdaptiveInstall(t *testing.T) {
 		t.Errorf("fetched %d bytes of a %d-byte image in %d requests", ad.Fetched, len(c.img), ad.Requests)
 	}
 	t.Logf("fetched %d bytes in %d requests, reused %d; the image is %d bytes", ad.Fetched, ad.Requests, ad.Reused, len(c.img))
+}
+
+// The assembly reads what it takes from bank A once (no second pass to check it: the aduimg
+// chunks' checks cover it), chunks that are neighbours in bank A as in the payload in one
+// read; here, with chunks of bank A removed, not all of them are.
+func TestAdaptiveReadsHeldOnce(t *testing.T) {
+	removeChunks := func(old []byte) []byte {
+		var cuts []int
+		adaptive.DefaultParams.Split(bytes.NewReader(old), func(off int64, _ []byte) error {
+			cuts = append(cuts, int(off))
+			return nil
+		})
+		return edit(append(append([]byte(nil), old[:cuts[3]]...), old[cuts[6]:]...))
+	}
+	c := newAdaptiveCaseOf(t, removeChunks, func(o *image.SignOptions) { o.ChunkSize = 1 << 20 })
+	held := &countingReaderAt{r: bytes.NewReader(c.old)}
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: held, Size: int64(len(c.old))}}
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held.reads.Store(0); held.bytes.Store(0) })
+	rec, err := c.install(t, in, nil)
+	if err != nil || rec.Adaptive.Fallback != "" {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	if n := held.bytes.Load(); n != rec.Adaptive.Reused {
+		t.Errorf("the assembly read %d bytes of bank A, it took %d", n, rec.Adaptive.Reused)
+	}
+	entries := len(c.index.Entries) - len(c.lacking(t))
+	if n := held.reads.Load(); n*4 > int64(entries) {
+		t.Errorf("%d reads of bank A for %d chunks", n, entries)
+	}
+	t.Logf("%d bytes of bank A in %d reads, %d chunks", held.bytes.Load(), held.reads.Load(), entries)
+}
+
+// countingReaderAt counts the reads of r and their bytes.
+type countingReaderAt struct {
+	r            io.ReaderAt
+	reads, bytes atomic.Int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.reads.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return c.r.ReadAt(p, off)
 }
 
 // A dry run plans what an install would fetch, and fetches only the header.
@@ -198,10 +242,7 @@ func TestAdaptiveRefusesBadChunks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newAdaptiveCase(t)
-			before := bytes.Repeat([]byte{0xA5}, len(c.new))
-			if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			before := c.fillSpare(t)
 			e := c.firstFetched(t)
 			store := tc.store(c, e)
 			c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -218,13 +259,30 @@ func TestAdaptiveRefusesBadChunks(t *testing.T) {
 			if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, tc.why) {
 				t.Fatalf("install: %v, %+v; want a refusal for %q, and the fallback's download to fail", err, rec.Adaptive, tc.why)
 			}
-			slot := c.d.file("rootfs-b")
-			cs := int64(32 << 10)
-			from := e.Offset / cs * cs
-			if !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
-				t.Fatalf("the aduimg chunk at %d, holding the refused chunk at %d, was written", from, e.Offset)
-			}
+			c.unwritten(t, before, e.Offset)
 		})
+	}
+}
+
+// fillSpare fills the spare slot with a pattern, returned, that no payload byte is.
+func (c *adaptiveCase) fillSpare(t *testing.T) []byte {
+	t.Helper()
+	before := bytes.Repeat([]byte{0xA5}, len(c.new))
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-B"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return before
+}
+
+// unwritten fails t unless the spare slot's aduimg chunk (32 KiB) holding payload offset off
+// still holds what it held before the install.
+func (c *adaptiveCase) unwritten(t *testing.T, before []byte, off int64) {
+	t.Helper()
+	slot := c.d.file("rootfs-b")
+	cs := int64(32 << 10)
+	from := off / cs * cs
+	if !bytes.Equal(slot[from:from+cs], before[from:from+cs]) {
+		t.Fatalf("the aduimg chunk at %d, holding payload offset %d, was written", from, off)
 	}
 }
 
@@ -249,18 +307,27 @@ func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, errors.New
 
 // firstFetched is the first entry the case's install fetches.
 func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
+	fetched := c.lacking(t)
+	if len(fetched) == 0 {
+		t.Fatal("nothing to fetch")
+	}
+	return fetched[0]
+}
+
+// lacking is the entries bank A lacks: those the case's install fetches.
+func (c *adaptiveCase) lacking(t *testing.T) []adaptive.Entry {
 	have := map[adaptive.Sum]bool{}
 	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
 		have[adaptive.SumOf(b)] = true
 		return nil
 	})
+	var fetched []adaptive.Entry
 	for _, e := range c.index.Entries {
 		if !have[e.Sum] {
-			return e
+			fetched = append(fetched, e)
 		}
 	}
-	t.Fatal("nothing to fetch")
-	return adaptive.Entry{}
+	return fetched
 }
 
 // A power cut after every resume point: the install resumes from the last one saved, puts
@@ -410,7 +477,8 @@ func (f atWrite) Stage(name string, _ int64) {
 func (atWrite) Add(int64) {}
 
 // A chunk of bank A that no longer matches when the assembly takes it (changed since the
-// scan) is fetched alone, checked, and the install goes on.
+// scan) fails its aduimg chunk's check; then the chunks of bank A in it are checked against
+// the index, the changed one is fetched alone, checked, and the install goes on.
 func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
 	c := newAdaptiveCase(t)
 	held := append([]byte(nil), c.old...)
@@ -429,6 +497,37 @@ func TestAdaptiveRefetchesChangedHeldChunk(t *testing.T) {
 	if want := c.index.HeaderSize + ad.Planned + int64(e.FrameN); ad.Fetched != want {
 		t.Fatalf("fetched %d bytes; want the header, the plan and the changed chunk's frame: %d", ad.Fetched, want)
 	}
+}
+
+// Bytes the device held that changed since the scan never reach the slot: the aduimg chunk
+// holding them does not match the signed header, and when their chunk cannot be fetched
+// alone either, the install falls back (here to a download that fails) with that aduimg
+// chunk unwritten.
+func TestAdaptiveChangedHeldChunkNotWritten(t *testing.T) {
+	c := newAdaptiveCase(t)
+	before := c.fillSpare(t)
+	held := append([]byte(nil), c.old...)
+	c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: bytes.NewReader(held), Size: int64(len(held))}}
+	at, e := c.heldChunk(t)
+	alone := fmt.Sprintf("bytes=%d-%d", e.Frame, e.Frame+int64(e.FrameN)-1)
+	c.srv.Config.Handler = rangeOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == alone {
+			http.NotFound(w, r)
+			return
+		}
+		data := c.img
+		if r.URL.Path == "/rootfs.aduchunks" {
+			data = c.store
+		}
+		serveBytes(data)(w, r)
+	}))
+	in := c.d.installer(t)
+	in.Meter = atWrite(func() { held[at+int64(e.Size)/2] ^= 1 })
+	rec, err := c.install(t, in, nil)
+	if !errors.Is(err, ErrDownload) || rec.Adaptive == nil || !strings.Contains(rec.Adaptive.Fallback, "404") {
+		t.Fatalf("install: %v, %+v; want the chunk's fetch refused, and the fallback's download to fail", err, rec.Adaptive)
+	}
+	c.unwritten(t, before, e.Offset+int64(e.Size)/2)
 }
 
 // A held chunk that cannot be read when the assembly takes it (read before by the scan: the
@@ -544,7 +643,7 @@ func (c *adaptiveCase) changedBase(t *testing.T) (adaptive.Sum, int64) {
 // elsewhere) is fetched as delta frames against its old chunks, wherever they lie in the
 // slot, and decoded into the image's payload.
 func TestAdaptiveDeltaAgainstMovedChunks(t *testing.T) {
-	c := newAdaptiveCaseOf(t, func(old []byte) []byte { p, _ := adaptivetest.Moved(old); return p })
+	c := newAdaptiveCaseOf(t, func(old []byte) []byte { p, _ := adaptivetest.Moved(old); return p }, nil)
 	plain, rec := c.installWithDeltas(t)
 	if rec.Adaptive.Fetched > plain.Adaptive.Fetched-adaptivetest.MovedLen/2 {
 		t.Fatalf("fetched %d bytes with delta frames, %d without: the moved region's deltas were not fetched", rec.Adaptive.Fetched, plain.Adaptive.Fetched)

@@ -3,7 +3,9 @@ package adaptive_test
 import (
 	"bytes"
 	crand "crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -350,5 +352,79 @@ func TestScanInParts(t *testing.T) {
 	}
 	if len(one) != len(x.Entries) || len(four) < len(one)-3*2 {
 		t.Fatalf("%d chunks of %d found in one pass, %d in four parts", len(one), len(x.Entries), len(four))
+	}
+}
+
+// A scan finds chunks of free space (one byte value repeated, hashed once per value and size)
+// of every size the index names: the runs at Max, and the shorter ones where a run ends.
+func TestScanFindsFreeSpace(t *testing.T) {
+	var p []byte
+	for _, b := range []byte{0x00, 0xFF} {
+		p = append(p, payload(uint64(b), 100<<10)...)
+		p = append(p, bytes.Repeat([]byte{b}, 3*adaptive.DefaultParams.Max+5000)...)
+	}
+	var store bytes.Buffer
+	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[adaptive.Sum]adaptive.Location{}
+	if err := x.Params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 1, x.Wanted(), found); err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[int]bool{}
+	for _, e := range x.Entries {
+		if _, ok := found[e.Sum]; !ok {
+			t.Fatalf("the chunk at %d (%d bytes) is not found", e.Offset, e.Size)
+		}
+		if c := p[e.Offset : e.Offset+int64(e.Size)]; bytes.Count(c, c[:1]) == len(c) {
+			sizes[e.Size] = true
+		}
+	}
+	if len(sizes) < 2 {
+		t.Fatalf("free-space chunks of %d sizes; the test wants more than one", len(sizes))
+	}
+}
+
+// BenchmarkScan cuts and hashes 64 MiB on one goroutine, every chunk wanted: a quarter of it
+// free space (zeros), as in a file system image.
+func BenchmarkScan(b *testing.B) {
+	p := payload(3, 48<<20)
+	p = append(p, make([]byte, 16<<20)...)
+	params := adaptive.DefaultParams
+	wanted := map[adaptive.Sum]int{}
+	params.Split(bytes.NewReader(p), func(_ int64, chunk []byte) error {
+		wanted[adaptive.SumOf(chunk)] = len(chunk)
+		return nil
+	})
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if err := params.Scan(bytes.NewReader(p), 0, 0, int64(len(p)), 1, wanted, map[adaptive.Sum]adaptive.Location{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The cut points are the format's (docs/adaptive.md, Chunker): pinned for a fixed input, with
+// small sizes (cuts before and after Avg, forced at Max) and the defaults.
+func TestCutPointsPinned(t *testing.T) {
+	for _, tc := range []struct {
+		p    adaptive.Params
+		want string
+	}{
+		{adaptive.Params{Min: 64, Avg: 256, Max: 1024}, "7037 chunks b115571966f24b2b"},
+		{adaptive.DefaultParams, "57 chunks 1dbf70c8a849259c"},
+	} {
+		h := sha256.New()
+		n := 0
+		p := append(payload(5, 2<<20), make([]byte, 300<<10)...)
+		tc.p.Split(bytes.NewReader(p), func(off int64, chunk []byte) error {
+			fmt.Fprintf(h, "%d ", len(chunk))
+			n++
+			return nil
+		})
+		if got := fmt.Sprintf("%d chunks %x", n, h.Sum(nil)[:8]); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.p, got, tc.want)
+		}
 	}
 }

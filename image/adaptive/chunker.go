@@ -1,6 +1,7 @@
 package adaptive
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -112,6 +113,23 @@ func (p Params) Split(r io.Reader, fn func(off int64, chunk []byte) error) error
 	}
 }
 
+// uniformSums hashes chunks, those of one byte value repeated (free space: zeros, erased
+// flash) once per value and size: it keeps their sums by value and size.
+type uniformSums map[[2]int]Sum
+
+func (u uniformSums) of(chunk []byte) Sum {
+	if len(chunk) == 0 || !bytes.Equal(chunk[1:], chunk[:len(chunk)-1]) {
+		return SumOf(chunk)
+	}
+	k := [2]int{int(chunk[0]), len(chunk)}
+	s, ok := u[k]
+	if !ok {
+		s = SumOf(chunk)
+		u[k] = s
+	}
+	return s
+}
+
 // Location is where a chunk lies on the device: in which source, at which offset.
 type Location struct {
 	Source int
@@ -122,7 +140,8 @@ type Location struct {
 // wanted names (with its size), where the first such chunk lies (source is the caller's
 // number for r). It cuts parts of the range on up to parts goroutines at once, each part
 // from its start (a chunk across the start of a part may be missed); what it records is
-// what one pass would, but for those.
+// what one pass would, but for those. A chunk of one byte value repeated (free space: zeros,
+// erased flash) is hashed once per value and size.
 func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Sum]int, found map[Sum]Location) error {
 	sizes := make([]bool, p.Max+1) // a chunk of a size nothing wanted has is not hashed
 	for _, size := range wanted {
@@ -140,6 +159,7 @@ func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted
 	var wg sync.WaitGroup
 	for i, off := range starts {
 		maps[i] = map[Sum]Location{}
+		sums := uniformSums{}
 		wg.Go(func() {
 			end := min(off+step, from+n)
 			if i == len(starts)-1 {
@@ -149,7 +169,7 @@ func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted
 				if !sizes[len(chunk)] {
 					return nil
 				}
-				s := SumOf(chunk)
+				s := sums.of(chunk)
 				if size, ok := wanted[s]; ok && size == len(chunk) {
 					if _, seen := maps[i][s]; !seen {
 						maps[i][s] = Location{Source: source, Offset: off + at}

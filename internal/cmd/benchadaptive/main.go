@@ -3,7 +3,9 @@
 // pair, the bytes an adaptive install of B on a device holding A fetches over loopback HTTP
 // (the index built with A as the base of delta frames),
 // against the zstd image, zstd --patch-from and a 4 KiB block-hash index, and the install's
-// wall time against a full install.
+// wall time against a full install. -runs N times N installs of each kind, interleaved (full,
+// adaptive, full, …), and gives the median of each and every ratio; -bytes=false skips
+// patch-from and the 4 KiB index (for timing alone).
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,8 +33,9 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".", "folder of the images")
-	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the adaptive installs to `FILE`")
-	flag.BoolVar(&quick, "quick", false, "bytes only: no zstd --patch-from and no full install to time against (their columns are 0)")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write CPU profiles of the first adaptive and full installs to `FILE`.fs and FILE.fs.full")
+	flag.IntVar(&runs, "runs", 1, "time `N` installs of each kind, interleaved")
+	flag.BoolVar(&sizes, "bytes", true, "measure patch-from and the 4 KiB index")
 	flag.Parse()
 	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %8s %8s %8s %8s\n", "pair", "fs", "B zstd", "patch", "4K index", "adaptive", "(index)", "/patch", "/4K", "time", "/full")
 	for _, pair := range flag.Args() {
@@ -45,10 +49,11 @@ func main() {
 	}
 }
 
-// cpuProfile names the file of -cpuprofile ("": none); quick is -quick.
+// The flags: cpuProfile names the files of -cpuprofile ("": none); runs is -runs, sizes -bytes.
 var (
 	cpuProfile string
-	quick      bool
+	runs       int
+	sizes      bool
 )
 
 func measure(dir, a, b, fs string) error {
@@ -84,13 +89,13 @@ func measure(dir, a, b, fs string) error {
 		return err
 	}
 	idx := x.Encode()
-	var patch int64 = 1
-	if !quick {
+	patch, blocks := int64(-1), int64(-1)
+	if sizes {
 		if patch, err = patchFrom(work, pa, pb); err != nil {
 			return err
 		}
+		blocks = blockIndex(old, newb)
 	}
-	blocks := blockIndex(old, newb)
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data := img
@@ -101,38 +106,69 @@ func measure(dir, a, b, fs string) error {
 	}))
 	defer srv.Close()
 	sum := sha256.Sum256(img)
-	src := install.Source{URL: srv.URL + "/b.aduimg", Size: int64(len(img)), SHA256: sum[:]}
-	fullTime := time.Duration(1)
-	if !quick {
-		if _, fullTime, err = installOnce(work, old, src, kr); err != nil {
+	full := install.Source{URL: srv.URL + "/b.aduimg", Size: int64(len(img)), SHA256: sum[:]}
+	ad := full
+	ad.Adaptive = &install.Adaptive{Index: x, StoreURL: srv.URL + "/b.aduchunks", Held: []install.Held{{Name: "A", R: bytes.NewReader(old), Size: int64(len(old))}}}
+	var rec install.Record
+	var fullTimes, adTimes, ratios, cpuRatios []float64
+	var fullStages, adStages []string
+	for i := range max(runs, 1) {
+		_, fullT, err := installOnce(work, old, full, kr, profileName(i, fs+".full"))
+		if err != nil {
 			return err
 		}
-	}
-	src.Adaptive = &install.Adaptive{Index: x, StoreURL: srv.URL + "/b.aduchunks", Held: []install.Held{{Name: "A", R: bytes.NewReader(old), Size: int64(len(old))}}}
-	stop, err := profile(fs)
-	if err != nil {
-		return err
-	}
-	rec, adTime, err := installOnce(work, old, src, kr)
-	stop()
-	if err != nil {
-		return err
-	}
-	if rec.Adaptive == nil || rec.Adaptive.Fallback != "" || rec.Format != install.FormatAdaptive {
-		return fmt.Errorf("no adaptive install: %+v", rec.Adaptive)
+		r, adT, err := installOnce(work, old, ad, kr, profileName(i, fs))
+		if err != nil {
+			return err
+		}
+		fullTime, adTime := fullT.wall, adT.wall
+		fullStages, adStages = append(fullStages, fullT.stages()), append(adStages, adT.stages())
+		if r.Adaptive == nil || r.Adaptive.Fallback != "" || r.Format != install.FormatAdaptive {
+			return fmt.Errorf("no adaptive install: %+v", r.Adaptive)
+		}
+		rec = r
+		fullTimes, adTimes = append(fullTimes, fullTime.Seconds()), append(adTimes, adTime.Seconds())
+		ratios = append(ratios, adTime.Seconds()/fullTime.Seconds())
+		cpuRatios = append(cpuRatios, adT.cpu.Seconds()/fullT.cpu.Seconds())
 	}
 	fetched := rec.Adaptive.Fetched + int64(len(idx))
-	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %7.2f× %7.2f× %7.2fs %7.2f×\n", a+"→"+b, fs, mb(int64(len(img))), mb(patch), mb(blocks),
-		mb(fetched), mb(int64(len(idx))), float64(fetched)/float64(patch), float64(fetched)/float64(blocks), adTime.Seconds(), adTime.Seconds()/fullTime.Seconds())
+	fmt.Printf("%-12s %-6s %10s %10s %10s %10s %10s %8s %8s %7.2fs %7.2f×\n", a+"→"+b, fs, mb(int64(len(img))), mb(patch), mb(blocks),
+		mb(fetched), mb(int64(len(idx))), ratio(fetched, patch), ratio(fetched, blocks), median(adTimes), median(adTimes)/median(fullTimes))
+	if runs > 1 {
+		fmt.Printf("  full %s\n  adaptive %s\n  ÷ full %s\n  CPU ÷ full %s\n", list(fullTimes, "%.2fs"), list(adTimes, "%.2fs"), list(ratios, "%.2f×"), list(cpuRatios, "%.2f×"))
+		fmt.Printf("  full: before the write + write + read-back %s\n  adaptive: the same %s\n", strings.Join(fullStages, ","), strings.Join(adStages, ","))
+	}
 	return nil
 }
 
-// profile starts the CPU profile of one adaptive install (-cpuprofile FILE: FILE.fs).
-func profile(fs string) (stop func(), err error) {
-	if cpuProfile == "" {
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
+}
+
+func list(v []float64, format string) string {
+	var b strings.Builder
+	for _, x := range v {
+		fmt.Fprintf(&b, " "+format, x)
+	}
+	return b.String()
+}
+
+// profileName is the file of the CPU profile of install i of a kind ("": none, only the
+// first is profiled).
+func profileName(i int, kind string) string {
+	if cpuProfile == "" || i > 0 {
+		return ""
+	}
+	return cpuProfile + "." + kind
+}
+
+// profile starts a CPU profile into file ("": none).
+func profile(file string) (stop func(), err error) {
+	if file == "" {
 		return func() {}, nil
 	}
-	f, err := os.Create(cpuProfile + "." + fs)
+	f, err := os.Create(file)
 	if err != nil {
 		return nil, err
 	}
@@ -143,10 +179,56 @@ func profile(fs string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-func mb(n int64) string { return fmt.Sprintf("%.2f MB", float64(n)/1e6) }
+// mb and ratio print "-" for what was not measured (negative).
+func mb(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f MB", float64(n)/1e6)
+}
 
-// installOnce installs src into a fresh file slot B of a device running A (holding old).
-func installOnce(work string, old []byte, src install.Source, kr *image.Keyring) (install.Record, time.Duration, error) {
+func ratio(n, of int64) string {
+	if of < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", float64(n)/float64(of))
+}
+
+// timing is what an install took: wall and CPU time (of the process: the HTTP server's
+// included), and both when its stages began (install.Meter), from its start.
+type timing struct {
+	wall, cpu                 time.Duration
+	write, verify             time.Duration
+	writeCPU, verifyCPU, cpu0 time.Duration
+}
+
+// stages prints the wall (and CPU) time before the write (header, and an adaptive install's
+// scan), of the write and of the read-back.
+func (t timing) stages() string {
+	return fmt.Sprintf(" %.2f+%.2f+%.2fs (CPU %.2f+%.2f+%.2fs)", t.write.Seconds(), (t.verify - t.write).Seconds(), (t.wall - t.verify).Seconds(),
+		t.writeCPU.Seconds(), (t.verifyCPU - t.writeCPU).Seconds(), (t.cpu - t.verifyCPU).Seconds())
+}
+
+// stageClock notes when the install's stages begin.
+type stageClock struct {
+	start time.Time
+	t     *timing
+}
+
+func (c stageClock) Stage(name string, _ int64) {
+	switch name {
+	case install.StageWrite:
+		c.t.write, c.t.writeCPU = time.Since(c.start), cpuTime()-c.t.cpu0
+	case install.StageReadBack:
+		c.t.verify, c.t.verifyCPU = time.Since(c.start), cpuTime()-c.t.cpu0
+	}
+}
+
+func (stageClock) Add(int64) {}
+
+// installOnce installs src into a fresh file slot B of a device running A (holding old), with
+// a CPU profile into prof ("": none), and times it.
+func installOnce(work string, old []byte, src install.Source, kr *image.Keyring, prof string) (install.Record, timing, error) {
 	cmdline := filepath.Join(work, "cmdline")
 	os.WriteFile(cmdline, []byte("adu.slot=A\n"), 0o644)
 	os.WriteFile(filepath.Join(work, "slot-A"), old, 0o644)
@@ -154,20 +236,28 @@ func installOnce(work string, old []byte, src install.Source, kr *image.Keyring)
 	cfg, err := slots.ParseConfig([]byte(fmt.Sprintf("[slots]\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"A\"\ntype = \"file\"\npath = %q\n[[slots.slot]]\nclass = \"rootfs\"\nbank = \"B\"\ntype = \"file\"\npath = %q\n",
 		filepath.Join(work, "slot-A"), filepath.Join(work, "slot-B"))))
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, timing{}, err
 	}
 	l := slots.NewLayout(cfg, slots.Env{Cmdline: cmdline})
 	s, err := l.Slot("rootfs-b")
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, timing{}, err
 	}
 	t, err := l.Prepare(s)
 	if err != nil {
-		return install.Record{}, 0, err
+		return install.Record{}, timing{}, err
 	}
+	stop, err := profile(prof)
+	if err != nil {
+		return install.Record{}, timing{}, err
+	}
+	var tm timing
 	start := time.Now()
-	rec, err := (&install.Installer{Keyring: kr}).Install(context.Background(), src, t, nil)
-	return rec, time.Since(start), err
+	tm.cpu0 = cpuTime()
+	rec, err := (&install.Installer{Keyring: kr, Meter: stageClock{start, &tm}}).Install(context.Background(), src, t, nil)
+	tm.wall, tm.cpu = time.Since(start), cpuTime()-tm.cpu0
+	stop()
+	return rec, tm, err
 }
 
 // patchFrom is the size of zstd --patch-from=a b (level 9, long mode: level 19 takes minutes per pair here).
