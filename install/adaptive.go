@@ -206,6 +206,23 @@ func (a *assembly) stream(func(int64) int64) {
 	a.wg.Go(func() { a.fetchPlan(ctx) })
 }
 
+// countFetched counts n more bytes fetched, and tells the installer's meter if it listens.
+func (a *assembly) countFetched(n int64) {
+	a.fetched.Add(n)
+	if m, ok := a.r.in.Meter.(AdaptiveMeter); ok {
+		m.Fetched(n)
+	}
+}
+
+// countReused counts n more payload bytes taken from the device, and tells the installer's
+// meter if it listens.
+func (a *assembly) countReused(n int64) {
+	a.reused.Add(n)
+	if m, ok := a.r.in.Meter.(AdaptiveMeter); ok {
+		m.Reused(n)
+	}
+}
+
 // count sets rec's counts: those of the attempts before this one (base) and this one's.
 func (a *assembly) count(rec *Record) {
 	ad := a.base
@@ -392,7 +409,7 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 		return 0, err
 	}
 	for _, s := range a.spans {
-		a.reused.Add(int64(s.n))
+		a.countReused(int64(s.n))
 	}
 	a.next++
 	a.at += int64(len(p))
@@ -728,7 +745,7 @@ func (a *assembly) get(url string, size, off, n int64) ([]byte, error) {
 	}
 	b := make([]byte, n)
 	k, err := io.ReadFull(resp.Body, b)
-	a.fetched.Add(int64(k))
+	a.countFetched(int64(k))
 	if err != nil {
 		return nil, &transientErr{err}
 	}

@@ -95,13 +95,20 @@ func (c *adaptiveCase) install(t *testing.T, in *Installer, resume *Record) (Rec
 // payload into the spare slot, read back.
 func TestAdaptiveInstall(t *testing.T) {
 	c := newAdaptiveCase(t)
-	rec, err := c.install(t, c.d.installer(t), nil)
+	in := c.d.installer(t)
+	m := &adaptiveMeter{}
+	in.Meter = m
+	rec, err := c.install(t, in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ad := rec.Adaptive
 	if !rec.Done || rec.Format != FormatAdaptive || ad == nil || ad.Fallback != "" {
 		t.Fatalf("record %+v, adaptive %+v", rec, ad)
+	}
+	if m.fetched.Load() != ad.Fetched || m.reused.Load() != ad.Reused {
+		t.Errorf("the meter heard of %d bytes fetched and %d reused; the record says %d and %d",
+			m.fetched.Load(), m.reused.Load(), ad.Fetched, ad.Reused)
 	}
 	if !c.d.holds("rootfs-b", c.new) {
 		t.Fatal("the slot does not hold the new payload")
@@ -115,6 +122,14 @@ func TestAdaptiveInstall(t *testing.T) {
 	}
 	t.Logf("fetched %d bytes in %d requests, reused %d; the image is %d bytes", ad.Fetched, ad.Requests, ad.Reused, len(c.img))
 }
+
+// adaptiveMeter counts what an adaptive install tells its meter.
+type adaptiveMeter struct{ fetched, reused atomic.Int64 }
+
+func (m *adaptiveMeter) Stage(string, int64) {}
+func (m *adaptiveMeter) Add(int64)           {}
+func (m *adaptiveMeter) Fetched(n int64)     { m.fetched.Add(n) }
+func (m *adaptiveMeter) Reused(n int64)      { m.reused.Add(n) }
 
 // The assembly reads what it takes from bank A once (no second pass to check it: the aduimg
 // chunks' checks cover it), chunks that are neighbours in bank A as in the payload in one

@@ -8,18 +8,23 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aduflash/aduflash/agent"
 	"github.com/aduflash/aduflash/cmd/internal/exitcode"
+	"github.com/aduflash/aduflash/cmd/internal/lines"
 	"github.com/aduflash/aduflash/image"
+	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/internal/syncbuf"
 )
 
@@ -359,4 +364,53 @@ func runCtx(ctx context.Context, args ...string) (int, *syncbuf.Buffer, *syncbuf
 	var o, e syncbuf.Buffer
 	code := Run(ctx, append([]string{"aduagent"}, args...), &o, &e)
 	return code, &o, &e
+}
+
+// aduagent install --index --chunks fetches only what bank A lacks, and its progress says
+// what it fetched and what it reused as it goes.
+func TestInstallAdaptive(t *testing.T) {
+	fx := newAgentFixture(t, "")
+	held := bytes.Clone(fx.payload) // bank A: the payload with 8 KiB of it changed
+	rand.Read(held[300<<10 : 308<<10])
+	mustWrite(t, filepath.Join(fx.dir, "rootfs_a.img"), append(held, make([]byte, 1<<20-len(held))...))
+	kr, err := image.NewKeyring(fx.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(fx.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var store bytes.Buffer
+	x, err := adaptive.IndexImage(bytes.NewReader(img), kr, adaptive.DefaultParams, &store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := filepath.Join(fx.dir, "rootfs-1.2.0.aduidx")
+	mustWrite(t, idx, x.Encode())
+	mustWrite(t, filepath.Join(fx.dir, "rootfs-1.2.0.aduchunks"), store.Bytes())
+	srv := httptest.NewServer(http.FileServer(http.Dir(fx.dir)))
+	defer srv.Close()
+
+	code, out, errOut := fx.run(t, "install", "--no-reboot", "--index", idx, "--chunks", srv.URL+"/rootfs-1.2.0.aduchunks",
+		srv.URL+"/"+filepath.Base(fx.img))
+	if code != 0 || !strings.Contains(out, "bank B is pending") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !bytes.Equal(fx.slotB(t)[:len(fx.payload)], fx.payload) {
+		t.Fatal("slot B does not hold the payload")
+	}
+	m := regexp.MustCompile(`fetch: +(\d+) bytes fetched in \d+ requests \(file \d+\), (\d+) bytes reused from bank A`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no fetch line:\n%s", out)
+	}
+	fetched, _ := strconv.ParseInt(m[1], 10, 64)
+	reused, _ := strconv.ParseInt(m[2], 10, 64)
+	if fetched == 0 || fetched > int64(len(img))/4 || reused < int64(len(fx.payload))/2 {
+		t.Errorf("fetched %d and reused %d of a %d-byte image", fetched, reused, len(img))
+	}
+	want := fmt.Sprintf("; fetched %s, reused %s\n", lines.Size(fetched), lines.Size(reused))
+	if !strings.Contains(errOut, "write: done, ") || !strings.Contains(errOut, want) {
+		t.Errorf("the write's progress does not end with %q:\n%s", want, errOut)
+	}
 }
