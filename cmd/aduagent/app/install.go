@@ -198,19 +198,7 @@ func (e *env) install(c *cli.Context) error {
 	res := &installResult{Source: src.URL, Size: src.Size, Class: c.String("class"), DryRun: dryRun}
 	dep, err := ag.InstallLocal(ctx, agent.LocalInstall{Source: src, Adaptive: af, Class: c.String("class"), NoReboot: c.Bool("no-reboot"), DryRun: dryRun})
 	bars.End(err)
-	if dep != nil {
-		res.Bank, res.From, res.Copies = dep.Bank, dep.From, copiesOf(dep)
-		if len(dep.Steps) == 1 {
-			st := dep.Steps[0]
-			res.Class, res.Slot, res.Format, res.Adaptive = st.Class, st.Slot, st.Progress.Format, st.Progress.Adaptive
-			if info := st.Progress.Info; info != nil {
-				res.Version, res.KeyID, res.Bytes = info.Version, info.KeyID, info.RawSize
-				if res.Format == "" {
-					res.Format = info.Format
-				}
-			}
-		}
-	}
+	res.record(dep)
 	switch {
 	case errors.Is(err, agent.ErrRebooting):
 		res.Pending, res.Rebooting, err = true, true, nil
@@ -239,6 +227,26 @@ func (e *env) install(c *cli.Context) error {
 	}
 	printInstall(e.stdout, res)
 	return nil
+}
+
+// record takes what the install (nil: none) did: its banks and copies and, of a single
+// step, the slot, the format and the image's facts.
+func (r *installResult) record(dep *agent.Deployment) {
+	if dep == nil {
+		return
+	}
+	r.Bank, r.From, r.Copies = dep.Bank, dep.From, copiesOf(dep)
+	if len(dep.Steps) != 1 {
+		return
+	}
+	st := dep.Steps[0]
+	r.Class, r.Slot, r.Format, r.Adaptive = st.Class, st.Slot, st.Progress.Format, st.Progress.Adaptive
+	if info := st.Progress.Info; info != nil {
+		r.Version, r.KeyID, r.Bytes = info.Version, info.KeyID, info.RawSize
+		if r.Format == "" {
+			r.Format = info.Format
+		}
+	}
 }
 
 func printInstall(w io.Writer, r *installResult) {
