@@ -118,8 +118,10 @@ type assembly struct {
 	// decoding fails.
 	decMu sync.Mutex
 	dec   *adaptive.Decoder
-	// dict holds the base chunks of a delta frame.
-	dict []byte
+	// dict holds the base chunks of a delta frame, checked; dictOf names them (nil: none).
+	// Neighbouring chunks often have the same ones: they are read and hashed once for them.
+	dict   []byte
+	dictOf []adaptive.BaseChunk
 	// last, lastEntry and lastHeld are the bytes of the entry taken last, and whether the
 	// device held them.
 	last      []byte
@@ -558,11 +560,11 @@ func (a *assembly) chunk(i int) ([]byte, error) {
 	if err != nil || !it.delta {
 		return a.decode(e, nil, frame, err)
 	}
-	dict, err := a.readBases(e.Delta)
+	dict, err := a.bases(e)
 	if err != nil {
 		return nil, err
 	}
-	if adaptive.VerifyBases(e, dict) != nil {
+	if dict == nil {
 		return a.fetchAlone(e)
 	}
 	return a.decode(e, dict, frame, nil)
@@ -578,9 +580,15 @@ func (a *assembly) holdsBases(d *adaptive.Delta) bool {
 	return true
 }
 
-// readBases reads the base chunks of d, one after the other, into the dictionary buffer
-// (at most adaptive.MaxDict bytes).
-func (a *assembly) readBases(d *adaptive.Delta) ([]byte, error) {
+// bases returns the base chunks of e's delta frame, read from the device into the
+// dictionary buffer (at most adaptive.MaxDict bytes) and checked, or nil when they no longer
+// match; the buffer's, when it holds them already.
+func (a *assembly) bases(e adaptive.Entry) ([]byte, error) {
+	d := e.Delta
+	if a.dictOf != nil && slices.Equal(a.dictOf, d.Bases) {
+		return a.dict, nil
+	}
+	a.dictOf = nil
 	a.dict = slices.Grow(a.dict[:0], d.DictSize())[:d.DictSize()]
 	at := 0
 	for _, bc := range d.Bases {
@@ -589,6 +597,10 @@ func (a *assembly) readBases(d *adaptive.Delta) ([]byte, error) {
 		}
 		at += bc.Size
 	}
+	if adaptive.VerifyBases(e, a.dict) != nil {
+		return nil, nil
+	}
+	a.dictOf = d.Bases
 	return a.dict, nil
 }
 
