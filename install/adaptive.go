@@ -331,7 +331,7 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 
 // scan finds the index's chunks in what the device holds and, when the install resumes, in
 // what an earlier attempt wrote into the target slot past the resume point; each thing on
-// every core at once.
+// every core at once, then beside the chunks found (Index.Extend).
 func (a *assembly) scan() error {
 	a.held = append([]Held(nil), a.ad.Held...)
 	from := make([]int64, len(a.held))
@@ -344,10 +344,15 @@ func (a *assembly) scan() error {
 	}
 	wanted := a.x.Wanted()
 	a.found = make(map[adaptive.Sum]adaptive.Location, len(wanted))
+	sources := make([]adaptive.Source, len(a.held))
 	for i, hd := range a.held {
 		if err := a.x.Params.Scan(hd.R, i, from[i], hd.Size-from[i], runtime.GOMAXPROCS(0), wanted, a.found); err != nil {
 			return fmt.Errorf("%w: %w: scanning %s: %w", ErrAdaptive, ErrRead, hd.Name, err)
 		}
+		sources[i] = adaptive.Source{R: hd.R, From: from[i], End: hd.Size}
+	}
+	if _, err := a.x.Extend(sources, a.found); err != nil {
+		return fmt.Errorf("%w: %w: reading beside the chunks found: %w", ErrAdaptive, ErrRead, err)
 	}
 	return nil
 }
