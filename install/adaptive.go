@@ -95,8 +95,9 @@ func (in *Installer) installAdaptive(ctx context.Context, src Source, target *sl
 }
 
 // assembly is the input of an adaptive install: the payload, put together chunk by chunk
-// from what the device holds and ranges of the chunk store, each chunk checked against the
-// index, each aduimg chunk against the signed header before it is handed on.
+// from what the device holds and ranges of the chunk store, each aduimg chunk checked
+// against the signed header before it is handed on, and its chunks against the index when
+// it does not match.
 type assembly struct {
 	r       *run
 	ad      *Adaptive
@@ -112,8 +113,8 @@ type assembly struct {
 	next, entry int
 	at          int64
 	whole       payloadHash // the payload's hash, when assembled from its start
-	// spans are the pieces of aduimg chunk next taken from the device, unchecked.
-	spans []heldSpan
+	// spans are the pieces of aduimg chunk next, unchecked.
+	spans []span
 	// dec decodes frames; close may end it while a load decodes (decMu), after which
 	// decoding fails.
 	decMu sync.Mutex
@@ -168,12 +169,13 @@ type payloadHash interface {
 	encoding.BinaryUnmarshaler
 }
 
-// heldSpan is a piece of an aduimg chunk taken from the device: n bytes of entry at from,
-// at off in the chunk.
-type heldSpan struct {
+// span is a piece of an aduimg chunk: n bytes of entry at from, at off in the chunk, taken
+// from the device (held) or from a fetched frame.
+type span struct {
 	entry  int
 	from   int64
 	off, n int
+	held   bool
 }
 
 // fetchedRange is the frames of plan items [from, to), or the error that ended the fetch.
@@ -393,10 +395,11 @@ func (a *assembly) entryAt(off int64) int {
 }
 
 // ReadChunk fills p with the next aduimg chunk, checked against the signed header (the last
-// one only after the whole payload's hash, when assembled from the start). The pieces the
-// device held were hashed by the scan and are not hashed again unless the aduimg chunk does
-// not match: then each is checked against the index, one that no longer matches is fetched
-// alone, and the chunk is checked again.
+// one only after the whole payload's hash, when assembled from the start). Its pieces are
+// not hashed on their own (those the device held were by the scan) unless the aduimg chunk
+// does not match: then each is checked against the index, a held one that no longer matches
+// is fetched alone, a fetched one that does not match ends the attempt, and the chunk is
+// checked again.
 func (a *assembly) ReadChunk(p []byte) (int, error) {
 	if a.next >= len(a.h.Chunks) {
 		return 0, io.EOF
@@ -416,15 +419,16 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 		return 0, err
 	}
 	for _, s := range a.spans {
-		a.countReused(int64(s.n))
+		if s.held {
+			a.countReused(int64(s.n))
+		}
 	}
 	a.next++
 	a.at += int64(len(p))
 	return len(p), nil
 }
 
-// fill puts the entries' bytes of aduimg chunk a.next into p, noting the pieces the device
-// held. Held entries that lie whole in p, one after the other on the device as in the
+// fill puts the entries' bytes of aduimg chunk a.next into p, noting its pieces. Held entries that lie whole in p, one after the other on the device as in the
 // payload, are read into p at once.
 func (a *assembly) fill(p []byte) error {
 	a.spans = a.spans[:0]
@@ -442,9 +446,7 @@ func (a *assembly) fill(p []byte) error {
 		e := a.x.Entries[a.entry]
 		from := a.at + int64(filled) - e.Offset
 		n := copy(p[filled:], raw[from:])
-		if held {
-			a.spans = append(a.spans, heldSpan{entry: a.entry, from: from, off: filled, n: n})
-		}
+		a.spans = append(a.spans, span{entry: a.entry, from: from, off: filled, n: n, held: held})
 		filled += n
 		if from+int64(n) == int64(e.Size) {
 			a.entry++
@@ -469,7 +471,7 @@ func (a *assembly) readRun(p []byte, off int) (int, error) {
 		if n == 0 {
 			first = loc
 		}
-		a.spans = append(a.spans, heldSpan{entry: i, off: off + n, n: e.Size})
+		a.spans = append(a.spans, span{entry: i, off: off + n, n: e.Size, held: true})
 		n += e.Size
 	}
 	if n == 0 {
@@ -482,9 +484,13 @@ func (a *assembly) readRun(p []byte, off int) (int, error) {
 	return n, nil
 }
 
-// refill takes the held pieces of p again, each entry checked against the index and fetched
-// alone when it no longer matches (the device's bytes changed since the scan). The pieces
-// that stay held are those of entries still matching.
+// refill checks the pieces of p against the index. A held piece is read again, and fetched
+// alone when its entry no longer matches (the device's bytes changed since the scan, or
+// they only shared its Weak). A fetched piece that is its whole entry is checked where it
+// is; one that does not match (decoded against base chunks that changed, or a chunk store
+// that serves another chunk), and one of an entry that a chunk boundary splits, is fetched
+// alone, its own frame, checked: a store that serves it wrong again ends the attempt. The
+// pieces that stay held are those of entries still matching.
 func (a *assembly) refill(p []byte) error {
 	if !a.lastHeld {
 		a.last = bytes.Clone(a.last) // a fetch below decodes over it
@@ -492,17 +498,29 @@ func (a *assembly) refill(p []byte) error {
 	spans := a.spans[:0]
 	for _, s := range a.spans {
 		e := a.x.Entries[s.entry]
-		raw, err := a.read(a.found[e.Sum], make([]byte, e.Size))
-		if err != nil {
-			return err
+		piece := p[s.off : s.off+s.n]
+		if !s.held && s.n == e.Size && adaptive.Verify(e, piece) == nil {
+			continue
 		}
-		held := adaptive.Verify(e, raw) == nil
+		var raw []byte
+		var err error
+		held := false
+		if s.held {
+			if raw, err = a.read(a.found[e.Sum], make([]byte, e.Size)); err != nil {
+				return err
+			}
+			held = adaptive.Verify(e, raw) == nil
+		}
+		if !held {
+			if raw, err = a.fetchAlone(e); err != nil {
+				return err
+			}
+			raw = bytes.Clone(raw) // the next fetch decodes over it
+		}
+		copy(piece, raw[s.from:])
 		if held {
 			spans = append(spans, s)
-		} else if raw, err = a.fetchAlone(e); err != nil {
-			return err
 		}
-		copy(p[s.off:s.off+s.n], raw[s.from:])
 		if s.entry == a.lastEntry {
 			a.last, a.lastHeld = raw, held
 		}
@@ -555,7 +573,8 @@ func (a *assembly) entryBytes() ([]byte, bool, error) {
 	return raw, held, err
 }
 
-// chunk returns entry i's bytes, checked, from the next frame of the plan's ranges. A read
+// chunk returns entry i's bytes, unchecked (ReadChunk checks them with the aduimg chunk),
+// from the next frame of the plan's ranges. A read
 // of the base of a delta frame that fails ends the attempt (the scan read it all: the device
 // is failing or losing power), with no fallback that would fetch what the next attempt's
 // scan may find.
@@ -568,9 +587,6 @@ func (a *assembly) chunk(i int) ([]byte, error) {
 	dict, err := a.bases(e)
 	if err != nil {
 		return nil, err
-	}
-	if dict == nil {
-		return a.fetchAlone(e)
 	}
 	return a.decode(e, dict, frame, nil)
 }
@@ -586,8 +602,9 @@ func (a *assembly) holdsBases(d *adaptive.Delta) bool {
 }
 
 // bases returns the base chunks of e's delta frame, read from the device into the
-// dictionary buffer (at most adaptive.MaxDict bytes) and checked, or nil when they no longer
-// match; the buffer's, when it holds them already.
+// dictionary buffer (at most adaptive.MaxDict bytes), unchecked: the chunk decoded against
+// them is checked with its aduimg chunk, and fetched alone when it does not match; the
+// buffer's, when it holds them already.
 func (a *assembly) bases(e adaptive.Entry) ([]byte, error) {
 	d := e.Delta
 	if a.dictOf != nil && slices.Equal(a.dictOf, d.Bases) {
@@ -602,9 +619,6 @@ func (a *assembly) bases(e adaptive.Entry) ([]byte, error) {
 		}
 		at += bc.Size
 	}
-	if adaptive.VerifyBases(e, a.dict) != nil {
-		return nil, nil
-	}
 	a.dictOf = d.Bases
 	return a.dict, nil
 }
@@ -618,15 +632,21 @@ func (a *assembly) read(loc adaptive.Location, p []byte) ([]byte, error) {
 	return p, nil
 }
 
-// fetchAlone fetches e's frame by itself: what the device held of it (or of its delta's
-// base) no longer matches.
+// fetchAlone fetches e's frame by itself, checked: what the device held of it (or of its
+// delta's base) no longer matches, or its aduimg chunk did not.
 func (a *assembly) fetchAlone(e adaptive.Entry) ([]byte, error) {
 	frame, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
-	return a.decode(e, nil, frame, err)
+	raw, err := a.decode(e, nil, frame, err)
+	if err == nil {
+		if err = adaptive.Verify(e, raw); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrAdaptive, a.ad.StoreURL, err)
+		}
+	}
+	return raw, err
 }
 
-// decode checks frame (fetched with err) and returns the chunk it holds: a delta against
-// dict when dict is set.
+// decode returns the chunk frame (fetched with err) holds, unchecked but for its size: a
+// delta against dict when dict is set.
 func (a *assembly) decode(e adaptive.Entry, dict, frame []byte, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
@@ -636,12 +656,7 @@ func (a *assembly) decode(e adaptive.Entry, dict, frame []byte, err error) ([]by
 	if a.dec == nil {
 		return nil, fmt.Errorf("install: adaptive: the chunk at payload offset %d: %w", e.Offset, errEnded)
 	}
-	var raw []byte
-	if dict != nil {
-		raw, err = a.dec.Delta(e, dict, frame)
-	} else {
-		raw, err = a.dec.Chunk(e, frame)
-	}
+	raw, err := a.dec.Decode(e, dict, frame)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrAdaptive, a.ad.StoreURL, err)
 	}

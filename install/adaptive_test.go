@@ -232,20 +232,27 @@ func TestAdaptiveFallback(t *testing.T) {
 }
 
 // A chunk that does not match the index, or served from another offset of the store, is
-// refused before its aduimg chunk reaches the slot.
+// refused before its aduimg chunk reaches the slot, and the fallback names the chunk store's
+// chunk, not only the aduimg chunk.
 func TestAdaptiveRefusesBadChunks(t *testing.T) {
 	for _, tc := range []struct {
 		name, why string
 		store     func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc
+		whole     bool // aduimg chunks of 1 MiB: the first fetched chunk lies whole in one, stored
 	}{
-		{"tampered frame", "chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+		{"tampered stored frame, whole in its aduimg chunk", "adaptive: chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
 			b := append([]byte(nil), c.store...)
 			b[e.Frame+int64(e.FrameN)/2] ^= 1
 			return serveBytes(b)
-		}},
-		{"bytes of another offset under the asked range", "chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+		}, true},
+		{"tampered frame", "adaptive: chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
+			b := append([]byte(nil), c.store...)
+			b[e.Frame+int64(e.FrameN)/2] ^= 1
+			return serveBytes(b)
+		}, false},
+		{"bytes of another offset under the asked range", "adaptive: chunk hash mismatch", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
 			return serveBytes(append(append(append([]byte(nil), c.store[:e.Frame]...), c.store[e.Frame+1:]...), 0))
-		}},
+		}, false},
 		{"another range", "Content-Range", func(c *adaptiveCase, e adaptive.Entry) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
 				var a, b int64
@@ -253,12 +260,18 @@ func TestAdaptiveRefusesBadChunks(t *testing.T) {
 				r.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", a+1, b))
 				serveBytes(c.store)(w, r)
 			}
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newAdaptiveCase(t)
+			if tc.whole {
+				c = newAdaptiveCaseOf(t, edit, func(o *image.SignOptions) { o.ChunkSize = 1 << 20 })
+			}
 			before := c.fillSpare(t)
 			e := c.firstFetched(t)
+			if tc.whole && (e.Compressed() || e.Offset>>20 != (e.Offset+int64(e.Size)-1)>>20) {
+				t.Fatalf("the first fetched chunk (%+v) is compressed or across an aduimg chunk: the case tests nothing", e)
+			}
 			store := tc.store(c, e)
 			c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				switch {
@@ -331,14 +344,17 @@ func (c *adaptiveCase) firstFetched(t *testing.T) adaptive.Entry {
 
 // lacking is the entries bank A lacks: those the case's install fetches.
 func (c *adaptiveCase) lacking(t *testing.T) []adaptive.Entry {
-	have := map[adaptive.Sum]bool{}
-	c.index.Params.Split(bytes.NewReader(c.old), func(_ int64, b []byte) error {
-		have[adaptive.SumOf(b)] = true
-		return nil
-	})
+	have := map[adaptive.Sum]adaptive.Location{}
+	held := bytes.NewReader(c.old)
+	if err := c.index.Params.Scan(held, 0, 0, int64(len(c.old)), 1, c.index.Wanted(), have); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.index.Extend([]adaptive.Source{{R: held, End: int64(len(c.old))}}, have); err != nil {
+		t.Fatal(err)
+	}
 	var fetched []adaptive.Entry
 	for _, e := range c.index.Entries {
-		if !have[e.Sum] {
+		if _, ok := have[e.Sum]; !ok {
 			fetched = append(fetched, e)
 		}
 	}

@@ -101,7 +101,7 @@ func TestCutsResync(t *testing.T) {
 	have := xa.Wanted()
 	var missing int
 	for _, e := range xb.Entries {
-		if _, ok := have[e.Sum]; !ok {
+		if _, ok := have[adaptive.Key{Weak: e.Weak, Size: e.Size}]; !ok {
 			missing += e.Size
 		}
 	}
@@ -126,10 +126,11 @@ func TestParseRefuses(t *testing.T) {
 		"avg":          func(b []byte) []byte { b[20]++; return b },
 		"tag":          func(b []byte) []byte { b[120] = 3; return b },
 		"repeat first": func(b []byte) []byte { b[120] = 1; return b },
-		// the first entry's frame length (after tag, sum and a two-byte size) longer than its chunk
-		"frame": func(b []byte) []byte { b[120+1+16+2] = 0xff; b[120+1+16+3] = 0x7f; return b },
+		"version 3":    func(b []byte) []byte { b[8] = 3; return b },
+		// the first entry's frame length (after tag, sum, weak and a two-byte size) longer than its chunk
+		"frame": func(b []byte) []byte { b[120+1+16+8+2] = 0xff; b[120+1+16+8+3] = 0x7f; return b },
 		"overlong size": func(b []byte) []byte {
-			return append(append(append([]byte(nil), b[:120+17]...), b[120+17]|0x80, b[120+18]|0x80, 0), b[120+19:]...)
+			return append(append(append([]byte(nil), b[:120+25]...), b[120+25]|0x80, b[120+26]|0x80, 0), b[120+27:]...)
 		},
 	} {
 		if _, err := adaptive.ParseIndex(mod(append([]byte(nil), good...))); !errors.Is(err, adaptive.ErrMalformed) {
@@ -392,9 +393,9 @@ func BenchmarkScan(b *testing.B) {
 	p := payload(3, 48<<20)
 	p = append(p, make([]byte, 16<<20)...)
 	params := adaptive.DefaultParams
-	wanted := map[adaptive.Sum]int{}
+	wanted := map[adaptive.Key]adaptive.Sum{}
 	params.Split(bytes.NewReader(p), func(_ int64, chunk []byte) error {
-		wanted[adaptive.SumOf(chunk)] = len(chunk)
+		wanted[adaptive.Key{Weak: adaptive.WeakOf(chunk), Size: len(chunk)}] = adaptive.SumOf(chunk)
 		return nil
 	})
 	b.SetBytes(int64(len(p)))

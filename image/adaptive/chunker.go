@@ -65,16 +65,45 @@ func (p Params) Cut(b []byte) int {
 	}
 	hard, easy := p.masks()
 	var h uint64
-	i := p.Min
-	for normal := min(p.Avg, n); i < normal; i++ {
-		h = h<<1 + gear[b[i]]
+	normal := min(p.Avg, n)
+	if bytes.Equal(b[1:n], b[:n-1]) {
+		return p.cutUniform(b[0], n, normal)
+	}
+	for i, c := range b[p.Min:normal] {
+		h = h<<1 + gear[c]
 		if h&hard == 0 {
-			return i + 1
+			return p.Min + i + 1
 		}
 	}
-	for ; i < n; i++ {
-		h = h<<1 + gear[b[i]]
+	for i, c := range b[normal:n] {
+		h = h<<1 + gear[c]
 		if h&easy == 0 {
+			return normal + i + 1
+		}
+	}
+	return n
+}
+
+// cutUniform is Cut of n bytes of value c (free space: zeros, erased flash), worked out: the
+// rolling hash of a byte repeated reaches a fixed point, -gear[c], after 64 bytes, and a cut
+// that its fixed point does not make in the first 64 bytes it never makes.
+func (p Params) cutUniform(c byte, n, normal int) int {
+	hard, easy := p.masks()
+	var h uint64
+	for i := p.Min; i < n; i++ {
+		next := h<<1 + gear[c]
+		if next == h { // at the fixed point since byte i-1, which did not cut
+			if i <= normal && normal < n && h&easy == 0 {
+				return normal + 1 // the first byte under the easier mask cuts
+			}
+			return n
+		}
+		h = next
+		mask := easy
+		if i < normal {
+			mask = hard
+		}
+		if h&mask == 0 {
 			return i + 1
 		}
 	}
@@ -113,21 +142,21 @@ func (p Params) Split(r io.Reader, fn func(off int64, chunk []byte) error) error
 	}
 }
 
-// uniformSums hashes chunks, those of one byte value repeated (free space: zeros, erased
-// flash) once per value and size: it keeps their sums by value and size.
-type uniformSums map[[2]int]Sum
+// uniformWeaks hashes chunks, those of one byte value repeated (free space: zeros, erased
+// flash) once per value and size: it keeps their Weaks by value and size.
+type uniformWeaks map[[2]int]Weak
 
-func (u uniformSums) of(chunk []byte) Sum {
+func (u uniformWeaks) of(chunk []byte) Weak {
 	if len(chunk) == 0 || !bytes.Equal(chunk[1:], chunk[:len(chunk)-1]) {
-		return SumOf(chunk)
+		return WeakOf(chunk)
 	}
 	k := [2]int{int(chunk[0]), len(chunk)}
-	s, ok := u[k]
+	w, ok := u[k]
 	if !ok {
-		s = SumOf(chunk)
-		u[k] = s
+		w = WeakOf(chunk)
+		u[k] = w
 	}
-	return s
+	return w
 }
 
 // Location is where a chunk lies on the device: in which source, at which offset.
@@ -136,17 +165,18 @@ type Location struct {
 	Offset int64
 }
 
-// Scan cuts bytes [from, from+n) of r with p and records in found, for every chunk whose Sum
-// wanted names (with its size), where the first such chunk lies (source is the caller's
-// number for r). It cuts parts of the range on up to parts goroutines at once, each part
-// from its start (a chunk across the start of a part may be missed); what it records is
-// what one pass would, but for those. A chunk of one byte value repeated (free space: zeros,
-// erased flash) is hashed once per value and size.
-func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Sum]int, found map[Sum]Location) error {
+// Scan cuts bytes [from, from+n) of r with p and records in found, for every chunk whose Key
+// wanted names, under the Sum wanted gives it, where the first such chunk lies (source is the
+// caller's number for r). A chunk found so is not hashed with SHA-256: its Weak and size
+// match, which the caller proves (docs/adaptive.md). It cuts parts of the range on up to
+// parts goroutines at once, each part from its start (a chunk across the start of a part may
+// be missed); what it records is what one pass would, but for those. A chunk of one byte
+// value repeated (free space: zeros, erased flash) is hashed once per value and size.
+func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted map[Key]Sum, found map[Sum]Location) error {
 	sizes := make([]bool, p.Max+1) // a chunk of a size nothing wanted has is not hashed
-	for _, size := range wanted {
-		if size <= p.Max {
-			sizes[size] = true
+	for k := range wanted {
+		if k.Size <= p.Max {
+			sizes[k.Size] = true
 		}
 	}
 	step := max(n/int64(max(parts, 1)), int64(p.Max)*16)
@@ -159,7 +189,7 @@ func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted
 	var wg sync.WaitGroup
 	for i, off := range starts {
 		maps[i] = map[Sum]Location{}
-		sums := uniformSums{}
+		weaks := uniformWeaks{}
 		wg.Go(func() {
 			end := min(off+step, from+n)
 			if i == len(starts)-1 {
@@ -169,8 +199,7 @@ func (p Params) Scan(r io.ReaderAt, source int, from, n int64, parts int, wanted
 				if !sizes[len(chunk)] {
 					return nil
 				}
-				s := sums.of(chunk)
-				if size, ok := wanted[s]; ok && size == len(chunk) {
+				if s, ok := wanted[Key{weaks.of(chunk), len(chunk)}]; ok {
 					if _, seen := maps[i][s]; !seen {
 						maps[i][s] = Location{Source: source, Offset: off + at}
 					}

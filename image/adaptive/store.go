@@ -52,6 +52,7 @@ type builder struct {
 
 type baseChunk struct {
 	sum  Sum
+	weak Weak
 	off  int64
 	size int
 }
@@ -111,7 +112,7 @@ func (b *builder) cutBase() error {
 			b.baseAt[s] = len(b.baseChunks)
 			b.like.add(len(b.baseChunks), chunk)
 		}
-		b.baseChunks = append(b.baseChunks, baseChunk{sum: s, off: off, size: len(chunk)})
+		b.baseChunks = append(b.baseChunks, baseChunk{sum: s, weak: WeakOf(chunk), off: off, size: len(chunk)})
 		return nil
 	})
 	b.like.last = len(b.baseChunks) - 1
@@ -120,7 +121,7 @@ func (b *builder) cutBase() error {
 
 // add appends the entry of the chunk at off, writing its frames at its first occurrence.
 func (b *builder) add(off int64, chunk []byte) error {
-	e := Entry{Sum: SumOf(chunk), Offset: off, Size: len(chunk)}
+	e := Entry{Sum: SumOf(chunk), Weak: WeakOf(chunk), Offset: off, Size: len(chunk)}
 	if f, seen := b.first[e.Sum]; seen {
 		e.Frame, e.FrameN, e.Delta, e.Repeats = f.Frame, f.FrameN, f.Delta, true
 		b.x.Entries = append(b.x.Entries, e)
@@ -180,7 +181,8 @@ func (b *builder) delta(chunk []byte, full int) (*Delta, error) {
 	}
 	d := &Delta{Frame: int64(b.deltas.Len()), FrameN: len(frame)}
 	for _, i := range bases {
-		d.Bases = append(d.Bases, BaseChunk{Sum: b.baseChunks[i].sum, Size: b.baseChunks[i].size})
+		bc := b.baseChunks[i]
+		d.Bases = append(d.Bases, BaseChunk{Sum: bc.sum, Weak: bc.weak, Size: bc.size})
 	}
 	b.deltas.Write(frame)
 	return d, nil
@@ -268,15 +270,9 @@ func (d *Decoder) Close() { d.dec.Close() }
 // Chunk returns the bytes e's frame holds (valid until the next call), or an error wrapping
 // ErrChunkHash when they are not e's chunk.
 func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
-	if len(frame) != e.FrameN {
-		return nil, fmt.Errorf("%w: chunk at payload offset %d: a frame of %d bytes, the index says %d", ErrChunkHash, e.Offset, len(frame), e.FrameN)
-	}
-	raw := frame
-	if e.Compressed() {
-		var err error
-		if raw, err = d.dec.DecodeAll(frame, d.buf[:0]); err != nil {
-			return nil, fmt.Errorf("%w: chunk at payload offset %d (store offset %d): %w", ErrChunkHash, e.Offset, e.Frame, err)
-		}
+	raw, err := d.Decode(e, nil, frame)
+	if err != nil {
+		return nil, err
 	}
 	return raw, Verify(e, raw)
 }
@@ -286,6 +282,41 @@ func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
 // error wrapping ErrChunkHash when they are not e's chunk. Besides dict (at most MaxDict
 // bytes) and the chunk, decoding allocates the decoder's state (docs/adaptive.md).
 func (d *Decoder) Delta(e Entry, dict, frame []byte) ([]byte, error) {
+	raw, err := d.Decode(e, dict, frame)
+	if err != nil {
+		return nil, err
+	}
+	return raw, Verify(e, raw)
+}
+
+// Decode returns the bytes e's frame holds, or its delta frame's decoded against dict when
+// dict is set (valid until the next call), checked for their size only: the caller checks
+// them (Verify), or checks bytes that cover them against the signed header and Verifies them
+// when those do not match. A frame that does not decode into e.Size bytes is an error
+// wrapping ErrChunkHash.
+func (d *Decoder) Decode(e Entry, dict, frame []byte) ([]byte, error) {
+	var raw []byte
+	var err error
+	if dict != nil {
+		raw, err = d.delta(e, dict, frame)
+	} else if len(frame) != e.FrameN {
+		return nil, fmt.Errorf("%w: chunk at payload offset %d: a frame of %d bytes, the index says %d", ErrChunkHash, e.Offset, len(frame), e.FrameN)
+	} else if raw = frame; e.Compressed() {
+		if raw, err = d.dec.DecodeAll(frame, d.buf[:0]); err != nil {
+			err = fmt.Errorf("%w: chunk at payload offset %d (store offset %d): %w", ErrChunkHash, e.Offset, e.Frame, err)
+		}
+	}
+	if err == nil && len(raw) != e.Size {
+		err = fmt.Errorf("%w: chunk at payload offset %d: %d bytes decoded, the index says %d", ErrChunkHash, e.Offset, len(raw), e.Size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// delta decodes e's delta frame against dict.
+func (d *Decoder) delta(e Entry, dict, frame []byte) ([]byte, error) {
 	if e.Delta == nil || len(frame) != e.Delta.FrameN || len(dict) != e.Delta.DictSize() {
 		return nil, fmt.Errorf("%w: chunk at payload offset %d: a delta frame of %d bytes against %d, not the index's", ErrChunkHash, e.Offset, len(frame), len(dict))
 	}
@@ -300,7 +331,7 @@ func (d *Decoder) Delta(e Entry, dict, frame []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: delta of the chunk at payload offset %d (store offset %d): %w", ErrChunkHash, e.Offset, e.Delta.Frame, err)
 	}
-	return raw, Verify(e, raw)
+	return raw, nil
 }
 
 // Verify checks that raw is e's chunk.
