@@ -64,10 +64,12 @@ type AdaptiveRecord struct {
 }
 
 // Limits of the requests: about 1 MiB each (what ADU's CDN serves best), never more than
-// 100 MB, and a gap of up to 4 KiB between two needed frames fetched rather than split.
+// 100 MB, and a gap of up to 4 KiB between two needed frames fetched rather than split; up
+// to rangesInFlight at once (a link's round trip is paid once for them, not per request).
 const (
-	rangeTarget = 1 << 20
-	rangeGap    = 4 << 10
+	rangeTarget    = 1 << 20
+	rangeGap       = 4 << 10
+	rangesInFlight = 3
 )
 
 // installAdaptive runs an adaptive install, and the full one when it cannot go on.
@@ -261,7 +263,7 @@ type adaptiveFormat struct{}
 
 func (adaptiveFormat) open(r *run, _ io.Reader) (*payload, error) {
 	a := r.input.(*assembly)
-	hdr, err := a.fetch(r.src.URL, r.src.Size, 0, a.x.HeaderSize)
+	hdr, err := a.fetch(r.ctx, r.src.URL, r.src.Size, 0, a.x.HeaderSize)
 	if err != nil {
 		return nil, err
 	}
@@ -635,7 +637,7 @@ func (a *assembly) read(loc adaptive.Location, p []byte) ([]byte, error) {
 // fetchAlone fetches e's frame by itself, checked: what the device held of it (or of its
 // delta's base) no longer matches, or its aduimg chunk did not.
 func (a *assembly) fetchAlone(e adaptive.Entry) ([]byte, error) {
-	frame, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
+	frame, err := a.fetch(a.r.ctx, a.ad.StoreURL, a.x.StoreSize, e.Frame, int64(e.FrameN))
 	raw, err := a.decode(e, nil, frame, err)
 	if err == nil {
 		if err = adaptive.Verify(e, raw); err != nil {
@@ -690,21 +692,41 @@ func (a *assembly) nextFrame(i int) (planItem, []byte, error) {
 	return it, a.cur.data[off : off+int64(n)], nil
 }
 
-// fetchPlan fetches the plan's frames in coalesced ranges, in order, and sends them on.
+// fetchPlan fetches the plan's frames in coalesced ranges, up to rangesInFlight requests at
+// once, and sends the ranges on in order; after a range that failed, none.
 func (a *assembly) fetchPlan(ctx context.Context) {
 	defer close(a.frames)
-	for from := 0; from < len(a.plan); {
-		to, start, end := a.coalesce(from)
-		data, err := a.fetch(a.ad.StoreURL, a.x.StoreSize, start, end-start)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inFlight := make(chan chan fetchedRange, rangesInFlight-1) // the ranges asked for, in order
+	a.wg.Go(func() {
+		defer close(inFlight)
+		for next := 0; next < len(a.plan); {
+			from := next
+			to, start, end := a.coalesce(from)
+			got := make(chan fetchedRange, 1)
+			select {
+			case inFlight <- got:
+			case <-ctx.Done():
+				return
+			}
+			a.wg.Go(func() {
+				data, err := a.fetch(ctx, a.ad.StoreURL, a.x.StoreSize, start, end-start)
+				got <- fetchedRange{from: from, to: to, base: start, data: data, err: err}
+			})
+			next = to
+		}
+	})
+	for got := range inFlight {
+		fr := <-got
 		select {
-		case a.frames <- fetchedRange{from: from, to: to, base: start, data: data, err: err}:
+		case a.frames <- fr:
 		case <-ctx.Done():
 			return
 		}
-		if err != nil {
+		if fr.err != nil {
 			return
 		}
-		from = to
 	}
 }
 
@@ -731,15 +753,15 @@ func (a *assembly) coalesce(from int) (to int, start, end int64) {
 // fetch gets n bytes at off of the file at url (size bytes) with one Range request (a few
 // tries on network and server errors). A server that answers with the whole file, or with
 // another range, ends the adaptive install.
-func (a *assembly) fetch(url string, size, off, n int64) ([]byte, error) {
+func (a *assembly) fetch(ctx context.Context, url string, size, off, n int64) ([]byte, error) {
 	var err error
 	for try := 0; try < 3; try++ {
 		var b []byte
-		if b, err = a.get(url, size, off, n); err == nil {
+		if b, err = a.get(ctx, url, size, off, n); err == nil {
 			return b, nil
 		}
 		var t *transientErr
-		if !errors.As(err, &t) || a.r.ctx.Err() != nil {
+		if !errors.As(err, &t) || ctx.Err() != nil {
 			break
 		}
 	}
@@ -750,8 +772,8 @@ type transientErr struct{ error }
 
 func (t *transientErr) Unwrap() error { return t.error }
 
-func (a *assembly) get(url string, size, off, n int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(a.r.ctx, http.MethodGet, url, nil)
+func (a *assembly) get(ctx context.Context, url string, size, off, n int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}

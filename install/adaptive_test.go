@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -697,4 +698,62 @@ func (c *adaptiveCase) installWithDeltas(t *testing.T) (plain, rec Record) {
 	}
 	t.Logf("fetched %d bytes with delta frames, %d without", rec.Adaptive.Fetched, plain.Adaptive.Fetched)
 	return plain, rec
+}
+
+// The chunk store's ranges are fetched up to rangesInFlight at once (a link's round trip is
+// paid once for them) and assembled in order, whichever comes back first: here the first
+// range is answered only after the others were asked for, and no more are asked for while
+// the assembly waits for it.
+func TestAdaptiveFetchesRangesAtOnce(t *testing.T) {
+	c := newAdaptiveCaseOf(t, func(old []byte) []byte {
+		p := bytes.Clone(old) // changes far apart: one range each
+		for i := 50 << 10; i < len(p); i += 300 << 10 {
+			p[i] ^= 0xFF
+		}
+		return p
+	}, nil)
+	firstRange := fmt.Sprintf("bytes=%d-", c.firstFetched(t).Frame) // the plan's first
+	var mu sync.Mutex
+	asked, beforeFirst := 0, 0 // ranges asked for; of them, before the first was answered
+	others := make(chan struct{}, 64)
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/rootfs.aduchunks" {
+			serveBytes(c.img)(w, r)
+			return
+		}
+		mu.Lock()
+		asked++
+		first := strings.HasPrefix(r.Header.Get("Range"), firstRange)
+		mu.Unlock()
+		if !first {
+			others <- struct{}{}
+			serveBytes(c.store)(w, r)
+			return
+		}
+		// Until the others are asked for (a sequential fetch goes on after 5 s), and a
+		// moment longer, to see that no more are.
+		wait, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		for range rangesInFlight - 1 {
+			select {
+			case <-others:
+			case <-wait.Done():
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		beforeFirst = asked - 1
+		mu.Unlock()
+		serveBytes(c.store)(w, r)
+	})
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if err != nil || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+	}
+	if asked < rangesInFlight+1 {
+		t.Fatalf("%d ranges asked for: the case does not test %d at once", asked, rangesInFlight)
+	}
+	if beforeFirst != rangesInFlight-1 {
+		t.Fatalf("%d more ranges were asked for before the first was answered, want %d", beforeFirst, rangesInFlight-1)
+	}
 }
