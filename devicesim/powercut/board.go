@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,7 @@ func (f *Fixture) newBoard(c Case, plan *Plan) (*board, error) {
 	o.Healthy = b.healthy
 	o.Connect = func(ctx context.Context) (agent.Hub, func(), error) { return b.twin.connect(ctx) }
 	o.Logger = slog.New(slog.NewTextHandler(&b.log, nil))
-	o.Agent = agentOptions
+	o.Agent = b.agentOptions
 	if c.Scenario == MCU {
 		// Replies come at once: a timeout long enough that no request goes twice on a loaded
 		// machine keeps the operations of every run those of the plan.
@@ -98,11 +99,29 @@ func (f *Fixture) newBoard(c Case, plan *Plan) (*board, error) {
 }
 
 // agentOptions make a boot of the agent quick: no pauses between retries and reports, and
-// an HTTP client of its own whose connections end with it.
-func agentOptions(o *agent.Options) {
-	o.HTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+// an HTTP client of its own whose connections end with it and whose requests name the boot
+// (bootHeader): a request the agent of a boot sent as the power went (a cancelled fetch
+// already on the wire) may reach the server after the next boot began, and is not that
+// boot's.
+func (b *board) agentOptions(o *agent.Options) {
+	o.HTTP = &http.Client{Transport: bootTransport{boot: b.res.Boots, rt: &http.Transport{DisableKeepAlives: true}}}
 	o.Retry = download.RetryPolicy{Attempts: 3, Sleep: func(ctx context.Context, d time.Duration) error { return ctx.Err() }}
 	o.ReportAttempts, o.ReportBackoff = 1, time.Millisecond
+}
+
+// bootHeader names the boot whose agent sent a request to the files server.
+const bootHeader = "X-Powercut-Boot"
+
+// bootTransport sends every request with the boot's number in bootHeader.
+type bootTransport struct {
+	boot int
+	rt   http.RoundTripper
+}
+
+func (t bootTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(bootHeader, strconv.Itoa(t.boot))
+	return t.rt.RoundTrip(r)
 }
 
 // healthy is the health check of the application in a bank: in the rollback scenario the

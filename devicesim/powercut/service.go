@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,7 +135,7 @@ type files struct {
 // account is one board's downloads.
 type account struct {
 	boot   int
-	sent   map[int]map[string]int64 // body bytes of the requests that started in each boot, by file id
+	sent   map[int]map[string]int64 // body bytes of the requests each boot's agent sent, by file id
 	active int                      // requests being served
 }
 
@@ -188,6 +189,9 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	boot := a.boot
+	if n, err := strconv.Atoi(r.Header.Get(bootHeader)); err == nil && a.sent[n] != nil {
+		boot = n // sent by that boot's agent, however late it comes
+	}
 	a.active++
 	f.mu.Unlock()
 	var n atomic.Int64
