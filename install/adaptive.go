@@ -398,9 +398,8 @@ func (a *assembly) entryAt(off int64) int {
 
 // ReadChunk fills p with the next aduimg chunk, checked against the signed header (the last
 // one only after the whole payload's hash, when assembled from the start). Its pieces are
-// not hashed on their own (those the device held were by the scan) unless the aduimg chunk
-// does not match: then each is checked against the index, a held one that no longer matches
-// is fetched alone, a fetched one that does not match ends the attempt, and the chunk is
+// not hashed on their own unless the aduimg chunk does not match: then each is checked
+// against the index, one that does not match is fetched alone (refill), and the chunk is
 // checked again.
 func (a *assembly) ReadChunk(p []byte) (int, error) {
 	if a.next >= len(a.h.Chunks) {
@@ -430,8 +429,9 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// fill puts the entries' bytes of aduimg chunk a.next into p, noting its pieces. Held entries that lie whole in p, one after the other on the device as in the
-// payload, are read into p at once.
+// fill puts the entries' bytes of aduimg chunk a.next into p, noting its pieces. Held
+// entries that lie whole in p, one after the other on the device as in the payload, are read
+// into p at once.
 func (a *assembly) fill(p []byte) error {
 	a.spans = a.spans[:0]
 	for filled := 0; filled < len(p); {
@@ -514,6 +514,9 @@ func (a *assembly) refill(p []byte) error {
 			held = adaptive.Verify(e, raw) == nil
 		}
 		if !held {
+			if !s.held {
+				a.dictOf = nil // its base chunks may have changed: the next delta frame reads them again
+			}
 			if raw, err = a.fetchAlone(e); err != nil {
 				return err
 			}
@@ -576,10 +579,9 @@ func (a *assembly) entryBytes() ([]byte, bool, error) {
 }
 
 // chunk returns entry i's bytes, unchecked (ReadChunk checks them with the aduimg chunk),
-// from the next frame of the plan's ranges. A read
-// of the base of a delta frame that fails ends the attempt (the scan read it all: the device
-// is failing or losing power), with no fallback that would fetch what the next attempt's
-// scan may find.
+// from the next frame of the plan's ranges. A read of the base of a delta frame that fails
+// ends the attempt (the scan read it all: the device is failing or losing power), with no
+// fallback that would fetch what the next attempt's scan may find.
 func (a *assembly) chunk(i int) ([]byte, error) {
 	e := a.x.Entries[i]
 	it, frame, err := a.nextFrame(i)

@@ -85,8 +85,8 @@ func (p Params) Cut(b []byte) int {
 }
 
 // cutUniform is Cut of n bytes of value c (free space: zeros, erased flash), worked out: the
-// rolling hash of a byte repeated reaches a fixed point, -gear[c], after 64 bytes, and a cut
-// that its fixed point does not make in the first 64 bytes it never makes.
+// rolling hash of a byte repeated reaches a fixed point, -gear[c], within 64 bytes; from
+// there on nothing changes but the mask at Avg, so the cut is found without rolling on.
 func (p Params) cutUniform(c byte, n, normal int) int {
 	hard, easy := p.masks()
 	var h uint64
