@@ -80,7 +80,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 		if e.Repeats {
 			repeats++
 		}
-		raw, err := dec.Chunk(e, store.Bytes()[e.Frame:e.Frame+int64(e.FrameN)])
+		raw, err := decoded(dec, e, nil, store.Bytes()[e.Frame:e.Frame+int64(e.FrameN)])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func TestChunkRefusesTamperedFrame(t *testing.T) {
 	e := x.Entries[0]
 	frame := append([]byte(nil), store.Bytes()[e.Frame:e.Frame+int64(e.FrameN)]...)
 	frame[len(frame)/2] ^= 1
-	if _, err := dec.Chunk(e, frame); !errors.Is(err, adaptive.ErrChunkHash) {
+	if _, err := decoded(dec, e, nil, frame); !errors.Is(err, adaptive.ErrChunkHash) {
 		t.Fatalf("tampered frame: %v, want ErrChunkHash", err)
 	}
 }
@@ -224,18 +224,20 @@ func TestDeltaFrames(t *testing.T) {
 			t.Fatalf("delta of the chunk at %d: %d bytes against a frame of %d", e.Offset, d.FrameN, e.FrameN)
 		}
 		frame := store[d.Frame : d.Frame+int64(d.FrameN)]
-		raw, err := dec.Delta(e, dict, frame)
+		raw, err := decoded(dec, e, dict, frame)
 		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
 			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
 		}
 		bad := append([]byte(nil), frame...)
 		bad[len(bad)/2] ^= 1
-		if _, err := dec.Delta(e, dict, bad); !errors.Is(err, adaptive.ErrChunkHash) {
+		if _, err := decoded(dec, e, dict, bad); !errors.Is(err, adaptive.ErrChunkHash) {
 			t.Fatalf("tampered delta frame: %v, want ErrChunkHash", err)
 		}
-		dict[len(dict)-1] ^= 1
-		if err := adaptive.VerifyBases(e, dict); !errors.Is(err, adaptive.ErrChunkHash) {
-			t.Fatalf("changed base chunk: %v, want ErrChunkHash", err)
+		for i := range dict {
+			dict[i] ^= 0xFF // base chunks that changed: whatever the frame takes from them differs
+		}
+		if _, err := decoded(dec, e, dict, frame); !errors.Is(err, adaptive.ErrChunkHash) {
+			t.Fatalf("changed base chunks: %v, want ErrChunkHash", err)
 		}
 	}
 	if deltas == 0 {
@@ -270,7 +272,7 @@ func TestDeltaAgainstMovedChunks(t *testing.T) {
 				t.Fatalf("chunk at %d: a base chunk at %d of the base, outside the region moved from %d", e.Offset, at, from)
 			}
 		}
-		raw, err := dec.Delta(e, held.dict(t, e), store[d.Frame:d.Frame+int64(d.FrameN)])
+		raw, err := decoded(dec, e, held.dict(t, e), store[d.Frame:d.Frame+int64(d.FrameN)])
 		if err != nil || !bytes.Equal(raw, p[e.Offset:e.Offset+int64(e.Size)]) {
 			t.Fatalf("delta of the chunk at %d: %v", e.Offset, err)
 		}
@@ -279,6 +281,16 @@ func TestDeltaAgainstMovedChunks(t *testing.T) {
 	if checked < 2 {
 		t.Fatalf("%d changed chunks in the moved region", checked)
 	}
+}
+
+// decoded is the chunk e's frame holds (its delta frame against dict when dict is set),
+// checked against the index.
+func decoded(dec *adaptive.Decoder, e adaptive.Entry, dict, frame []byte) ([]byte, error) {
+	raw, err := dec.Decode(e, dict, frame)
+	if err != nil {
+		return nil, err
+	}
+	return raw, adaptive.Verify(e, raw)
 }
 
 // buildWithBase builds p's index and store with delta frames against old, and checks that
@@ -315,7 +327,7 @@ func heldChunks(data []byte) held {
 	return h
 }
 
-// dict is the dictionary of e's delta frame from the chunks held, checked.
+// dict is the dictionary of e's delta frame from the chunks held (found by their hashes).
 func (h held) dict(t *testing.T, e adaptive.Entry) []byte {
 	t.Helper()
 	var dict []byte
@@ -325,9 +337,6 @@ func (h held) dict(t *testing.T, e adaptive.Entry) []byte {
 			t.Fatalf("delta of the chunk at %d: base chunk %s not held", e.Offset, bc.Sum)
 		}
 		dict = append(dict, c...)
-	}
-	if err := adaptive.VerifyBases(e, dict); err != nil {
-		t.Fatal(err)
 	}
 	return dict
 }

@@ -3,6 +3,7 @@ package adaptive_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -13,11 +14,7 @@ import (
 // (backward) one by one, each at its place, and none outside the source's range.
 func TestExtendFollowsNeighbours(t *testing.T) {
 	p := payload(11, 2<<20)
-	var store bytes.Buffer
-	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := build(t, p)
 	src := []adaptive.Source{{R: bytes.NewReader(p), End: int64(len(p))}}
 	first, last := x.Entries[0], x.Entries[len(x.Entries)-1]
 	for name, start := range map[string]adaptive.Entry{"forward": first, "backward": last} {
@@ -53,11 +50,7 @@ func TestExtendFollowsNeighbours(t *testing.T) {
 // chunks there; Extend finds every chunk the change did not touch, and none it did.
 func TestExtendAfterChangeInPlace(t *testing.T) {
 	p := random(12, 4<<20)
-	var store bytes.Buffer
-	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := build(t, p)
 	missedByScan := 0
 	for i := range 16 {
 		from := int64(i)*250<<10 + 77<<10
@@ -89,6 +82,16 @@ func TestExtendAfterChangeInPlace(t *testing.T) {
 	t.Logf("%d chunks found beside the changes that the scan missed", missedByScan)
 }
 
+// build is p's index (default parameters, no base).
+func build(t *testing.T, p []byte) *adaptive.Index {
+	t.Helper()
+	x, err := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
 // random is n pseudo-random bytes from seed.
 func random(seed uint64, n int) []byte {
 	b := make([]byte, n)
@@ -109,8 +112,7 @@ func (errReader) ReadAt([]byte, int64) (int, error) { return 0, errBroken }
 // A source that cannot be read ends Extend with its error; a short one as well.
 func TestExtendReadErrors(t *testing.T) {
 	p := payload(13, 512<<10)
-	var store bytes.Buffer
-	x, _ := adaptive.Build(header(p), bytes.NewReader(p), adaptive.DefaultParams, &store, nil)
+	x := build(t, p)
 	e := x.Entries[0]
 	for name, r := range map[string]interface {
 		ReadAt([]byte, int64) (int, error)

@@ -267,33 +267,12 @@ func NewDecoder(p Params) (*Decoder, error) {
 // Close releases the decoder.
 func (d *Decoder) Close() { d.dec.Close() }
 
-// Chunk returns the bytes e's frame holds (valid until the next call), or an error wrapping
-// ErrChunkHash when they are not e's chunk.
-func (d *Decoder) Chunk(e Entry, frame []byte) ([]byte, error) {
-	raw, err := d.Decode(e, nil, frame)
-	if err != nil {
-		return nil, err
-	}
-	return raw, Verify(e, raw)
-}
-
-// Delta returns the bytes e's delta frame holds, decoded against dict (the base chunks
-// e.Delta names, one after the other, which the caller checked with VerifyBases), or an
-// error wrapping ErrChunkHash when they are not e's chunk. Besides dict (at most MaxDict
-// bytes) and the chunk, decoding allocates the decoder's state (docs/adaptive.md).
-func (d *Decoder) Delta(e Entry, dict, frame []byte) ([]byte, error) {
-	raw, err := d.Decode(e, dict, frame)
-	if err != nil {
-		return nil, err
-	}
-	return raw, Verify(e, raw)
-}
-
 // Decode returns the bytes e's frame holds, or its delta frame's decoded against dict when
 // dict is set (valid until the next call), checked for their size only: the caller checks
 // them (Verify), or checks bytes that cover them against the signed header and Verifies them
 // when those do not match. A frame that does not decode into e.Size bytes is an error
-// wrapping ErrChunkHash.
+// wrapping ErrChunkHash. Besides dict (at most MaxDict bytes) and the chunk, decoding a delta
+// frame allocates the decoder's state (docs/adaptive.md).
 func (d *Decoder) Decode(e Entry, dict, frame []byte) ([]byte, error) {
 	var raw []byte
 	var err error
@@ -338,20 +317,6 @@ func (d *Decoder) delta(e Entry, dict, frame []byte) ([]byte, error) {
 func Verify(e Entry, raw []byte) error {
 	if len(raw) != e.Size || SumOf(raw) != e.Sum {
 		return fmt.Errorf("%w: chunk at payload offset %d (%d bytes, store offset %d)", ErrChunkHash, e.Offset, e.Size, e.Frame)
-	}
-	return nil
-}
-
-// VerifyBases checks that dict is the base chunks of e's delta frame, one after the other.
-func VerifyBases(e Entry, dict []byte) error {
-	if e.Delta == nil || len(dict) != e.Delta.DictSize() {
-		return fmt.Errorf("%w: the dictionary of the delta of the chunk at payload offset %d", ErrChunkHash, e.Offset)
-	}
-	for i, bc := range e.Delta.Bases {
-		if SumOf(dict[:bc.Size]) != bc.Sum {
-			return fmt.Errorf("%w: base chunk %d of the delta of the chunk at payload offset %d", ErrChunkHash, i, e.Offset)
-		}
-		dict = dict[bc.Size:]
 	}
 	return nil
 }
