@@ -496,15 +496,29 @@ func (h *Header) verified() *Header {
 // after a power cut which chunks already in the slot are good. For a Verified header it checks
 // against the values the signature covered. A mismatch is a *ChunkError (ErrChunkHash).
 func (h *Header) VerifyChunk(i int, raw []byte) error {
+	c, err := h.chunkSized(i, len(raw))
+	if err != nil {
+		return err
+	}
+	return chunkHashed(i, c, sha256.Sum256(raw))
+}
+
+// chunkSized returns chunk i as the signature covered it, when n is its size.
+func (h *Header) chunkSized(i, n int) (Chunk, error) {
 	v := h.verified()
 	if i < 0 || i >= len(v.Chunks) {
-		return fmt.Errorf("aduimg: chunk index %d is not in [0, %d)", i, len(v.Chunks))
+		return Chunk{}, fmt.Errorf("aduimg: chunk index %d is not in [0, %d)", i, len(v.Chunks))
 	}
 	c := v.Chunks[i]
-	if len(raw) != c.RawSize {
-		return &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: fmt.Sprintf("%d bytes given, the chunk has %d", len(raw), c.RawSize)}
+	if n != c.RawSize {
+		return Chunk{}, &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: fmt.Sprintf("%d bytes given, the chunk has %d", n, c.RawSize)}
 	}
-	if Digest(sha256.Sum256(raw)) != c.SHA256 {
+	return c, nil
+}
+
+// chunkHashed checks that d is the SHA-256 of chunk i (c).
+func chunkHashed(i int, c Chunk, d Digest) error {
+	if d != c.SHA256 {
 		return &ChunkError{Index: i, Offset: c.RawOffset, FrameOffset: -1, reason: "SHA-256 does not match the header"}
 	}
 	return nil
