@@ -179,7 +179,7 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 	st.Progress, err = in.Install(ctx, src, target, resume)
 	if rec := st.Progress.Adaptive; rec != nil {
 		a.log.Info("adaptive download", "file", st.FileName, "size", st.Source.Size, "fetched", rec.Fetched, "reused", rec.Reused,
-			"from", heldNames(ad), "requests", rec.Requests, "planned", rec.Planned, "fallback", rec.Fallback)
+			"from", heldNames(ad), "requests", rec.Requests, "planned", rec.Planned, "found", rec.Found, "fallback", rec.Fallback)
 	}
 	return err
 }

@@ -59,9 +59,18 @@ type AdaptiveRecord struct {
 	Reused   int64 `json:"reused"`   // payload bytes taken from what the device holds
 	Requests int   `json:"requests"` // HTTP requests
 	// Planned is how many bytes the last plan fetches (a dry run: what an install would).
-	Planned  int64  `json:"planned"`
+	Planned int64 `json:"planned"`
+	// Found is how the last attempt found the chunks the device holds: FoundByBaseMap (the
+	// running bank held the payload the index was built against) or FoundByCut.
+	Found    string `json:"found,omitempty"`
 	Fallback string `json:"fallback,omitempty"` // why the install fell back to the full download
 }
+
+// How an adaptive install found the chunks the device holds (AdaptiveRecord.Found).
+const (
+	FoundByBaseMap = "base map" // where the index's base map puts them, each checked by its quick hash
+	FoundByCut     = "cut"      // by cutting what the device holds (and looking beside what that found)
+)
 
 // Limits of the requests: about 1 MiB each (what ADU's CDN serves best), never more than
 // 100 MB, and a gap of up to 4 KiB between two needed frames fetched rather than split; up
@@ -139,6 +148,7 @@ type assembly struct {
 	// base and baseDownloaded are the record's counts when the attempt began.
 	base           AdaptiveRecord
 	baseDownloaded int64
+	how            string // AdaptiveRecord.Found
 
 	cancel context.CancelFunc
 	frames chan fetchedRange
@@ -236,7 +246,7 @@ func (a *assembly) count(rec *Record) {
 	ad.Fetched += n
 	ad.Requests += int(a.requests.Load())
 	ad.Reused += a.reused.Load()
-	ad.Planned = a.planned
+	ad.Planned, ad.Found = a.planned, a.how
 	rec.Adaptive, rec.Downloaded = &ad, a.baseDownloaded+n
 }
 
@@ -334,8 +344,10 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 }
 
 // scan finds the index's chunks in what the device holds and, when the install resumes, in
-// what an earlier attempt wrote into the target slot past the resume point; each thing on
-// every core at once, then beside the chunks found (Index.Extend).
+// what an earlier attempt wrote into the target slot past the resume point: where the
+// index's base map puts them, in the first thing held that holds them all there; in the
+// others by cutting each on every core at once, then beside the chunks found (Index.Extend,
+// which looks nowhere in the mapped thing: the map has what it would find there).
 func (a *assembly) scan() error {
 	a.held = append([]Held(nil), a.ad.Held...)
 	from := make([]int64, len(a.held))
@@ -349,11 +361,31 @@ func (a *assembly) scan() error {
 	wanted := a.x.Wanted()
 	a.found = make(map[adaptive.Sum]adaptive.Location, len(wanted))
 	sources := make([]adaptive.Source, len(a.held))
+	mapped, scanned := false, false
+	defer func() {
+		a.how = FoundByCut
+		if mapped {
+			a.how = FoundByBaseMap
+		}
+	}()
 	for i, hd := range a.held {
+		if !mapped && from[i] == 0 {
+			ok, err := a.x.HoldsBase(hd.R, hd.Size, i, runtime.GOMAXPROCS(0), a.found)
+			if err != nil {
+				return fmt.Errorf("%w: %w: reading %s where the index's base map puts its chunks: %w", ErrAdaptive, ErrRead, hd.Name, err)
+			}
+			if mapped = ok; ok {
+				continue // the map is what the cut and Extend find in it: it needs neither
+			}
+		}
 		if err := a.x.Params.Scan(hd.R, i, from[i], hd.Size-from[i], runtime.GOMAXPROCS(0), wanted, a.found); err != nil {
 			return fmt.Errorf("%w: %w: scanning %s: %w", ErrAdaptive, ErrRead, hd.Name, err)
 		}
 		sources[i] = adaptive.Source{R: hd.R, From: from[i], End: hd.Size}
+		scanned = true
+	}
+	if !scanned {
+		return nil
 	}
 	if _, err := a.x.Extend(sources, a.found); err != nil {
 		return fmt.Errorf("%w: %w: reading beside the chunks found: %w", ErrAdaptive, ErrRead, err)
@@ -397,8 +429,9 @@ func (a *assembly) entryAt(off int64) int {
 }
 
 // ReadChunk fills p with the next aduimg chunk, checked against the signed header (the last
-// one only after the whole payload's hash, when assembled from the start). Its pieces are
-// not hashed on their own unless the aduimg chunk does not match: then each is checked
+// one only after the whole payload's hash, when assembled from the start): each piece is
+// hashed as soon as it is in p, on other cores, while the next is put together. The pieces
+// are not hashed on their own unless the aduimg chunk does not match: then each is checked
 // against the index, one that does not match is fetched alone (refill), and the chunk is
 // checked again.
 func (a *assembly) ReadChunk(p []byte) (int, error) {
@@ -406,10 +439,16 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	p = p[:a.h.Chunks[a.next].RawSize]
-	if err := a.fill(p); err != nil {
+	kept, err := a.keepWhole()
+	if err != nil {
 		return 0, err
 	}
-	err := a.check(p)
+	cc := a.h.NewChunkCheck(a.next, a.whole)
+	if err := a.fill(p, cc); err != nil {
+		cc.Done()
+		return 0, err
+	}
+	err = a.checked(cc.Done(), kept)
 	if err != nil && len(a.spans) > 0 {
 		if err = a.refill(p); err != nil {
 			return 0, err
@@ -429,15 +468,16 @@ func (a *assembly) ReadChunk(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// fill puts the entries' bytes of aduimg chunk a.next into p, noting its pieces. Held
-// entries that lie whole in p, one after the other on the device as in the payload, are read
-// into p at once.
-func (a *assembly) fill(p []byte) error {
+// fill puts the entries' bytes of aduimg chunk a.next into p, noting its pieces, and gives
+// each piece to cc as soon as it is in p. Held entries that lie whole in p, one after the
+// other on the device as in the payload, are read into p at once.
+func (a *assembly) fill(p []byte, cc *image.ChunkCheck) error {
 	a.spans = a.spans[:0]
 	for filled := 0; filled < len(p); {
 		if n, err := a.readRun(p, filled); err != nil {
 			return err
 		} else if n > 0 {
+			cc.Add(p[filled : filled+n])
 			filled += n
 			continue
 		}
@@ -448,6 +488,7 @@ func (a *assembly) fill(p []byte) error {
 		e := a.x.Entries[a.entry]
 		from := a.at + int64(filled) - e.Offset
 		n := copy(p[filled:], raw[from:])
+		cc.Add(p[filled : filled+n])
 		a.spans = append(a.spans, span{entry: a.entry, from: from, off: filled, n: n, held: held})
 		filled += n
 		if from+int64(n) == int64(e.Size) {
@@ -538,14 +579,30 @@ func (a *assembly) refill(p []byte) error {
 // assembled from its start, adds it to the payload's hash (alongside), which it checks at
 // the last chunk. A chunk that does not match leaves the payload's hash as it was.
 func (a *assembly) check(p []byte) error {
-	var kept []byte
-	if a.whole != nil {
-		var err error
-		if kept, err = a.whole.MarshalBinary(); err != nil {
-			return fmt.Errorf("install: adaptive: the payload's SHA-256: %w", err)
-		}
+	kept, err := a.keepWhole()
+	if err != nil {
+		return err
 	}
-	if err := a.h.VerifyChunkHashing(a.next, p, a.whole); err != nil {
+	return a.checked(a.h.VerifyChunkHashing(a.next, p, a.whole), kept)
+}
+
+// keepWhole returns the state of the payload's hash (nil: none), for checked to restore.
+func (a *assembly) keepWhole() ([]byte, error) {
+	if a.whole == nil {
+		return nil, nil
+	}
+	kept, err := a.whole.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("install: adaptive: the payload's SHA-256: %w", err)
+	}
+	return kept, nil
+}
+
+// checked completes the check of aduimg chunk a.next, which the payload's hash has taken
+// (err: the chunk's own check): when it does not match, the payload's hash goes back to its
+// state kept before; at the last chunk, the payload's hash is checked.
+func (a *assembly) checked(err error, kept []byte) error {
+	if err != nil {
 		if kept != nil {
 			if rerr := a.whole.UnmarshalBinary(kept); rerr != nil {
 				return fmt.Errorf("install: adaptive: the payload's SHA-256: %w", rerr)

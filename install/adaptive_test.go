@@ -757,3 +757,98 @@ func TestAdaptiveFetchesRangesAtOnce(t *testing.T) {
 		t.Fatalf("%d more ranges were asked for before the first was answered, want %d", beforeFirst, rangesInFlight-1)
 	}
 }
+
+// rangeReaderAt records the byte ranges read from r.
+type rangeReaderAt struct {
+	r      io.ReaderAt
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (c *rangeReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	c.ranges = append(c.ranges, [2]int64{off, off + int64(len(p))})
+	c.mu.Unlock()
+	return c.r.ReadAt(p, off)
+}
+
+// With an index built against what bank A holds, the install takes the chunks where the
+// index's base map puts them, each checked by its quick hash, and reads nothing else of bank
+// A (no cut of it all; here not its tail past the payload it holds): it fetches what the cut
+// would have it fetch, or less. When a place no
+// longer holds its chunk, bank A is cut as without a map.
+func TestAdaptiveBaseMap(t *testing.T) {
+	c := newAdaptiveCase(t)
+	c.withBase(t)
+	mapped := c.index
+	unmapped := *mapped
+	unmapped.Base = nil
+	sizes := map[adaptive.Sum]int{}
+	for _, e := range mapped.Entries {
+		sizes[e.Sum] = e.Size
+		if e.Delta != nil {
+			for _, bc := range e.Delta.Bases {
+				sizes[bc.Sum] = bc.Size
+			}
+		}
+	}
+	inPlace := make([]bool, len(c.old)+512<<10)
+	for s, off := range mapped.Base.At {
+		for i := off; i < off+int64(sizes[s]); i++ {
+			inPlace[i] = true
+		}
+	}
+
+	install := func(x *adaptive.Index, held []byte) (*rangeReaderAt, Record) {
+		t.Helper()
+		r := &rangeReaderAt{r: bytes.NewReader(held)}
+		c.src.Adaptive.Index = x
+		c.src.Adaptive.Held = []Held{{Name: "rootfs-a", R: r, Size: int64(len(held))}}
+		os.Remove(filepath.Join(c.d.dir, "rootfs-B"))
+		rec, err := c.install(t, c.d.installer(t), nil)
+		if err != nil || rec.Adaptive.Fallback != "" || !c.d.holds("rootfs-b", c.new) {
+			t.Fatalf("install: %v, %+v", err, rec.Adaptive)
+		}
+		if rec.Adaptive.Fetched != rec.Adaptive.Planned+mapped.HeaderSize {
+			t.Fatalf("fetched %d, planned %d", rec.Adaptive.Fetched, rec.Adaptive.Planned)
+		}
+		return r, rec
+	}
+
+	// the slot is longer than the payload it holds: its tail is stale bytes, in no place
+	slot := append(bytes.Clone(c.old), testData(8, 512<<10)...)
+	r, rec := install(mapped, slot)
+	if rec.Adaptive.Found != FoundByBaseMap {
+		t.Fatalf("found %q, want %q", rec.Adaptive.Found, FoundByBaseMap)
+	}
+	for _, rg := range r.ranges {
+		for i := rg[0]; i < rg[1]; i++ {
+			if !inPlace[i] {
+				t.Fatalf("read bank A at %d-%d: byte %d is in no place of the base map", rg[0], rg[1], i)
+			}
+		}
+	}
+	_, cut := install(&unmapped, slot)
+	if rec.Adaptive.Planned > cut.Adaptive.Planned {
+		t.Fatalf("with the base map the plan fetches %d bytes, with the cut %d", rec.Adaptive.Planned, cut.Adaptive.Planned)
+	}
+
+	var s adaptive.Sum
+	for _, e := range mapped.Entries {
+		if _, ok := mapped.Base.At[e.Sum]; ok && e.Size > 1000 {
+			s = e.Sum
+			break
+		}
+	}
+	held := bytes.Clone(c.old)
+	held[mapped.Base.At[s]+500] ^= 1
+	r, rec = install(mapped, held)
+	_, cut = install(&unmapped, held)
+	if rec.Adaptive.Found != FoundByCut || cut.Adaptive.Found != FoundByCut {
+		t.Fatalf("a place changed: found %q and %q, want %q", rec.Adaptive.Found, cut.Adaptive.Found, FoundByCut)
+	}
+	if rec.Adaptive.Planned != cut.Adaptive.Planned || rec.Adaptive.Planned <= 0 {
+		t.Fatalf("a place changed: the plan fetches %d bytes, the cut's %d", rec.Adaptive.Planned, cut.Adaptive.Planned)
+	}
+	t.Logf("planned %d bytes with the map, %d with the cut; %d reads of bank A with the map", rec.Adaptive.Planned, cut.Adaptive.Planned, len(r.ranges))
+}

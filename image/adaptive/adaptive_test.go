@@ -127,6 +127,7 @@ func TestParseRefuses(t *testing.T) {
 		"tag":          func(b []byte) []byte { b[120] = 3; return b },
 		"repeat first": func(b []byte) []byte { b[120] = 1; return b },
 		"version 3":    func(b []byte) []byte { b[8] = 3; return b },
+		"version 4":    func(b []byte) []byte { b[8] = 4; return b },
 		// the first entry's frame length (after tag, sum, weak and a two-byte size) longer than its chunk
 		"frame": func(b []byte) []byte { b[120+1+16+8+2] = 0xff; b[120+1+16+8+3] = 0x7f; return b },
 		"overlong size": func(b []byte) []byte {

@@ -37,7 +37,9 @@ const (
 	// MaxIndexSize bounds an index a reader takes (about 4 million chunks).
 	MaxIndexSize = indexFixed + 48*(4<<20)
 	// indexVersion is the format of the index this package writes and reads.
-	indexVersion = 4
+	indexVersion = 5
+	// flagBase marks an index that ends with its base map (Index.Base).
+	flagBase = 1
 	// MaxBases and MaxDict bound a delta frame's dictionary: at most MaxBases base chunks,
 	// MaxDict bytes together (what a device holds in memory to decode one delta frame).
 	MaxBases = 8
@@ -134,6 +136,53 @@ type Index struct {
 	HeaderSHA256  image.Digest // of the aduimg header as signed, signature block included
 	HeaderSize    int64
 	Entries       []Entry
+	// Base, when set, is where the chunks the index names lie in the payload it was built
+	// against (aduimport index --base): a device that holds that payload finds them there,
+	// each checked by its Weak, instead of cutting all it holds (HoldsBase).
+	Base *BaseMap
+}
+
+// BaseMap is where chunks the index names (entries, and base chunks of delta frames) lie in
+// the payload the index was built against: what a device holding that payload would find by
+// cutting it (Params.Scan in one part, then Index.Extend).
+type BaseMap struct {
+	Size int64         // the base payload's size
+	At   map[Sum]int64 // the offset of each chunk found in it
+}
+
+// MaxBaseSize bounds the base payload a base map names (1 PiB).
+const MaxBaseSize = 1 << 50
+
+// named is a distinct chunk the index names.
+type named struct {
+	sum  Sum
+	weak Weak
+	size int
+}
+
+// distinct lists the chunks the index names, each once, in the order the base map gives
+// their places: entries in payload order, each followed by its delta frame's base chunks.
+func (x *Index) distinct() []named {
+	seen := make(map[Sum]bool, len(x.Entries))
+	var out []named
+	add := func(s Sum, w Weak, size int) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, named{s, w, size})
+		}
+	}
+	for _, e := range x.Entries {
+		if e.Repeats {
+			continue
+		}
+		add(e.Sum, e.Weak, e.Size)
+		if d := e.Delta; d != nil {
+			for _, bc := range d.Bases {
+				add(bc.Sum, bc.Weak, bc.Size)
+			}
+		}
+	}
+	return out
 }
 
 // Encode returns the index file's bytes.
@@ -142,6 +191,9 @@ func (x *Index) Encode() []byte {
 	copy(b, IndexMagic)
 	le := binary.LittleEndian
 	le.PutUint16(b[8:], indexVersion)
+	if x.Base != nil {
+		le.PutUint16(b[10:], flagBase)
+	}
 	le.PutUint32(b[12:], uint32(len(x.Entries)))
 	le.PutUint32(b[16:], uint32(x.Params.Min))
 	le.PutUint32(b[20:], uint32(x.Params.Avg))
@@ -173,6 +225,28 @@ func (x *Index) Encode() []byte {
 			b = binary.AppendUvarint(b, uint64(d.FrameN))
 		}
 	}
+	if x.Base != nil {
+		b = x.Base.append(b, x.distinct())
+	}
+	return b
+}
+
+// append appends the base map: the base's size, then for each chunk the index names (in
+// distinct's order) 0 when the base lacks it, else 1 + the zigzag of how far its place is
+// from right after the place before it (mostly 0: what the base holds in order).
+func (m *BaseMap) append(b []byte, chunks []named) []byte {
+	b = binary.AppendUvarint(b, uint64(m.Size))
+	next := int64(0)
+	for _, c := range chunks {
+		off, ok := m.At[c.sum]
+		if !ok {
+			b = append(b, 0)
+			continue
+		}
+		d := off - next
+		b = binary.AppendUvarint(b, uint64(d<<1^d>>63)+1)
+		next = off + int64(c.size)
+	}
 	return b
 }
 
@@ -201,7 +275,8 @@ func ParseIndex(b []byte) (*Index, error) {
 	if v := le.Uint16(b[8:]); v != indexVersion {
 		return nil, fmt.Errorf("%w: format version %d, not %d", ErrMalformed, v, indexVersion)
 	}
-	if le.Uint16(b[10:]) != 0 || le.Uint32(b[28:]) != 0 {
+	flags := le.Uint16(b[10:])
+	if flags&^flagBase != 0 || le.Uint32(b[28:]) != 0 {
 		return nil, fmt.Errorf("%w: reserved bytes are not zero", ErrMalformed)
 	}
 	n := int(le.Uint32(b[12:]))
@@ -218,10 +293,48 @@ func ParseIndex(b []byte) (*Index, error) {
 	if x.RawSize < 0 || x.StoreSize < StoreHeader || x.HeaderSize <= 0 || x.HeaderSize > 16<<20 {
 		return nil, fmt.Errorf("%w: raw size %d, store size %d, header size %d", ErrMalformed, x.RawSize, x.StoreSize, x.HeaderSize)
 	}
-	if err := x.parseEntries(b[indexFixed:], n); err != nil {
+	rest, err := x.parseEntries(b[indexFixed:], n)
+	if err != nil {
 		return nil, err
 	}
+	if flags&flagBase != 0 {
+		if rest, err = x.parseBase(rest); err != nil {
+			return nil, err
+		}
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the last entry", ErrMalformed, len(rest))
+	}
 	return x, nil
+}
+
+// parseBase reads the base map from b and returns what follows it: every place within the
+// base payload.
+func (x *Index) parseBase(b []byte) ([]byte, error) {
+	r := &entryReader{b: b}
+	m := &BaseMap{Size: int64(r.uvarint(0, MaxBaseSize)), At: map[Sum]int64{}}
+	next := int64(0)
+	for i, c := range x.distinct() {
+		v := r.uvarint(0, 2*MaxBaseSize+1)
+		if r.err != nil {
+			return nil, fmt.Errorf("%w: base map, chunk %d: %w", ErrMalformed, i, r.err)
+		}
+		if v == 0 {
+			continue
+		}
+		v--
+		off := next + (int64(v>>1) ^ -int64(v&1))
+		if off < 0 || off > m.Size-int64(c.size) {
+			return nil, fmt.Errorf("%w: base map, chunk %d: %d bytes at %d, outside the %d-byte base", ErrMalformed, i, c.size, off, m.Size)
+		}
+		m.At[c.sum] = off
+		next = off + int64(c.size)
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: base map: %w", ErrMalformed, r.err)
+	}
+	x.Base = m
+	return r.b, nil
 }
 
 // entryReader reads the encoded entries.
@@ -248,15 +361,20 @@ func (r *entryReader) bytes(n int) []byte {
 
 // size reads a uvarint in [lo, hi], in its shortest encoding.
 func (r *entryReader) size(lo, hi int) int {
+	return int(r.uvarint(uint64(lo), uint64(hi)))
+}
+
+// uvarint reads a uvarint in [lo, hi], in its shortest encoding.
+func (r *entryReader) uvarint(lo, hi uint64) uint64 {
 	v, k := binary.Uvarint(r.b)
-	if r.err == nil && (k <= 0 || k != len(binary.AppendUvarint(nil, v)) || v < uint64(lo) || v > uint64(hi)) {
+	if r.err == nil && (k <= 0 || k != len(binary.AppendUvarint(nil, v)) || v < lo || v > hi) {
 		r.err = fmt.Errorf("a number outside [%d, %d]", lo, hi)
 	}
 	if r.err != nil {
 		return lo
 	}
 	r.b = r.b[k:]
-	return int(v)
+	return v
 }
 
 // delta reads a delta frame's fields: its base chunks (at most MaxBases, MaxDict bytes
@@ -276,8 +394,9 @@ func (r *entryReader) delta(p Params, frameN int) *Delta {
 	return d
 }
 
-// parseEntries fills x.Entries from n encoded entries and checks them against the sizes.
-func (x *Index) parseEntries(b []byte, n int) error {
+// parseEntries fills x.Entries from n encoded entries, checks them against the sizes and
+// returns what follows them.
+func (x *Index) parseEntries(b []byte, n int) ([]byte, error) {
 	r := &entryReader{b: b}
 	x.Entries = make([]Entry, n)
 	var firsts []int // entries of first occurrences, in order
@@ -322,7 +441,7 @@ func (x *Index) parseEntries(b []byte, n int) error {
 			r.err = fmt.Errorf("tag %d", tag)
 		}
 		if r.err != nil {
-			return fmt.Errorf("%w: entry %d: %w", ErrMalformed, i, r.err)
+			return nil, fmt.Errorf("%w: entry %d: %w", ErrMalformed, i, r.err)
 		}
 		off += int64(e.Size)
 	}
@@ -331,14 +450,12 @@ func (x *Index) parseEntries(b []byte, n int) error {
 	}
 	frame += deltaEnd
 	switch {
-	case len(r.b) != 0:
-		return fmt.Errorf("%w: %d bytes after the last entry", ErrMalformed, len(r.b))
 	case off != x.RawSize:
-		return fmt.Errorf("%w: the chunks hold %d bytes, the payload %d", ErrMalformed, off, x.RawSize)
+		return nil, fmt.Errorf("%w: the chunks hold %d bytes, the payload %d", ErrMalformed, off, x.RawSize)
 	case frame != x.StoreSize:
-		return fmt.Errorf("%w: the frames end at %d, the store at %d", ErrMalformed, frame, x.StoreSize)
+		return nil, fmt.Errorf("%w: the frames end at %d, the store at %d", ErrMalformed, frame, x.StoreSize)
 	}
-	return nil
+	return r.b, nil
 }
 
 // Matches checks that x is the index of the image whose verified header h is: the header's

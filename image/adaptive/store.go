@@ -90,6 +90,9 @@ func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *
 	if err := b.writeDeltas(); err != nil {
 		return nil, err
 	}
+	if err := b.mapBase(); err != nil {
+		return nil, err
+	}
 	if err := b.w.Flush(); err != nil {
 		return nil, err
 	}
@@ -98,6 +101,30 @@ func Build(h *image.Header, payload io.Reader, p Params, store io.Writer, base *
 		return nil, fmt.Errorf("%w: the payload read has %d bytes, the image %d", ErrMalformed, n, h.RawSize)
 	}
 	return b.x, nil
+}
+
+// mapBase records in the index where the chunks it names lie in the base: those the base's
+// cut holds (where each first lies), then those beside them (Index.Extend), as a device that
+// holds the base would find them by cutting it in one part.
+func (b *builder) mapBase() error {
+	if b.base == nil {
+		return nil
+	}
+	found := map[Sum]Location{}
+	for _, c := range b.x.distinct() {
+		if i, ok := b.baseAt[c.sum]; ok {
+			found[c.sum] = Location{Offset: b.baseChunks[i].off}
+		}
+	}
+	if _, err := b.x.Extend([]Source{{R: b.base.R, End: b.base.Size}}, found); err != nil {
+		return fmt.Errorf("adaptive: the base: %w", err)
+	}
+	m := &BaseMap{Size: b.base.Size, At: make(map[Sum]int64, len(found))}
+	for s, loc := range found {
+		m.At[s] = loc.Offset
+	}
+	b.x.Base = m
+	return nil
 }
 
 // cutBase cuts the base payload into chunks and notes the anchors of each distinct one.

@@ -304,9 +304,9 @@ func printAdaptive(w io.Writer, r *installResult) {
 	case ad.Fallback != "":
 		fmt.Fprintf(w, "  fetch:   the whole file (adaptive download not possible: %s)\n", ad.Fallback)
 	case r.DryRun:
-		fmt.Fprintf(w, "  fetch:   %d bytes of chunks would be fetched (file %d), the rest taken from bank %s\n", ad.Planned, r.Size, r.From)
+		fmt.Fprintf(w, "  fetch:   %d bytes of chunks would be fetched (file %d), the rest taken from bank %s (found by %s)\n", ad.Planned, r.Size, r.From, ad.Found)
 	default:
-		fmt.Fprintf(w, "  fetch:   %d bytes fetched in %d requests (file %d), %d bytes reused from bank %s\n", ad.Fetched, ad.Requests, r.Size, ad.Reused, r.From)
+		fmt.Fprintf(w, "  fetch:   %d bytes fetched in %d requests (file %d), %d bytes reused from bank %s (found by %s)\n", ad.Fetched, ad.Requests, r.Size, ad.Reused, r.From, ad.Found)
 	}
 }
 

@@ -400,7 +400,7 @@ func TestInstallAdaptive(t *testing.T) {
 	if !bytes.Equal(fx.slotB(t)[:len(fx.payload)], fx.payload) {
 		t.Fatal("slot B does not hold the payload")
 	}
-	m := regexp.MustCompile(`fetch: +(\d+) bytes fetched in \d+ requests \(file \d+\), (\d+) bytes reused from bank A`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`fetch: +(\d+) bytes fetched in \d+ requests \(file \d+\), (\d+) bytes reused from bank A \(found by cut\)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no fetch line:\n%s", out)
 	}

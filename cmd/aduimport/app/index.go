@@ -98,16 +98,25 @@ func (e *env) index(c *cli.Context) error {
 	if err := outfile.WriteFile(idxPath, x.Encode(), 0o644); err != nil {
 		return err
 	}
+	inBase := 0
+	if x.Base != nil {
+		inBase = len(x.Base.At)
+	}
 	if c.Bool("json") {
 		return cliapp.WriteJSON(e.stdout, struct {
 			Index  string `json:"index"`
 			Store  string `json:"store"`
 			Chunks int    `json:"chunks"`
 			Size   int64  `json:"store_size"`
-		}{idxPath, storePath, len(x.Entries), x.StoreSize})
+			InBase int    `json:"in_base"`
+		}{idxPath, storePath, len(x.Entries), x.StoreSize, inBase})
 	}
 	fmt.Fprintf(e.stdout, "%s: %d chunks of %s payload (%d…%d…%d bytes); store %s: %s\n",
 		idxPath, len(x.Entries), progress.Size(x.RawSize), params.Min, params.Avg, params.Max, storePath, progress.Size(x.StoreSize))
+	if x.Base != nil {
+		fmt.Fprintf(e.stdout, "base map: %d distinct chunks placed in the base payload (%s); a device that holds it reads them there instead of cutting its slot\n",
+			inBase, progress.Size(x.Base.Size))
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,7 +28,8 @@ func TestIndexWithBaseAndManifest(t *testing.T) {
 	if code, _, e := run(t, "sign", "--key", priv, "--version", "2.2.0", "--slot-class", "rootfs", "--compat", "manufacturer=contoso,model=toaster", "-o", img, newPayload); code != 0 {
 		t.Fatalf("sign: %d %s", code, e)
 	}
-	if code, out, e := run(t, "index", "--pub", pub, "--base", oldImg, img); code != 0 || !strings.Contains(out, "rootfs-2.2.0.aduidx") {
+	code, out, e := run(t, "index", "--pub", pub, "--base", oldImg, img)
+	if code != 0 || !strings.Contains(out, "rootfs-2.2.0.aduidx") {
 		t.Fatalf("index: exit %d: %s %s", code, out, e)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "rootfs-2.2.0.aduidx"))
@@ -47,11 +49,14 @@ func TestIndexWithBaseAndManifest(t *testing.T) {
 	if deltas == 0 {
 		t.Fatalf("no delta frame among %d chunks", len(x.Entries))
 	}
+	if x.Base == nil || len(x.Base.At) == 0 || !strings.Contains(out, fmt.Sprintf("base map: %d distinct chunks", len(x.Base.At))) {
+		t.Fatalf("the index maps no chunk of the base, or does not say how many: %s", out)
+	}
 	if code, _, e := run(t, "index", "--pub", pub, "--base", filepath.Join(dir, "k.pem"), img); code == 0 {
 		t.Fatalf("a base that is no image was taken: %s", e)
 	}
 
-	code, out, e := run(t, "manifest", "create", "--provider", "Contoso", "--name", "Toaster", "--version", "2.2.0",
+	code, out, e = run(t, "manifest", "create", "--provider", "Contoso", "--name", "Toaster", "--version", "2.2.0",
 		"--compat", "manufacturer=contoso,model=toaster", "--step", "handler=aduflash/image:1", "--file", img,
 		"--related-file", filepath.Join(dir, "rootfs-2.2.0.aduidx"), "--related-file", filepath.Join(dir, "rootfs-2.2.0.aduchunks"), "-o", "-")
 	if code != 0 {
