@@ -783,15 +783,7 @@ func TestAdaptiveBaseMap(t *testing.T) {
 	mapped := c.index
 	unmapped := *mapped
 	unmapped.Base = nil
-	sizes := map[adaptive.Sum]int{}
-	for _, e := range mapped.Entries {
-		sizes[e.Sum] = e.Size
-		if e.Delta != nil {
-			for _, bc := range e.Delta.Bases {
-				sizes[bc.Sum] = bc.Size
-			}
-		}
-	}
+	sizes := adaptivetest.Sizes(mapped)
 	inPlace := make([]bool, len(c.old)+512<<10)
 	for s, off := range mapped.Base.At {
 		for i := off; i < off+int64(sizes[s]); i++ {

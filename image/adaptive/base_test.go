@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/adaptivetest"
 )
 
 // changedInPlace is p with 8 KiB at from replaced by other bytes.
@@ -14,20 +15,6 @@ func changedInPlace(p []byte, from int, seed uint64) []byte {
 	out := bytes.Clone(p)
 	copy(out[from:from+8<<10], random(seed, 8<<10))
 	return out
-}
-
-// sizes is the size of every chunk the index names, entries and base chunks, by Sum.
-func sizes(x *adaptive.Index) map[adaptive.Sum]int {
-	m := map[adaptive.Sum]int{}
-	for _, e := range x.Entries {
-		m[e.Sum] = e.Size
-		if e.Delta != nil {
-			for _, bc := range e.Delta.Bases {
-				m[bc.Sum] = bc.Size
-			}
-		}
-	}
-	return m
 }
 
 // The base map is what a device holding the base finds in it: its cut in one part, then
@@ -57,7 +44,7 @@ func TestBaseMapIsWhatTheDeviceFinds(t *testing.T) {
 		if !maps.Equal(x.Base.At, want) {
 			t.Fatalf("change %d: the map has %d places, the device finds %d", i, len(x.Base.At), len(want))
 		}
-		size := sizes(x)
+		size := adaptivetest.Sizes(x)
 		for s, off := range x.Base.At {
 			if adaptive.SumOf(old[off:off+int64(size[s])]) != s {
 				t.Fatalf("change %d: the base does not hold chunk %s at %d", i, s, off)
@@ -122,7 +109,7 @@ func TestHoldsBase(t *testing.T) {
 	if len(found) != len(at) {
 		t.Fatalf("%d found, %d mapped", len(found), len(at))
 	}
-	size := sizes(x)
+	size := adaptivetest.Sizes(x)
 	var last adaptive.Sum
 	var lastAt int64 = -1
 	for s, off := range at {

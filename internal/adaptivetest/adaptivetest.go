@@ -33,6 +33,21 @@ func Held(x *adaptive.Index, data []byte) map[adaptive.Sum]bool {
 	return held
 }
 
+// Sizes is the size of every chunk x names, its entries' and their delta frames' base
+// chunks, by hash.
+func Sizes(x *adaptive.Index) map[adaptive.Sum]int {
+	m := map[adaptive.Sum]int{}
+	for _, e := range x.Entries {
+		m[e.Sum] = e.Size
+		if e.Delta != nil {
+			for _, bc := range e.Delta.Bases {
+				m[bc.Sum] = bc.Size
+			}
+		}
+	}
+	return m
+}
+
 // StoreBound is the most an install may fetch from x's chunk store when the device holds the
 // chunks held and has verified the payload up to offset verified: the frames of the chunks it
 // lacks that end past verified (their delta frames where it holds their bases), each once,
