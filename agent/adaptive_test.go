@@ -51,7 +51,7 @@ func newAdaptiveUpdate(t *testing.T, srv *server, version string, raw []byte, mo
 	}
 	srv.put("rootfs.aduchunks", store)
 	return &update{id: adu.UpdateID{Provider: "Contoso", Name: "Board", Version: version}, file: file, raw: raw,
-		manifest: string(m), sig: sig, url: srv.put("rootfs.aduimg", file)}
+		manifest: string(m), sig: sig, url: srv.put("rootfs.aduimg", file), index: idx}
 }
 
 // adaptiveService is u.service with the related files' URLs.

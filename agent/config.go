@@ -77,6 +77,10 @@ type Settings struct {
 	AllowDowngrade bool `toml:"allow_downgrade"`
 	// MaxChunkSize refuses aduimg images with larger chunks (default DefaultMaxChunkSize).
 	MaxChunkSize bytesize.Size `toml:"max_chunk_size"`
+	// AdaptiveCache is the most bytes of the chunk store's ranges an adaptive install into a
+	// UBI volume keeps in StateDir (FrameCacheDir), so that the install that starts over after
+	// a power cut does not fetch them again (Config's default DefaultAdaptiveCache; 0: none).
+	AdaptiveCache bytesize.Size `toml:"adaptive_cache"`
 
 	// Health checks run after booting into a pending bank, within HealthTimeout (default
 	// DefaultHealthTimeout).
@@ -180,6 +184,7 @@ func defaultConfig() Config {
 			ModelID:             adu.ModelV3,
 			CompatPropertyNames: DefaultCompatPropertyNames,
 			MaxChunkSize:        DefaultMaxChunkSize,
+			AdaptiveCache:       DefaultAdaptiveCache,
 			HealthTimeout:       DefaultHealthTimeout,
 		},
 		RebootCommand:        DefaultRebootCommand(),

@@ -40,6 +40,7 @@ func TestConfigSample(t *testing.T) {
 			CompatPropertyNames: "manufacturer,model,hwrev",
 			StateDir:            "/var/lib/aduflash",
 			MaxChunkSize:        4 << 20,
+			AdaptiveCache:       32 << 20,
 			HealthTimeout:       5 * time.Minute,
 			MaxTrialReboots:     3,
 			HealthChecks: []health.Check{
@@ -75,7 +76,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{Settings: Settings{ModelID: "dtmi:azure:iot:deviceUpdateModel;3", Manufacturer: "m", Model: "x", CompatPropertyNames: "manufacturer,model",
-		StateDir: "/var/lib/aduflash", MaxChunkSize: DefaultMaxChunkSize, HealthTimeout: 5 * time.Minute}, Pub: []string{"k.pem"}, RebootCommand: []string{"systemctl", "reboot"},
+		StateDir: "/var/lib/aduflash", MaxChunkSize: DefaultMaxChunkSize, AdaptiveCache: DefaultAdaptiveCache, HealthTimeout: 5 * time.Minute}, Pub: []string{"k.pem"}, RebootCommand: []string{"systemctl", "reboot"},
 		LogLevel: "info", DownloadAttempts: 5, DownloadBackoff: time.Second, DownloadMaxBackoff: time.Minute, DownloadStallTimeout: time.Minute,
 		Provisioning: ProvisionConnectionString, GlobalEndpoint: dps.DefaultGlobalEndpoint}
 	if !reflect.DeepEqual(c, want) {

@@ -174,12 +174,25 @@ func (a *Agent) installStep(ctx context.Context, i int, st *StepState, dryRun bo
 		a.log.Warn("adaptive download not possible; downloading the whole file", "file", st.FileName, "why", why)
 	}
 	src.Adaptive = ad
+	if ad != nil && !dryRun && a.o.AdaptiveCache > 0 {
+		fc := newFrameCache(a.fsys(), a.o.StateDir, ad.Index.HeaderSHA256, int64(a.o.AdaptiveCache))
+		ad.Cache = fc
+		defer func() {
+			if ctx.Err() != nil {
+				return // the agent stops: the install goes on when it starts again
+			}
+			if err := fc.clear(); err != nil {
+				a.log.Warn("the adaptive install's kept ranges could not be removed", "dir", fc.dir, "err", err)
+			}
+		}()
+	}
 	a.log.Info("installing", "step", st.label(), "file", st.FileName, "slot", st.Slot, "size", st.Source.Size,
 		"resume_at", st.Progress.Download.Offset, "adaptive", ad != nil, "dry_run", dryRun)
 	st.Progress, err = in.Install(ctx, src, target, resume)
 	if rec := st.Progress.Adaptive; rec != nil {
 		a.log.Info("adaptive download", "file", st.FileName, "size", st.Source.Size, "fetched", rec.Fetched, "reused", rec.Reused,
-			"from", heldNames(ad), "requests", rec.Requests, "planned", rec.Planned, "found", rec.Found, "fallback", rec.Fallback)
+			"from", heldNames(ad), "requests", rec.Requests, "planned", rec.Planned, "found", rec.Found, "cached", rec.Cached,
+			"cache_error", rec.CacheError, "fallback", rec.Fallback)
 	}
 	return err
 }

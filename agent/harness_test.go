@@ -138,6 +138,7 @@ type update struct {
 	sig      string
 	url      string
 	raw      []byte
+	index    []byte // the adaptive index (newAdaptiveUpdate)
 }
 
 type manifestOpts struct {

@@ -44,6 +44,20 @@ type Adaptive struct {
 	// slot of the image's class, opened read-only); the target slot's current content is
 	// scanned too, unless it is a UBI volume (whose update erases it first).
 	Held []Held
+	// Cache keeps the chunk store's ranges fetched for a target that cannot continue an
+	// install after a power cut (a UBI volume, whose update starts over), so that the next
+	// attempt takes them from it instead of fetching them again (nil: none). What it returns
+	// is checked as fetched bytes are: a wrong byte from it costs a fetch, never the slot.
+	Cache FrameCache
+}
+
+// FrameCache keeps ranges of a chunk store across power cuts (Adaptive.Cache).
+type FrameCache interface {
+	// Range returns the n bytes at off of the store, when Keep kept exactly that range.
+	Range(off, n int64) ([]byte, bool)
+	// Keep keeps the bytes b fetched at off; it may decline (full), and an error only
+	// means they are not kept.
+	Keep(off int64, b []byte) error
 }
 
 // Held is one thing the device holds: Size bytes of R.
@@ -60,6 +74,10 @@ type AdaptiveRecord struct {
 	Requests int   `json:"requests"` // HTTP requests
 	// Planned is how many bytes the last plan fetches (a dry run: what an install would).
 	Planned int64 `json:"planned"`
+	// Cached is how many bytes of the chunk store were taken from Adaptive.Cache instead of
+	// fetched, and CacheError the first error keeping a range in it.
+	Cached     int64  `json:"cached,omitempty"`
+	CacheError string `json:"cache_error,omitempty"`
 	// Found is how the last attempt found the chunks the device holds: FoundByBaseMap (the
 	// running bank held the payload the index was built against) or FoundByCut.
 	Found    string `json:"found,omitempty"`
@@ -145,6 +163,11 @@ type assembly struct {
 	// the device held (counted by the loader, read by the writer's checkpoints); closeInput
 	// adds them to the record.
 	fetched, requests, reused atomic.Int64
+	// cache is Adaptive.Cache when the target needs it (a UBI volume); cached counts what it
+	// gave, cacheErr is the first error keeping a range.
+	cache    FrameCache
+	cached   atomic.Int64
+	cacheErr atomic.Pointer[error]
 	// base and baseDownloaded are the record's counts when the attempt began.
 	base           AdaptiveRecord
 	baseDownloaded int64
@@ -247,6 +270,10 @@ func (a *assembly) count(rec *Record) {
 	ad.Requests += int(a.requests.Load())
 	ad.Reused += a.reused.Load()
 	ad.Planned, ad.Found = a.planned, a.how
+	ad.Cached += a.cached.Load()
+	if err := a.cacheErr.Load(); err != nil && ad.CacheError == "" {
+		ad.CacheError = (*err).Error()
+	}
 	rec.Adaptive, rec.Downloaded = &ad, a.baseDownloaded+n
 }
 
@@ -324,6 +351,9 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 			return nil, errors.New("install: adaptive: the payload's SHA-256 cannot keep its state")
 		}
 		a.whole = w
+	}
+	if t := a.r.target; a.ad.Cache != nil && t != nil && t.Slot().Type == slots.TypeUBI {
+		a.cache = a.ad.Cache
 	}
 	if err := a.scan(); err != nil {
 		return nil, err
@@ -770,7 +800,7 @@ func (a *assembly) fetchPlan(ctx context.Context) {
 				return
 			}
 			a.wg.Go(func() {
-				data, err := a.fetch(ctx, a.ad.StoreURL, a.x.StoreSize, start, end-start)
+				data, err := a.storeRange(ctx, start, end-start)
 				got <- fetchedRange{from: from, to: to, base: start, data: data, err: err}
 			})
 			next = to
@@ -807,6 +837,25 @@ func (a *assembly) coalesce(from int) (to int, start, end int64) {
 		end = fe
 	}
 	return to, start, end
+}
+
+// storeRange returns the n bytes at off of the chunk store: from the cache when it kept them,
+// else fetched (and given to the cache to keep).
+func (a *assembly) storeRange(ctx context.Context, off, n int64) ([]byte, error) {
+	if a.cache == nil {
+		return a.fetch(ctx, a.ad.StoreURL, a.x.StoreSize, off, n)
+	}
+	if b, ok := a.cache.Range(off, n); ok && int64(len(b)) == n {
+		a.cached.Add(n)
+		return b, nil
+	}
+	b, err := a.fetch(ctx, a.ad.StoreURL, a.x.StoreSize, off, n)
+	if err == nil {
+		if kerr := a.cache.Keep(off, b); kerr != nil {
+			a.cacheErr.CompareAndSwap(nil, &kerr)
+		}
+	}
+	return b, err
 }
 
 // fetch gets n bytes at off of the file at url (size bytes) with one Range request (a few

@@ -165,3 +165,109 @@ func TestAdaptiveIntoUBIVolume(t *testing.T) {
 	}
 	t.Logf("fetched %d bytes, then %d again after the cut (of a %d-byte image)", whole.Fetched, ad.Fetched, len(c.img))
 }
+
+// memCache is a FrameCache that outlives an install, as the agent's on disk outlives a
+// power cut; asked counts the ranges asked of it.
+type memCache struct {
+	mu     sync.Mutex
+	ranges map[[2]int64][]byte
+	asked  int
+}
+
+func (m *memCache) Range(off, n int64) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked++
+	b, ok := m.ranges[[2]int64{off, n}]
+	return b, ok
+}
+
+func (m *memCache) Keep(off int64, b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ranges == nil {
+		m.ranges = map[[2]int64][]byte{}
+	}
+	m.ranges[[2]int64{off, int64(len(b))}] = bytes.Clone(b)
+	return nil
+}
+
+func (m *memCache) kept() (n int64) {
+	for _, b := range m.ranges {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// With a FrameCache, the install that starts over in a UBI volume after a power cut takes
+// the ranges the cut attempt fetched from the cache and fetches only the rest (and the
+// header); a range changed in the cache costs the fetch of its chunks, never a wrong byte.
+func TestAdaptiveUBICache(t *testing.T) {
+	for _, tamper := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tampered=%v", tamper), func(t *testing.T) {
+			c := newAdaptiveCaseOf(t, func(old []byte) []byte {
+				// Three changed regions, far apart: ranges of their own.
+				out := bytes.Clone(old)
+				for _, at := range []int{200 << 10, 1500 << 10, 2800 << 10} {
+					copy(out[at:], testData(uint64(at), 48<<10))
+				}
+				return out
+			}, nil)
+			vol := &ubiVolume{reserved: 4 << 20}
+			c.onUBI(t, vol)
+			whole, err := c.install(t, c.d.installer(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cache := &memCache{}
+			c.src.Adaptive.Cache = cache
+			vol.cut = int64(len(c.new)) * 3 / 4
+			if _, err := c.install(t, c.d.installer(t), nil); !errors.Is(err, errUBICut) {
+				t.Fatalf("install with the power cut: %v", err)
+			}
+			kept := cache.kept()
+			if kept == 0 {
+				t.Fatal("the cut attempt kept nothing in the cache")
+			}
+			if tamper {
+				for _, b := range cache.ranges {
+					b[len(b)/2] ^= 0xff
+				}
+			}
+			rec, err := c.install(t, c.d.installer(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(vol.data, c.new) || vol.marker {
+				t.Fatal("the volume does not hold the new payload")
+			}
+			ad := rec.Adaptive
+			store := ad.Fetched - c.index.HeaderSize
+			if ad.Fallback != "" || ad.Cached != kept {
+				t.Fatalf("adaptive %+v: %d bytes were kept in the cache", ad, kept)
+			}
+			if !tamper && store != whole.Adaptive.Planned-kept {
+				t.Fatalf("fetched %d bytes of the store after the cut; planned %d, %d of them in the cache", store, whole.Adaptive.Planned, kept)
+			}
+			if tamper && store <= whole.Adaptive.Planned-kept {
+				t.Fatalf("a tampered cache: fetched only %d bytes of the store (planned %d, %d in the cache)", store, whole.Adaptive.Planned, kept)
+			}
+			t.Logf("planned %d bytes of the store; after the cut %d from the cache, %d fetched", whole.Adaptive.Planned, ad.Cached, store)
+		})
+	}
+}
+
+// A target that keeps what was written (a file, a block device, flash) does not use the
+// cache: its resume point and the scan of what it holds do better.
+func TestAdaptiveCacheOnlyForUBI(t *testing.T) {
+	c := newAdaptiveCase(t)
+	cache := &memCache{}
+	c.src.Adaptive.Cache = cache
+	rec, err := c.install(t, c.d.installer(t), nil)
+	if err != nil || !c.d.holds("rootfs-b", c.new) {
+		t.Fatalf("install: %v", err)
+	}
+	if cache.asked != 0 || len(cache.ranges) != 0 || rec.Adaptive.Cached != 0 {
+		t.Fatalf("an install into a file slot asked the cache %d times and kept %d ranges", cache.asked, len(cache.ranges))
+	}
+}
