@@ -373,19 +373,29 @@ func (a *assembly) payload(h *image.Header, first int) (*payload, error) {
 	return p, nil
 }
 
-// scan finds the index's chunks in what the device holds and, when the install resumes, in
-// what an earlier attempt wrote into the target slot past the resume point: where the
+// scan finds the index's chunks in what the device holds and in what an earlier attempt
+// wrote into the target slot: past the resume point when the install resumes, else the
+// aduimg chunks at the slot's start that match the signed header (an attempt that left no
+// resume record: its journal lost, or the deployment retried after a failure). Where the
 // index's base map puts them, in the first thing held that holds them all there; in the
 // others by cutting each on every core at once, then beside the chunks found (Index.Extend,
 // which looks nowhere in the mapped thing: the map has what it would find there).
 func (a *assembly) scan() error {
 	a.held = append([]Held(nil), a.ad.Held...)
 	from := make([]int64, len(a.held))
-	if t := a.r.target; a.at > 0 && a.at < a.h.RawSize && t.Slot().Type != slots.TypeUBI {
+	prefix := -1 // the target's earlier attempt, when it is in a.held without a resume point
+	if t := a.r.target; t != nil && a.at < a.h.RawSize && t.Slot().Type != slots.TypeUBI {
 		if sr, err := t.OpenReader(); err == nil {
-			a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: min(sr.Size(), a.h.RawSize)})
-			from = append(from, a.at)
 			a.r.closers = append(a.r.closers, sr.Close)
+			size := min(sr.Size(), a.h.RawSize)
+			if a.at > 0 {
+				a.held = append(a.held, Held{Name: t.Slot().String() + " (target)", R: sr, Size: size})
+				from = append(from, a.at)
+			} else if n := a.writtenBefore(sr, size); n > 0 {
+				prefix = len(a.held)
+				a.held = append(a.held, Held{Name: t.Slot().String() + " (an earlier attempt)", R: sr, Size: n})
+				from = append(from, n)
+			}
 		}
 	}
 	wanted := a.x.Wanted()
@@ -399,6 +409,9 @@ func (a *assembly) scan() error {
 		}
 	}()
 	for i, hd := range a.held {
+		if i == prefix {
+			continue // its chunks lie where the payload has them: placed below
+		}
 		if !mapped && from[i] == 0 {
 			ok, err := a.x.HoldsBase(hd.R, hd.Size, i, runtime.GOMAXPROCS(0), a.found)
 			if err != nil {
@@ -414,6 +427,14 @@ func (a *assembly) scan() error {
 		sources[i] = adaptive.Source{R: hd.R, From: from[i], End: hd.Size}
 		scanned = true
 	}
+	if prefix >= 0 {
+		for _, e := range a.x.Entries {
+			if e.Offset+int64(e.Size) > a.held[prefix].Size {
+				break
+			}
+			a.found[e.Sum] = adaptive.Location{Source: prefix, Offset: e.Offset}
+		}
+	}
 	if !scanned {
 		return nil
 	}
@@ -421,6 +442,29 @@ func (a *assembly) scan() error {
 		return fmt.Errorf("%w: %w: reading beside the chunks found: %w", ErrAdaptive, ErrRead, err)
 	}
 	return nil
+}
+
+// writtenBefore is how many bytes at the start of r (the target slot, size bytes of it) are
+// the payload's first aduimg chunks, each checked against the signed header: what an earlier
+// attempt wrote. A chunk that does not match or cannot be read ends them.
+func (a *assembly) writtenBefore(r io.ReaderAt, size int64) int64 {
+	var buf []byte
+	var n int64
+	for i, c := range a.h.Chunks {
+		end := c.RawOffset + int64(c.RawSize)
+		if end > size {
+			break
+		}
+		if cap(buf) < c.RawSize {
+			buf = make([]byte, c.RawSize)
+		}
+		b := buf[:c.RawSize]
+		if k, _ := r.ReadAt(b, c.RawOffset); k < len(b) || a.h.VerifyChunk(i, b) != nil {
+			break
+		}
+		n = end
+	}
+	return n
 }
 
 // makePlan lists the frames to fetch from the assembly's offset on: of each entry the device

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -415,6 +416,63 @@ func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
 			saved.Cursor.Offset > (1<<20)+int64(len(fresh)) && rec.Adaptive.Planned >= whole.Adaptive.Planned {
 			t.Fatalf("resumed at %d: plans %d bytes, an install from the start %d", saved.Cursor.Offset, rec.Adaptive.Planned, whole.Adaptive.Planned)
 		}
+	}
+}
+
+// An earlier attempt that left no resume record (its journal lost, or the deployment
+// retried after it failed) counts: the aduimg chunks at the spare slot's start that match the
+// signed header are taken from there, and what they hold is not fetched again. A slot whose
+// first chunk does not match (another image) gives nothing.
+func TestAdaptiveEarlierAttemptWithoutRecord(t *testing.T) {
+	c := newAdaptiveCase(t)
+	fresh := testData(98, 600<<10)
+	c.new = slices.Concat(c.old[:1<<20], fresh, c.old[1<<20:])
+	c.img = aduimgOf(t, c.new, "3.1", nil)
+	_, kr := key(t)
+	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
+	var store bytes.Buffer
+	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
+	c.store = store.Bytes()
+	c.src = c.srv.put("rootfs.aduimg", c.img)
+	c.srv.put("rootfs.aduchunks", c.store)
+	c.src.Adaptive = c.adaptive()
+	whole, err := c.install(t, c.d.installer(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare := filepath.Join(c.d.dir, "rootfs-B")
+	for _, tc := range []struct {
+		name    string
+		written int64 // bytes of the new payload in the slot
+		other   bool  // the slot's first chunk is another image's
+	}{
+		{"past the changed bytes", 2 << 20, false},
+		{"before them", 512 << 10, false},
+		{"another image first", 2 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			slot := slices.Concat(c.new[:tc.written], bytes.Repeat([]byte{0xee}, len(c.new)-int(tc.written)))
+			if tc.other {
+				slot[100] ^= 1
+			}
+			if err := os.WriteFile(spare, slot, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := c.install(t, c.d.installer(t), nil)
+			if err != nil || !c.d.holds("rootfs-b", c.new) {
+				t.Fatalf("install: %v", err)
+			}
+			ad := rec.Adaptive
+			switch {
+			case tc.other && ad.Planned != whole.Adaptive.Planned:
+				t.Fatalf("a slot of another image: planned %d bytes, from an empty slot %d", ad.Planned, whole.Adaptive.Planned)
+			case !tc.other && tc.written > 1<<20+int64(len(fresh)) && ad.Planned != 0:
+				t.Fatalf("the earlier attempt wrote the changed bytes; planned %d bytes (from an empty slot %d)", ad.Planned, whole.Adaptive.Planned)
+			case !tc.other && tc.written < 1<<20 && ad.Planned != whole.Adaptive.Planned:
+				t.Fatalf("the earlier attempt stopped before the changed bytes; planned %d bytes, from an empty slot %d", ad.Planned, whole.Adaptive.Planned)
+			}
+			t.Logf("planned %d bytes (from an empty slot %d), reused %d", ad.Planned, whole.Adaptive.Planned, ad.Reused)
+		})
 	}
 }
 
