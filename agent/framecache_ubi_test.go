@@ -150,3 +150,112 @@ func TestAdaptiveUBIPowerCut(t *testing.T) {
 		t.Logf("cache %d: fetched %d bytes, then %d after the cut (%d of the store)", cache, first, again, store)
 	}
 }
+
+// cachedBytes is what the agent's frame cache holds for the image of x, as the next start
+// finds it.
+func cachedBytes(t *testing.T, d *device, x *adaptive.Index) int64 {
+	t.Helper()
+	fsys := d.FS().Inspect()
+	dir := filepath.Join(stateDir, FrameCacheDir, hexHeader(x))
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, name := range names {
+		if name[0] == '.' {
+			continue
+		}
+		b, err := fsys.ReadFile(filepath.Join(dir, name), 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += int64(len(b))
+	}
+	return n
+}
+
+// A power cut at each operation from the start of the UBI volume update to its end (volume
+// writes, journal saves, the frame cache's file operations; the fetches run beside the writes,
+// so which operation a count falls on varies): after it, the deployment installs the image
+// and fetches exactly the planned ranges the cache did not keep whole, never a kept one.
+func TestAdaptiveUBIPowerCutEveryOperation(t *testing.T) {
+	v1 := payload(1, 768<<10)
+	v2 := slices.Concat(v1[:100<<10], adaptivetest.Noise(9, 40<<10), v1[100<<10:], adaptivetest.Noise(10, 30<<10))
+	type setup struct {
+		d   *device
+		srv *server
+		u   *update
+		x   *adaptive.Index
+		vol *boardVolume
+		h   *testHub
+		o   func(*Options)
+	}
+	start := func() setup {
+		d := newDevice(t, v1)
+		srv := newServer(t)
+		u := newAdaptiveUpdate(t, srv, "2.0", v2, nil, func(idx []byte) []byte { return idx })
+		x, err := adaptive.ParseIndex(u.index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vol := &boardVolume{p: d.Power(), reserved: 1 << 20}
+		layout := ubiLayout(d, vol)
+		h := newHub(t)
+		h.full(u.adaptiveService(srv.URL, "wf-2"))
+		return setup{d, srv, u, x, vol, h, func(o *Options) { o.Layout, o.AdaptiveCache = layout, 1<<20 }}
+	}
+	// The operations of a deployment without a cut: where the volume update starts and ends.
+	ref := start()
+	ref.d.Power().Record()
+	if err := runAgent(t, ref.d.agent(ref.o), ref.h, nil); !errors.Is(err, ErrRebooting) {
+		t.Fatal(err)
+	}
+	plan := ref.d.agent(ref.o).Record().Deployment.Steps[0].Progress.Adaptive.Planned
+	first, last := -1, -1
+	for i, op := range ref.d.Power().Recorded() {
+		if op.Where == "ubi" {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 || plan <= 0 {
+		t.Fatalf("the reference deployment: no volume update (%d), %d bytes of the store", first, plan)
+	}
+	cutsKept := 0
+	for k := first; k <= last; k++ {
+		s := start()
+		s.d.Power().CutAt(k, powersim.TearNone)
+		if err := runAgent(t, s.d.agent(s.o), s.h, nil); !errors.Is(err, powersim.ErrPowerCut) {
+			t.Fatalf("cut at operation %d: the first attempt: %v", k, err)
+		}
+		s.d.Power().On()
+		kept := cachedBytes(t, s.d, s.x)
+		s.d.reset()
+		var logs bytes.Buffer
+		s.d.logs = &logs
+		s.h.full(s.u.adaptiveService(s.srv.URL, "wf-2"))
+		if err := runAgent(t, s.d.agent(s.o), s.h, nil); !errors.Is(err, ErrRebooting) {
+			t.Fatalf("cut at operation %d: after it: %v; reports %v", k, err, s.h.all())
+		}
+		if !bytes.Equal(s.vol.data, v2) || s.vol.marker || s.d.bootState().Pending != "B" {
+			t.Fatalf("cut at operation %d: the volume holds %d bytes (marker %v), pending %q", k, len(s.vol.data), s.vol.marker, s.d.bootState().Pending)
+		}
+		// The install's own counts: the server's would mix in what the cut attempt's fetches
+		// sent after the cut.
+		ad := s.d.agent(s.o).Record().Deployment.Steps[0].Progress.Adaptive
+		if store := ad.Fetched - s.x.HeaderSize; store != plan-kept || ad.Cached != kept || ad.Planned != plan {
+			t.Fatalf("cut at operation %d: after it %d bytes of the store were fetched and %d taken from the cache (plan %d); %d planned, %d kept in the cache\n%s",
+				k, store, ad.Cached, ad.Planned, plan, kept, logs.String())
+		}
+		if kept > 0 {
+			cutsKept++
+		}
+	}
+	if cutsKept == 0 {
+		t.Fatal("no cut left a range in the cache")
+	}
+	t.Logf("%d cut points, %d of them with ranges kept; %d bytes of the store planned", last-first+1, cutsKept, plan)
+}
