@@ -241,6 +241,11 @@ func New(o Options) (*Agent, error) {
 		}
 	}
 	a.rec.migrate(a.classes(), &legacy)
+	if a.rec.Deployment == nil {
+		if err := clearFrameCaches(a.fsys(), o.StateDir); err != nil {
+			a.log.Warn("the kept ranges of an earlier adaptive install could not be removed", "err", err)
+		}
+	}
 	a.healthy.Store(true)
 	return a, nil
 }

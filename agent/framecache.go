@@ -24,31 +24,30 @@ const FrameCacheDir = "adaptive-frames"
 // DefaultAdaptiveCache is the adaptive_cache default: the most bytes of fetched ranges kept.
 const DefaultAdaptiveCache = 32 << 20
 
-// frameCache keeps the ranges of one image's chunk store in StateDir/FrameCacheDir/<the
-// SHA-256 of the image's signed header>/, each range in a file of its own named
-// "<offset>-<length>", replaced atomically (a power cut leaves a range whole or absent), up
-// to max bytes in all. Nothing it returns is trusted: the install checks it as fetched bytes.
-// The first range kept removes the folders of other images; clear removes this one's.
+// frameCache keeps the ranges of one image's chunk store in StateDir/FrameCacheDir, each range
+// in a file of its own named "<the SHA-256 of the image's signed header>-<offset>-<length>",
+// replaced atomically (a power cut leaves a range whole or absent), up to max bytes in all.
+// Nothing it returns is trusted: the install checks it as it checks fetched bytes. The first
+// range kept removes the files of other images; clear removes them all.
 type frameCache struct {
-	fsys journal.FS
-	root string // StateDir/FrameCacheDir
-	dir  string // root/<header SHA-256>
-	max  int64
+	fsys   journal.FS
+	dir    string // StateDir/FrameCacheDir
+	prefix string // "<header SHA-256>-"
+	max    int64
 
 	mu    sync.Mutex
 	ready bool  // the folder exists and used counts what it held
-	used  int64 // bytes in the folder
+	used  int64 // bytes of this image's ranges in the folder
 }
 
 // newFrameCache returns the cache of the image whose signed header has the SHA-256 header;
 // it touches no file until a range is asked for or kept.
 func newFrameCache(fsys journal.FS, stateDir string, header image.Digest, max int64) *frameCache {
-	root := filepath.Join(stateDir, FrameCacheDir)
-	return &frameCache{fsys: fsys, root: root, dir: filepath.Join(root, hex.EncodeToString(header[:])), max: max}
+	return &frameCache{fsys: fsys, dir: filepath.Join(stateDir, FrameCacheDir), prefix: hex.EncodeToString(header[:]) + "-", max: max}
 }
 
 func (c *frameCache) name(off, n int64) string {
-	return filepath.Join(c.dir, strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(n, 10))
+	return filepath.Join(c.dir, c.prefix+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(n, 10))
 }
 
 // Range returns the range kept at off of n bytes (a file of another length: none).
@@ -84,63 +83,49 @@ func (c *frameCache) Keep(off int64, b []byte) error {
 	return nil
 }
 
-// prepare removes the folders of other images, creates this one's and counts what it holds.
+// prepare creates the folder, removes what is not a range of this image (other images',
+// temporary files a power cut left) and counts what is.
 func (c *frameCache) prepare() error {
-	names, err := c.fsys.ReadDir(c.root)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("agent: %s: %w", c.root, err)
-	}
-	for _, n := range names {
-		if d := filepath.Join(c.root, n); d != c.dir {
-			if err := c.removeDir(d); err != nil {
-				return err
-			}
-		}
-	}
 	if err := c.fsys.MkdirAll(c.dir); err != nil {
 		return fmt.Errorf("agent: %s: %w", c.dir, err)
 	}
-	held, err := c.fsys.ReadDir(c.dir)
-	if err != nil {
-		return fmt.Errorf("agent: %s: %w", c.dir, err)
-	}
-	for _, n := range held {
-		if strings.HasPrefix(n, ".") { // a temporary file a power cut left
-			if err := c.fsys.Remove(filepath.Join(c.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("agent: %s: %w", c.dir, err)
-			}
-			continue
+	return c.remove(func(name string) (bool, error) {
+		if !strings.HasPrefix(name, c.prefix) {
+			return true, nil
 		}
-		b, err := c.fsys.ReadFile(filepath.Join(c.dir, n), c.max)
-		if err != nil {
-			return fmt.Errorf("agent: %s: %w", filepath.Join(c.dir, n), err)
-		}
+		b, err := c.fsys.ReadFile(filepath.Join(c.dir, name), c.max)
 		c.used += int64(len(b))
-	}
-	return nil
+		return false, err
+	})
 }
 
-// removeDir removes the folder d and the files in it.
-func (c *frameCache) removeDir(d string) error {
-	names, err := c.fsys.ReadDir(d)
+// remove removes the files of the folder that drop says to (nil: all).
+func (c *frameCache) remove(drop func(name string) (bool, error)) error {
+	names, err := c.fsys.ReadDir(c.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil { // not a folder (nothing the cache made): removed as a file, if it can be
-		if rerr := c.fsys.Remove(d); rerr != nil {
-			return fmt.Errorf("agent: %s: %w", d, err)
-		}
-		return c.fsys.SyncDir(c.root)
+	if err != nil {
+		return fmt.Errorf("agent: %s: %w", c.dir, err)
 	}
+	removed := false
 	for _, n := range names {
-		if err := c.fsys.Remove(filepath.Join(d, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("agent: %s: %w", d, err)
+		if drop != nil {
+			if ok, err := drop(n); err != nil {
+				return fmt.Errorf("agent: %s: %w", filepath.Join(c.dir, n), err)
+			} else if !ok {
+				continue
+			}
 		}
+		if err := c.fsys.Remove(filepath.Join(c.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("agent: %s: %w", c.dir, err)
+		}
+		removed = true
 	}
-	if err := c.fsys.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("agent: %s: %w", d, err)
+	if !removed {
+		return nil
 	}
-	return c.fsys.SyncDir(c.root)
+	return c.fsys.SyncDir(c.dir)
 }
 
 // clear removes every kept range (the install ended: they are not needed again).
@@ -148,7 +133,13 @@ func (c *frameCache) clear() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ready, c.used = false, 0
-	return c.removeDir(c.dir)
+	return c.remove(nil)
+}
+
+// clearFrameCaches removes every range kept in stateDir: at a start with no deployment in
+// progress, what an install cut while it cleared up, or one cancelled, left.
+func clearFrameCaches(fsys journal.FS, stateDir string) error {
+	return (&frameCache{fsys: fsys, dir: filepath.Join(stateDir, FrameCacheDir)}).clear()
 }
 
 // fsys is the file system of the state folder.

@@ -6,31 +6,36 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
+	"github.com/aduflash/aduflash/internal/atomicfile"
 	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/journal"
 )
 
-func dirNames(t *testing.T, dir string) []string {
-	t.Helper()
-	names, err := journal.OSFS().ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return names
-}
-
 // The frame cache keeps ranges whole under their offset and length, up to its size across
-// restarts, empties the folders of other images when it first keeps one, drops temporary
-// files a power cut left, and clear removes its folder.
+// restarts, removes the ranges of other images when it first keeps one, drops temporary
+// files a power cut left, and clear removes them all.
 func TestFrameCache(t *testing.T) {
 	state := t.TempDir()
+	dir := filepath.Join(state, FrameCacheDir)
 	fsys := journal.OSFS()
 	h1, h2 := image.Digest{1}, image.Digest{2}
 	r1, r2 := bytes.Repeat([]byte{0xa1}, 600), bytes.Repeat([]byte{0xb2}, 300)
+	names := func() []string {
+		t.Helper()
+		n, err := fsys.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for i := range n {
+			n[i] = strings.TrimPrefix(strings.TrimPrefix(n[i], hex.EncodeToString(h1[:])+"-"), hex.EncodeToString(h2[:])+"-")
+		}
+		return n
+	}
 
 	c := newFrameCache(fsys, state, h1, 1000)
 	if _, ok := c.Range(0, 600); ok {
@@ -47,6 +52,9 @@ func TestFrameCache(t *testing.T) {
 			t.Errorf("Range(%d, %d) answered from the range kept at 4096 of 600 bytes", q[0], q[1])
 		}
 	}
+	if _, ok := newFrameCache(fsys, state, h2, 1000).Range(4096, 600); ok {
+		t.Error("another image's cache answered from the first one's range")
+	}
 	// Past its size, a range is not kept (and that is no error).
 	if err := c.Keep(8192, append(r2, r2...)); err != nil {
 		t.Fatal(err)
@@ -56,7 +64,8 @@ func TestFrameCache(t *testing.T) {
 	}
 	// A cache opened again (the agent restarted) counts what the folder holds, and drops
 	// what a cut Replace left behind.
-	if err := os.WriteFile(filepath.Join(c.dir, ".8192-300.tmp-1"), r2[:100], 0o600); err != nil {
+	tmp := filepath.Join(dir, "."+hex.EncodeToString(h1[:])+"-8192-300.tmp-1")
+	if err := os.WriteFile(tmp, r2[:100], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c = newFrameCache(fsys, state, h1, 1000)
@@ -69,17 +78,18 @@ func TestFrameCache(t *testing.T) {
 	if err := c.Keep(10000, r2); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := dirNames(t, c.dir), []string{"4096-600", "9000-300"}; !slices.Equal(got, want) {
+	if got, want := names(), []string{"4096-600", "9000-300"}; !slices.Equal(got, want) {
 		t.Fatalf("the folder holds %v, want %v (the size counts the range kept before the restart)", got, want)
 	}
-	// Another image's cache empties the folder of the first when it keeps a range.
-	os.WriteFile(filepath.Join(state, FrameCacheDir, "stray"), []byte("x"), 0o600)
+	// Another image's cache removes the first one's ranges (and anything else) when it keeps
+	// its first.
+	os.WriteFile(filepath.Join(dir, "stray"), []byte("x"), 0o600)
 	c2 := newFrameCache(fsys, state, h2, 1000)
 	if err := c2.Keep(0, r2); err != nil {
 		t.Fatal(err)
 	}
-	if got := dirNames(t, filepath.Join(state, FrameCacheDir)); !slices.Equal(got, []string{filepath.Base(c2.dir)}) {
-		t.Fatalf("the cache folder holds %v after another image's first range", got)
+	if got := names(); !slices.Equal(got, []string{"0-300"}) {
+		t.Fatalf("the folder holds %v after another image's first range", got)
 	}
 	if _, ok := c.Range(4096, 600); ok {
 		t.Fatal("the first image's range survived another image's cache")
@@ -87,11 +97,30 @@ func TestFrameCache(t *testing.T) {
 	if err := c2.clear(); err != nil {
 		t.Fatal(err)
 	}
-	if got := dirNames(t, filepath.Join(state, FrameCacheDir)); len(got) != 0 {
+	if got := names(); len(got) != 0 {
 		t.Fatalf("clear left %v", got)
 	}
 	if err := c2.clear(); err != nil {
 		t.Fatalf("clear of an empty cache: %v", err)
+	}
+	if err := clearFrameCaches(fsys, t.TempDir()); err != nil {
+		t.Fatalf("clearFrameCaches without a folder: %v", err)
+	}
+}
+
+// An agent that starts with no deployment in progress removes the ranges an earlier install
+// left (cut while it cleared up, or cancelled); with one in progress it keeps them (the
+// UBI power-cut tests see them used).
+func TestFrameCacheClearedAtStart(t *testing.T) {
+	d := newDevice(t, payload(1, 64<<10))
+	fsys := d.FS()
+	name := filepath.Join(stateDir, FrameCacheDir, "ab-0-3")
+	if err := atomicfile.Replace(fsys, name, "", []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	d.agent(nil)
+	if names, _ := fsys.Inspect().ReadDir(filepath.Join(stateDir, FrameCacheDir)); len(names) != 0 {
+		t.Fatalf("an agent starting with no deployment left %v", names)
 	}
 }
 
