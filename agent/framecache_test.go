@@ -12,7 +12,6 @@ import (
 	"github.com/aduflash/aduflash/image"
 	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/internal/atomicfile"
-	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/journal"
 )
 
@@ -123,7 +122,5 @@ func TestFrameCacheClearedAtStart(t *testing.T) {
 		t.Fatalf("an agent starting with no deployment left %v", names)
 	}
 }
-
-func bytesizeOf(n int64) bytesize.Size { return bytesize.Size(n) }
 
 func hexHeader(x *adaptive.Index) string { return hex.EncodeToString(x.HeaderSHA256[:]) }

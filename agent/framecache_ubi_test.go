@@ -7,86 +7,68 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/aduflash/aduflash/image/adaptive"
 	"github.com/aduflash/aduflash/internal/adaptivetest"
+	"github.com/aduflash/aduflash/internal/bytesize"
 	"github.com/aduflash/aduflash/internal/powersim"
+	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
 
-// boardVolume is a UBI volume on the board's power: an update erases it and sets its update
-// marker, reads fail while the marker is set, and the power fails once cut bytes of an
-// update were written (the marker stays: what was written is lost).
+// boardVolume is a simulated UBI volume (mtdsim.Volume) on the board's power: its update
+// start, writes and close are operations of the board's power switch, reads fail while the
+// power is off, and cut arms the switch once that many bytes of an update were written.
 type boardVolume struct {
-	p        *powersim.Power
-	mu       sync.Mutex
-	data     []byte
-	marker   bool
-	reserved int64
-	cut      int64
+	*mtdsim.Volume
+	p   *powersim.Power
+	cut int64
 }
 
 type boardUpdate struct {
-	v    *boardVolume
-	size int64
-	buf  bytes.Buffer
+	v *boardVolume
+	w io.WriteCloser
+	n int64
+}
+
+func newBoardVolume(p *powersim.Power, reserved, cut int64) *boardVolume {
+	return &boardVolume{Volume: mtdsim.NewVolume(reserved), p: p, cut: cut}
 }
 
 func (v *boardVolume) Update(size int64) (io.WriteCloser, error) {
 	if err := v.p.Op(powersim.Erase, "ubi"); err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.data, v.marker = nil, true
-	return &boardUpdate{v: v, size: size}, nil
+	w, err := v.Volume.Update(size)
+	return &boardUpdate{v: v, w: w}, err
 }
-
-func (v *boardVolume) ReservedSize() int64 { return v.reserved }
 
 func (v *boardVolume) ReadAt(p []byte, off int64) (int, error) {
 	if err := v.p.Check(); err != nil {
 		return 0, err
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.marker {
-		return 0, errors.New("ubi: damaged volume, update marker is set")
-	}
-	if off >= int64(len(v.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, v.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return v.Volume.ReadAt(p, off)
 }
 
 func (u *boardUpdate) Write(p []byte) (int, error) {
-	if u.v.cut > 0 && int64(u.buf.Len()+len(p)) >= u.v.cut {
+	if u.v.cut > 0 && u.n+int64(len(p)) >= u.v.cut {
 		u.v.cut = 0
 		u.v.p.CutAfter(0)
 	}
 	if err := u.v.p.Op(powersim.Program, "ubi"); err != nil {
 		return 0, err
 	}
-	return u.buf.Write(p)
+	n, err := u.w.Write(p)
+	u.n += int64(n)
+	return n, err
 }
 
 func (u *boardUpdate) Close() error {
 	if err := u.v.p.Op(powersim.Sync, "ubi"); err != nil {
 		return err
 	}
-	u.v.mu.Lock()
-	defer u.v.mu.Unlock()
-	if int64(u.buf.Len()) != u.size {
-		return errors.New("ubi: update closed early")
-	}
-	u.v.data, u.v.marker = bytes.Clone(u.buf.Bytes()), false
-	return nil
+	return u.w.Close()
 }
 
 // ubiLayout is the board's layout with bank B's rootfs slot a UBI volume, vol.
@@ -104,6 +86,37 @@ func ubiLayout(d *device, vol *boardVolume) *slots.Layout {
 	return slots.NewLayout(&cfg, env)
 }
 
+// ubiDeployment is an adaptive deployment of v2 to a board running v1 whose bank B rootfs
+// slot is a UBI volume (vol), its hub told of it; o gives an agent that slot layout and a
+// frame cache of cache bytes.
+type ubiDeployment struct {
+	d   *device
+	srv *server
+	u   *update
+	x   *adaptive.Index
+	vol *boardVolume
+	h   *testHub
+	o   func(*Options)
+}
+
+// newUBIDeployment sets up an ubiDeployment; the power fails once cut bytes (> 0) of the
+// volume's update were written.
+func newUBIDeployment(t *testing.T, v1, v2 []byte, cut, cache int64) ubiDeployment {
+	t.Helper()
+	d := newDevice(t, v1)
+	srv := newServer(t)
+	u := newAdaptiveUpdate(t, srv, "2.0", v2, nil, func(idx []byte) []byte { return idx })
+	x, err := adaptive.ParseIndex(u.index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := newBoardVolume(d.Power(), 1<<20, cut)
+	layout := ubiLayout(d, vol)
+	h := newHub(t)
+	h.full(u.adaptiveService(srv.URL, "wf-2"))
+	return ubiDeployment{d, srv, u, x, vol, h, func(o *Options) { o.Layout, o.AdaptiveCache = layout, bytesize.Size(cache) }}
+}
+
 // An adaptive install into a UBI volume that a power cut interrupts starts over after it,
 // and takes the chunk store's ranges it had fetched from the agent's frame cache: the second
 // attempt fetches the index and the image header again, nothing of the store. The cache is
@@ -112,18 +125,8 @@ func TestAdaptiveUBIPowerCut(t *testing.T) {
 	v1 := payload(1, 768<<10)
 	v2 := slices.Concat(v1[:100<<10], adaptivetest.Noise(9, 40<<10), v1[100<<10:])
 	for _, cache := range []int64{1 << 20, 0} {
-		d := newDevice(t, v1)
-		srv := newServer(t)
-		u := newAdaptiveUpdate(t, srv, "2.0", v2, nil, func(idx []byte) []byte { return idx })
-		x, err := adaptive.ParseIndex(u.index)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vol := &boardVolume{p: d.Power(), reserved: 1 << 20, cut: int64(len(v2)) * 9 / 10}
-		layout := ubiLayout(d, vol)
-		opts := func(o *Options) { o.Layout, o.AdaptiveCache = layout, bytesizeOf(cache) }
-		h := newHub(t)
-		h.full(u.adaptiveService(srv.URL, "wf-2"))
+		s := newUBIDeployment(t, v1, v2, int64(len(v2))*9/10, cache)
+		d, srv, u, x, vol, h, opts := s.d, s.srv, s.u, s.x, s.vol, s.h, s.o
 		if err := runAgent(t, d.agent(opts), h, nil); !errors.Is(err, powersim.ErrPowerCut) {
 			t.Fatalf("cache %d: the first attempt: %v", cache, err)
 		}
@@ -134,8 +137,8 @@ func TestAdaptiveUBIPowerCut(t *testing.T) {
 		if err := runAgent(t, d.agent(opts), h, nil); !errors.Is(err, ErrRebooting) {
 			t.Fatalf("cache %d: the attempt after the cut: %v; reports %v", cache, err, h.all())
 		}
-		if !bytes.Equal(vol.data, v2) || vol.marker || d.bootState().Pending != "B" {
-			t.Fatalf("cache %d: the volume holds %d bytes (marker %v), pending %q", cache, len(vol.data), vol.marker, d.bootState().Pending)
+		if !bytes.Equal(vol.Data(), v2) || d.bootState().Pending != "B" {
+			t.Fatalf("cache %d: the volume holds %d bytes (marker %v), pending %q", cache, len(vol.Data()), vol.Marked(), d.bootState().Pending)
 		}
 		again := srv.Sent.Load() - first
 		store := again - int64(len(u.index)) - x.HeaderSize
@@ -180,29 +183,7 @@ func cachedBytes(t *testing.T, d *device, x *adaptive.Index) int64 {
 func TestAdaptiveUBIPowerCutEveryOperation(t *testing.T) {
 	v1 := payload(1, 768<<10)
 	v2 := slices.Concat(v1[:100<<10], adaptivetest.Noise(9, 40<<10), v1[100<<10:], adaptivetest.Noise(10, 30<<10))
-	type setup struct {
-		d   *device
-		srv *server
-		u   *update
-		x   *adaptive.Index
-		vol *boardVolume
-		h   *testHub
-		o   func(*Options)
-	}
-	start := func() setup {
-		d := newDevice(t, v1)
-		srv := newServer(t)
-		u := newAdaptiveUpdate(t, srv, "2.0", v2, nil, func(idx []byte) []byte { return idx })
-		x, err := adaptive.ParseIndex(u.index)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vol := &boardVolume{p: d.Power(), reserved: 1 << 20}
-		layout := ubiLayout(d, vol)
-		h := newHub(t)
-		h.full(u.adaptiveService(srv.URL, "wf-2"))
-		return setup{d, srv, u, x, vol, h, func(o *Options) { o.Layout, o.AdaptiveCache = layout, 1<<20 }}
-	}
+	start := func() ubiDeployment { return newUBIDeployment(t, v1, v2, 0, 1<<20) }
 	// The operations of a deployment without a cut: where the volume update starts and ends.
 	ref := start()
 	ref.d.Power().Record()
@@ -238,8 +219,8 @@ func TestAdaptiveUBIPowerCutEveryOperation(t *testing.T) {
 		if err := runAgent(t, s.d.agent(s.o), s.h, nil); !errors.Is(err, ErrRebooting) {
 			t.Fatalf("cut at operation %d: after it: %v; reports %v", k, err, s.h.all())
 		}
-		if !bytes.Equal(s.vol.data, v2) || s.vol.marker || s.d.bootState().Pending != "B" {
-			t.Fatalf("cut at operation %d: the volume holds %d bytes (marker %v), pending %q", k, len(s.vol.data), s.vol.marker, s.d.bootState().Pending)
+		if !bytes.Equal(s.vol.Data(), v2) || s.d.bootState().Pending != "B" {
+			t.Fatalf("cut at operation %d: the volume holds %d bytes (marker %v), pending %q", k, len(s.vol.Data()), s.vol.Marked(), s.d.bootState().Pending)
 		}
 		// The install's own counts: the server's would mix in what the cut attempt's fetches
 		// sent after the cut.

@@ -56,7 +56,20 @@ func newAdaptiveCase(t *testing.T) *adaptiveCase {
 func newAdaptiveCaseOf(t *testing.T, change func([]byte) []byte, mod func(*image.SignOptions)) *adaptiveCase {
 	t.Helper()
 	c := &adaptiveCase{d: newDevice(t), srv: newServer(t), old: testData(7, 3<<20)}
-	c.new = change(c.old)
+	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-A"), c.old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.publishWith(t, change(c.old), mod)
+	return c
+}
+
+// publish makes p the case's new payload: its image, index and chunk store on the server.
+func (c *adaptiveCase) publish(t *testing.T, p []byte) { c.publishWith(t, p, nil) }
+
+// publishWith is publish with the image signed with mod's options.
+func (c *adaptiveCase) publishWith(t *testing.T, p []byte, mod func(*image.SignOptions)) {
+	t.Helper()
+	c.new = p
 	c.img = aduimgOf(t, c.new, "3.1", mod)
 	_, kr := key(t)
 	rd, err := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
@@ -68,13 +81,9 @@ func newAdaptiveCaseOf(t *testing.T, change func([]byte) []byte, mod func(*image
 		t.Fatal(err)
 	}
 	c.store = store.Bytes()
-	if err := os.WriteFile(filepath.Join(c.d.dir, "rootfs-A"), c.old, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	c.src = c.srv.put("rootfs.aduimg", c.img)
 	c.srv.put("rootfs.aduchunks", c.store)
 	c.src.Adaptive = c.adaptive()
-	return c
 }
 
 // adaptive is the Source.Adaptive of the case: the index, the store's URL, bank A's slot.
@@ -370,16 +379,7 @@ func (c *adaptiveCase) lacking(t *testing.T) []adaptive.Entry {
 func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
 	c := newAdaptiveCase(t)
 	fresh := testData(99, 600<<10)
-	c.new = append(append(append([]byte(nil), c.old[:1<<20]...), fresh...), c.old[1<<20:]...)
-	c.img = aduimgOf(t, c.new, "3.1", nil)
-	_, kr := key(t)
-	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
-	var store bytes.Buffer
-	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
-	c.store = store.Bytes()
-	c.src = c.srv.put("rootfs.aduimg", c.img)
-	c.srv.put("rootfs.aduchunks", c.store)
-	c.src.Adaptive = c.adaptive()
+	c.publish(t, slices.Concat(c.old[:1<<20], fresh, c.old[1<<20:]))
 	whole, err := c.install(t, c.d.installer(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -426,16 +426,7 @@ func TestAdaptiveResumeAfterPowerCut(t *testing.T) {
 func TestAdaptiveEarlierAttemptWithoutRecord(t *testing.T) {
 	c := newAdaptiveCase(t)
 	fresh := testData(98, 600<<10)
-	c.new = slices.Concat(c.old[:1<<20], fresh, c.old[1<<20:])
-	c.img = aduimgOf(t, c.new, "3.1", nil)
-	_, kr := key(t)
-	rd, _ := image.NewReader(bytes.NewReader(c.img), image.VerifyOptions{Keyring: kr})
-	var store bytes.Buffer
-	c.index, _ = adaptive.Build(rd.Header(), rd, adaptive.DefaultParams, &store, nil)
-	c.store = store.Bytes()
-	c.src = c.srv.put("rootfs.aduimg", c.img)
-	c.srv.put("rootfs.aduchunks", c.store)
-	c.src.Adaptive = c.adaptive()
+	c.publish(t, slices.Concat(c.old[:1<<20], fresh, c.old[1<<20:]))
 	whole, err := c.install(t, c.d.installer(t), nil)
 	if err != nil {
 		t.Fatal(err)

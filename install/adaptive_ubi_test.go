@@ -4,86 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/aduflash/aduflash/mtd"
+	"github.com/aduflash/aduflash/mtd/mtdsim"
 	"github.com/aduflash/aduflash/slots"
 )
 
-// ubiVolume behaves as a UBI volume under UBI_IOCVOLUP: an update erases the volume and
-// sets its update marker, a read of a volume with the marker set fails (the kernel's EBADF),
-// and only an update that received all its announced bytes clears it. cut > 0 makes the
-// power fail once that many bytes of an update were written.
-type ubiVolume struct {
-	mu       sync.Mutex
-	data     []byte
-	reserved int64
-	marker   bool
-	updates  []int64 // the size of each update started
-	cut      int64
-}
-
-var errUBICut = errors.New("power cut during the volume update")
-
-type ubiUpdate struct {
-	v    *ubiVolume
-	size int64
-	buf  bytes.Buffer
-}
-
-func (v *ubiVolume) Update(size int64) (io.WriteCloser, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.updates = append(v.updates, size)
-	v.data, v.marker = nil, true
-	return &ubiUpdate{v: v, size: size}, nil
-}
-
-func (v *ubiVolume) ReservedSize() int64 { return v.reserved }
-
-func (v *ubiVolume) ReadAt(p []byte, off int64) (int, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.marker {
-		return 0, errors.New("ubi: damaged volume, update marker is set")
-	}
-	if off >= int64(len(v.data)) {
-		return 0, io.EOF
-	}
-	n := copy(p, v.data[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (u *ubiUpdate) Write(p []byte) (int, error) {
-	u.v.mu.Lock()
-	defer u.v.mu.Unlock()
-	if u.v.cut > 0 && int64(u.buf.Len()+len(p)) >= u.v.cut {
-		n := int(u.v.cut) - u.buf.Len()
-		u.buf.Write(p[:n])
-		u.v.cut = 0
-		return n, errUBICut
-	}
-	return u.buf.Write(p)
-}
-
-func (u *ubiUpdate) Close() error {
-	u.v.mu.Lock()
-	defer u.v.mu.Unlock()
-	if int64(u.buf.Len()) != u.size {
-		return fmt.Errorf("update of %d bytes closed after %d: %w", u.size, u.buf.Len(), mtd.ErrUpdateSize)
-	}
-	u.v.data, u.v.marker = bytes.Clone(u.buf.Bytes()), false
-	return nil
-}
-
 // onUBI makes bank B's rootfs slot of the case's device a UBI volume, vol.
-func (c *adaptiveCase) onUBI(t *testing.T, vol *ubiVolume) {
+func (c *adaptiveCase) onUBI(t *testing.T, vol *mtdsim.Volume) {
 	t.Helper()
 	cfg, err := slots.ParseConfig(fmt.Appendf(nil, `[slots]
 sync_interval = "64KiB"
@@ -118,24 +49,24 @@ ubi_volume = "rootfs_b"
 // never the whole image, and it does not read the damaged volume as a source.
 func TestAdaptiveIntoUBIVolume(t *testing.T) {
 	c := newAdaptiveCase(t)
-	vol := &ubiVolume{reserved: 4 << 20}
+	vol := mtdsim.NewVolume(4 << 20)
 	c.onUBI(t, vol)
 	rec, err := c.install(t, c.d.installer(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !bytes.Equal(vol.data, c.new) {
-		t.Fatalf("format %s, adaptive %+v; the volume holds %d bytes (want the %d of the payload)", rec.Format, rec.Adaptive, len(vol.data), len(c.new))
+	if rec.Format != FormatAdaptive || rec.Adaptive.Fallback != "" || !bytes.Equal(vol.Data(), c.new) {
+		t.Fatalf("format %s, adaptive %+v; the volume holds %d bytes (want the %d of the payload)", rec.Format, rec.Adaptive, len(vol.Data()), len(c.new))
 	}
-	if len(vol.updates) != 1 || vol.updates[0] != int64(len(c.new)) {
-		t.Fatalf("volume updates %v, want one of %d bytes", vol.updates, len(c.new))
+	if u := vol.Updates(); len(u) != 1 || u[0] != int64(len(c.new)) {
+		t.Fatalf("volume updates %v, want one of %d bytes", u, len(c.new))
 	}
 	whole := rec.Adaptive
 	if whole.Fetched > int64(len(c.img))/10 {
 		t.Fatalf("fetched %d bytes of a %d-byte image", whole.Fetched, len(c.img))
 	}
 
-	vol.cut = int64(len(c.new)) * 2 / 3
+	vol.PowerCutAfterBytes(int64(len(c.new)) * 2 / 3)
 	in := c.d.installer(t)
 	var saved *Record
 	in.Save = func(r Record) error {
@@ -143,10 +74,11 @@ func TestAdaptiveIntoUBIVolume(t *testing.T) {
 		saved = &r
 		return nil
 	}
-	if _, err := c.install(t, in, nil); !errors.Is(err, errUBICut) {
+	if _, err := c.install(t, in, nil); !errors.Is(err, mtd.ErrPowerCut) {
 		t.Fatalf("install with the power cut at byte %d of the update: %v", len(c.new)*2/3, err)
 	}
-	if !vol.marker {
+	vol.PowerOn()
+	if !vol.Marked() {
 		t.Fatal("the cut update left the volume without its update marker")
 	}
 	if saved != nil && saved.Cursor.Offset != 0 {
@@ -156,8 +88,8 @@ func TestAdaptiveIntoUBIVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(vol.data, c.new) || vol.marker || len(vol.updates) != 3 || vol.updates[2] != int64(len(c.new)) {
-		t.Fatalf("after the resumed install: %d bytes in the volume, marker %v, updates %v", len(vol.data), vol.marker, vol.updates)
+	if u := vol.Updates(); !bytes.Equal(vol.Data(), c.new) || len(u) != 3 || u[2] != int64(len(c.new)) {
+		t.Fatalf("after the resumed install: %d bytes in the volume, marker %v, updates %v", len(vol.Data()), vol.Marked(), u)
 	}
 	ad := rec.Adaptive
 	if rec.Format != FormatAdaptive || ad.Fallback != "" || ad.Planned > whole.Planned || ad.Fetched > whole.Fetched {
@@ -213,7 +145,7 @@ func TestAdaptiveUBICache(t *testing.T) {
 				}
 				return out
 			}, nil)
-			vol := &ubiVolume{reserved: 4 << 20}
+			vol := mtdsim.NewVolume(4 << 20)
 			c.onUBI(t, vol)
 			whole, err := c.install(t, c.d.installer(t), nil)
 			if err != nil {
@@ -221,10 +153,11 @@ func TestAdaptiveUBICache(t *testing.T) {
 			}
 			cache := &memCache{}
 			c.src.Adaptive.Cache = cache
-			vol.cut = int64(len(c.new)) * 3 / 4
-			if _, err := c.install(t, c.d.installer(t), nil); !errors.Is(err, errUBICut) {
+			vol.PowerCutAfterBytes(int64(len(c.new)) * 3 / 4)
+			if _, err := c.install(t, c.d.installer(t), nil); !errors.Is(err, mtd.ErrPowerCut) {
 				t.Fatalf("install with the power cut: %v", err)
 			}
+			vol.PowerOn()
 			kept := cache.kept()
 			if kept == 0 {
 				t.Fatal("the cut attempt kept nothing in the cache")
@@ -238,7 +171,7 @@ func TestAdaptiveUBICache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(vol.data, c.new) || vol.marker {
+			if !bytes.Equal(vol.Data(), c.new) {
 				t.Fatal("the volume does not hold the new payload")
 			}
 			ad := rec.Adaptive

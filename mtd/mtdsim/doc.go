@@ -66,6 +66,13 @@
 // read-back right after programming sees the truth and a later verification does not. Writes
 // and the inspection methods see the truth; lies are no operations.
 //
+// # UBI volumes
+//
+// *Volume models a UBI volume under the kernel's volume update (UBI_IOCVOLUP): an update
+// erases the volume and sets its update marker, reads fail with ErrUpdateMarker while it is
+// set, and only an update closed after exactly its announced bytes clears it. Its power cut
+// (PowerCutAfterBytes) fails the write that passes the bytes and leaves the marker set.
+//
 // # Block devices
 //
 // *Block models an eMMC/SD partition or a file: any alignment, writes reach the medium in
